@@ -1,0 +1,1 @@
+//! The technician device library (client SDK issue).

@@ -1,0 +1,1 @@
+//! The fieldsync server: branch edge server and head office (issue #3 onwards).
