@@ -7,3 +7,5 @@
 //! database, no network (see ARCHITECTURE.md).
 
 pub mod ids;
+pub mod job;
+pub mod time;

@@ -1,0 +1,5 @@
+//! Jobs (work orders): the typed model, its automerge document form, and conflicts.
+
+pub mod model;
+
+pub use model::*;
