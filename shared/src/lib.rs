@@ -9,3 +9,4 @@
 pub mod ids;
 pub mod job;
 pub mod time;
+pub mod rules;
