@@ -8,5 +8,6 @@
 
 pub mod ids;
 pub mod job;
-pub mod time;
+pub mod keys;
 pub mod rules;
+pub mod time;

@@ -44,7 +44,13 @@ fn blank(s: Option<&str>) -> bool {
 /// device's key and the document's heads.
 pub fn completeness(job: &Job) -> Vec<Missing> {
     let mut missing = Vec::new();
-    let mut add = |rule, code, message: String| missing.push(Missing { rule, code, message });
+    let mut add = |rule, code, message: String| {
+        missing.push(Missing {
+            rule,
+            code,
+            message,
+        })
+    };
 
     if blank(job.diagnosis.fault_cause.as_deref()) {
         add("R7", "missing_fault_cause", "record the fault cause".into());
@@ -166,7 +172,11 @@ pub fn charges(job: &Job) -> Result<Charges, ChargeError> {
         BillingMode::Warranty => 0,
         BillingMode::Billable => parts - warranty_parts + labour + travel,
     };
-    let m = |v: i128| i64::try_from(v).map(Money).map_err(|_| ChargeError::Overflow);
+    let m = |v: i128| {
+        i64::try_from(v)
+            .map(Money)
+            .map_err(|_| ChargeError::Overflow)
+    };
     Ok(Charges {
         parts: m(parts)?,
         parts_under_warranty: m(warranty_parts)?,

@@ -255,14 +255,20 @@ mod tests {
         assert_eq!(t.to_string(), "2026-11-28T09:30:00.25Z");
         assert_eq!(t.month().expect("in range").to_string(), "2026-11");
         let with_offset: Timestamp = "2026-12-01T01:00:00+08:00".parse().expect("valid");
-        assert_eq!(with_offset.month().expect("in range").to_string(), "2026-11");
+        assert_eq!(
+            with_offset.month().expect("in range").to_string(),
+            "2026-11"
+        );
         assert!("yesterday".parse::<Timestamp>().is_err());
     }
 
     #[test]
     fn dates_and_months_are_strict() {
         assert_eq!(
-            "2026-02-28".parse::<CalendarDate>().expect("valid").to_string(),
+            "2026-02-28"
+                .parse::<CalendarDate>()
+                .expect("valid")
+                .to_string(),
             "2026-02-28"
         );
         assert!("2026-02-30".parse::<CalendarDate>().is_err());

@@ -1,0 +1,461 @@
+//! Ed25519 key pairs with key ids, stored as files.
+//!
+//! Every signer of the trust chain (DESIGN.md, "Trust chain") has one: the branch server signs
+//! reports, each technician device signs customer acknowledgements. A key id is a fingerprint
+//! of the public key, so a report can name the key that signed it without carrying it. Secret
+//! key files are written with mode 0600 and refused when group or others can read them.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// What went wrong with a key or a key file. Each variant names the file, so the message is
+/// something a person can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key file {path} does not exist (create one with `fieldsync keygen`)")]
+    Missing { path: PathBuf },
+    #[error("key file {path} cannot be read: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("key file {path} is malformed: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    #[error(
+        "secret key file {path} has mode {mode:o}; it must be readable by its owner only (chmod 600)"
+    )]
+    InsecurePermissions { path: PathBuf, mode: u32 },
+    #[error("key file {path} cannot be written: {source}")]
+    Unwritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no randomness available to make a key: {0}")]
+    NoRandomness(String),
+    #[error("{0}")]
+    BadKey(String),
+}
+
+/// The fingerprint of a public key: the first 16 bytes of its SHA-256, in hex.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyId(String);
+
+impl KeyId {
+    pub fn of(key: &VerifyingKey) -> Self {
+        let hash = Sha256::digest(key.as_bytes());
+        Self(hex::encode(&hash[..16]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.0)
+    }
+}
+
+/// A public key with its id, as enrolled in a trust store or written to a `.pub` file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    key: VerifyingKey,
+    id: KeyId,
+}
+
+impl PublicKey {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+            KeyError::BadKey(format!("public key has {} bytes, expected 32", bytes.len()))
+        })?;
+        let key = VerifyingKey::from_bytes(&arr)
+            .map_err(|_| KeyError::BadKey("bytes are not an ed25519 public key".into()))?;
+        Ok(Self::from(key))
+    }
+
+    pub fn from_hex(s: &str) -> Result<Self, KeyError> {
+        let bytes =
+            hex::decode(s.trim()).map_err(|_| KeyError::BadKey("public key is not hex".into()))?;
+        Self::from_bytes(&bytes)
+    }
+
+    pub fn id(&self) -> &KeyId {
+        &self.id
+    }
+
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.key.as_bytes())
+    }
+
+    /// Verifies with `verify_strict`, which also rejects weak keys and non-canonical
+    /// signatures (so one message has exactly one valid signature per key).
+    pub fn verify(&self, message: &[u8], signature: &Signature) -> bool {
+        self.key.verify_strict(message, signature).is_ok()
+    }
+
+    /// Writes the public key file (`{"kind":…, "key_id":…, "public_key": hex}`).
+    pub fn save(&self, path: &Path) -> Result<(), KeyError> {
+        let file = PublicKeyFile {
+            kind: PUBLIC_KIND.into(),
+            key_id: self.id.clone(),
+            public_key: self.to_hex(),
+        };
+        write_file(path, &to_json(&file), 0o644)
+    }
+
+    /// Reads a public key file written by [`PublicKey::save`].
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let text = read_file(path)?;
+        let file: PublicKeyFile = serde_json::from_str(&text).map_err(|e| malformed(path, e))?;
+        if file.kind != PUBLIC_KIND {
+            return Err(malformed(
+                path,
+                format!("kind is {:?}, expected {PUBLIC_KIND:?}", file.kind),
+            ));
+        }
+        let key = Self::from_hex(&file.public_key).map_err(|e| malformed(path, e))?;
+        if key.id != file.key_id {
+            return Err(malformed(
+                path,
+                format!(
+                    "key_id {} does not match the key (its id is {})",
+                    file.key_id, key.id
+                ),
+            ));
+        }
+        Ok(key)
+    }
+}
+
+impl From<VerifyingKey> for PublicKey {
+    fn from(key: VerifyingKey) -> Self {
+        let id = KeyId::of(&key);
+        Self { key, id }
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.id)
+    }
+}
+
+/// A signing key pair. The secret never appears in `Debug` output.
+pub struct KeyPair {
+    signing: SigningKey,
+    public: PublicKey,
+}
+
+impl KeyPair {
+    /// A fresh key pair from the operating system's randomness.
+    pub fn generate() -> Result<Self, KeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyError::NoRandomness(e.to_string()))?;
+        Ok(Self::from_seed(&seed))
+    }
+
+    /// A key pair from a 32-byte secret seed (tests use fixed seeds).
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        let signing = SigningKey::from_bytes(seed);
+        let public = PublicKey::from(signing.verifying_key());
+        Self { signing, public }
+    }
+
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    pub fn id(&self) -> &KeyId {
+        self.public.id()
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        self.signing.sign(message)
+    }
+
+    /// Writes the secret key file with mode 0600 (created that way, never widened later).
+    pub fn save(&self, path: &Path) -> Result<(), KeyError> {
+        let file = SecretKeyFile {
+            kind: SECRET_KIND.into(),
+            key_id: self.id().clone(),
+            public_key: self.public.to_hex(),
+            secret_key: hex::encode(self.signing.to_bytes()),
+        };
+        write_file(path, &to_json(&file), 0o600)
+    }
+
+    /// Reads a secret key file, refusing one that others can read.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        check_private_mode(path)?;
+        let text = read_file(path)?;
+        let file: SecretKeyFile = serde_json::from_str(&text).map_err(|e| malformed(path, e))?;
+        if file.kind != SECRET_KIND {
+            return Err(malformed(
+                path,
+                format!("kind is {:?}, expected {SECRET_KIND:?}", file.kind),
+            ));
+        }
+        let seed: [u8; 32] = hex::decode(file.secret_key.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| malformed(path, "secret_key is not 32 bytes of hex"))?;
+        let pair = Self::from_seed(&seed);
+        if pair.public.to_hex() != file.public_key.trim() || pair.id() != &file.key_id {
+            return Err(malformed(
+                path,
+                "public_key or key_id does not match the secret key",
+            ));
+        }
+        Ok(pair)
+    }
+
+    /// Loads the key at `path`, or generates one and saves it there if the file is absent
+    /// (what `serve` does on first run). Returns whether a key was created.
+    pub fn load_or_generate(path: &Path) -> Result<(Self, bool), KeyError> {
+        match Self::load(path) {
+            Ok(pair) => Ok((pair, false)),
+            Err(KeyError::Missing { .. }) => {
+                let pair = Self::generate()?;
+                pair.save(path)?;
+                Ok((pair, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyPair({})", self.id())
+    }
+}
+
+/// Parses a hex ed25519 signature.
+pub fn signature_from_hex(s: &str) -> Option<Signature> {
+    let bytes: [u8; 64] = hex::decode(s).ok()?.try_into().ok()?;
+    Some(Signature::from_bytes(&bytes))
+}
+
+const SECRET_KIND: &str = "fieldsync-ed25519-secret-key";
+const PUBLIC_KIND: &str = "fieldsync-ed25519-public-key";
+
+#[derive(Serialize, Deserialize)]
+struct SecretKeyFile {
+    kind: String,
+    key_id: KeyId,
+    public_key: String,
+    secret_key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PublicKeyFile {
+    kind: String,
+    key_id: KeyId,
+    public_key: String,
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Serialising these plain structs of strings cannot fail.
+    let mut s = serde_json::to_string_pretty(value).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn malformed(path: &Path, reason: impl fmt::Display) -> KeyError {
+    KeyError::Malformed {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => KeyError::Missing {
+            path: path.to_owned(),
+        },
+        std::io::ErrorKind::InvalidData => malformed(path, "not UTF-8 text"),
+        _ => KeyError::Unreadable {
+            path: path.to_owned(),
+            source,
+        },
+    })
+}
+
+#[cfg(unix)]
+fn check_private_mode(path: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::InsecurePermissions {
+                    path: path.to_owned(),
+                    mode,
+                });
+            }
+            Ok(())
+        }
+        // Let the read report a missing or unreadable file with its own message.
+        Err(_) => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn check_private_mode(_path: &Path) -> Result<(), KeyError> {
+    Ok(())
+}
+
+/// Writes `text` to a temporary file with `mode` in the same folder, syncs it and renames it
+/// into place, so a crash never leaves half a key behind.
+fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), KeyError> {
+    let unwritable = |source| KeyError::Unwritable {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(unwritable)?;
+    }
+    let tmp = path.with_extension("tmp-write");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = options.open(&tmp).map_err(unwritable)?;
+    file.write_all(text.as_bytes()).map_err(unwritable)?;
+    file.sync_all().map_err(unwritable)?;
+    std::fs::rename(&tmp, path).map_err(unwritable)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_key_file_round_trips_with_mode_0600() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys/branch.key");
+        let pair = KeyPair::generate().expect("random");
+        pair.save(&path).expect("save");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let loaded = KeyPair::load(&path).expect("load");
+        assert_eq!(loaded.id(), pair.id());
+        let sig = loaded.sign(b"hello");
+        assert!(pair.public().verify(b"hello", &sig));
+        assert!(!pair.public().verify(b"hellO", &sig));
+    }
+
+    #[test]
+    fn public_key_file_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("branch.pub");
+        let pair = KeyPair::from_seed(&[3; 32]);
+        pair.public().save(&path).expect("save");
+        assert_eq!(&PublicKey::load(&path).expect("load"), pair.public());
+    }
+
+    #[test]
+    fn missing_unreadable_and_malformed_files_have_clear_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope.key");
+        let err = KeyPair::load(&missing).expect_err("missing");
+        assert!(matches!(err, KeyError::Missing { .. }), "{err}");
+        assert!(err.to_string().contains("nope.key"));
+
+        let garbage = dir.path().join("garbage.key");
+        write_file(&garbage, "not json", 0o600).expect("write");
+        assert!(matches!(
+            KeyPair::load(&garbage),
+            Err(KeyError::Malformed { .. })
+        ));
+
+        let pair = KeyPair::from_seed(&[9; 32]);
+        let wrong_id = dir.path().join("wrong.key");
+        let text = to_json(&SecretKeyFile {
+            kind: SECRET_KIND.into(),
+            key_id: KeyId("00".into()),
+            public_key: pair.public().to_hex(),
+            secret_key: hex::encode([9u8; 32]),
+        });
+        write_file(&wrong_id, &text, 0o600).expect("write");
+        assert!(matches!(
+            KeyPair::load(&wrong_id),
+            Err(KeyError::Malformed { .. })
+        ));
+
+        // A directory where a file is expected cannot be read.
+        let err = KeyPair::load(dir.path()).expect_err("a directory");
+        assert!(
+            matches!(
+                err,
+                KeyError::Unreadable { .. } | KeyError::InsecurePermissions { .. }
+            ),
+            "{err}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_key_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("branch.key");
+        KeyPair::generate()
+            .expect("random")
+            .save(&path)
+            .expect("save");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = KeyPair::load(&path).expect_err("too open");
+        assert!(
+            matches!(err, KeyError::InsecurePermissions { mode: 0o644, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_or_generate_creates_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.key");
+        let (a, created) = KeyPair::load_or_generate(&path).expect("first");
+        assert!(created);
+        let (b, created) = KeyPair::load_or_generate(&path).expect("second");
+        assert!(!created);
+        assert_eq!(a.id(), b.id());
+    }
+
+    #[test]
+    fn key_id_is_a_stable_fingerprint() {
+        let pair = KeyPair::from_seed(&[1; 32]);
+        assert_eq!(pair.id().as_str().len(), 32);
+        assert_eq!(pair.id(), KeyPair::from_seed(&[1; 32]).id());
+        assert_ne!(pair.id(), KeyPair::from_seed(&[2; 32]).id());
+    }
+}
