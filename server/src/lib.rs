@@ -1,1 +1,8 @@
-//! The fieldsync server: branch edge server and head office (issue #3 onwards).
+//! The fieldsync server: the branch edge server and head office.
+//!
+//! `main.rs` only parses the command line; everything a test needs to start a real server on
+//! port 0 lives here (`app::run`).
+
+pub mod app;
+pub mod config;
+pub mod data_dir;

@@ -1,0 +1,217 @@
+//! Server configuration: defaults that run with no config at all, a TOML file, and
+//! `FIELDSYNC_*` environment overrides, in that order of precedence (lowest first).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Which tier this server plays (DESIGN.md, "Three tiers, one protocol").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// A branch edge server: devices sync with it; it signs completed reports.
+    Edge,
+    /// Head office: branches sync with it; it verifies and archives reports.
+    HeadOffice,
+}
+
+/// Limits that protect the server from one peer; each has a default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket message accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Most simultaneous WebSocket connections.
+    pub max_connections: usize,
+    /// Most documents held in memory at once.
+    pub max_loaded_documents: usize,
+    /// A document no peer has used for this long is evicted from memory.
+    #[serde(with = "secs")]
+    pub document_idle: Duration,
+    /// Interval of WebSocket pings; a connection silent for three intervals is closed.
+    #[serde(with = "secs")]
+    pub ping_interval: Duration,
+    /// How long a graceful shutdown waits for connections to drain.
+    #[serde(with = "secs")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_connections: 20_000,
+            max_loaded_documents: 50_000,
+            document_idle: Duration::from_secs(300),
+            ping_interval: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The whole configuration of `fieldsync serve`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub role: Role,
+    /// The branch this edge server serves (ignored at head office).
+    pub branch_id: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            role: Role::Edge,
+            branch_id: "branch-1".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 3030)),
+            data_dir: PathBuf::from("fieldsync-data"),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?} is invalid: {message}")]
+    Env {
+        name: String,
+        value: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `FIELDSYNC_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+        };
+        for (name, value) in env {
+            config.apply_env(&name, &value)?;
+        }
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        let bad = |message: String| ConfigError::Env {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            message,
+        };
+        let secs = |v: &str| {
+            v.parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|e| bad(format!("expected whole seconds: {e}")))
+        };
+        let count = |v: &str| {
+            v.parse::<usize>()
+                .map_err(|e| bad(format!("expected a count: {e}")))
+        };
+        match name {
+            "FIELDSYNC_ROLE" => {
+                self.role = match value {
+                    "edge" => Role::Edge,
+                    "head-office" => Role::HeadOffice,
+                    _ => return Err(bad("expected edge or head-office".into())),
+                }
+            }
+            "FIELDSYNC_BRANCH_ID" => self.branch_id = value.to_owned(),
+            "FIELDSYNC_LISTEN" => {
+                self.listen = value
+                    .parse()
+                    .map_err(|e| bad(format!("expected host:port: {e}")))?
+            }
+            "FIELDSYNC_DATA_DIR" => self.data_dir = PathBuf::from(value),
+            "FIELDSYNC_MAX_FRAME_BYTES" => self.limits.max_frame_bytes = count(value)?,
+            "FIELDSYNC_MAX_CONNECTIONS" => self.limits.max_connections = count(value)?,
+            "FIELDSYNC_MAX_LOADED_DOCUMENTS" => self.limits.max_loaded_documents = count(value)?,
+            "FIELDSYNC_DOCUMENT_IDLE_SECS" => self.limits.document_idle = secs(value)?,
+            "FIELDSYNC_PING_INTERVAL_SECS" => self.limits.ping_interval = secs(value)?,
+            "FIELDSYNC_SHUTDOWN_GRACE_SECS" => self.limits.shutdown_grace = secs(value)?,
+            // Other FIELDSYNC_* variables (e.g. FIELDSYNC_CONFIG, FIELDSYNC_LOG) are read
+            // elsewhere; unrelated variables are none of our business.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_config_at_all_gives_the_documented_defaults() {
+        let c = Config::load(None, []).expect("defaults");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3030");
+        assert_eq!(c.data_dir, PathBuf::from("fieldsync-data"));
+        assert_eq!(c.role, Role::Edge);
+    }
+
+    #[test]
+    fn file_then_environment_override() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fieldsync.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:4000\"\nbranch_id = \"north-01\"\n[limits]\nmax_connections = 5\n",
+        )
+        .expect("write");
+        let c = Config::load(
+            Some(&path),
+            [("FIELDSYNC_LISTEN".to_owned(), "127.0.0.1:5000".to_owned())],
+        )
+        .expect("valid");
+        assert_eq!(c.listen.port(), 5000);
+        assert_eq!(c.branch_id, "north-01");
+        assert_eq!(c.limits.max_connections, 5);
+    }
+
+    #[test]
+    fn errors_name_the_file_or_variable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "listen = 3\nunknown_key = 1\n").expect("write");
+        let e = Config::load(Some(&path), []).expect_err("invalid");
+        assert!(e.to_string().contains("bad.toml"), "{e}");
+        let e = Config::load(None, [("FIELDSYNC_LISTEN".into(), "nowhere".into())])
+            .expect_err("invalid");
+        assert!(e.to_string().contains("FIELDSYNC_LISTEN"), "{e}");
+    }
+}
