@@ -4,5 +4,6 @@
 //! port 0 lives here (`app::run`).
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod data_dir;

@@ -186,6 +186,12 @@ impl KeyPair {
         self.public.id()
     }
 
+    /// The 64-byte secret-and-public form other ed25519 libraries take (PASETO tokens). The
+    /// caller must not store or log it.
+    pub fn to_keypair_bytes(&self) -> [u8; 64] {
+        self.signing.to_keypair_bytes()
+    }
+
     pub fn sign(&self, message: &[u8]) -> Signature {
         self.signing.sign(message)
     }

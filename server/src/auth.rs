@@ -1,0 +1,319 @@
+//! Tokens: who is on the other end of a connection or an API call.
+//!
+//! Tokens are PASETO v4.public, signed with the server's ed25519 key, short-lived, and carry
+//! a subject (`device:<id>`, `desk:<role>`, `branch:<id>`) and a token id. Checking a token
+//! takes the time as an argument so expiry is testable without sleeping. Revocation is the
+//! registry's business (a revoked device's tokens all fail there), checked by the caller.
+
+use std::fmt;
+use std::time::Duration;
+
+use fieldsync_shared::ids::{BranchId, DeviceId};
+use fieldsync_shared::keys::KeyPair;
+use fieldsync_shared::time::Timestamp;
+use pasetors::claims::Claims;
+use pasetors::keys::{AsymmetricPublicKey, AsymmetricSecretKey};
+use pasetors::token::UntrustedToken;
+use pasetors::version4::V4;
+use pasetors::{Public, public};
+
+/// The audience every fieldsync token names.
+const AUDIENCE: &str = "fieldsync";
+/// Bound into every signature, so a PASETO made for something else never passes here.
+const IMPLICIT: &[u8] = b"fieldsync-token-v1";
+
+/// The desk roles (issue #6 gives them their permissions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum DeskRole {
+    Dispatcher,
+    Manager,
+    Analyst,
+}
+
+impl DeskRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeskRole::Dispatcher => "dispatcher",
+            DeskRole::Manager => "manager",
+            DeskRole::Analyst => "analyst",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [DeskRole::Dispatcher, DeskRole::Manager, DeskRole::Analyst]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// Whom a token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Device(DeviceId),
+    Desk(DeskRole),
+    Branch(BranchId),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Device(d) => write!(f, "device:{d}"),
+            Subject::Desk(r) => write!(f, "desk:{}", r.as_str()),
+            Subject::Branch(b) => write!(f, "branch:{b}"),
+        }
+    }
+}
+
+impl Subject {
+    fn parse(s: &str) -> Option<Self> {
+        let (kind, rest) = s.split_once(':')?;
+        match kind {
+            "device" => DeviceId::new(rest).ok().map(Subject::Device),
+            "desk" => DeskRole::parse(rest).map(Subject::Desk),
+            "branch" => BranchId::new(rest).ok().map(Subject::Branch),
+            _ => None,
+        }
+    }
+}
+
+/// A token that passed signature and expiry checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub subject: Subject,
+    pub token_id: String,
+    pub expires_at: Timestamp,
+}
+
+/// Why a token was refused. Each message is what the HTTP 401 body says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token: send `Authorization: Bearer <token>` or `?token=<token>`")]
+    Missing,
+    #[error("the token is not a PASETO v4.public token")]
+    Malformed,
+    #[error("the token's signature does not verify: it was not issued by this server")]
+    Forged,
+    #[error("the token expired at {0}")]
+    Expired(Timestamp),
+    #[error("the token's claims are invalid: {0}")]
+    BadClaims(&'static str),
+    #[error("the token was revoked: {0}")]
+    Revoked(String),
+}
+
+impl AuthError {
+    /// A stable code for the refusal (logs, metrics, JSON bodies).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing_token",
+            AuthError::Malformed => "malformed_token",
+            AuthError::Forged => "forged_token",
+            AuthError::Expired(_) => "expired_token",
+            AuthError::BadClaims(_) => "bad_token_claims",
+            AuthError::Revoked(_) => "revoked",
+        }
+    }
+}
+
+/// Issues and checks tokens with the server key.
+pub struct TokenAuthority {
+    secret: AsymmetricSecretKey<V4>,
+    public: AsymmetricPublicKey<V4>,
+    issuer: String,
+}
+
+impl fmt::Debug for TokenAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenAuthority({})", self.issuer)
+    }
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    // Whole seconds: PASETO claims are RFC 3339 and pasetors parses them strictly.
+    Timestamp::from_millis(t.as_millis().div_euclid(1000) * 1000).to_string()
+}
+
+impl TokenAuthority {
+    /// `issuer` names the server (its branch id, or `head-office`).
+    pub fn new(key: &KeyPair, issuer: impl Into<String>) -> Result<Self, AuthError> {
+        let secret = AsymmetricSecretKey::<V4>::from(&key.to_keypair_bytes())
+            .map_err(|_| AuthError::Malformed)?;
+        let public = AsymmetricPublicKey::<V4>::from(key.public().verifying_key().as_bytes())
+            .map_err(|_| AuthError::Malformed)?;
+        Ok(Self {
+            secret,
+            public,
+            issuer: issuer.into(),
+        })
+    }
+
+    /// A token for `subject`, valid from `now` for `ttl`.
+    pub fn issue(
+        &self,
+        subject: &Subject,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<String, String> {
+        let mut jti = [0u8; 16];
+        getrandom::fill(&mut jti).map_err(|e| e.to_string())?;
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let mut claims = Claims::new().map_err(|e| e.to_string())?;
+        let err = |e: pasetors::errors::Error| e.to_string();
+        claims.issuer(&self.issuer).map_err(err)?;
+        claims.audience(AUDIENCE).map_err(err)?;
+        claims.subject(&subject.to_string()).map_err(err)?;
+        claims.token_identifier(&hex::encode(jti)).map_err(err)?;
+        claims.issued_at(&rfc3339(now)).map_err(err)?;
+        claims.not_before(&rfc3339(now)).map_err(err)?;
+        claims
+            .expiration(&rfc3339(now.plus_millis(ttl_ms)))
+            .map_err(err)?;
+        public::sign(&self.secret, &claims, None, Some(IMPLICIT)).map_err(err)
+    }
+
+    /// Checks signature, issuer, audience and expiry at `now`.
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<Verified, AuthError> {
+        let untrusted = UntrustedToken::<Public, V4>::try_from(token.trim())
+            .map_err(|_| AuthError::Malformed)?;
+        // Only the signature is checked by the library: the claims are checked below against
+        // the given clock, not the system's, so expiry is testable.
+        let trusted =
+            pasetors::version4::PublicToken::verify(&self.public, &untrusted, None, Some(IMPLICIT))
+                .map_err(|_| AuthError::Forged)?;
+        let claims = Claims::from_string(trusted.payload()).map_err(|_| AuthError::Malformed)?;
+        let claims = &claims;
+        let text = |name: &'static str| {
+            claims
+                .get_claim(name)
+                .and_then(|v| v.as_str())
+                .ok_or(AuthError::BadClaims(name))
+        };
+        if text("iss")? != self.issuer {
+            return Err(AuthError::BadClaims("issuer is not this server"));
+        }
+        if text("aud")? != AUDIENCE {
+            return Err(AuthError::BadClaims("audience is not fieldsync"));
+        }
+        let expires_at: Timestamp = text("exp")?
+            .parse()
+            .map_err(|_| AuthError::BadClaims("exp"))?;
+        let not_before: Timestamp = text("nbf")?
+            .parse()
+            .map_err(|_| AuthError::BadClaims("nbf"))?;
+        if now >= expires_at {
+            return Err(AuthError::Expired(expires_at));
+        }
+        // A minute of clock skew is tolerated.
+        if now.plus_millis(60_000) < not_before {
+            return Err(AuthError::BadClaims("nbf is in the future"));
+        }
+        let subject = Subject::parse(text("sub")?).ok_or(AuthError::BadClaims("sub"))?;
+        Ok(Verified {
+            subject,
+            token_id: text("jti")?.to_owned(),
+            expires_at,
+        })
+    }
+}
+
+/// Parses a duration like `15m`, `12h`, `7d`, `90s`.
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 15m, 12h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" | "" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authority() -> TokenAuthority {
+        TokenAuthority::new(&KeyPair::from_seed(&[5; 32]), "north-01").expect("valid key")
+    }
+
+    const NOW: Timestamp = Timestamp::from_millis(1_790_000_000_000);
+
+    #[test]
+    fn a_token_verifies_until_it_expires() {
+        let a = authority();
+        let subject = Subject::Device(DeviceId::new("dev-1").expect("valid"));
+        let token = a
+            .issue(&subject, Duration::from_secs(600), NOW)
+            .expect("issue");
+        let v = a.verify(&token, NOW.plus_millis(1000)).expect("valid");
+        assert_eq!(v.subject, subject);
+        let e = a
+            .verify(&token, NOW.plus_millis(600_000))
+            .expect_err("expired");
+        assert!(matches!(e, AuthError::Expired(_)), "{e}");
+    }
+
+    #[test]
+    fn a_token_from_another_key_is_forged() {
+        let other = TokenAuthority::new(&KeyPair::from_seed(&[6; 32]), "north-01").expect("key");
+        let token = other
+            .issue(
+                &Subject::Desk(DeskRole::Manager),
+                Duration::from_secs(60),
+                NOW,
+            )
+            .expect("issue");
+        assert_eq!(authority().verify(&token, NOW), Err(AuthError::Forged));
+    }
+
+    #[test]
+    fn a_token_for_another_issuer_is_refused() {
+        let key = KeyPair::from_seed(&[5; 32]);
+        let other = TokenAuthority::new(&key, "south-02").expect("key");
+        let token = other
+            .issue(
+                &Subject::Desk(DeskRole::Manager),
+                Duration::from_secs(60),
+                NOW,
+            )
+            .expect("issue");
+        assert!(matches!(
+            authority().verify(&token, NOW),
+            Err(AuthError::BadClaims(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_and_tampered_tokens_are_refused() {
+        let a = authority();
+        assert_eq!(a.verify("hello", NOW), Err(AuthError::Malformed));
+        let token = a
+            .issue(
+                &Subject::Desk(DeskRole::Dispatcher),
+                Duration::from_secs(60),
+                NOW,
+            )
+            .expect("issue");
+        let mut bytes = token.into_bytes();
+        let i = bytes.len() - 5;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).expect("ascii");
+        assert!(matches!(
+            a.verify(&tampered, NOW),
+            Err(AuthError::Forged | AuthError::Malformed)
+        ));
+    }
+
+    #[test]
+    fn ttl_parsing() {
+        assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_ttl("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_ttl("soon").is_err());
+        assert!(parse_ttl("5w").is_err());
+    }
+}
