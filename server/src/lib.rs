@@ -7,3 +7,4 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod data_dir;
+pub mod metrics;

@@ -1,0 +1,188 @@
+//! Prometheus metrics, hand-rolled: a few atomic counters, gauges and histograms rendered in
+//! the text exposition format at `/metrics`. Small enough that a metrics crate would cost more
+//! than it saves.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A latency histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                self.counts[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Every metric the server exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub loaded_documents: AtomicI64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Time from a frame's arrival to the engine finishing with it.
+    pub sync_latency: Histogram,
+    /// Time from a storage write being queued to it being durable.
+    pub storage_latency: Histogram,
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// Counts a refusal by its reason code (auth failures, bad frames, forbidden documents…).
+    pub fn refused(&self, reason: &'static str) {
+        let mut map = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry(reason).or_default() += 1;
+    }
+
+    /// The count of refusals for one reason (tests read it).
+    pub fn refusals(&self, reason: &str) -> u64 {
+        self.refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(reason)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut line = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        let g = |a: &AtomicI64| a.load(Ordering::Relaxed).to_string();
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        line(
+            "fieldsync_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            g(&self.connections),
+        );
+        line(
+            "fieldsync_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            c(&self.connections_total),
+        );
+        line(
+            "fieldsync_loaded_documents",
+            "gauge",
+            "Documents held in memory.",
+            g(&self.loaded_documents),
+        );
+        line(
+            "fieldsync_messages_in_total",
+            "counter",
+            "Protocol messages received.",
+            c(&self.messages_in),
+        );
+        line(
+            "fieldsync_messages_out_total",
+            "counter",
+            "Protocol messages sent.",
+            c(&self.messages_out),
+        );
+        line(
+            "fieldsync_bytes_in_total",
+            "counter",
+            "Bytes of protocol messages received.",
+            c(&self.bytes_in),
+        );
+        line(
+            "fieldsync_bytes_out_total",
+            "counter",
+            "Bytes of protocol messages sent.",
+            c(&self.bytes_out),
+        );
+        self.sync_latency.render(
+            &mut out,
+            "fieldsync_sync_seconds",
+            "Time the sync engine took per received message.",
+        );
+        self.storage_latency.render(
+            &mut out,
+            "fieldsync_storage_write_seconds",
+            "Time from a storage write being queued to being durable.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP fieldsync_refusals_total Requests refused, by reason.\n# TYPE fieldsync_refusals_total counter"
+        );
+        let map = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (reason, n) in map.iter() {
+            let _ = writeln!(out, "fieldsync_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_refusals() {
+        let m = Metrics::default();
+        m.connections.fetch_add(2, Ordering::Relaxed);
+        m.sync_latency.observe(Duration::from_millis(3));
+        m.refused("forbidden");
+        m.refused("forbidden");
+        let text = m.render();
+        assert!(text.contains("fieldsync_connections 2"));
+        assert!(text.contains("fieldsync_sync_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("fieldsync_sync_seconds_bucket{le=\"0.001\"} 0"));
+        assert!(text.contains("fieldsync_refusals_total{reason=\"forbidden\"} 2"));
+        assert_eq!(m.refusals("forbidden"), 2);
+    }
+}
