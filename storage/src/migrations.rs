@@ -1,0 +1,176 @@
+//! Schema migrations: numbered SQL files under `storage/migrations/`, compiled in, tracked in
+//! `PRAGMA user_version`.
+//!
+//! `user_version` belongs to this crate alone: it counts the steps of [`MIGRATIONS`] applied
+//! to the file. Each step runs in its own `BEGIN IMMEDIATE` transaction together with the
+//! `user_version` bump, so a crash mid-way leaves the file at the previous step, never in
+//! between. A released step is never edited; a schema change is a new file appended here.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::StorageError;
+
+/// One migration step.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    /// The `user_version` the database has once this step is applied; steps are numbered
+    /// 1, 2, 3, ... with no gaps.
+    pub(crate) version: i64,
+    /// The file name without `.sql`, `NNNN_what`, where `NNNN` is `version`.
+    pub(crate) name: &'static str,
+    pub(crate) sql: &'static str,
+}
+
+/// Every step, in order. Append new steps at the end (and a seed for the step's schema in the
+/// tests below).
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_initial",
+    sql: include_str!("../migrations/0001_initial.sql"),
+}];
+
+/// The schema version this build writes: the number of the last migration.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Brings the database up to [`SCHEMA_VERSION`].
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Applies every step up to and including `target`, each in its own transaction.
+///
+/// The version is read again under the write lock, so two processes opening the same file
+/// at once do not both apply a step.
+pub(crate) fn migrate_to(conn: &mut Connection, target: i64) -> Result<(), StorageError> {
+    for step in MIGRATIONS.iter().filter(|step| step.version <= target) {
+        apply_step(conn, step).map_err(|source| StorageError::Migration {
+            step: step.name,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn apply_step(conn: &mut Connection, step: &Migration) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if user_version(&tx)? >= step.version {
+        return Ok(());
+    }
+    tx.execute_batch(step.sql)?;
+    tx.pragma_update(None, "user_version", step.version)?;
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::{Context, ensure};
+    use rusqlite::params;
+
+    use super::*;
+
+    #[test]
+    fn steps_are_numbered_without_gaps_and_named_after_their_number() {
+        for (index, step) in MIGRATIONS.iter().enumerate() {
+            let expected = i64::try_from(index).map(|i| i + 1).ok();
+            assert_eq!(Some(step.version), expected, "{}", step.name);
+            assert!(
+                step.name.starts_with(&format!("{:04}_", step.version)),
+                "{} does not start with its number",
+                step.name
+            );
+        }
+        assert_eq!(
+            MIGRATIONS.last().map(|step| step.version),
+            Some(SCHEMA_VERSION)
+        );
+    }
+
+    #[test]
+    fn migrating_an_empty_database_reaches_the_current_version() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut conn = Connection::open(dir.path().join("empty.sqlite"))?;
+        assert_eq!(user_version(&conn)?, 0);
+        migrate(&mut conn)?;
+        assert_eq!(user_version(&conn)?, SCHEMA_VERSION);
+        // Running again is a no-op, as on every later open.
+        migrate(&mut conn)?;
+        assert_eq!(user_version(&conn)?, SCHEMA_VERSION);
+        check_sound(&conn)
+    }
+
+    /// Each step applies to a database that holds data written at the previous step, and
+    /// that data is still readable afterwards. A new migration adds a `seed` arm for the
+    /// schema it produces and a `check_seed` arm for how earlier data must look after it.
+    #[test]
+    fn each_step_applies_on_a_database_created_at_the_previous_step() -> anyhow::Result<()> {
+        for step in MIGRATIONS {
+            let previous = step.version - 1;
+            let dir = tempfile::tempdir()?;
+            let mut conn = Connection::open(dir.path().join("step.sqlite"))?;
+            migrate_to(&mut conn, previous)?;
+            ensure!(user_version(&conn)? == previous);
+            seed(&conn, previous).with_context(|| format!("seeding version {previous}"))?;
+
+            migrate_to(&mut conn, step.version).with_context(|| step.name)?;
+
+            ensure!(user_version(&conn)? == step.version, "{}", step.name);
+            check_seed(&conn, previous, step.version)
+                .with_context(|| format!("data of version {previous} after {}", step.name))?;
+            check_sound(&conn)?;
+            // The next step's test will start from data of this version: make sure it can.
+            seed(&conn, step.version).with_context(|| format!("seeding {}", step.name))?;
+        }
+        Ok(())
+    }
+
+    /// Writes representative rows with the schema of `version`.
+    fn seed(conn: &Connection, version: i64) -> anyhow::Result<()> {
+        match version {
+            0 => {}
+            1 => {
+                conn.execute(
+                    "INSERT INTO doc_chunks (doc_id, kind, key, data) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        "2j9knpCseyhnK8izDmLpGP5WMdZQ",
+                        "snapshot",
+                        [7u8; 32],
+                        b"snap"
+                    ],
+                )?;
+                conn.execute(
+                    "INSERT INTO sync_states (peer_storage_id, doc_id, state) VALUES (?1, ?2, ?3)",
+                    params!["peer-1", "2j9knpCseyhnK8izDmLpGP5WMdZQ", b"state"],
+                )?;
+                conn.execute(
+                    "INSERT INTO meta (namespace, key, value) VALUES (?1, ?2, ?3)",
+                    params!["devices", "dev-1", b"record"],
+                )?;
+            }
+            other => anyhow::bail!("no seed for schema version {other}: add one"),
+        }
+        Ok(())
+    }
+
+    /// Checks that what `seed(seeded)` wrote reads back correctly at schema `now`.
+    fn check_seed(_conn: &Connection, seeded: i64, now: i64) -> anyhow::Result<()> {
+        match (seeded, now) {
+            (0, _) => Ok(()),
+            (other, now) => anyhow::bail!("no check for data of version {other} at version {now}"),
+        }
+    }
+
+    fn check_sound(conn: &Connection) -> anyhow::Result<()> {
+        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
+        ensure!(integrity == "ok", "integrity_check: {integrity}");
+        let violations: i64 =
+            conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+                row.get(0)
+            })?;
+        ensure!(violations == 0, "{violations} foreign key violations");
+        Ok(())
+    }
+}

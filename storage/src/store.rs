@@ -1,0 +1,415 @@
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::chunk::{Chunk, ChunkKey, ChunkKind};
+use crate::migrations::{self, SCHEMA_VERSION};
+use crate::pending::{Pending, pending};
+use crate::stats::{Counters, StoreStats};
+use crate::writer::{self, Command, Done, WriteOp};
+use crate::{StorageError, StoreConfig};
+
+/// The durable store of one fieldsync node (edge server, head office or technician device).
+///
+/// Writes go to one writer thread and return a [`Pending`] that completes after the
+/// transaction holding them has committed; reads run on read-only connections at once and
+/// block the calling thread briefly (call them from `spawn_blocking` in async code).
+///
+/// `Store` is `Send + Sync`: share it behind an `Arc`. Dropping it (or [`Store::close`])
+/// commits every write already queued before the writer thread stops.
+pub struct Store {
+    path: PathBuf,
+    commands: Option<Sender<Command>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Readers,
+    counters: Arc<Counters>,
+}
+
+impl Store {
+    /// Opens the database at `path`, creating it (and its folder) if missing, and brings its
+    /// schema up to date.
+    ///
+    /// Refuses a file that is not a SQLite database ([`StorageError::NotADatabase`]), one
+    /// that is damaged ([`StorageError::Corrupt`], when `config.quick_check` is on) and one
+    /// written by a newer program ([`StorageError::NewerSchema`]); none of these is modified.
+    pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store, StorageError> {
+        let path = path.as_ref().to_owned();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StorageError::Io {
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        let classify = |error| StorageError::classify(error, &path);
+
+        let mut conn = Connection::open(&path).map_err(classify)?;
+        conn.busy_timeout(config.busy_timeout).map_err(classify)?;
+
+        // Checks that only read come first, so that a refused file is left as it was.
+        let found = migrations::user_version(&conn).map_err(classify)?;
+        if found > SCHEMA_VERSION {
+            return Err(StorageError::NewerSchema {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if config.quick_check {
+            quick_check(&conn, &path)?;
+        }
+
+        // WAL lets readers run beside the writer; with synchronous=FULL the WAL is synced on
+        // every commit, so a commit that returned survives a crash or power loss.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(classify)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StorageError::WalUnavailable { path, mode });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(classify)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(classify)?;
+        migrations::migrate(&mut conn)?;
+
+        let readers = Readers {
+            path: path.clone(),
+            busy_timeout: config.busy_timeout,
+            idle: Mutex::new(Vec::new()),
+            max_idle: config.max_idle_readers,
+        };
+        // Open one reader now so a problem shows at open, not at the first read.
+        readers.put_back(readers.open()?);
+
+        let counters = Arc::new(Counters::default());
+        let (commands, queue) = mpsc::channel();
+        let max_batch = config.max_batch.get();
+        let writer_counters = Arc::clone(&counters);
+        let writer = thread::Builder::new()
+            .name("fieldsync-storage-writer".to_owned())
+            .spawn(move || writer::run(conn, queue, max_batch, writer_counters))
+            .map_err(|source| StorageError::Io {
+                path: path.clone(),
+                source,
+            })?;
+
+        Ok(Store {
+            path,
+            commands: Some(commands),
+            writer: Some(writer),
+            readers,
+            counters,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    // ---- documents ----
+
+    /// Appends an incremental chunk (e.g. automerge `save_incremental` output) to a document.
+    /// Completes with the chunk's key; appending the same bytes again is a no-op.
+    pub fn append_changes(&self, doc_id: &str, data: Vec<u8>) -> Pending<ChunkKey> {
+        let key = ChunkKey::of(&data);
+        let op = WriteOp::AppendChunk {
+            doc_id: doc_id.to_owned(),
+            key,
+            data,
+        };
+        self.submit(op, key)
+    }
+
+    /// Every chunk of a document, snapshots first, then incremental chunks in the order they
+    /// were stored; `None` if the store holds nothing for it.
+    pub fn load_doc(&self, doc_id: &str) -> Result<Option<Vec<Vec<u8>>>, StorageError> {
+        let chunks = self.load_chunks(doc_id)?;
+        Ok((!chunks.is_empty()).then(|| chunks.into_iter().map(|chunk| chunk.data).collect()))
+    }
+
+    /// Like [`Store::load_doc`], with each chunk's kind and key: what [`Store::compact`]
+    /// needs to name the chunks a snapshot replaces.
+    pub fn load_chunks(&self, doc_id: &str) -> Result<Vec<Chunk>, StorageError> {
+        let rows = self.readers.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT kind, key, data FROM doc_chunks WHERE doc_id = ?1
+                 ORDER BY kind = 'snapshot' DESC, id",
+            )?;
+            let rows = stmt.query_map([doc_id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|(kind, key, data)| {
+                match (ChunkKind::from_sql(&kind), ChunkKey::from_slice(&key)) {
+                    (Some(kind), Some(key)) => Ok(Chunk { kind, key, data }),
+                    // The table's CHECK constraints rule this out; only damage gets here.
+                    _ => Err(StorageError::Corrupt {
+                        path: self.path.clone(),
+                        detail: format!(
+                            "chunk of {doc_id} has kind {kind:?} and a {}-byte key",
+                            key.len()
+                        ),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// Atomically stores `snapshot` and deletes the chunks it replaces (by key, as read with
+    /// [`Store::load_chunks`] before the snapshot was made). Chunks stored since then are not
+    /// in `replaced` and stay; a replaced key that is already gone is ignored. Completes with
+    /// the snapshot's key.
+    pub fn compact(
+        &self,
+        doc_id: &str,
+        snapshot: Vec<u8>,
+        replaced: Vec<ChunkKey>,
+    ) -> Pending<ChunkKey> {
+        let key = ChunkKey::of(&snapshot);
+        let op = WriteOp::Compact {
+            doc_id: doc_id.to_owned(),
+            key,
+            snapshot,
+            replaced,
+        };
+        self.submit(op, key)
+    }
+
+    /// The ids of every document that has at least one chunk, sorted.
+    pub fn doc_ids(&self) -> Result<Vec<String>, StorageError> {
+        self.readers.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT DISTINCT doc_id FROM doc_chunks ORDER BY doc_id")?;
+            let ids = stmt.query_map([], |row| row.get(0))?;
+            ids.collect()
+        })
+    }
+
+    /// Deletes a document's chunks and every sync state held for it.
+    pub fn delete_doc(&self, doc_id: &str) -> Pending<()> {
+        let op = WriteOp::DeleteDoc {
+            doc_id: doc_id.to_owned(),
+        };
+        self.submit(op, ())
+    }
+
+    // ---- sync states ----
+
+    /// Stores (or replaces) the automerge sync state held for a peer and a document.
+    pub fn put_sync_state(
+        &self,
+        peer_storage_id: &str,
+        doc_id: &str,
+        state: Vec<u8>,
+    ) -> Pending<()> {
+        let op = WriteOp::PutSyncState {
+            peer: peer_storage_id.to_owned(),
+            doc_id: doc_id.to_owned(),
+            state,
+        };
+        self.submit(op, ())
+    }
+
+    /// The sync state held for a peer and a document, if any.
+    pub fn sync_state(
+        &self,
+        peer_storage_id: &str,
+        doc_id: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        self.readers.read(|conn| {
+            conn.prepare_cached(
+                "SELECT state FROM sync_states WHERE peer_storage_id = ?1 AND doc_id = ?2",
+            )?
+            .query_row([peer_storage_id, doc_id], |row| row.get(0))
+            .optional()
+        })
+    }
+
+    pub fn delete_sync_state(&self, peer_storage_id: &str, doc_id: &str) -> Pending<()> {
+        let op = WriteOp::DeleteSyncState {
+            peer: peer_storage_id.to_owned(),
+            doc_id: doc_id.to_owned(),
+        };
+        self.submit(op, ())
+    }
+
+    // ---- small records ----
+
+    /// Stores (or replaces) a small record under a namespace and key.
+    pub fn put_meta(&self, namespace: &str, key: &str, value: Vec<u8>) -> Pending<()> {
+        let op = WriteOp::PutMeta {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+            value,
+        };
+        self.submit(op, ())
+    }
+
+    pub fn meta(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.readers.read(|conn| {
+            conn.prepare_cached("SELECT value FROM meta WHERE namespace = ?1 AND key = ?2")?
+                .query_row([namespace, key], |row| row.get(0))
+                .optional()
+        })
+    }
+
+    /// Every record of a namespace, sorted by key.
+    pub fn meta_entries(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        self.readers.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT key, value FROM meta WHERE namespace = ?1 ORDER BY key")?;
+            let entries = stmt.query_map([namespace], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            entries.collect()
+        })
+    }
+
+    pub fn delete_meta(&self, namespace: &str, key: &str) -> Pending<()> {
+        let op = WriteOp::DeleteMeta {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+        };
+        self.submit(op, ())
+    }
+
+    // ---- lifecycle ----
+
+    /// Completes once every write submitted before it has been committed or has failed.
+    /// Graceful shutdown waits on it before telling anyone the node has stopped.
+    pub fn flush(&self) -> Pending<()> {
+        let (pending, completer) = pending();
+        self.send(Command::Flush(completer));
+        pending
+    }
+
+    /// Commits every queued write, then stops the writer thread and closes the database.
+    /// Fails with [`StorageError::WriterGone`] if the writer thread had died.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        self.stop_writer()
+    }
+
+    /// The write counters since the store was opened.
+    pub fn stats(&self) -> StoreStats {
+        self.counters.snapshot()
+    }
+
+    fn submit<T: Send + 'static>(&self, op: WriteOp, value: T) -> Pending<T> {
+        let (pending, completer) = pending();
+        let done: Done = Box::new(move |result| completer.complete(result.map(|()| value)));
+        self.counters.submitted();
+        if !self.send(Command::Write { op, done }) {
+            self.counters.not_submitted();
+        }
+        pending
+    }
+
+    /// Queues a command. If the writer is gone the command is dropped here, and dropping its
+    /// completer reports [`StorageError::WriterGone`] to the caller.
+    fn send(&self, command: Command) -> bool {
+        match &self.commands {
+            Some(commands) => commands.send(command).is_ok(),
+            None => false,
+        }
+    }
+
+    fn stop_writer(&mut self) -> Result<(), StorageError> {
+        // Closing the channel lets the writer drain what is queued, then return.
+        drop(self.commands.take());
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        // A callback on the writer thread may drop the last handle to the store; a thread
+        // cannot join itself, and the writer ends on its own once the queue is drained.
+        if writer.thread().id() == thread::current().id() {
+            return Ok(());
+        }
+        writer.join().map_err(|_| StorageError::WriterGone)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.stop_writer();
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Read-only connections, reused between reads. WAL gives each read a consistent snapshot
+/// without waiting for the writer.
+#[derive(Debug)]
+struct Readers {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+}
+
+impl Readers {
+    fn open(&self) -> Result<Connection, StorageError> {
+        let classify = |error| StorageError::classify(error, &self.path);
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(classify)?;
+        conn.busy_timeout(self.busy_timeout).map_err(classify)?;
+        Ok(conn)
+    }
+
+    fn read<T>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let result = query(&conn).map_err(|error| StorageError::classify(error, &self.path));
+        self.put_back(conn);
+        result
+    }
+
+    fn put_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Runs `PRAGMA quick_check`, which answers one row "ok" or one row per problem found.
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), StorageError> {
+    let classify = |error| StorageError::classify(error, path);
+    let mut stmt = conn.prepare("PRAGMA quick_check").map_err(classify)?;
+    let problems = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(classify)?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        return Ok(());
+    }
+    Err(StorageError::Corrupt {
+        path: path.to_owned(),
+        detail: problems.join("; "),
+    })
+}

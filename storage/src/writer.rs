@@ -1,0 +1,274 @@
+//! The single writer thread and its group commit.
+//!
+//! SQLite takes one writer at a time, and with `synchronous=FULL` every commit waits for an
+//! fsync. So one thread owns the write connection and, each round, takes everything queued
+//! (up to `max_batch`), applies it in ONE transaction, commits, and only then completes each
+//! write. The writes that arrive while an fsync is under way share the next one.
+//!
+//! Each write runs inside its own savepoint: a write that SQLite rejects (a constraint) is
+//! rolled back alone and completed with its error, while the others in the transaction go
+//! on. If the transaction itself cannot begin or commit, every write in it fails.
+
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+
+use rusqlite::{Connection, params};
+
+use crate::StorageError;
+use crate::chunk::{ChunkKey, ChunkKind};
+use crate::pending::Completer;
+use crate::stats::Counters;
+
+/// Completes one write; it turns the writer's `()` into the value the caller gets.
+pub(crate) type Done = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
+
+/// What the writer is asked to do.
+pub(crate) enum Command {
+    Write {
+        op: WriteOp,
+        done: Done,
+    },
+    /// Completes once every command queued before it has been committed or has failed.
+    Flush(Completer<()>),
+}
+
+/// One write operation.
+#[derive(Debug)]
+pub(crate) enum WriteOp {
+    AppendChunk {
+        doc_id: String,
+        key: ChunkKey,
+        data: Vec<u8>,
+    },
+    Compact {
+        doc_id: String,
+        key: ChunkKey,
+        snapshot: Vec<u8>,
+        replaced: Vec<ChunkKey>,
+    },
+    DeleteDoc {
+        doc_id: String,
+    },
+    PutSyncState {
+        peer: String,
+        doc_id: String,
+        state: Vec<u8>,
+    },
+    DeleteSyncState {
+        peer: String,
+        doc_id: String,
+    },
+    PutMeta {
+        namespace: String,
+        key: String,
+        value: Vec<u8>,
+    },
+    DeleteMeta {
+        namespace: String,
+        key: String,
+    },
+}
+
+/// The writer thread's loop. It ends when every sender is gone and the queue is drained,
+/// which is how the store shuts it down without losing a queued write.
+pub(crate) fn run(
+    mut conn: Connection,
+    commands: Receiver<Command>,
+    max_batch: usize,
+    counters: Arc<Counters>,
+) {
+    let mut writes = Vec::new();
+    let mut flushes = Vec::new();
+    while let Ok(first) = commands.recv() {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(command) = next.take() {
+            match command {
+                Command::Write { op, done } => writes.push((op, done)),
+                Command::Flush(completer) => flushes.push(completer),
+            }
+            taken += 1;
+            if taken < max_batch {
+                next = commands.try_recv().ok();
+            }
+        }
+        if !writes.is_empty() {
+            commit_batch(&mut conn, &mut writes, &counters);
+        }
+        for flush in flushes.drain(..) {
+            flush.complete(Ok(()));
+        }
+    }
+}
+
+/// Applies `writes` in one transaction and completes each one after COMMIT has returned.
+fn commit_batch(conn: &mut Connection, writes: &mut Vec<(WriteOp, Done)>, counters: &Counters) {
+    let batch = writes.len();
+    if let Err(error) = exec(conn, "BEGIN IMMEDIATE") {
+        fail_all(writes.drain(..).map(|(_, done)| done), error, counters);
+        return;
+    }
+
+    let mut outcomes: Vec<(Done, Result<(), rusqlite::Error>)> = Vec::with_capacity(batch);
+    let mut queue = writes.drain(..);
+    while let Some((op, done)) = queue.next() {
+        match apply_in_savepoint(conn, &op) {
+            Ok(outcome) => outcomes.push((done, outcome)),
+            // The transaction is no longer usable: nothing of this batch can be stored, and
+            // the writes not reached yet fail with the same error.
+            Err(error) => {
+                rollback(conn);
+                let applied = outcomes.into_iter().map(|(done, _)| done);
+                let rest = queue.map(|(_, done)| done);
+                fail_all(
+                    applied.chain(std::iter::once(done)).chain(rest),
+                    error,
+                    counters,
+                );
+                return;
+            }
+        }
+    }
+    drop(queue);
+
+    if let Err(error) = exec(conn, "COMMIT") {
+        rollback(conn);
+        fail_all(outcomes.into_iter().map(|(done, _)| done), error, counters);
+        return;
+    }
+
+    let committed = outcomes
+        .iter()
+        .filter(|(_, outcome)| outcome.is_ok())
+        .count();
+    counters.committed(batch, committed);
+    for (done, outcome) in outcomes {
+        done(outcome.map_err(StorageError::Sqlite));
+    }
+}
+
+/// Runs one write inside a savepoint.
+///
+/// The outer `Ok` says the transaction is still usable; the inner result is this write's
+/// own outcome (rolled back alone if it failed). The outer `Err` says the transaction is
+/// gone, e.g. SQLite rolled it back by itself after a full disk or an I/O error.
+fn apply_in_savepoint(
+    conn: &Connection,
+    op: &WriteOp,
+) -> Result<Result<(), rusqlite::Error>, rusqlite::Error> {
+    exec(conn, "SAVEPOINT write")?;
+    match apply(conn, op) {
+        Ok(()) => {
+            exec(conn, "RELEASE write")?;
+            Ok(Ok(()))
+        }
+        Err(error) => {
+            if conn.is_autocommit() {
+                return Err(error);
+            }
+            exec(conn, "ROLLBACK TO write")?;
+            exec(conn, "RELEASE write")?;
+            Ok(Err(error))
+        }
+    }
+}
+
+fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::AppendChunk { doc_id, key, data } => {
+            insert_chunk(conn, doc_id, ChunkKind::Incremental, key, data)?;
+        }
+        WriteOp::Compact {
+            doc_id,
+            key,
+            snapshot,
+            replaced,
+        } => {
+            // Only the chunks the snapshot covers go: chunks appended after the caller read
+            // the document are not in `replaced` and stay.
+            let mut delete =
+                conn.prepare_cached("DELETE FROM doc_chunks WHERE doc_id = ?1 AND key = ?2")?;
+            for old in replaced {
+                delete.execute(params![doc_id, old.as_bytes()])?;
+            }
+            insert_chunk(conn, doc_id, ChunkKind::Snapshot, key, snapshot)?;
+        }
+        WriteOp::DeleteDoc { doc_id } => {
+            conn.prepare_cached("DELETE FROM doc_chunks WHERE doc_id = ?1")?
+                .execute([doc_id])?;
+            conn.prepare_cached("DELETE FROM sync_states WHERE doc_id = ?1")?
+                .execute([doc_id])?;
+        }
+        WriteOp::PutSyncState {
+            peer,
+            doc_id,
+            state,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO sync_states (peer_storage_id, doc_id, state) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (peer_storage_id, doc_id) DO UPDATE SET state = excluded.state",
+            )?
+            .execute(params![peer, doc_id, state])?;
+        }
+        WriteOp::DeleteSyncState { peer, doc_id } => {
+            conn.prepare_cached(
+                "DELETE FROM sync_states WHERE peer_storage_id = ?1 AND doc_id = ?2",
+            )?
+            .execute([peer, doc_id])?;
+        }
+        WriteOp::PutMeta {
+            namespace,
+            key,
+            value,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO meta (namespace, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![namespace, key, value])?;
+        }
+        WriteOp::DeleteMeta { namespace, key } => {
+            conn.prepare_cached("DELETE FROM meta WHERE namespace = ?1 AND key = ?2")?
+                .execute([namespace, key])?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores a chunk; the same bytes stored again (a retried write) keep the existing row.
+fn insert_chunk(
+    conn: &Connection,
+    doc_id: &str,
+    kind: ChunkKind,
+    key: &ChunkKey,
+    data: &[u8],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO doc_chunks (doc_id, kind, key, data) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (doc_id, key) DO NOTHING",
+    )?
+    .execute(params![doc_id, kind.as_sql(), key.as_bytes(), data])?;
+    Ok(())
+}
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// Ends a failed transaction, if SQLite has not already.
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        // If even ROLLBACK fails the connection is unusable; the next BEGIN reports it.
+        let _ = exec(conn, "ROLLBACK");
+    }
+}
+
+fn fail_all(dones: impl Iterator<Item = Done>, error: rusqlite::Error, counters: &Counters) {
+    let dones: Vec<Done> = dones.collect();
+    counters.batch_failed(dones.len());
+    let error = Arc::new(error);
+    for done in dones {
+        done(Err(StorageError::BatchFailed(Arc::clone(&error))));
+    }
+}

@@ -1,0 +1,108 @@
+use fieldsync_storage::{ChunkKey, ChunkKind};
+
+use crate::{DOC, OTHER_DOC, open, temp_db};
+
+#[test]
+fn chunks_load_in_the_order_they_were_appended() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    let store = open(&path)?;
+    assert_eq!(store.load_doc(DOC)?, None);
+
+    let first = store.append_changes(DOC, b"first".to_vec()).wait()?;
+    let second = store.append_changes(DOC, b"second".to_vec()).wait()?;
+    assert_eq!(first, ChunkKey::of(b"first"));
+    assert_ne!(first, second);
+
+    assert_eq!(
+        store.load_doc(DOC)?,
+        Some(vec![b"first".to_vec(), b"second".to_vec()])
+    );
+    let chunks = store.load_chunks(DOC)?;
+    assert!(
+        chunks
+            .iter()
+            .all(|chunk| chunk.kind == ChunkKind::Incremental)
+    );
+    assert_eq!(
+        chunks.iter().map(|chunk| chunk.key).collect::<Vec<_>>(),
+        [first, second]
+    );
+    assert_eq!(store.load_doc(OTHER_DOC)?, None);
+    Ok(())
+}
+
+#[test]
+fn appending_the_same_bytes_again_keeps_one_chunk() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    let store = open(&path)?;
+    let key = store.append_changes(DOC, b"retried".to_vec()).wait()?;
+    assert_eq!(store.append_changes(DOC, b"retried".to_vec()).wait()?, key);
+    assert_eq!(store.load_doc(DOC)?, Some(vec![b"retried".to_vec()]));
+    Ok(())
+}
+
+#[test]
+fn compaction_replaces_only_the_chunks_it_covers() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    let store = open(&path)?;
+    store.append_changes(DOC, b"change 1".to_vec()).wait()?;
+    store.append_changes(DOC, b"change 2".to_vec()).wait()?;
+
+    // The compactor reads the document and builds a snapshot of what it read...
+    let covered: Vec<ChunkKey> = store.load_chunks(DOC)?.iter().map(|c| c.key).collect();
+    // ...while a peer's change is stored.
+    store.append_changes(DOC, b"change 3".to_vec()).wait()?;
+    let snapshot = store
+        .compact(DOC, b"snapshot of 1+2".to_vec(), covered)
+        .wait()?;
+
+    assert_eq!(snapshot, ChunkKey::of(b"snapshot of 1+2"));
+    let chunks = store.load_chunks(DOC)?;
+    assert_eq!(chunks.len(), 2);
+    assert_eq!(chunks[0].kind, ChunkKind::Snapshot);
+    assert_eq!(chunks[0].data, b"snapshot of 1+2");
+    assert_eq!(chunks[1].kind, ChunkKind::Incremental);
+    assert_eq!(chunks[1].data, b"change 3");
+
+    // A second compaction replaces the earlier snapshot too, and ignores keys already gone.
+    let mut covered: Vec<ChunkKey> = chunks.iter().map(|c| c.key).collect();
+    covered.push(ChunkKey::of(b"change 1"));
+    store
+        .compact(DOC, b"snapshot of 1+2+3".to_vec(), covered)
+        .wait()?;
+    assert_eq!(
+        store.load_doc(DOC)?,
+        Some(vec![b"snapshot of 1+2+3".to_vec()])
+    );
+    Ok(())
+}
+
+#[test]
+fn doc_ids_list_stored_documents_and_delete_doc_removes_one() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    let store = open(&path)?;
+    store.append_changes(OTHER_DOC, b"a".to_vec()).wait()?;
+    store.append_changes(DOC, b"b".to_vec()).wait()?;
+    store.append_changes(DOC, b"c".to_vec()).wait()?;
+    store
+        .put_sync_state("peer", DOC, b"state".to_vec())
+        .wait()?;
+    store
+        .put_sync_state("peer", OTHER_DOC, b"other".to_vec())
+        .wait()?;
+
+    let mut expected = vec![DOC.to_owned(), OTHER_DOC.to_owned()];
+    expected.sort();
+    assert_eq!(store.doc_ids()?, expected);
+
+    store.delete_doc(DOC).wait()?;
+    assert_eq!(store.doc_ids()?, [OTHER_DOC]);
+    assert_eq!(store.load_doc(DOC)?, None);
+    // A deleted document's sync states are useless and go with it; others stay.
+    assert_eq!(store.sync_state("peer", DOC)?, None);
+    assert_eq!(
+        store.sync_state("peer", OTHER_DOC)?,
+        Some(b"other".to_vec())
+    );
+    Ok(())
+}

@@ -1,0 +1,114 @@
+use std::fs;
+
+use fieldsync_storage::{SCHEMA_VERSION, StorageError, Store, StoreConfig};
+use rusqlite::Connection;
+
+use crate::{DOC, open, temp_db};
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+#[test]
+fn a_new_file_gets_the_whole_schema_in_wal_mode() -> anyhow::Result<()> {
+    let (dir, _) = temp_db()?;
+    // The folder is created too: a device's data folder may not exist on first start.
+    let path = dir.path().join("data").join("node.sqlite");
+    let store = open(&path)?;
+    store.close()?;
+
+    let conn = Connection::open(&path)?;
+    assert_eq!(user_version(&conn)?, SCHEMA_VERSION);
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
+    assert_eq!(mode, "wal");
+    let mut tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    tables.retain(|name| !name.starts_with("sqlite_"));
+    assert_eq!(tables, ["doc_chunks", "meta", "sync_states"]);
+    Ok(())
+}
+
+#[test]
+fn reopening_keeps_the_schema_version_and_the_data() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    let store = open(&path)?;
+    store.append_changes(DOC, b"changes".to_vec()).wait()?;
+    drop(store);
+
+    let store = open(&path)?;
+    assert_eq!(store.load_doc(DOC)?, Some(vec![b"changes".to_vec()]));
+    store.close()?;
+    assert_eq!(user_version(&Connection::open(&path)?)?, SCHEMA_VERSION);
+    Ok(())
+}
+
+#[test]
+fn a_database_from_a_newer_program_is_refused_and_left_alone() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    open(&path)?.close()?;
+    let newer = SCHEMA_VERSION + 1;
+    Connection::open(&path)?.pragma_update(None, "user_version", newer)?;
+
+    match Store::open(&path, StoreConfig::default()) {
+        Err(StorageError::NewerSchema { found, supported }) => {
+            assert_eq!((found, supported), (newer, SCHEMA_VERSION));
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+    assert_eq!(user_version(&Connection::open(&path)?)?, newer);
+    Ok(())
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_left_alone() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    let garbage: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(&path, &garbage)?;
+
+    let error = Store::open(&path, StoreConfig::default()).map(|_| ());
+    match error {
+        Err(StorageError::NotADatabase { path: reported }) => assert_eq!(reported, path),
+        other => panic!("expected NotADatabase, got {other:?}"),
+    }
+    assert_eq!(fs::read(&path)?, garbage);
+    Ok(())
+}
+
+#[test]
+fn a_damaged_database_is_reported_as_corrupt() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    let store = open(&path)?;
+    let writes: Vec<_> = (0..300u32)
+        .map(|i| store.append_changes(DOC, vec![(i % 251) as u8; 2000 + i as usize]))
+        .collect();
+    for write in writes {
+        write.wait()?;
+    }
+    // Closing the last connection checkpoints the WAL into the main file.
+    store.close()?;
+
+    // Keep page 1 (header and schema) and overwrite the pages after it.
+    let mut bytes = fs::read(&path)?;
+    assert!(
+        bytes.len() > 4096 * 30,
+        "the database is smaller than expected"
+    );
+    bytes[4096..4096 * 30].fill(0x5a);
+    fs::write(&path, &bytes)?;
+
+    match Store::open(&path, StoreConfig::default()) {
+        Err(StorageError::Corrupt {
+            path: reported,
+            detail,
+        }) => {
+            assert_eq!(reported, path);
+            assert!(!detail.is_empty());
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    Ok(())
+}
