@@ -186,6 +186,20 @@ impl Store {
         self.submit(op, key)
     }
 
+    /// Atomically replaces every chunk stored for the document with `snapshot`. Writes are
+    /// applied in the order they were submitted, so this is safe for a caller (the sync
+    /// engine) whose snapshot holds everything it submitted before: chunks submitted after it
+    /// are stored after it and stay.
+    pub fn replace_with_snapshot(&self, doc_id: &str, snapshot: Vec<u8>) -> Pending<ChunkKey> {
+        let key = ChunkKey::of(&snapshot);
+        let op = WriteOp::ReplaceWithSnapshot {
+            doc_id: doc_id.to_owned(),
+            key,
+            snapshot,
+        };
+        self.submit(op, key)
+    }
+
     /// The ids of every document that has at least one chunk, sorted.
     pub fn doc_ids(&self) -> Result<Vec<String>, StorageError> {
         self.readers.read(|conn| {

@@ -46,6 +46,11 @@ pub(crate) enum WriteOp {
         snapshot: Vec<u8>,
         replaced: Vec<ChunkKey>,
     },
+    ReplaceWithSnapshot {
+        doc_id: String,
+        key: ChunkKey,
+        snapshot: Vec<u8>,
+    },
     DeleteDoc {
         doc_id: String,
     },
@@ -191,6 +196,17 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
             for old in replaced {
                 delete.execute(params![doc_id, old.as_bytes()])?;
             }
+            insert_chunk(conn, doc_id, ChunkKind::Snapshot, key, snapshot)?;
+        }
+        WriteOp::ReplaceWithSnapshot {
+            doc_id,
+            key,
+            snapshot,
+        } => {
+            // Every chunk stored so far goes: the writer applies operations in the order they
+            // were submitted, so the snapshot covers all of them.
+            conn.prepare_cached("DELETE FROM doc_chunks WHERE doc_id = ?1")?
+                .execute([doc_id])?;
             insert_chunk(conn, doc_id, ChunkKind::Snapshot, key, snapshot)?;
         }
         WriteOp::DeleteDoc { doc_id } => {

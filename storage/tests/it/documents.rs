@@ -106,3 +106,23 @@ fn doc_ids_list_stored_documents_and_delete_doc_removes_one() -> anyhow::Result<
     );
     Ok(())
 }
+
+#[test]
+fn replace_with_snapshot_covers_what_came_before_and_keeps_what_came_after() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    let store = open(&path)?;
+    drop(store.append_changes(DOC, b"a".to_vec()));
+    drop(store.append_changes(DOC, b"b".to_vec()));
+    drop(store.append_changes(OTHER_DOC, b"other".to_vec()));
+    // Submitted in this order, with no wait between: the writer keeps the order.
+    let snapshot = store.replace_with_snapshot(DOC, b"snap(a,b)".to_vec());
+    let after = store.append_changes(DOC, b"c".to_vec());
+    snapshot.wait()?;
+    after.wait()?;
+    assert_eq!(
+        store.load_doc(DOC)?,
+        Some(vec![b"snap(a,b)".to_vec(), b"c".to_vec()])
+    );
+    assert_eq!(store.load_doc(OTHER_DOC)?, Some(vec![b"other".to_vec()]));
+    Ok(())
+}
