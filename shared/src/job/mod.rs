@@ -1,5 +1,7 @@
 //! Jobs (work orders): the typed model, its automerge document form, and conflicts.
 
+pub mod doc;
+pub mod index;
 pub mod model;
 
 pub use model::*;
