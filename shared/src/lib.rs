@@ -6,8 +6,10 @@
 //! no I/O of its own apart from reading and writing key files on request: no async runtime, no
 //! database, no network (see ARCHITECTURE.md).
 
+pub mod canonical;
 pub mod ids;
 pub mod job;
 pub mod keys;
+pub mod report;
 pub mod rules;
 pub mod time;

@@ -113,7 +113,7 @@ impl From<AutomergeError> for EditError {
 ///
 /// Automerge keeps every concurrent value and picks the same winner everywhere; the desk is
 /// shown all of them so that a disagreement is never hidden (DESIGN.md, "Documents").
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FieldConflict {
     /// Where, e.g. `diagnosis.fault_cause` or `parts[id=ab12].quantity`.
     pub path: String,

@@ -1401,14 +1401,20 @@ proptest! {
             }
         }
         let first = docs[0].read().expect("merged job reads");
-        let first_bytes = serde_json::to_vec(&first).expect("json");
+        // The canonical report bytes (RFC 8785) must match too: that is what gets signed.
+        let first_bytes = crate::report::report_content(&first)
+            .map(|v| crate::canonical::to_canonical_bytes(&v).expect("canonical"))
+            .expect("content");
         let first_conflicts = docs[0].conflicts();
         let mut first_heads = docs[0].heads();
         first_heads.sort();
         for doc in &mut docs[1..] {
             let job = doc.read().expect("merged job reads");
             prop_assert_eq!(&job, &first);
-            prop_assert_eq!(serde_json::to_vec(&job).expect("json"), first_bytes.clone());
+            let bytes = crate::report::report_content(&job)
+                .map(|v| crate::canonical::to_canonical_bytes(&v).expect("canonical"))
+                .expect("content");
+            prop_assert_eq!(bytes, first_bytes.clone());
             prop_assert_eq!(doc.conflicts(), first_conflicts.clone());
             let mut heads = doc.heads();
             heads.sort();

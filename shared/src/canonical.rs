@@ -1,0 +1,409 @@
+//! RFC 8785 JSON Canonicalization Scheme (JCS) and SHA-256 digests.
+//!
+//! Reports and acknowledgements are signed over these bytes, and head office recomputes them
+//! from its own copy of a document, so every tier must produce byte-identical output for the
+//! same value: object keys sorted by UTF-16 code units, no whitespace, strings escaped as
+//! ECMAScript's `JSON.stringify` does, and numbers printed as ECMAScript's
+//! `Number.prototype.toString` prints an IEEE 754 double.
+
+use std::fmt::{self, Write as _};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Number, Value};
+use sha2::{Digest as _, Sha256};
+
+/// Why a value has no canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CanonicalError {
+    #[error("number {0} is not finite")]
+    NonFiniteNumber(String),
+    #[error("integer {0} cannot be held exactly by an IEEE 754 double, which JCS requires")]
+    IntegerNotExact(String),
+    #[error("cannot serialise to JSON: {0}")]
+    Serialize(String),
+    #[error("{0:?} is not a SHA-256 digest in hex")]
+    BadDigest(String),
+}
+
+/// The canonical JSON text of `value`.
+pub fn to_canonical_string(value: &Value) -> Result<String, CanonicalError> {
+    let mut out = String::new();
+    write_value(&mut out, value)?;
+    Ok(out)
+}
+
+/// The canonical JSON bytes of `value` (UTF-8).
+pub fn to_canonical_bytes(value: &Value) -> Result<Vec<u8>, CanonicalError> {
+    to_canonical_string(value).map(String::into_bytes)
+}
+
+/// Serialises `value` with serde, then canonicalises it.
+pub fn canonicalize<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
+    let value =
+        serde_json::to_value(value).map_err(|e| CanonicalError::Serialize(e.to_string()))?;
+    to_canonical_bytes(&value)
+}
+
+/// SHA-256 of the canonical form of `value`.
+pub fn digest_of<T: Serialize + ?Sized>(value: &T) -> Result<Digest, CanonicalError> {
+    Ok(Digest::of(&canonicalize(value)?))
+}
+
+fn write_value(out: &mut String, value: &Value) -> Result<(), CanonicalError> {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => write_number(out, n)?,
+        Value::String(s) => write_string(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, item)?;
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            // RFC 8785 §3.2.3: sort by the UTF-16 code units of the keys.
+            entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, key);
+                out.push(':');
+                write_value(out, item)?;
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+/// RFC 8785 §3.2.2.2: the escapes of `JSON.stringify`.
+fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{08}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{0C}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn write_number(out: &mut String, n: &Number) -> Result<(), CanonicalError> {
+    let value = if let Some(i) = n.as_i64() {
+        let f = i as f64;
+        if f as i128 != i128::from(i) {
+            return Err(CanonicalError::IntegerNotExact(i.to_string()));
+        }
+        f
+    } else if let Some(u) = n.as_u64() {
+        let f = u as f64;
+        if f as u128 != u128::from(u) {
+            return Err(CanonicalError::IntegerNotExact(u.to_string()));
+        }
+        f
+    } else {
+        n.as_f64()
+            .ok_or_else(|| CanonicalError::NonFiniteNumber(n.to_string()))?
+    };
+    write_f64(out, value)
+}
+
+/// RFC 8785 §3.2.2.3: ECMAScript `Number.prototype.toString` for a finite double.
+fn write_f64(out: &mut String, value: f64) -> Result<(), CanonicalError> {
+    if !value.is_finite() {
+        return Err(CanonicalError::NonFiniteNumber(value.to_string()));
+    }
+    if value == 0.0 {
+        // Both +0 and -0.
+        out.push('0');
+        return Ok(());
+    }
+    if value < 0.0 {
+        out.push('-');
+    }
+    // Ryu prints the shortest digits that round-trip and, on a tie, the even one, as
+    // ECMAScript requires (Rust's own `{:e}` picks the odd one on ties, e.g. for
+    // 1424953923781206.25). Its layout differs from ECMAScript's, so only the digits and the
+    // exponent are taken from it.
+    let mut buffer = ryu::Buffer::new();
+    let printed = buffer.format_finite(value.abs());
+    let (mantissa, exponent) = printed.split_once('e').unwrap_or((printed, "0"));
+    let exponent: i32 = exponent
+        .parse()
+        .map_err(|_| CanonicalError::NonFiniteNumber(printed.to_owned()))?;
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = format!("{int}{frac}");
+    // The value is 0.<all> × 10^(len(int) + exponent); drop leading and trailing zeros.
+    let trimmed = all.trim_start_matches('0');
+    let leading = (all.len() - trimmed.len()) as i32;
+    let digits = trimmed.trim_end_matches('0');
+    let k = digits.len() as i32;
+    let n = int.len() as i32 + exponent - leading;
+    if k <= n && n <= 21 {
+        out.push_str(digits);
+        out.extend(std::iter::repeat_n('0', (n - k) as usize));
+    } else if 0 < n && n <= 21 {
+        let (int, frac) = digits.split_at(n as usize);
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-n) as usize));
+        out.push_str(digits);
+    } else {
+        let e = n - 1;
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        out.push('e');
+        out.push(if e < 0 { '-' } else { '+' });
+        let _ = write!(out, "{}", e.abs());
+    }
+    Ok(())
+}
+
+/// A SHA-256 digest. Shown and serialised as lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Result<Self, CanonicalError> {
+        let bytes = hex::decode(s).map_err(|_| CanonicalError::BadDigest(s.to_owned()))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| CanonicalError::BadDigest(s.to_owned()))?;
+        Ok(Self(arr))
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.to_hex())
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn number(bits: u64) -> String {
+        let mut out = String::new();
+        write_f64(&mut out, f64::from_bits(bits)).expect("finite");
+        out
+    }
+
+    /// RFC 8785 Appendix B: IEEE 754 bit patterns and their canonical text.
+    #[test]
+    fn rfc8785_appendix_b_numbers() {
+        let cases: &[(u64, &str)] = &[
+            (0x0000000000000000, "0"),
+            (0x8000000000000000, "0"),
+            (0x0000000000000001, "5e-324"),
+            (0x8000000000000001, "-5e-324"),
+            (0x7fefffffffffffff, "1.7976931348623157e+308"),
+            (0xffefffffffffffff, "-1.7976931348623157e+308"),
+            (0x4340000000000000, "9007199254740992"),
+            (0xc340000000000000, "-9007199254740992"),
+            (0x4430000000000000, "295147905179352830000"),
+            (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+            (0x44b52d02c7e14af6, "1e+23"),
+            (0x44b52d02c7e14af7, "1.0000000000000001e+23"),
+            (0x444b1ae4d6e2ef4e, "999999999999999700000"),
+            (0x444b1ae4d6e2ef4f, "999999999999999900000"),
+            (0x444b1ae4d6e2ef50, "1e+21"),
+            (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+            (0x3eb0c6f7a0b5ed8d, "0.000001"),
+            (0x41b3de4355555553, "333333333.3333332"),
+            (0x41b3de4355555554, "333333333.33333325"),
+            (0x41b3de4355555555, "333333333.3333333"),
+            (0x41b3de4355555556, "333333333.3333334"),
+            (0x41b3de4355555557, "333333333.33333343"),
+            (0xbecbf647612f3696, "-0.0000033333333333333333"),
+            (0x43143ff3c1cb0959, "1424953923781206.2"),
+        ];
+        for (bits, expected) in cases {
+            assert_eq!(number(*bits), *expected, "bits {bits:#018x}");
+        }
+    }
+
+    /// RFC 8785 §3.2.2: the example object, parsed from its JSON text.
+    #[test]
+    fn rfc8785_section_3_2_2_example() {
+        let input = r#"{
+          "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+          "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+          "literals": [null, true, false]
+        }"#;
+        let value: Value = serde_json::from_str(input).expect("valid JSON");
+        assert_eq!(
+            to_canonical_string(&value).expect("canonical"),
+            r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+        );
+    }
+
+    /// RFC 8785 §3.2.3: keys sorted by UTF-16 code units, not by UTF-8 bytes or scalars.
+    #[test]
+    fn rfc8785_section_3_2_3_sorting() {
+        let input = r#"{
+          "\u20ac": "Euro Sign",
+          "\r": "Carriage Return",
+          "\ufb33": "Hebrew Letter Dalet With Dagesh",
+          "1": "One",
+          "\ud83d\ude00": "Emoji: Grinning Face",
+          "\u0080": "Control",
+          "\u00f6": "Latin Small Letter O With Diaeresis"
+        }"#;
+        let value: Value = serde_json::from_str(input).expect("valid JSON");
+        let out = to_canonical_string(&value).expect("canonical");
+        let order: Vec<&str> = [
+            "Carriage Return",
+            "One",
+            "Control",
+            "Latin Small Letter O With Diaeresis",
+            "Euro Sign",
+            "Emoji: Grinning Face",
+            "Hebrew Letter Dalet With Dagesh",
+        ]
+        .to_vec();
+        let positions: Vec<usize> = order
+            .iter()
+            .map(|v| out.find(v).expect("present"))
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{out}");
+    }
+
+    #[test]
+    fn every_control_character_is_escaped_like_json_stringify() {
+        let s: String = (0u8..0x20).map(char::from).collect();
+        let out = to_canonical_string(&json!(s)).expect("canonical");
+        assert_eq!(
+            out,
+            "\"\\u0000\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006\\u0007\\b\\t\\n\\u000b\\f\\r\\u000e\\u000f\\u0010\\u0011\\u0012\\u0013\\u0014\\u0015\\u0016\\u0017\\u0018\\u0019\\u001a\\u001b\\u001c\\u001d\\u001e\\u001f\""
+        );
+        // Non-ASCII, DEL and U+2028 stay literal.
+        let out = to_canonical_string(&json!("é\u{7f}\u{2028}/")).expect("canonical");
+        assert_eq!(out, "\"é\u{7f}\u{2028}/\"");
+    }
+
+    #[test]
+    fn nested_structures_have_no_whitespace() {
+        let v = json!({"b": [1, {"z": null, "a": [true]}], "a": {}});
+        assert_eq!(
+            to_canonical_string(&v).expect("canonical"),
+            r#"{"a":{},"b":[1,{"a":[true],"z":null}]}"#
+        );
+    }
+
+    #[test]
+    fn integers_that_a_double_cannot_hold_are_refused() {
+        assert!(to_canonical_string(&json!(9_007_199_254_740_992_i64)).is_ok());
+        assert_eq!(
+            to_canonical_string(&json!(9_007_199_254_740_993_i64)),
+            Err(CanonicalError::IntegerNotExact("9007199254740993".into()))
+        );
+        assert!(to_canonical_string(&json!(i64::MAX)).is_err());
+        assert!(to_canonical_string(&json!(u64::MAX)).is_err());
+        assert_eq!(to_canonical_string(&json!(-42)).expect("exact"), "-42");
+    }
+
+    #[test]
+    fn digest_hex_round_trip_and_known_vector() {
+        let d = Digest::of(b"abc");
+        assert_eq!(
+            d.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(Digest::from_hex(&d.to_hex()), Ok(d));
+        assert!(Digest::from_hex("abc").is_err());
+        let json = serde_json::to_string(&d).expect("serialise");
+        assert_eq!(serde_json::from_str::<Digest>(&json).expect("parse"), d);
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|i| json!(i)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
+            ".{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn numbers_round_trip_through_their_canonical_text(f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
+            let mut out = String::new();
+            write_f64(&mut out, f).expect("finite");
+            let back: f64 = out.parse().expect("a number");
+            prop_assert_eq!(back, if f == 0.0 { 0.0 } else { f });
+        }
+
+        #[test]
+        fn canonicalising_is_idempotent(v in arb_json()) {
+            let once = to_canonical_string(&v).expect("canonical");
+            let parsed: Value = serde_json::from_str(&once).expect("valid JSON");
+            prop_assert_eq!(to_canonical_string(&parsed).expect("canonical"), once);
+        }
+    }
+}
