@@ -194,7 +194,10 @@ mod tests {
         // Changing one character breaks the 4-byte checksum.
         bad[3] = if bad[3] == b'2' { b'3' } else { b'2' };
         let bad = String::from_utf8(bad).expect("ascii");
-        assert!(matches!(bad.parse::<DocumentId>(), Err(IdError::NotBs58Check(_))));
+        assert!(matches!(
+            bad.parse::<DocumentId>(),
+            Err(IdError::NotBs58Check(_))
+        ));
         let short = bs58::encode([1u8; 8]).with_check().into_string();
         assert_eq!(
             short.parse::<DocumentId>(),
