@@ -16,8 +16,10 @@
 //!   messages, so their structure is validated before automerge decodes them.
 
 pub mod message;
+pub mod sync_check;
 
 pub use message::{
     DecodeError, Limits, Message, MessageType, PROTOCOL_VERSION, decode, encode,
     select_protocol_version,
 };
+pub use sync_check::{SyncCheckError, SyncLimits, check_sync_message};
