@@ -1,27 +1,203 @@
-//! The HTTP side of the server: the router and the serve loop with graceful shutdown.
+//! The server as a library: open the data directory, start the hub, build the router, serve
+//! until shutdown. `main.rs` binds and passes ctrl-c; tests bind port 0 and call [`serve`].
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
-use fieldsync_shared::keys::KeyPair;
+use fieldsync_shared::ids::BranchId;
+use fieldsync_shared::keys::{KeyError, KeyPair};
+use fieldsync_shared::sync::{EngineConfig, EngineRole, Input, Principal};
+use fieldsync_shared::time::Timestamp;
+use fieldsync_storage::{StorageError, Store, StoreConfig};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::auth::TokenAuthority;
+use crate::config::{Config, Role};
+use crate::data_dir::DataDir;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::registry::{Registry, RegistryError};
 
-/// What every request handler can reach.
-#[derive(Debug)]
+/// The wall clock, as the rest of the server sees it.
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    Timestamp::from_millis(ms)
+}
+
+/// Why the server could not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("server key: {0}")]
+    Key(#[from] KeyError),
+    #[error("database: {0}")]
+    Storage(#[from] StorageError),
+    #[error("records: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("branch_id {0:?} in the config is not a valid id")]
+    BranchId(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("token authority: {0}")]
+    Tokens(String),
+}
+
+/// What every request handler and connection task can reach.
 pub struct AppState {
     pub config: Config,
-    pub branch_key: KeyPair,
+    pub branch_id: BranchId,
+    pub data_dir: DataDir,
+    pub server_key: KeyPair,
+    pub tokens: TokenAuthority,
+    pub store: Arc<Store>,
+    pub registry: Arc<RwLock<Registry>>,
+    pub hub: Hub,
+    pub metrics: Arc<Metrics>,
+    /// Flips to true when the server shuts down; connection tasks watch it.
+    pub shutdown: watch::Sender<bool>,
+    pub next_conn: AtomicU64,
+    /// Serialises assignment changes (see `api::create_job`).
+    pub assign_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("branch_id", &self.branch_id)
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+impl AppState {
+    /// Opens the data directory (creating keys and database on first run) and starts the hub.
+    pub fn open(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>, StartError> {
+        let data_dir = DataDir::open(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let (server_key, created) = data_dir.load_or_create_server_key()?;
+        if created {
+            tracing::info!(key_id = %server_key.id(), path = %data_dir.server_key_path().display(), "created server key");
+        }
+        let branch_id = BranchId::new(config.branch_id.clone())
+            .map_err(|_| StartError::BranchId(config.branch_id.clone()))?;
+        let issuer = match config.role {
+            Role::Edge => branch_id.to_string(),
+            Role::HeadOffice => "head-office".to_owned(),
+        };
+        let tokens = TokenAuthority::new(&server_key, issuer)
+            .map_err(|e| StartError::Tokens(e.to_string()))?;
+        let store = Arc::new(Store::open(
+            data_dir.database_path(),
+            StoreConfig::default(),
+        )?);
+        let registry = Arc::new(RwLock::new(Registry::load(&store)?));
+        let metrics = Arc::new(Metrics::default());
+        let mut engine = EngineConfig::new(EngineRole::Server, format!("server-{branch_id}"));
+        engine.storage_id = Some(format!("storage-{}", server_key.id()));
+        engine.wire_limits.max_message_bytes = config.limits.max_frame_bytes;
+        engine.sync_limits.max_message_bytes = config.limits.max_frame_bytes;
+        engine.max_loaded_documents = config.limits.max_loaded_documents;
+        engine.document_idle_ms =
+            i64::try_from(config.limits.document_idle.as_millis()).unwrap_or(i64::MAX);
+        let hub = Hub::start(
+            engine,
+            Arc::clone(&store),
+            Arc::clone(&registry),
+            Arc::clone(&metrics),
+            runtime,
+        )?;
+        let (shutdown, _) = watch::channel(false);
+        Ok(Arc::new(Self {
+            config,
+            branch_id,
+            data_dir,
+            server_key,
+            tokens,
+            store,
+            registry,
+            hub,
+            metrics,
+            shutdown,
+            next_conn: AtomicU64::new(1),
+            assign_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn registry_read(&self) -> RwLockReadGuard<'_, Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn registry_write(&self) -> RwLockWriteGuard<'_, Registry> {
+        self.registry
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Picks up record changes made by another process (the CLI) and applies revocations to
+    /// live connections.
+    pub fn reload_registry_if_changed(&self) -> Result<(), RegistryError> {
+        let stored = Registry::stored_generation(&self.store)?;
+        if stored == self.registry_read().generation() {
+            return Ok(());
+        }
+        let fresh = Registry::load(&self.store)?;
+        let revoked = fresh.newly_revoked(&self.registry_read());
+        *self.registry_write() = fresh;
+        for device in revoked {
+            tracing::info!(device = %device.device_id, "device revoked: closing its connections");
+            self.hub.engine_input(Input::Kick {
+                principal: Principal::Device {
+                    device_id: device.device_id.clone(),
+                    technician: device.technician.clone(),
+                },
+                reason: format!("device {} was revoked", device.device_id),
+            });
+        }
+        // Assignments may have changed too: re-check every technician's live sessions.
+        let principals: Vec<Principal> = self
+            .registry_read()
+            .devices()
+            .map(|d| Principal::Device {
+                device_id: d.device_id.clone(),
+                technician: d.technician.clone(),
+            })
+            .collect();
+        for principal in principals {
+            self.hub.engine_input(Input::AccessChanged {
+                doc: None,
+                principal: Some(principal),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The router, apart from `main` so tests can drive it directly.
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/sync", get(crate::ws::sync_endpoint))
+        .merge(crate::api::routes())
         .with_state(state)
 }
 
@@ -29,20 +205,62 @@ async fn healthz(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::V
     axum::Json(serde_json::json!({
         "status": "ok",
         "role": match state.config.role {
-            crate::config::Role::Edge => "edge",
-            crate::config::Role::HeadOffice => "head-office",
+            Role::Edge => "edge",
+            Role::HeadOffice => "head-office",
         },
-        "key_id": state.branch_key.id().as_str(),
+        "branch_id": state.branch_id,
+        "key_id": state.server_key.id().as_str(),
     }))
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and lets open requests finish.
-pub async fn run(
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// Serves until `shutdown` resolves, then drains: no new connections, open ones are told the
+/// server is going away and get `shutdown_grace` to finish, every queued write is flushed.
+pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let poller = {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let state = Arc::clone(&state);
+                let result =
+                    tokio::task::spawn_blocking(move || state.reload_registry_if_changed()).await;
+                if let Ok(Err(e)) = result {
+                    tracing::warn!(error = %e, "cannot reload records");
+                }
+            }
+        })
+    };
+    let signal = state.shutdown.clone();
+    let result = axum::serve(listener, app(Arc::clone(&state)))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = signal.send(true);
+        })
+        .await;
+    poller.abort();
+    let _ = state.shutdown.send(true);
+    let deadline = Instant::now() + state.config.limits.shutdown_grace;
+    while state.metrics.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    state.hub.shutdown().await;
+    let store = Arc::clone(&state.store);
+    match tokio::task::spawn_blocking(move || store.flush().wait()).await {
+        Ok(Ok(())) => tracing::info!("storage flushed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "flushing storage failed"),
+        Err(e) => tracing::error!(error = %e, "flushing storage failed"),
+    }
+    result
 }

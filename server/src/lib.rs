@@ -3,8 +3,13 @@
 //! `main.rs` only parses the command line; everything a test needs to start a real server on
 //! port 0 lives here (`app::run`).
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod data_dir;
+pub mod error;
+pub mod hub;
 pub mod metrics;
+pub mod registry;
+pub mod ws;

@@ -1,14 +1,21 @@
-//! `fieldsync`: the one binary of the product. This file only parses the command line and
-//! hands over to the library.
+//! `fieldsync`: the one binary of the product. This file parses the command line and hands
+//! over to the library; each subcommand prints what it did (JSON where a script reads it)
+//! and errors a person can act on.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use fieldsync_server::app::{self, AppState};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use fieldsync_server::app::{self, AppState, now};
+use fieldsync_server::auth::{DeskRole, Subject, TokenAuthority, parse_ttl};
 use fieldsync_server::config::{Config, Role};
 use fieldsync_server::data_dir::DataDir;
+use fieldsync_server::registry::Registry;
+use fieldsync_shared::ids::{BranchId, DeviceId, TechnicianId};
+use fieldsync_shared::keys::{KeyPair, PublicKey};
+use fieldsync_shared::report::DeviceRecord;
+use fieldsync_storage::{Store, StoreConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,26 +28,101 @@ struct Cli {
     command: Command,
 }
 
+/// Where the server's files are; every subcommand takes these.
+#[derive(Debug, Args)]
+struct Common {
+    /// TOML config file; FIELDSYNC_* environment variables override it.
+    #[arg(long, env = "FIELDSYNC_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (default ./fieldsync-data).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+impl Common {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref(), std::env::vars())?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (edge by default) until SIGTERM or ctrl-c.
     Serve {
-        /// TOML config file; FIELDSYNC_* environment variables override it.
-        #[arg(long, env = "FIELDSYNC_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
         /// Address to listen on (default 127.0.0.1:3030).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Data directory (default ./fieldsync-data).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
         #[arg(long, value_enum)]
         role: Option<Role>,
     },
     /// Create the server's signing key in the data directory (serve also does on first run).
     Keygen {
-        #[arg(long, default_value = "fieldsync-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Technician devices: enroll, revoke, issue tokens.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Service desk staff.
+    Desk {
+        #[command(subcommand)]
+        command: DeskCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Register a device key for a technician and print the device id as JSON.
+    Enroll {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        technician: String,
+        /// The device's own public key file. Without it a key pair is generated and the
+        /// secret written next to the data (for tests and demos only).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// The device id (default: generated).
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Revoke a device: its tokens stop working and its live connections close.
+    Revoke {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        device: String,
+    },
+    /// Print a short-lived token for a device.
+    Token {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        device: String,
+        /// Lifetime, e.g. 15m, 12h, 7d.
+        #[arg(long, default_value = "12h")]
+        ttl: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeskCommand {
+    /// Print a short-lived token for desk staff with a role.
+    Token {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum)]
+        role: DeskRole,
+        #[arg(long, default_value = "12h")]
+        ttl: String,
     },
 }
 
@@ -54,57 +136,172 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve {
-            config,
+            common,
             listen,
-            data_dir,
             role,
         } => {
-            let mut config = Config::load(config.as_deref(), std::env::vars())?;
+            let mut config = common.load()?;
             if let Some(listen) = listen {
                 config.listen = listen;
-            }
-            if let Some(dir) = data_dir {
-                config.data_dir = dir;
             }
             if let Some(role) = role {
                 config.role = role;
             }
             serve(config)
         }
-        Command::Keygen { data_dir } => {
-            let dir = DataDir::open(&data_dir)
-                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        Command::Keygen { common } => {
+            let config = common.load()?;
+            let dir = open_dir(&config)?;
             let (key, created) = dir.load_or_create_server_key()?;
-            println!(
-                "{}",
-                serde_json::json!({
-                    "key_id": key.id().as_str(),
-                    "public_key": key.public().to_hex(),
-                    "secret_key_file": dir.server_key_path(),
-                    "public_key_file": dir.server_public_key_path(),
-                    "created": created,
-                })
-            );
+            print_json(&serde_json::json!({
+                "key_id": key.id().as_str(),
+                "public_key": key.public().to_hex(),
+                "secret_key_file": dir.server_key_path(),
+                "public_key_file": dir.server_public_key_path(),
+                "created": created,
+            }))
+        }
+        Command::Device { command } => device(command),
+        Command::Desk {
+            command: DeskCommand::Token { common, role, ttl },
+        } => {
+            let config = common.load()?;
+            let token = issue(&config, &Subject::Desk(role), &ttl)?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn open_dir(config: &Config) -> anyhow::Result<DataDir> {
+    DataDir::open(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))
+}
+
+fn open_store(dir: &DataDir) -> anyhow::Result<Store> {
+    Store::open(dir.database_path(), StoreConfig::default())
+        .with_context(|| format!("cannot open {}", dir.database_path().display()))
+}
+
+fn issue(config: &Config, subject: &Subject, ttl: &str) -> anyhow::Result<String> {
+    let ttl: Duration = parse_ttl(ttl).map_err(anyhow::Error::msg)?;
+    let dir = open_dir(config)?;
+    let (key, _) = dir.load_or_create_server_key()?;
+    let issuer = match config.role {
+        Role::Edge => config.branch_id.clone(),
+        Role::HeadOffice => "head-office".to_owned(),
+    };
+    let authority = TokenAuthority::new(&key, issuer).map_err(anyhow::Error::msg)?;
+    authority
+        .issue(subject, ttl, now())
+        .map_err(anyhow::Error::msg)
+}
+
+fn device(command: DeviceCommand) -> anyhow::Result<()> {
+    match command {
+        DeviceCommand::Enroll {
+            common,
+            technician,
+            public_key,
+            device,
+        } => {
+            let config = common.load()?;
+            let technician = TechnicianId::new(technician)?;
+            let branch_id = BranchId::new(config.branch_id.clone())?;
+            let device_id = match device {
+                Some(d) => DeviceId::new(d)?,
+                None => {
+                    let mut bytes = [0u8; 4];
+                    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    DeviceId::new(format!("dev-{}", hex::encode(bytes)))?
+                }
+            };
+            let dir = open_dir(&config)?;
+            let (key, secret_file) = match public_key {
+                Some(path) => (PublicKey::load(&path)?, None),
+                None => {
+                    let pair = KeyPair::generate()?;
+                    let path = dir.root().join("devices").join(format!("{device_id}.key"));
+                    pair.save(&path)?;
+                    (pair.public().clone(), Some(path))
+                }
+            };
+            let store = open_store(&dir)?;
+            let mut registry = Registry::load(&store)?;
+            let record = DeviceRecord {
+                device_id: device_id.clone(),
+                branch_id,
+                technician: technician.clone(),
+                public_key: key.to_hex(),
+                revoked_at: None,
+            };
+            registry.enroll_device(&store, record)?.wait()?;
+            store.flush().wait()?;
+            print_json(&serde_json::json!({
+                "device_id": device_id,
+                "technician": technician,
+                "branch_id": config.branch_id,
+                "key_id": key.id().as_str(),
+                "public_key": key.to_hex(),
+                "secret_key_file": secret_file,
+            }))
+        }
+        DeviceCommand::Revoke { common, device } => {
+            let config = common.load()?;
+            let device_id = DeviceId::new(device)?;
+            let dir = open_dir(&config)?;
+            let store = open_store(&dir)?;
+            let mut registry = Registry::load(&store)?;
+            registry.revoke_device(&store, &device_id, now())?.wait()?;
+            store.flush().wait()?;
+            print_json(&serde_json::json!({ "device_id": device_id, "revoked": true }))
+        }
+        DeviceCommand::Token {
+            common,
+            device,
+            ttl,
+        } => {
+            let config = common.load()?;
+            let device_id = DeviceId::new(device)?;
+            let dir = open_dir(&config)?;
+            let store = open_store(&dir)?;
+            let registry = Registry::load(&store)?;
+            match registry.device(&device_id) {
+                None => bail!("device {device_id} is not enrolled (run `fieldsync device enroll`)"),
+                Some(d) if d.revoked_at.is_some() => {
+                    bail!("device {device_id} is revoked; enroll a new device")
+                }
+                Some(_) => {}
+            }
+            drop(store);
+            let token = issue(&config, &Subject::Device(device_id), &ttl)?;
+            println!("{token}");
             Ok(())
         }
     }
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let dir = DataDir::open(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let (branch_key, created) = dir.load_or_create_server_key()?;
-    if created {
-        tracing::info!(key_id = %branch_key.id(), path = %dir.server_key_path().display(), "created server key");
-    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        let listen = config.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        tracing::info!(addr = %listener.local_addr()?, role = ?config.role, data_dir = %dir.root().display(), "serving");
-        let state = Arc::new(AppState { config, branch_key });
-        app::run(listener, state, shutdown_signal()).await?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let state = AppState::open(config, tokio::runtime::Handle::current())?;
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            role = ?state.config.role,
+            branch = %state.branch_id,
+            data_dir = %state.data_dir.root().display(),
+            "serving"
+        );
+        app::serve(listener, state, shutdown_signal()).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

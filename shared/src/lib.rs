@@ -14,4 +14,5 @@ pub mod keys;
 pub mod protocol;
 pub mod report;
 pub mod rules;
+pub mod sync;
 pub mod time;

@@ -1,0 +1,353 @@
+//! The hub: the thread that owns the sync engine and carries out its effects.
+//!
+//! Connection tasks and API handlers send it [`HubInput`]s over a channel; it feeds them to
+//! the engine one at a time and performs what comes back: frames go to the connection's
+//! outbox, loads run on the blocking pool, writes go to the store's writer thread and report
+//! back when durable. The engine runs on its own OS thread so its CPU work never stalls the
+//! async runtime that moves bytes.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use automerge::{Automerge, ChangeHash};
+use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::sync::{
+    CloseCode, ConnId, Effect, Engine, EngineConfig, Input, LocalEdit, LocalEditError, Principal,
+    WriteOp,
+};
+use fieldsync_storage::Store;
+use tokio::sync::{broadcast, mpsc as tokio_mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// What a connection task receives from the hub.
+#[derive(Debug)]
+pub enum Outbound {
+    Frame(Vec<u8>),
+    Close(CloseCode, String),
+}
+
+/// A look at a loaded document, run on the hub thread.
+pub type InspectFn = Box<dyn FnOnce(Option<&Automerge>) + Send>;
+
+/// Messages to the hub.
+pub enum HubInput {
+    /// A new authenticated connection and the channel to reach it.
+    Open {
+        conn: ConnId,
+        principal: Principal,
+        outbox: tokio_mpsc::Sender<Outbound>,
+    },
+    /// An input for the engine, with when it arrived (for the latency histogram).
+    Engine(Input, Instant),
+    /// A local change; the reply comes once it is durable.
+    Edit {
+        doc: DocumentId,
+        edit: LocalEdit,
+        reply: oneshot::Sender<Result<Vec<ChangeHash>, LocalEditError>>,
+    },
+    /// Run `f` on the engine's view of a document if it is loaded.
+    Inspect { doc: DocumentId, f: InspectFn },
+    /// Stop after answering everything queued before.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// How many frames may wait for one slow connection before the hub gives up on it.
+pub const OUTBOX: usize = 4096;
+const TICK: Duration = Duration::from_secs(1);
+
+/// A handle to the hub thread.
+#[derive(Clone, Debug)]
+pub struct Hub {
+    tx: mpsc::Sender<HubInput>,
+    doc_changed: broadcast::Sender<DocumentId>,
+}
+
+impl std::fmt::Debug for HubInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HubInput::Open { conn, .. } => write!(f, "Open({conn:?})"),
+            HubInput::Engine(input, _) => write!(f, "Engine({input:?})"),
+            HubInput::Edit { doc, .. } => write!(f, "Edit({doc})"),
+            HubInput::Inspect { doc, .. } => write!(f, "Inspect({doc})"),
+            HubInput::Shutdown(_) => f.write_str("Shutdown"),
+        }
+    }
+}
+
+impl Hub {
+    /// Starts the hub thread.
+    pub fn start(
+        config: EngineConfig,
+        store: Arc<Store>,
+        registry: Arc<RwLock<Registry>>,
+        metrics: Arc<Metrics>,
+        runtime: tokio::runtime::Handle,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let (doc_changed, _) = broadcast::channel(1024);
+        let hub = Hub {
+            tx: tx.clone(),
+            doc_changed: doc_changed.clone(),
+        };
+        let worker = Worker {
+            engine: Engine::new(config),
+            store,
+            registry,
+            metrics,
+            runtime,
+            tx,
+            conns: HashMap::new(),
+            edits: HashMap::new(),
+            next_token: 0,
+            doc_changed,
+            started: Instant::now(),
+        };
+        std::thread::Builder::new()
+            .name("fieldsync-hub".into())
+            .spawn(move || worker.run(rx))?;
+        Ok(hub)
+    }
+
+    /// Sends an input; false if the hub has stopped.
+    pub fn send(&self, input: HubInput) -> bool {
+        self.tx.send(input).is_ok()
+    }
+
+    pub fn engine_input(&self, input: Input) -> bool {
+        self.send(HubInput::Engine(input, Instant::now()))
+    }
+
+    /// Makes a local change and waits until it is durable.
+    pub async fn edit(
+        &self,
+        doc: DocumentId,
+        edit: LocalEdit,
+    ) -> Result<Vec<ChangeHash>, LocalEditError> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(HubInput::Edit { doc, edit, reply }) {
+            return Err(LocalEditError::Storage(
+                "the server is shutting down".into(),
+            ));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(LocalEditError::Storage(
+                "the server is shutting down".into(),
+            ))
+        })
+    }
+
+    /// Announcements of documents whose new content is durable.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<DocumentId> {
+        self.doc_changed.subscribe()
+    }
+
+    /// Stops the hub after everything queued so far.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(HubInput::Shutdown(tx)) {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Worker {
+    engine: Engine,
+    store: Arc<Store>,
+    registry: Arc<RwLock<Registry>>,
+    metrics: Arc<Metrics>,
+    runtime: tokio::runtime::Handle,
+    tx: mpsc::Sender<HubInput>,
+    conns: HashMap<ConnId, tokio_mpsc::Sender<Outbound>>,
+    edits: HashMap<u64, oneshot::Sender<Result<Vec<ChangeHash>, LocalEditError>>>,
+    next_token: u64,
+    doc_changed: broadcast::Sender<DocumentId>,
+    started: Instant,
+}
+
+impl Worker {
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<HubInput>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(timeout) {
+                Ok(HubInput::Shutdown(done)) => {
+                    let _ = done.send(());
+                    return;
+                }
+                Ok(input) => self.on_input(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + TICK;
+                self.feed(Input::Tick, None);
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: HubInput) {
+        match input {
+            HubInput::Open {
+                conn,
+                principal,
+                outbox,
+            } => {
+                self.conns.insert(conn, outbox);
+                self.feed(Input::Connected { conn, principal }, None);
+            }
+            HubInput::Engine(input, arrived) => {
+                if let Input::Disconnected { conn } = &input {
+                    self.conns.remove(conn);
+                }
+                let is_frame = matches!(input, Input::Frame { .. });
+                self.feed(input, is_frame.then_some(arrived));
+            }
+            HubInput::Edit { doc, edit, reply } => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.edits.insert(token, reply);
+                self.feed(Input::Edit { doc, edit, token }, None);
+            }
+            HubInput::Inspect { doc, f } => f(self.engine.document(&doc)),
+            HubInput::Shutdown(_) => {}
+        }
+    }
+
+    fn feed(&mut self, input: Input, arrived: Option<Instant>) {
+        let now = self.now_ms();
+        let effects = {
+            let registry = self
+                .registry
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.engine.handle(input, now, &*registry)
+        };
+        for effect in effects {
+            self.perform(effect);
+        }
+        self.metrics.loaded_documents.store(
+            i64::try_from(self.engine.loaded_documents()).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if let Some(arrived) = arrived {
+            self.metrics.sync_latency.observe(arrived.elapsed());
+        }
+    }
+
+    fn perform(&mut self, effect: Effect) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match effect {
+            Effect::Send { conn, bytes } => {
+                let Some(outbox) = self.conns.get(&conn) else {
+                    return;
+                };
+                self.metrics.messages_out.fetch_add(1, Relaxed);
+                self.metrics
+                    .bytes_out
+                    .fetch_add(bytes.len() as u64, Relaxed);
+                if outbox.try_send(Outbound::Frame(bytes)).is_err() {
+                    // The peer does not read fast enough (or is gone): drop it rather than
+                    // buffer without bound. Dropping the sender closes its task.
+                    self.metrics.refused("slow_consumer");
+                    tracing::warn!(?conn, "closing a connection whose send queue is full");
+                    self.conns.remove(&conn);
+                    let _ = self.tx.send(HubInput::Engine(
+                        Input::Disconnected { conn },
+                        Instant::now(),
+                    ));
+                }
+            }
+            Effect::Close { conn, code, reason } => {
+                if let Some(outbox) = self.conns.remove(&conn) {
+                    let _ = outbox.try_send(Outbound::Close(code, reason));
+                }
+            }
+            Effect::LoadDoc { doc } => {
+                let store = Arc::clone(&self.store);
+                let tx = self.tx.clone();
+                self.runtime.spawn_blocking(move || {
+                    let chunks = store.load_doc(&doc.to_string()).map_err(|e| e.to_string());
+                    let _ = tx.send(HubInput::Engine(
+                        Input::DocLoaded { doc, chunks },
+                        Instant::now(),
+                    ));
+                });
+            }
+            Effect::LoadSyncState { doc, storage_id } => {
+                let store = Arc::clone(&self.store);
+                let tx = self.tx.clone();
+                self.runtime.spawn_blocking(move || {
+                    let state = store
+                        .sync_state(storage_id.as_str(), &doc.to_string())
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(%doc, error = %e, "cannot read a sync state; starting afresh");
+                            None
+                        });
+                    let _ = tx.send(HubInput::Engine(
+                        Input::SyncStateLoaded {
+                            doc,
+                            storage_id,
+                            state,
+                        },
+                        Instant::now(),
+                    ));
+                });
+            }
+            Effect::Write { id, op } => {
+                let tx = self.tx.clone();
+                let metrics = Arc::clone(&self.metrics);
+                let queued = Instant::now();
+                let done = move |result: Result<(), String>| {
+                    metrics.storage_latency.observe(queued.elapsed());
+                    let _ = tx.send(HubInput::Engine(
+                        Input::WriteDone { id, result },
+                        Instant::now(),
+                    ));
+                };
+                match op {
+                    WriteOp::AppendChanges { doc, bytes } => self
+                        .store
+                        .append_changes(&doc.to_string(), bytes)
+                        .on_complete(move |r| done(r.map(|_| ()).map_err(|e| e.to_string()))),
+                    WriteOp::Compact { doc, snapshot } => self
+                        .store
+                        .replace_with_snapshot(&doc.to_string(), snapshot)
+                        .on_complete(move |r| done(r.map(|_| ()).map_err(|e| e.to_string()))),
+                    WriteOp::PutSyncState {
+                        doc,
+                        storage_id,
+                        state,
+                    } => self
+                        .store
+                        .put_sync_state(storage_id.as_str(), &doc.to_string(), state)
+                        .on_complete(move |r| done(r.map_err(|e| e.to_string()))),
+                }
+            }
+            Effect::DocChanged { doc, .. } => {
+                let _ = self.doc_changed.send(doc);
+            }
+            Effect::EditDone { token, result, .. } => {
+                if let Some(reply) = self.edits.remove(&token) {
+                    let _ = reply.send(result);
+                }
+            }
+            Effect::DocUnavailable { .. } => {}
+            Effect::Refused {
+                conn,
+                reason,
+                detail,
+            } => {
+                self.metrics.refused(reason);
+                tracing::info!(?conn, reason, detail, "refused");
+            }
+        }
+    }
+}

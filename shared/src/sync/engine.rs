@@ -1,0 +1,1486 @@
+//! The engine: one state machine for all connections and documents of a node.
+//!
+//! Invariants (ARCHITECTURE.md repeats them):
+//! - Work per input is proportional to what the input touches: a frame touches one document
+//!   and its sessions, a disconnect touches that peer's sessions, a tick touches the documents
+//!   whose idle time is up. Nothing walks every document × every peer.
+//! - Durability barrier: while a document has writes in flight, no sync message for it is
+//!   generated, so no peer is ever told the node holds a change before it is stored.
+//! - A request for a forbidden or unknown document loads nothing and holds nothing.
+//! - Peer input is checked (`protocol::check_sync_message`) before automerge sees it, and any
+//!   panic left inside automerge is caught at the session: it closes that one connection.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{Automerge, ChangeHash};
+
+use super::access::{Access, AccessPolicy, Principal};
+use crate::ids::DocumentId;
+use crate::protocol::message::{
+    DocUnavailableMessage, EphemeralMessage, ErrorMessage, JoinMessage, PeerId, PeerMessage,
+    PeerMetadata, SessionId, StorageId, SyncMessage,
+};
+use crate::protocol::{self, DecodeError, Message, SyncLimits};
+
+/// A connection, numbered by the glue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// A storage write, numbered by the engine; the glue reports its completion with this id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WriteId(pub u64);
+
+/// Which side of the protocol this engine plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineRole {
+    /// Answers `join` with `peer`; never offers documents nobody asked for.
+    Server,
+    /// Sends `join` on connect and syncs its subscribed documents with the server.
+    Client,
+}
+
+/// WebSocket close codes the engine asks for (RFC 6455 §7.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    Normal = 1000,
+    GoingAway = 1001,
+    Protocol = 1002,
+    Policy = 1008,
+    TooBig = 1009,
+    Internal = 1011,
+}
+
+impl CloseCode {
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+}
+
+/// The engine's settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub role: EngineRole,
+    /// Our peer id, sent in `peer` / `join`.
+    pub peer_id: String,
+    /// Our storage id, announced so peers can keep sync state with us across reconnects.
+    pub storage_id: Option<String>,
+    pub wire_limits: protocol::Limits,
+    pub sync_limits: SyncLimits,
+    /// A document without sessions is evicted from memory after this long.
+    pub document_idle_ms: i64,
+    /// Most documents held in memory; past it idle ones are evicted first, then loads refused.
+    pub max_loaded_documents: usize,
+    /// After this many incremental chunks a document is compacted into one snapshot.
+    pub compact_after_chunks: usize,
+}
+
+impl EngineConfig {
+    pub fn new(role: EngineRole, peer_id: impl Into<String>) -> Self {
+        Self {
+            role,
+            peer_id: peer_id.into(),
+            storage_id: None,
+            wire_limits: protocol::Limits::default(),
+            sync_limits: SyncLimits::default(),
+            document_idle_ms: 300_000,
+            max_loaded_documents: 50_000,
+            compact_after_chunks: 64,
+        }
+    }
+}
+
+/// A change to apply to a document held by the engine.
+pub type EditFn = Box<dyn FnOnce(&mut Automerge) -> Result<(), String> + Send>;
+
+/// A change the node makes itself (the desk creating a job, the server writing an outcome).
+pub enum LocalEdit {
+    /// A new document with this content; refused if the id is already stored.
+    Create(Box<Automerge>),
+    /// A change to an existing document; refused if the id is not stored.
+    Change(EditFn),
+}
+
+impl fmt::Debug for LocalEdit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LocalEdit::Create(_) => f.write_str("LocalEdit::Create"),
+            LocalEdit::Change(_) => f.write_str("LocalEdit::Change"),
+        }
+    }
+}
+
+/// Why a local edit did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocalEditError {
+    #[error("document {0} already exists")]
+    Exists(DocumentId),
+    #[error("document {0} does not exist")]
+    NotFound(DocumentId),
+    #[error("the edit failed: {0}")]
+    Failed(String),
+    #[error("storing the edit failed: {0}")]
+    Storage(String),
+    #[error("too many documents are loaded ({0}); try again later")]
+    Busy(usize),
+}
+
+/// What happened, as the engine is told it.
+#[derive(Debug)]
+pub enum Input {
+    /// A connection was authenticated as `principal`. A client engine sends `join` now.
+    Connected { conn: ConnId, principal: Principal },
+    /// One WebSocket binary message.
+    Frame { conn: ConnId, bytes: Vec<u8> },
+    /// The connection is gone (closed, failed, or closed by us).
+    Disconnected { conn: ConnId },
+    /// The answer to [`Effect::LoadDoc`]: every stored chunk, or `None` if nothing is stored.
+    DocLoaded {
+        doc: DocumentId,
+        chunks: Result<Option<Vec<Vec<u8>>>, String>,
+    },
+    /// The answer to [`Effect::LoadSyncState`].
+    SyncStateLoaded {
+        doc: DocumentId,
+        storage_id: StorageId,
+        state: Option<Vec<u8>>,
+    },
+    /// The answer to [`Effect::Write`]: only `Ok` means the bytes are durable.
+    WriteDone {
+        id: WriteId,
+        result: Result<(), String>,
+    },
+    /// A change of the node's own; answered with [`Effect::EditDone`] once durable.
+    Edit {
+        doc: DocumentId,
+        edit: LocalEdit,
+        token: u64,
+    },
+    /// A client engine: keep this document in sync with every server it is connected to.
+    Subscribe { doc: DocumentId },
+    /// Access rules changed for a document or a principal: re-check the live sessions.
+    AccessChanged {
+        doc: Option<DocumentId>,
+        principal: Option<Principal>,
+    },
+    /// Close every connection of `principal` (a revoked device).
+    Kick {
+        principal: Principal,
+        reason: String,
+    },
+    /// Time passed: evict idle documents.
+    Tick,
+}
+
+/// What the glue must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Send {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    /// Send a close frame with this code and reason, then drop the connection.
+    Close {
+        conn: ConnId,
+        code: CloseCode,
+        reason: String,
+    },
+    LoadDoc {
+        doc: DocumentId,
+    },
+    LoadSyncState {
+        doc: DocumentId,
+        storage_id: StorageId,
+    },
+    /// A storage write. Writes must be applied in the order they are emitted.
+    Write {
+        id: WriteId,
+        op: WriteOp,
+    },
+    /// New content of a document is durable (the heads after it).
+    DocChanged {
+        doc: DocumentId,
+        heads: Vec<ChangeHash>,
+    },
+    /// The answer to [`Input::Edit`].
+    EditDone {
+        token: u64,
+        doc: DocumentId,
+        result: Result<Vec<ChangeHash>, LocalEditError>,
+    },
+    /// A server answered `doc-unavailable` (client role).
+    DocUnavailable {
+        conn: ConnId,
+        doc: DocumentId,
+    },
+    /// Something worth a log line and a metric: a refusal, with its reason code.
+    Refused {
+        conn: Option<ConnId>,
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+/// A storage write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Append an incremental chunk (for `Automerge::load_incremental`).
+    AppendChanges { doc: DocumentId, bytes: Vec<u8> },
+    /// Replace every chunk stored so far for the document with this snapshot. Writes are
+    /// applied in order, so the snapshot covers every chunk written before it.
+    Compact { doc: DocumentId, snapshot: Vec<u8> },
+    /// Remember the sync state with a peer's storage for next time.
+    PutSyncState {
+        doc: DocumentId,
+        storage_id: StorageId,
+        state: Vec<u8>,
+    },
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub frames_in: u64,
+    pub bytes_in: u64,
+    pub frames_out: u64,
+    pub bytes_out: u64,
+    pub changes_applied_batches: u64,
+    pub writes_issued: u64,
+    pub docs_loaded_total: u64,
+    pub docs_evicted_total: u64,
+    pub panics_caught: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum DocStatus {
+    Loading,
+    Ready,
+}
+
+struct DocState {
+    status: DocStatus,
+    doc: Automerge,
+    sessions: BTreeSet<ConnId>,
+    /// Writes emitted and not yet done: while non-zero, nothing is announced (the barrier).
+    unstored: u32,
+    /// Content changed since the last announcement.
+    dirty: bool,
+    /// Incremental chunks stored since the last snapshot.
+    chunks: usize,
+    /// When the last session ended (for eviction).
+    idle_since: Option<i64>,
+    /// Edits waiting for the load to finish.
+    waiting_edits: Vec<(LocalEdit, u64)>,
+    /// Edits whose write is in flight: answered when it is done.
+    edits_in_flight: Vec<(WriteId, u64)>,
+}
+
+struct Session {
+    state: sync::State,
+    access: Access,
+    /// False until the persisted sync state is loaded.
+    ready: bool,
+    /// Messages received before the document or the sync state was ready.
+    inbox: VecDeque<sync::Message>,
+    /// Client role: nothing sent yet on this session.
+    fresh: bool,
+}
+
+struct Peer {
+    principal: Principal,
+    remote: Option<RemotePeer>,
+    /// Our sessions with this peer, by document.
+    sessions: BTreeMap<DocumentId, Session>,
+}
+
+struct RemotePeer {
+    peer_id: PeerId,
+    storage_id: Option<StorageId>,
+    ephemeral: bool,
+}
+
+/// The sync engine. See the module docs.
+pub struct Engine {
+    config: EngineConfig,
+    now: i64,
+    peers: HashMap<ConnId, Peer>,
+    docs: HashMap<DocumentId, DocState>,
+    /// Documents without sessions, by when they became idle: eviction pops from the front.
+    idle: BTreeSet<(i64, DocumentId)>,
+    /// Which document each in-flight write belongs to.
+    writes: HashMap<WriteId, DocumentId>,
+    next_write: u64,
+    /// Client role: documents to keep in sync.
+    subscribed: BTreeSet<DocumentId>,
+    /// Loads of sync states in flight: which sessions wait for them.
+    state_loads: HashMap<(DocumentId, StorageId), Vec<ConnId>>,
+    stats: EngineStats,
+    out: Vec<Effect>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("role", &self.config.role)
+            .field("peers", &self.peers.len())
+            .field("docs", &self.docs.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            config,
+            now: 0,
+            peers: HashMap::new(),
+            docs: HashMap::new(),
+            idle: BTreeSet::new(),
+            writes: HashMap::new(),
+            next_write: 0,
+            subscribed: BTreeSet::new(),
+            state_loads: HashMap::new(),
+            stats: EngineStats::default(),
+            out: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Documents held in memory.
+    pub fn loaded_documents(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Connections known to the engine.
+    pub fn connections(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// A loaded, ready document (read-only: changes go through [`Input::Edit`]).
+    pub fn document(&self, doc: &DocumentId) -> Option<&Automerge> {
+        self.docs
+            .get(doc)
+            .filter(|d| d.status == DocStatus::Ready)
+            .map(|d| &d.doc)
+    }
+
+    /// The remote peer id of a connection, once it has joined.
+    pub fn remote_peer_id(&self, conn: ConnId) -> Option<&str> {
+        self.peers
+            .get(&conn)
+            .and_then(|p| p.remote.as_ref())
+            .map(|r| r.peer_id.as_str())
+    }
+
+    /// Handles one input at time `now` (milliseconds, any epoch) and returns what to do.
+    pub fn handle(&mut self, input: Input, now: i64, access: &dyn AccessPolicy) -> Vec<Effect> {
+        self.now = now;
+        match input {
+            Input::Connected { conn, principal } => self.on_connected(conn, principal),
+            Input::Frame { conn, bytes } => self.on_frame(conn, bytes, access),
+            Input::Disconnected { conn } => self.on_disconnected(conn),
+            Input::DocLoaded { doc, chunks } => self.on_doc_loaded(doc, chunks),
+            Input::SyncStateLoaded {
+                doc,
+                storage_id,
+                state,
+            } => self.on_sync_state_loaded(doc, storage_id, state),
+            Input::WriteDone { id, result } => self.on_write_done(id, result),
+            Input::Edit { doc, edit, token } => self.on_edit(doc, edit, token),
+            Input::Subscribe { doc } => self.on_subscribe(doc),
+            Input::AccessChanged { doc, principal } => {
+                self.on_access_changed(doc, principal, access)
+            }
+            Input::Kick { principal, reason } => self.on_kick(&principal, &reason),
+            Input::Tick => self.on_tick(),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    // ---- connections -------------------------------------------------------------------
+
+    fn on_connected(&mut self, conn: ConnId, principal: Principal) {
+        self.peers.insert(
+            conn,
+            Peer {
+                principal,
+                remote: None,
+                sessions: BTreeMap::new(),
+            },
+        );
+        if self.config.role == EngineRole::Client {
+            let join = Message::Join(JoinMessage {
+                sender_id: PeerId::new(self.config.peer_id.clone()),
+                supported_protocol_versions: vec![protocol::PROTOCOL_VERSION.to_owned()],
+                peer_metadata: self.our_metadata(),
+            });
+            self.send(conn, &join);
+        }
+    }
+
+    fn our_metadata(&self) -> PeerMetadata {
+        PeerMetadata {
+            storage_id: self.config.storage_id.clone().map(StorageId::new),
+            is_ephemeral: Some(false),
+        }
+    }
+
+    fn on_disconnected(&mut self, conn: ConnId) {
+        let Some(peer) = self.peers.remove(&conn) else {
+            return;
+        };
+        let storage_id = peer
+            .remote
+            .as_ref()
+            .filter(|r| !r.ephemeral)
+            .and_then(|r| r.storage_id.clone());
+        for (doc_id, session) in peer.sessions {
+            // Remember how far we got, so a reconnect with nothing new costs little.
+            if let Some(storage_id) = &storage_id
+                && session.ready
+            {
+                self.write(WriteOp::PutSyncState {
+                    doc: doc_id,
+                    storage_id: storage_id.clone(),
+                    state: session.state.encode(),
+                });
+            }
+            self.detach_session(conn, doc_id);
+        }
+    }
+
+    /// Removes `conn` from a document's sessions and marks the document idle if it was the
+    /// last one.
+    fn detach_session(&mut self, conn: ConnId, doc_id: DocumentId) {
+        let now = self.now;
+        if let Some(doc) = self.docs.get_mut(&doc_id) {
+            doc.sessions.remove(&conn);
+            if doc.sessions.is_empty() && doc.idle_since.is_none() {
+                doc.idle_since = Some(now);
+                self.idle.insert((now, doc_id));
+            }
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, code: CloseCode, reason: impl Into<String>) {
+        let reason = reason.into();
+        if let Some(peer) = self.peers.get(&conn) {
+            // Best effort: tell the peer why in protocol terms before the close frame.
+            let error = Message::Error(ErrorMessage {
+                sender_id: Some(PeerId::new(self.config.peer_id.clone())),
+                target_id: peer.remote.as_ref().map(|r| r.peer_id.clone()),
+                message: reason.clone(),
+            });
+            self.send(conn, &error);
+        }
+        self.on_disconnected(conn);
+        self.out.push(Effect::Close { conn, code, reason });
+    }
+
+    fn refuse(&mut self, conn: Option<ConnId>, reason: &'static str, detail: impl Into<String>) {
+        self.out.push(Effect::Refused {
+            conn,
+            reason,
+            detail: detail.into(),
+        });
+    }
+
+    fn send(&mut self, conn: ConnId, message: &Message) {
+        let bytes = protocol::encode(message);
+        self.stats.frames_out += 1;
+        self.stats.bytes_out += bytes.len() as u64;
+        self.out.push(Effect::Send { conn, bytes });
+    }
+
+    fn on_kick(&mut self, principal: &Principal, reason: &str) {
+        let conns: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| &p.principal == principal)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in conns {
+            self.refuse(Some(conn), "revoked", reason);
+            self.close(conn, CloseCode::Policy, reason);
+        }
+    }
+
+    // ---- frames ------------------------------------------------------------------------
+
+    fn on_frame(&mut self, conn: ConnId, bytes: Vec<u8>, access: &dyn AccessPolicy) {
+        if !self.peers.contains_key(&conn) {
+            return;
+        }
+        self.stats.frames_in += 1;
+        self.stats.bytes_in += bytes.len() as u64;
+        let message = match protocol::decode(&bytes, &self.config.wire_limits) {
+            Ok(m) => m,
+            Err(e) => {
+                let code = match e {
+                    DecodeError::TooLarge { .. } => CloseCode::TooBig,
+                    _ => CloseCode::Protocol,
+                };
+                self.refuse(Some(conn), e.code(), e.to_string());
+                self.close(conn, code, format!("bad message: {e}"));
+                return;
+            }
+        };
+        let joined = self.peers.get(&conn).is_some_and(|p| p.remote.is_some());
+        match (self.config.role, joined, message) {
+            (EngineRole::Server, false, Message::Join(join)) => self.on_join(
+                conn,
+                join.sender_id,
+                &join.supported_protocol_versions,
+                join.peer_metadata,
+            ),
+            (EngineRole::Client, false, Message::Peer(peer)) => self.on_peer(
+                conn,
+                peer.sender_id,
+                &peer.selected_protocol_version,
+                peer.peer_metadata,
+            ),
+            (_, false, Message::Error(ErrorMessage { message, .. })) => {
+                self.refuse(Some(conn), "peer_error", message.clone());
+                self.close(conn, CloseCode::Normal, format!("peer reported: {message}"));
+            }
+            (_, false, other) => {
+                let kind = other.message_type().as_str();
+                self.refuse(Some(conn), "not_joined", kind);
+                self.close(
+                    conn,
+                    CloseCode::Protocol,
+                    format!("expected join first, got {kind}"),
+                );
+            }
+            (_, true, message) => self.on_joined_message(conn, message, access),
+        }
+    }
+
+    fn on_join(
+        &mut self,
+        conn: ConnId,
+        sender_id: PeerId,
+        versions: &[String],
+        metadata: PeerMetadata,
+    ) {
+        if !versions.iter().any(|v| v == protocol::PROTOCOL_VERSION) {
+            self.refuse(Some(conn), "unsupported_version", format!("{versions:?}"));
+            self.close(
+                conn,
+                CloseCode::Protocol,
+                format!(
+                    "unsupported protocol versions {versions:?}; this server speaks {:?}",
+                    protocol::PROTOCOL_VERSION
+                ),
+            );
+            return;
+        }
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        // The peer id is bound to the token: a device joins as its device id (optionally
+        // with a `:suffix` for several apps on one device), so one device cannot pose as
+        // another in anything the server relays.
+        if let Some(stem) = peer.principal.peer_id_stem() {
+            let id = sender_id.as_str();
+            let bound = id == stem
+                || id
+                    .strip_prefix(stem.as_str())
+                    .is_some_and(|rest| rest.starts_with(':'));
+            if !bound {
+                self.refuse(Some(conn), "peer_id_mismatch", id.to_owned());
+                self.close(
+                    conn,
+                    CloseCode::Policy,
+                    format!("peer id {id:?} does not belong to this token (expected {stem:?})"),
+                );
+                return;
+            }
+        }
+        let reply = Message::Peer(PeerMessage {
+            sender_id: PeerId::new(self.config.peer_id.clone()),
+            selected_protocol_version: protocol::PROTOCOL_VERSION.to_owned(),
+            target_id: sender_id.clone(),
+            peer_metadata: self.our_metadata(),
+        });
+        if let Some(peer) = self.peers.get_mut(&conn) {
+            peer.remote = Some(RemotePeer {
+                peer_id: sender_id,
+                storage_id: metadata.storage_id,
+                ephemeral: metadata.is_ephemeral.unwrap_or(false),
+            });
+        }
+        self.send(conn, &reply);
+    }
+
+    fn on_peer(&mut self, conn: ConnId, sender_id: PeerId, version: &str, metadata: PeerMetadata) {
+        if version != protocol::PROTOCOL_VERSION {
+            self.close(
+                conn,
+                CloseCode::Protocol,
+                format!("server selected unsupported protocol version {version:?}"),
+            );
+            return;
+        }
+        if let Some(peer) = self.peers.get_mut(&conn) {
+            peer.remote = Some(RemotePeer {
+                peer_id: sender_id,
+                storage_id: metadata.storage_id,
+                ephemeral: metadata.is_ephemeral.unwrap_or(false),
+            });
+        }
+        let docs: Vec<DocumentId> = self.subscribed.iter().copied().collect();
+        for doc in docs {
+            self.open_session(conn, doc, Access::ReadWrite);
+            if let Some(state) = self.docs.get_mut(&doc) {
+                state.dirty = true;
+            }
+            self.process(doc);
+        }
+    }
+
+    fn on_joined_message(&mut self, conn: ConnId, message: Message, access: &dyn AccessPolicy) {
+        let Some(remote_id) = self.remote_peer_id(conn).map(str::to_owned) else {
+            return;
+        };
+        if let Some(sender) = message.sender_id()
+            && sender.as_str() != remote_id
+        {
+            self.refuse(Some(conn), "sender_mismatch", sender.as_str().to_owned());
+            self.close(
+                conn,
+                CloseCode::Policy,
+                format!(
+                    "senderId {:?} differs from the joined peer id",
+                    sender.as_str()
+                ),
+            );
+            return;
+        }
+        match message {
+            Message::Request(payload) | Message::Sync(payload) => {
+                self.on_sync(conn, payload, access)
+            }
+            Message::DocUnavailable(DocUnavailableMessage { document_id, .. }) => {
+                if let Some(peer) = self.peers.get_mut(&conn) {
+                    peer.sessions.remove(&document_id);
+                }
+                self.detach_session(conn, document_id);
+                self.out.push(Effect::DocUnavailable {
+                    conn,
+                    doc: document_id,
+                });
+            }
+            Message::Ephemeral(EphemeralMessage {
+                count,
+                session_id,
+                document_id,
+                data,
+                ..
+            }) => self.on_ephemeral(
+                conn,
+                &remote_id,
+                count,
+                session_id,
+                document_id,
+                data,
+                access,
+            ),
+            Message::Leave(_) => {
+                self.on_disconnected(conn);
+                self.out.push(Effect::Close {
+                    conn,
+                    code: CloseCode::Normal,
+                    reason: "peer left".into(),
+                });
+            }
+            Message::Error(ErrorMessage { message, .. }) => {
+                self.refuse(Some(conn), "peer_error", message);
+            }
+            // Gossip of remote heads is an optimisation for relays; this node answers from
+            // its own documents, so it has nothing to do with them.
+            Message::RemoteHeadsChanged(_) | Message::RemoteSubscriptionChange(_) => {}
+            Message::Join(_) | Message::Peer(_) => {
+                self.refuse(Some(conn), "duplicate_join", String::new());
+                self.close(conn, CloseCode::Protocol, "join after the handshake");
+            }
+        }
+    }
+
+    fn on_sync(&mut self, conn: ConnId, payload: SyncMessage, access: &dyn AccessPolicy) {
+        let doc_id = payload.document_id;
+        let Some(principal) = self.peers.get(&conn).map(|p| p.principal.clone()) else {
+            return;
+        };
+        let allowed = access.access(&principal, &doc_id);
+        if allowed == Access::None {
+            self.refuse(Some(conn), "forbidden", doc_id.to_string());
+            self.drop_session(conn, doc_id);
+            self.send_unavailable(conn, doc_id);
+            return;
+        }
+        if let Err(e) = protocol::check_sync_message(&payload.data, &self.config.sync_limits) {
+            self.refuse(Some(conn), "bad_sync_message", e.to_string());
+            self.close(conn, CloseCode::Protocol, format!("bad sync message: {e}"));
+            return;
+        }
+        let decoded = catch_unwind(|| sync::Message::decode(&payload.data));
+        let mut message = match decoded {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                self.refuse(Some(conn), "bad_sync_message", e.to_string());
+                self.close(conn, CloseCode::Protocol, format!("bad sync message: {e}"));
+                return;
+            }
+            Err(_) => {
+                self.stats.panics_caught += 1;
+                self.refuse(Some(conn), "sync_decode_panic", doc_id.to_string());
+                self.close(
+                    conn,
+                    CloseCode::Protocol,
+                    "sync message could not be decoded",
+                );
+                return;
+            }
+        };
+        if allowed == Access::Read && !message.changes.is_empty() {
+            // Read-only documents (an assignment index) take no changes from this peer; the
+            // rest of the message (heads, needs) is still answered.
+            self.refuse(
+                Some(conn),
+                "read_only",
+                format!("changes to read-only document {doc_id} refused"),
+            );
+            message.changes = sync::ChunkList::empty();
+        }
+        if !self.ensure_doc(doc_id, Some(conn)) {
+            return;
+        }
+        if self.open_session(conn, doc_id, allowed)
+            && let Some(session) = self
+                .peers
+                .get_mut(&conn)
+                .and_then(|p| p.sessions.get_mut(&doc_id))
+        {
+            session.inbox.push_back(message);
+        }
+        self.process(doc_id);
+    }
+
+    fn send_unavailable(&mut self, conn: ConnId, doc_id: DocumentId) {
+        let Some(remote) = self.remote_peer_id(conn).map(str::to_owned) else {
+            return;
+        };
+        let message = Message::DocUnavailable(DocUnavailableMessage {
+            sender_id: PeerId::new(self.config.peer_id.clone()),
+            target_id: PeerId::new(remote),
+            document_id: doc_id,
+        });
+        self.send(conn, &message);
+    }
+
+    fn drop_session(&mut self, conn: ConnId, doc_id: DocumentId) {
+        let removed = self
+            .peers
+            .get_mut(&conn)
+            .and_then(|p| p.sessions.remove(&doc_id))
+            .is_some();
+        if removed {
+            self.detach_session(conn, doc_id);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_ephemeral(
+        &mut self,
+        conn: ConnId,
+        sender: &str,
+        count: u64,
+        session_id: SessionId,
+        doc_id: DocumentId,
+        data: Vec<u8>,
+        access: &dyn AccessPolicy,
+    ) {
+        let Some(principal) = self.peers.get(&conn).map(|p| p.principal.clone()) else {
+            return;
+        };
+        if access.access(&principal, &doc_id) == Access::None {
+            self.refuse(Some(conn), "forbidden", doc_id.to_string());
+            self.send_unavailable(conn, doc_id);
+            return;
+        }
+        // Relay to the other peers syncing this document (presence, cursors): only to those
+        // who already have a session, so nothing is revealed to anyone new.
+        let targets: Vec<ConnId> = self
+            .docs
+            .get(&doc_id)
+            .map(|d| d.sessions.iter().copied().filter(|c| *c != conn).collect())
+            .unwrap_or_default();
+        for target in targets {
+            let Some(target_id) = self.remote_peer_id(target).map(str::to_owned) else {
+                continue;
+            };
+            let message = Message::Ephemeral(EphemeralMessage {
+                sender_id: PeerId::new(sender),
+                target_id: PeerId::new(target_id),
+                count,
+                session_id: session_id.clone(),
+                document_id: doc_id,
+                data: data.clone(),
+            });
+            self.send(target, &message);
+        }
+    }
+
+    // ---- documents ---------------------------------------------------------------------
+
+    /// Makes sure the document is loaded or loading. Returns false (and tells `conn`, if
+    /// any) when the memory limit leaves no room.
+    fn ensure_doc(&mut self, doc_id: DocumentId, conn: Option<ConnId>) -> bool {
+        if self.docs.contains_key(&doc_id) {
+            return true;
+        }
+        if self.docs.len() >= self.config.max_loaded_documents {
+            self.evict_idle(true);
+        }
+        if self.docs.len() >= self.config.max_loaded_documents {
+            let limit = self.config.max_loaded_documents;
+            self.refuse(conn, "too_many_documents", format!("limit {limit}"));
+            if let Some(conn) = conn {
+                let remote = self.remote_peer_id(conn).map(PeerId::new);
+                let error = Message::Error(ErrorMessage {
+                    sender_id: Some(PeerId::new(self.config.peer_id.clone())),
+                    target_id: remote,
+                    message: format!(
+                        "server busy: {limit} documents loaded (max_loaded_documents); retry later"
+                    ),
+                });
+                self.send(conn, &error);
+            }
+            return false;
+        }
+        self.docs.insert(
+            doc_id,
+            DocState {
+                status: DocStatus::Loading,
+                doc: Automerge::new(),
+                sessions: BTreeSet::new(),
+                unstored: 0,
+                dirty: false,
+                chunks: 0,
+                idle_since: None,
+                waiting_edits: Vec::new(),
+                edits_in_flight: Vec::new(),
+            },
+        );
+        self.out.push(Effect::LoadDoc { doc: doc_id });
+        true
+    }
+
+    /// Opens a session of `conn` on a (loaded or loading) document. Returns false if the
+    /// connection is gone.
+    fn open_session(&mut self, conn: ConnId, doc_id: DocumentId, access: Access) -> bool {
+        if self.config.role == EngineRole::Client && !self.ensure_doc(doc_id, None) {
+            return false;
+        }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return false;
+        };
+        if let Some(session) = peer.sessions.get_mut(&doc_id) {
+            session.access = access;
+            return true;
+        }
+        let storage_id = peer
+            .remote
+            .as_ref()
+            .filter(|r| !r.ephemeral)
+            .and_then(|r| r.storage_id.clone());
+        let ready = storage_id.is_none();
+        peer.sessions.insert(
+            doc_id,
+            Session {
+                state: sync::State::new(),
+                access,
+                ready,
+                inbox: VecDeque::new(),
+                fresh: true,
+            },
+        );
+        if let Some(doc) = self.docs.get_mut(&doc_id) {
+            doc.sessions.insert(conn);
+            if let Some(since) = doc.idle_since.take() {
+                self.idle.remove(&(since, doc_id));
+            }
+        }
+        if let Some(storage_id) = storage_id {
+            let waiting = self
+                .state_loads
+                .entry((doc_id, storage_id.clone()))
+                .or_default();
+            if waiting.is_empty() {
+                self.out.push(Effect::LoadSyncState {
+                    doc: doc_id,
+                    storage_id,
+                });
+            }
+            waiting.push(conn);
+        }
+        true
+    }
+
+    fn on_sync_state_loaded(
+        &mut self,
+        doc_id: DocumentId,
+        storage_id: StorageId,
+        state: Option<Vec<u8>>,
+    ) {
+        let waiting = self
+            .state_loads
+            .remove(&(doc_id, storage_id))
+            .unwrap_or_default();
+        let decoded = state.and_then(|bytes| sync::State::decode(&bytes).ok());
+        for conn in waiting {
+            if let Some(session) = self
+                .peers
+                .get_mut(&conn)
+                .and_then(|p| p.sessions.get_mut(&doc_id))
+                && !session.ready
+            {
+                if let Some(state) = &decoded {
+                    // Only the shared heads persist; the rest starts afresh.
+                    session.state.shared_heads = state.shared_heads.clone();
+                }
+                session.ready = true;
+            }
+        }
+        if let Some(doc) = self.docs.get_mut(&doc_id) {
+            doc.dirty = true;
+        }
+        self.process(doc_id);
+    }
+
+    fn on_doc_loaded(&mut self, doc_id: DocumentId, chunks: Result<Option<Vec<Vec<u8>>>, String>) {
+        let Some(state) = self.docs.get_mut(&doc_id) else {
+            return;
+        };
+        if state.status != DocStatus::Loading {
+            return;
+        }
+        let loaded = match chunks {
+            Ok(Some(chunks)) => load_chunks(&chunks).map(|doc| (doc, chunks.len())),
+            Ok(None) => Err("not found".to_owned()),
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok((doc, count)) => {
+                state.doc = doc;
+                state.chunks = count;
+                state.status = DocStatus::Ready;
+                state.dirty = true;
+                self.stats.docs_loaded_total += 1;
+                let edits = std::mem::take(&mut state.waiting_edits);
+                for (edit, token) in edits {
+                    self.apply_edit(doc_id, edit, token);
+                }
+                self.process(doc_id);
+            }
+            Err(reason) => {
+                let is_client = self.config.role == EngineRole::Client;
+                let not_found = reason == "not found";
+                if is_client && not_found {
+                    // A client asks the server for a document it does not have yet.
+                    state.status = DocStatus::Ready;
+                    state.dirty = true;
+                    let edits = std::mem::take(&mut state.waiting_edits);
+                    for (edit, token) in edits {
+                        self.apply_edit(doc_id, edit, token);
+                    }
+                    self.process(doc_id);
+                    return;
+                }
+                // Nothing to serve: answer whoever waited and hold nothing.
+                let Some(state) = self.docs.remove(&doc_id) else {
+                    return;
+                };
+                let sessions = state.sessions.clone();
+                for conn in sessions {
+                    if let Some(peer) = self.peers.get_mut(&conn) {
+                        peer.sessions.remove(&doc_id);
+                    }
+                    if !not_found {
+                        self.refuse(Some(conn), "load_failed", reason.clone());
+                    }
+                    self.send_unavailable(conn, doc_id);
+                }
+                for (edit, token) in state.waiting_edits {
+                    let result = match edit {
+                        LocalEdit::Create(doc) if not_found => {
+                            // Re-insert as a fresh, ready document and create it.
+                            self.docs.insert(
+                                doc_id,
+                                DocState {
+                                    status: DocStatus::Ready,
+                                    doc: Automerge::new(),
+                                    sessions: BTreeSet::new(),
+                                    unstored: 0,
+                                    dirty: false,
+                                    chunks: 0,
+                                    idle_since: Some(self.now),
+                                    waiting_edits: Vec::new(),
+                                    edits_in_flight: Vec::new(),
+                                },
+                            );
+                            self.idle.insert((self.now, doc_id));
+                            self.apply_edit(doc_id, LocalEdit::Create(doc), token);
+                            continue;
+                        }
+                        _ if not_found => Err(LocalEditError::NotFound(doc_id)),
+                        _ => Err(LocalEditError::Storage(reason.clone())),
+                    };
+                    self.out.push(Effect::EditDone {
+                        token,
+                        doc: doc_id,
+                        result,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Applies what the ready sessions of a document received, stores new changes, and
+    /// announces them once stored.
+    fn process(&mut self, doc_id: DocumentId) {
+        let Some(state) = self.docs.get_mut(&doc_id) else {
+            return;
+        };
+        if state.status != DocStatus::Ready {
+            return;
+        }
+        let before = state.doc.get_heads();
+        let conns: Vec<ConnId> = state.sessions.iter().copied().collect();
+        let mut failed: Vec<(ConnId, String, bool)> = Vec::new();
+        for conn in &conns {
+            let Some(session) = self
+                .peers
+                .get_mut(conn)
+                .and_then(|p| p.sessions.get_mut(&doc_id))
+            else {
+                continue;
+            };
+            if !session.ready {
+                continue;
+            }
+            while let Some(message) = session.inbox.pop_front() {
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    state.doc.receive_sync_message(&mut session.state, message)
+                }));
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        failed.push((*conn, e.to_string(), false));
+                        break;
+                    }
+                    Err(_) => {
+                        failed.push((*conn, "automerge panicked".into(), true));
+                        break;
+                    }
+                }
+            }
+        }
+        let after = state.doc.get_heads();
+        if before != after {
+            state.dirty = true;
+            self.stats.changes_applied_batches += 1;
+            let bytes = state.doc.save_after(&before);
+            self.store_changes(doc_id, bytes);
+        }
+        for (conn, reason, panicked) in failed {
+            if panicked {
+                self.stats.panics_caught += 1;
+            }
+            self.refuse(Some(conn), "sync_failed", reason.clone());
+            self.close(conn, CloseCode::Protocol, format!("sync failed: {reason}"));
+        }
+        self.announce(doc_id);
+    }
+
+    /// Emits the write of new changes (and a compaction when enough chunks piled up).
+    fn store_changes(&mut self, doc_id: DocumentId, bytes: Vec<u8>) -> WriteId {
+        let id = self.write(WriteOp::AppendChanges { doc: doc_id, bytes });
+        let compact = self.docs.get_mut(&doc_id).and_then(|state| {
+            state.unstored += 1;
+            state.chunks += 1;
+            (state.chunks > self.config.compact_after_chunks).then(|| {
+                state.chunks = 1;
+                state.unstored += 1;
+                state.doc.save()
+            })
+        });
+        if let Some(snapshot) = compact {
+            self.write(WriteOp::Compact {
+                doc: doc_id,
+                snapshot,
+            });
+        }
+        id
+    }
+
+    fn write(&mut self, op: WriteOp) -> WriteId {
+        let id = WriteId(self.next_write);
+        self.next_write += 1;
+        let doc = match &op {
+            WriteOp::AppendChanges { doc, .. }
+            | WriteOp::Compact { doc, .. }
+            | WriteOp::PutSyncState { doc, .. } => *doc,
+        };
+        // Sync states do not gate announcements; only content writes are tracked.
+        if !matches!(op, WriteOp::PutSyncState { .. }) {
+            self.writes.insert(id, doc);
+        }
+        self.stats.writes_issued += 1;
+        self.out.push(Effect::Write { id, op });
+        id
+    }
+
+    fn on_write_done(&mut self, id: WriteId, result: Result<(), String>) {
+        let Some(doc_id) = self.writes.remove(&id) else {
+            if let Err(e) = result {
+                self.refuse(None, "sync_state_write_failed", e);
+            }
+            return;
+        };
+        let Some(state) = self.docs.get_mut(&doc_id) else {
+            return;
+        };
+        state.unstored = state.unstored.saturating_sub(1);
+        let mut answered = Vec::new();
+        state.edits_in_flight.retain(|(w, token)| {
+            if *w == id {
+                answered.push(*token);
+                false
+            } else {
+                true
+            }
+        });
+        match result {
+            Ok(()) => {
+                let heads = state.doc.get_heads();
+                let durable = state.unstored == 0;
+                for token in answered {
+                    self.out.push(Effect::EditDone {
+                        token,
+                        doc: doc_id,
+                        result: Ok(heads.clone()),
+                    });
+                }
+                if durable {
+                    self.out.push(Effect::DocChanged { doc: doc_id, heads });
+                    self.announce(doc_id);
+                }
+            }
+            Err(e) => {
+                // The document in memory now holds changes the disk does not. Drop it, so
+                // nothing unstored is ever announced, and close the sessions that fed it:
+                // their peers still hold the changes and resend them on reconnect.
+                for token in answered {
+                    self.out.push(Effect::EditDone {
+                        token,
+                        doc: doc_id,
+                        result: Err(LocalEditError::Storage(e.clone())),
+                    });
+                }
+                self.refuse(None, "write_failed", format!("{doc_id}: {e}"));
+                if let Some(state) = self.docs.remove(&doc_id) {
+                    if let Some(since) = state.idle_since {
+                        self.idle.remove(&(since, doc_id));
+                    }
+                    for conn in state.sessions {
+                        self.close(conn, CloseCode::Internal, "storage failure; reconnect");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what each ready session of the document needs, unless writes are in flight.
+    fn announce(&mut self, doc_id: DocumentId) {
+        let Some(state) = self.docs.get_mut(&doc_id) else {
+            return;
+        };
+        if state.status != DocStatus::Ready || state.unstored > 0 || !state.dirty {
+            return;
+        }
+        state.dirty = false;
+        let conns: Vec<ConnId> = state.sessions.iter().copied().collect();
+        let empty = state.doc.get_heads().is_empty();
+        let mut outgoing = Vec::new();
+        let mut panicked = Vec::new();
+        for conn in conns {
+            let Some(peer) = self.peers.get_mut(&conn) else {
+                continue;
+            };
+            let Some(remote) = peer.remote.as_ref().map(|r| r.peer_id.clone()) else {
+                continue;
+            };
+            let Some(session) = peer.sessions.get_mut(&doc_id) else {
+                continue;
+            };
+            if !session.ready {
+                state.dirty = true;
+                continue;
+            }
+            let generated = catch_unwind(AssertUnwindSafe(|| {
+                state.doc.generate_sync_message(&mut session.state)
+            }));
+            match generated {
+                Ok(Some(message)) => {
+                    // A client that has nothing yet asks with `request`, as automerge-repo
+                    // does, so the server can answer `doc-unavailable`.
+                    let is_request =
+                        self.config.role == EngineRole::Client && session.fresh && empty;
+                    session.fresh = false;
+                    let payload = SyncMessage {
+                        sender_id: PeerId::new(self.config.peer_id.clone()),
+                        target_id: remote,
+                        document_id: doc_id,
+                        data: message.encode(),
+                    };
+                    outgoing.push((
+                        conn,
+                        if is_request {
+                            Message::Request(payload)
+                        } else {
+                            Message::Sync(payload)
+                        },
+                    ));
+                }
+                Ok(None) => {}
+                Err(_) => panicked.push(conn),
+            }
+        }
+        for (conn, message) in outgoing {
+            self.send(conn, &message);
+        }
+        for conn in panicked {
+            self.stats.panics_caught += 1;
+            self.refuse(
+                Some(conn),
+                "sync_failed",
+                "automerge panicked generating".to_owned(),
+            );
+            self.close(conn, CloseCode::Internal, "sync failed");
+        }
+    }
+
+    // ---- local edits and subscriptions -------------------------------------------------
+
+    fn on_edit(&mut self, doc_id: DocumentId, edit: LocalEdit, token: u64) {
+        if !self.ensure_doc(doc_id, None) {
+            self.out.push(Effect::EditDone {
+                token,
+                doc: doc_id,
+                result: Err(LocalEditError::Busy(self.config.max_loaded_documents)),
+            });
+            return;
+        }
+        let ready = self
+            .docs
+            .get(&doc_id)
+            .is_some_and(|d| d.status == DocStatus::Ready);
+        if ready {
+            self.apply_edit(doc_id, edit, token);
+        } else if let Some(state) = self.docs.get_mut(&doc_id) {
+            state.waiting_edits.push((edit, token));
+        }
+        self.mark_idle_if_unused(doc_id);
+    }
+
+    fn mark_idle_if_unused(&mut self, doc_id: DocumentId) {
+        let now = self.now;
+        if let Some(state) = self.docs.get_mut(&doc_id)
+            && state.sessions.is_empty()
+            && state.idle_since.is_none()
+        {
+            state.idle_since = Some(now);
+            self.idle.insert((now, doc_id));
+        }
+    }
+
+    fn apply_edit(&mut self, doc_id: DocumentId, edit: LocalEdit, token: u64) {
+        let Some(state) = self.docs.get_mut(&doc_id) else {
+            return;
+        };
+        let before = state.doc.get_heads();
+        let exists = !before.is_empty() || state.chunks > 0;
+        let result = match edit {
+            LocalEdit::Create(_) if exists => Err(LocalEditError::Exists(doc_id)),
+            LocalEdit::Create(doc) => {
+                state.doc = *doc;
+                Ok(())
+            }
+            LocalEdit::Change(_) if !exists && self.config.role == EngineRole::Server => {
+                Err(LocalEditError::NotFound(doc_id))
+            }
+            LocalEdit::Change(f) => {
+                let mut scratch = state.doc.clone();
+                match catch_unwind(AssertUnwindSafe(|| f(&mut scratch))) {
+                    Ok(Ok(())) => {
+                        state.doc = scratch;
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(LocalEditError::Failed(e)),
+                    Err(_) => Err(LocalEditError::Failed("the edit panicked".into())),
+                }
+            }
+        };
+        if let Err(e) = result {
+            self.out.push(Effect::EditDone {
+                token,
+                doc: doc_id,
+                result: Err(e),
+            });
+            return;
+        }
+        let after = state.doc.get_heads();
+        if before == after {
+            self.out.push(Effect::EditDone {
+                token,
+                doc: doc_id,
+                result: Ok(after),
+            });
+            return;
+        }
+        state.dirty = true;
+        let bytes = state.doc.save_after(&before);
+        let write = self.store_changes(doc_id, bytes);
+        if let Some(state) = self.docs.get_mut(&doc_id) {
+            state.edits_in_flight.push((write, token));
+        }
+    }
+
+    fn on_subscribe(&mut self, doc_id: DocumentId) {
+        if !self.subscribed.insert(doc_id) {
+            return;
+        }
+        let conns: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.remote.is_some())
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in conns {
+            self.open_session(conn, doc_id, Access::ReadWrite);
+        }
+        if let Some(state) = self.docs.get_mut(&doc_id) {
+            state.dirty = true;
+        }
+        self.process(doc_id);
+    }
+
+    fn on_access_changed(
+        &mut self,
+        doc: Option<DocumentId>,
+        principal: Option<Principal>,
+        access: &dyn AccessPolicy,
+    ) {
+        let mut affected: Vec<(ConnId, DocumentId)> = Vec::new();
+        if let Some(doc_id) = doc
+            && let Some(state) = self.docs.get(&doc_id)
+        {
+            affected.extend(state.sessions.iter().map(|c| (*c, doc_id)));
+        }
+        if let Some(principal) = &principal {
+            for (conn, peer) in &self.peers {
+                if &peer.principal == principal {
+                    affected.extend(peer.sessions.keys().map(|d| (*conn, *d)));
+                }
+            }
+        }
+        for (conn, doc_id) in affected {
+            let Some(peer) = self.peers.get_mut(&conn) else {
+                continue;
+            };
+            let now_allowed = access.access(&peer.principal, &doc_id);
+            match now_allowed {
+                Access::None => {
+                    self.refuse(Some(conn), "access_withdrawn", doc_id.to_string());
+                    self.drop_session(conn, doc_id);
+                    self.send_unavailable(conn, doc_id);
+                }
+                other => {
+                    if let Some(session) = peer.sessions.get_mut(&doc_id) {
+                        session.access = other;
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- eviction ----------------------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        self.evict_idle(false);
+    }
+
+    /// Evicts documents idle for longer than the idle time (or, under memory pressure,
+    /// the longest-idle one whatever its age). Pops from the front of the idle queue, so the
+    /// work is proportional to what is evicted.
+    fn evict_idle(&mut self, pressure: bool) {
+        let deadline = self.now - self.config.document_idle_ms;
+        let mut skipped = Vec::new();
+        while let Some(&(since, doc_id)) = self.idle.first() {
+            if since > deadline && !pressure {
+                break;
+            }
+            self.idle.pop_first();
+            let evictable = self.docs.get(&doc_id).is_some_and(|d| {
+                d.sessions.is_empty()
+                    && d.unstored == 0
+                    && d.status == DocStatus::Ready
+                    && d.waiting_edits.is_empty()
+            });
+            if evictable {
+                self.docs.remove(&doc_id);
+                self.stats.docs_evicted_total += 1;
+                if pressure {
+                    break;
+                }
+            } else if self
+                .docs
+                .get(&doc_id)
+                .is_some_and(|d| d.sessions.is_empty())
+            {
+                // Still busy writing: look again later.
+                skipped.push((since, doc_id));
+            } else if let Some(d) = self.docs.get_mut(&doc_id) {
+                d.idle_since = None;
+            }
+        }
+        self.idle.extend(skipped);
+    }
+}
+
+/// Loads stored chunks (a snapshot and incremental chunks, in any order) into a document.
+fn load_chunks(chunks: &[Vec<u8>]) -> Result<Automerge, String> {
+    let mut doc = Automerge::new();
+    let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
+        for chunk in chunks {
+            doc.load_incremental(chunk).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }));
+    match result {
+        Ok(Ok(())) => Ok(doc),
+        Ok(Err(e)) => Err(format!("stored document is corrupt: {e}")),
+        Err(_) => Err("stored document is corrupt: automerge panicked loading it".into()),
+    }
+}
