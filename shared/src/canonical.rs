@@ -108,22 +108,31 @@ fn write_string(out: &mut String, s: &str) {
 
 fn write_number(out: &mut String, n: &Number) -> Result<(), CanonicalError> {
     let value = if let Some(i) = n.as_i64() {
-        let f = i as f64;
-        if f as i128 != i128::from(i) {
-            return Err(CanonicalError::IntegerNotExact(i.to_string()));
-        }
-        f
+        exact_integer(i as f64, i128::from(i), n)?
     } else if let Some(u) = n.as_u64() {
-        let f = u as f64;
-        if f as u128 != u128::from(u) {
-            return Err(CanonicalError::IntegerNotExact(u.to_string()));
-        }
-        f
+        exact_integer(u as f64, i128::from(u), n)?
     } else {
         n.as_f64()
             .ok_or_else(|| CanonicalError::NonFiniteNumber(n.to_string()))?
     };
     write_f64(out, value)
+}
+
+/// An integer is taken as the double it denotes only if nothing is lost: either the double
+/// holds it exactly, or it is the very text JCS prints for that double (a large double such
+/// as `1e+20`'s neighbours printed without exponent). Anything else (say 2^53 + 1 from our
+/// own data) would be signed as a different number than the one stored, so it is refused.
+fn exact_integer(f: f64, i: i128, n: &Number) -> Result<f64, CanonicalError> {
+    if f as i128 == i {
+        return Ok(f);
+    }
+    let mut printed = String::new();
+    write_f64(&mut printed, f)?;
+    if printed == n.to_string() {
+        Ok(f)
+    } else {
+        Err(CanonicalError::IntegerNotExact(n.to_string()))
+    }
 }
 
 /// RFC 8785 §3.2.2.3: ECMAScript `Number.prototype.toString` for a finite double.
