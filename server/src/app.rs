@@ -71,6 +71,8 @@ pub struct AppState {
     /// Flips to true when the server shuts down; connection tasks watch it.
     pub shutdown: watch::Sender<bool>,
     pub next_conn: AtomicU64,
+    /// The registry generation stamp last seen in the store (see `registry`).
+    pub seen_generation: AtomicU64,
     /// Serialises assignment changes (see `api::create_job`).
     pub assign_lock: tokio::sync::Mutex<()>,
 }
@@ -107,6 +109,7 @@ impl AppState {
             data_dir.database_path(),
             StoreConfig::default(),
         )?);
+        let seen_generation = Registry::stored_generation(&store)?;
         let registry = Arc::new(RwLock::new(Registry::load(&store)?));
         let metrics = Arc::new(Metrics::default());
         let mut engine = EngineConfig::new(EngineRole::Server, format!("server-{branch_id}"));
@@ -136,6 +139,7 @@ impl AppState {
             metrics,
             shutdown,
             next_conn: AtomicU64::new(1),
+            seen_generation: AtomicU64::new(seen_generation),
             assign_lock: tokio::sync::Mutex::new(()),
         }))
     }
@@ -156,12 +160,11 @@ impl AppState {
     /// live connections.
     pub fn reload_registry_if_changed(&self) -> Result<(), RegistryError> {
         let stored = Registry::stored_generation(&self.store)?;
-        if stored == self.registry_read().generation() {
+        if stored == self.seen_generation.swap(stored, Ordering::Relaxed) {
             return Ok(());
         }
-        let fresh = Registry::load(&self.store)?;
-        let revoked = fresh.newly_revoked(&self.registry_read());
-        *self.registry_write() = fresh;
+        let fresh = Registry::load_devices(&self.store)?;
+        let revoked = self.registry_write().merge_devices(&fresh);
         for device in revoked {
             tracing::info!(device = %device.device_id, "device revoked: closing its connections");
             self.hub.engine_input(Input::Kick {
@@ -170,21 +173,6 @@ impl AppState {
                     technician: device.technician.clone(),
                 },
                 reason: format!("device {} was revoked", device.device_id),
-            });
-        }
-        // Assignments may have changed too: re-check every technician's live sessions.
-        let principals: Vec<Principal> = self
-            .registry_read()
-            .devices()
-            .map(|d| Principal::Device {
-                device_id: d.device_id.clone(),
-                technician: d.technician.clone(),
-            })
-            .collect();
-        for principal in principals {
-            self.hub.engine_input(Input::AccessChanged {
-                doc: None,
-                principal: Some(principal),
             });
         }
         Ok(())

@@ -4,8 +4,11 @@
 //! Access decisions come from here and never from a document a device can write (DESIGN.md,
 //! "Documents"). The records live in the store's `meta` table and are mirrored in memory so
 //! the sync engine's access checks are a hash lookup. Commands run from the CLI (`device
-//! enroll`, `device revoke`) write the same table from another process and bump a generation
-//! number; a running server polls it and reloads, so a revocation reaches live connections.
+//! enroll`, `device revoke`) write the same table from another process and store a fresh
+//! random generation stamp; a running server polls the stamp and merges the devices it finds
+//! (never replacing its own records wholesale, which would lose changes it made meanwhile),
+//! so a revocation reaches live connections. Jobs and assignments are written by the server
+//! process only.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -51,7 +54,6 @@ pub enum RegistryError {
 /// The in-memory mirror of the records.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-    generation: u64,
     devices: HashMap<DeviceId, DeviceRecord>,
     jobs: HashMap<DocumentId, JobRecord>,
     /// Technician → their assignment index document.
@@ -82,14 +84,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 impl Registry {
     /// Reads every record from the store.
     pub fn load(store: &Store) -> Result<Self, RegistryError> {
-        let mut registry = Registry {
-            generation: Self::stored_generation(store)?,
-            ..Registry::default()
-        };
-        for (key, value) in store.meta_entries(DEVICES)? {
-            let record: DeviceRecord = decode(DEVICES, &key, &value)?;
-            registry.devices.insert(record.device_id.clone(), record);
-        }
+        let mut registry = Self::load_devices(store)?;
         for (key, value) in store.meta_entries(INDEXES)? {
             let technician =
                 TechnicianId::new(key.clone()).map_err(|e| RegistryError::Corrupt {
@@ -109,7 +104,8 @@ impl Registry {
         Ok(registry)
     }
 
-    /// The generation number the store holds (bumped by every change).
+    /// The generation stamp the store holds: a fresh random value after every change to the
+    /// devices, so a poller notices a change by any process without a shared counter.
     pub fn stored_generation(store: &Store) -> Result<u64, RegistryError> {
         Ok(store
             .meta(REGISTRY, GENERATION)?
@@ -118,13 +114,44 @@ impl Registry {
             .unwrap_or(0))
     }
 
-    pub fn generation(&self) -> u64 {
-        self.generation
+    fn bump(&mut self, store: &Store) {
+        let mut stamp = [0u8; 8];
+        // Without randomness, a time-free counter of our own still changes the stamp.
+        if getrandom::fill(&mut stamp).is_err() {
+            stamp = (self.devices.len() as u64 ^ self.jobs.len() as u64 ^ 0x5eed).to_be_bytes();
+        }
+        drop(store.put_meta(REGISTRY, GENERATION, stamp.to_vec()));
     }
 
-    fn bump(&mut self, store: &Store) {
-        self.generation += 1;
-        drop(store.put_meta(REGISTRY, GENERATION, self.generation.to_be_bytes().to_vec()));
+    /// Reads only the device records (what another process may change).
+    pub fn load_devices(store: &Store) -> Result<Self, RegistryError> {
+        let mut registry = Registry::default();
+        for (key, value) in store.meta_entries(DEVICES)? {
+            let record: DeviceRecord = decode(DEVICES, &key, &value)?;
+            registry.devices.insert(record.device_id.clone(), record);
+        }
+        Ok(registry)
+    }
+
+    /// Merges the devices of `fresh` (read from the store) into these records: new devices
+    /// are added and revocations are kept from either side. Returns the devices this merge
+    /// revoked.
+    pub fn merge_devices(&mut self, fresh: &Registry) -> Vec<DeviceRecord> {
+        let mut revoked = Vec::new();
+        for (id, theirs) in &fresh.devices {
+            match self.devices.get_mut(id) {
+                None => {
+                    self.devices.insert(id.clone(), theirs.clone());
+                }
+                Some(ours) => {
+                    if ours.revoked_at.is_none() && theirs.revoked_at.is_some() {
+                        ours.revoked_at = theirs.revoked_at;
+                        revoked.push(ours.clone());
+                    }
+                }
+            }
+        }
+        revoked
     }
 
     fn index_job(&mut self, record: &JobRecord) {
@@ -202,9 +229,7 @@ impl Registry {
     ) -> fieldsync_storage::Pending<()> {
         self.indexes.insert(technician.clone(), doc);
         self.index_owner.insert(doc, technician.clone());
-        let pending = store.put_meta(INDEXES, technician.as_str(), encode(&doc));
-        self.bump(store);
-        pending
+        store.put_meta(INDEXES, technician.as_str(), encode(&doc))
     }
 
     /// Records (or replaces) a job and its assigned technicians.
@@ -219,23 +244,7 @@ impl Registry {
         self.index_job(&record);
         let pending = store.put_meta(JOBS, &record.job_id.to_string(), encode(&record));
         self.jobs.insert(record.job_id, record);
-        self.bump(store);
         pending
-    }
-
-    /// Devices revoked in `self` but not in `before`.
-    pub fn newly_revoked(&self, before: &Registry) -> Vec<DeviceRecord> {
-        self.devices
-            .values()
-            .filter(|d| d.revoked_at.is_some())
-            .filter(|d| {
-                before
-                    .devices
-                    .get(&d.device_id)
-                    .is_none_or(|b| b.revoked_at.is_none())
-            })
-            .cloned()
-            .collect()
     }
 }
 

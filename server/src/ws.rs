@@ -97,7 +97,11 @@ pub async fn sync_endpoint(
         .into_response();
     }
     let max = limits.max_frame_bytes;
+    // Small buffers: an idle connection should cost kilobytes, not the 128 KiB read buffer
+    // tungstenite allocates by default. Large messages still work; buffers grow as needed.
     upgrade
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| connection(state, socket, principal))

@@ -72,3 +72,53 @@ async fn two_devices_sync_a_job_through_the_server_and_a_restart_keeps_it() -> a
     server.stop().await?;
     Ok(())
 }
+
+/// Regression: the record poller used to replace the in-memory records with a snapshot read
+/// while the desk API was adding jobs, so a just-created job could be refused as unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_peer_receives_every_job_it_requests_while_jobs_are_being_created()
+-> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use fieldsync_client::{ConnectOptions, SyncClient};
+    use fieldsync_server::auth::DeskRole;
+    use fieldsync_storage::{Store, StoreConfig};
+
+    let data = temp_dir()?;
+    let stores = temp_dir()?;
+    let server = TestServer::start_in(data.path()).await?;
+    let mut jobs = Vec::new();
+    for i in 0..400 {
+        jobs.push(server.create_job(&format!("tech-{}", i % 4)).await?.job);
+    }
+    let token = server.desk_token(DeskRole::Manager)?;
+    let mut peers = Vec::new();
+    for p in 0..4 {
+        let store = Arc::new(Store::open(
+            stores.path().join(format!("p{p}.sqlite")),
+            StoreConfig::default(),
+        )?);
+        let options = ConnectOptions {
+            peer_id: format!("desk-{p}"),
+            storage_id: Some(format!("desk-store-{p}")),
+            max_frame_bytes: 1 << 24,
+        };
+        let client = SyncClient::connect(&server.ws_url(), &token, options, store).await?;
+        for job in jobs.iter().skip(p).step_by(4) {
+            client.subscribe(*job);
+        }
+        peers.push(client);
+    }
+    for (p, client) in peers.iter().enumerate() {
+        for job in jobs.iter().skip(p).step_by(4) {
+            assert!(
+                client
+                    .wait_for(*job, SETTLE, |d| !d.get_heads().is_empty())
+                    .await,
+                "peer {p} never received job {job}"
+            );
+        }
+    }
+    server.stop().await?;
+    Ok(())
+}

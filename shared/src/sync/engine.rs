@@ -1080,6 +1080,10 @@ impl Engine {
                 continue;
             }
             while let Some(message) = session.inbox.pop_front() {
+                // Every received message deserves an answer (its needs, its heads), even when
+                // it brought nothing new: a peer without a persisted sync state would
+                // otherwise wait forever for the document it requested.
+                state.dirty = true;
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     state.doc.receive_sync_message(&mut session.state, message)
                 }));
