@@ -9,7 +9,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use fieldsync_shared::ids::{BranchId, CustomerId, DocumentId, TechnicianId};
 use fieldsync_shared::job::doc::{JobDoc, conflicts, read_job};
 use fieldsync_shared::job::index::INDEX_SCHEMA_VERSION;
@@ -18,7 +18,7 @@ use fieldsync_shared::job::{
     AssignmentIndex, Billing, BillingMode, Channel, Customer, Diagnosis, JOB_SCHEMA_VERSION, Job,
     JobKind, Labour, Product, ServiceRequest, Travel, Visit,
 };
-use fieldsync_shared::sync::{LocalEdit, Principal};
+use fieldsync_shared::sync::{Input, LocalEdit, Principal};
 use fieldsync_shared::time::{CalendarDate, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,6 +32,7 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
     axum::Router::new()
         .route("/api/jobs", post(create_job))
         .route("/api/jobs/{id}", get(get_job))
+        .route("/api/jobs/{id}/technicians", put(set_technicians))
 }
 
 /// Who may do what at the desk.
@@ -295,6 +296,36 @@ async fn create_job(
     ))
 }
 
+/// Removes a job from the technician's assignment index (if they have one).
+async fn remove_from_index(
+    state: &AppState,
+    technician: &TechnicianId,
+    job_id: DocumentId,
+) -> Result<(), ApiError> {
+    let Some(index_id) = state.registry_read().index_doc(technician) else {
+        return Ok(());
+    };
+    state
+        .hub
+        .edit(
+            index_id,
+            LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
+                edit_autocommit(doc, |ac| {
+                    let mut index = IndexDoc::from_autocommit(std::mem::take(ac));
+                    let result = index
+                        .remove_job(&job_id)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    *ac = index.into_inner();
+                    result
+                })
+            })),
+        )
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?;
+    Ok(())
+}
+
 /// Adds a job to the technician's assignment index, creating the index on first use.
 async fn add_to_index(
     state: &AppState,
@@ -351,16 +382,92 @@ async fn add_to_index(
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Technicians {
+    technicians: Vec<String>,
+}
+
+fn parse_job_id(id: &str) -> Result<DocumentId, ApiError> {
+    id.parse()
+        .or_else(|_| DocumentId::from_url(id))
+        .map_err(|e| ApiError::bad_request("invalid_job_id", e.to_string()))
+}
+
+/// `PUT /api/jobs/{id}/technicians`: assign and unassign (R3 dispatch). Access changes take
+/// effect on live connections: a device that lost the job gets `doc-unavailable` for it and
+/// its assignment index no longer lists it.
+async fn set_technicians(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    desk(&state, &headers, Need::Dispatch)?;
+    let job_id = parse_job_id(&id)?;
+    let body: Technicians = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))?;
+    let wanted: BTreeSet<TechnicianId> = body
+        .technicians
+        .into_iter()
+        .map(|t| field("technicians", TechnicianId::new(t)))
+        .collect::<Result<_, _>>()?;
+    let _guard = state.assign_lock.lock().await;
+    let Some(mut record) = state.registry_read().job(&job_id).cloned() else {
+        return Err(ApiError::not_found(
+            "unknown_job",
+            format!("no job {job_id} at this branch"),
+        ));
+    };
+    let removed: Vec<TechnicianId> = record.technicians.difference(&wanted).cloned().collect();
+    let added: Vec<TechnicianId> = wanted.difference(&record.technicians).cloned().collect();
+    // Access first: the records decide, and live sessions are re-checked at once.
+    record.technicians = wanted.clone();
+    let pending = state.registry_write().put_job(&state.store, record);
+    pending
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?;
+    state.hub.engine_input(Input::AccessChanged {
+        doc: Some(job_id),
+        principal: None,
+    });
+    for tech in &removed {
+        remove_from_index(&state, tech, job_id).await?;
+    }
+    for tech in &added {
+        add_to_index(&state, tech, job_id).await?;
+    }
+    let list: Vec<TechnicianId> = wanted.iter().cloned().collect();
+    state
+        .hub
+        .edit(
+            job_id,
+            LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
+                edit_autocommit(doc, |ac| {
+                    let mut job = JobDoc::from_autocommit(std::mem::take(ac));
+                    let result = job.set_technicians(&list).map_err(|e| e.to_string());
+                    *ac = job.into_inner();
+                    result
+                })
+            })),
+        )
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?;
+    Ok(Json(json!({
+        "job_id": job_id,
+        "technicians": wanted,
+        "added": added,
+        "removed": removed,
+    })))
+}
+
 async fn get_job(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     desk(&state, &headers, Need::Read)?;
-    let job_id: DocumentId = id
-        .parse()
-        .or_else(|_| DocumentId::from_url(&id))
-        .map_err(|e| ApiError::bad_request("invalid_job_id", e.to_string()))?;
+    let job_id = parse_job_id(&id)?;
     if state.registry_read().job(&job_id).is_none() {
         return Err(ApiError::not_found(
             "unknown_job",

@@ -122,3 +122,108 @@ async fn every_peer_receives_every_job_it_requests_while_jobs_are_being_created(
     server.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unassigning_a_job_takes_effect_on_a_live_connection() -> anyhow::Result<()> {
+    use fieldsync_client::ClientEvent;
+    use fieldsync_server::auth::DeskRole;
+    use fieldsync_shared::job::index::read_index;
+
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_in(data.path()).await?;
+    let a = server.enroll("tech-a", "dev-a")?;
+    let b = server.enroll("tech-b", "dev-b")?;
+    let created = server.create_job("tech-a").await?;
+    let client_a = server.connect_device(&a, devices.path()).await?;
+    client_a.subscribe(created.job);
+    client_a.subscribe(created.index);
+    assert!(
+        client_a
+            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
+            .await
+    );
+    let mut events = client_a.events();
+
+    let response = reqwest::Client::new()
+        .put(server.http_url(&format!("/api/jobs/{}/technicians", created.job)))
+        .bearer_auth(server.desk_token(DeskRole::Dispatcher)?)
+        .json(&serde_json::json!({"technicians": ["tech-b"]}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+
+    let unavailable = tokio::time::timeout(SETTLE, async {
+        loop {
+            match events.recv().await {
+                Ok(ClientEvent::DocUnavailable { doc }) if doc == created.job => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        unavailable,
+        "device A is told the job is no longer available"
+    );
+    let url = created.job.url();
+    assert!(
+        client_a
+            .wait_for(created.index, SETTLE, |d| read_index(d)
+                .is_ok_and(|i| !i.jobs.contains(&url)))
+            .await,
+        "device A's assignment index no longer lists the job"
+    );
+
+    let client_b = server.connect_device(&b, devices.path()).await?;
+    client_b.subscribe(created.job);
+    assert!(
+        client_b
+            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok_and(|j| j
+                .technicians
+                .iter()
+                .any(|t| t.as_str() == "tech-b")))
+            .await,
+        "device B now receives the job, listing tech-b"
+    );
+    server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_tells_connected_devices_why_and_flushes() -> anyhow::Result<()> {
+    use fieldsync_client::ClientEvent;
+
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_in(data.path()).await?;
+    let a = server.enroll("tech-a", "dev-a")?;
+    let created = server.create_job("tech-a").await?;
+    let client = server.connect_device(&a, devices.path()).await?;
+    client.subscribe(created.job);
+    assert!(
+        client
+            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
+            .await
+    );
+    let mut events = client.events();
+    server.stop().await?;
+    let closed = tokio::time::timeout(SETTLE, async {
+        loop {
+            match events.recv().await {
+                Ok(ClientEvent::Closed { code, reason }) => return Some((code, reason)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await?;
+    assert_eq!(
+        closed,
+        Some((Some(1001), "server shutting down".to_owned())),
+        "the close frame says the server is going away"
+    );
+    Ok(())
+}
