@@ -86,12 +86,23 @@ impl TestServer {
 
     /// Enrolls a device for a technician (with a fresh key pair) and returns its id.
     pub fn enroll(&self, technician: &str, device: &str) -> anyhow::Result<DeviceId> {
+        Ok(self.enroll_with_key(technician, device)?.0)
+    }
+
+    /// Enrolls a device and returns its id and key pair (the device's own, for signing
+    /// acknowledgements).
+    pub fn enroll_with_key(
+        &self,
+        technician: &str,
+        device: &str,
+    ) -> anyhow::Result<(DeviceId, KeyPair)> {
         let device_id = DeviceId::new(device)?;
+        let key = KeyPair::generate()?;
         let record = DeviceRecord {
             device_id: device_id.clone(),
             branch_id: BranchId::new("north-01")?,
             technician: TechnicianId::new(technician)?,
-            public_key: KeyPair::generate()?.public().to_hex(),
+            public_key: key.public().to_hex(),
             revoked_at: None,
         };
         let pending = self
@@ -99,7 +110,7 @@ impl TestServer {
             .registry_write()
             .enroll_device(&self.state.store, record)?;
         pending.wait()?;
-        Ok(device_id)
+        Ok((device_id, key))
     }
 
     pub fn device_token(&self, device: &DeviceId, ttl: Duration) -> anyhow::Result<String> {

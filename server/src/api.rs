@@ -33,6 +33,7 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/api/jobs", post(create_job))
         .route("/api/jobs/{id}", get(get_job))
         .route("/api/jobs/{id}/technicians", put(set_technicians))
+        .route("/api/reports/{id}", get(get_report))
 }
 
 /// Who may do what at the desk.
@@ -459,6 +460,36 @@ async fn set_technicians(
         "added": added,
         "removed": removed,
     })))
+}
+
+/// `GET /api/reports/{id}`: a signed report as its canonical JSON, the export format that
+/// `fieldsync verify` checks offline.
+async fn get_report(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+
+    desk(&state, &headers, Need::Read)?;
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "invalid_report_id",
+            "a report id is 32 hex digits",
+        ));
+    }
+    let store = Arc::clone(&state.store);
+    let key = id.clone();
+    let bytes = tokio::task::spawn_blocking(move || store.meta(crate::reports::REPORTS, &key))
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?
+        .map_err(|e| ApiError::internal("storage_error", e))?
+        .ok_or_else(|| ApiError::not_found("unknown_report", format!("no report {id}")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
 }
 
 async fn get_job(
