@@ -1,0 +1,643 @@
+//! `fieldsync-bench`: the benchmark of issue 7. It measures fieldsync as shipped (the real
+//! `fieldsync` binary in its own process, SQLite durability, device tokens) against the
+//! reference JavaScript sync server, a bare samod server and the in-process limit, on the same
+//! workload in the same run, and writes the results (JSON, a Markdown table, SVG charts).
+//!
+//! Modes:
+//! - `storm`: N devices × M jobs × K offline edits, then every device reconnects at once.
+//!   Timed from the first connect until every device has heard the server announce its
+//!   heads; the server's stored heads are compared with the devices' afterwards, untimed.
+//! - `scale`: the storm at several N (cost against N).
+//! - `steady`: pairs of devices online on a shared job, one editing at a set rate; latency
+//!   of each edit from one to the other.
+//! - `idle`: C connected devices doing nothing; server memory per connection.
+//! - `history`: one device with J unchanged jobs reconnecting, at several history lengths.
+//!
+//! `--smoke` runs everything tiny against fieldsync and the in-process limit (plus the
+//! baselines when installed) and fails unless every run converged. See docs/BENCHMARKS.md.
+
+mod client;
+mod inproc;
+mod report;
+mod servers;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::{oneshot, watch};
+
+use client::{Device, DeviceDoc, Editor, Probe, SessionPlan};
+use servers::{Kind, Programs, Server};
+use workload::Shape;
+
+/// Prints a progress line on stderr.
+pub fn progress(line: &str) {
+    eprintln!("[bench] {line}");
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fieldsync-bench",
+    about = "Benchmarks fieldsync against its baselines"
+)]
+struct Args {
+    /// Tiny workload, no output files; fails unless everything converged.
+    #[arg(long)]
+    smoke: bool,
+    /// Storm shapes DEVICESxJOBSxEDITS; the first is also the base of `scale`.
+    #[arg(long, value_delimiter = ',', default_value = "50x10x20")]
+    shapes: Vec<String>,
+    /// Runs of each storm (the table shows medians).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Servers to measure (fieldsync, js, samod); the in-process limit always runs.
+    #[arg(long, value_delimiter = ',', default_value = "fieldsync,js,samod")]
+    targets: Vec<String>,
+    /// Servers measured at shapes after the first (samod is slow at large shapes).
+    #[arg(long, value_delimiter = ',', default_value = "fieldsync,js")]
+    large_targets: Vec<String>,
+    /// Modes to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "storm,scale,steady,idle,history"
+    )]
+    modes: Vec<String>,
+    /// Device counts of `scale` (jobs and edits from the first shape).
+    #[arg(long, value_delimiter = ',', default_value = "10,25,50,100")]
+    scale_devices: Vec<usize>,
+    /// Steady mode: device pairs, edits per second per editing device, seconds.
+    #[arg(long, default_value_t = 25)]
+    steady_pairs: usize,
+    #[arg(long, default_value_t = 2.0)]
+    steady_rate: f64,
+    #[arg(long, default_value_t = 15.0)]
+    steady_secs: f64,
+    /// Idle mode: connected devices.
+    #[arg(long, default_value_t = 2000)]
+    idle: usize,
+    /// History mode: jobs of the reconnecting device, and history lengths (changes per job).
+    #[arg(long, default_value_t = 200)]
+    history_jobs: usize,
+    #[arg(long, value_delimiter = ',', default_value = "10,100,500")]
+    history: Vec<usize>,
+    /// Where results go: DIR/bench-results/*.json, DIR/*.svg, DIR/BENCHMARKS.md.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The fieldsync binary (default: next to this one).
+    #[arg(long)]
+    fieldsync_bin: Option<PathBuf>,
+    /// The samod server (default: bench/samod-server/target/release/samod-bench-server).
+    #[arg(long)]
+    samod_bin: Option<PathBuf>,
+    /// The JavaScript server's folder (default: bench/js).
+    #[arg(long)]
+    js_dir: Option<PathBuf>,
+    /// Give up on one storm after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
+}
+
+fn parse_shape(s: &str) -> anyhow::Result<Shape> {
+    let parts: Vec<usize> = s
+        .split('x')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("shape {s:?}: want DEVICESxJOBSxEDITS"))?;
+    let [devices, jobs, edits] = parts[..] else {
+        bail!("shape {s:?}: want DEVICESxJOBSxEDITS");
+    };
+    ensure!(devices > 0 && jobs > 0 && edits > 0, "shape {s:?}: zero");
+    Ok(Shape {
+        devices,
+        jobs,
+        edits,
+    })
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+fn programs(args: &Args) -> anyhow::Result<Programs> {
+    let fieldsync = match &args.fieldsync_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("fieldsync"),
+    };
+    let root = repo_root();
+    Ok(Programs {
+        fieldsync,
+        js_dir: args.js_dir.clone().unwrap_or(root.join("bench/js")),
+        samod: args
+            .samod_bin
+            .clone()
+            .unwrap_or(root.join("bench/samod-server/target/release/samod-bench-server")),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.shapes = vec!["3x2x4".into()];
+        args.runs = 1;
+        args.scale_devices = vec![2, 3];
+        args.steady_pairs = 2;
+        args.steady_rate = 5.0;
+        args.steady_secs = 1.0;
+        args.idle = 20;
+        args.history_jobs = 5;
+        args.history = vec![2, 6];
+        args.timeout_secs = 60;
+    }
+    let shapes: Vec<Shape> = args
+        .shapes
+        .iter()
+        .map(|s| parse_shape(s))
+        .collect::<anyhow::Result<_>>()?;
+    let programs = programs(&args)?;
+    ensure!(
+        programs.fieldsync.exists(),
+        "{} not found: run `cargo build --release --bin fieldsync` first (or pass --fieldsync-bin)",
+        programs.fieldsync.display()
+    );
+    let mut targets = Vec::new();
+    for t in &args.targets {
+        let kind = Kind::parse(t).with_context(|| format!("unknown target {t:?}"))?;
+        if programs.available(kind) {
+            targets.push(kind);
+        } else if args.smoke {
+            progress(&format!("smoke: {} is not installed; skipped", kind.name()));
+        } else {
+            bail!(
+                "{} is not installed (scripts/bench installs it; or leave it out of --targets)",
+                kind.name()
+            );
+        }
+    }
+    let large: Vec<Kind> = targets
+        .iter()
+        .copied()
+        .filter(|k| args.large_targets.iter().any(|t| t == k.name()))
+        .collect();
+    let modes = |m: &str| args.modes.iter().any(|x| x == m);
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let mut results = report::Results::new(&args.smoke, &targets);
+
+    // Storms: the first shape with every target, later shapes with the large targets.
+    if modes("storm") {
+        for (i, shape) in shapes.iter().enumerate() {
+            let kinds = if i == 0 { &targets } else { &large };
+            for run in 0..args.runs {
+                let inp = inproc::run(*shape)?;
+                progress(&format!(
+                    "{} run {}: in-process sync {:.2}s, apply_changes {:.3}s, load_incremental {:.3}s",
+                    shape.label(),
+                    run + 1,
+                    inp.sync_secs,
+                    inp.apply_secs,
+                    inp.load_incremental_secs
+                ));
+                results.inproc(*shape, run, inp);
+                for kind in kinds {
+                    let r = storm(*kind, *shape, &programs, timeout).await;
+                    match r {
+                        Ok(r) => results.storm(*kind, *shape, run, r),
+                        Err(e) if args.smoke => return Err(e),
+                        Err(e) => {
+                            progress(&format!("{} {}: FAILED: {e:#}", kind.name(), shape.label()));
+                            results.storm_failed(*kind, *shape, run, &format!("{e:#}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    if modes("scale") {
+        let base = shapes[0];
+        for &n in &args.scale_devices {
+            let shape = Shape { devices: n, ..base };
+            if modes("storm") && shape == base {
+                continue; // measured above
+            }
+            results.inproc(shape, 0, inproc::run(shape)?);
+            for kind in &targets {
+                match storm(*kind, shape, &programs, timeout).await {
+                    Ok(r) => results.storm(*kind, shape, 0, r),
+                    Err(e) if args.smoke => return Err(e),
+                    Err(e) => {
+                        progress(&format!("{} {}: FAILED: {e:#}", kind.name(), shape.label()));
+                        results.storm_failed(*kind, shape, 0, &format!("{e:#}"));
+                    }
+                }
+            }
+        }
+    }
+
+    if modes("steady") {
+        for kind in &targets {
+            let r = steady(*kind, &programs, &args).await;
+            results.record("steady", *kind, r, args.smoke)?;
+        }
+    }
+    if modes("idle") {
+        for kind in &targets {
+            let r = idle(*kind, &programs, args.idle).await;
+            results.record("idle", *kind, r, args.smoke)?;
+        }
+    }
+    if modes("history") {
+        for kind in &targets {
+            let r = history(*kind, &programs, args.history_jobs, &args.history).await;
+            results.record("history", *kind, r, args.smoke)?;
+        }
+    }
+
+    let summary = results.finish(&shapes)?;
+    println!("{}", report::table(&summary));
+    if let Some(out) = &args.out {
+        report::write(out, &summary)?;
+        progress(&format!("results written under {}", out.display()));
+    }
+    if args.smoke {
+        progress("smoke: every run converged and matched the server's heads");
+    }
+    Ok(())
+}
+
+/// One reconnect storm against a fresh server.
+async fn storm(
+    kind: Kind,
+    shape: Shape,
+    programs: &Programs,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    let name = kind.name();
+    let label = shape.label();
+    progress(&format!("{name} {label}: setting up"));
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(kind, programs, dir.path())?;
+    let url = server.ws_url();
+    let ids = server.identities(shape.devices, 1).await?;
+    let technicians: Vec<String> = ids.iter().map(|i| i.technician.clone()).collect();
+    let jobs = server.create_jobs(&technicians, shape.jobs).await?;
+    let mut devices: Vec<Device> = ids
+        .iter()
+        .zip(jobs)
+        .map(|(id, docs)| id.device(docs.into_iter().map(DeviceDoc::empty).collect()))
+        .collect();
+    fetch_all(&mut devices, &url, timeout).await?;
+    progress(&format!(
+        "{name} {label}: devices fetched their jobs; editing offline"
+    ));
+    for device in &mut devices {
+        for d in &mut device.docs {
+            let doc = std::mem::take(&mut d.doc);
+            d.doc = workload::edits(doc, 0, shape.edits)?;
+        }
+    }
+    let rss_before = server.settled_rss_kib().await?;
+    let disk_before = server.disk_bytes();
+
+    // The storm.
+    progress(&format!("{name} {label}: reconnect storm"));
+    let (stop_tx, stop) = watch::channel(false);
+    let done = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let mut converged = Vec::new();
+    for mut device in devices {
+        let (tx, rx) = oneshot::channel();
+        converged.push(rx);
+        let plan = SessionPlan {
+            url: url.clone(),
+            converged: Some(tx),
+            stop: stop.clone(),
+            editor: None,
+            watcher: None,
+            timeout,
+        };
+        tasks.push(tokio::spawn(async move {
+            let r = device.session(plan).await;
+            (device, r)
+        }));
+    }
+    let watcher = {
+        let done = Arc::clone(&done);
+        let total = tasks.len();
+        let label = label.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                progress(&format!(
+                    "{name} {label}: {}/{total} devices converged after {:.1}s",
+                    done.load(Ordering::Relaxed),
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+        })
+    };
+    let mut last = start;
+    let mut failure = None;
+    for rx in converged {
+        match rx.await {
+            Ok(at) => {
+                last = last.max(at);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => failure = Some("a device session ended before convergence"),
+        }
+    }
+    watcher.abort();
+    let storm_secs = last.duration_since(start).as_secs_f64();
+    let rss_after = server.rss_kib()?;
+    let peak = server.peak_rss_kib()?;
+    let _ = stop_tx.send(true);
+    let mut devices = Vec::new();
+    let mut errors = Vec::new();
+    for task in tasks {
+        let (device, r) = task.await?;
+        if let Err(e) = r {
+            errors.push(format!("{e:#}"));
+        }
+        devices.push(device);
+    }
+    if let Some(f) = failure {
+        bail!("{f}: {}", errors.join("; "));
+    }
+    ensure!(errors.is_empty(), "sessions failed: {}", errors.join("; "));
+
+    // Verification, untimed: the server holds exactly what every device holds.
+    let mut ids = Vec::new();
+    let mut expected = Vec::new();
+    for device in &mut devices {
+        for d in &mut device.docs {
+            ids.push(d.id);
+            expected.push(d.heads());
+        }
+    }
+    let held = server.heads(&ids).await?;
+    let mismatched = held.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    ensure!(
+        mismatched == 0,
+        "{name}: {mismatched} of {} documents differ from the server's after the storm",
+        ids.len()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let disk_after = server.disk_bytes();
+    let changes = shape.changes();
+    progress(&format!(
+        "{name} {label}: {storm_secs:.2}s, {:.0} changes/s, RSS {} MiB; verified {} documents",
+        changes as f64 / storm_secs,
+        rss_after / 1024,
+        ids.len()
+    ));
+    Ok(json!({
+        "storm_secs": storm_secs,
+        "changes": changes,
+        "changes_per_sec": changes as f64 / storm_secs,
+        "rss_before_storm_kib": rss_before,
+        "rss_after_storm_kib": rss_after,
+        "peak_rss_kib": peak,
+        "disk_before_bytes": disk_before,
+        "disk_after_bytes": disk_after,
+        "disk_bytes_per_change": if kind == Kind::Samod { Value::Null } else {
+            json!((disk_after.saturating_sub(disk_before)) as f64 / changes as f64)
+        },
+        "documents_verified": ids.len(),
+    }))
+}
+
+/// Every device fetches its jobs (at most 16 at a time), then disconnects.
+async fn fetch_all(devices: &mut [Device], url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let mut fetches = futures_util::stream::iter(
+        devices
+            .iter_mut()
+            .map(|d| servers::run_to_convergence(d, url, timeout)),
+    )
+    .buffer_unordered(16);
+    while let Some(r) = fetches.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Pairs of devices on one job each; one edits at a set rate, the other watches.
+async fn steady(kind: Kind, programs: &Programs, args: &Args) -> anyhow::Result<Value> {
+    let name = kind.name();
+    progress(&format!(
+        "{name} steady: {} pairs, {}/s for {}s",
+        args.steady_pairs, args.steady_rate, args.steady_secs
+    ));
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(kind, programs, dir.path())?;
+    let url = server.ws_url();
+    let ids = server.identities(args.steady_pairs, 2).await?;
+    let technicians: Vec<String> = (0..args.steady_pairs)
+        .map(|p| ids[2 * p].technician.clone())
+        .collect();
+    let jobs = server.create_jobs(&technicians, 1).await?;
+    let mut devices: Vec<Device> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| id.device(jobs[i / 2].iter().map(|d| DeviceDoc::empty(*d)).collect()))
+        .collect();
+    let timeout = Duration::from_secs(120);
+    fetch_all(&mut devices, &url, timeout).await?;
+    let (stop_tx, stop) = watch::channel(false);
+    let start_at = Instant::now() + Duration::from_secs(2);
+    let until = start_at + Duration::from_secs_f64(args.steady_secs);
+    let every = Duration::from_secs_f64(1.0 / args.steady_rate);
+    let probes: Vec<Arc<Probe>> = (0..args.steady_pairs)
+        .map(|_| Arc::new(Probe::default()))
+        .collect();
+    let mut tasks = Vec::new();
+    for (i, mut device) in devices.into_iter().enumerate() {
+        let probe = Arc::clone(&probes[i / 2]);
+        let editing = i % 2 == 0;
+        let plan = SessionPlan {
+            url: url.clone(),
+            converged: None,
+            stop: stop.clone(),
+            editor: editing.then(|| Editor {
+                every,
+                start_at,
+                until,
+                probe: Arc::clone(&probe),
+                next_edit: 0,
+            }),
+            watcher: (!editing).then_some(probe),
+            timeout: timeout + Duration::from_secs_f64(args.steady_secs),
+        };
+        tasks.push(tokio::spawn(async move { device.session(plan).await }));
+    }
+    tokio::time::sleep_until((until + Duration::from_secs(3)).into()).await;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        task.await??;
+    }
+    let mut samples: Vec<f64> = probes.iter().flat_map(|p| p.samples()).collect();
+    let lost: usize = probes.iter().map(|p| p.outstanding()).sum();
+    samples.sort_by(f64::total_cmp);
+    ensure!(!samples.is_empty(), "{name} steady: no edit arrived");
+    ensure!(lost == 0, "{name} steady: {lost} edits never arrived");
+    let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+    progress(&format!(
+        "{name} steady: p50 {p50:.2} ms, p99 {p99:.2} ms over {} edits",
+        samples.len()
+    ));
+    Ok(json!({
+        "pairs": args.steady_pairs,
+        "rate_per_sec": args.steady_rate,
+        "secs": args.steady_secs,
+        "edits": samples.len(),
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": samples.last(),
+    }))
+}
+
+/// C devices connected and doing nothing: server memory per connection.
+async fn idle(kind: Kind, programs: &Programs, count: usize) -> anyhow::Result<Value> {
+    let name = kind.name();
+    progress(&format!("{name} idle: {count} connections"));
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(kind, programs, dir.path())?;
+    let url = server.ws_url();
+    // One enrolled device; each idle connection joins as one of its apps (`dev:app-N`), which
+    // fieldsync allows, so enrolment does not dominate the setup.
+    let ids = server.identities(1, 1).await?;
+    let base = server.settled_rss_kib().await?;
+    let (stop_tx, stop) = watch::channel(false);
+    let mut joins = futures_util::stream::iter((0..count).map(|i| {
+        let url = url.clone();
+        let token = ids[0].token.clone();
+        let peer = format!("{}:idle-{i}", ids[0].peer_id);
+        async move { client::join(&url, token.as_deref(), &peer, None).await }
+    }))
+    .buffer_unordered(32);
+    let mut holders = Vec::new();
+    while let Some(r) = joins.next().await {
+        let (ws, _) = r?;
+        holders.push(tokio::spawn(client::hold(ws, stop.clone())));
+        if holders.len() % 1000 == 0 {
+            progress(&format!("{name} idle: {} connected", holders.len()));
+        }
+    }
+    let loaded = server.settled_rss_kib().await?;
+    let _ = stop_tx.send(true);
+    for h in holders {
+        h.await??;
+    }
+    let per = (loaded.saturating_sub(base)) as f64 / count as f64;
+    progress(&format!("{name} idle: {per:.1} KiB per connection"));
+    Ok(json!({
+        "connections": count,
+        "rss_base_kib": base,
+        "rss_connected_kib": loaded,
+        "kib_per_connection": per,
+    }))
+}
+
+/// One device with `jobs` unchanged jobs reconnecting, at each history length.
+async fn history(
+    kind: Kind,
+    programs: &Programs,
+    jobs: usize,
+    lengths: &[usize],
+) -> anyhow::Result<Value> {
+    let name = kind.name();
+    progress(&format!("{name} history: {jobs} jobs, lengths {lengths:?}"));
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(kind, programs, dir.path())?;
+    let url = server.ws_url();
+    let ids = server.identities(1, 1).await?;
+    let docs = server
+        .create_jobs(&[ids[0].technician.clone()], jobs)
+        .await?;
+    let mut device = ids[0].device(docs[0].iter().map(|d| DeviceDoc::empty(*d)).collect());
+    let timeout = Duration::from_secs(600);
+    servers::run_to_convergence(&mut device, &url, timeout).await?;
+    progress(&format!("{name} history: fetched"));
+    let mut edits_done = 0;
+    let mut points = Vec::new();
+    for &length in lengths {
+        let add = length.saturating_sub(edits_done);
+        for d in &mut device.docs {
+            let doc = std::mem::take(&mut d.doc);
+            d.doc = workload::edits(doc, edits_done, add)?;
+        }
+        edits_done += add;
+        // Online, untimed: the server gets the history.
+        servers::run_to_convergence(&mut device, &url, timeout).await?;
+        progress(&format!("{name} history {length}: synced"));
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            let (stop_tx, stop) = watch::channel(false);
+            let (tx, rx) = oneshot::channel();
+            let plan = SessionPlan {
+                url: url.clone(),
+                converged: Some(tx),
+                stop,
+                editor: None,
+                watcher: None,
+                timeout,
+            };
+            let session = device.session(plan);
+            tokio::pin!(session);
+            let at = tokio::select! {
+                r = &mut session => { r?; bail!("session ended early"); }
+                at = rx => at?,
+            };
+            times.push(at.duration_since(start).as_secs_f64() * 1000.0);
+            let _ = stop_tx.send(true);
+            session.await?;
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        progress(&format!(
+            "{name} history {length}: reconnect with {jobs} unchanged jobs {median:.1} ms"
+        ));
+        points.push(json!({"history": length, "reconnect_ms": median, "samples_ms": times}));
+    }
+    Ok(json!({"jobs": jobs, "points": points}))
+}
+
+/// Median of finite values.
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    (!values.is_empty()).then(|| values[values.len() / 2])
+}
+
+/// Groups by key, keeping insertion order within groups.
+pub fn group<K: Ord, V>(items: impl IntoIterator<Item = (K, V)>) -> BTreeMap<K, Vec<V>> {
+    let mut map: BTreeMap<K, Vec<V>> = BTreeMap::new();
+    for (k, v) in items {
+        map.entry(k).or_default().push(v);
+    }
+    map
+}
