@@ -381,6 +381,20 @@ impl Engine {
             .map(|r| r.peer_id.as_str())
     }
 
+    /// The heads this node and the peer on `conn` are both known to hold for `doc`
+    /// (automerge's `sync::State::shared_heads`), if that session exists.
+    ///
+    /// Read-only, for the client glue: a device compares them with its own heads to tell
+    /// whether the server holds every local change yet. The server announces only stored
+    /// heads (the durability barrier), so whatever these cover is durable on the server.
+    pub fn shared_heads(&self, conn: ConnId, doc: &DocumentId) -> Option<&[ChangeHash]> {
+        self.peers
+            .get(&conn)?
+            .sessions
+            .get(doc)
+            .map(|s| s.state.shared_heads.as_slice())
+    }
+
     /// Handles one input at time `now` (milliseconds, any epoch) and returns what to do.
     pub fn handle(&mut self, input: Input, now: i64, access: &dyn AccessPolicy) -> Vec<Effect> {
         self.now = now;
