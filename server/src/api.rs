@@ -1,5 +1,6 @@
 //! The desk API, as much as the edge server issue needs: create a job and assign it, read a
-//! job. Desk tokens only; errors are JSON with a stable code (see `error.rs`).
+//! job (desk tokens only); and `GET /api/me`, which tells a device its technician's assignment
+//! index. Errors are JSON with a stable code (see `error.rs`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,6 +33,34 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
     axum::Router::new()
         .route("/api/jobs", post(create_job))
         .route("/api/jobs/{id}", get(get_job))
+        .route("/api/me", get(me))
+}
+
+/// `GET /api/me` for a device token: who the device is and where its technician's assignment
+/// index is, so a device need not be told the index out of band. The index URL is null until
+/// the technician's first job is assigned.
+async fn me(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let principal = authenticate(&state, token_from(&headers, None)).map_err(|e| {
+        state.metrics.refused(e.code());
+        ApiError::unauthorized(&e)
+    })?;
+    let Principal::Device {
+        device_id,
+        technician,
+    } = principal
+    else {
+        return Err(ApiError::forbidden("`/api/me` answers device tokens only"));
+    };
+    let index = state.registry_read().index_doc(&technician);
+    Ok(Json(json!({
+        "device_id": device_id,
+        "technician": technician,
+        "branch_id": state.branch_id,
+        "assignment_index_url": index.map(|i| i.url()),
+    })))
 }
 
 /// Who may do what at the desk.
