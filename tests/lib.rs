@@ -11,7 +11,8 @@ use fieldsync_server::app::{self, AppState, now};
 use fieldsync_server::auth::{DeskRole, Subject};
 use fieldsync_server::config::Config;
 use fieldsync_shared::ids::{BranchId, DeviceId, DocumentId, TechnicianId};
-use fieldsync_shared::keys::KeyPair;
+use fieldsync_shared::job::Job;
+use fieldsync_shared::keys::{KeyPair, PublicKey};
 use fieldsync_shared::report::DeviceRecord;
 use fieldsync_storage::{Store, StoreConfig};
 use serde_json::{Value, json};
@@ -44,6 +45,20 @@ impl TestServer {
         data_dir: &std::path::Path,
         adjust: impl FnOnce(&mut Config),
     ) -> anyhow::Result<Self> {
+        Self::start_on(data_dir, "127.0.0.1:0".parse()?, adjust).await
+    }
+
+    /// Starts a server on `addr`: a server restarted on its old port (same data dir) is the
+    /// same server to the devices that knew it.
+    pub async fn start_at(data_dir: &std::path::Path, addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_on(data_dir, addr, |_| {}).await
+    }
+
+    async fn start_on(
+        data_dir: &std::path::Path,
+        addr: SocketAddr,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let mut config = Config {
             data_dir: data_dir.to_owned(),
             branch_id: "north-01".into(),
@@ -51,7 +66,7 @@ impl TestServer {
         };
         config.limits.shutdown_grace = Duration::from_secs(2);
         adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = AppState::open(config, tokio::runtime::Handle::current())?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -100,6 +115,44 @@ impl TestServer {
             .enroll_device(&self.state.store, record)?;
         pending.wait()?;
         Ok(device_id)
+    }
+
+    /// Enrolls a device with the public key it generated itself (what a real device does).
+    pub fn enroll_key(
+        &self,
+        technician: &str,
+        device: &DeviceId,
+        public_key: &PublicKey,
+    ) -> anyhow::Result<()> {
+        let record = DeviceRecord {
+            device_id: device.clone(),
+            branch_id: BranchId::new("north-01")?,
+            technician: TechnicianId::new(technician)?,
+            public_key: public_key.to_hex(),
+            revoked_at: None,
+        };
+        let pending = self
+            .state
+            .registry_write()
+            .enroll_device(&self.state.store, record)?;
+        pending.wait()?;
+        Ok(())
+    }
+
+    /// The job as the server holds it on disk (`GET /api/jobs/{id}`).
+    pub async fn fetch_job(&self, job: DocumentId) -> anyhow::Result<Job> {
+        let token = self.desk_token(DeskRole::Analyst)?;
+        let response = reqwest::Client::new()
+            .get(self.http_url(&format!("/api/jobs/{job}")))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = response.status();
+        let mut body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("get job: {status}: {body}");
+        }
+        Ok(serde_json::from_value(body["job"].take())?)
     }
 
     pub fn device_token(&self, device: &DeviceId, ttl: Duration) -> anyhow::Result<String> {
