@@ -370,6 +370,27 @@ impl Device {
         self.node.overview().await.index
     }
 
+    /// A small setting the app keeps in the device's store (server URL, preferences).
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, ClientError> {
+        self.node
+            .setting(key, None)
+            .await
+            .map_err(|e| ClientError::Engine(LocalEditError::Storage(e)))
+    }
+
+    /// Stores an app setting durably.
+    pub async fn set_setting(
+        &self,
+        key: &str,
+        value: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        self.node
+            .setting(key, Some(value.into()))
+            .await
+            .map(|_| ())
+            .map_err(|e| ClientError::Engine(LocalEditError::Storage(e)))
+    }
+
     /// Stops sync, waits until every edit is committed to the store, and closes it.
     pub async fn close(self) {
         self.stop_sync();

@@ -35,6 +35,8 @@ const SYNCED: &str = "client_synced";
 /// The `meta` namespace and keys of the device's own settings.
 pub(crate) const DEVICE: &str = "device";
 pub(crate) const INDEX: &str = "assignment_index";
+/// The `meta` namespace of the app's own settings.
+const APP: &str = "app";
 
 /// What the server is known to hold of one document, persisted so that "unsynced local
 /// changes" and "last synced" are right after a restart with no connection.
@@ -195,6 +197,12 @@ pub(crate) enum Command {
     Overview {
         reply: oneshot::Sender<Overview>,
     },
+    /// Reads an app setting, after writing `set` if given.
+    Setting {
+        key: String,
+        set: Option<String>,
+        reply: oneshot::Sender<Result<Option<String>, String>>,
+    },
     WriteDone {
         id: WriteId,
         result: Result<(), String>,
@@ -299,6 +307,21 @@ impl Node {
             return Overview::default();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Reads an app setting, writing `set` first (durably) if given.
+    pub async fn setting(&self, key: &str, set: Option<String>) -> Result<Option<String>, String> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Setting {
+            key: key.to_owned(),
+            set,
+            reply,
+        };
+        if !self.send(command) {
+            return Err("the device has been closed".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the device has been closed".into()))
     }
 
     /// Hands the node a new connection; `joined` fires once the handshake completed.
@@ -485,6 +508,20 @@ impl Driver {
                     index: self.index,
                     assigned: self.assigned.iter().copied().collect(),
                     docs: self.docs.iter().copied().collect(),
+                });
+            }
+            Command::Setting { key, set, reply } => {
+                let store = Arc::clone(&self.store);
+                tokio::task::spawn_blocking(move || {
+                    let result = (|| {
+                        if let Some(value) = set {
+                            store.put_meta(APP, &key, value.into_bytes()).wait()?;
+                        }
+                        let value = store.meta(APP, &key)?;
+                        Ok(value.and_then(|v| String::from_utf8(v).ok()))
+                    })()
+                    .map_err(|e: fieldsync_storage::StorageError| e.to_string());
+                    let _ = reply.send(result);
                 });
             }
             Command::WriteDone { id, result } => self.feed(Input::WriteDone { id, result }),

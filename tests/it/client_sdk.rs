@@ -653,3 +653,100 @@ async fn a_device_finds_its_index_and_follows_new_assignments() -> anyhow::Resul
     s.server.stop().await?;
     Ok(())
 }
+
+/// Runs `fieldsync-tech --store <store> <args>` in-process and returns what it printed.
+async fn tech(store: &Path, args: &[&str]) -> anyhow::Result<String> {
+    use clap::Parser;
+    let store = store.to_str().context("utf-8 path")?;
+    let argv = ["fieldsync-tech", "--store", store]
+        .into_iter()
+        .chain(args.iter().copied());
+    let cli = fieldsync_client::cli::Cli::try_parse_from(argv)?;
+    let mut out = Vec::new();
+    fieldsync_client::cli::run(cli, &mut out).await?;
+    Ok(String::from_utf8(out)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tech_cli_takes_a_job_from_assignment_to_completion() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let created = s.server.create_job("tech-ma").await?;
+    let job = created.job.to_string();
+    let store = s.devices.path().join("cli.sqlite");
+    let url = s.server.ws_url();
+    let init: serde_json::Value = serde_json::from_str(
+        &tech(
+            &store,
+            &[
+                "init",
+                "--device",
+                "dev-m",
+                "--technician",
+                "tech-ma",
+                "--server",
+                &url,
+            ],
+        )
+        .await?,
+    )?;
+    let public = init["public_key_file"]
+        .as_str()
+        .context("public key file")?;
+    let public = fieldsync_shared::keys::PublicKey::load(Path::new(public))?;
+    let device_id = DeviceId::new("dev-m")?;
+    s.server.enroll_key("tech-ma", &device_id, &public)?;
+    let token = s
+        .server
+        .device_token(&device_id, Duration::from_secs(600))?;
+
+    tech(
+        &store,
+        &["sync", "--once", "--timeout", "20", "--token", &token],
+    )
+    .await?;
+    let jobs = tech(&store, &["jobs"]).await?;
+    ensure!(jobs.contains(&job), "{jobs}");
+    let prefix = &job[..8];
+    tech(
+        &store,
+        &["part", "add", prefix, "--name", "Relay", "--price", "900"],
+    )
+    .await?;
+    tech(
+        &store,
+        &[
+            "edit",
+            prefix,
+            "--arrival",
+            "now",
+            "--fault-cause",
+            "Burnt relay",
+            "--solution",
+            "Replaced the relay",
+            "--opinion",
+            "Good",
+            "--check-out",
+            "Called the desk",
+        ],
+    )
+    .await?;
+    tech(&store, &["ack", prefix, "--signer", "Mr Lin"]).await?;
+    tech(&store, &["complete", prefix]).await?;
+    let shown: serde_json::Value = serde_json::from_str(&tech(&store, &["show", prefix]).await?)?;
+    assert_eq!(shown["acknowledgement"]["state"], "matches");
+    assert_eq!(shown["missing"], serde_json::json!([]));
+    assert_eq!(shown["status"]["unsynced"], true);
+
+    tech(
+        &store,
+        &["sync", "--once", "--timeout", "20", "--token", &token],
+    )
+    .await?;
+    let on_server = s.server.fetch_job(created.job).await?;
+    ensure!(on_server.completion.is_some() && on_server.acknowledgement.is_some());
+    assert_eq!(on_server.parts[0].name, "Relay");
+    let shown: serde_json::Value = serde_json::from_str(&tech(&store, &["show", prefix]).await?)?;
+    assert_eq!(shown["status"]["unsynced"], false);
+    s.server.stop().await?;
+    Ok(())
+}
