@@ -239,20 +239,6 @@ fn to_automerge(mut doc: AutoCommit) -> Result<Automerge, ApiError> {
     Automerge::load(&doc.save()).map_err(|e| ApiError::internal("document_error", e))
 }
 
-/// Applies an edit written against `AutoCommit` to an engine-held `Automerge`: the edit runs
-/// on a copy and only its new changes are merged back.
-pub fn edit_autocommit(
-    doc: &mut Automerge,
-    f: impl FnOnce(&mut AutoCommit) -> Result<(), String>,
-) -> Result<(), String> {
-    let heads = doc.get_heads();
-    let mut copy = AutoCommit::load(&doc.save()).map_err(|e| e.to_string())?;
-    f(&mut copy)?;
-    let new = copy.save_after(&heads);
-    doc.load_incremental(&new).map_err(|e| e.to_string())?;
-    Ok(())
-}
-
 async fn create_job(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -310,17 +296,7 @@ async fn remove_from_index(
         .hub
         .edit(
             index_id,
-            LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
-                edit_autocommit(doc, |ac| {
-                    let mut index = IndexDoc::from_autocommit(std::mem::take(ac));
-                    let result = index
-                        .remove_job(&job_id)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string());
-                    *ac = index.into_inner();
-                    result
-                })
-            })),
+            LocalEdit::index(move |index| index.remove_job(&job_id)),
         )
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?;
@@ -340,17 +316,7 @@ async fn add_to_index(
                 .hub
                 .edit(
                     index_id,
-                    LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
-                        edit_autocommit(doc, |ac| {
-                            let mut index = IndexDoc::from_autocommit(std::mem::take(ac));
-                            let result = index
-                                .add_job(&job_id)
-                                .map(|_| ())
-                                .map_err(|e| e.to_string());
-                            *ac = index.into_inner();
-                            result
-                        })
-                    })),
+                    LocalEdit::index(move |index| index.add_job(&job_id)),
                 )
                 .await
                 .map_err(|e| ApiError::internal("storage_error", e))?;
@@ -443,14 +409,7 @@ async fn set_technicians(
         .hub
         .edit(
             job_id,
-            LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
-                edit_autocommit(doc, |ac| {
-                    let mut job = JobDoc::from_autocommit(std::mem::take(ac));
-                    let result = job.set_technicians(&list).map_err(|e| e.to_string());
-                    *ac = job.into_inner();
-                    result
-                })
-            })),
+            LocalEdit::job(move |job| job.set_technicians(&list)),
         )
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?;

@@ -103,6 +103,56 @@ pub enum LocalEdit {
     Change(EditFn),
 }
 
+impl LocalEdit {
+    /// A typed edit of a job document (see `job::doc::JobDoc`), as the engine applies it.
+    pub fn job(
+        f: impl FnOnce(&mut crate::job::doc::JobDoc) -> Result<(), crate::job::doc::EditError>
+        + Send
+        + 'static,
+    ) -> Self {
+        LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
+            edit_via_autocommit(doc, |ac| {
+                let mut job = crate::job::doc::JobDoc::from_autocommit(std::mem::take(ac));
+                let result = f(&mut job).map_err(|e| e.to_string());
+                *ac = job.into_inner();
+                result
+            })
+        }))
+    }
+
+    /// A typed edit of an assignment index document (see `job::index::IndexDoc`).
+    pub fn index(
+        f: impl FnOnce(&mut crate::job::index::IndexDoc) -> Result<bool, crate::job::doc::EditError>
+        + Send
+        + 'static,
+    ) -> Self {
+        LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
+            edit_via_autocommit(doc, |ac| {
+                let mut index = crate::job::index::IndexDoc::from_autocommit(std::mem::take(ac));
+                let result = f(&mut index).map(|_| ()).map_err(|e| e.to_string());
+                *ac = index.into_inner();
+                result
+            })
+        }))
+    }
+}
+
+/// Applies an edit written against `AutoCommit` (the typed document wrappers) to an
+/// engine-held `Automerge`: the edit runs on a copy and only its new changes are merged back.
+/// The copy costs a save and a load of the document, which is fine for the occasional edit a
+/// person makes; bulk ingest goes through sync messages instead.
+pub fn edit_via_autocommit(
+    doc: &mut Automerge,
+    f: impl FnOnce(&mut automerge::AutoCommit) -> Result<(), String>,
+) -> Result<(), String> {
+    let heads = doc.get_heads();
+    let mut copy = automerge::AutoCommit::load(&doc.save()).map_err(|e| e.to_string())?;
+    f(&mut copy)?;
+    let new = copy.save_after(&heads);
+    doc.load_incremental(&new).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 impl fmt::Debug for LocalEdit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

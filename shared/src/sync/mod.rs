@@ -13,5 +13,5 @@ mod engine;
 pub use access::{Access, AccessPolicy, AllowAll, Principal};
 pub use engine::{
     CloseCode, ConnId, EditFn, Effect, Engine, EngineConfig, EngineRole, EngineStats, Input,
-    LocalEdit, LocalEditError, WriteId, WriteOp,
+    LocalEdit, LocalEditError, WriteId, WriteOp, edit_via_autocommit,
 };
