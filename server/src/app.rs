@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -73,6 +73,8 @@ pub struct AppState {
     pub next_conn: AtomicU64,
     /// Serialises assignment changes (see `api::create_job`).
     pub assign_lock: tokio::sync::Mutex<()>,
+    /// The registry change mark the records in memory reflect (`reload_registry_if_changed`).
+    registry_mark: Mutex<Option<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -107,6 +109,8 @@ impl AppState {
             data_dir.database_path(),
             StoreConfig::default(),
         )?);
+        // The mark first: a change landing between the two reads only costs one more reload.
+        let registry_mark = Mutex::new(Registry::change_mark(&store)?);
         let registry = Arc::new(RwLock::new(Registry::load(&store)?));
         let metrics = Arc::new(Metrics::default());
         let mut engine = EngineConfig::new(EngineRole::Server, format!("server-{branch_id}"));
@@ -137,31 +141,46 @@ impl AppState {
             shutdown,
             next_conn: AtomicU64::new(1),
             assign_lock: tokio::sync::Mutex::new(()),
+            registry_mark,
         }))
     }
 
     pub fn registry_read(&self) -> RwLockReadGuard<'_, Registry> {
-        self.registry
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.registry.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn registry_write(&self) -> RwLockWriteGuard<'_, Registry> {
         self.registry
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Picks up record changes made by another process (the CLI) and applies revocations to
     /// live connections.
     pub fn reload_registry_if_changed(&self) -> Result<(), RegistryError> {
-        let stored = Registry::stored_generation(&self.store)?;
-        if stored == self.registry_read().generation() {
+        let mark = Registry::change_mark(&self.store)?;
+        let mut seen = self
+            .registry_mark
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *seen == mark {
             return Ok(());
         }
-        let fresh = Registry::load(&self.store)?;
-        let revoked = fresh.newly_revoked(&self.registry_read());
-        *self.registry_write() = fresh;
+        let revoked = {
+            // This process's own record changes (a device enrolled, a job assigned) are in
+            // memory at once but reach the store a moment later. Replacing memory with a load
+            // taken before they land would forget them: a device enrolled a millisecond ago
+            // was refused as "not enrolled" until the next change. So hold the write lock (no
+            // new change starts) and flush: then the store holds all that memory holds, plus
+            // what the other process wrote.
+            let mut registry = self.registry_write();
+            self.store.flush().wait()?;
+            let fresh = Registry::load(&self.store)?;
+            let revoked = fresh.newly_revoked(&registry);
+            *registry = fresh;
+            revoked
+        };
+        *seen = mark;
         for device in revoked {
             tracing::info!(device = %device.device_id, "device revoked: closing its connections");
             self.hub.engine_input(Input::Kick {

@@ -232,7 +232,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 }
             };
             let store = open_store(&dir)?;
-            let mut registry = Registry::load(&store)?;
+            let mut registry = Registry::load_for_tool(&store)?;
             let record = DeviceRecord {
                 device_id: device_id.clone(),
                 branch_id,
@@ -256,7 +256,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             let device_id = DeviceId::new(device)?;
             let dir = open_dir(&config)?;
             let store = open_store(&dir)?;
-            let mut registry = Registry::load(&store)?;
+            let mut registry = Registry::load_for_tool(&store)?;
             registry.revoke_device(&store, &device_id, now())?.wait()?;
             store.flush().wait()?;
             print_json(&serde_json::json!({ "device_id": device_id, "revoked": true }))

@@ -4,8 +4,9 @@
 //! Access decisions come from here and never from a document a device can write (DESIGN.md,
 //! "Documents"). The records live in the store's `meta` table and are mirrored in memory so
 //! the sync engine's access checks are a hash lookup. Commands run from the CLI (`device
-//! enroll`, `device revoke`) write the same table from another process and bump a generation
-//! number; a running server polls it and reloads, so a revocation reaches live connections.
+//! enroll`, `device revoke`) write the same table from another process and, with each change,
+//! a fresh random change mark; a running server polls the mark and reloads when it moves, so a
+//! revocation reaches live connections.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -20,7 +21,8 @@ const DEVICES: &str = "devices";
 const JOBS: &str = "jobs";
 const INDEXES: &str = "assignment_indexes";
 const REGISTRY: &str = "registry";
-const GENERATION: &str = "generation";
+/// Written only by processes other than the server (see [`Registry::load_for_tool`]).
+const CHANGE_MARK: &str = "change_mark";
 
 /// A job as the server records it: which branch, and who is assigned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +53,8 @@ pub enum RegistryError {
 /// The in-memory mirror of the records.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-    generation: u64,
+    /// Loaded by another process than the server: every change also moves the change mark.
+    tool: bool,
     devices: HashMap<DeviceId, DeviceRecord>,
     jobs: HashMap<DocumentId, JobRecord>,
     /// Technician → their assignment index document.
@@ -82,10 +85,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 impl Registry {
     /// Reads every record from the store.
     pub fn load(store: &Store) -> Result<Self, RegistryError> {
-        let mut registry = Registry {
-            generation: Self::stored_generation(store)?,
-            ..Registry::default()
-        };
+        let mut registry = Registry::default();
         for (key, value) in store.meta_entries(DEVICES)? {
             let record: DeviceRecord = decode(DEVICES, &key, &value)?;
             registry.devices.insert(record.device_id.clone(), record);
@@ -109,22 +109,37 @@ impl Registry {
         Ok(registry)
     }
 
-    /// The generation number the store holds (bumped by every change).
-    pub fn stored_generation(store: &Store) -> Result<u64, RegistryError> {
-        Ok(store
-            .meta(REGISTRY, GENERATION)?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
+    /// Reads every record, for a process other than the running server (the CLI). Each
+    /// change made through it also writes a fresh change mark, which tells a running server
+    /// to reload ([`Registry::change_mark`]).
+    pub fn load_for_tool(store: &Store) -> Result<Self, RegistryError> {
+        Ok(Registry {
+            tool: true,
+            ..Self::load(store)?
+        })
     }
 
-    pub fn generation(&self) -> u64 {
-        self.generation
+    /// The change mark the store holds: it moves whenever another process changes the
+    /// records, and never because of the server's own changes (those are in memory already).
+    pub fn change_mark(store: &Store) -> Result<Option<Vec<u8>>, RegistryError> {
+        Ok(store.meta(REGISTRY, CHANGE_MARK)?)
     }
 
     fn bump(&mut self, store: &Store) {
-        self.generation += 1;
-        drop(store.put_meta(REGISTRY, GENERATION, self.generation.to_be_bytes().to_vec()));
+        if !self.tool {
+            return;
+        }
+        // Random rather than a counter: two CLI runs that read the same counter would both
+        // write n + 1, and a server that had already seen the first would miss the second.
+        let mut mark = [0u8; 16];
+        if getrandom::fill(&mut mark).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            mark = (nanos ^ u128::from(std::process::id())).to_be_bytes();
+        }
+        drop(store.put_meta(REGISTRY, CHANGE_MARK, mark.to_vec()));
     }
 
     fn index_job(&mut self, record: &JobRecord) {
