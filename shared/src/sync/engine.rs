@@ -286,6 +286,10 @@ struct Session {
     inbox: VecDeque<sync::Message>,
     /// Client role: nothing sent yet on this session.
     fresh: bool,
+    /// A message was received and not answered yet. A message without changes leaves the
+    /// document as it was, yet may ask for something (`need`, a bloom filter after a
+    /// reconnect): it must be answered even though nothing new is announced.
+    reply_due: bool,
 }
 
 struct Peer {
@@ -913,6 +917,7 @@ impl Engine {
                 ready,
                 inbox: VecDeque::new(),
                 fresh: true,
+                reply_due: false,
             },
         );
         if let Some(doc) = self.docs.get_mut(&doc_id) {
@@ -1080,6 +1085,7 @@ impl Engine {
                 continue;
             }
             while let Some(message) = session.inbox.pop_front() {
+                session.reply_due = true;
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     state.doc.receive_sync_message(&mut session.state, message)
                 }));
@@ -1211,14 +1217,16 @@ impl Engine {
         }
     }
 
-    /// Sends what each ready session of the document needs, unless writes are in flight.
+    /// Sends what each ready session of the document needs, unless writes are in flight: to
+    /// every session when the content changed, else to those with a message to answer.
     fn announce(&mut self, doc_id: DocumentId) {
         let Some(state) = self.docs.get_mut(&doc_id) else {
             return;
         };
-        if state.status != DocStatus::Ready || state.unstored > 0 || !state.dirty {
+        if state.status != DocStatus::Ready || state.unstored > 0 {
             return;
         }
+        let changed = state.dirty;
         state.dirty = false;
         let conns: Vec<ConnId> = state.sessions.iter().copied().collect();
         let empty = state.doc.get_heads().is_empty();
@@ -1235,9 +1243,13 @@ impl Engine {
                 continue;
             };
             if !session.ready {
-                state.dirty = true;
+                state.dirty |= changed;
                 continue;
             }
+            if !changed && !session.reply_due {
+                continue;
+            }
+            session.reply_due = false;
             let generated = catch_unwind(AssertUnwindSafe(|| {
                 state.doc.generate_sync_message(&mut session.state)
             }));
