@@ -292,6 +292,28 @@ struct Session {
     reply_due: bool,
 }
 
+/// A fresh sync state for a session with this access.
+///
+/// A read-only session uses automerge's read-only sync state: it never asks the peer for the
+/// changes it will not take, tells the peer not to send them (the READ_ONLY flag), and has
+/// nothing to answer once the peer is up to date. With a plain state, every answer to a
+/// peer's refused change asked for that change again, and the peer resent it: an endless
+/// exchange, thousands of messages a second.
+fn sync_state_for(access: Access) -> sync::State {
+    if access == Access::Read {
+        sync::State::new_read_only()
+    } else {
+        sync::State::new()
+    }
+}
+
+impl Session {
+    fn set_access(&mut self, access: Access) {
+        self.access = access;
+        self.state.set_read_only(access == Access::Read);
+    }
+}
+
 struct Peer {
     principal: Principal,
     remote: Option<RemotePeer>,
@@ -900,7 +922,7 @@ impl Engine {
             return false;
         };
         if let Some(session) = peer.sessions.get_mut(&doc_id) {
-            session.access = access;
+            session.set_access(access);
             return true;
         }
         let storage_id = peer
@@ -912,7 +934,7 @@ impl Engine {
         peer.sessions.insert(
             doc_id,
             Session {
-                state: sync::State::new(),
+                state: sync_state_for(access),
                 access,
                 ready,
                 inbox: VecDeque::new(),
@@ -1430,7 +1452,7 @@ impl Engine {
                 }
                 other => {
                     if let Some(session) = peer.sessions.get_mut(&doc_id) {
-                        session.access = other;
+                        session.set_access(other);
                     }
                 }
             }
