@@ -1,4 +1,6 @@
 //! One integration test binary; a module per area.
 
+mod access;
+mod auth;
 mod durability;
 mod sync;
