@@ -336,6 +336,32 @@ struct Session {
     inbox: VecDeque<sync::Message>,
     /// Client role: nothing sent yet on this session.
     fresh: bool,
+    /// A message was received and not answered yet. A message without changes leaves the
+    /// document as it was, yet may ask for something (`need`, a bloom filter after a
+    /// reconnect): it must be answered even though nothing new is announced.
+    reply_due: bool,
+}
+
+/// A fresh sync state for a session with this access.
+///
+/// A read-only session uses automerge's read-only sync state: it never asks the peer for the
+/// changes it will not take, tells the peer not to send them (the READ_ONLY flag), and has
+/// nothing to answer once the peer is up to date. With a plain state, every answer to a
+/// peer's refused change asked for that change again, and the peer resent it: an endless
+/// exchange, thousands of messages a second.
+fn sync_state_for(access: Access) -> sync::State {
+    if access == Access::Read {
+        sync::State::new_read_only()
+    } else {
+        sync::State::new()
+    }
+}
+
+impl Session {
+    fn set_access(&mut self, access: Access) {
+        self.access = access;
+        self.state.set_read_only(access == Access::Read);
+    }
 }
 
 struct Peer {
@@ -946,7 +972,7 @@ impl Engine {
             return false;
         };
         if let Some(session) = peer.sessions.get_mut(&doc_id) {
-            session.access = access;
+            session.set_access(access);
             return true;
         }
         let storage_id = peer
@@ -958,11 +984,12 @@ impl Engine {
         peer.sessions.insert(
             doc_id,
             Session {
-                state: sync::State::new(),
+                state: sync_state_for(access),
                 access,
                 ready,
                 inbox: VecDeque::new(),
                 fresh: true,
+                reply_due: false,
             },
         );
         if let Some(doc) = self.docs.get_mut(&doc_id) {
@@ -1130,10 +1157,7 @@ impl Engine {
                 continue;
             }
             while let Some(message) = session.inbox.pop_front() {
-                // Every received message deserves an answer (its needs, its heads), even when
-                // it brought nothing new: a peer without a persisted sync state would
-                // otherwise wait forever for the document it requested.
-                state.dirty = true;
+                session.reply_due = true;
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     state.doc.receive_sync_message(&mut session.state, message)
                 }));
@@ -1265,14 +1289,16 @@ impl Engine {
         }
     }
 
-    /// Sends what each ready session of the document needs, unless writes are in flight.
+    /// Sends what each ready session of the document needs, unless writes are in flight: to
+    /// every session when the content changed, else to those with a message to answer.
     fn announce(&mut self, doc_id: DocumentId) {
         let Some(state) = self.docs.get_mut(&doc_id) else {
             return;
         };
-        if state.status != DocStatus::Ready || state.unstored > 0 || !state.dirty {
+        if state.status != DocStatus::Ready || state.unstored > 0 {
             return;
         }
+        let changed = state.dirty;
         state.dirty = false;
         let conns: Vec<ConnId> = state.sessions.iter().copied().collect();
         let empty = state.doc.get_heads().is_empty();
@@ -1289,9 +1315,13 @@ impl Engine {
                 continue;
             };
             if !session.ready {
-                state.dirty = true;
+                state.dirty |= changed;
                 continue;
             }
+            if !changed && !session.reply_due {
+                continue;
+            }
+            session.reply_due = false;
             let generated = catch_unwind(AssertUnwindSafe(|| {
                 state.doc.generate_sync_message(&mut session.state)
             }));
@@ -1472,7 +1502,7 @@ impl Engine {
                 }
                 other => {
                     if let Some(session) = peer.sessions.get_mut(&doc_id) {
-                        session.access = other;
+                        session.set_access(other);
                     }
                 }
             }
