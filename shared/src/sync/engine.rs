@@ -307,6 +307,9 @@ pub struct EngineStats {
 enum DocStatus {
     Loading,
     Ready,
+    /// A write failed: the content is dropped, and the writes still in flight finish before
+    /// the document is loaded again. Sessions and edits wait as they do while loading.
+    Draining,
 }
 
 struct DocState {
@@ -321,10 +324,14 @@ struct DocState {
     chunks: usize,
     /// When the last session ended (for eviction).
     idle_since: Option<i64>,
+    /// The last content write emitted, which completes after every earlier one.
+    last_write: Option<WriteId>,
     /// Edits waiting for the load to finish.
     waiting_edits: Vec<(LocalEdit, u64)>,
-    /// Edits whose write is in flight: answered when it is done.
-    edits_in_flight: Vec<(WriteId, u64)>,
+    /// Edits whose write is in flight, with the heads right after each edit: answered with
+    /// those heads when the write is done. Not the document's heads at that moment: they may
+    /// include changes whose writes are still in flight.
+    edits_in_flight: Vec<(WriteId, u64, Vec<ChangeHash>)>,
 }
 
 struct Session {
@@ -360,6 +367,8 @@ fn sync_state_for(access: Access) -> sync::State {
 impl Session {
     fn set_access(&mut self, access: Access) {
         self.access = access;
+        // Going back to read-write resets the sync state (automerge does it), so that the
+        // peer resends what was ignored meanwhile.
         self.state.set_read_only(access == Access::Read);
     }
 }
@@ -953,6 +962,7 @@ impl Engine {
                 unstored: 0,
                 dirty: false,
                 chunks: 0,
+                last_write: None,
                 idle_since: None,
                 waiting_edits: Vec::new(),
                 edits_in_flight: Vec::new(),
@@ -1111,6 +1121,7 @@ impl Engine {
                                     unstored: 0,
                                     dirty: false,
                                     chunks: 0,
+                                    last_write: None,
                                     idle_since: Some(self.now),
                                     waiting_edits: Vec::new(),
                                     edits_in_flight: Vec::new(),
@@ -1197,6 +1208,7 @@ impl Engine {
         let compact = self.docs.get_mut(&doc_id).and_then(|state| {
             state.unstored += 1;
             state.chunks += 1;
+            state.last_write = Some(id);
             (state.chunks > self.config.compact_after_chunks).then(|| {
                 state.chunks = 1;
                 state.unstored += 1;
@@ -1204,10 +1216,13 @@ impl Engine {
             })
         });
         if let Some(snapshot) = compact {
-            self.write(WriteOp::Compact {
+            let compacted = self.write(WriteOp::Compact {
                 doc: doc_id,
                 snapshot,
             });
+            if let Some(state) = self.docs.get_mut(&doc_id) {
+                state.last_write = Some(compacted);
+            }
         }
         id
     }
@@ -1240,10 +1255,21 @@ impl Engine {
             return;
         };
         state.unstored = state.unstored.saturating_sub(1);
+        if state.status == DocStatus::Draining {
+            // A write of content dropped after an earlier failure: only its end matters.
+            let drained = state.unstored == 0;
+            if let Err(e) = result {
+                self.refuse(None, "write_failed", format!("{doc_id}: {e}"));
+            }
+            if drained {
+                self.drained(doc_id);
+            }
+            return;
+        }
         let mut answered = Vec::new();
-        state.edits_in_flight.retain(|(w, token)| {
+        state.edits_in_flight.retain(|(w, token, heads)| {
             if *w == id {
-                answered.push(*token);
+                answered.push((*token, heads.clone()));
                 false
             } else {
                 true
@@ -1251,41 +1277,77 @@ impl Engine {
         });
         match result {
             Ok(()) => {
-                let heads = state.doc.get_heads();
                 let durable = state.unstored == 0;
-                for token in answered {
+                // Writes complete in order, so everything up to the edit is stored now.
+                for (token, heads) in answered {
                     self.out.push(Effect::EditDone {
                         token,
                         doc: doc_id,
-                        result: Ok(heads.clone()),
+                        result: Ok(heads),
                     });
                 }
                 if durable {
+                    let heads = state.doc.get_heads();
                     self.out.push(Effect::DocChanged { doc: doc_id, heads });
                     self.announce(doc_id);
                 }
             }
             Err(e) => {
-                // The document in memory now holds changes the disk does not. Drop it, so
+                // The document in memory now holds changes the disk does not. Drop them, so
                 // nothing unstored is ever announced, and close the sessions that fed it:
                 // their peers still hold the changes and resend them on reconnect.
-                for token in answered {
+                //
+                // Every edit still waiting on a write of this document is answered now: its
+                // change may build on what just failed, and nothing would answer it later.
+                let later = std::mem::take(&mut state.edits_in_flight);
+                let later = later.into_iter().map(|(_, token, heads)| (token, heads));
+                for (token, _) in answered.into_iter().chain(later) {
                     self.out.push(Effect::EditDone {
                         token,
                         doc: doc_id,
                         result: Err(LocalEditError::Storage(e.clone())),
                     });
                 }
+                // The document's later writes are still in flight. It drains them before it
+                // is loaded again (a load now could miss them, and their completions would
+                // count down the writes of the new state, lifting its barrier early).
+                state.status = DocStatus::Draining;
+                state.doc = Automerge::new();
+                state.dirty = false;
+                state.chunks = 0;
+                state.last_write = None;
+                let sessions = std::mem::take(&mut state.sessions);
+                let drained = state.unstored == 0;
                 self.refuse(None, "write_failed", format!("{doc_id}: {e}"));
-                if let Some(state) = self.docs.remove(&doc_id) {
-                    if let Some(since) = state.idle_since {
-                        self.idle.remove(&(since, doc_id));
+                for conn in sessions {
+                    // Forget the session before closing: its sync state may name the changes
+                    // that were not stored, and must not be persisted for the next connection.
+                    if let Some(peer) = self.peers.get_mut(&conn) {
+                        peer.sessions.remove(&doc_id);
                     }
-                    for conn in state.sessions {
-                        self.close(conn, CloseCode::Internal, "storage failure; reconnect");
-                    }
+                    self.close(conn, CloseCode::Internal, "storage failure; reconnect");
+                }
+                if drained {
+                    self.drained(doc_id);
                 }
             }
+        }
+    }
+
+    /// The last write of a document dropped after a write failure is done: load it afresh
+    /// if a session or an edit arrived meanwhile, else let it go.
+    fn drained(&mut self, doc_id: DocumentId) {
+        let Some(state) = self.docs.get_mut(&doc_id) else {
+            return;
+        };
+        if state.sessions.is_empty() && state.waiting_edits.is_empty() {
+            if let Some(since) = state.idle_since {
+                self.idle.remove(&(since, doc_id));
+            }
+            self.docs.remove(&doc_id);
+        } else {
+            state.status = DocStatus::Loading;
+            self.out.push(Effect::LoadDoc { doc: doc_id });
         }
     }
 
@@ -1436,18 +1498,25 @@ impl Engine {
         }
         let after = state.doc.get_heads();
         if before == after {
-            self.out.push(Effect::EditDone {
-                token,
-                doc: doc_id,
-                result: Ok(after),
-            });
+            // Nothing to store, but the heads may hold changes whose writes are in flight:
+            // answer when the last of them is done, so the answer names only stored changes.
+            match state.last_write {
+                Some(last) if state.unstored > 0 => {
+                    state.edits_in_flight.push((last, token, after))
+                }
+                _ => self.out.push(Effect::EditDone {
+                    token,
+                    doc: doc_id,
+                    result: Ok(after),
+                }),
+            }
             return;
         }
         state.dirty = true;
         let bytes = state.doc.save_after(&before);
         let write = self.store_changes(doc_id, bytes);
         if let Some(state) = self.docs.get_mut(&doc_id) {
-            state.edits_in_flight.push((write, token));
+            state.edits_in_flight.push((write, token, after));
         }
     }
 
@@ -1477,6 +1546,7 @@ impl Engine {
         access: &dyn AccessPolicy,
     ) {
         let mut affected: Vec<(ConnId, DocumentId)> = Vec::new();
+        let mut changed: BTreeSet<DocumentId> = BTreeSet::new();
         if let Some(doc_id) = doc
             && let Some(state) = self.docs.get(&doc_id)
         {
@@ -1501,11 +1571,23 @@ impl Engine {
                     self.send_unavailable(conn, doc_id);
                 }
                 other => {
-                    if let Some(session) = peer.sessions.get_mut(&doc_id) {
+                    if let Some(session) = peer.sessions.get_mut(&doc_id)
+                        && session.access != other
+                    {
                         session.set_access(other);
+                        changed.insert(doc_id);
                     }
                 }
             }
+        }
+        // A session whose mode changed starts a fresh exchange rather than wait for the
+        // peer's next message: a peer told it was read-only sends nothing on its own, so
+        // its offline changes would wait for the next reconnect.
+        for doc_id in changed {
+            if let Some(state) = self.docs.get_mut(&doc_id) {
+                state.dirty = true;
+            }
+            self.announce(doc_id);
         }
     }
 

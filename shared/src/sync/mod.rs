@@ -9,6 +9,8 @@
 
 mod access;
 mod engine;
+#[cfg(test)]
+mod sim;
 
 pub use access::{Access, AccessPolicy, AllowAll, Principal};
 pub use engine::{
