@@ -159,9 +159,21 @@ impl AppState {
         if stored == self.registry_read().generation() {
             return Ok(());
         }
+        // This process's own record writes are queued, so the registry in memory runs ahead of
+        // the store until they commit, and a mismatch may only mean that. Loading now would
+        // replace the registry with a store that lacks them (a device enrolled a moment ago
+        // vanished, and for good once later bumps made the generations meet again). So hold
+        // the registry, which keeps new writes from starting, wait until every queued write is
+        // committed, and only then compare and load.
+        let mut registry = self.registry_write();
+        self.store.flush().wait()?;
+        if Registry::stored_generation(&self.store)? == registry.generation() {
+            return Ok(());
+        }
         let fresh = Registry::load(&self.store)?;
-        let revoked = fresh.newly_revoked(&self.registry_read());
-        *self.registry_write() = fresh;
+        let revoked = fresh.newly_revoked(&registry);
+        *registry = fresh;
+        drop(registry);
         for device in revoked {
             tracing::info!(device = %device.device_id, "device revoked: closing its connections");
             self.hub.engine_input(Input::Kick {
