@@ -1,4 +1,5 @@
 //! One integration test binary; a module per area.
 
+mod protocol;
 mod registry;
 mod sync;

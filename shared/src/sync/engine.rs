@@ -1068,6 +1068,11 @@ impl Engine {
         let before = state.doc.get_heads();
         let conns: Vec<ConnId> = state.sessions.iter().copied().collect();
         let mut failed: Vec<(ConnId, String, bool)> = Vec::new();
+        // Every message received is owed an answer, even when it changed nothing here (a peer
+        // that asks for a document it lacks sends only heads and needs), so it must make the
+        // next `announce` run. Without this a `request` for a document that was loaded and
+        // already announced got no reply at all, and the JavaScript repo waited forever.
+        let mut received = false;
         for conn in &conns {
             let Some(session) = self
                 .peers
@@ -1084,7 +1089,7 @@ impl Engine {
                     state.doc.receive_sync_message(&mut session.state, message)
                 }));
                 match result {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => received = true,
                     Ok(Err(e)) => {
                         failed.push((*conn, e.to_string(), false));
                         break;
@@ -1095,6 +1100,9 @@ impl Engine {
                     }
                 }
             }
+        }
+        if received {
+            state.dirty = true;
         }
         let after = state.doc.get_heads();
         if before != after {
