@@ -3,5 +3,8 @@
 mod access;
 mod auth;
 mod durability;
+mod js_interop;
+mod protocol;
+mod registry;
 mod reports;
 mod sync;
