@@ -2,6 +2,7 @@
 
 mod access;
 mod auth;
+mod bad_input;
 mod durability;
 mod js_interop;
 mod protocol;
