@@ -370,7 +370,8 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the binary on `127.0.0.1:0` and waits until it logs the address it serves on.
+    /// Starts the binary on `127.0.0.1:0` and waits until it logs the address it serves on
+    /// (blocking the calling thread for that moment).
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
         let mut child = Command::new(fieldsync_binary()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -491,9 +492,8 @@ impl RawPeer {
     ) -> Result<Self, tungstenite::Error> {
         let mut request = ws_url.into_client_request()?;
         if let Some(token) = token {
-            let value = format!("Bearer {token}")
-                .parse()
-                .map_err(|_| tungstenite::Error::Url(tungstenite::error::UrlError::NoHostName))?;
+            let value = tungstenite::http::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
             request.headers_mut().insert("authorization", value);
         }
         let (ws, _) = tokio_tungstenite::connect_async(request).await?;
