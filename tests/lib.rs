@@ -163,6 +163,20 @@ impl TestServer {
         })
     }
 
+    /// The refusal counters `/metrics` shows (`reason="…"} n` lines), as a scraper sees them.
+    pub async fn refusals(&self) -> anyhow::Result<Vec<String>> {
+        let text = reqwest::get(self.http_url("/metrics"))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.strip_prefix("fieldsync_refusals_total{"))
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Connects a device with a fresh local store in `dir`.
     pub async fn connect_device(
         &self,

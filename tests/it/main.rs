@@ -8,4 +8,5 @@ mod js_interop;
 mod protocol;
 mod registry;
 mod reports;
+mod samod_interop;
 mod sync;
