@@ -333,6 +333,10 @@ impl SyncClient {
         timeout: Duration,
         mut predicate: impl FnMut(&Automerge) -> bool,
     ) -> bool {
+        // Events wake the wait early, but not every way a document comes to hold something
+        // sends one: loading it from the local store changes nothing, and a lagging receiver
+        // loses events. So look again at least this often.
+        const RECHECK: Duration = Duration::from_millis(50);
         let mut events = self.node.hooks.events.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -341,9 +345,13 @@ impl SyncClient {
             {
                 return true;
             }
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_) | Ok(Err(broadcast::error::RecvError::Closed)) => return false,
-                Ok(_) => {}
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let wait = tokio::time::timeout_at(deadline.min(now + RECHECK), events.recv()).await;
+            if let Ok(Err(broadcast::error::RecvError::Closed)) = wait {
+                return false;
             }
         }
     }

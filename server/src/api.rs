@@ -10,7 +10,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use fieldsync_shared::ids::{BranchId, CustomerId, DocumentId, TechnicianId};
 use fieldsync_shared::job::doc::{JobDoc, conflicts, read_job};
 use fieldsync_shared::job::index::INDEX_SCHEMA_VERSION;
@@ -19,7 +19,7 @@ use fieldsync_shared::job::{
     AssignmentIndex, Billing, BillingMode, Channel, Customer, Diagnosis, JOB_SCHEMA_VERSION, Job,
     JobKind, Labour, Product, ServiceRequest, Travel, Visit,
 };
-use fieldsync_shared::sync::{LocalEdit, Principal};
+use fieldsync_shared::sync::{Input, LocalEdit, Principal};
 use fieldsync_shared::time::{CalendarDate, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -34,6 +34,8 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/api/jobs", post(create_job))
         .route("/api/jobs/{id}", get(get_job))
         .route("/api/me", get(me))
+        .route("/api/jobs/{id}/technicians", put(set_technicians))
+        .route("/api/reports/{id}", get(get_report))
 }
 
 /// `GET /api/me` for a device token: who the device is and where its technician's assignment
@@ -266,20 +268,6 @@ fn to_automerge(mut doc: AutoCommit) -> Result<Automerge, ApiError> {
     Automerge::load(&doc.save()).map_err(|e| ApiError::internal("document_error", e))
 }
 
-/// Applies an edit written against `AutoCommit` to an engine-held `Automerge`: the edit runs
-/// on a copy and only its new changes are merged back.
-pub fn edit_autocommit(
-    doc: &mut Automerge,
-    f: impl FnOnce(&mut AutoCommit) -> Result<(), String>,
-) -> Result<(), String> {
-    let heads = doc.get_heads();
-    let mut copy = AutoCommit::load(&doc.save()).map_err(|e| e.to_string())?;
-    f(&mut copy)?;
-    let new = copy.save_after(&heads);
-    doc.load_incremental(&new).map_err(|e| e.to_string())?;
-    Ok(())
-}
-
 async fn create_job(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -324,6 +312,26 @@ async fn create_job(
     ))
 }
 
+/// Removes a job from the technician's assignment index (if they have one).
+async fn remove_from_index(
+    state: &AppState,
+    technician: &TechnicianId,
+    job_id: DocumentId,
+) -> Result<(), ApiError> {
+    let Some(index_id) = state.registry_read().index_doc(technician) else {
+        return Ok(());
+    };
+    state
+        .hub
+        .edit(
+            index_id,
+            LocalEdit::index(move |index| index.remove_job(&job_id)),
+        )
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?;
+    Ok(())
+}
+
 /// Adds a job to the technician's assignment index, creating the index on first use.
 async fn add_to_index(
     state: &AppState,
@@ -337,17 +345,7 @@ async fn add_to_index(
                 .hub
                 .edit(
                     index_id,
-                    LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
-                        edit_autocommit(doc, |ac| {
-                            let mut index = IndexDoc::from_autocommit(std::mem::take(ac));
-                            let result = index
-                                .add_job(&job_id)
-                                .map(|_| ())
-                                .map_err(|e| e.to_string());
-                            *ac = index.into_inner();
-                            result
-                        })
-                    })),
+                    LocalEdit::index(move |index| index.add_job(&job_id)),
                 )
                 .await
                 .map_err(|e| ApiError::internal("storage_error", e))?;
@@ -380,16 +378,115 @@ async fn add_to_index(
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Technicians {
+    technicians: Vec<String>,
+}
+
+fn parse_job_id(id: &str) -> Result<DocumentId, ApiError> {
+    id.parse()
+        .or_else(|_| DocumentId::from_url(id))
+        .map_err(|e| ApiError::bad_request("invalid_job_id", e.to_string()))
+}
+
+/// `PUT /api/jobs/{id}/technicians`: assign and unassign (R3 dispatch). Access changes take
+/// effect on live connections: a device that lost the job gets `doc-unavailable` for it and
+/// its assignment index no longer lists it.
+async fn set_technicians(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    desk(&state, &headers, Need::Dispatch)?;
+    let job_id = parse_job_id(&id)?;
+    let body: Technicians = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))?;
+    let wanted: BTreeSet<TechnicianId> = body
+        .technicians
+        .into_iter()
+        .map(|t| field("technicians", TechnicianId::new(t)))
+        .collect::<Result<_, _>>()?;
+    let _guard = state.assign_lock.lock().await;
+    let Some(mut record) = state.registry_read().job(&job_id).cloned() else {
+        return Err(ApiError::not_found(
+            "unknown_job",
+            format!("no job {job_id} at this branch"),
+        ));
+    };
+    let removed: Vec<TechnicianId> = record.technicians.difference(&wanted).cloned().collect();
+    let added: Vec<TechnicianId> = wanted.difference(&record.technicians).cloned().collect();
+    // Access first: the records decide, and live sessions are re-checked at once.
+    record.technicians = wanted.clone();
+    let pending = state.registry_write().put_job(&state.store, record);
+    pending
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?;
+    state.hub.engine_input(Input::AccessChanged {
+        doc: Some(job_id),
+        principal: None,
+    });
+    for tech in &removed {
+        remove_from_index(&state, tech, job_id).await?;
+    }
+    for tech in &added {
+        add_to_index(&state, tech, job_id).await?;
+    }
+    let list: Vec<TechnicianId> = wanted.iter().cloned().collect();
+    state
+        .hub
+        .edit(
+            job_id,
+            LocalEdit::job(move |job| job.set_technicians(&list)),
+        )
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?;
+    Ok(Json(json!({
+        "job_id": job_id,
+        "technicians": wanted,
+        "added": added,
+        "removed": removed,
+    })))
+}
+
+/// `GET /api/reports/{id}`: a signed report as its canonical JSON, the export format that
+/// `fieldsync verify` checks offline.
+async fn get_report(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+
+    desk(&state, &headers, Need::Read)?;
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "invalid_report_id",
+            "a report id is 32 hex digits",
+        ));
+    }
+    let store = Arc::clone(&state.store);
+    let key = id.clone();
+    let bytes = tokio::task::spawn_blocking(move || store.meta(crate::reports::REPORTS, &key))
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?
+        .map_err(|e| ApiError::internal("storage_error", e))?
+        .ok_or_else(|| ApiError::not_found("unknown_report", format!("no report {id}")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
+}
+
 async fn get_job(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     desk(&state, &headers, Need::Read)?;
-    let job_id: DocumentId = id
-        .parse()
-        .or_else(|_| DocumentId::from_url(&id))
-        .map_err(|e| ApiError::bad_request("invalid_job_id", e.to_string()))?;
+    let job_id = parse_job_id(&id)?;
     if state.registry_read().job(&job_id).is_none() {
         return Err(ApiError::not_found(
             "unknown_job",

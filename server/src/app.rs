@@ -230,6 +230,10 @@ pub async fn serve(
             }
         })
     };
+    let signer = match state.config.role {
+        Role::Edge => Some(tokio::spawn(crate::reports::run_signer(Arc::clone(&state)))),
+        Role::HeadOffice => None,
+    };
     let signal = state.shutdown.clone();
     let result = axum::serve(listener, app(Arc::clone(&state)))
         .with_graceful_shutdown(async move {
@@ -238,6 +242,9 @@ pub async fn serve(
         })
         .await;
     poller.abort();
+    if let Some(signer) = signer {
+        signer.abort();
+    }
     let _ = state.shutdown.send(true);
     let deadline = Instant::now() + state.config.limits.shutdown_grace;
     while state.metrics.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {

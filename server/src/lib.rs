@@ -12,4 +12,6 @@ pub mod error;
 pub mod hub;
 pub mod metrics;
 pub mod registry;
+pub mod reports;
+pub mod trust;
 pub mod ws;

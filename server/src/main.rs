@@ -76,6 +76,30 @@ enum Command {
         #[command(subcommand)]
         command: DeskCommand,
     },
+    /// Public keys for offline verification.
+    Trust {
+        #[command(subcommand)]
+        command: TrustCommand,
+    },
+    /// Check an exported report with only public keys; says exactly what failed.
+    Verify {
+        /// The report's JSON (as `GET /api/reports/{id}` exports it).
+        report: PathBuf,
+        /// A trust directory (`fieldsync trust export`).
+        #[arg(long)]
+        trust: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TrustCommand {
+    /// Write this server's public key and its enrolled devices into a trust directory.
+    Export {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +186,25 @@ fn main() -> anyhow::Result<()> {
             }))
         }
         Command::Device { command } => device(command),
+        Command::Trust {
+            command: TrustCommand::Export { common, out },
+        } => {
+            let config = common.load()?;
+            let dir = open_dir(&config)?;
+            let (key, _) = dir.load_or_create_server_key()?;
+            let store = open_store(&dir)?;
+            let registry = Registry::load(&store)?;
+            let devices: Vec<DeviceRecord> = registry.devices().cloned().collect();
+            let branch = BranchId::new(config.branch_id.clone())?;
+            fieldsync_server::trust::export(&out, &branch, key.public(), &devices)?;
+            print_json(&serde_json::json!({
+                "trust_dir": out,
+                "branch_id": branch,
+                "key_id": key.id().as_str(),
+                "devices": devices.len(),
+            }))
+        }
+        Command::Verify { report, trust } => verify(&report, &trust),
         Command::Desk {
             command: DeskCommand::Token { common, role, ttl },
         } => {
@@ -282,6 +325,38 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             let token = issue(&config, &Subject::Device(device_id), &ttl)?;
             println!("{token}");
             Ok(())
+        }
+    }
+}
+
+fn verify(report: &std::path::Path, trust: &std::path::Path) -> anyhow::Result<()> {
+    let trust = fieldsync_server::trust::load(trust)?;
+    let bytes =
+        std::fs::read(report).with_context(|| format!("cannot read {}", report.display()))?;
+    match trust.verify_json(&bytes) {
+        Ok(verified) => {
+            let body = &verified.report.body;
+            let ack = &body.acknowledgement;
+            print_json(&serde_json::json!({
+                "valid": true,
+                "report_id": body.report_id,
+                "job_id": body.job_id,
+                "branch_id": body.branch_id,
+                "key_id": body.key_id,
+                "signed_at": body.signed_at.to_string(),
+                "content_digest": body.content_digest,
+                "acknowledged_by": ack.signer_name,
+                "device_id": ack.device_id,
+                "supersedes": body.supersedes,
+            }))
+        }
+        Err(e) => {
+            print_json(&serde_json::json!({
+                "valid": false,
+                "code": e.code(),
+                "reason": e.to_string(),
+            }))?;
+            std::process::exit(1);
         }
     }
 }

@@ -14,5 +14,6 @@ pub mod keys;
 pub mod protocol;
 pub mod report;
 pub mod rules;
+pub mod stats;
 pub mod sync;
 pub mod time;

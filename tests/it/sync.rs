@@ -1,10 +1,16 @@
 //! Two real clients sync a job through a real server (edge server issue).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use automerge::transaction::Transactable;
 use automerge::{ROOT, ReadDoc};
 use fieldsync_shared::job::doc::read_job;
 use fieldsync_shared::sync::LocalEdit;
-use fieldsync_tests::{SETTLE, TestServer, temp_dir};
+use fieldsync_storage::{Store, StoreConfig};
+use fieldsync_tests::{
+    SETTLE, TestServer, append_notes, connect_client, eventually, notes, notes_of, temp_dir,
+};
 
 fn set_fault_cause(text: &'static str) -> LocalEdit {
     LocalEdit::Change(Box::new(move |doc| {
@@ -119,6 +125,155 @@ async fn every_peer_receives_every_job_it_requests_while_jobs_are_being_created(
             );
         }
     }
+    server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unassigning_a_job_takes_effect_on_a_live_connection() -> anyhow::Result<()> {
+    use fieldsync_client::ClientEvent;
+    use fieldsync_server::auth::DeskRole;
+    use fieldsync_shared::job::index::read_index;
+
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_in(data.path()).await?;
+    let a = server.enroll("tech-a", "dev-a")?;
+    let b = server.enroll("tech-b", "dev-b")?;
+    let created = server.create_job("tech-a").await?;
+    let client_a = server.connect_device(&a, devices.path()).await?;
+    client_a.subscribe(created.job);
+    client_a.subscribe(created.index);
+    assert!(
+        client_a
+            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
+            .await
+    );
+    let mut events = client_a.events();
+
+    let response = reqwest::Client::new()
+        .put(server.http_url(&format!("/api/jobs/{}/technicians", created.job)))
+        .bearer_auth(server.desk_token(DeskRole::Dispatcher)?)
+        .json(&serde_json::json!({"technicians": ["tech-b"]}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+
+    let unavailable = tokio::time::timeout(SETTLE, async {
+        loop {
+            match events.recv().await {
+                Ok(ClientEvent::DocUnavailable { doc }) if doc == created.job => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        unavailable,
+        "device A is told the job is no longer available"
+    );
+    let url = created.job.url();
+    assert!(
+        client_a
+            .wait_for(created.index, SETTLE, |d| read_index(d)
+                .is_ok_and(|i| !i.jobs.contains(&url)))
+            .await,
+        "device A's assignment index no longer lists the job"
+    );
+
+    let client_b = server.connect_device(&b, devices.path()).await?;
+    client_b.subscribe(created.job);
+    assert!(
+        client_b
+            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok_and(|j| j
+                .technicians
+                .iter()
+                .any(|t| t.as_str() == "tech-b")))
+            .await,
+        "device B now receives the job, listing tech-b"
+    );
+    server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_tells_connected_devices_why_and_flushes() -> anyhow::Result<()> {
+    use fieldsync_client::ClientEvent;
+
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_in(data.path()).await?;
+    let a = server.enroll("tech-a", "dev-a")?;
+    let created = server.create_job("tech-a").await?;
+    let client = server.connect_device(&a, devices.path()).await?;
+    client.subscribe(created.job);
+    assert!(
+        client
+            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
+            .await
+    );
+    let mut events = client.events();
+    server.stop().await?;
+    let closed = tokio::time::timeout(SETTLE, async {
+        loop {
+            match events.recv().await {
+                Ok(ClientEvent::Closed { code, reason }) => return Some((code, reason)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await?;
+    assert_eq!(
+        closed,
+        Some((Some(1001), "server shutting down".to_owned())),
+        "the close frame says the server is going away"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_made_offline_reach_the_server_when_the_device_reconnects() -> anyhow::Result<()> {
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_in(data.path()).await?;
+    let a = server.enroll("tech-wang", "dev-a")?;
+    let created = server.create_job("tech-wang").await?;
+    let store = Arc::new(Store::open(
+        devices.path().join("dev-a.sqlite"),
+        StoreConfig::default(),
+    )?);
+    let token = server.device_token(&a, Duration::from_secs(600))?;
+
+    let online = connect_client(&server.ws_url(), &token, a.as_str(), Arc::clone(&store)).await?;
+    online.subscribe(created.job);
+    assert!(
+        online
+            .wait_for(created.job, SETTLE, |d| notes(d).is_some())
+            .await,
+        "the device receives the job"
+    );
+    // Offline: the connection is closed and the device keeps working on its own store.
+    online.close();
+    online
+        .edit(created.job, append_notes("Gate code 4412."))
+        .await?;
+
+    // Reconnecting resumes from the sync state saved at the disconnect. The device's first
+    // message carries no changes (it cannot know yet what the server lacks); the server
+    // answers with what it needs, and that answer, itself without changes, must be answered.
+    let back = connect_client(&server.ws_url(), &token, a.as_str(), store).await?;
+    back.subscribe(created.job);
+    eventually(SETTLE, "the server holds the offline edit", || async {
+        server
+            .get_job(created.job)
+            .await
+            .ok()
+            .filter(|body| notes_of(body) == "Gate code 4412.")
+    })
+    .await?;
     server.stop().await?;
     Ok(())
 }

@@ -1,0 +1,415 @@
+//! Monthly after-sales statistics (R24) and the quality digest (R27), computed from verified
+//! service reports only.
+//!
+//! Definitions (R24 leaves them to the company; these are ours, stated once here):
+//! - A report counts in the month (UTC) its branch signed it (R25 archives by that month).
+//! - Installation/commissioning jobs (R16) are one group; every other kind is "service
+//!   dispatch".
+//! - Person-trips: one per technician on the job. Person-days: technicians × days on site,
+//!   where days are counted from arrival to check-out, rounded up, at least one.
+//! - Cost of a job: parts + labour + travel (`rules::charges`), whoever pays it.
+//! - Materials cost: all parts; transport cost: all travel.
+//! - Total after-sales cost excludes contract-specified installation fees, which we take to be
+//!   the labour of installation jobs (it is paid for by the sales contract).
+//! - Repeat repairs (R4): a job in the month on the same product serial with the same fault
+//!   (category, or cause when no category was recorded) as an earlier report within
+//!   `repeat_window_days`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::ids::{BranchId, DocumentId};
+use crate::job::{BillingMode, Job, JobKind};
+use crate::rules::{ChargeError, charges};
+use crate::time::{Money, Month, TimeError, Timestamp};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A verified report as the statistics need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedJob {
+    pub report_id: String,
+    pub branch_id: BranchId,
+    pub signed_at: Timestamp,
+    pub job: Job,
+}
+
+/// Why statistics could not be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatsError {
+    #[error("report {report_id}: {source}")]
+    Charges {
+        report_id: String,
+        source: ChargeError,
+    },
+    #[error("report {report_id}: {source}")]
+    Time {
+        report_id: String,
+        source: TimeError,
+    },
+    #[error("a sum overflowed the money range")]
+    Overflow,
+}
+
+/// Trips, days and cost of one group of jobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Dispatch {
+    pub jobs: u32,
+    pub person_trips: u32,
+    pub person_days: u32,
+    pub cost: Money,
+}
+
+/// One fault cause seen on a product type (R27).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FaultCount {
+    pub product_type: String,
+    pub fault: String,
+    pub count: u32,
+}
+
+/// A product repaired again for the same fault (R4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepeatRepair {
+    pub serial: String,
+    pub product_type: String,
+    pub fault: String,
+    pub earlier_job: DocumentId,
+    pub repeat_job: DocumentId,
+    pub days_between: i64,
+}
+
+/// The month's service summary (R24 (6)).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub reports: u32,
+    pub by_kind: BTreeMap<String, u32>,
+    pub warranty_jobs: u32,
+    pub billable_jobs: u32,
+    pub billed_to_customers: Money,
+    /// Mean R9 survey scores (1–5) over the month's reports.
+    pub mean_attitude: f64,
+    pub mean_skill: f64,
+    pub mean_punctuality: f64,
+    pub mean_service_items: f64,
+}
+
+/// R24 and R27 for one branch and month.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MonthlyStats {
+    pub month: Month,
+    pub branch_id: BranchId,
+    pub installation: Dispatch,
+    pub service: Dispatch,
+    pub materials_cost: Money,
+    pub transport_cost: Money,
+    pub total_cost_excluding_installation_fees: Money,
+    pub summary: Summary,
+    pub fault_causes: Vec<FaultCount>,
+    pub repeat_repairs: Vec<RepeatRepair>,
+}
+
+fn add(a: Money, b: Money) -> Result<Money, StatsError> {
+    a.checked_add(b).ok_or(StatsError::Overflow)
+}
+
+fn fault_of(job: &Job) -> Option<String> {
+    job.diagnosis
+        .fault_category
+        .clone()
+        .or_else(|| job.diagnosis.fault_cause.clone())
+        .map(|f| f.trim().to_lowercase())
+        .filter(|f| !f.is_empty())
+}
+
+fn days_on_site(job: &Job) -> u32 {
+    match (
+        job.visit.arrival,
+        job.visit.check_out.as_ref().map(|c| c.at),
+    ) {
+        (Some(arrival), Some(out)) if out > arrival => {
+            let ms = out.as_millis() - arrival.as_millis();
+            u32::try_from((ms + DAY_MS - 1) / DAY_MS)
+                .unwrap_or(u32::MAX)
+                .max(1)
+        }
+        _ => 1,
+    }
+}
+
+/// Statistics of `month` per branch, from every verified report known (earlier months are
+/// used only to find repeat repairs).
+pub fn monthly(
+    reports: &[ReportedJob],
+    month: Month,
+    repeat_window_days: i64,
+) -> Result<Vec<MonthlyStats>, StatsError> {
+    let mut by_branch: BTreeMap<BranchId, MonthlyStats> = BTreeMap::new();
+    let mut faults: BTreeMap<(BranchId, String, String), u32> = BTreeMap::new();
+    let mut survey_sums: BTreeMap<BranchId, [u32; 5]> = BTreeMap::new();
+
+    for r in reports {
+        let in_month = r.signed_at.month().map_err(|source| StatsError::Time {
+            report_id: r.report_id.clone(),
+            source,
+        })? == month;
+        if !in_month {
+            continue;
+        }
+        let job = &r.job;
+        let c = charges(job).map_err(|source| StatsError::Charges {
+            report_id: r.report_id.clone(),
+            source,
+        })?;
+        let stats = by_branch
+            .entry(r.branch_id.clone())
+            .or_insert_with(|| MonthlyStats {
+                month,
+                branch_id: r.branch_id.clone(),
+                installation: Dispatch::default(),
+                service: Dispatch::default(),
+                materials_cost: Money::ZERO,
+                transport_cost: Money::ZERO,
+                total_cost_excluding_installation_fees: Money::ZERO,
+                summary: Summary::default(),
+                fault_causes: Vec::new(),
+                repeat_repairs: Vec::new(),
+            });
+        let people = u32::try_from(job.technicians.len().max(1)).unwrap_or(u32::MAX);
+        let group = if job.kind == JobKind::Installation {
+            &mut stats.installation
+        } else {
+            &mut stats.service
+        };
+        group.jobs += 1;
+        group.person_trips += people;
+        group.person_days += people * days_on_site(job);
+        group.cost = add(group.cost, c.cost)?;
+        stats.materials_cost = add(stats.materials_cost, c.parts)?;
+        stats.transport_cost = add(stats.transport_cost, c.travel)?;
+        let counted = if job.kind == JobKind::Installation {
+            Money(c.cost.0 - c.labour.0)
+        } else {
+            c.cost
+        };
+        stats.total_cost_excluding_installation_fees =
+            add(stats.total_cost_excluding_installation_fees, counted)?;
+
+        let summary = &mut stats.summary;
+        summary.reports += 1;
+        *summary
+            .by_kind
+            .entry(job.kind.as_str().to_owned())
+            .or_default() += 1;
+        match job.billing.mode {
+            BillingMode::Warranty => summary.warranty_jobs += 1,
+            BillingMode::Billable => summary.billable_jobs += 1,
+        }
+        summary.billed_to_customers = add(summary.billed_to_customers, c.customer_pays)?;
+        if let Some(ack) = &job.acknowledgement {
+            let s = survey_sums.entry(r.branch_id.clone()).or_default();
+            s[0] += 1;
+            s[1] += u32::from(ack.survey.attitude);
+            s[2] += u32::from(ack.survey.skill);
+            s[3] += u32::from(ack.survey.punctuality);
+            s[4] += u32::from(ack.survey.service_items);
+        }
+        if let Some(fault) = fault_of(job) {
+            *faults
+                .entry((r.branch_id.clone(), job.product.product_type.clone(), fault))
+                .or_default() += 1;
+        }
+    }
+
+    for ((branch, product_type, fault), count) in faults {
+        if let Some(stats) = by_branch.get_mut(&branch) {
+            stats.fault_causes.push(FaultCount {
+                product_type,
+                fault,
+                count,
+            });
+        }
+    }
+    for (branch, s) in survey_sums {
+        if let Some(stats) = by_branch.get_mut(&branch)
+            && s[0] > 0
+        {
+            let n = f64::from(s[0]);
+            stats.summary.mean_attitude = f64::from(s[1]) / n;
+            stats.summary.mean_skill = f64::from(s[2]) / n;
+            stats.summary.mean_punctuality = f64::from(s[3]) / n;
+            stats.summary.mean_service_items = f64::from(s[4]) / n;
+        }
+    }
+    for repeat in repeat_repairs(reports, month, repeat_window_days)? {
+        let (branch, repeat) = repeat;
+        if let Some(stats) = by_branch.get_mut(&branch) {
+            stats.repeat_repairs.push(repeat);
+        }
+    }
+    for stats in by_branch.values_mut() {
+        stats
+            .fault_causes
+            .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.fault.cmp(&b.fault)));
+    }
+    Ok(by_branch.into_values().collect())
+}
+
+/// Repeat repairs whose later job was signed in `month` (R4).
+fn repeat_repairs(
+    reports: &[ReportedJob],
+    month: Month,
+    window_days: i64,
+) -> Result<Vec<(BranchId, RepeatRepair)>, StatsError> {
+    let mut by_product: BTreeMap<(String, String), Vec<&ReportedJob>> = BTreeMap::new();
+    for r in reports {
+        if let Some(fault) = fault_of(&r.job) {
+            by_product
+                .entry((r.job.product.serial.clone(), fault))
+                .or_default()
+                .push(r);
+        }
+    }
+    let mut found = Vec::new();
+    for ((serial, fault), mut list) in by_product {
+        list.sort_by_key(|r| (r.signed_at, r.report_id.clone()));
+        for pair in list.windows(2) {
+            let (earlier, later) = (pair[0], pair[1]);
+            if earlier.job.job_id == later.job.job_id {
+                continue;
+            }
+            let later_month = later.signed_at.month().map_err(|source| StatsError::Time {
+                report_id: later.report_id.clone(),
+                source,
+            })?;
+            let days = (later.signed_at.as_millis() - earlier.signed_at.as_millis()) / DAY_MS;
+            if later_month == month && days <= window_days {
+                found.push((
+                    later.branch_id.clone(),
+                    RepeatRepair {
+                        serial: serial.clone(),
+                        product_type: later.job.product.product_type.clone(),
+                        fault: fault.clone(),
+                        earlier_job: earlier.job.job_id,
+                        repeat_job: later.job.job_id,
+                        days_between: days,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{CheckOut, Labour, Travel};
+    use crate::rules::tests::sample_job;
+
+    fn report(id: &str, day: i64, f: impl FnOnce(&mut Job)) -> ReportedJob {
+        let mut job = sample_job();
+        job.job_id = DocumentId::from_bytes([id.len() as u8 + day as u8; 16]);
+        f(&mut job);
+        ReportedJob {
+            report_id: id.into(),
+            branch_id: job.branch_id.clone(),
+            // 2026-11-01T00:00:00Z plus `day` days.
+            signed_at: Timestamp::from_millis(1_793_491_200_000 + day * DAY_MS),
+            job,
+        }
+    }
+
+    /// A small month computed by hand.
+    #[test]
+    fn r24_a_hand_computed_month() {
+        let month: Month = "2026-11".parse().expect("valid");
+        let reports = vec![
+            // The sample job: billable repair, one technician, parts 28.00 (3.00 under
+            // warranty), labour 90.00, travel 25.00 → cost 143.00, customer pays 140.00.
+            report("r1", 2, |_| {}),
+            // An installation by two technicians over two days: parts 28.00, labour 120.00
+            // (the contract fee, excluded from the total), travel 10.00.
+            report("r2", 5, |j| {
+                j.kind = JobKind::Installation;
+                j.technicians
+                    .push(crate::ids::TechnicianId::new("tech-li").expect("valid"));
+                j.labour = Labour {
+                    minutes: 120,
+                    rate_per_hour: Money(6000),
+                };
+                j.travel = Travel {
+                    distance_m: 5000,
+                    cost: Money(1000),
+                };
+                let arrival = j.visit.arrival.expect("sample has one");
+                j.visit.check_out = Some(CheckOut {
+                    at: arrival.plus_millis(DAY_MS + 3_600_000),
+                    by: j.technicians[0].clone(),
+                    note: String::new(),
+                });
+                j.diagnosis.fault_category = None;
+                j.diagnosis.fault_cause = None;
+            }),
+            // A warranty repeat repair of the same chiller for the same fault, 10 days later.
+            report("r3", 12, |j| j.billing.mode = BillingMode::Warranty),
+            // Last month, on another product: counted nowhere this month.
+            report("r0", -20, |j| j.product.serial = "SN-OTHER".into()),
+        ];
+        let stats = monthly(&reports, month, 90).expect("computable");
+        assert_eq!(stats.len(), 1);
+        let s = &stats[0];
+        assert_eq!(
+            s.service,
+            Dispatch {
+                jobs: 2,
+                person_trips: 2,
+                person_days: 2,
+                cost: Money(28600)
+            }
+        );
+        assert_eq!(
+            s.installation,
+            Dispatch {
+                jobs: 1,
+                person_trips: 2,
+                person_days: 4,
+                cost: Money(2800 + 12000 + 1000)
+            }
+        );
+        assert_eq!(s.materials_cost, Money(2800 * 3));
+        assert_eq!(s.transport_cost, Money(2500 + 1000 + 2500));
+        assert_eq!(
+            s.total_cost_excluding_installation_fees,
+            Money(14300 + (15800 - 12000) + 14300)
+        );
+        assert_eq!(s.summary.reports, 3);
+        assert_eq!(s.summary.warranty_jobs, 1);
+        assert_eq!(
+            s.summary.billed_to_customers,
+            Money(14000 + (2500 + 12000 + 1000))
+        );
+        assert_eq!(s.summary.by_kind.get("installation"), Some(&1));
+        assert!((s.summary.mean_attitude - 5.0).abs() < 1e-9);
+        assert_eq!(
+            s.fault_causes,
+            vec![FaultCount {
+                product_type: "chiller".into(),
+                fault: "electrical".into(),
+                count: 2
+            }]
+        );
+        assert_eq!(s.repeat_repairs.len(), 1);
+        assert_eq!(s.repeat_repairs[0].days_between, 10);
+        assert_eq!(s.repeat_repairs[0].serial, "SN-88812");
+    }
+
+    #[test]
+    fn r4_repeats_outside_the_window_are_not_flagged() {
+        let month: Month = "2026-11".parse().expect("valid");
+        let reports = vec![report("a", -100, |_| {}), report("b", 3, |_| {})];
+        let stats = monthly(&reports, month, 90).expect("computable");
+        assert!(stats[0].repeat_repairs.is_empty());
+    }
+}

@@ -1,0 +1,221 @@
+//! Report signing at the edge (R7, R8, R11, R13) and offline verification.
+
+use fieldsync_client::SyncClient;
+use fieldsync_server::auth::DeskRole;
+use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
+use fieldsync_shared::job::doc::{EditError, JobDoc, PartDraft, read_job};
+use fieldsync_shared::job::{CheckOut, Completion, Job, ReportOutcome, SignatureMark, Survey};
+use fieldsync_shared::keys::KeyPair;
+use fieldsync_shared::report::{AckDraft, VerifyError, sign_acknowledgement};
+use fieldsync_shared::sync::LocalEdit;
+use fieldsync_shared::time::{Money, Timestamp};
+use fieldsync_tests::{SETTLE, TestServer, temp_dir};
+
+const T0: i64 = 1_793_000_000_000;
+
+/// A typed edit of the job, as the device makes it.
+async fn edit(
+    client: &SyncClient,
+    job: DocumentId,
+    f: impl FnOnce(&mut JobDoc) -> Result<(), EditError> + Send + 'static,
+) -> anyhow::Result<()> {
+    client
+        .edit(job, LocalEdit::job(f))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn tech() -> TechnicianId {
+    TechnicianId::new("tech-wang").expect("valid")
+}
+
+/// Records everything R7 asks for.
+async fn do_the_work(client: &SyncClient, job: DocumentId) -> anyhow::Result<()> {
+    edit(client, job, |jd| {
+        jd.set_fault_cause(Some("Worn start capacitor"))
+            .and_then(|()| jd.set_solution(Some("Replaced the capacitor, tested 30 min")))
+            .and_then(|()| {
+                jd.add_part(&PartDraft {
+                    part_number: "CAP-45".into(),
+                    name: "Start capacitor".into(),
+                    specification: "45 uF".into(),
+                    quantity: 1,
+                    unit_price: Money(1250),
+                    warranty: false,
+                })
+                .map(|_| ())
+            })
+            .and_then(|()| jd.set_customer_opinion(Some("Quick and tidy")))
+    })
+    .await
+}
+
+/// The customer signs on the device, over the job as it is now.
+async fn acknowledge(
+    client: &SyncClient,
+    job: DocumentId,
+    device: &DeviceId,
+    key: &KeyPair,
+) -> anyhow::Result<()> {
+    let doc = client
+        .read(job)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no job"))?;
+    let current: Job = read_job(&doc)?;
+    let heads: Vec<String> = doc.get_heads().iter().map(|h| h.to_string()).collect();
+    let ack = sign_acknowledgement(
+        &current,
+        heads,
+        AckDraft {
+            signer_name: "Chen Li".into(),
+            signature: SignatureMark::Strokes {
+                strokes: vec![vec![[0, 0], [12, 9], [30, 4]]],
+            },
+            signed_at: Timestamp::from_millis(T0),
+            survey: Survey {
+                attitude: 5,
+                skill: 5,
+                punctuality: 4,
+                service_items: 5,
+                suggestions: String::new(),
+            },
+        },
+        device.clone(),
+        key,
+    )?;
+    edit(client, job, move |jd| jd.set_acknowledgement(&ack)).await
+}
+
+async fn check_out_and_complete(
+    client: &SyncClient,
+    job: DocumentId,
+    check_out: bool,
+    at: i64,
+) -> anyhow::Result<()> {
+    edit(client, job, move |jd| {
+        if check_out {
+            jd.check_out(&CheckOut {
+                at: Timestamp::from_millis(at),
+                by: tech(),
+                note: "reported to the desk".into(),
+            })?;
+        }
+        jd.request_completion(&Completion {
+            at: Timestamp::from_millis(at + 1),
+            by: tech(),
+        })
+    })
+    .await
+}
+
+async fn outcome(client: &SyncClient, job: DocumentId) -> Option<ReportOutcome> {
+    let mut found = None;
+    client
+        .wait_for(job, SETTLE, |d| {
+            found = read_job(d).ok().and_then(|j| j.report);
+            found.is_some()
+        })
+        .await;
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_job_is_signed_at_the_edge_and_verifies_offline() -> anyhow::Result<()> {
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_in(data.path()).await?;
+    let (device, key) = server.enroll_with_key("tech-wang", "dev-a")?;
+    let created = server.create_job("tech-wang").await?;
+    let client = server.connect_device(&device, devices.path()).await?;
+    client.subscribe(created.job);
+    assert!(
+        client
+            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
+            .await
+    );
+
+    do_the_work(&client, created.job).await?;
+    acknowledge(&client, created.job, &device, &key).await?;
+    check_out_and_complete(&client, created.job, true, T0 + 60_000).await?;
+
+    let Some(ReportOutcome::Signed { report_id, .. }) = outcome(&client, created.job).await else {
+        panic!("the job was not signed");
+    };
+    let bytes = reqwest::Client::new()
+        .get(server.http_url(&format!("/api/reports/{report_id}")))
+        .bearer_auth(server.desk_token(DeskRole::Analyst)?)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+
+    // Offline: only public keys.
+    let trust_dir = temp_dir()?;
+    let devices_now: Vec<_> = server.state.registry_read().devices().cloned().collect();
+    fieldsync_server::trust::export(
+        trust_dir.path(),
+        &server.state.branch_id,
+        server.state.server_key.public(),
+        &devices_now,
+    )?;
+    let trust = fieldsync_server::trust::load(trust_dir.path())?;
+    let verified = trust.verify_json(&bytes)?;
+    assert_eq!(verified.report.body.report_id, report_id);
+    assert_eq!(
+        verified.job.diagnosis.fault_cause.as_deref(),
+        Some("Worn start capacitor")
+    );
+
+    let tampered = String::from_utf8(bytes.to_vec())?.replace("Worn start", "Worn sparkly");
+    assert_eq!(
+        trust.verify_json(tampered.as_bytes()).map(|_| ()),
+        Err(VerifyError::BadBranchSignature)
+    );
+    server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incomplete_job_is_refused_with_every_reason_visible_on_the_device() -> anyhow::Result<()>
+{
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_in(data.path()).await?;
+    let (device, key) = server.enroll_with_key("tech-wang", "dev-a")?;
+    let created = server.create_job("tech-wang").await?;
+    let client = server.connect_device(&device, devices.path()).await?;
+    client.subscribe(created.job);
+    assert!(
+        client
+            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
+            .await
+    );
+
+    do_the_work(&client, created.job).await?;
+    acknowledge(&client, created.job, &device, &key).await?;
+    // A part added after the customer signed: the acknowledgement no longer matches.
+    edit(&client, created.job, |jd| {
+        jd.set_solution(Some("Replaced the capacitor and a fuse"))
+    })
+    .await?;
+    // And no check-out (R11).
+    check_out_and_complete(&client, created.job, false, T0 + 60_000).await?;
+
+    let Some(ReportOutcome::Refused { reasons, .. }) = outcome(&client, created.job).await else {
+        panic!("the job was not refused");
+    };
+    let codes: Vec<(&str, &str)> = reasons
+        .iter()
+        .map(|r| (r.rule.as_str(), r.code.as_str()))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("R11", "missing_check_out"),
+            ("R8", "acknowledgement_mismatch")
+        ]
+    );
+    server.stop().await?;
+    Ok(())
+}
