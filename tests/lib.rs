@@ -1,22 +1,35 @@
-//! Helpers for the integration tests: a real server on port 0 with SQLite in a temp dir, and
-//! real clients that talk to it over WebSocket and HTTP.
+//! Helpers for the integration tests: a real server on port 0 with SQLite in a temp dir (in
+//! this process, or the real `fieldsync` binary as a child process), and real clients that
+//! talk to it over WebSocket and HTTP.
 
+use std::io::BufRead;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
+use automerge::transaction::Transactable;
+use automerge::{ROOT, ReadDoc};
 use fieldsync_client::{ConnectOptions, SyncClient};
 use fieldsync_server::app::{self, AppState, now};
 use fieldsync_server::auth::{DeskRole, Subject};
 use fieldsync_server::config::Config;
 use fieldsync_shared::ids::{BranchId, DeviceId, DocumentId, TechnicianId};
-use fieldsync_shared::keys::KeyPair;
+use fieldsync_shared::job::Job;
+use fieldsync_shared::keys::{KeyPair, PublicKey};
+use fieldsync_shared::protocol::message::{JoinMessage, PeerId, PeerMetadata};
+use fieldsync_shared::protocol::{self, Message};
 use fieldsync_shared::report::DeviceRecord;
+use fieldsync_shared::sync::LocalEdit;
 use fieldsync_storage::{Store, StoreConfig};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 /// A server running in this process on a random loopback port.
 pub struct TestServer {
@@ -44,6 +57,20 @@ impl TestServer {
         data_dir: &std::path::Path,
         adjust: impl FnOnce(&mut Config),
     ) -> anyhow::Result<Self> {
+        Self::start_on(data_dir, "127.0.0.1:0".parse()?, adjust).await
+    }
+
+    /// Starts a server on `addr`: a server restarted on its old port (same data dir) is the
+    /// same server to the devices that knew it.
+    pub async fn start_at(data_dir: &std::path::Path, addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_on(data_dir, addr, |_| {}).await
+    }
+
+    async fn start_on(
+        data_dir: &std::path::Path,
+        addr: SocketAddr,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let mut config = Config {
             data_dir: data_dir.to_owned(),
             branch_id: "north-01".into(),
@@ -51,7 +78,7 @@ impl TestServer {
         };
         config.limits.shutdown_grace = Duration::from_secs(2);
         adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = AppState::open(config, tokio::runtime::Handle::current())?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -113,6 +140,44 @@ impl TestServer {
         Ok((device_id, key))
     }
 
+    /// Enrolls a device with the public key it generated itself (what a real device does).
+    pub fn enroll_key(
+        &self,
+        technician: &str,
+        device: &DeviceId,
+        public_key: &PublicKey,
+    ) -> anyhow::Result<()> {
+        let record = DeviceRecord {
+            device_id: device.clone(),
+            branch_id: BranchId::new("north-01")?,
+            technician: TechnicianId::new(technician)?,
+            public_key: public_key.to_hex(),
+            revoked_at: None,
+        };
+        let pending = self
+            .state
+            .registry_write()
+            .enroll_device(&self.state.store, record)?;
+        pending.wait()?;
+        Ok(())
+    }
+
+    /// The job as the server holds it on disk (`GET /api/jobs/{id}`).
+    pub async fn fetch_job(&self, job: DocumentId) -> anyhow::Result<Job> {
+        let token = self.desk_token(DeskRole::Analyst)?;
+        let response = reqwest::Client::new()
+            .get(self.http_url(&format!("/api/jobs/{job}")))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = response.status();
+        let mut body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("get job: {status}: {body}");
+        }
+        Ok(serde_json::from_value(body["job"].take())?)
+    }
+
     pub fn device_token(&self, device: &DeviceId, ttl: Duration) -> anyhow::Result<String> {
         self.state
             .tokens
@@ -151,6 +216,20 @@ impl TestServer {
         })
     }
 
+    /// The refusal counters `/metrics` shows (`reason="…"} n` lines), as a scraper sees them.
+    pub async fn refusals(&self) -> anyhow::Result<Vec<String>> {
+        let text = reqwest::get(self.http_url("/metrics"))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.strip_prefix("fieldsync_refusals_total{"))
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Connects a device with a fresh local store in `dir`.
     pub async fn connect_device(
         &self,
@@ -162,12 +241,401 @@ impl TestServer {
             dir.join(format!("{device}.sqlite")),
             StoreConfig::default(),
         )?);
-        let options = ConnectOptions {
-            peer_id: device.to_string(),
-            storage_id: Some(format!("store-{device}")),
-            max_frame_bytes: 16 * 1024 * 1024,
+        connect_client(&self.ws_url(), &token, device.as_str(), store).await
+    }
+
+    /// `GET /api/jobs/{id}` with a dispatcher token: what the server holds on disk.
+    pub async fn get_job(&self, job: DocumentId) -> anyhow::Result<Value> {
+        let token = self.desk_token(DeskRole::Dispatcher)?;
+        get_job(&self.http_url(""), &token, job).await
+    }
+}
+
+/// Connects a device client that joins as `peer_id` over `store`.
+pub async fn connect_client(
+    ws_url: &str,
+    token: &str,
+    peer_id: &str,
+    store: Arc<Store>,
+) -> anyhow::Result<SyncClient> {
+    let options = ConnectOptions {
+        peer_id: peer_id.to_owned(),
+        storage_id: Some(format!("store-{peer_id}")),
+        max_frame_bytes: 16 * 1024 * 1024,
+    };
+    Ok(SyncClient::connect(ws_url, token, options, store).await?)
+}
+
+/// `GET {base}/api/jobs/{id}`; fails on anything but 200.
+pub async fn get_job(base: &str, desk_token: &str, job: DocumentId) -> anyhow::Result<Value> {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/jobs/{job}"))
+        .bearer_auth(desk_token)
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    if status != reqwest::StatusCode::OK {
+        bail!("get job {job}: {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// The job's notes in a `GET /api/jobs/{id}` body.
+pub fn notes_of(body: &Value) -> String {
+    body["job"]["notes"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The notes text of a job document, if it reads as a job.
+pub fn notes(doc: &automerge::Automerge) -> Option<String> {
+    fieldsync_shared::job::doc::read_job(doc)
+        .ok()
+        .map(|j| j.notes)
+}
+
+/// An edit that appends `text` to the job's notes (a text object, so appends from one
+/// writer keep their order and each shows as a distinct piece of the text).
+pub fn append_notes(text: impl Into<String>) -> LocalEdit {
+    let text = text.into();
+    LocalEdit::Change(Box::new(move |doc| {
+        let mut tx = doc.transaction();
+        let (_, notes) = tx
+            .get(ROOT, "notes")
+            .map_err(|e| e.to_string())?
+            .ok_or("the job has no notes")?;
+        let len = tx.length(&notes);
+        tx.splice_text(&notes, len, 0, &text)
+            .map_err(|e| e.to_string())?;
+        tx.commit();
+        Ok(())
+    }))
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- the real binary ---------------------------------------------------------------------
+
+/// The `fieldsync` binary that cargo built into the same target directory as this test.
+///
+/// cargo builds a package's binaries only for that package's own integration tests, and this
+/// crate is another package, so `CARGO_BIN_EXE_fieldsync` is not available here: the binary
+/// is looked up next to the test executable (`target/<profile>/deps/it-…` →
+/// `target/<profile>/fieldsync`), or at `$FIELDSYNC_BIN`. `scripts/test` builds it first. A
+/// binary older than the server's sources is refused, so a test never passes against stale
+/// code.
+pub fn fieldsync_binary() -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os("FIELDSYNC_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let exe = std::env::current_exe()?;
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .context("the test executable is not in target/<profile>/deps")?;
+            profile_dir.join(format!("fieldsync{}", std::env::consts::EXE_SUFFIX))
+        }
+    };
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .with_context(|| {
+            format!(
+                "the fieldsync binary is missing at {}: build it with `cargo build --workspace \
+                 --bins` (scripts/test does) or point FIELDSYNC_BIN at it",
+                path.display()
+            )
+        })?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    for dir in [
+        "server/src",
+        "shared/src",
+        "storage/src",
+        "storage/migrations",
+    ] {
+        newest_file(&root.join(dir), &mut newest);
+    }
+    if let Some((modified, source)) = newest
+        && modified > built
+    {
+        bail!(
+            "the fieldsync binary at {} is older than {}: rebuild it with `cargo build \
+             --workspace --bins` (scripts/test does)",
+            path.display(),
+            source.display()
+        );
+    }
+    Ok(path)
+}
+
+fn newest_file(dir: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        // Test-only modules (`tests.rs`, the engine simulator) are not part of the binary, and
+        // cargo does not relink it when only they change.
+        let test_only = path
+            .file_name()
+            .is_some_and(|n| n == "tests.rs" || n == "sim.rs" || n == "tests");
+        if test_only {
+            continue;
+        }
+        if path.is_dir() {
+            newest_file(&path, newest);
+        } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+            && newest.as_ref().is_none_or(|(t, _)| modified > *t)
+        {
+            *newest = Some((modified, path));
+        }
+    }
+}
+
+/// Runs `fieldsync <args> --data-dir <data_dir>` to completion and returns its stdout.
+pub fn cli(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(fieldsync_binary()?)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("FIELDSYNC_CONFIG")
+        .env("FIELDSYNC_LOG", "warn")
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "fieldsync {}: {}: {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+/// `fieldsync serve` as a child process on a random loopback port. Dropping it kills it.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `127.0.0.1:0` and waits until it logs the address it serves on
+    /// (blocking the calling thread for that moment).
+    pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(fieldsync_binary()?)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("FIELDSYNC_CONFIG")
+            .env("FIELDSYNC_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().context("no stderr pipe")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let (found, addr) = std::sync::mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            // Keeps reading to the end, so the child never blocks on a full pipe.
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains("serving")
+                        && let Some(addr) = logged_addr(&line)
+                    {
+                        let _ = found.send(addr);
+                    }
+                    let mut log = log
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let mut server = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.to_owned(),
+            log,
         };
-        Ok(SyncClient::connect(&self.ws_url(), &token, options, store).await?)
+        match addr.recv_timeout(SETTLE) {
+            Ok(addr) => server.addr = addr,
+            Err(_) => bail!("fieldsync serve did not start; its log:\n{}", server.log()),
+        }
+        Ok(server)
+    }
+
+    /// SIGKILL: no shutdown, no flush, nothing the process could do about it.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        // `Child::kill` sends SIGKILL on Unix.
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/sync", self.addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `addr=…` field of the server's "serving" log line.
+fn logged_addr(line: &str) -> Option<SocketAddr> {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .and_then(|addr| addr.parse().ok())
+}
+
+// ---- a raw WebSocket peer ----------------------------------------------------------------
+
+/// What a raw peer read from the server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Message(Message),
+    /// A close frame (code and reason), or the socket ended without one (`None`).
+    Closed(Option<(u16, String)>),
+}
+
+/// How the server ended a connection: the `error` messages it sent, then the close frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub errors: Vec<String>,
+    pub close: Option<(u16, String)>,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket peer that sends whatever bytes a test wants, for hostile-input tests.
+#[derive(Debug)]
+pub struct RawPeer {
+    ws: Ws,
+    pub peer_id: String,
+}
+
+impl RawPeer {
+    /// Opens `/sync` with `token` (as a bearer header, if any), without joining.
+    pub async fn connect(
+        ws_url: &str,
+        token: Option<&str>,
+        peer_id: &str,
+    ) -> Result<Self, tungstenite::Error> {
+        let mut request = ws_url.into_client_request()?;
+        if let Some(token) = token {
+            let value = tungstenite::http::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Self {
+            ws,
+            peer_id: peer_id.to_owned(),
+        })
+    }
+
+    /// Connects and completes the handshake as `peer_id`.
+    pub async fn joined(ws_url: &str, token: &str, peer_id: &str) -> anyhow::Result<Self> {
+        let mut peer = Self::connect(ws_url, Some(token), peer_id).await?;
+        peer.send(&peer.join_message(&["1"])).await?;
+        match peer.next(SETTLE).await? {
+            Incoming::Message(Message::Peer(_)) => Ok(peer),
+            other => bail!("expected `peer` after `join`, got {other:?}"),
+        }
+    }
+
+    pub fn join_message(&self, versions: &[&str]) -> Message {
+        Message::Join(JoinMessage {
+            sender_id: PeerId::new(self.peer_id.clone()),
+            supported_protocol_versions: versions.iter().map(|v| (*v).to_owned()).collect(),
+            peer_metadata: PeerMetadata::default(),
+        })
+    }
+
+    pub async fn send(&mut self, message: &Message) -> anyhow::Result<()> {
+        self.send_bytes(protocol::encode(message)).await
+    }
+
+    pub async fn send_bytes(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.ws.send(WsMessage::Binary(bytes.into())).await?;
+        Ok(())
+    }
+
+    pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
+        self.ws.send(WsMessage::Text(text.into())).await?;
+        Ok(())
+    }
+
+    /// The next protocol message or close, skipping pings; fails after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> anyhow::Result<Incoming> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .context("timed out waiting for a frame from the server")?;
+            match frame {
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    let message = protocol::decode(&bytes, &protocol::Limits::default())
+                        .context("the server sent a frame that does not decode")?;
+                    return Ok(Incoming::Message(message));
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return Ok(Incoming::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Ok(Incoming::Closed(None)),
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection; fails if it does not within `timeout`.
+    pub async fn refusal(&mut self, timeout: Duration) -> anyhow::Result<Refusal> {
+        let mut errors = Vec::new();
+        loop {
+            match self.next(timeout).await? {
+                Incoming::Message(Message::Error(e)) => errors.push(e.message),
+                Incoming::Message(_) => {}
+                Incoming::Closed(close) => return Ok(Refusal { errors, close }),
+            }
+        }
     }
 }
 

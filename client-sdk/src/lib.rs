@@ -1,8 +1,34 @@
-//! The technician device library: a local SQLite store and sync with the branch server.
+//! The technician device library: a local SQLite store that works fully offline, typed job
+//! edits, the customer's signed acknowledgement, and background sync with the branch server.
 //!
-//! Today it holds the connection layer that tests and tools use ([`connection`]); the typed
-//! job API, reconnects and the `fieldsync-tech` CLI come with the client SDK issue.
+//! A technician app opens a [`Device`] (its store file, its key file, who it is), edits jobs
+//! with typed methods ([`JobEdit`], [`Device::add_part`], [`Device::acknowledge`]…) whether or
+//! not a network exists, and calls [`Device::start_sync`] with the server's URL and a token
+//! source. Every edit is durable in the store before the call returns; sync runs in the
+//! background, reconnecting with backoff, and picks up unsynced changes after a restart.
+//! [`Device::events`] and [`Device::job_status`] tell the app what changed and what is still
+//! waiting for the server.
+//!
+//! Inside, one task per device owns the shared sync engine (client role) for as long as the
+//! store is open (`node`); connections attach to it and detach (`connection`), redialled by a
+//! supervisor (`sync`). [`SyncClient`] is a bare single connection, for tools and tests.
 
-pub mod connection;
+#[cfg(feature = "cli")]
+pub mod cli;
+mod connection;
+mod device;
+mod edit;
+mod events;
+mod node;
+mod sync;
 
 pub use connection::{ClientEvent, ConnectError, ConnectOptions, SyncClient};
+pub use device::{AckStatus, ClientError, Device, DeviceConfig, JobEntry, JobStatus};
+pub use edit::{EditFailure, JobEdit, edit_automerge};
+pub use events::{Event, Origin, SyncState};
+pub use node::now;
+pub use sync::{Backoff, SyncOptions, TokenError, TokenFuture, TokenSource};
+
+/// What an app needs from the shared model to fill in edits.
+pub use fieldsync_shared::job::doc::{PartDraft, PartUpdate};
+pub use fieldsync_shared::report::AckDraft;

@@ -1,5 +1,6 @@
 //! The desk API, as much as the edge server issue needs: create a job and assign it, read a
-//! job. Desk tokens only; errors are JSON with a stable code (see `error.rs`).
+//! job (desk tokens only); and `GET /api/me`, which tells a device its technician's assignment
+//! index. Errors are JSON with a stable code (see `error.rs`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,8 +33,36 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
     axum::Router::new()
         .route("/api/jobs", post(create_job))
         .route("/api/jobs/{id}", get(get_job))
+        .route("/api/me", get(me))
         .route("/api/jobs/{id}/technicians", put(set_technicians))
         .route("/api/reports/{id}", get(get_report))
+}
+
+/// `GET /api/me` for a device token: who the device is and where its technician's assignment
+/// index is, so a device need not be told the index out of band. The index URL is null until
+/// the technician's first job is assigned.
+async fn me(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let principal = authenticate(&state, token_from(&headers, None)).map_err(|e| {
+        state.metrics.refused(e.code());
+        ApiError::unauthorized(&e)
+    })?;
+    let Principal::Device {
+        device_id,
+        technician,
+    } = principal
+    else {
+        return Err(ApiError::forbidden("`/api/me` answers device tokens only"));
+    };
+    let index = state.registry_read().index_doc(&technician);
+    Ok(Json(json!({
+        "device_id": device_id,
+        "technician": technician,
+        "branch_id": state.branch_id,
+        "assignment_index_url": index.map(|i| i.url()),
+    })))
 }
 
 /// Who may do what at the desk.
@@ -239,20 +268,6 @@ fn to_automerge(mut doc: AutoCommit) -> Result<Automerge, ApiError> {
     Automerge::load(&doc.save()).map_err(|e| ApiError::internal("document_error", e))
 }
 
-/// Applies an edit written against `AutoCommit` to an engine-held `Automerge`: the edit runs
-/// on a copy and only its new changes are merged back.
-pub fn edit_autocommit(
-    doc: &mut Automerge,
-    f: impl FnOnce(&mut AutoCommit) -> Result<(), String>,
-) -> Result<(), String> {
-    let heads = doc.get_heads();
-    let mut copy = AutoCommit::load(&doc.save()).map_err(|e| e.to_string())?;
-    f(&mut copy)?;
-    let new = copy.save_after(&heads);
-    doc.load_incremental(&new).map_err(|e| e.to_string())?;
-    Ok(())
-}
-
 async fn create_job(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -310,17 +325,7 @@ async fn remove_from_index(
         .hub
         .edit(
             index_id,
-            LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
-                edit_autocommit(doc, |ac| {
-                    let mut index = IndexDoc::from_autocommit(std::mem::take(ac));
-                    let result = index
-                        .remove_job(&job_id)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string());
-                    *ac = index.into_inner();
-                    result
-                })
-            })),
+            LocalEdit::index(move |index| index.remove_job(&job_id)),
         )
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?;
@@ -340,17 +345,7 @@ async fn add_to_index(
                 .hub
                 .edit(
                     index_id,
-                    LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
-                        edit_autocommit(doc, |ac| {
-                            let mut index = IndexDoc::from_autocommit(std::mem::take(ac));
-                            let result = index
-                                .add_job(&job_id)
-                                .map(|_| ())
-                                .map_err(|e| e.to_string());
-                            *ac = index.into_inner();
-                            result
-                        })
-                    })),
+                    LocalEdit::index(move |index| index.add_job(&job_id)),
                 )
                 .await
                 .map_err(|e| ApiError::internal("storage_error", e))?;
@@ -443,14 +438,7 @@ async fn set_technicians(
         .hub
         .edit(
             job_id,
-            LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
-                edit_autocommit(doc, |ac| {
-                    let mut job = JobDoc::from_autocommit(std::mem::take(ac));
-                    let result = job.set_technicians(&list).map_err(|e| e.to_string());
-                    *ac = job.into_inner();
-                    result
-                })
-            })),
+            LocalEdit::job(move |job| job.set_technicians(&list)),
         )
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?;

@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use automerge::{Automerge, ChangeHash};
+use automerge::ChangeHash;
 use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::sync::{
     CloseCode, ConnId, Effect, Engine, EngineConfig, Input, LocalEdit, LocalEditError, Principal,
@@ -30,9 +30,6 @@ pub enum Outbound {
     Close(CloseCode, String),
 }
 
-/// A look at a loaded document, run on the hub thread.
-pub type InspectFn = Box<dyn FnOnce(Option<&Automerge>) + Send>;
-
 /// Messages to the hub.
 pub enum HubInput {
     /// A new authenticated connection and the channel to reach it.
@@ -49,8 +46,6 @@ pub enum HubInput {
         edit: LocalEdit,
         reply: oneshot::Sender<Result<Vec<ChangeHash>, LocalEditError>>,
     },
-    /// Run `f` on the engine's view of a document if it is loaded.
-    Inspect { doc: DocumentId, f: InspectFn },
     /// Stop after answering everything queued before.
     Shutdown(oneshot::Sender<()>),
 }
@@ -72,7 +67,6 @@ impl std::fmt::Debug for HubInput {
             HubInput::Open { conn, .. } => write!(f, "Open({conn:?})"),
             HubInput::Engine(input, _) => write!(f, "Engine({input:?})"),
             HubInput::Edit { doc, .. } => write!(f, "Edit({doc})"),
-            HubInput::Inspect { doc, .. } => write!(f, "Inspect({doc})"),
             HubInput::Shutdown(_) => f.write_str("Shutdown"),
         }
     }
@@ -216,7 +210,6 @@ impl Worker {
                 self.edits.insert(token, reply);
                 self.feed(Input::Edit { doc, edit, token }, None);
             }
-            HubInput::Inspect { doc, f } => f(self.engine.document(&doc)),
             HubInput::Shutdown(_) => {}
         }
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use automerge::{Automerge, ChangeHash};
 use fieldsync_shared::ids::DocumentId;
-use fieldsync_shared::job::doc::{JobDoc, read_job};
+use fieldsync_shared::job::doc::read_job;
 use fieldsync_shared::job::{Job, RefusalReason, ReportOutcome, TimelineEvent};
 use fieldsync_shared::report::{SignedReport, TrustStore};
 use fieldsync_shared::rules::completeness;
@@ -21,7 +21,6 @@ use fieldsync_shared::sync::LocalEdit;
 use fieldsync_shared::time::Timestamp;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::api::edit_autocommit;
 use crate::app::{AppState, now};
 
 /// Where signed reports are kept: `meta` namespace `reports`, key = report id, value = the
@@ -125,17 +124,10 @@ pub async fn consider(state: &Arc<AppState>, doc: DocumentId) {
         .hub
         .edit(
             doc,
-            LocalEdit::Change(Box::new(move |am: &mut Automerge| {
-                edit_autocommit(am, |ac| {
-                    let mut job = JobDoc::from_autocommit(std::mem::take(ac));
-                    let result = job
-                        .set_report_outcome(&outcome)
-                        .and_then(|()| job.add_timeline_event(&event))
-                        .map_err(|e| e.to_string());
-                    *ac = job.into_inner();
-                    result
-                })
-            })),
+            LocalEdit::job(move |job| {
+                job.set_report_outcome(&outcome)?;
+                job.add_timeline_event(&event)
+            }),
         )
         .await;
     if let Err(e) = written {

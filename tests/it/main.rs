@@ -1,4 +1,13 @@
 //! One integration test binary; a module per area.
 
+mod access;
+mod auth;
+mod bad_input;
+mod client_sdk;
+mod durability;
+mod js_interop;
+mod protocol;
+mod registry;
 mod reports;
+mod samod_interop;
 mod sync;

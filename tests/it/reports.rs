@@ -1,11 +1,9 @@
 //! Report signing at the edge (R7, R8, R11, R13) and offline verification.
 
-use automerge::Automerge;
 use fieldsync_client::SyncClient;
-use fieldsync_server::api::edit_autocommit;
 use fieldsync_server::auth::DeskRole;
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
-use fieldsync_shared::job::doc::{JobDoc, PartDraft, read_job};
+use fieldsync_shared::job::doc::{EditError, JobDoc, PartDraft, read_job};
 use fieldsync_shared::job::{CheckOut, Completion, Job, ReportOutcome, SignatureMark, Survey};
 use fieldsync_shared::keys::KeyPair;
 use fieldsync_shared::report::{AckDraft, VerifyError, sign_acknowledgement};
@@ -19,20 +17,10 @@ const T0: i64 = 1_793_000_000_000;
 async fn edit(
     client: &SyncClient,
     job: DocumentId,
-    f: impl FnOnce(&mut JobDoc) -> Result<(), String> + Send + 'static,
+    f: impl FnOnce(&mut JobDoc) -> Result<(), EditError> + Send + 'static,
 ) -> anyhow::Result<()> {
     client
-        .edit(
-            job,
-            LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
-                edit_autocommit(doc, |ac| {
-                    let mut jd = JobDoc::from_autocommit(std::mem::take(ac));
-                    let result = f(&mut jd);
-                    *ac = jd.into_inner();
-                    result
-                })
-            })),
-        )
+        .edit(job, LocalEdit::job(f))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
@@ -59,7 +47,6 @@ async fn do_the_work(client: &SyncClient, job: DocumentId) -> anyhow::Result<()>
                 .map(|_| ())
             })
             .and_then(|()| jd.set_customer_opinion(Some("Quick and tidy")))
-            .map_err(|e| e.to_string())
     })
     .await
 }
@@ -97,10 +84,7 @@ async fn acknowledge(
         device.clone(),
         key,
     )?;
-    edit(client, job, move |jd| {
-        jd.set_acknowledgement(&ack).map_err(|e| e.to_string())
-    })
-    .await
+    edit(client, job, move |jd| jd.set_acknowledgement(&ack)).await
 }
 
 async fn check_out_and_complete(
@@ -115,14 +99,12 @@ async fn check_out_and_complete(
                 at: Timestamp::from_millis(at),
                 by: tech(),
                 note: "reported to the desk".into(),
-            })
-            .map_err(|e| e.to_string())?;
+            })?;
         }
         jd.request_completion(&Completion {
             at: Timestamp::from_millis(at + 1),
             by: tech(),
         })
-        .map_err(|e| e.to_string())
     })
     .await
 }
@@ -215,7 +197,6 @@ async fn an_incomplete_job_is_refused_with_every_reason_visible_on_the_device() 
     // A part added after the customer signed: the acknowledgement no longer matches.
     edit(&client, created.job, |jd| {
         jd.set_solution(Some("Replaced the capacitor and a fuse"))
-            .map_err(|e| e.to_string())
     })
     .await?;
     // And no check-out (R11).

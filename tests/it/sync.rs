@@ -1,10 +1,16 @@
 //! Two real clients sync a job through a real server (edge server issue).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use automerge::transaction::Transactable;
 use automerge::{ROOT, ReadDoc};
 use fieldsync_shared::job::doc::read_job;
 use fieldsync_shared::sync::LocalEdit;
-use fieldsync_tests::{SETTLE, TestServer, temp_dir};
+use fieldsync_storage::{Store, StoreConfig};
+use fieldsync_tests::{
+    SETTLE, TestServer, append_notes, connect_client, eventually, notes, notes_of, temp_dir,
+};
 
 fn set_fault_cause(text: &'static str) -> LocalEdit {
     LocalEdit::Change(Box::new(move |doc| {
@@ -225,5 +231,49 @@ async fn graceful_shutdown_tells_connected_devices_why_and_flushes() -> anyhow::
         Some((Some(1001), "server shutting down".to_owned())),
         "the close frame says the server is going away"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_made_offline_reach_the_server_when_the_device_reconnects() -> anyhow::Result<()> {
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_in(data.path()).await?;
+    let a = server.enroll("tech-wang", "dev-a")?;
+    let created = server.create_job("tech-wang").await?;
+    let store = Arc::new(Store::open(
+        devices.path().join("dev-a.sqlite"),
+        StoreConfig::default(),
+    )?);
+    let token = server.device_token(&a, Duration::from_secs(600))?;
+
+    let online = connect_client(&server.ws_url(), &token, a.as_str(), Arc::clone(&store)).await?;
+    online.subscribe(created.job);
+    assert!(
+        online
+            .wait_for(created.job, SETTLE, |d| notes(d).is_some())
+            .await,
+        "the device receives the job"
+    );
+    // Offline: the connection is closed and the device keeps working on its own store.
+    online.close();
+    online
+        .edit(created.job, append_notes("Gate code 4412."))
+        .await?;
+
+    // Reconnecting resumes from the sync state saved at the disconnect. The device's first
+    // message carries no changes (it cannot know yet what the server lacks); the server
+    // answers with what it needs, and that answer, itself without changes, must be answered.
+    let back = connect_client(&server.ws_url(), &token, a.as_str(), store).await?;
+    back.subscribe(created.job);
+    eventually(SETTLE, "the server holds the offline edit", || async {
+        server
+            .get_job(created.job)
+            .await
+            .ok()
+            .filter(|body| notes_of(body) == "Gate code 4412.")
+    })
+    .await?;
+    server.stop().await?;
     Ok(())
 }

@@ -23,7 +23,17 @@
 //!
 //! A v2 message has the same layout; its one "change" is a whole saved document. automerge
 //! ignores whatever follows the flags (that is how flags were added compatibly), and so does
-//! this check. The check reads only lengths and the bloom parameters; it allocates nothing.
+//! this check. The check reads lengths, the bloom parameters and the chunk headers, and
+//! hashes each chunk to verify its checksum; it allocates nothing.
+//!
+//! Chunks are checked because automerge applies them with `load_incremental`, which on a
+//! document that already has content drops a corrupt chunk without an error: the peer would
+//! never learn why its change went nowhere. Each chunk is
+//!
+//! ```text
+//! chunk     = magic:85 6f 4a 83  checksum:byte{4}  type:u8  len:uleb128  data:byte{len}
+//! checksum  = first 4 bytes of SHA-256(type len data)
+//! ```
 
 /// Bounds on what [`check_sync_message`] accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +106,8 @@ pub enum SyncCheckError {
     },
     #[error("change {index} is not an automerge chunk")]
     BadChange { index: usize },
+    #[error("change {index} is corrupt: its checksum does not match")]
+    ChangeChecksum { index: usize },
 }
 
 impl SyncCheckError {
@@ -113,6 +125,7 @@ impl SyncCheckError {
             SyncCheckError::BloomProbes { .. } => "bloom_probes",
             SyncCheckError::BloomLength { .. } => "bloom_length",
             SyncCheckError::BadChange { .. } => "bad_change",
+            SyncCheckError::ChangeChecksum { .. } => "change_checksum",
         }
     }
 }
@@ -131,8 +144,9 @@ const HASH_LEN: u64 = 32;
 const MAX_BLOOM_BITS_BYTES: u128 = (1 << 29) - 1;
 
 /// Checks that `bytes` is a sync message automerge 0.12 can decode and use without
-/// panicking or allocating beyond the message's own size. `Ok` says nothing about whether
-/// the changes in it are valid; automerge still checks those when it applies them.
+/// panicking or allocating beyond the message's own size, and that its changes are whole,
+/// uncorrupted chunks. `Ok` says nothing about whether the changes make sense; automerge
+/// still checks that when it applies them.
 pub fn check_sync_message(bytes: &[u8], limits: &SyncLimits) -> Result<(), SyncCheckError> {
     if bytes.len() > limits.max_message_bytes {
         return Err(SyncCheckError::TooLarge {
@@ -160,9 +174,7 @@ pub fn check_sync_message(bytes: &[u8], limits: &SyncLimits) -> Result<(), SyncC
     let changes = c.count("changes", limits.max_changes, 1)?;
     for index in 0..changes {
         let len = c.length("changes")?;
-        if !c.take(len, "changes")?.starts_with(&CHUNK_MAGIC) {
-            return Err(SyncCheckError::BadChange { index });
-        }
+        check_chunks(c.take(len, "changes")?, index)?;
     }
 
     if !c.rest.is_empty() {
@@ -175,6 +187,46 @@ pub fn check_sync_message(bytes: &[u8], limits: &SyncLimits) -> Result<(), SyncC
             });
         }
         c.take(len, "flags")?;
+    }
+    Ok(())
+}
+
+/// Checks one entry of the changes: one or more whole chunks (automerge loads the entries
+/// one after the other, so a chunk may not spill into the next entry), each of a known type
+/// and with a checksum that matches. A compressed change (type 2) carries the checksum of its
+/// uncompressed form, which cannot be checked without inflating it; automerge checks that one
+/// (and never sends compressed changes in sync messages itself).
+fn check_chunks(entry: &[u8], index: usize) -> Result<(), SyncCheckError> {
+    use sha2::{Digest, Sha256};
+
+    let bad = SyncCheckError::BadChange { index };
+    if entry.is_empty() {
+        return Err(bad);
+    }
+    let mut c = Cursor { rest: entry };
+    while !c.rest.is_empty() {
+        let magic = c
+            .take(CHUNK_MAGIC.len(), "changes")
+            .map_err(|_| bad.clone())?;
+        if magic != CHUNK_MAGIC {
+            return Err(bad);
+        }
+        let checksum = c.take(4, "changes").map_err(|_| bad.clone())?;
+        let hashed = c.rest;
+        let chunk_type = c.take(1, "changes").map_err(|_| bad.clone())?[0];
+        let len = c.length("changes").map_err(|_| bad.clone())?;
+        c.take(len, "changes").map_err(|_| bad.clone())?;
+        let hashed = &hashed[..hashed.len() - c.rest.len()];
+        match chunk_type {
+            // Document, change, bundle: the checksum covers type, length and data.
+            0 | 1 | 3 => {
+                if Sha256::digest(hashed)[..4] != *checksum {
+                    return Err(SyncCheckError::ChangeChecksum { index });
+                }
+            }
+            2 => {}
+            _ => return Err(bad),
+        }
     }
     Ok(())
 }

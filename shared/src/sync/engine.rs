@@ -103,6 +103,56 @@ pub enum LocalEdit {
     Change(EditFn),
 }
 
+impl LocalEdit {
+    /// A typed edit of a job document (see `job::doc::JobDoc`), as the engine applies it.
+    pub fn job(
+        f: impl FnOnce(&mut crate::job::doc::JobDoc) -> Result<(), crate::job::doc::EditError>
+        + Send
+        + 'static,
+    ) -> Self {
+        LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
+            edit_via_autocommit(doc, |ac| {
+                let mut job = crate::job::doc::JobDoc::from_autocommit(std::mem::take(ac));
+                let result = f(&mut job).map_err(|e| e.to_string());
+                *ac = job.into_inner();
+                result
+            })
+        }))
+    }
+
+    /// A typed edit of an assignment index document (see `job::index::IndexDoc`).
+    pub fn index(
+        f: impl FnOnce(&mut crate::job::index::IndexDoc) -> Result<bool, crate::job::doc::EditError>
+        + Send
+        + 'static,
+    ) -> Self {
+        LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
+            edit_via_autocommit(doc, |ac| {
+                let mut index = crate::job::index::IndexDoc::from_autocommit(std::mem::take(ac));
+                let result = f(&mut index).map(|_| ()).map_err(|e| e.to_string());
+                *ac = index.into_inner();
+                result
+            })
+        }))
+    }
+}
+
+/// Applies an edit written against `AutoCommit` (the typed document wrappers) to an
+/// engine-held `Automerge`: the edit runs on a copy and only its new changes are merged back.
+/// The copy costs a save and a load of the document, which is fine for the occasional edit a
+/// person makes; bulk ingest goes through sync messages instead.
+pub fn edit_via_autocommit(
+    doc: &mut Automerge,
+    f: impl FnOnce(&mut automerge::AutoCommit) -> Result<(), String>,
+) -> Result<(), String> {
+    let heads = doc.get_heads();
+    let mut copy = automerge::AutoCommit::load(&doc.save()).map_err(|e| e.to_string())?;
+    f(&mut copy)?;
+    let new = copy.save_after(&heads);
+    doc.load_incremental(&new).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 impl fmt::Debug for LocalEdit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -257,6 +307,9 @@ pub struct EngineStats {
 enum DocStatus {
     Loading,
     Ready,
+    /// A write failed: the content is dropped, and the writes still in flight finish before
+    /// the document is loaded again. Sessions and edits wait as they do while loading.
+    Draining,
 }
 
 struct DocState {
@@ -271,10 +324,14 @@ struct DocState {
     chunks: usize,
     /// When the last session ended (for eviction).
     idle_since: Option<i64>,
+    /// The last content write emitted, which completes after every earlier one.
+    last_write: Option<WriteId>,
     /// Edits waiting for the load to finish.
     waiting_edits: Vec<(LocalEdit, u64)>,
-    /// Edits whose write is in flight: answered when it is done.
-    edits_in_flight: Vec<(WriteId, u64)>,
+    /// Edits whose write is in flight, with the heads right after each edit: answered with
+    /// those heads when the write is done. Not the document's heads at that moment: they may
+    /// include changes whose writes are still in flight.
+    edits_in_flight: Vec<(WriteId, u64, Vec<ChangeHash>)>,
 }
 
 struct Session {
@@ -286,6 +343,34 @@ struct Session {
     inbox: VecDeque<sync::Message>,
     /// Client role: nothing sent yet on this session.
     fresh: bool,
+    /// A message was received and not answered yet. A message without changes leaves the
+    /// document as it was, yet may ask for something (`need`, a bloom filter after a
+    /// reconnect): it must be answered even though nothing new is announced.
+    reply_due: bool,
+}
+
+/// A fresh sync state for a session with this access.
+///
+/// A read-only session uses automerge's read-only sync state: it never asks the peer for the
+/// changes it will not take, tells the peer not to send them (the READ_ONLY flag), and has
+/// nothing to answer once the peer is up to date. With a plain state, every answer to a
+/// peer's refused change asked for that change again, and the peer resent it: an endless
+/// exchange, thousands of messages a second.
+fn sync_state_for(access: Access) -> sync::State {
+    if access == Access::Read {
+        sync::State::new_read_only()
+    } else {
+        sync::State::new()
+    }
+}
+
+impl Session {
+    fn set_access(&mut self, access: Access) {
+        self.access = access;
+        // Going back to read-write resets the sync state (automerge does it), so that the
+        // peer resends what was ignored meanwhile.
+        self.state.set_read_only(access == Access::Read);
+    }
 }
 
 struct Peer {
@@ -379,6 +464,20 @@ impl Engine {
             .get(&conn)
             .and_then(|p| p.remote.as_ref())
             .map(|r| r.peer_id.as_str())
+    }
+
+    /// The heads this node and the peer on `conn` are both known to hold for `doc`
+    /// (automerge's `sync::State::shared_heads`), if that session exists.
+    ///
+    /// Read-only, for the client glue: a device compares them with its own heads to tell
+    /// whether the server holds every local change yet. The server announces only stored
+    /// heads (the durability barrier), so whatever these cover is durable on the server.
+    pub fn shared_heads(&self, conn: ConnId, doc: &DocumentId) -> Option<&[ChangeHash]> {
+        self.peers
+            .get(&conn)?
+            .sessions
+            .get(doc)
+            .map(|s| s.state.shared_heads.as_slice())
     }
 
     /// Handles one input at time `now` (milliseconds, any epoch) and returns what to do.
@@ -877,6 +976,7 @@ impl Engine {
                 unstored: 0,
                 dirty: false,
                 chunks: 0,
+                last_write: None,
                 idle_since: None,
                 waiting_edits: Vec::new(),
                 edits_in_flight: Vec::new(),
@@ -896,7 +996,7 @@ impl Engine {
             return false;
         };
         if let Some(session) = peer.sessions.get_mut(&doc_id) {
-            session.access = access;
+            session.set_access(access);
             return true;
         }
         let storage_id = peer
@@ -908,11 +1008,12 @@ impl Engine {
         peer.sessions.insert(
             doc_id,
             Session {
-                state: sync::State::new(),
+                state: sync_state_for(access),
                 access,
                 ready,
                 inbox: VecDeque::new(),
                 fresh: true,
+                reply_due: false,
             },
         );
         if let Some(doc) = self.docs.get_mut(&doc_id) {
@@ -1034,6 +1135,7 @@ impl Engine {
                                     unstored: 0,
                                     dirty: false,
                                     chunks: 0,
+                                    last_write: None,
                                     idle_since: Some(self.now),
                                     waiting_edits: Vec::new(),
                                     edits_in_flight: Vec::new(),
@@ -1080,10 +1182,7 @@ impl Engine {
                 continue;
             }
             while let Some(message) = session.inbox.pop_front() {
-                // Every received message deserves an answer (its needs, its heads), even when
-                // it brought nothing new: a peer without a persisted sync state would
-                // otherwise wait forever for the document it requested.
-                state.dirty = true;
+                session.reply_due = true;
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     state.doc.receive_sync_message(&mut session.state, message)
                 }));
@@ -1123,6 +1222,7 @@ impl Engine {
         let compact = self.docs.get_mut(&doc_id).and_then(|state| {
             state.unstored += 1;
             state.chunks += 1;
+            state.last_write = Some(id);
             (state.chunks > self.config.compact_after_chunks).then(|| {
                 state.chunks = 1;
                 state.unstored += 1;
@@ -1130,10 +1230,13 @@ impl Engine {
             })
         });
         if let Some(snapshot) = compact {
-            self.write(WriteOp::Compact {
+            let compacted = self.write(WriteOp::Compact {
                 doc: doc_id,
                 snapshot,
             });
+            if let Some(state) = self.docs.get_mut(&doc_id) {
+                state.last_write = Some(compacted);
+            }
         }
         id
     }
@@ -1166,10 +1269,21 @@ impl Engine {
             return;
         };
         state.unstored = state.unstored.saturating_sub(1);
+        if state.status == DocStatus::Draining {
+            // A write of content dropped after an earlier failure: only its end matters.
+            let drained = state.unstored == 0;
+            if let Err(e) = result {
+                self.refuse(None, "write_failed", format!("{doc_id}: {e}"));
+            }
+            if drained {
+                self.drained(doc_id);
+            }
+            return;
+        }
         let mut answered = Vec::new();
-        state.edits_in_flight.retain(|(w, token)| {
+        state.edits_in_flight.retain(|(w, token, heads)| {
             if *w == id {
-                answered.push(*token);
+                answered.push((*token, heads.clone()));
                 false
             } else {
                 true
@@ -1177,52 +1291,90 @@ impl Engine {
         });
         match result {
             Ok(()) => {
-                let heads = state.doc.get_heads();
                 let durable = state.unstored == 0;
-                for token in answered {
+                // Writes complete in order, so everything up to the edit is stored now.
+                for (token, heads) in answered {
                     self.out.push(Effect::EditDone {
                         token,
                         doc: doc_id,
-                        result: Ok(heads.clone()),
+                        result: Ok(heads),
                     });
                 }
                 if durable {
+                    let heads = state.doc.get_heads();
                     self.out.push(Effect::DocChanged { doc: doc_id, heads });
                     self.announce(doc_id);
                 }
             }
             Err(e) => {
-                // The document in memory now holds changes the disk does not. Drop it, so
+                // The document in memory now holds changes the disk does not. Drop them, so
                 // nothing unstored is ever announced, and close the sessions that fed it:
                 // their peers still hold the changes and resend them on reconnect.
-                for token in answered {
+                //
+                // Every edit still waiting on a write of this document is answered now: its
+                // change may build on what just failed, and nothing would answer it later.
+                let later = std::mem::take(&mut state.edits_in_flight);
+                let later = later.into_iter().map(|(_, token, heads)| (token, heads));
+                for (token, _) in answered.into_iter().chain(later) {
                     self.out.push(Effect::EditDone {
                         token,
                         doc: doc_id,
                         result: Err(LocalEditError::Storage(e.clone())),
                     });
                 }
+                // The document's later writes are still in flight. It drains them before it
+                // is loaded again (a load now could miss them, and their completions would
+                // count down the writes of the new state, lifting its barrier early).
+                state.status = DocStatus::Draining;
+                state.doc = Automerge::new();
+                state.dirty = false;
+                state.chunks = 0;
+                state.last_write = None;
+                let sessions = std::mem::take(&mut state.sessions);
+                let drained = state.unstored == 0;
                 self.refuse(None, "write_failed", format!("{doc_id}: {e}"));
-                if let Some(state) = self.docs.remove(&doc_id) {
-                    if let Some(since) = state.idle_since {
-                        self.idle.remove(&(since, doc_id));
+                for conn in sessions {
+                    // Forget the session before closing: its sync state may name the changes
+                    // that were not stored, and must not be persisted for the next connection.
+                    if let Some(peer) = self.peers.get_mut(&conn) {
+                        peer.sessions.remove(&doc_id);
                     }
-                    for conn in state.sessions {
-                        self.close(conn, CloseCode::Internal, "storage failure; reconnect");
-                    }
+                    self.close(conn, CloseCode::Internal, "storage failure; reconnect");
+                }
+                if drained {
+                    self.drained(doc_id);
                 }
             }
         }
     }
 
-    /// Sends what each ready session of the document needs, unless writes are in flight.
+    /// The last write of a document dropped after a write failure is done: load it afresh
+    /// if a session or an edit arrived meanwhile, else let it go.
+    fn drained(&mut self, doc_id: DocumentId) {
+        let Some(state) = self.docs.get_mut(&doc_id) else {
+            return;
+        };
+        if state.sessions.is_empty() && state.waiting_edits.is_empty() {
+            if let Some(since) = state.idle_since {
+                self.idle.remove(&(since, doc_id));
+            }
+            self.docs.remove(&doc_id);
+        } else {
+            state.status = DocStatus::Loading;
+            self.out.push(Effect::LoadDoc { doc: doc_id });
+        }
+    }
+
+    /// Sends what each ready session of the document needs, unless writes are in flight: to
+    /// every session when the content changed, else to those with a message to answer.
     fn announce(&mut self, doc_id: DocumentId) {
         let Some(state) = self.docs.get_mut(&doc_id) else {
             return;
         };
-        if state.status != DocStatus::Ready || state.unstored > 0 || !state.dirty {
+        if state.status != DocStatus::Ready || state.unstored > 0 {
             return;
         }
+        let changed = state.dirty;
         state.dirty = false;
         let conns: Vec<ConnId> = state.sessions.iter().copied().collect();
         let empty = state.doc.get_heads().is_empty();
@@ -1239,9 +1391,13 @@ impl Engine {
                 continue;
             };
             if !session.ready {
-                state.dirty = true;
+                state.dirty |= changed;
                 continue;
             }
+            if !changed && !session.reply_due {
+                continue;
+            }
+            session.reply_due = false;
             let generated = catch_unwind(AssertUnwindSafe(|| {
                 state.doc.generate_sync_message(&mut session.state)
             }));
@@ -1356,18 +1512,25 @@ impl Engine {
         }
         let after = state.doc.get_heads();
         if before == after {
-            self.out.push(Effect::EditDone {
-                token,
-                doc: doc_id,
-                result: Ok(after),
-            });
+            // Nothing to store, but the heads may hold changes whose writes are in flight:
+            // answer when the last of them is done, so the answer names only stored changes.
+            match state.last_write {
+                Some(last) if state.unstored > 0 => {
+                    state.edits_in_flight.push((last, token, after))
+                }
+                _ => self.out.push(Effect::EditDone {
+                    token,
+                    doc: doc_id,
+                    result: Ok(after),
+                }),
+            }
             return;
         }
         state.dirty = true;
         let bytes = state.doc.save_after(&before);
         let write = self.store_changes(doc_id, bytes);
         if let Some(state) = self.docs.get_mut(&doc_id) {
-            state.edits_in_flight.push((write, token));
+            state.edits_in_flight.push((write, token, after));
         }
     }
 
@@ -1397,6 +1560,7 @@ impl Engine {
         access: &dyn AccessPolicy,
     ) {
         let mut affected: Vec<(ConnId, DocumentId)> = Vec::new();
+        let mut changed: BTreeSet<DocumentId> = BTreeSet::new();
         if let Some(doc_id) = doc
             && let Some(state) = self.docs.get(&doc_id)
         {
@@ -1421,11 +1585,23 @@ impl Engine {
                     self.send_unavailable(conn, doc_id);
                 }
                 other => {
-                    if let Some(session) = peer.sessions.get_mut(&doc_id) {
-                        session.access = other;
+                    if let Some(session) = peer.sessions.get_mut(&doc_id)
+                        && session.access != other
+                    {
+                        session.set_access(other);
+                        changed.insert(doc_id);
                     }
                 }
             }
+        }
+        // A session whose mode changed starts a fresh exchange rather than wait for the
+        // peer's next message: a peer told it was read-only sends nothing on its own, so
+        // its offline changes would wait for the next reconnect.
+        for doc_id in changed {
+            if let Some(state) = self.docs.get_mut(&doc_id) {
+                state.dirty = true;
+            }
+            self.announce(doc_id);
         }
     }
 

@@ -9,9 +9,11 @@
 
 mod access;
 mod engine;
+#[cfg(test)]
+mod sim;
 
 pub use access::{Access, AccessPolicy, AllowAll, Principal};
 pub use engine::{
     CloseCode, ConnId, EditFn, Effect, Engine, EngineConfig, EngineRole, EngineStats, Input,
-    LocalEdit, LocalEditError, WriteId, WriteOp,
+    LocalEdit, LocalEditError, WriteId, WriteOp, edit_via_autocommit,
 };

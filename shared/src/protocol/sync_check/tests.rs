@@ -373,7 +373,7 @@ fn rejects_counts_beyond_limits_or_input() {
         ..SyncLimits::default()
     };
     let two_changes = Msg {
-        changes: vec![CHUNK_MAGIC.to_vec(), CHUNK_MAGIC.to_vec()],
+        changes: vec![real_change(1), real_change(2)],
         ..Msg::v1()
     };
     assert_eq!(check(&two_changes.bytes()), Ok(()));
@@ -422,22 +422,75 @@ fn rejects_malformed_leb128() {
     );
 }
 
-#[test]
-fn rejects_changes_that_are_not_chunks() {
-    let bytes = Msg {
-        changes: vec![CHUNK_MAGIC.to_vec(), b"not a change".to_vec()],
+/// The bytes of one real change chunk.
+fn real_change(actor: u8) -> Vec<u8> {
+    let mut doc = doc_with_changes(actor, 1);
+    doc.save_after(&[])
+}
+
+fn with_changes(changes: Vec<Vec<u8>>) -> Vec<u8> {
+    Msg {
+        changes,
         ..Msg::v1()
     }
-    .bytes();
+    .bytes()
+}
+
+#[test]
+fn rejects_changes_that_are_not_chunks() {
+    let bytes = with_changes(vec![real_change(1), b"not a change".to_vec()]);
     assert_eq!(check(&bytes), Err(SyncCheckError::BadChange { index: 1 }));
-    let empty_change = Msg {
-        changes: vec![vec![]],
-        ..Msg::v1()
-    };
+    for bad in [
+        vec![],
+        CHUNK_MAGIC.to_vec(),
+        // A chunk followed by the start of another.
+        [real_change(1), CHUNK_MAGIC.to_vec()].concat(),
+        // A chunk cut short.
+        real_change(1)[..20].to_vec(),
+    ] {
+        assert_eq!(
+            check(&with_changes(vec![bad])),
+            Err(SyncCheckError::BadChange { index: 0 })
+        );
+    }
+    // An unknown chunk type (the byte after magic and checksum).
+    let mut unknown = real_change(1);
+    unknown[8] = 9;
     assert_eq!(
-        check(&empty_change.bytes()),
+        check(&with_changes(vec![unknown])),
         Err(SyncCheckError::BadChange { index: 0 })
     );
+    // Two whole chunks in one entry are what automerge would load, so they pass.
+    let two = [real_change(1), real_change(2)].concat();
+    assert_eq!(check(&with_changes(vec![two])), Ok(()));
+}
+
+#[test]
+fn rejects_corrupt_chunks_by_their_checksum() {
+    let change = real_change(1);
+    // Every byte after the magic: in the checksum, the header or the data.
+    for i in CHUNK_MAGIC.len()..change.len() {
+        let mut corrupt = change.clone();
+        corrupt[i] ^= 0x01;
+        let result = check(&with_changes(vec![real_change(2), corrupt]));
+        assert!(
+            matches!(
+                result,
+                Err(SyncCheckError::ChangeChecksum { index: 1 }
+                    | SyncCheckError::BadChange { index: 1 })
+            ),
+            "byte {i}: {result:?}"
+        );
+    }
+    // automerge on a document with content drops such a chunk without an error, which is
+    // why the check exists.
+    let mut doc = doc_with_changes(3, 2);
+    let heads = doc.get_heads();
+    let mut corrupt = change.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x01;
+    assert!(doc.load_incremental(&corrupt).is_ok());
+    assert_eq!(doc.get_heads(), heads);
 }
 
 #[test]
@@ -531,6 +584,7 @@ fn error_codes_are_distinct() {
             actual: 1,
         },
         SyncCheckError::BadChange { index: 0 },
+        SyncCheckError::ChangeChecksum { index: 0 },
     ];
     let codes: std::collections::BTreeSet<_> = errors.iter().map(SyncCheckError::code).collect();
     assert_eq!(codes.len(), errors.len());

@@ -1,0 +1,786 @@
+//! [`Device`]: a technician's device. A local store that works fully offline, typed job edits
+//! that are durable before they return, the customer's signed acknowledgement, and background
+//! sync with the branch server.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use automerge::{ActorId, Automerge, ChangeHash};
+use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
+use fieldsync_shared::job::doc::{
+    EditError, FieldConflict, JobDoc, PartDraft, SchemaError, conflicts, read_job, read_job_at,
+};
+use fieldsync_shared::job::index::read_index;
+use fieldsync_shared::job::{
+    Acknowledgement, CheckOut, Completion, Job, PartLineId, SafetyBriefing,
+};
+use fieldsync_shared::keys::{KeyError, KeyPair, PublicKey};
+use fieldsync_shared::report::{
+    AckDraft, AckMatch, ReportError, acknowledged_content, acknowledgement_matches,
+    sign_acknowledgement,
+};
+use fieldsync_shared::rules::{Missing, completeness};
+use fieldsync_shared::sync::{EngineConfig, EngineRole, LocalEdit, LocalEditError};
+use fieldsync_shared::time::Timestamp;
+use fieldsync_storage::{StorageError, Store, StoreConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::edit::{EditFailure, JobEdit, edit_automerge};
+use crate::events::{Event, SyncState};
+use crate::node::{self, DEVICE, Hooks, INDEX, Node, NodeConfig, SyncRecord, now};
+use crate::sync::{Context, SyncOptions, supervise};
+
+/// Why a device operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("local store: {0}")]
+    Storage(#[from] StorageError),
+    #[error("device key: {0}")]
+    Key(#[from] KeyError),
+    #[error("the store belongs to {stored}, not {given}: one store is one device's")]
+    IdentityMismatch { stored: String, given: String },
+    #[error("the store {0} has no device identity: open it once with a DeviceConfig")]
+    NoIdentity(PathBuf),
+    #[error("no job {0} on this device")]
+    NotFound(DocumentId),
+    #[error("job {job} cannot be read: {source}")]
+    Schema {
+        job: DocumentId,
+        #[source]
+        source: SchemaError,
+    },
+    /// A typed edit refused (unknown part line, a newer schema…); nothing was changed.
+    #[error("edit refused: {0}")]
+    Edit(#[from] EditError),
+    /// The job is not ready to be finalised; every missing item is listed.
+    #[error("the job is not complete: {}", .0.iter().map(|m| m.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Incomplete(Vec<Missing>),
+    #[error("acknowledgement: {0}")]
+    Report(#[from] ReportError),
+    /// The engine refused or could not store the edit.
+    #[error("{0}")]
+    Engine(#[from] LocalEditError),
+    #[error("the device has been closed")]
+    Closed,
+}
+
+/// Who the device is and where it keeps its data.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// The SQLite file of the local store (created if missing).
+    pub store_path: PathBuf,
+    /// The device's secret key file (0600). Generated on first open if missing: the private
+    /// key never leaves the device; enroll its public key ([`Device::public_key`]).
+    pub key_path: PathBuf,
+    pub device_id: DeviceId,
+    pub technician: TechnicianId,
+    /// The technician's assignment index, when the app knows it (the desk API returns it as
+    /// `assignment_index_url`); otherwise sync asks the server (`GET /api/me`).
+    pub assignment_index: Option<DocumentId>,
+    /// Largest frame accepted from the server.
+    pub max_frame_bytes: usize,
+}
+
+impl DeviceConfig {
+    pub fn new(
+        store_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+        device_id: DeviceId,
+        technician: TechnicianId,
+    ) -> Self {
+        Self {
+            store_path: store_path.into(),
+            key_path: key_path.into(),
+            device_id,
+            technician,
+            assignment_index: None,
+            max_frame_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The identity written into the store on first open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Identity {
+    device_id: DeviceId,
+    technician: TechnicianId,
+    key_path: PathBuf,
+    /// The automerge actor of this store's changes (hex).
+    actor: String,
+    /// The storage id announced to the server, so sync state resumes across reconnects.
+    storage_id: String,
+}
+
+const IDENTITY: &str = "identity";
+
+/// One job in the list of assigned jobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEntry {
+    pub id: DocumentId,
+    /// The job as stored on the device; `None` until it has arrived from the server.
+    pub job: Option<Job>,
+    pub status: JobStatus,
+}
+
+/// How a job stands with the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobStatus {
+    /// Local changes the server is not known to hold yet.
+    pub unsynced: bool,
+    /// When the server last confirmed holding every local change.
+    pub last_synced: Option<Timestamp>,
+    /// The job document's heads on the device.
+    pub heads: Vec<ChangeHash>,
+}
+
+/// Whether the customer's acknowledgement still matches the job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AckStatus {
+    /// No acknowledgement has been taken.
+    None,
+    /// The acknowledged content is unchanged since the customer signed.
+    Matches(Acknowledgement),
+    /// The job changed after the customer signed: the acknowledgement must be taken again.
+    Stale {
+        acknowledgement: Acknowledgement,
+        /// The acknowledged fields that differ (`parts`, `diagnosis.fault_cause`…), or why
+        /// they cannot be told.
+        changed: Vec<String>,
+    },
+}
+
+/// A technician's device. See the crate docs.
+#[derive(Debug)]
+pub struct Device {
+    node: Node,
+    identity: Identity,
+    key: Arc<KeyPair>,
+    actor: ActorId,
+    store_path: PathBuf,
+    max_frame_bytes: usize,
+    sync: Mutex<Option<watch::Sender<bool>>>,
+}
+
+impl Device {
+    /// Opens (or creates) the device's store and key. Every job in the store is kept in sync
+    /// from now on whenever sync runs, including changes made before a restart.
+    pub async fn open(config: DeviceConfig) -> Result<Self, ClientError> {
+        tokio::task::spawn_blocking(move || Self::open_blocking(config))
+            .await
+            .map_err(|_| ClientError::Closed)?
+    }
+
+    /// Reopens a store that a [`DeviceConfig`] opened before, with the identity it holds.
+    pub async fn reopen(store_path: impl Into<PathBuf>) -> Result<Self, ClientError> {
+        let store_path = store_path.into();
+        let config = tokio::task::spawn_blocking(move || -> Result<DeviceConfig, ClientError> {
+            let store = Store::open(&store_path, StoreConfig::default())?;
+            let identity =
+                read_identity(&store)?.ok_or(ClientError::NoIdentity(store_path.clone()))?;
+            drop(store);
+            Ok(DeviceConfig::new(
+                store_path,
+                identity.key_path,
+                identity.device_id,
+                identity.technician,
+            ))
+        })
+        .await
+        .map_err(|_| ClientError::Closed)??;
+        Self::open(config).await
+    }
+
+    fn open_blocking(config: DeviceConfig) -> Result<Self, ClientError> {
+        let store = Store::open(&config.store_path, StoreConfig::default())?;
+        let identity = match read_identity(&store)? {
+            Some(identity) => {
+                if identity.device_id != config.device_id
+                    || identity.technician != config.technician
+                {
+                    return Err(ClientError::IdentityMismatch {
+                        stored: format!("{} of {}", identity.device_id, identity.technician),
+                        given: format!("{} of {}", config.device_id, config.technician),
+                    });
+                }
+                identity
+            }
+            None => {
+                let mut random = [0u8; 16];
+                getrandom::fill(&mut random).map_err(|e| KeyError::NoRandomness(e.to_string()))?;
+                let identity = Identity {
+                    device_id: config.device_id.clone(),
+                    technician: config.technician.clone(),
+                    key_path: config.key_path.clone(),
+                    actor: hex::encode(random),
+                    storage_id: format!("device-store-{}", hex::encode(&random[..8])),
+                };
+                let bytes = serde_json::to_vec(&identity).unwrap_or_default();
+                store.put_meta(DEVICE, IDENTITY, bytes).wait()?;
+                identity
+            }
+        };
+        let (key, created) = KeyPair::load_or_generate(&config.key_path)?;
+        if created {
+            tracing::info!(path = %config.key_path.display(), key_id = %key.id(), "generated the device key");
+        }
+        let actor = ActorId::from(hex::decode(&identity.actor).unwrap_or_default());
+        if let Some(index) = config.assignment_index {
+            store
+                .put_meta(DEVICE, INDEX, index.to_string().into_bytes())
+                .wait()?;
+        }
+        let index = store
+            .meta(DEVICE, INDEX)?
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse::<DocumentId>().ok());
+        let docs: Vec<DocumentId> = store
+            .doc_ids()?
+            .iter()
+            .filter_map(|d| d.parse().ok())
+            .collect();
+        let assigned = index
+            .and_then(|i| load(&store, i))
+            .and_then(|d| read_index(&d).ok())
+            .map(|idx| {
+                idx.jobs
+                    .iter()
+                    .filter_map(|u| DocumentId::from_url(u).ok())
+                    .collect::<BTreeSet<_>>()
+            })
+            .unwrap_or_default();
+        let records = node::load_sync_records(&store);
+
+        let mut engine = EngineConfig::new(EngineRole::Client, config.device_id.to_string());
+        engine.storage_id = Some(identity.storage_id.clone());
+        engine.wire_limits.max_message_bytes = config.max_frame_bytes;
+        engine.sync_limits.max_message_bytes = config.max_frame_bytes;
+        let node = Node::start(
+            Arc::new(store),
+            NodeConfig {
+                engine,
+                subscribe: docs,
+                index,
+                assigned,
+                records,
+                observe_jobs: true,
+            },
+            Hooks::new(),
+        );
+        Ok(Self {
+            node,
+            identity,
+            key: Arc::new(key),
+            actor,
+            store_path: config.store_path,
+            max_frame_bytes: config.max_frame_bytes,
+            sync: Mutex::new(None),
+        })
+    }
+
+    pub fn device_id(&self) -> &DeviceId {
+        &self.identity.device_id
+    }
+
+    pub fn technician(&self) -> &TechnicianId {
+        &self.identity.technician
+    }
+
+    /// The device's public key, for enrollment at the branch.
+    pub fn public_key(&self) -> &PublicKey {
+        self.key.public()
+    }
+
+    pub fn store_path(&self) -> &Path {
+        &self.store_path
+    }
+
+    // ---- sync --------------------------------------------------------------------------
+
+    /// Starts background sync (replacing any running one). Returns at once; watch
+    /// [`Self::sync_state`] or [`Self::events`] for progress.
+    pub fn start_sync(&self, options: SyncOptions) {
+        let (stop, stopped) = watch::channel(false);
+        let previous = self
+            .sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(stop);
+        if let Some(previous) = previous {
+            previous.send_replace(true);
+        }
+        let generation = self.node.hooks.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let ctx = Context {
+            node: self.node.clone(),
+            max_frame_bytes: self.max_frame_bytes,
+            generation,
+        };
+        tokio::spawn(supervise(ctx, options, stopped));
+    }
+
+    /// Stops background sync; the device keeps working offline.
+    pub fn stop_sync(&self) {
+        let current = self
+            .sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(stop) = current {
+            stop.send_replace(true);
+            // From here on the stopped supervisor's reports are ignored (see `Reporter`).
+            self.node.hooks.generation.fetch_add(1, Ordering::SeqCst);
+            self.node.hooks.set_state(SyncState::Offline);
+        }
+    }
+
+    pub fn sync_state(&self) -> SyncState {
+        self.node.hooks.state.borrow().clone()
+    }
+
+    /// Waits until the sync state satisfies `predicate`, or `timeout` passes; returns the
+    /// state it found.
+    pub async fn wait_for_state(
+        &self,
+        timeout: Duration,
+        predicate: impl FnMut(&SyncState) -> bool,
+    ) -> Option<SyncState> {
+        let mut rx = self.node.hooks.state.subscribe();
+        let found = tokio::time::timeout(timeout, rx.wait_for(predicate)).await;
+        match found {
+            Ok(Ok(state)) => Some(state.clone()),
+            _ => None,
+        }
+    }
+
+    /// A stream of what happens on the device.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.node.hooks.events.subscribe()
+    }
+
+    /// Tells the device which assignment index to follow (persisted).
+    pub fn set_assignment_index(&self, index: DocumentId) {
+        self.node.set_index(index);
+    }
+
+    /// The assignment index the device follows, if known.
+    pub async fn assignment_index(&self) -> Option<DocumentId> {
+        self.node.overview().await.index
+    }
+
+    /// A small setting the app keeps in the device's store (server URL, preferences).
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, ClientError> {
+        self.node
+            .setting(key, None)
+            .await
+            .map_err(|e| ClientError::Engine(LocalEditError::Storage(e)))
+    }
+
+    /// Stores an app setting durably.
+    pub async fn set_setting(
+        &self,
+        key: &str,
+        value: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        self.node
+            .setting(key, Some(value.into()))
+            .await
+            .map(|_| ())
+            .map_err(|e| ClientError::Engine(LocalEditError::Storage(e)))
+    }
+
+    /// Stops sync, waits until every edit is committed to the store, and closes it.
+    pub async fn close(self) {
+        self.stop_sync();
+        self.node.shutdown().await;
+    }
+
+    // ---- reading -----------------------------------------------------------------------
+
+    /// The jobs assigned to this technician (from the assignment index), or every job on the
+    /// device while the index is unknown.
+    pub async fn jobs(&self) -> Vec<JobEntry> {
+        let overview = self.node.overview().await;
+        let ids: Vec<DocumentId> = match overview.index {
+            Some(_) => overview.assigned,
+            None => overview.docs,
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let entry = self
+                .node
+                .read(id, move |view| {
+                    let job = view.doc.and_then(|d| read_job(d).ok());
+                    let status = status_of(view.doc, view.record);
+                    (job, status)
+                })
+                .await;
+            let Some((job, status)) = entry else {
+                continue;
+            };
+            if overview.index.is_none() && job.is_none() {
+                continue;
+            }
+            out.push(JobEntry { id, job, status });
+        }
+        out
+    }
+
+    /// The job as stored on the device.
+    pub async fn job(&self, id: DocumentId) -> Result<Job, ClientError> {
+        self.read_doc(id, move |d| {
+            read_job(d).map_err(|source| ClientError::Schema { job: id, source })
+        })
+        .await
+    }
+
+    /// Whether the job has unsynced local changes and when it last synced.
+    pub async fn job_status(&self, id: DocumentId) -> Result<JobStatus, ClientError> {
+        self.node
+            .read(id, |view| {
+                view.doc.is_some().then(|| status_of(view.doc, view.record))
+            })
+            .await
+            .ok_or(ClientError::Closed)?
+            .ok_or(ClientError::NotFound(id))
+    }
+
+    /// Fields that people set differently at the same time (shown, never hidden).
+    pub async fn conflicts(&self, id: DocumentId) -> Result<Vec<FieldConflict>, ClientError> {
+        self.read_doc(id, |d| Ok(conflicts(d))).await
+    }
+
+    /// Whether the customer's acknowledgement still matches the job, and why not.
+    pub async fn acknowledgement_status(&self, id: DocumentId) -> Result<AckStatus, ClientError> {
+        self.read_doc(id, move |d| {
+            let job = read_job(d).map_err(|source| ClientError::Schema { job: id, source })?;
+            ack_status(d, &job)
+        })
+        .await
+    }
+
+    /// Every item the job still lacks before the server can sign its report (R7, R8, R9,
+    /// R11), including an acknowledgement that no longer matches.
+    pub async fn missing(&self, id: DocumentId) -> Result<Vec<Missing>, ClientError> {
+        let job = self.job(id).await?;
+        missing_items(&job)
+    }
+
+    async fn read_doc<T: Send + 'static>(
+        &self,
+        id: DocumentId,
+        f: impl FnOnce(&Automerge) -> Result<T, ClientError> + Send + 'static,
+    ) -> Result<T, ClientError> {
+        self.node
+            .read(id, move |view| match view.doc {
+                Some(d) => f(d),
+                None => Err(ClientError::NotFound(id)),
+            })
+            .await
+            .ok_or(ClientError::Closed)?
+    }
+
+    // ---- editing -----------------------------------------------------------------------
+
+    /// Applies one typed edit; returns once it is durable in the local store.
+    pub async fn edit(&self, id: DocumentId, edit: JobEdit) -> Result<(), ClientError> {
+        self.edit_all(id, vec![edit]).await
+    }
+
+    /// Applies several typed edits together: all are stored, or none.
+    pub async fn edit_all(&self, id: DocumentId, edits: Vec<JobEdit>) -> Result<(), ClientError> {
+        self.with_job(id, move |doc| {
+            for edit in &edits {
+                edit.apply(doc)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// R7: adds a part line; returns its id.
+    pub async fn add_part(
+        &self,
+        id: DocumentId,
+        draft: PartDraft,
+    ) -> Result<PartLineId, ClientError> {
+        let line = PartLineId::random();
+        self.edit(
+            id,
+            JobEdit::AddPart {
+                id: line.clone(),
+                draft,
+            },
+        )
+        .await?;
+        Ok(line)
+    }
+
+    /// R32: records the site safety briefing, by this technician, now.
+    pub async fn record_safety_briefing(
+        &self,
+        id: DocumentId,
+        notes: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        let briefing = SafetyBriefing {
+            at: now(),
+            by: self.identity.technician.clone(),
+            notes: notes.into(),
+        };
+        self.edit(id, JobEdit::SafetyBriefing(briefing)).await
+    }
+
+    /// R11: checks out with the desk, by this technician, now.
+    pub async fn check_out(
+        &self,
+        id: DocumentId,
+        note: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        let check_out = CheckOut {
+            at: now(),
+            by: self.identity.technician.clone(),
+            note: note.into(),
+        };
+        self.edit(id, JobEdit::CheckOut(check_out)).await
+    }
+
+    /// R8, R9: records the customer's acknowledgement, signed by this device over the job's
+    /// canonical content and heads as they are at this moment (in the same step as it is
+    /// written, so no concurrent edit can slip in between).
+    pub async fn acknowledge(
+        &self,
+        id: DocumentId,
+        draft: AckDraft,
+    ) -> Result<Acknowledgement, ClientError> {
+        let key = Arc::clone(&self.key);
+        let device_id = self.identity.device_id.clone();
+        self.with_job(id, move |doc| {
+            let job = doc.read().map_err(EditError::from)?;
+            let heads: Vec<String> = doc.heads().iter().map(ChangeHash::to_string).collect();
+            let ack = sign_acknowledgement(&job, heads, draft, device_id, &key)
+                .map_err(JobFailure::Report)?;
+            doc.set_acknowledgement(&ack)?;
+            Ok(ack)
+        })
+        .await
+    }
+
+    /// Marks the job complete: asks the edge server to sign its report. Refused here, with
+    /// every missing item, when the server would refuse it (R7, R8, R9, R11, or an
+    /// acknowledgement the job no longer matches).
+    pub async fn request_completion(&self, id: DocumentId) -> Result<(), ClientError> {
+        let completion = Completion {
+            at: now(),
+            by: self.identity.technician.clone(),
+        };
+        self.with_job(id, move |doc| {
+            let job = doc.read().map_err(EditError::from)?;
+            let missing = missing_items(&job).map_err(|e| match e {
+                ClientError::Report(r) => JobFailure::Report(r),
+                other => JobFailure::Other(other.to_string()),
+            })?;
+            if !missing.is_empty() {
+                return Err(JobFailure::Incomplete(missing));
+            }
+            doc.request_completion(&completion)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs a typed edit on the job inside the engine, so it applies to the latest content
+    /// and is durable when this returns.
+    async fn with_job<T: Send + 'static>(
+        &self,
+        id: DocumentId,
+        f: impl FnOnce(&mut JobDoc) -> Result<T, JobFailure> + Send + 'static,
+    ) -> Result<T, ClientError> {
+        let slot: Arc<Mutex<Option<Result<T, ClientError>>>> = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&slot);
+        let actor = self.actor.clone();
+        let edit = LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
+            let result: Result<T, ClientError> = if doc.get_heads().is_empty() {
+                Err(ClientError::NotFound(id))
+            } else {
+                edit_automerge(doc, &actor, |ac| {
+                    let mut job = JobDoc::from_autocommit(std::mem::take(ac));
+                    let r = f(&mut job);
+                    *ac = job.into_inner();
+                    r
+                })
+                .map_err(|e| match e {
+                    EditFailure::Edit(f) => f.into_client(),
+                    EditFailure::Automerge(s) => ClientError::Engine(LocalEditError::Failed(s)),
+                })
+            };
+            let failed = result.as_ref().err().map(ToString::to_string);
+            *out.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
+            match failed {
+                Some(reason) => Err(reason),
+                None => Ok(()),
+            }
+        }));
+        let stored = self.node.edit(id, edit).await;
+        let value = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match (stored, value) {
+            (Ok(_), Some(Ok(v))) => Ok(v),
+            (_, Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(ClientError::Engine(e)),
+            (Ok(_), None) => Err(ClientError::Closed),
+        }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.stop_sync();
+    }
+}
+
+/// Why a typed edit inside the engine failed.
+#[derive(Debug)]
+enum JobFailure {
+    Edit(EditError),
+    Report(ReportError),
+    Incomplete(Vec<Missing>),
+    Other(String),
+}
+
+impl From<EditError> for JobFailure {
+    fn from(e: EditError) -> Self {
+        JobFailure::Edit(e)
+    }
+}
+
+impl JobFailure {
+    fn into_client(self) -> ClientError {
+        match self {
+            JobFailure::Edit(e) => ClientError::Edit(e),
+            JobFailure::Report(e) => ClientError::Report(e),
+            JobFailure::Incomplete(m) => ClientError::Incomplete(m),
+            JobFailure::Other(s) => ClientError::Engine(LocalEditError::Failed(s)),
+        }
+    }
+}
+
+fn read_identity(store: &Store) -> Result<Option<Identity>, ClientError> {
+    Ok(store
+        .meta(DEVICE, IDENTITY)?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+fn load(store: &Store, doc: DocumentId) -> Option<Automerge> {
+    let chunks = store.load_doc(&doc.to_string()).ok()??;
+    let mut d = Automerge::new();
+    for chunk in &chunks {
+        d.load_incremental(chunk).ok()?;
+    }
+    Some(d)
+}
+
+fn status_of(doc: Option<&Automerge>, record: Option<&SyncRecord>) -> JobStatus {
+    let heads = doc.map(Automerge::get_heads).unwrap_or_default();
+    let unsynced = match (doc, record) {
+        (Some(d), Some(r)) => r.unsynced(d),
+        (Some(d), None) => !d.get_heads().is_empty(),
+        (None, _) => false,
+    };
+    JobStatus {
+        unsynced,
+        last_synced: record.and_then(|r| r.synced_at),
+        heads,
+    }
+}
+
+fn missing_items(job: &Job) -> Result<Vec<Missing>, ClientError> {
+    let mut missing = completeness(job);
+    if let AckMatch::ContentChanged { .. } = acknowledgement_matches(job)? {
+        missing.push(Missing {
+            rule: "R8",
+            code: "stale_acknowledgement",
+            message: "the job changed after the customer signed: take the acknowledgement again"
+                .into(),
+        });
+    }
+    Ok(missing)
+}
+
+fn ack_status(doc: &Automerge, job: &Job) -> Result<AckStatus, ClientError> {
+    let Some(ack) = job.acknowledgement.clone() else {
+        return Ok(AckStatus::None);
+    };
+    match acknowledgement_matches(job)? {
+        AckMatch::Matches => Ok(AckStatus::Matches(ack)),
+        AckMatch::NoAcknowledgement => Ok(AckStatus::None),
+        AckMatch::ContentChanged { .. } => {
+            let heads: Option<Vec<ChangeHash>> = ack.heads.iter().map(|h| h.parse().ok()).collect();
+            let then = heads.and_then(|h: Vec<ChangeHash>| read_job_at(doc, &h).ok());
+            let changed = match then {
+                Some(then) => {
+                    let mut paths = Vec::new();
+                    diff(
+                        "",
+                        &acknowledged_content(&then)?,
+                        &acknowledged_content(job)?,
+                        &mut paths,
+                    );
+                    paths
+                }
+                None => vec!["(the signed content is not in this document's history)".into()],
+            };
+            Ok(AckStatus::Stale {
+                acknowledgement: ack,
+                changed,
+            })
+        }
+    }
+}
+
+/// The paths at which two JSON values differ: objects are compared key by key, anything else
+/// (lists included) as a whole.
+fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for key in keys {
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                let null = Value::Null;
+                diff(
+                    &child,
+                    x.get(key).unwrap_or(&null),
+                    y.get(key).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(path.to_owned()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::diff;
+
+    #[test]
+    fn diff_names_the_fields_that_changed() {
+        let a = json!({"parts": [1], "diagnosis": {"fault_cause": "x", "solution": "y"}});
+        let b = json!({"parts": [1, 2], "diagnosis": {"fault_cause": "z", "solution": "y"}});
+        let mut out = Vec::new();
+        diff("", &a, &b, &mut out);
+        assert_eq!(out, vec!["diagnosis.fault_cause", "parts"]);
+    }
+}

@@ -1,0 +1,815 @@
+//! The engine's home on a device: one task that owns the shared sync engine (client role) for
+//! as long as the local store is open, whether or not a connection exists.
+//!
+//! Connections come and go ([`Node::attach`] hands the task a connection's outbox, frames
+//! arrive as commands, [`Command::Detach`] ends it); local edits, reads and subscriptions work
+//! the same with or without one. The task carries out the engine's effects against the store
+//! (loads on the blocking pool, writes through the store's writer thread) and turns them into
+//! [`Event`]s. It also keeps what a device wants to know beyond the engine: which heads the
+//! server is known to hold for each document (so "unsynced local changes" survives restarts),
+//! the assignment index and the jobs it lists, and report outcomes written by the server.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::{Automerge, ChangeHash, ReadDoc};
+use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::job::ReportOutcome;
+use fieldsync_shared::job::doc::read_job;
+use fieldsync_shared::job::index::read_index;
+use fieldsync_shared::protocol::{self, Message};
+use fieldsync_shared::sync::{
+    AllowAll, ConnId, Effect, Engine, EngineConfig, Input, LocalEdit, LocalEditError, Principal,
+    WriteId, WriteOp,
+};
+use fieldsync_shared::time::Timestamp;
+use fieldsync_storage::Store;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::events::{Event, Origin, SyncState};
+
+/// The `meta` namespace of the per-document sync records.
+const SYNCED: &str = "client_synced";
+/// The `meta` namespace and keys of the device's own settings.
+pub(crate) const DEVICE: &str = "device";
+pub(crate) const INDEX: &str = "assignment_index";
+/// The `meta` namespace of the app's own settings.
+const APP: &str = "app";
+
+/// What the server is known to hold of one document, persisted so that "unsynced local
+/// changes" and "last synced" are right after a restart with no connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncRecord {
+    /// Heads the server has acknowledged holding (everything before them is on its disk).
+    pub heads: Vec<ChangeHash>,
+    /// When the server last confirmed holding every local change of the document.
+    pub synced_at: Option<Timestamp>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredRecord {
+    heads: Vec<String>,
+    synced_at: Option<i64>,
+}
+
+impl SyncRecord {
+    fn encode(&self) -> Vec<u8> {
+        let stored = StoredRecord {
+            heads: self.heads.iter().map(ChangeHash::to_string).collect(),
+            synced_at: self.synced_at.map(Timestamp::as_millis),
+        };
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let stored: StoredRecord = serde_json::from_slice(bytes).ok()?;
+        let heads = stored
+            .heads
+            .iter()
+            .map(|h| h.parse::<ChangeHash>().ok())
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            heads,
+            synced_at: stored.synced_at.map(Timestamp::from_millis),
+        })
+    }
+
+    /// Whether `doc` holds changes the server is not known to hold.
+    pub fn unsynced(&self, doc: &Automerge) -> bool {
+        has_unsynced(doc, &self.heads)
+    }
+}
+
+/// Whether `doc` holds changes that are not ancestors of `acked`.
+pub(crate) fn has_unsynced(doc: &Automerge, acked: &[ChangeHash]) -> bool {
+    let heads = doc.get_heads();
+    if heads.iter().all(|h| acked.contains(h)) {
+        return false;
+    }
+    let known: Vec<ChangeHash> = acked
+        .iter()
+        .filter(|h| doc.get_change_by_hash(h).is_some())
+        .copied()
+        .collect();
+    !doc.get_changes_meta(&known).is_empty()
+}
+
+/// Reads every sync record in the store.
+pub(crate) fn load_sync_records(store: &Store) -> HashMap<DocumentId, SyncRecord> {
+    let entries = store.meta_entries(SYNCED).unwrap_or_default();
+    entries
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.parse().ok()?, SyncRecord::decode(&v)?)))
+        .collect()
+}
+
+/// The wall clock.
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    Timestamp::from_millis(ms)
+}
+
+/// Where events and the sync state go; shared by the node task and the connection supervisor.
+#[derive(Debug)]
+pub(crate) struct Hooks {
+    pub events: broadcast::Sender<Event>,
+    pub state: watch::Sender<SyncState>,
+    /// The number of the current sync supervisor; bumped when sync starts or stops.
+    pub generation: std::sync::atomic::AtomicU64,
+}
+
+impl Hooks {
+    pub fn new() -> Arc<Self> {
+        let (events, _) = broadcast::channel(4096);
+        let (state, _) = watch::channel(SyncState::Offline);
+        Arc::new(Self {
+            events,
+            state,
+            generation: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    pub fn set_state(&self, state: SyncState) {
+        let changed = self.state.send_if_modified(|current| {
+            if *current == state {
+                false
+            } else {
+                *current = state.clone();
+                true
+            }
+        });
+        if changed {
+            self.emit(Event::Sync(state));
+        }
+    }
+}
+
+/// A document as a read sees it: from the engine if loaded, else from the store.
+#[derive(Debug)]
+pub(crate) struct DocView<'a> {
+    pub doc: Option<&'a Automerge>,
+    pub record: Option<&'a SyncRecord>,
+}
+
+type ReadFn = Box<dyn FnOnce(DocView<'_>) + Send>;
+type EditReply = oneshot::Sender<Result<Vec<ChangeHash>, LocalEditError>>;
+
+/// What goes to a connection task.
+#[derive(Debug)]
+pub(crate) enum Out {
+    Frame(Vec<u8>),
+    Close(u16, String),
+}
+
+pub(crate) enum Command {
+    Attach {
+        conn: ConnId,
+        outbox: mpsc::UnboundedSender<Out>,
+        joined: oneshot::Sender<()>,
+    },
+    Frame {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    Detach {
+        conn: ConnId,
+    },
+    Subscribe(DocumentId),
+    SetIndex(DocumentId),
+    Edit {
+        doc: DocumentId,
+        edit: LocalEdit,
+        reply: EditReply,
+    },
+    Read {
+        doc: DocumentId,
+        f: ReadFn,
+    },
+    Overview {
+        reply: oneshot::Sender<Overview>,
+    },
+    /// Reads an app setting, after writing `set` if given.
+    Setting {
+        key: String,
+        set: Option<String>,
+        reply: oneshot::Sender<Result<Option<String>, String>>,
+    },
+    WriteDone {
+        id: WriteId,
+        result: Result<(), String>,
+    },
+    Loaded(Input),
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+/// How a node starts.
+#[derive(Debug)]
+pub(crate) struct NodeConfig {
+    pub engine: EngineConfig,
+    /// Documents to keep in sync from the start (every document of the store, on a device).
+    pub subscribe: Vec<DocumentId>,
+    /// The assignment index, if known, and the jobs it listed when the store was last open.
+    pub index: Option<DocumentId>,
+    pub assigned: BTreeSet<DocumentId>,
+    pub records: HashMap<DocumentId, SyncRecord>,
+    /// Follow the index and watch job report outcomes (a device); off for plain clients.
+    pub observe_jobs: bool,
+}
+
+/// What the node knows of the documents it keeps.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Overview {
+    pub index: Option<DocumentId>,
+    pub assigned: Vec<DocumentId>,
+    pub docs: Vec<DocumentId>,
+}
+
+/// A handle on the node task.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    commands: mpsc::UnboundedSender<Command>,
+    pub hooks: Arc<Hooks>,
+}
+
+/// Every ConnId a process hands out is distinct, so a late frame of an old connection can
+/// never be taken for the new one's.
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+pub(crate) fn next_conn() -> ConnId {
+    ConnId(NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+impl Node {
+    /// Starts the node task over `store`.
+    pub fn start(store: Arc<Store>, config: NodeConfig, hooks: Arc<Hooks>) -> Self {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let mut driver = Driver {
+            engine: Engine::new(config.engine),
+            store,
+            commands: commands.downgrade(),
+            hooks: Arc::clone(&hooks),
+            edits: HashMap::new(),
+            next_token: 0,
+            started: tokio::time::Instant::now(),
+            conns: HashMap::new(),
+            records: config.records,
+            index: config.index,
+            assigned: config.assigned,
+            reports: HashMap::new(),
+            observe_jobs: config.observe_jobs,
+            docs: BTreeSet::new(),
+        };
+        for doc in config.subscribe {
+            driver.subscribe(doc);
+        }
+        if let Some(index) = driver.index {
+            driver.subscribe(index);
+        }
+        tokio::spawn(driver.run(rx));
+        Self { commands, hooks }
+    }
+
+    fn send(&self, command: Command) -> bool {
+        self.commands.send(command).is_ok()
+    }
+
+    /// Keeps `doc` in sync with the server whenever connected.
+    pub fn subscribe(&self, doc: DocumentId) {
+        self.send(Command::Subscribe(doc));
+    }
+
+    /// Follows this assignment index (and the jobs it lists).
+    pub fn set_index(&self, doc: DocumentId) {
+        self.send(Command::SetIndex(doc));
+    }
+
+    /// The index, the jobs it lists and every document kept in sync, as the node knows them.
+    pub async fn overview(&self) -> Overview {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::Overview { reply }) {
+            return Overview::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Reads an app setting, writing `set` first (durably) if given.
+    pub async fn setting(&self, key: &str, set: Option<String>) -> Result<Option<String>, String> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Setting {
+            key: key.to_owned(),
+            set,
+            reply,
+        };
+        if !self.send(command) {
+            return Err("the device has been closed".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the device has been closed".into()))
+    }
+
+    /// Hands the node a new connection; `joined` fires once the handshake completed.
+    pub fn attach(
+        &self,
+        conn: ConnId,
+        outbox: mpsc::UnboundedSender<Out>,
+        joined: oneshot::Sender<()>,
+    ) -> bool {
+        self.send(Command::Attach {
+            conn,
+            outbox,
+            joined,
+        })
+    }
+
+    pub fn frame(&self, conn: ConnId, bytes: Vec<u8>) {
+        self.send(Command::Frame { conn, bytes });
+    }
+
+    pub fn detach(&self, conn: ConnId) {
+        self.send(Command::Detach { conn });
+    }
+
+    /// Applies a change locally; returns once it is durable in the local store.
+    pub async fn edit(
+        &self,
+        doc: DocumentId,
+        edit: LocalEdit,
+    ) -> Result<Vec<ChangeHash>, LocalEditError> {
+        let stopped = || LocalEditError::Storage("the device has been closed".into());
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::Edit { doc, edit, reply }) {
+            return Err(stopped());
+        }
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Runs `f` on the document as it is now (`None` inside if it is not stored).
+    pub async fn read<T: Send + 'static>(
+        &self,
+        doc: DocumentId,
+        f: impl FnOnce(DocView<'_>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let f: ReadFn = Box::new(move |view| {
+            let _ = tx.send(f(view));
+        });
+        if !self.send(Command::Read { doc, f }) {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// Closes every connection, waits for queued writes to be committed and stops the task.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Command::Shutdown { reply }) {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct ConnState {
+    outbox: mpsc::UnboundedSender<Out>,
+    joined: Option<oneshot::Sender<()>>,
+    /// Documents whose sync status was already confirmed on this connection.
+    confirmed: HashSet<DocumentId>,
+}
+
+struct Driver {
+    engine: Engine,
+    store: Arc<Store>,
+    /// Weak, so the task ends once every handle is gone.
+    commands: mpsc::WeakUnboundedSender<Command>,
+    hooks: Arc<Hooks>,
+    edits: HashMap<u64, EditReply>,
+    next_token: u64,
+    started: tokio::time::Instant,
+    conns: HashMap<ConnId, ConnState>,
+    records: HashMap<DocumentId, SyncRecord>,
+    index: Option<DocumentId>,
+    assigned: BTreeSet<DocumentId>,
+    /// The last report outcome seen per job, to tell when the server wrote a new one.
+    reports: HashMap<DocumentId, Option<ReportOutcome>>,
+    observe_jobs: bool,
+    /// Every document kept in sync.
+    docs: BTreeSet<DocumentId>,
+}
+
+impl Driver {
+    fn now(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = loop {
+            tokio::select! {
+                command = rx.recv() => match command {
+                    Some(Command::Shutdown { reply }) => break Some(reply),
+                    Some(command) => self.command(command),
+                    None => break None,
+                },
+                _ = tick.tick() => self.feed(Input::Tick),
+            }
+        };
+        for (_, conn) in self.conns.drain() {
+            let _ = conn
+                .outbox
+                .send(Out::Close(1000, "the device is closing".into()));
+        }
+        // Every write already handed to the store is committed before the store is dropped;
+        // dropping it joins the writer thread, so do that off the async workers.
+        let store = self.store;
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = store.flush().wait();
+            drop(store);
+        })
+        .await;
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Attach {
+                conn,
+                outbox,
+                joined,
+            } => {
+                self.conns.insert(
+                    conn,
+                    ConnState {
+                        outbox,
+                        joined: Some(joined),
+                        confirmed: HashSet::new(),
+                    },
+                );
+                self.feed(Input::Connected {
+                    conn,
+                    principal: Principal::Server,
+                });
+            }
+            Command::Frame { conn, bytes } => {
+                // Which document the frame is about, to check afterwards what the server now
+                // holds of it. The engine decodes the frame again; a device can afford it.
+                let doc = match protocol::decode(&bytes, &self.engine.config().wire_limits) {
+                    Ok(Message::Sync(m) | Message::Request(m)) => Some(m.document_id),
+                    _ => None,
+                };
+                self.feed(Input::Frame { conn, bytes });
+                if let Some(doc) = doc {
+                    self.check_synced(conn, doc);
+                }
+            }
+            Command::Detach { conn } => {
+                self.conns.remove(&conn);
+                self.feed(Input::Disconnected { conn });
+            }
+            Command::Subscribe(doc) => self.subscribe(doc),
+            Command::SetIndex(doc) => {
+                if self.index != Some(doc) {
+                    self.index = Some(doc);
+                    drop(
+                        self.store
+                            .put_meta(DEVICE, INDEX, doc.to_string().into_bytes()),
+                    );
+                    self.subscribe(doc);
+                    self.refresh_index();
+                }
+            }
+            Command::Edit { doc, edit, reply } => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.edits.insert(token, reply);
+                self.feed(Input::Edit { doc, edit, token });
+            }
+            Command::Read { doc, f } => self.read(doc, f),
+            Command::Overview { reply } => {
+                let _ = reply.send(Overview {
+                    index: self.index,
+                    assigned: self.assigned.iter().copied().collect(),
+                    docs: self.docs.iter().copied().collect(),
+                });
+            }
+            Command::Setting { key, set, reply } => {
+                let store = Arc::clone(&self.store);
+                tokio::task::spawn_blocking(move || {
+                    let result = (|| {
+                        if let Some(value) = set {
+                            store.put_meta(APP, &key, value.into_bytes()).wait()?;
+                        }
+                        let value = store.meta(APP, &key)?;
+                        Ok(value.and_then(|v| String::from_utf8(v).ok()))
+                    })()
+                    .map_err(|e: fieldsync_storage::StorageError| e.to_string());
+                    let _ = reply.send(result);
+                });
+            }
+            Command::WriteDone { id, result } => self.feed(Input::WriteDone { id, result }),
+            Command::Loaded(input) => {
+                let loaded = match &input {
+                    Input::DocLoaded { doc, .. } => Some(*doc),
+                    _ => None,
+                };
+                self.feed(input);
+                if let Some(doc) = loaded {
+                    self.on_loaded(doc);
+                }
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn subscribe(&mut self, doc: DocumentId) {
+        if self.docs.insert(doc) {
+            self.feed(Input::Subscribe { doc });
+        }
+    }
+
+    fn read(&mut self, doc: DocumentId, f: ReadFn) {
+        let record = self.records.get(&doc).cloned();
+        if let Some(current) = self.engine.document(&doc) {
+            f(DocView {
+                doc: Some(current),
+                record: record.as_ref(),
+            });
+            return;
+        }
+        // Not in memory: then everything of it is in the store (the engine evicts only
+        // documents with no write in flight, and an edit returns only once stored).
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let loaded = store
+                .load_doc(&doc.to_string())
+                .ok()
+                .flatten()
+                .and_then(|chunks| {
+                    let mut d = Automerge::new();
+                    for chunk in &chunks {
+                        d.load_incremental(chunk).ok()?;
+                    }
+                    Some(d)
+                })
+                .filter(|d| !d.get_heads().is_empty());
+            f(DocView {
+                doc: loaded.as_ref(),
+                record: record.as_ref(),
+            });
+        });
+    }
+
+    fn sender(&self) -> Option<mpsc::UnboundedSender<Command>> {
+        self.commands.upgrade()
+    }
+
+    fn feed(&mut self, input: Input) {
+        let now = self.now();
+        let effects = self.engine.handle(input, now, &AllowAll);
+        let mut edited: HashSet<DocumentId> = HashSet::new();
+        for effect in effects {
+            match effect {
+                Effect::Send { conn, bytes } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.outbox.send(Out::Frame(bytes));
+                    }
+                }
+                Effect::Close { conn, code, reason } => {
+                    if let Some(c) = self.conns.remove(&conn) {
+                        let _ = c.outbox.send(Out::Close(code.as_u16(), reason));
+                    }
+                }
+                Effect::LoadDoc { doc } => {
+                    let store = Arc::clone(&self.store);
+                    let tx = self.sender();
+                    tokio::task::spawn_blocking(move || {
+                        let chunks = store.load_doc(&doc.to_string()).map_err(|e| e.to_string());
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Command::Loaded(Input::DocLoaded { doc, chunks }));
+                        }
+                    });
+                }
+                Effect::LoadSyncState { doc, storage_id } => {
+                    let store = Arc::clone(&self.store);
+                    let tx = self.sender();
+                    tokio::task::spawn_blocking(move || {
+                        let state = store
+                            .sync_state(storage_id.as_str(), &doc.to_string())
+                            .ok()
+                            .flatten();
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Command::Loaded(Input::SyncStateLoaded {
+                                doc,
+                                storage_id,
+                                state,
+                            }));
+                        }
+                    });
+                }
+                Effect::Write { id, op } => self.write(id, op),
+                Effect::DocChanged { doc, .. } => {
+                    let origin = if edited.contains(&doc) {
+                        Origin::Local
+                    } else {
+                        Origin::Remote
+                    };
+                    self.hooks.emit(Event::DocChanged { doc, origin });
+                    if self.observe_jobs {
+                        self.observe(doc);
+                    }
+                }
+                Effect::EditDone { token, doc, result } => {
+                    if result.is_ok() {
+                        edited.insert(doc);
+                    }
+                    if let Some(reply) = self.edits.remove(&token) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Effect::DocUnavailable { doc, .. } => {
+                    self.hooks.emit(Event::DocUnavailable { doc });
+                }
+                Effect::Refused { reason, detail, .. } => {
+                    tracing::info!(reason, detail, "sync refused");
+                }
+            }
+        }
+        let joined: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(conn, c)| c.joined.is_some() && self.engine.remote_peer_id(**conn).is_some())
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in joined {
+            if let Some(tx) = self.conns.get_mut(&conn).and_then(|c| c.joined.take()) {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    fn write(&mut self, id: WriteId, op: WriteOp) {
+        let tx = self.sender();
+        let done = move |result: Result<(), String>| {
+            if let Some(tx) = tx {
+                let _ = tx.send(Command::WriteDone { id, result });
+            }
+        };
+        match op {
+            WriteOp::AppendChanges { doc, bytes } => self
+                .store
+                .append_changes(&doc.to_string(), bytes)
+                .on_complete(move |r| done(r.map(|_| ()).map_err(|e| e.to_string()))),
+            WriteOp::Compact { doc, snapshot } => self
+                .store
+                .replace_with_snapshot(&doc.to_string(), snapshot)
+                .on_complete(move |r| done(r.map(|_| ()).map_err(|e| e.to_string()))),
+            WriteOp::PutSyncState {
+                doc,
+                storage_id,
+                state,
+            } => self
+                .store
+                .put_sync_state(storage_id.as_str(), &doc.to_string(), state)
+                .on_complete(move |r| done(r.map_err(|e| e.to_string()))),
+        }
+    }
+
+    /// After a frame about `doc`: records what the server now holds of it, and when it holds
+    /// every local change, when that was.
+    fn check_synced(&mut self, conn: ConnId, doc: DocumentId) {
+        let Some(shared) = self.engine.shared_heads(conn, &doc) else {
+            return;
+        };
+        let Some(current) = self.engine.document(&doc) else {
+            return;
+        };
+        if current.get_heads().is_empty() {
+            return;
+        }
+        let record = self.records.entry(doc).or_default();
+        let heads_moved = record.heads.as_slice() != shared;
+        let first_on_conn = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| !c.confirmed.contains(&doc));
+        if !heads_moved && !first_on_conn {
+            return;
+        }
+        let synced = !has_unsynced(current, shared);
+        if heads_moved {
+            record.heads = shared.to_vec();
+        }
+        if synced {
+            record.synced_at = Some(now());
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.confirmed.insert(doc);
+            }
+        }
+        if heads_moved || synced {
+            // Not awaited: losing this record costs only a stale "unsynced" until the next
+            // exchange, never data.
+            drop(
+                self.store
+                    .put_meta(SYNCED, &doc.to_string(), record.encode()),
+            );
+        }
+        if synced {
+            self.hooks.emit(Event::Synced { doc });
+        }
+    }
+
+    /// A document finished loading: remember its report outcome, so a new one can be told.
+    fn on_loaded(&mut self, doc: DocumentId) {
+        if !self.observe_jobs {
+            return;
+        }
+        if Some(doc) == self.index {
+            self.refresh_index();
+        } else if let Some(current) = self.engine.document(&doc)
+            && let Ok(job) = read_job(current)
+        {
+            self.reports.entry(doc).or_insert(job.report);
+        }
+    }
+
+    /// A document changed durably: follow the index, or look for a new report outcome.
+    fn observe(&mut self, doc: DocumentId) {
+        if Some(doc) == self.index {
+            self.refresh_index();
+            return;
+        }
+        let Some(current) = self.engine.document(&doc) else {
+            return;
+        };
+        let Ok(job) = read_job(current) else {
+            return;
+        };
+        let previous = self.reports.insert(doc, job.report.clone());
+        if previous.as_ref() == Some(&job.report) {
+            return;
+        }
+        match job.report {
+            Some(ReportOutcome::Signed { report_id, .. }) => {
+                self.hooks.emit(Event::ReportSigned {
+                    job: doc,
+                    report_id,
+                });
+            }
+            Some(ReportOutcome::Refused { reasons, .. }) => {
+                self.hooks.emit(Event::ReportRefused { job: doc, reasons });
+            }
+            None => {}
+        }
+    }
+
+    /// Re-reads the index: subscribes to newly listed jobs and reports the difference.
+    fn refresh_index(&mut self) {
+        let Some(index) = self.index else {
+            return;
+        };
+        let Some(current) = self.engine.document(&index) else {
+            return;
+        };
+        let listed: BTreeSet<DocumentId> = match read_index(current) {
+            Ok(idx) => idx
+                .jobs
+                .iter()
+                .filter_map(|u| DocumentId::from_url(u).ok())
+                .collect(),
+            Err(e) => {
+                if !current.get_heads().is_empty() {
+                    tracing::warn!(error = %e, "the assignment index cannot be read");
+                }
+                return;
+            }
+        };
+        let added: Vec<DocumentId> = listed.difference(&self.assigned).copied().collect();
+        let removed: Vec<DocumentId> = self.assigned.difference(&listed).copied().collect();
+        self.assigned = listed;
+        for job in added {
+            self.subscribe(job);
+            self.hooks.emit(Event::JobAssigned { job });
+        }
+        for job in removed {
+            self.hooks.emit(Event::JobUnassigned { job });
+        }
+    }
+}
