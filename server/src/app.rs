@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use fieldsync_shared::ids::BranchId;
 use fieldsync_shared::keys::{KeyError, KeyPair};
 use fieldsync_shared::sync::{EngineConfig, EngineRole, Input, Principal};
@@ -235,6 +236,13 @@ pub async fn serve(
         Role::HeadOffice => None,
     };
     let signal = state.shutdown.clone();
+    // Sync frames are small and answered at once: without TCP_NODELAY a reply that follows
+    // a send waits for the peer's delayed ACK (about 40 ms on Linux) on every round trip.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "set TCP_NODELAY");
+        }
+    });
     let result = axum::serve(listener, app(Arc::clone(&state)))
         .with_graceful_shutdown(async move {
             shutdown.await;
