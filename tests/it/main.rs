@@ -3,6 +3,7 @@
 mod access;
 mod auth;
 mod bad_input;
+mod bench_smoke;
 mod client_sdk;
 mod durability;
 mod js_interop;

@@ -25,7 +25,7 @@ mod workload;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -43,6 +43,19 @@ pub fn progress(line: &str) {
     eprintln!("[bench] {line}");
 }
 
+/// Set by `--smoke`: the waits that let a server settle (RSS readings, disk after a storm,
+/// the start of steady editing) shrink tenfold, so the smoke stays a few seconds.
+static SMOKE: AtomicBool = AtomicBool::new(false);
+
+/// A settling wait: `normal`, or a tenth of it in a smoke run.
+pub fn settle(normal: Duration) -> Duration {
+    if SMOKE.load(Ordering::Relaxed) {
+        normal / 10
+    } else {
+        normal
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fieldsync-bench",
@@ -53,7 +66,11 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Storm shapes DEVICESxJOBSxEDITS; the first is also the base of `scale`.
-    #[arg(long, value_delimiter = ',', default_value = "50x10x20")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "50x10x20,50x20x20,200x20x50"
+    )]
     shapes: Vec<String>,
     /// Runs of each storm (the table shows medians).
     #[arg(long, default_value_t = 3)]
@@ -68,7 +85,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "storm,scale,steady,idle,history"
+        default_value = "storm,scale,steady,idle,join,history"
     )]
     modes: Vec<String>,
     /// Device counts of `scale` (jobs and edits from the first shape).
@@ -82,13 +99,21 @@ struct Args {
     #[arg(long, default_value_t = 15.0)]
     steady_secs: f64,
     /// Idle mode: connected devices.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 10_000)]
     idle: usize,
     /// History mode: jobs of the reconnecting device, and history lengths (changes per job).
     #[arg(long, default_value_t = 200)]
     history_jobs: usize,
     #[arg(long, value_delimiter = ',', default_value = "10,100,500")]
     history: Vec<usize>,
+    /// Join mode: devices connected with their jobs each (the server's load), then this many
+    /// more devices join one at a time.
+    #[arg(long, default_value_t = 200)]
+    join_devices: usize,
+    #[arg(long, default_value_t = 20)]
+    join_jobs: usize,
+    #[arg(long, default_value_t = 11)]
+    join_extra: usize,
     /// Where results go: DIR/bench-results/*.json, DIR/*.svg, DIR/BENCHMARKS.md.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -101,6 +126,10 @@ struct Args {
     /// The JavaScript server's folder (default: bench/js).
     #[arg(long)]
     js_dir: Option<PathBuf>,
+    /// Keep the results of an earlier run (its JSON) except what this run measures again
+    /// (its storm shapes and modes): to redo part of a run.
+    #[arg(long)]
+    merge: Option<PathBuf>,
     /// Give up on one storm after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
@@ -153,15 +182,19 @@ fn programs(args: &Args) -> anyhow::Result<Programs> {
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.smoke {
+        SMOKE.store(true, Ordering::Relaxed);
         args.shapes = vec!["3x2x4".into()];
         args.runs = 1;
         args.scale_devices = vec![2, 3];
         args.steady_pairs = 2;
         args.steady_rate = 5.0;
-        args.steady_secs = 1.0;
+        args.steady_secs = 0.5;
         args.idle = 20;
         args.history_jobs = 5;
         args.history = vec![2, 6];
+        args.join_devices = 3;
+        args.join_jobs = 2;
+        args.join_extra = 3;
         args.timeout_secs = 60;
     }
     let shapes: Vec<Shape> = args
@@ -197,6 +230,25 @@ async fn main() -> anyhow::Result<()> {
     let modes = |m: &str| args.modes.iter().any(|x| x == m);
     let timeout = Duration::from_secs(args.timeout_secs);
     let mut results = report::Results::new(&args.smoke, &targets);
+    if let Some(path) = &args.merge {
+        let earlier: Value = serde_json::from_str(
+            &std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?,
+        )?;
+        let mut again: Vec<String> = Vec::new();
+        if modes("storm") {
+            again.extend(shapes.iter().map(Shape::label));
+        }
+        if modes("scale") {
+            again.extend(args.scale_devices.iter().map(|&n| {
+                Shape {
+                    devices: n,
+                    ..shapes[0]
+                }
+                .label()
+            }));
+        }
+        results.merge(&earlier, &again, &args.modes);
+    }
 
     // Storms: the first shape with every target, later shapes with the large targets.
     if modes("storm") {
@@ -236,7 +288,9 @@ async fn main() -> anyhow::Result<()> {
                 continue; // measured above
             }
             results.inproc(shape, 0, inproc::run(shape)?);
-            for kind in &targets {
+            // Above the base shape only the large targets (samod takes minutes there).
+            let kinds = if n > base.devices { &large } else { &targets };
+            for kind in kinds {
                 match storm(*kind, shape, &programs, timeout).await {
                     Ok(r) => results.storm(*kind, shape, 0, r),
                     Err(e) if args.smoke => return Err(e),
@@ -261,8 +315,16 @@ async fn main() -> anyhow::Result<()> {
             results.record("idle", *kind, r, args.smoke)?;
         }
     }
-    if modes("history") {
+    if modes("join") {
         for kind in &targets {
+            let r = join(*kind, &programs, &args).await;
+            results.record("join", *kind, r, args.smoke)?;
+        }
+    }
+    if modes("history") {
+        // The large targets only: the history is uploaded first (200 jobs × 500 changes
+        // would take samod about six minutes).
+        for kind in &large {
             let r = history(*kind, &programs, args.history_jobs, &args.history).await;
             results.record("history", *kind, r, args.smoke)?;
         }
@@ -398,7 +460,7 @@ async fn storm(
         "{name}: {mismatched} of {} documents differ from the server's after the storm",
         ids.len()
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(settle(Duration::from_millis(1500))).await;
     let disk_after = server.disk_bytes();
     let changes = shape.changes();
     progress(&format!(
@@ -468,7 +530,7 @@ async fn steady(kind: Kind, programs: &Programs, args: &Args) -> anyhow::Result<
     let timeout = Duration::from_secs(120);
     fetch_all(&mut devices, &url, timeout).await?;
     let (stop_tx, stop) = watch::channel(false);
-    let start_at = Instant::now() + Duration::from_secs(2);
+    let start_at = Instant::now() + settle(Duration::from_secs(2));
     let until = start_at + Duration::from_secs_f64(args.steady_secs);
     let every = Duration::from_secs_f64(1.0 / args.steady_rate);
     let probes: Vec<Arc<Probe>> = (0..args.steady_pairs)
@@ -494,7 +556,12 @@ async fn steady(kind: Kind, programs: &Programs, args: &Args) -> anyhow::Result<
         };
         tasks.push(tokio::spawn(async move { device.session(plan).await }));
     }
-    tokio::time::sleep_until((until + Duration::from_secs(3)).into()).await;
+    // Until the last edit has arrived (at most 30 s after the last was made).
+    tokio::time::sleep_until(until.into()).await;
+    let drain = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < drain && probes.iter().any(|p| p.outstanding() > 0) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = stop_tx.send(true);
     for task in tasks {
         task.await??;
@@ -559,6 +626,108 @@ async fn idle(kind: Kind, programs: &Programs, count: usize) -> anyhow::Result<V
         "rss_base_kib": base,
         "rss_connected_kib": loaded,
         "kib_per_connection": per,
+    }))
+}
+
+/// A loaded server (`join_devices` connected devices holding `join_jobs` jobs each), then
+/// `join_extra` more devices joining one at a time and fetching their own jobs. Also the
+/// server's memory per loaded document (created, before any device connects) and per
+/// connected device with its documents' sessions.
+async fn join(kind: Kind, programs: &Programs, args: &Args) -> anyhow::Result<Value> {
+    let name = kind.name();
+    let (devices, jobs, extra) = (args.join_devices, args.join_jobs, args.join_extra);
+    progress(&format!(
+        "{name} join: {devices} devices × {jobs} jobs connected, then {extra} more"
+    ));
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(kind, programs, dir.path())?;
+    let url = server.ws_url();
+    let ids = server.identities(devices + extra, 1).await?;
+    let rss_base = server.settled_rss_kib().await?;
+    let technicians: Vec<String> = ids.iter().map(|i| i.technician.clone()).collect();
+    let docs = server.create_jobs(&technicians, jobs).await?;
+    let rss_documents = server.settled_rss_kib().await?;
+    let loaded = server.metric("fieldsync_loaded_documents").await;
+    let mut connected: Vec<Device> = ids
+        .iter()
+        .zip(docs)
+        .map(|(id, docs)| id.device(docs.into_iter().map(DeviceDoc::empty).collect()))
+        .collect();
+    let newcomers = connected.split_off(devices);
+    progress(&format!(
+        "{name} join: {} jobs created; connecting",
+        devices * jobs
+    ));
+
+    let timeout = Duration::from_secs(600);
+    let (stop_tx, stop) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut converged = Vec::new();
+    for mut device in connected {
+        let (tx, rx) = oneshot::channel();
+        converged.push(rx);
+        let plan = SessionPlan {
+            url: url.clone(),
+            converged: Some(tx),
+            stop: stop.clone(),
+            editor: None,
+            watcher: None,
+            timeout,
+        };
+        tasks.push(tokio::spawn(async move { device.session(plan).await }));
+    }
+    for rx in converged {
+        rx.await
+            .context("a device's session ended before it had its jobs")?;
+    }
+    let rss_connected = server.settled_rss_kib().await?;
+    progress(&format!(
+        "{name} join: {devices} devices connected and synced"
+    ));
+
+    let (mut handshake_ms, mut fetch_ms) = (Vec::new(), Vec::new());
+    for mut device in newcomers {
+        let start = Instant::now();
+        let peer = format!("{}:hello", device.peer_id);
+        let (mut ws, _) = client::join(&url, device.token.as_deref(), &peer, None).await?;
+        handshake_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        let _ = ws.close(None).await;
+        let start = Instant::now();
+        let at = servers::run_to_convergence(&mut device, &url, timeout).await?;
+        fetch_ms.push(at.duration_since(start).as_secs_f64() * 1000.0);
+    }
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        task.await??;
+    }
+    handshake_ms.sort_by(f64::total_cmp);
+    fetch_ms.sort_by(f64::total_cmp);
+    let documents = devices * jobs;
+    let per_document = rss_documents.saturating_sub(rss_base) as f64 / documents as f64;
+    let per_device = rss_connected.saturating_sub(rss_documents) as f64 / devices as f64;
+    let (join50, fetch50) = (percentile(&handshake_ms, 0.5), percentile(&fetch_ms, 0.5));
+    progress(&format!(
+        "{name} join: one more device joins in {join50:.2} ms and has its {jobs} jobs in \
+         {fetch50:.2} ms (medians); {per_document:.1} KiB per loaded document, \
+         {per_device:.1} KiB per connected device with its sessions"
+    ));
+    Ok(json!({
+        "devices": devices,
+        "jobs_per_device": jobs,
+        "documents": documents,
+        "extra": extra,
+        "join_ms_p50": join50,
+        "join_ms_max": handshake_ms.last(),
+        "fetch_ms_p50": fetch50,
+        "fetch_ms_max": fetch_ms.last(),
+        "join_samples_ms": handshake_ms,
+        "fetch_samples_ms": fetch_ms,
+        "rss_base_kib": rss_base,
+        "rss_documents_kib": rss_documents,
+        "rss_connected_kib": rss_connected,
+        "kib_per_loaded_document": per_document,
+        "kib_per_connected_device": per_device,
+        "server_loaded_documents": loaded,
     }))
 }
 

@@ -25,6 +25,8 @@ pub struct Results {
     inproc: Vec<Value>,
     modes: BTreeMap<String, Vec<Value>>,
     started_unix: u64,
+    earlier_shapes: Vec<String>,
+    merged_from: Vec<Value>,
 }
 
 fn shape_json(shape: Shape) -> Value {
@@ -43,7 +45,56 @@ impl Results {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            earlier_shapes: Vec::new(),
+            merged_from: Vec::new(),
         }
+    }
+
+    /// Takes the results of an earlier run (its JSON summary), except what this run measures
+    /// again: storms and in-process runs at `shapes`, and the `modes` given. The summary
+    /// records which run each result came from.
+    pub fn merge(&mut self, earlier: &Value, shapes: &[String], modes: &[String]) {
+        let again = |v: &Value| {
+            v["shape"]["label"]
+                .as_str()
+                .is_some_and(|l| shapes.iter().any(|s| s == l))
+        };
+        let stamp = earlier["started_unix"].clone();
+        let tagged = |v: &Value| {
+            let mut v = v.clone();
+            if v.get("started_unix").is_none() {
+                v["started_unix"] = stamp.clone();
+            }
+            v
+        };
+        let empty = Vec::new();
+        for (mine, key) in [(&mut self.storms, "storms"), (&mut self.inproc, "inproc")] {
+            mine.extend(
+                earlier[key]
+                    .as_array()
+                    .unwrap_or(&empty)
+                    .iter()
+                    .filter(|v| !again(v))
+                    .map(tagged),
+            );
+        }
+        for mode in ["steady", "idle", "join", "history"] {
+            if !modes.iter().any(|m| m == mode) {
+                let earlier = earlier[mode].as_array().unwrap_or(&empty);
+                self.modes
+                    .entry(mode.to_owned())
+                    .or_default()
+                    .extend(earlier.iter().map(tagged));
+            }
+        }
+        for shape in earlier["shapes"].as_array().unwrap_or(&empty) {
+            if let Some(s) = shape.as_str()
+                && !self.earlier_shapes.iter().any(|e| e == s)
+            {
+                self.earlier_shapes.push(s.to_owned());
+            }
+        }
+        self.merged_from.push(stamp);
     }
 
     pub fn storm(&mut self, kind: Kind, shape: Shape, run: usize, mut value: Value) {
@@ -96,6 +147,12 @@ impl Results {
 
     /// The summary: machine, raw results and medians per (shape, target).
     pub fn finish(self, shapes: &[Shape]) -> anyhow::Result<Value> {
+        let mut all_shapes = self.earlier_shapes.clone();
+        for s in shapes {
+            if !all_shapes.contains(&s.label()) {
+                all_shapes.push(s.label());
+            }
+        }
         let mut medians = Vec::new();
         let storms_by = group(
             self.storms
@@ -159,13 +216,15 @@ impl Results {
             "started_unix": self.started_unix,
             "machine": machine(),
             "targets": self.targets.iter().map(|k| k.name()).collect::<Vec<_>>(),
-            "shapes": shapes.iter().map(|s| s.label()).collect::<Vec<_>>(),
+            "shapes": all_shapes,
+            "merged_from": self.merged_from,
             "medians": medians,
             "storms": self.storms,
             "inproc": self.inproc,
             "steady": self.modes.get("steady").cloned().unwrap_or_default(),
             "idle": self.modes.get("idle").cloned().unwrap_or_default(),
             "history": self.modes.get("history").cloned().unwrap_or_default(),
+            "join": self.modes.get("join").cloned().unwrap_or_default(),
         }))
     }
 }
@@ -421,6 +480,34 @@ pub fn table(summary: &Value) -> String {
                 mib(&s["rss_base_kib"]),
                 mib(&s["rss_connected_kib"]),
                 f(&s["kib_per_connection"], 1),
+            );
+        }
+        out.push('\n');
+    }
+    let joins = summary["join"].as_array().unwrap_or(&empty);
+    if !joins.is_empty() {
+        let first = &joins[0];
+        let _ = writeln!(
+            out,
+            "**One more device joining a loaded server** ({} devices connected, {} jobs each, \
+             {} documents; medians of {} newcomers) **and memory per document and device**\n",
+            first["devices"], first["jobs_per_device"], first["documents"], first["extra"]
+        );
+        let _ = writeln!(
+            out,
+            "| server | join handshake (ms) | join + fetch its {} jobs (ms) | KiB per loaded document | KiB per connected device (with its sessions) |",
+            first["jobs_per_device"]
+        );
+        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
+        for j in joins {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                target_name(j["target"].as_str().unwrap_or("")),
+                f(&j["join_ms_p50"], 2),
+                f(&j["fetch_ms_p50"], 2),
+                f(&j["kib_per_loaded_document"], 1),
+                f(&j["kib_per_connected_device"], 1),
             );
         }
         out.push('\n');

@@ -102,6 +102,23 @@ impl Drop for Server {
     }
 }
 
+/// Whether `GET /healthz` on the port answers 200.
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+    if tcp
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
 fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
@@ -176,7 +193,16 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         if kind == Kind::Fieldsync {
-            // The port opens while the server may still be writing its key files: retry.
+            // fieldsync binds its port before it opens its data directory and creates its keys;
+            // a CLI run in between would race it for the key files. It answers /healthz only
+            // once it is open.
+            while !healthy(port) {
+                if Instant::now() > deadline {
+                    bail!("fieldsync never answered /healthz");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Belt and braces: the first CLI run may still find the server's files busy.
             let mut attempt = 0;
             server.desk_token = loop {
                 match server.cli(&["desk", "token", "--role", "manager"]) {
@@ -237,11 +263,24 @@ impl Server {
     pub async fn settled_rss_kib(&self) -> anyhow::Result<u64> {
         let mut readings = Vec::new();
         for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(crate::settle(Duration::from_millis(150))).await;
             readings.push(self.rss_kib()?);
         }
         readings.sort_unstable();
         Ok(readings[2])
+    }
+
+    /// A gauge from fieldsync's `/metrics` (None for the baselines, or when absent).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        if self.kind != Kind::Fieldsync {
+            return None;
+        }
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| {
+            let (key, value) = l.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
     }
 
     /// Bytes under the data directory (0 for samod, which keeps everything in memory).
@@ -288,9 +327,26 @@ impl Server {
                 ));
             }
         }
-        if self.kind == Kind::Fieldsync {
-            // The running server merges records written by the CLI within a second.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+        if let Some(last) = out.last()
+            && self.kind == Kind::Fieldsync
+        {
+            // The running server merges records written by the CLI within a second or so:
+            // wait until it accepts the last device enrolled.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let peer = format!("{}:enrolled", last.peer_id);
+            loop {
+                match crate::client::join(&self.ws_url(), last.token.as_deref(), &peer, None).await
+                {
+                    Ok((mut ws, _)) => {
+                        let _ = ws.close(None).await;
+                        break;
+                    }
+                    Err(e) if Instant::now() > deadline => {
+                        return Err(e.context("the server never accepted the enrolled devices"));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
         }
         Ok(out)
     }
@@ -359,14 +415,29 @@ impl Server {
                     }
                     ids.push(mine);
                 }
-                let mut desk = Device {
-                    peer_id: format!("desk-{}", std::process::id()),
-                    sessions: 0,
-                    storage_id: Some("desk-store".into()),
-                    token: None,
-                    docs,
-                };
-                run_to_convergence(&mut desk, &self.ws_url(), Duration::from_secs(600)).await?;
+                // At most 500 documents per session: the JS server resets a connection that
+                // opens 4,000 documents at once.
+                let total = docs.len();
+                let mut docs = docs.into_iter().peekable();
+                let mut batch = 0;
+                while docs.peek().is_some() {
+                    let mut desk = Device {
+                        peer_id: format!("desk-{}-{batch}", std::process::id()),
+                        sessions: 0,
+                        storage_id: Some("desk-store".into()),
+                        token: None,
+                        docs: docs.by_ref().take(500).collect(),
+                    };
+                    run_to_convergence(&mut desk, &self.ws_url(), Duration::from_secs(600)).await?;
+                    batch += 1;
+                    if total > 500 {
+                        crate::progress(&format!(
+                            "  {}: created {}/{total} jobs",
+                            self.kind.name(),
+                            (batch * 500).min(total)
+                        ));
+                    }
+                }
                 Ok(ids)
             }
         }
@@ -417,26 +488,33 @@ impl Server {
                 Ok(out)
             }
             Kind::Js | Kind::Samod => {
-                let mut checker = Device {
-                    peer_id: format!("checker-{}", DocumentId::random()),
-                    sessions: 0,
-                    storage_id: None,
-                    token: None,
-                    docs: docs.iter().map(|d| DeviceDoc::empty(*d)).collect(),
-                };
-                run_to_convergence(&mut checker, &self.ws_url(), Duration::from_secs(600)).await?;
-                Ok(checker.docs.iter_mut().map(DeviceDoc::heads).collect())
+                // In sessions of at most 500 documents, as the desk uploads them.
+                let mut out = Vec::with_capacity(docs.len());
+                for chunk in docs.chunks(500) {
+                    let mut checker = Device {
+                        peer_id: format!("checker-{}", DocumentId::random()),
+                        sessions: 0,
+                        storage_id: None,
+                        token: None,
+                        docs: chunk.iter().map(|d| DeviceDoc::empty(*d)).collect(),
+                    };
+                    run_to_convergence(&mut checker, &self.ws_url(), Duration::from_secs(600))
+                        .await?;
+                    out.extend(checker.docs.iter_mut().map(DeviceDoc::heads));
+                }
+                Ok(out)
             }
         }
     }
 }
 
-/// Runs one session until every document has converged, then closes it.
+/// Runs one session until every document has converged, then closes it; returns the instant
+/// of convergence.
 pub async fn run_to_convergence(
     device: &mut Device,
     url: &str,
     timeout: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Instant> {
     let (stop_tx, stop) = watch::channel(false);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let plan = SessionPlan {
@@ -449,13 +527,13 @@ pub async fn run_to_convergence(
     };
     let session = device.session(plan);
     tokio::pin!(session);
-    tokio::select! {
+    let at = tokio::select! {
         result = &mut session => { result?; bail!("session ended before convergence"); }
-        converged = rx => { converged.context("session dropped")?; }
-    }
+        converged = rx => converged.context("session dropped")?,
+    };
     let _ = stop_tx.send(true);
     session.await?;
-    Ok(())
+    Ok(at)
 }
 
 pub fn dir_size(path: &Path) -> u64 {
