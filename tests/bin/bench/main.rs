@@ -754,44 +754,62 @@ async fn history(
     let mut edits_done = 0;
     let mut points = Vec::new();
     for &length in lengths {
-        let add = length.saturating_sub(edits_done);
-        for d in &mut device.docs {
-            let doc = std::mem::take(&mut d.doc);
-            d.doc = workload::edits(doc, edits_done, add)?;
+        // A length that fails (a server that dies under the upload) ends the series; the
+        // lengths before it stand.
+        let point = async {
+            let add = length.saturating_sub(edits_done);
+            for d in &mut device.docs {
+                let doc = std::mem::take(&mut d.doc);
+                d.doc = workload::edits(doc, edits_done, add)?;
+            }
+            edits_done += add;
+            // Online, untimed: the server gets the history.
+            servers::run_to_convergence(&mut device, &url, timeout).await?;
+            progress(&format!("{name} history {length}: synced"));
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let start = Instant::now();
+                let (stop_tx, stop) = watch::channel(false);
+                let (tx, rx) = oneshot::channel();
+                let plan = SessionPlan {
+                    url: url.clone(),
+                    converged: Some(tx),
+                    stop,
+                    editor: None,
+                    watcher: None,
+                    timeout,
+                };
+                let session = device.session(plan);
+                tokio::pin!(session);
+                let at = tokio::select! {
+                    r = &mut session => { r?; bail!("session ended early"); }
+                    at = rx => at?,
+                };
+                times.push(at.duration_since(start).as_secs_f64() * 1000.0);
+                let _ = stop_tx.send(true);
+                session.await?;
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            progress(&format!(
+                "{name} history {length}: reconnect with {jobs} unchanged jobs {median:.1} ms"
+            ));
+            anyhow::Ok(json!({"history": length, "reconnect_ms": median, "samples_ms": times}))
         }
-        edits_done += add;
-        // Online, untimed: the server gets the history.
-        servers::run_to_convergence(&mut device, &url, timeout).await?;
-        progress(&format!("{name} history {length}: synced"));
-        let mut times = Vec::new();
-        for _ in 0..5 {
-            let start = Instant::now();
-            let (stop_tx, stop) = watch::channel(false);
-            let (tx, rx) = oneshot::channel();
-            let plan = SessionPlan {
-                url: url.clone(),
-                converged: Some(tx),
-                stop,
-                editor: None,
-                watcher: None,
-                timeout,
-            };
-            let session = device.session(plan);
-            tokio::pin!(session);
-            let at = tokio::select! {
-                r = &mut session => { r?; bail!("session ended early"); }
-                at = rx => at?,
-            };
-            times.push(at.duration_since(start).as_secs_f64() * 1000.0);
-            let _ = stop_tx.send(true);
-            session.await?;
+        .await;
+        match point {
+            Ok(p) => points.push(p),
+            Err(e) => {
+                progress(&format!("{name} history {length}: FAILED: {e:#}"));
+                points.push(json!({"history": length, "error": format!("{e:#}")}));
+                break;
+            }
         }
-        times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
-        progress(&format!(
-            "{name} history {length}: reconnect with {jobs} unchanged jobs {median:.1} ms"
-        ));
-        points.push(json!({"history": length, "reconnect_ms": median, "samples_ms": times}));
+    }
+    if SMOKE.load(Ordering::Relaxed)
+        && let Some(e) = points.iter().find_map(|p| p["error"].as_str())
+    {
+        bail!("{name} history: {e}");
     }
     Ok(json!({"jobs": jobs, "points": points}))
 }

@@ -67,25 +67,28 @@ impl Results {
             }
             v
         };
+        let targets: Vec<&str> = self.targets.iter().map(|k| k.name()).collect();
+        let measured = |v: &Value| v["target"].as_str().is_some_and(|t| targets.contains(&t));
         let empty = Vec::new();
-        for (mine, key) in [(&mut self.storms, "storms"), (&mut self.inproc, "inproc")] {
-            mine.extend(
-                earlier[key]
-                    .as_array()
-                    .unwrap_or(&empty)
+        let storms = earlier["storms"].as_array().unwrap_or(&empty);
+        self.storms.extend(
+            storms
+                .iter()
+                .filter(|v| !(again(v) && measured(v)))
+                .map(tagged),
+        );
+        let inproc = earlier["inproc"].as_array().unwrap_or(&empty);
+        self.inproc
+            .extend(inproc.iter().filter(|v| !again(v)).map(tagged));
+        for mode in ["steady", "idle", "join", "history"] {
+            let rerun = modes.iter().any(|m| m == mode);
+            let earlier = earlier[mode].as_array().unwrap_or(&empty);
+            self.modes.entry(mode.to_owned()).or_default().extend(
+                earlier
                     .iter()
-                    .filter(|v| !again(v))
+                    .filter(|v| !(rerun && measured(v)))
                     .map(tagged),
             );
-        }
-        for mode in ["steady", "idle", "join", "history"] {
-            if !modes.iter().any(|m| m == mode) {
-                let earlier = earlier[mode].as_array().unwrap_or(&empty);
-                self.modes
-                    .entry(mode.to_owned())
-                    .or_default()
-                    .extend(earlier.iter().map(tagged));
-            }
         }
         for shape in earlier["shapes"].as_array().unwrap_or(&empty) {
             if let Some(s) = shape.as_str()
@@ -283,6 +286,30 @@ fn thousands(v: &Value) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
+/// The start of an error (a storm's may list every device's), for the table.
+fn short(error: &str) -> String {
+    let first: String = error.chars().take(140).collect();
+    if first.len() < error.len() {
+        format!("{first}… (the JSON has it all)")
+    } else {
+        first
+    }
+}
+
+/// A table row for a mode that failed for this target.
+fn failed_row(s: &Value, columns: usize) -> Option<String> {
+    let error = s.get("error")?.as_str()?;
+    let mut row = format!(
+        "| {} | failed: {} |",
+        target_name(s["target"].as_str().unwrap_or("")),
+        short(error).replace('|', "/")
+    );
+    for _ in 1..columns {
+        row.push_str(" |");
+    }
+    Some(row)
+}
+
 fn target_name(t: &str) -> &str {
     match t {
         "fieldsync" => "fieldsync (SQLite, auth on)",
@@ -368,9 +395,9 @@ pub fn table(summary: &Value) -> String {
             .map(|s| {
                 format!(
                     "{} run {}: {}",
-                    s["target"].as_str().unwrap_or(""),
-                    s["run"],
-                    s["error"].as_str().unwrap_or("")
+                    target_name(s["target"].as_str().unwrap_or("")),
+                    s["run"].as_u64().unwrap_or(0) + 1,
+                    short(s["error"].as_str().unwrap_or(""))
                 )
             })
             .collect();
@@ -444,6 +471,10 @@ pub fn table(summary: &Value) -> String {
         );
         let _ = writeln!(out, "| --- | --- | ---: | ---: | ---: |");
         for s in steady {
+            if let Some(row) = failed_row(s, 4) {
+                let _ = writeln!(out, "{row}");
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "| {} | {} × {}/s × {}s | {} | {} | {} |",
@@ -467,6 +498,10 @@ pub fn table(summary: &Value) -> String {
         );
         let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
         for s in idle {
+            if let Some(row) = failed_row(s, 4) {
+                let _ = writeln!(out, "{row}");
+                continue;
+            }
             let mib = |v: &Value| {
                 v.as_f64()
                     .map(|k| format!("{:.0}", k / 1024.0))
@@ -486,7 +521,10 @@ pub fn table(summary: &Value) -> String {
     }
     let joins = summary["join"].as_array().unwrap_or(&empty);
     if !joins.is_empty() {
-        let first = &joins[0];
+        let first = joins
+            .iter()
+            .find(|j| j.get("error").is_none())
+            .unwrap_or(&joins[0]);
         let _ = writeln!(
             out,
             "**One more device joining a loaded server** ({} devices connected, {} jobs each, \
@@ -500,6 +538,10 @@ pub fn table(summary: &Value) -> String {
         );
         let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
         for j in joins {
+            if let Some(row) = failed_row(j, 4) {
+                let _ = writeln!(out, "{row}");
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} |",
@@ -536,15 +578,38 @@ pub fn table(summary: &Value) -> String {
                 .join(" | ")
         );
         let _ = writeln!(out, "| --- |{}", " ---: |".repeat(lengths.len()));
+        let mut notes = Vec::new();
         for h in history {
+            if h.get("points").is_none()
+                && let Some(row) = failed_row(h, lengths.len())
+            {
+                let _ = writeln!(out, "{row}");
+                continue;
+            }
             let points = h["points"].as_array().cloned().unwrap_or_default();
+            for p in &points {
+                if let Some(e) = p["error"].as_str() {
+                    notes.push(format!(
+                        "{} at {} changes per job: {}",
+                        target_name(h["target"].as_str().unwrap_or("")),
+                        p["history"],
+                        short(e)
+                    ));
+                }
+            }
             let cells: Vec<String> = lengths
                 .iter()
                 .map(|l| {
                     points
                         .iter()
                         .find(|p| p["history"].as_u64() == Some(*l))
-                        .map(|p| f(&p["reconnect_ms"], 1))
+                        .map(|p| {
+                            if p.get("error").is_some() {
+                                "failed".into()
+                            } else {
+                                f(&p["reconnect_ms"], 1)
+                            }
+                        })
                         .unwrap_or_else(|| "–".into())
                 })
                 .collect();
@@ -554,6 +619,9 @@ pub fn table(summary: &Value) -> String {
                 target_name(h["target"].as_str().unwrap_or("")),
                 cells.join(" | ")
             );
+        }
+        for note in notes {
+            let _ = writeln!(out, "\nFailed: {note}");
         }
         out.push('\n');
     }
