@@ -8,6 +8,7 @@
 //! network (see ARCHITECTURE.md).
 
 pub mod canonical;
+pub mod desk;
 pub mod ids;
 pub mod job;
 pub mod keys;
