@@ -185,7 +185,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/sync", get(crate::ws::sync_endpoint))
-        .merge(crate::api::routes())
+        .merge(axum::Router::from(crate::desk::api()))
         .with_state(state)
 }
 

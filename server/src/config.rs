@@ -51,6 +51,36 @@ impl Default for Limits {
     }
 }
 
+/// The service desk's settings (issue #6); each has a default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Desk {
+    /// R4: how far back a job looks for an earlier repair of the same fault on the same
+    /// product, in days.
+    pub repeat_window_days: u32,
+    /// R2: a clock due within this many hours is listed as due soon.
+    pub due_soon_hours: u32,
+}
+
+impl Default for Desk {
+    fn default() -> Self {
+        Self {
+            repeat_window_days: 90,
+            due_soon_hours: 4,
+        }
+    }
+}
+
+impl Desk {
+    pub fn repeat_window_ms(&self) -> i64 {
+        i64::from(self.repeat_window_days) * 24 * 60 * 60 * 1000
+    }
+
+    pub fn due_soon_ms(&self) -> i64 {
+        i64::from(self.due_soon_hours) * 60 * 60 * 1000
+    }
+}
+
 /// The whole configuration of `fieldsync serve`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,6 +91,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub limits: Limits,
+    pub desk: Desk,
 }
 
 impl Default for Config {
@@ -71,6 +102,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 3030)),
             data_dir: PathBuf::from("fieldsync-data"),
             limits: Limits::default(),
+            desk: Desk::default(),
         }
     }
 }
@@ -154,6 +186,11 @@ impl Config {
             "FIELDSYNC_DOCUMENT_IDLE_SECS" => self.limits.document_idle = secs(value)?,
             "FIELDSYNC_PING_INTERVAL_SECS" => self.limits.ping_interval = secs(value)?,
             "FIELDSYNC_SHUTDOWN_GRACE_SECS" => self.limits.shutdown_grace = secs(value)?,
+            "FIELDSYNC_REPEAT_WINDOW_DAYS" => {
+                self.desk.repeat_window_days = value
+                    .parse()
+                    .map_err(|e| bad(format!("expected whole days: {e}")))?
+            }
             // Other FIELDSYNC_* variables (e.g. FIELDSYNC_CONFIG, FIELDSYNC_LOG) are read
             // elsewhere; unrelated variables are none of our business.
             _ => {}

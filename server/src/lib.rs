@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod data_dir;
+pub mod desk;
 pub mod error;
 pub mod hub;
 pub mod metrics;

@@ -120,6 +120,10 @@ pub async fn consider(state: &Arc<AppState>, doc: DocumentId) {
                 .join("; "),
         },
     };
+    let signed = match &outcome {
+        ReportOutcome::Signed { report_id, .. } => Some(report_id.clone()),
+        ReportOutcome::Refused { .. } => None,
+    };
     let written = state
         .hub
         .edit(
@@ -132,6 +136,19 @@ pub async fn consider(state: &Arc<AppState>, doc: DocumentId) {
         .await;
     if let Err(e) = written {
         tracing::error!(%doc, error = %e, "cannot write the report outcome into the job");
+        return;
+    }
+    // The desk's part of a signed report: R4 with the diagnosed fault, R14's follow-up day.
+    if let Some(report_id) = signed {
+        match crate::desk::dispatch::on_report_signed(state, &job, &report_id, at).await {
+            Ok(repeats) if !repeats.is_empty() => {
+                tracing::info!(%doc, repeats = repeats.len(), "R4: signed job repeats an earlier repair");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%doc, error = %e.message, "cannot update the desk record of a signed job")
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@ mod access;
 mod auth;
 mod bad_input;
 mod client_sdk;
+mod desk;
 mod durability;
 mod js_interop;
 mod protocol;
