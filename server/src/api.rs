@@ -13,6 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use fieldsync_shared::ids::{BranchId, CustomerId, DocumentId, TechnicianId};
+use fieldsync_shared::job::approvals::init_approvals;
 use fieldsync_shared::job::doc::{JobDoc, conflicts, read_job};
 use fieldsync_shared::job::index::INDEX_SCHEMA_VERSION;
 use fieldsync_shared::job::index::IndexDoc;
@@ -330,7 +331,10 @@ pub async fn create_job_with_id(
     }
     let technician = job.technicians[0].clone();
     let doc = JobDoc::create(&job).map_err(|e| ApiError::internal("document_error", e))?;
-    let doc = to_automerge(doc.into_inner())?;
+    let mut doc = doc.into_inner();
+    // The server makes the approvals map, so devices never create it concurrently.
+    init_approvals(&mut doc).map_err(|e| ApiError::internal("document_error", e))?;
+    let doc = to_automerge(doc)?;
 
     // One assignment at a time, so two jobs for a technician without an index yet do not
     // create two indexes.

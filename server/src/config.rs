@@ -60,6 +60,9 @@ pub struct Desk {
     pub repeat_window_days: u32,
     /// R2: a clock due within this many hours is listed as due soon.
     pub due_soon_hours: u32,
+    /// R18: a warranty-claim part above this amount (minor units) is flagged as a large
+    /// amount, the after-sales director's to approve.
+    pub director_approval_above: i64,
 }
 
 impl Default for Desk {
@@ -67,6 +70,7 @@ impl Default for Desk {
         Self {
             repeat_window_days: 90,
             due_soon_hours: 4,
+            director_approval_above: 100_000,
         }
     }
 }

@@ -8,8 +8,11 @@ use fieldsync_server::app::now;
 use fieldsync_server::auth::DeskRole;
 use fieldsync_server::desk::dispatch::on_report_signed;
 use fieldsync_shared::ids::{DocumentId, TechnicianId};
-use fieldsync_shared::time::Timestamp;
-use fieldsync_tests::{TestServer, temp_dir};
+use fieldsync_shared::job::approvals::{Approval, ApprovalKind, read_approvals, request_approval};
+use fieldsync_shared::job::doc::read_job;
+use fieldsync_shared::sync::{LocalEdit, edit_via_autocommit};
+use fieldsync_shared::time::{Money, Timestamp};
+use fieldsync_tests::{SETTLE, TestServer, eventually, temp_dir};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -1030,11 +1033,17 @@ const ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     ("POST", "/api/tools/{id}/loans", &[DISPATCHER, MANAGER]),
     ("POST", "/api/tools/{id}/return", &[DISPATCHER, MANAGER]),
     ("POST", "/api/tools/{id}/lost", &[MANAGER]),
+    ("GET", "/api/approvals", &[DISPATCHER, MANAGER, ANALYST]),
+    (
+        "POST",
+        "/api/jobs/{id}/approvals/{approval}/decision",
+        &[MANAGER],
+    ),
     ("GET", "/api/openapi.json", &[DISPATCHER, MANAGER, ANALYST]),
 ];
 
 fn concrete(path: &str) -> String {
-    path.replace("{id}", "x")
+    path.replace("{id}", "x").replace("{approval}", "y")
 }
 
 #[tokio::test]
@@ -1452,5 +1461,143 @@ async fn desk_openapi_document_is_valid_and_lists_every_route() -> anyhow::Resul
     // The schemas the rules depend on name their values.
     let steps = &doc["components"]["schemas"]["ComplaintStep"]["enum"];
     assert_eq!(steps.as_array().map(Vec::len), Some(8), "R21: {steps}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r12_r18_r31_desk_approvals_go_from_the_device_to_a_manager_and_back() -> anyhow::Result<()>
+{
+    let desk = Desk::start_with(|c| c.desk.director_approval_above = 100_000).await?;
+    let devices = temp_dir()?;
+    let device = desk.server.enroll("tech-wang", "dev-approvals")?;
+    let job = desk.server.create_job("tech-wang").await?.job;
+    let client = desk.server.connect_device(&device, devices.path()).await?;
+    client.subscribe(job);
+    assert!(client.wait_for(job, SETTLE, |d| read_job(d).is_ok()).await);
+
+    // The technician asks, offline-capable, in the job document.
+    let asks = [
+        ("ext-1", ApprovalKind::Extension, None),
+        ("part-1", ApprovalKind::WarrantyPart, Some(Money(250_000))),
+        ("ret-1", ApprovalKind::ProductReturn, None),
+    ];
+    for (i, (id, kind, amount)) in asks.into_iter().enumerate() {
+        let approval = Approval {
+            id: id.into(),
+            kind,
+            reason: format!("{} needed", kind.as_str()),
+            requested_by: "tech-wang".into(),
+            requested_at: now().plus_millis(i64::try_from(i)? - 10),
+            amount,
+            decision: None,
+        };
+        let edit = LocalEdit::Change(Box::new(move |doc: &mut automerge::Automerge| {
+            edit_via_autocommit(doc, |ac| {
+                request_approval(ac, &approval).map_err(|e| e.to_string())
+            })
+        }));
+        client
+            .edit(job, edit)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+
+    // Queued at the desk.
+    let queue = eventually(SETTLE, "the desk sees three pending approvals", || async {
+        let (_, body) = desk
+            .get(DISPATCHER, "/api/approvals?pending=true")
+            .await
+            .ok()?;
+        (body["approvals"].as_array()?.len() == 3).then_some(body)
+    })
+    .await?;
+    let rules: Vec<&str> = queue["approvals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["rule"].as_str())
+        .collect();
+    assert_eq!(rules, ["R12", "R18", "R31"]);
+    assert_eq!(
+        queue["approvals"][1]["large_amount"], true,
+        "R18: above the configured amount"
+    );
+    assert_eq!(queue["approvals"][0]["large_amount"], false);
+
+    // Only a manager decides.
+    let decision = format!("/api/jobs/{job}/approvals/ext-1/decision");
+    let (status, body) = desk
+        .post(DISPATCHER, &decision, json!({"approved": true}))
+        .await?;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let decided = desk
+        .expect(
+            MANAGER,
+            Method::POST,
+            &decision,
+            Some(json!({"approved": true, "note": "until Friday"})),
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(decided["decision"]["by"], "desk:manager");
+    let (status, body) = desk
+        .post(MANAGER, &decision, json!({"approved": false}))
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "already_decided");
+    let (status, body) = desk
+        .post(
+            MANAGER,
+            &format!("/api/jobs/{job}/approvals/nope/decision"),
+            json!({"approved": false}),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "unknown_approval");
+    desk.expect(
+        MANAGER,
+        Method::POST,
+        &format!("/api/jobs/{job}/approvals/ret-1/decision"),
+        Some(json!({"approved": false, "note": "repair on site"})),
+        StatusCode::OK,
+    )
+    .await?;
+    let pending = desk.get(ANALYST, "/api/approvals?pending=true").await?.1;
+    assert_eq!(
+        ids(&pending["approvals"]),
+        BTreeSet::from(["part-1".to_owned()])
+    );
+
+    // The device sees the decisions in its copy of the job.
+    assert!(
+        client
+            .wait_for(job, SETTLE, |d| read_approvals(d).is_ok_and(|a| a
+                .iter()
+                .filter(|x| x.decision.is_some())
+                .count()
+                == 2))
+            .await,
+        "the decisions reach the device"
+    );
+    let doc = client
+        .read(job)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no job on the device"))?;
+    let on_device = read_approvals(&doc)?;
+    assert_eq!(
+        on_device[0].decision.as_ref().map(|d| d.approved),
+        Some(true)
+    );
+    assert_eq!(
+        on_device[2]
+            .decision
+            .as_ref()
+            .map(|d| (d.approved, d.note.as_str())),
+        Some((false, "repair on site"))
+    );
+    assert!(
+        read_job(&doc)?
+            .timeline
+            .iter()
+            .any(|e| e.kind == "approval_decided")
+    );
     Ok(())
 }

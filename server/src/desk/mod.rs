@@ -1,5 +1,5 @@
 //! The service desk API (issue #6): intake and clocks (R1, R2), dispatch (R3, R16), repeat
-//! repairs (R4), follow-up calls (R14), complaints (R20–R23), parts requisitions (R17) and
+//! repairs (R4), approvals (R12, R18, R31), follow-up calls (R14), complaints (R20–R23), parts requisitions (R17) and
 //! the special-tool register (R19), next to the job endpoints of `api`.
 //!
 //! Every handler carries a `#[utoipa::path]` and is mounted through `utoipa_axum`, so the
@@ -10,6 +10,7 @@
 //! records of `fieldsync-storage` ([`records`]); each write is a compare-and-set, so a
 //! concurrent change is a 409 `conflict` and never a lost update.
 
+pub mod approvals;
 pub mod complaints;
 pub mod dispatch;
 pub mod intake;
@@ -165,6 +166,8 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(stock::lend_tool))
         .routes(routes!(stock::return_tool))
         .routes(routes!(stock::report_tool_lost))
+        .routes(routes!(approvals::list_approvals))
+        .routes(routes!(approvals::decide_approval))
         .routes(routes!(openapi_json))
 }
 
