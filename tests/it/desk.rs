@@ -613,7 +613,7 @@ fn step(name: &str) -> Value {
 }
 
 #[tokio::test]
-async fn r20_r21_r23_desk_complaints_take_the_eight_steps_in_order() -> anyhow::Result<()> {
+async fn r20_r21_r22_r23_desk_complaints_take_the_eight_steps_in_order() -> anyhow::Result<()> {
     let dir = temp_dir()?;
     let server = TestServer::start_in(dir.path()).await?;
     let job = server.create_job("tech-wang").await?.job;
@@ -770,6 +770,36 @@ async fn r20_r21_r23_desk_complaints_take_the_eight_steps_in_order() -> anyhow::
     assert!(ids(&open["complaints"]).is_empty());
     let all = desk.get(ANALYST, "/api/complaints").await?.1;
     assert_eq!(ids(&all["complaints"]), BTreeSet::from([id]));
+
+    // R22: the month's rate (one complaint, one job) and attribution.
+    let month = now().plus_millis(-HOUR).month()?;
+    let job_month = desk
+        .server
+        .fetch_job(job)
+        .await?
+        .request
+        .received_at
+        .month()?;
+    let summary = desk
+        .expect(
+            ANALYST,
+            Method::GET,
+            &format!("/api/complaints/summary?month={month}"),
+            None,
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(summary["complaints"], 1, "{summary}");
+    assert_eq!(summary["by_attribution"]["non_quality"], 1);
+    assert_eq!(summary["by_attribution"]["quality"], 0);
+    assert_eq!(summary["open"], 0);
+    if job_month == month {
+        assert_eq!(summary["rate"], 1.0);
+    }
+    let (status, body) = desk
+        .get(ANALYST, "/api/complaints/summary?month=2026-13")
+        .await?;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_query");
     drop(dir);
     Ok(())
 }
@@ -1018,6 +1048,11 @@ const ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     (
         "GET",
         "/api/complaints/{id}",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    (
+        "GET",
+        "/api/complaints/summary",
         &[DISPATCHER, MANAGER, ANALYST],
     ),
     ("POST", "/api/complaints/{id}/steps", &[DISPATCHER, MANAGER]),

@@ -1,8 +1,10 @@
 //! Complaints (R20–R23): registered with channel, category, against whom and what the
 //! customer asks (step 1 of R21), then carried through the other seven steps in order, each
 //! with who, when and what; the record keeps content, process, result, the customer's
-//! reaction and the outcome (R23).
+//! reaction and the outcome (R23). The month's rate and attribution (R22) are summed here
+//! for the branch.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -14,10 +16,12 @@ use fieldsync_shared::desk::complaint::{
     ComplaintCategory, ComplaintChannel, ComplaintStep, StepError, check_step, next_step,
 };
 use fieldsync_shared::ids::{CustomerId, TechnicianId};
+use fieldsync_shared::time::Month;
 use fieldsync_storage::RecordFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::dispatch::JobDesk;
 use super::intake::query;
 use super::records::{self, DeskRecord, Stored};
 use super::wire::{ErrorBody, Instant};
@@ -420,4 +424,91 @@ pub async fn record_step(
     });
     records::save(&state, revision, &value).await?;
     Ok(Json(value.into()))
+}
+
+/// Query of `GET /api/complaints/summary`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryQuery {
+    /// The month (YYYY-MM, UTC) of the complaints' receipt.
+    #[param(value_type = String, example = "2026-11")]
+    pub month: Month,
+}
+
+/// R22: a month's complaints at this branch, their rate and attribution.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComplaintSummary {
+    #[schema(value_type = String)]
+    pub month: Month,
+    pub complaints: usize,
+    /// Jobs whose service request was received in the month.
+    pub jobs: usize,
+    /// Complaints per job, or null without jobs.
+    pub rate: Option<f64>,
+    /// Counts by R22 attribution: quality, non_quality, other.
+    pub by_attribution: BTreeMap<String, usize>,
+    /// Counts by R20 category.
+    pub by_category: BTreeMap<String, usize>,
+    /// Still going through the R21 steps.
+    pub open: usize,
+}
+
+/// R22: the month's complaint rate and attribution at this branch (head office adds the
+/// branches up once complaints reach it).
+#[utoipa::path(
+    get,
+    path = "/api/complaints/summary",
+    tag = "complaints",
+    description = "R22: a month's complaint count, rate per job and attribution. Roles: \
+        dispatcher, manager, analyst.",
+    params(SummaryQuery),
+    responses(
+        (status = 200, body = ComplaintSummary),
+        (status = 400, body = ErrorBody, description = "invalid_query"),
+    ),
+)]
+pub async fn complaint_summary(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<SummaryQuery>, QueryRejection>,
+) -> Result<Json<ComplaintSummary>, ApiError> {
+    authorize(&state, &headers, EVERYONE, "read complaint statistics")?;
+    let month = query(q)?.month;
+    let in_month = |at: Instant| at.0.month().is_ok_and(|m| m == month);
+    let complaints: Vec<Complaint> = records::list::<Complaint>(&state, RecordFilter::default())
+        .await?
+        .into_iter()
+        .map(|s| s.value)
+        .filter(|c| in_month(c.received_at))
+        .collect();
+    let jobs = records::list::<JobDesk>(&state, RecordFilter::default())
+        .await?
+        .into_iter()
+        .filter(|j| in_month(j.value.received_at))
+        .count();
+    let mut by_attribution: BTreeMap<String, usize> = ["quality", "non_quality", "other"]
+        .into_iter()
+        .map(|a| (a.to_owned(), 0))
+        .collect();
+    let mut by_category = BTreeMap::new();
+    for c in &complaints {
+        *by_attribution
+            .entry(c.category.attribution().to_owned())
+            .or_default() += 1;
+        *by_category
+            .entry(c.category.as_str().to_owned())
+            .or_default() += 1;
+    }
+    #[allow(clippy::cast_precision_loss)] // counts of a month's complaints and jobs
+    let rate = (jobs > 0).then(|| complaints.len() as f64 / jobs as f64);
+    Ok(Json(ComplaintSummary {
+        month,
+        complaints: complaints.len(),
+        jobs,
+        rate,
+        by_attribution,
+        by_category,
+        open: complaints.iter().filter(|c| c.open()).count(),
+    }))
 }

@@ -158,6 +158,7 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
             complaints::create_complaint,
             complaints::list_complaints
         ))
+        .routes(routes!(complaints::complaint_summary))
         .routes(routes!(complaints::get_complaint))
         .routes(routes!(complaints::record_step))
         .routes(routes!(stock::create_requisition, stock::list_requisitions))
