@@ -1636,3 +1636,109 @@ async fn r12_r18_r31_desk_approvals_go_from_the_device_to_a_manager_and_back() -
     );
     Ok(())
 }
+
+/// The real signer, end to end: a technician completes a job on a device, the edge signs
+/// the report, and the signer's call into the desk re-checks R4 with the diagnosed fault and
+/// puts the customer on the next day's call list (R14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r4_r14_desk_the_report_signer_updates_the_desk_record() -> anyhow::Result<()> {
+    use crate::reports::{T0, acknowledge, check_out_and_complete, do_the_work, edit, outcome};
+    use fieldsync_shared::job::ReportOutcome;
+
+    let desk = Desk::start().await?;
+    let devices = temp_dir()?;
+    // An earlier compressor repair on the product of the sample job (serial SN-88812).
+    let earlier = desk
+        .request(request_body(30 * DAY, "SN-88812", "compressor"))
+        .await?;
+    let earlier = str_of(&desk.dispatch(&earlier).await?["job_id"])?;
+
+    let (device, key) = desk.server.enroll_with_key("tech-wang", "dev-signer")?;
+    let job = desk.server.create_job("tech-wang").await?.job;
+    let client = desk.server.connect_device(&device, devices.path()).await?;
+    client.subscribe(job);
+    assert!(client.wait_for(job, SETTLE, |d| read_job(d).is_ok()).await);
+    do_the_work(&client, job).await?;
+    edit(&client, job, |jd| jd.set_fault_category(Some("compressor"))).await?;
+    acknowledge(&client, job, &device, &key).await?;
+    check_out_and_complete(&client, job, true, T0 + 60_000).await?;
+    let Some(ReportOutcome::Signed { report_id, .. }) = outcome(&client, job).await else {
+        anyhow::bail!("the job was not signed");
+    };
+
+    let record = eventually(SETTLE, "the signer updates the desk record", || async {
+        let (_, body) = desk
+            .get(ANALYST, &format!("/api/jobs/{job}/desk"))
+            .await
+            .ok()?;
+        (body["report_id"] == report_id.as_str()).then_some(body)
+    })
+    .await?;
+    assert_eq!(
+        record["repeat_of"].as_array().map(Vec::len),
+        Some(0),
+        "no category at creation"
+    );
+    assert_eq!(
+        record["repeat_on_signing"][0]["job_id"],
+        earlier.as_str(),
+        "R4 at signing: {record}"
+    );
+    let served: Timestamp = str_of(&record["served_at"])?.parse()?;
+    assert_eq!(
+        served,
+        Timestamp::from_millis(T0 + 60_000),
+        "R14: the day of the check-out"
+    );
+    let call_day = served.plus_millis(DAY).date()?;
+    let calls = desk
+        .get(DISPATCHER, &format!("/api/follow-ups?date={call_day}"))
+        .await?
+        .1;
+    assert_eq!(ids(&calls["jobs"]), BTreeSet::from([job.to_string()]));
+    Ok(())
+}
+
+/// R21 under contention: desks recording the same step at once. Exactly one wins; the
+/// others get a 409 and the record holds the step once (compare-and-set in the store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r21_desk_concurrent_steps_are_recorded_once() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let created = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            "/api/complaints",
+            Some(json!({
+                "channel": "letter", "category": "product_quality", "received_at": from_now(-DAY),
+                "complainant": "Mr Li", "content": "Leaks again", "asks": "A replacement",
+                "recorded_by": "Ms Zhou",
+            })),
+            StatusCode::CREATED,
+        )
+        .await?;
+    let path = format!("/api/complaints/{}/steps", str_of(&created["id"])?);
+    let attempts = (0..8).map(|_| desk.post(DISPATCHER, &path, step("classify")));
+    let answers = futures_util::future::join_all(attempts).await;
+    let mut ok = 0;
+    for answer in answers {
+        let (status, body) = answer?;
+        match status {
+            StatusCode::OK => ok += 1,
+            StatusCode::CONFLICT => assert!(
+                ["conflict", "step_already_recorded"]
+                    .contains(&body["code"].as_str().unwrap_or_default()),
+                "{body}"
+            ),
+            other => anyhow::bail!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    let record = desk.get(ANALYST, &path.replace("/steps", "")).await?.1;
+    assert_eq!(
+        record["steps"].as_array().map(Vec::len),
+        Some(2),
+        "{record}"
+    );
+    Ok(())
+}
