@@ -67,12 +67,12 @@ async fn me(
 
 /// Who may do what at the desk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Need {
+pub(crate) enum Need {
     Read,
     Dispatch,
 }
 
-fn desk(state: &AppState, headers: &HeaderMap, need: Need) -> Result<String, ApiError> {
+pub(crate) fn desk(state: &AppState, headers: &HeaderMap, need: Need) -> Result<String, ApiError> {
     let principal = authenticate(state, token_from(headers, None)).map_err(|e| {
         state.metrics.refused(e.code());
         ApiError::unauthorized(&e)

@@ -51,6 +51,25 @@ impl Default for Limits {
     }
 }
 
+/// A branch's link to head office (DESIGN.md: the branch dials out, head office never dials
+/// in). Without it the branch keeps its reports to itself.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Head office's sync endpoint, e.g. `ws://head-office:3040/sync`.
+    pub url: String,
+    /// A file holding the branch token from `fieldsync branch token` (read at every dial, so
+    /// a renewed token is picked up without a restart).
+    pub token_file: PathBuf,
+    /// Longest wait between two dial attempts; waits double from one second up to this.
+    #[serde(default = "default_retry_max", with = "secs")]
+    pub retry_max: Duration,
+}
+
+fn default_retry_max() -> Duration {
+    Duration::from_secs(60)
+}
+
 /// The whole configuration of `fieldsync serve`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,6 +80,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub limits: Limits,
+    /// Edge only: where to deliver signed reports.
+    pub upstream: Option<Upstream>,
+    /// Head office: a repeat repair (R4) is the same product and fault within this many days.
+    pub repeat_window_days: i64,
 }
 
 impl Default for Config {
@@ -71,6 +94,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 3030)),
             data_dir: PathBuf::from("fieldsync-data"),
             limits: Limits::default(),
+            upstream: None,
+            repeat_window_days: 90,
         }
     }
 }
@@ -154,6 +179,18 @@ impl Config {
             "FIELDSYNC_DOCUMENT_IDLE_SECS" => self.limits.document_idle = secs(value)?,
             "FIELDSYNC_PING_INTERVAL_SECS" => self.limits.ping_interval = secs(value)?,
             "FIELDSYNC_SHUTDOWN_GRACE_SECS" => self.limits.shutdown_grace = secs(value)?,
+            "FIELDSYNC_UPSTREAM_URL" | "FIELDSYNC_UPSTREAM_TOKEN_FILE" => {
+                let upstream = self.upstream.get_or_insert_with(|| Upstream {
+                    url: String::new(),
+                    token_file: PathBuf::new(),
+                    retry_max: default_retry_max(),
+                });
+                if name == "FIELDSYNC_UPSTREAM_URL" {
+                    upstream.url = value.to_owned();
+                } else {
+                    upstream.token_file = PathBuf::from(value);
+                }
+            }
             // Other FIELDSYNC_* variables (e.g. FIELDSYNC_CONFIG, FIELDSYNC_LOG) are read
             // elsewhere; unrelated variables are none of our business.
             _ => {}

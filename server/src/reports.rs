@@ -198,6 +198,10 @@ async fn decide(
         }
         Err(e) => Err(e),
     };
+    if stored.is_ok() {
+        // The upstream outbox (if any) takes it from here; it reads the stored copy.
+        let _ = state.reports_signed.send(report.body.report_id.clone());
+    }
     if let Err(e) = stored {
         return ReportOutcome::Refused {
             at,
