@@ -669,3 +669,137 @@ pub fn temp_dir() -> anyhow::Result<TempDir> {
 
 /// How long tests wait for sync to settle before failing.
 pub const SETTLE: Duration = Duration::from_secs(20);
+
+// ---- head office and the branch link ---------------------------------------------------
+
+impl TestServer {
+    /// Starts a head office with its data in `data_dir`.
+    pub async fn start_head_office(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, |c| {
+            c.role = fieldsync_server::config::Role::HeadOffice;
+            c.branch_id = "head-office".into();
+        })
+        .await
+    }
+
+    /// Head office: enrolls the branch whose data directory is `branch_dir` (creating its key
+    /// if needed, as `fieldsync keygen` would) and writes a branch token into
+    /// `branch_dir/upstream.token`. Returns the token file.
+    pub fn enroll_branch(&self, branch: &str, branch_dir: &Path) -> anyhow::Result<PathBuf> {
+        use fieldsync_server::registry::BranchRecord;
+        let dir = fieldsync_server::data_dir::DataDir::open(branch_dir)?;
+        let (key, _) = dir.load_or_create_server_key()?;
+        let branch_id = BranchId::new(branch)?;
+        let pending = self.state.registry_write().enroll_branch(
+            &self.state.store,
+            BranchRecord {
+                branch_id: branch_id.clone(),
+                public_key: key.public().to_hex(),
+                enrolled_at: app::now(),
+            },
+        );
+        pending.wait()?;
+        let token = self
+            .state
+            .tokens
+            .issue(
+                &Subject::Branch(branch_id),
+                Duration::from_secs(3600),
+                app::now(),
+            )
+            .map_err(anyhow::Error::msg)?;
+        let file = branch_dir.join("upstream.token");
+        std::fs::write(&file, token)?;
+        Ok(file)
+    }
+
+    /// Starts branch `north-01` in `data_dir`, delivering its reports to `upstream_url`.
+    pub async fn start_branch(
+        data_dir: &Path,
+        upstream_url: String,
+        token_file: PathBuf,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, |c| {
+            c.upstream = Some(fieldsync_server::config::Upstream {
+                url: upstream_url,
+                token_file,
+                retry_max: Duration::from_secs(1),
+            });
+        })
+        .await
+    }
+}
+
+/// A TCP relay between a branch and head office that a test can cut and restore: the
+/// branch–head office link going down and coming back.
+#[derive(Debug)]
+pub struct LinkProxy {
+    pub addr: SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LinkProxy {
+    pub async fn start(target: SocketAddr) -> anyhow::Result<Self> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let up = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(AtomicU64::new(0));
+        let task = {
+            let up = Arc::clone(&up);
+            let generation = Arc::clone(&generation);
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: the link is down
+                    }
+                    let born = generation.load(Ordering::SeqCst);
+                    let generation = Arc::clone(&generation);
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                            return;
+                        };
+                        let cut = async {
+                            while generation.load(Ordering::SeqCst) == born {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            () = cut => {}
+                        }
+                    });
+                }
+            })
+        };
+        Ok(Self {
+            addr,
+            up,
+            generation,
+            task,
+        })
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/sync", self.addr)
+    }
+
+    /// Drops every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for LinkProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod client_sdk;
 mod durability;
+mod head_office;
 mod js_interop;
 mod protocol;
 mod registry;

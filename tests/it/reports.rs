@@ -11,7 +11,7 @@ use fieldsync_shared::sync::LocalEdit;
 use fieldsync_shared::time::{Money, Timestamp};
 use fieldsync_tests::{SETTLE, TestServer, temp_dir};
 
-const T0: i64 = 1_793_000_000_000;
+pub(crate) const T0: i64 = 1_793_000_000_000;
 
 /// A typed edit of the job, as the device makes it.
 async fn edit(
@@ -31,7 +31,7 @@ fn tech() -> TechnicianId {
 }
 
 /// Records everything R7 asks for.
-async fn do_the_work(client: &SyncClient, job: DocumentId) -> anyhow::Result<()> {
+pub(crate) async fn do_the_work(client: &SyncClient, job: DocumentId) -> anyhow::Result<()> {
     edit(client, job, |jd| {
         jd.set_fault_cause(Some("Worn start capacitor"))
             .and_then(|()| jd.set_solution(Some("Replaced the capacitor, tested 30 min")))
@@ -52,7 +52,7 @@ async fn do_the_work(client: &SyncClient, job: DocumentId) -> anyhow::Result<()>
 }
 
 /// The customer signs on the device, over the job as it is now.
-async fn acknowledge(
+pub(crate) async fn acknowledge(
     client: &SyncClient,
     job: DocumentId,
     device: &DeviceId,
@@ -87,7 +87,7 @@ async fn acknowledge(
     edit(client, job, move |jd| jd.set_acknowledgement(&ack)).await
 }
 
-async fn check_out_and_complete(
+pub(crate) async fn check_out_and_complete(
     client: &SyncClient,
     job: DocumentId,
     check_out: bool,
@@ -109,7 +109,7 @@ async fn check_out_and_complete(
     .await
 }
 
-async fn outcome(client: &SyncClient, job: DocumentId) -> Option<ReportOutcome> {
+pub(crate) async fn outcome(client: &SyncClient, job: DocumentId) -> Option<ReportOutcome> {
     let mut found = None;
     client
         .wait_for(job, SETTLE, |d| {
