@@ -595,11 +595,8 @@ pub fn render_stats(stats: &[MonthlyStats], format: &str) -> Result<String, Stri
                     out.push_str(&format!("  {name:<38} {value:>14}\n"));
                 }
                 for f in &s.fault_causes {
-                    out.push_str(&format!(
-                        "  fault: {:<31} {:>14}\n",
-                        format!("{} / {}", f.product_type, f.fault),
-                        f.count
-                    ));
+                    let fault = format!("fault: {} / {}", f.product_type, f.fault);
+                    out.push_str(&format!("  {fault:<38} {:>14}\n", f.count));
                 }
             }
             Ok(out)

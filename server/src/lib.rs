@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod data_dir;
+pub mod demo;
 pub mod error;
 pub mod head_office;
 pub mod hub;

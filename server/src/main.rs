@@ -82,6 +82,13 @@ enum Command {
         #[command(subcommand)]
         command: TrustCommand,
     },
+    /// The whole chain on loopback: head office, a branch, three technicians' devices;
+    /// offline work, signed reports, an intermittent link, verification, statistics.
+    Demo {
+        /// Where to keep everything (default: a fresh ./fieldsync-demo/<time>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Head office: branches whose reports it accepts.
     Branch {
         #[command(subcommand)]
@@ -193,14 +200,20 @@ enum DeskCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo tells its own story on stdout; the servers' logs would drown it.
+    let default_level = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FIELDSYNC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Serve {
             common,
             listen,
@@ -248,6 +261,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Verify { report, trust } => verify(&report, &trust),
         Command::Branch { command } => branch(command),
+        Command::Demo { dir } => {
+            let dir = dir.unwrap_or_else(fieldsync_server::demo::default_dir);
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(fieldsync_server::demo::run(&dir))
+        }
         Command::Stats {
             common,
             month,

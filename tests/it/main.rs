@@ -4,6 +4,7 @@ mod access;
 mod auth;
 mod bad_input;
 mod client_sdk;
+mod demo;
 mod durability;
 mod head_office;
 mod js_interop;
