@@ -171,6 +171,31 @@ impl AppState {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A document as stored (not as the engine holds it in memory), read on the blocking
+    /// pool: what the signer, head office's verifier and the upstream outbox look at, since
+    /// only stored content may be acted on. `Ok(None)`: nothing is stored under that id.
+    pub async fn load_document(
+        &self,
+        doc: fieldsync_shared::ids::DocumentId,
+    ) -> Result<Option<automerge::Automerge>, String> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let Some(chunks) = store
+                .load_doc(&doc.to_string())
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(None);
+            };
+            let mut am = automerge::Automerge::new();
+            for chunk in &chunks {
+                am.load_incremental(chunk).map_err(|e| e.to_string())?;
+            }
+            Ok(Some(am))
+        })
+        .await
+        .map_err(|e| format!("loading {doc}: {e}"))?
+    }
+
     /// Picks up record changes made by another process (the CLI) and applies revocations to
     /// live connections.
     pub fn reload_registry_if_changed(&self) -> Result<(), RegistryError> {

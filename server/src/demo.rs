@@ -172,6 +172,26 @@ struct Tech {
     device: Device,
 }
 
+/// Every device starts syncing with the branch, with a fresh token.
+fn go_online(branch: &Running, techs: &[Tech]) -> anyhow::Result<()> {
+    for tech in techs {
+        let token = branch
+            .state
+            .tokens
+            .issue(
+                &Subject::Device(tech.device.device_id().clone()),
+                Duration::from_secs(3600),
+                now(),
+            )
+            .map_err(anyhow::Error::msg)?;
+        tech.device.start_sync(SyncOptions::new(
+            format!("ws://{}/sync", branch.addr),
+            token,
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the demo with everything under `dir` (created; must not hold an earlier run).
 pub async fn run(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
@@ -344,21 +364,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     );
 
     // Every device syncs its assignments, then goes offline.
-    for tech in &techs {
-        let token = branch
-            .state
-            .tokens
-            .issue(
-                &Subject::Device(tech.device.device_id().clone()),
-                Duration::from_secs(3600),
-                now(),
-            )
-            .map_err(anyhow::Error::msg)?;
-        tech.device.start_sync(SyncOptions::new(
-            format!("ws://{}/sync", branch.addr),
-            token,
-        ));
-    }
+    go_online(&branch, &techs)?;
     for tech in &techs {
         let expected = jobs.iter().filter(|(_, p)| p.contains(&tech.name)).count();
         until(&format!("{}'s jobs", tech.name), || async {
@@ -414,21 +420,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     );
 
     // Back online: everything merges; the first technician of each job finishes it.
-    for tech in &techs {
-        let token = branch
-            .state
-            .tokens
-            .issue(
-                &Subject::Device(tech.device.device_id().clone()),
-                Duration::from_secs(3600),
-                now(),
-            )
-            .map_err(anyhow::Error::msg)?;
-        tech.device.start_sync(SyncOptions::new(
-            format!("ws://{}/sync", branch.addr),
-            token,
-        ));
-    }
+    go_online(&branch, &techs)?;
     let (shared_job, _) = jobs[0];
     let wang = &techs[0].device;
     until("the shared job to merge", || async {

@@ -166,29 +166,10 @@ async fn recheck(
 }
 
 async fn load(state: &Arc<AppState>, doc: DocumentId) -> Option<Automerge> {
-    let store = Arc::clone(&state.store);
-    let loaded = tokio::task::spawn_blocking(move || -> Result<Option<Automerge>, String> {
-        let Some(chunks) = store
-            .load_doc(&doc.to_string())
-            .map_err(|e| e.to_string())?
-        else {
-            return Ok(None);
-        };
-        let mut am = Automerge::new();
-        for chunk in &chunks {
-            am.load_incremental(chunk).map_err(|e| e.to_string())?;
-        }
-        Ok(Some(am))
-    })
-    .await;
-    match loaded {
-        Ok(Ok(found)) => found,
-        Ok(Err(e)) => {
-            tracing::warn!(%doc, error = %e, "cannot load a received document");
-            None
-        }
+    match state.load_document(doc).await {
+        Ok(found) => found,
         Err(e) => {
-            tracing::error!(%doc, error = %e, "verifier task failed");
+            tracing::warn!(%doc, error = %e, "cannot load a received document");
             None
         }
     }
@@ -503,15 +484,23 @@ pub enum StatsFailure {
     Unreadable(String, String),
 }
 
-/// R24/R27 for `month`, per branch, from the archive (every verified report, so repeat
-/// repairs (R4) see earlier months too).
+/// R24/R27 for `month`, per branch, from the archive (every verified report not superseded
+/// by a later one, so repeat repairs (R4) see earlier months too).
 pub fn month_stats(
     store: &Store,
     month: Month,
     repeat_window_days: i64,
 ) -> Result<Vec<MonthlyStats>, StatsFailure> {
-    let reports = archived(store, &Filter::default())?
+    let all = archived(store, &Filter::default())?;
+    // A job reopened and completed again has a newer report naming the one it supersedes:
+    // only the newest counts, or the job would count twice.
+    let superseded: HashSet<String> = all
+        .iter()
+        .filter_map(|e| e.report["body"]["supersedes"].as_str().map(str::to_owned))
+        .collect();
+    let reports = all
         .into_iter()
+        .filter(|entry| !superseded.contains(&entry.report_id))
         .map(|entry| {
             let report: SignedReport = serde_json::from_value(entry.report.clone())
                 .map_err(|e| StatsFailure::Unreadable(entry.report_id.clone(), e.to_string()))?;

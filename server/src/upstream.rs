@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use automerge::{Automerge, ChangeHash, ReadDoc};
+use automerge::{ChangeHash, ReadDoc};
 use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::report::SignedReport;
 use fieldsync_shared::report_doc::{DeviceAttestation, ReportDoc, report_doc_id};
@@ -259,7 +259,7 @@ async fn confirm(
         .iter()
         .any(|id| outbox.reports.get(id).is_some_and(|r| r.job == doc));
     let history = if needs_history {
-        load(state, doc).await
+        state.load_document(doc).await.ok().flatten()
     } else {
         None
     };
@@ -307,21 +307,6 @@ async fn confirm(
             outbox.withdraw(state, report.report_doc);
         }
     }
-}
-
-async fn load(state: &Arc<AppState>, doc: DocumentId) -> Option<Automerge> {
-    let store = Arc::clone(&state.store);
-    tokio::task::spawn_blocking(move || {
-        let chunks = store.load_doc(&doc.to_string()).ok()??;
-        let mut am = Automerge::new();
-        for chunk in &chunks {
-            am.load_incremental(chunk).ok()?;
-        }
-        Some(am)
-    })
-    .await
-    .ok()
-    .flatten()
 }
 
 // ---- the link --------------------------------------------------------------------------

@@ -138,10 +138,15 @@ async fn completion_to_verified(jobs: usize) -> anyhow::Result<(Vec<f64>, Signed
         })
         .await?;
         latencies.push(started.elapsed().as_secs_f64() * 1e3);
-        let report = device.job(job).await?.report;
-        if !matches!(report, Some(ReportOutcome::Signed { .. })) {
-            bail!("job {n}: the device sees {report:?}");
-        }
+        // Out of the timing: the device learns the outcome too (it may come after head
+        // office has the report: the outcome is written after the report is stored).
+        until("the device sees its report signed", || async {
+            device
+                .job(job)
+                .await
+                .is_ok_and(|j| matches!(j.report, Some(ReportOutcome::Signed { .. })))
+        })
+        .await?;
     }
     let last = head_office::archived(&head_office.state.store, &Filter::default())?
         .pop()
