@@ -14,6 +14,7 @@ pub mod job;
 pub mod keys;
 pub mod protocol;
 pub mod report;
+pub mod report_doc;
 pub mod rules;
 pub mod stats;
 pub mod sync;

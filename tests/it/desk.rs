@@ -411,7 +411,7 @@ async fn r3_r4_desk_dispatch_assigns_the_request_and_flags_repeat_repairs() -> a
 #[tokio::test]
 async fn r4_desk_repeat_window_is_configurable_and_direct_jobs_are_checked_too()
 -> anyhow::Result<()> {
-    let desk = Desk::start_with(|c| c.desk.repeat_window_days = 30).await?;
+    let desk = Desk::start_with(|c| c.repeat_window_days = 30).await?;
     let earlier = desk
         .request(request_body(60 * DAY, "SN-5", "compressor"))
         .await?;

@@ -150,7 +150,7 @@ async fn find_repeats(
         at,
     };
     Ok(
-        repeat_repairs(&visit, &earlier, state.config.desk.repeat_window_ms())
+        repeat_repairs(&visit, &earlier, state.config.repeat_window_ms())
             .into_iter()
             .map(|e| RepeatFlag {
                 job_id: e.job_id.clone(),
