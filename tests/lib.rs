@@ -669,3 +669,67 @@ pub fn temp_dir() -> anyhow::Result<TempDir> {
 
 /// How long tests wait for sync to settle before failing.
 pub const SETTLE: Duration = Duration::from_secs(20);
+
+// ---- head office and the branch link ---------------------------------------------------
+
+impl TestServer {
+    /// Starts a head office with its data in `data_dir`.
+    pub async fn start_head_office(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, |c| {
+            c.role = fieldsync_server::config::Role::HeadOffice;
+            c.branch_id = "head-office".into();
+        })
+        .await
+    }
+
+    /// Head office: enrolls the branch whose data directory is `branch_dir` (creating its key
+    /// if needed, as `fieldsync keygen` would) and writes a branch token into
+    /// `branch_dir/upstream.token`. Returns the token file.
+    pub fn enroll_branch(&self, branch: &str, branch_dir: &Path) -> anyhow::Result<PathBuf> {
+        use fieldsync_server::registry::BranchRecord;
+        let dir = fieldsync_server::data_dir::DataDir::open(branch_dir)?;
+        let (key, _) = dir.load_or_create_server_key()?;
+        let branch_id = BranchId::new(branch)?;
+        let pending = self.state.registry_write().enroll_branch(
+            &self.state.store,
+            BranchRecord {
+                branch_id: branch_id.clone(),
+                public_key: key.public().to_hex(),
+                enrolled_at: app::now(),
+            },
+        );
+        pending.wait()?;
+        let token = self
+            .state
+            .tokens
+            .issue(
+                &Subject::Branch(branch_id),
+                Duration::from_secs(3600),
+                app::now(),
+            )
+            .map_err(anyhow::Error::msg)?;
+        let file = branch_dir.join("upstream.token");
+        std::fs::write(&file, token)?;
+        Ok(file)
+    }
+
+    /// Starts branch `north-01` in `data_dir`, delivering its reports to `upstream_url`.
+    pub async fn start_branch(
+        data_dir: &Path,
+        upstream_url: String,
+        token_file: PathBuf,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, |c| {
+            c.upstream = Some(fieldsync_server::config::Upstream {
+                url: upstream_url,
+                token_file,
+                retry_max: Duration::from_secs(1),
+            });
+        })
+        .await
+    }
+}
+
+/// A TCP relay between a branch and head office that a test can cut and restore (the one
+/// the demo uses).
+pub use fieldsync_server::demo::Relay as LinkProxy;

@@ -647,6 +647,9 @@ impl Driver {
                 Effect::DocUnavailable { doc, .. } => {
                     self.hooks.emit(Event::DocUnavailable { doc });
                 }
+                // A device tracks what the server holds through `shared_heads` (below), and a
+                // device engine never takes in documents from a peer.
+                Effect::Delivered { .. } | Effect::NewDocument { .. } => {}
                 Effect::Refused { reason, detail, .. } => {
                     tracing::info!(reason, detail, "sync refused");
                 }

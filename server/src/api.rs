@@ -1,6 +1,8 @@
-//! The desk API, as much as the edge server issue needs: create a job and assign it, read a
-//! job (desk tokens only); and `GET /api/me`, which tells a device its technician's assignment
-//! index. Errors are JSON with a stable code (see `error.rs`).
+//! The job endpoints of the desk API: create a job and assign it, reassign it, read a job
+//! and a signed report (desk tokens only); and `GET /api/me`, which tells a device its
+//! technician's assignment index. Errors are JSON with a stable code (see `error.rs`). The
+//! routes are mounted with the rest of the desk API in `desk::api`, which also builds the
+//! OpenAPI document from the `#[utoipa::path]` of each handler.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,8 +12,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post, put};
 use fieldsync_shared::ids::{BranchId, CustomerId, DocumentId, TechnicianId};
+use fieldsync_shared::job::approvals::init_approvals;
 use fieldsync_shared::job::doc::{JobDoc, conflicts, read_job};
 use fieldsync_shared::job::index::INDEX_SCHEMA_VERSION;
 use fieldsync_shared::job::index::IndexDoc;
@@ -21,27 +23,32 @@ use fieldsync_shared::job::{
 };
 use fieldsync_shared::sync::{Input, LocalEdit, Principal};
 use fieldsync_shared::time::{CalendarDate, Timestamp};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::app::{AppState, now};
+use crate::desk::wire::ErrorBody;
+use crate::desk::{EVERYONE, STAFF, authorize, parse_body};
 use crate::error::ApiError;
 use crate::registry::JobRecord;
 use crate::ws::{authenticate, token_from};
 
-pub fn routes() -> axum::Router<Arc<AppState>> {
-    axum::Router::new()
-        .route("/api/jobs", post(create_job))
-        .route("/api/jobs/{id}", get(get_job))
-        .route("/api/me", get(me))
-        .route("/api/jobs/{id}/technicians", put(set_technicians))
-        .route("/api/reports/{id}", get(get_report))
-}
-
 /// `GET /api/me` for a device token: who the device is and where its technician's assignment
 /// index is, so a device need not be told the index out of band. The index URL is null until
 /// the technician's first job is assigned.
-async fn me(
+#[utoipa::path(
+    get,
+    path = "/api/me",
+    tag = "devices",
+    description = "A device's technician and assignment index URL. Device tokens only.",
+    responses(
+        (status = 200, description = "`{device_id, technician, branch_id, assignment_index_url}`"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    ),
+)]
+pub async fn me(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
@@ -49,12 +56,17 @@ async fn me(
         state.metrics.refused(e.code());
         ApiError::unauthorized(&e)
     })?;
-    let Principal::Device {
-        device_id,
-        technician,
-    } = principal
-    else {
-        return Err(ApiError::forbidden("`/api/me` answers device tokens only"));
+    let (device_id, technician) = match principal {
+        Principal::Device {
+            device_id,
+            technician,
+        } => (device_id, technician),
+        Principal::Desk { role } => {
+            return Err(ApiError::forbidden(format!(
+                "`/api/me` answers device tokens only, not a desk token (role {role})"
+            )));
+        }
+        _ => return Err(ApiError::forbidden("`/api/me` answers device tokens only")),
     };
     let index = state.registry_read().index_doc(&technician);
     Ok(Json(json!({
@@ -65,84 +77,97 @@ async fn me(
     })))
 }
 
-/// Who may do what at the desk.
+/// What the head office archive endpoints (issue 5) ask of a desk token: reading, which
+/// every desk role may do. Desk endpoints call `desk::authorize` with their own roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Need {
+pub(crate) enum Need {
     Read,
-    Dispatch,
 }
 
-fn desk(state: &AppState, headers: &HeaderMap, need: Need) -> Result<String, ApiError> {
-    let principal = authenticate(state, token_from(headers, None)).map_err(|e| {
-        state.metrics.refused(e.code());
-        ApiError::unauthorized(&e)
-    })?;
-    let Principal::Desk { role } = principal else {
-        return Err(ApiError::forbidden(
-            "the desk API needs a desk token (`fieldsync desk token --role …`)",
-        ));
+pub(crate) fn desk(state: &AppState, headers: &HeaderMap, need: Need) -> Result<String, ApiError> {
+    let (roles, action) = match need {
+        Need::Read => (EVERYONE, "read the archive"),
     };
-    if need == Need::Dispatch && role == "analyst" {
-        return Err(ApiError::forbidden(
-            "role analyst may read jobs but not create them (needs dispatcher or manager)",
-        ));
-    }
-    Ok(role)
+    authorize(state, headers, roles, action).map(|role| role.as_str().to_owned())
 }
 
 /// The body of `POST /api/jobs`. Times are RFC 3339 strings.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewJob {
-    kind: String,
-    request: NewRequest,
-    customer: NewCustomer,
-    product: NewProduct,
-    technician: String,
+pub struct NewJob {
+    /// repair, installation, maintenance or follow_up.
+    pub kind: String,
+    pub request: NewRequest,
+    pub customer: NewCustomer,
+    pub product: NewProduct,
+    pub technician: String,
     #[serde(default)]
-    billing: Option<NewBilling>,
+    pub billing: Option<NewBilling>,
+    /// R16: the contract's completion date (YYYY-MM-DD); required for installation jobs.
+    #[serde(default)]
+    pub contract_due: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewRequest {
-    channel: String,
-    received_at: String,
-    fault_description: String,
+pub struct NewRequest {
+    /// R1: phone, letter, visit, email or web.
+    pub channel: String,
+    /// RFC 3339.
+    pub received_at: String,
+    pub fault_description: String,
+    /// RFC 3339 (R2).
     #[serde(default)]
-    requested_arrival: Option<String>,
+    pub requested_arrival: Option<String>,
+    /// The desk's classification of the fault; R4 compares it with earlier jobs.
+    #[serde(default)]
+    pub fault_category: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewCustomer {
-    id: String,
-    name: String,
+pub struct NewCustomer {
+    pub id: String,
+    pub name: String,
     #[serde(default)]
-    contact: String,
+    pub contact: String,
     #[serde(default)]
-    site_address: String,
+    pub site_address: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewProduct {
-    model: String,
-    serial: String,
-    product_type: String,
+pub struct NewProduct {
+    pub model: String,
+    pub serial: String,
+    pub product_type: String,
     #[serde(default)]
-    purchase_date: Option<String>,
+    pub purchase_date: Option<String>,
     #[serde(default)]
-    warranty_end: Option<String>,
+    pub warranty_end: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewBilling {
+pub struct NewBilling {
+    /// warranty or billable (R10).
     #[serde(default)]
-    mode: Option<String>,
+    pub mode: Option<String>,
     #[serde(default)]
-    currency: Option<String>,
+    pub currency: Option<String>,
+}
+
+/// What `POST /api/jobs` and `POST /api/requests/{id}/job` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedJob {
+    pub job_id: String,
+    /// The job document's `automerge:` URL.
+    pub url: String,
+    pub technician: String,
+    pub assignment_index_url: String,
+    /// R4: earlier jobs on the same product serial with the same fault category within the
+    /// configured window (`[desk] repeat_window_days`, default 90).
+    pub repeat_of: Vec<crate::desk::dispatch::RepeatFlag>,
 }
 
 fn field<T, E: std::fmt::Display>(name: &str, r: Result<T, E>) -> Result<T, ApiError> {
@@ -268,19 +293,62 @@ fn to_automerge(mut doc: AutoCommit) -> Result<Automerge, ApiError> {
     Automerge::load(&doc.save()).map_err(|e| ApiError::internal("document_error", e))
 }
 
-async fn create_job(
+/// `POST /api/jobs`: creates a job and assigns it (R3 dispatch), flagging repeat repairs (R4).
+#[utoipa::path(
+    post,
+    path = "/api/jobs",
+    tag = "dispatch",
+    description = "R1, R3, R4, R16: create a job and assign it. Roles: dispatcher, manager.",
+    request_body = NewJob,
+    responses(
+        (status = 201, body = CreatedJob),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, contract_due_required"),
+        (status = 403, body = ErrorBody),
+    ),
+)]
+pub async fn create_job(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    desk(&state, &headers, Need::Dispatch)?;
-    let new: NewJob = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))?;
-    let job_id = DocumentId::random();
+) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
+    authorize(&state, &headers, STAFF, "create jobs")?;
+    let new: NewJob = parse_body(&body)?;
+    let created = create_job_with_id(&state, new, DocumentId::random(), None).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Creates the job document `job_id` from `new`, assigns it (records, assignment index) and
+/// writes its desk record (R4 flags). `request_id` names the service request it was made
+/// from.
+pub async fn create_job_with_id(
+    state: &AppState,
+    new: NewJob,
+    job_id: DocumentId,
+    request_id: Option<String>,
+) -> Result<CreatedJob, ApiError> {
+    let fault_category = new
+        .request
+        .fault_category
+        .clone()
+        .filter(|c| !c.trim().is_empty());
+    let contract_due = new
+        .contract_due
+        .as_deref()
+        .map(|d| field("contract_due", d.parse::<CalendarDate>()))
+        .transpose()?;
     let job = new.into_job(job_id, state.branch_id.clone())?;
+    if job.kind == JobKind::Installation && contract_due.is_none() {
+        return Err(ApiError::bad_request(
+            "contract_due_required",
+            "R16: an installation job is done within the contract's time: give contract_due",
+        ));
+    }
     let technician = job.technicians[0].clone();
     let doc = JobDoc::create(&job).map_err(|e| ApiError::internal("document_error", e))?;
-    let doc = to_automerge(doc.into_inner())?;
+    let mut doc = doc.into_inner();
+    // The server makes the approvals map, so devices never create it concurrently.
+    init_approvals(&mut doc).map_err(|e| ApiError::internal("document_error", e))?;
+    let doc = to_automerge(doc)?;
 
     // One assignment at a time, so two jobs for a technician without an index yet do not
     // create two indexes.
@@ -300,16 +368,23 @@ async fn create_job(
     pending
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?;
-    let index_id = add_to_index(&state, &technician, job_id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "job_id": job_id,
-            "url": job_id.url(),
-            "technician": technician,
-            "assignment_index_url": index_id.url(),
-        })),
-    ))
+    let index_id = add_to_index(state, &technician, job_id).await?;
+    drop(_guard);
+    let repeat_of = crate::desk::dispatch::record_new_job(
+        state,
+        &job,
+        fault_category,
+        contract_due.map(crate::desk::wire::Date),
+        request_id,
+    )
+    .await?;
+    Ok(CreatedJob {
+        job_id: job_id.to_string(),
+        url: job_id.url(),
+        technician: technician.to_string(),
+        assignment_index_url: index_id.url(),
+        repeat_of,
+    })
 }
 
 /// Removes a job from the technician's assignment index (if they have one).
@@ -378,13 +453,14 @@ async fn add_to_index(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `PUT /api/jobs/{id}/technicians`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Technicians {
-    technicians: Vec<String>,
+pub struct Technicians {
+    pub technicians: Vec<String>,
 }
 
-fn parse_job_id(id: &str) -> Result<DocumentId, ApiError> {
+pub fn parse_job_id(id: &str) -> Result<DocumentId, ApiError> {
     id.parse()
         .or_else(|_| DocumentId::from_url(id))
         .map_err(|e| ApiError::bad_request("invalid_job_id", e.to_string()))
@@ -393,16 +469,29 @@ fn parse_job_id(id: &str) -> Result<DocumentId, ApiError> {
 /// `PUT /api/jobs/{id}/technicians`: assign and unassign (R3 dispatch). Access changes take
 /// effect on live connections: a device that lost the job gets `doc-unavailable` for it and
 /// its assignment index no longer lists it.
-async fn set_technicians(
+#[utoipa::path(
+    put,
+    path = "/api/jobs/{id}/technicians",
+    tag = "dispatch",
+    description = "R3: assign and reassign a job's technicians; their assignment index \
+        documents change. Roles: dispatcher, manager.",
+    params(("id" = String, Path, description = "The job id (bs58 or automerge: URL)")),
+    request_body = Technicians,
+    responses(
+        (status = 200, description = "`{job_id, technicians, added, removed}`"),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, invalid_job_id"),
+        (status = 404, body = ErrorBody, description = "unknown_job"),
+    ),
+)]
+pub async fn set_technicians(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    desk(&state, &headers, Need::Dispatch)?;
+    authorize(&state, &headers, STAFF, "assign technicians")?;
     let job_id = parse_job_id(&id)?;
-    let body: Technicians = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))?;
+    let body: Technicians = parse_body(&body)?;
     let wanted: BTreeSet<TechnicianId> = body
         .technicians
         .into_iter()
@@ -452,14 +541,26 @@ async fn set_technicians(
 
 /// `GET /api/reports/{id}`: a signed report as its canonical JSON, the export format that
 /// `fieldsync verify` checks offline.
-async fn get_report(
+#[utoipa::path(
+    get,
+    path = "/api/reports/{id}",
+    tag = "reports",
+    description = "A signed service report's canonical JSON. Roles: dispatcher, manager, analyst.",
+    params(("id" = String, Path, description = "The report id (32 hex digits)")),
+    responses(
+        (status = 200, description = "The report (RFC 8785 JSON)", content_type = "application/json"),
+        (status = 400, body = ErrorBody, description = "invalid_report_id"),
+        (status = 404, body = ErrorBody, description = "unknown_report"),
+    ),
+)]
+pub async fn get_report(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
 
-    desk(&state, &headers, Need::Read)?;
+    authorize(&state, &headers, EVERYONE, "read reports")?;
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request(
             "invalid_report_id",
@@ -480,12 +581,25 @@ async fn get_report(
         .into_response())
 }
 
-async fn get_job(
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    tag = "dispatch",
+    description = "A job as stored, with its heads and conflicts. Roles: dispatcher, manager, \
+        analyst.",
+    params(("id" = String, Path, description = "The job id (bs58 or automerge: URL)")),
+    responses(
+        (status = 200, description = "`{job, url, heads, conflicts}`"),
+        (status = 400, body = ErrorBody, description = "invalid_job_id"),
+        (status = 404, body = ErrorBody, description = "unknown_job"),
+    ),
+)]
+pub async fn get_job(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    desk(&state, &headers, Need::Read)?;
+    authorize(&state, &headers, EVERYONE, "read jobs")?;
     let job_id = parse_job_id(&id)?;
     if state.registry_read().job(&job_id).is_none() {
         return Err(ApiError::not_found(

@@ -25,7 +25,7 @@ use crate::config::{Config, Role};
 use crate::data_dir::DataDir;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Registry, RegistryError, Tier};
 
 /// The wall clock, as the rest of the server sees it.
 pub fn now() -> Timestamp {
@@ -76,6 +76,8 @@ pub struct AppState {
     pub seen_generation: AtomicU64,
     /// Serialises assignment changes (see `api::create_job`).
     pub assign_lock: tokio::sync::Mutex<()>,
+    /// Edge: ids of reports as the signer stores them (the upstream outbox listens).
+    pub reports_signed: tokio::sync::broadcast::Sender<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -111,15 +113,27 @@ impl AppState {
             StoreConfig::default(),
         )?);
         let seen_generation = Registry::stored_generation(&store)?;
-        let registry = Arc::new(RwLock::new(Registry::load(&store)?));
+        let tier = match config.role {
+            Role::Edge => Tier::Edge,
+            Role::HeadOffice => Tier::HeadOffice,
+        };
+        let registry = Arc::new(RwLock::new(Registry::load(&store)?.with_tier(tier)));
         let metrics = Arc::new(Metrics::default());
-        let mut engine = EngineConfig::new(EngineRole::Server, format!("server-{branch_id}"));
+        // An edge's peer id is what head office binds a branch token to
+        // (`Principal::peer_id_stem`): it joins head office under it.
+        let peer_id = match config.role {
+            Role::Edge => format!("branch-{branch_id}"),
+            Role::HeadOffice => "head-office".to_owned(),
+        };
+        let mut engine = EngineConfig::new(EngineRole::Server, peer_id);
         engine.storage_id = Some(format!("storage-{}", server_key.id()));
         engine.wire_limits.max_message_bytes = config.limits.max_frame_bytes;
         engine.sync_limits.max_message_bytes = config.limits.max_frame_bytes;
         engine.max_loaded_documents = config.limits.max_loaded_documents;
         engine.document_idle_ms =
             i64::try_from(config.limits.document_idle.as_millis()).unwrap_or(i64::MAX);
+        // Head office takes in the documents branches send; an edge creates its own.
+        engine.accept_new_documents = config.role == Role::HeadOffice;
         let hub = Hub::start(
             engine,
             Arc::clone(&store),
@@ -142,6 +156,7 @@ impl AppState {
             next_conn: AtomicU64::new(1),
             seen_generation: AtomicU64::new(seen_generation),
             assign_lock: tokio::sync::Mutex::new(()),
+            reports_signed: tokio::sync::broadcast::channel(1024).0,
         }))
     }
 
@@ -155,6 +170,31 @@ impl AppState {
         self.registry
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A document as stored (not as the engine holds it in memory), read on the blocking
+    /// pool: what the signer, head office's verifier and the upstream outbox look at, since
+    /// only stored content may be acted on. `Ok(None)`: nothing is stored under that id.
+    pub async fn load_document(
+        &self,
+        doc: fieldsync_shared::ids::DocumentId,
+    ) -> Result<Option<automerge::Automerge>, String> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let Some(chunks) = store
+                .load_doc(&doc.to_string())
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(None);
+            };
+            let mut am = automerge::Automerge::new();
+            for chunk in &chunks {
+                am.load_incremental(chunk).map_err(|e| e.to_string())?;
+            }
+            Ok(Some(am))
+        })
+        .await
+        .map_err(|e| format!("loading {doc}: {e}"))?
     }
 
     /// Picks up record changes made by another process (the CLI) and applies revocations to
@@ -186,7 +226,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/sync", get(crate::ws::sync_endpoint))
-        .merge(crate::api::routes())
+        .merge(axum::Router::from(crate::desk::api()))
+        .merge(crate::head_office::routes())
         .with_state(state)
 }
 
@@ -231,10 +272,21 @@ pub async fn serve(
             }
         })
     };
-    let signer = match state.config.role {
-        Role::Edge => Some(tokio::spawn(crate::reports::run_signer(Arc::clone(&state)))),
-        Role::HeadOffice => None,
-    };
+    let mut workers = Vec::new();
+    match state.config.role {
+        Role::Edge => {
+            workers.push(tokio::spawn(crate::reports::run_signer(Arc::clone(&state))));
+            if let Some(upstream) = state.config.upstream.clone() {
+                workers.push(tokio::spawn(crate::upstream::run(
+                    Arc::clone(&state),
+                    upstream,
+                )));
+            }
+        }
+        Role::HeadOffice => {
+            workers.push(tokio::spawn(crate::head_office::run(Arc::clone(&state))));
+        }
+    }
     let signal = state.shutdown.clone();
     // Sync frames are small and answered at once: without TCP_NODELAY a reply that follows
     // a send waits for the peer's delayed ACK (about 40 ms on Linux) on every round trip.
@@ -250,8 +302,8 @@ pub async fn serve(
         })
         .await;
     poller.abort();
-    if let Some(signer) = signer {
-        signer.abort();
+    for worker in workers {
+        worker.abort();
     }
     let _ = state.shutdown.send(true);
     let deadline = Instant::now() + state.config.limits.shutdown_grace;

@@ -51,6 +51,51 @@ impl Default for Limits {
     }
 }
 
+/// The service desk's settings (issue #6); each has a default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Desk {
+    /// R2: a clock due within this many hours is listed as due soon.
+    pub due_soon_hours: u32,
+    /// R18: a warranty-claim part above this amount (minor units) is flagged as a large
+    /// amount, the after-sales director's to approve.
+    pub director_approval_above: i64,
+}
+
+impl Default for Desk {
+    fn default() -> Self {
+        Self {
+            due_soon_hours: 4,
+            director_approval_above: 100_000,
+        }
+    }
+}
+
+impl Desk {
+    pub fn due_soon_ms(&self) -> i64 {
+        i64::from(self.due_soon_hours) * 60 * 60 * 1000
+    }
+}
+
+/// A branch's link to head office (DESIGN.md: the branch dials out, head office never dials
+/// in). Without it the branch keeps its reports to itself.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Head office's sync endpoint, e.g. `ws://head-office:3040/sync`.
+    pub url: String,
+    /// A file holding the branch token from `fieldsync branch token` (read at every dial, so
+    /// a renewed token is picked up without a restart).
+    pub token_file: PathBuf,
+    /// Longest wait between two dial attempts; waits double from one second up to this.
+    #[serde(default = "default_retry_max", with = "secs")]
+    pub retry_max: Duration,
+}
+
+fn default_retry_max() -> Duration {
+    Duration::from_secs(60)
+}
+
 /// The whole configuration of `fieldsync serve`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,6 +106,12 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub limits: Limits,
+    /// Edge only: where to deliver signed reports.
+    pub upstream: Option<Upstream>,
+    /// R4: a repeat repair is the same product and fault within this many days (head
+    /// office's statistics, and the edge desk's flags at job creation and signing).
+    pub repeat_window_days: i64,
+    pub desk: Desk,
 }
 
 impl Default for Config {
@@ -71,6 +122,9 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 3030)),
             data_dir: PathBuf::from("fieldsync-data"),
             limits: Limits::default(),
+            upstream: None,
+            repeat_window_days: 90,
+            desk: Desk::default(),
         }
     }
 }
@@ -94,6 +148,11 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// R4's window in milliseconds.
+    pub fn repeat_window_ms(&self) -> i64 {
+        self.repeat_window_days.saturating_mul(24 * 60 * 60 * 1000)
+    }
+
     /// Defaults, then the file (if any), then `FIELDSYNC_*` variables from `env`.
     pub fn load(
         file: Option<&Path>,
@@ -154,6 +213,18 @@ impl Config {
             "FIELDSYNC_DOCUMENT_IDLE_SECS" => self.limits.document_idle = secs(value)?,
             "FIELDSYNC_PING_INTERVAL_SECS" => self.limits.ping_interval = secs(value)?,
             "FIELDSYNC_SHUTDOWN_GRACE_SECS" => self.limits.shutdown_grace = secs(value)?,
+            "FIELDSYNC_UPSTREAM_URL" | "FIELDSYNC_UPSTREAM_TOKEN_FILE" => {
+                let upstream = self.upstream.get_or_insert_with(|| Upstream {
+                    url: String::new(),
+                    token_file: PathBuf::new(),
+                    retry_max: default_retry_max(),
+                });
+                if name == "FIELDSYNC_UPSTREAM_URL" {
+                    upstream.url = value.to_owned();
+                } else {
+                    upstream.token_file = PathBuf::from(value);
+                }
+            }
             // Other FIELDSYNC_* variables (e.g. FIELDSYNC_CONFIG, FIELDSYNC_LOG) are read
             // elsewhere; unrelated variables are none of our business.
             _ => {}

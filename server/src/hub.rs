@@ -37,6 +37,8 @@ pub enum HubInput {
         conn: ConnId,
         principal: Principal,
         outbox: tokio_mpsc::Sender<Outbound>,
+        /// This server dialled the connection (the branch's link to head office).
+        dialed: bool,
     },
     /// An input for the engine, with when it arrived (for the latency histogram).
     Engine(Input, Instant),
@@ -59,6 +61,7 @@ const TICK: Duration = Duration::from_secs(1);
 pub struct Hub {
     tx: mpsc::Sender<HubInput>,
     doc_changed: broadcast::Sender<DocumentId>,
+    delivered: broadcast::Sender<(DocumentId, Vec<ChangeHash>)>,
 }
 
 impl std::fmt::Debug for HubInput {
@@ -83,9 +86,11 @@ impl Hub {
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let (doc_changed, _) = broadcast::channel(1024);
+        let (delivered, _) = broadcast::channel(1024);
         let hub = Hub {
             tx: tx.clone(),
             doc_changed: doc_changed.clone(),
+            delivered: delivered.clone(),
         };
         let worker = Worker {
             engine: Engine::new(config),
@@ -98,6 +103,7 @@ impl Hub {
             edits: HashMap::new(),
             next_token: 0,
             doc_changed,
+            delivered,
             started: Instant::now(),
         };
         std::thread::Builder::new()
@@ -139,6 +145,11 @@ impl Hub {
         self.doc_changed.subscribe()
     }
 
+    /// Documents a dialled server (head office) confirmed holding, with the heads it holds.
+    pub fn subscribe_delivered(&self) -> broadcast::Receiver<(DocumentId, Vec<ChangeHash>)> {
+        self.delivered.subscribe()
+    }
+
     /// Stops the hub after everything queued so far.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -159,6 +170,7 @@ struct Worker {
     edits: HashMap<u64, oneshot::Sender<Result<Vec<ChangeHash>, LocalEditError>>>,
     next_token: u64,
     doc_changed: broadcast::Sender<DocumentId>,
+    delivered: broadcast::Sender<(DocumentId, Vec<ChangeHash>)>,
     started: Instant,
 }
 
@@ -193,9 +205,15 @@ impl Worker {
                 conn,
                 principal,
                 outbox,
+                dialed,
             } => {
                 self.conns.insert(conn, outbox);
-                self.feed(Input::Connected { conn, principal }, None);
+                let input = if dialed {
+                    Input::Dialed { conn, principal }
+                } else {
+                    Input::Connected { conn, principal }
+                };
+                self.feed(input, None);
             }
             HubInput::Engine(input, arrived) => {
                 if let Input::Disconnected { conn } = &input {
@@ -333,6 +351,17 @@ impl Worker {
                 }
             }
             Effect::DocUnavailable { .. } => {}
+            Effect::Delivered { doc, heads, .. } => {
+                let _ = self.delivered.send((doc, heads));
+            }
+            Effect::NewDocument { doc, by } => {
+                if let Principal::Branch { branch_id } = by {
+                    self.registry
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .adopt(&self.store, doc, branch_id);
+                }
+            }
             Effect::Refused {
                 conn,
                 reason,

@@ -11,7 +11,8 @@ use fieldsync_server::app::{self, AppState, now};
 use fieldsync_server::auth::{DeskRole, Subject, TokenAuthority, parse_ttl};
 use fieldsync_server::config::{Config, Role};
 use fieldsync_server::data_dir::DataDir;
-use fieldsync_server::registry::Registry;
+use fieldsync_server::head_office;
+use fieldsync_server::registry::{BranchRecord, Registry};
 use fieldsync_shared::ids::{BranchId, DeviceId, TechnicianId};
 use fieldsync_shared::keys::{KeyPair, PublicKey};
 use fieldsync_shared::report::DeviceRecord;
@@ -81,6 +82,30 @@ enum Command {
         #[command(subcommand)]
         command: TrustCommand,
     },
+    /// The whole chain on loopback: head office, a branch, three technicians' devices;
+    /// offline work, signed reports, an intermittent link, verification, statistics.
+    Demo {
+        /// Where to keep everything (default: a fresh ./fieldsync-demo/<time>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Head office: branches whose reports it accepts.
+    Branch {
+        #[command(subcommand)]
+        command: BranchCommand,
+    },
+    /// Head office: the month's statistics (R24) and quality digest (R27) from verified
+    /// reports.
+    Stats {
+        #[command(flatten)]
+        common: Common,
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// table, json or csv.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// Check an exported report with only public keys; says exactly what failed.
     Verify {
         /// The report's JSON (as `GET /api/reports/{id}` exports it).
@@ -138,6 +163,30 @@ enum DeviceCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum BranchCommand {
+    /// Register a branch's public key (its `server.pub`) at head office.
+    Enroll {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        branch: String,
+        /// The branch server's public key file (`fieldsync keygen` prints its path).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Print the token a branch dials head office with (its `upstream.token_file`).
+    Token {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        branch: String,
+        /// Lifetime, e.g. 30d.
+        #[arg(long, default_value = "30d")]
+        ttl: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum DeskCommand {
     /// Print a short-lived token for desk staff with a role.
     Token {
@@ -151,14 +200,20 @@ enum DeskCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo tells its own story on stdout; the servers' logs would drown it.
+    let default_level = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FIELDSYNC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Serve {
             common,
             listen,
@@ -205,6 +260,29 @@ fn main() -> anyhow::Result<()> {
             }))
         }
         Command::Verify { report, trust } => verify(&report, &trust),
+        Command::Branch { command } => branch(command),
+        Command::Demo { dir } => {
+            let dir = dir.unwrap_or_else(fieldsync_server::demo::default_dir);
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(fieldsync_server::demo::run(&dir))
+        }
+        Command::Stats {
+            common,
+            month,
+            format,
+        } => {
+            let config = common.load()?;
+            let month: fieldsync_shared::time::Month = month
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--month: {e} (expected YYYY-MM)"))?;
+            let dir = open_dir(&config)?;
+            let store = open_store(&dir)?;
+            let stats = head_office::month_stats(&store, month, config.repeat_window_days)?;
+            let text = head_office::render_stats(&stats, &format).map_err(anyhow::Error::msg)?;
+            print!("{text}");
+            Ok(())
+        }
         Command::Desk {
             command: DeskCommand::Token { common, role, ttl },
         } => {
@@ -243,6 +321,58 @@ fn issue(config: &Config, subject: &Subject, ttl: &str) -> anyhow::Result<String
     authority
         .issue(subject, ttl, now())
         .map_err(anyhow::Error::msg)
+}
+
+fn branch(command: BranchCommand) -> anyhow::Result<()> {
+    match command {
+        BranchCommand::Enroll {
+            common,
+            branch,
+            key,
+        } => {
+            let config = common.load()?;
+            let branch_id = BranchId::new(branch)?;
+            let public =
+                PublicKey::load(&key).with_context(|| format!("branch key {}", key.display()))?;
+            let dir = open_dir(&config)?;
+            let store = open_store(&dir)?;
+            let mut registry = Registry::load(&store)?;
+            registry
+                .enroll_branch(
+                    &store,
+                    BranchRecord {
+                        branch_id: branch_id.clone(),
+                        public_key: public.to_hex(),
+                        enrolled_at: now(),
+                    },
+                )
+                .wait()?;
+            store.flush().wait()?;
+            print_json(&serde_json::json!({
+                "branch_id": branch_id,
+                "key_id": public.id().as_str(),
+                "enrolled": true,
+            }))
+        }
+        BranchCommand::Token {
+            common,
+            branch,
+            ttl,
+        } => {
+            let mut config = common.load()?;
+            config.role = Role::HeadOffice;
+            let branch_id = BranchId::new(branch)?;
+            let dir = open_dir(&config)?;
+            let store = open_store(&dir)?;
+            if Registry::load_devices(&store)?.branch(&branch_id).is_none() {
+                bail!("branch {branch_id} is not enrolled (run `fieldsync branch enroll`)");
+            }
+            drop(store);
+            let token = issue(&config, &Subject::Branch(branch_id), &ttl)?;
+            println!("{token}");
+            Ok(())
+        }
+    }
 }
 
 fn device(command: DeviceCommand) -> anyhow::Result<()> {

@@ -66,6 +66,15 @@ pub struct Metrics {
     pub sync_latency: Histogram,
     /// Time from a storage write being queued to it being durable.
     pub storage_latency: Histogram,
+    /// Edge: 1 while the link to head office is up.
+    pub upstream_connected: AtomicI64,
+    pub upstream_dial_failures: AtomicU64,
+    /// Edge: reports head office confirmed holding, and those still waiting.
+    pub upstream_delivered: AtomicU64,
+    pub upstream_undelivered: AtomicI64,
+    /// Head office: reports archived as verified, and reports kept aside.
+    pub reports_verified: AtomicU64,
+    pub reports_rejected: AtomicU64,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -111,6 +120,42 @@ impl Metrics {
             "counter",
             "WebSocket connections accepted.",
             c(&self.connections_total),
+        );
+        line(
+            "fieldsync_upstream_connected",
+            "gauge",
+            "1 while the link to head office is up (edge).",
+            g(&self.upstream_connected),
+        );
+        line(
+            "fieldsync_upstream_dial_failures_total",
+            "counter",
+            "Failed attempts to reach head office (edge).",
+            c(&self.upstream_dial_failures),
+        );
+        line(
+            "fieldsync_upstream_delivered_total",
+            "counter",
+            "Reports head office confirmed holding (edge).",
+            c(&self.upstream_delivered),
+        );
+        line(
+            "fieldsync_upstream_undelivered",
+            "gauge",
+            "Signed reports not yet confirmed by head office (edge).",
+            g(&self.upstream_undelivered),
+        );
+        line(
+            "fieldsync_reports_verified_total",
+            "counter",
+            "Reports verified and archived (head office).",
+            c(&self.reports_verified),
+        );
+        line(
+            "fieldsync_reports_rejected_total",
+            "counter",
+            "Reports kept aside because a check failed (head office).",
+            c(&self.reports_rejected),
         );
         line(
             "fieldsync_loaded_documents",

@@ -23,6 +23,8 @@ const DEVICES: &str = "devices";
 const JOBS: &str = "jobs";
 const INDEXES: &str = "assignment_indexes";
 const REGISTRY: &str = "registry";
+const BRANCHES: &str = "branches";
+const OWNERS: &str = "document_owners";
 const GENERATION: &str = "generation";
 
 /// A job as the server records it: which branch, and who is assigned.
@@ -32,6 +34,15 @@ pub struct JobRecord {
     pub branch_id: BranchId,
     pub technicians: BTreeSet<TechnicianId>,
     pub created_at: Timestamp,
+}
+
+/// A branch enrolled at head office: the public key its reports are signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchRecord {
+    pub branch_id: BranchId,
+    /// Hex ed25519 public key.
+    pub public_key: String,
+    pub enrolled_at: Timestamp,
 }
 
 /// Why a registry operation failed.
@@ -51,6 +62,14 @@ pub enum RegistryError {
     DeviceExists(DeviceId),
 }
 
+/// Which tier the records serve: access rules differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Tier {
+    #[default]
+    Edge,
+    HeadOffice,
+}
+
 /// The in-memory mirror of the records.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
@@ -62,6 +81,12 @@ pub struct Registry {
     index_owner: HashMap<DocumentId, TechnicianId>,
     /// Technician → assigned jobs.
     assigned: HashMap<TechnicianId, BTreeSet<DocumentId>>,
+    tier: Tier,
+    /// Head office: enrolled branches.
+    branches: HashMap<BranchId, BranchRecord>,
+    /// Head office: the branch each received document came from. Only that branch may sync
+    /// it again; no other branch learns it exists.
+    owners: HashMap<DocumentId, BranchId>,
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(
@@ -101,7 +126,22 @@ impl Registry {
             registry.index_job(&record);
             registry.jobs.insert(record.job_id, record);
         }
+        for (key, value) in store.meta_entries(OWNERS)? {
+            let doc: DocumentId = key.parse().map_err(|_| RegistryError::Corrupt {
+                namespace: OWNERS,
+                key: key.clone(),
+                reason: "not a document id".into(),
+            })?;
+            let branch: BranchId = decode(OWNERS, &key, &value)?;
+            registry.owners.insert(doc, branch);
+        }
         Ok(registry)
+    }
+
+    /// Sets which tier these records serve (head office grants branches their documents).
+    pub fn with_tier(mut self, tier: Tier) -> Self {
+        self.tier = tier;
+        self
     }
 
     /// The generation stamp the store holds: a fresh random value after every change to the
@@ -123,12 +163,16 @@ impl Registry {
         drop(store.put_meta(REGISTRY, GENERATION, stamp.to_vec()));
     }
 
-    /// Reads only the device records (what another process may change).
+    /// Reads only the device and branch records (what another process may change).
     pub fn load_devices(store: &Store) -> Result<Self, RegistryError> {
         let mut registry = Registry::default();
         for (key, value) in store.meta_entries(DEVICES)? {
             let record: DeviceRecord = decode(DEVICES, &key, &value)?;
             registry.devices.insert(record.device_id.clone(), record);
+        }
+        for (key, value) in store.meta_entries(BRANCHES)? {
+            let record: BranchRecord = decode(BRANCHES, &key, &value)?;
+            registry.branches.insert(record.branch_id.clone(), record);
         }
         Ok(registry)
     }
@@ -137,6 +181,9 @@ impl Registry {
     /// are added and revocations are kept from either side. Returns the devices this merge
     /// revoked.
     pub fn merge_devices(&mut self, fresh: &Registry) -> Vec<DeviceRecord> {
+        for (id, record) in &fresh.branches {
+            self.branches.insert(id.clone(), record.clone());
+        }
         let mut revoked = Vec::new();
         for (id, theirs) in &fresh.devices {
             match self.devices.get_mut(id) {
@@ -220,6 +267,42 @@ impl Registry {
         Ok(pending)
     }
 
+    /// Head office: enrolls (or re-keys) a branch. Durable when the returned write completes.
+    pub fn enroll_branch(
+        &mut self,
+        store: &Store,
+        record: BranchRecord,
+    ) -> fieldsync_storage::Pending<()> {
+        let pending = store.put_meta(BRANCHES, record.branch_id.as_str(), encode(&record));
+        self.branches.insert(record.branch_id.clone(), record);
+        self.bump(store);
+        pending
+    }
+
+    pub fn branch(&self, id: &BranchId) -> Option<&BranchRecord> {
+        self.branches.get(id)
+    }
+
+    pub fn branches(&self) -> impl Iterator<Item = &BranchRecord> {
+        self.branches.values()
+    }
+
+    /// Head office: records that `doc` came from `branch` (the first to send it).
+    pub fn adopt(&mut self, store: &Store, doc: DocumentId, branch: BranchId) {
+        if self.owners.contains_key(&doc) {
+            return;
+        }
+        // Not awaited: the hub thread must not block. A crash before it is written loses
+        // only the record; the document's content names its branch, and until it is
+        // written again the id is unknown, so only a branch that knows it can claim it.
+        drop(store.put_meta(OWNERS, &doc.to_string(), encode(&branch)));
+        self.owners.insert(doc, branch);
+    }
+
+    pub fn owner(&self, doc: &DocumentId) -> Option<&BranchId> {
+        self.owners.get(doc)
+    }
+
     /// Records a technician's assignment index document.
     pub fn set_index_doc(
         &mut self,
@@ -284,7 +367,23 @@ impl AccessPolicy for Registry {
                     Access::None
                 }
             }
-            Principal::Branch { .. } | Principal::Server => Access::None,
+            // Head office: a branch reaches the documents it sent, and may send new ones.
+            Principal::Branch { branch_id } => {
+                let enrolled = self.branches.contains_key(branch_id);
+                match (self.tier, enrolled, self.owners.get(doc)) {
+                    (Tier::HeadOffice, true, None) => Access::ReadWrite,
+                    (Tier::HeadOffice, true, Some(owner)) if owner == branch_id => {
+                        Access::ReadWrite
+                    }
+                    _ => Access::None,
+                }
+            }
+            // The head office this branch dialled: it receives what the branch offers and
+            // changes nothing here.
+            Principal::Server => match self.tier {
+                Tier::Edge => Access::Read,
+                Tier::HeadOffice => Access::None,
+            },
         }
     }
 }

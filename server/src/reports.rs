@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use automerge::{Automerge, ChangeHash};
+use automerge::ChangeHash;
 use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::doc::read_job;
 use fieldsync_shared::job::{Job, RefusalReason, ReportOutcome, TimelineEvent};
@@ -55,32 +55,19 @@ pub async fn consider(state: &Arc<AppState>, doc: DocumentId) {
     if state.registry_read().job(&doc).is_none() {
         return;
     }
-    let store = Arc::clone(&state.store);
-    let loaded =
-        tokio::task::spawn_blocking(move || -> Result<Option<(Job, Vec<ChangeHash>)>, String> {
-            let Some(chunks) = store
-                .load_doc(&doc.to_string())
-                .map_err(|e| e.to_string())?
-            else {
-                return Ok(None);
-            };
-            let mut am = Automerge::new();
-            for chunk in &chunks {
-                am.load_incremental(chunk).map_err(|e| e.to_string())?;
-            }
-            let job = read_job(&am).map_err(|e| e.to_string())?;
-            Ok(Some((job, am.get_heads())))
+    let loaded = state.load_document(doc).await.and_then(|am| {
+        am.map(|am| {
+            read_job(&am)
+                .map(|job| (job, am.get_heads()))
+                .map_err(|e| e.to_string())
         })
-        .await;
-    let (job, heads) = match loaded {
-        Ok(Ok(Some(found))) => found,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            tracing::warn!(%doc, error = %e, "cannot read a job to consider its completion");
-            return;
-        }
+        .transpose()
+    });
+    let (job, heads): (Job, Vec<ChangeHash>) = match loaded {
+        Ok(Some(found)) => found,
+        Ok(None) => return,
         Err(e) => {
-            tracing::error!(%doc, error = %e, "signer task failed");
+            tracing::warn!(%doc, error = %e, "cannot read a job to consider its completion");
             return;
         }
     };
@@ -120,6 +107,10 @@ pub async fn consider(state: &Arc<AppState>, doc: DocumentId) {
                 .join("; "),
         },
     };
+    let signed = match &outcome {
+        ReportOutcome::Signed { report_id, .. } => Some(report_id.clone()),
+        ReportOutcome::Refused { .. } => None,
+    };
     let written = state
         .hub
         .edit(
@@ -132,6 +123,19 @@ pub async fn consider(state: &Arc<AppState>, doc: DocumentId) {
         .await;
     if let Err(e) = written {
         tracing::error!(%doc, error = %e, "cannot write the report outcome into the job");
+        return;
+    }
+    // The desk's part of a signed report: R4 with the diagnosed fault, R14's follow-up day.
+    if let Some(report_id) = signed {
+        match crate::desk::dispatch::on_report_signed(state, &job, &report_id, at).await {
+            Ok(repeats) if !repeats.is_empty() => {
+                tracing::info!(%doc, repeats = repeats.len(), "R4: signed job repeats an earlier repair");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%doc, error = %e.message, "cannot update the desk record of a signed job")
+            }
+        }
     }
 }
 
@@ -198,6 +202,10 @@ async fn decide(
         }
         Err(e) => Err(e),
     };
+    if stored.is_ok() {
+        // The upstream outbox (if any) takes it from here; it reads the stored copy.
+        let _ = state.reports_signed.send(report.body.report_id.clone());
+    }
     if let Err(e) = stored {
         return ReportOutcome::Refused {
             at,

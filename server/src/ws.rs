@@ -63,7 +63,14 @@ pub fn authenticate(state: &AppState, token: Option<String>) -> Result<Principal
         Subject::Desk(role) => Ok(Principal::Desk {
             role: role.as_str().to_owned(),
         }),
-        Subject::Branch(branch_id) => Ok(Principal::Branch { branch_id }),
+        Subject::Branch(branch_id) => {
+            if state.registry_read().branch(&branch_id).is_none() {
+                return Err(AuthError::Revoked(format!(
+                    "branch {branch_id} is not enrolled at head office"
+                )));
+            }
+            Ok(Principal::Branch { branch_id })
+        }
     }
 }
 
@@ -114,6 +121,7 @@ async fn connection(state: Arc<AppState>, socket: WebSocket, principal: Principa
         conn,
         principal,
         outbox,
+        dialed: false,
     }) {
         return;
     }

@@ -8,11 +8,13 @@
 //! network (see ARCHITECTURE.md).
 
 pub mod canonical;
+pub mod desk;
 pub mod ids;
 pub mod job;
 pub mod keys;
 pub mod protocol;
 pub mod report;
+pub mod report_doc;
 pub mod rules;
 pub mod stats;
 pub mod sync;

@@ -96,6 +96,11 @@ impl FromStr for Timestamp {
 pub struct CalendarDate(time::Date);
 
 impl CalendarDate {
+    /// The day before, if representable.
+    pub fn previous_day(self) -> Option<Self> {
+        self.0.previous_day().map(Self)
+    }
+
     pub fn from_ymd(year: i32, month: u8, day: u8) -> Result<Self, TimeError> {
         let m = time::Month::try_from(month)
             .map_err(|_| TimeError::BadDate(format!("{year:04}-{month:02}-{day:02}")))?;

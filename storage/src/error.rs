@@ -45,6 +45,15 @@ pub enum StorageError {
     #[error("{} cannot use WAL journal mode (SQLite kept {mode:?})", path.display())]
     WalUnavailable { path: PathBuf, mode: String },
 
+    /// A versioned record was written over a revision other than the one the writer read:
+    /// someone else changed it first. Nothing was stored; read it again and retry.
+    #[error("record {kind}/{id} was changed by someone else (expected revision {expected})")]
+    RevisionConflict {
+        kind: String,
+        id: String,
+        expected: u64,
+    },
+
     /// The writer thread has stopped, so the write was not (and will not be) stored.
     #[error("the storage writer thread has stopped; the write was not stored")]
     WriterGone,

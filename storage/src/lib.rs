@@ -4,7 +4,8 @@
 //! Every tier uses it: the branch edge server, head office and the technician device (through
 //! the client SDK). It keeps what the sync engine needs, in the style of automerge-repo's
 //! storage: per document, incremental change chunks and compacted snapshots; the automerge
-//! sync state held for each (peer, document); and small records by namespace.
+//! sync state held for each (peer, document); small records by namespace; and versioned
+//! records written by compare-and-set (the service desk's own records).
 //!
 //! # The durability promise
 //!
@@ -38,6 +39,7 @@ mod config;
 mod error;
 mod migrations;
 mod pending;
+mod record;
 mod stats;
 mod store;
 mod writer;
@@ -47,5 +49,6 @@ pub use config::StoreConfig;
 pub use error::StorageError;
 pub use migrations::SCHEMA_VERSION;
 pub use pending::Pending;
+pub use record::{Record, RecordFilter};
 pub use stats::StoreStats;
 pub use store::Store;

@@ -23,11 +23,18 @@ pub(crate) struct Migration {
 
 /// Every step, in order. Append new steps at the end (and a seed for the step's schema in the
 /// tests below).
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_initial",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_initial",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_records",
+        sql: include_str!("../migrations/0002_records.sql"),
+    },
+];
 
 /// The schema version this build writes: the number of the last migration.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -150,15 +157,35 @@ mod tests {
                     params!["devices", "dev-1", b"record"],
                 )?;
             }
+            2 => {
+                conn.execute(
+                    "INSERT INTO records (kind, id, revision, lookup, open, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params!["tool", "torque-1", 1, "TW-9", 1, b"{}"],
+                )?;
+            }
             other => anyhow::bail!("no seed for schema version {other}: add one"),
         }
         Ok(())
     }
 
     /// Checks that what `seed(seeded)` wrote reads back correctly at schema `now`.
-    fn check_seed(_conn: &Connection, seeded: i64, now: i64) -> anyhow::Result<()> {
+    fn check_seed(conn: &Connection, seeded: i64, now: i64) -> anyhow::Result<()> {
         match (seeded, now) {
             (0, _) => Ok(()),
+            // 0002 adds a table and leaves the tables of 0001 and their rows alone.
+            (1, 2) => {
+                let count = |table: &str| -> rusqlite::Result<i64> {
+                    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                        row.get(0)
+                    })
+                };
+                ensure!(count("doc_chunks")? == 1);
+                ensure!(count("sync_states")? == 1);
+                ensure!(count("meta")? == 1);
+                ensure!(count("records")? == 0);
+                Ok(())
+            }
             (other, now) => anyhow::bail!("no check for data of version {other} at version {now}"),
         }
     }

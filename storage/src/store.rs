@@ -10,6 +10,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use crate::chunk::{Chunk, ChunkKey, ChunkKind};
 use crate::migrations::{self, SCHEMA_VERSION};
 use crate::pending::{Pending, pending};
+use crate::record::{Record, RecordFilter};
 use crate::stats::{Counters, StoreStats};
 use crate::writer::{self, Command, Done, WriteOp};
 use crate::{StorageError, StoreConfig};
@@ -296,6 +297,43 @@ impl Store {
         self.submit(op, ())
     }
 
+    // ---- versioned records ----
+
+    /// Stores `record` as its `revision`: a new record has revision 1, and revision n is
+    /// stored only over revision n - 1. Completes with [`StorageError::RevisionConflict`],
+    /// storing nothing, when the stored revision is another (someone else wrote first).
+    pub fn put_record(&self, record: Record) -> Pending<()> {
+        self.submit(WriteOp::PutRecord(record), ())
+    }
+
+    /// One record, if stored.
+    pub fn record(&self, kind: &str, id: &str) -> Result<Option<Record>, StorageError> {
+        self.readers.read(|conn| {
+            conn.prepare_cached(
+                "SELECT kind, id, revision, lookup, open, body FROM records
+                 WHERE kind = ?1 AND id = ?2",
+            )?
+            .query_row([kind, id], record_from_row)
+            .optional()
+        })
+    }
+
+    /// The records of a kind that pass `filter`, sorted by id.
+    pub fn records(&self, kind: &str, filter: &RecordFilter) -> Result<Vec<Record>, StorageError> {
+        self.readers.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT kind, id, revision, lookup, open, body FROM records
+                 WHERE kind = ?1 AND (?2 IS NULL OR lookup = ?2) AND (?3 = 0 OR open = 1)
+                 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(
+                rusqlite::params![kind, filter.lookup, filter.open_only],
+                record_from_row,
+            )?;
+            rows.collect()
+        })
+    }
+
     // ---- lifecycle ----
 
     /// Completes once every write submitted before it has been committed or has failed.
@@ -409,6 +447,17 @@ impl Readers {
             idle.push(conn);
         }
     }
+}
+
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record {
+        kind: row.get(0)?,
+        id: row.get(1)?,
+        revision: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+        lookup: row.get(3)?,
+        open: row.get(4)?,
+        body: row.get(5)?,
+    })
 }
 
 /// Runs `PRAGMA quick_check`, which answers one row "ok" or one row per problem found.

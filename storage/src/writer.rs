@@ -17,6 +17,7 @@ use rusqlite::{Connection, params};
 use crate::StorageError;
 use crate::chunk::{ChunkKey, ChunkKind};
 use crate::pending::Completer;
+use crate::record::{Record, RevisionConflict};
 use crate::stats::Counters;
 
 /// Completes one write; it turns the writer's `()` into the value the caller gets.
@@ -72,6 +73,7 @@ pub(crate) enum WriteOp {
         namespace: String,
         key: String,
     },
+    PutRecord(Record),
 }
 
 /// The writer thread's loop. It ends when every sender is gone and the queue is drained,
@@ -114,11 +116,11 @@ fn commit_batch(conn: &mut Connection, writes: &mut Vec<(WriteOp, Done)>, counte
         return;
     }
 
-    let mut outcomes: Vec<(Done, Result<(), rusqlite::Error>)> = Vec::with_capacity(batch);
+    let mut outcomes: Vec<(Done, Result<(), StorageError>)> = Vec::with_capacity(batch);
     let mut queue = writes.drain(..);
     while let Some((op, done)) = queue.next() {
         match apply_in_savepoint(conn, &op) {
-            Ok(outcome) => outcomes.push((done, outcome)),
+            Ok(outcome) => outcomes.push((done, outcome.map_err(|e| write_error(e, &op)))),
             // The transaction is no longer usable: nothing of this batch can be stored, and
             // the writes not reached yet fail with the same error.
             Err(error) => {
@@ -148,7 +150,7 @@ fn commit_batch(conn: &mut Connection, writes: &mut Vec<(WriteOp, Done)>, counte
         .count();
     counters.committed(batch, committed);
     for (done, outcome) in outcomes {
-        done(outcome.map_err(StorageError::Sqlite));
+        done(outcome);
     }
 }
 
@@ -247,8 +249,64 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
             conn.prepare_cached("DELETE FROM meta WHERE namespace = ?1 AND key = ?2")?
                 .execute([namespace, key])?;
         }
+        WriteOp::PutRecord(record) => put_record(conn, record)?,
     }
     Ok(())
+}
+
+/// Writes revision n of a record only over revision n - 1 (or over nothing when n = 1). A
+/// refusal travels as a boxed [`RevisionConflict`] inside a rusqlite error (the only variant
+/// that carries a value of ours); `write_error` turns it back into its own variant.
+fn put_record(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
+    let revision = i64::try_from(record.revision).unwrap_or(i64::MAX);
+    let changed = if revision == 1 {
+        conn.prepare_cached(
+            "INSERT INTO records (kind, id, revision, lookup, open, body)
+             VALUES (?1, ?2, 1, ?3, ?4, ?5) ON CONFLICT (kind, id) DO NOTHING",
+        )?
+        .execute(params![
+            record.kind,
+            record.id,
+            record.lookup,
+            record.open,
+            record.body
+        ])?
+    } else {
+        conn.prepare_cached(
+            "UPDATE records SET revision = ?3, lookup = ?4, open = ?5, body = ?6
+             WHERE kind = ?1 AND id = ?2 AND revision = ?3 - 1",
+        )?
+        .execute(params![
+            record.kind,
+            record.id,
+            revision,
+            record.lookup,
+            record.open,
+            record.body
+        ])?
+    };
+    if changed == 0 {
+        return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(
+            RevisionConflict,
+        )));
+    }
+    Ok(())
+}
+
+/// One write's own failure, as its caller sees it.
+fn write_error(error: rusqlite::Error, op: &WriteOp) -> StorageError {
+    match (&error, op) {
+        (rusqlite::Error::ToSqlConversionFailure(e), WriteOp::PutRecord(record))
+            if e.is::<RevisionConflict>() =>
+        {
+            StorageError::RevisionConflict {
+                kind: record.kind.clone(),
+                id: record.id.clone(),
+                expected: record.revision.saturating_sub(1),
+            }
+        }
+        _ => StorageError::Sqlite(error),
+    }
 }
 
 /// Stores a chunk; the same bytes stored again (a retried write) keep the existing row.

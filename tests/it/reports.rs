@@ -11,10 +11,10 @@ use fieldsync_shared::sync::LocalEdit;
 use fieldsync_shared::time::{Money, Timestamp};
 use fieldsync_tests::{SETTLE, TestServer, temp_dir};
 
-const T0: i64 = 1_793_000_000_000;
+pub(crate) const T0: i64 = 1_793_000_000_000;
 
 /// A typed edit of the job, as the device makes it.
-async fn edit(
+pub(crate) async fn edit(
     client: &SyncClient,
     job: DocumentId,
     f: impl FnOnce(&mut JobDoc) -> Result<(), EditError> + Send + 'static,
@@ -31,7 +31,7 @@ fn tech() -> TechnicianId {
 }
 
 /// Records everything R7 asks for.
-async fn do_the_work(client: &SyncClient, job: DocumentId) -> anyhow::Result<()> {
+pub(crate) async fn do_the_work(client: &SyncClient, job: DocumentId) -> anyhow::Result<()> {
     edit(client, job, |jd| {
         jd.set_fault_cause(Some("Worn start capacitor"))
             .and_then(|()| jd.set_solution(Some("Replaced the capacitor, tested 30 min")))
@@ -52,7 +52,7 @@ async fn do_the_work(client: &SyncClient, job: DocumentId) -> anyhow::Result<()>
 }
 
 /// The customer signs on the device, over the job as it is now.
-async fn acknowledge(
+pub(crate) async fn acknowledge(
     client: &SyncClient,
     job: DocumentId,
     device: &DeviceId,
@@ -87,7 +87,7 @@ async fn acknowledge(
     edit(client, job, move |jd| jd.set_acknowledgement(&ack)).await
 }
 
-async fn check_out_and_complete(
+pub(crate) async fn check_out_and_complete(
     client: &SyncClient,
     job: DocumentId,
     check_out: bool,
@@ -109,7 +109,7 @@ async fn check_out_and_complete(
     .await
 }
 
-async fn outcome(client: &SyncClient, job: DocumentId) -> Option<ReportOutcome> {
+pub(crate) async fn outcome(client: &SyncClient, job: DocumentId) -> Option<ReportOutcome> {
     let mut found = None;
     client
         .wait_for(job, SETTLE, |d| {
@@ -120,26 +120,57 @@ async fn outcome(client: &SyncClient, job: DocumentId) -> Option<ReportOutcome> 
     found
 }
 
+/// A branch server, a device of tech-wang and a job assigned to them, on the device.
+struct Branch {
+    _dirs: [tempfile::TempDir; 2],
+    server: TestServer,
+    device: DeviceId,
+    key: KeyPair,
+    job: DocumentId,
+    client: SyncClient,
+}
+
+impl Branch {
+    async fn with_a_job(device: &str) -> anyhow::Result<Self> {
+        let (data, devices) = (temp_dir()?, temp_dir()?);
+        let server = TestServer::start_in(data.path()).await?;
+        let (device, key) = server.enroll_with_key("tech-wang", device)?;
+        let created = server.create_job("tech-wang").await?;
+        let client = server.connect_device(&device, devices.path()).await?;
+        client.subscribe(created.job);
+        anyhow::ensure!(
+            client
+                .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
+                .await,
+            "the job did not reach the device"
+        );
+        Ok(Self {
+            _dirs: [data, devices],
+            server,
+            device,
+            key,
+            job: created.job,
+            client,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_complete_job_is_signed_at_the_edge_and_verifies_offline() -> anyhow::Result<()> {
-    let data = temp_dir()?;
-    let devices = temp_dir()?;
-    let server = TestServer::start_in(data.path()).await?;
-    let (device, key) = server.enroll_with_key("tech-wang", "dev-a")?;
-    let created = server.create_job("tech-wang").await?;
-    let client = server.connect_device(&device, devices.path()).await?;
-    client.subscribe(created.job);
-    assert!(
-        client
-            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
-            .await
-    );
+    let Branch {
+        _dirs,
+        server,
+        device,
+        key,
+        job,
+        client,
+    } = Branch::with_a_job("dev-a").await?;
 
-    do_the_work(&client, created.job).await?;
-    acknowledge(&client, created.job, &device, &key).await?;
-    check_out_and_complete(&client, created.job, true, T0 + 60_000).await?;
+    do_the_work(&client, job).await?;
+    acknowledge(&client, job, &device, &key).await?;
+    check_out_and_complete(&client, job, true, T0 + 60_000).await?;
 
-    let Some(ReportOutcome::Signed { report_id, .. }) = outcome(&client, created.job).await else {
+    let Some(ReportOutcome::Signed { report_id, .. }) = outcome(&client, job).await else {
         panic!("the job was not signed");
     };
     let bytes = reqwest::Client::new()
@@ -179,30 +210,26 @@ async fn a_complete_job_is_signed_at_the_edge_and_verifies_offline() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incomplete_job_is_refused_with_every_reason_visible_on_the_device() -> anyhow::Result<()>
 {
-    let data = temp_dir()?;
-    let devices = temp_dir()?;
-    let server = TestServer::start_in(data.path()).await?;
-    let (device, key) = server.enroll_with_key("tech-wang", "dev-a")?;
-    let created = server.create_job("tech-wang").await?;
-    let client = server.connect_device(&device, devices.path()).await?;
-    client.subscribe(created.job);
-    assert!(
-        client
-            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
-            .await
-    );
+    let Branch {
+        _dirs,
+        server,
+        device,
+        key,
+        job,
+        client,
+    } = Branch::with_a_job("dev-a").await?;
 
-    do_the_work(&client, created.job).await?;
-    acknowledge(&client, created.job, &device, &key).await?;
+    do_the_work(&client, job).await?;
+    acknowledge(&client, job, &device, &key).await?;
     // A part added after the customer signed: the acknowledgement no longer matches.
-    edit(&client, created.job, |jd| {
+    edit(&client, job, |jd| {
         jd.set_solution(Some("Replaced the capacitor and a fuse"))
     })
     .await?;
     // And no check-out (R11).
-    check_out_and_complete(&client, created.job, false, T0 + 60_000).await?;
+    check_out_and_complete(&client, job, false, T0 + 60_000).await?;
 
-    let Some(ReportOutcome::Refused { reasons, .. }) = outcome(&client, created.job).await else {
+    let Some(ReportOutcome::Refused { reasons, .. }) = outcome(&client, job).await else {
         panic!("the job was not refused");
     };
     let codes: Vec<(&str, &str)> = reasons
@@ -218,4 +245,91 @@ async fn an_incomplete_job_is_refused_with_every_reason_visible_on_the_device() 
     );
     server.stop().await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_recorded_is_refused_with_each_missing_r7_item_and_no_acknowledgement()
+-> anyhow::Result<()> {
+    let Branch {
+        _dirs,
+        server,
+        job,
+        client,
+        ..
+    } = Branch::with_a_job("dev-a").await?;
+    check_out_and_complete(&client, job, true, T0 + 60_000).await?;
+    let Some(ReportOutcome::Refused { reasons, .. }) = outcome(&client, job).await else {
+        panic!("the job was not refused");
+    };
+    let codes: Vec<(&str, &str)> = reasons
+        .iter()
+        .map(|r| (r.rule.as_str(), r.code.as_str()))
+        .collect();
+    // Every R7 item and the missing acknowledgement (R8), each with its own reason, all at
+    // once: the technician fixes everything in one visit to the screen.
+    for expected in [
+        ("R7", "missing_fault_cause"),
+        ("R7", "missing_solution"),
+        ("R7", "missing_customer_opinion"),
+        ("R8", "missing_acknowledgement"),
+    ] {
+        assert!(codes.contains(&expected), "{expected:?} not in {codes:?}");
+    }
+    assert!(!codes.iter().any(|(rule, _)| *rule == "R11"), "{codes:?}");
+    assert!(reasons.iter().all(|r| !r.message.is_empty()));
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_by_a_revoked_device_is_refused() -> anyhow::Result<()> {
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_in(data.path()).await?;
+    let (lost, lost_key) = server.enroll_with_key("tech-wang", "dev-lost")?;
+    let (spare, _) = server.enroll_with_key("tech-wang", "dev-spare")?;
+    let created = server.create_job("tech-wang").await?;
+    let client = server.connect_device(&lost, devices.path()).await?;
+    client.subscribe(created.job);
+    assert!(
+        client
+            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
+            .await
+    );
+    do_the_work(&client, created.job).await?;
+    acknowledge(&client, created.job, &lost, &lost_key).await?;
+    // The device that took the signature is reported lost and revoked; the technician
+    // finishes the job on the spare device.
+    fieldsync_tests::eventually(SETTLE, "the server holds the acknowledgement", || async {
+        server
+            .fetch_job(created.job)
+            .await
+            .ok()
+            .and_then(|j| j.acknowledgement)
+    })
+    .await?;
+    client.close();
+    server
+        .state
+        .registry_write()
+        .revoke_device(&server.state.store, &lost, fieldsync_server::app::now())?
+        .wait()?;
+    let spare_client = server.connect_device(&spare, devices.path()).await?;
+    spare_client.subscribe(created.job);
+    assert!(
+        spare_client
+            .wait_for(created.job, SETTLE, |d| read_job(d)
+                .is_ok_and(|j| j.acknowledgement.is_some()))
+            .await
+    );
+    check_out_and_complete(&spare_client, created.job, true, T0 + 60_000).await?;
+    let Some(ReportOutcome::Refused { reasons, .. }) = outcome(&spare_client, created.job).await
+    else {
+        panic!("the job was not refused");
+    };
+    let codes: Vec<(&str, &str)> = reasons
+        .iter()
+        .map(|r| (r.rule.as_str(), r.code.as_str()))
+        .collect();
+    assert_eq!(codes, vec![("R8", "revoked_device")]);
+    server.stop().await
 }

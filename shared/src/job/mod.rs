@@ -1,5 +1,6 @@
 //! Jobs (work orders): the typed model, its automerge document form, and conflicts.
 
+pub mod approvals;
 pub mod doc;
 pub mod index;
 pub mod model;

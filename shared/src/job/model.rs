@@ -50,6 +50,7 @@ pub struct Job {
 /// What sort of visit the job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobKind {
     Repair,
     /// R16: installation and commissioning, including training the customer's staff.
@@ -83,6 +84,7 @@ impl JobKind {
 /// R1: how the service contact arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Channel {
     Phone,
     Letter,
@@ -219,6 +221,7 @@ pub struct Travel {
 /// R10: warranty work is free for the customer; billable work is invoiced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BillingMode {
     Warranty,
     Billable,

@@ -75,6 +75,10 @@ pub struct EngineConfig {
     pub max_loaded_documents: usize,
     /// After this many incremental chunks a document is compacted into one snapshot.
     pub compact_after_chunks: usize,
+    /// Server role: a document a peer with read-write access sends that is stored nowhere
+    /// here is taken in (head office receiving a branch's documents) and announced with
+    /// [`Effect::NewDocument`]. Off at the edge, where only the server creates documents.
+    pub accept_new_documents: bool,
 }
 
 impl EngineConfig {
@@ -88,6 +92,7 @@ impl EngineConfig {
             document_idle_ms: 300_000,
             max_loaded_documents: 50_000,
             compact_after_chunks: 64,
+            accept_new_documents: false,
         }
     }
 }
@@ -182,6 +187,10 @@ pub enum LocalEditError {
 pub enum Input {
     /// A connection was authenticated as `principal`. A client engine sends `join` now.
     Connected { conn: ConnId, principal: Principal },
+    /// A connection this node opened to a server (a branch's link to head office): the
+    /// engine plays the client on it whatever its role, sends `join`, and syncs the
+    /// subscribed documents over it. `principal` is who the glue dialled.
+    Dialed { conn: ConnId, principal: Principal },
     /// One WebSocket binary message.
     Frame { conn: ConnId, bytes: Vec<u8> },
     /// The connection is gone (closed, failed, or closed by us).
@@ -208,8 +217,11 @@ pub enum Input {
         edit: LocalEdit,
         token: u64,
     },
-    /// A client engine: keep this document in sync with every server it is connected to.
+    /// Keep this document in sync with every server this node is connected to as a client
+    /// (every connection of a client engine; the dialled ones of a server engine).
     Subscribe { doc: DocumentId },
+    /// Stop offering the document to the servers it was subscribed for.
+    Unsubscribe { doc: DocumentId },
     /// Access rules changed for a document or a principal: re-check the live sessions.
     AccessChanged {
         doc: Option<DocumentId>,
@@ -253,6 +265,20 @@ pub enum Effect {
     DocChanged {
         doc: DocumentId,
         heads: Vec<ChangeHash>,
+    },
+    /// A server this node dialled holds every change of the document this node holds:
+    /// its answer named them all as its heads, and a server announces only stored heads.
+    /// Emitted when the heads it confirms change. `heads` are the document's heads then.
+    Delivered {
+        conn: ConnId,
+        doc: DocumentId,
+        heads: Vec<ChangeHash>,
+    },
+    /// A peer sent a document stored nowhere here and it was taken in
+    /// ([`EngineConfig::accept_new_documents`]); `by` is that peer's principal.
+    NewDocument {
+        doc: DocumentId,
+        by: Principal,
     },
     /// The answer to [`Input::Edit`].
     EditDone {
@@ -347,6 +373,8 @@ struct Session {
     /// document as it was, yet may ask for something (`need`, a bloom filter after a
     /// reconnect): it must be answered even though nothing new is announced.
     reply_due: bool,
+    /// Dialled connections: the heads last reported with [`Effect::Delivered`].
+    delivered: Vec<ChangeHash>,
 }
 
 /// A fresh sync state for a session with this access.
@@ -375,6 +403,8 @@ impl Session {
 
 struct Peer {
     principal: Principal,
+    /// This node dialled the connection and plays the client on it.
+    outbound: bool,
     remote: Option<RemotePeer>,
     /// Our sessions with this peer, by document.
     sessions: BTreeMap<DocumentId, Session>,
@@ -397,7 +427,7 @@ pub struct Engine {
     /// Which document each in-flight write belongs to.
     writes: HashMap<WriteId, DocumentId>,
     next_write: u64,
-    /// Client role: documents to keep in sync.
+    /// Documents to keep in sync with the servers this node dialled.
     subscribed: BTreeSet<DocumentId>,
     /// Loads of sync states in flight: which sessions wait for them.
     state_loads: HashMap<(DocumentId, StorageId), Vec<ConnId>>,
@@ -484,7 +514,11 @@ impl Engine {
     pub fn handle(&mut self, input: Input, now: i64, access: &dyn AccessPolicy) -> Vec<Effect> {
         self.now = now;
         match input {
-            Input::Connected { conn, principal } => self.on_connected(conn, principal),
+            Input::Connected { conn, principal } => {
+                let outbound = self.config.role == EngineRole::Client;
+                self.on_connected(conn, principal, outbound)
+            }
+            Input::Dialed { conn, principal } => self.on_connected(conn, principal, true),
             Input::Frame { conn, bytes } => self.on_frame(conn, bytes, access),
             Input::Disconnected { conn } => self.on_disconnected(conn),
             Input::DocLoaded { doc, chunks } => self.on_doc_loaded(doc, chunks),
@@ -496,6 +530,7 @@ impl Engine {
             Input::WriteDone { id, result } => self.on_write_done(id, result),
             Input::Edit { doc, edit, token } => self.on_edit(doc, edit, token),
             Input::Subscribe { doc } => self.on_subscribe(doc),
+            Input::Unsubscribe { doc } => self.on_unsubscribe(doc),
             Input::AccessChanged { doc, principal } => {
                 self.on_access_changed(doc, principal, access)
             }
@@ -507,16 +542,17 @@ impl Engine {
 
     // ---- connections -------------------------------------------------------------------
 
-    fn on_connected(&mut self, conn: ConnId, principal: Principal) {
+    fn on_connected(&mut self, conn: ConnId, principal: Principal, outbound: bool) {
         self.peers.insert(
             conn,
             Peer {
                 principal,
+                outbound,
                 remote: None,
                 sessions: BTreeMap::new(),
             },
         );
-        if self.config.role == EngineRole::Client {
+        if outbound {
             let join = Message::Join(JoinMessage {
                 sender_id: PeerId::new(self.config.peer_id.clone()),
                 supported_protocol_versions: vec![protocol::PROTOCOL_VERSION.to_owned()],
@@ -633,15 +669,18 @@ impl Engine {
                 return;
             }
         };
-        let joined = self.peers.get(&conn).is_some_and(|p| p.remote.is_some());
-        match (self.config.role, joined, message) {
-            (EngineRole::Server, false, Message::Join(join)) => self.on_join(
+        let (joined, outbound) = self
+            .peers
+            .get(&conn)
+            .map_or((false, false), |p| (p.remote.is_some(), p.outbound));
+        match (outbound, joined, message) {
+            (false, false, Message::Join(join)) => self.on_join(
                 conn,
                 join.sender_id,
                 &join.supported_protocol_versions,
                 join.peer_metadata,
             ),
-            (EngineRole::Client, false, Message::Peer(peer)) => self.on_peer(
+            (true, false, Message::Peer(peer)) => self.on_peer(
                 conn,
                 peer.sender_id,
                 &peer.selected_protocol_version,
@@ -989,7 +1028,8 @@ impl Engine {
     /// Opens a session of `conn` on a (loaded or loading) document. Returns false if the
     /// connection is gone.
     fn open_session(&mut self, conn: ConnId, doc_id: DocumentId, access: Access) -> bool {
-        if self.config.role == EngineRole::Client && !self.ensure_doc(doc_id, None) {
+        let outbound = self.peers.get(&conn).is_some_and(|p| p.outbound);
+        if outbound && !self.ensure_doc(doc_id, None) {
             return false;
         }
         let Some(peer) = self.peers.get_mut(&conn) else {
@@ -1014,6 +1054,7 @@ impl Engine {
                 inbox: VecDeque::new(),
                 fresh: true,
                 reply_due: false,
+                delivered: Vec::new(),
             },
         );
         if let Some(doc) = self.docs.get_mut(&doc_id) {
@@ -1097,11 +1138,26 @@ impl Engine {
             Err(reason) => {
                 let is_client = self.config.role == EngineRole::Client;
                 let not_found = reason == "not found";
-                if is_client && not_found {
-                    // A client asks the server for a document it does not have yet.
+                // Head office takes in what a branch sends: the first peer with read-write
+                // access to the unknown id becomes its source.
+                let adopter = (self.config.accept_new_documents && not_found)
+                    .then(|| {
+                        state.sessions.iter().find_map(|conn| {
+                            let peer = self.peers.get(conn)?;
+                            let session = peer.sessions.get(&doc_id)?;
+                            (session.access == Access::ReadWrite).then(|| peer.principal.clone())
+                        })
+                    })
+                    .flatten();
+                if (is_client || adopter.is_some()) && not_found {
+                    // A client asks the server for a document it does not have yet; head
+                    // office receives a document a branch made.
                     state.status = DocStatus::Ready;
                     state.dirty = true;
                     let edits = std::mem::take(&mut state.waiting_edits);
+                    if let Some(by) = adopter {
+                        self.out.push(Effect::NewDocument { doc: doc_id, by });
+                    }
                     for (edit, token) in edits {
                         self.apply_edit(doc_id, edit, token);
                     }
@@ -1200,6 +1256,25 @@ impl Engine {
             }
         }
         let after = state.doc.get_heads();
+        // A dialled server whose answer names every head we hold has stored all of it.
+        for conn in &conns {
+            let Some(peer) = self.peers.get_mut(conn).filter(|p| p.outbound) else {
+                continue;
+            };
+            let Some(session) = peer.sessions.get_mut(&doc_id) else {
+                continue;
+            };
+            let holds_all =
+                !after.is_empty() && after.iter().all(|h| session.state.shared_heads.contains(h));
+            if holds_all && session.delivered != after {
+                session.delivered.clone_from(&after);
+                self.out.push(Effect::Delivered {
+                    conn: *conn,
+                    doc: doc_id,
+                    heads: after.clone(),
+                });
+            }
+        }
         if before != after {
             state.dirty = true;
             self.stats.changes_applied_batches += 1;
@@ -1405,8 +1480,7 @@ impl Engine {
                 Ok(Some(message)) => {
                     // A client that has nothing yet asks with `request`, as automerge-repo
                     // does, so the server can answer `doc-unavailable`.
-                    let is_request =
-                        self.config.role == EngineRole::Client && session.fresh && empty;
+                    let is_request = peer.outbound && session.fresh && empty;
                     session.fresh = false;
                     let payload = SyncMessage {
                         sender_id: PeerId::new(self.config.peer_id.clone()),
@@ -1541,7 +1615,7 @@ impl Engine {
         let conns: Vec<ConnId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.remote.is_some())
+            .filter(|(_, p)| p.outbound && p.remote.is_some())
             .map(|(c, _)| *c)
             .collect();
         for conn in conns {
@@ -1551,6 +1625,21 @@ impl Engine {
             state.dirty = true;
         }
         self.process(doc_id);
+    }
+
+    fn on_unsubscribe(&mut self, doc_id: DocumentId) {
+        if !self.subscribed.remove(&doc_id) {
+            return;
+        }
+        let conns: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.outbound && p.sessions.contains_key(&doc_id))
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in conns {
+            self.drop_session(conn, doc_id);
+        }
     }
 
     fn on_access_changed(

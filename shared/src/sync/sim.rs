@@ -198,6 +198,8 @@ struct Node {
     edit_errors: Vec<LocalEditError>,
     refusals: Vec<(Option<ConnId>, &'static str, String)>,
     unavailable: Vec<DocumentId>,
+    /// `Delivered` effects seen (each checked against the server's disk).
+    delivered: u64,
     closes: Vec<(ConnId, CloseCode, String)>,
     /// Every `LoadDoc` this node asked for.
     loads: Vec<DocumentId>,
@@ -223,6 +225,7 @@ impl Node {
             edit_errors: Vec::new(),
             refusals: Vec::new(),
             unavailable: Vec::new(),
+            delivered: 0,
             closes: Vec::new(),
             loads: Vec::new(),
             failed_docs: BTreeSet::new(),
@@ -638,6 +641,21 @@ impl Sim {
                 }
             }
             Effect::DocUnavailable { doc, .. } => self.nodes[node].unavailable.push(doc),
+            // The server is node 0; what it confirms holding must be on its disk.
+            Effect::Delivered { doc, heads, .. } => {
+                for head in &heads {
+                    assert!(
+                        self.durable_has(SERVER, doc, head),
+                        "seed {}: node {node} was told the server holds {head} of {doc}, \
+                         which the server has not stored",
+                        self.seed
+                    );
+                }
+                self.nodes[node].delivered += 1;
+            }
+            Effect::NewDocument { doc, .. } => {
+                panic!("seed {}: the edge server took in {doc}", self.seed)
+            }
             Effect::Refused {
                 conn,
                 reason,
@@ -1459,6 +1477,10 @@ proptest! {
         let mut w = world(seed, hazards);
         run_workload(&mut w, hazards, 600);
         assert_converged(&mut w);
+        // Every `Delivered` was checked against the server's disk as it happened; clients
+        // that edited and stayed online must have seen some.
+        let delivered: u64 = w.sim.clients().map(|c| w.sim.nodes[c].delivered).sum();
+        prop_assert!(delivered > 0, "seed {seed}: no client was ever told the server holds its changes");
         assert_acked_edits_reached_server(&mut w);
         assert_local_documents_stay_local(&mut w);
         w.sim.check_durable_promises();

@@ -26,7 +26,7 @@ fn a_new_file_gets_the_whole_schema_in_wal_mode() -> anyhow::Result<()> {
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     tables.retain(|name| !name.starts_with("sqlite_"));
-    assert_eq!(tables, ["doc_chunks", "meta", "sync_states"]);
+    assert_eq!(tables, ["doc_chunks", "meta", "records", "sync_states"]);
     Ok(())
 }
 

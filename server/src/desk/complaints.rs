@@ -1,0 +1,514 @@
+//! Complaints (R20–R23): registered with channel, category, against whom and what the
+//! customer asks (step 1 of R21), then carried through the other seven steps in order, each
+//! with who, when and what; the record keeps content, process, result, the customer's
+//! reaction and the outcome (R23). The month's rate and attribution (R22) are summed here
+//! for the branch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use fieldsync_shared::desk::complaint::{
+    ComplaintCategory, ComplaintChannel, ComplaintStep, StepError, check_step, next_step,
+};
+use fieldsync_shared::ids::{CustomerId, TechnicianId};
+use fieldsync_shared::time::Month;
+use fieldsync_storage::RecordFilter;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::dispatch::JobDesk;
+use super::intake::query;
+use super::records::{self, DeskRecord, Stored};
+use super::wire::{ErrorBody, Instant};
+use super::{EVERYONE, MANAGERS, STAFF, authorize, new_id, nonempty, parse_body};
+use crate::api::parse_job_id;
+use crate::app::{AppState, now};
+use crate::error::ApiError;
+
+/// R21: one step as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StepRecord {
+    pub step: ComplaintStep,
+    /// 1 to 8.
+    pub number: usize,
+    pub by: String,
+    pub at: Instant,
+    pub what: String,
+}
+
+/// A complaint as stored (R23: the full record).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Complaint {
+    pub id: String,
+    pub channel: ComplaintChannel,
+    pub category: ComplaintCategory,
+    pub received_at: Instant,
+    /// Who complains.
+    pub complainant: String,
+    pub contact: String,
+    #[schema(value_type = Option<String>)]
+    pub customer_id: Option<CustomerId>,
+    /// Against which job, if any.
+    pub against_job: Option<String>,
+    /// Against which technician, if any.
+    #[schema(value_type = Option<String>)]
+    pub against_technician: Option<TechnicianId>,
+    /// R23 content: what happened.
+    pub content: String,
+    /// R21 step 1: what the customer asks for.
+    pub asks: String,
+    /// Step 2: whether the complaint is valid.
+    pub valid: Option<bool>,
+    /// Step 3: the responsible unit (e.g. senior management, logistics, QA).
+    pub unit: Option<String>,
+    /// Step 5, R23 result: the solution proposed.
+    pub solution: Option<String>,
+    /// Step 6, R23: the customer's reaction when told.
+    pub customer_reaction: Option<String>,
+    /// Step 7: who is responsible, and any penalty.
+    pub responsible: Option<String>,
+    pub penalty: Option<String>,
+    /// Step 8, R23 outcome: the improvement actions.
+    pub outcome: Option<String>,
+    /// R23 process: the steps taken, in order.
+    pub steps: Vec<StepRecord>,
+}
+
+impl DeskRecord for Complaint {
+    const KIND: &'static str = "complaint";
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn open(&self) -> bool {
+        next_step(&self.done()).is_some()
+    }
+}
+
+impl Complaint {
+    fn done(&self) -> Vec<ComplaintStep> {
+        self.steps.iter().map(|s| s.step).collect()
+    }
+}
+
+/// A complaint with where it stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComplaintView {
+    #[serde(flatten)]
+    pub complaint: Complaint,
+    /// The step that must come next (R21), or null once all eight are done.
+    pub next_step: Option<ComplaintStep>,
+    pub closed: bool,
+    /// R22: quality, non_quality or other.
+    pub attribution: String,
+}
+
+impl From<Complaint> for ComplaintView {
+    fn from(complaint: Complaint) -> Self {
+        let next = next_step(&complaint.done());
+        Self {
+            attribution: complaint.category.attribution().to_owned(),
+            next_step: next,
+            closed: next.is_none(),
+            complaint,
+        }
+    }
+}
+
+/// Against whom a complaint is.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Against {
+    #[serde(default)]
+    pub job_id: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub technician: Option<TechnicianId>,
+}
+
+/// The body of `POST /api/complaints`: step 1 of R21.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewComplaint {
+    pub channel: ComplaintChannel,
+    pub category: ComplaintCategory,
+    pub received_at: Instant,
+    pub complainant: String,
+    #[serde(default)]
+    pub contact: String,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub customer_id: Option<CustomerId>,
+    #[serde(default)]
+    pub against: Against,
+    pub content: String,
+    pub asks: String,
+    /// Who at the desk recorded it.
+    pub recorded_by: String,
+}
+
+/// R20, R21 step 1: registers a complaint.
+#[utoipa::path(
+    post,
+    path = "/api/complaints",
+    tag = "complaints",
+    description = "R20, R21 step 1: register a complaint. Roles: dispatcher, manager.",
+    request_body = NewComplaint,
+    responses(
+        (status = 201, body = ComplaintView),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field"),
+        (status = 404, body = ErrorBody, description = "unknown_job"),
+    ),
+)]
+pub async fn create_complaint(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ComplaintView>), ApiError> {
+    authorize(&state, &headers, STAFF, "register complaints")?;
+    let new: NewComplaint = parse_body(&body)?;
+    nonempty("complainant", &new.complainant)?;
+    nonempty("content", &new.content)?;
+    nonempty("asks", &new.asks)?;
+    nonempty("recorded_by", &new.recorded_by)?;
+    let against_job = match &new.against.job_id {
+        Some(id) => {
+            let job_id = parse_job_id(id)?;
+            if state.registry_read().job(&job_id).is_none() {
+                return Err(ApiError::not_found(
+                    "unknown_job",
+                    format!("against.job_id: no job {job_id} at this branch"),
+                ));
+            }
+            Some(job_id.to_string())
+        }
+        None => None,
+    };
+    let at = Instant(now());
+    let complaint = Complaint {
+        id: new_id("cmp")?,
+        channel: new.channel,
+        category: new.category,
+        received_at: new.received_at,
+        complainant: new.complainant,
+        contact: new.contact,
+        customer_id: new.customer_id,
+        against_job,
+        against_technician: new.against.technician,
+        steps: vec![StepRecord {
+            step: ComplaintStep::Record,
+            number: ComplaintStep::Record.number(),
+            by: new.recorded_by,
+            at,
+            what: format!("{} (asks: {})", new.content, new.asks),
+        }],
+        content: new.content,
+        asks: new.asks,
+        valid: None,
+        unit: None,
+        solution: None,
+        customer_reaction: None,
+        responsible: None,
+        penalty: None,
+        outcome: None,
+    };
+    records::save(&state, 0, &complaint).await?;
+    Ok((StatusCode::CREATED, Json(complaint.into())))
+}
+
+/// Query of `GET /api/complaints`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ComplaintQuery {
+    /// Only complaints not yet through all eight steps.
+    #[serde(default)]
+    pub open: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComplaintList {
+    pub complaints: Vec<ComplaintView>,
+}
+
+/// The branch's complaints.
+#[utoipa::path(
+    get,
+    path = "/api/complaints",
+    tag = "complaints",
+    description = "R23: list complaints. Roles: dispatcher, manager, analyst.",
+    params(ComplaintQuery),
+    responses(
+        (status = 200, body = ComplaintList),
+        (status = 400, body = ErrorBody, description = "invalid_query"),
+    ),
+)]
+pub async fn list_complaints(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<ComplaintQuery>, QueryRejection>,
+) -> Result<Json<ComplaintList>, ApiError> {
+    authorize(&state, &headers, EVERYONE, "list complaints")?;
+    let q = query(q)?;
+    let filter = RecordFilter {
+        lookup: None,
+        open_only: q.open.unwrap_or(false),
+    };
+    let complaints = records::list::<Complaint>(&state, filter)
+        .await?
+        .into_iter()
+        .map(|s| s.value.into())
+        .collect();
+    Ok(Json(ComplaintList { complaints }))
+}
+
+async fn require_complaint(state: &AppState, id: &str) -> Result<Stored<Complaint>, ApiError> {
+    records::require(state, id, "unknown_complaint", "complaint").await
+}
+
+/// R23: the full record of a complaint.
+#[utoipa::path(
+    get,
+    path = "/api/complaints/{id}",
+    tag = "complaints",
+    description = "R23: a complaint's full record. Roles: dispatcher, manager, analyst.",
+    params(("id" = String, Path, description = "The complaint id")),
+    responses(
+        (status = 200, body = ComplaintView),
+        (status = 404, body = ErrorBody, description = "unknown_complaint"),
+    ),
+)]
+pub async fn get_complaint(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ComplaintView>, ApiError> {
+    authorize(&state, &headers, EVERYONE, "read complaints")?;
+    Ok(Json(require_complaint(&state, &id).await?.value.into()))
+}
+
+/// The body of `POST /api/complaints/{id}/steps`: one R21 step, with what it needs.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewStep {
+    pub step: ComplaintStep,
+    pub by: String,
+    /// What was done or found.
+    pub what: String,
+    /// When; now by default.
+    #[serde(default)]
+    pub at: Option<Instant>,
+    /// classify: required, whether the complaint is valid.
+    #[serde(default)]
+    pub valid: Option<bool>,
+    /// classify: a corrected category.
+    #[serde(default)]
+    pub category: Option<ComplaintCategory>,
+    /// assign_unit: required, the responsible unit.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// notify_customer: required, the customer's reaction (R23).
+    #[serde(default)]
+    pub customer_reaction: Option<String>,
+    /// assign_responsibility: required, who is responsible.
+    #[serde(default)]
+    pub responsible: Option<String>,
+    /// assign_responsibility: the penalty, if any.
+    #[serde(default)]
+    pub penalty: Option<String>,
+}
+
+fn required(step: ComplaintStep, name: &str, value: Option<String>) -> Result<String, ApiError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(ApiError::bad_request(
+            "invalid_field",
+            format!(
+                "{name}: step {} ({}) needs it (R21)",
+                step.number(),
+                step.as_str()
+            ),
+        )),
+    }
+}
+
+/// R21: records the next step of a complaint. Steps are taken in order, none skipped or
+/// repeated; assigning responsibility and penalties (step 7) is for managers.
+#[utoipa::path(
+    post,
+    path = "/api/complaints/{id}/steps",
+    tag = "complaints",
+    description = "R21: record the next of the eight steps. Roles: dispatcher, manager; step \
+        assign_responsibility: manager.",
+    params(("id" = String, Path, description = "The complaint id")),
+    request_body = NewStep,
+    responses(
+        (status = 200, body = ComplaintView),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field"),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "unknown_complaint"),
+        (status = 409, body = ErrorBody, description = "step_out_of_order, step_already_recorded, complaint_closed, conflict"),
+    ),
+)]
+pub async fn record_step(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ComplaintView>, ApiError> {
+    authorize(&state, &headers, STAFF, "record complaint steps")?;
+    let new: NewStep = parse_body(&body)?;
+    if new.step == ComplaintStep::AssignResponsibility {
+        authorize(
+            &state,
+            &headers,
+            MANAGERS,
+            "assign responsibility or penalties for a complaint (R21 step 7)",
+        )?;
+    }
+    nonempty("by", &new.by)?;
+    nonempty("what", &new.what)?;
+    let Stored {
+        revision,
+        mut value,
+    } = require_complaint(&state, &id).await?;
+    check_step(&value.done(), new.step).map_err(|e| {
+        let code = match e {
+            StepError::OutOfOrder { .. } => "step_out_of_order",
+            StepError::AlreadyDone(_) => "step_already_recorded",
+            StepError::Closed => "complaint_closed",
+        };
+        ApiError::new(StatusCode::CONFLICT, code, format!("complaint {id}: {e}"))
+    })?;
+    match new.step {
+        ComplaintStep::Record => {}
+        ComplaintStep::Classify => {
+            value.valid = Some(new.valid.ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_field",
+                    "valid: step 2 (classify) judges validity (R21)",
+                )
+            })?);
+            if let Some(category) = new.category {
+                value.category = category;
+            }
+        }
+        ComplaintStep::AssignUnit => value.unit = Some(required(new.step, "unit", new.unit)?),
+        ComplaintStep::Investigate => {}
+        ComplaintStep::ProposeSolution => value.solution = Some(new.what.clone()),
+        ComplaintStep::NotifyCustomer => {
+            value.customer_reaction = Some(required(
+                new.step,
+                "customer_reaction",
+                new.customer_reaction,
+            )?);
+        }
+        ComplaintStep::AssignResponsibility => {
+            value.responsible = Some(required(new.step, "responsible", new.responsible)?);
+            value.penalty = new.penalty;
+        }
+        ComplaintStep::Improve => value.outcome = Some(new.what.clone()),
+    }
+    value.steps.push(StepRecord {
+        step: new.step,
+        number: new.step.number(),
+        by: new.by,
+        at: new.at.unwrap_or(Instant(now())),
+        what: new.what,
+    });
+    records::save(&state, revision, &value).await?;
+    Ok(Json(value.into()))
+}
+
+/// Query of `GET /api/complaints/summary`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryQuery {
+    /// The month (YYYY-MM, UTC) of the complaints' receipt.
+    #[param(value_type = String, example = "2026-11")]
+    pub month: Month,
+}
+
+/// R22: a month's complaints at this branch, their rate and attribution.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComplaintSummary {
+    #[schema(value_type = String)]
+    pub month: Month,
+    pub complaints: usize,
+    /// Jobs whose service request was received in the month.
+    pub jobs: usize,
+    /// Complaints per job, or null without jobs.
+    pub rate: Option<f64>,
+    /// Counts by R22 attribution: quality, non_quality, other.
+    pub by_attribution: BTreeMap<String, usize>,
+    /// Counts by R20 category.
+    pub by_category: BTreeMap<String, usize>,
+    /// Still going through the R21 steps.
+    pub open: usize,
+}
+
+/// R22: the month's complaint rate and attribution at this branch (head office adds the
+/// branches up once complaints reach it).
+#[utoipa::path(
+    get,
+    path = "/api/complaints/summary",
+    tag = "complaints",
+    description = "R22: a month's complaint count, rate per job and attribution. Roles: \
+        dispatcher, manager, analyst.",
+    params(SummaryQuery),
+    responses(
+        (status = 200, body = ComplaintSummary),
+        (status = 400, body = ErrorBody, description = "invalid_query"),
+    ),
+)]
+pub async fn complaint_summary(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<SummaryQuery>, QueryRejection>,
+) -> Result<Json<ComplaintSummary>, ApiError> {
+    authorize(&state, &headers, EVERYONE, "read complaint statistics")?;
+    let month = query(q)?.month;
+    let in_month = |at: Instant| at.0.month().is_ok_and(|m| m == month);
+    let complaints: Vec<Complaint> = records::list::<Complaint>(&state, RecordFilter::default())
+        .await?
+        .into_iter()
+        .map(|s| s.value)
+        .filter(|c| in_month(c.received_at))
+        .collect();
+    let jobs = records::list::<JobDesk>(&state, RecordFilter::default())
+        .await?
+        .into_iter()
+        .filter(|j| in_month(j.value.received_at))
+        .count();
+    let mut by_attribution: BTreeMap<String, usize> = ["quality", "non_quality", "other"]
+        .into_iter()
+        .map(|a| (a.to_owned(), 0))
+        .collect();
+    let mut by_category = BTreeMap::new();
+    for c in &complaints {
+        *by_attribution
+            .entry(c.category.attribution().to_owned())
+            .or_default() += 1;
+        *by_category
+            .entry(c.category.as_str().to_owned())
+            .or_default() += 1;
+    }
+    #[allow(clippy::cast_precision_loss)] // counts of a month's complaints and jobs
+    let rate = (jobs > 0).then(|| complaints.len() as f64 / jobs as f64);
+    Ok(Json(ComplaintSummary {
+        month,
+        complaints: complaints.len(),
+        jobs,
+        rate,
+        by_attribution,
+        by_category,
+        open: complaints.iter().filter(|c| c.open()).count(),
+    }))
+}

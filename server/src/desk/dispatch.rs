@@ -1,0 +1,618 @@
+//! Dispatch (R3, R16), repeat repairs (R4) and follow-up calls (R14).
+//!
+//! Every job the desk creates (`POST /api/jobs`, or `POST /api/requests/{id}/job` from a
+//! registered request) gets a desk record next to its document: product serial, fault
+//! category, the request it came from, the agreed appointment, the earlier jobs that make it
+//! a repeat repair, when its service was done and the follow-up call. Assignment itself is
+//! the job machinery of `api` (records, assignment index documents, live access).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use fieldsync_shared::desk::{ServiceVisit, repeat_repairs};
+use fieldsync_shared::ids::{CustomerId, DocumentId, TechnicianId};
+use fieldsync_shared::job::{BillingMode, Job, JobKind, TimelineEvent};
+use fieldsync_shared::sync::LocalEdit;
+use fieldsync_shared::time::Timestamp;
+use fieldsync_storage::RecordFilter;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::intake::{ServiceRequest, query, require_request};
+use super::records::{self, DeskRecord, Stored};
+use super::wire::{Date, ErrorBody, Instant};
+use super::{EVERYONE, STAFF, authorize, nonempty, parse_body};
+use crate::api::{
+    CreatedJob, NewBilling, NewCustomer, NewJob, NewProduct, NewRequest, parse_job_id,
+};
+use crate::app::{AppState, now};
+use crate::error::ApiError;
+
+/// R4: an earlier job on the same product for the same fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RepeatFlag {
+    pub job_id: String,
+    pub fault_category: String,
+    /// When that job's fault was reported.
+    pub at: Instant,
+}
+
+/// R3: the appointment agreed with the customer before the visit.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Appointment {
+    pub at: Instant,
+    /// Who contacted the customer.
+    pub contacted_by: String,
+    /// The fault as re-checked with the customer (R3).
+    pub fault_rechecked: String,
+    pub recorded_at: Instant,
+}
+
+/// R14: one call to the customer the day after the service.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FollowUpCall {
+    pub at: Instant,
+    pub by: String,
+    /// Whether the customer was reached; an unanswered call can be tried again.
+    pub reached: bool,
+    /// The customer's satisfaction, when reached.
+    pub satisfied: Option<bool>,
+    pub comments: String,
+}
+
+/// What the desk keeps about a job beside its document.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobDesk {
+    pub job_id: String,
+    pub kind: JobKind,
+    #[schema(value_type = String)]
+    pub customer_id: CustomerId,
+    pub customer_name: String,
+    pub customer_contact: String,
+    pub serial: String,
+    /// R4 compares it: the desk's category at creation, the technician's diagnosis once the
+    /// report is signed.
+    pub fault_category: Option<String>,
+    /// When the fault was reported (the request's receipt).
+    pub received_at: Instant,
+    pub created_at: Instant,
+    /// The service request the job was made from.
+    pub request_id: Option<String>,
+    /// R16: installation and commissioning is done by the contract's date.
+    pub contract_due: Option<Date>,
+    pub appointment: Option<Appointment>,
+    /// R4: earlier jobs found when this job was created.
+    pub repeat_of: Vec<RepeatFlag>,
+    /// R4: earlier jobs found when its report was signed (with the diagnosed category).
+    pub repeat_on_signing: Vec<RepeatFlag>,
+    /// When the service was done (check-out, else the report's signing): R14's "the day".
+    pub served_at: Option<Instant>,
+    pub report_id: Option<String>,
+    /// R14: the follow-up calls, in order.
+    pub calls: Vec<FollowUpCall>,
+}
+
+impl DeskRecord for JobDesk {
+    const KIND: &'static str = "job";
+
+    fn id(&self) -> &str {
+        &self.job_id
+    }
+
+    fn lookup(&self) -> Option<String> {
+        Some(serial_key(&self.serial))
+    }
+
+    /// Open until the customer has been reached after the service (R14).
+    fn open(&self) -> bool {
+        !self.calls.iter().any(|c| c.reached)
+    }
+}
+
+/// Serials are typed by people: one spelling for lookups.
+fn serial_key(serial: &str) -> String {
+    serial.trim().to_ascii_lowercase()
+}
+
+/// R4: the earlier jobs on `serial` for `category` within the configured window before `at`.
+async fn find_repeats(
+    state: &AppState,
+    job_id: &str,
+    serial: &str,
+    category: Option<&str>,
+    at: Timestamp,
+) -> Result<Vec<RepeatFlag>, ApiError> {
+    let Some(category) = category else {
+        return Ok(Vec::new());
+    };
+    let filter = RecordFilter {
+        lookup: Some(serial_key(serial)),
+        open_only: false,
+    };
+    let earlier: Vec<ServiceVisit> = records::list::<JobDesk>(state, filter)
+        .await?
+        .into_iter()
+        .map(|s| ServiceVisit {
+            job_id: s.value.job_id,
+            serial: s.value.serial,
+            fault_category: s.value.fault_category,
+            at: s.value.received_at.0,
+        })
+        .collect();
+    let visit = ServiceVisit {
+        job_id: job_id.to_owned(),
+        serial: serial.to_owned(),
+        fault_category: Some(category.to_owned()),
+        at,
+    };
+    Ok(
+        repeat_repairs(&visit, &earlier, state.config.repeat_window_ms())
+            .into_iter()
+            .map(|e| RepeatFlag {
+                job_id: e.job_id.clone(),
+                fault_category: e.fault_category.clone().unwrap_or_default(),
+                at: Instant(e.at),
+            })
+            .collect(),
+    )
+}
+
+/// Writes the desk record of a job just created and flags repeat repairs (R4). Called by
+/// `POST /api/jobs` and `POST /api/requests/{id}/job` once the job document exists.
+pub async fn record_new_job(
+    state: &AppState,
+    job: &Job,
+    fault_category: Option<String>,
+    contract_due: Option<Date>,
+    request_id: Option<String>,
+) -> Result<Vec<RepeatFlag>, ApiError> {
+    let job_id = job.job_id.to_string();
+    let repeat_of = find_repeats(
+        state,
+        &job_id,
+        &job.product.serial,
+        fault_category.as_deref(),
+        job.request.received_at,
+    )
+    .await?;
+    let record = JobDesk {
+        job_id,
+        kind: job.kind,
+        customer_id: job.customer.id.clone(),
+        customer_name: job.customer.name.clone(),
+        customer_contact: job.customer.contact.clone(),
+        serial: job.product.serial.clone(),
+        fault_category,
+        received_at: Instant(job.request.received_at),
+        created_at: Instant(now()),
+        request_id,
+        contract_due,
+        appointment: None,
+        repeat_of: repeat_of.clone(),
+        repeat_on_signing: Vec::new(),
+        served_at: None,
+        report_id: None,
+        calls: Vec::new(),
+    };
+    records::save(state, 0, &record).await?;
+    Ok(repeat_of)
+}
+
+/// What the report signer calls once a report is signed and its outcome written: R4 is
+/// checked again with the technician's diagnosed fault category, and the job's service time
+/// (its check-out, else `signed_at`) starts R14's follow-up. Returns the repeat flags found;
+/// a job the desk has no record of (made before the desk existed) gets one now.
+pub async fn on_report_signed(
+    state: &AppState,
+    job: &Job,
+    report_id: &str,
+    signed_at: Timestamp,
+) -> Result<Vec<RepeatFlag>, ApiError> {
+    let job_id = job.job_id.to_string();
+    for _attempt in 0..3 {
+        let (revision, mut record) = match records::load::<JobDesk>(state, &job_id).await? {
+            Some(Stored { revision, value }) => (revision, value),
+            None => {
+                record_new_job(state, job, None, None, None).await?;
+                continue;
+            }
+        };
+        if let Some(category) = job.diagnosis.fault_category.as_deref()
+            && !category.trim().is_empty()
+        {
+            record.fault_category = Some(category.to_owned());
+        }
+        record.repeat_on_signing = find_repeats(
+            state,
+            &job_id,
+            &record.serial,
+            record.fault_category.as_deref(),
+            record.received_at.0,
+        )
+        .await?;
+        let served = job.visit.check_out.as_ref().map_or(signed_at, |c| c.at);
+        record.served_at = Some(Instant(served));
+        record.report_id = Some(report_id.to_owned());
+        match records::save(state, revision, &record).await {
+            Ok(_) => return Ok(record.repeat_on_signing),
+            // The desk changed the record meanwhile (an appointment, a call): read again.
+            Err(e) if e.status == StatusCode::CONFLICT => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        format!("the desk record of job {job_id} kept changing"),
+    ))
+}
+
+async fn require_job_desk(state: &AppState, id: &str) -> Result<Stored<JobDesk>, ApiError> {
+    let job_id = parse_job_id(id)?;
+    records::require(state, &job_id.to_string(), "unknown_job", "job").await
+}
+
+/// The body of `POST /api/requests/{id}/job`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewJobFromRequest {
+    pub kind: JobKind,
+    /// The technician to assign (more with `PUT /api/jobs/{id}/technicians`).
+    #[schema(value_type = String)]
+    pub technician: TechnicianId,
+    /// R10: warranty or billable; by default warranty while the product is under warranty.
+    #[serde(default)]
+    pub billing_mode: Option<BillingMode>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// R16: required for installation jobs: the contract's completion date.
+    #[serde(default)]
+    pub contract_due: Option<Date>,
+}
+
+/// R3, R4: turns a registered request into a job assigned to a technician (their assignment
+/// index document lists it, so their devices get it on the next sync) and flags earlier
+/// jobs on the same product for the same fault.
+#[utoipa::path(
+    post,
+    path = "/api/requests/{id}/job",
+    tag = "dispatch",
+    description = "R3, R4, R16: make the job of a service request and assign it. Roles: \
+        dispatcher, manager.",
+    params(("id" = String, Path, description = "The request id")),
+    request_body = NewJobFromRequest,
+    responses(
+        (status = 201, body = CreatedJob),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, contract_due_required"),
+        (status = 404, body = ErrorBody, description = "unknown_request"),
+        (status = 409, body = ErrorBody, description = "already_dispatched, conflict"),
+    ),
+)]
+pub async fn create_job_from_request(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
+    authorize(&state, &headers, STAFF, "dispatch jobs")?;
+    let new: NewJobFromRequest = parse_body(&body)?;
+    let Stored {
+        revision,
+        mut value,
+    } = require_request(&state, &id).await?;
+    if let Some(job) = &value.job_id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_dispatched",
+            format!("request {id} already has job {job}"),
+        ));
+    }
+    let request: ServiceRequest = value.clone();
+    let new_job = NewJob {
+        kind: new.kind.as_str().to_owned(),
+        request: NewRequest {
+            channel: request.channel.as_str().to_owned(),
+            received_at: request.received_at.0.to_string(),
+            fault_description: request.fault_description,
+            requested_arrival: request.requested_arrival.map(|a| a.0.to_string()),
+            fault_category: request.fault_category,
+        },
+        customer: NewCustomer {
+            id: request.customer.id.to_string(),
+            name: request.customer.name,
+            contact: request.customer.contact,
+            site_address: request.customer.site_address,
+        },
+        product: NewProduct {
+            model: request.product.model,
+            serial: request.product.serial,
+            product_type: request.product.product_type,
+            purchase_date: request.product.purchase_date.map(|d| d.0.to_string()),
+            warranty_end: request.product.warranty_end.map(|d| d.0.to_string()),
+        },
+        technician: new.technician.to_string(),
+        billing: Some(NewBilling {
+            mode: new.billing_mode.map(|m| m.as_str().to_owned()),
+            currency: new.currency,
+        }),
+        contract_due: new.contract_due.map(|d| d.0.to_string()),
+    };
+    // Reserve the request first, so two dispatchers cannot make two jobs of it.
+    let job_id = DocumentId::random();
+    value.job_id = Some(job_id.to_string());
+    let reserved = records::save(&state, revision, &value).await?;
+    match crate::api::create_job_with_id(&state, new_job, job_id, Some(id.clone())).await {
+        Ok(created) => Ok((StatusCode::CREATED, Json(created))),
+        Err(e) => {
+            // Nothing was made: free the request again (best effort; a failure is logged).
+            value.job_id = None;
+            if let Err(undo) = records::save(&state, reserved, &value).await {
+                tracing::warn!(
+                    request = %id,
+                    error = %undo.message,
+                    "cannot free a request after a failed dispatch"
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The body of `PUT /api/jobs/{id}/appointment`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAppointment {
+    pub at: Instant,
+    pub contacted_by: String,
+    /// R3: the fault as re-checked with the customer.
+    pub fault_rechecked: String,
+}
+
+/// R3: records the appointment agreed with the customer, in the desk record and in the job
+/// document (so the technician's device shows it). R16: an installation job's appointment
+/// cannot be after its contract date.
+#[utoipa::path(
+    put,
+    path = "/api/jobs/{id}/appointment",
+    tag = "dispatch",
+    description = "R3, R16: record the agreed appointment. Roles: dispatcher, manager.",
+    params(("id" = String, Path, description = "The job id (bs58 or automerge: URL)")),
+    request_body = NewAppointment,
+    responses(
+        (status = 200, body = JobDesk),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, after_contract_due"),
+        (status = 404, body = ErrorBody, description = "unknown_job"),
+    ),
+)]
+pub async fn set_appointment(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobDesk>, ApiError> {
+    let role = authorize(&state, &headers, STAFF, "record appointments")?;
+    let new: NewAppointment = parse_body(&body)?;
+    nonempty("contacted_by", &new.contacted_by)?;
+    nonempty("fault_rechecked", &new.fault_rechecked)?;
+    let Stored {
+        revision,
+        mut value,
+    } = require_job_desk(&state, &id).await?;
+    if let Some(due) = value.contract_due {
+        let day = new
+            .at
+            .0
+            .date()
+            .map_err(|e| ApiError::bad_request("invalid_field", format!("at: {e}")))?;
+        if day > due.0 {
+            return Err(ApiError::bad_request(
+                "after_contract_due",
+                format!(
+                    "R16: installation must be done by the contract date {}; the appointment \
+                     on {day} is after it",
+                    due.0
+                ),
+            ));
+        }
+    }
+    let recorded_at = Instant(now());
+    value.appointment = Some(Appointment {
+        at: new.at,
+        contacted_by: new.contacted_by.clone(),
+        fault_rechecked: new.fault_rechecked.clone(),
+        recorded_at,
+    });
+    let job_id = parse_job_id(&value.job_id)?;
+    let event = TimelineEvent {
+        at: recorded_at.0,
+        actor: format!("desk:{}", role.as_str()),
+        kind: "appointment".into(),
+        text: format!(
+            "appointment agreed for {:?} by {}; fault re-checked: {}",
+            new.at, new.contacted_by, new.fault_rechecked
+        ),
+    };
+    let at = new.at.0;
+    state
+        .hub
+        .edit(
+            job_id,
+            LocalEdit::job(move |job| {
+                job.set_appointment(Some(at))?;
+                job.add_timeline_event(&event)
+            }),
+        )
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?;
+    records::save(&state, revision, &value).await?;
+    Ok(Json(value))
+}
+
+/// The desk record of a job: request, appointment, repeat repairs, service and calls.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/desk",
+    tag = "dispatch",
+    description = "R3, R4, R14: what the desk keeps about a job. Roles: dispatcher, manager, \
+        analyst.",
+    params(("id" = String, Path, description = "The job id (bs58 or automerge: URL)")),
+    responses(
+        (status = 200, body = JobDesk),
+        (status = 400, body = ErrorBody, description = "invalid_job_id"),
+        (status = 404, body = ErrorBody, description = "unknown_job"),
+    ),
+)]
+pub async fn job_desk_record(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<JobDesk>, ApiError> {
+    authorize(&state, &headers, EVERYONE, "read jobs")?;
+    Ok(Json(require_job_desk(&state, &id).await?.value))
+}
+
+/// Query of `GET /api/follow-ups`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FollowUpQuery {
+    /// The day of the calls (YYYY-MM-DD, UTC); today by default. Lists the jobs served the
+    /// day before.
+    #[serde(default)]
+    #[param(value_type = Option<String>, format = Date)]
+    pub date: Option<Date>,
+}
+
+/// R14: the customers to call on a day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FollowUpList {
+    pub date: Date,
+    /// Jobs served the day before `date`, with the calls made so far.
+    pub jobs: Vec<JobDesk>,
+}
+
+/// R14: the customers to call about their satisfaction on `date`: those served the day
+/// before.
+#[utoipa::path(
+    get,
+    path = "/api/follow-ups",
+    tag = "follow-up",
+    description = "R14: customers to call the day after their service. Roles: dispatcher, \
+        manager, analyst.",
+    params(FollowUpQuery),
+    responses(
+        (status = 200, body = FollowUpList),
+        (status = 400, body = ErrorBody, description = "invalid_query"),
+    ),
+)]
+pub async fn list_follow_ups(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<FollowUpQuery>, QueryRejection>,
+) -> Result<Json<FollowUpList>, ApiError> {
+    authorize(&state, &headers, EVERYONE, "list follow-up calls")?;
+    let q = query(q)?;
+    let date = match q.date {
+        Some(d) => d,
+        None => Date(
+            now()
+                .date()
+                .map_err(|e| ApiError::internal("clock_error", e))?,
+        ),
+    };
+    let served_on = date.0.previous_day();
+    let jobs = records::list::<JobDesk>(&state, RecordFilter::default())
+        .await?
+        .into_iter()
+        .map(|s| s.value)
+        .filter(|j| {
+            j.served_at
+                .and_then(|at| at.0.date().ok())
+                .is_some_and(|d| Some(d) == served_on)
+        })
+        .collect();
+    Ok(Json(FollowUpList { date, jobs }))
+}
+
+/// The body of `POST /api/follow-ups/{id}/call`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCall {
+    pub by: String,
+    pub reached: bool,
+    /// Required when the customer was reached.
+    #[serde(default)]
+    pub satisfied: Option<bool>,
+    #[serde(default)]
+    pub comments: String,
+    /// When the call was made; now by default.
+    #[serde(default)]
+    pub at: Option<Instant>,
+}
+
+/// R14: records a follow-up call and its outcome. A call is made after the service; once
+/// the customer is reached the follow-up is done.
+#[utoipa::path(
+    post,
+    path = "/api/follow-ups/{id}/call",
+    tag = "follow-up",
+    description = "R14: record the outcome of a follow-up call. Roles: dispatcher, manager.",
+    params(("id" = String, Path, description = "The job id")),
+    request_body = NewCall,
+    responses(
+        (status = 200, body = JobDesk),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, satisfaction_required"),
+        (status = 404, body = ErrorBody, description = "unknown_job"),
+        (status = 409, body = ErrorBody, description = "not_served, already_called, conflict"),
+    ),
+)]
+pub async fn record_call(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobDesk>, ApiError> {
+    authorize(&state, &headers, STAFF, "record follow-up calls")?;
+    let new: NewCall = parse_body(&body)?;
+    nonempty("by", &new.by)?;
+    if new.reached && new.satisfied.is_none() {
+        return Err(ApiError::bad_request(
+            "satisfaction_required",
+            "R14: the customer was reached: record whether they are satisfied",
+        ));
+    }
+    let Stored {
+        revision,
+        mut value,
+    } = require_job_desk(&state, &id).await?;
+    if value.served_at.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_served",
+            format!(
+                "R14: job {} has no signed service report yet; the call follows the service",
+                value.job_id
+            ),
+        ));
+    }
+    if value.calls.iter().any(|c| c.reached) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_called",
+            format!("the customer of job {} was already reached", value.job_id),
+        ));
+    }
+    value.calls.push(FollowUpCall {
+        at: new.at.unwrap_or(Instant(now())),
+        by: new.by,
+        reached: new.reached,
+        satisfied: if new.reached { new.satisfied } else { None },
+        comments: new.comments,
+    });
+    records::save(&state, revision, &value).await?;
+    Ok(Json(value))
+}

@@ -1,0 +1,442 @@
+//! Intake (R1, R2): service requests with their clocks. A request's reply is due 24 hours
+//! after receipt and the technician is due at the time the customer asked for; the desk
+//! lists what is due soon or overdue, records the reply, and records an arrival after the
+//! asked-for time with its cause (a personal cause is a recorded violation).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use fieldsync_shared::desk::{ClockState, LateCause, clock_state, reply_due};
+use fieldsync_shared::ids::TechnicianId;
+use fieldsync_shared::job::Channel;
+use fieldsync_storage::RecordFilter;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::records::{self, DeskRecord, Stored};
+use super::wire::{CustomerIn, ErrorBody, Instant, ProductIn};
+use super::{EVERYONE, STAFF, authorize, new_id, nonempty, parse_body};
+use crate::app::{AppState, now};
+use crate::error::ApiError;
+
+/// A registered service request (R1) as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServiceRequest {
+    pub id: String,
+    pub channel: Channel,
+    pub received_at: Instant,
+    pub customer: CustomerIn,
+    pub product: ProductIn,
+    pub fault_description: String,
+    /// The desk's first classification of the fault; R4 repeat repairs compare it.
+    pub fault_category: Option<String>,
+    /// R2: the time the customer asked the technician to arrive by.
+    pub requested_arrival: Option<Instant>,
+    /// The desk role that registered it.
+    pub registered_by: String,
+    pub registered_at: Instant,
+    pub reply: Option<Reply>,
+    pub arrival: Option<Arrival>,
+    /// The job made from this request (dispatch), if any.
+    pub job_id: Option<String>,
+}
+
+impl DeskRecord for ServiceRequest {
+    const KIND: &'static str = "service_request";
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn lookup(&self) -> Option<String> {
+        Some(self.product.serial.clone())
+    }
+
+    /// Open until it is answered and, if an arrival time was asked for, the technician came.
+    fn open(&self) -> bool {
+        self.reply.is_none() || (self.requested_arrival.is_some() && self.arrival.is_none())
+    }
+}
+
+/// R2: the reply to the customer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Reply {
+    pub at: Instant,
+    /// Who answered.
+    pub by: String,
+    pub text: String,
+}
+
+/// R2: when the technician arrived, and why, if after the asked-for time.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Arrival {
+    #[schema(value_type = String)]
+    pub technician: TechnicianId,
+    pub at: Instant,
+    /// After the customer's requested time.
+    pub late: bool,
+    pub cause: Option<LateCause>,
+    /// R2: late for personal reasons, a recorded violation.
+    pub violation: bool,
+    pub note: String,
+}
+
+/// A request with its clocks at the time asked about.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceRequestView {
+    #[serde(flatten)]
+    pub request: ServiceRequest,
+    /// R2: 24 hours after receipt.
+    pub reply_due: Instant,
+    /// R2: the customer's requested arrival, if they asked for one.
+    pub arrival_due: Option<Instant>,
+    pub reply_clock: ClockState,
+    pub arrival_clock: Option<ClockState>,
+}
+
+impl ServiceRequestView {
+    pub fn of(request: ServiceRequest, at: Instant, soon_ms: i64) -> Self {
+        let due = reply_due(request.received_at.0);
+        let reply_clock = clock_state(due, request.reply.as_ref().map(|r| r.at.0), at.0, soon_ms);
+        let arrival_clock = request.requested_arrival.map(|asked| {
+            clock_state(
+                asked.0,
+                request.arrival.as_ref().map(|a| a.at.0),
+                at.0,
+                soon_ms,
+            )
+        });
+        Self {
+            reply_due: Instant(due),
+            arrival_due: request.requested_arrival,
+            reply_clock,
+            arrival_clock,
+            request,
+        }
+    }
+
+    fn any(&self, state: ClockState) -> bool {
+        self.reply_clock == state || self.arrival_clock == Some(state)
+    }
+}
+
+/// The body of `POST /api/requests` (R1).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewServiceRequest {
+    pub channel: Channel,
+    pub received_at: Instant,
+    pub customer: CustomerIn,
+    pub product: ProductIn,
+    pub fault_description: String,
+    #[serde(default)]
+    pub fault_category: Option<String>,
+    #[serde(default)]
+    pub requested_arrival: Option<Instant>,
+}
+
+/// R1: registers a service contact; its reply clock (R2) starts at `received_at`.
+#[utoipa::path(
+    post,
+    path = "/api/requests",
+    tag = "intake",
+    description = "R1: register a service request. Roles: dispatcher, manager.",
+    request_body = NewServiceRequest,
+    responses(
+        (status = 201, body = ServiceRequestView),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field"),
+        (status = 403, body = ErrorBody),
+    ),
+)]
+pub async fn create_request(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ServiceRequestView>), ApiError> {
+    let role = authorize(&state, &headers, STAFF, "register service requests")?;
+    let new: NewServiceRequest = parse_body(&body)?;
+    nonempty("fault_description", &new.fault_description)?;
+    nonempty("customer.name", &new.customer.name)?;
+    nonempty("product.serial", &new.product.serial)?;
+    nonempty("product.product_type", &new.product.product_type)?;
+    if let Some(category) = &new.fault_category {
+        nonempty("fault_category", category)?;
+    }
+    let registered_at = Instant(now());
+    let request = ServiceRequest {
+        id: new_id("req")?,
+        channel: new.channel,
+        received_at: new.received_at,
+        customer: new.customer,
+        product: new.product,
+        fault_description: new.fault_description,
+        fault_category: new.fault_category,
+        requested_arrival: new.requested_arrival,
+        registered_by: role.as_str().to_owned(),
+        registered_at,
+        reply: None,
+        arrival: None,
+        job_id: None,
+    };
+    records::save(&state, 0, &request).await?;
+    let view = ServiceRequestView::of(request, registered_at, state.config.desk.due_soon_ms());
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Which requests to list.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DueFilter {
+    /// Every request still open (the default).
+    #[default]
+    Open,
+    /// A clock due within the configured window (`[desk] due_soon_hours`, default 4).
+    Soon,
+    /// A clock past due and not met (R2 violated).
+    Overdue,
+    /// Every request, open or not.
+    All,
+}
+
+/// Query of `GET /api/requests`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListRequests {
+    /// open (default), soon, overdue or all.
+    #[serde(default)]
+    pub due: Option<DueFilter>,
+    /// The instant the clocks are read at (RFC 3339); now by default.
+    #[serde(default)]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub at: Option<Instant>,
+}
+
+/// Requests with their clocks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestList {
+    pub at: Instant,
+    pub requests: Vec<ServiceRequestView>,
+}
+
+pub fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+/// R2: the requests due soon, overdue, open or all, each with its clocks.
+#[utoipa::path(
+    get,
+    path = "/api/requests",
+    tag = "intake",
+    description = "R2: list service requests with their reply and arrival clocks. Roles: \
+        dispatcher, manager, analyst.",
+    params(ListRequests),
+    responses(
+        (status = 200, body = RequestList),
+        (status = 400, body = ErrorBody, description = "invalid_query"),
+    ),
+)]
+pub async fn list_requests(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<ListRequests>, QueryRejection>,
+) -> Result<Json<RequestList>, ApiError> {
+    authorize(&state, &headers, EVERYONE, "list service requests")?;
+    let q = query(q)?;
+    let due = q.due.unwrap_or_default();
+    let at = q.at.unwrap_or(Instant(now()));
+    let filter = RecordFilter {
+        lookup: None,
+        open_only: !matches!(due, DueFilter::All),
+    };
+    let soon = state.config.desk.due_soon_ms();
+    let mut requests: Vec<ServiceRequestView> = records::list::<ServiceRequest>(&state, filter)
+        .await?
+        .into_iter()
+        .map(|s| ServiceRequestView::of(s.value, at, soon))
+        .filter(|v| match due {
+            DueFilter::Open | DueFilter::All => true,
+            DueFilter::Soon => v.any(ClockState::DueSoon),
+            DueFilter::Overdue => v.any(ClockState::Overdue),
+        })
+        .collect();
+    // Most urgent first: the earliest reply due.
+    requests.sort_by_key(|v| v.reply_due);
+    Ok(Json(RequestList { at, requests }))
+}
+
+pub async fn require_request(
+    state: &AppState,
+    id: &str,
+) -> Result<Stored<ServiceRequest>, ApiError> {
+    records::require(state, id, "unknown_request", "service request").await
+}
+
+/// One request with its clocks now.
+#[utoipa::path(
+    get,
+    path = "/api/requests/{id}",
+    tag = "intake",
+    description = "A service request with its clocks. Roles: dispatcher, manager, analyst.",
+    params(("id" = String, Path, description = "The request id")),
+    responses(
+        (status = 200, body = ServiceRequestView),
+        (status = 404, body = ErrorBody, description = "unknown_request"),
+    ),
+)]
+pub async fn get_request(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ServiceRequestView>, ApiError> {
+    authorize(&state, &headers, EVERYONE, "read service requests")?;
+    let stored = require_request(&state, &id).await?;
+    let soon = state.config.desk.due_soon_ms();
+    Ok(Json(ServiceRequestView::of(
+        stored.value,
+        Instant(now()),
+        soon,
+    )))
+}
+
+/// The body of `POST /api/requests/{id}/reply`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewReply {
+    pub by: String,
+    pub text: String,
+    /// When the customer was answered; now by default.
+    #[serde(default)]
+    pub at: Option<Instant>,
+}
+
+/// R2: records the reply to the customer; its clock is met or met late.
+#[utoipa::path(
+    post,
+    path = "/api/requests/{id}/reply",
+    tag = "intake",
+    description = "R2: record the reply to the customer. Roles: dispatcher, manager.",
+    params(("id" = String, Path, description = "The request id")),
+    request_body = NewReply,
+    responses(
+        (status = 200, body = ServiceRequestView),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "unknown_request"),
+        (status = 409, body = ErrorBody, description = "already_replied, conflict"),
+    ),
+)]
+pub async fn record_reply(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ServiceRequestView>, ApiError> {
+    authorize(&state, &headers, STAFF, "record replies")?;
+    let new: NewReply = parse_body(&body)?;
+    nonempty("by", &new.by)?;
+    nonempty("text", &new.text)?;
+    let Stored {
+        revision,
+        mut value,
+    } = require_request(&state, &id).await?;
+    if let Some(reply) = &value.reply {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_replied",
+            format!(
+                "request {id} was answered at {:?} by {}",
+                reply.at, reply.by
+            ),
+        ));
+    }
+    let at = new.at.unwrap_or(Instant(now()));
+    value.reply = Some(Reply {
+        at,
+        by: new.by,
+        text: new.text,
+    });
+    records::save(&state, revision, &value).await?;
+    let soon = state.config.desk.due_soon_ms();
+    Ok(Json(ServiceRequestView::of(value, at, soon)))
+}
+
+/// The body of `POST /api/requests/{id}/arrival`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewArrival {
+    #[schema(value_type = String)]
+    pub technician: TechnicianId,
+    pub at: Instant,
+    /// Required when the arrival is after the requested time (R2).
+    #[serde(default)]
+    pub cause: Option<LateCause>,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// R2: records when the technician arrived; after the requested time it needs a cause, and
+/// a personal cause is a recorded violation.
+#[utoipa::path(
+    post,
+    path = "/api/requests/{id}/arrival",
+    tag = "intake",
+    description = "R2: record the technician's arrival; a late arrival needs its cause. Roles: \
+        dispatcher, manager.",
+    params(("id" = String, Path, description = "The request id")),
+    request_body = NewArrival,
+    responses(
+        (status = 200, body = ServiceRequestView),
+        (status = 400, body = ErrorBody, description = "invalid_body, late_cause_required"),
+        (status = 404, body = ErrorBody, description = "unknown_request"),
+        (status = 409, body = ErrorBody, description = "already_recorded, conflict"),
+    ),
+)]
+pub async fn record_arrival(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ServiceRequestView>, ApiError> {
+    authorize(&state, &headers, STAFF, "record arrivals")?;
+    let new: NewArrival = parse_body(&body)?;
+    let Stored {
+        revision,
+        mut value,
+    } = require_request(&state, &id).await?;
+    if value.arrival.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_recorded",
+            format!("the arrival for request {id} is already recorded"),
+        ));
+    }
+    let late = value.requested_arrival.is_some_and(|asked| new.at > asked);
+    if late && new.cause.is_none() {
+        return Err(ApiError::bad_request(
+            "late_cause_required",
+            format!(
+                "the technician arrived after the customer's requested time {:?}: R2 needs the \
+                 cause (one of personal, traffic, weather, customer, parts, other)",
+                value.requested_arrival.unwrap_or(new.at)
+            ),
+        ));
+    }
+    let cause = if late { new.cause } else { None };
+    value.arrival = Some(Arrival {
+        technician: new.technician,
+        at: new.at,
+        late,
+        violation: cause.is_some_and(LateCause::is_violation),
+        cause,
+        note: new.note,
+    });
+    records::save(&state, revision, &value).await?;
+    let soon = state.config.desk.due_soon_ms();
+    Ok(Json(ServiceRequestView::of(value, Instant(now()), soon)))
+}

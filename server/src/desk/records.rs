@@ -1,0 +1,116 @@
+//! The desk's records in the store: typed values as JSON in versioned records, read on the
+//! blocking pool, written by compare-and-set.
+
+use std::sync::Arc;
+
+use fieldsync_storage::{Record, RecordFilter, StorageError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// A record as read, with the revision a write must build on.
+#[derive(Debug, Clone)]
+pub struct Stored<T> {
+    pub revision: u64,
+    pub value: T,
+}
+
+/// What a record type says about itself to the store.
+pub trait DeskRecord: Serialize + DeserializeOwned + Send + 'static {
+    /// The record kind in the store.
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    /// The secondary key it is found by, if any.
+    fn lookup(&self) -> Option<String> {
+        None
+    }
+    /// Whether it still needs attention (indexed: lists of open records are cheap).
+    fn open(&self) -> bool;
+}
+
+fn decode<T: DeskRecord>(record: Record) -> Result<Stored<T>, ApiError> {
+    let value = serde_json::from_slice(&record.body).map_err(|e| {
+        ApiError::internal(
+            "record_unreadable",
+            format!("{}/{}: {e}", record.kind, record.id),
+        )
+    })?;
+    Ok(Stored {
+        revision: record.revision,
+        value,
+    })
+}
+
+/// One record of type `T`, if stored.
+pub async fn load<T: DeskRecord>(
+    state: &AppState,
+    id: &str,
+) -> Result<Option<Stored<T>>, ApiError> {
+    let store = Arc::clone(&state.store);
+    let id = id.to_owned();
+    let found = tokio::task::spawn_blocking(move || store.record(T::KIND, &id))
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?
+        .map_err(|e| ApiError::internal("storage_error", e))?;
+    found.map(decode).transpose()
+}
+
+/// A record that must exist: a 404 with `code` otherwise.
+pub async fn require<T: DeskRecord>(
+    state: &AppState,
+    id: &str,
+    code: &'static str,
+    what: &str,
+) -> Result<Stored<T>, ApiError> {
+    load(state, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(code, format!("no {what} {id:?} at this branch")))
+}
+
+/// Every record of type `T` passing `filter`, sorted by id.
+pub async fn list<T: DeskRecord>(
+    state: &AppState,
+    filter: RecordFilter,
+) -> Result<Vec<Stored<T>>, ApiError> {
+    let store = Arc::clone(&state.store);
+    let found = tokio::task::spawn_blocking(move || store.records(T::KIND, &filter))
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?
+        .map_err(|e| ApiError::internal("storage_error", e))?;
+    found.into_iter().map(decode).collect()
+}
+
+/// Stores `value` as the revision after `previous` (0 for a new record). Durable when it
+/// returns; a record someone else changed meanwhile is a 409 `conflict` and nothing is
+/// stored.
+pub async fn save<T: DeskRecord>(
+    state: &AppState,
+    previous: u64,
+    value: &T,
+) -> Result<u64, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::internal("record_error", e))?;
+    let revision = previous + 1;
+    let record = Record {
+        kind: T::KIND.to_owned(),
+        id: value.id().to_owned(),
+        revision,
+        lookup: value.lookup(),
+        open: value.open(),
+        body,
+    };
+    match state.store.put_record(record).await {
+        Ok(()) => Ok(revision),
+        Err(StorageError::RevisionConflict { kind, id, .. }) => Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            if previous == 0 {
+                "already_exists"
+            } else {
+                "conflict"
+            },
+            format!("{kind} {id} was changed by someone else meanwhile; read it again and retry"),
+        )),
+        Err(e) => Err(ApiError::internal("storage_error", e)),
+    }
+}

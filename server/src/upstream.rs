@@ -1,0 +1,453 @@
+//! The branch's link to head office (issue 5; DESIGN.md, "Three tiers, one protocol").
+//!
+//! The branch dials head office as an automerge-repo client ([`Input::Dialed`]) whenever it
+//! can, and keeps serving its devices when it cannot. What it offers is the outbox: every
+//! signed report not yet confirmed delivered, as two documents, the report document
+//! (`report_doc`) and the job document it reports on. A report is delivered once head office
+//! confirmed holding the report document and a state of the job that includes the report's
+//! heads ([`Effect::Delivered`](fieldsync_shared::sync::Effect::Delivered): head office
+//! announces only stored heads). Delivery is then recorded in `meta`/[`DELIVERED`] and the
+//! documents stop being offered. Everything else comes from durable state, so a dropped link
+//! or a crash loses nothing: after either, the undelivered reports are offered again, and head
+//! office keys its archive by report id, so nothing arrives twice.
+//!
+//! Dialling retries with exponential backoff (one second doubling to `retry_max`, with
+//! jitter). The token is read from its file at every dial, so an operator renews it by
+//! replacing the file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use automerge::{ChangeHash, ReadDoc};
+use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::report::SignedReport;
+use fieldsync_shared::report_doc::{DeviceAttestation, ReportDoc, report_doc_id};
+use fieldsync_shared::sync::{ConnId, Input, LocalEdit, LocalEditError, Principal};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::app::{AppState, now};
+use crate::config::Upstream;
+use crate::hub::{HubInput, Outbound};
+use crate::reports::REPORTS;
+
+/// `meta` namespace of reports head office confirmed: key report id, value the time (ms).
+pub const DELIVERED: &str = "reports_delivered";
+
+/// Runs the link and the outbox until the server stops.
+pub async fn run(state: Arc<AppState>, upstream: Upstream) {
+    let link = tokio::spawn(dial_loop(Arc::clone(&state), upstream));
+    outbox(state).await;
+    link.abort();
+}
+
+// ---- the outbox ------------------------------------------------------------------------
+
+struct Undelivered {
+    job: DocumentId,
+    report_doc: DocumentId,
+    /// The job heads the report was signed at.
+    heads: Vec<ChangeHash>,
+    job_done: bool,
+    report_done: bool,
+}
+
+#[derive(Default)]
+struct Outbox {
+    reports: HashMap<String, Undelivered>,
+    /// How many undelivered reports need each offered document.
+    offered: HashMap<DocumentId, usize>,
+}
+
+impl Outbox {
+    fn offer(&mut self, state: &AppState, doc: DocumentId) {
+        let count = self.offered.entry(doc).or_default();
+        *count += 1;
+        if *count == 1 {
+            state.hub.engine_input(Input::Subscribe { doc });
+        }
+    }
+
+    fn withdraw(&mut self, state: &AppState, doc: DocumentId) {
+        if let Some(count) = self.offered.get_mut(&doc) {
+            *count -= 1;
+            if *count == 0 {
+                self.offered.remove(&doc);
+                state.hub.engine_input(Input::Unsubscribe { doc });
+            }
+        }
+    }
+
+    /// Offers every document again (after missed notifications): fresh sessions bring fresh
+    /// confirmations.
+    fn reoffer(&self, state: &AppState) {
+        for doc in self.offered.keys() {
+            state.hub.engine_input(Input::Unsubscribe { doc: *doc });
+            state.hub.engine_input(Input::Subscribe { doc: *doc });
+        }
+    }
+}
+
+async fn outbox(state: Arc<AppState>) {
+    let mut signed = state.reports_signed.subscribe();
+    let mut delivered = state.hub.subscribe_delivered();
+    let mut outbox = Outbox::default();
+    match undelivered_reports(&state).await {
+        Ok(ids) => {
+            for id in ids {
+                add_report(&state, &mut outbox, &id).await;
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read the reports to deliver"),
+    }
+    set_gauge(&state, &outbox);
+    loop {
+        tokio::select! {
+            id = signed.recv() => match id {
+                Ok(id) => add_report(&state, &mut outbox, &id).await,
+                Err(RecvError::Lagged(_)) => {
+                    if let Ok(ids) = undelivered_reports(&state).await {
+                        for id in ids {
+                            add_report(&state, &mut outbox, &id).await;
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            event = delivered.recv() => match event {
+                Ok((doc, heads)) => confirm(&state, &mut outbox, doc, heads).await,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "missed delivery confirmations; offering again");
+                    outbox.reoffer(&state);
+                }
+                Err(RecvError::Closed) => return,
+            },
+        }
+        set_gauge(&state, &outbox);
+    }
+}
+
+fn set_gauge(state: &AppState, outbox: &Outbox) {
+    state.metrics.upstream_undelivered.store(
+        i64::try_from(outbox.reports.len()).unwrap_or(i64::MAX),
+        Ordering::Relaxed,
+    );
+}
+
+/// Report ids signed here and not yet confirmed by head office.
+async fn undelivered_reports(state: &Arc<AppState>) -> Result<Vec<String>, String> {
+    let store = Arc::clone(&state.store);
+    tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
+        let done: std::collections::HashSet<String> = store
+            .meta_entries(DELIVERED)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        Ok(store
+            .meta_entries(REPORTS)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !done.contains(k))
+            .collect())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Puts a stored report in the outbox, making its report document if it is missing (a crash
+/// between storing the report and making the document).
+async fn add_report(state: &Arc<AppState>, outbox: &mut Outbox, id: &str) {
+    if outbox.reports.contains_key(id) {
+        return;
+    }
+    let bytes = match state.store.meta(REPORTS, id) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(report = id, error = %e, "cannot read a signed report");
+            return;
+        }
+    };
+    let made = ensure_report_doc(state, &bytes).await;
+    let (report, report_doc) = match made {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(report = id, error = %e, "cannot offer a report to head office");
+            return;
+        }
+    };
+    let heads: Vec<ChangeHash> = report
+        .body
+        .heads
+        .iter()
+        .filter_map(|h| h.parse().ok())
+        .collect();
+    let job = report.body.job_id;
+    outbox.reports.insert(
+        id.to_owned(),
+        Undelivered {
+            job,
+            report_doc,
+            heads,
+            job_done: false,
+            report_done: false,
+        },
+    );
+    outbox.offer(state, job);
+    outbox.offer(state, report_doc);
+}
+
+/// Makes the report document of a stored report (once: its id derives from the report id).
+pub async fn ensure_report_doc(
+    state: &AppState,
+    report_json: &[u8],
+) -> Result<(SignedReport, DocumentId), String> {
+    let report: SignedReport =
+        serde_json::from_slice(report_json).map_err(|e| format!("stored report: {e}"))?;
+    let doc_id = report_doc_id(&report.body.report_id)
+        .ok_or_else(|| format!("report id {:?} is not 32 hex digits", report.body.report_id))?;
+    let device_id = &report.body.acknowledgement.device_id;
+    let record = state
+        .registry_read()
+        .device(device_id)
+        .cloned()
+        .ok_or_else(|| format!("device {device_id} is not enrolled here"))?;
+    let attestation =
+        DeviceAttestation::sign(record, &state.server_key).map_err(|e| e.to_string())?;
+    let document = ReportDoc {
+        report_json: report_json.to_vec(),
+        attestation,
+    }
+    .to_document()
+    .map_err(|e| e.to_string())?;
+    match state
+        .hub
+        .edit(doc_id, LocalEdit::Create(Box::new(document)))
+        .await
+    {
+        Ok(_) | Err(LocalEditError::Exists(_)) => Ok((report, doc_id)),
+        Err(e) => Err(format!("report document {doc_id}: {e}")),
+    }
+}
+
+/// Head office confirmed holding `doc` at `heads`: tick off what that completes.
+async fn confirm(
+    state: &Arc<AppState>,
+    outbox: &mut Outbox,
+    doc: DocumentId,
+    heads: Vec<ChangeHash>,
+) {
+    let concerned: Vec<String> = outbox
+        .reports
+        .iter()
+        .filter(|(_, r)| (r.job == doc && !r.job_done) || (r.report_doc == doc && !r.report_done))
+        .map(|(id, _)| id.clone())
+        .collect();
+    if concerned.is_empty() {
+        return;
+    }
+    // Whether the confirmed job state includes each report's heads needs the history.
+    let needs_history = concerned
+        .iter()
+        .any(|id| outbox.reports.get(id).is_some_and(|r| r.job == doc));
+    let history = if needs_history {
+        state.load_document(doc).await.ok().flatten()
+    } else {
+        None
+    };
+    let mut finished = Vec::new();
+    for id in concerned {
+        let Some(report) = outbox.reports.get_mut(&id) else {
+            continue;
+        };
+        if report.report_doc == doc {
+            report.report_done = true;
+        }
+        if report.job == doc
+            && let Some(history) = &history
+        {
+            // Changes outside what head office holds; the report's heads must not be among them.
+            let missing: std::collections::HashSet<ChangeHash> = history
+                .get_changes(&heads)
+                .iter()
+                .map(|c| c.hash())
+                .collect();
+            report.job_done = report.heads.iter().all(|h| !missing.contains(h))
+                && report
+                    .heads
+                    .iter()
+                    .all(|h| history.get_change_by_hash(h).is_some());
+        }
+        if report.job_done && report.report_done {
+            finished.push(id);
+        }
+    }
+    for id in finished {
+        let stamp = now().as_millis().to_string().into_bytes();
+        if let Err(e) = state.store.put_meta(DELIVERED, &id, stamp).await {
+            // Not recorded: the report stays in the outbox and is confirmed again later.
+            tracing::error!(report = id, error = %e, "cannot record a delivery");
+            continue;
+        }
+        if let Some(report) = outbox.reports.remove(&id) {
+            tracing::info!(report = id, job = %report.job, "report delivered to head office");
+            state
+                .metrics
+                .upstream_delivered
+                .fetch_add(1, Ordering::Relaxed);
+            outbox.withdraw(state, report.job);
+            outbox.withdraw(state, report.report_doc);
+        }
+    }
+}
+
+// ---- the link --------------------------------------------------------------------------
+
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+async fn dial_loop(state: Arc<AppState>, upstream: Upstream) {
+    let mut wait = FIRST_RETRY;
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        match connect(&state, &upstream).await {
+            Ok(socket) => {
+                tracing::info!(url = upstream.url, "connected to head office");
+                state.metrics.upstream_connected.store(1, Ordering::Relaxed);
+                pump(&state, socket).await;
+                state.metrics.upstream_connected.store(0, Ordering::Relaxed);
+                tracing::info!("the link to head office closed");
+                wait = FIRST_RETRY;
+            }
+            Err(e) => {
+                tracing::warn!(url = upstream.url, error = %e, retry_in = ?wait, "cannot reach head office");
+                state
+                    .metrics
+                    .upstream_dial_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Jitter: up to a quarter of the wait, so branches that lost head office together
+        // do not all come back in the same second.
+        let jitter = wait.mul_f64(f64::from(random_u8()) / 255.0 / 4.0);
+        tokio::select! {
+            () = tokio::time::sleep(wait + jitter) => {}
+            _ = shutdown.changed() => return,
+        }
+        wait = (wait * 2).min(upstream.retry_max.max(FIRST_RETRY));
+    }
+}
+
+fn random_u8() -> u8 {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::fill(&mut byte);
+    byte[0]
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(state: &AppState, upstream: &Upstream) -> Result<Socket, String> {
+    let token = std::fs::read_to_string(&upstream.token_file)
+        .map_err(|e| format!("token file {}: {e}", upstream.token_file.display()))?;
+    let mut request = upstream
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("upstream url {:?}: {e}", upstream.url))?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+        .map_err(|_| "the token file holds characters a header cannot carry".to_owned())?;
+    request.headers_mut().insert("authorization", bearer);
+    let max = state.config.limits.max_frame_bytes;
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let dial = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+    match tokio::time::timeout(Duration::from_secs(10), dial).await {
+        Err(_) => Err("timed out".into()),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned();
+            Err(format!("refused with {}: {body}", response.status()))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok((socket, _))) => Ok(socket),
+    }
+}
+
+/// Carries frames between the socket and the hub until either side closes.
+async fn pump(state: &Arc<AppState>, socket: Socket) {
+    let conn = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
+    let (outbox, mut inbox) = mpsc::channel(crate::hub::OUTBOX);
+    if !state.hub.send(HubInput::Open {
+        conn,
+        principal: Principal::Server,
+        outbox,
+        dialed: true,
+    }) {
+        return;
+    }
+    let (mut sink, mut stream) = socket.split();
+    let mut shutdown = state.shutdown.subscribe();
+    let interval = state.config.limits.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut last_heard = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            incoming = stream.next() => match incoming {
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    last_heard = tokio::time::Instant::now();
+                    state.hub.engine_input(Input::Frame { conn, bytes: bytes.to_vec() });
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    tracing::info!(?frame, "head office closed the link");
+                    break;
+                }
+                Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
+                Some(Err(e)) => {
+                    tracing::info!(error = %e, "the link to head office failed");
+                    break;
+                }
+                None => break,
+            },
+            outgoing = inbox.recv() => match outgoing {
+                Some(Outbound::Frame(bytes)) => {
+                    if sink.send(WsMessage::Binary(bytes.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outbound::Close(code, reason)) => {
+                    tracing::warn!(code = code.as_u16(), reason, "closing the link to head office");
+                    let _ = sink.close().await;
+                    break;
+                }
+                None => break,
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > interval * 3 {
+                    tracing::warn!("head office silent for three ping intervals; redialling");
+                    break;
+                }
+                if sink.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            },
+            _ = shutdown.changed() => {
+                let _ = sink.close().await;
+                break;
+            },
+        }
+    }
+    state.hub.engine_input(Input::Disconnected { conn });
+}

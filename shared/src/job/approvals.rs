@@ -1,0 +1,313 @@
+//! Approvals a technician asks for from the job document (R12 an extension or another
+//! solution, R18 a warranty-claim part, R31 a product return) and the desk's decision,
+//! written back so the device sees it.
+//!
+//! They live under the job document's root key `approvals`: a map from a request id (made
+//! on the device) to a map of scalars, so two technicians asking offline keep both requests
+//! and a decision is a write into its own request's map. The server creates the empty map
+//! with the job, so devices never create it concurrently (two concurrent creations would
+//! leave one of them a conflict loser); a job made before approvals existed gets it from
+//! the first request. The `Job` model does not include them: they are not part of the
+//! signed report content.
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, AutomergeError, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::time::{Money, Timestamp};
+
+/// The root key of the approvals map.
+pub const APPROVALS: &str = "approvals";
+
+/// What is asked for, and the rule that asks for approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ApprovalKind {
+    /// R12: more time than promised.
+    Extension,
+    /// R12: the job cannot be finished on site; another solution.
+    OtherSolution,
+    /// R18: a warranty-claim part (large amounts need the director).
+    WarrantyPart,
+    /// R31: a product return (the general manager's approval).
+    ProductReturn,
+}
+
+impl ApprovalKind {
+    pub const ALL: [ApprovalKind; 4] = [
+        ApprovalKind::Extension,
+        ApprovalKind::OtherSolution,
+        ApprovalKind::WarrantyPart,
+        ApprovalKind::ProductReturn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalKind::Extension => "extension",
+            ApprovalKind::OtherSolution => "other_solution",
+            ApprovalKind::WarrantyPart => "warranty_part",
+            ApprovalKind::ProductReturn => "product_return",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The rule of `DOMAIN.md` that needs the approval.
+    pub fn rule(self) -> &'static str {
+        match self {
+            ApprovalKind::Extension | ApprovalKind::OtherSolution => "R12",
+            ApprovalKind::WarrantyPart => "R18",
+            ApprovalKind::ProductReturn => "R31",
+        }
+    }
+}
+
+/// The desk's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub approved: bool,
+    /// Who decided (`desk:manager`).
+    pub by: String,
+    pub at: Timestamp,
+    pub note: String,
+}
+
+/// One request, as read from the document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    pub kind: ApprovalKind,
+    pub reason: String,
+    /// The technician who asked.
+    pub requested_by: String,
+    pub requested_at: Timestamp,
+    /// R18: the part's amount, in minor units.
+    pub amount: Option<Money>,
+    pub decision: Option<Decision>,
+}
+
+/// Why approvals could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error(transparent)]
+    Automerge(#[from] AutomergeError),
+    #[error("approval {id}: {problem}")]
+    Malformed { id: String, problem: String },
+    #[error("no approval request {0} in this job")]
+    Unknown(String),
+    #[error("approval request {0} is already decided")]
+    Decided(String),
+    #[error("approval request {0} already exists")]
+    Exists(String),
+}
+
+mod key {
+    pub const KIND: &str = "kind";
+    pub const REASON: &str = "reason";
+    pub const REQUESTED_BY: &str = "requested_by";
+    pub const REQUESTED_AT: &str = "requested_at";
+    pub const AMOUNT: &str = "amount";
+    pub const DECISION: &str = "decision";
+    pub const APPROVED: &str = "approved";
+    pub const BY: &str = "by";
+    pub const AT: &str = "at";
+    pub const NOTE: &str = "note";
+}
+
+fn map_at<R: ReadDoc>(doc: &R, parent: &ObjId, key: &str) -> Result<Option<ObjId>, AutomergeError> {
+    Ok(match doc.get(parent, key)? {
+        Some((Value::Object(ObjType::Map), id)) => Some(id),
+        _ => None,
+    })
+}
+
+fn scalar<R: ReadDoc>(
+    doc: &R,
+    obj: &ObjId,
+    key: &str,
+) -> Result<Option<ScalarValue>, AutomergeError> {
+    Ok(match doc.get(obj, key)? {
+        Some((Value::Scalar(s), _)) => Some(s.into_owned()),
+        _ => None,
+    })
+}
+
+fn text<R: ReadDoc>(doc: &R, obj: &ObjId, id: &str, key: &str) -> Result<String, ApprovalError> {
+    match scalar(doc, obj, key)? {
+        Some(ScalarValue::Str(s)) => Ok(s.to_string()),
+        other => Err(ApprovalError::Malformed {
+            id: id.to_owned(),
+            problem: format!("{key} is {other:?}, not a string"),
+        }),
+    }
+}
+
+fn instant<R: ReadDoc>(
+    doc: &R,
+    obj: &ObjId,
+    id: &str,
+    key: &str,
+) -> Result<Timestamp, ApprovalError> {
+    match scalar(doc, obj, key)? {
+        Some(ScalarValue::Timestamp(t) | ScalarValue::Int(t)) => Ok(Timestamp::from_millis(t)),
+        other => Err(ApprovalError::Malformed {
+            id: id.to_owned(),
+            problem: format!("{key} is {other:?}, not a timestamp"),
+        }),
+    }
+}
+
+/// Every approval request of the job, sorted by request time.
+pub fn read_approvals<R: ReadDoc>(doc: &R) -> Result<Vec<Approval>, ApprovalError> {
+    let Some(map) = map_at(doc, &ROOT, APPROVALS)? else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for id in doc.keys(&map) {
+        let Some(obj) = map_at(doc, &map, &id)? else {
+            return Err(ApprovalError::Malformed {
+                id,
+                problem: "not a map".into(),
+            });
+        };
+        let kind = text(doc, &obj, &id, key::KIND)?;
+        let kind = ApprovalKind::parse(&kind).ok_or_else(|| ApprovalError::Malformed {
+            id: id.clone(),
+            problem: format!("unknown kind {kind:?}"),
+        })?;
+        let amount = match scalar(doc, &obj, key::AMOUNT)? {
+            Some(ScalarValue::Int(v)) => Some(Money(v)),
+            _ => None,
+        };
+        let decision = match map_at(doc, &obj, key::DECISION)? {
+            Some(d) => Some(Decision {
+                approved: matches!(
+                    scalar(doc, &d, key::APPROVED)?,
+                    Some(ScalarValue::Boolean(true))
+                ),
+                by: text(doc, &d, &id, key::BY)?,
+                at: instant(doc, &d, &id, key::AT)?,
+                note: text(doc, &d, &id, key::NOTE)?,
+            }),
+            None => None,
+        };
+        found.push(Approval {
+            kind,
+            reason: text(doc, &obj, &id, key::REASON)?,
+            requested_by: text(doc, &obj, &id, key::REQUESTED_BY)?,
+            requested_at: instant(doc, &obj, &id, key::REQUESTED_AT)?,
+            amount,
+            decision,
+            id,
+        });
+    }
+    found.sort_by(|a, b| (a.requested_at, &a.id).cmp(&(b.requested_at, &b.id)));
+    Ok(found)
+}
+
+/// Creates the empty approvals map (the server does it when it creates the job).
+pub fn init_approvals(doc: &mut AutoCommit) -> Result<(), AutomergeError> {
+    if map_at(doc, &ROOT, APPROVALS)?.is_none() {
+        doc.put_object(ROOT, APPROVALS, ObjType::Map)?;
+    }
+    Ok(())
+}
+
+/// The device asks for an approval (a new request under its own id).
+pub fn request_approval(doc: &mut AutoCommit, approval: &Approval) -> Result<(), ApprovalError> {
+    init_approvals(doc)?;
+    let map = map_at(doc, &ROOT, APPROVALS)?
+        .ok_or_else(|| ApprovalError::Unknown(approval.id.clone()))?;
+    if doc.get(&map, &approval.id)?.is_some() {
+        return Err(ApprovalError::Exists(approval.id.clone()));
+    }
+    let obj = doc.put_object(&map, &approval.id, ObjType::Map)?;
+    doc.put(&obj, key::KIND, approval.kind.as_str())?;
+    doc.put(&obj, key::REASON, approval.reason.as_str())?;
+    doc.put(&obj, key::REQUESTED_BY, approval.requested_by.as_str())?;
+    doc.put(
+        &obj,
+        key::REQUESTED_AT,
+        ScalarValue::Timestamp(approval.requested_at.as_millis()),
+    )?;
+    if let Some(amount) = approval.amount {
+        doc.put(&obj, key::AMOUNT, amount.0)?;
+    }
+    Ok(())
+}
+
+/// The desk writes its decision into the request.
+pub fn decide(doc: &mut AutoCommit, id: &str, decision: &Decision) -> Result<(), ApprovalError> {
+    let obj = map_at(doc, &ROOT, APPROVALS)?
+        .and_then(|map| map_at(doc, &map, id).ok().flatten())
+        .ok_or_else(|| ApprovalError::Unknown(id.to_owned()))?;
+    if map_at(doc, &obj, key::DECISION)?.is_some() {
+        return Err(ApprovalError::Decided(id.to_owned()));
+    }
+    let d = doc.put_object(&obj, key::DECISION, ObjType::Map)?;
+    doc.put(&d, key::APPROVED, decision.approved)?;
+    doc.put(&d, key::BY, decision.by.as_str())?;
+    doc.put(&d, key::AT, ScalarValue::Timestamp(decision.at.as_millis()))?;
+    doc.put(&d, key::NOTE, decision.note.as_str())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(id: &str, kind: ApprovalKind, at: i64) -> Approval {
+        Approval {
+            id: id.into(),
+            kind,
+            reason: "compressor on back order".into(),
+            requested_by: "tech-wang".into(),
+            requested_at: Timestamp::from_millis(at),
+            amount: (kind == ApprovalKind::WarrantyPart).then_some(Money(250_000)),
+            decision: None,
+        }
+    }
+
+    #[test]
+    fn r12_r18_r31_requests_made_offline_on_two_devices_are_both_kept_and_decided()
+    -> Result<(), ApprovalError> {
+        let mut server = AutoCommit::new();
+        init_approvals(&mut server)?;
+        let mut a = server.fork();
+        let mut b = server.fork();
+        request_approval(&mut a, &ask("a-1", ApprovalKind::Extension, 10))?;
+        request_approval(&mut b, &ask("b-1", ApprovalKind::WarrantyPart, 20))?;
+        request_approval(&mut b, &ask("b-2", ApprovalKind::ProductReturn, 30))?;
+        server.merge(&mut a)?;
+        server.merge(&mut b)?;
+        let found = read_approvals(&server)?;
+        let kinds: Vec<(&str, &str)> = found
+            .iter()
+            .map(|x| (x.id.as_str(), x.kind.rule()))
+            .collect();
+        assert_eq!(kinds, [("a-1", "R12"), ("b-1", "R18"), ("b-2", "R31")]);
+        assert_eq!(found[1].amount, Some(Money(250_000)));
+
+        let decision = Decision {
+            approved: true,
+            by: "desk:manager".into(),
+            at: Timestamp::from_millis(40),
+            note: "ok until Friday".into(),
+        };
+        decide(&mut server, "a-1", &decision)?;
+        assert!(matches!(
+            decide(&mut server, "a-1", &decision),
+            Err(ApprovalError::Decided(_))
+        ));
+        assert!(matches!(
+            decide(&mut server, "zz", &decision),
+            Err(ApprovalError::Unknown(_))
+        ));
+        a.merge(&mut server)?;
+        assert_eq!(read_approvals(&a)?[0].decision.as_ref(), Some(&decision));
+        Ok(())
+    }
+}

@@ -1,0 +1,1744 @@
+//! The service desk API (issue #6) against a real server on a real port: intake and clocks
+//! (R1, R2), dispatch (R3, R16), repeat repairs (R4), follow-up (R14), complaints (R20–R23),
+//! parts (R17, R18) and tools (R19); roles, bad input and the OpenAPI document.
+
+use std::collections::BTreeSet;
+
+use fieldsync_server::app::now;
+use fieldsync_server::auth::DeskRole;
+use fieldsync_server::desk::dispatch::on_report_signed;
+use fieldsync_shared::ids::{DocumentId, TechnicianId};
+use fieldsync_shared::job::approvals::{Approval, ApprovalKind, read_approvals, request_approval};
+use fieldsync_shared::job::doc::read_job;
+use fieldsync_shared::sync::{LocalEdit, edit_via_autocommit};
+use fieldsync_shared::time::{Money, Timestamp};
+use fieldsync_tests::{SETTLE, TestServer, eventually, temp_dir};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const HOUR: i64 = 60 * 60 * 1000;
+const DAY: i64 = 24 * HOUR;
+
+const DISPATCHER: DeskRole = DeskRole::Dispatcher;
+const MANAGER: DeskRole = DeskRole::Manager;
+const ANALYST: DeskRole = DeskRole::Analyst;
+
+/// A server and an HTTP client that speaks to it with desk tokens.
+struct Desk {
+    server: TestServer,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+impl Desk {
+    async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(
+        adjust: impl FnOnce(&mut fieldsync_server::config::Config),
+    ) -> anyhow::Result<Self> {
+        let dir = temp_dir()?;
+        let server = TestServer::start_with(dir.path(), adjust).await?;
+        Ok(Self {
+            server,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        })
+    }
+
+    /// One request; `role` None sends no token. Answers the status and the JSON body.
+    async fn call(
+        &self,
+        role: Option<DeskRole>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self.http.request(method, self.server.http_url(path));
+        if let Some(role) = role {
+            request = request.bearer_auth(self.server.desk_token(role)?);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, body))
+    }
+
+    async fn post(
+        &self,
+        role: DeskRole,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(Some(role), Method::POST, path, Some(&body)).await
+    }
+
+    async fn get(&self, role: DeskRole, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(Some(role), Method::GET, path, None).await
+    }
+
+    /// A call that must answer `expected`; returns the body.
+    async fn expect(
+        &self,
+        role: DeskRole,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        expected: StatusCode,
+    ) -> anyhow::Result<Value> {
+        let (status, body) = self
+            .call(Some(role), method.clone(), path, body.as_ref())
+            .await?;
+        anyhow::ensure!(
+            status == expected,
+            "{method} {path}: {status} (wanted {expected}): {body}"
+        );
+        Ok(body)
+    }
+
+    /// Registers a service request and returns its id.
+    async fn request(&self, body: Value) -> anyhow::Result<String> {
+        let created = self
+            .expect(
+                DISPATCHER,
+                Method::POST,
+                "/api/requests",
+                Some(body),
+                StatusCode::CREATED,
+            )
+            .await?;
+        str_of(&created["id"])
+    }
+
+    /// Makes a job of a request for `tech-wang`; returns the answer.
+    async fn dispatch(&self, request: &str) -> anyhow::Result<Value> {
+        self.expect(
+            DISPATCHER,
+            Method::POST,
+            &format!("/api/requests/{request}/job"),
+            Some(json!({"kind": "repair", "technician": "tech-wang"})),
+            StatusCode::CREATED,
+        )
+        .await
+    }
+}
+
+fn str_of(v: &Value) -> anyhow::Result<String> {
+    v.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("not a string: {v}"))
+}
+
+/// An instant `ms` from now, as the API writes it.
+fn from_now(ms: i64) -> String {
+    now().plus_millis(ms).to_string()
+}
+
+/// A valid request body received `ago` ms ago for product `serial`.
+fn request_body(ago: i64, serial: &str, category: &str) -> Value {
+    json!({
+        "channel": "phone",
+        "received_at": from_now(-ago),
+        "customer": {"id": "c-1001", "name": "Lotus Foods Ltd", "contact": "Ms Chen", "site_address": "12 Harbour Road"},
+        "product": {"model": "CH-500", "serial": serial, "product_type": "chiller"},
+        "fault_description": "Compressor trips after ten minutes",
+        "fault_category": category,
+    })
+}
+
+/// Checks an error answer: the status, a stable code and a message that says something.
+fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["code"], want_code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.len() > 5),
+        "no message: {body}"
+    );
+}
+
+fn ids(list: &Value) -> BTreeSet<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["id"].as_str().or(r["job_id"].as_str()).map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn r1_r2_desk_requests_carry_reply_and_arrival_clocks() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    // Received 30 h ago, the customer wanted us 2 h ago: both clocks overdue.
+    let mut late = request_body(30 * HOUR, "SN-1", "compressor");
+    late["requested_arrival"] = json!(from_now(-2 * HOUR));
+    let late = desk.request(late).await?;
+    // Received 21 h ago: the reply is due within 3 h, inside the 4 h "soon" window.
+    let soon = desk.request(request_body(21 * HOUR, "SN-2", "fan")).await?;
+    // Received just now: nothing due yet.
+    let fresh = desk.request(request_body(0, "SN-3", "fan")).await?;
+
+    let one = desk
+        .expect(
+            ANALYST,
+            Method::GET,
+            &format!("/api/requests/{late}"),
+            None,
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(one["channel"], "phone", "R1 keeps the channel: {one}");
+    assert_eq!(one["product"]["serial"], "SN-1");
+    assert_eq!(one["reply_clock"], "overdue");
+    assert_eq!(one["arrival_clock"], "overdue");
+    let received: Timestamp = str_of(&one["received_at"])?.parse()?;
+    let due: Timestamp = str_of(&one["reply_due"])?.parse()?;
+    assert_eq!(
+        due.as_millis() - received.as_millis(),
+        24 * HOUR,
+        "R2: 24 hours"
+    );
+
+    let overdue = desk.get(ANALYST, "/api/requests?due=overdue").await?.1;
+    assert_eq!(ids(&overdue["requests"]), BTreeSet::from([late.clone()]));
+    let due_soon = desk.get(DISPATCHER, "/api/requests?due=soon").await?.1;
+    assert_eq!(ids(&due_soon["requests"]), BTreeSet::from([soon.clone()]));
+    let open = desk.get(DISPATCHER, "/api/requests").await?.1;
+    assert_eq!(open["requests"].as_array().map(Vec::len), Some(3));
+    // Read a day later, the fresh one is overdue too.
+    let tomorrow = from_now(25 * HOUR).replace('+', "%2B");
+    let later = desk
+        .get(
+            DISPATCHER,
+            &format!("/api/requests?due=overdue&at={tomorrow}"),
+        )
+        .await?
+        .1;
+    assert!(ids(&later["requests"]).contains(&fresh), "{later}");
+
+    // The reply, late: the clock says so and the request leaves the overdue list only for
+    // its arrival clock.
+    let replied = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            &format!("/api/requests/{late}/reply"),
+            Some(json!({"by": "Ms Zhou", "text": "A technician comes today"})),
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(replied["reply_clock"], "met_late");
+    let (status, body) = desk
+        .post(
+            DISPATCHER,
+            &format!("/api/requests/{late}/reply"),
+            json!({"by": "x", "text": "again"}),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "already_replied");
+
+    // R2: a late arrival needs its cause; a personal cause is a recorded violation.
+    let arrival = json!({"technician": "tech-wang", "at": from_now(-HOUR)});
+    let (status, body) = desk
+        .post(
+            DISPATCHER,
+            &format!("/api/requests/{late}/arrival"),
+            arrival.clone(),
+        )
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "late_cause_required",
+    );
+    let mut with_cause = arrival;
+    with_cause["cause"] = json!("personal");
+    with_cause["note"] = json!("overslept");
+    let arrived = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            &format!("/api/requests/{late}/arrival"),
+            Some(with_cause),
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(arrived["arrival"]["late"], true);
+    assert_eq!(arrived["arrival"]["violation"], true, "R2: {arrived}");
+    assert_eq!(arrived["arrival_clock"], "met_late");
+    let overdue = desk.get(ANALYST, "/api/requests?due=overdue").await?.1;
+    assert!(ids(&overdue["requests"]).is_empty(), "{overdue}");
+
+    // Late for traffic: recorded, not a violation.
+    let mut traffic = request_body(HOUR, "SN-4", "fan");
+    traffic["requested_arrival"] = json!(from_now(-HOUR / 2));
+    let traffic = desk.request(traffic).await?;
+    let arrived = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            &format!("/api/requests/{traffic}/arrival"),
+            Some(json!({"technician": "tech-li", "at": from_now(0), "cause": "traffic"})),
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(
+        (
+            arrived["arrival"]["late"].clone(),
+            arrived["arrival"]["violation"].clone()
+        ),
+        (json!(true), json!(false))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn r3_r4_desk_dispatch_assigns_the_request_and_flags_repeat_repairs() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let old = desk
+        .request(request_body(200 * DAY, "SN-77", "compressor"))
+        .await?;
+    let earlier = desk
+        .request(request_body(60 * DAY, "sn-77 ", "Compressor"))
+        .await?;
+    let other_fault = desk.request(request_body(30 * DAY, "SN-77", "fan")).await?;
+    let now_req = desk
+        .request(request_body(HOUR, "SN-77", "compressor"))
+        .await?;
+
+    let old_job = str_of(&desk.dispatch(&old).await?["job_id"])?;
+    let earlier_job = desk.dispatch(&earlier).await?;
+    // R4: the 200-day-old job is 140 days before it, outside the 90-day window.
+    assert_eq!(
+        earlier_job["repeat_of"].as_array().map(Vec::len),
+        Some(0),
+        "{earlier_job}"
+    );
+    let earlier_job = str_of(&earlier_job["job_id"])?;
+    desk.dispatch(&other_fault).await?;
+    let created = desk.dispatch(&now_req).await?;
+    let flagged: Vec<String> = created["repeat_of"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["job_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        flagged,
+        std::slice::from_ref(&earlier_job),
+        "R4: same serial, same fault, within 90 days: {created}"
+    );
+    assert_ne!(flagged, [old_job]);
+
+    // The request now names its job, and cannot be dispatched twice.
+    let job = str_of(&created["job_id"])?;
+    let req = desk
+        .get(ANALYST, &format!("/api/requests/{now_req}"))
+        .await?
+        .1;
+    assert_eq!(req["job_id"], job.as_str());
+    let (status, body) = desk
+        .post(
+            DISPATCHER,
+            &format!("/api/requests/{now_req}/job"),
+            json!({"kind": "repair", "technician": "tech-li"}),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "already_dispatched");
+
+    // R3 dispatch: the technician's assignment index lists the job (their devices get it).
+    let job_id: DocumentId = job.parse()?;
+    let tech = TechnicianId::new("tech-wang")?;
+    assert!(
+        desk.server
+            .state
+            .registry_read()
+            .assigned(&tech)
+            .any(|j| *j == job_id)
+    );
+    // Reassigned: the old technician's index loses it, the new one's gains it.
+    desk.expect(
+        DISPATCHER,
+        Method::PUT,
+        &format!("/api/jobs/{job}/technicians"),
+        Some(json!({"technicians": ["tech-li"]})),
+        StatusCode::OK,
+    )
+    .await?;
+    assert!(
+        !desk
+            .server
+            .state
+            .registry_read()
+            .assigned(&tech)
+            .any(|j| *j == job_id)
+    );
+    assert!(
+        desk.server
+            .state
+            .registry_read()
+            .assigned(&TechnicianId::new("tech-li")?)
+            .any(|j| *j == job_id)
+    );
+
+    // R3: the appointment agreed with the customer goes into the job document.
+    let at = from_now(DAY);
+    let record = desk
+        .expect(DISPATCHER, Method::PUT, &format!("/api/jobs/{job}/appointment"),
+            Some(json!({"at": at, "contacted_by": "Ms Zhou", "fault_rechecked": "trips after 10 min, confirmed"})),
+            StatusCode::OK)
+        .await?;
+    assert_eq!(record["appointment"]["at"], at.as_str());
+    let stored = desk.server.fetch_job(job_id).await?;
+    assert_eq!(stored.visit.appointment, Some(at.parse()?));
+    assert!(
+        stored
+            .timeline
+            .iter()
+            .any(|e| e.kind == "appointment" && e.text.contains("confirmed"))
+    );
+    let record = desk.get(ANALYST, &format!("/api/jobs/{job}/desk")).await?.1;
+    assert_eq!(record["request_id"], now_req.as_str());
+    assert_eq!(record["repeat_of"][0]["job_id"], earlier_job.as_str());
+    Ok(())
+}
+
+#[tokio::test]
+async fn r4_desk_repeat_window_is_configurable_and_direct_jobs_are_checked_too()
+-> anyhow::Result<()> {
+    let desk = Desk::start_with(|c| c.repeat_window_days = 30).await?;
+    let earlier = desk
+        .request(request_body(60 * DAY, "SN-5", "compressor"))
+        .await?;
+    desk.dispatch(&earlier).await?;
+    let recent = desk
+        .request(request_body(20 * DAY, "SN-5", "compressor"))
+        .await?;
+    let recent = str_of(&desk.dispatch(&recent).await?["job_id"])?;
+    // POST /api/jobs (no request) with a fault category: 60 days back is outside 30 days.
+    let mut body = fieldsync_tests::sample_job_body("tech-wang");
+    body["product"]["serial"] = json!("SN-5");
+    body["request"]["received_at"] = json!(from_now(0));
+    body["request"]["fault_category"] = json!("compressor");
+    let created = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            "/api/jobs",
+            Some(body),
+            StatusCode::CREATED,
+        )
+        .await?;
+    let flagged: Vec<&str> = created["repeat_of"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["job_id"].as_str())
+        .collect();
+    assert_eq!(
+        flagged,
+        [recent.as_str()],
+        "R4 with a 30-day window: {created}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn r16_desk_installation_jobs_keep_to_the_contract_date() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let req = desk.request(request_body(HOUR, "SN-9", "install")).await?;
+    let (status, body) = desk
+        .post(
+            DISPATCHER,
+            &format!("/api/requests/{req}/job"),
+            json!({"kind": "installation", "technician": "tech-wang"}),
+        )
+        .await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "contract_due_required",
+    );
+    // Nothing was made: the request is free again.
+    let due = now().plus_millis(3 * DAY).date()?.to_string();
+    let created = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            &format!("/api/requests/{req}/job"),
+            Some(json!({"kind": "installation", "technician": "tech-wang", "contract_due": due})),
+            StatusCode::CREATED,
+        )
+        .await?;
+    let job = str_of(&created["job_id"])?;
+    let too_late = json!({
+        "at": from_now(10 * DAY),
+        "contacted_by": "Ms Zhou",
+        "fault_rechecked": "new line",
+    });
+    let appointment = format!("/api/jobs/{job}/appointment");
+    let (status, body) = desk
+        .call(Some(DISPATCHER), Method::PUT, &appointment, Some(&too_late))
+        .await?;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "after_contract_due");
+    desk.expect(
+        DISPATCHER,
+        Method::PUT,
+        &format!("/api/jobs/{job}/appointment"),
+        Some(
+            json!({"at": from_now(DAY), "contacted_by": "Ms Zhou", "fault_rechecked": "new line"}),
+        ),
+        StatusCode::OK,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn r4_r14_desk_signed_report_rechecks_repeats_and_starts_the_follow_up() -> anyhow::Result<()>
+{
+    let desk = Desk::start().await?;
+    // The desk thought "noise"; the technician diagnosed the compressor, as on an earlier job.
+    let earlier = desk
+        .request(request_body(40 * DAY, "SN-8", "compressor"))
+        .await?;
+    let earlier = str_of(&desk.dispatch(&earlier).await?["job_id"])?;
+    let req = desk.request(request_body(2 * DAY, "SN-8", "noise")).await?;
+    let created = desk.dispatch(&req).await?;
+    assert_eq!(created["repeat_of"].as_array().map(Vec::len), Some(0));
+    let job_id: DocumentId = str_of(&created["job_id"])?.parse()?;
+
+    // Before the service, no call can be recorded.
+    let (status, body) = desk
+        .post(
+            DISPATCHER,
+            &format!("/api/follow-ups/{job_id}/call"),
+            json!({"by": "Ms Zhou", "reached": false}),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "not_served");
+
+    // What the report signer calls once the report is signed.
+    let mut job = desk.server.fetch_job(job_id).await?;
+    job.diagnosis.fault_category = Some("compressor".into());
+    let signed_at = now().plus_millis(-DAY);
+    let repeats = on_report_signed(&desk.server.state, &job, "r-1", signed_at)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    assert_eq!(
+        repeats
+            .iter()
+            .map(|r| r.job_id.as_str())
+            .collect::<Vec<_>>(),
+        [earlier.as_str()],
+        "R4 at signing"
+    );
+    let record = desk
+        .get(ANALYST, &format!("/api/jobs/{job_id}/desk"))
+        .await?
+        .1;
+    assert_eq!(record["repeat_on_signing"][0]["job_id"], earlier.as_str());
+    assert_eq!(record["fault_category"], "compressor");
+    assert_eq!(record["report_id"], "r-1");
+
+    // R14: served yesterday, so on the list of today's calls, and not on tomorrow's.
+    let today = now().date()?.to_string();
+    let list = desk
+        .get(ANALYST, &format!("/api/follow-ups?date={today}"))
+        .await?
+        .1;
+    assert_eq!(
+        ids(&list["jobs"]),
+        BTreeSet::from([job_id.to_string()]),
+        "{list}"
+    );
+    let tomorrow = now().plus_millis(DAY).date()?.to_string();
+    let list = desk
+        .get(ANALYST, &format!("/api/follow-ups?date={tomorrow}"))
+        .await?
+        .1;
+    assert!(ids(&list["jobs"]).is_empty());
+
+    let call_path = format!("/api/follow-ups/{job_id}/call");
+    let call = |body: Value| desk.post(DISPATCHER, &call_path, body);
+    let (status, body) = call(json!({"by": "Ms Zhou", "reached": true})).await?;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "satisfaction_required",
+    );
+    let (status, _) =
+        call(json!({"by": "Ms Zhou", "reached": false, "comments": "no answer"})).await?;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) =
+        call(json!({"by": "Ms Zhou", "reached": true, "satisfied": true, "comments": "all good"}))
+            .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["calls"].as_array().map(Vec::len), Some(2));
+    let (status, body) =
+        call(json!({"by": "Ms Zhou", "reached": true, "satisfied": false})).await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "already_called");
+    let list = desk
+        .get(DISPATCHER, &format!("/api/follow-ups?date={today}"))
+        .await?
+        .1;
+    assert_eq!(
+        list["jobs"][0]["calls"][1]["satisfied"], true,
+        "R14 outcome on the list"
+    );
+    Ok(())
+}
+
+/// A step body with everything each step needs.
+fn step(name: &str) -> Value {
+    let mut body = json!({"step": name, "by": "Ms Zhou", "what": format!("{name} done")});
+    match name {
+        "classify" => body["valid"] = json!(true),
+        "assign_unit" => body["unit"] = json!("QA"),
+        "notify_customer" => body["customer_reaction"] = json!("accepted the repair plan"),
+        "assign_responsibility" => {
+            body["responsible"] = json!("tech-wang");
+            body["penalty"] = json!("warning");
+        }
+        _ => {}
+    }
+    body
+}
+
+#[tokio::test]
+async fn r20_r21_r22_r23_desk_complaints_take_the_eight_steps_in_order() -> anyhow::Result<()> {
+    let dir = temp_dir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let job = server.create_job("tech-wang").await?.job;
+    let desk = Desk {
+        server,
+        http: reqwest::Client::new(),
+        _dir: temp_dir()?,
+    };
+    let complaint = json!({
+        "channel": "phone",
+        "category": "service",
+        "received_at": from_now(-HOUR),
+        "complainant": "Ms Chen",
+        "contact": "555-0101",
+        "customer_id": "c-1001",
+        "against": {"job_id": job.url(), "technician": "tech-wang"},
+        "content": "The technician left without testing",
+        "asks": "A second visit and an apology",
+        "recorded_by": "Ms Zhou",
+    });
+    let created = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            "/api/complaints",
+            Some(complaint.clone()),
+            StatusCode::CREATED,
+        )
+        .await?;
+    let id = str_of(&created["id"])?;
+    assert_eq!(
+        created["steps"][0]["step"], "record",
+        "R21 step 1 is the registration"
+    );
+    assert_eq!(created["next_step"], "classify");
+    assert_eq!(created["against_job"], job.to_string().as_str());
+    assert_eq!(created["attribution"], "non_quality", "R22");
+    let steps_path = format!("/api/complaints/{id}/steps");
+
+    // R21: no step skipped.
+    let (status, body) = desk
+        .post(DISPATCHER, &steps_path, step("investigate"))
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "step_out_of_order");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("classify"),
+        "{body}"
+    );
+    let (status, body) = desk.post(DISPATCHER, &steps_path, step("record")).await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "step_already_recorded");
+    // A step without what it needs.
+    let (status, body) = desk
+        .post(
+            DISPATCHER,
+            &steps_path,
+            json!({"step": "classify", "by": "Ms Zhou", "what": "looked"}),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_field");
+
+    for name in [
+        "classify",
+        "assign_unit",
+        "investigate",
+        "propose_solution",
+        "notify_customer",
+    ] {
+        desk.expect(
+            DISPATCHER,
+            Method::POST,
+            &steps_path,
+            Some(step(name)),
+            StatusCode::OK,
+        )
+        .await?;
+    }
+    // Step 7, responsibility and penalty, is a manager's.
+    let (status, body) = desk
+        .post(DISPATCHER, &steps_path, step("assign_responsibility"))
+        .await?;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("manager"),
+        "{body}"
+    );
+    desk.expect(
+        MANAGER,
+        Method::POST,
+        &steps_path,
+        Some(step("assign_responsibility")),
+        StatusCode::OK,
+    )
+    .await?;
+    let closed = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            &steps_path,
+            Some(step("improve")),
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(closed["closed"], true);
+    assert_eq!(closed["next_step"], Value::Null);
+    let (status, body) = desk.post(MANAGER, &steps_path, step("improve")).await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "complaint_closed");
+
+    // R23: the full record survives a restart: content, process, result, reaction, outcome.
+    desk.server.stop().await?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let desk = Desk {
+        server,
+        http: reqwest::Client::new(),
+        _dir: temp_dir()?,
+    };
+    let record = desk
+        .expect(
+            ANALYST,
+            Method::GET,
+            &format!("/api/complaints/{id}"),
+            None,
+            StatusCode::OK,
+        )
+        .await?;
+    let numbers: Vec<u64> = record["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["number"].as_u64())
+        .collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6, 7, 8]);
+    for s in record["steps"].as_array().into_iter().flatten() {
+        assert!(
+            s["by"].is_string() && s["at"].is_string() && s["what"].is_string(),
+            "R21 who/when/what: {s}"
+        );
+    }
+    assert_eq!(record["content"], "The technician left without testing");
+    assert_eq!(record["solution"], "propose_solution done");
+    assert_eq!(record["customer_reaction"], "accepted the repair plan");
+    assert_eq!(record["outcome"], "improve done");
+    assert_eq!(
+        (record["responsible"].clone(), record["penalty"].clone()),
+        (json!("tech-wang"), json!("warning"))
+    );
+    assert_eq!(record["valid"], true);
+    let open = desk.get(ANALYST, "/api/complaints?open=true").await?.1;
+    assert!(ids(&open["complaints"]).is_empty());
+    let all = desk.get(ANALYST, "/api/complaints").await?.1;
+    assert_eq!(ids(&all["complaints"]), BTreeSet::from([id]));
+
+    // R22: the month's rate (one complaint, one job) and attribution.
+    let month = now().plus_millis(-HOUR).month()?;
+    let job_month = desk
+        .server
+        .fetch_job(job)
+        .await?
+        .request
+        .received_at
+        .month()?;
+    let summary = desk
+        .expect(
+            ANALYST,
+            Method::GET,
+            &format!("/api/complaints/summary?month={month}"),
+            None,
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(summary["complaints"], 1, "{summary}");
+    assert_eq!(summary["by_attribution"]["non_quality"], 1);
+    assert_eq!(summary["by_attribution"]["quality"], 0);
+    assert_eq!(summary["open"], 0);
+    if job_month == month {
+        assert_eq!(summary["rate"], 1.0);
+    }
+    let (status, body) = desk
+        .get(ANALYST, "/api/complaints/summary?month=2026-13")
+        .await?;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_query");
+    drop(dir);
+    Ok(())
+}
+
+#[tokio::test]
+async fn r17_r18_desk_requisitions_name_their_job_and_their_shipment() -> anyhow::Result<()> {
+    let dir = temp_dir()?;
+    let server = TestServer::start_in(dir.path()).await?;
+    let job = server.create_job("tech-wang").await?.job;
+    let desk = Desk {
+        server,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    };
+    let requisition = json!({
+        "job_id": job.to_string(),
+        "part_number": "CAP-45",
+        "part_name": "Start capacitor",
+        "specification": "45 uF 450 V",
+        "material": "polypropylene",
+        "quantity": 2,
+        "needed_by": now().plus_millis(2 * DAY).date()?.to_string(),
+        "customer_id": "c-1001",
+        "order_number": "SO-2026-0042",
+        "requested_by": "tech-wang",
+    });
+    let mut unknown = requisition.clone();
+    unknown["job_id"] = json!(DocumentId::random().to_string());
+    let (status, body) = desk.post(DISPATCHER, "/api/requisitions", unknown).await?;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "unknown_job");
+    let created = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            "/api/requisitions",
+            Some(requisition),
+            StatusCode::CREATED,
+        )
+        .await?;
+    let id = str_of(&created["id"])?;
+    assert_eq!(created["order_number"], "SO-2026-0042");
+    let open = desk
+        .get(
+            ANALYST,
+            &format!("/api/requisitions?open=true&job_id={job}"),
+        )
+        .await?
+        .1;
+    assert_eq!(ids(&open["requisitions"]), BTreeSet::from([id.clone()]));
+
+    let today = now().date()?.to_string();
+    let tomorrow = now().plus_millis(DAY).date()?.to_string();
+    let shipment = json!({
+        "address": "12 Harbour Road", "recipient": "Ms Chen", "contact": "555-0101",
+        "items": [{"part_number": "CAP-45", "quantity": 2}],
+        "shipped_on": tomorrow, "arrives_on": today,
+    });
+    let (status, body) = desk
+        .post(
+            DISPATCHER,
+            &format!("/api/requisitions/{id}/shipment"),
+            shipment.clone(),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_field");
+    let mut shipment = shipment;
+    shipment["shipped_on"] = json!(today);
+    shipment["arrives_on"] = json!(tomorrow);
+    let shipped = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            &format!("/api/requisitions/{id}/shipment"),
+            Some(shipment.clone()),
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(shipped["shipment"]["recipient"], "Ms Chen");
+    let (status, body) = desk
+        .post(
+            MANAGER,
+            &format!("/api/requisitions/{id}/shipment"),
+            shipment,
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "already_shipped");
+    let open = desk.get(ANALYST, "/api/requisitions?open=true").await?.1;
+    assert!(ids(&open["requisitions"]).is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn r19_desk_tools_are_lent_returned_overdue_and_lost() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    desk.expect(
+        DISPATCHER,
+        Method::POST,
+        "/api/tools",
+        Some(json!({"id": "torque-07", "name": "Torque wrench 20-100 Nm"})),
+        StatusCode::CREATED,
+    )
+    .await?;
+    let (status, body) = desk
+        .post(
+            DISPATCHER,
+            "/api/tools",
+            json!({"id": "torque-07", "name": "again"}),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "already_exists");
+    let field = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            "/api/tools",
+            Some(json!({"id": "puller-2", "name": "Bearing puller", "bought_in_field": true})),
+            StatusCode::CREATED,
+        )
+        .await?;
+    assert_eq!(
+        field["bought_in_field"], true,
+        "R19: bought in the field, taken into the store"
+    );
+
+    let loan = json!({"technician": "tech-wang", "due_back": from_now(2 * HOUR)});
+    let lent = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            "/api/tools/torque-07/loans",
+            Some(loan.clone()),
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(lent["status"], "on_loan");
+    let (status, body) = desk
+        .post(DISPATCHER, "/api/tools/torque-07/loans", loan.clone())
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "tool_on_loan");
+    // Overdue once the due-back time has passed.
+    let none = desk.get(ANALYST, "/api/tools?overdue=true").await?.1;
+    assert!(ids(&none["tools"]).is_empty());
+    let later = from_now(3 * HOUR).replace('+', "%2B");
+    let overdue = desk
+        .get(ANALYST, &format!("/api/tools?overdue=true&at={later}"))
+        .await?
+        .1;
+    assert_eq!(
+        ids(&overdue["tools"]),
+        BTreeSet::from(["torque-07".to_owned()])
+    );
+
+    let back = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            "/api/tools/torque-07/return",
+            Some(json!({"note": "clean"})),
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(back["status"], "available");
+    let (status, body) = desk
+        .post(DISPATCHER, "/api/tools/torque-07/return", json!({}))
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "not_on_loan");
+    let (status, body) = desk
+        .post(
+            MANAGER,
+            "/api/tools/torque-07/lost",
+            json!({"charge": 45000}),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "not_on_loan");
+
+    // Lost on the next loan: the technician who had it pays (R19), a manager decides.
+    desk.expect(
+        DISPATCHER,
+        Method::POST,
+        "/api/tools/torque-07/loans",
+        Some(json!({"technician": "tech-li", "due_back": from_now(HOUR)})),
+        StatusCode::OK,
+    )
+    .await?;
+    let (status, body) = desk
+        .post(
+            DISPATCHER,
+            "/api/tools/torque-07/lost",
+            json!({"charge": 45000}),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, body) = desk
+        .post(MANAGER, "/api/tools/torque-07/lost", json!({"charge": 0}))
+        .await?;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_field");
+    let lost = desk
+        .expect(
+            MANAGER,
+            Method::POST,
+            "/api/tools/torque-07/lost",
+            Some(json!({"charge": 45000, "note": "left on site"})),
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(lost["status"], "lost");
+    assert_eq!(lost["loss"]["technician"], "tech-li");
+    assert_eq!(lost["loss"]["charge"], 45000);
+    let (status, body) = desk
+        .post(DISPATCHER, "/api/tools/torque-07/loans", loan)
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "tool_lost");
+    assert_eq!(
+        desk.get(ANALYST, "/api/tools").await?.1["tools"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    Ok(())
+}
+
+/// Every desk endpoint with the roles that may call it. `/api/me` is for device tokens and
+/// `/api/openapi.json` for anyone.
+const ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
+    ("POST", "/api/jobs", &[DISPATCHER, MANAGER]),
+    ("GET", "/api/jobs/{id}", &[DISPATCHER, MANAGER, ANALYST]),
+    ("PUT", "/api/jobs/{id}/technicians", &[DISPATCHER, MANAGER]),
+    ("PUT", "/api/jobs/{id}/appointment", &[DISPATCHER, MANAGER]),
+    (
+        "GET",
+        "/api/jobs/{id}/desk",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    ("GET", "/api/reports/{id}", &[DISPATCHER, MANAGER, ANALYST]),
+    ("GET", "/api/me", &[]),
+    ("POST", "/api/requests", &[DISPATCHER, MANAGER]),
+    ("GET", "/api/requests", &[DISPATCHER, MANAGER, ANALYST]),
+    ("GET", "/api/requests/{id}", &[DISPATCHER, MANAGER, ANALYST]),
+    ("POST", "/api/requests/{id}/reply", &[DISPATCHER, MANAGER]),
+    ("POST", "/api/requests/{id}/arrival", &[DISPATCHER, MANAGER]),
+    ("POST", "/api/requests/{id}/job", &[DISPATCHER, MANAGER]),
+    ("GET", "/api/follow-ups", &[DISPATCHER, MANAGER, ANALYST]),
+    ("POST", "/api/follow-ups/{id}/call", &[DISPATCHER, MANAGER]),
+    ("POST", "/api/complaints", &[DISPATCHER, MANAGER]),
+    ("GET", "/api/complaints", &[DISPATCHER, MANAGER, ANALYST]),
+    (
+        "GET",
+        "/api/complaints/{id}",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    (
+        "GET",
+        "/api/complaints/summary",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    ("POST", "/api/complaints/{id}/steps", &[DISPATCHER, MANAGER]),
+    ("POST", "/api/requisitions", &[DISPATCHER, MANAGER]),
+    ("GET", "/api/requisitions", &[DISPATCHER, MANAGER, ANALYST]),
+    (
+        "POST",
+        "/api/requisitions/{id}/shipment",
+        &[DISPATCHER, MANAGER],
+    ),
+    ("POST", "/api/tools", &[DISPATCHER, MANAGER]),
+    ("GET", "/api/tools", &[DISPATCHER, MANAGER, ANALYST]),
+    ("POST", "/api/tools/{id}/loans", &[DISPATCHER, MANAGER]),
+    ("POST", "/api/tools/{id}/return", &[DISPATCHER, MANAGER]),
+    ("POST", "/api/tools/{id}/lost", &[MANAGER]),
+    ("GET", "/api/approvals", &[DISPATCHER, MANAGER, ANALYST]),
+    (
+        "POST",
+        "/api/jobs/{id}/approvals/{approval}/decision",
+        &[MANAGER],
+    ),
+    ("GET", "/api/openapi.json", &[DISPATCHER, MANAGER, ANALYST]),
+];
+
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "x").replace("{approval}", "y")
+}
+
+#[tokio::test]
+async fn desk_every_endpoint_enforces_its_roles() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let device = desk.server.enroll("tech-wang", "dev-roles")?;
+    let device_token = desk
+        .server
+        .device_token(&device, std::time::Duration::from_secs(600))?;
+    for &(method, path, allowed) in ENDPOINTS {
+        let method: Method = method.parse()?;
+        let url = concrete(path);
+        let public = path == "/api/openapi.json";
+        for role in [DISPATCHER, MANAGER, ANALYST] {
+            let (status, body) = desk
+                .call(Some(role), method.clone(), &url, Some(&json!({})))
+                .await?;
+            if allowed.contains(&role) {
+                assert!(
+                    status != StatusCode::FORBIDDEN && status != StatusCode::UNAUTHORIZED,
+                    "{method} {path} as {}: {status} {body}",
+                    role.as_str()
+                );
+            } else {
+                assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+                let message = body["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.contains(role.as_str()),
+                    "the reason names the role: {message}"
+                );
+            }
+        }
+        // No token: 401 (the document is public).
+        let (status, body) = desk
+            .call(None, method.clone(), &url, Some(&json!({})))
+            .await?;
+        if public {
+            assert_eq!(status, StatusCode::OK);
+        } else {
+            assert_error(status, &body, StatusCode::UNAUTHORIZED, "missing_token");
+        }
+        // A device token is not a desk token (and /api/me is only for devices).
+        let response = desk
+            .http
+            .request(method.clone(), desk.server.http_url(&url))
+            .bearer_auth(&device_token)
+            .json(&json!({}))
+            .send()
+            .await?;
+        let status = response.status();
+        if path == "/api/me" || public {
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{method} {path} with a device token"
+            );
+        } else {
+            let body: Value = response.json().await?;
+            assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn desk_bad_input_gets_a_stable_code_and_loses_nothing() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let good = request_body(HOUR, "SN-1", "fan");
+    let req = desk.request(good.clone()).await?;
+    let mut missing = good.clone();
+    missing.as_object_mut().map(|o| o.remove("received_at"));
+    let mut wrong_type = good.clone();
+    wrong_type["customer"]["name"] = json!(42);
+    let mut bad_time = good.clone();
+    bad_time["received_at"] = json!("yesterday");
+    let mut bad_channel = good.clone();
+    bad_channel["channel"] = json!("pigeon");
+    let mut unknown_field = good.clone();
+    unknown_field["priority"] = json!("high");
+    let mut empty = good.clone();
+    empty["fault_description"] = json!("  ");
+    let unknown_job = DocumentId::random().to_string();
+    let cases: Vec<(Method, String, Option<Value>, StatusCode, &str)> = vec![
+        (
+            Method::POST,
+            "/api/requests".into(),
+            Some(missing),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::POST,
+            "/api/requests".into(),
+            Some(wrong_type),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::POST,
+            "/api/requests".into(),
+            Some(bad_time),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::POST,
+            "/api/requests".into(),
+            Some(bad_channel),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::POST,
+            "/api/requests".into(),
+            Some(unknown_field),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::POST,
+            "/api/requests".into(),
+            Some(empty),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/api/requests".into(),
+            Some(json!("not an object")),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::GET,
+            "/api/requests/req-nope".into(),
+            None,
+            StatusCode::NOT_FOUND,
+            "unknown_request",
+        ),
+        (
+            Method::GET,
+            "/api/requests?due=someday".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            Method::POST,
+            "/api/requests/req-nope/reply".into(),
+            Some(json!({"by": "a", "text": "b"})),
+            StatusCode::NOT_FOUND,
+            "unknown_request",
+        ),
+        (
+            Method::POST,
+            format!("/api/requests/{req}/reply"),
+            Some(json!({"by": "a"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::POST,
+            format!("/api/requests/{req}/arrival"),
+            Some(json!({"technician": "no/such", "at": from_now(0)})),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::POST,
+            format!("/api/requests/{req}/job"),
+            Some(json!({"kind": "teleport", "technician": "tech-wang"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::PUT,
+            format!("/api/jobs/{unknown_job}/appointment"),
+            Some(json!({"at": from_now(0), "contacted_by": "a", "fault_rechecked": "b"})),
+            StatusCode::NOT_FOUND,
+            "unknown_job",
+        ),
+        (
+            Method::GET,
+            "/api/jobs/not-a-job/desk".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_job_id",
+        ),
+        (
+            Method::POST,
+            "/api/follow-ups/not-a-job/call".into(),
+            Some(json!({"by": "a", "reached": false})),
+            StatusCode::BAD_REQUEST,
+            "invalid_job_id",
+        ),
+        (
+            Method::GET,
+            "/api/follow-ups?date=28-11-2026".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            Method::POST,
+            "/api/complaints".into(),
+            Some(json!({"channel": "phone", "category": "rudeness"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::GET,
+            "/api/complaints/cmp-nope".into(),
+            None,
+            StatusCode::NOT_FOUND,
+            "unknown_complaint",
+        ),
+        (
+            Method::POST,
+            "/api/complaints/cmp-nope/steps".into(),
+            Some(step("classify")),
+            StatusCode::NOT_FOUND,
+            "unknown_complaint",
+        ),
+        (
+            Method::POST,
+            "/api/complaints/cmp-nope/steps".into(),
+            Some(json!({"step": "ninth", "by": "a", "what": "b"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::POST,
+            "/api/requisitions".into(),
+            Some(json!({"job_id": unknown_job, "quantity": -1})),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::POST,
+            "/api/requisitions/rq-nope/shipment".into(),
+            Some(
+                json!({"address": "a", "recipient": "b", "contact": "c", "items": [{"part_number": "p", "quantity": 1}], "shipped_on": "2026-11-28", "arrives_on": "2026-11-29"}),
+            ),
+            StatusCode::NOT_FOUND,
+            "unknown_requisition",
+        ),
+        (
+            Method::POST,
+            "/api/tools".into(),
+            Some(json!({"id": "bad tag!", "name": "x"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/api/tools/nope/loans".into(),
+            Some(json!({"technician": "tech-wang", "due_back": from_now(HOUR)})),
+            StatusCode::NOT_FOUND,
+            "unknown_tool",
+        ),
+        (
+            Method::POST,
+            "/api/tools/nope/return".into(),
+            Some(json!({})),
+            StatusCode::NOT_FOUND,
+            "unknown_tool",
+        ),
+        (
+            Method::POST,
+            "/api/tools/nope/lost".into(),
+            Some(json!({"charge": "a lot"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Method::GET,
+            "/api/tools?overdue=maybe".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+    ];
+    for (method, path, body, want_status, want_code) in cases {
+        let (status, answer) = desk
+            .call(Some(MANAGER), method.clone(), &path, body.as_ref())
+            .await?;
+        assert!(status.is_client_error(), "{method} {path}: {status}");
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (want_status, Some(want_code)),
+            "{method} {path}: {answer}"
+        );
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{answer}"
+        );
+    }
+    // Nothing was lost or half-written: the one good request is all there is.
+    let all = desk.get(ANALYST, "/api/requests?due=all").await?.1;
+    assert_eq!(ids(&all["requests"]), BTreeSet::from([req]));
+    assert!(
+        desk.get(ANALYST, "/api/complaints").await?.1["complaints"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+    Ok(())
+}
+
+/// Resolves a local `$ref` (`#/components/schemas/X`) in the document.
+fn resolve<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
+    doc.pointer(reference.strip_prefix('#')?)
+}
+
+fn check_refs(doc: &Value, node: &Value, problems: &mut Vec<String>) {
+    match node {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get("$ref")
+                && resolve(doc, r).is_none()
+            {
+                problems.push(format!("unresolved $ref {r}"));
+            }
+            map.values().for_each(|v| check_refs(doc, v, problems));
+        }
+        Value::Array(items) => items.iter().for_each(|v| check_refs(doc, v, problems)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn desk_openapi_document_is_valid_and_lists_every_route() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let (status, doc) = desk
+        .call(None, Method::GET, "/api/openapi.json", None)
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc["openapi"]
+    );
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["token"]["scheme"],
+        "bearer"
+    );
+
+    // Structure: unique operation ids, declared path parameters, responses, every $ref resolves.
+    let mut problems = Vec::new();
+    check_refs(&doc, &doc, &mut problems);
+    let mut operation_ids = BTreeSet::new();
+    let mut documented = BTreeSet::new();
+    let paths = doc["paths"]
+        .as_object()
+        .ok_or_else(|| anyhow::anyhow!("no paths"))?;
+    for (path, item) in paths {
+        let params: BTreeSet<&str> = path
+            .split('{')
+            .skip(1)
+            .filter_map(|p| p.split('}').next())
+            .collect();
+        for (method, op) in item.as_object().into_iter().flatten() {
+            documented.insert((method.to_uppercase(), path.clone()));
+            let id = op["operationId"].as_str().unwrap_or_default().to_owned();
+            if id.is_empty() || !operation_ids.insert(id.clone()) {
+                problems.push(format!(
+                    "{method} {path}: missing or duplicate operationId {id:?}"
+                ));
+            }
+            if op["responses"].as_object().is_none_or(|r| r.is_empty()) {
+                problems.push(format!("{method} {path}: no responses"));
+            }
+            let declared: BTreeSet<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            if declared != params {
+                problems.push(format!(
+                    "{method} {path}: path parameters {declared:?}, template has {params:?}"
+                ));
+            }
+            if op["description"].as_str().is_none_or(str::is_empty) {
+                problems.push(format!("{method} {path}: no description"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // Every route is documented and every documented route is routed: the table above lists
+    // each endpoint once, the document has exactly those, and the server answers each.
+    let expected: BTreeSet<(String, String)> = ENDPOINTS
+        .iter()
+        .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(expected.len(), ENDPOINTS.len());
+    assert_eq!(documented, expected);
+    for (method, path) in &documented {
+        let (status, _) = desk
+            .call(None, method.parse()?, &concrete(path), None)
+            .await?;
+        assert!(
+            status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path} is not routed: {status}"
+        );
+    }
+    // And what is not documented is not routed.
+    let (status, _) = desk
+        .call(Some(MANAGER), Method::DELETE, "/api/requests", None)
+        .await?;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    // The schemas the rules depend on name their values.
+    let steps = &doc["components"]["schemas"]["ComplaintStep"]["enum"];
+    assert_eq!(steps.as_array().map(Vec::len), Some(8), "R21: {steps}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r12_r18_r31_desk_approvals_go_from_the_device_to_a_manager_and_back() -> anyhow::Result<()>
+{
+    let desk = Desk::start_with(|c| c.desk.director_approval_above = 100_000).await?;
+    let devices = temp_dir()?;
+    let device = desk.server.enroll("tech-wang", "dev-approvals")?;
+    let job = desk.server.create_job("tech-wang").await?.job;
+    let client = desk.server.connect_device(&device, devices.path()).await?;
+    client.subscribe(job);
+    assert!(client.wait_for(job, SETTLE, |d| read_job(d).is_ok()).await);
+
+    // The technician asks, offline-capable, in the job document.
+    let asks = [
+        ("ext-1", ApprovalKind::Extension, None),
+        ("part-1", ApprovalKind::WarrantyPart, Some(Money(250_000))),
+        ("ret-1", ApprovalKind::ProductReturn, None),
+    ];
+    for (i, (id, kind, amount)) in asks.into_iter().enumerate() {
+        let approval = Approval {
+            id: id.into(),
+            kind,
+            reason: format!("{} needed", kind.as_str()),
+            requested_by: "tech-wang".into(),
+            requested_at: now().plus_millis(i64::try_from(i)? - 10),
+            amount,
+            decision: None,
+        };
+        let edit = LocalEdit::Change(Box::new(move |doc: &mut automerge::Automerge| {
+            edit_via_autocommit(doc, |ac| {
+                request_approval(ac, &approval).map_err(|e| e.to_string())
+            })
+        }));
+        client
+            .edit(job, edit)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+
+    // Queued at the desk.
+    let queue = eventually(SETTLE, "the desk sees three pending approvals", || async {
+        let (_, body) = desk
+            .get(DISPATCHER, "/api/approvals?pending=true")
+            .await
+            .ok()?;
+        (body["approvals"].as_array()?.len() == 3).then_some(body)
+    })
+    .await?;
+    let rules: Vec<&str> = queue["approvals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["rule"].as_str())
+        .collect();
+    assert_eq!(rules, ["R12", "R18", "R31"]);
+    assert_eq!(
+        queue["approvals"][1]["large_amount"], true,
+        "R18: above the configured amount"
+    );
+    assert_eq!(queue["approvals"][0]["large_amount"], false);
+
+    // Only a manager decides.
+    let decision = format!("/api/jobs/{job}/approvals/ext-1/decision");
+    let (status, body) = desk
+        .post(DISPATCHER, &decision, json!({"approved": true}))
+        .await?;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let decided = desk
+        .expect(
+            MANAGER,
+            Method::POST,
+            &decision,
+            Some(json!({"approved": true, "note": "until Friday"})),
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(decided["decision"]["by"], "desk:manager");
+    let (status, body) = desk
+        .post(MANAGER, &decision, json!({"approved": false}))
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "already_decided");
+    let (status, body) = desk
+        .post(
+            MANAGER,
+            &format!("/api/jobs/{job}/approvals/nope/decision"),
+            json!({"approved": false}),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "unknown_approval");
+    desk.expect(
+        MANAGER,
+        Method::POST,
+        &format!("/api/jobs/{job}/approvals/ret-1/decision"),
+        Some(json!({"approved": false, "note": "repair on site"})),
+        StatusCode::OK,
+    )
+    .await?;
+    let pending = desk.get(ANALYST, "/api/approvals?pending=true").await?.1;
+    assert_eq!(
+        ids(&pending["approvals"]),
+        BTreeSet::from(["part-1".to_owned()])
+    );
+
+    // The device sees the decisions in its copy of the job.
+    assert!(
+        client
+            .wait_for(job, SETTLE, |d| read_approvals(d).is_ok_and(|a| a
+                .iter()
+                .filter(|x| x.decision.is_some())
+                .count()
+                == 2))
+            .await,
+        "the decisions reach the device"
+    );
+    let doc = client
+        .read(job)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no job on the device"))?;
+    let on_device = read_approvals(&doc)?;
+    assert_eq!(
+        on_device[0].decision.as_ref().map(|d| d.approved),
+        Some(true)
+    );
+    assert_eq!(
+        on_device[2]
+            .decision
+            .as_ref()
+            .map(|d| (d.approved, d.note.as_str())),
+        Some((false, "repair on site"))
+    );
+    assert!(
+        read_job(&doc)?
+            .timeline
+            .iter()
+            .any(|e| e.kind == "approval_decided")
+    );
+    Ok(())
+}
+
+/// The real signer, end to end: a technician completes a job on a device, the edge signs
+/// the report, and the signer's call into the desk re-checks R4 with the diagnosed fault and
+/// puts the customer on the next day's call list (R14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r4_r14_desk_the_report_signer_updates_the_desk_record() -> anyhow::Result<()> {
+    use crate::reports::{T0, acknowledge, check_out_and_complete, do_the_work, edit, outcome};
+    use fieldsync_shared::job::ReportOutcome;
+
+    let desk = Desk::start().await?;
+    let devices = temp_dir()?;
+    // An earlier compressor repair on the product of the sample job (serial SN-88812).
+    let earlier = desk
+        .request(request_body(30 * DAY, "SN-88812", "compressor"))
+        .await?;
+    let earlier = str_of(&desk.dispatch(&earlier).await?["job_id"])?;
+
+    let (device, key) = desk.server.enroll_with_key("tech-wang", "dev-signer")?;
+    let job = desk.server.create_job("tech-wang").await?.job;
+    let client = desk.server.connect_device(&device, devices.path()).await?;
+    client.subscribe(job);
+    assert!(client.wait_for(job, SETTLE, |d| read_job(d).is_ok()).await);
+    do_the_work(&client, job).await?;
+    edit(&client, job, |jd| jd.set_fault_category(Some("compressor"))).await?;
+    acknowledge(&client, job, &device, &key).await?;
+    check_out_and_complete(&client, job, true, T0 + 60_000).await?;
+    let Some(ReportOutcome::Signed { report_id, .. }) = outcome(&client, job).await else {
+        anyhow::bail!("the job was not signed");
+    };
+
+    let record = eventually(SETTLE, "the signer updates the desk record", || async {
+        let (_, body) = desk
+            .get(ANALYST, &format!("/api/jobs/{job}/desk"))
+            .await
+            .ok()?;
+        (body["report_id"] == report_id.as_str()).then_some(body)
+    })
+    .await?;
+    assert_eq!(
+        record["repeat_of"].as_array().map(Vec::len),
+        Some(0),
+        "no category at creation"
+    );
+    assert_eq!(
+        record["repeat_on_signing"][0]["job_id"],
+        earlier.as_str(),
+        "R4 at signing: {record}"
+    );
+    let served: Timestamp = str_of(&record["served_at"])?.parse()?;
+    assert_eq!(
+        served,
+        Timestamp::from_millis(T0 + 60_000),
+        "R14: the day of the check-out"
+    );
+    let call_day = served.plus_millis(DAY).date()?;
+    let calls = desk
+        .get(DISPATCHER, &format!("/api/follow-ups?date={call_day}"))
+        .await?
+        .1;
+    assert_eq!(ids(&calls["jobs"]), BTreeSet::from([job.to_string()]));
+    Ok(())
+}
+
+/// R21 under contention: desks recording the same step at once. Exactly one wins; the
+/// others get a 409 and the record holds the step once (compare-and-set in the store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r21_desk_concurrent_steps_are_recorded_once() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let created = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            "/api/complaints",
+            Some(json!({
+                "channel": "letter", "category": "product_quality", "received_at": from_now(-DAY),
+                "complainant": "Mr Li", "content": "Leaks again", "asks": "A replacement",
+                "recorded_by": "Ms Zhou",
+            })),
+            StatusCode::CREATED,
+        )
+        .await?;
+    let path = format!("/api/complaints/{}/steps", str_of(&created["id"])?);
+    let attempts = (0..8).map(|_| desk.post(DISPATCHER, &path, step("classify")));
+    let answers = futures_util::future::join_all(attempts).await;
+    let mut ok = 0;
+    for answer in answers {
+        let (status, body) = answer?;
+        match status {
+            StatusCode::OK => ok += 1,
+            StatusCode::CONFLICT => assert!(
+                ["conflict", "step_already_recorded"]
+                    .contains(&body["code"].as_str().unwrap_or_default()),
+                "{body}"
+            ),
+            other => anyhow::bail!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    let record = desk.get(ANALYST, &path.replace("/steps", "")).await?.1;
+    assert_eq!(
+        record["steps"].as_array().map(Vec::len),
+        Some(2),
+        "{record}"
+    );
+    Ok(())
+}
