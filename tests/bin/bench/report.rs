@@ -26,6 +26,7 @@ pub struct Results {
     modes: BTreeMap<String, Vec<Value>>,
     started_unix: u64,
     earlier_shapes: Vec<String>,
+    earlier_targets: Vec<String>,
     merged_from: Vec<Value>,
 }
 
@@ -46,6 +47,7 @@ impl Results {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             earlier_shapes: Vec::new(),
+            earlier_targets: Vec::new(),
             merged_from: Vec::new(),
         }
     }
@@ -95,6 +97,13 @@ impl Results {
                 && !self.earlier_shapes.iter().any(|e| e == s)
             {
                 self.earlier_shapes.push(s.to_owned());
+            }
+        }
+        for t in earlier["targets"].as_array().unwrap_or(&empty) {
+            if let Some(t) = t.as_str()
+                && !self.earlier_targets.iter().any(|e| e == t)
+            {
+                self.earlier_targets.push(t.to_owned());
             }
         }
         self.merged_from.push(stamp);
@@ -150,6 +159,12 @@ impl Results {
 
     /// The summary: machine, raw results and medians per (shape, target).
     pub fn finish(self, shapes: &[Shape]) -> anyhow::Result<Value> {
+        let mut all_targets = self.earlier_targets.clone();
+        for k in &self.targets {
+            if !all_targets.iter().any(|t| t == k.name()) {
+                all_targets.push(k.name().to_owned());
+            }
+        }
         let mut all_shapes = self.earlier_shapes.clone();
         for s in shapes {
             if !all_shapes.contains(&s.label()) {
@@ -218,7 +233,7 @@ impl Results {
             "smoke": self.smoke,
             "started_unix": self.started_unix,
             "machine": machine(),
-            "targets": self.targets.iter().map(|k| k.name()).collect::<Vec<_>>(),
+            "targets": all_targets,
             "shapes": all_shapes,
             "merged_from": self.merged_from,
             "medians": medians,
