@@ -61,6 +61,7 @@ const TICK: Duration = Duration::from_secs(1);
 pub struct Hub {
     tx: mpsc::Sender<HubInput>,
     doc_changed: broadcast::Sender<DocumentId>,
+    completions: broadcast::Sender<DocumentId>,
     delivered: broadcast::Sender<(DocumentId, Vec<ChangeHash>)>,
 }
 
@@ -87,9 +88,11 @@ impl Hub {
         let (tx, rx) = mpsc::channel();
         let (doc_changed, _) = broadcast::channel(1024);
         let (delivered, _) = broadcast::channel(1024);
+        let (completions, _) = broadcast::channel(1024);
         let hub = Hub {
             tx: tx.clone(),
             doc_changed: doc_changed.clone(),
+            completions: completions.clone(),
             delivered: delivered.clone(),
         };
         let worker = Worker {
@@ -103,6 +106,7 @@ impl Hub {
             edits: HashMap::new(),
             next_token: 0,
             doc_changed,
+            completions,
             delivered,
             started: Instant::now(),
         };
@@ -145,6 +149,13 @@ impl Hub {
         self.doc_changed.subscribe()
     }
 
+    /// Jobs whose durable change left a completion request unanswered: what the report
+    /// signer looks at. Filtered here, from the document in memory, so a storm of edits does
+    /// not make the signer load and read every changed job from disk.
+    pub fn subscribe_completions(&self) -> broadcast::Receiver<DocumentId> {
+        self.completions.subscribe()
+    }
+
     /// Documents a dialled server (head office) confirmed holding, with the heads it holds.
     pub fn subscribe_delivered(&self) -> broadcast::Receiver<(DocumentId, Vec<ChangeHash>)> {
         self.delivered.subscribe()
@@ -170,6 +181,7 @@ struct Worker {
     edits: HashMap<u64, oneshot::Sender<Result<Vec<ChangeHash>, LocalEditError>>>,
     next_token: u64,
     doc_changed: broadcast::Sender<DocumentId>,
+    completions: broadcast::Sender<DocumentId>,
     delivered: broadcast::Sender<(DocumentId, Vec<ChangeHash>)>,
     started: Instant,
 }
@@ -344,6 +356,14 @@ impl Worker {
             }
             Effect::DocChanged { doc, .. } => {
                 let _ = self.doc_changed.send(doc);
+                // A document not in memory any more is passed on: the signer reads it.
+                let pending = self
+                    .engine
+                    .document(&doc)
+                    .is_none_or(fieldsync_shared::job::doc::completion_pending);
+                if pending {
+                    let _ = self.completions.send(doc);
+                }
             }
             Effect::EditDone { token, result, .. } => {
                 if let Some(reply) = self.edits.remove(&token) {

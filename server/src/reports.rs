@@ -29,7 +29,7 @@ pub const REPORTS: &str = "reports";
 
 /// Runs until the hub stops: answers completion requests as jobs change.
 pub async fn run_signer(state: Arc<AppState>) {
-    let mut changes = state.hub.subscribe_changes();
+    let mut changes = state.hub.subscribe_completions();
     loop {
         let doc = match changes.recv().await {
             Ok(doc) => doc,

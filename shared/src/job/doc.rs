@@ -166,6 +166,35 @@ pub fn read_job<R: ReadDoc>(doc: &R) -> Result<Job, SchemaError> {
     schema::read_job(Reader::new(doc, None))
 }
 
+/// Whether the job carries a completion request that no report outcome answers yet (none, or
+/// one older than the request). Two map lookups instead of a whole read: the server asks it of
+/// every changed job to decide whether the report signer needs to look. A shape it cannot
+/// read counts as pending, so the signer, which reads strictly, decides.
+pub fn completion_pending<R: ReadDoc>(doc: &R) -> bool {
+    fn at<R: ReadDoc>(doc: &R, key: &str) -> Result<Option<i64>, ()> {
+        match doc.get(automerge::ROOT, key) {
+            Ok(None) => Ok(None),
+            Ok(Some((automerge::Value::Object(automerge::ObjType::Map), map))) => {
+                match doc.get(&map, k::AT) {
+                    Ok(Some((automerge::Value::Scalar(s), _))) => match s.as_ref() {
+                        ScalarValue::Timestamp(ms) | ScalarValue::Int(ms) => Ok(Some(*ms)),
+                        _ => Err(()),
+                    },
+                    _ => Err(()),
+                }
+            }
+            // `null`: cleared (a reopened job has no completion).
+            Ok(Some((automerge::Value::Scalar(s), _))) if s.is_null() => Ok(None),
+            _ => Err(()),
+        }
+    }
+    match (at(doc, k::COMPLETION), at(doc, k::REPORT)) {
+        (Ok(None), _) => false,
+        (Ok(Some(requested)), Ok(Some(answered))) => answered < requested,
+        _ => true,
+    }
+}
+
 /// Reads the job as it was at `heads` (e.g. the heads an acknowledgement was taken at).
 pub fn read_job_at<R: ReadDoc>(doc: &R, heads: &[ChangeHash]) -> Result<Job, SchemaError> {
     check_heads(doc, heads)?;

@@ -1461,3 +1461,38 @@ proptest! {
         let _ = wrapped.read();
     }
 }
+
+#[test]
+fn a_completion_request_is_pending_until_an_outcome_as_recent_answers_it() {
+    let mut doc = JobDoc::create(&new_job()).expect("create");
+    let pending = |doc: &mut JobDoc| completion_pending(doc.inner());
+    assert!(!pending(&mut doc), "no request yet");
+    let by = tech("tech-wang");
+    doc.request_completion(&Completion {
+        at: at(1_000),
+        by: by.clone(),
+    })
+    .expect("request");
+    assert!(pending(&mut doc));
+    doc.set_report_outcome(&ReportOutcome::Refused {
+        at: at(1_000),
+        reasons: vec![],
+    })
+    .expect("answer");
+    assert!(!pending(&mut doc), "answered at the same instant");
+    doc.clear_completion().expect("reopen");
+    assert!(!pending(&mut doc), "reopened: nothing to answer");
+    doc.request_completion(&Completion { at: at(2_000), by })
+        .expect("request again");
+    assert!(
+        pending(&mut doc),
+        "the older outcome does not answer the new request"
+    );
+    // Agrees with the strict read the signer makes.
+    let job = read_job(doc.inner()).expect("read");
+    let answered = match job.report {
+        Some(ReportOutcome::Refused { at, .. } | ReportOutcome::Signed { at, .. }) => at,
+        None => panic!("the outcome is gone"),
+    };
+    assert!(job.completion.is_some_and(|c| answered < c.at));
+}
