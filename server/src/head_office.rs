@@ -311,8 +311,10 @@ async fn process(
         return None;
     }
     if archived_from.is_some() {
-        // A genuine second copy of an archived report: archived once, by its id.
+        // A genuine second copy of an archived report: archived once, by its id. If this
+        // copy waited for its job before, it waits no more.
         tracing::info!(report = report_id, %doc, "report already archived from another document");
+        let _ = state.store.delete_meta(PENDING, &doc.to_string()).await;
         return None;
     }
     let job = &verified.job;
