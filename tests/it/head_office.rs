@@ -220,6 +220,32 @@ async fn a_completed_job_reaches_head_office_verified_and_counts_in_the_month() 
     );
     let (status, bad) = chain.get("/api/stats?month=2026-13").await?;
     assert_eq!((status, bad["code"].as_str()), (400, Some("invalid_month")));
+
+    // The archive's error paths: a malformed id, an unknown one, and an edge asked for it.
+    let (status, bad) = chain.get("/api/archive/reports/not-a-report-id").await?;
+    assert_eq!(
+        (status, bad["code"].as_str()),
+        (400, Some("invalid_report_id"))
+    );
+    let unknown = format!("/api/archive/reports/{}", "0".repeat(32));
+    let (status, bad) = chain.get(&unknown).await?;
+    assert_eq!(
+        (status, bad["code"].as_str()),
+        (404, Some("unknown_report"))
+    );
+    let (status, bad) = chain.get(&format!("{unknown}/export")).await?;
+    assert_eq!(
+        (status, bad["code"].as_str()),
+        (404, Some("unknown_report"))
+    );
+    let at_edge = reqwest::Client::new()
+        .get(chain.branch.http_url("/api/archive/reports"))
+        .bearer_auth(chain.branch.desk_token(DeskRole::Analyst)?)
+        .send()
+        .await?;
+    assert_eq!(at_edge.status().as_u16(), 404);
+    let body: Value = at_edge.json().await?;
+    assert_eq!(body["code"], "not_head_office");
     chain.stop().await
 }
 
