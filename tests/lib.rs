@@ -719,7 +719,19 @@ impl TestServer {
         upstream_url: String,
         token_file: PathBuf,
     ) -> anyhow::Result<Self> {
-        Self::start_with(data_dir, |c| {
+        Self::start_named_branch("north-01", data_dir, upstream_url, token_file).await
+    }
+
+    /// Starts branch `branch` in `data_dir`, delivering to `upstream_url`.
+    pub async fn start_named_branch(
+        branch: &str,
+        data_dir: &Path,
+        upstream_url: String,
+        token_file: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let branch = branch.to_owned();
+        Self::start_with(data_dir, move |c| {
+            c.branch_id = branch;
             c.upstream = Some(fieldsync_server::config::Upstream {
                 url: upstream_url,
                 token_file,

@@ -12,7 +12,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use fieldsync_shared::ids::BranchId;
+use fieldsync_shared::ids::{BranchId, DocumentId};
 use fieldsync_shared::keys::{KeyError, KeyPair};
 use fieldsync_shared::sync::{EngineConfig, EngineRole, Input, Principal};
 use fieldsync_shared::time::Timestamp;
@@ -78,6 +78,8 @@ pub struct AppState {
     pub assign_lock: tokio::sync::Mutex<()>,
     /// Edge: ids of reports as the signer stores them (the upstream outbox listens).
     pub reports_signed: tokio::sync::broadcast::Sender<String>,
+    /// Edge: complaint documents as the desk writes them (the upstream outbox listens).
+    pub complaints_published: tokio::sync::broadcast::Sender<DocumentId>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -157,6 +159,7 @@ impl AppState {
             seen_generation: AtomicU64::new(seen_generation),
             assign_lock: tokio::sync::Mutex::new(()),
             reports_signed: tokio::sync::broadcast::channel(1024).0,
+            complaints_published: tokio::sync::broadcast::channel(1024).0,
         }))
     }
 

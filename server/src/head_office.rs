@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
+use fieldsync_shared::complaint_doc::ComplaintDoc;
 use fieldsync_shared::ids::{BranchId, DocumentId};
 use fieldsync_shared::job::doc::read_job_at;
 use fieldsync_shared::keys::PublicKey;
@@ -35,6 +36,7 @@ use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::app::{AppState, now};
+use crate::complaint_archive;
 
 /// Verified reports: report id → [`ArchivedReport`].
 pub const ARCHIVE: &str = "archive";
@@ -139,9 +141,18 @@ async fn consider(
             if let Some(job) = process(state, doc, &report).await {
                 waiting.entry(job).or_default().insert(doc);
             }
+            return;
         }
         Ok(None) => {}
-        Err(e) => reject(state, doc, None, &e).await,
+        Err(e) => {
+            reject(state, doc, None, &e).await;
+            return;
+        }
+    }
+    match ComplaintDoc::from_document(&am) {
+        Ok(Some(complaint)) => complaint_archive::process(state, doc, &complaint).await,
+        Ok(None) => {}
+        Err(e) => complaint_archive::reject_unreadable(state, doc, &e).await,
     }
 }
 
@@ -617,7 +628,7 @@ use axum::response::{IntoResponse, Response};
 use crate::api::{Need, desk};
 use crate::error::ApiError;
 
-fn head_office_only(state: &AppState) -> Result<(), ApiError> {
+pub fn head_office_only(state: &AppState) -> Result<(), ApiError> {
     if state.config.role == crate::config::Role::HeadOffice {
         Ok(())
     } else {

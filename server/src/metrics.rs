@@ -72,9 +72,14 @@ pub struct Metrics {
     /// Edge: reports head office confirmed holding, and those still waiting.
     pub upstream_delivered: AtomicU64,
     pub upstream_undelivered: AtomicI64,
+    /// Edge: complaint documents with a revision head office has not confirmed.
+    pub upstream_complaints_undelivered: AtomicI64,
     /// Head office: reports archived as verified, and reports kept aside.
     pub reports_verified: AtomicU64,
     pub reports_rejected: AtomicU64,
+    /// Head office: complaint revisions archived, and complaint documents kept aside.
+    pub complaints_archived: AtomicU64,
+    pub complaints_rejected: AtomicU64,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -144,6 +149,24 @@ impl Metrics {
             "gauge",
             "Signed reports not yet confirmed by head office (edge).",
             g(&self.upstream_undelivered),
+        );
+        line(
+            "fieldsync_upstream_complaints_undelivered",
+            "gauge",
+            "Complaints whose latest revision head office has not confirmed (edge).",
+            g(&self.upstream_complaints_undelivered),
+        );
+        line(
+            "fieldsync_complaints_archived_total",
+            "counter",
+            "Complaint revisions verified and archived (head office).",
+            c(&self.complaints_archived),
+        );
+        line(
+            "fieldsync_complaints_rejected_total",
+            "counter",
+            "Complaint documents kept aside (head office).",
+            c(&self.complaints_rejected),
         );
         line(
             "fieldsync_reports_verified_total",

@@ -15,12 +15,13 @@
 //! jitter). The token is read from its file at every dial, so an operator renews it by
 //! replacing the file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use automerge::{ChangeHash, ReadDoc};
+use fieldsync_shared::complaint_doc::{ComplaintDoc, complaint_doc_id};
 use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::report::SignedReport;
 use fieldsync_shared::report_doc::{DeviceAttestation, ReportDoc, report_doc_id};
@@ -34,11 +35,16 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::app::{AppState, now};
 use crate::config::Upstream;
+use crate::desk::complaints::{Complaint, publish};
 use crate::hub::{HubInput, Outbound};
 use crate::reports::REPORTS;
+use fieldsync_storage::RecordFilter;
 
 /// `meta` namespace of reports head office confirmed: key report id, value the time (ms).
 pub const DELIVERED: &str = "reports_delivered";
+/// `meta` namespace of complaint documents head office confirmed: key document id, value the
+/// complaint revision it holds (decimal).
+pub const COMPLAINTS_DELIVERED: &str = "complaints_delivered";
 
 /// Runs the link and the outbox until the server stops.
 pub async fn run(state: Arc<AppState>, upstream: Upstream) {
@@ -61,8 +67,10 @@ struct Undelivered {
 #[derive(Default)]
 struct Outbox {
     reports: HashMap<String, Undelivered>,
-    /// How many undelivered reports need each offered document.
+    /// How many undelivered reports or complaints need each offered document.
     offered: HashMap<DocumentId, usize>,
+    /// Complaint documents with a revision head office has not confirmed.
+    complaints: HashSet<DocumentId>,
 }
 
 impl Outbox {
@@ -98,6 +106,7 @@ async fn outbox(state: Arc<AppState>) {
     let mut signed = state.reports_signed.subscribe();
     let mut delivered = state.hub.subscribe_delivered();
     let mut outbox = Outbox::default();
+    let mut complaints = state.complaints_published.subscribe();
     match undelivered_reports(&state).await {
         Ok(ids) => {
             for id in ids {
@@ -106,9 +115,28 @@ async fn outbox(state: Arc<AppState>) {
         }
         Err(e) => tracing::error!(error = %e, "cannot read the reports to deliver"),
     }
+    match undelivered_complaints(&state).await {
+        Ok(docs) => {
+            for doc in docs {
+                add_complaint(&state, &mut outbox, doc);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read the complaints to deliver"),
+    }
     set_gauge(&state, &outbox);
     loop {
         tokio::select! {
+            doc = complaints.recv() => match doc {
+                Ok(doc) => add_complaint(&state, &mut outbox, doc),
+                Err(RecvError::Lagged(_)) => {
+                    if let Ok(docs) = undelivered_complaints(&state).await {
+                        for doc in docs {
+                            add_complaint(&state, &mut outbox, doc);
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
             id = signed.recv() => match id {
                 Ok(id) => add_report(&state, &mut outbox, &id).await,
                 Err(RecvError::Lagged(_)) => {
@@ -121,7 +149,12 @@ async fn outbox(state: Arc<AppState>) {
                 Err(RecvError::Closed) => return,
             },
             event = delivered.recv() => match event {
-                Ok((doc, heads)) => confirm(&state, &mut outbox, doc, heads).await,
+                Ok((doc, heads)) => {
+                    if outbox.complaints.contains(&doc) {
+                        confirm_complaint(&state, &mut outbox, doc, &heads).await;
+                    }
+                    confirm(&state, &mut outbox, doc, heads).await;
+                }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "missed delivery confirmations; offering again");
                     outbox.reoffer(&state);
@@ -138,6 +171,97 @@ fn set_gauge(state: &AppState, outbox: &Outbox) {
         i64::try_from(outbox.reports.len()).unwrap_or(i64::MAX),
         Ordering::Relaxed,
     );
+    state.metrics.upstream_complaints_undelivered.store(
+        i64::try_from(outbox.complaints.len()).unwrap_or(i64::MAX),
+        Ordering::Relaxed,
+    );
+}
+
+/// Complaint documents whose current revision head office has not confirmed. Brings each
+/// document up to its desk record first: a crash between storing a step and writing the
+/// document leaves the document behind, and the record is the truth.
+async fn undelivered_complaints(state: &Arc<AppState>) -> Result<Vec<DocumentId>, String> {
+    let records = crate::desk::records::list::<Complaint>(state, RecordFilter::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let delivered: HashMap<String, u64> = {
+        let store = Arc::clone(&state.store);
+        tokio::task::spawn_blocking(move || store.meta_entries(COMPLAINTS_DELIVERED))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, String::from_utf8(v).ok()?.parse().ok()?)))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for stored in records {
+        let doc = complaint_doc_id(&state.branch_id, &stored.value.id);
+        let written = match state.load_document(doc).await {
+            Ok(Some(am)) => ComplaintDoc::from_document(&am)
+                .ok()
+                .flatten()
+                .map(|c| c.revision),
+            Ok(None) => None,
+            Err(e) => return Err(format!("complaint document {doc}: {e}")),
+        };
+        if written.is_none_or(|r| r < stored.revision) {
+            publish(state, &stored.value, stored.revision).await?;
+        }
+        if delivered
+            .get(&doc.to_string())
+            .is_none_or(|&r| r < stored.revision)
+        {
+            out.push(doc);
+        }
+    }
+    Ok(out)
+}
+
+fn add_complaint(state: &AppState, outbox: &mut Outbox, doc: DocumentId) {
+    if outbox.complaints.insert(doc) {
+        outbox.offer(state, doc);
+    }
+}
+
+/// Head office confirmed holding a complaint document at `heads`: when that is the document
+/// as it is here, its revision is delivered.
+async fn confirm_complaint(
+    state: &Arc<AppState>,
+    outbox: &mut Outbox,
+    doc: DocumentId,
+    heads: &[ChangeHash],
+) {
+    let Ok(Some(am)) = state.load_document(doc).await else {
+        return;
+    };
+    let mut current = am.get_heads();
+    current.sort();
+    let mut confirmed = heads.to_vec();
+    confirmed.sort();
+    if current != confirmed {
+        // Written again since: the next confirmation covers it.
+        return;
+    }
+    let Ok(Some(complaint)) = ComplaintDoc::from_document(&am) else {
+        return;
+    };
+    let revision = complaint.revision.to_string().into_bytes();
+    if let Err(e) = state
+        .store
+        .put_meta(COMPLAINTS_DELIVERED, &doc.to_string(), revision)
+        .await
+    {
+        tracing::error!(%doc, error = %e, "cannot record a complaint's delivery");
+        return;
+    }
+    tracing::info!(
+        complaint = complaint.complaint_id,
+        revision = complaint.revision,
+        "complaint delivered to head office"
+    );
+    outbox.complaints.remove(&doc);
+    outbox.withdraw(state, doc);
 }
 
 /// Report ids signed here and not yet confirmed by head office.

@@ -8,6 +8,7 @@
 //! network (see ARCHITECTURE.md).
 
 pub mod canonical;
+pub mod complaint_doc;
 pub mod desk;
 pub mod ids;
 pub mod job;

@@ -186,6 +186,23 @@ impl Month {
     pub fn month(self) -> u8 {
         self.month
     }
+
+    /// The month before (December of the year before January; year 0 has none before).
+    pub fn previous(self) -> Option<Self> {
+        if self.month > 1 {
+            Some(Self {
+                year: self.year,
+                month: self.month - 1,
+            })
+        } else if self.year > 0 {
+            Some(Self {
+                year: self.year - 1,
+                month: 12,
+            })
+        } else {
+            None
+        }
+    }
 }
 
 impl fmt::Display for Month {
@@ -253,6 +270,14 @@ impl fmt::Display for Money {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_month_before_crosses_years() {
+        let m = |s: &str| s.parse::<Month>().expect("valid");
+        assert_eq!(m("2026-11").previous(), Some(m("2026-10")));
+        assert_eq!(m("2026-01").previous(), Some(m("2025-12")));
+        assert_eq!(m("0000-01").previous(), None);
+    }
 
     #[test]
     fn timestamp_round_trips_rfc3339_and_knows_its_month() {

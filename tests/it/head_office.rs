@@ -24,10 +24,10 @@ use tempfile::TempDir;
 use crate::reports::{T0, acknowledge, check_out_and_complete, do_the_work, outcome};
 
 /// Head office, one branch delivering to it through a cuttable link, one device.
-struct Chain {
-    head_office: TestServer,
-    branch: TestServer,
-    link: LinkProxy,
+pub(crate) struct Chain {
+    pub(crate) head_office: TestServer,
+    pub(crate) branch: TestServer,
+    pub(crate) link: LinkProxy,
     device: DeviceId,
     key: KeyPair,
     client: SyncClient,
@@ -35,7 +35,7 @@ struct Chain {
 }
 
 impl Chain {
-    async fn start() -> anyhow::Result<Self> {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
         let (ho_dir, branch_dir, device_dir) = (temp_dir()?, temp_dir()?, temp_dir()?);
         let head_office = TestServer::start_head_office(ho_dir.path()).await?;
         let token_file = head_office.enroll_branch("north-01", branch_dir.path())?;
@@ -56,7 +56,7 @@ impl Chain {
 
     /// A job assigned, worked, acknowledged and completed on the device; returns the job and
     /// the report id the branch signed.
-    async fn complete_a_job(&self, at: i64) -> anyhow::Result<(DocumentId, String)> {
+    pub(crate) async fn complete_a_job(&self, at: i64) -> anyhow::Result<(DocumentId, String)> {
         let created = self.branch.create_job("tech-wang").await?;
         self.client.subscribe(created.job);
         anyhow::ensure!(
@@ -74,7 +74,7 @@ impl Chain {
         }
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
         let response = reqwest::Client::new()
             .get(self.head_office.http_url(path))
             .bearer_auth(self.head_office.desk_token(DeskRole::Analyst)?)
@@ -88,7 +88,7 @@ impl Chain {
         ))
     }
 
-    async fn wait_verified(&self, report_id: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn wait_verified(&self, report_id: &str) -> anyhow::Result<Value> {
         let path = format!("/api/archive/reports/{report_id}");
         let found = eventually(SETTLE, "the report verified at head office", || async {
             match self.get(&path).await {
@@ -115,7 +115,7 @@ impl Chain {
         found
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.client.close();
         self.branch.stop().await?;
         self.head_office.stop().await

@@ -9,6 +9,7 @@ mod demo;
 mod desk;
 mod durability;
 mod head_office;
+mod head_office_complaints;
 mod js_interop;
 mod protocol;
 mod registry;

@@ -12,10 +12,12 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use fieldsync_shared::complaint_doc::ComplaintDoc;
 use fieldsync_shared::desk::complaint::{
     ComplaintCategory, ComplaintChannel, ComplaintStep, StepError, check_step, next_step,
 };
-use fieldsync_shared::ids::{CustomerId, TechnicianId};
+use fieldsync_shared::ids::{CustomerId, DocumentId, TechnicianId};
+use fieldsync_shared::sync::{LocalEdit, LocalEditError, edit_via_autocommit};
 use fieldsync_shared::time::Month;
 use fieldsync_storage::RecordFilter;
 use serde::{Deserialize, Serialize};
@@ -218,7 +220,8 @@ pub async fn create_complaint(
         penalty: None,
         outcome: None,
     };
-    records::save(&state, 0, &complaint).await?;
+    let revision = records::save(&state, 0, &complaint).await?;
+    publish_logged(&state, &complaint, revision).await;
     Ok((StatusCode::CREATED, Json(complaint.into())))
 }
 
@@ -422,8 +425,76 @@ pub async fn record_step(
         at: new.at.unwrap_or(Instant(now())),
         what: new.what,
     });
-    records::save(&state, revision, &value).await?;
+    let revision = records::save(&state, revision, &value).await?;
+    publish_logged(&state, &value, revision).await;
     Ok(Json(value.into()))
+}
+
+/// Writes revision `revision` of a complaint, signed by the branch, into its complaint
+/// document (`shared::complaint_doc`), which the upstream link carries to head office (R22).
+/// A document already at that revision or a later one is left alone, so two requests
+/// finishing out of order never put an older revision back.
+pub async fn publish(
+    state: &AppState,
+    complaint: &Complaint,
+    revision: u64,
+) -> Result<DocumentId, String> {
+    let record = serde_json::to_value(complaint).map_err(|e| e.to_string())?;
+    let signed = ComplaintDoc::sign(
+        state.branch_id.clone(),
+        complaint.id.clone(),
+        revision,
+        &record,
+        &state.server_key,
+    )
+    .map_err(|e| e.to_string())?;
+    let doc = signed.doc_id();
+    for _ in 0..2 {
+        let update = signed.clone();
+        let change = LocalEdit::Change(Box::new(move |am: &mut automerge::Automerge| {
+            let current = ComplaintDoc::from_document(am).map_err(|e| e.to_string())?;
+            if current.is_some_and(|c| c.revision >= update.revision) {
+                return Ok(());
+            }
+            edit_via_autocommit(am, |ac| update.write(ac).map_err(|e| e.to_string()))
+        }));
+        match state.hub.edit(doc, change).await {
+            Ok(_) => {
+                let _ = state.complaints_published.send(doc);
+                return Ok(doc);
+            }
+            Err(LocalEditError::NotFound(_)) => {}
+            Err(e) => return Err(format!("complaint document {doc}: {e}")),
+        }
+        let created = signed.to_document().map_err(|e| e.to_string())?;
+        match state
+            .hub
+            .edit(doc, LocalEdit::Create(Box::new(created)))
+            .await
+        {
+            Ok(_) => {
+                let _ = state.complaints_published.send(doc);
+                return Ok(doc);
+            }
+            // Created meanwhile by a concurrent step: change it instead.
+            Err(LocalEditError::Exists(_)) => {}
+            Err(e) => return Err(format!("complaint document {doc}: {e}")),
+        }
+    }
+    Err(format!(
+        "complaint document {doc}: created and removed concurrently"
+    ))
+}
+
+/// [`publish`] from a request that already stored the complaint: a failure is logged, and
+/// the upstream outbox writes the document again at its next start (the record is the truth).
+async fn publish_logged(state: &AppState, complaint: &Complaint, revision: u64) {
+    if state.config.role != crate::config::Role::Edge {
+        return;
+    }
+    if let Err(e) = publish(state, complaint, revision).await {
+        tracing::error!(complaint = complaint.id, revision, error = %e, "cannot write the complaint document");
+    }
 }
 
 /// Query of `GET /api/complaints/summary`.
@@ -442,7 +513,9 @@ pub struct ComplaintSummary {
     #[schema(value_type = String)]
     pub month: Month,
     pub complaints: usize,
-    /// Jobs whose service request was received in the month.
+    /// The jobs the rate is per. At a branch: jobs whose service request was received in
+    /// the month. At head office: jobs reported in the month (verified service reports
+    /// signed in the month, superseded ones left out), as R24 counts them.
     pub jobs: usize,
     /// Complaints per job, or null without jobs.
     pub rate: Option<f64>,
@@ -452,6 +525,9 @@ pub struct ComplaintSummary {
     pub by_category: BTreeMap<String, usize>,
     /// Still going through the R21 steps.
     pub open: usize,
+    /// Judged valid at step 2 (classify), and judged not valid; the rest are not judged yet.
+    pub valid: usize,
+    pub not_valid: usize,
 }
 
 /// R22: the month's complaint rate and attribution at this branch (head office adds the
@@ -487,12 +563,19 @@ pub async fn complaint_summary(
         .into_iter()
         .filter(|j| in_month(j.value.received_at))
         .count();
+    Ok(Json(summarize(month, &complaints, jobs)))
+}
+
+/// R22: counts, rate per job and attribution of `complaints` (those received in `month`)
+/// against `jobs` jobs. The branch's summary and head office's per-branch summary both come
+/// from here.
+pub fn summarize(month: Month, complaints: &[Complaint], jobs: usize) -> ComplaintSummary {
     let mut by_attribution: BTreeMap<String, usize> = ["quality", "non_quality", "other"]
         .into_iter()
         .map(|a| (a.to_owned(), 0))
         .collect();
     let mut by_category = BTreeMap::new();
-    for c in &complaints {
+    for c in complaints {
         *by_attribution
             .entry(c.category.attribution().to_owned())
             .or_default() += 1;
@@ -502,7 +585,7 @@ pub async fn complaint_summary(
     }
     #[allow(clippy::cast_precision_loss)] // counts of a month's complaints and jobs
     let rate = (jobs > 0).then(|| complaints.len() as f64 / jobs as f64);
-    Ok(Json(ComplaintSummary {
+    ComplaintSummary {
         month,
         complaints: complaints.len(),
         jobs,
@@ -510,5 +593,7 @@ pub async fn complaint_summary(
         by_attribution,
         by_category,
         open: complaints.iter().filter(|c| c.open()).count(),
-    }))
+        valid: complaints.iter().filter(|c| c.valid == Some(true)).count(),
+        not_valid: complaints.iter().filter(|c| c.valid == Some(false)).count(),
+    }
 }

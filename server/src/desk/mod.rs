@@ -169,6 +169,10 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(stock::report_tool_lost))
         .routes(routes!(approvals::list_approvals))
         .routes(routes!(approvals::decide_approval))
+        .routes(routes!(crate::complaint_archive::list_archived))
+        .routes(routes!(crate::complaint_archive::list_rejected))
+        .routes(routes!(crate::complaint_archive::get_archived))
+        .routes(routes!(crate::complaint_archive::complaint_stats))
         .routes(routes!(openapi_json))
 }
 
