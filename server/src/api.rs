@@ -77,20 +77,6 @@ pub async fn me(
     })))
 }
 
-/// What the head office archive endpoints (issue 5) ask of a desk token: reading, which
-/// every desk role may do. Desk endpoints call `desk::authorize` with their own roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Need {
-    Read,
-}
-
-pub(crate) fn desk(state: &AppState, headers: &HeaderMap, need: Need) -> Result<String, ApiError> {
-    let (roles, action) = match need {
-        Need::Read => (EVERYONE, "read the archive"),
-    };
-    authorize(state, headers, roles, action).map(|role| role.as_str().to_owned())
-}
-
 /// The body of `POST /api/jobs`. Times are RFC 3339 strings.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -230,7 +230,6 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/sync", get(crate::ws::sync_endpoint))
         .merge(axum::Router::from(crate::desk::api()))
-        .merge(crate::head_office::routes())
         .with_state(state)
 }
 

@@ -400,6 +400,7 @@ async fn blocking<T: Send + 'static>(
 #[utoipa::path(
     get,
     path = "/api/archive/complaints",
+    operation_id = "archive_list_complaints",
     tag = "head office",
     description = "Head office only. R23: the complaints every branch sent, each its latest \
         verified revision. Roles: dispatcher, manager, analyst.",
@@ -430,6 +431,7 @@ pub async fn list_archived(
 #[utoipa::path(
     get,
     path = "/api/archive/complaints/{branch}/{id}",
+    operation_id = "archive_get_complaint",
     tag = "head office",
     description = "Head office only. R23: one complaint's full record, as its branch last \
         sent it. Roles: dispatcher, manager, analyst.",
@@ -472,6 +474,7 @@ pub struct ComplaintRejectionList {
 #[utoipa::path(
     get,
     path = "/api/archive/complaints/rejected",
+    operation_id = "archive_list_rejected_complaints",
     tag = "head office",
     description = "Head office only. Complaint documents that failed verification, with the \
         reason; a later revision that verifies takes the complaint out of this list. Roles: \
@@ -511,6 +514,7 @@ pub struct ComplaintStatsQuery {
 #[utoipa::path(
     get,
     path = "/api/stats/complaints",
+    operation_id = "archive_complaint_stats",
     tag = "head office",
     description = "Head office only. R22: the month's complaints per branch and across \
         branches: count, rate per job reported in the month (verified service reports signed \

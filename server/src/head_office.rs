@@ -609,24 +609,25 @@ pub fn render_stats(stats: &[MonthlyStats], format: &str) -> Result<String, Stri
 
 // ---- HTTP ------------------------------------------------------------------------------
 
-/// Head office's HTTP API (desk tokens; any role may read).
-pub fn routes() -> axum::Router<Arc<AppState>> {
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/api/archive/reports", get(list_reports))
-        .route("/api/archive/reports/{id}", get(get_report))
-        .route("/api/archive/reports/{id}/export", get(export_report))
-        .route("/api/archive/rejected", get(list_rejected))
-        .route("/api/stats", get(get_stats))
-}
+// Head office's HTTP API: desk tokens, any role may read. Mounted with the desk API
+// (`desk::api`), so it is in the same OpenAPI document; an edge answers 404 not_head_office.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{Need, desk};
+use crate::desk::intake::query;
+use crate::desk::wire::ErrorBody;
+use crate::desk::{EVERYONE, authorize};
 use crate::error::ApiError;
+
+fn read_archive(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    authorize(state, headers, EVERYONE, "read the archive")?;
+    head_office_only(state)
+}
 
 pub fn head_office_only(state: &AppState) -> Result<(), ApiError> {
     if state.config.role == crate::config::Role::HeadOffice {
@@ -648,36 +649,83 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal("storage_error", e))
 }
 
-#[derive(Debug, Deserialize)]
+/// Query of `GET /api/archive/reports` (R25: by month, customer, product type, branch).
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// The month the report was signed in (YYYY-MM, UTC).
+    #[param(example = "2026-11")]
     month: Option<String>,
+    /// A customer id.
     customer: Option<String>,
+    /// A product type, e.g. chiller.
     product_type: Option<String>,
+    /// A branch id.
     branch: Option<String>,
 }
 
-fn summary(r: &ArchivedReport) -> Value {
-    serde_json::json!({
-        "report_id": r.report_id,
-        "status": "verified",
-        "branch_id": r.branch_id,
-        "job_id": r.job_id,
-        "month": r.month,
-        "customer_id": r.customer_id,
-        "product_type": r.product_type,
-        "signed_at": r.signed_at.to_string(),
-        "verified_at": r.verified_at.to_string(),
-    })
+/// A verified report in a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportSummary {
+    pub report_id: String,
+    /// Always `verified` in the archive.
+    pub status: String,
+    #[schema(value_type = String)]
+    pub branch_id: BranchId,
+    #[schema(value_type = String)]
+    pub job_id: DocumentId,
+    #[schema(value_type = String, example = "2026-11")]
+    pub month: Month,
+    pub customer_id: String,
+    pub product_type: String,
+    /// RFC 3339.
+    pub signed_at: String,
+    /// RFC 3339.
+    pub verified_at: String,
 }
 
-async fn list_reports(
+fn summary(r: &ArchivedReport) -> ReportSummary {
+    ReportSummary {
+        report_id: r.report_id.clone(),
+        status: "verified".into(),
+        branch_id: r.branch_id.clone(),
+        job_id: r.job_id,
+        month: r.month,
+        customer_id: r.customer_id.clone(),
+        product_type: r.product_type.clone(),
+        signed_at: r.signed_at.to_string(),
+        verified_at: r.verified_at.to_string(),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportList {
+    pub reports: Vec<ReportSummary>,
+}
+
+/// R25: the verified reports, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/archive/reports",
+    operation_id = "archive_list_reports",
+    tag = "head office",
+    description = "Head office only. R13, R25: verified service reports, filtered by month, \
+        customer, product type or branch. Roles: dispatcher, manager, analyst.",
+    params(ListQuery),
+    responses(
+        (status = 200, body = ReportList),
+        (status = 400, body = ErrorBody, description = "invalid_query, invalid_month"),
+        (status = 404, body = ErrorBody, description = "not_head_office"),
+    ),
+)]
+pub async fn list_reports(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    desk(&state, &headers, Need::Read)?;
-    head_office_only(&state)?;
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ReportList>, ApiError> {
+    read_archive(&state, &headers)?;
+    let query = query(q)?;
     let month = query
         .month
         .as_deref()
@@ -692,9 +740,9 @@ async fn list_reports(
     };
     let store = Arc::clone(&state.store);
     let reports = blocking(move || archived(&store, &filter)).await?;
-    Ok(Json(serde_json::json!({
-        "reports": reports.iter().map(summary).collect::<Vec<_>>(),
-    })))
+    Ok(Json(ReportList {
+        reports: reports.iter().map(summary).collect(),
+    }))
 }
 
 fn check_id(id: &str) -> Result<(), ApiError> {
@@ -710,13 +758,27 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 
 /// A report by id with its verification status: verified (archived), rejected with the
 /// reason, or pending (waiting for its job document).
-async fn get_report(
+#[utoipa::path(
+    get,
+    path = "/api/archive/reports/{id}",
+    operation_id = "archive_get_report",
+    tag = "head office",
+    description = "Head office only. A report and its verification status: `verified` (the \
+        archive entry, with the report), `rejected` (the reason: code and message) or \
+        `pending` (waiting for its job document). Roles: dispatcher, manager, analyst.",
+    params(("id" = String, Path, description = "The report id: 32 hex digits")),
+    responses(
+        (status = 200, description = "The archive entry or the rejection, with `status`", content_type = "application/json"),
+        (status = 400, body = ErrorBody, description = "invalid_report_id"),
+        (status = 404, body = ErrorBody, description = "unknown_report, not_head_office"),
+    ),
+)]
+pub async fn get_report(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    desk(&state, &headers, Need::Read)?;
-    head_office_only(&state)?;
+    read_archive(&state, &headers)?;
     check_id(&id)?;
     let store = Arc::clone(&state.store);
     let key = id.clone();
@@ -747,13 +809,26 @@ async fn get_report(
 }
 
 /// A verified report's canonical JSON, as `fieldsync verify` reads it.
-async fn export_report(
+#[utoipa::path(
+    get,
+    path = "/api/archive/reports/{id}/export",
+    operation_id = "archive_export_report",
+    tag = "head office",
+    description = "Head office only. A verified report's canonical JSON, signed by its branch, \
+        for `fieldsync verify` or any other verifier. Roles: dispatcher, manager, analyst.",
+    params(("id" = String, Path, description = "The report id: 32 hex digits")),
+    responses(
+        (status = 200, description = "The signed report (canonical JSON)", content_type = "application/json"),
+        (status = 400, body = ErrorBody, description = "invalid_report_id"),
+        (status = 404, body = ErrorBody, description = "unknown_report, not_head_office"),
+    ),
+)]
+pub async fn export_report(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    desk(&state, &headers, Need::Read)?;
-    head_office_only(&state)?;
+    read_archive(&state, &headers)?;
     check_id(&id)?;
     let store = Arc::clone(&state.store);
     let key = id.clone();
@@ -780,12 +855,25 @@ async fn export_report(
         .into_response())
 }
 
-async fn list_rejected(
+/// Reports kept aside and reports waiting for their job document.
+#[utoipa::path(
+    get,
+    path = "/api/archive/rejected",
+    operation_id = "archive_list_rejected_reports",
+    tag = "head office",
+    description = "Head office only. Report documents that failed verification (`rejected`, \
+        with the code and message) and those waiting for their job document (`pending`). \
+        Roles: dispatcher, manager, analyst.",
+    responses(
+        (status = 200, description = "`{\"rejected\": [...], \"pending\": [...]}`", content_type = "application/json"),
+        (status = 404, body = ErrorBody, description = "not_head_office"),
+    ),
+)]
+pub async fn list_rejected(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    desk(&state, &headers, Need::Read)?;
-    head_office_only(&state)?;
+    read_archive(&state, &headers)?;
     let store = Arc::clone(&state.store);
     let (rejected, pending) =
         blocking(move || Ok((set_aside(&store, REJECTED)?, set_aside(&store, PENDING)?))).await?;
@@ -794,20 +882,45 @@ async fn list_rejected(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// Query of `GET /api/stats`.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct StatsQuery {
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// The month (YYYY-MM, UTC).
+    #[param(example = "2026-11")]
     month: String,
+    /// json (default), csv or table.
     format: Option<String>,
 }
 
-async fn get_stats(
+/// R24, R27: the month's statistics per branch.
+#[utoipa::path(
+    get,
+    path = "/api/stats",
+    operation_id = "archive_month_stats",
+    tag = "head office",
+    description = "Head office only. R24, R27: the month's statistics per branch from the \
+        verified reports (superseded ones left out), as JSON, CSV or a text table. Roles: \
+        dispatcher, manager, analyst.",
+    params(StatsQuery),
+    responses(
+        (status = 200, description = "The statistics", content(
+            (Value = "application/json"),
+            (String = "text/csv"),
+            (String = "text/plain"),
+        )),
+        (status = 400, body = ErrorBody, description = "invalid_query, invalid_month, invalid_format"),
+        (status = 404, body = ErrorBody, description = "not_head_office"),
+    ),
+)]
+pub async fn get_stats(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(query): Query<StatsQuery>,
+    q: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    desk(&state, &headers, Need::Read)?;
-    head_office_only(&state)?;
+    read_archive(&state, &headers)?;
+    let query = query(q)?;
     let month: Month = query
         .month
         .parse()

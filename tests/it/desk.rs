@@ -1075,10 +1075,54 @@ const ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
         &[MANAGER],
     ),
     ("GET", "/api/openapi.json", &[DISPATCHER, MANAGER, ANALYST]),
+    // Head office's archive and statistics (an edge answers 404 not_head_office).
+    (
+        "GET",
+        "/api/archive/reports",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    (
+        "GET",
+        "/api/archive/reports/{id}",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    (
+        "GET",
+        "/api/archive/reports/{id}/export",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    (
+        "GET",
+        "/api/archive/rejected",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    ("GET", "/api/stats", &[DISPATCHER, MANAGER, ANALYST]),
+    (
+        "GET",
+        "/api/archive/complaints",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    (
+        "GET",
+        "/api/archive/complaints/{branch}/{id}",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    (
+        "GET",
+        "/api/archive/complaints/rejected",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    (
+        "GET",
+        "/api/stats/complaints",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
 ];
 
 fn concrete(path: &str) -> String {
-    path.replace("{id}", "x").replace("{approval}", "y")
+    path.replace("{id}", "x")
+        .replace("{approval}", "y")
+        .replace("{branch}", "z")
 }
 
 #[tokio::test]
