@@ -543,3 +543,60 @@ pub async fn complaint_stats(
         .map_err(|e| ApiError::internal("stats_failed", e))?;
     Ok(Json(report))
 }
+
+// ---- rendering -------------------------------------------------------------------------
+
+fn summary_rows(s: &ComplaintSummary) -> Vec<(String, String)> {
+    let mut rows = vec![
+        ("complaints".to_owned(), s.complaints.to_string()),
+        ("jobs reported".to_owned(), s.jobs.to_string()),
+        (
+            "complaint rate (per job)".to_owned(),
+            s.rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.3}")),
+        ),
+    ];
+    for (attribution, n) in &s.by_attribution {
+        rows.push((format!("attributed to {attribution}"), n.to_string()));
+    }
+    for (category, n) in &s.by_category {
+        rows.push((format!("category {category}"), n.to_string()));
+    }
+    rows.push(("judged valid".to_owned(), s.valid.to_string()));
+    rows.push(("judged not valid".to_owned(), s.not_valid.to_string()));
+    rows.push(("still open (R21 steps)".to_owned(), s.open.to_string()));
+    rows
+}
+
+/// The R22 report as `table`, `csv` or `json`.
+pub fn render_complaints(report: &ComplaintReport, format: &str) -> Result<String, String> {
+    let sections = || {
+        report
+            .branches
+            .iter()
+            .map(|b| (b.branch_id.to_string(), &b.summary))
+            .chain(std::iter::once(("all branches".to_owned(), &report.total)))
+    };
+    match format {
+        "json" => serde_json::to_string_pretty(report).map_err(|e| e.to_string()),
+        "csv" => {
+            let mut out = String::from("branch,month,metric,value\n");
+            for (branch, s) in sections() {
+                for (name, value) in summary_rows(s) {
+                    out.push_str(&format!("{branch},{},{name},{value}\n", report.month));
+                }
+            }
+            Ok(out)
+        }
+        "table" => {
+            let mut out = String::new();
+            for (branch, s) in sections() {
+                out.push_str(&format!("complaints (R22), {branch}, {}\n", report.month));
+                for (name, value) in summary_rows(s) {
+                    out.push_str(&format!("  {name:<38} {value:>14}\n"));
+                }
+            }
+            Ok(out)
+        }
+        other => Err(format!("unknown format {other:?}: use table, json or csv")),
+    }
+}

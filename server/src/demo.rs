@@ -444,6 +444,42 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     // The link to head office drops while the reports are signed.
     link.cut();
     println!("      the branch's link to head office is down");
+    // A customer calls to complain meanwhile; the desk records it and judges it (R20, R21).
+    let complaint = http
+        .post(branch.url("/api/complaints"))
+        .bearer_auth(&desk)
+        .json(&json!({
+            "channel": "phone",
+            "category": "service",
+            "received_at": now().to_string(),
+            "complainant": "Harbour Hotel, facilities manager",
+            "content": "The technician came an hour after the agreed time",
+            "asks": "a call before arrival next time",
+            "against": {"job_id": jobs[1].0.to_string(), "technician": "tech-zhao"},
+            "recorded_by": "desk-dispatcher",
+        }))
+        .send()
+        .await?;
+    let registered: serde_json::Value = complaint.json().await?;
+    let complaint_id = registered["id"]
+        .as_str()
+        .with_context(|| format!("the desk could not register a complaint: {registered}"))?
+        .to_owned();
+    let classified = http
+        .post(branch.url(&format!("/api/complaints/{complaint_id}/steps")))
+        .bearer_auth(&desk)
+        .json(&json!({"step": "classify", "by": "desk-dispatcher", "what": "late arrival confirmed by the job's times", "valid": true}))
+        .send()
+        .await?;
+    if !classified.status().is_success() {
+        bail!(
+            "the desk could not classify the complaint: {}",
+            classified.text().await?
+        );
+    }
+    println!(
+        "      the desk registered complaint {complaint_id} (service, valid) while offline from head office"
+    );
     for (job, people) in &jobs {
         let tech = techs
             .iter()
@@ -526,6 +562,24 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     print!(
         "{}",
         head_office::render_stats(&stats, "table").map_err(anyhow::Error::msg)?
+    );
+    until("head office to archive the complaint", || {
+        let store = Arc::clone(&ho_store);
+        async move {
+            crate::complaint_archive::archived_complaints(&store, Some(month), None)
+                .is_ok_and(|c| c.len() == 1)
+        }
+    })
+    .await?;
+    let complaints = crate::complaint_archive::complaint_report(
+        &head_office.state.store,
+        month,
+        head_office.state.config.repeat_window_days,
+    )?;
+    print!(
+        "{}",
+        crate::complaint_archive::render_complaints(&complaints, "table")
+            .map_err(anyhow::Error::msg)?
     );
 
     for tech in techs {

@@ -105,6 +105,9 @@ enum Command {
         /// table, json or csv.
         #[arg(long, default_value = "table")]
         format: String,
+        /// The month's complaint rate and attribution per branch (R22) instead.
+        #[arg(long)]
+        complaints: bool,
     },
     /// Check an exported report with only public keys; says exactly what failed.
     Verify {
@@ -271,6 +274,7 @@ fn main() -> anyhow::Result<()> {
             common,
             month,
             format,
+            complaints,
         } => {
             let config = common.load()?;
             let month: fieldsync_shared::time::Month = month
@@ -278,8 +282,18 @@ fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--month: {e} (expected YYYY-MM)"))?;
             let dir = open_dir(&config)?;
             let store = open_store(&dir)?;
-            let stats = head_office::month_stats(&store, month, config.repeat_window_days)?;
-            let text = head_office::render_stats(&stats, &format).map_err(anyhow::Error::msg)?;
+            let text = if complaints {
+                let report = fieldsync_server::complaint_archive::complaint_report(
+                    &store,
+                    month,
+                    config.repeat_window_days,
+                )?;
+                fieldsync_server::complaint_archive::render_complaints(&report, &format)
+                    .map_err(anyhow::Error::msg)?
+            } else {
+                let stats = head_office::month_stats(&store, month, config.repeat_window_days)?;
+                head_office::render_stats(&stats, &format).map_err(anyhow::Error::msg)?
+            };
             print!("{text}");
             Ok(())
         }

@@ -16,6 +16,27 @@ async fn the_demo_runs_the_whole_chain_and_leaves_the_data_for_inspection() -> a
         StoreConfig::default(),
     )?;
     assert_eq!(head_office::archived(&store, &Filter::default())?.len(), 3);
+    // R22: the complaint the desk registered while the link was down reached head office,
+    // and the CLI's R22 report counts it against the three reported jobs.
+    let complaints = fieldsync_server::complaint_archive::archived_complaints(&store, None, None)?;
+    assert_eq!(complaints.len(), 1);
+    let month = complaints[0].month;
+    let output = std::process::Command::new(crate::durability::binary()?)
+        .args(["stats", "--complaints", "--format", "csv", "--month"])
+        .arg(month.to_string())
+        .arg("--data-dir")
+        .arg(run.join("head-office"))
+        .output()?;
+    let csv = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{csv} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        csv.contains(&format!("north-01,{month},complaint rate (per job),0.333")),
+        "{csv}"
+    );
     for name in ["wang", "li", "zhao"] {
         assert!(run.join("devices").join(format!("{name}.sqlite")).exists());
     }

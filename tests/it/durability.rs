@@ -18,7 +18,7 @@ use fieldsync_tests::{SETTLE, sample_job_body, temp_dir};
 use serde_json::Value;
 
 /// The `fieldsync` binary that cargo built next to this test.
-fn binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let profile_dir = exe
         .parent()

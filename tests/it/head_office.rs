@@ -282,11 +282,12 @@ async fn tampered_reports_are_kept_aside_with_the_reason_never_archived() -> any
     let mut heads = serde_json::to_value(&report)?;
     heads["body"]["heads"] = serde_json::json!(["00".repeat(32)]);
     variants.push(("bad_branch_signature", serde_json::to_vec(&heads)?));
+    // One bit of R flipped. (Not the last byte: it is the top byte of S, below 0x10, so
+    // overwriting it with 00 leaves a real signature unchanged about once in sixteen.)
     let mut signature = report.clone();
-    signature.signature = format!(
-        "{}00",
-        &signature.signature[..signature.signature.len() - 2]
-    );
+    let mut bytes = hex::decode(&signature.signature)?;
+    bytes[0] ^= 0x01;
+    signature.signature = hex::encode(bytes);
     variants.push(("bad_branch_signature", serde_json::to_vec(&signature)?));
     // Signed by a key head office never enrolled.
     let stranger = KeyPair::generate()?;
