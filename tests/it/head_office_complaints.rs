@@ -364,3 +364,78 @@ async fn r22_forged_or_misplaced_complaints_are_kept_aside_never_counted() -> an
     }
     chain.stop().await
 }
+
+/// A step stored at the desk whose complaint document was never written (a crash between the
+/// two) still reaches head office: at start the outbox brings every document up to its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r22_a_step_stored_without_its_document_is_delivered_after_a_restart() -> anyhow::Result<()>
+{
+    let (ho_dir, branch_dir) = (temp_dir()?, temp_dir()?);
+    let head_office = TestServer::start_head_office(ho_dir.path()).await?;
+    let token_file = head_office.enroll_branch("north-01", branch_dir.path())?;
+    let branch =
+        TestServer::start_branch(branch_dir.path(), head_office.ws_url(), token_file.clone())
+            .await?;
+    let id = register(&branch, "product_quality", "2026-11-10T09:00:00Z").await?;
+    let get = |path: String| {
+        let head_office = &head_office;
+        async move {
+            let response = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .ok()?
+                .get(head_office.http_url(&path))
+                .bearer_auth(head_office.desk_token(DeskRole::Analyst).ok()?)
+                .send()
+                .await
+                .ok()?;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.ok()?;
+            Some((status, body))
+        }
+    };
+    let path = format!("/api/archive/complaints/north-01/{id}");
+    eventually(SETTLE, "revision 1 at head office", || async {
+        let (status, body) = get(path.clone()).await?;
+        (status == 200 && body["revision"] == 1).then_some(())
+    })
+    .await?;
+    branch.stop().await?;
+
+    // Step 2 written straight into the desk's record, as if the server died before writing
+    // the document.
+    let store = Store::open(
+        branch_dir.path().join("fieldsync.sqlite"),
+        StoreConfig::default(),
+    )?;
+    let mut record = store
+        .record("complaint", &id)?
+        .ok_or_else(|| anyhow::anyhow!("no record {id}"))?;
+    let mut complaint: Value = serde_json::from_slice(&record.body)?;
+    complaint["valid"] = Value::Bool(false);
+    complaint["steps"]
+        .as_array_mut()
+        .ok_or_else(|| anyhow::anyhow!("no steps"))?
+        .push(json!({"step": "classify", "number": 2, "by": "mgr-ho", "at": "2026-11-11T09:00:00Z", "what": "not our product"}));
+    record.body = serde_json::to_vec(&complaint)?;
+    record.revision += 1;
+    store.put_record(record).wait()?;
+    store.flush().wait()?;
+    drop(store);
+
+    let branch =
+        TestServer::start_branch(branch_dir.path(), head_office.ws_url(), token_file).await?;
+    let latest = eventually(SETTLE, "revision 2 at head office", || async {
+        let (status, body) = get(path.clone()).await?;
+        (status == 200 && body["revision"] == 2).then_some(body)
+    })
+    .await?;
+    assert_eq!(latest["complaint"]["valid"], false, "{latest}");
+    assert_eq!(latest["complaint"]["next_step"], "assign_unit");
+    let (_, stats) = get("/api/stats/complaints?month=2026-11".into())
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no stats"))?;
+    assert_eq!(stats["total"]["not_valid"], 1, "{stats}");
+    branch.stop().await?;
+    head_office.stop().await
+}
