@@ -231,6 +231,7 @@ pub(crate) mod tests {
                     by: tech.clone(),
                     note: "done".into(),
                 }),
+                training: None,
             },
             diagnosis: Diagnosis {
                 fault_cause: Some("Worn start capacitor".into()),
