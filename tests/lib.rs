@@ -194,11 +194,16 @@ impl TestServer {
 
     /// Creates a job assigned to `technician` through the desk API.
     pub async fn create_job(&self, technician: &str) -> anyhow::Result<CreatedJob> {
+        self.create_job_from(&sample_job_body(technician)).await
+    }
+
+    /// Creates a job from a `POST /api/jobs` body (e.g. [`installation_job_body`]).
+    pub async fn create_job_from(&self, body: &Value) -> anyhow::Result<CreatedJob> {
         let token = self.desk_token(DeskRole::Dispatcher)?;
         let response = reqwest::Client::new()
             .post(self.http_url("/api/jobs"))
             .bearer_auth(token)
-            .json(&sample_job_body(technician))
+            .json(body)
             .send()
             .await?;
         let status = response.status();
@@ -660,6 +665,20 @@ pub fn sample_job_body(technician: &str) -> Value {
         "product": {"model": "CH-500", "serial": "SN-88812", "product_type": "chiller", "warranty_end": "2025-04-01"},
         "technician": technician
     })
+}
+
+/// A valid `POST /api/jobs` body of an installation and commissioning job (R16: it needs the
+/// contract's date, and training of the customer's staff before it can be completed).
+pub fn installation_job_body(technician: &str) -> Value {
+    let mut body = sample_job_body(technician);
+    body["kind"] = json!("installation");
+    let due = now()
+        .plus_millis(30 * 86_400_000)
+        .date()
+        .expect("a date in range");
+    body["contract_due"] = json!(due.to_string());
+    body["request"]["fault_description"] = json!("Install and commission the new chiller");
+    body
 }
 
 /// A fresh temp dir.

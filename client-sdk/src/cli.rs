@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::doc::{PartDraft, PartUpdate};
 use fieldsync_shared::job::{
-    BillingMode, Handover, Labour, PartLineId, SignatureMark, Survey, Travel,
+    BillingMode, Handover, Labour, PartLineId, SignatureMark, Survey, Training, Travel,
 };
 use fieldsync_shared::report::AckDraft;
 use fieldsync_shared::time::{Money, Timestamp};
@@ -107,6 +107,16 @@ pub struct EditArgs {
     /// R32: record the site safety briefing with these notes.
     #[arg(long)]
     pub safety_briefing: Option<String>,
+    /// R16: record the training of the customer's staff: one person (name or role) who was
+    /// trained; repeat for each. With --training-topics.
+    #[arg(long, value_name = "NAME_OR_ROLE", requires = "training_topics")]
+    pub trained: Vec<String>,
+    /// R16: what the training covered (with --trained).
+    #[arg(long, requires = "trained")]
+    pub training_topics: Option<String>,
+    /// R16: when the training was given (default now).
+    #[arg(long, value_parser = time, requires = "trained")]
+    pub training_at: Option<Timestamp>,
     /// R7.
     #[arg(long)]
     pub fault_cause: Option<String>,
@@ -463,6 +473,14 @@ fn edits(device: &Device, a: EditArgs) -> anyhow::Result<Vec<JobEdit>> {
                 notes,
             },
         ));
+    }
+    if let Some(topics) = a.training_topics {
+        edits.push(JobEdit::Training(Training {
+            at: a.training_at.unwrap_or_else(now),
+            by: me.clone(),
+            trainees: a.trained,
+            topics,
+        }));
     }
     if let Some(s) = a.fault_cause {
         edits.push(JobEdit::FaultCause(Some(s)));

@@ -15,7 +15,7 @@ use fieldsync_shared::job::doc::{
 };
 use fieldsync_shared::job::index::read_index;
 use fieldsync_shared::job::{
-    Acknowledgement, CheckOut, Completion, Job, PartLineId, SafetyBriefing,
+    Acknowledgement, CheckOut, Completion, Job, PartLineId, SafetyBriefing, Training,
 };
 use fieldsync_shared::keys::{KeyError, KeyPair, PublicKey};
 use fieldsync_shared::report::{
@@ -532,6 +532,25 @@ impl Device {
         self.edit(id, JobEdit::SafetyBriefing(briefing)).await
     }
 
+    /// R16: records the training given to the customer's staff, by this technician, now:
+    /// who was trained (names or roles; at least one is needed to complete an installation
+    /// job) and what it covered. The customer acknowledges it with the rest of the job, so
+    /// record it before taking the acknowledgement.
+    pub async fn record_training(
+        &self,
+        id: DocumentId,
+        trainees: Vec<String>,
+        topics: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        let training = Training {
+            at: now(),
+            by: self.identity.technician.clone(),
+            trainees,
+            topics: topics.into(),
+        };
+        self.edit(id, JobEdit::Training(training)).await
+    }
+
     /// R11: checks out with the desk, by this technician, now.
     pub async fn check_out(
         &self,
@@ -568,8 +587,8 @@ impl Device {
     }
 
     /// Marks the job complete: asks the edge server to sign its report. Refused here, with
-    /// every missing item, when the server would refuse it (R7, R8, R9, R11, or an
-    /// acknowledgement the job no longer matches).
+    /// every missing item, when the server would refuse it (R7, R8, R9, R11, R16's training
+    /// on an installation job, or an acknowledgement the job no longer matches).
     pub async fn request_completion(&self, id: DocumentId) -> Result<(), ClientError> {
         let completion = Completion {
             at: now(),

@@ -9,7 +9,7 @@ use automerge::{ActorId, AutoCommit, Automerge};
 use fieldsync_shared::job::doc::{EditError, JobDoc, PartDraft, PartUpdate};
 use fieldsync_shared::job::{
     BillingMode, CheckOut, Completion, Handover, Labour, PartLineId, SafetyBriefing, TimelineEvent,
-    Travel,
+    Training, Travel,
 };
 use fieldsync_shared::time::Timestamp;
 
@@ -23,6 +23,9 @@ pub enum JobEdit {
     Arrival(Option<Timestamp>),
     /// R32: the site safety briefing.
     SafetyBriefing(SafetyBriefing),
+    /// R16: the training given to the customer's staff (installation and commissioning jobs
+    /// cannot be completed without it).
+    Training(Training),
     /// R7: the fault cause (`None` clears it).
     FaultCause(Option<String>),
     /// R4, R27: the fault category.
@@ -77,6 +80,7 @@ impl JobEdit {
             JobEdit::Appointment(at) => doc.set_appointment(*at),
             JobEdit::Arrival(at) => doc.set_arrival(*at),
             JobEdit::SafetyBriefing(b) => doc.record_safety_briefing(b),
+            JobEdit::Training(t) => doc.record_training(t),
             JobEdit::FaultCause(c) => doc.set_fault_cause(c.as_deref()),
             JobEdit::FaultCategory(c) => doc.set_fault_category(c.as_deref()),
             JobEdit::Solution(s) => doc.set_solution(s.as_deref()),

@@ -544,6 +544,10 @@ fn stat_rows(s: &MonthlyStats) -> Vec<(&'static str, String)> {
             s.installation.person_days.to_string(),
         ),
         ("installation cost", s.installation.cost.to_string()),
+        (
+            "installation jobs with training (R16)",
+            s.summary.installations_with_training.to_string(),
+        ),
         ("service jobs", s.service.jobs.to_string()),
         ("service person-trips", s.service.person_trips.to_string()),
         ("service person-days", s.service.person_days.to_string()),

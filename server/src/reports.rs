@@ -1,7 +1,8 @@
-//! Report signing at the edge (R7, R8, R11, R13).
+//! Report signing at the edge (R7, R8, R11, R13, R16).
 //!
 //! When a job's stored content changes and it carries a completion request the server has
-//! not answered yet, the signer checks it: every R7/R9/R11 item present (`rules`), and an
+//! not answered yet, the signer checks it: every R7/R9/R11 item present, and the training of
+//! the customer's staff on an installation job (R16) (`rules::completeness`), and an
 //! acknowledgement (R8) that verifies against an enrolled, unrevoked device of this branch
 //! and still matches the job's content (`report::TrustStore`). If all hold it signs a
 //! `SignedReport` with the branch key over the job as stored, keeps it, and writes the outcome

@@ -35,7 +35,9 @@ pub enum ReportError {
 /// The content a customer acknowledges: the whole job except the acknowledgement itself and
 /// what is recorded after the customer signs (check-out R11, the completion request, the
 /// server's report outcome, the timeline and free notes). If any acknowledged field changes
-/// afterwards, the acknowledgement no longer matches and must be taken again.
+/// afterwards, the acknowledgement no longer matches and must be taken again. The training of
+/// the customer's staff (R16) is given before the customer signs and is acknowledged with
+/// the rest.
 pub fn acknowledged_content(job: &Job) -> Result<Value, ReportError> {
     let mut job = job.clone();
     job.acknowledgement = None;
@@ -747,6 +749,63 @@ mod tests {
             AckMatch::Matches
         );
         w.trust.verify(&signed(&w)).expect("still verifies");
+    }
+
+    #[test]
+    fn r16_training_is_acknowledged_by_the_customer_and_carried_in_the_report() {
+        let mut w = world();
+        // A job without training has no `training` key in what is hashed: digests and report
+        // ids of jobs from before R16's record existed are unchanged.
+        let content = report_content(&w.job).expect("content");
+        assert!(content["visit"].get("training").is_none());
+        assert!(
+            acknowledged_content(&w.job).expect("content")["visit"]
+                .get("training")
+                .is_none()
+        );
+
+        // Recorded after the customer signed, the training voids the acknowledgement.
+        w.job.kind = crate::job::JobKind::Installation;
+        let ack = w.job.acknowledgement.take().expect("signed");
+        w.job.visit.training = Some(crate::job::Training {
+            at: Timestamp::from_millis(1_790_058_000_000),
+            by: TechnicianId::new("tech-wang").expect("valid"),
+            trainees: vec!["Ms Chen (shift lead)".into()],
+            topics: "start-up and alarms".into(),
+        });
+        let draft = AckDraft {
+            signer_name: ack.signer_name.clone(),
+            signature: ack.signature.clone(),
+            signed_at: ack.signed_at,
+            survey: ack.survey.clone(),
+        };
+        w.job.acknowledgement = Some(ack);
+        assert!(matches!(
+            acknowledgement_matches(&w.job).expect("digest"),
+            AckMatch::ContentChanged { .. }
+        ));
+
+        // Signed again over the job with its training, the report verifies and carries it.
+        w.job.acknowledgement = Some(
+            sign_acknowledgement(
+                &w.job,
+                HEADS.map(String::from),
+                draft,
+                DeviceId::new("dev-1").expect("valid"),
+                &w.device,
+            )
+            .expect("sign"),
+        );
+        let report = signed(&w);
+        let verified = w
+            .trust
+            .verify_json(&report.to_canonical_json().expect("json"))
+            .expect("verifies");
+        assert_eq!(verified.job.visit.training, w.job.visit.training);
+        assert_eq!(
+            report.body.content["visit"]["training"]["trainees"],
+            serde_json::json!(["Ms Chen (shift lead)"])
+        );
     }
 
     #[test]

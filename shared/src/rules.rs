@@ -1,14 +1,15 @@
 //! Business rules over a job, from `../shared/DOMAIN.md`.
 //!
-//! The completeness check is what stands between a job and a signed report (R7, R8, R11): it
-//! returns every missing item with its rule id, so the technician can fix them all in one go
-//! rather than discovering them one refusal at a time. Charges follow R10: warranty work costs
+//! The completeness check is what stands between a job and a signed report (R7, R8, R11, and
+//! R16's training for installation jobs): it returns every missing item with its rule id, so
+//! the technician can fix them all in one go rather than discovering them one refusal at a
+//! time. Charges follow R10: warranty work costs
 //! the customer nothing, but its cost is still computed because the monthly statistics (R24)
 //! count it.
 
 use serde::Serialize;
 
-use crate::job::{BillingMode, Job, RefusalReason, SignatureMark};
+use crate::job::{BillingMode, Job, JobKind, RefusalReason, SignatureMark};
 use crate::time::Money;
 
 /// One item a job lacks before it can become a signed report.
@@ -36,8 +37,10 @@ fn blank(s: Option<&str>) -> bool {
     s.is_none_or(|s| s.trim().is_empty())
 }
 
-/// Checks a job against R7 (report fields), R8/R9 (customer acknowledgement and survey) and
-/// R11 (check-out). Returns every missing item; an empty list means the job is complete.
+/// Checks a job against R7 (report fields), R8/R9 (customer acknowledgement and survey), R11
+/// (check-out) and, for installation and commissioning jobs, R16 (the customer's staff were
+/// trained: a training record naming at least one trainee and what was covered). Returns every
+/// missing item; an empty list means the job is complete. Other kinds of job need no training.
 ///
 /// This checks presence and form only. Whether the acknowledgement's signature verifies and
 /// still matches the job's content is the signature layer's job (`report`), since it needs the
@@ -124,6 +127,33 @@ pub fn completeness(job: &Job) -> Vec<Missing> {
             "missing_check_out",
             "check out with the service desk before leaving the site".into(),
         );
+    }
+
+    if job.kind == JobKind::Installation {
+        match &job.visit.training {
+            None => add(
+                "R16",
+                "missing_training",
+                "record the training given to the customer's staff: who was trained and what it covered"
+                    .into(),
+            ),
+            Some(training) => {
+                if training.trainees.iter().all(|t| t.trim().is_empty()) {
+                    add(
+                        "R16",
+                        "missing_trainee",
+                        "name at least one of the customer's staff who was trained".into(),
+                    );
+                }
+                if training.topics.trim().is_empty() {
+                    add(
+                        "R16",
+                        "missing_training_topics",
+                        "record what the training covered".into(),
+                    );
+                }
+            }
+        }
     }
     missing
 }
@@ -231,6 +261,7 @@ pub(crate) mod tests {
                     by: tech.clone(),
                     note: "done".into(),
                 }),
+                training: None,
             },
             diagnosis: Diagnosis {
                 fault_cause: Some("Worn start capacitor".into()),
@@ -354,6 +385,78 @@ pub(crate) mod tests {
         assert_eq!(codes(&job), vec![("R11", "missing_check_out")]);
     }
 
+    /// The sample job as an installation, with the training given and recorded.
+    pub(crate) fn trained_installation() -> Job {
+        let mut job = sample_job();
+        job.kind = JobKind::Installation;
+        job.visit.training = Some(Training {
+            at: Timestamp::from_millis(1_790_058_000_000),
+            by: TechnicianId::new("tech-wang").expect("valid"),
+            trainees: vec!["Ms Chen (shift lead)".into(), "cold-room operators".into()],
+            topics: "start-up, alarms, weekly filter cleaning".into(),
+        });
+        job
+    }
+
+    #[test]
+    fn r16_installation_without_training_lists_it_as_missing() {
+        let mut job = trained_installation();
+        job.visit.training = None;
+        assert_eq!(codes(&job), vec![("R16", "missing_training")]);
+        let missing = completeness(&job);
+        assert!(missing[0].message.contains("training"), "{missing:?}");
+        let reason = RefusalReason::from(missing[0].clone());
+        assert_eq!(
+            (reason.rule.as_str(), reason.code.as_str()),
+            ("R16", "missing_training")
+        );
+    }
+
+    #[test]
+    fn r16_installation_with_training_recorded_is_complete() {
+        assert_eq!(codes(&trained_installation()), vec![]);
+    }
+
+    #[test]
+    fn r16_training_must_name_a_trainee_and_what_it_covered() {
+        let mut job = trained_installation();
+        let training = job.visit.training.as_mut().expect("recorded");
+        training.trainees = vec![" ".into()];
+        training.topics = String::new();
+        assert_eq!(
+            codes(&job),
+            vec![
+                ("R16", "missing_trainee"),
+                ("R16", "missing_training_topics")
+            ]
+        );
+        job.visit
+            .training
+            .as_mut()
+            .expect("recorded")
+            .trainees
+            .clear();
+        assert_eq!(codes(&job)[0], ("R16", "missing_trainee"));
+    }
+
+    #[test]
+    fn r16_service_jobs_need_no_training() {
+        for kind in [JobKind::Repair, JobKind::Maintenance, JobKind::FollowUp] {
+            let mut job = sample_job();
+            job.kind = kind;
+            assert_eq!(job.visit.training, None);
+            assert_eq!(codes(&job), vec![], "{kind:?}");
+            // A training record on a service job is fine as it is, even an incomplete one.
+            job.visit.training = Some(Training {
+                at: Timestamp::from_millis(1_790_058_000_000),
+                by: TechnicianId::new("tech-wang").expect("valid"),
+                trainees: Vec::new(),
+                topics: String::new(),
+            });
+            assert_eq!(codes(&job), vec![], "{kind:?}");
+        }
+    }
+
     #[test]
     fn every_missing_item_is_reported_at_once_not_just_the_first() {
         let mut job = sample_job();
@@ -361,6 +464,7 @@ pub(crate) mod tests {
         job.customer_opinion = None;
         job.acknowledgement = None;
         job.visit.check_out = None;
+        job.kind = JobKind::Installation;
         assert_eq!(
             codes(&job),
             vec![
@@ -369,6 +473,7 @@ pub(crate) mod tests {
                 ("R7", "missing_customer_opinion"),
                 ("R8", "missing_acknowledgement"),
                 ("R11", "missing_check_out"),
+                ("R16", "missing_training"),
             ]
         );
     }

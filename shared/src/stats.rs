@@ -4,7 +4,8 @@
 //! Definitions (R24 leaves them to the company; these are ours, stated once here):
 //! - A report counts in the month (UTC) its branch signed it (R25 archives by that month).
 //! - Installation/commissioning jobs (R16) are one group; every other kind is "service
-//!   dispatch".
+//!   dispatch". The summary counts those whose report records the training of the
+//!   customer's staff.
 //! - Person-trips: one per technician on the job. Person-days: technicians × days on site,
 //!   where days are counted from arrival to check-out, rounded up, at least one.
 //! - Cost of a job: parts + labour + travel (`rules::charges`), whoever pays it.
@@ -88,6 +89,9 @@ pub struct Summary {
     pub warranty_jobs: u32,
     pub billable_jobs: u32,
     pub billed_to_customers: Money,
+    /// R16: installation jobs whose report records the training of the customer's staff
+    /// (required of every installation signed since the record exists; older ones lack it).
+    pub installations_with_training: u32,
     /// Mean R9 survey scores (1–5) over the month's reports.
     pub mean_attitude: f64,
     pub mean_skill: f64,
@@ -207,6 +211,8 @@ pub fn monthly(
             BillingMode::Billable => summary.billable_jobs += 1,
         }
         summary.billed_to_customers = add(summary.billed_to_customers, c.customer_pays)?;
+        summary.installations_with_training +=
+            u32::from(job.kind == JobKind::Installation && job.visit.training.is_some());
         if let Some(ack) = &job.acknowledgement {
             let s = survey_sums.entry(r.branch_id.clone()).or_default();
             s[0] += 1;
@@ -305,7 +311,7 @@ fn repeat_repairs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{CheckOut, Labour, Travel};
+    use crate::job::{CheckOut, Labour, Training, Travel};
     use crate::rules::tests::sample_job;
 
     fn report(id: &str, day: i64, f: impl FnOnce(&mut Job)) -> ReportedJob {
@@ -351,6 +357,12 @@ mod tests {
                 });
                 j.diagnosis.fault_category = None;
                 j.diagnosis.fault_cause = None;
+                j.visit.training = Some(Training {
+                    at: arrival.plus_millis(DAY_MS),
+                    by: j.technicians[0].clone(),
+                    trainees: vec!["line operators".into()],
+                    topics: "start-up and shutdown".into(),
+                });
             }),
             // A warranty repeat repair of the same chiller for the same fault, 10 days later.
             report("r3", 12, |j| j.billing.mode = BillingMode::Warranty),
@@ -391,6 +403,7 @@ mod tests {
             Money(14000 + (2500 + 12000 + 1000))
         );
         assert_eq!(s.summary.by_kind.get("installation"), Some(&1));
+        assert_eq!(s.summary.installations_with_training, 1);
         assert!((s.summary.mean_attitude - 5.0).abs() < 1e-9);
         assert_eq!(
             s.fault_causes,

@@ -19,7 +19,7 @@ use fieldsync_shared::job::{Labour, SignatureMark, Survey};
 use fieldsync_shared::report::verify_acknowledgement_signature;
 use fieldsync_shared::sync::{Input, Principal};
 use fieldsync_shared::time::{Money, Timestamp};
-use fieldsync_tests::{SETTLE, TestServer, temp_dir};
+use fieldsync_tests::{SETTLE, TestServer, installation_job_body, temp_dir};
 
 /// Quick retries, so a test that restarts the server does not wait long.
 const FAST: Backoff = Backoff {
@@ -747,6 +747,130 @@ async fn the_tech_cli_takes_a_job_from_assignment_to_completion() -> anyhow::Res
     assert_eq!(on_server.parts[0].name, "Relay");
     let shown: serde_json::Value = serde_json::from_str(&tech(&store, &["show", prefix]).await?)?;
     assert_eq!(shown["status"]["unsynced"], false);
+    s.server.stop().await?;
+    Ok(())
+}
+
+/// R16 on the device: `complete` on an installation job is refused locally until the training
+/// of the customer's staff is recorded (`edit --trained … --training-topics …`); then the
+/// customer signs again, the job completes, and the edge signs the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r16_the_tech_cli_records_training_before_an_installation_completes() -> anyhow::Result<()>
+{
+    let s = setup().await?;
+    let created = s
+        .server
+        .create_job_from(&installation_job_body("tech-ma"))
+        .await?;
+    let store = s.devices.path().join("cli.sqlite");
+    let url = s.server.ws_url();
+    tech(
+        &store,
+        &[
+            "init",
+            "--device",
+            "dev-m",
+            "--technician",
+            "tech-ma",
+            "--server",
+            &url,
+        ],
+    )
+    .await?;
+    let public = fieldsync_shared::keys::PublicKey::load(&store.with_extension("pub"))?;
+    let device_id = DeviceId::new("dev-m")?;
+    s.server.enroll_key("tech-ma", &device_id, &public)?;
+    let token = s
+        .server
+        .device_token(&device_id, Duration::from_secs(600))?;
+    let sync = ["sync", "--once", "--timeout", "20", "--token", &token];
+    tech(&store, &sync).await?;
+    let job = created.job.to_string();
+    let prefix = &job[..8];
+
+    tech(
+        &store,
+        &[
+            "edit",
+            prefix,
+            "--arrival",
+            "now",
+            "--fault-cause",
+            "New installation",
+            "--solution",
+            "Installed and commissioned the chiller",
+            "--opinion",
+            "Runs quietly",
+            "--check-out",
+            "Called the desk",
+        ],
+    )
+    .await?;
+    tech(&store, &["ack", prefix, "--signer", "Ms Chen"]).await?;
+    let refused = tech(&store, &["complete", prefix])
+        .await
+        .expect_err("an installation without training cannot be completed");
+    ensure!(
+        refused.to_string().contains("training"),
+        "the refusal names the training: {refused:#}"
+    );
+    let shown: serde_json::Value = serde_json::from_str(&tech(&store, &["show", prefix]).await?)?;
+    assert_eq!(
+        shown["missing"],
+        serde_json::json!([{
+            "rule": "R16",
+            "code": "missing_training",
+            "message": "record the training given to the customer's staff: who was trained and what it covered",
+        }])
+    );
+    assert_eq!(shown["job"]["completion"], serde_json::Value::Null);
+
+    // Who was trained needs what it covered, and the other way round.
+    ensure!(
+        tech(&store, &["edit", prefix, "--trained", "Ms Chen"])
+            .await
+            .is_err()
+    );
+    tech(
+        &store,
+        &[
+            "edit",
+            prefix,
+            "--trained",
+            "Ms Chen (shift lead)",
+            "--trained",
+            "cold-room operators",
+            "--training-topics",
+            "Start-up, alarm reset, weekly filter cleaning",
+        ],
+    )
+    .await?;
+    // The customer signed before the training was recorded: they sign again over it.
+    let shown: serde_json::Value = serde_json::from_str(&tech(&store, &["show", prefix]).await?)?;
+    assert_eq!(shown["acknowledgement"]["state"], "stale");
+    assert_eq!(
+        shown["acknowledgement"]["changed"],
+        serde_json::json!(["visit.training"])
+    );
+    tech(&store, &["ack", prefix, "--signer", "Ms Chen"]).await?;
+    tech(&store, &["complete", prefix]).await?;
+    tech(&store, &sync).await?;
+
+    let report = fieldsync_tests::eventually(SETTLE, "the edge signs the report", || async {
+        match s.server.fetch_job(created.job).await.ok()?.report? {
+            fieldsync_shared::job::ReportOutcome::Signed { report_id, .. } => Some(report_id),
+            _ => None,
+        }
+    })
+    .await?;
+    let on_server = s.server.fetch_job(created.job).await?;
+    let training = on_server.visit.training.context("training on the server")?;
+    assert_eq!(
+        training.trainees,
+        ["Ms Chen (shift lead)", "cold-room operators"]
+    );
+    assert_eq!(training.by.as_str(), "tech-ma");
+    ensure!(!report.is_empty());
     s.server.stop().await?;
     Ok(())
 }

@@ -1,15 +1,17 @@
-//! Report signing at the edge (R7, R8, R11, R13) and offline verification.
+//! Report signing at the edge (R7, R8, R11, R13, R16) and offline verification.
 
 use fieldsync_client::SyncClient;
 use fieldsync_server::auth::DeskRole;
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::doc::{EditError, JobDoc, PartDraft, read_job};
-use fieldsync_shared::job::{CheckOut, Completion, Job, ReportOutcome, SignatureMark, Survey};
+use fieldsync_shared::job::{
+    CheckOut, Completion, Job, ReportOutcome, SignatureMark, Survey, Training,
+};
 use fieldsync_shared::keys::KeyPair;
 use fieldsync_shared::report::{AckDraft, VerifyError, sign_acknowledgement};
 use fieldsync_shared::sync::LocalEdit;
 use fieldsync_shared::time::{Money, Timestamp};
-use fieldsync_tests::{SETTLE, TestServer, temp_dir};
+use fieldsync_tests::{SETTLE, TestServer, installation_job_body, sample_job_body, temp_dir};
 
 pub(crate) const T0: i64 = 1_793_000_000_000;
 
@@ -132,10 +134,15 @@ struct Branch {
 
 impl Branch {
     async fn with_a_job(device: &str) -> anyhow::Result<Self> {
+        Self::with_job_from(device, sample_job_body("tech-wang")).await
+    }
+
+    /// As [`Self::with_a_job`], the job made from a `POST /api/jobs` body.
+    async fn with_job_from(device: &str, body: serde_json::Value) -> anyhow::Result<Self> {
         let (data, devices) = (temp_dir()?, temp_dir()?);
         let server = TestServer::start_in(data.path()).await?;
         let (device, key) = server.enroll_with_key("tech-wang", device)?;
-        let created = server.create_job("tech-wang").await?;
+        let created = server.create_job_from(&body).await?;
         let client = server.connect_device(&device, devices.path()).await?;
         client.subscribe(created.job);
         anyhow::ensure!(
@@ -331,5 +338,88 @@ async fn an_acknowledgement_by_a_revoked_device_is_refused() -> anyhow::Result<(
         .map(|r| (r.rule.as_str(), r.code.as_str()))
         .collect();
     assert_eq!(codes, vec![("R8", "revoked_device")]);
+    server.stop().await
+}
+
+/// R16: an installation job whose report lacks the training of the customer's staff is refused
+/// at the edge (a device that skipped its own check cannot get it signed); once the training
+/// is recorded and the customer signs again, the report is signed and carries the training.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r16_an_installation_is_signed_only_once_the_customers_staff_were_trained()
+-> anyhow::Result<()> {
+    let Branch {
+        _dirs,
+        server,
+        device,
+        key,
+        job,
+        client,
+    } = Branch::with_job_from("dev-a", installation_job_body("tech-wang")).await?;
+
+    do_the_work(&client, job).await?;
+    acknowledge(&client, job, &device, &key).await?;
+    check_out_and_complete(&client, job, true, T0 + 60_000).await?;
+    let Some(ReportOutcome::Refused { reasons, .. }) = outcome(&client, job).await else {
+        panic!("an installation without training was not refused");
+    };
+    let codes: Vec<(&str, &str)> = reasons
+        .iter()
+        .map(|r| (r.rule.as_str(), r.code.as_str()))
+        .collect();
+    assert_eq!(codes, vec![("R16", "missing_training")]);
+
+    // The training, then the customer's signature over the job that now includes it.
+    edit(&client, job, |jd| {
+        jd.record_training(&Training {
+            at: Timestamp::from_millis(T0 + 30_000),
+            by: tech(),
+            trainees: vec!["Ms Chen (shift lead)".into(), "cold-room operators".into()],
+            topics: "Start-up, alarm reset, weekly filter cleaning".into(),
+        })
+    })
+    .await?;
+    acknowledge(&client, job, &device, &key).await?;
+    // A new request, later than the refusal the server wrote (which it dates by its clock).
+    let again = fieldsync_server::app::now().as_millis().max(T0) + 60_000;
+    edit(&client, job, move |jd| {
+        jd.request_completion(&Completion {
+            at: Timestamp::from_millis(again),
+            by: tech(),
+        })
+    })
+    .await?;
+    let mut signed = None;
+    client
+        .wait_for(job, SETTLE, |d| {
+            signed = match read_job(d).ok().and_then(|j| j.report) {
+                Some(ReportOutcome::Signed { report_id, .. }) => Some(report_id),
+                _ => None,
+            };
+            signed.is_some()
+        })
+        .await;
+    let report_id =
+        signed.ok_or_else(|| anyhow::anyhow!("the trained installation was not signed"))?;
+
+    let bytes = reqwest::Client::new()
+        .get(server.http_url(&format!("/api/reports/{report_id}")))
+        .bearer_auth(server.desk_token(DeskRole::Analyst)?)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let trust = fieldsync_server::reports::trust_store(&server.state);
+    let verified = trust.verify_json(&bytes)?;
+    let training = verified
+        .job
+        .visit
+        .training
+        .ok_or_else(|| anyhow::anyhow!("the signed report lacks the training"))?;
+    assert_eq!(
+        training.trainees,
+        ["Ms Chen (shift lead)", "cold-room operators"]
+    );
+    assert_eq!(training.by, tech());
     server.stop().await
 }

@@ -7,7 +7,7 @@
 //!   ([`create_job`]). Later edits only set scalars or insert into those existing objects, so
 //!   two replicas never create the same nested object concurrently (automerge would keep one
 //!   and hide everything written into the other).
-//! - Records that are captured in one go (safety briefing, check-out, hand-over,
+//! - Records that are captured in one go (safety briefing, training, check-out, hand-over,
 //!   acknowledgement, completion, report outcome) are written whole as a fresh map. Two people
 //!   recording one concurrently is a conflict the desk should see, not a field-by-field blend
 //!   of two signatures.
@@ -437,6 +437,19 @@ impl JobDoc {
             let visit = root_map(d, k::VISIT)?;
             schema::put_record(d, &visit, k::SAFETY_BRIEFING, |d, m| {
                 schema::write_safety_briefing(d, m, briefing)
+            })?;
+            Ok(())
+        })
+    }
+
+    /// R16: the training given to the customer's staff, written whole (who was trained, what
+    /// was covered, when, by whom). Recorded again, it replaces the earlier record; two
+    /// recorded concurrently are a conflict the desk sees, like other records.
+    pub fn record_training(&mut self, training: &Training) -> Result<(), EditError> {
+        self.edit("Record visit.training (R16)", |d| {
+            let visit = root_map(d, k::VISIT)?;
+            schema::put_record(d, &visit, k::TRAINING, |d, m| {
+                schema::write_training(d, m, training)
             })?;
             Ok(())
         })

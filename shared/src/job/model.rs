@@ -53,7 +53,9 @@ pub struct Job {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobKind {
     Repair,
-    /// R16: installation and commissioning, including training the customer's staff.
+    /// R16: installation and commissioning, done by the contract's date (the desk's
+    /// `contract_due`) and including training the customer's staff ([`Visit::training`],
+    /// required before the job can be completed).
     Installation,
     Maintenance,
     FollowUp,
@@ -154,6 +156,12 @@ pub struct Visit {
     pub safety_briefing: Option<SafetyBriefing>,
     /// R11: the technician reported back to the desk before leaving the site.
     pub check_out: Option<CheckOut>,
+    /// R16: the training given to the customer's staff (installation and commissioning jobs
+    /// need it before they can be completed). Absent, it is "no training recorded": documents
+    /// and reports from before the field existed read that way, and an absent record is left
+    /// out of the JSON, so their canonical content, digests and report ids are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +169,20 @@ pub struct SafetyBriefing {
     pub at: Timestamp,
     pub by: TechnicianId,
     pub notes: String,
+}
+
+/// R16: training of the customer's staff, given on site and recorded in one go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Training {
+    /// When the training was given.
+    pub at: Timestamp,
+    /// The technician who gave it.
+    pub by: TechnicianId,
+    /// Who was trained: names or roles of the customer's staff (`rules::completeness` asks
+    /// for at least one).
+    pub trainees: Vec<String>,
+    /// What the training covered.
+    pub topics: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

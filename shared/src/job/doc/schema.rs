@@ -45,6 +45,9 @@ pub(super) mod k {
     pub const ARRIVAL: &str = "arrival";
     pub const SAFETY_BRIEFING: &str = "safety_briefing";
     pub const CHECK_OUT: &str = "check_out";
+    pub const TRAINING: &str = "training";
+    pub const TRAINEES: &str = "trainees";
+    pub const TOPICS: &str = "topics";
     pub const AT: &str = "at";
     pub const BY: &str = "by";
     pub const NOTES: &str = "notes";
@@ -232,6 +235,9 @@ pub(super) fn write_job<T: Transactable>(tx: &mut T, job: &Job) -> Written {
         if let Some(c) = &v.check_out {
             put_record(tx, m, k::CHECK_OUT, |tx, r| write_check_out(tx, r, c))?;
         }
+        if let Some(t) = &v.training {
+            put_record(tx, m, k::TRAINING, |tx, r| write_training(tx, r, t))?;
+        }
         Ok(())
     })?;
     put_record(tx, &ROOT, k::DIAGNOSIS, |tx, m| {
@@ -322,6 +328,17 @@ pub(super) fn write_check_out<T: Transactable>(tx: &mut T, m: &ObjId, c: &CheckO
     tx.put(m, k::AT, ts(c.at))?;
     tx.put(m, k::BY, c.by.as_str())?;
     tx.put(m, k::NOTE, c.note.as_str())
+}
+
+/// R16: the trainees are a list of strings inside the record, written with it.
+pub(super) fn write_training<T: Transactable>(tx: &mut T, m: &ObjId, t: &Training) -> Written {
+    tx.put(m, k::AT, ts(t.at))?;
+    tx.put(m, k::BY, t.by.as_str())?;
+    let trainees = tx.put_object(m, k::TRAINEES, ObjType::List)?;
+    for (i, name) in t.trainees.iter().enumerate() {
+        tx.insert(&trainees, i, name.as_str())?;
+    }
+    tx.put(m, k::TOPICS, t.topics.as_str())
 }
 
 pub(super) fn write_part<T: Transactable>(tx: &mut T, m: &ObjId, p: &PartUsed) -> Written {
@@ -488,6 +505,11 @@ pub(super) fn read_job<R: ReadDoc>(rd: Reader<'_, R>) -> Result<Job, SchemaError
                 .opt_map(k::CHECK_OUT)?
                 .map(|m| read_check_out(&m))
                 .transpose()?,
+            // Absent in documents written before R16's training was modelled: none recorded.
+            training: visit
+                .opt_map(k::TRAINING)?
+                .map(|m| read_training(&m))
+                .transpose()?,
         },
         diagnosis: Diagnosis {
             fault_cause: diagnosis.opt_string(k::FAULT_CAUSE)?,
@@ -615,6 +637,15 @@ fn read_check_out<R: ReadDoc>(m: &MapView<'_, R>) -> Result<CheckOut, SchemaErro
         at: m.timestamp(k::AT)?,
         by: m.parse(k::BY)?,
         note: m.string(k::NOTE)?,
+    })
+}
+
+fn read_training<R: ReadDoc>(m: &MapView<'_, R>) -> Result<Training, SchemaError> {
+    Ok(Training {
+        at: m.timestamp(k::AT)?,
+        by: m.parse(k::BY)?,
+        trainees: m.list(k::TRAINEES)?.strings()?,
+        topics: m.string(k::TOPICS)?,
     })
 }
 

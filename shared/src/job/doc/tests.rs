@@ -81,6 +81,12 @@ fn full_job() -> Job {
             by: tech("tech-wang"),
             note: "Called desk".into(),
         }),
+        training: Some(Training {
+            at: at(1_790_058_000_000),
+            by: tech("tech-wang"),
+            trainees: vec!["Ms Lin (shift lead)".into(), "cold-room operators".into()],
+            topics: "Start-up, alarm reset, weekly filter cleaning".into(),
+        }),
     };
     job.diagnosis = Diagnosis {
         fault_cause: Some("Relay contacts worn".into()),
@@ -268,6 +274,10 @@ fn representation_reads_naturally_from_javascript() {
         scalar_at(&doc, &["report", "status"]),
         ScalarValue::Str("refused".into())
     );
+    let (trainees_type, trainees) = object_at(&doc, &["visit", "training", "trainees"]);
+    assert_eq!(trainees_type, ObjType::List);
+    let (second, _) = doc.get(&trainees, 1).expect("get").expect("two trainees");
+    assert_eq!(second.as_str(), Some("cold-room operators"));
 
     // An absent Option is an absent key, never a null.
     let fresh = create_job(&new_job(), None).expect("create");
@@ -617,6 +627,12 @@ fn optional_records_are_recorded_and_cleared() {
         .expect("edit");
     doc.check_out(visit.check_out.as_ref().expect("set"))
         .expect("edit");
+    doc.record_training(visit.training.as_ref().expect("set"))
+        .expect("edit");
+    assert_eq!(
+        message_of_last_change(&mut doc),
+        "Record visit.training (R16)"
+    );
     doc.set_fault_cause(full.diagnosis.fault_cause.as_deref())
         .expect("edit");
     doc.set_fault_category(full.diagnosis.fault_category.as_deref())
@@ -768,6 +784,27 @@ fn wrong_types_and_missing_fields_name_the_path() {
             "technicians[0]: technician id must be 1 to 64 characters",
         ),
         (
+            Box::new(|d| {
+                let t = map_id(d, &["visit", "training"]);
+                d.put(&t, "trainees", "Ms Lin").expect("put");
+            }),
+            "visit.training.trainees: expected list, found str",
+        ),
+        (
+            Box::new(|d| {
+                let t = map_id(d, &["visit", "training", "trainees"]);
+                d.insert(&t, 0, 3).expect("insert");
+            }),
+            "visit.training.trainees[0]: expected string, found int",
+        ),
+        (
+            Box::new(|d| {
+                let t = map_id(d, &["visit", "training"]);
+                d.delete(&t, "topics").expect("delete");
+            }),
+            "visit.training.topics: missing",
+        ),
+        (
             Box::new(|d| d.put(ROOT, "notes", 5).expect("put")),
             "notes: expected string, found int",
         ),
@@ -800,6 +837,34 @@ fn strings_written_as_text_and_nulls_for_absent_values_are_read() {
     .expect("read");
     assert_eq!(job.diagnosis.fault_cause.as_deref(), Some("From JS"));
     assert_eq!(job.diagnosis.solution, None);
+}
+
+/// R16: documents written before the training record existed have no `visit.training` key.
+/// They read as "no training recorded", stay editable, and their JSON (what acknowledgements
+/// and reports hash) has no `training` key, so earlier digests and report ids still hold.
+#[test]
+fn r16_a_document_without_training_reads_as_none_recorded() {
+    // Written key by key as the code before R16 wrote it: no training under the visit.
+    let mut job = full_job();
+    job.visit.training = None;
+    let mut doc = create_job(&job, None).expect("create");
+    let visit = map_id(&doc, &["visit"]);
+    assert!(doc.get(&visit, "training").expect("get").is_none());
+    let read = read_job(&doc).expect("an old document reads");
+    assert_eq!(read.visit.training, None);
+    assert_eq!(read, job);
+
+    let json = serde_json::to_value(&read).expect("json");
+    assert!(json["visit"].get("training").is_none(), "{}", json["visit"]);
+    let back: Job = serde_json::from_value(json).expect("JSON without training reads");
+    assert_eq!(back.visit.training, None);
+
+    // And the training can be added to it later.
+    doc.commit();
+    let mut doc = JobDoc::from_autocommit(doc);
+    let training = full_job().visit.training.expect("set");
+    doc.record_training(&training).expect("edit");
+    assert_eq!(doc.read().expect("read").visit.training, Some(training));
 }
 
 #[test]
@@ -1008,6 +1073,12 @@ fn arb_job() -> impl Strategy<Value = Job> {
         proptest::option::of(arb_ts()),
         proptest::option::of((arb_ts(), arb_tech(), arb_text())),
         proptest::option::of((arb_ts(), arb_tech(), arb_text())),
+        proptest::option::of((
+            arb_ts(),
+            arb_tech(),
+            prop::collection::vec(arb_text(), 0..3),
+            arb_text(),
+        )),
         (
             proptest::option::of(arb_text()),
             proptest::option::of(arb_text()),
@@ -1037,7 +1108,7 @@ fn arb_job() -> impl Strategy<Value = Job> {
     );
     (head, visit, money, tail).prop_map(|(head, visit, money, tail)| {
         let (job_id, branch, kind, request, customer, product, techs) = head;
-        let (appointment, arrival, briefing, check_out, diagnosis) = visit;
+        let (appointment, arrival, briefing, check_out, training, diagnosis) = visit;
         let (parts, (minutes, rate, distance, cost), billing) = money;
         let (handover, opinion, ack, completion, report, timeline, notes) = tail;
         Job {
@@ -1070,6 +1141,12 @@ fn arb_job() -> impl Strategy<Value = Job> {
                 arrival,
                 safety_briefing: briefing.map(|(at, by, notes)| SafetyBriefing { at, by, notes }),
                 check_out: check_out.map(|(at, by, note)| CheckOut { at, by, note }),
+                training: training.map(|(at, by, trainees, topics)| Training {
+                    at,
+                    by,
+                    trainees,
+                    topics,
+                }),
             },
             diagnosis: Diagnosis {
                 fault_cause: diagnosis.0,
@@ -1137,6 +1214,7 @@ enum Op {
     Appointment(Option<i64>),
     Arrival(Option<i64>),
     SafetyBriefing(i64, &'static str),
+    Training(i64, &'static str),
     FaultCause(Option<&'static str>),
     FaultCategory(Option<&'static str>),
     Solution(Option<&'static str>),
@@ -1175,6 +1253,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         proptest::option::of(small.clone()).prop_map(Op::Appointment),
         proptest::option::of(small.clone()).prop_map(Op::Arrival),
         (small.clone(), arb_word()).prop_map(|(t, w)| Op::SafetyBriefing(t, w)),
+        (small.clone(), arb_word()).prop_map(|(t, w)| Op::Training(t, w)),
         proptest::option::of(arb_word()).prop_map(Op::FaultCause),
         proptest::option::of(arb_word()).prop_map(Op::FaultCategory),
         proptest::option::of(arb_word()).prop_map(Op::Solution),
@@ -1222,6 +1301,12 @@ fn apply(doc: &mut JobDoc, op: &Op) -> Result<(), EditError> {
             at: at(*t),
             by,
             notes: (*w).into(),
+        }),
+        Op::Training(t, w) => doc.record_training(&Training {
+            at: at(*t),
+            by,
+            trainees: vec!["operator".into(), (*w).into()],
+            topics: (*w).into(),
         }),
         Op::FaultCause(w) => doc.set_fault_cause(*w),
         Op::FaultCategory(w) => doc.set_fault_category(*w),
