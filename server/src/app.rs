@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::auth::TokenAuthority;
 use crate::config::{Config, Role};
 use crate::data_dir::DataDir;
+use crate::desk::approvals::mirror::ApprovalMirror;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError, Tier};
@@ -78,6 +79,8 @@ pub struct AppState {
     pub assign_lock: tokio::sync::Mutex<()>,
     /// Edge: ids of reports as the signer stores them (the upstream outbox listens).
     pub reports_signed: tokio::sync::broadcast::Sender<String>,
+    /// The desk's approvals queue (R12, R18, R31), mirrored from the stored jobs.
+    pub approvals: ApprovalMirror,
 }
 
 impl std::fmt::Debug for AppState {
@@ -142,6 +145,7 @@ impl AppState {
             runtime,
         )?;
         let (shutdown, _) = watch::channel(false);
+        let approvals = ApprovalMirror::new(Arc::clone(&metrics));
         Ok(Arc::new(Self {
             config,
             branch_id,
@@ -157,6 +161,7 @@ impl AppState {
             seen_generation: AtomicU64::new(seen_generation),
             assign_lock: tokio::sync::Mutex::new(()),
             reports_signed: tokio::sync::broadcast::channel(1024).0,
+            approvals,
         }))
     }
 
@@ -276,6 +281,9 @@ pub async fn serve(
     match state.config.role {
         Role::Edge => {
             workers.push(tokio::spawn(crate::reports::run_signer(Arc::clone(&state))));
+            workers.push(tokio::spawn(crate::desk::approvals::mirror::run(
+                Arc::clone(&state),
+            )));
             if let Some(upstream) = state.config.upstream.clone() {
                 workers.push(tokio::spawn(crate::upstream::run(
                     Arc::clone(&state),
@@ -284,6 +292,8 @@ pub async fn serve(
             }
         }
         Role::HeadOffice => {
+            // Head office keeps no jobs of its own: its approvals queue is empty.
+            state.approvals.mark_built();
             workers.push(tokio::spawn(crate::head_office::run(Arc::clone(&state))));
         }
     }

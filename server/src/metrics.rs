@@ -72,6 +72,8 @@ pub struct Metrics {
     /// Edge: reports head office confirmed holding, and those still waiting.
     pub upstream_delivered: AtomicU64,
     pub upstream_undelivered: AtomicI64,
+    /// Edge: approval requests (R12, R18, R31) no manager has decided yet.
+    pub approvals_waiting: AtomicI64,
     /// Head office: reports archived as verified, and reports kept aside.
     pub reports_verified: AtomicU64,
     pub reports_rejected: AtomicU64,
@@ -144,6 +146,12 @@ impl Metrics {
             "gauge",
             "Signed reports not yet confirmed by head office (edge).",
             g(&self.upstream_undelivered),
+        );
+        line(
+            "fieldsync_approvals_waiting",
+            "gauge",
+            "Approval requests (R12, R18, R31) not decided yet (edge).",
+            g(&self.approvals_waiting),
         );
         line(
             "fieldsync_reports_verified_total",

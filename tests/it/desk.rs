@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use fieldsync_client::SyncClient;
 use fieldsync_server::app::now;
 use fieldsync_server::auth::DeskRole;
 use fieldsync_server::desk::dispatch::on_report_signed;
@@ -46,6 +47,31 @@ impl Desk {
             http: reqwest::Client::new(),
             _dir: dir,
         })
+    }
+
+    /// Stops the server and starts it again on the same data directory (default config).
+    async fn restart(self) -> anyhow::Result<Self> {
+        let Desk { server, http, _dir } = self;
+        server.stop().await?;
+        let server = TestServer::start_in(_dir.path()).await?;
+        Ok(Desk { server, http, _dir })
+    }
+
+    /// The `fieldsync_approvals_waiting` gauge, as a scraper reads it.
+    async fn approvals_waiting(&self) -> anyhow::Result<i64> {
+        let text = self
+            .http
+            .get(self.server.http_url("/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix("fieldsync_approvals_waiting "))
+            .ok_or_else(|| anyhow::anyhow!("no fieldsync_approvals_waiting in /metrics"))?;
+        Ok(value.trim().parse()?)
     }
 
     /// One request; `role` None sends no token. Answers the status and the JSON body.
@@ -1499,6 +1525,70 @@ async fn desk_openapi_document_is_valid_and_lists_every_route() -> anyhow::Resul
     Ok(())
 }
 
+/// The technician asks for an approval in the job document on the device (what the app does,
+/// offline or not), at `offset_ms` from now.
+async fn ask(
+    client: &SyncClient,
+    job: DocumentId,
+    id: &str,
+    kind: ApprovalKind,
+    amount: Option<Money>,
+    offset_ms: i64,
+) -> anyhow::Result<()> {
+    let approval = Approval {
+        id: id.into(),
+        kind,
+        reason: format!("{} needed", kind.as_str()),
+        requested_by: "tech-wang".into(),
+        requested_at: now().plus_millis(offset_ms),
+        amount,
+        decision: None,
+    };
+    let edit = LocalEdit::Change(Box::new(move |doc: &mut automerge::Automerge| {
+        edit_via_autocommit(doc, |ac| {
+            request_approval(ac, &approval).map_err(|e| e.to_string())
+        })
+    }));
+    client
+        .edit(job, edit)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// A job for `tech-wang` and a device of theirs that holds it.
+async fn job_on_a_device(
+    desk: &Desk,
+    device: &str,
+    devices: &TempDir,
+) -> anyhow::Result<(DocumentId, SyncClient)> {
+    let device = desk.server.enroll("tech-wang", device)?;
+    let job = desk.server.create_job("tech-wang").await?.job;
+    let client = desk.server.connect_device(&device, devices.path()).await?;
+    client.subscribe(job);
+    anyhow::ensure!(
+        client.wait_for(job, SETTLE, |d| read_job(d).is_ok()).await,
+        "the job reaches the device"
+    );
+    Ok((job, client))
+}
+
+/// The approvals of a listing, as (id, decided, approved).
+fn approval_states(list: &Value) -> Vec<(String, bool, Option<bool>)> {
+    list["approvals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap_or_default().to_owned(),
+                !a["decision"].is_null(),
+                a["decision"]["approved"].as_bool(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r12_r18_r31_desk_approvals_go_from_the_device_to_a_manager_and_back() -> anyhow::Result<()>
 {
@@ -1517,24 +1607,7 @@ async fn r12_r18_r31_desk_approvals_go_from_the_device_to_a_manager_and_back() -
         ("ret-1", ApprovalKind::ProductReturn, None),
     ];
     for (i, (id, kind, amount)) in asks.into_iter().enumerate() {
-        let approval = Approval {
-            id: id.into(),
-            kind,
-            reason: format!("{} needed", kind.as_str()),
-            requested_by: "tech-wang".into(),
-            requested_at: now().plus_millis(i64::try_from(i)? - 10),
-            amount,
-            decision: None,
-        };
-        let edit = LocalEdit::Change(Box::new(move |doc: &mut automerge::Automerge| {
-            edit_via_autocommit(doc, |ac| {
-                request_approval(ac, &approval).map_err(|e| e.to_string())
-            })
-        }));
-        client
-            .edit(job, edit)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        ask(&client, job, id, kind, amount, i64::try_from(i)? - 10).await?;
     }
 
     // Queued at the desk.
@@ -1634,6 +1707,164 @@ async fn r12_r18_r31_desk_approvals_go_from_the_device_to_a_manager_and_back() -
             .iter()
             .any(|e| e.kind == "approval_decided")
     );
+    Ok(())
+}
+
+/// The queue is a mirror fed by the hub's change feed: a request edited in on a device
+/// reaches it without a listing reading any job, edits that leave approvals alone change
+/// nothing, and a decision is in the queue as soon as the decide call returns (no waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r12_desk_approvals_queue_follows_the_change_feed() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let devices = temp_dir()?;
+    let (job, client) = job_on_a_device(&desk, "dev-feed", &devices).await?;
+    assert_eq!(
+        approval_states(&desk.get(ANALYST, "/api/approvals").await?.1),
+        []
+    );
+    assert_eq!(desk.approvals_waiting().await?, 0);
+
+    ask(&client, job, "ext-7", ApprovalKind::Extension, None, -5).await?;
+    let queue = eventually(SETTLE, "the request reaches the desk's queue", || async {
+        let (_, body) = desk
+            .get(DISPATCHER, "/api/approvals?pending=true")
+            .await
+            .ok()?;
+        (!approval_states(&body).is_empty()).then_some(body)
+    })
+    .await?;
+    assert_eq!(approval_states(&queue), [("ext-7".to_owned(), false, None)]);
+    assert_eq!(queue["approvals"][0]["job_id"], job.to_string().as_str());
+    assert_eq!(queue["approvals"][0]["rule"], "R12");
+    assert_eq!(desk.approvals_waiting().await?, 1);
+
+    // The technician works on: the queue keeps the request as it was.
+    client
+        .edit(job, fieldsync_tests::append_notes(" checked the fan"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eventually(SETTLE, "the note is stored", || async {
+        let body = desk.server.get_job(job).await.ok()?;
+        fieldsync_tests::notes_of(&body)
+            .contains("checked the fan")
+            .then_some(())
+    })
+    .await?;
+    assert_eq!(
+        approval_states(&desk.get(ANALYST, "/api/approvals").await?.1),
+        [("ext-7".to_owned(), false, None)]
+    );
+
+    desk.expect(
+        MANAGER,
+        Method::POST,
+        &format!("/api/jobs/{job}/approvals/ext-7/decision"),
+        Some(json!({"approved": true, "note": "two more days"})),
+        StatusCode::OK,
+    )
+    .await?;
+    // Right after the call: no `eventually`.
+    assert_eq!(
+        approval_states(&desk.get(ANALYST, "/api/approvals").await?.1),
+        [("ext-7".to_owned(), true, Some(true))]
+    );
+    assert_eq!(
+        approval_states(&desk.get(ANALYST, "/api/approvals?pending=true").await?.1),
+        []
+    );
+    assert_eq!(desk.approvals_waiting().await?, 0);
+
+    // A second request after the decision joins the queue beside the decided one.
+    ask(&client, job, "ret-7", ApprovalKind::ProductReturn, None, 0).await?;
+    let queue = eventually(SETTLE, "the second request reaches the queue", || async {
+        let (_, body) = desk.get(ANALYST, "/api/approvals").await.ok()?;
+        (approval_states(&body).len() == 2).then_some(body)
+    })
+    .await?;
+    assert_eq!(
+        approval_states(&queue),
+        [
+            ("ext-7".to_owned(), true, Some(true)),
+            ("ret-7".to_owned(), false, None)
+        ]
+    );
+    assert!(
+        client
+            .wait_for(job, SETTLE, |d| read_approvals(d).is_ok_and(|a| a
+                .iter()
+                .any(|x| x.id == "ext-7" && x.decision.is_some())))
+            .await,
+        "the decision reaches the device"
+    );
+    Ok(())
+}
+
+/// After a restart the queue is rebuilt from the stored jobs before the first listing
+/// answers, decisions included, and follows the feed again from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r12_r18_desk_approvals_queue_is_rebuilt_after_a_restart() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let devices = temp_dir()?;
+    let (job, client) = job_on_a_device(&desk, "dev-restart", &devices).await?;
+    ask(&client, job, "ext-1", ApprovalKind::Extension, None, -20).await?;
+    ask(
+        &client,
+        job,
+        "part-1",
+        ApprovalKind::WarrantyPart,
+        Some(Money(40_000)),
+        -10,
+    )
+    .await?;
+    eventually(SETTLE, "both requests reach the queue", || async {
+        let (_, body) = desk.get(ANALYST, "/api/approvals").await.ok()?;
+        (approval_states(&body).len() == 2).then_some(())
+    })
+    .await?;
+    desk.expect(
+        MANAGER,
+        Method::POST,
+        &format!("/api/jobs/{job}/approvals/part-1/decision"),
+        Some(json!({"approved": false, "note": "not a warranty case"})),
+        StatusCode::OK,
+    )
+    .await?;
+    drop(client);
+
+    let desk = desk.restart().await?;
+    // The first listing after the start: no `eventually`.
+    let queue = desk.get(ANALYST, "/api/approvals").await?.1;
+    assert_eq!(
+        approval_states(&queue),
+        [
+            ("ext-1".to_owned(), false, None),
+            ("part-1".to_owned(), true, Some(false))
+        ],
+        "{queue}"
+    );
+    assert_eq!(queue["approvals"][1]["amount"], 40_000);
+    assert_eq!(desk.approvals_waiting().await?, 1);
+
+    // The technician's other device asks after the restart; the rebuilt queue follows.
+    let other = desk.server.enroll("tech-wang", "dev-restart-2")?;
+    let client = desk.server.connect_device(&other, devices.path()).await?;
+    client.subscribe(job);
+    assert!(client.wait_for(job, SETTLE, |d| read_job(d).is_ok()).await);
+    ask(&client, job, "ret-1", ApprovalKind::ProductReturn, None, 0).await?;
+    eventually(
+        SETTLE,
+        "the new request reaches the rebuilt queue",
+        || async {
+            let (_, body) = desk
+                .get(ANALYST, "/api/approvals?pending=true")
+                .await
+                .ok()?;
+            (ids(&body["approvals"]) == BTreeSet::from(["ext-1".to_owned(), "ret-1".to_owned()]))
+                .then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(desk.approvals_waiting().await?, 2);
     Ok(())
 }
 
