@@ -1589,6 +1589,113 @@ fn approval_states(list: &Value) -> Vec<(String, bool, Option<bool>)> {
         .collect()
 }
 
+/// Runs `tests/js/validate-openapi.mjs` (the official OpenAPI JSON schemas, through
+/// `@seriousme/openapi-schema-validator`) on `document`: `Ok(Ok(stdout))` if it is valid,
+/// `Ok(Err(errors))` if the validator says it is not, `Err` if the validator could not run.
+async fn validate_openapi(document: &[u8]) -> anyhow::Result<Result<String, String>> {
+    use std::process::Stdio;
+
+    use anyhow::Context;
+    use tokio::io::AsyncWriteExt;
+
+    crate::js_interop::require_node_package("@seriousme/openapi-schema-validator")?;
+    let mut child = tokio::process::Command::new("node")
+        .current_dir(crate::js_interop::js_dir())
+        .arg("validate-openapi.mjs")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning node")?;
+    let mut stdin = child.stdin.take().context("no stdin pipe")?;
+    stdin.write_all(document).await?;
+    drop(stdin);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .context("validate-openapi.mjs ran longer than 60 s")??;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    match output.status.code() {
+        Some(0) => Ok(Ok(stdout)),
+        Some(1) => Ok(Err(stderr)),
+        _ => anyhow::bail!(
+            "validate-openapi.mjs failed to run ({}): {stderr}",
+            output.status
+        ),
+    }
+}
+
+/// The served document against the official OpenAPI 3.1 schema (beside the structural checks
+/// above, which the schema does not make: every route documented, ids unique, …).
+#[tokio::test]
+async fn desk_openapi_document_passes_the_openapi_3_1_schema() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let response = desk
+        .http
+        .get(desk.server.http_url("/api/openapi.json"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let document = response.bytes().await?;
+    match validate_openapi(&document).await? {
+        Ok(said) => assert!(said.contains("OpenAPI 3.1"), "{said}"),
+        Err(errors) => anyhow::bail!("/api/openapi.json is not valid OpenAPI 3.1:\n{errors}"),
+    }
+    Ok(())
+}
+
+/// The validator above is not a formality: it refuses a bare document and our own document
+/// broken in ways a 3.1 schema forbids.
+#[tokio::test]
+async fn desk_openapi_validator_refuses_broken_documents() -> anyhow::Result<()> {
+    let bare = validate_openapi(br#"{"openapi":"3.1.0"}"#).await?;
+    assert!(
+        bare.as_ref().is_err_and(|e| e.contains("paths")),
+        "{bare:?}"
+    );
+    assert!(validate_openapi(b"not json").await?.is_err());
+
+    let ours = serde_json::to_value(fieldsync_server::desk::openapi())?;
+    let verdict = validate_openapi(&serde_json::to_vec(&ours)?).await?;
+    assert!(verdict.is_ok(), "{verdict:?}");
+
+    // No `info`.
+    let mut broken = ours.clone();
+    broken
+        .as_object_mut()
+        .ok_or_else(|| anyhow::anyhow!("not an object"))?
+        .remove("info");
+    let verdict = validate_openapi(&serde_json::to_vec(&broken)?).await?;
+    assert!(
+        verdict.as_ref().is_err_and(|e| e.contains("info")),
+        "{verdict:?}"
+    );
+
+    // A parameter `in: body` (OpenAPI 2's way; 3.x has request bodies).
+    let mut broken = ours.clone();
+    let parameter = broken
+        .pointer_mut("/paths/~1api~1jobs~1{id}/get/parameters/0/in")
+        .ok_or_else(|| anyhow::anyhow!("GET /api/jobs/{{id}} has no parameter"))?;
+    *parameter = json!("body");
+    let verdict = validate_openapi(&serde_json::to_vec(&broken)?).await?;
+    assert!(verdict.is_err(), "in: body was accepted");
+
+    // A `$ref` to a schema that is not there.
+    let mut broken = ours;
+    broken
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| anyhow::anyhow!("no schemas"))?
+        .remove("ErrorBody");
+    let verdict = validate_openapi(&serde_json::to_vec(&broken)?).await?;
+    assert!(
+        verdict.as_ref().is_err_and(|e| e.contains("ErrorBody")),
+        "{verdict:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r12_r18_r31_desk_approvals_go_from_the_device_to_a_manager_and_back() -> anyhow::Result<()>
 {
