@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::auth::TokenAuthority;
 use crate::config::{Config, Role};
 use crate::data_dir::DataDir;
+use crate::desk::approvals::mirror::ApprovalMirror;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError, Tier};
@@ -80,6 +81,8 @@ pub struct AppState {
     pub reports_signed: tokio::sync::broadcast::Sender<String>,
     /// Edge: complaint documents as the desk writes them (the upstream outbox listens).
     pub complaints_published: tokio::sync::broadcast::Sender<DocumentId>,
+    /// The desk's approvals queue (R12, R18, R31), mirrored from the stored jobs.
+    pub approvals: ApprovalMirror,
 }
 
 impl std::fmt::Debug for AppState {
@@ -144,6 +147,7 @@ impl AppState {
             runtime,
         )?;
         let (shutdown, _) = watch::channel(false);
+        let approvals = ApprovalMirror::new(Arc::clone(&metrics));
         Ok(Arc::new(Self {
             config,
             branch_id,
@@ -160,6 +164,7 @@ impl AppState {
             assign_lock: tokio::sync::Mutex::new(()),
             reports_signed: tokio::sync::broadcast::channel(1024).0,
             complaints_published: tokio::sync::broadcast::channel(1024).0,
+            approvals,
         }))
     }
 
@@ -278,6 +283,9 @@ pub async fn serve(
     match state.config.role {
         Role::Edge => {
             workers.push(tokio::spawn(crate::reports::run_signer(Arc::clone(&state))));
+            workers.push(tokio::spawn(crate::desk::approvals::mirror::run(
+                Arc::clone(&state),
+            )));
             if let Some(upstream) = state.config.upstream.clone() {
                 workers.push(tokio::spawn(crate::upstream::run(
                     Arc::clone(&state),
@@ -286,6 +294,8 @@ pub async fn serve(
             }
         }
         Role::HeadOffice => {
+            // Head office keeps no jobs of its own: its approvals queue is empty.
+            state.approvals.mark_built();
             workers.push(tokio::spawn(crate::head_office::run(Arc::clone(&state))));
         }
     }

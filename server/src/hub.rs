@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use automerge::ChangeHash;
 use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::job::approvals::{ApprovalsStamp, approvals_stamp};
 use fieldsync_shared::sync::{
     CloseCode, ConnId, Effect, Engine, EngineConfig, Input, LocalEdit, LocalEditError, Principal,
     WriteOp,
@@ -54,6 +55,17 @@ pub enum HubInput {
 
 /// How many frames may wait for one slow connection before the hub gives up on it.
 pub const OUTBOX: usize = 4096;
+/// The approvals feed carries every durable change, and its reader handles most of them
+/// without a load: a deeper queue before it lags and has to reread every job.
+const APPROVALS_FEED: usize = 4096;
+
+/// A durable change of a document, with the stamp of its approvals at that moment, taken
+/// from the document in memory (`None`: it was not in memory to ask).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalsChange {
+    pub doc: DocumentId,
+    pub stamp: Option<ApprovalsStamp>,
+}
 const TICK: Duration = Duration::from_secs(1);
 
 /// A handle to the hub thread.
@@ -62,6 +74,7 @@ pub struct Hub {
     tx: mpsc::Sender<HubInput>,
     doc_changed: broadcast::Sender<DocumentId>,
     completions: broadcast::Sender<DocumentId>,
+    approvals: broadcast::Sender<ApprovalsChange>,
     delivered: broadcast::Sender<(DocumentId, Vec<ChangeHash>)>,
 }
 
@@ -89,10 +102,12 @@ impl Hub {
         let (doc_changed, _) = broadcast::channel(1024);
         let (delivered, _) = broadcast::channel(1024);
         let (completions, _) = broadcast::channel(1024);
+        let (approvals, _) = broadcast::channel(APPROVALS_FEED);
         let hub = Hub {
             tx: tx.clone(),
             doc_changed: doc_changed.clone(),
             completions: completions.clone(),
+            approvals: approvals.clone(),
             delivered: delivered.clone(),
         };
         let worker = Worker {
@@ -107,6 +122,7 @@ impl Hub {
             next_token: 0,
             doc_changed,
             completions,
+            approvals,
             delivered,
             started: Instant::now(),
         };
@@ -156,6 +172,14 @@ impl Hub {
         self.completions.subscribe()
     }
 
+    /// Every durable change with the stamp of the document's approvals then: what the desk's
+    /// approvals queue (`desk::approvals::mirror`) follows. The stamp comes from the document
+    /// in memory, so the queue rereads from disk only a job whose approvals changed. Taken
+    /// only while someone listens (an edge's queue), so head office pays nothing for it.
+    pub fn subscribe_approvals(&self) -> broadcast::Receiver<ApprovalsChange> {
+        self.approvals.subscribe()
+    }
+
     /// Documents a dialled server (head office) confirmed holding, with the heads it holds.
     pub fn subscribe_delivered(&self) -> broadcast::Receiver<(DocumentId, Vec<ChangeHash>)> {
         self.delivered.subscribe()
@@ -182,6 +206,7 @@ struct Worker {
     next_token: u64,
     doc_changed: broadcast::Sender<DocumentId>,
     completions: broadcast::Sender<DocumentId>,
+    approvals: broadcast::Sender<ApprovalsChange>,
     delivered: broadcast::Sender<(DocumentId, Vec<ChangeHash>)>,
     started: Instant,
 }
@@ -363,6 +388,12 @@ impl Worker {
                     .is_none_or(fieldsync_shared::job::doc::completion_pending);
                 if pending {
                     let _ = self.completions.send(doc);
+                }
+                if self.approvals.receiver_count() > 0 {
+                    // A map lookup for a job without requests; a walk of a few dozen entries
+                    // for one with some.
+                    let stamp = self.engine.document(&doc).map(approvals_stamp);
+                    let _ = self.approvals.send(ApprovalsChange { doc, stamp });
                 }
             }
             Effect::EditDone { token, result, .. } => {

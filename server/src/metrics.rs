@@ -74,6 +74,8 @@ pub struct Metrics {
     pub upstream_undelivered: AtomicI64,
     /// Edge: complaint documents with a revision head office has not confirmed.
     pub upstream_complaints_undelivered: AtomicI64,
+    /// Edge: approval requests (R12, R18, R31) no manager has decided yet.
+    pub approvals_waiting: AtomicI64,
     /// Head office: reports archived as verified, and reports kept aside.
     pub reports_verified: AtomicU64,
     pub reports_rejected: AtomicU64,
@@ -167,6 +169,12 @@ impl Metrics {
             "counter",
             "Complaint documents kept aside (head office).",
             c(&self.complaints_rejected),
+        );
+        line(
+            "fieldsync_approvals_waiting",
+            "gauge",
+            "Approval requests (R12, R18, R31) not decided yet (edge).",
+            g(&self.approvals_waiting),
         );
         line(
             "fieldsync_reports_verified_total",

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use fieldsync_client::SyncClient;
 use fieldsync_server::app::now;
 use fieldsync_server::auth::DeskRole;
 use fieldsync_server::desk::dispatch::on_report_signed;
@@ -46,6 +47,31 @@ impl Desk {
             http: reqwest::Client::new(),
             _dir: dir,
         })
+    }
+
+    /// Stops the server and starts it again on the same data directory (default config).
+    async fn restart(self) -> anyhow::Result<Self> {
+        let Desk { server, http, _dir } = self;
+        server.stop().await?;
+        let server = TestServer::start_in(_dir.path()).await?;
+        Ok(Desk { server, http, _dir })
+    }
+
+    /// The `fieldsync_approvals_waiting` gauge, as a scraper reads it.
+    async fn approvals_waiting(&self) -> anyhow::Result<i64> {
+        let text = self
+            .http
+            .get(self.server.http_url("/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix("fieldsync_approvals_waiting "))
+            .ok_or_else(|| anyhow::anyhow!("no fieldsync_approvals_waiting in /metrics"))?;
+        Ok(value.trim().parse()?)
     }
 
     /// One request; `role` None sends no token. Answers the status and the JSON body.
@@ -1543,6 +1569,177 @@ async fn desk_openapi_document_is_valid_and_lists_every_route() -> anyhow::Resul
     Ok(())
 }
 
+/// The technician asks for an approval in the job document on the device (what the app does,
+/// offline or not), at `offset_ms` from now.
+async fn ask(
+    client: &SyncClient,
+    job: DocumentId,
+    id: &str,
+    kind: ApprovalKind,
+    amount: Option<Money>,
+    offset_ms: i64,
+) -> anyhow::Result<()> {
+    let approval = Approval {
+        id: id.into(),
+        kind,
+        reason: format!("{} needed", kind.as_str()),
+        requested_by: "tech-wang".into(),
+        requested_at: now().plus_millis(offset_ms),
+        amount,
+        decision: None,
+    };
+    let edit = LocalEdit::Change(Box::new(move |doc: &mut automerge::Automerge| {
+        edit_via_autocommit(doc, |ac| {
+            request_approval(ac, &approval).map_err(|e| e.to_string())
+        })
+    }));
+    client
+        .edit(job, edit)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// A job for `tech-wang` and a device of theirs that holds it.
+async fn job_on_a_device(
+    desk: &Desk,
+    device: &str,
+    devices: &TempDir,
+) -> anyhow::Result<(DocumentId, SyncClient)> {
+    let device = desk.server.enroll("tech-wang", device)?;
+    let job = desk.server.create_job("tech-wang").await?.job;
+    let client = desk.server.connect_device(&device, devices.path()).await?;
+    client.subscribe(job);
+    anyhow::ensure!(
+        client.wait_for(job, SETTLE, |d| read_job(d).is_ok()).await,
+        "the job reaches the device"
+    );
+    Ok((job, client))
+}
+
+/// The approvals of a listing, as (id, decided, approved).
+fn approval_states(list: &Value) -> Vec<(String, bool, Option<bool>)> {
+    list["approvals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap_or_default().to_owned(),
+                !a["decision"].is_null(),
+                a["decision"]["approved"].as_bool(),
+            )
+        })
+        .collect()
+}
+
+/// Runs `tests/js/validate-openapi.mjs` (the official OpenAPI JSON schemas, through
+/// `@seriousme/openapi-schema-validator`) on `document`: `Ok(Ok(stdout))` if it is valid,
+/// `Ok(Err(errors))` if the validator says it is not, `Err` if the validator could not run.
+async fn validate_openapi(document: &[u8]) -> anyhow::Result<Result<String, String>> {
+    use std::process::Stdio;
+
+    use anyhow::Context;
+    use tokio::io::AsyncWriteExt;
+
+    crate::js_interop::require_node_package("@seriousme/openapi-schema-validator")?;
+    let mut child = tokio::process::Command::new("node")
+        .current_dir(crate::js_interop::js_dir())
+        .arg("validate-openapi.mjs")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning node")?;
+    let mut stdin = child.stdin.take().context("no stdin pipe")?;
+    stdin.write_all(document).await?;
+    drop(stdin);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .context("validate-openapi.mjs ran longer than 60 s")??;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    match output.status.code() {
+        Some(0) => Ok(Ok(stdout)),
+        Some(1) => Ok(Err(stderr)),
+        _ => anyhow::bail!(
+            "validate-openapi.mjs failed to run ({}): {stderr}",
+            output.status
+        ),
+    }
+}
+
+/// The served document against the official OpenAPI 3.1 schema (beside the structural checks
+/// above, which the schema does not make: every route documented, ids unique, …).
+#[tokio::test]
+async fn desk_openapi_document_passes_the_openapi_3_1_schema() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let response = desk
+        .http
+        .get(desk.server.http_url("/api/openapi.json"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let document = response.bytes().await?;
+    match validate_openapi(&document).await? {
+        Ok(said) => assert!(said.contains("OpenAPI 3.1"), "{said}"),
+        Err(errors) => anyhow::bail!("/api/openapi.json is not valid OpenAPI 3.1:\n{errors}"),
+    }
+    Ok(())
+}
+
+/// The validator above is not a formality: it refuses a bare document and our own document
+/// broken in ways a 3.1 schema forbids.
+#[tokio::test]
+async fn desk_openapi_validator_refuses_broken_documents() -> anyhow::Result<()> {
+    let bare = validate_openapi(br#"{"openapi":"3.1.0"}"#).await?;
+    assert!(
+        bare.as_ref().is_err_and(|e| e.contains("paths")),
+        "{bare:?}"
+    );
+    assert!(validate_openapi(b"not json").await?.is_err());
+
+    let ours = serde_json::to_value(fieldsync_server::desk::openapi())?;
+    let verdict = validate_openapi(&serde_json::to_vec(&ours)?).await?;
+    assert!(verdict.is_ok(), "{verdict:?}");
+
+    // No `info`.
+    let mut broken = ours.clone();
+    broken
+        .as_object_mut()
+        .ok_or_else(|| anyhow::anyhow!("not an object"))?
+        .remove("info");
+    let verdict = validate_openapi(&serde_json::to_vec(&broken)?).await?;
+    assert!(
+        verdict.as_ref().is_err_and(|e| e.contains("info")),
+        "{verdict:?}"
+    );
+
+    // A parameter `in: body` (OpenAPI 2's way; 3.x has request bodies).
+    let mut broken = ours.clone();
+    let parameter = broken
+        .pointer_mut("/paths/~1api~1jobs~1{id}/get/parameters/0/in")
+        .ok_or_else(|| anyhow::anyhow!("GET /api/jobs/{{id}} has no parameter"))?;
+    *parameter = json!("body");
+    let verdict = validate_openapi(&serde_json::to_vec(&broken)?).await?;
+    assert!(verdict.is_err(), "in: body was accepted");
+
+    // A `$ref` to a schema that is not there.
+    let mut broken = ours;
+    broken
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| anyhow::anyhow!("no schemas"))?
+        .remove("ErrorBody");
+    let verdict = validate_openapi(&serde_json::to_vec(&broken)?).await?;
+    assert!(
+        verdict.as_ref().is_err_and(|e| e.contains("ErrorBody")),
+        "{verdict:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r12_r18_r31_desk_approvals_go_from_the_device_to_a_manager_and_back() -> anyhow::Result<()>
 {
@@ -1561,24 +1758,7 @@ async fn r12_r18_r31_desk_approvals_go_from_the_device_to_a_manager_and_back() -
         ("ret-1", ApprovalKind::ProductReturn, None),
     ];
     for (i, (id, kind, amount)) in asks.into_iter().enumerate() {
-        let approval = Approval {
-            id: id.into(),
-            kind,
-            reason: format!("{} needed", kind.as_str()),
-            requested_by: "tech-wang".into(),
-            requested_at: now().plus_millis(i64::try_from(i)? - 10),
-            amount,
-            decision: None,
-        };
-        let edit = LocalEdit::Change(Box::new(move |doc: &mut automerge::Automerge| {
-            edit_via_autocommit(doc, |ac| {
-                request_approval(ac, &approval).map_err(|e| e.to_string())
-            })
-        }));
-        client
-            .edit(job, edit)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        ask(&client, job, id, kind, amount, i64::try_from(i)? - 10).await?;
     }
 
     // Queued at the desk.
@@ -1678,6 +1858,164 @@ async fn r12_r18_r31_desk_approvals_go_from_the_device_to_a_manager_and_back() -
             .iter()
             .any(|e| e.kind == "approval_decided")
     );
+    Ok(())
+}
+
+/// The queue is a mirror fed by the hub's change feed: a request edited in on a device
+/// reaches it without a listing reading any job, edits that leave approvals alone change
+/// nothing, and a decision is in the queue as soon as the decide call returns (no waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r12_desk_approvals_queue_follows_the_change_feed() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let devices = temp_dir()?;
+    let (job, client) = job_on_a_device(&desk, "dev-feed", &devices).await?;
+    assert_eq!(
+        approval_states(&desk.get(ANALYST, "/api/approvals").await?.1),
+        []
+    );
+    assert_eq!(desk.approvals_waiting().await?, 0);
+
+    ask(&client, job, "ext-7", ApprovalKind::Extension, None, -5).await?;
+    let queue = eventually(SETTLE, "the request reaches the desk's queue", || async {
+        let (_, body) = desk
+            .get(DISPATCHER, "/api/approvals?pending=true")
+            .await
+            .ok()?;
+        (!approval_states(&body).is_empty()).then_some(body)
+    })
+    .await?;
+    assert_eq!(approval_states(&queue), [("ext-7".to_owned(), false, None)]);
+    assert_eq!(queue["approvals"][0]["job_id"], job.to_string().as_str());
+    assert_eq!(queue["approvals"][0]["rule"], "R12");
+    assert_eq!(desk.approvals_waiting().await?, 1);
+
+    // The technician works on: the queue keeps the request as it was.
+    client
+        .edit(job, fieldsync_tests::append_notes(" checked the fan"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eventually(SETTLE, "the note is stored", || async {
+        let body = desk.server.get_job(job).await.ok()?;
+        fieldsync_tests::notes_of(&body)
+            .contains("checked the fan")
+            .then_some(())
+    })
+    .await?;
+    assert_eq!(
+        approval_states(&desk.get(ANALYST, "/api/approvals").await?.1),
+        [("ext-7".to_owned(), false, None)]
+    );
+
+    desk.expect(
+        MANAGER,
+        Method::POST,
+        &format!("/api/jobs/{job}/approvals/ext-7/decision"),
+        Some(json!({"approved": true, "note": "two more days"})),
+        StatusCode::OK,
+    )
+    .await?;
+    // Right after the call: no `eventually`.
+    assert_eq!(
+        approval_states(&desk.get(ANALYST, "/api/approvals").await?.1),
+        [("ext-7".to_owned(), true, Some(true))]
+    );
+    assert_eq!(
+        approval_states(&desk.get(ANALYST, "/api/approvals?pending=true").await?.1),
+        []
+    );
+    assert_eq!(desk.approvals_waiting().await?, 0);
+
+    // A second request after the decision joins the queue beside the decided one.
+    ask(&client, job, "ret-7", ApprovalKind::ProductReturn, None, 0).await?;
+    let queue = eventually(SETTLE, "the second request reaches the queue", || async {
+        let (_, body) = desk.get(ANALYST, "/api/approvals").await.ok()?;
+        (approval_states(&body).len() == 2).then_some(body)
+    })
+    .await?;
+    assert_eq!(
+        approval_states(&queue),
+        [
+            ("ext-7".to_owned(), true, Some(true)),
+            ("ret-7".to_owned(), false, None)
+        ]
+    );
+    assert!(
+        client
+            .wait_for(job, SETTLE, |d| read_approvals(d).is_ok_and(|a| a
+                .iter()
+                .any(|x| x.id == "ext-7" && x.decision.is_some())))
+            .await,
+        "the decision reaches the device"
+    );
+    Ok(())
+}
+
+/// After a restart the queue is rebuilt from the stored jobs before the first listing
+/// answers, decisions included, and follows the feed again from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r12_r18_desk_approvals_queue_is_rebuilt_after_a_restart() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let devices = temp_dir()?;
+    let (job, client) = job_on_a_device(&desk, "dev-restart", &devices).await?;
+    ask(&client, job, "ext-1", ApprovalKind::Extension, None, -20).await?;
+    ask(
+        &client,
+        job,
+        "part-1",
+        ApprovalKind::WarrantyPart,
+        Some(Money(40_000)),
+        -10,
+    )
+    .await?;
+    eventually(SETTLE, "both requests reach the queue", || async {
+        let (_, body) = desk.get(ANALYST, "/api/approvals").await.ok()?;
+        (approval_states(&body).len() == 2).then_some(())
+    })
+    .await?;
+    desk.expect(
+        MANAGER,
+        Method::POST,
+        &format!("/api/jobs/{job}/approvals/part-1/decision"),
+        Some(json!({"approved": false, "note": "not a warranty case"})),
+        StatusCode::OK,
+    )
+    .await?;
+    drop(client);
+
+    let desk = desk.restart().await?;
+    // The first listing after the start: no `eventually`.
+    let queue = desk.get(ANALYST, "/api/approvals").await?.1;
+    assert_eq!(
+        approval_states(&queue),
+        [
+            ("ext-1".to_owned(), false, None),
+            ("part-1".to_owned(), true, Some(false))
+        ],
+        "{queue}"
+    );
+    assert_eq!(queue["approvals"][1]["amount"], 40_000);
+    assert_eq!(desk.approvals_waiting().await?, 1);
+
+    // The technician's other device asks after the restart; the rebuilt queue follows.
+    let other = desk.server.enroll("tech-wang", "dev-restart-2")?;
+    let client = desk.server.connect_device(&other, devices.path()).await?;
+    client.subscribe(job);
+    assert!(client.wait_for(job, SETTLE, |d| read_job(d).is_ok()).await);
+    ask(&client, job, "ret-1", ApprovalKind::ProductReturn, None, 0).await?;
+    eventually(
+        SETTLE,
+        "the new request reaches the rebuilt queue",
+        || async {
+            let (_, body) = desk
+                .get(ANALYST, "/api/approvals?pending=true")
+                .await
+                .ok()?;
+            (ids(&body["approvals"]) == BTreeSet::from(["ext-1".to_owned(), "ret-1".to_owned()]))
+                .then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(desk.approvals_waiting().await?, 2);
     Ok(())
 }
 

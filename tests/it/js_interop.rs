@@ -30,12 +30,18 @@ use serde_json::Value as Json;
 const JS_DEADLINE: Duration = Duration::from_secs(40);
 const JS_INNER_TIMEOUT_MS: &str = "30000";
 
-fn js_dir() -> PathBuf {
+/// `tests/js`: the scripts and their pinned packages.
+pub(crate) fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
 }
 
 /// Fails, saying how to fix it, when node or the pinned packages are missing.
 fn require_node() -> anyhow::Result<()> {
+    require_node_package("@automerge/automerge-repo-network-websocket")
+}
+
+/// Fails, saying how to fix it, when node or the pinned `package` of `tests/js` is missing.
+pub(crate) fn require_node_package(package: &str) -> anyhow::Result<()> {
     const HOW: &str = "run `npm ci --prefix tests/js` (or `scripts/test`, which does it)";
     let version = std::process::Command::new("node").arg("--version").output();
     match version {
@@ -45,11 +51,11 @@ fn require_node() -> anyhow::Result<()> {
             out.status
         ),
         Err(e) => bail!(
-            "the JavaScript interop tests need Node.js 20 or newer on PATH ({e}); install it \
+            "the tests that run tests/js need Node.js 20 or newer on PATH ({e}); install it \
              (https://nodejs.org or your package manager), then {HOW}"
         ),
     }
-    let installed = js_dir().join("node_modules/@automerge/automerge-repo-network-websocket");
+    let installed = js_dir().join("node_modules").join(package);
     ensure!(
         installed.is_dir(),
         "{} is missing: {HOW}",

@@ -2,12 +2,17 @@
 //! the desk lists what is waiting, a manager decides, and the decision is written back into
 //! the job document so the device shows it.
 //!
-//! The queue is read from the stored job documents of the branch (what the server has
-//! promised to hold), so it cannot disagree with them. That costs a document load per job
-//! per listing: fine for a branch's open jobs; a mirror in desk records fed by the hub's
-//! change feed is the step after this one.
+//! The queue is listed from [`mirror`], the approvals of every job as read from the stored
+//! job documents (what the server has promised to hold), kept current from the hub's change
+//! feed: a listing loads no document, and the queue differs from the stored documents only
+//! while a change is on its way through the feed. A decision is written into the job document
+//! (the document is the truth) and the job is read again into the mirror before the call
+//! returns, so the next listing shows it.
+
+pub mod mirror;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use automerge::Automerge;
 use axum::Json;
@@ -78,19 +83,17 @@ fn view(state: &AppState, job_id: DocumentId, a: Approval) -> ApprovalView {
     }
 }
 
-/// The approvals of one stored job.
-async fn approvals_of(state: &AppState, job_id: DocumentId) -> Result<Vec<Approval>, ApiError> {
-    let store = Arc::clone(&state.store);
-    let chunks = tokio::task::spawn_blocking(move || store.load_doc(&job_id.to_string()))
+/// How long a listing waits for the queue's first build (an edge that just started reads
+/// every stored job once) before it answers 503 `approvals_loading`.
+const BUILD_WAIT: Duration = Duration::from_secs(10);
+
+/// The approvals of one stored job, read from the store: what a decision is checked against.
+async fn stored_approvals(state: &AppState, job_id: DocumentId) -> Result<Vec<Approval>, ApiError> {
+    let doc = state
+        .load_document(job_id)
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?
-        .map_err(|e| ApiError::internal("storage_error", e))?
         .ok_or_else(|| ApiError::not_found("unknown_job", format!("no job {job_id} stored")))?;
-    let mut doc = Automerge::new();
-    for chunk in &chunks {
-        doc.load_incremental(chunk)
-            .map_err(|e| ApiError::internal("document_error", e))?;
-    }
     // A device wrote these: a malformed request is the device's fault, shown, not fatal.
     read_approvals(&doc).map_err(|e| {
         ApiError::new(
@@ -121,12 +124,14 @@ pub struct ApprovalList {
     get,
     path = "/api/approvals",
     tag = "approvals",
-    description = "R12, R18, R31: approval requests raised in job documents. Roles: \
-        dispatcher, manager, analyst.",
+    description = "R12, R18, R31: approval requests raised in job documents, oldest first. \
+        Roles: dispatcher, manager, analyst.",
     params(ApprovalQuery),
     responses(
         (status = 200, body = ApprovalList),
         (status = 400, body = ErrorBody, description = "invalid_query"),
+        (status = 503, body = ErrorBody, description = "approvals_loading: the server has \
+            just started and is still reading the stored jobs"),
     ),
 )]
 pub async fn list_approvals(
@@ -137,25 +142,21 @@ pub async fn list_approvals(
     authorize(&state, &headers, EVERYONE, "list approvals")?;
     let q = query(q)?;
     let pending_only = q.pending.unwrap_or(false);
-    let jobs: Vec<DocumentId> = state.registry_read().jobs().map(|j| j.job_id).collect();
-    let mut approvals = Vec::new();
-    for job_id in jobs {
-        let found = match approvals_of(&state, job_id).await {
-            Ok(found) => found,
-            Err(e) if e.status.is_client_error() => {
-                tracing::warn!(%job_id, error = %e.message, "skipping unreadable approvals");
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        approvals.extend(
-            found
-                .into_iter()
-                .filter(|a| !pending_only || a.decision.is_none())
-                .map(|a| view(&state, job_id, a)),
-        );
+    if !state.approvals.until_built(BUILD_WAIT).await {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "approvals_loading",
+            "the approvals queue is still being read from the stored jobs; try again shortly",
+        ));
     }
-    approvals.sort_by_key(|a| a.requested_at);
+    let mut found = state.approvals.approvals(pending_only);
+    found.sort_by(|(job_a, a), (job_b, b)| {
+        (a.requested_at, job_a, &a.id).cmp(&(b.requested_at, job_b, &b.id))
+    });
+    let approvals = found
+        .into_iter()
+        .map(|(job_id, a)| view(&state, job_id, a))
+        .collect();
     Ok(Json(ApprovalList { approvals }))
 }
 
@@ -207,7 +208,7 @@ pub async fn decide_approval(
             format!("no job {job_id} at this branch"),
         ));
     }
-    let current = approvals_of(&state, job_id).await?;
+    let current = stored_approvals(&state, job_id).await?;
     let Some(found) = current.into_iter().find(|a| a.id == approval) else {
         return Err(ApiError::not_found(
             "unknown_approval",
@@ -263,6 +264,11 @@ pub async fn decide_approval(
             ApiError::internal("storage_error", message)
         }
     })?;
+    // The feed brings the change to the queue too, but maybe only after this call returns:
+    // read the job again now, so the next listing shows the decision.
+    if let Err(e) = mirror::reread(&state, job_id).await {
+        tracing::warn!(%job_id, error = %e, "the decision is stored; the queue shows it after the feed does");
+    }
     let mut decided = found;
     decided.decision = Some(decision);
     Ok(Json(view(&state, job_id, decided)))

@@ -10,8 +10,12 @@
 //! the first request. The `Job` model does not include them: they are not part of the
 //! signed report content.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use automerge::transaction::Transactable;
-use automerge::{AutoCommit, AutomergeError, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{
+    AutoCommit, AutomergeError, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value, ValueRef,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::time::{Money, Timestamp};
@@ -208,6 +212,56 @@ pub fn read_approvals<R: ReadDoc>(doc: &R) -> Result<Vec<Approval>, ApprovalErro
     Ok(found)
 }
 
+/// A digest of everything [`read_approvals`] reads: two documents (or two states of one)
+/// with the same stamp have the same approvals. The server takes it of every changed job from
+/// the document it holds in memory, so the desk's queue re-reads from disk only a job whose
+/// approvals did change.
+///
+/// It hashes the keys and value ids of the approvals map, of each request's map and of each
+/// decision's map, the three levels `read_approvals` reads: any write there is a new value id
+/// (a deletion removes a key), while a concurrent write that loses does not change what is
+/// read. Value ids name the change's actor by its id, not by its index in the document, so
+/// the same content loaded elsewhere has the same stamp. It is not kept anywhere: the hash is
+/// only compared within one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ApprovalsStamp(u64);
+
+impl ApprovalsStamp {
+    /// No approval requests: `read_approvals` answers an empty list.
+    pub const NONE: ApprovalsStamp = ApprovalsStamp(0);
+}
+
+/// The [`ApprovalsStamp`] of the document as it is now.
+pub fn approvals_stamp<R: ReadDoc>(doc: &R) -> ApprovalsStamp {
+    /// Hashes the entries of `obj`, and of the maps under it down to `depth` more levels.
+    fn walk<R: ReadDoc>(doc: &R, obj: &ObjId, depth: u8, hasher: &mut DefaultHasher) -> usize {
+        let mut entries = 0;
+        for item in doc.map_range(obj, ..) {
+            let id = item.id();
+            item.key.hash(hasher);
+            id.hash(hasher);
+            entries += 1;
+            if depth > 0 && matches!(item.value, ValueRef::Object(ObjType::Map)) {
+                // Hashed as a nested level, so entries cannot pass for their parent's.
+                depth.hash(hasher);
+                walk(doc, &id, depth - 1, hasher);
+                depth.hash(hasher);
+            }
+        }
+        entries
+    }
+    let Ok(Some(map)) = map_at(doc, &ROOT, APPROVALS) else {
+        return ApprovalsStamp::NONE;
+    };
+    let mut hasher = DefaultHasher::new();
+    // Requests, then each request's fields, then each decision's fields.
+    if walk(doc, &map, 2, &mut hasher) == 0 {
+        return ApprovalsStamp::NONE;
+    }
+    // 0 is NONE; a hash that happens to be 0 must still differ from it.
+    ApprovalsStamp(hasher.finish().max(1))
+}
+
 /// Creates the empty approvals map (the server does it when it creates the job).
 pub fn init_approvals(doc: &mut AutoCommit) -> Result<(), AutomergeError> {
     if map_at(doc, &ROOT, APPROVALS)?.is_none() {
@@ -308,6 +362,58 @@ mod tests {
         ));
         a.merge(&mut server)?;
         assert_eq!(read_approvals(&a)?[0].decision.as_ref(), Some(&decision));
+        Ok(())
+    }
+
+    #[test]
+    fn the_stamp_follows_what_read_approvals_reads_and_nothing_else() -> Result<(), ApprovalError> {
+        let mut a = AutoCommit::new();
+        assert_eq!(approvals_stamp(&a), ApprovalsStamp::NONE);
+        init_approvals(&mut a)?;
+        assert_eq!(approvals_stamp(&a), ApprovalsStamp::NONE, "an empty map");
+        let mut b = a.fork();
+
+        request_approval(&mut a, &ask("a-1", ApprovalKind::Extension, 10))?;
+        let asked = approvals_stamp(&a);
+        assert_ne!(asked, ApprovalsStamp::NONE);
+        a.put(ROOT, "notes", "unrelated")?;
+        assert_eq!(approvals_stamp(&a), asked, "an edit elsewhere in the job");
+
+        // The same content in another document, whose actors are numbered the other way.
+        request_approval(&mut b, &ask("b-1", ApprovalKind::WarrantyPart, 20))?;
+        let mut a2 = a.fork();
+        a2.merge(&mut b)?;
+        b.merge(&mut a)?;
+        assert_eq!(read_approvals(&a2)?, read_approvals(&b)?);
+        assert_eq!(approvals_stamp(&a2), approvals_stamp(&b));
+        let loaded = automerge::Automerge::load(&b.save())?;
+        assert_eq!(approvals_stamp(&loaded), approvals_stamp(&b));
+        let both = approvals_stamp(&b);
+        assert_ne!(both, asked);
+
+        // A decision, a changed field and a removed request each change it.
+        let decision = Decision {
+            approved: false,
+            by: "desk:manager".into(),
+            at: Timestamp::from_millis(30),
+            note: String::new(),
+        };
+        decide(&mut b, "a-1", &decision)?;
+        let decided = approvals_stamp(&b);
+        assert_ne!(decided, both);
+        let map = map_at(&b, &ROOT, APPROVALS)?.ok_or(ApprovalError::Unknown("map".into()))?;
+        let request = map_at(&b, &map, "b-1")?.ok_or(ApprovalError::Unknown("b-1".into()))?;
+        b.put(&request, key::REASON, "a different part")?;
+        let edited = approvals_stamp(&b);
+        assert_ne!(edited, decided);
+        b.delete(&map, "b-1")?;
+        assert_ne!(approvals_stamp(&b), edited);
+        b.delete(&map, "a-1")?;
+        assert_eq!(
+            approvals_stamp(&b),
+            ApprovalsStamp::NONE,
+            "every request removed"
+        );
         Ok(())
     }
 }
