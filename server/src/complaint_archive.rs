@@ -33,9 +33,8 @@ use crate::app::{AppState, now};
 use crate::desk::complaints::{Complaint, ComplaintSummary, ComplaintView, summarize};
 use crate::desk::intake::query;
 use crate::desk::wire::{ErrorBody, Instant};
-use crate::desk::{EVERYONE, authorize};
 use crate::error::ApiError;
-use crate::head_office::head_office_only;
+use crate::head_office::{blocking, indexed_entries, read_archive};
 
 /// Archived complaints: `<branch>/<complaint id>` → [`ArchivedComplaint`].
 pub const ARCHIVE: &str = "complaint_archive";
@@ -286,18 +285,8 @@ pub fn archived_complaints(
     month: Option<Month>,
     branch: Option<&str>,
 ) -> Result<Vec<ArchivedComplaint>, StorageError> {
-    let entries: Vec<Vec<u8>> = match month {
-        Some(m) => store
-            .meta_entries(&month_index(m))?
-            .into_iter()
-            .filter_map(|(key, _)| store.meta(ARCHIVE, &key).transpose())
-            .collect::<Result<_, _>>()?,
-        None => store
-            .meta_entries(ARCHIVE)?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect(),
-    };
+    let index = month.map(month_index);
+    let entries = indexed_entries(store, ARCHIVE, index.as_deref())?;
     let mut out: Vec<ArchivedComplaint> = entries
         .iter()
         .filter_map(|v| serde_json::from_slice(v).ok())
@@ -387,15 +376,6 @@ pub struct ArchivedComplaintList {
     pub complaints: Vec<ArchivedComplaintView>,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal("storage_error", e))?
-        .map_err(|e| ApiError::internal("storage_error", e))
-}
-
 /// Head office: the complaints branches sent.
 #[utoipa::path(
     get,
@@ -416,8 +396,7 @@ pub async fn list_archived(
     headers: HeaderMap,
     q: Result<Query<ComplaintArchiveQuery>, QueryRejection>,
 ) -> Result<Json<ArchivedComplaintList>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "read the complaint archive")?;
-    head_office_only(&state)?;
+    read_archive(&state, &headers)?;
     let q = query(q)?;
     let store = Arc::clone(&state.store);
     let complaints =
@@ -449,8 +428,7 @@ pub async fn get_archived(
     headers: HeaderMap,
     Path((branch, id)): Path<(String, String)>,
 ) -> Result<Json<ArchivedComplaintView>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "read the complaint archive")?;
-    head_office_only(&state)?;
+    read_archive(&state, &headers)?;
     let store = Arc::clone(&state.store);
     let key = format!("{branch}/{id}");
     let found = blocking(move || store.meta(ARCHIVE, &key)).await?;
@@ -488,8 +466,7 @@ pub async fn list_rejected(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<ComplaintRejectionList>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "read the complaint archive")?;
-    head_office_only(&state)?;
+    read_archive(&state, &headers)?;
     let store = Arc::clone(&state.store);
     let mut rejected: Vec<ComplaintRejection> = blocking(move || store.meta_entries(REJECTED))
         .await?
@@ -532,8 +509,7 @@ pub async fn complaint_stats(
     headers: HeaderMap,
     q: Result<Query<ComplaintStatsQuery>, QueryRejection>,
 ) -> Result<Json<ComplaintReport>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "read complaint statistics")?;
-    head_office_only(&state)?;
+    read_archive(&state, &headers)?;
     let month = query(q)?.month;
     let store = Arc::clone(&state.store);
     let window = state.config.repeat_window_days;

@@ -443,18 +443,7 @@ pub fn archived(store: &Store, filter: &Filter) -> Result<Vec<ArchivedReport>, S
             .as_ref()
             .map(|p| index_key("product", p))
     };
-    let entries: Vec<Vec<u8>> = match index {
-        Some(ns) => store
-            .meta_entries(&ns)?
-            .into_iter()
-            .filter_map(|(id, _)| store.meta(ARCHIVE, &id).transpose())
-            .collect::<Result<_, _>>()?,
-        None => store
-            .meta_entries(ARCHIVE)?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect(),
-    };
+    let entries = indexed_entries(store, ARCHIVE, index.as_deref())?;
     let mut out: Vec<ArchivedReport> = entries
         .iter()
         .filter_map(|v| serde_json::from_slice(v).ok())
@@ -473,6 +462,27 @@ pub fn archived(store: &Store, filter: &Filter) -> Result<Vec<ArchivedReport>, S
         .collect();
     out.sort_by(|a, b| (a.signed_at, &a.report_id).cmp(&(b.signed_at, &b.report_id)));
     Ok(out)
+}
+
+/// The values of `namespace`: all of them, or those `index` (a namespace whose keys are keys
+/// of `namespace`) names. An index key without its entry is skipped.
+pub fn indexed_entries(
+    store: &Store,
+    namespace: &str,
+    index: Option<&str>,
+) -> Result<Vec<Vec<u8>>, StorageError> {
+    match index {
+        Some(ns) => store
+            .meta_entries(ns)?
+            .into_iter()
+            .filter_map(|(key, _)| store.meta(namespace, &key).transpose())
+            .collect(),
+        None => Ok(store
+            .meta_entries(namespace)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()),
+    }
 }
 
 /// Reports kept aside (`REJECTED`) or waiting (`PENDING`).
@@ -628,7 +638,8 @@ use crate::desk::wire::ErrorBody;
 use crate::desk::{EVERYONE, authorize};
 use crate::error::ApiError;
 
-fn read_archive(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Any desk role may read head office's archive; an edge has none (404 `not_head_office`).
+pub(crate) fn read_archive(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     authorize(state, headers, EVERYONE, "read the archive")?;
     head_office_only(state)
 }
@@ -644,7 +655,8 @@ pub fn head_office_only(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs a storage read on the blocking pool; a failure is a 500 `storage_error`.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
