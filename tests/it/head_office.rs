@@ -502,3 +502,82 @@ async fn a_branch_never_sees_another_branchs_documents_at_head_office() -> anyho
     south.close();
     chain.stop().await
 }
+
+/// A report document that reaches head office before its job waits (`pending`, with the
+/// reason) and is verified and archived once the job arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_that_arrives_before_its_job_waits_then_is_verified() -> anyhow::Result<()> {
+    let chain = Chain::start().await?;
+    // Signed at the branch while head office is unreachable.
+    chain.link.cut();
+    let (job, report_id) = chain.complete_a_job(T0 + 60_000).await?;
+    let report_doc = report_doc_id(&report_id).ok_or_else(|| anyhow::anyhow!("bad id"))?;
+    eventually(SETTLE, "the report document at the branch", || async {
+        genuine(&chain.branch, &report_id).ok()
+    })
+    .await?;
+    let content = genuine(&chain.branch, &report_id)?.to_document()?;
+
+    // The report document alone, sent over another connection of the same branch, as a
+    // link that delivered one document before the other would.
+    let store_dir = temp_dir()?;
+    let store = std::sync::Arc::new(Store::open(
+        store_dir.path().join("early.sqlite"),
+        StoreConfig::default(),
+    )?);
+    let token = std::fs::read_to_string(chain.branch.data_dir.join("upstream.token"))?;
+    let early = connect_client(
+        &chain.head_office.ws_url(),
+        &token,
+        "branch-north-01:early",
+        store,
+    )
+    .await?;
+    early.subscribe(report_doc);
+    early
+        .edit(report_doc, LocalEdit::Create(Box::new(content)))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = format!("/api/archive/reports/{report_id}");
+    let pending = eventually(SETTLE, "the report pending at head office", || async {
+        let (status, body) = chain.get(&path).await.ok()?;
+        (status == 200 && body["status"] == "pending").then_some(body)
+    })
+    .await?;
+    assert_eq!(pending["code"], "awaiting_job_document", "{pending}");
+    assert_eq!(pending["job_id"], job.to_string());
+    let (_, aside) = chain.get("/api/archive/rejected").await?;
+    assert_eq!(
+        aside["pending"].as_array().map(Vec::len),
+        Some(1),
+        "{aside}"
+    );
+    assert_eq!(
+        aside["rejected"].as_array().map(Vec::len),
+        Some(0),
+        "{aside}"
+    );
+    early.close();
+
+    // The link returns: the branch delivers the job, and the waiting report is verified.
+    chain.link.restore();
+    let verified = chain.wait_verified(&report_id).await?;
+    assert_eq!(verified["job_id"], job.to_string());
+    let (_, aside) = chain.get("/api/archive/rejected").await?;
+    assert_eq!(
+        aside["pending"].as_array().map(Vec::len),
+        Some(0),
+        "{aside}"
+    );
+    eventually(SETTLE, "the branch records the delivery", || async {
+        chain
+            .branch
+            .state
+            .store
+            .meta(DELIVERED, &report_id)
+            .ok()
+            .flatten()
+    })
+    .await?;
+    chain.stop().await
+}
