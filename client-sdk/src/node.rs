@@ -675,24 +675,7 @@ impl Driver {
                 let _ = tx.send(Command::WriteDone { id, result });
             }
         };
-        match op {
-            WriteOp::AppendChanges { doc, bytes } => self
-                .store
-                .append_changes(&doc.to_string(), bytes)
-                .on_complete(move |r| done(r.map(|_| ()).map_err(|e| e.to_string()))),
-            WriteOp::Compact { doc, snapshot } => self
-                .store
-                .replace_with_snapshot(&doc.to_string(), snapshot)
-                .on_complete(move |r| done(r.map(|_| ()).map_err(|e| e.to_string()))),
-            WriteOp::PutSyncState {
-                doc,
-                storage_id,
-                state,
-            } => self
-                .store
-                .put_sync_state(storage_id.as_str(), &doc.to_string(), state)
-                .on_complete(move |r| done(r.map_err(|e| e.to_string()))),
-        }
+        self.store.perform(op, done);
     }
 
     /// After a frame about `doc`: records what the server now holds of it, and when it holds

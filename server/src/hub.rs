@@ -16,7 +16,6 @@ use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::approvals::{ApprovalsStamp, approvals_stamp};
 use fieldsync_shared::sync::{
     CloseCode, ConnId, Effect, Engine, EngineConfig, Input, LocalEdit, LocalEditError, Principal,
-    WriteOp,
 };
 use fieldsync_storage::Store;
 use tokio::sync::{broadcast, mpsc as tokio_mpsc, oneshot};
@@ -360,24 +359,7 @@ impl Worker {
                         Instant::now(),
                     ));
                 };
-                match op {
-                    WriteOp::AppendChanges { doc, bytes } => self
-                        .store
-                        .append_changes(&doc.to_string(), bytes)
-                        .on_complete(move |r| done(r.map(|_| ()).map_err(|e| e.to_string()))),
-                    WriteOp::Compact { doc, snapshot } => self
-                        .store
-                        .replace_with_snapshot(&doc.to_string(), snapshot)
-                        .on_complete(move |r| done(r.map(|_| ()).map_err(|e| e.to_string()))),
-                    WriteOp::PutSyncState {
-                        doc,
-                        storage_id,
-                        state,
-                    } => self
-                        .store
-                        .put_sync_state(storage_id.as_str(), &doc.to_string(), state)
-                        .on_complete(move |r| done(r.map_err(|e| e.to_string()))),
-                }
+                self.store.perform(op, done);
             }
             Effect::DocChanged { doc, .. } => {
                 let _ = self.doc_changed.send(doc);

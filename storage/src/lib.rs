@@ -36,6 +36,7 @@
 
 mod chunk;
 mod config;
+mod engine_writes;
 mod error;
 mod migrations;
 mod pending;
