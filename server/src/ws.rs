@@ -46,6 +46,9 @@ pub fn authenticate(state: &AppState, token: Option<String>) -> Result<Principal
     let verified = state.tokens.verify(&token, now())?;
     match verified.subject {
         Subject::Device(device_id) => {
+            if state.registry_read().device(&device_id).is_none() {
+                recheck_records(state);
+            }
             let registry = state.registry_read();
             let record = registry
                 .device(&device_id)
@@ -65,12 +68,25 @@ pub fn authenticate(state: &AppState, token: Option<String>) -> Result<Principal
         }),
         Subject::Branch(branch_id) => {
             if state.registry_read().branch(&branch_id).is_none() {
+                recheck_records(state);
+            }
+            if state.registry_read().branch(&branch_id).is_none() {
                 return Err(AuthError::Revoked(format!(
                     "branch {branch_id} is not enrolled at head office"
                 )));
             }
             Ok(Principal::Branch { branch_id })
         }
+    }
+}
+
+/// A token we signed names a device (or branch) these records do not hold: it may have been
+/// enrolled by another process (the CLI) since the last poll of the records. Look now rather
+/// than refuse it, since a device treats a refusal as final. One small read of the store, and
+/// only on this path, which needs a token signed by this server.
+fn recheck_records(state: &AppState) {
+    if let Err(e) = state.reload_registry_if_changed() {
+        tracing::warn!(error = %e, "cannot re-read the records");
     }
 }
 

@@ -119,6 +119,39 @@ async fn a_token_signed_by_another_key_gets_401_forged_token() -> anyhow::Result
     server.stop().await
 }
 
+/// A device enrolled by another process (the CLI writes the store; the server only polls it
+/// once a second) and connecting at once is let in, not refused: the SDK takes a refusal as
+/// final and would never retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_enrolled_by_another_process_connects_at_once() -> anyhow::Result<()> {
+    use fieldsync_server::registry::Registry;
+    use fieldsync_shared::ids::{BranchId, DeviceId, TechnicianId};
+    use fieldsync_shared::report::DeviceRecord;
+    let data = temp_dir()?;
+    let server = TestServer::start_in(data.path()).await?;
+    for n in 0..5 {
+        // What `fieldsync device enroll` does: its own view of the records, the same database.
+        let mut other = Registry::load(&server.state.store)?;
+        let device = DeviceId::new(format!("dev-cli-{n}"))?;
+        other
+            .enroll_device(
+                &server.state.store,
+                DeviceRecord {
+                    device_id: device.clone(),
+                    branch_id: BranchId::new("north-01")?,
+                    technician: TechnicianId::new("tech-wang")?,
+                    public_key: KeyPair::generate()?.public().to_hex(),
+                    revoked_at: None,
+                },
+            )?
+            .await?;
+        let token = server.device_token(&device, Duration::from_secs(600))?;
+        let url = format!("{}?token={token}", server.ws_url());
+        RawPeer::joined(&url, &token, device.as_str()).await?;
+    }
+    server.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_devices_token_gets_401_revoked() -> anyhow::Result<()> {
     let data = temp_dir()?;
