@@ -5,7 +5,7 @@ use fieldsync_server::auth::DeskRole;
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::doc::{EditError, JobDoc, PartDraft, read_job};
 use fieldsync_shared::job::{
-    CheckOut, Completion, Job, ReportOutcome, SignatureMark, Survey, Training,
+    CheckOut, Completion, Job, RefusalReason, ReportOutcome, SignatureMark, Survey, Training,
 };
 use fieldsync_shared::keys::KeyPair;
 use fieldsync_shared::report::{AckDraft, VerifyError, sign_acknowledgement};
@@ -122,6 +122,22 @@ pub(crate) async fn outcome(client: &SyncClient, job: DocumentId) -> Option<Repo
     found
 }
 
+/// Every reason the branch refused `job` with; fails the test if the job was not refused.
+async fn refusal(client: &SyncClient, job: DocumentId) -> Vec<RefusalReason> {
+    let Some(ReportOutcome::Refused { reasons, .. }) = outcome(client, job).await else {
+        panic!("job {job} was not refused");
+    };
+    reasons
+}
+
+/// The (rule, code) pairs of `reasons`.
+fn rule_codes(reasons: &[RefusalReason]) -> Vec<(&str, &str)> {
+    reasons
+        .iter()
+        .map(|r| (r.rule.as_str(), r.code.as_str()))
+        .collect()
+}
+
 /// A branch server, a device of tech-wang and a job assigned to them, on the device.
 struct Branch {
     _dirs: [tempfile::TempDir; 2],
@@ -236,13 +252,8 @@ async fn an_incomplete_job_is_refused_with_every_reason_visible_on_the_device() 
     // And no check-out (R11).
     check_out_and_complete(&client, job, false, T0 + 60_000).await?;
 
-    let Some(ReportOutcome::Refused { reasons, .. }) = outcome(&client, job).await else {
-        panic!("the job was not refused");
-    };
-    let codes: Vec<(&str, &str)> = reasons
-        .iter()
-        .map(|r| (r.rule.as_str(), r.code.as_str()))
-        .collect();
+    let reasons = refusal(&client, job).await;
+    let codes = rule_codes(&reasons);
     assert_eq!(
         codes,
         vec![
@@ -265,13 +276,8 @@ async fn nothing_recorded_is_refused_with_each_missing_r7_item_and_no_acknowledg
         ..
     } = Branch::with_a_job("dev-a").await?;
     check_out_and_complete(&client, job, true, T0 + 60_000).await?;
-    let Some(ReportOutcome::Refused { reasons, .. }) = outcome(&client, job).await else {
-        panic!("the job was not refused");
-    };
-    let codes: Vec<(&str, &str)> = reasons
-        .iter()
-        .map(|r| (r.rule.as_str(), r.code.as_str()))
-        .collect();
+    let reasons = refusal(&client, job).await;
+    let codes = rule_codes(&reasons);
     // Every R7 item and the missing acknowledgement (R8), each with its own reason, all at
     // once: the technician fixes everything in one visit to the screen.
     for expected in [
@@ -329,14 +335,8 @@ async fn an_acknowledgement_by_a_revoked_device_is_refused() -> anyhow::Result<(
             .await
     );
     check_out_and_complete(&spare_client, created.job, true, T0 + 60_000).await?;
-    let Some(ReportOutcome::Refused { reasons, .. }) = outcome(&spare_client, created.job).await
-    else {
-        panic!("the job was not refused");
-    };
-    let codes: Vec<(&str, &str)> = reasons
-        .iter()
-        .map(|r| (r.rule.as_str(), r.code.as_str()))
-        .collect();
+    let reasons = refusal(&spare_client, created.job).await;
+    let codes = rule_codes(&reasons);
     assert_eq!(codes, vec![("R8", "revoked_device")]);
     server.stop().await
 }
@@ -359,13 +359,8 @@ async fn r16_an_installation_is_signed_only_once_the_customers_staff_were_traine
     do_the_work(&client, job).await?;
     acknowledge(&client, job, &device, &key).await?;
     check_out_and_complete(&client, job, true, T0 + 60_000).await?;
-    let Some(ReportOutcome::Refused { reasons, .. }) = outcome(&client, job).await else {
-        panic!("an installation without training was not refused");
-    };
-    let codes: Vec<(&str, &str)> = reasons
-        .iter()
-        .map(|r| (r.rule.as_str(), r.code.as_str()))
-        .collect();
+    let reasons = refusal(&client, job).await;
+    let codes = rule_codes(&reasons);
     assert_eq!(codes, vec![("R16", "missing_training")]);
 
     // The training, then the customer's signature over the job that now includes it.
