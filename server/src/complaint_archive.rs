@@ -23,7 +23,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use fieldsync_shared::complaint_doc::{ComplaintDoc, ComplaintDocError};
 use fieldsync_shared::ids::{BranchId, DocumentId};
-use fieldsync_shared::keys::{KeyId, PublicKey};
+use fieldsync_shared::keys::KeyId;
 use fieldsync_shared::time::Month;
 use fieldsync_storage::{StorageError, Store};
 use serde::{Deserialize, Serialize};
@@ -197,8 +197,7 @@ fn verify(
     }
     let key = state
         .registry_read()
-        .branch(&complaint.branch_id)
-        .and_then(|r| PublicKey::from_hex(&r.public_key).ok())
+        .branch_key(&complaint.branch_id)
         .ok_or_else(|| {
             let e = ComplaintDocError::UnknownKey {
                 key_id: complaint.key_id.clone(),

@@ -212,8 +212,7 @@ fn trust_for(
         });
     }
     let key = registry
-        .branch(branch)
-        .and_then(|r| PublicKey::from_hex(&r.public_key).ok())
+        .branch_key(branch)
         .ok_or_else(|| VerifyError::UnknownKey {
             key_id: doc.attestation.key_id.clone(),
         })?;

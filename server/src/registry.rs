@@ -13,6 +13,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use fieldsync_shared::ids::{BranchId, DeviceId, DocumentId, TechnicianId};
+use fieldsync_shared::keys::PublicKey;
 use fieldsync_shared::report::DeviceRecord;
 use fieldsync_shared::sync::{Access, AccessPolicy, Principal};
 use fieldsync_shared::time::Timestamp;
@@ -281,6 +282,14 @@ impl Registry {
 
     pub fn branch(&self, id: &BranchId) -> Option<&BranchRecord> {
         self.branches.get(id)
+    }
+
+    /// Head office: the enrolled public key of `id` (none for an unknown branch or a record
+    /// whose key does not parse).
+    pub fn branch_key(&self, id: &BranchId) -> Option<PublicKey> {
+        self.branches
+            .get(id)
+            .and_then(|r| PublicKey::from_hex(&r.public_key).ok())
     }
 
     pub fn branches(&self) -> impl Iterator<Item = &BranchRecord> {
