@@ -34,7 +34,7 @@ use crate::desk::complaints::{Complaint, ComplaintSummary, ComplaintView, summar
 use crate::desk::intake::query;
 use crate::desk::wire::{ErrorBody, Instant};
 use crate::error::ApiError;
-use crate::head_office::{blocking, indexed_entries, read_archive};
+use crate::head_office::{MetricBlock, blocking, indexed_entries, read_archive, render_blocks};
 
 /// Archived complaints: `<branch>/<complaint id>` → [`ArchivedComplaint`].
 pub const ARCHIVE: &str = "complaint_archive";
@@ -544,34 +544,20 @@ fn summary_rows(s: &ComplaintSummary) -> Vec<(String, String)> {
 
 /// The R22 report as `table`, `csv` or `json`.
 pub fn render_complaints(report: &ComplaintReport, format: &str) -> Result<String, String> {
-    let sections = || {
-        report
-            .branches
-            .iter()
-            .map(|b| (b.branch_id.to_string(), &b.summary))
-            .chain(std::iter::once(("all branches".to_owned(), &report.total)))
-    };
-    match format {
-        "json" => serde_json::to_string_pretty(report).map_err(|e| e.to_string()),
-        "csv" => {
-            let mut out = String::from("branch,month,metric,value\n");
-            for (branch, s) in sections() {
-                for (name, value) in summary_rows(s) {
-                    out.push_str(&format!("{branch},{},{name},{value}\n", report.month));
-                }
-            }
-            Ok(out)
-        }
-        "table" => {
-            let mut out = String::new();
-            for (branch, s) in sections() {
-                out.push_str(&format!("complaints (R22), {branch}, {}\n", report.month));
-                for (name, value) in summary_rows(s) {
-                    out.push_str(&format!("  {name:<38} {value:>14}\n"));
-                }
-            }
-            Ok(out)
-        }
-        other => Err(format!("unknown format {other:?}: use table, json or csv")),
+    if format == "json" {
+        return serde_json::to_string_pretty(report).map_err(|e| e.to_string());
     }
+    let blocks: Vec<MetricBlock> = report
+        .branches
+        .iter()
+        .map(|b| (b.branch_id.to_string(), &b.summary))
+        .chain(std::iter::once(("all branches".to_owned(), &report.total)))
+        .map(|(branch, s)| MetricBlock {
+            heading: format!("complaints (R22), {branch}, {}", report.month),
+            month: report.month,
+            rows: summary_rows(s),
+            branch,
+        })
+        .collect();
+    render_blocks(&blocks, format, "")
 }

@@ -540,8 +540,8 @@ pub fn month_stats(
     Ok(monthly(&reports, month, repeat_window_days)?)
 }
 
-fn stat_rows(s: &MonthlyStats) -> Vec<(&'static str, String)> {
-    vec![
+fn stat_rows(s: &MonthlyStats) -> Vec<(String, String)> {
+    let named: Vec<(&str, String)> = vec![
         ("reports", s.summary.reports.to_string()),
         ("installation jobs", s.installation.jobs.to_string()),
         (
@@ -577,47 +577,74 @@ fn stat_rows(s: &MonthlyStats) -> Vec<(&'static str, String)> {
             format!("{:.2}", s.summary.mean_attitude),
         ),
         ("repeat repairs (R4)", s.repeat_repairs.len().to_string()),
-    ]
+    ];
+    let mut rows: Vec<(String, String)> = named
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+    for f in &s.fault_causes {
+        rows.push((
+            format!("fault cause: {} / {}", f.product_type, f.fault),
+            f.count.to_string(),
+        ));
+    }
+    rows
+}
+
+/// One block of a monthly report: whose it is, its heading in a table, and its rows.
+#[derive(Debug, Clone)]
+pub struct MetricBlock {
+    pub branch: String,
+    pub month: Month,
+    pub heading: String,
+    pub rows: Vec<(String, String)>,
+}
+
+/// Blocks as `csv` (`branch,month,metric,value`) or a text `table` (`empty` when there are
+/// none); the monthly statistics (R24) and the complaint report (R22) print through it.
+pub fn render_blocks(blocks: &[MetricBlock], format: &str, empty: &str) -> Result<String, String> {
+    let mut out = String::new();
+    match format {
+        "csv" => {
+            out.push_str("branch,month,metric,value\n");
+            for b in blocks {
+                for (name, value) in &b.rows {
+                    out.push_str(&format!("{},{},{name},{value}\n", b.branch, b.month));
+                }
+            }
+        }
+        "table" => {
+            if blocks.is_empty() {
+                out.push_str(empty);
+            }
+            for b in blocks {
+                out.push_str(&b.heading);
+                out.push('\n');
+                for (name, value) in &b.rows {
+                    out.push_str(&format!("  {name:<38} {value:>14}\n"));
+                }
+            }
+        }
+        other => return Err(format!("unknown format {other:?}: use table, json or csv")),
+    }
+    Ok(out)
 }
 
 /// Statistics as `table`, `csv` or `json`.
 pub fn render_stats(stats: &[MonthlyStats], format: &str) -> Result<String, String> {
-    match format {
-        "json" => serde_json::to_string_pretty(stats).map_err(|e| e.to_string()),
-        "csv" => {
-            let mut out = String::from("branch,month,metric,value\n");
-            for s in stats {
-                for (name, value) in stat_rows(s) {
-                    out.push_str(&format!("{},{},{name},{value}\n", s.branch_id, s.month));
-                }
-                for f in &s.fault_causes {
-                    out.push_str(&format!(
-                        "{},{},fault cause: {} / {},{}\n",
-                        s.branch_id, s.month, f.product_type, f.fault, f.count
-                    ));
-                }
-            }
-            Ok(out)
-        }
-        "table" => {
-            let mut out = String::new();
-            if stats.is_empty() {
-                out.push_str("no verified reports in this month\n");
-            }
-            for s in stats {
-                out.push_str(&format!("branch {}, {}\n", s.branch_id, s.month));
-                for (name, value) in stat_rows(s) {
-                    out.push_str(&format!("  {name:<38} {value:>14}\n"));
-                }
-                for f in &s.fault_causes {
-                    let fault = format!("fault: {} / {}", f.product_type, f.fault);
-                    out.push_str(&format!("  {fault:<38} {:>14}\n", f.count));
-                }
-            }
-            Ok(out)
-        }
-        other => Err(format!("unknown format {other:?}: use table, json or csv")),
+    if format == "json" {
+        return serde_json::to_string_pretty(stats).map_err(|e| e.to_string());
     }
+    let blocks: Vec<MetricBlock> = stats
+        .iter()
+        .map(|s| MetricBlock {
+            branch: s.branch_id.to_string(),
+            month: s.month,
+            heading: format!("branch {}, {}", s.branch_id, s.month),
+            rows: stat_rows(s),
+        })
+        .collect();
+    render_blocks(&blocks, format, "no verified reports in this month\n")
 }
 
 // ---- HTTP ------------------------------------------------------------------------------
