@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use automerge::transaction::Transactable;
 use fieldsync_server::auth::DeskRole;
 use fieldsync_server::head_office::ArchivedReport;
 use fieldsync_server::upstream::COMPLAINTS_DELIVERED;
-use fieldsync_shared::complaint_doc::{ComplaintDoc, complaint_doc_id};
-use fieldsync_shared::ids::BranchId;
+use fieldsync_shared::complaint_doc::{COMPLAINT_DOC_KIND, ComplaintDoc, complaint_doc_id};
+use fieldsync_shared::ids::{BranchId, DocumentId};
 use fieldsync_shared::keys::KeyPair;
 use fieldsync_shared::sync::LocalEdit;
 use fieldsync_storage::{Store, StoreConfig};
@@ -247,7 +248,7 @@ async fn r22_forged_or_misplaced_complaints_are_kept_aside_never_counted() -> an
     };
     let north_key = &chain.branch.state.server_key;
     let stranger = KeyPair::generate()?;
-    // (who sends, the complaint document, the code head office must give)
+    // (who sends, the complaint, the code head office must give)
     let variants = vec![
         // south-02 sends a complaint that says it is north-01's, signed with north's key.
         (
@@ -302,6 +303,35 @@ async fn r22_forged_or_misplaced_complaints_are_kept_aside_never_counted() -> an
             "malformed",
         ),
     ];
+    // (who sends, under which id, the document, the code head office must give)
+    let mut documents: Vec<(&str, DocumentId, automerge::Automerge, &str)> = Vec::new();
+    for (sender, complaint, code) in &variants {
+        documents.push((sender, complaint.doc_id(), complaint.to_document()?, code));
+    }
+    // A genuine complaint of north-01's, under an id that is not its own.
+    let genuine = ComplaintDoc::sign(
+        north.clone(),
+        "cmp-moved".into(),
+        1,
+        &record("cmp-moved"),
+        north_key,
+    )?;
+    documents.push((
+        "north",
+        DocumentId::random(),
+        genuine.to_document()?,
+        "wrong_document",
+    ));
+    // Of the complaint kind but unreadable: its revision is not a count.
+    let mut unreadable = automerge::AutoCommit::new();
+    unreadable.put(automerge::ROOT, "kind", COMPLAINT_DOC_KIND)?;
+    unreadable.put(automerge::ROOT, "revision", "two")?;
+    documents.push((
+        "north",
+        DocumentId::random(),
+        unreadable.document().clone(),
+        "malformed",
+    ));
     let tokens = [
         (
             "north",
@@ -323,17 +353,16 @@ async fn r22_forged_or_misplaced_complaints_are_kept_aside_never_counted() -> an
             StoreConfig::default(),
         )?);
         let client = connect_client(&chain.head_office.ws_url(), token, peer, store).await?;
-        for (sender, complaint, code) in &variants {
+        for (sender, doc, content, code) in &documents {
             if sender != who {
                 continue;
             }
-            let doc = complaint.doc_id();
-            client.subscribe(doc);
+            client.subscribe(*doc);
             client
-                .edit(doc, LocalEdit::Create(Box::new(complaint.to_document()?)))
+                .edit(*doc, LocalEdit::Create(Box::new(content.clone())))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            sent.push((doc, *code));
+            sent.push((*doc, *code));
         }
         clients.push((client, store_dir));
     }
