@@ -115,6 +115,20 @@ impl Chain {
         found
     }
 
+    /// Waits until the branch has durably recorded that head office holds `report_id`.
+    pub(crate) async fn wait_delivered(&self, report_id: &str) -> anyhow::Result<()> {
+        eventually(SETTLE, "the branch records the delivery", || async {
+            self.branch
+                .state
+                .store
+                .meta(DELIVERED, report_id)
+                .ok()
+                .flatten()
+        })
+        .await?;
+        Ok(())
+    }
+
     pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.client.close();
         self.branch.stop().await?;
@@ -134,16 +148,7 @@ async fn a_completed_job_reaches_head_office_verified_and_counts_in_the_month() 
     assert_eq!(archived["product_type"], "chiller");
 
     // The branch learns head office holds it, durably, and stops offering it.
-    eventually(SETTLE, "the branch records the delivery", || async {
-        chain
-            .branch
-            .state
-            .store
-            .meta(DELIVERED, &report_id)
-            .ok()
-            .flatten()
-    })
-    .await?;
+    chain.wait_delivered(&report_id).await?;
 
     // R25: archived by month, customer and product type.
     let entry: ArchivedReport = serde_json::from_value(archived.clone())?;
@@ -569,15 +574,6 @@ async fn a_report_that_arrives_before_its_job_waits_then_is_verified() -> anyhow
         Some(0),
         "{aside}"
     );
-    eventually(SETTLE, "the branch records the delivery", || async {
-        chain
-            .branch
-            .state
-            .store
-            .meta(DELIVERED, &report_id)
-            .ok()
-            .flatten()
-    })
-    .await?;
+    chain.wait_delivered(&report_id).await?;
     chain.stop().await
 }
