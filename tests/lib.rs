@@ -13,8 +13,9 @@ use anyhow::{Context, bail};
 use automerge::transaction::Transactable;
 use automerge::{ROOT, ReadDoc};
 use fieldsync_client::{ConnectOptions, SyncClient};
-use fieldsync_server::app::{self, AppState, now};
+use fieldsync_server::app::{self, AppState};
 use fieldsync_server::auth::{DeskRole, Subject};
+use fieldsync_server::clock::Clock;
 use fieldsync_server::config::Config;
 use fieldsync_shared::ids::{BranchId, DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::Job;
@@ -57,18 +58,29 @@ impl TestServer {
         data_dir: &std::path::Path,
         adjust: impl FnOnce(&mut Config),
     ) -> anyhow::Result<Self> {
-        Self::start_on(data_dir, "127.0.0.1:0".parse()?, adjust).await
+        Self::start_on(data_dir, "127.0.0.1:0".parse()?, Clock::system(), adjust).await
+    }
+
+    /// Starts a server whose instants come from `clock` (a manual clock: a test at a fixed
+    /// date, whatever the wall clock says).
+    pub async fn start_with_clock(
+        data_dir: &std::path::Path,
+        clock: Clock,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        Self::start_on(data_dir, "127.0.0.1:0".parse()?, clock, adjust).await
     }
 
     /// Starts a server on `addr`: a server restarted on its old port (same data dir) is the
     /// same server to the devices that knew it.
     pub async fn start_at(data_dir: &std::path::Path, addr: SocketAddr) -> anyhow::Result<Self> {
-        Self::start_on(data_dir, addr, |_| {}).await
+        Self::start_on(data_dir, addr, Clock::system(), |_| {}).await
     }
 
     async fn start_on(
         data_dir: &std::path::Path,
         addr: SocketAddr,
+        clock: Clock,
         adjust: impl FnOnce(&mut Config),
     ) -> anyhow::Result<Self> {
         let mut config = Config {
@@ -80,7 +92,7 @@ impl TestServer {
         adjust(&mut config);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let state = AppState::open(config, tokio::runtime::Handle::current())?;
+        let state = AppState::open_with_clock(config, clock, tokio::runtime::Handle::current())?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app::serve(listener, Arc::clone(&state), async move {
             let _ = stopped.await;
@@ -101,6 +113,11 @@ impl TestServer {
         }
         (&mut self.task).await??;
         Ok(())
+    }
+
+    /// The server's clock's now: what tokens, revocations and desk records are stamped with.
+    pub fn now(&self) -> fieldsync_shared::time::Timestamp {
+        self.state.clock.now()
     }
 
     pub fn ws_url(&self) -> String {
@@ -181,14 +198,14 @@ impl TestServer {
     pub fn device_token(&self, device: &DeviceId, ttl: Duration) -> anyhow::Result<String> {
         self.state
             .tokens
-            .issue(&Subject::Device(device.clone()), ttl, now())
+            .issue(&Subject::Device(device.clone()), ttl, self.now())
             .map_err(anyhow::Error::msg)
     }
 
     pub fn desk_token(&self, role: DeskRole) -> anyhow::Result<String> {
         self.state
             .tokens
-            .issue(&Subject::Desk(role), Duration::from_secs(600), now())
+            .issue(&Subject::Desk(role), Duration::from_secs(600), self.now())
             .map_err(anyhow::Error::msg)
     }
 
@@ -668,11 +685,12 @@ pub fn sample_job_body(technician: &str) -> Value {
 }
 
 /// A valid `POST /api/jobs` body of an installation and commissioning job (R16: it needs the
-/// contract's date, and training of the customer's staff before it can be completed).
-pub fn installation_job_body(technician: &str) -> Value {
+/// contract's date, and training of the customer's staff before it can be completed), due
+/// 30 days after `now` (the server's clock).
+pub fn installation_job_body(technician: &str, now: fieldsync_shared::time::Timestamp) -> Value {
     let mut body = sample_job_body(technician);
     body["kind"] = json!("installation");
-    let due = now()
+    let due = now
         .plus_millis(30 * 86_400_000)
         .date()
         .expect("a date in range");
@@ -692,9 +710,9 @@ pub const SETTLE: Duration = Duration::from_secs(20);
 // ---- head office and the branch link ---------------------------------------------------
 
 impl TestServer {
-    /// Starts a head office with its data in `data_dir`.
-    pub async fn start_head_office(data_dir: &Path) -> anyhow::Result<Self> {
-        Self::start_with(data_dir, |c| {
+    /// Starts a head office with its data in `data_dir`, its instants from `clock`.
+    pub async fn start_head_office(data_dir: &Path, clock: Clock) -> anyhow::Result<Self> {
+        Self::start_with_clock(data_dir, clock, |c| {
             c.role = fieldsync_server::config::Role::HeadOffice;
             c.branch_id = "head-office".into();
         })
@@ -714,7 +732,7 @@ impl TestServer {
             BranchRecord {
                 branch_id: branch_id.clone(),
                 public_key: key.public().to_hex(),
-                enrolled_at: app::now(),
+                enrolled_at: self.now(),
             },
         );
         pending.wait()?;
@@ -724,7 +742,7 @@ impl TestServer {
             .issue(
                 &Subject::Branch(branch_id),
                 Duration::from_secs(3600),
-                app::now(),
+                self.now(),
             )
             .map_err(anyhow::Error::msg)?;
         let file = branch_dir.join("upstream.token");
@@ -737,8 +755,9 @@ impl TestServer {
         data_dir: &Path,
         upstream_url: String,
         token_file: PathBuf,
+        clock: Clock,
     ) -> anyhow::Result<Self> {
-        Self::start_named_branch("north-01", data_dir, upstream_url, token_file).await
+        Self::start_named_branch("north-01", data_dir, upstream_url, token_file, clock).await
     }
 
     /// Starts branch `branch` in `data_dir`, delivering to `upstream_url`.
@@ -747,9 +766,10 @@ impl TestServer {
         data_dir: &Path,
         upstream_url: String,
         token_file: PathBuf,
+        clock: Clock,
     ) -> anyhow::Result<Self> {
         let branch = branch.to_owned();
-        Self::start_with(data_dir, move |c| {
+        Self::start_with_clock(data_dir, clock, move |c| {
             c.branch_id = branch;
             c.upstream = Some(fieldsync_server::config::Upstream {
                 url: upstream_url,

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::app::{AppState, now};
+use crate::app::AppState;
 use crate::desk::wire::ErrorBody;
 use crate::desk::{EVERYONE, STAFF, authorize, parse_body};
 use crate::error::ApiError;
@@ -348,7 +348,7 @@ pub async fn create_job_with_id(
         job_id,
         branch_id: state.branch_id.clone(),
         technicians: BTreeSet::from([technician.clone()]),
-        created_at: now(),
+        created_at: state.clock.now(),
     };
     let pending = state.registry_write().put_job(&state.store, record);
     pending

@@ -15,27 +15,18 @@ use axum::serve::ListenerExt;
 use fieldsync_shared::ids::{BranchId, DocumentId};
 use fieldsync_shared::keys::{KeyError, KeyPair};
 use fieldsync_shared::sync::{EngineConfig, EngineRole, Input, Principal};
-use fieldsync_shared::time::Timestamp;
 use fieldsync_storage::{StorageError, Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::TokenAuthority;
+use crate::clock::Clock;
 use crate::config::{Config, Role};
 use crate::data_dir::DataDir;
 use crate::desk::approvals::mirror::ApprovalMirror;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError, Tier};
-
-/// The wall clock, as the rest of the server sees it.
-pub fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    Timestamp::from_millis(ms)
-}
 
 /// Why the server could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +53,8 @@ pub enum StartError {
 /// What every request handler and connection task can reach.
 pub struct AppState {
     pub config: Config,
+    /// Where every instant the server records comes from (see `clock`).
+    pub clock: Clock,
     pub branch_id: BranchId,
     pub data_dir: DataDir,
     pub server_key: KeyPair,
@@ -75,6 +68,9 @@ pub struct AppState {
     pub next_conn: AtomicU64,
     /// The registry generation stamp last seen in the store (see `registry`).
     pub seen_generation: AtomicU64,
+    /// Held while the records are re-read, so a second reader waits for the merge instead of
+    /// taking the generation as seen before the records it stands for are in memory.
+    reload_lock: std::sync::Mutex<()>,
     /// Serialises assignment changes (see `api::create_job`).
     pub assign_lock: tokio::sync::Mutex<()>,
     /// Edge: ids of reports as the signer stores them (the upstream outbox listens).
@@ -97,6 +93,15 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// Opens the data directory (creating keys and database on first run) and starts the hub.
     pub fn open(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>, StartError> {
+        Self::open_with_clock(config, Clock::system(), runtime)
+    }
+
+    /// [`open`](Self::open) with a given clock (tests run servers on a manual one).
+    pub fn open_with_clock(
+        config: Config,
+        clock: Clock,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Arc<Self>, StartError> {
         let data_dir = DataDir::open(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -150,6 +155,7 @@ impl AppState {
         let approvals = ApprovalMirror::new(Arc::clone(&metrics));
         Ok(Arc::new(Self {
             config,
+            clock,
             branch_id,
             data_dir,
             server_key,
@@ -161,6 +167,7 @@ impl AppState {
             shutdown,
             next_conn: AtomicU64::new(1),
             seen_generation: AtomicU64::new(seen_generation),
+            reload_lock: std::sync::Mutex::new(()),
             assign_lock: tokio::sync::Mutex::new(()),
             reports_signed: tokio::sync::broadcast::channel(1024).0,
             complaints_published: tokio::sync::broadcast::channel(1024).0,
@@ -208,12 +215,18 @@ impl AppState {
     /// Picks up record changes made by another process (the CLI) and applies revocations to
     /// live connections.
     pub fn reload_registry_if_changed(&self) -> Result<(), RegistryError> {
+        let _one_reader = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let stored = Registry::stored_generation(&self.store)?;
-        if stored == self.seen_generation.swap(stored, Ordering::Relaxed) {
+        if stored == self.seen_generation.load(Ordering::Relaxed) {
             return Ok(());
         }
         let fresh = Registry::load_devices(&self.store)?;
         let revoked = self.registry_write().merge_devices(&fresh);
+        // Only now are the records of generation `stored` in memory.
+        self.seen_generation.store(stored, Ordering::Relaxed);
         for device in revoked {
             tracing::info!(device = %device.device_id, "device revoked: closing its connections");
             self.hub.engine_input(Input::Kick {

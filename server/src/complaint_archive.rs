@@ -29,7 +29,7 @@ use fieldsync_storage::{StorageError, Store};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::{AppState, now};
+use crate::app::AppState;
 use crate::desk::complaints::{Complaint, ComplaintSummary, ComplaintView, summarize};
 use crate::desk::intake::query;
 use crate::desk::wire::{ErrorBody, Instant};
@@ -152,7 +152,7 @@ pub async fn process(state: &Arc<AppState>, doc: DocumentId, complaint: &Complai
         revision: complaint.revision,
         month,
         key_id: complaint.key_id.clone(),
-        verified_at: Instant(now()),
+        verified_at: Instant(state.clock.now()),
         complaint: record,
     };
     // Index first: an index entry without its archive entry is skipped by readers.
@@ -241,7 +241,7 @@ async fn reject(
         revision: Some(complaint.revision),
         code: code.to_owned(),
         message,
-        at: Instant(now()),
+        at: Instant(state.clock.now()),
     };
     record_rejection(state, &rejection).await;
 }
@@ -260,7 +260,7 @@ pub async fn reject_unreadable(state: &Arc<AppState>, doc: DocumentId, e: &Compl
         revision: None,
         code: e.code().to_owned(),
         message: e.to_string(),
-        at: Instant(now()),
+        at: Instant(state.clock.now()),
     };
     record_rejection(state, &rejection).await;
 }

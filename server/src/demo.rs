@@ -22,8 +22,9 @@ use fieldsync_shared::time::Money;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::app::{self, AppState, now};
+use crate::app::{self, AppState};
 use crate::auth::{DeskRole, Subject};
+use crate::clock::system_now as now;
 use crate::config::{Config, Role, Upstream};
 use crate::head_office::{self, Filter};
 use crate::registry::BranchRecord;

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::app::{AppState, now};
+use crate::app::AppState;
 use crate::complaint_archive;
 
 /// Verified reports: report id → [`ArchivedReport`].
@@ -303,7 +303,7 @@ async fn process(
             from_branch: from,
             code: "awaiting_job_document".into(),
             message: format!("{job_id} does not hold the report's heads yet"),
-            at: now(),
+            at: state.clock.now(),
         };
         let _ = state
             .store
@@ -344,7 +344,7 @@ async fn process(
         customer_id: job.customer.id.to_string(),
         product_type: job.product.product_type.clone(),
         signed_at: report.body.signed_at,
-        verified_at: now(),
+        verified_at: state.clock.now(),
         report: serde_json::from_slice(&report_doc.report_json).unwrap_or(Value::Null),
     };
     if let Err(e) = archive(&state.store, &entry).await {
@@ -400,7 +400,7 @@ async fn reject(
         from_branch: state.registry_read().owner(&doc).cloned(),
         code: e.code().to_owned(),
         message: e.to_string(),
-        at: now(),
+        at: state.clock.now(),
     };
     tracing::warn!(%doc, code = rejection.code, reason = rejection.message, "report kept aside");
     state

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod complaint_archive;
 pub mod config;
 pub mod data_dir;

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use fieldsync_server::app::{self, AppState, now};
+use fieldsync_server::app::{self, AppState};
 use fieldsync_server::auth::{DeskRole, Subject, TokenAuthority, parse_ttl};
+use fieldsync_server::clock::system_now as now;
 use fieldsync_server::config::{Config, Role};
 use fieldsync_server::data_dir::DataDir;
 use fieldsync_server::head_office;

@@ -155,13 +155,16 @@ impl Registry {
             .unwrap_or(0))
     }
 
-    fn bump(&mut self, store: &Store) {
+    /// Writes a fresh generation stamp after the records just written: the stamp commits no
+    /// earlier than they do, so a process that sees it reads them. Callers hand back this
+    /// write's outcome joined to theirs, so "stored" means the change is also announced.
+    fn bump(&mut self, store: &Store) -> fieldsync_storage::Pending<()> {
         let mut stamp = [0u8; 8];
         // Without randomness, a time-free counter of our own still changes the stamp.
         if getrandom::fill(&mut stamp).is_err() {
             stamp = (self.devices.len() as u64 ^ self.jobs.len() as u64 ^ 0x5eed).to_be_bytes();
         }
-        drop(store.put_meta(REGISTRY, GENERATION, stamp.to_vec()));
+        store.put_meta(REGISTRY, GENERATION, stamp.to_vec())
     }
 
     /// Reads only the device and branch records (what another process may change).
@@ -247,8 +250,7 @@ impl Registry {
         }
         let pending = store.put_meta(DEVICES, record.device_id.as_str(), encode(&record));
         self.devices.insert(record.device_id.clone(), record);
-        self.bump(store);
-        Ok(pending)
+        Ok(pending.with_later(self.bump(store)))
     }
 
     /// Revokes a device from `at` on.
@@ -264,8 +266,7 @@ impl Registry {
             .ok_or_else(|| RegistryError::UnknownDevice(id.clone()))?;
         record.revoked_at.get_or_insert(at);
         let pending = store.put_meta(DEVICES, id.as_str(), encode(&*record));
-        self.bump(store);
-        Ok(pending)
+        Ok(pending.with_later(self.bump(store)))
     }
 
     /// Head office: enrolls (or re-keys) a branch. Durable when the returned write completes.
@@ -276,8 +277,7 @@ impl Registry {
     ) -> fieldsync_storage::Pending<()> {
         let pending = store.put_meta(BRANCHES, record.branch_id.as_str(), encode(&record));
         self.branches.insert(record.branch_id.clone(), record);
-        self.bump(store);
-        pending
+        pending.with_later(self.bump(store))
     }
 
     pub fn branch(&self, id: &BranchId) -> Option<&BranchRecord> {

@@ -22,7 +22,7 @@ use fieldsync_shared::sync::LocalEdit;
 use fieldsync_shared::time::Timestamp;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::app::{AppState, now};
+use crate::app::AppState;
 
 /// Where signed reports are kept: `meta` namespace `reports`, key = report id, value = the
 /// report's canonical JSON.
@@ -85,7 +85,7 @@ pub async fn consider(state: &Arc<AppState>, doc: DocumentId) {
     if answered {
         return;
     }
-    let at = now().max(completion.at);
+    let at = state.clock.now().max(completion.at);
     let outcome = decide(state, &job, &heads, at, previous.as_ref()).await;
     let event = match &outcome {
         ReportOutcome::Signed { report_id, .. } => TimelineEvent {

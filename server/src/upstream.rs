@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::app::{AppState, now};
+use crate::app::AppState;
 use crate::config::Upstream;
 use crate::desk::complaints::{Complaint, publish};
 use crate::hub::{HubInput, Outbound};
@@ -406,7 +406,7 @@ async fn confirm(
         }
     }
     for id in finished {
-        let stamp = now().as_millis().to_string().into_bytes();
+        let stamp = state.clock.now().as_millis().to_string().into_bytes();
         if let Err(e) = state.store.put_meta(DELIVERED, &id, stamp).await {
             // Not recorded: the report stays in the outbox and is confirmed again later.
             tracing::error!(report = id, error = %e, "cannot record a delivery");

@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::app::{AppState, now};
+use crate::app::AppState;
 use crate::auth::{AuthError, Subject};
 use crate::error::ApiError;
 use crate::hub::{HubInput, Outbound};
@@ -43,7 +43,7 @@ pub fn token_from(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
 /// Checks a token and turns it into the principal the engine knows, or the 401 to send.
 pub fn authenticate(state: &AppState, token: Option<String>) -> Result<Principal, AuthError> {
     let token = token.ok_or(AuthError::Missing)?;
-    let verified = state.tokens.verify(&token, now())?;
+    let verified = state.tokens.verify(&token, state.clock.now())?;
     match verified.subject {
         Subject::Device(device_id) => {
             if state.registry_read().device(&device_id).is_none() {

@@ -164,6 +164,22 @@ impl<T> Pending<T> {
         }
     }
 
+    /// This write's outcome, delivered only once `later` (a write issued after it) is done
+    /// too: for a caller whose write counts only with a second one, e.g. a record and the
+    /// stamp that tells other processes it changed. An error of either is the outcome.
+    pub fn with_later(self, later: Pending<()>) -> Pending<T>
+    where
+        T: Send + 'static,
+    {
+        let (both, completer) = pending();
+        self.on_complete(move |first| {
+            later.on_complete(move |second| {
+                completer.complete(first.and_then(|value| second.map(|()| value)));
+            });
+        });
+        both
+    }
+
     /// Whether the outcome is known (a later `wait` will not block).
     pub fn is_complete(&self) -> bool {
         matches!(*self.slot.lock(), State::Done(_))
@@ -226,6 +242,24 @@ mod tests {
                 Poll::Pending => thread::park(),
             }
         }
+    }
+
+    #[test]
+    fn with_later_completes_only_when_the_later_write_does_and_carries_either_error() {
+        let (first, first_done) = pending::<u32>();
+        let (later, later_done) = pending::<()>();
+        let both = first.with_later(later);
+        first_done.complete(Ok(7));
+        assert!(!both.is_complete(), "the later write is still in flight");
+        later_done.complete(Ok(()));
+        assert_eq!(both.wait().ok(), Some(7));
+
+        let (first, first_done) = pending::<u32>();
+        let (later, later_done) = pending::<()>();
+        let both = first.with_later(later);
+        first_done.complete(Ok(7));
+        drop(later_done);
+        assert!(matches!(both.wait(), Err(StorageError::WriterGone)));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use fieldsync_client::{Device, DeviceConfig, JobEdit, SyncOptions};
+use fieldsync_server::clock::Clock;
 use fieldsync_server::head_office::{self, Filter};
 use fieldsync_shared::ids::{DeviceId, TechnicianId};
 use fieldsync_shared::job::doc::PartDraft;
@@ -53,10 +54,16 @@ where
 /// office has verified its report. Returns the latencies in ms and the last signed report.
 async fn completion_to_verified(jobs: usize) -> anyhow::Result<(Vec<f64>, SignedReport)> {
     let (ho_dir, branch_dir, device_dir) = (temp_dir()?, temp_dir()?, temp_dir()?);
-    let head_office = TestServer::start_head_office(ho_dir.path()).await?;
+    let head_office = TestServer::start_head_office(ho_dir.path(), Clock::system()).await?;
     let token_file = head_office.enroll_branch("north-01", branch_dir.path())?;
     let link = LinkProxy::start(head_office.addr).await?;
-    let branch = TestServer::start_branch(branch_dir.path(), link.ws_url(), token_file).await?;
+    let branch = TestServer::start_branch(
+        branch_dir.path(),
+        link.ws_url(),
+        token_file,
+        Clock::system(),
+    )
+    .await?;
     let device = Device::open(DeviceConfig::new(
         device_dir.path().join("wang.sqlite"),
         device_dir.path().join("wang.key"),
@@ -159,7 +166,7 @@ async fn completion_to_verified(jobs: usize) -> anyhow::Result<(Vec<f64>, Signed
 }
 
 fn now() -> Timestamp {
-    fieldsync_server::app::now()
+    fieldsync_server::clock::system_now()
 }
 
 /// Signing and verifying on this thread only (one core), over the content of a real report:

@@ -5,7 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fieldsync_server::app::now;
 use fieldsync_server::auth::{Subject, TokenAuthority};
 use fieldsync_shared::keys::KeyPair;
 use fieldsync_shared::protocol::Message;
@@ -90,7 +89,7 @@ async fn an_expired_token_gets_401_expired_token() -> anyhow::Result<()> {
     let server = TestServer::start_in(data.path()).await?;
     let device = server.enroll("tech-wang", "dev-a")?;
     // Issued two hours ago for one hour: the authority takes the time, so nothing sleeps.
-    let issued = Timestamp::from_millis(now().as_millis() - 2 * 3_600_000);
+    let issued = Timestamp::from_millis(server.now().as_millis() - 2 * 3_600_000);
     let token = server
         .state
         .tokens
@@ -109,7 +108,11 @@ async fn a_token_signed_by_another_key_gets_401_forged_token() -> anyhow::Result
     let impostor =
         TokenAuthority::new(&KeyPair::generate()?, "north-01").map_err(anyhow::Error::msg)?;
     let token = impostor
-        .issue(&Subject::Device(device), Duration::from_secs(600), now())
+        .issue(
+            &Subject::Device(device),
+            Duration::from_secs(600),
+            server.now(),
+        )
         .map_err(anyhow::Error::msg)?;
     assert_refused(&server, Some(&token), "forged_token").await?;
     // In the query string, as a browser sends it, too.
@@ -165,7 +168,7 @@ async fn a_revoked_devices_token_gets_401_revoked() -> anyhow::Result<()> {
         server
             .state
             .registry_write()
-            .revoke_device(&server.state.store, &device, now())?;
+            .revoke_device(&server.state.store, &device, server.now())?;
     pending.await?;
 
     let (status, body) = refused_upgrade(&server.ws_url(), Some(&token)).await?;

@@ -12,7 +12,6 @@ use fieldsync_client::{
     AckDraft, AckStatus, Backoff, ClientError, Device, DeviceConfig, Event, JobEdit, PartDraft,
     SyncOptions, SyncState, TokenError,
 };
-use fieldsync_server::app::now;
 use fieldsync_server::auth::Subject;
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::{Labour, SignatureMark, Survey};
@@ -54,7 +53,7 @@ fn sync_options(server: &TestServer, device: &Device) -> anyhow::Result<SyncOpti
             .issue(
                 &Subject::Device(id.clone()),
                 Duration::from_secs(600),
-                now(),
+                state.clock.now(),
             )
             .map_err(|e| TokenError::Unavailable(e.to_string()));
         async move { issued }
@@ -514,7 +513,7 @@ async fn a_revoked_device_is_told_so_and_stops_retrying() -> anyhow::Result<()> 
     let id = device.device_id().clone();
     state
         .registry_write()
-        .revoke_device(&state.store, &id, now())?
+        .revoke_device(&state.store, &id, state.clock.now())?
         .wait()?;
     state.hub.engine_input(Input::Kick {
         principal: Principal::Device {
@@ -549,7 +548,7 @@ async fn a_revoked_device_is_told_so_and_stops_retrying() -> anyhow::Result<()> 
     assert!(matches!(device.sync_state(), SyncState::Refused { .. }));
     // Work on the device goes on.
     device
-        .edit(created.job, JobEdit::Arrival(Some(now())))
+        .edit(created.job, JobEdit::Arrival(Some(s.server.now())))
         .await?;
     ensure!(device.job_status(created.job).await?.unsynced);
     device.close().await;
@@ -565,7 +564,7 @@ async fn an_expired_token_is_renewed_and_a_denied_renewal_stops_sync() -> anyhow
     s.server
         .enroll_key("tech-wang", device.device_id(), device.public_key())?;
     let id = device.device_id().clone();
-    let an_hour_ago = Timestamp::from_millis(now().as_millis() - 3_600_000);
+    let an_hour_ago = Timestamp::from_millis(s.server.now().as_millis() - 3_600_000);
     let expired = s
         .server
         .state
@@ -588,7 +587,7 @@ async fn an_expired_token_is_renewed_and_a_denied_renewal_stops_sync() -> anyhow
                 .issue(
                     &Subject::Device(id.clone()),
                     Duration::from_secs(600),
-                    now(),
+                    state.clock.now(),
                 )
                 .map_err(|e| TokenError::Unavailable(e.to_string()));
             async move { fresh }
@@ -760,7 +759,7 @@ async fn r16_the_tech_cli_records_training_before_an_installation_completes() ->
     let s = setup().await?;
     let created = s
         .server
-        .create_job_from(&installation_job_body("tech-ma"))
+        .create_job_from(&installation_job_body("tech-ma", s.server.now()))
         .await?;
     let store = s.devices.path().join("cli.sqlite");
     let url = s.server.ws_url();

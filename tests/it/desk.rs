@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use fieldsync_client::SyncClient;
-use fieldsync_server::app::now;
 use fieldsync_server::auth::DeskRole;
+use fieldsync_server::clock::Clock;
 use fieldsync_server::desk::dispatch::on_report_signed;
 use fieldsync_shared::ids::{DocumentId, TechnicianId};
 use fieldsync_shared::job::approvals::{Approval, ApprovalKind, read_approvals, request_approval};
@@ -21,6 +21,15 @@ use tempfile::TempDir;
 const HOUR: i64 = 60 * 60 * 1000;
 const DAY: i64 = 24 * HOUR;
 
+/// The desk's "now": its server runs on a manual clock stopped here (2026-11-20T10:00:00Z),
+/// so every clock, list and due date below is the same whatever day the suite runs.
+const NOW: i64 = 1_795_168_800_000;
+
+/// The desk server's clock reading.
+fn now() -> Timestamp {
+    Timestamp::from_millis(NOW)
+}
+
 const DISPATCHER: DeskRole = DeskRole::Dispatcher;
 const MANAGER: DeskRole = DeskRole::Manager;
 const ANALYST: DeskRole = DeskRole::Analyst;
@@ -29,6 +38,7 @@ const ANALYST: DeskRole = DeskRole::Analyst;
 struct Desk {
     server: TestServer,
     http: reqwest::Client,
+    clock: Clock,
     _dir: TempDir,
 }
 
@@ -41,20 +51,32 @@ impl Desk {
         adjust: impl FnOnce(&mut fieldsync_server::config::Config),
     ) -> anyhow::Result<Self> {
         let dir = temp_dir()?;
-        let server = TestServer::start_with(dir.path(), adjust).await?;
+        let clock = Clock::manual(now());
+        let server = TestServer::start_with_clock(dir.path(), clock.clone(), adjust).await?;
         Ok(Self {
             server,
             http: reqwest::Client::new(),
+            clock,
             _dir: dir,
         })
     }
 
     /// Stops the server and starts it again on the same data directory (default config).
     async fn restart(self) -> anyhow::Result<Self> {
-        let Desk { server, http, _dir } = self;
+        let Desk {
+            server,
+            http,
+            clock,
+            _dir,
+        } = self;
         server.stop().await?;
-        let server = TestServer::start_in(_dir.path()).await?;
-        Ok(Desk { server, http, _dir })
+        let server = TestServer::start_with_clock(_dir.path(), clock.clone(), |_| {}).await?;
+        Ok(Desk {
+            server,
+            http,
+            clock,
+            _dir,
+        })
     }
 
     /// The `fieldsync_approvals_waiting` gauge, as a scraper reads it.
@@ -640,14 +662,8 @@ fn step(name: &str) -> Value {
 
 #[tokio::test]
 async fn r20_r21_r22_r23_desk_complaints_take_the_eight_steps_in_order() -> anyhow::Result<()> {
-    let dir = temp_dir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let job = server.create_job("tech-wang").await?.job;
-    let desk = Desk {
-        server,
-        http: reqwest::Client::new(),
-        _dir: temp_dir()?,
-    };
+    let desk = Desk::start().await?;
+    let job = desk.server.create_job("tech-wang").await?.job;
     let complaint = json!({
         "channel": "phone",
         "category": "service",
@@ -754,13 +770,7 @@ async fn r20_r21_r22_r23_desk_complaints_take_the_eight_steps_in_order() -> anyh
     assert_error(status, &body, StatusCode::CONFLICT, "complaint_closed");
 
     // R23: the full record survives a restart: content, process, result, reaction, outcome.
-    desk.server.stop().await?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let desk = Desk {
-        server,
-        http: reqwest::Client::new(),
-        _dir: temp_dir()?,
-    };
+    let desk = desk.restart().await?;
     let record = desk
         .expect(
             ANALYST,
@@ -819,27 +829,20 @@ async fn r20_r21_r22_r23_desk_complaints_take_the_eight_steps_in_order() -> anyh
     assert_eq!(summary["by_attribution"]["non_quality"], 1);
     assert_eq!(summary["by_attribution"]["quality"], 0);
     assert_eq!(summary["open"], 0);
-    if job_month == month {
-        assert_eq!(summary["rate"], 1.0);
-    }
+    // The sample job was received on 2026-11-02, in the desk clock's month.
+    assert_eq!(job_month, month);
+    assert_eq!(summary["rate"], 1.0);
     let (status, body) = desk
         .get(ANALYST, "/api/complaints/summary?month=2026-13")
         .await?;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_query");
-    drop(dir);
     Ok(())
 }
 
 #[tokio::test]
 async fn r17_r18_desk_requisitions_name_their_job_and_their_shipment() -> anyhow::Result<()> {
-    let dir = temp_dir()?;
-    let server = TestServer::start_in(dir.path()).await?;
-    let job = server.create_job("tech-wang").await?.job;
-    let desk = Desk {
-        server,
-        http: reqwest::Client::new(),
-        _dir: dir,
-    };
+    let desk = Desk::start().await?;
+    let job = desk.server.create_job("tech-wang").await?.job;
     let requisition = json!({
         "job_id": job.to_string(),
         "part_number": "CAP-45",
@@ -2024,7 +2027,7 @@ async fn r12_r18_desk_approvals_queue_is_rebuilt_after_a_restart() -> anyhow::Re
 /// puts the customer on the next day's call list (R14).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r4_r14_desk_the_report_signer_updates_the_desk_record() -> anyhow::Result<()> {
-    use crate::reports::{T0, acknowledge, check_out_and_complete, do_the_work, edit, outcome};
+    use crate::reports::{acknowledge, check_out_and_complete, do_the_work, edit, outcome};
     use fieldsync_shared::job::ReportOutcome;
 
     let desk = Desk::start().await?;
@@ -2043,7 +2046,7 @@ async fn r4_r14_desk_the_report_signer_updates_the_desk_record() -> anyhow::Resu
     do_the_work(&client, job).await?;
     edit(&client, job, |jd| jd.set_fault_category(Some("compressor"))).await?;
     acknowledge(&client, job, &device, &key).await?;
-    check_out_and_complete(&client, job, true, T0 + 60_000).await?;
+    check_out_and_complete(&client, job, true, NOW + 60_000).await?;
     let Some(ReportOutcome::Signed { report_id, .. }) = outcome(&client, job).await else {
         anyhow::bail!("the job was not signed");
     };
@@ -2069,7 +2072,7 @@ async fn r4_r14_desk_the_report_signer_updates_the_desk_record() -> anyhow::Resu
     let served: Timestamp = str_of(&record["served_at"])?.parse()?;
     assert_eq!(
         served,
-        Timestamp::from_millis(T0 + 60_000),
+        Timestamp::from_millis(NOW + 60_000),
         "R14: the day of the check-out"
     );
     let call_day = served.plus_millis(DAY).date()?;

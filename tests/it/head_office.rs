@@ -7,6 +7,7 @@ use std::time::Duration;
 use automerge::{Automerge, ReadDoc};
 use fieldsync_client::SyncClient;
 use fieldsync_server::auth::DeskRole;
+use fieldsync_server::clock::Clock;
 use fieldsync_server::head_office::ArchivedReport;
 use fieldsync_server::upstream::DELIVERED;
 use fieldsync_shared::ids::{DeviceId, DocumentId};
@@ -16,12 +17,16 @@ use fieldsync_shared::keys::KeyPair;
 use fieldsync_shared::report::SignedReport;
 use fieldsync_shared::report_doc::{ReportDoc, report_doc_id};
 use fieldsync_shared::sync::LocalEdit;
+use fieldsync_shared::time::Timestamp;
 use fieldsync_storage::{Store, StoreConfig};
 use fieldsync_tests::{LinkProxy, SETTLE, TestServer, connect_client, eventually, temp_dir};
 use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::reports::{T0, acknowledge, check_out_and_complete, do_the_work, outcome};
+
+/// The chain's clock: an hour after [`T0`], the check-out times the tests use.
+pub(crate) const CHAIN_NOW: i64 = T0 + 3_600_000;
 
 /// Head office, one branch delivering to it through a cuttable link, one device.
 pub(crate) struct Chain {
@@ -35,12 +40,16 @@ pub(crate) struct Chain {
 }
 
 impl Chain {
+    /// Both servers run on one manual clock at [`CHAIN_NOW`]: reports are signed, archived and
+    /// counted in October 2026 whatever day the suite runs.
     pub(crate) async fn start() -> anyhow::Result<Self> {
         let (ho_dir, branch_dir, device_dir) = (temp_dir()?, temp_dir()?, temp_dir()?);
-        let head_office = TestServer::start_head_office(ho_dir.path()).await?;
+        let clock = Clock::manual(Timestamp::from_millis(CHAIN_NOW));
+        let head_office = TestServer::start_head_office(ho_dir.path(), clock.clone()).await?;
         let token_file = head_office.enroll_branch("north-01", branch_dir.path())?;
         let link = LinkProxy::start(head_office.addr).await?;
-        let branch = TestServer::start_branch(branch_dir.path(), link.ws_url(), token_file).await?;
+        let branch =
+            TestServer::start_branch(branch_dir.path(), link.ws_url(), token_file, clock).await?;
         let (device, key) = branch.enroll_with_key("tech-wang", "dev-a")?;
         let client = branch.connect_device(&device, device_dir.path()).await?;
         Ok(Self {

@@ -6,17 +6,19 @@ use std::time::Duration;
 
 use automerge::transaction::Transactable;
 use fieldsync_server::auth::DeskRole;
+use fieldsync_server::clock::Clock;
 use fieldsync_server::head_office::ArchivedReport;
 use fieldsync_server::upstream::COMPLAINTS_DELIVERED;
 use fieldsync_shared::complaint_doc::{COMPLAINT_DOC_KIND, ComplaintDoc, complaint_doc_id};
 use fieldsync_shared::ids::{BranchId, DocumentId};
 use fieldsync_shared::keys::KeyPair;
 use fieldsync_shared::sync::LocalEdit;
+use fieldsync_shared::time::Timestamp;
 use fieldsync_storage::{Store, StoreConfig};
 use fieldsync_tests::{SETTLE, TestServer, connect_client, eventually, temp_dir};
 use serde_json::{Value, json};
 
-use crate::head_office::Chain;
+use crate::head_office::{CHAIN_NOW, Chain};
 use crate::reports::T0;
 
 async fn desk(server: &TestServer, path: &str, body: Value) -> anyhow::Result<Value> {
@@ -75,6 +77,7 @@ async fn r22_complaints_reach_head_office_and_are_counted_across_branches() -> a
         south_dir.path(),
         chain.head_office.ws_url(),
         token_file,
+        chain.head_office.state.clock.clone(),
     )
     .await?;
 
@@ -400,11 +403,16 @@ async fn r22_forged_or_misplaced_complaints_are_kept_aside_never_counted() -> an
 async fn r22_a_step_stored_without_its_document_is_delivered_after_a_restart() -> anyhow::Result<()>
 {
     let (ho_dir, branch_dir) = (temp_dir()?, temp_dir()?);
-    let head_office = TestServer::start_head_office(ho_dir.path()).await?;
+    let clock = Clock::manual(Timestamp::from_millis(CHAIN_NOW));
+    let head_office = TestServer::start_head_office(ho_dir.path(), clock.clone()).await?;
     let token_file = head_office.enroll_branch("north-01", branch_dir.path())?;
-    let branch =
-        TestServer::start_branch(branch_dir.path(), head_office.ws_url(), token_file.clone())
-            .await?;
+    let branch = TestServer::start_branch(
+        branch_dir.path(),
+        head_office.ws_url(),
+        token_file.clone(),
+        clock.clone(),
+    )
+    .await?;
     let id = register(&branch, "product_quality", "2026-11-10T09:00:00Z").await?;
     let get = |path: String| {
         let head_office = &head_office;
@@ -453,7 +461,8 @@ async fn r22_a_step_stored_without_its_document_is_delivered_after_a_restart() -
     drop(store);
 
     let branch =
-        TestServer::start_branch(branch_dir.path(), head_office.ws_url(), token_file).await?;
+        TestServer::start_branch(branch_dir.path(), head_office.ws_url(), token_file, clock)
+            .await?;
     let latest = eventually(SETTLE, "revision 2 at head office", || async {
         let (status, body) = get(path.clone()).await?;
         (status == 200 && body["revision"] == 2).then_some(body)

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use automerge::transaction::Transactable;
 use automerge::{ROOT, ReadDoc, ScalarValue, Value};
-use fieldsync_server::app::now;
 use fieldsync_server::auth::Subject;
 use fieldsync_shared::ids::{DeviceId, DocumentId};
 use fieldsync_shared::job::doc::read_job;
@@ -309,7 +308,7 @@ async fn a_js_device_without_a_valid_token_is_refused_with_401() -> anyhow::Resu
         .issue(
             &Subject::Device(js.clone()),
             Duration::from_secs(600),
-            now().plus_millis(-3_600_000),
+            server.now().plus_millis(-3_600_000),
         )
         .map_err(anyhow::Error::msg)?;
     let stale = JsDevice::new(&server, js.to_string(), Some(expired));

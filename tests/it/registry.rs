@@ -42,7 +42,7 @@ async fn a_reload_never_drops_a_record_this_process_is_still_writing() -> anyhow
             .issue(
                 &Subject::Device(device_id.clone()),
                 Duration::from_secs(60),
-                fieldsync_server::app::now(),
+                server.now(),
             )
             .map_err(anyhow::Error::msg)?;
         fieldsync_server::ws::authenticate(&server.state, Some(token))

@@ -150,15 +150,19 @@ struct Branch {
 
 impl Branch {
     async fn with_a_job(device: &str) -> anyhow::Result<Self> {
-        Self::with_job_from(device, sample_job_body("tech-wang")).await
+        Self::with_job_from(device, |_| sample_job_body("tech-wang")).await
     }
 
     /// As [`Self::with_a_job`], the job made from a `POST /api/jobs` body.
-    async fn with_job_from(device: &str, body: serde_json::Value) -> anyhow::Result<Self> {
+    /// A branch with one job, made from `body` at the server's now.
+    async fn with_job_from(
+        device: &str,
+        body: impl FnOnce(Timestamp) -> serde_json::Value,
+    ) -> anyhow::Result<Self> {
         let (data, devices) = (temp_dir()?, temp_dir()?);
         let server = TestServer::start_in(data.path()).await?;
         let (device, key) = server.enroll_with_key("tech-wang", device)?;
-        let created = server.create_job_from(&body).await?;
+        let created = server.create_job_from(&body(server.now())).await?;
         let client = server.connect_device(&device, devices.path()).await?;
         client.subscribe(created.job);
         anyhow::ensure!(
@@ -324,7 +328,7 @@ async fn an_acknowledgement_by_a_revoked_device_is_refused() -> anyhow::Result<(
     server
         .state
         .registry_write()
-        .revoke_device(&server.state.store, &lost, fieldsync_server::app::now())?
+        .revoke_device(&server.state.store, &lost, server.now())?
         .wait()?;
     let spare_client = server.connect_device(&spare, devices.path()).await?;
     spare_client.subscribe(created.job);
@@ -354,7 +358,7 @@ async fn r16_an_installation_is_signed_only_once_the_customers_staff_were_traine
         key,
         job,
         client,
-    } = Branch::with_job_from("dev-a", installation_job_body("tech-wang")).await?;
+    } = Branch::with_job_from("dev-a", |now| installation_job_body("tech-wang", now)).await?;
 
     do_the_work(&client, job).await?;
     acknowledge(&client, job, &device, &key).await?;
@@ -375,7 +379,7 @@ async fn r16_an_installation_is_signed_only_once_the_customers_staff_were_traine
     .await?;
     acknowledge(&client, job, &device, &key).await?;
     // A new request, later than the refusal the server wrote (which it dates by its clock).
-    let again = fieldsync_server::app::now().as_millis().max(T0) + 60_000;
+    let again = server.now().as_millis().max(T0) + 60_000;
     edit(&client, job, move |jd| {
         jd.request_completion(&Completion {
             at: Timestamp::from_millis(again),

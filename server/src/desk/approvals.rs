@@ -31,7 +31,7 @@ use super::intake::query;
 use super::wire::{ErrorBody, Instant};
 use super::{EVERYONE, MANAGERS, authorize, parse_body};
 use crate::api::parse_job_id;
-use crate::app::{AppState, now};
+use crate::app::AppState;
 use crate::error::ApiError;
 
 /// A request for approval as the desk sees it.
@@ -225,7 +225,7 @@ pub async fn decide_approval(
     let decision = Decision {
         approved: new.approved,
         by: format!("desk:{}", role.as_str()),
-        at: now(),
+        at: state.clock.now(),
         note: new.note,
     };
     let event = TimelineEvent {

@@ -29,7 +29,7 @@ use super::records::{self, DeskRecord, Stored};
 use super::wire::{ErrorBody, Instant};
 use super::{EVERYONE, MANAGERS, STAFF, authorize, new_id, nonempty, parse_body};
 use crate::api::parse_job_id;
-use crate::app::{AppState, now};
+use crate::app::AppState;
 use crate::error::ApiError;
 
 /// R21: one step as recorded.
@@ -192,7 +192,7 @@ pub async fn create_complaint(
         }
         None => None,
     };
-    let at = Instant(now());
+    let at = Instant(state.clock.now());
     let complaint = Complaint {
         id: new_id("cmp")?,
         channel: new.channel,
@@ -422,7 +422,7 @@ pub async fn record_step(
         step: new.step,
         number: new.step.number(),
         by: new.by,
-        at: new.at.unwrap_or(Instant(now())),
+        at: new.at.unwrap_or(Instant(state.clock.now())),
         what: new.what,
     });
     let revision = records::save(&state, revision, &value).await?;

@@ -29,7 +29,7 @@ use super::{EVERYONE, STAFF, authorize, nonempty, parse_body};
 use crate::api::{
     CreatedJob, NewBilling, NewCustomer, NewJob, NewProduct, NewRequest, parse_job_id,
 };
-use crate::app::{AppState, now};
+use crate::app::AppState;
 use crate::error::ApiError;
 
 /// R4: an earlier job on the same product for the same fault.
@@ -188,7 +188,7 @@ pub async fn record_new_job(
         serial: job.product.serial.clone(),
         fault_category,
         received_at: Instant(job.request.received_at),
-        created_at: Instant(now()),
+        created_at: Instant(state.clock.now()),
         request_id,
         contract_due,
         appointment: None,
@@ -419,7 +419,7 @@ pub async fn set_appointment(
             ));
         }
     }
-    let recorded_at = Instant(now());
+    let recorded_at = Instant(state.clock.now());
     value.appointment = Some(Appointment {
         at: new.at,
         contacted_by: new.contacted_by.clone(),
@@ -519,7 +519,9 @@ pub async fn list_follow_ups(
     let date = match q.date {
         Some(d) => d,
         None => Date(
-            now()
+            state
+                .clock
+                .now()
                 .date()
                 .map_err(|e| ApiError::internal("clock_error", e))?,
         ),
@@ -607,7 +609,7 @@ pub async fn record_call(
         ));
     }
     value.calls.push(FollowUpCall {
-        at: new.at.unwrap_or(Instant(now())),
+        at: new.at.unwrap_or(Instant(state.clock.now())),
         by: new.by,
         reached: new.reached,
         satisfied: if new.reached { new.satisfied } else { None },

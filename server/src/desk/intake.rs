@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::records::{self, DeskRecord, Stored};
 use super::wire::{CustomerIn, ErrorBody, Instant, ProductIn};
 use super::{EVERYONE, STAFF, authorize, new_id, nonempty, parse_body};
-use crate::app::{AppState, now};
+use crate::app::AppState;
 use crate::error::ApiError;
 
 /// A registered service request (R1) as stored.
@@ -166,7 +166,7 @@ pub async fn create_request(
     if let Some(category) = &new.fault_category {
         nonempty("fault_category", category)?;
     }
-    let registered_at = Instant(now());
+    let registered_at = Instant(state.clock.now());
     let request = ServiceRequest {
         id: new_id("req")?,
         channel: new.channel,
@@ -250,7 +250,7 @@ pub async fn list_requests(
     authorize(&state, &headers, EVERYONE, "list service requests")?;
     let q = query(q)?;
     let due = q.due.unwrap_or_default();
-    let at = q.at.unwrap_or(Instant(now()));
+    let at = q.at.unwrap_or(Instant(state.clock.now()));
     let filter = RecordFilter {
         lookup: None,
         open_only: !matches!(due, DueFilter::All),
@@ -300,7 +300,7 @@ pub async fn get_request(
     let soon = state.config.desk.due_soon_ms();
     Ok(Json(ServiceRequestView::of(
         stored.value,
-        Instant(now()),
+        Instant(state.clock.now()),
         soon,
     )))
 }
@@ -355,7 +355,7 @@ pub async fn record_reply(
             ),
         ));
     }
-    let at = new.at.unwrap_or(Instant(now()));
+    let at = new.at.unwrap_or(Instant(state.clock.now()));
     value.reply = Some(Reply {
         at,
         by: new.by,
@@ -438,5 +438,9 @@ pub async fn record_arrival(
     });
     records::save(&state, revision, &value).await?;
     let soon = state.config.desk.due_soon_ms();
-    Ok(Json(ServiceRequestView::of(value, Instant(now()), soon)))
+    Ok(Json(ServiceRequestView::of(
+        value,
+        Instant(state.clock.now()),
+        soon,
+    )))
 }

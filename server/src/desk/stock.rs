@@ -17,7 +17,7 @@ use super::records::{self, DeskRecord, Stored};
 use super::wire::{Date, ErrorBody, Instant};
 use super::{EVERYONE, MANAGERS, STAFF, authorize, new_id, nonempty, parse_body};
 use crate::api::parse_job_id;
-use crate::app::{AppState, now};
+use crate::app::AppState;
 use crate::error::ApiError;
 
 fn conflict(code: &'static str, message: String) -> ApiError {
@@ -159,7 +159,7 @@ pub async fn create_requisition(
         customer_id: new.customer_id,
         order_number: new.order_number,
         requested_by: new.requested_by,
-        requested_at: Instant(now()),
+        requested_at: Instant(state.clock.now()),
         shipment: None,
     };
     records::save(&state, 0, &requisition).await?;
@@ -407,7 +407,7 @@ pub async fn register_tool(
         ));
     }
     nonempty("name", &new.name)?;
-    let at = Instant(now());
+    let at = Instant(state.clock.now());
     let tool = Tool {
         id: new.id,
         name: new.name,
@@ -459,7 +459,7 @@ pub async fn list_tools(
 ) -> Result<Json<ToolList>, ApiError> {
     authorize(&state, &headers, EVERYONE, "list tools")?;
     let q = query(q)?;
-    let at = q.at.unwrap_or(Instant(now()));
+    let at = q.at.unwrap_or(Instant(state.clock.now()));
     let overdue_only = q.overdue.unwrap_or(false);
     let filter = RecordFilter {
         lookup: None,
@@ -535,7 +535,7 @@ pub async fn lend_tool(
             ),
         ));
     }
-    let at = Instant(now());
+    let at = Instant(state.clock.now());
     if new.due_back <= at {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -588,7 +588,7 @@ pub async fn return_tool(
         revision,
         mut value,
     } = require_tool(&state, &id).await?;
-    let at = Instant(now());
+    let at = Instant(state.clock.now());
     match value.loans.last_mut() {
         Some(loan) if loan.returned_at.is_none() && value.loss.is_none() => {
             loan.returned_at = Some(at);
@@ -653,7 +653,7 @@ pub async fn report_tool_lost(
             format!("tool {id} is not on loan: only a lent tool can be lost by someone"),
         ));
     };
-    let at = Instant(now());
+    let at = Instant(state.clock.now());
     value.loss = Some(Loss {
         reported_at: at,
         technician: loan.technician.clone(),
