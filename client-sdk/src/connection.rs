@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use automerge::{Automerge, ChangeHash};
 use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::protocol::SyncLimits;
 use fieldsync_shared::sync::{EngineConfig, EngineRole, LocalEdit, LocalEditError};
 use fieldsync_storage::Store;
 use futures_util::{SinkExt, StreamExt};
@@ -244,7 +245,7 @@ impl SyncClient {
         let mut engine = EngineConfig::new(EngineRole::Client, options.peer_id);
         engine.storage_id = options.storage_id;
         engine.wire_limits.max_message_bytes = options.max_frame_bytes;
-        engine.sync_limits.max_message_bytes = options.max_frame_bytes;
+        engine.sync_limits = SyncLimits::for_message_bytes(options.max_frame_bytes);
         let hooks = Hooks::new();
         let node = Node::start(
             store,

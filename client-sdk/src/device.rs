@@ -18,6 +18,7 @@ use fieldsync_shared::job::{
     Acknowledgement, CheckOut, Completion, Job, PartLineId, SafetyBriefing, Training,
 };
 use fieldsync_shared::keys::{KeyError, KeyPair, PublicKey};
+use fieldsync_shared::protocol::SyncLimits;
 use fieldsync_shared::report::{
     AckDraft, AckMatch, ReportError, acknowledged_content, acknowledgement_matches,
     sign_acknowledgement,
@@ -257,7 +258,7 @@ impl Device {
         let mut engine = EngineConfig::new(EngineRole::Client, config.device_id.to_string());
         engine.storage_id = Some(identity.storage_id.clone());
         engine.wire_limits.max_message_bytes = config.max_frame_bytes;
-        engine.sync_limits.max_message_bytes = config.max_frame_bytes;
+        engine.sync_limits = SyncLimits::for_message_bytes(config.max_frame_bytes);
         let node = Node::start(
             Arc::new(store),
             NodeConfig {

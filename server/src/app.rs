@@ -138,7 +138,7 @@ impl AppState {
         let mut engine = EngineConfig::new(EngineRole::Server, peer_id);
         engine.storage_id = Some(format!("storage-{}", server_key.id()));
         engine.wire_limits.max_message_bytes = config.limits.max_frame_bytes;
-        engine.sync_limits.max_message_bytes = config.limits.max_frame_bytes;
+        engine.sync_limits = config.limits.sync_limits();
         engine.max_loaded_documents = config.limits.max_loaded_documents;
         engine.document_idle_ms =
             i64::try_from(config.limits.document_idle.as_millis()).unwrap_or(i64::MAX);

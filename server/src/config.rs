@@ -36,6 +36,27 @@ pub struct Limits {
     /// How long a graceful shutdown waits for connections to drain.
     #[serde(with = "secs")]
     pub shutdown_grace: Duration,
+    /// The most one compressed change (or the deflated columns of one document) in a sync
+    /// message may inflate to; unset: twice `max_frame_bytes`.
+    pub max_inflated_chunk_bytes: Option<usize>,
+    /// The most all the changes of one sync message may inflate to; unset: four times
+    /// `max_frame_bytes`.
+    pub max_inflated_message_bytes: Option<usize>,
+}
+
+impl Limits {
+    /// The bounds the engine puts on a peer's sync messages.
+    pub fn sync_limits(&self) -> fieldsync_shared::protocol::SyncLimits {
+        let mut limits =
+            fieldsync_shared::protocol::SyncLimits::for_message_bytes(self.max_frame_bytes);
+        if let Some(chunk) = self.max_inflated_chunk_bytes {
+            limits.max_inflated_chunk_bytes = chunk;
+        }
+        if let Some(message) = self.max_inflated_message_bytes {
+            limits.max_inflated_message_bytes = message;
+        }
+        limits
+    }
 }
 
 impl Default for Limits {
@@ -47,6 +68,8 @@ impl Default for Limits {
             document_idle: Duration::from_secs(300),
             ping_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            max_inflated_chunk_bytes: None,
+            max_inflated_message_bytes: None,
         }
     }
 }
@@ -213,6 +236,12 @@ impl Config {
             "FIELDSYNC_DOCUMENT_IDLE_SECS" => self.limits.document_idle = secs(value)?,
             "FIELDSYNC_PING_INTERVAL_SECS" => self.limits.ping_interval = secs(value)?,
             "FIELDSYNC_SHUTDOWN_GRACE_SECS" => self.limits.shutdown_grace = secs(value)?,
+            "FIELDSYNC_MAX_INFLATED_CHUNK_BYTES" => {
+                self.limits.max_inflated_chunk_bytes = Some(count(value)?)
+            }
+            "FIELDSYNC_MAX_INFLATED_MESSAGE_BYTES" => {
+                self.limits.max_inflated_message_bytes = Some(count(value)?)
+            }
             "FIELDSYNC_UPSTREAM_URL" | "FIELDSYNC_UPSTREAM_TOKEN_FILE" => {
                 let upstream = self.upstream.get_or_insert_with(|| Upstream {
                     url: String::new(),
@@ -253,6 +282,22 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:3030");
         assert_eq!(c.data_dir, PathBuf::from("fieldsync-data"));
         assert_eq!(c.role, Role::Edge);
+        // The inflation caps follow the frame limit unless set.
+        let limits = c.limits.sync_limits();
+        assert_eq!(
+            limits.max_inflated_chunk_bytes,
+            2 * c.limits.max_frame_bytes
+        );
+        assert_eq!(
+            limits.max_inflated_message_bytes,
+            4 * c.limits.max_frame_bytes
+        );
+        let set = Config::load(
+            None,
+            [("FIELDSYNC_MAX_INFLATED_CHUNK_BYTES".into(), "1000".into())],
+        )
+        .expect("valid");
+        assert_eq!(set.limits.sync_limits().max_inflated_chunk_bytes, 1000);
     }
 
     #[test]

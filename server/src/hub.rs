@@ -401,7 +401,12 @@ impl Worker {
                 detail,
             } => {
                 self.metrics.refused(reason);
-                tracing::info!(?conn, reason, detail, "refused");
+                // A peer writing what it may not is worth an operator's attention.
+                if matches!(reason, "write_forbidden" | "depends_on_refused") {
+                    tracing::warn!(?conn, reason, detail, "refused");
+                } else {
+                    tracing::info!(?conn, reason, detail, "refused");
+                }
             }
         }
     }

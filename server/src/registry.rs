@@ -12,10 +12,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use fieldsync_shared::authority::{self, DocKind, Writer};
 use fieldsync_shared::ids::{BranchId, DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::keys::PublicKey;
 use fieldsync_shared::report::DeviceRecord;
-use fieldsync_shared::sync::{Access, AccessPolicy, Principal};
+use fieldsync_shared::sync::{Access, AccessPolicy, Principal, WriteScope};
 use fieldsync_shared::time::Timestamp;
 use fieldsync_storage::{StorageError, Store};
 use serde::{Deserialize, Serialize};
@@ -366,11 +367,11 @@ impl AccessPolicy for Registry {
                     Access::None
                 }
             }
-            // The desk sees the whole branch, but only documents that exist in it.
+            // The desk sees the whole branch, but only documents that exist in it. It writes
+            // through the HTTP API, where its role is checked: over `/sync` it only reads
+            // (and its changes are refused with the path named, `authority`).
             Principal::Desk { .. } => {
-                if self.jobs.contains_key(doc) {
-                    Access::ReadWrite
-                } else if self.index_owner.contains_key(doc) {
+                if self.jobs.contains_key(doc) || self.index_owner.contains_key(doc) {
                     Access::Read
                 } else {
                     Access::None
@@ -394,5 +395,24 @@ impl AccessPolicy for Registry {
                 Tier::HeadOffice => Access::None,
             },
         }
+    }
+
+    /// Devices and desk tokens write only what the table of the document's kind grants
+    /// them (a device: its on-site record in the jobs assigned to it). A branch writes the
+    /// documents it owns at head office whole: head office checks those by signature.
+    fn write_scope(&self, who: &Principal, doc: &DocumentId) -> WriteScope {
+        let writer = match who {
+            Principal::Device { .. } => Writer::Device,
+            Principal::Desk { .. } => Writer::Desk,
+            Principal::Branch { .. } | Principal::Server => return WriteScope::Any,
+        };
+        let kind = if self.jobs.contains_key(doc) {
+            DocKind::Job
+        } else if self.index_owner.contains_key(doc) {
+            DocKind::AssignmentIndex
+        } else {
+            DocKind::Unknown
+        };
+        WriteScope::Table(authority::table(kind), writer)
     }
 }

@@ -7,6 +7,7 @@
 //! apart from reading and writing key files on request: no async runtime, no database, no
 //! network (see ARCHITECTURE.md).
 
+pub mod authority;
 pub mod canonical;
 pub mod complaint_doc;
 pub mod desk;

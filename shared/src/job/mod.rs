@@ -2,6 +2,8 @@
 
 pub mod approvals;
 pub mod doc;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod index;
 pub mod model;
 

@@ -34,6 +34,20 @@
 //! chunk     = magic:85 6f 4a 83  checksum:byte{4}  type:u8  len:uleb128  data:byte{len}
 //! checksum  = first 4 bytes of SHA-256(type len data)
 //! ```
+//!
+//! Types: 0 a whole document, 1 a change, 2 a change whose data is deflated, 3 a bundle.
+//! What is deflated is inflated here first, with a cap, because automerge 0.12 inflates
+//! without any limit: a 255 KiB compressed change of zeros makes it allocate 768 MiB
+//! (DESIGN.md: every decoder that faces the network bounds what a compressed chunk inflates
+//! to). A compressed change (type 2) is inflated into an ordinary change chunk that replaces
+//! it in the message ([`CheckedSync::inflated`]), and its checksum, which covers the
+//! uncompressed form, is verified then. A document (type 0) may deflate each of its columns;
+//! those are inflated into a counting sink, bounded, and left to automerge. Bundles are an
+//! experimental format automerge never puts in a sync message, so they are refused.
+//!
+//! The check also names what the message carries ([`CheckedSync::carried`]: each change's
+//! hash, each document's heads), so the engine can tell afterwards whether automerge really
+//! took every chunk and refuse a message it silently dropped part of.
 
 /// Bounds on what [`check_sync_message`] accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +67,24 @@ pub struct SyncLimits {
     pub max_num_probes: u32,
     /// The longest flags section; automerge writes 2 bytes.
     pub max_flag_bytes: usize,
+    /// The most one compressed chunk (a deflated change, or the deflated columns of one
+    /// document) may inflate to.
+    pub max_inflated_chunk_bytes: usize,
+    /// The most all the changes of one message may add up to once inflated.
+    pub max_inflated_message_bytes: usize,
+}
+
+impl SyncLimits {
+    /// Limits for messages of up to `max_message_bytes`, with the inflation caps at their
+    /// default multiples of it (2× per chunk, 4× per message).
+    pub fn for_message_bytes(max_message_bytes: usize) -> Self {
+        Self {
+            max_message_bytes,
+            max_inflated_chunk_bytes: max_message_bytes.saturating_mul(2),
+            max_inflated_message_bytes: max_message_bytes.saturating_mul(4),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for SyncLimits {
@@ -65,6 +97,8 @@ impl Default for SyncLimits {
             max_bits_per_entry: 32,
             max_num_probes: 32,
             max_flag_bytes: 64,
+            max_inflated_chunk_bytes: 16 * 1024 * 1024,
+            max_inflated_message_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -108,6 +142,26 @@ pub enum SyncCheckError {
     BadChange { index: usize },
     #[error("change {index} is corrupt: its checksum does not match")]
     ChangeChecksum { index: usize },
+    #[error("change {index} is not valid deflate data")]
+    BadCompression { index: usize },
+    #[error(
+        "change {index} inflates to more than {limit} bytes (max_inflated_chunk_bytes); \
+         compressed {compressed} bytes"
+    )]
+    InflatedTooLarge {
+        index: usize,
+        compressed: usize,
+        limit: usize,
+    },
+    #[error(
+        "the changes of this message inflate to more than {limit} bytes \
+         (max_inflated_message_bytes)"
+    )]
+    MessageInflatedTooLarge { limit: usize },
+    #[error("change {index} is a bundle, which is not accepted in a sync message")]
+    Bundle { index: usize },
+    #[error("change {index} is a document whose layout is malformed ({section})")]
+    BadDocument { index: usize, section: &'static str },
 }
 
 impl SyncCheckError {
@@ -126,6 +180,11 @@ impl SyncCheckError {
             SyncCheckError::BloomLength { .. } => "bloom_length",
             SyncCheckError::BadChange { .. } => "bad_change",
             SyncCheckError::ChangeChecksum { .. } => "change_checksum",
+            SyncCheckError::BadCompression { .. } => "bad_compression",
+            SyncCheckError::InflatedTooLarge { .. } => "inflated_too_large",
+            SyncCheckError::MessageInflatedTooLarge { .. } => "message_inflated_too_large",
+            SyncCheckError::Bundle { .. } => "bundle",
+            SyncCheckError::BadDocument { .. } => "bad_document",
         }
     }
 }
@@ -143,11 +202,27 @@ const HASH_LEN: u64 = 32;
 /// `u32`, and at 2^29 bytes that wraps to a modulus of zero.
 const MAX_BLOOM_BITS_BYTES: u128 = (1 << 29) - 1;
 
+/// What a checked sync message carries, for the engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckedSync {
+    /// The hash of every change and the heads of every document in the message: what the
+    /// document must hold (or hold queued, waiting for dependencies) once automerge has taken
+    /// it. Anything missing then was dropped by automerge as corrupt.
+    pub carried: Vec<automerge::ChangeHash>,
+    /// Entries of the changes holding compressed changes, by index, rewritten with each
+    /// compressed change inflated into an ordinary change chunk. The engine swaps them in, so
+    /// automerge never inflates anything a peer sent.
+    pub inflated: Vec<(usize, Vec<u8>)>,
+}
+
 /// Checks that `bytes` is a sync message automerge 0.12 can decode and use without
-/// panicking or allocating beyond the message's own size, and that its changes are whole,
-/// uncorrupted chunks. `Ok` says nothing about whether the changes make sense; automerge
-/// still checks that when it applies them.
-pub fn check_sync_message(bytes: &[u8], limits: &SyncLimits) -> Result<(), SyncCheckError> {
+/// panicking or allocating beyond the message's own size and the inflation caps, and that
+/// its changes are whole, uncorrupted chunks. `Ok` says nothing about whether the changes
+/// make sense; automerge still checks that when it applies them.
+pub fn check_sync_message(
+    bytes: &[u8],
+    limits: &SyncLimits,
+) -> Result<CheckedSync, SyncCheckError> {
     if bytes.len() > limits.max_message_bytes {
         return Err(SyncCheckError::TooLarge {
             size: bytes.len(),
@@ -172,9 +247,20 @@ pub fn check_sync_message(bytes: &[u8], limits: &SyncLimits) -> Result<(), SyncC
     }
 
     let changes = c.count("changes", limits.max_changes, 1)?;
+    let mut checked = CheckedSync::default();
+    let mut budget = Budget {
+        left: limits.max_inflated_message_bytes,
+        limit: limits.max_inflated_message_bytes,
+    };
     for index in 0..changes {
         let len = c.length("changes")?;
-        check_chunks(c.take(len, "changes")?, index)?;
+        check_chunks(
+            c.take(len, "changes")?,
+            index,
+            limits,
+            &mut budget,
+            &mut checked,
+        )?;
     }
 
     if !c.rest.is_empty() {
@@ -188,23 +274,217 @@ pub fn check_sync_message(bytes: &[u8], limits: &SyncLimits) -> Result<(), SyncC
         }
         c.take(len, "flags")?;
     }
-    Ok(())
+    Ok(checked)
+}
+
+/// What the changes of one message may still inflate to.
+struct Budget {
+    left: usize,
+    limit: usize,
+}
+
+impl Budget {
+    fn spend(&mut self, bytes: usize) -> Result<(), SyncCheckError> {
+        self.left = self
+            .left
+            .checked_sub(bytes)
+            .ok_or(SyncCheckError::MessageInflatedTooLarge { limit: self.limit })?;
+        Ok(())
+    }
+}
+
+/// Counts what `deflated` inflates to, without keeping it, stopping past `cap`: `Ok(None)`
+/// when it would exceed the cap.
+fn inflated_len(
+    deflated: &[u8],
+    cap: usize,
+    index: usize,
+) -> Result<Option<usize>, SyncCheckError> {
+    use std::io::Read;
+
+    let mut decoder = flate2::read::DeflateDecoder::new(deflated);
+    let mut buf = [0u8; 8192];
+    let mut total = 0usize;
+    loop {
+        let n = decoder
+            .read(&mut buf)
+            .map_err(|_| SyncCheckError::BadCompression { index })?;
+        if n == 0 {
+            return Ok(Some(total));
+        }
+        total += n;
+        if total > cap {
+            return Ok(None);
+        }
+    }
+}
+
+/// Inflates a compressed change (type 2) whose data is `deflated` and `checksum` its header's
+/// checksum into an ordinary change chunk, verifying that the checksum matches the inflated
+/// change. Returns the chunk and the change's hash.
+fn inflate_change(
+    deflated: &[u8],
+    checksum: &[u8],
+    index: usize,
+    limits: &SyncLimits,
+    budget: &mut Budget,
+) -> Result<(Vec<u8>, [u8; 32]), SyncCheckError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+
+    // Count first: the cap is checked before anything is allocated.
+    let cap = limits.max_inflated_chunk_bytes;
+    let Some(len) = inflated_len(deflated, cap, index)? else {
+        return Err(SyncCheckError::InflatedTooLarge {
+            index,
+            compressed: deflated.len(),
+            limit: cap,
+        });
+    };
+    budget.spend(len)?;
+    let mut data = Vec::with_capacity(len);
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(len as u64)
+        .read_to_end(&mut data)
+        .map_err(|_| SyncCheckError::BadCompression { index })?;
+    let mut header = vec![1u8];
+    write_uleb(&mut header, len as u64);
+    let hash: [u8; 32] = Sha256::new()
+        .chain_update(&header)
+        .chain_update(&data)
+        .finalize()
+        .into();
+    if hash[..4] != *checksum {
+        return Err(SyncCheckError::ChangeChecksum { index });
+    }
+    let mut chunk = Vec::with_capacity(CHUNK_MAGIC.len() + 4 + header.len() + len);
+    chunk.extend_from_slice(&CHUNK_MAGIC);
+    chunk.extend_from_slice(checksum);
+    chunk.extend_from_slice(&header);
+    chunk.extend_from_slice(&data);
+    Ok((chunk, hash))
+}
+
+fn write_uleb(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Reads a document chunk's data far enough to name its heads and to bound what its
+/// deflated columns inflate to (into a counting sink; automerge inflates them itself).
+///
+/// ```text
+/// document = actors:(count:uleb128 (len:uleb128 byte{len}){count})
+///            heads:(count:uleb128 hash{count})
+///            change_columns:(count:uleb128 (spec:uleb128 len:uleb128){count})
+///            ops_columns:(count:uleb128 (spec:uleb128 len:uleb128){count})
+///            change column data, ops column data, [head indexes]
+/// spec     = id << 4 | deflate:1 bit (0x08) | type:3 bits
+/// ```
+fn check_document(
+    data: &[u8],
+    index: usize,
+    limits: &SyncLimits,
+    budget: &mut Budget,
+    carried: &mut Vec<automerge::ChangeHash>,
+) -> Result<(), SyncCheckError> {
+    let bad = |section| SyncCheckError::BadDocument { index, section };
+    let mut c = Cursor { rest: data };
+    let actors = c
+        .uleb("document")
+        .ok()
+        .filter(|n| *n <= c.rest.len() as u64)
+        .ok_or(bad("actors"))?;
+    for _ in 0..actors {
+        let len = c.length("document").map_err(|_| bad("actors"))?;
+        c.take(len, "document").map_err(|_| bad("actors"))?;
+    }
+    let heads = c
+        .uleb("document")
+        .ok()
+        .filter(|n| n.saturating_mul(HASH_LEN) <= c.rest.len() as u64)
+        .ok_or(bad("heads"))?;
+    for _ in 0..heads {
+        let hash = c
+            .take(HASH_LEN as usize, "document")
+            .map_err(|_| bad("heads"))?;
+        let mut h = [0u8; 32];
+        h.copy_from_slice(hash);
+        carried.push(automerge::ChangeHash(h));
+    }
+    let mut columns: Vec<(bool, usize)> = Vec::new();
+    for section in ["change columns", "ops columns"] {
+        // A column spec and its length take at least two bytes.
+        let count = c
+            .uleb("document")
+            .ok()
+            .filter(|n| n.saturating_mul(2) <= c.rest.len() as u64)
+            .ok_or(bad(section))?;
+        for _ in 0..count {
+            let spec = c.uleb("document").map_err(|_| bad(section))?;
+            let len = c.uleb("document").map_err(|_| bad(section))?;
+            let len = usize::try_from(len).map_err(|_| bad(section))?;
+            columns.push((spec & 0b1000 != 0, len));
+        }
+    }
+    let cap = limits.max_inflated_chunk_bytes;
+    let mut inflated = 0usize;
+    for (deflated, len) in columns {
+        let column = c.take(len, "document").map_err(|_| bad("column data"))?;
+        let size = if deflated {
+            inflated_len(column, cap - inflated.min(cap), index)?.ok_or(
+                SyncCheckError::InflatedTooLarge {
+                    index,
+                    compressed: data.len(),
+                    limit: cap,
+                },
+            )?
+        } else {
+            column.len()
+        };
+        inflated = inflated.saturating_add(size);
+        if inflated > cap {
+            return Err(SyncCheckError::InflatedTooLarge {
+                index,
+                compressed: data.len(),
+                limit: cap,
+            });
+        }
+    }
+    budget.spend(inflated)
 }
 
 /// Checks one entry of the changes: one or more whole chunks (automerge loads the entries
 /// one after the other, so a chunk may not spill into the next entry), each of a known type
 /// and with a checksum that matches. A compressed change (type 2) carries the checksum of its
-/// uncompressed form, which cannot be checked without inflating it; automerge checks that one
-/// (and never sends compressed changes in sync messages itself).
-fn check_chunks(entry: &[u8], index: usize) -> Result<(), SyncCheckError> {
+/// uncompressed form: it is inflated (within the caps) and checked against that, and the
+/// entry is rewritten with the inflated change in its place (automerge never sends
+/// compressed changes in sync messages itself).
+fn check_chunks(
+    entry: &[u8],
+    index: usize,
+    limits: &SyncLimits,
+    budget: &mut Budget,
+    checked: &mut CheckedSync,
+) -> Result<(), SyncCheckError> {
     use sha2::{Digest, Sha256};
 
     let bad = SyncCheckError::BadChange { index };
     if entry.is_empty() {
         return Err(bad);
     }
+    // The entry rewritten with its compressed changes inflated, once there is one.
+    let mut rewritten: Option<Vec<u8>> = None;
     let mut c = Cursor { rest: entry };
     while !c.rest.is_empty() {
+        let chunk_start = entry.len() - c.rest.len();
         let magic = c
             .take(CHUNK_MAGIC.len(), "changes")
             .map_err(|_| bad.clone())?;
@@ -215,18 +495,39 @@ fn check_chunks(entry: &[u8], index: usize) -> Result<(), SyncCheckError> {
         let hashed = c.rest;
         let chunk_type = c.take(1, "changes").map_err(|_| bad.clone())?[0];
         let len = c.length("changes").map_err(|_| bad.clone())?;
-        c.take(len, "changes").map_err(|_| bad.clone())?;
+        let data = c.take(len, "changes").map_err(|_| bad.clone())?;
         let hashed = &hashed[..hashed.len() - c.rest.len()];
+        let chunk = &entry[chunk_start..entry.len() - c.rest.len()];
         match chunk_type {
-            // Document, change, bundle: the checksum covers type, length and data.
-            0 | 1 | 3 => {
-                if Sha256::digest(hashed)[..4] != *checksum {
+            // Document, change: the checksum covers type, length and data.
+            0 | 1 => {
+                let hash: [u8; 32] = Sha256::digest(hashed).into();
+                if hash[..4] != *checksum {
                     return Err(SyncCheckError::ChangeChecksum { index });
                 }
+                if chunk_type == 1 {
+                    budget.spend(data.len())?;
+                    checked.carried.push(automerge::ChangeHash(hash));
+                } else {
+                    check_document(data, index, limits, budget, &mut checked.carried)?;
+                }
+                if let Some(out) = rewritten.as_mut() {
+                    out.extend_from_slice(chunk);
+                }
             }
-            2 => {}
+            2 => {
+                let (inflated, hash) = inflate_change(data, checksum, index, limits, budget)?;
+                checked.carried.push(automerge::ChangeHash(hash));
+                rewritten
+                    .get_or_insert_with(|| entry[..chunk_start].to_vec())
+                    .extend_from_slice(&inflated);
+            }
+            3 => return Err(SyncCheckError::Bundle { index }),
             _ => return Err(bad),
         }
+    }
+    if let Some(out) = rewritten {
+        checked.inflated.push((index, out));
     }
     Ok(())
 }

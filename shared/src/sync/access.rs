@@ -4,6 +4,7 @@
 //! forbidden id costs nothing and reveals nothing (DESIGN.md: access decisions come from the
 //! server's own records, never from a document a device can write).
 
+use crate::authority::{WriteTable, Writer};
 use crate::ids::{BranchId, DeviceId, DocumentId, TechnicianId};
 
 /// The authenticated identity behind a connection, established by the glue from a token
@@ -44,10 +45,28 @@ pub enum Access {
     ReadWrite,
 }
 
+/// Which paths of a document a principal's changes may touch (see `authority`).
+#[derive(Debug, Clone, Copy)]
+pub enum WriteScope {
+    /// Any path: a branch sending head office the documents it owns, the server a device
+    /// dialled.
+    Any,
+    /// What `table` grants `writer`; every op of every change is checked before it is
+    /// applied. A principal with read access gets its table too, so a refusal can name the
+    /// path it tried.
+    Table(&'static WriteTable, Writer),
+}
+
 /// The source of access decisions. Implementations must be cheap (an in-memory lookup): the
 /// engine calls it for every request and every sync message.
 pub trait AccessPolicy {
     fn access(&self, who: &Principal, doc: &DocumentId) -> Access;
+
+    /// The paths `who` may write in `doc` (asked when a session opens or its access
+    /// changes). Unrestricted unless the policy says otherwise.
+    fn write_scope(&self, _who: &Principal, _doc: &DocumentId) -> WriteScope {
+        WriteScope::Any
+    }
 }
 
 /// Full access for everyone: what a device grants the server it dialled.

@@ -9,15 +9,19 @@
 //! - A request for a forbidden or unknown document loads nothing and holds nothing.
 //! - Peer input is checked (`protocol::check_sync_message`) before automerge sees it, and any
 //!   panic left inside automerge is caught at the session: it closes that one connection.
+//! - A session whose writes a table restricts (`authority`) hands automerge only changes
+//!   checked op by op against it (`admit`); a forbidden op refuses the whole message, and
+//!   nothing of it is applied or stored.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 
-use super::access::{Access, AccessPolicy, Principal};
+use super::access::{Access, AccessPolicy, Principal, WriteScope};
+use super::admit::{self, Refusal, Waiting};
 use crate::ids::DocumentId;
 use crate::protocol::message::{
     DocUnavailableMessage, EphemeralMessage, ErrorMessage, JoinMessage, PeerId, PeerMessage,
@@ -327,6 +331,8 @@ pub struct EngineStats {
     pub docs_loaded_total: u64,
     pub docs_evicted_total: u64,
     pub panics_caught: u64,
+    /// Changes held on a restricted session until their dependencies arrived.
+    pub changes_held: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -360,13 +366,24 @@ struct DocState {
     edits_in_flight: Vec<(WriteId, u64, Vec<ChangeHash>)>,
 }
 
+/// A sync message waiting to be applied, with what `protocol::check_sync_message` found it
+/// carries (change hashes and document heads).
+struct Inbound {
+    message: sync::Message,
+    carried: Vec<ChangeHash>,
+}
+
 struct Session {
     state: sync::State,
     access: Access,
+    /// The paths the peer's changes may touch.
+    scope: WriteScope,
+    /// Restricted sessions: changes held until their dependencies arrive, changes refused.
+    waiting: Waiting,
     /// False until the persisted sync state is loaded.
     ready: bool,
     /// Messages received before the document or the sync state was ready.
-    inbox: VecDeque<sync::Message>,
+    inbox: VecDeque<Inbound>,
     /// Client role: nothing sent yet on this session.
     fresh: bool,
     /// A message was received and not answered yet. A message without changes leaves the
@@ -778,7 +795,7 @@ impl Engine {
         }
         let docs: Vec<DocumentId> = self.subscribed.iter().copied().collect();
         for doc in docs {
-            self.open_session(conn, doc, Access::ReadWrite);
+            self.open_session(conn, doc, Access::ReadWrite, WriteScope::Any);
             if let Some(state) = self.docs.get_mut(&doc) {
                 state.dirty = true;
             }
@@ -866,11 +883,14 @@ impl Engine {
             self.send_unavailable(conn, doc_id);
             return;
         }
-        if let Err(e) = protocol::check_sync_message(&payload.data, &self.config.sync_limits) {
-            self.refuse(Some(conn), "bad_sync_message", e.to_string());
-            self.close(conn, CloseCode::Protocol, format!("bad sync message: {e}"));
-            return;
-        }
+        let checked = match protocol::check_sync_message(&payload.data, &self.config.sync_limits) {
+            Ok(checked) => checked,
+            Err(e) => {
+                self.refuse(Some(conn), "bad_sync_message", e.to_string());
+                self.close(conn, CloseCode::Protocol, format!("bad sync message: {e}"));
+                return;
+            }
+        };
         let decoded = catch_unwind(|| sync::Message::decode(&payload.data));
         let mut message = match decoded {
             Ok(Ok(m)) => m,
@@ -890,26 +910,31 @@ impl Engine {
                 return;
             }
         };
-        if allowed == Access::Read && !message.changes.is_empty() {
-            // Read-only documents (an assignment index) take no changes from this peer; the
-            // rest of the message (heads, needs) is still answered.
-            self.refuse(
-                Some(conn),
-                "read_only",
-                format!("changes to read-only document {doc_id} refused"),
-            );
-            message.changes = sync::ChunkList::empty();
+        if !checked.inflated.is_empty() {
+            // Compressed changes, inflated within the caps: automerge gets the inflated ones
+            // and never inflates anything a peer sent.
+            let mut entries: Vec<Vec<u8>> = message.changes.iter().map(<[u8]>::to_vec).collect();
+            for (index, entry) in checked.inflated {
+                if let Some(slot) = entries.get_mut(index) {
+                    *slot = entry;
+                }
+            }
+            message.changes = sync::ChunkList::from(entries);
         }
         if !self.ensure_doc(doc_id, Some(conn)) {
             return;
         }
-        if self.open_session(conn, doc_id, allowed)
+        let scope = access.write_scope(&principal, &doc_id);
+        if self.open_session(conn, doc_id, allowed, scope)
             && let Some(session) = self
                 .peers
                 .get_mut(&conn)
                 .and_then(|p| p.sessions.get_mut(&doc_id))
         {
-            session.inbox.push_back(message);
+            session.inbox.push_back(Inbound {
+                message,
+                carried: checked.carried,
+            });
         }
         self.process(doc_id);
     }
@@ -1027,7 +1052,13 @@ impl Engine {
 
     /// Opens a session of `conn` on a (loaded or loading) document. Returns false if the
     /// connection is gone.
-    fn open_session(&mut self, conn: ConnId, doc_id: DocumentId, access: Access) -> bool {
+    fn open_session(
+        &mut self,
+        conn: ConnId,
+        doc_id: DocumentId,
+        access: Access,
+        scope: WriteScope,
+    ) -> bool {
         let outbound = self.peers.get(&conn).is_some_and(|p| p.outbound);
         if outbound && !self.ensure_doc(doc_id, None) {
             return false;
@@ -1037,6 +1068,7 @@ impl Engine {
         };
         if let Some(session) = peer.sessions.get_mut(&doc_id) {
             session.set_access(access);
+            session.scope = scope;
             return true;
         }
         let storage_id = peer
@@ -1050,6 +1082,8 @@ impl Engine {
             Session {
                 state: sync_state_for(access),
                 access,
+                scope,
+                waiting: Waiting::default(),
                 ready,
                 inbox: VecDeque::new(),
                 fresh: true,
@@ -1226,6 +1260,8 @@ impl Engine {
         let before = state.doc.get_heads();
         let conns: Vec<ConnId> = state.sessions.iter().copied().collect();
         let mut failed: Vec<(ConnId, String, bool)> = Vec::new();
+        let mut refused: Vec<(ConnId, Refusal)> = Vec::new();
+        let max_held = self.config.sync_limits.max_changes;
         for conn in &conns {
             let Some(session) = self
                 .peers
@@ -1237,8 +1273,32 @@ impl Engine {
             if !session.ready {
                 continue;
             }
-            while let Some(message) = session.inbox.pop_front() {
+            while let Some(Inbound {
+                mut message,
+                mut carried,
+            }) = session.inbox.pop_front()
+            {
                 session.reply_due = true;
+                if !message.changes.is_empty() {
+                    let gate = catch_unwind(AssertUnwindSafe(|| {
+                        gate_changes(&state.doc, session, &mut message, max_held)
+                    }));
+                    match gate {
+                        Ok(Ok(Some(accepted))) => {
+                            self.stats.changes_held += session.waiting.held.len() as u64;
+                            carried = accepted;
+                        }
+                        Ok(Ok(None)) => {}
+                        Ok(Err(refusal)) => {
+                            carried.clear();
+                            refused.push((*conn, refusal));
+                        }
+                        Err(_) => {
+                            failed.push((*conn, "automerge panicked checking".into(), true));
+                            break;
+                        }
+                    }
+                }
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     state.doc.receive_sync_message(&mut session.state, message)
                 }));
@@ -1251,6 +1311,21 @@ impl Engine {
                     Err(_) => {
                         failed.push((*conn, "automerge panicked".into(), true));
                         break;
+                    }
+                }
+                // automerge drops a chunk it cannot read without an error (on a document
+                // that has content): whatever the message carried must now be held, or
+                // queued for its dependencies.
+                if !carried.is_empty() {
+                    let missing: HashSet<ChangeHash> =
+                        state.doc.get_missing_deps(&carried).into_iter().collect();
+                    if let Some(dropped) = carried.iter().find(|h| missing.contains(h)) {
+                        refused.push((
+                            *conn,
+                            Refusal::Malformed(format!(
+                                "change {dropped} was dropped by automerge as unreadable"
+                            )),
+                        ));
                     }
                 }
             }
@@ -1281,6 +1356,9 @@ impl Engine {
             let bytes = state.doc.save_after(&before);
             self.store_changes(doc_id, bytes);
         }
+        for (conn, refusal) in refused {
+            self.refuse_changes(conn, doc_id, &refusal);
+        }
         for (conn, reason, panicked) in failed {
             if panicked {
                 self.stats.panics_caught += 1;
@@ -1289,6 +1367,27 @@ impl Engine {
             self.close(conn, CloseCode::Protocol, format!("sync failed: {reason}"));
         }
         self.announce(doc_id);
+    }
+
+    /// Tells the peer why its changes were refused (an `error` message naming the path and
+    /// the rule) and reports the refusal. The connection stays: the peer's other documents
+    /// keep syncing, and this one still receives what others write.
+    fn refuse_changes(&mut self, conn: ConnId, doc_id: DocumentId, refusal: &Refusal) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let who = describe(&peer.principal);
+        let error = Message::Error(ErrorMessage {
+            sender_id: Some(PeerId::new(self.config.peer_id.clone())),
+            target_id: peer.remote.as_ref().map(|r| r.peer_id.clone()),
+            message: format!("changes to {doc_id} refused, nothing of them stored: {refusal}"),
+        });
+        self.send(conn, &error);
+        self.refuse(
+            Some(conn),
+            refusal.code(),
+            format!("{who}: document {doc_id}: {refusal}"),
+        );
     }
 
     /// Emits the write of new changes (and a compaction when enough chunks piled up).
@@ -1477,7 +1576,19 @@ impl Engine {
                 state.doc.generate_sync_message(&mut session.state)
             }));
             match generated {
-                Ok(Some(message)) => {
+                Ok(Some(mut message)) => {
+                    if !session.waiting.held.is_empty() {
+                        // Held changes wait for what the peer has not sent (a bloom filter's
+                        // false positive): ask for that instead of the held ones themselves.
+                        let held: HashSet<ChangeHash> =
+                            session.waiting.held.iter().map(|c| c.hash()).collect();
+                        message.need.retain(|h| !held.contains(h));
+                        for want in admit::wanted(&state.doc, &session.waiting) {
+                            if !message.need.contains(&want) {
+                                message.need.push(want);
+                            }
+                        }
+                    }
                     // A client that has nothing yet asks with `request`, as automerge-repo
                     // does, so the server can answer `doc-unavailable`.
                     let is_request = peer.outbound && session.fresh && empty;
@@ -1619,7 +1730,7 @@ impl Engine {
             .map(|(c, _)| *c)
             .collect();
         for conn in conns {
-            self.open_session(conn, doc_id, Access::ReadWrite);
+            self.open_session(conn, doc_id, Access::ReadWrite, WriteScope::Any);
         }
         if let Some(state) = self.docs.get_mut(&doc_id) {
             state.dirty = true;
@@ -1674,11 +1785,13 @@ impl Engine {
                     self.send_unavailable(conn, doc_id);
                 }
                 other => {
-                    if let Some(session) = peer.sessions.get_mut(&doc_id)
-                        && session.access != other
-                    {
-                        session.set_access(other);
-                        changed.insert(doc_id);
+                    let scope = access.write_scope(&peer.principal, &doc_id);
+                    if let Some(session) = peer.sessions.get_mut(&doc_id) {
+                        session.scope = scope;
+                        if session.access != other {
+                            session.set_access(other);
+                            changed.insert(doc_id);
+                        }
                     }
                 }
             }
@@ -1735,6 +1848,79 @@ impl Engine {
             }
         }
         self.idle.extend(skipped);
+    }
+}
+
+/// Lets through what of a message's changes the session may write. Returns the hashes of
+/// the changes now in the message when it rewrote them (`None`: the message is as it came),
+/// or why all of them were refused (then the message carries none, and its heads no longer
+/// name refused changes, so they are never asked for).
+fn gate_changes(
+    doc: &Automerge,
+    session: &mut Session,
+    message: &mut sync::Message,
+    max_held: usize,
+) -> Result<Option<Vec<ChangeHash>>, Refusal> {
+    let result = match (session.access, session.scope) {
+        (Access::ReadWrite, WriteScope::Any) => return Ok(None),
+        // Read-only: every change is refused; the table, if any, names the first path.
+        (_, scope) if session.access != Access::ReadWrite => {
+            let read_only = || Refusal::ReadOnly;
+            Err(match scope {
+                WriteScope::Table(table, writer) => {
+                    match admit::decode_changes(doc, message.changes.iter()) {
+                        Ok(incoming) => {
+                            let mut checker = crate::authority::Checker::new(doc, table, writer);
+                            incoming
+                                .iter()
+                                .find_map(|c| checker.check(c).err())
+                                .map_or_else(read_only, Refusal::Violation)
+                        }
+                        Err(refusal) => refusal,
+                    }
+                }
+                WriteScope::Any => read_only(),
+            })
+        }
+        (_, WriteScope::Table(table, writer)) => admit::decode_changes(doc, message.changes.iter())
+            .and_then(|incoming| {
+                admit::admit(doc, table, writer, incoming, &mut session.waiting, max_held)
+            }),
+        (_, WriteScope::Any) => return Ok(None),
+    };
+    match result {
+        Ok(accepted) => {
+            let hashes = accepted.iter().map(automerge::Change::hash).collect();
+            let entries: Vec<Vec<u8>> = accepted.iter().map(|c| c.raw_bytes().to_vec()).collect();
+            message.changes = sync::ChunkList::from(entries);
+            Ok(Some(hashes))
+        }
+        Err(refusal) => {
+            message.changes = sync::ChunkList::empty();
+            let refused = &session.waiting.refused;
+            if message.heads.iter().any(|h| refused.contains(h)) {
+                message.heads.retain(|h| !refused.contains(h));
+                if message.heads.is_empty() {
+                    // Heads that name nothing we hold: the ones we share stand in, or the
+                    // peer would look as if it had lost everything and be sent it all.
+                    message.heads.clone_from(&session.state.shared_heads);
+                }
+            }
+            Err(refusal)
+        }
+    }
+}
+
+/// Who a principal is, for refusals in the log.
+fn describe(principal: &Principal) -> String {
+    match principal {
+        Principal::Device {
+            device_id,
+            technician,
+        } => format!("device {device_id} ({technician})"),
+        Principal::Desk { role } => format!("desk token ({role})"),
+        Principal::Branch { branch_id } => format!("branch {branch_id}"),
+        Principal::Server => "server".to_owned(),
     }
 }
 

@@ -8,11 +8,12 @@
 //! See ARCHITECTURE.md for the invariants it keeps.
 
 mod access;
+mod admit;
 mod engine;
 #[cfg(test)]
 mod sim;
 
-pub use access::{Access, AccessPolicy, AllowAll, Principal};
+pub use access::{Access, AccessPolicy, AllowAll, Principal, WriteScope};
 pub use engine::{
     CloseCode, ConnId, EditFn, Effect, Engine, EngineConfig, EngineRole, EngineStats, Input,
     LocalEdit, LocalEditError, WriteId, WriteOp, edit_via_autocommit,

@@ -29,8 +29,9 @@ use proptest::prelude::*;
 
 use super::{
     Access, AccessPolicy, AllowAll, CloseCode, ConnId, Effect, Engine, EngineConfig, EngineRole,
-    Input, LocalEdit, LocalEditError, Principal, WriteId, WriteOp,
+    Input, LocalEdit, LocalEditError, Principal, WriteId, WriteOp, WriteScope,
 };
+use crate::authority::{Allow, DocKind, PathRule, Reach, Seg, WriteTable, Writer};
 use crate::ids::{DeviceId, DocumentId, TechnicianId};
 use crate::protocol::message::{JoinMessage, PeerId, PeerMetadata, StorageId, SyncMessage};
 use crate::protocol::{self, Message};
@@ -106,12 +107,31 @@ impl Policy {
     }
 }
 
+/// The simulated devices may write any root key (the workload's `put`s) and nothing deeper:
+/// every change they send goes through the engine's checked path (decoded, ordered, held for
+/// its dependencies, checked op by op), under the same chaos as the rest.
+static SIM_TABLE: WriteTable = WriteTable {
+    kind: DocKind::Job,
+    rules: &[PathRule {
+        path: &[Seg::Any],
+        reach: Reach::Exactly,
+        writers: &[Writer::Device],
+        allow: Allow::Write,
+        why: "a simulated device writes root keys",
+    }],
+    otherwise: "nothing else",
+};
+
 impl AccessPolicy for Policy {
     fn access(&self, who: &Principal, doc: &DocumentId) -> Access {
         match who {
             Principal::Device { device_id, .. } => self.of(device_id.as_str(), *doc),
             _ => Access::None,
         }
+    }
+
+    fn write_scope(&self, _who: &Principal, _doc: &DocumentId) -> WriteScope {
+        WriteScope::Table(&SIM_TABLE, Writer::Device)
     }
 }
 

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn check(bytes: &[u8]) -> Result<(), SyncCheckError> {
-    check_sync_message(bytes, &SyncLimits::default())
+    check_sync_message(bytes, &SyncLimits::default()).map(|_| ())
 }
 
 fn uleb(out: &mut Vec<u8>, mut n: u64) {
@@ -585,6 +585,18 @@ fn error_codes_are_distinct() {
         },
         SyncCheckError::BadChange { index: 0 },
         SyncCheckError::ChangeChecksum { index: 0 },
+        SyncCheckError::BadCompression { index: 0 },
+        SyncCheckError::InflatedTooLarge {
+            index: 0,
+            compressed: 1,
+            limit: 1,
+        },
+        SyncCheckError::MessageInflatedTooLarge { limit: 1 },
+        SyncCheckError::Bundle { index: 0 },
+        SyncCheckError::BadDocument {
+            index: 0,
+            section: "heads",
+        },
     ];
     let codes: std::collections::BTreeSet<_> = errors.iter().map(SyncCheckError::code).collect();
     assert_eq!(codes.len(), errors.len());
@@ -664,4 +676,178 @@ proptest! {
             }
         }
     }
+}
+
+// ---- compressed chunks ------------------------------------------------------------------
+
+/// `len` zeros, deflated, written a megabyte at a time.
+fn deflated_zeros(len: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let block = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len());
+        encoder
+            .write_all(&block[..n])
+            .expect("deflating into memory");
+        left -= n;
+    }
+    encoder.finish().expect("deflating into memory")
+}
+
+/// A chunk of `chunk_type` around `data`, with the checksum of `checksum_of` (type and data).
+fn chunk(chunk_type: u8, data: &[u8], checksum_of: (u8, &[u8])) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut hashed = vec![checksum_of.0];
+    uleb(&mut hashed, checksum_of.1.len() as u64);
+    hashed.extend_from_slice(checksum_of.1);
+    let digest = Sha256::digest(&hashed);
+    let mut out = CHUNK_MAGIC.to_vec();
+    out.extend_from_slice(&digest[..4]);
+    out.push(chunk_type);
+    uleb(&mut out, data.len() as u64);
+    out.extend_from_slice(data);
+    out
+}
+
+/// A real change big enough that automerge compresses it, as a compressed chunk (type 2),
+/// with its uncompressed chunk and hash.
+fn compressed_change() -> (Vec<u8>, Vec<u8>, automerge::ChangeHash) {
+    let mut doc = AutoCommit::new().with_actor(ActorId::from([7u8; 16]));
+    let text: String = (0..3000)
+        .map(|i| char::from(b'a' + (i % 7) as u8))
+        .collect();
+    doc.put(ROOT, "notes", text).expect("put");
+    let mut change = doc.get_last_local_change().expect("a change").clone();
+    let plain = change.raw_bytes().to_vec();
+    let compressed = change.bytes().into_owned();
+    assert_eq!(compressed[8], 2, "automerge compresses a change this big");
+    (compressed, plain, change.hash())
+}
+
+#[test]
+fn compressed_changes_are_inflated_into_the_chunk_automerge_would_load() {
+    let (compressed, plain, hash) = compressed_change();
+    let bytes = with_changes(vec![real_change(1), compressed]);
+    let checked = check_sync_message(&bytes, &SyncLimits::default()).expect("accepted");
+    assert_eq!(checked.inflated, vec![(1, plain.clone())]);
+    assert_eq!(checked.carried.len(), 2);
+    assert_eq!(checked.carried[1], hash);
+    // The inflated chunk is the change itself: automerge loads it to the same hash.
+    let mut doc = AutoCommit::new();
+    doc.load_incremental(&plain).expect("loads");
+    assert_eq!(doc.get_heads(), vec![hash]);
+}
+
+#[test]
+fn a_compressed_change_whose_checksum_does_not_match_its_content_is_refused() {
+    let (mut compressed, _, _) = compressed_change();
+    compressed[4] ^= 0x01;
+    assert_eq!(
+        check(&with_changes(vec![compressed])),
+        Err(SyncCheckError::ChangeChecksum { index: 0 })
+    );
+    // Data that is not deflate at all.
+    let garbage = chunk(2, &[0xff; 64], (1, &[]));
+    assert_eq!(
+        check(&with_changes(vec![garbage])),
+        Err(SyncCheckError::BadCompression { index: 0 })
+    );
+}
+
+/// The compressed-change bomb of issue 12: 255 KiB that inflate to 256 MiB of zeros. It is
+/// refused once the count passes the cap, before anything of that size is allocated.
+#[test]
+fn the_compressed_change_bomb_is_refused_at_the_inflation_cap() {
+    let bomb = deflated_zeros(256 << 20);
+    assert!(bomb.len() < 300 * 1024, "{} bytes", bomb.len());
+    let bytes = with_changes(vec![chunk(2, &bomb, (1, &[]))]);
+    let limits = SyncLimits::default();
+    assert_eq!(
+        check_sync_message(&bytes, &limits),
+        Err(SyncCheckError::InflatedTooLarge {
+            index: 0,
+            compressed: bomb.len(),
+            limit: limits.max_inflated_chunk_bytes,
+        })
+    );
+}
+
+#[test]
+fn the_changes_of_one_message_share_one_inflation_budget() {
+    let one = chunk(2, &deflated_zeros(600), (1, &[0; 600]));
+    let limits = SyncLimits {
+        max_inflated_chunk_bytes: 1000,
+        max_inflated_message_bytes: 1500,
+        ..SyncLimits::default()
+    };
+    let two = with_changes(vec![one.clone(), one.clone()]);
+    assert!(check_sync_message(&two, &limits).is_ok());
+    let three = with_changes(vec![one.clone(), one.clone(), one]);
+    assert_eq!(
+        check_sync_message(&three, &limits),
+        Err(SyncCheckError::MessageInflatedTooLarge { limit: 1500 })
+    );
+}
+
+/// A document's data: no actors, the given heads, one change column of `column` (deflated
+/// if said so), no op columns.
+fn document_data(heads: &[[u8; 32]], column: &[u8], deflated: bool) -> Vec<u8> {
+    let mut data = vec![0];
+    uleb(&mut data, heads.len() as u64);
+    heads.iter().for_each(|h| data.extend_from_slice(h));
+    data.push(1);
+    uleb(&mut data, (1 << 4) | if deflated { 0b1000 } else { 0 });
+    uleb(&mut data, column.len() as u64);
+    data.push(0);
+    data.extend_from_slice(column);
+    data
+}
+
+#[test]
+fn a_document_whose_columns_inflate_past_the_cap_is_refused() {
+    let data = document_data(&[[9; 32]], &deflated_zeros(64 << 20), true);
+    let bytes = with_changes(vec![chunk(0, &data, (0, &data))]);
+    assert!(matches!(
+        check(&bytes),
+        Err(SyncCheckError::InflatedTooLarge { index: 0, .. })
+    ));
+    // Within the cap the document passes and names its heads.
+    let data = document_data(&[[9; 32]], &deflated_zeros(1000), true);
+    let bytes = with_changes(vec![chunk(0, &data, (0, &data))]);
+    let checked = check_sync_message(&bytes, &SyncLimits::default()).expect("accepted");
+    assert_eq!(checked.carried, vec![automerge::ChangeHash([9; 32])]);
+    // A real saved document passes too, with its heads.
+    let mut doc = doc_with_changes(4, 3);
+    let saved = doc.save();
+    let checked =
+        check_sync_message(&with_changes(vec![saved]), &SyncLimits::default()).expect("ok");
+    assert_eq!(checked.carried, doc.get_heads());
+    // Truncated layouts are named.
+    let short = vec![0, 5];
+    assert_eq!(
+        check(&with_changes(vec![chunk(0, &short, (0, &short))])),
+        Err(SyncCheckError::BadDocument {
+            index: 0,
+            section: "heads"
+        })
+    );
+}
+
+#[test]
+fn bundles_are_refused() {
+    let mut doc = doc_with_changes(5, 2);
+    let hashes = doc.get_heads();
+    let bundle = doc
+        .document()
+        .bundle(hashes)
+        .expect("a bundle")
+        .bytes()
+        .to_vec();
+    assert_eq!(bundle[8], 3);
+    assert_eq!(
+        check(&with_changes(vec![bundle])),
+        Err(SyncCheckError::Bundle { index: 0 })
+    );
 }
