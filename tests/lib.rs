@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
+use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{ROOT, ReadDoc};
+use automerge::{Automerge, ROOT, ReadDoc};
 use fieldsync_client::{ConnectOptions, SyncClient};
 use fieldsync_server::app::{self, AppState};
 use fieldsync_server::auth::{DeskRole, Subject};
@@ -113,6 +114,20 @@ impl TestServer {
         }
         (&mut self.task).await??;
         Ok(())
+    }
+
+    /// A document as the server stored it (every chunk on disk, loaded), empty if none.
+    pub fn stored_doc(&self, doc: DocumentId) -> anyhow::Result<automerge::Automerge> {
+        let mut stored = automerge::Automerge::new();
+        for chunk in self
+            .state
+            .store
+            .load_doc(&doc.to_string())?
+            .unwrap_or_default()
+        {
+            stored.load_incremental(&chunk)?;
+        }
+        Ok(stored)
     }
 
     /// The server's clock's now: what tokens, revocations and desk records are stamped with.
@@ -659,6 +674,25 @@ impl RawPeer {
             }
         }
     }
+}
+
+/// A real automerge sync message from `from` to a peer holding `to`, taken from the point of
+/// their exchange where it carries changes.
+pub fn message_carrying_changes(from: &Automerge, to: &Automerge) -> anyhow::Result<Vec<u8>> {
+    let (mut from, mut to) = (from.clone(), to.clone());
+    let (mut ours, mut theirs) = (sync::State::new(), sync::State::new());
+    for _ in 0..4 {
+        if let Some(m) = from.generate_sync_message(&mut ours) {
+            if !m.changes.is_empty() {
+                return Ok(m.encode());
+            }
+            to.receive_sync_message(&mut theirs, m)?;
+        }
+        if let Some(m) = to.generate_sync_message(&mut theirs) {
+            from.receive_sync_message(&mut ours, m)?;
+        }
+    }
+    anyhow::bail!("automerge never sent the changes")
 }
 
 /// The ids the desk API returned.

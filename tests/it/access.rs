@@ -20,8 +20,8 @@ use fieldsync_shared::protocol::Message;
 use fieldsync_shared::protocol::message::{PeerId, SyncMessage};
 use fieldsync_shared::sync::LocalEdit;
 use fieldsync_tests::{
-    CreatedJob, Incoming, RawPeer, SETTLE, TestServer, append_notes, cli, eventually, notes,
-    notes_of, temp_dir,
+    CreatedJob, Incoming, RawPeer, SETTLE, TestServer, append_notes, cli, eventually,
+    message_carrying_changes, notes, notes_of, temp_dir,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -120,25 +120,6 @@ impl Branch {
             .device_token(&self.dev_a, Duration::from_secs(600))?;
         RawPeer::joined(&self.server.ws_url(), &token, "dev-a:raw").await
     }
-}
-
-/// A real automerge sync message from `from` to a peer holding `to`, taken from the point of
-/// their exchange where it carries changes.
-fn message_carrying_changes(from: &Automerge, to: &Automerge) -> anyhow::Result<Vec<u8>> {
-    let (mut from, mut to) = (from.clone(), to.clone());
-    let (mut ours, mut theirs) = (sync::State::new(), sync::State::new());
-    for _ in 0..4 {
-        if let Some(m) = from.generate_sync_message(&mut ours) {
-            if !m.changes.is_empty() {
-                return Ok(m.encode());
-            }
-            to.receive_sync_message(&mut theirs, m)?;
-        }
-        if let Some(m) = to.generate_sync_message(&mut theirs) {
-            from.receive_sync_message(&mut ours, m)?;
-        }
-    }
-    anyhow::bail!("automerge never sent the changes")
 }
 
 /// A sync message carrying a made-up document's change, for any id.

@@ -41,23 +41,35 @@ fn require_node() -> anyhow::Result<()> {
 
 /// Fails, saying how to fix it, when node or the pinned `package` of `tests/js` is missing.
 pub(crate) fn require_node_package(package: &str) -> anyhow::Result<()> {
-    const HOW: &str = "run `npm ci --prefix tests/js` (or `scripts/test`, which does it)";
+    require_node_package_in("", package)
+}
+
+/// Fails, saying how to fix it, when node or the pinned `package` of `tests/js/<dir>` is
+/// missing.
+pub(crate) fn require_node_package_in(dir: &str, package: &str) -> anyhow::Result<()> {
+    let prefix = if dir.is_empty() {
+        "tests/js".to_owned()
+    } else {
+        format!("tests/js/{dir}")
+    };
+    let how = format!("run `npm ci --prefix {prefix}` (or `scripts/test`, which does it)");
+    let how = how.as_str();
     let version = std::process::Command::new("node").arg("--version").output();
     match version {
         Ok(out) if out.status.success() => {}
         Ok(out) => bail!(
-            "`node --version` failed ({}): install Node.js 20 or newer, then {HOW}",
+            "`node --version` failed ({}): install Node.js 20 or newer, then {how}",
             out.status
         ),
         Err(e) => bail!(
             "the tests that run tests/js need Node.js 20 or newer on PATH ({e}); install it \
-             (https://nodejs.org or your package manager), then {HOW}"
+             (https://nodejs.org or your package manager), then {how}"
         ),
     }
-    let installed = js_dir().join("node_modules").join(package);
+    let installed = js_dir().join(dir).join("node_modules").join(package);
     ensure!(
         installed.is_dir(),
-        "{} is missing: {HOW}",
+        "{} is missing: {how}",
         installed.display()
     );
     Ok(())
@@ -73,19 +85,33 @@ struct DeviceRun {
 
 /// One invocation of the JavaScript device.
 #[derive(Debug)]
-struct JsDevice<'a> {
+pub(crate) struct JsDevice<'a> {
     server: &'a TestServer,
     peer_id: String,
     token: Option<String>,
+    /// The folder under `tests/js` whose packages the script uses (`next`: the 2.6
+    /// pre-release); `None`: `tests/js` itself (2.5.6).
+    modules: Option<String>,
 }
 
 impl<'a> JsDevice<'a> {
-    fn new(server: &'a TestServer, peer_id: impl Into<String>, token: Option<String>) -> Self {
+    pub(crate) fn new(
+        server: &'a TestServer,
+        peer_id: impl Into<String>,
+        token: Option<String>,
+    ) -> Self {
         Self {
             server,
             peer_id: peer_id.into(),
             token,
+            modules: None,
         }
+    }
+
+    /// Runs the script with the packages of `tests/js/<modules>`.
+    pub(crate) fn with_modules(mut self, modules: Option<&str>) -> Self {
+        self.modules = modules.map(str::to_owned);
+        self
     }
 
     async fn run(
@@ -94,7 +120,23 @@ impl<'a> JsDevice<'a> {
         doc: Option<DocumentId>,
         value: Option<&str>,
     ) -> anyhow::Result<DeviceRun> {
-        require_node()?;
+        let mut args = Vec::new();
+        if let Some(doc) = doc {
+            args.push(("--doc", doc.url()));
+        }
+        if let Some(value) = value {
+            args.push(("--value", value.to_owned()));
+        }
+        self.run_with(action, &args).await
+    }
+
+    async fn run_with(&self, action: &str, args: &[(&str, String)]) -> anyhow::Result<DeviceRun> {
+        match &self.modules {
+            Some(dir) => {
+                require_node_package_in(dir, "@automerge/automerge-repo-network-websocket")?
+            }
+            None => require_node()?,
+        }
         let mut command = tokio::process::Command::new("node");
         command
             .current_dir(js_dir())
@@ -107,12 +149,13 @@ impl<'a> JsDevice<'a> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if let Some(doc) = doc {
-            command.args(["--doc", &doc.url()]);
+        for (flag, value) in args {
+            command.arg(flag).arg(value);
         }
-        if let Some(value) = value {
-            command.args(["--value", value]);
-        }
+        match &self.modules {
+            Some(dir) => command.env("FIELDSYNC_JS_MODULES", js_dir().join(dir)),
+            None => command.env_remove("FIELDSYNC_JS_MODULES"),
+        };
         // Through the environment, so the token is not in the process list.
         match &self.token {
             Some(token) => command.env("FIELDSYNC_TOKEN", token),
@@ -153,6 +196,22 @@ impl<'a> JsDevice<'a> {
         value: Option<&str>,
     ) -> anyhow::Result<Json> {
         let run = self.run(action, doc, value).await?;
+        ensure!(
+            run.success,
+            "device.mjs {action} failed: {}\nstderr: {}",
+            run.result,
+            run.stderr
+        );
+        Ok(run.result)
+    }
+
+    /// [`must`](Self::must) with any arguments.
+    pub(crate) async fn must_with(
+        &self,
+        action: &str,
+        args: &[(&str, String)],
+    ) -> anyhow::Result<Json> {
+        let run = self.run_with(action, args).await?;
         ensure!(
             run.success,
             "device.mjs {action} failed: {}\nstderr: {}",

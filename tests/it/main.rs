@@ -2,6 +2,7 @@
 
 mod access;
 mod auth;
+mod authority;
 mod bad_input;
 mod bench_smoke;
 mod client_sdk;

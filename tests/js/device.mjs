@@ -20,16 +20,46 @@
 //   expect-refused     open a bare WebSocket (with --token if given) and expect the upgrade
 //                      to be refused with HTTP 401. The repo's adapter retries forever on a
 //                      refused socket, so this uses `ws` directly.
+//   forbidden-write    write into --doc what a device may not (--what decision: approve its
+//                      own approval request, made first; report: the report outcome; root: a
+//                      new root field), expect the server's `error` message and its heads
+//                      never to include the change; then, on the same connection, set --doc2's
+//                      fault cause to --value and wait until the server holds it.
+//
+// The automerge-repo packages come from the node_modules beside this script, or from the
+// folder FIELDSYNC_JS_MODULES names (tests/js/next: the 2.6 pre-release), so one script
+// drives every client version the tests pin.
 //
 // Every run prints exactly one JSON line on stdout ({"ok": true, ...} or {"ok": false,
 // "error": ...}) and exits 0 only on success; a run that does not finish within --timeout-ms
 // fails with exit code 2.
 
+import { createRequire } from "node:module"
+import path from "node:path"
+import { fileURLToPath, pathToFileURL } from "node:url"
 import { parseArgs } from "node:util"
 
-import { ImmutableString, Repo } from "@automerge/automerge-repo"
-import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
 import WebSocket from "ws"
+
+const modulesDir = process.env.FIELDSYNC_JS_MODULES ?? path.dirname(fileURLToPath(import.meta.url))
+const requireFrom = createRequire(path.join(path.resolve(modulesDir), "package.json"))
+/** Imports `name` as installed in `modulesDir`. */
+const load = name => import(pathToFileURL(requireFrom.resolve(name)).href)
+const { ImmutableString, Repo } = await load("@automerge/automerge-repo")
+const { WebSocketClientAdapter } = await load("@automerge/automerge-repo-network-websocket")
+const { decode: cborDecode } = await load("cbor-x")
+// The 2.6 pre-release assumes what browsers and Node 22 have and Node 20 lacks: a global
+// WebSocket and Promise.withResolvers.
+globalThis.WebSocket ??= WebSocket
+Promise.withResolvers ??= function withResolvers() {
+  let resolve
+  let reject
+  const promise = new Promise((yes, no) => {
+    resolve = yes
+    reject = no
+  })
+  return { promise, resolve, reject }
+}
 
 const { positionals, values: args } = parseArgs({
   allowPositionals: true,
@@ -38,6 +68,8 @@ const { positionals, values: args } = parseArgs({
     token: { type: "string" },
     "peer-id": { type: "string" },
     doc: { type: "string" },
+    doc2: { type: "string" },
+    what: { type: "string" },
     value: { type: "string" },
     "timeout-ms": { type: "string", default: "20000" },
   },
@@ -98,10 +130,23 @@ function until(check, emitter, events) {
   })
 }
 
-/** A repo with no storage that syncs with the server only, and the server's peer id. */
+/** A repo with no storage that syncs with the server only, the server's peer id, and the
+ *  `error` messages the server sends (the adapter only logs them). */
 async function connect() {
+  const adapter = new WebSocketClientAdapter(syncUrl(token))
+  const errors = []
+  const receive = adapter.receiveMessage.bind(adapter)
+  adapter.receiveMessage = bytes => {
+    try {
+      const message = cborDecode(new Uint8Array(bytes))
+      if (message?.type === "error") errors.push(String(message.message))
+    } catch {
+      // The adapter reports what does not decode.
+    }
+    return receive(bytes)
+  }
   const repo = new Repo({
-    network: [new WebSocketClientAdapter(syncUrl(token))],
+    network: [adapter],
     peerId: required("peer-id"),
     storage: undefined,
   })
@@ -111,7 +156,25 @@ async function connect() {
   await until(() => repo.peers.length > 0, repo.networkSubsystem, ["peer"])
   const serverPeer = repo.peers[0]
   progress(`joined server ${serverPeer}`)
-  return { repo, serverPeer }
+  return { repo, serverPeer, errors }
+}
+
+/** Resolves once `check()` holds, polling every 20 ms. */
+async function poll(check) {
+  while (!check()) await new Promise(resolve => setTimeout(resolve, 20))
+}
+
+/** Resolves once the server's heads (from its sync messages) include `handle`'s heads. */
+function serverHolds(handle, storageId) {
+  const ours = handle.heads()
+  return until(
+    () => {
+      const theirs = handle.getRemoteHeads(storageId) ?? []
+      return ours.every(h => theirs.includes(h))
+    },
+    handle,
+    ["remote-heads"],
+  )
 }
 
 /** Reads diagnosis.fault_cause, which the job schema keeps as a scalar string. */
@@ -210,7 +273,75 @@ function expectRefused() {
   socket.on("error", e => fail(e))
 }
 
+async function forbiddenWrite() {
+  const what = required("what")
+  const value = required("value")
+  const { repo, serverPeer, errors } = await connect()
+  const storageId = repo.getStorageIdOfPeer(serverPeer)
+  if (!storageId) throw new Error(`server peer ${serverPeer} announced no storageId`)
+  const handle = await repo.find(required("doc"))
+  if (what === "decision") {
+    progress("asking for an approval, which a device may")
+    handle.change(d => {
+      // Scalar strings, as the schema has them (a plain JS string would be text).
+      d.approvals["req-js"] = {
+        kind: new ImmutableString("warranty_part"),
+        reason: new ImmutableString("compressor under warranty"),
+        requested_by: new ImmutableString("tech-wang"),
+        requested_at: new Date(1793000000000),
+        amount: 250000,
+      }
+    })
+    await serverHolds(handle, storageId)
+    progress("approving it, which only a manager may")
+    handle.change(d => {
+      d.approvals["req-js"].decision = {
+        approved: true,
+        by: new ImmutableString("desk:manager"),
+        at: new Date(1793000060000),
+        note: new ImmutableString("approved by myself"),
+      }
+    })
+  } else if (what === "report") {
+    progress("writing the report outcome")
+    handle.change(d => {
+      d.report = { status: "signed", at: new Date(1793000060000), report_id: "made-up", digest: "00" }
+    })
+  } else if (what === "root") {
+    progress("adding a root field")
+    handle.change(d => {
+      d.bonus = 100
+    })
+  } else {
+    throw new Error(`--what must be decision, report or root, not ${JSON.stringify(what)}`)
+  }
+  const forbidden = handle.heads()
+  progress("waiting for the server's error message")
+  await poll(() => errors.length > 0)
+  // Give the server time to (wrongly) confirm the change before looking.
+  await new Promise(resolve => setTimeout(resolve, 300))
+  const theirs = handle.getRemoteHeads(storageId) ?? []
+  const stored = forbidden.some(h => theirs.includes(h))
+  progress("a legitimate edit of another job on the same connection")
+  const other = await repo.find(required("doc2"))
+  other.change(d => {
+    d.diagnosis.fault_cause = new ImmutableString(value)
+  })
+  await serverHolds(other, storageId)
+  const result = {
+    ok: !stored,
+    action,
+    errors,
+    server_confirmed_forbidden: stored,
+    legit_heads: other.heads(),
+  }
+  if (stored) result.error = "the server's heads include the forbidden change"
+  await repo.shutdown()
+  finish(result.ok ? 0 : 1, result)
+}
+
 const actions = {
+  "forbidden-write": forbiddenWrite,
   edit,
   read,
   "expect-unavailable": expectUnavailable,

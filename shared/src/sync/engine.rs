@@ -1382,12 +1382,13 @@ impl Engine {
             target_id: peer.remote.as_ref().map(|r| r.peer_id.clone()),
             message: format!("changes to {doc_id} refused, nothing of them stored: {refusal}"),
         });
-        self.send(conn, &error);
+        // Reported before the peer is told, so the refusal is counted by the time it reads it.
         self.refuse(
             Some(conn),
             refusal.code(),
             format!("{who}: document {doc_id}: {refusal}"),
         );
+        self.send(conn, &error);
     }
 
     /// Emits the write of new changes (and a compaction when enough chunks piled up).
