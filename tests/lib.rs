@@ -537,6 +537,20 @@ impl ServerProcess {
             .clone()
     }
 
+    /// A memory figure of the process from `/proc/<pid>/status`, in bytes: `VmRSS` (resident
+    /// now) or `VmHWM` (the most it was ever resident).
+    pub fn memory(&self, field: &str) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .map(str::trim)
+            .with_context(|| format!("no {field} in /proc status"))?
+            .parse()?;
+        Ok(kib * 1024)
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/sync", self.addr)
     }

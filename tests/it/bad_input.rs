@@ -400,3 +400,116 @@ async fn a_flood_of_requests_for_random_ids_gets_doc_unavailable_each_and_loads_
     );
     f.finish().await
 }
+
+/// The compressed-change bomb of issue 12, against the real binary: one enrolled device sends
+/// a sync message for its own job whose one change is deflated zeros that inflate to 256 MiB
+/// (255 KiB on the wire). automerge 0.12 would inflate it without a limit and copy it again
+/// (768 MiB); the server counts what it inflates to, refuses it past the cap with a reason,
+/// and its resident memory never grows by 64 MiB. A healthy device keeps syncing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compressed_change_bomb_is_refused_and_costs_the_server_no_memory() -> anyhow::Result<()>
+{
+    use fieldsync_tests::{ServerProcess, cli, connect_client, sample_job_body};
+    use std::io::Write;
+
+    let (data, devices) = (temp_dir()?, temp_dir()?);
+    let server = ServerProcess::start(data.path())?;
+    let enroll = |device: &str| -> anyhow::Result<(String, String)> {
+        cli(
+            data.path(),
+            &[
+                "device",
+                "enroll",
+                "--technician",
+                "tech-wang",
+                "--device",
+                device,
+            ],
+        )?;
+        let token = cli(data.path(), &["device", "token", "--device", device])?;
+        Ok((device.to_owned(), token))
+    };
+    let (healthy, healthy_token) = enroll("dev-ok")?;
+    let (_, attacker_token) = enroll("dev-x")?;
+    let desk = cli(data.path(), &["desk", "token", "--role", "dispatcher"])?;
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(server.http_url("/api/jobs"))
+        .bearer_auth(&desk)
+        .json(&sample_job_body("tech-wang"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let job: DocumentId = created["job_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no job id in {created}"))?;
+
+    let store = Arc::new(fieldsync_storage::Store::open(
+        devices.path().join("ok.sqlite"),
+        fieldsync_storage::StoreConfig::default(),
+    )?);
+    let client = connect_client(&server.ws_url(), &healthy_token, &healthy, store).await?;
+    client.subscribe(job);
+    assert!(client.wait_for(job, SETTLE, |d| notes(d).is_some()).await);
+    let base = server.http_url("");
+    let healthy_edit = |mark: &'static str| {
+        let (client, base, desk) = (&client, &base, &desk);
+        async move {
+            client.edit(job, append_notes(mark)).await?;
+            fieldsync_tests::eventually(SETTLE, "the healthy edit is stored", || async {
+                let body = fieldsync_tests::get_job(base, desk, job).await.ok()?;
+                fieldsync_tests::notes_of(&body)
+                    .ends_with(mark)
+                    .then_some(())
+            })
+            .await
+        }
+    };
+    healthy_edit("before;").await?;
+    let resident_before = server.memory("VmRSS")?;
+
+    // 256 MiB of zeros, deflated, as the data of a compressed change (type 2).
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        encoder.write_all(&block)?;
+    }
+    let deflated = encoder.finish()?;
+    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3, 4, 2];
+    uleb(&mut chunk, deflated.len() as u64);
+    chunk.extend_from_slice(&deflated);
+    let bomb = sync::Message {
+        heads: vec![],
+        need: vec![],
+        have: vec![],
+        changes: sync::ChunkList::from(vec![chunk]),
+        flags: None,
+        version: sync::MessageVersion::V1,
+    }
+    .encode();
+    assert!(bomb.len() < 300 * 1024, "{} bytes on the wire", bomb.len());
+
+    let mut attacker = RawPeer::joined(&server.ws_url(), &attacker_token, "dev-x").await?;
+    attacker.send(&Message::Sync(payload(job, bomb))).await?;
+    let refusal = attacker.refusal(SETTLE).await?;
+    let reason = refusal.close.clone().map(|(_, r)| r).unwrap_or_default();
+    assert!(
+        reason.contains("inflates to more than") && reason.contains("max_inflated_chunk_bytes"),
+        "{refusal:?}"
+    );
+
+    healthy_edit("after;").await?;
+    let peak = server.memory("VmHWM")?;
+    let growth = peak.saturating_sub(resident_before);
+    eprintln!(
+        "compressed-change bomb: resident {} MiB before, peak {} MiB, growth {:.1} MiB",
+        resident_before >> 20,
+        peak >> 20,
+        growth as f64 / f64::from(1 << 20)
+    );
+    assert!(growth < 64 << 20, "the server grew by {growth} bytes");
+    client.close();
+    Ok(())
+}
