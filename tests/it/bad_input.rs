@@ -206,8 +206,12 @@ fn sync_with_bloom(entries: u64, bits_per_entry: u64, probes: u64) -> Vec<u8> {
 }
 
 fn cbor_text(out: &mut Vec<u8>, s: &str) {
-    assert!(s.len() < 24, "short strings only");
-    out.push(0x60 | s.len() as u8);
+    assert!(s.len() < 256, "strings of up to 255 bytes only");
+    if s.len() < 24 {
+        out.push(0x60 | s.len() as u8);
+    } else {
+        out.extend_from_slice(&[0x78, s.len() as u8]);
+    }
     out.extend_from_slice(s.as_bytes());
 }
 
@@ -222,22 +226,71 @@ async fn malformed_cbor_is_refused_with_a_protocol_close_that_says_why() -> anyh
     f.finish().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_message_type_is_refused_by_name() -> anyhow::Result<()> {
-    let f = Fixture::start(|_| {}).await?;
+/// A well-formed message of a type we do not know: `frobnicate`, from `dev-x`.
+fn unknown_type_frame() -> Vec<u8> {
     let mut frame = vec![0xa2];
     cbor_text(&mut frame, "type");
     cbor_text(&mut frame, "frobnicate");
     cbor_text(&mut frame, "senderId");
     cbor_text(&mut frame, "dev-x");
-    let mut peer = f.attacker_joined().await?;
-    peer.send_bytes(frame).await?;
+    frame
+}
+
+/// Before `join` the peer must speak the handshake: an unknown type there closes, named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_message_type_before_join_is_refused_by_name() -> anyhow::Result<()> {
+    let f = Fixture::start(|_| {}).await?;
+    let mut peer = f.attacker_unjoined().await?;
+    peer.send_bytes(unknown_type_frame()).await?;
     let refusal = peer.refusal(SETTLE).await?;
     assert_refused(&refusal, 1002, "bad message", true);
     assert!(
         refusal.close.is_some_and(|(_, r)| r.contains("frobnicate")),
         "the reason names the type"
     );
+    f.finish().await
+}
+
+/// Forward compatibility (automerge-repo 2.6+ adds message types): a joined peer's message of
+/// an unknown type is dropped and counted, and its connection goes on; a malformed message
+/// of a known type still closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_message_type_after_join_is_dropped_and_counted() -> anyhow::Result<()> {
+    let f = Fixture::start(|_| {}).await?;
+    let mut peer = f.attacker_joined().await?;
+    peer.send_bytes(unknown_type_frame()).await?;
+    // Still served: a request for its job is answered with its content.
+    let request = Automerge::new()
+        .generate_sync_message(&mut sync::State::new())
+        .map(|m| m.encode())
+        .unwrap_or_default();
+    peer.send(&Message::Request(payload(f.job.job, request)))
+        .await?;
+    loop {
+        match peer.next(SETTLE).await? {
+            Incoming::Message(Message::Sync(s)) if s.document_id == f.job.job => break,
+            Incoming::Message(_) => {}
+            Incoming::Closed(close) => anyhow::bail!("closed over an unknown type: {close:?}"),
+        }
+    }
+    assert_eq!(
+        f.server.state.metrics.refusals("unknown_message_type"),
+        1,
+        "counted"
+    );
+    // A `sync` without its `data` is malformed, not unknown: closed.
+    let mut broken = vec![0xa4];
+    for (k, v) in [
+        ("type", "sync"),
+        ("senderId", "dev-x"),
+        ("targetId", "server"),
+        ("documentId", f.job.job.to_string().as_str()),
+    ] {
+        cbor_text(&mut broken, k);
+        cbor_text(&mut broken, v);
+    }
+    peer.send_bytes(broken).await?;
+    assert_refused(&peer.refusal(SETTLE).await?, 1002, "bad message", true);
     f.finish().await
 }
 

@@ -674,8 +674,17 @@ impl Engine {
         }
         self.stats.frames_in += 1;
         self.stats.bytes_in += bytes.len() as u64;
+        let joined = self.peers.get(&conn).is_some_and(|p| p.remote.is_some());
         let message = match protocol::decode(&bytes, &self.config.wire_limits) {
             Ok(m) => m,
+            // A well-formed message of a type this version does not know, from a peer that
+            // joined: newer automerge-repo versions add types, and a peer speaking them must
+            // not lose its connection over it. Dropped and counted; a malformed message of a
+            // known type still closes (below).
+            Err(DecodeError::UnknownType(name)) if joined => {
+                self.refuse(Some(conn), "unknown_message_type", name);
+                return;
+            }
             Err(e) => {
                 let code = match e {
                     DecodeError::TooLarge { .. } => CloseCode::TooBig,
