@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::{
-    AckStatus, Device, DeviceConfig, Event, JobEdit, JobStatus, SyncOptions, SyncState, TokenError,
-    now,
+    AckStatus, Device, DeviceConfig, Event, Handoff, JobEdit, JobStatus, SyncOptions, SyncState,
+    TokenError, now,
 };
 
 /// The app setting that holds the server's WebSocket URL.
@@ -573,6 +573,20 @@ async fn show(device: &Device, id: DocumentId) -> anyhow::Result<Value> {
 }
 
 fn status_word(status: &JobStatus) -> String {
+    if let Some(handoff) = &status.unassigned {
+        return match handoff {
+            Handoff::Pending => "unassigned: local changes wait to be handed to the desk".into(),
+            Handoff::HandedToDesk { changes: 0, .. } => {
+                "unassigned: the server had every change".into()
+            }
+            Handoff::HandedToDesk { changes, .. } => {
+                format!("unassigned: {changes} changes handed to the desk")
+            }
+            Handoff::Refused { code, message } => {
+                format!("unassigned: the server refused the local changes ({code}: {message})")
+            }
+        };
+    }
     match (status.unsynced, status.last_synced) {
         (true, _) => "unsynced changes".into(),
         (false, Some(at)) => format!("synced {at}"),
@@ -581,11 +595,17 @@ fn status_word(status: &JobStatus) -> String {
 }
 
 fn status_json(status: &JobStatus) -> Value {
-    json!({
+    let mut json = json!({
         "unsynced": status.unsynced,
         "last_synced": status.last_synced,
         "heads": status.heads.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    })
+    });
+    if let Some(handoff) = &status.unassigned {
+        json["unassigned"] = serde_json::to_value(handoff).unwrap_or(Value::Null);
+        // Never called synced: what the server never received went to the desk.
+        json["last_synced"] = Value::Null;
+    }
+    json
 }
 
 fn print_json(out: &mut (dyn Write + Send), value: &Value) -> anyhow::Result<()> {
@@ -701,11 +721,15 @@ async fn sync(device: &Device, args: SyncArgs, out: &mut (dyn Write + Send)) -> 
             Err(_) => bail!("not everything synced within {} s", args.timeout),
         }
         let jobs = device.jobs().await;
+        let (assigned, unassigned): (Vec<_>, Vec<_>) =
+            jobs.iter().partition(|j| j.status.unassigned.is_none());
         return print_json(
             out,
             &json!({
                 "synced": true,
-                "jobs": jobs.iter().map(|j| json!({ "id": j.id, "status": status_json(&j.status) })).collect::<Vec<_>>(),
+                "jobs": assigned.iter().map(|j| json!({ "id": j.id, "status": status_json(&j.status) })).collect::<Vec<_>>(),
+                // Jobs taken off the technician: not synced, handed to the desk.
+                "unassigned": unassigned.iter().map(|j| json!({ "id": j.id, "status": status_json(&j.status) })).collect::<Vec<_>>(),
             }),
         );
     }
@@ -763,7 +787,12 @@ async fn sync_once(device: &Device, events: &mut broadcast::Receiver<Event>) -> 
             None => true,
         };
         let jobs = device.jobs().await;
-        let settled = index_here && jobs.iter().all(|j| j.job.is_some() && !j.status.unsynced);
+        // A job taken off the technician is settled once the server answered its handover.
+        let settled = index_here
+            && jobs.iter().all(|j| match &j.status.unassigned {
+                Some(handoff) => *handoff != Handoff::Pending,
+                None => j.job.is_some() && !j.status.unsynced,
+            });
         if settled {
             return Ok(());
         }
@@ -777,6 +806,12 @@ fn event_json(event: &Event) -> Value {
         }
         Event::JobAssigned { job } => json!({ "event": "assigned", "job": job }),
         Event::JobUnassigned { job } => json!({ "event": "unassigned", "job": job }),
+        Event::JobHandedOver { job, changes } => {
+            json!({ "event": "handed_over", "job": job, "changes": changes })
+        }
+        Event::HandoffRefused { job, code, message } => {
+            json!({ "event": "handoff_refused", "job": job, "code": code, "message": message })
+        }
         Event::DocUnavailable { doc } => json!({ "event": "unavailable", "doc": doc }),
         Event::Synced { doc } => json!({ "event": "synced", "doc": doc }),
         Event::ReportSigned { job, report_id } => {

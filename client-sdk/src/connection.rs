@@ -255,6 +255,7 @@ impl SyncClient {
                 index: None,
                 assigned: Default::default(),
                 records: Default::default(),
+                handoffs: Default::default(),
                 observe_jobs: false,
             },
             Arc::clone(&hooks),

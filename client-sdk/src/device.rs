@@ -32,7 +32,8 @@ use tokio::sync::{broadcast, watch};
 
 use crate::edit::{EditFailure, JobEdit, edit_automerge};
 use crate::events::{Event, SyncState};
-use crate::node::{self, DEVICE, Hooks, INDEX, Node, NodeConfig, SyncRecord, now};
+use crate::handoff::Handoff;
+use crate::node::{self, DEVICE, DocView, Hooks, INDEX, Node, NodeConfig, now};
 use crate::sync::{Context, SyncOptions, supervise};
 
 /// Why a device operation failed.
@@ -67,6 +68,10 @@ pub enum ClientError {
     Engine(#[from] LocalEditError),
     #[error("the device has been closed")]
     Closed,
+    /// The job was taken off this device's technician: it is no longer the device's to edit
+    /// (what it recorded before goes to the desk, see [`Handoff`]).
+    #[error("job {0} is no longer assigned to this device's technician")]
+    Unassigned(DocumentId),
 }
 
 /// Who the device is and where it keeps its data.
@@ -136,6 +141,9 @@ pub struct JobStatus {
     pub last_synced: Option<Timestamp>,
     /// The job document's heads on the device.
     pub heads: Vec<ChangeHash>,
+    /// Set once the job was taken off this device's technician: what became of the local
+    /// changes the server never received (never "synced": they went to the desk).
+    pub unassigned: Option<Handoff>,
 }
 
 /// Whether the customer's acknowledgement still matches the job.
@@ -254,6 +262,7 @@ impl Device {
             })
             .unwrap_or_default();
         let records = node::load_sync_records(&store);
+        let handoffs = node::load_handoffs(&store);
 
         let mut engine = EngineConfig::new(EngineRole::Client, config.device_id.to_string());
         engine.storage_id = Some(identity.storage_id.clone());
@@ -267,6 +276,7 @@ impl Device {
                 index,
                 assigned,
                 records,
+                handoffs,
                 observe_jobs: true,
             },
             Hooks::new(),
@@ -404,17 +414,23 @@ impl Device {
     /// device while the index is unknown.
     pub async fn jobs(&self) -> Vec<JobEntry> {
         let overview = self.node.overview().await;
-        let ids: Vec<DocumentId> = match overview.index {
+        let mut ids: Vec<DocumentId> = match overview.index {
             Some(_) => overview.assigned,
             None => overview.docs,
         };
+        // A job taken off the technician stays listed, with what became of its changes.
+        for (job, _) in &overview.handoffs {
+            if !ids.contains(job) {
+                ids.push(*job);
+            }
+        }
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let entry = self
                 .node
                 .read(id, move |view| {
                     let job = view.doc.and_then(|d| read_job(d).ok());
-                    let status = status_of(view.doc, view.record);
+                    let status = status_of(&view);
                     (job, status)
                 })
                 .await;
@@ -440,9 +456,7 @@ impl Device {
     /// Whether the job has unsynced local changes and when it last synced.
     pub async fn job_status(&self, id: DocumentId) -> Result<JobStatus, ClientError> {
         self.node
-            .read(id, |view| {
-                view.doc.is_some().then(|| status_of(view.doc, view.record))
-            })
+            .read(id, |view| view.doc.is_some().then(|| status_of(&view)))
             .await
             .ok_or(ClientError::Closed)?
             .ok_or(ClientError::NotFound(id))
@@ -617,6 +631,16 @@ impl Device {
         id: DocumentId,
         f: impl FnOnce(&mut JobDoc) -> Result<T, JobFailure> + Send + 'static,
     ) -> Result<T, ClientError> {
+        let taken_off = self
+            .node
+            .overview()
+            .await
+            .handoffs
+            .iter()
+            .any(|(job, _)| *job == id);
+        if taken_off {
+            return Err(ClientError::Unassigned(id));
+        }
         let slot: Arc<Mutex<Option<Result<T, ClientError>>>> = Arc::new(Mutex::new(None));
         let out = Arc::clone(&slot);
         let actor = self.actor.clone();
@@ -704,7 +728,8 @@ fn load(store: &Store, doc: DocumentId) -> Option<Automerge> {
     Some(d)
 }
 
-fn status_of(doc: Option<&Automerge>, record: Option<&SyncRecord>) -> JobStatus {
+fn status_of(view: &DocView<'_>) -> JobStatus {
+    let (doc, record) = (view.doc, view.record);
     let heads = doc.map(Automerge::get_heads).unwrap_or_default();
     let unsynced = match (doc, record) {
         (Some(d), Some(r)) => r.unsynced(d),
@@ -715,6 +740,7 @@ fn status_of(doc: Option<&Automerge>, record: Option<&SyncRecord>) -> JobStatus 
         unsynced,
         last_synced: record.and_then(|r| r.synced_at),
         heads,
+        unassigned: view.handoff.cloned(),
     }
 }
 

@@ -23,8 +23,18 @@ pub enum Event {
     DocChanged { doc: DocumentId, origin: Origin },
     /// The assignment index now lists this job; the device syncs it from now on.
     JobAssigned { job: DocumentId },
-    /// The assignment index no longer lists this job.
+    /// The assignment index no longer lists this job. Local changes the server never
+    /// received are handed to the desk ([`Event::JobHandedOver`]).
     JobUnassigned { job: DocumentId },
+    /// A job taken off this technician: the server holds `changes` of its local changes for
+    /// the desk, which merges or discards them (0: the server already had everything).
+    JobHandedOver { job: DocumentId, changes: usize },
+    /// The server would not take a job's handed-over changes; they stay on the device.
+    HandoffRefused {
+        job: DocumentId,
+        code: String,
+        message: String,
+    },
     /// The server does not have the document or will not share it (e.g. unassigned).
     DocUnavailable { doc: DocumentId },
     /// The server now holds every local change of the document (it is on the server's disk).

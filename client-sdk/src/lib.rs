@@ -19,6 +19,7 @@ mod connection;
 mod device;
 mod edit;
 mod events;
+mod handoff;
 mod node;
 mod sync;
 
@@ -26,6 +27,7 @@ pub use connection::{ClientEvent, ConnectError, ConnectOptions, SyncClient};
 pub use device::{AckStatus, ClientError, Device, DeviceConfig, JobEntry, JobStatus};
 pub use edit::{EditFailure, JobEdit, edit_automerge};
 pub use events::{Event, Origin, SyncState};
+pub use handoff::Handoff;
 pub use node::now;
 pub use sync::{Backoff, SyncOptions, TokenError, TokenFuture, TokenSource};
 

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::events::{Event, Origin, SyncState};
+use crate::handoff::{HANDOFFS, Handoff};
 
 /// The `meta` namespace of the per-document sync records.
 const SYNCED: &str = "client_synced";
@@ -96,6 +97,15 @@ pub(crate) fn has_unsynced(doc: &Automerge, acked: &[ChangeHash]) -> bool {
     !doc.get_changes_meta(&known).is_empty()
 }
 
+/// Reads every handover state in the store.
+pub(crate) fn load_handoffs(store: &Store) -> HashMap<DocumentId, Handoff> {
+    let entries = store.meta_entries(HANDOFFS).unwrap_or_default();
+    entries
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.parse().ok()?, Handoff::decode(&v)?)))
+        .collect()
+}
+
 /// Reads every sync record in the store.
 pub(crate) fn load_sync_records(store: &Store) -> HashMap<DocumentId, SyncRecord> {
     let entries = store.meta_entries(SYNCED).unwrap_or_default();
@@ -121,6 +131,8 @@ pub(crate) struct Hooks {
     pub state: watch::Sender<SyncState>,
     /// The number of the current sync supervisor; bumped when sync starts or stops.
     pub generation: std::sync::atomic::AtomicU64,
+    /// Woken when a job with something to hand to the desk appears (see `handoff`).
+    pub handoffs: tokio::sync::Notify,
 }
 
 impl Hooks {
@@ -131,6 +143,7 @@ impl Hooks {
             events,
             state,
             generation: std::sync::atomic::AtomicU64::new(0),
+            handoffs: tokio::sync::Notify::new(),
         })
     }
 
@@ -158,6 +171,8 @@ impl Hooks {
 pub(crate) struct DocView<'a> {
     pub doc: Option<&'a Automerge>,
     pub record: Option<&'a SyncRecord>,
+    /// Set once the job was taken off this device's technician.
+    pub handoff: Option<&'a Handoff>,
 }
 
 type ReadFn = Box<dyn FnOnce(DocView<'_>) + Send>;
@@ -197,6 +212,10 @@ pub(crate) enum Command {
     Overview {
         reply: oneshot::Sender<Overview>,
     },
+    SetHandoff {
+        job: DocumentId,
+        handoff: Handoff,
+    },
     /// Reads an app setting, after writing `set` if given.
     Setting {
         key: String,
@@ -229,6 +248,8 @@ pub(crate) struct NodeConfig {
     pub index: Option<DocumentId>,
     pub assigned: BTreeSet<DocumentId>,
     pub records: HashMap<DocumentId, SyncRecord>,
+    /// Jobs taken off the technician and what became of their local changes.
+    pub handoffs: HashMap<DocumentId, Handoff>,
     /// Follow the index and watch job report outcomes (a device); off for plain clients.
     pub observe_jobs: bool,
 }
@@ -239,6 +260,8 @@ pub(crate) struct Overview {
     pub index: Option<DocumentId>,
     pub assigned: Vec<DocumentId>,
     pub docs: Vec<DocumentId>,
+    /// Jobs taken off the technician, with what became of their local changes.
+    pub handoffs: Vec<(DocumentId, Handoff)>,
 }
 
 /// A handle on the node task.
@@ -270,6 +293,7 @@ impl Node {
             started: tokio::time::Instant::now(),
             conns: HashMap::new(),
             records: config.records,
+            handoffs: config.handoffs,
             index: config.index,
             assigned: config.assigned,
             reports: HashMap::new(),
@@ -307,6 +331,11 @@ impl Node {
             return Overview::default();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Records what became of a job's handover (and tells the app).
+    pub fn set_handoff(&self, job: DocumentId, handoff: Handoff) {
+        self.send(Command::SetHandoff { job, handoff });
     }
 
     /// Reads an app setting, writing `set` first (durably) if given.
@@ -403,6 +432,7 @@ struct Driver {
     started: tokio::time::Instant,
     conns: HashMap<ConnId, ConnState>,
     records: HashMap<DocumentId, SyncRecord>,
+    handoffs: HashMap<DocumentId, Handoff>,
     index: Option<DocumentId>,
     assigned: BTreeSet<DocumentId>,
     /// The last report outcome seen per job, to tell when the server wrote a new one.
@@ -508,8 +538,14 @@ impl Driver {
                     index: self.index,
                     assigned: self.assigned.iter().copied().collect(),
                     docs: self.docs.iter().copied().collect(),
+                    handoffs: self
+                        .handoffs
+                        .iter()
+                        .map(|(job, h)| (*job, h.clone()))
+                        .collect(),
                 });
             }
+            Command::SetHandoff { job, handoff } => self.set_handoff(job, handoff),
             Command::Setting { key, set, reply } => {
                 let store = Arc::clone(&self.store);
                 tokio::task::spawn_blocking(move || {
@@ -547,10 +583,12 @@ impl Driver {
 
     fn read(&mut self, doc: DocumentId, f: ReadFn) {
         let record = self.records.get(&doc).cloned();
+        let handoff = self.handoffs.get(&doc).cloned();
         if let Some(current) = self.engine.document(&doc) {
             f(DocView {
                 doc: Some(current),
                 record: record.as_ref(),
+                handoff: handoff.as_ref(),
             });
             return;
         }
@@ -573,8 +611,31 @@ impl Driver {
             f(DocView {
                 doc: loaded.as_ref(),
                 record: record.as_ref(),
+                handoff: handoff.as_ref(),
             });
         });
+    }
+
+    /// Records a job's handover state (durably, not awaited: a lost record only means the
+    /// handover is asked again, and the server answers the same) and tells the app.
+    fn set_handoff(&mut self, job: DocumentId, handoff: Handoff) {
+        drop(
+            self.store
+                .put_meta(HANDOFFS, &job.to_string(), handoff.encode()),
+        );
+        match &handoff {
+            Handoff::Pending => self.hooks.handoffs.notify_one(),
+            Handoff::HandedToDesk { changes, .. } => self.hooks.emit(Event::JobHandedOver {
+                job,
+                changes: *changes,
+            }),
+            Handoff::Refused { code, message } => self.hooks.emit(Event::HandoffRefused {
+                job,
+                code: code.clone(),
+                message: message.clone(),
+            }),
+        }
+        self.handoffs.insert(job, handoff);
     }
 
     fn sender(&self) -> Option<mpsc::UnboundedSender<Command>> {
@@ -791,11 +852,19 @@ impl Driver {
         let removed: Vec<DocumentId> = self.assigned.difference(&listed).copied().collect();
         self.assigned = listed;
         for job in added {
+            // Assigned again: its changes sync as they are.
+            if self.handoffs.remove(&job).is_some() {
+                drop(self.store.delete_meta(HANDOFFS, &job.to_string()));
+            }
             self.subscribe(job);
             self.hooks.emit(Event::JobAssigned { job });
         }
         for job in removed {
             self.hooks.emit(Event::JobUnassigned { job });
+            // Whatever the server never received of it goes to the desk, not nowhere.
+            if !self.handoffs.contains_key(&job) {
+                self.set_handoff(job, Handoff::Pending);
+            }
         }
     }
 }

@@ -206,6 +206,13 @@ pub(crate) async fn supervise(ctx: Context, options: SyncOptions, mut stop: watc
                 renewed = false;
                 let mut stopped = stop.clone();
                 let joined_hooks = hooks.clone();
+                // While connected, jobs taken off the technician hand their unsynced changes
+                // to the desk (`handoff`): now, and whenever another one appears.
+                let handoffs = tokio::spawn(hand_over_while_connected(
+                    ctx.node.clone(),
+                    options.url.clone(),
+                    current.clone(),
+                ));
                 let ended = connection::run(
                     &ctx.node,
                     socket,
@@ -215,6 +222,7 @@ pub(crate) async fn supervise(ctx: Context, options: SyncOptions, mut stop: watc
                     move || joined_hooks.set(SyncState::Connected),
                 )
                 .await;
+                handoffs.abort();
                 if ended.joined {
                     attempt = 0;
                 }
@@ -264,6 +272,15 @@ pub(crate) async fn supervise(ctx: Context, options: SyncOptions, mut stop: watc
         }
     }
     hooks.set(SyncState::Offline);
+}
+
+/// Hands pending jobs' changes to the desk, then again each time the node reports a new one.
+async fn hand_over_while_connected(node: Node, url: String, token: String) {
+    loop {
+        let wake = node.hooks.handoffs.notified();
+        crate::handoff::deliver(&node, &url, &token).await;
+        wake.await;
+    }
 }
 
 async fn renew(options: &SyncOptions) -> Result<String, TokenError> {

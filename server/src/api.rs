@@ -349,6 +349,7 @@ pub async fn create_job_with_id(
         branch_id: state.branch_id.clone(),
         technicians: BTreeSet::from([technician.clone()]),
         created_at: state.clock.now(),
+        former: BTreeSet::new(),
     };
     let pending = state.registry_write().put_job(&state.store, record);
     pending
@@ -494,6 +495,8 @@ pub async fn set_technicians(
     let added: Vec<TechnicianId> = wanted.difference(&record.technicians).cloned().collect();
     // Access first: the records decide, and live sessions are re-checked at once.
     record.technicians = wanted.clone();
+    record.former.extend(removed.iter().cloned());
+    record.former.retain(|t| !wanted.contains(t));
     let pending = state.registry_write().put_job(&state.store, record);
     pending
         .await
@@ -575,7 +578,8 @@ pub async fn get_report(
         analyst.",
     params(("id" = String, Path, description = "The job id (bs58 or automerge: URL)")),
     responses(
-        (status = 200, description = "`{job, url, heads, conflicts}`"),
+        (status = 200, description = "`{job, url, heads, conflicts, stranded}`: `stranded` \
+            lists changes devices handed over after they were unassigned (`/api/stranded`)"),
         (status = 400, body = ErrorBody, description = "invalid_job_id"),
         (status = 404, body = ErrorBody, description = "unknown_job"),
     ),
@@ -612,5 +616,6 @@ pub async fn get_job(
         "url": job_id.url(),
         "heads": heads,
         "conflicts": conflicts(&doc),
+        "stranded": crate::handoff::for_job(&state, job_id).await?,
     })))
 }

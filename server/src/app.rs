@@ -243,11 +243,15 @@ impl AppState {
 
 /// The router, apart from `main` so tests can drive it directly.
 pub fn app(state: Arc<AppState>) -> Router {
+    // Request bodies up to the frame limit: a device's handover carries changes as big as a
+    // sync message may (the desk's JSON bodies are far smaller).
+    let body_limit = axum::extract::DefaultBodyLimit::max(state.config.limits.max_frame_bytes);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/sync", get(crate::ws::sync_endpoint))
         .merge(axum::Router::from(crate::desk::api()))
+        .layer(body_limit)
         .with_state(state)
 }
 

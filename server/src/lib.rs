@@ -13,6 +13,7 @@ pub mod data_dir;
 pub mod demo;
 pub mod desk;
 pub mod error;
+pub mod handoff;
 pub mod head_office;
 pub mod hub;
 pub mod metrics;

@@ -36,6 +36,10 @@ pub struct JobRecord {
     pub branch_id: BranchId,
     pub technicians: BTreeSet<TechnicianId>,
     pub created_at: Timestamp,
+    /// Technicians once assigned and since unassigned: their devices may hand over what they
+    /// recorded offline (`handoff`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub former: BTreeSet<TechnicianId>,
 }
 
 /// A branch enrolled at head office: the public key its reports are signed with.

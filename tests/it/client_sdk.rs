@@ -26,7 +26,7 @@ const FAST: Backoff = Backoff {
     max: Duration::from_millis(500),
 };
 
-async fn open_device(
+pub(crate) async fn open_device(
     dir: &Path,
     name: &str,
     technician: &str,
@@ -43,7 +43,7 @@ async fn open_device(
 }
 
 /// Sync options with a token from `server` and a renewal that issues fresh ones.
-fn sync_options(server: &TestServer, device: &Device) -> anyhow::Result<SyncOptions> {
+pub(crate) fn sync_options(server: &TestServer, device: &Device) -> anyhow::Result<SyncOptions> {
     let id = device.device_id().clone();
     let token = server.device_token(&id, Duration::from_secs(600))?;
     let state = Arc::clone(&server.state);
@@ -65,7 +65,11 @@ fn sync_options(server: &TestServer, device: &Device) -> anyhow::Result<SyncOpti
 
 /// Waits until `condition` holds, re-checking on every device event and at least every 100 ms
 /// (some conditions are about the server, which sends the device no event).
-async fn until<F, Fut>(device: &Device, what: &str, mut condition: F) -> anyhow::Result<()>
+pub(crate) async fn until<F, Fut>(
+    device: &Device,
+    what: &str,
+    mut condition: F,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -84,7 +88,7 @@ where
     }
 }
 
-async fn has_job(device: &Device, job: DocumentId) -> bool {
+pub(crate) async fn has_job(device: &Device, job: DocumentId) -> bool {
     device.job(job).await.is_ok()
 }
 
@@ -100,7 +104,7 @@ async fn same_on_server(server: &TestServer, device: &Device, job: DocumentId) -
     }
 }
 
-fn part(name: &str, quantity: u32) -> PartDraft {
+pub(crate) fn part(name: &str, quantity: u32) -> PartDraft {
     PartDraft {
         part_number: format!("PN-{name}"),
         name: name.into(),
@@ -111,7 +115,7 @@ fn part(name: &str, quantity: u32) -> PartDraft {
     }
 }
 
-fn ack_draft() -> AckDraft {
+pub(crate) fn ack_draft() -> AckDraft {
     AckDraft {
         signer_name: "Ms Chen".into(),
         signature: SignatureMark::Strokes {
@@ -130,13 +134,13 @@ fn ack_draft() -> AckDraft {
 
 /// Starts a server with one job for `technician` and a device of that technician that has
 /// synced the job and stopped syncing again (so what follows happens offline).
-struct Setup {
-    server: TestServer,
-    data: tempfile::TempDir,
-    devices: tempfile::TempDir,
+pub(crate) struct Setup {
+    pub(crate) server: TestServer,
+    pub(crate) data: tempfile::TempDir,
+    pub(crate) devices: tempfile::TempDir,
 }
 
-async fn setup() -> anyhow::Result<Setup> {
+pub(crate) async fn setup() -> anyhow::Result<Setup> {
     let data = temp_dir()?;
     let devices = temp_dir()?;
     let server = TestServer::start_in(data.path()).await?;
@@ -148,7 +152,7 @@ async fn setup() -> anyhow::Result<Setup> {
 }
 
 /// Opens a device, enrolls its own key, syncs until it holds `job`.
-async fn online_device(
+pub(crate) async fn online_device(
     s: &Setup,
     name: &str,
     technician: &str,
@@ -166,7 +170,7 @@ async fn online_device(
     Ok(device)
 }
 
-async fn go_offline(device: &Device) -> anyhow::Result<()> {
+pub(crate) async fn go_offline(device: &Device) -> anyhow::Result<()> {
     device.stop_sync();
     device
         .wait_for_state(SETTLE, |s| *s == SyncState::Offline)

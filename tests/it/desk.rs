@@ -1050,8 +1050,8 @@ async fn r19_desk_tools_are_lent_returned_overdue_and_lost() -> anyhow::Result<(
     Ok(())
 }
 
-/// Every desk endpoint with the roles that may call it. `/api/me` is for device tokens and
-/// `/api/openapi.json` for anyone.
+/// Every desk endpoint with the roles that may call it. `/api/me` and `/api/handoffs/{job}`
+/// are for device tokens and `/api/openapi.json` for anyone.
 const ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     ("POST", "/api/jobs", &[DISPATCHER, MANAGER]),
     ("GET", "/api/jobs/{id}", &[DISPATCHER, MANAGER, ANALYST]),
@@ -1064,6 +1064,10 @@ const ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     ),
     ("GET", "/api/reports/{id}", &[DISPATCHER, MANAGER, ANALYST]),
     ("GET", "/api/me", &[]),
+    ("POST", "/api/handoffs/{job}", &[]),
+    ("GET", "/api/stranded", &[DISPATCHER, MANAGER, ANALYST]),
+    ("POST", "/api/stranded/{id}/merge", &[DISPATCHER, MANAGER]),
+    ("POST", "/api/stranded/{id}/discard", &[DISPATCHER, MANAGER]),
     ("POST", "/api/requests", &[DISPATCHER, MANAGER]),
     ("GET", "/api/requests", &[DISPATCHER, MANAGER, ANALYST]),
     ("GET", "/api/requests/{id}", &[DISPATCHER, MANAGER, ANALYST]),
@@ -1150,6 +1154,7 @@ const ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
 
 fn concrete(path: &str) -> String {
     path.replace("{id}", "x")
+        .replace("{job}", "x")
         .replace("{approval}", "y")
         .replace("{branch}", "z")
 }
@@ -1206,6 +1211,13 @@ async fn desk_every_endpoint_enforces_its_roles() -> anyhow::Result<()> {
             assert_eq!(
                 status,
                 StatusCode::OK,
+                "{method} {path} with a device token"
+            );
+        } else if path.starts_with("/api/handoffs/") {
+            // Let in (then the made-up job id is refused).
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
                 "{method} {path} with a device token"
             );
         } else {

@@ -16,4 +16,5 @@ mod protocol;
 mod registry;
 mod reports;
 mod samod_interop;
+mod stranded;
 mod sync;

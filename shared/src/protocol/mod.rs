@@ -22,4 +22,6 @@ pub use message::{
     DecodeError, Limits, Message, MessageType, PROTOCOL_VERSION, decode, encode,
     select_protocol_version,
 };
-pub use sync_check::{SyncCheckError, SyncLimits, check_sync_message};
+pub use sync_check::{
+    CheckedSync, SyncCheckError, SyncLimits, check_chunk_sequence, check_sync_message,
+};

@@ -277,6 +277,29 @@ pub fn check_sync_message(
     Ok(checked)
 }
 
+/// Checks a sequence of whole chunks that travels outside a sync message (a device's offline
+/// changes handed to the desk, as `Automerge::save_after` writes them) with the checks and
+/// inflation caps of a sync message's changes. When something was inflated, `inflated` holds
+/// the rewritten sequence at index 0.
+pub fn check_chunk_sequence(
+    bytes: &[u8],
+    limits: &SyncLimits,
+) -> Result<CheckedSync, SyncCheckError> {
+    if bytes.len() > limits.max_message_bytes {
+        return Err(SyncCheckError::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_message_bytes,
+        });
+    }
+    let mut checked = CheckedSync::default();
+    let mut budget = Budget {
+        left: limits.max_inflated_message_bytes,
+        limit: limits.max_inflated_message_bytes,
+    };
+    check_chunks(bytes, 0, limits, &mut budget, &mut checked)?;
+    Ok(checked)
+}
+
 /// What the changes of one message may still inflate to.
 struct Budget {
     left: usize,

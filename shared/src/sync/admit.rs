@@ -198,6 +198,62 @@ pub(super) fn admit(
     Ok(accepted)
 }
 
+/// Why a device's offline changes were not accepted for the desk.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfflineError {
+    /// Not whole, checksummed automerge changes within the limits.
+    #[error("{0}")]
+    Malformed(String),
+    /// A change writes where the device may not.
+    #[error(transparent)]
+    Forbidden(crate::authority::Violation),
+    /// A change builds on changes the document does not hold.
+    #[error(
+        "{count} changes build on changes this server does not hold; they are not all the \
+         device's unsynced changes"
+    )]
+    MissingDependencies { count: usize },
+}
+
+impl OfflineError {
+    /// A stable name, for the HTTP error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OfflineError::Malformed(_) => "invalid_changes",
+            OfflineError::Forbidden(_) => "write_forbidden",
+            OfflineError::MissingDependencies { .. } => "missing_dependencies",
+        }
+    }
+}
+
+/// Checks changes a device made offline and hands over outside sync (a job it was unassigned
+/// from: the desk keeps them aside, see the server's `handoff`): whole chunks within the
+/// inflation caps, each change building on `doc` or on another one handed over, each op
+/// within what `table` lets `writer` write. Returns the changes `doc` does not hold yet, in
+/// dependency order.
+pub fn check_offline_changes(
+    doc: &Automerge,
+    bytes: &[u8],
+    limits: &crate::protocol::SyncLimits,
+    table: &'static WriteTable,
+    writer: Writer,
+) -> Result<Vec<Change>, OfflineError> {
+    let checked = crate::protocol::check_chunk_sequence(bytes, limits)
+        .map_err(|e| OfflineError::Malformed(e.to_string()))?;
+    let inflated = checked.inflated.into_iter().next().map(|(_, bytes)| bytes);
+    let entry = inflated.as_deref().unwrap_or(bytes);
+    let incoming = decode_changes(doc, std::iter::once(entry))
+        .map_err(|e| OfflineError::Malformed(e.to_string()))?;
+    let count = incoming.len();
+    let mut waiting = Waiting::default();
+    match admit(doc, table, writer, incoming, &mut waiting, 0) {
+        Ok(accepted) => Ok(accepted),
+        Err(Refusal::Violation(v)) => Err(OfflineError::Forbidden(v)),
+        Err(Refusal::TooManyWaiting { .. }) => Err(OfflineError::MissingDependencies { count }),
+        Err(other) => Err(OfflineError::Malformed(other.to_string())),
+    }
+}
+
 /// The changes the held ones still wait for and nobody has sent: what to ask the peer for.
 pub(super) fn wanted(doc: &Automerge, waiting: &Waiting) -> Vec<ChangeHash> {
     let held: HashSet<ChangeHash> = waiting.held.iter().map(Change::hash).collect();

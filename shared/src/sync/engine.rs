@@ -1892,10 +1892,18 @@ fn gate_changes(
                 WriteScope::Any => read_only(),
             })
         }
-        (_, WriteScope::Table(table, writer)) => admit::decode_changes(doc, message.changes.iter())
-            .and_then(|incoming| {
-                admit::admit(doc, table, writer, incoming, &mut session.waiting, max_held)
-            }),
+        (_, WriteScope::Table(table, writer)) => {
+            match admit::decode_changes(doc, message.changes.iter()) {
+                // Only changes the document holds: nothing to check, and automerge must see
+                // the message as it came (one that carries changes is answered; one without,
+                // naming our heads, may be taken as needing no answer).
+                Ok(incoming) if incoming.is_empty() => return Ok(None),
+                Ok(incoming) => {
+                    admit::admit(doc, table, writer, incoming, &mut session.waiting, max_held)
+                }
+                Err(refusal) => Err(refusal),
+            }
+        }
         (_, WriteScope::Any) => return Ok(None),
     };
     match result {

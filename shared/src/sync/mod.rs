@@ -14,6 +14,7 @@ mod engine;
 mod sim;
 
 pub use access::{Access, AccessPolicy, AllowAll, Principal, WriteScope};
+pub use admit::{OfflineError, check_offline_changes};
 pub use engine::{
     CloseCode, ConnId, EditFn, Effect, Engine, EngineConfig, EngineRole, EngineStats, Input,
     LocalEdit, LocalEditError, WriteId, WriteOp, edit_via_autocommit,
