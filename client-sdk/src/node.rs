@@ -562,13 +562,23 @@ impl Driver {
             }
             Command::WriteDone { id, result } => self.feed(Input::WriteDone { id, result }),
             Command::Loaded(input) => {
-                let loaded = match &input {
-                    Input::DocLoaded { doc, .. } => Some(*doc),
-                    _ => None,
+                let (doc, is_doc) = match &input {
+                    Input::DocLoaded { doc, .. } => (Some(*doc), true),
+                    Input::SyncStateLoaded { doc, .. } => (Some(*doc), false),
+                    _ => (None, false),
                 };
                 self.feed(input);
-                if let Some(doc) = loaded {
-                    self.on_loaded(doc);
+                if let Some(doc) = doc {
+                    if is_doc {
+                        self.on_loaded(doc);
+                    }
+                    // Frames that arrived while the document or its sync state loaded were
+                    // applied just now: record what they say the server holds here, since no
+                    // further frame may come.
+                    let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+                    for conn in conns {
+                        self.check_synced(conn, doc);
+                    }
                 }
             }
             Command::Shutdown { .. } => {}

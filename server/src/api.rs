@@ -12,7 +12,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use fieldsync_shared::ids::{BranchId, CustomerId, DocumentId, TechnicianId};
+use fieldsync_shared::ids::{BranchId, CustomerId, DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::approvals::init_approvals;
 use fieldsync_shared::job::doc::{JobDoc, conflicts, read_job};
 use fieldsync_shared::job::index::INDEX_SCHEMA_VERSION;
@@ -52,22 +52,7 @@ pub async fn me(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = authenticate(&state, token_from(&headers, None)).map_err(|e| {
-        state.metrics.refused(e.code());
-        ApiError::unauthorized(&e)
-    })?;
-    let (device_id, technician) = match principal {
-        Principal::Device {
-            device_id,
-            technician,
-        } => (device_id, technician),
-        Principal::Desk { role } => {
-            return Err(ApiError::forbidden(format!(
-                "`/api/me` answers device tokens only, not a desk token (role {role})"
-            )));
-        }
-        _ => return Err(ApiError::forbidden("`/api/me` answers device tokens only")),
-    };
+    let (device_id, technician) = authorize_device(&state, &headers, "`/api/me`")?;
     let index = state.registry_read().index_doc(&technician);
     Ok(Json(json!({
         "device_id": device_id,
@@ -75,6 +60,31 @@ pub async fn me(
         "branch_id": state.branch_id,
         "assignment_index_url": index.map(|i| i.url()),
     })))
+}
+
+/// Checks that the request carries a device's token (for `what`, named in the 403 a desk
+/// token gets) and returns the device and its technician.
+pub fn authorize_device(
+    state: &AppState,
+    headers: &HeaderMap,
+    what: &str,
+) -> Result<(DeviceId, TechnicianId), ApiError> {
+    let principal = authenticate(state, token_from(headers, None)).map_err(|e| {
+        state.metrics.refused(e.code());
+        ApiError::unauthorized(&e)
+    })?;
+    match principal {
+        Principal::Device {
+            device_id,
+            technician,
+        } => Ok((device_id, technician)),
+        Principal::Desk { role } => Err(ApiError::forbidden(format!(
+            "{what} answers device tokens only, not a desk token (role {role})"
+        ))),
+        _ => Err(ApiError::forbidden(format!(
+            "{what} answers device tokens only"
+        ))),
+    }
 }
 
 /// The body of `POST /api/jobs`. Times are RFC 3339 strings.

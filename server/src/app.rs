@@ -106,6 +106,12 @@ impl AppState {
             path: config.data_dir.clone(),
             source,
         })?;
+        if cfg!(feature = "unchecked-writes") {
+            tracing::warn!(
+                "this build does not check write authority (feature unchecked-writes): for \
+                 measurement only, never for use"
+            );
+        }
         let (server_key, created) = data_dir.load_or_create_server_key()?;
         if created {
             tracing::info!(key_id = %server_key.id(), path = %data_dir.server_key_path().display(), "created server key");

@@ -42,6 +42,9 @@ pub struct Limits {
     /// The most all the changes of one sync message may inflate to; unset: four times
     /// `max_frame_bytes`.
     pub max_inflated_message_bytes: Option<usize>,
+    /// The most operations the changes of one sync message may hold (run-length encoding
+    /// lets a tiny change claim millions).
+    pub max_ops_per_message: usize,
 }
 
 impl Limits {
@@ -55,6 +58,7 @@ impl Limits {
         if let Some(message) = self.max_inflated_message_bytes {
             limits.max_inflated_message_bytes = message;
         }
+        limits.max_ops = self.max_ops_per_message;
         limits
     }
 }
@@ -70,6 +74,7 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(10),
             max_inflated_chunk_bytes: None,
             max_inflated_message_bytes: None,
+            max_ops_per_message: 200_000,
         }
     }
 }
@@ -242,6 +247,7 @@ impl Config {
             "FIELDSYNC_MAX_INFLATED_MESSAGE_BYTES" => {
                 self.limits.max_inflated_message_bytes = Some(count(value)?)
             }
+            "FIELDSYNC_MAX_OPS_PER_MESSAGE" => self.limits.max_ops_per_message = count(value)?,
             "FIELDSYNC_UPSTREAM_URL" | "FIELDSYNC_UPSTREAM_TOKEN_FILE" => {
                 let upstream = self.upstream.get_or_insert_with(|| Upstream {
                     url: String::new(),

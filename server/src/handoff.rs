@@ -21,19 +21,18 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use fieldsync_shared::authority::{self, Writer};
 use fieldsync_shared::ids::DocumentId;
-use fieldsync_shared::sync::{LocalEdit, Principal, check_offline_changes};
+use fieldsync_shared::sync::{LocalEdit, check_offline_changes};
 use fieldsync_storage::RecordFilter;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::parse_job_id;
+use crate::api::{authorize_device, parse_job_id};
 use crate::app::AppState;
 use crate::desk::records::{self, DeskRecord, Stored};
 use crate::desk::wire::{ErrorBody, Instant};
 use crate::desk::{EVERYONE, STAFF, authorize, nonempty, parse_body};
 use crate::error::ApiError;
-use crate::ws::{authenticate, token_from};
 
 /// Where a handover stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -171,22 +170,7 @@ pub async fn hand_over(
     Path(job): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<HandoffReceipt>), ApiError> {
-    let principal = authenticate(&state, token_from(&headers, None)).map_err(|e| {
-        state.metrics.refused(e.code());
-        ApiError::unauthorized(&e)
-    })?;
-    let (device_id, technician) = match principal {
-        Principal::Device {
-            device_id,
-            technician,
-        } => (device_id, technician),
-        Principal::Desk { role } => {
-            return Err(ApiError::forbidden(format!(
-                "a handover is a device's, not a desk token's (role {role})"
-            )));
-        }
-        _ => return Err(ApiError::forbidden("a handover is a device's")),
-    };
+    let (device_id, technician) = authorize_device(&state, &headers, "a handover")?;
     let body = body.map_err(|e| {
         ApiError::new(
             e.status(),

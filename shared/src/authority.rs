@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::rc::Rc;
 
 use automerge::legacy::{Key as OpKey, ObjectId, OpType};
 use automerge::{ActorId, Automerge, Change, ObjId, Prop, ReadDoc};
@@ -426,36 +427,60 @@ pub struct Violation {
     pub why: String,
 }
 
+/// The last segment of an op's path, borrowed from the op.
+#[derive(Debug, Clone, Copy)]
+pub enum LastSeg<'a> {
+    Key(&'a str),
+    Elem,
+}
+
 impl PathRule {
-    /// How specifically this rule matches `path`, or `None`: the longer the rule, the more
-    /// specific; then an exact match over one from above; then named keys over `*`.
-    fn matches(&self, path: &[PathSeg]) -> Option<(usize, bool, usize)> {
-        let fits = |pattern: &Seg, seg: &PathSeg| match (pattern, seg) {
-            (Seg::Any, _) => true,
-            (Seg::Key(k), PathSeg::Key(s)) => k == s,
-            (Seg::Key(_), PathSeg::Elem) => false,
-        };
-        let exact = path.len() == self.path.len();
-        let reaches = exact || (self.reach == Reach::AndBelow && path.len() > self.path.len());
+    /// How specifically this rule matches the path `parent` + `last`, or `None`: the longer
+    /// the rule, the more specific; then an exact match over one from above; then named keys
+    /// over `*`.
+    fn matches(&self, parent: &[PathSeg], last: LastSeg<'_>) -> Option<(usize, bool, usize)> {
+        let len = parent.len() + 1;
+        let exact = len == self.path.len();
+        let reaches = exact || (self.reach == Reach::AndBelow && len > self.path.len());
+        if !reaches {
+            return None;
+        }
+        let fits = self.path.iter().enumerate().all(|(i, pattern)| {
+            let seg = match parent.get(i) {
+                Some(PathSeg::Key(k)) => LastSeg::Key(k),
+                Some(PathSeg::Elem) => LastSeg::Elem,
+                None => last,
+            };
+            match (pattern, seg) {
+                (Seg::Any, _) => true,
+                (Seg::Key(k), LastSeg::Key(s)) => *k == s,
+                (Seg::Key(_), LastSeg::Elem) => false,
+            }
+        });
         let named = self
             .path
             .iter()
             .filter(|s| matches!(s, Seg::Key(_)))
             .count();
-        (reaches && self.path.iter().zip(path).all(|(p, s)| fits(p, s))).then_some((
-            self.path.len(),
-            exact,
-            named,
-        ))
+        fits.then_some((self.path.len(), exact, named))
     }
 }
 
 impl WriteTable {
     /// The rule that governs `path`: the most specific match.
     pub fn rule_for(&self, path: &[PathSeg]) -> Option<&PathRule> {
+        let (last, parent) = path.split_last()?;
+        let last = match last {
+            PathSeg::Key(k) => LastSeg::Key(k),
+            PathSeg::Elem => LastSeg::Elem,
+        };
+        self.rule_at(parent, last)
+    }
+
+    fn rule_at(&self, parent: &[PathSeg], last: LastSeg<'_>) -> Option<&PathRule> {
         self.rules
             .iter()
-            .filter_map(|r| r.matches(path).map(|m| (m, r)))
+            .filter_map(|r| r.matches(parent, last).map(|m| (m, r)))
             .max_by_key(|(m, _)| *m)
             .map(|(_, r)| r)
     }
@@ -463,13 +488,43 @@ impl WriteTable {
     /// Whether `writer` may write at `path`; `creates` says the op adds a key or an element
     /// rather than overwriting or deleting one.
     pub fn check(&self, writer: Writer, path: &DocPath, creates: bool) -> Result<(), Violation> {
-        let refuse = |why: &str| Violation {
-            kind: self.kind.as_str(),
-            writer: writer.as_str(),
-            path: path.to_string(),
-            why: why.to_owned(),
+        match path.0.split_last() {
+            Some((PathSeg::Key(k), parent)) => {
+                self.check_at(writer, parent, LastSeg::Key(k), creates)
+            }
+            Some((PathSeg::Elem, parent)) => self.check_at(writer, parent, LastSeg::Elem, creates),
+            None => Err(Violation {
+                kind: self.kind.as_str(),
+                writer: writer.as_str(),
+                path: path.to_string(),
+                why: self.otherwise.to_owned(),
+            }),
+        }
+    }
+
+    /// [`check`](Self::check) of the path `parent` + `last`, without building it (the path
+    /// is spelled out only in a refusal).
+    pub fn check_at(
+        &self,
+        writer: Writer,
+        parent: &[PathSeg],
+        last: LastSeg<'_>,
+        creates: bool,
+    ) -> Result<(), Violation> {
+        let refuse = |why: &str| {
+            let mut path = DocPath(parent.to_vec());
+            path.0.push(match last {
+                LastSeg::Key(k) => PathSeg::Key(k.to_owned()),
+                LastSeg::Elem => PathSeg::Elem,
+            });
+            Violation {
+                kind: self.kind.as_str(),
+                writer: writer.as_str(),
+                path: path.to_string(),
+                why: why.to_owned(),
+            }
         };
-        let Some(rule) = self.rule_for(&path.0) else {
+        let Some(rule) = self.rule_at(parent, last) else {
             return Err(refuse(self.otherwise));
         };
         if !rule.writers.contains(&writer) {
@@ -546,7 +601,8 @@ pub struct Checker<'a> {
     table: &'static WriteTable,
     writer: Writer,
     /// Objects made by accepted changes, and objects of the document already resolved.
-    paths: HashMap<(u64, ActorId), DocPath>,
+    paths: HashMap<(u64, ActorId), Rc<DocPath>>,
+    root: Rc<DocPath>,
 }
 
 impl fmt::Debug for Checker<'_> {
@@ -565,6 +621,7 @@ impl<'a> Checker<'a> {
             table,
             writer,
             paths: HashMap::new(),
+            root: Rc::new(DocPath::default()),
         }
     }
 
@@ -577,14 +634,21 @@ impl<'a> Checker<'a> {
         let mut made = Vec::new();
         for (i, op) in expanded.operations.iter().enumerate() {
             let obj_path = self.object_path(&op.obj, &made)?;
-            let (seg, creates) = match &op.key {
-                OpKey::Map(k) => (PathSeg::Key(k.to_string()), op.pred.is_empty()),
-                OpKey::Seq(_) => (PathSeg::Elem, op.insert),
+            let (last, creates) = match &op.key {
+                OpKey::Map(k) => (LastSeg::Key(k.as_str()), op.pred.is_empty()),
+                OpKey::Seq(_) => (LastSeg::Elem, op.insert),
             };
-            let path = obj_path.child(seg);
-            self.table.check(self.writer, &path, creates)?;
+            self.table
+                .check_at(self.writer, &obj_path.0, last, creates)?;
             if matches!(op.action, OpType::Make(_)) {
-                made.push(((start + i as u64, actor.clone()), path));
+                let seg = match last {
+                    LastSeg::Key(k) => PathSeg::Key(k.to_owned()),
+                    LastSeg::Elem => PathSeg::Elem,
+                };
+                made.push((
+                    (start + i as u64, actor.clone()),
+                    Rc::new(obj_path.child(seg)),
+                ));
             }
         }
         self.paths.extend(made);
@@ -596,10 +660,10 @@ impl<'a> Checker<'a> {
     fn object_path(
         &mut self,
         obj: &ObjectId,
-        made: &[((u64, ActorId), DocPath)],
-    ) -> Result<DocPath, Violation> {
+        made: &[((u64, ActorId), Rc<DocPath>)],
+    ) -> Result<Rc<DocPath>, Violation> {
         let ObjectId::Id(id) = obj else {
-            return Ok(DocPath::default());
+            return Ok(Rc::clone(&self.root));
         };
         let key = (id.counter(), id.actor().clone());
         if let Some((_, path)) = made.iter().find(|(k, _)| *k == key) {
@@ -624,8 +688,8 @@ impl<'a> Checker<'a> {
             })
             .collect();
         segs.reverse();
-        let path = DocPath(segs);
-        self.paths.insert(key, path.clone());
+        let path = Rc::new(DocPath(segs));
+        self.paths.insert(key, Rc::clone(&path));
         Ok(path)
     }
 }

@@ -114,22 +114,6 @@ impl<'a> JsDevice<'a> {
         self
     }
 
-    async fn run(
-        &self,
-        action: &str,
-        doc: Option<DocumentId>,
-        value: Option<&str>,
-    ) -> anyhow::Result<DeviceRun> {
-        let mut args = Vec::new();
-        if let Some(doc) = doc {
-            args.push(("--doc", doc.url()));
-        }
-        if let Some(value) = value {
-            args.push(("--value", value.to_owned()));
-        }
-        self.run_with(action, &args).await
-    }
-
     async fn run_with(&self, action: &str, args: &[(&str, String)]) -> anyhow::Result<DeviceRun> {
         match &self.modules {
             Some(dir) => {
@@ -195,14 +179,14 @@ impl<'a> JsDevice<'a> {
         doc: Option<DocumentId>,
         value: Option<&str>,
     ) -> anyhow::Result<Json> {
-        let run = self.run(action, doc, value).await?;
-        ensure!(
-            run.success,
-            "device.mjs {action} failed: {}\nstderr: {}",
-            run.result,
-            run.stderr
-        );
-        Ok(run.result)
+        let mut args = Vec::new();
+        if let Some(doc) = doc {
+            args.push(("--doc", doc.url()));
+        }
+        if let Some(value) = value {
+            args.push(("--value", value.to_owned()));
+        }
+        self.must_with(action, &args).await
     }
 
     /// [`must`](Self::must) with any arguments.

@@ -72,6 +72,11 @@ pub struct SyncLimits {
     pub max_inflated_chunk_bytes: usize,
     /// The most all the changes of one message may add up to once inflated.
     pub max_inflated_message_bytes: usize,
+    /// The most operations all the changes of one message may hold. Columns are run-length
+    /// encoded, so a change of a hundred bytes can claim a million operations (automerge
+    /// 0.12 then spends a second and 400 MiB applying them); the count is read from the
+    /// action column's runs before automerge sees the change.
+    pub max_ops: usize,
 }
 
 impl SyncLimits {
@@ -99,6 +104,7 @@ impl Default for SyncLimits {
             max_flag_bytes: 64,
             max_inflated_chunk_bytes: 16 * 1024 * 1024,
             max_inflated_message_bytes: 32 * 1024 * 1024,
+            max_ops: 200_000,
         }
     }
 }
@@ -162,6 +168,13 @@ pub enum SyncCheckError {
     Bundle { index: usize },
     #[error("change {index} is a document whose layout is malformed ({section})")]
     BadDocument { index: usize, section: &'static str },
+    #[error("change {index} is not laid out as a change ({section})")]
+    BadChangeLayout { index: usize, section: &'static str },
+    #[error(
+        "the changes of this message hold more than {limit} operations (max_ops_per_message); \
+         change {index} passes it"
+    )]
+    TooManyOps { index: usize, limit: usize },
 }
 
 impl SyncCheckError {
@@ -185,6 +198,8 @@ impl SyncCheckError {
             SyncCheckError::MessageInflatedTooLarge { .. } => "message_inflated_too_large",
             SyncCheckError::Bundle { .. } => "bundle",
             SyncCheckError::BadDocument { .. } => "bad_document",
+            SyncCheckError::BadChangeLayout { .. } => "bad_change_layout",
+            SyncCheckError::TooManyOps { .. } => "too_many_ops",
         }
     }
 }
@@ -248,10 +263,7 @@ pub fn check_sync_message(
 
     let changes = c.count("changes", limits.max_changes, 1)?;
     let mut checked = CheckedSync::default();
-    let mut budget = Budget {
-        left: limits.max_inflated_message_bytes,
-        limit: limits.max_inflated_message_bytes,
-    };
+    let mut budget = Budget::of(limits);
     for index in 0..changes {
         let len = c.length("changes")?;
         check_chunks(
@@ -292,21 +304,40 @@ pub fn check_chunk_sequence(
         });
     }
     let mut checked = CheckedSync::default();
-    let mut budget = Budget {
-        left: limits.max_inflated_message_bytes,
-        limit: limits.max_inflated_message_bytes,
-    };
-    check_chunks(bytes, 0, limits, &mut budget, &mut checked)?;
+    check_chunks(bytes, 0, limits, &mut Budget::of(limits), &mut checked)?;
     Ok(checked)
 }
 
-/// What the changes of one message may still inflate to.
+/// What the changes of one message may still inflate to, and how many operations they may
+/// still hold.
 struct Budget {
     left: usize,
     limit: usize,
+    ops_left: u64,
+    ops_limit: usize,
 }
 
 impl Budget {
+    fn of(limits: &SyncLimits) -> Self {
+        Self {
+            left: limits.max_inflated_message_bytes,
+            limit: limits.max_inflated_message_bytes,
+            ops_left: limits.max_ops as u64,
+            ops_limit: limits.max_ops,
+        }
+    }
+
+    fn spend_ops(&mut self, ops: u64, index: usize) -> Result<(), SyncCheckError> {
+        self.ops_left = self
+            .ops_left
+            .checked_sub(ops)
+            .ok_or(SyncCheckError::TooManyOps {
+                index,
+                limit: self.ops_limit,
+            })?;
+        Ok(())
+    }
+
     fn spend(&mut self, bytes: usize) -> Result<(), SyncCheckError> {
         self.left = self
             .left
@@ -340,6 +371,29 @@ fn inflated_len(
             return Ok(None);
         }
     }
+}
+
+/// Inflates one deflated column of a document, refusing past `cap` (counted first).
+fn inflate_column(
+    deflated: &[u8],
+    cap: usize,
+    index: usize,
+    compressed: usize,
+) -> Result<Vec<u8>, SyncCheckError> {
+    use std::io::Read;
+
+    let too_large = SyncCheckError::InflatedTooLarge {
+        index,
+        compressed,
+        limit: cap,
+    };
+    let len = inflated_len(deflated, cap, index)?.ok_or(too_large)?;
+    let mut out = Vec::with_capacity(len);
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(len as u64)
+        .read_to_end(&mut out)
+        .map_err(|_| SyncCheckError::BadCompression { index })?;
+    Ok(out)
 }
 
 /// Inflates a compressed change (type 2) whose data is `deflated` and `checksum` its header's
@@ -388,7 +442,8 @@ fn inflate_change(
     Ok((chunk, hash))
 }
 
-fn write_uleb(out: &mut Vec<u8>, mut n: u64) {
+/// Writes `n` as unsigned LEB128 (the encoding of every count and length in the format).
+pub(crate) fn write_uleb(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;
@@ -398,6 +453,102 @@ fn write_uleb(out: &mut Vec<u8>, mut n: u64) {
         }
         out.push(byte | 0x80);
     }
+}
+
+/// The column of an operation's action (id 4, an integer column), in changes and documents:
+/// as many entries as operations.
+const ACTION_COLUMN: u64 = 4 << 4 | 2;
+const DEFLATE_BIT: u64 = 0b1000;
+
+/// Counts the entries of a run-length encoded integer column (the action column: one entry
+/// per operation), charging them to the budget as it goes, so a column claiming billions of
+/// entries is refused after reading a few bytes.
+///
+/// ```text
+/// column = run*
+/// run    = count:sleb128 (count > 0: value:uleb128, `count` copies
+///                         | count < 0: -count values:uleb128
+///                         | count = 0: nulls:uleb128)
+/// ```
+fn count_ops(column: &[u8], index: usize, budget: &mut Budget) -> Result<(), SyncCheckError> {
+    let bad = || SyncCheckError::BadChangeLayout {
+        index,
+        section: "action column",
+    };
+    let mut c = Cursor { rest: column };
+    while !c.rest.is_empty() {
+        let count = c.sleb("action column").map_err(|_| bad())?;
+        let entries = match count {
+            n if n > 0 => {
+                c.uleb("action column").map_err(|_| bad())?;
+                n.unsigned_abs()
+            }
+            n if n < 0 => {
+                for _ in 0..n.unsigned_abs().min(c.rest.len() as u64 + 1) {
+                    c.uleb("action column").map_err(|_| bad())?;
+                }
+                n.unsigned_abs()
+            }
+            _ => c.uleb("action column").map_err(|_| bad())?,
+        };
+        budget.spend_ops(entries, index)?;
+    }
+    Ok(())
+}
+
+/// Reads a change chunk's data as far as its columns and counts its operations.
+///
+/// ```text
+/// change = deps:(count:uleb128 hash{count}) actor:(len:uleb128 byte{len}) seq:uleb128
+///          start_op:uleb128 time:sleb128 message:(len:uleb128 byte{len})
+///          other_actors:(count:uleb128 (len:uleb128 byte{len}){count})
+///          ops_columns:(count:uleb128 (spec:uleb128 len:uleb128){count})
+///          column data, [extra bytes]
+/// ```
+fn check_change_ops(data: &[u8], index: usize, budget: &mut Budget) -> Result<(), SyncCheckError> {
+    let bad = |section| SyncCheckError::BadChangeLayout { index, section };
+    let mut c = Cursor { rest: data };
+    let deps = c
+        .uleb("change")
+        .ok()
+        .filter(|n| n.saturating_mul(HASH_LEN) <= c.rest.len() as u64)
+        .ok_or(bad("dependencies"))?;
+    c.take(deps as usize * HASH_LEN as usize, "change")
+        .map_err(|_| bad("dependencies"))?;
+    let actor = c.length("change").map_err(|_| bad("actor"))?;
+    c.take(actor, "change").map_err(|_| bad("actor"))?;
+    c.uleb("change").map_err(|_| bad("seq"))?;
+    c.uleb("change").map_err(|_| bad("start_op"))?;
+    c.sleb("change").map_err(|_| bad("time"))?;
+    let message = c.length("change").map_err(|_| bad("message"))?;
+    c.take(message, "change").map_err(|_| bad("message"))?;
+    let others = c
+        .uleb("change")
+        .ok()
+        .filter(|n| *n <= c.rest.len() as u64)
+        .ok_or(bad("other actors"))?;
+    for _ in 0..others {
+        let len = c.length("change").map_err(|_| bad("other actors"))?;
+        c.take(len, "change").map_err(|_| bad("other actors"))?;
+    }
+    let columns = c
+        .uleb("change")
+        .ok()
+        .filter(|n| n.saturating_mul(2) <= c.rest.len() as u64)
+        .ok_or(bad("columns"))?;
+    let mut layout = Vec::new();
+    for _ in 0..columns {
+        let spec = c.uleb("change").map_err(|_| bad("columns"))?;
+        let len = c.uleb("change").map_err(|_| bad("columns"))?;
+        layout.push((spec, usize::try_from(len).map_err(|_| bad("columns"))?));
+    }
+    for (spec, len) in layout {
+        let column = c.take(len, "change").map_err(|_| bad("column data"))?;
+        if spec == ACTION_COLUMN {
+            count_ops(column, index, budget)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads a document chunk's data far enough to name its heads and to bound what its
@@ -442,7 +593,8 @@ fn check_document(
         h.copy_from_slice(hash);
         carried.push(automerge::ChangeHash(h));
     }
-    let mut columns: Vec<(bool, usize)> = Vec::new();
+    // (spec, length, in the ops columns)
+    let mut columns: Vec<(u64, usize, bool)> = Vec::new();
     for section in ["change columns", "ops columns"] {
         // A column spec and its length take at least two bytes.
         let count = c
@@ -454,13 +606,23 @@ fn check_document(
             let spec = c.uleb("document").map_err(|_| bad(section))?;
             let len = c.uleb("document").map_err(|_| bad(section))?;
             let len = usize::try_from(len).map_err(|_| bad(section))?;
-            columns.push((spec & 0b1000 != 0, len));
+            columns.push((spec, len, section == "ops columns"));
         }
     }
     let cap = limits.max_inflated_chunk_bytes;
     let mut inflated = 0usize;
-    for (deflated, len) in columns {
+    for (spec, len, op_column) in columns {
         let column = c.take(len, "document").map_err(|_| bad("column data"))?;
+        let deflated = spec & DEFLATE_BIT != 0;
+        if op_column && spec & !DEFLATE_BIT == ACTION_COLUMN {
+            // One entry per operation; inflated first if need be (within the cap).
+            if deflated {
+                let plain = inflate_column(column, cap - inflated.min(cap), index, data.len())?;
+                count_ops(&plain, index, budget)?;
+            } else {
+                count_ops(column, index, budget)?;
+            }
+        }
         let size = if deflated {
             inflated_len(column, cap - inflated.min(cap), index)?.ok_or(
                 SyncCheckError::InflatedTooLarge {
@@ -530,6 +692,7 @@ fn check_chunks(
                 }
                 if chunk_type == 1 {
                     budget.spend(data.len())?;
+                    check_change_ops(data, index, budget)?;
                     checked.carried.push(automerge::ChangeHash(hash));
                 } else {
                     check_document(data, index, limits, budget, &mut checked.carried)?;
@@ -540,6 +703,13 @@ fn check_chunks(
             }
             2 => {
                 let (inflated, hash) = inflate_change(data, checksum, index, limits, budget)?;
+                // The inflated change's data starts after its header: magic, checksum, type
+                // and the length.
+                let mut header = Cursor {
+                    rest: &inflated[CHUNK_MAGIC.len() + 5..],
+                };
+                header.uleb("changes").map_err(|_| bad.clone())?;
+                check_change_ops(header.rest, index, budget)?;
                 checked.carried.push(automerge::ChangeHash(hash));
                 rewritten
                     .get_or_insert_with(|| entry[..chunk_start].to_vec())
@@ -629,6 +799,30 @@ impl<'a> Cursor<'a> {
                 return Ok(value);
             }
             shift += 7;
+        }
+    }
+
+    /// A signed LEB128 number of at most 64 bits.
+    fn sleb(&mut self, section: &'static str) -> Result<i64, SyncCheckError> {
+        let mut value = 0i64;
+        let mut shift = 0u32;
+        loop {
+            let (&byte, rest) = self
+                .rest
+                .split_first()
+                .ok_or(SyncCheckError::Truncated { section })?;
+            self.rest = rest;
+            if shift >= 64 {
+                return Err(SyncCheckError::BadLeb128 { section });
+            }
+            value |= i64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                if shift < 64 && byte & 0x40 != 0 {
+                    value |= -1i64 << shift;
+                }
+                return Ok(value);
+            }
         }
     }
 

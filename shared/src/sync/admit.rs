@@ -10,8 +10,12 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use automerge::{Automerge, Change, ChangeHash, LoadOptions, OnPartialLoad, VerificationMode};
+use automerge::sync::{self, SyncDoc};
+use automerge::{
+    Automerge, Change, ChangeHash, LoadOptions, OnPartialLoad, ReadDoc, VerificationMode,
+};
 
+use super::access::{Access, WriteScope};
 use crate::authority::{Checker, Violation, WriteTable, Writer};
 
 /// Why the changes of a message were refused.
@@ -254,6 +258,189 @@ pub fn check_offline_changes(
     }
 }
 
+/// What became of a message's changes at the gate.
+pub(super) enum Gated {
+    /// Give automerge the message as it came (unrestricted, or nothing new in it).
+    AsIs,
+    /// The message now carries just the changes to apply, in order; these are their hashes.
+    Rewritten(Vec<ChangeHash>),
+    /// The message was applied to a copy of the document (automerge 0.12 clones one in
+    /// microseconds) and what it added passed the checks: the engine adopts the copy and the
+    /// sync state instead of applying the message again.
+    Applied {
+        doc: Box<Automerge>,
+        state: sync::State,
+        carried: Vec<ChangeHash>,
+    },
+}
+
+/// Lets through what of a message's changes a session may write: everything for an
+/// unrestricted one; for one its table restricts, only changes whose every op the table
+/// allows, in dependency order, holding back those whose dependencies have not arrived. On a
+/// refusal the message carries no changes any more, and its heads no longer name refused
+/// changes (so they are never asked for).
+///
+/// Change chunks are parsed and checked, then handed to automerge. A whole document is
+/// applied to a copy whose gain is checked ([`apply_to_copy`]); a change missing a
+/// dependency goes the first way, which holds it. The engine does not advertise v2 messages
+/// to restricted peers, so they send change chunks, the cheaper of the two to check.
+pub(super) fn gate(
+    doc: &Automerge,
+    access: Access,
+    scope: WriteScope,
+    waiting: &mut Waiting,
+    sync_state: &sync::State,
+    message: &mut sync::Message,
+    max_held: usize,
+) -> Result<Gated, Refusal> {
+    let result = match (access, scope) {
+        (Access::ReadWrite, WriteScope::Any) => return Ok(Gated::AsIs),
+        // Read-only: every change is refused; the table, if any, names the first path.
+        (_, scope) if access != Access::ReadWrite => Err(match scope {
+            WriteScope::Table(table, writer) => match decode_changes(doc, message.changes.iter()) {
+                Ok(incoming) => {
+                    let mut checker = Checker::new(doc, table, writer);
+                    incoming
+                        .iter()
+                        .find_map(|c| checker.check(c).err())
+                        .map_or(Refusal::ReadOnly, Refusal::Violation)
+                }
+                Err(refusal) => refusal,
+            },
+            WriteScope::Any => Refusal::ReadOnly,
+        }),
+        (_, WriteScope::Table(table, writer)) => {
+            let carries_document = message
+                .changes
+                .iter()
+                .any(|entry| chunks(entry).iter().any(|c| c.get(8) == Some(&0)));
+            if carries_document
+                && waiting.held.is_empty()
+                && let Some(fast) = apply_to_copy(doc, table, writer, waiting, sync_state, message)
+            {
+                return fast;
+            }
+            match decode_changes(doc, message.changes.iter()) {
+                // Only changes the document holds: nothing to check, and automerge must see
+                // the message as it came (one that carries changes is answered; one without,
+                // naming our heads, may be taken as needing no answer).
+                Ok(incoming) if incoming.is_empty() => return Ok(Gated::AsIs),
+                Ok(incoming) => admit(doc, table, writer, incoming, waiting, max_held),
+                Err(refusal) => Err(refusal),
+            }
+        }
+        (_, WriteScope::Any) => return Ok(Gated::AsIs),
+    };
+    match result {
+        Ok(accepted) => {
+            let hashes = accepted.iter().map(Change::hash).collect();
+            let entries: Vec<Vec<u8>> = accepted.iter().map(|c| c.raw_bytes().to_vec()).collect();
+            message.changes = sync::ChunkList::from(entries);
+            Ok(Gated::Rewritten(hashes))
+        }
+        Err(refusal) => Err(strip(message, waiting, sync_state, refusal)),
+    }
+}
+
+/// The path of [`gate`] for a message that carries a whole document (a v2 message, or a
+/// peer's first message to a server it knew nothing of): decoding the document into changes
+/// costs as much as automerge's own work, so the message is applied to a copy (automerge 0.12
+/// clones a document in microseconds) and what the copy gained is checked. `None` when it
+/// cannot decide (automerge failed on the copy, or
+/// queued a change for a missing dependency); the slow path then takes the message.
+fn apply_to_copy(
+    doc: &Automerge,
+    table: &'static WriteTable,
+    writer: Writer,
+    waiting: &mut Waiting,
+    sync_state: &sync::State,
+    message: &mut sync::Message,
+) -> Option<Result<Gated, Refusal>> {
+    let before = doc.get_heads();
+    let mut copy = doc.clone();
+    let mut state = sync_state.clone();
+    copy.receive_sync_message(&mut state, message.clone())
+        .ok()?;
+    // A queued change would be applied later, unchecked, when its dependency arrives.
+    if !copy.get_missing_deps(&[]).is_empty() {
+        return None;
+    }
+    let added = causal_order(copy.get_changes(&before));
+    let hashes: Vec<ChangeHash> = added.iter().map(Change::hash).collect();
+    let mut checker = Checker::new(doc, table, writer);
+    let verdict = added.iter().try_for_each(|change| {
+        if change.deps().iter().any(|d| waiting.refused.contains(d)) {
+            return Err(Refusal::DependsOnRefused {
+                change: change.hash(),
+            });
+        }
+        checker.check(change).map_err(Refusal::Violation)
+    });
+    Some(match verdict {
+        Ok(()) => Ok(Gated::Applied {
+            doc: Box::new(copy),
+            state,
+            carried: hashes,
+        }),
+        Err(refusal) => {
+            waiting.refused.extend(hashes);
+            Err(strip(message, waiting, sync_state, refusal))
+        }
+    })
+}
+
+/// Changes in an order where each comes after the ones of the set it depends on.
+fn causal_order(changes: Vec<Change>) -> Vec<Change> {
+    let mut pending = changes;
+    let mut placed: HashSet<ChangeHash> = HashSet::new();
+    let all: HashSet<ChangeHash> = pending.iter().map(Change::hash).collect();
+    let mut out = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut rest = Vec::new();
+        for change in pending {
+            let ready = change
+                .deps()
+                .iter()
+                .all(|d| !all.contains(d) || placed.contains(d));
+            if ready {
+                placed.insert(change.hash());
+                out.push(change);
+            } else {
+                rest.push(change);
+            }
+        }
+        if rest.len() == before {
+            // A cycle cannot happen (hashes); keep whatever is left rather than loop.
+            out.extend(rest);
+            break;
+        }
+        pending = rest;
+    }
+    out
+}
+
+/// A refused message keeps none of its changes, and its heads no longer name refused
+/// changes: the peer is answered, and never asked for them.
+fn strip(
+    message: &mut sync::Message,
+    waiting: &Waiting,
+    sync_state: &sync::State,
+    refusal: Refusal,
+) -> Refusal {
+    message.changes = sync::ChunkList::empty();
+    let refused = &waiting.refused;
+    if message.heads.iter().any(|h| refused.contains(h)) {
+        message.heads.retain(|h| !refused.contains(h));
+        if message.heads.is_empty() {
+            // Heads that name nothing we hold: the ones we share stand in, or the peer
+            // would look as if it had lost everything and be sent it all.
+            message.heads.clone_from(&sync_state.shared_heads);
+        }
+    }
+    refusal
+}
+
 /// The changes the held ones still wait for and nobody has sent: what to ask the peer for.
 pub(super) fn wanted(doc: &Automerge, waiting: &Waiting) -> Vec<ChangeHash> {
     let held: HashSet<ChangeHash> = waiting.held.iter().map(Change::hash).collect();
@@ -407,5 +594,88 @@ mod tests {
             decode_changes(&doc, [garbage.as_slice()].into_iter()),
             Err(Refusal::Malformed(_))
         ));
+    }
+
+    /// The sync message a device with `edits` of its own sends a server that advertised v2
+    /// messages: a whole document, when the edits are over a third of its history.
+    fn v2_message(server: &Automerge, device: &Automerge) -> sync::Message {
+        let (mut ours, mut theirs) = (sync::State::new(), sync::State::new());
+        let hello = server.generate_sync_message(&mut ours).expect("a message");
+        let mut device = device.clone();
+        device
+            .receive_sync_message(&mut theirs, hello)
+            .expect("received");
+        device
+            .generate_sync_message(&mut theirs)
+            .expect("a message")
+    }
+
+    fn device_with(edit: impl FnOnce(&mut JobDoc)) -> (Automerge, Automerge) {
+        let mut server = JobDoc::create_with_actor(&new_job(), actor(0)).expect("create");
+        let mut device = server.fork();
+        device.set_actor(actor(1));
+        edit(&mut device);
+        (
+            server.inner_mut().document().clone(),
+            device.inner_mut().document().clone(),
+        )
+    }
+
+    #[test]
+    fn a_whole_document_is_applied_to_a_copy_and_adopted_only_if_its_changes_pass() {
+        let (server, device) = device_with(|d| {
+            for i in 0..10 {
+                d.set_fault_cause(Some(&format!("cause {i}")))
+                    .expect("edit");
+            }
+        });
+        let mut message = v2_message(&server, &device);
+        assert_eq!(
+            message.changes.iter().next().and_then(|c| c.get(8)),
+            Some(&0)
+        );
+        let gated = gate(
+            &server,
+            Access::ReadWrite,
+            WriteScope::Table(&JOB, Writer::Device),
+            &mut Waiting::default(),
+            &sync::State::new(),
+            &mut message,
+            10,
+        );
+        let Ok(Gated::Applied { doc, carried, .. }) = gated else {
+            panic!("not applied");
+        };
+        assert_eq!(carried.len(), 10);
+        assert_eq!(doc.get_heads(), device.get_heads());
+
+        let (server, device) = device_with(|d| {
+            for i in 0..10 {
+                d.set_fault_cause(Some(&format!("cause {i}")))
+                    .expect("edit");
+            }
+            d.inner_mut().put(automerge::ROOT, "bonus", 1).expect("put");
+        });
+        let mut message = v2_message(&server, &device);
+        let mut waiting = Waiting::default();
+        let gated = gate(
+            &server,
+            Access::ReadWrite,
+            WriteScope::Table(&JOB, Writer::Device),
+            &mut waiting,
+            &sync::State::new(),
+            &mut message,
+            10,
+        );
+        let Err(Refusal::Violation(v)) = gated else {
+            panic!("not refused");
+        };
+        assert_eq!(v.path, "bonus");
+        assert!(message.changes.is_empty(), "nothing of it is left to apply");
+        assert_eq!(
+            waiting.refused.len(),
+            11,
+            "its changes are remembered as refused"
+        );
     }
 }

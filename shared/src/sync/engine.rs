@@ -21,7 +21,7 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::access::{Access, AccessPolicy, Principal, WriteScope};
-use super::admit::{self, Refusal, Waiting};
+use super::admit::{self, Gated, Refusal, Waiting};
 use crate::ids::DocumentId;
 use crate::protocol::message::{
     DocUnavailableMessage, EphemeralMessage, ErrorMessage, JoinMessage, PeerId, PeerMessage,
@@ -1167,11 +1167,45 @@ impl Engine {
         };
         match loaded {
             Ok((doc, count)) => {
+                // Changes stored without something they depend on: a write failed and a
+                // later one of the same document, already on its way, stored a change
+                // built on it (the edit it carried was answered with the failure). automerge
+                // would queue them and apply them, unchecked and unannounced, the day the
+                // missing change arrives from a peer, where they would look as if they had
+                // come with it. They are dropped, and a snapshot without them replaces what
+                // is stored.
+                let orphaned = !doc.get_missing_deps(&[]).is_empty();
+                // (`fork_at` keeps applied changes only; a save keeps the queue too.)
+                let heads = doc.get_heads();
+                let (doc, count) = match orphaned.then(|| doc.fork_at(&heads)) {
+                    Some(Ok(rebuilt)) => (rebuilt, count),
+                    _ => (doc, count),
+                };
                 state.doc = doc;
                 state.chunks = count;
                 state.status = DocStatus::Ready;
                 state.dirty = true;
                 self.stats.docs_loaded_total += 1;
+                if orphaned {
+                    let snapshot = state.doc.save();
+                    state.chunks = 1;
+                    state.unstored += 1;
+                    let id = self.write(WriteOp::Compact {
+                        doc: doc_id,
+                        snapshot,
+                    });
+                    if let Some(state) = self.docs.get_mut(&doc_id) {
+                        state.last_write = Some(id);
+                    }
+                    self.refuse(
+                        None,
+                        "orphaned_changes",
+                        format!("{doc_id}: changes stored without a dependency were dropped"),
+                    );
+                }
+                let Some(state) = self.docs.get_mut(&doc_id) else {
+                    return;
+                };
                 let edits = std::mem::take(&mut state.waiting_edits);
                 for (edit, token) in edits {
                     self.apply_edit(doc_id, edit, token);
@@ -1288,16 +1322,35 @@ impl Engine {
             }) = session.inbox.pop_front()
             {
                 session.reply_due = true;
+                let mut applied = false;
                 if !message.changes.is_empty() {
                     let gate = catch_unwind(AssertUnwindSafe(|| {
-                        gate_changes(&state.doc, session, &mut message, max_held)
+                        admit::gate(
+                            &state.doc,
+                            session.access,
+                            session.scope,
+                            &mut session.waiting,
+                            &session.state,
+                            &mut message,
+                            max_held,
+                        )
                     }));
                     match gate {
-                        Ok(Ok(Some(accepted))) => {
+                        Ok(Ok(Gated::AsIs)) => {}
+                        Ok(Ok(Gated::Rewritten(accepted))) => {
                             self.stats.changes_held += session.waiting.held.len() as u64;
                             carried = accepted;
                         }
-                        Ok(Ok(None)) => {}
+                        Ok(Ok(Gated::Applied {
+                            doc,
+                            state: synced,
+                            carried: accepted,
+                        })) => {
+                            state.doc = *doc;
+                            session.state = synced;
+                            carried = accepted;
+                            applied = true;
+                        }
                         Ok(Err(refusal)) => {
                             carried.clear();
                             refused.push((*conn, refusal));
@@ -1308,9 +1361,13 @@ impl Engine {
                         }
                     }
                 }
-                let result = catch_unwind(AssertUnwindSafe(|| {
-                    state.doc.receive_sync_message(&mut session.state, message)
-                }));
+                let result = if applied {
+                    Ok(Ok(()))
+                } else {
+                    catch_unwind(AssertUnwindSafe(|| {
+                        state.doc.receive_sync_message(&mut session.state, message)
+                    }))
+                };
                 match result {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
@@ -1587,6 +1644,20 @@ impl Engine {
             }));
             match generated {
                 Ok(Some(mut message)) => {
+                    let resets = message
+                        .flags
+                        .is_some_and(|f| f.contains(sync::MessageFlags::SYNC_RESET));
+                    if session.access == Access::ReadWrite
+                        && matches!(session.scope, WriteScope::Table(..))
+                        && !resets
+                    {
+                        // No flags, so the restricted peer does not know we read v2 messages
+                        // and sends its changes as change chunks: checking those costs less
+                        // than taking a whole document apart (`admit::gate`). The read-only
+                        // flag concerns read-only sessions; a sync reset (after one turns
+                        // read-write) keeps its flags.
+                        message.flags = None;
+                    }
                     if !session.waiting.held.is_empty() {
                         // Held changes wait for what the peer has not sent (a bloom filter's
                         // false positive): ask for that instead of the held ones themselves.
@@ -1858,74 +1929,6 @@ impl Engine {
             }
         }
         self.idle.extend(skipped);
-    }
-}
-
-/// Lets through what of a message's changes the session may write. Returns the hashes of
-/// the changes now in the message when it rewrote them (`None`: the message is as it came),
-/// or why all of them were refused (then the message carries none, and its heads no longer
-/// name refused changes, so they are never asked for).
-fn gate_changes(
-    doc: &Automerge,
-    session: &mut Session,
-    message: &mut sync::Message,
-    max_held: usize,
-) -> Result<Option<Vec<ChangeHash>>, Refusal> {
-    let result = match (session.access, session.scope) {
-        (Access::ReadWrite, WriteScope::Any) => return Ok(None),
-        // Read-only: every change is refused; the table, if any, names the first path.
-        (_, scope) if session.access != Access::ReadWrite => {
-            let read_only = || Refusal::ReadOnly;
-            Err(match scope {
-                WriteScope::Table(table, writer) => {
-                    match admit::decode_changes(doc, message.changes.iter()) {
-                        Ok(incoming) => {
-                            let mut checker = crate::authority::Checker::new(doc, table, writer);
-                            incoming
-                                .iter()
-                                .find_map(|c| checker.check(c).err())
-                                .map_or_else(read_only, Refusal::Violation)
-                        }
-                        Err(refusal) => refusal,
-                    }
-                }
-                WriteScope::Any => read_only(),
-            })
-        }
-        (_, WriteScope::Table(table, writer)) => {
-            match admit::decode_changes(doc, message.changes.iter()) {
-                // Only changes the document holds: nothing to check, and automerge must see
-                // the message as it came (one that carries changes is answered; one without,
-                // naming our heads, may be taken as needing no answer).
-                Ok(incoming) if incoming.is_empty() => return Ok(None),
-                Ok(incoming) => {
-                    admit::admit(doc, table, writer, incoming, &mut session.waiting, max_held)
-                }
-                Err(refusal) => Err(refusal),
-            }
-        }
-        (_, WriteScope::Any) => return Ok(None),
-    };
-    match result {
-        Ok(accepted) => {
-            let hashes = accepted.iter().map(automerge::Change::hash).collect();
-            let entries: Vec<Vec<u8>> = accepted.iter().map(|c| c.raw_bytes().to_vec()).collect();
-            message.changes = sync::ChunkList::from(entries);
-            Ok(Some(hashes))
-        }
-        Err(refusal) => {
-            message.changes = sync::ChunkList::empty();
-            let refused = &session.waiting.refused;
-            if message.heads.iter().any(|h| refused.contains(h)) {
-                message.heads.retain(|h| !refused.contains(h));
-                if message.heads.is_empty() {
-                    // Heads that name nothing we hold: the ones we share stand in, or the
-                    // peer would look as if it had lost everything and be sent it all.
-                    message.heads.clone_from(&session.state.shared_heads);
-                }
-            }
-            Err(refusal)
-        }
     }
 }
 

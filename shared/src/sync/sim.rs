@@ -34,6 +34,7 @@ use super::{
 use crate::authority::{Allow, DocKind, PathRule, Reach, Seg, WriteTable, Writer};
 use crate::ids::{DeviceId, DocumentId, TechnicianId};
 use crate::protocol::message::{JoinMessage, PeerId, PeerMetadata, StorageId, SyncMessage};
+use crate::protocol::sync_check::write_uleb as uleb;
 use crate::protocol::{self, Message};
 
 /// The server is node 0; clients are nodes 1..=n.
@@ -1883,18 +1884,6 @@ fn bloom_entries(message: &AmSyncMessage) -> u64 {
 }
 
 // ---- hostile input ---------------------------------------------------------------------------
-
-fn uleb(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
 
 /// A v1 sync message whose one have carries a bloom filter with `bits_per_entry = 0`: it
 /// claims entries but has no bits, and automerge 0.12 would take a remainder modulo zero

@@ -120,6 +120,11 @@ struct Args {
     /// The fieldsync binary (default: next to this one).
     #[arg(long)]
     fieldsync_bin: Option<PathBuf>,
+    /// fieldsync built with `--features fieldsync-server/unchecked-writes`, the target
+    /// `fieldsync-unchecked` (default: target/unchecked/release/fieldsync, where scripts/bench
+    /// builds it).
+    #[arg(long)]
+    fieldsync_unchecked_bin: Option<PathBuf>,
     /// The samod server (default: bench/samod-server/target/release/samod-bench-server).
     #[arg(long)]
     samod_bin: Option<PathBuf>,
@@ -170,6 +175,10 @@ fn programs(args: &Args) -> anyhow::Result<Programs> {
     let root = repo_root();
     Ok(Programs {
         fieldsync,
+        fieldsync_unchecked: args
+            .fieldsync_unchecked_bin
+            .clone()
+            .unwrap_or(root.join("target/unchecked/release/fieldsync")),
         js_dir: args.js_dir.clone().unwrap_or(root.join("bench/js")),
         samod: args
             .samod_bin

@@ -328,6 +328,7 @@ fn failed_row(s: &Value, columns: usize) -> Option<String> {
 fn target_name(t: &str) -> &str {
     match t {
         "fieldsync" => "fieldsync (SQLite, auth on)",
+        "fieldsync-unchecked" => "fieldsync without write-authority checks (measurement build)",
         "js" => "JS sync server (automerge-repo 2.5.6, NodeFS)",
         "samod" => "samod 0.16 (in memory, no auth)",
         "inproc-sync" => "in-process: sync protocol",

@@ -24,6 +24,9 @@ use crate::workload;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Fieldsync,
+    /// fieldsync built with `unchecked-writes`: the same server without the write-authority
+    /// checks, to measure what they cost (issue 12).
+    FieldsyncUnchecked,
     Js,
     Samod,
 }
@@ -32,6 +35,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Fieldsync => "fieldsync",
+            Kind::FieldsyncUnchecked => "fieldsync-unchecked",
             Kind::Js => "js",
             Kind::Samod => "samod",
         }
@@ -40,10 +44,16 @@ impl Kind {
     pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "fieldsync" => Some(Kind::Fieldsync),
+            "fieldsync-unchecked" => Some(Kind::FieldsyncUnchecked),
             "js" => Some(Kind::Js),
             "samod" => Some(Kind::Samod),
             _ => None,
         }
+    }
+
+    /// Either build of fieldsync (same CLI, API and protocol).
+    pub fn is_fieldsync(self) -> bool {
+        matches!(self, Kind::Fieldsync | Kind::FieldsyncUnchecked)
     }
 }
 
@@ -51,14 +61,25 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub struct Programs {
     pub fieldsync: PathBuf,
+    /// fieldsync built with the `unchecked-writes` feature (scripts/bench builds it).
+    pub fieldsync_unchecked: PathBuf,
     pub js_dir: PathBuf,
     pub samod: PathBuf,
 }
 
 impl Programs {
+    /// The binary of a fieldsync kind.
+    pub fn fieldsync_of(&self, kind: Kind) -> &PathBuf {
+        match kind {
+            Kind::FieldsyncUnchecked => &self.fieldsync_unchecked,
+            _ => &self.fieldsync,
+        }
+    }
+
     pub fn available(&self, kind: Kind) -> bool {
         match kind {
             Kind::Fieldsync => self.fieldsync.exists(),
+            Kind::FieldsyncUnchecked => self.fieldsync_unchecked.exists(),
             Kind::Js => self.js_dir.join("node_modules").exists(),
             Kind::Samod => self.samod.exists(),
         }
@@ -141,9 +162,9 @@ impl Server {
         let data = dir.join(format!("{}-data", kind.name()));
         std::fs::create_dir_all(&data)?;
         let (child, port) = match kind {
-            Kind::Fieldsync => {
+            Kind::Fieldsync | Kind::FieldsyncUnchecked => {
                 let port = free_port()?;
-                let child = Command::new(&programs.fieldsync)
+                let child = Command::new(programs.fieldsync_of(kind))
                     .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
                     .arg("--data-dir")
                     .arg(&data)
@@ -151,7 +172,7 @@ impl Server {
                     .env("FIELDSYNC_LOG", "warn")
                     .stdout(Stdio::null())
                     .spawn()
-                    .with_context(|| format!("start {}", programs.fieldsync.display()))?;
+                    .with_context(|| format!("start {}", programs.fieldsync_of(kind).display()))?;
                 (child, port)
             }
             Kind::Js => {
@@ -192,7 +213,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        if kind == Kind::Fieldsync {
+        if kind.is_fieldsync() {
             // fieldsync binds its port before it opens its data directory and creates its keys;
             // a CLI run in between would race it for the key files. It answers /healthz only
             // once it is open.
@@ -220,13 +241,15 @@ impl Server {
 
     pub fn ws_url(&self) -> String {
         match self.kind {
-            Kind::Fieldsync => format!("ws://127.0.0.1:{}/sync", self.port),
+            Kind::Fieldsync | Kind::FieldsyncUnchecked => {
+                format!("ws://127.0.0.1:{}/sync", self.port)
+            }
             Kind::Js | Kind::Samod => format!("ws://127.0.0.1:{}/", self.port),
         }
     }
 
     fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(&self.programs.fieldsync)
+        let out = Command::new(self.programs.fieldsync_of(self.kind))
             .args(args)
             .arg("--data-dir")
             .arg(&self.data)
@@ -272,7 +295,7 @@ impl Server {
 
     /// A gauge from fieldsync's `/metrics` (None for the baselines, or when absent).
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        if self.kind != Kind::Fieldsync {
+        if !self.kind.is_fieldsync() {
             return None;
         }
         let url = format!("http://127.0.0.1:{}/metrics", self.port);
@@ -300,7 +323,7 @@ impl Server {
             for d in 0..per_technician {
                 let technician = format!("tech-{t:04}");
                 let peer_id = format!("dev-{t:04}-{d}");
-                let token = if self.kind == Kind::Fieldsync {
+                let token = if self.kind.is_fieldsync() {
                     self.cli(&[
                         "device",
                         "enroll",
@@ -328,7 +351,7 @@ impl Server {
             }
         }
         if let Some(last) = out.last()
-            && self.kind == Kind::Fieldsync
+            && self.kind.is_fieldsync()
         {
             // The running server merges records written by the CLI within a second or so:
             // wait until it accepts the last device enrolled.
@@ -359,7 +382,7 @@ impl Server {
         jobs: usize,
     ) -> anyhow::Result<Vec<Vec<DocumentId>>> {
         match self.kind {
-            Kind::Fieldsync => {
+            Kind::Fieldsync | Kind::FieldsyncUnchecked => {
                 let token = self.desk_token.clone().context("desk token")?;
                 let url = format!("http://127.0.0.1:{}/api/jobs", self.port);
                 let requests: Vec<(usize, String)> = technicians
@@ -448,7 +471,7 @@ impl Server {
     /// the document with a fresh client.
     pub async fn heads(&self, docs: &[DocumentId]) -> anyhow::Result<Vec<Vec<ChangeHash>>> {
         match self.kind {
-            Kind::Fieldsync => {
+            Kind::Fieldsync | Kind::FieldsyncUnchecked => {
                 let token = self.desk_token.clone().context("desk token")?;
                 let mut results =
                     futures_util::stream::iter(docs.iter().enumerate().map(|(i, doc)| {

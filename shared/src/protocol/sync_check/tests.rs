@@ -7,22 +7,11 @@ use automerge::{ActorId, AutoCommit, ROOT};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
+use super::write_uleb as uleb;
 use super::*;
 
 fn check(bytes: &[u8]) -> Result<(), SyncCheckError> {
     check_sync_message(bytes, &SyncLimits::default()).map(|_| ())
-}
-
-fn uleb(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 /// Bloom filter bytes with the given parameters and `bits` as the bit array.
@@ -850,4 +839,127 @@ fn bundles_are_refused() {
         check(&with_changes(vec![bundle])),
         Err(SyncCheckError::Bundle { index: 0 })
     );
+}
+
+// ---- the run-length op bomb ---------------------------------------------------------------
+
+fn sleb(out: &mut Vec<u8>, mut n: i64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        let done = (n == 0 && byte & 0x40 == 0) || (n == -1 && byte & 0x40 != 0);
+        if done {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A change of `n` concurrent puts of null at the root key "a", every column one run: under a
+/// hundred bytes whatever `n` is. automerge 0.12 applies a million of them in about a second
+/// and 400 MiB.
+fn run_length_bomb(n: u64) -> Vec<u8> {
+    let spec = |id: u64, ty: u64| id << 4 | ty;
+    let null_run = || {
+        let mut c = Vec::new();
+        sleb(&mut c, 0);
+        uleb(&mut c, n);
+        c
+    };
+    let value_run = |value: &[u8]| {
+        let mut c = Vec::new();
+        sleb(&mut c, n as i64);
+        c.extend_from_slice(value);
+        c
+    };
+    let mut insert = Vec::new();
+    uleb(&mut insert, n);
+    let columns: Vec<(u64, Vec<u8>)> = vec![
+        (spec(0, 1), null_run()),            // object actor
+        (spec(0, 2), null_run()),            // object counter
+        (spec(1, 1), null_run()),            // key actor
+        (spec(1, 3), null_run()),            // key counter
+        (spec(1, 5), value_run(&[1, b'a'])), // key string "a"
+        (spec(3, 4), insert),                // insert: all false
+        (spec(4, 2), value_run(&[1])),       // action: put
+        (spec(5, 6), value_run(&[0])),       // value: null
+        (spec(7, 0), value_run(&[0])),       // no predecessors
+    ];
+    let mut data = Vec::new();
+    uleb(&mut data, 0); // no dependencies
+    uleb(&mut data, 16);
+    data.extend_from_slice(&[7; 16]); // the actor
+    uleb(&mut data, 1); // seq
+    uleb(&mut data, 1); // start op
+    sleb(&mut data, 0); // time
+    uleb(&mut data, 0); // no message
+    uleb(&mut data, 0); // no other actors
+    uleb(&mut data, columns.len() as u64);
+    for (s, c) in &columns {
+        uleb(&mut data, *s);
+        uleb(&mut data, c.len() as u64);
+    }
+    for (_, c) in &columns {
+        data.extend_from_slice(c);
+    }
+    chunk(1, &data, (1, &data))
+}
+
+#[test]
+fn a_change_claiming_more_operations_than_the_limit_is_refused_before_automerge() {
+    let bomb = run_length_bomb(1_000_000);
+    assert!(bomb.len() < 100, "{} bytes", bomb.len());
+    assert_eq!(
+        check(&with_changes(vec![bomb.clone()])),
+        Err(SyncCheckError::TooManyOps {
+            index: 0,
+            limit: 200_000
+        })
+    );
+    // The same shape within the limit is a change automerge takes.
+    let small = run_length_bomb(1_000);
+    assert!(check(&with_changes(vec![small.clone()])).is_ok());
+    let mut doc = AutoCommit::new();
+    doc.load_incremental(&small).expect("a valid change");
+    // The limit counts the whole message: two changes of 150,000 pass it.
+    let limits = SyncLimits::default();
+    let two = with_changes(vec![run_length_bomb(150_000), run_length_bomb(150_000)]);
+    assert!(matches!(
+        check_sync_message(&two, &limits),
+        Err(SyncCheckError::TooManyOps { index: 1, .. })
+    ));
+    // Compressed, it is counted once inflated.
+    use std::io::Write;
+    // magic, checksum, type, then a one-byte length (the data is under 128 bytes).
+    assert!(bomb[9] < 0x80);
+    let data = &bomb[10..];
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(data).expect("deflate");
+    let compressed = chunk(2, &encoder.finish().expect("deflate"), (1, data));
+    assert!(matches!(
+        check(&with_changes(vec![compressed])),
+        Err(SyncCheckError::TooManyOps { index: 0, .. })
+    ));
+}
+
+#[test]
+fn a_documents_operations_count_too() {
+    let mut doc = AutoCommit::new();
+    let text: String = "x".repeat(5_000);
+    doc.put(ROOT, "n", 1).expect("put");
+    let notes = doc
+        .put_object(ROOT, "notes", automerge::ObjType::Text)
+        .expect("text");
+    doc.splice_text(&notes, 0, 0, &text).expect("splice");
+    let saved = doc.save();
+    let tight = SyncLimits {
+        max_ops: 1_000,
+        ..SyncLimits::default()
+    };
+    assert!(matches!(
+        check_sync_message(&with_changes(vec![saved.clone()]), &tight),
+        Err(SyncCheckError::TooManyOps { .. })
+    ));
+    assert!(check(&with_changes(vec![saved])).is_ok());
 }
