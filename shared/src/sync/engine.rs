@@ -392,6 +392,8 @@ struct Session {
     reply_due: bool,
     /// Dialled connections: the heads last reported with [`Effect::Delivered`].
     delivered: Vec<ChangeHash>,
+    /// The heads of the last sync message really sent on this session (see `announce`).
+    sent_heads: Option<Vec<ChangeHash>>,
 }
 
 /// A fresh sync state for a session with this access.
@@ -1098,6 +1100,7 @@ impl Engine {
                 fresh: true,
                 reply_due: false,
                 delivered: Vec::new(),
+                sent_heads: None,
             },
         );
         if let Some(doc) = self.docs.get_mut(&doc_id) {
@@ -1639,6 +1642,14 @@ impl Engine {
                 continue;
             }
             session.reply_due = false;
+            // automerge takes a peer's message that names our heads (and carries no
+            // changes) as if we had already sent it those heads, and then stays silent. The
+            // peer, which has not heard our heads, waits for an answer that never comes: a
+            // device never learns the server holds its last change. So it is reminded of
+            // what was really sent last.
+            if let Some(sent) = &session.sent_heads {
+                session.state.last_sent_heads.clone_from(sent);
+            }
             let generated = catch_unwind(AssertUnwindSafe(|| {
                 state.doc.generate_sync_message(&mut session.state)
             }));
@@ -1674,6 +1685,7 @@ impl Engine {
                     // does, so the server can answer `doc-unavailable`.
                     let is_request = peer.outbound && session.fresh && empty;
                     session.fresh = false;
+                    session.sent_heads = Some(message.heads.clone());
                     let payload = SyncMessage {
                         sender_id: PeerId::new(self.config.peer_id.clone()),
                         target_id: remote,

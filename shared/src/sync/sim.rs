@@ -221,6 +221,8 @@ struct Node {
     unavailable: Vec<DocumentId>,
     /// `Delivered` effects seen (each checked against the server's disk).
     delivered: u64,
+    /// The heads of the last `Delivered` per document.
+    last_delivered: BTreeMap<DocumentId, Vec<ChangeHash>>,
     closes: Vec<(ConnId, CloseCode, String)>,
     /// Every `LoadDoc` this node asked for.
     loads: Vec<DocumentId>,
@@ -247,6 +249,7 @@ impl Node {
             refusals: Vec::new(),
             unavailable: Vec::new(),
             delivered: 0,
+            last_delivered: BTreeMap::new(),
             closes: Vec::new(),
             loads: Vec::new(),
             failed_docs: BTreeSet::new(),
@@ -673,6 +676,7 @@ impl Sim {
                     );
                 }
                 self.nodes[node].delivered += 1;
+                self.nodes[node].last_delivered.insert(doc, heads);
             }
             Effect::NewDocument { doc, .. } => {
                 panic!("seed {}: the edge server took in {doc}", self.seed)
@@ -1461,6 +1465,34 @@ fn assert_local_documents_stay_local(w: &mut World) {
     }
 }
 
+/// Once quiet, a connected writer that holds the server's version of a document has been
+/// told the server holds it (`Delivered`): a device never stays unsure whether its last change
+/// reached the server.
+fn assert_writers_were_told(w: &mut World) {
+    let sim = &mut w.sim;
+    for client in sim.clients() {
+        if sim.nodes[client].conn.is_none() {
+            continue;
+        }
+        let device = device_name(client);
+        for &doc in &w.docs {
+            if sim.policy.of(&device, doc) != Access::ReadWrite
+                || !sim.nodes[client].subscriptions.contains(&doc)
+            {
+                continue;
+            }
+            let server_heads = sim.durable_heads(SERVER, doc);
+            let told = sim.nodes[client].last_delivered.get(&doc).cloned();
+            assert_eq!(
+                told.as_ref(),
+                Some(&server_heads),
+                "seed {}: client {client} holds {doc} as the server does but was never told so",
+                sim.seed
+            );
+        }
+    }
+}
+
 /// Every edit a writer acknowledged reached the server.
 fn assert_acked_edits_reached_server(w: &mut World) {
     let sim = &mut w.sim;
@@ -1504,6 +1536,7 @@ proptest! {
         prop_assert!(delivered > 0, "seed {seed}: no client was ever told the server holds its changes");
         assert_acked_edits_reached_server(&mut w);
         assert_local_documents_stay_local(&mut w);
+        assert_writers_were_told(&mut w);
         w.sim.check_durable_promises();
         w.sim.check_all_edits_answered();
     }
@@ -1534,6 +1567,22 @@ proptest! {
         assert_converged(&mut w);
         assert_acked_edits_reached_server(&mut w);
     }
+}
+
+/// A seed on which a writer once stayed unsure forever: its last message named the server's
+/// heads, automerge took that as if it had sent them, and neither side spoke again.
+#[test]
+fn a_writer_is_told_the_server_holds_its_last_change() {
+    let hazards = Hazards {
+        breaks: true,
+        crash_clients: true,
+        access_churn: true,
+        ..CALM
+    };
+    let mut w = world(17_813_526_555_639_781_385, hazards);
+    run_workload(&mut w, hazards, 600);
+    assert_converged(&mut w);
+    assert_writers_were_told(&mut w);
 }
 
 /// A seed replays exactly: the same frames and writes at the same times, the same result.
