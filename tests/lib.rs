@@ -477,12 +477,23 @@ impl ServerProcess {
     /// Starts the binary on `127.0.0.1:0` and waits until it logs the address it serves on
     /// (blocking the calling thread for that moment).
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, &[], &[])
+    }
+
+    /// [`start`](Self::start) with more arguments for `serve` and more environment.
+    pub fn start_with(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(fieldsync_binary()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env_remove("FIELDSYNC_CONFIG")
             .env("FIELDSYNC_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -520,6 +531,10 @@ impl ServerProcess {
             Err(_) => bail!("fieldsync serve did not start; its log:\n{}", server.log()),
         }
         Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no shutdown, no flush, nothing the process could do about it.
@@ -567,8 +582,12 @@ impl Drop for ServerProcess {
     }
 }
 
-/// The `addr=…` field of the server's "serving" log line.
+/// The `addr=…` field of the server's "serving" log line (or its `addr` in a JSON line).
 fn logged_addr(line: &str) -> Option<SocketAddr> {
+    if line.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        return value["fields"]["addr"].as_str()?.parse().ok();
+    }
     line.split_whitespace()
         .find_map(|field| field.strip_prefix("addr="))
         .and_then(|addr| addr.parse().ok())

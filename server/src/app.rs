@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::auth::TokenAuthority;
 use crate::clock::Clock;
 use crate::config::{Config, Role};
-use crate::data_dir::DataDir;
+use crate::data_dir::{DataDir, ROLE_META};
 use crate::desk::approvals::mirror::ApprovalMirror;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -48,6 +48,15 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("token authority: {0}")]
     Tokens(String),
+    #[error(
+        "data directory {path} belongs to a server of role {}, not {}: use that role, or \
+         another --data-dir", recorded.as_str(), asked.as_str()
+    )]
+    WrongRole {
+        path: std::path::PathBuf,
+        recorded: Role,
+        asked: Role,
+    },
 }
 
 /// What every request handler and connection task can reach.
@@ -128,6 +137,21 @@ impl AppState {
             data_dir.database_path(),
             StoreConfig::default(),
         )?);
+        // A data directory serves one role for life: the keys, tokens and records in it are
+        // that role's. The role is recorded at first start and checked at every later one.
+        match crate::data_dir::recorded_role(&store)? {
+            None => store
+                .put_meta(ROLE_META.0, ROLE_META.1, config.role.as_str().into())
+                .wait()?,
+            Some(role) if role == config.role => {}
+            Some(role) => {
+                return Err(StartError::WrongRole {
+                    path: config.data_dir.clone(),
+                    recorded: role,
+                    asked: config.role,
+                });
+            }
+        }
         let seen_generation = Registry::stored_generation(&store)?;
         let tier = match config.role {
             Role::Edge => Tier::Edge,
@@ -251,13 +275,19 @@ impl AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     // Request bodies up to the frame limit: a device's handover carries changes as big as a
     // sync message may (the desk's JSON bodies are far smaller).
-    let body_limit = axum::extract::DefaultBodyLimit::max(state.config.limits.max_frame_bytes);
+    let max_body = state.config.limits.max_frame_bytes;
+    let body_limit = axum::extract::DefaultBodyLimit::max(max_body);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/sync", get(crate::ws::sync_endpoint))
         .merge(axum::Router::from(crate::desk::api()))
         .layer(body_limit)
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                crate::error::json_errors(max_body, request, next)
+            },
+        ))
         .with_state(state)
 }
 
@@ -276,7 +306,9 @@ async fn healthz(State(state): State<Arc<AppState>>) -> axum::Json<serde_json::V
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state
+            .metrics
+            .render(state.config.role, state.config.upstream.is_some()),
     )
 }
 

@@ -17,6 +17,22 @@ pub enum Role {
     HeadOffice,
 }
 
+impl Role {
+    /// The name `serve --role` takes, also recorded in the data directory.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Edge => "edge",
+            Role::HeadOffice => "head-office",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Role> {
+        [Role::Edge, Role::HeadOffice]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+}
+
 /// Limits that protect the server from one peer; each has a default.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -167,6 +183,8 @@ pub enum ConfigError {
     },
     #[error("config file {path} is invalid: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
     #[error("environment variable {name}={value:?} is invalid: {message}")]
     Env {
         name: String,
@@ -202,7 +220,35 @@ impl Config {
         for (name, value) in env {
             config.apply_env(&name, &value)?;
         }
+        config.check()?;
         Ok(config)
+    }
+
+    /// What no server could run with, said before it starts rather than at every dial.
+    fn check(&self) -> Result<(), ConfigError> {
+        if let Some(upstream) = &self.upstream {
+            let url = upstream.url.to_ascii_lowercase();
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "upstream url {:?} must start with ws:// or wss:// (head office's sync \
+                     endpoint, e.g. wss://head-office.example:3040/sync)",
+                    upstream.url
+                )));
+            }
+            if upstream.token_file.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid(
+                    "upstream needs token_file (FIELDSYNC_UPSTREAM_TOKEN_FILE): the file \
+                     holding the token from `fieldsync branch token`"
+                        .into(),
+                ));
+            }
+            if self.role == Role::HeadOffice {
+                return Err(ConfigError::Invalid(
+                    "upstream is for a branch edge server; head office has none".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn apply_env(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
@@ -335,5 +381,21 @@ mod tests {
         let e = Config::load(None, [("FIELDSYNC_LISTEN".into(), "nowhere".into())])
             .expect_err("invalid");
         assert!(e.to_string().contains("FIELDSYNC_LISTEN"), "{e}");
+    }
+
+    #[test]
+    fn an_upstream_that_cannot_work_is_refused_before_the_server_starts() {
+        let env = |url: &str, token: &str| {
+            [
+                ("FIELDSYNC_UPSTREAM_URL".to_owned(), url.to_owned()),
+                ("FIELDSYNC_UPSTREAM_TOKEN_FILE".to_owned(), token.to_owned()),
+            ]
+        };
+        let e = Config::load(None, env("http://ho:3040/sync", "t")).expect_err("http");
+        assert!(e.to_string().contains("ws:// or wss://"), "{e}");
+        let e = Config::load(None, env("wss://ho:3040/sync", "")).expect_err("no token");
+        assert!(e.to_string().contains("token_file"), "{e}");
+        let c = Config::load(None, env("wss://ho:3040/sync", "up.token")).expect("valid");
+        assert!(c.upstream.is_some());
     }
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod handoff;
 pub mod head_office;
 pub mod hub;
+pub mod logging;
 pub mod metrics;
 pub mod registry;
 pub mod reports;

@@ -11,7 +11,7 @@ use fieldsync_server::app::{self, AppState};
 use fieldsync_server::auth::{DeskRole, Subject, TokenAuthority, parse_ttl};
 use fieldsync_server::clock::system_now as now;
 use fieldsync_server::config::{Config, Role};
-use fieldsync_server::data_dir::DataDir;
+use fieldsync_server::data_dir::{DataDir, recorded_role};
 use fieldsync_server::head_office;
 use fieldsync_server::registry::{BranchRecord, Registry};
 use fieldsync_shared::ids::{BranchId, DeviceId, TechnicianId};
@@ -210,13 +210,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { .. } => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FIELDSYNC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(default_level)?;
     match cli.command {
         Command::Serve {
             common,
@@ -234,7 +228,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Keygen { common } => {
             let config = common.load()?;
-            let dir = open_dir(&config)?;
+            let dir = DataDir::open(&config.data_dir).with_context(|| {
+                format!("cannot create data directory {}", config.data_dir.display())
+            })?;
             let (key, created) = dir.load_or_create_server_key()?;
             print_json(&serde_json::json!({
                 "key_id": key.id().as_str(),
@@ -250,7 +246,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let config = common.load()?;
             let dir = open_dir(&config)?;
-            let (key, _) = dir.load_or_create_server_key()?;
+            let key = dir.server_key()?;
             let store = open_store(&dir)?;
             let registry = Registry::load(&store)?;
             let devices: Vec<DeviceRecord> = registry.devices().cloned().collect();
@@ -283,6 +279,13 @@ fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--month: {e} (expected YYYY-MM)"))?;
             let dir = open_dir(&config)?;
             let store = open_store(&dir)?;
+            if recorded_role(&store)? == Some(Role::Edge) {
+                bail!(
+                    "{} is a branch edge server's data directory: the statistics live at head \
+                     office (run this with head office's --data-dir, or GET /api/stats there)",
+                    dir.root().display()
+                );
+            }
             let text = if complaints {
                 let report = fieldsync_server::complaint_archive::complaint_report(
                     &store,
@@ -295,28 +298,64 @@ fn main() -> anyhow::Result<()> {
                 let stats = head_office::month_stats(&store, month, config.repeat_window_days)?;
                 head_office::render_stats(&stats, &format).map_err(anyhow::Error::msg)?
             };
-            print!("{text}");
-            Ok(())
+            out(&text)
         }
         Command::Desk {
             command: DeskCommand::Token { common, role, ttl },
         } => {
             let config = common.load()?;
             let token = issue(&config, &Subject::Desk(role), &ttl)?;
-            println!("{token}");
-            Ok(())
+            out(&format!("{token}\n"))
         }
     }
 }
 
-fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+/// Logs go to stderr, filtered by `FIELDSYNC_LOG` (default `info`), as text (colours only on
+/// a terminal) or, with `FIELDSYNC_LOG_FORMAT=json`, one JSON object a line for a log
+/// collector. A value that cannot be read is an error, not silently the default.
+fn init_logging(default_level: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let filter = match std::env::var("FIELDSYNC_LOG") {
+        Ok(value) => fieldsync_server::logging::filter(&value)
+            .map_err(|e| anyhow::anyhow!("FIELDSYNC_LOG={value:?}: {e}"))?,
+        Err(std::env::VarError::NotPresent) => tracing_subscriber::EnvFilter::new(default_level),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("FIELDSYNC_LOG is not valid UTF-8"),
+    };
+    let format = std::env::var("FIELDSYNC_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format.as_str() {
+        "" | "text" => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        "json" => builder.json().init(),
+        other => bail!("FIELDSYNC_LOG_FORMAT={other:?}: expected text or json"),
+    }
     Ok(())
 }
 
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    out(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
+/// Writes to stdout. A reader that stopped reading (`fieldsync verify … | head`) is not an
+/// error of ours: the rest is dropped and the command ends with its own exit status.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to standard output"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The data directory of every command but `serve` and `keygen`: it must exist already.
 fn open_dir(config: &Config) -> anyhow::Result<DataDir> {
-    DataDir::open(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))
+    Ok(DataDir::existing(&config.data_dir)?)
 }
 
 fn open_store(dir: &DataDir) -> anyhow::Result<Store> {
@@ -327,8 +366,11 @@ fn open_store(dir: &DataDir) -> anyhow::Result<Store> {
 fn issue(config: &Config, subject: &Subject, ttl: &str) -> anyhow::Result<String> {
     let ttl: Duration = parse_ttl(ttl).map_err(anyhow::Error::msg)?;
     let dir = open_dir(config)?;
-    let (key, _) = dir.load_or_create_server_key()?;
-    let issuer = match config.role {
+    let key = dir.server_key()?;
+    // The directory knows whose it is once its server has started: a token must name the
+    // issuer that server checks, whatever role this command was given.
+    let role = recorded_role(&open_store(&dir)?)?.unwrap_or(config.role);
+    let issuer = match role {
         Role::Edge => config.branch_id.clone(),
         Role::HeadOffice => "head-office".to_owned(),
     };
@@ -347,9 +389,9 @@ fn branch(command: BranchCommand) -> anyhow::Result<()> {
         } => {
             let config = common.load()?;
             let branch_id = BranchId::new(branch)?;
+            let dir = open_dir(&config)?;
             let public =
                 PublicKey::load(&key).with_context(|| format!("branch key {}", key.display()))?;
-            let dir = open_dir(&config)?;
             let store = open_store(&dir)?;
             let mut registry = Registry::load(&store)?;
             registry
@@ -384,8 +426,7 @@ fn branch(command: BranchCommand) -> anyhow::Result<()> {
             }
             drop(store);
             let token = issue(&config, &Subject::Branch(branch_id), &ttl)?;
-            println!("{token}");
-            Ok(())
+            out(&format!("{token}\n"))
         }
     }
 }
@@ -468,8 +509,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             }
             drop(store);
             let token = issue(&config, &Subject::Device(device_id), &ttl)?;
-            println!("{token}");
-            Ok(())
+            out(&format!("{token}\n"))
         }
     }
 }
@@ -509,6 +549,11 @@ fn verify(report: &std::path::Path, trust: &std::path::Path) -> anyhow::Result<(
 fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let dir = DataDir::open(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        // Held until the process ends: one server per data directory.
+        let _lock = dir.lock()?;
         let listen = config.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await

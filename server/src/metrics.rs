@@ -8,6 +8,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::config::Role;
+
 /// Upper bounds (seconds) of the latency histograms' buckets.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -50,6 +52,30 @@ impl Histogram {
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
     }
+}
+
+/// Which role's servers export a metric.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    All,
+    Edge,
+    HeadOffice,
+}
+
+impl Scope {
+    fn includes(self, role: Role) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Edge => role == Role::Edge,
+            Scope::HeadOffice => role == Role::HeadOffice,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Value<'a> {
+    Gauge(&'a AtomicI64),
+    Counter(&'a AtomicU64),
 }
 
 /// Every metric the server exports.
@@ -105,8 +131,9 @@ impl Metrics {
             .unwrap_or(0)
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
+    /// The text exposition format, with the metrics of `role` only: an edge shows no head
+    /// office counters and the reverse. `upstream_configured` is an edge's `[upstream]`.
+    pub fn render(&self, role: Role, upstream_configured: bool) -> String {
         let mut out = String::new();
         let mut line = |name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(
@@ -114,110 +141,128 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         };
-        let g = |a: &AtomicI64| a.load(Ordering::Relaxed).to_string();
-        let c = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        line(
-            "fieldsync_connections",
-            "gauge",
-            "Open WebSocket connections.",
-            g(&self.connections),
-        );
-        line(
-            "fieldsync_connections_total",
-            "counter",
-            "WebSocket connections accepted.",
-            c(&self.connections_total),
-        );
-        line(
-            "fieldsync_upstream_connected",
-            "gauge",
-            "1 while the link to head office is up (edge).",
-            g(&self.upstream_connected),
-        );
-        line(
-            "fieldsync_upstream_dial_failures_total",
-            "counter",
-            "Failed attempts to reach head office (edge).",
-            c(&self.upstream_dial_failures),
-        );
-        line(
-            "fieldsync_upstream_delivered_total",
-            "counter",
-            "Reports head office confirmed holding (edge).",
-            c(&self.upstream_delivered),
-        );
-        line(
-            "fieldsync_upstream_undelivered",
-            "gauge",
-            "Signed reports not yet confirmed by head office (edge).",
-            g(&self.upstream_undelivered),
-        );
-        line(
-            "fieldsync_upstream_complaints_undelivered",
-            "gauge",
-            "Complaints whose latest revision head office has not confirmed (edge).",
-            g(&self.upstream_complaints_undelivered),
-        );
-        line(
-            "fieldsync_complaints_archived_total",
-            "counter",
-            "Complaint revisions verified and archived (head office).",
-            c(&self.complaints_archived),
-        );
-        line(
-            "fieldsync_complaints_rejected_total",
-            "counter",
-            "Complaint documents kept aside (head office).",
-            c(&self.complaints_rejected),
-        );
-        line(
-            "fieldsync_approvals_waiting",
-            "gauge",
-            "Approval requests (R12, R18, R31) not decided yet (edge).",
-            g(&self.approvals_waiting),
-        );
-        line(
-            "fieldsync_reports_verified_total",
-            "counter",
-            "Reports verified and archived (head office).",
-            c(&self.reports_verified),
-        );
-        line(
-            "fieldsync_reports_rejected_total",
-            "counter",
-            "Reports kept aside because a check failed (head office).",
-            c(&self.reports_rejected),
-        );
-        line(
-            "fieldsync_loaded_documents",
-            "gauge",
-            "Documents held in memory.",
-            g(&self.loaded_documents),
-        );
-        line(
-            "fieldsync_messages_in_total",
-            "counter",
-            "Protocol messages received.",
-            c(&self.messages_in),
-        );
-        line(
-            "fieldsync_messages_out_total",
-            "counter",
-            "Protocol messages sent.",
-            c(&self.messages_out),
-        );
-        line(
-            "fieldsync_bytes_in_total",
-            "counter",
-            "Bytes of protocol messages received.",
-            c(&self.bytes_in),
-        );
-        line(
-            "fieldsync_bytes_out_total",
-            "counter",
-            "Bytes of protocol messages sent.",
-            c(&self.bytes_out),
-        );
+        let metrics: [(Scope, &str, &str, Value<'_>); 17] = [
+            (
+                Scope::All,
+                "fieldsync_connections",
+                "Open WebSocket connections.",
+                Value::Gauge(&self.connections),
+            ),
+            (
+                Scope::All,
+                "fieldsync_connections_total",
+                "WebSocket connections accepted.",
+                Value::Counter(&self.connections_total),
+            ),
+            (
+                Scope::Edge,
+                "fieldsync_upstream_connected",
+                "1 while the link to head office is up (edge).",
+                Value::Gauge(&self.upstream_connected),
+            ),
+            (
+                Scope::Edge,
+                "fieldsync_upstream_dial_failures_total",
+                "Failed attempts to reach head office (edge).",
+                Value::Counter(&self.upstream_dial_failures),
+            ),
+            (
+                Scope::Edge,
+                "fieldsync_upstream_delivered_total",
+                "Reports head office confirmed holding (edge).",
+                Value::Counter(&self.upstream_delivered),
+            ),
+            (
+                Scope::Edge,
+                "fieldsync_upstream_undelivered",
+                "Signed reports not yet confirmed by head office (edge).",
+                Value::Gauge(&self.upstream_undelivered),
+            ),
+            (
+                Scope::Edge,
+                "fieldsync_upstream_complaints_undelivered",
+                "Complaints whose latest revision head office has not confirmed (edge).",
+                Value::Gauge(&self.upstream_complaints_undelivered),
+            ),
+            (
+                Scope::HeadOffice,
+                "fieldsync_complaints_archived_total",
+                "Complaint revisions verified and archived (head office).",
+                Value::Counter(&self.complaints_archived),
+            ),
+            (
+                Scope::HeadOffice,
+                "fieldsync_complaints_rejected_total",
+                "Complaint documents kept aside (head office).",
+                Value::Counter(&self.complaints_rejected),
+            ),
+            (
+                Scope::Edge,
+                "fieldsync_approvals_waiting",
+                "Approval requests (R12, R18, R31) not decided yet (edge).",
+                Value::Gauge(&self.approvals_waiting),
+            ),
+            (
+                Scope::HeadOffice,
+                "fieldsync_reports_verified_total",
+                "Reports verified and archived (head office).",
+                Value::Counter(&self.reports_verified),
+            ),
+            (
+                Scope::HeadOffice,
+                "fieldsync_reports_rejected_total",
+                "Reports kept aside because a check failed (head office).",
+                Value::Counter(&self.reports_rejected),
+            ),
+            (
+                Scope::All,
+                "fieldsync_loaded_documents",
+                "Documents held in memory.",
+                Value::Gauge(&self.loaded_documents),
+            ),
+            (
+                Scope::All,
+                "fieldsync_messages_in_total",
+                "Protocol messages received.",
+                Value::Counter(&self.messages_in),
+            ),
+            (
+                Scope::All,
+                "fieldsync_messages_out_total",
+                "Protocol messages sent.",
+                Value::Counter(&self.messages_out),
+            ),
+            (
+                Scope::All,
+                "fieldsync_bytes_in_total",
+                "Bytes of protocol messages received.",
+                Value::Counter(&self.bytes_in),
+            ),
+            (
+                Scope::All,
+                "fieldsync_bytes_out_total",
+                "Bytes of protocol messages sent.",
+                Value::Counter(&self.bytes_out),
+            ),
+        ];
+        for (scope, name, help, value) in metrics {
+            if !scope.includes(role) {
+                continue;
+            }
+            let (kind, value) = match value {
+                Value::Gauge(a) => ("gauge", a.load(Ordering::Relaxed).to_string()),
+                Value::Counter(a) => ("counter", a.load(Ordering::Relaxed).to_string()),
+            };
+            line(name, kind, help, value);
+        }
+        if role == Role::Edge {
+            line(
+                "fieldsync_upstream_configured",
+                "gauge",
+                "1 when this edge has an [upstream] link to head office.",
+                u8::from(upstream_configured).to_string(),
+            );
+        }
         self.sync_latency.render(
             &mut out,
             "fieldsync_sync_seconds",
@@ -254,11 +299,27 @@ mod tests {
         m.sync_latency.observe(Duration::from_millis(3));
         m.refused("forbidden");
         m.refused("forbidden");
-        let text = m.render();
+        let text = m.render(Role::Edge, false);
         assert!(text.contains("fieldsync_connections 2"));
         assert!(text.contains("fieldsync_sync_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("fieldsync_sync_seconds_bucket{le=\"0.001\"} 0"));
         assert!(text.contains("fieldsync_refusals_total{reason=\"forbidden\"} 2"));
         assert_eq!(m.refusals("forbidden"), 2);
+    }
+
+    #[test]
+    fn each_role_shows_its_own_metrics() {
+        let m = Metrics::default();
+        let edge = m.render(Role::Edge, true);
+        assert!(edge.contains("fieldsync_upstream_configured 1"));
+        assert!(edge.contains("fieldsync_upstream_undelivered "));
+        assert!(edge.contains("fieldsync_connections "));
+        assert!(!edge.contains("fieldsync_reports_verified_total"));
+        assert!(!edge.contains("fieldsync_complaints_archived_total"));
+        let head_office = m.render(Role::HeadOffice, false);
+        assert!(head_office.contains("fieldsync_reports_verified_total 0"));
+        assert!(head_office.contains("fieldsync_connections "));
+        assert!(!head_office.contains("fieldsync_upstream"));
+        assert!(!head_office.contains("fieldsync_approvals_waiting"));
     }
 }

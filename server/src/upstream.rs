@@ -13,7 +13,9 @@
 //!
 //! Dialling retries with exponential backoff (one second doubling to `retry_max`, with
 //! jitter). The token is read from its file at every dial, so an operator renews it by
-//! replacing the file.
+//! replacing the file. A problem only an operator can fix (no token file, a token for another
+//! branch or expired, head office refusing the branch with 401/403) is logged once as an error
+//! and checked again every `retry_max`, not warned about every second.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -431,22 +433,45 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 async fn dial_loop(state: Arc<AppState>, upstream: Upstream) {
     let mut wait = FIRST_RETRY;
     let mut shutdown = state.shutdown.subscribe();
+    // The configuration problem last reported, so it is said once, not at every attempt.
+    let mut reported: Option<String> = None;
     loop {
         match connect(&state, &upstream).await {
             Ok(socket) => {
                 tracing::info!(url = upstream.url, "connected to head office");
+                reported = None;
                 state.metrics.upstream_connected.store(1, Ordering::Relaxed);
                 pump(&state, socket).await;
                 state.metrics.upstream_connected.store(0, Ordering::Relaxed);
                 tracing::info!("the link to head office closed");
                 wait = FIRST_RETRY;
             }
-            Err(e) => {
+            Err(DialError::Transient(e)) => {
+                reported = None;
                 tracing::warn!(url = upstream.url, error = %e, retry_in = ?wait, "cannot reach head office");
                 state
                     .metrics
                     .upstream_dial_failures
                     .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(DialError::Fatal(e)) => {
+                // Retrying sooner cannot help: an operator must act. The link checks again
+                // at the longest wait (the token file is re-read then) and says nothing more
+                // until the problem changes.
+                if reported.as_deref() != Some(e.as_str()) {
+                    tracing::error!(
+                        url = upstream.url,
+                        error = %e,
+                        check_again_every = ?upstream.retry_max,
+                        "the link to head office cannot work until this is fixed"
+                    );
+                    reported = Some(e);
+                }
+                state
+                    .metrics
+                    .upstream_dial_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                wait = upstream.retry_max.max(FIRST_RETRY);
             }
         }
         // Jitter: up to a quarter of the wait, so branches that lost head office together
@@ -469,16 +494,65 @@ fn random_u8() -> u8 {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(state: &AppState, upstream: &Upstream) -> Result<Socket, String> {
-    let token = std::fs::read_to_string(&upstream.token_file)
-        .map_err(|e| format!("token file {}: {e}", upstream.token_file.display()))?;
+/// Why a dial failed: worth retrying soon (head office down, network), or a configuration
+/// problem only an operator can fix (no token, a token for another branch or expired, head
+/// office refusing this branch).
+#[derive(Debug)]
+enum DialError {
+    Transient(String),
+    Fatal(String),
+}
+
+/// Reads and checks the branch token before it is sent: a token for another branch or one
+/// that has expired would only be refused.
+fn branch_token(state: &AppState, upstream: &Upstream) -> Result<String, String> {
+    let file = upstream.token_file.display();
+    let token = match std::fs::read_to_string(&upstream.token_file) {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "token file {file} does not exist (head office makes it with `fieldsync branch \
+                 token --branch {}`)",
+                state.branch_id
+            ));
+        }
+        Err(e) => return Err(format!("token file {file}: {e}")),
+    };
+    if token.is_empty() {
+        return Err(format!("token file {file} is empty"));
+    }
+    let claims = crate::auth::unverified_claims(&token)
+        .ok_or_else(|| format!("token file {file} does not hold a fieldsync token"))?;
+    match &claims.subject {
+        crate::auth::Subject::Branch(branch) if *branch == state.branch_id => {}
+        other => {
+            return Err(format!(
+                "the token in {file} is for {other}, but this server is branch {} \
+                 (branch_id); get a token for branch {} from head office",
+                state.branch_id, state.branch_id
+            ));
+        }
+    }
+    if claims.expires_at <= state.clock.now() {
+        return Err(format!(
+            "the token in {file} expired at {}; put a new one from `fieldsync branch token` \
+             there",
+            claims.expires_at
+        ));
+    }
+    Ok(token)
+}
+
+async fn connect(state: &AppState, upstream: &Upstream) -> Result<Socket, DialError> {
+    let token = branch_token(state, upstream).map_err(DialError::Fatal)?;
     let mut request = upstream
         .url
         .as_str()
         .into_client_request()
-        .map_err(|e| format!("upstream url {:?}: {e}", upstream.url))?;
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-        .map_err(|_| "the token file holds characters a header cannot carry".to_owned())?;
+        .map_err(|e| DialError::Fatal(format!("upstream url {:?}: {e}", upstream.url)))?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        DialError::Fatal("the token file holds characters a header cannot carry".to_owned())
+    })?;
     request.headers_mut().insert("authorization", bearer);
     let max = state.config.limits.max_frame_bytes;
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
@@ -486,7 +560,7 @@ async fn connect(state: &AppState, upstream: &Upstream) -> Result<Socket, String
         .max_frame_size(Some(max));
     let dial = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
     match tokio::time::timeout(Duration::from_secs(10), dial).await {
-        Err(_) => Err("timed out".into()),
+        Err(_) => Err(DialError::Transient("timed out".into())),
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
             let body = response
                 .body()
@@ -494,9 +568,17 @@ async fn connect(state: &AppState, upstream: &Upstream) -> Result<Socket, String
                 .map(String::from_utf8_lossy)
                 .unwrap_or_default()
                 .into_owned();
-            Err(format!("refused with {}: {body}", response.status()))
+            let status = response.status();
+            let message = format!("refused with {status}: {body}");
+            // 401/403: head office does not accept this branch or token (not enrolled,
+            // revoked, signed by another head office); anything else may pass.
+            if status.as_u16() == 401 || status.as_u16() == 403 {
+                Err(DialError::Fatal(message))
+            } else {
+                Err(DialError::Transient(message))
+            }
         }
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(DialError::Transient(e.to_string())),
         Ok(Ok((socket, _))) => Ok(socket),
     }
 }

@@ -12,6 +12,7 @@ mod durability;
 mod head_office;
 mod head_office_complaints;
 mod js_interop;
+mod operations;
 mod protocol;
 mod registry;
 mod reports;
