@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::{
-    AckStatus, Device, DeviceConfig, Event, Handoff, JobEdit, JobStatus, SyncOptions, SyncState,
-    TokenError, now,
+    AckStatus, ConnectError, Device, DeviceConfig, Event, Handoff, JobEdit, JobStatus, SyncOptions,
+    SyncState, TokenError, now,
 };
 
 /// The app setting that holds the server's WebSocket URL.
@@ -238,6 +238,10 @@ pub struct SyncArgs {
     /// A shell command that prints a fresh token; run whenever the server wants a new one.
     #[arg(long, env = "FIELDSYNC_TOKEN_COMMAND")]
     pub token_command: Option<String>,
+    /// For a wss:// server: trust only the CA certificate(s) in this PEM file (the branch's
+    /// own CA) instead of the system's trust store.
+    #[arg(long, env = "FIELDSYNC_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// With --once: give up after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -700,6 +704,9 @@ async fn sync(device: &Device, args: SyncArgs, out: &mut (dyn Write + Send)) -> 
             .context("no server URL: give --server (it is remembered)")?,
     };
     let mut options = SyncOptions::new(url, String::new());
+    if let Some(ca_file) = &args.ca_file {
+        options = options.with_ca_file(ca_file)?;
+    }
     options.token = args.token;
     if let Some(command) = args.token_command {
         options = options.with_renewal(command_source(command));
@@ -766,6 +773,13 @@ async fn sync_once(device: &Device, events: &mut broadcast::Receiver<Event>) -> 
                 bail!("the server refused the device ({code}): {reason}")
             }
             SyncState::Connected => connected = true,
+            // The device retries a TLS failure (a hotel network's portal can cause one), but
+            // one who asked for a single sync wants to hear about a wrong CA file now.
+            SyncState::Disconnected { reason, .. }
+                if !connected && ConnectError::is_tls_reason(&reason) =>
+            {
+                bail!("cannot sync: {reason}")
+            }
             _ => {}
         }
         let quiet = tokio::time::sleep(Duration::from_secs(1));

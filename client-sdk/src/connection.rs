@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use crate::events::{Event, SyncState};
 use crate::node::{Hooks, Node, NodeConfig, Out, next_conn};
+use crate::tls::ClientTls;
 
 /// How often the client pings, and how long a silent server is given before the connection is
 /// taken for dead.
@@ -44,6 +45,12 @@ pub enum ConnectError {
     },
     #[error("cannot connect: {0}")]
     Network(String),
+    /// The TLS handshake failed: most often the server's certificate is not signed by a CA
+    /// this client trusts (a wrong or missing CA file), does not name the host, or the port
+    /// does not speak TLS. The text says which, and ends with rustls's own name for it
+    /// (`invalid peer certificate: UnknownIssuer`). Also: the CA settings cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("bad server URL: {0}")]
     BadUrl(String),
 }
@@ -51,11 +58,21 @@ pub enum ConnectError {
 pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Opens a WebSocket to `url` (e.g. `ws://127.0.0.1:3030/sync`) with a bearer token.
+impl ConnectError {
+    /// Whether a [`SyncState::Disconnected`] reason is a [`ConnectError::Tls`]: a failure a
+    /// retry will not cure until someone fixes a certificate or a CA file.
+    pub fn is_tls_reason(reason: &str) -> bool {
+        reason.starts_with("TLS: ")
+    }
+}
+
+/// Opens a WebSocket to `url` (e.g. `ws://127.0.0.1:3030/sync`, or `wss://…` trusting `tls`)
+/// with a bearer token.
 pub(crate) async fn dial(
     url: &str,
     token: &str,
     max_frame_bytes: usize,
+    tls: &ClientTls,
 ) -> Result<Socket, ConnectError> {
     let mut request = url
         .into_client_request()
@@ -67,32 +84,44 @@ pub(crate) async fn dial(
     let config = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes));
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-        .await
-        .map_err(|e| match e {
-            tungstenite::Error::Http(response) => {
-                let body = response
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                // The server's errors are JSON `{"code", "message"}` (server/src/error.rs).
-                let parsed: Option<serde_json::Value> = serde_json::from_str(&body).ok();
-                let field = |k: &str| {
-                    parsed
+    let connector = if crate::tls::wants_tls(url) {
+        Some(
+            tls.connector()
+                .map_err(|e| ConnectError::Tls(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let (socket, _) =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, connector)
+            .await
+            .map_err(|e| match e {
+                tungstenite::Error::Http(response) => {
+                    let body = response
+                        .body()
                         .as_ref()
-                        .and_then(|v| v[k].as_str())
-                        .map(str::to_owned)
-                };
-                ConnectError::Refused {
-                    status: response.status().as_u16(),
-                    code: field("code").unwrap_or_default(),
-                    reason: field("message").unwrap_or(body),
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default();
+                    // The server's errors are JSON `{"code", "message"}` (server/src/error.rs).
+                    let parsed: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+                    let field = |k: &str| {
+                        parsed
+                            .as_ref()
+                            .and_then(|v| v[k].as_str())
+                            .map(str::to_owned)
+                    };
+                    ConnectError::Refused {
+                        status: response.status().as_u16(),
+                        code: field("code").unwrap_or_default(),
+                        reason: field("message").unwrap_or(body),
+                    }
                 }
-            }
-            tungstenite::Error::Url(e) => ConnectError::BadUrl(e.to_string()),
-            other => ConnectError::Network(other.to_string()),
-        })?;
+                tungstenite::Error::Url(e) => ConnectError::BadUrl(e.to_string()),
+                other => match tls.explain(&other) {
+                    Some(reason) => ConnectError::Tls(reason),
+                    None => ConnectError::Network(other.to_string()),
+                },
+            })?;
     Ok(socket)
 }
 
@@ -234,14 +263,27 @@ pub struct SyncClient {
 }
 
 impl SyncClient {
-    /// Dials `url` (e.g. `ws://127.0.0.1:3030/sync`) with `token` and starts syncing.
+    /// Dials `url` (e.g. `ws://127.0.0.1:3030/sync`) with `token` and starts syncing; a
+    /// `wss://` server must have a certificate from the system's trust store.
     pub async fn connect(
         url: &str,
         token: &str,
         options: ConnectOptions,
         store: Arc<Store>,
     ) -> Result<Self, ConnectError> {
-        let socket = dial(url, token, options.max_frame_bytes).await?;
+        Self::connect_with_tls(url, token, options, &ClientTls::system(), store).await
+    }
+
+    /// [`connect`](Self::connect), trusting the CAs of `tls` for a `wss://` URL (e.g. a
+    /// branch's own CA: [`ClientTls::from_ca_file`]).
+    pub async fn connect_with_tls(
+        url: &str,
+        token: &str,
+        options: ConnectOptions,
+        tls: &ClientTls,
+        store: Arc<Store>,
+    ) -> Result<Self, ConnectError> {
+        let socket = dial(url, token, options.max_frame_bytes, tls).await?;
         let mut engine = EngineConfig::new(EngineRole::Client, options.peer_id);
         engine.storage_id = options.storage_id;
         engine.wire_limits.max_message_bytes = options.max_frame_bytes;

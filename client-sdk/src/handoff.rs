@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::node::{Node, now};
 use crate::sync::http_url;
+use crate::tls::ClientTls;
 
 /// The `meta` namespace of handover states.
 pub(crate) const HANDOFFS: &str = "client_handoff";
@@ -58,7 +59,7 @@ struct Payload {
 
 /// Hands the desk every pending job's unacknowledged changes, recording each answer. Network
 /// failures leave the job pending for the next connection.
-pub(crate) async fn deliver(node: &Node, ws_url: &str, token: &str) {
+pub(crate) async fn deliver(node: &Node, ws_url: &str, tls: &ClientTls, token: &str) {
     let pending: Vec<DocumentId> = node
         .overview()
         .await
@@ -92,7 +93,7 @@ pub(crate) async fn deliver(node: &Node, ws_url: &str, token: &str) {
                 id: None,
                 at: now(),
             }),
-            Some(payload) => post(ws_url, token, job, payload).await,
+            Some(payload) => post(ws_url, tls, token, job, payload).await,
         };
         if let Some(outcome) = outcome {
             node.set_handoff(job, outcome);
@@ -101,9 +102,22 @@ pub(crate) async fn deliver(node: &Node, ws_url: &str, token: &str) {
 }
 
 /// Posts one job's changes. `None`: try again on a later connection.
-async fn post(ws_url: &str, token: &str, job: DocumentId, payload: Payload) -> Option<Handoff> {
+async fn post(
+    ws_url: &str,
+    tls: &ClientTls,
+    token: &str,
+    job: DocumentId,
+    payload: Payload,
+) -> Option<Handoff> {
     let url = http_url(ws_url, &format!("/api/handoffs/{job}"))?;
-    let response = reqwest::Client::new()
+    let client = match tls.http() {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::info!(%job, error = %e, "cannot hand over changes; retrying later");
+            return None;
+        }
+    };
+    let response = client
         .post(url)
         .bearer_auth(token)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")

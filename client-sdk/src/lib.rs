@@ -4,7 +4,8 @@
 //! A technician app opens a [`Device`] (its store file, its key file, who it is), edits jobs
 //! with typed methods ([`JobEdit`], [`Device::add_part`], [`Device::acknowledge`]…) whether or
 //! not a network exists, and calls [`Device::start_sync`] with the server's URL and a token
-//! source. Every edit is durable in the store before the call returns; sync runs in the
+//! source (and, for a `wss://` server with its branch's own CA, that CA:
+//! [`SyncOptions::with_ca_file`]; module [`tls`]). Every edit is durable in the store before the call returns; sync runs in the
 //! background, reconnecting with backoff, and picks up unsynced changes after a restart.
 //! [`Device::events`] and [`Device::job_status`] tell the app what changed and what is still
 //! waiting for the server.
@@ -22,6 +23,7 @@ mod events;
 mod handoff;
 mod node;
 mod sync;
+pub mod tls;
 
 pub use connection::{ClientEvent, ConnectError, ConnectOptions, SyncClient};
 pub use device::{AckStatus, ClientError, Device, DeviceConfig, JobEntry, JobStatus};
@@ -30,6 +32,7 @@ pub use events::{Event, Origin, SyncState};
 pub use handoff::Handoff;
 pub use node::now;
 pub use sync::{Backoff, SyncOptions, TokenError, TokenFuture, TokenSource};
+pub use tls::{ClientTls, Roots, TlsError};
 
 /// What an app needs from the shared model to fill in edits.
 pub use fieldsync_shared::job::doc::{PartDraft, PartUpdate};

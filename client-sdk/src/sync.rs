@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::connection::{self, ConnectError};
 use crate::events::SyncState;
 use crate::node::{Hooks, Node};
+use crate::tls::{ClientTls, TlsError};
 
 /// Why the app could not supply a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,8 +89,11 @@ impl Backoff {
 /// How a device syncs.
 #[derive(Clone)]
 pub struct SyncOptions {
-    /// The server's WebSocket endpoint, e.g. `ws://edge.example:3030/sync`.
+    /// The server's WebSocket endpoint, e.g. `wss://edge.example:3030/sync`.
     pub url: String,
+    /// Whom to trust for `wss://` (and the HTTP calls beside it): the system's store unless
+    /// set, e.g. with [`with_ca_file`](Self::with_ca_file) for a branch's own CA.
+    pub tls: ClientTls,
     /// A token to start with; without one the first is asked of `renew`.
     pub token: Option<String>,
     /// Renews a token the server refused as expired or invalid.
@@ -104,6 +108,7 @@ impl std::fmt::Debug for SyncOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncOptions")
             .field("url", &self.url)
+            .field("tls", &self.tls)
             .field("token", &self.token.as_ref().map(|_| "…"))
             .field("renew", &self.renew.is_some())
             .field("backoff", &self.backoff)
@@ -115,6 +120,7 @@ impl SyncOptions {
     pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            tls: ClientTls::system(),
             token: Some(token.into()),
             renew: None,
             backoff: Backoff::default(),
@@ -131,6 +137,18 @@ impl SyncOptions {
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
+    }
+
+    /// Trusts `tls` for `wss://`.
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Trusts only the CA certificate(s) in the PEM file at `path` (a branch's own CA); fails
+    /// at once, naming the file, if it is unreadable or holds no certificate.
+    pub fn with_ca_file(self, path: impl AsRef<std::path::Path>) -> Result<Self, TlsError> {
+        Ok(self.with_tls(ClientTls::from_ca_file(path)?))
     }
 }
 
@@ -199,9 +217,9 @@ pub(crate) async fn supervise(ctx: Context, options: SyncOptions, mut stop: watc
         };
         hooks.set(SyncState::Connecting { attempt });
         if options.discover_index {
-            discover_index(&ctx.node, &options.url, &current).await;
+            discover_index(&ctx.node, &options.url, &options.tls, &current).await;
         }
-        match connection::dial(&options.url, &current, ctx.max_frame_bytes).await {
+        match connection::dial(&options.url, &current, ctx.max_frame_bytes, &options.tls).await {
             Ok(socket) => {
                 renewed = false;
                 let mut stopped = stop.clone();
@@ -211,6 +229,7 @@ pub(crate) async fn supervise(ctx: Context, options: SyncOptions, mut stop: watc
                 let handoffs = tokio::spawn(hand_over_while_connected(
                     ctx.node.clone(),
                     options.url.clone(),
+                    options.tls.clone(),
                     current.clone(),
                 ));
                 let ended = connection::run(
@@ -275,10 +294,10 @@ pub(crate) async fn supervise(ctx: Context, options: SyncOptions, mut stop: watc
 }
 
 /// Hands pending jobs' changes to the desk, then again each time the node reports a new one.
-async fn hand_over_while_connected(node: Node, url: String, token: String) {
+async fn hand_over_while_connected(node: Node, url: String, tls: ClientTls, token: String) {
     loop {
         let wake = node.hooks.handoffs.notified();
-        crate::handoff::deliver(&node, &url, &token).await;
+        crate::handoff::deliver(&node, &url, &tls, &token).await;
         wake.await;
     }
 }
@@ -312,14 +331,17 @@ async fn wait(
 
 /// Asks the server which assignment index belongs to this device's technician, once the
 /// device does not know it. Failures are quiet: the index can also come from the app.
-async fn discover_index(node: &Node, ws_url: &str, token: &str) {
+async fn discover_index(node: &Node, ws_url: &str, tls: &ClientTls, token: &str) {
     if node.overview().await.index.is_some() {
         return;
     }
     let Some(url) = http_url(ws_url, "/api/me") else {
         return;
     };
-    let client = reqwest::Client::new();
+    // Unusable TLS settings: the dial that follows reports them.
+    let Ok(client) = tls.http() else {
+        return;
+    };
     let response = client
         .get(url)
         .bearer_auth(token)

@@ -252,6 +252,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
             url: link.ws_url(),
             token_file,
             retry_max: Duration::from_secs(2),
+            ca_file: None,
         }),
         ..Config::default()
     })
@@ -300,7 +301,8 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     );
 
     // The desk creates the jobs: one for wang and li together, one each for zhao and wang.
-    let http = reqwest::Client::new();
+    // Not `reqwest::Client::new()`: that refuses to start on a machine without a trust store.
+    let http = fieldsync_client::ClientTls::system().http()?;
     let desk = branch
         .state
         .tokens
