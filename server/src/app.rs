@@ -57,6 +57,8 @@ pub enum StartError {
         recorded: Role,
         asked: Role,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// What every request handler and connection task can reach.
@@ -88,6 +90,8 @@ pub struct AppState {
     pub complaints_published: tokio::sync::broadcast::Sender<DocumentId>,
     /// The desk's approvals queue (R12, R18, R31), mirrored from the stored jobs.
     pub approvals: ApprovalMirror,
+    /// `[tls]`: the listener serves HTTPS and `wss://` with this (`crate::tls`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -111,6 +115,9 @@ impl AppState {
         clock: Clock,
         runtime: tokio::runtime::Handle,
     ) -> Result<Arc<Self>, StartError> {
+        // First, so that a bad certificate, key or CA file stops the server before it
+        // touches anything.
+        let tls = crate::tls::check(&config)?;
         let data_dir = DataDir::open(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -202,6 +209,7 @@ impl AppState {
             reports_signed: tokio::sync::broadcast::channel(1024).0,
             complaints_published: tokio::sync::broadcast::channel(1024).0,
             approvals,
+            tls,
         }))
     }
 
@@ -355,19 +363,35 @@ pub async fn serve(
         }
     }
     let signal = state.shutdown.clone();
-    // Sync frames are small and answered at once: without TCP_NODELAY a reply that follows
-    // a send waits for the peer's delayed ACK (about 40 ms on Linux) on every round trip.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "set TCP_NODELAY");
+    let router = app(Arc::clone(&state));
+    let graceful = async move {
+        shutdown.await;
+        let _ = signal.send(true);
+    };
+    let result = match &state.tls {
+        Some(config) => {
+            let listener = crate::tls::TlsListener::new(listener, Arc::clone(config))?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(graceful)
+                .await
         }
-    });
-    let result = axum::serve(listener, app(Arc::clone(&state)))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = signal.send(true);
-        })
-        .await;
+        None => {
+            if let Some(warning) = crate::tls::clear_text_warning(listener.local_addr()?) {
+                tracing::warn!("{warning}");
+            }
+            // Sync frames are small and answered at once: without TCP_NODELAY a reply that
+            // follows a send waits for the peer's delayed ACK (about 40 ms on Linux) on every
+            // round trip.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, router)
+                .with_graceful_shutdown(graceful)
+                .await
+        }
+    };
     poller.abort();
     for worker in workers {
         worker.abort();

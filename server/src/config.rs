@@ -126,7 +126,7 @@ impl Desk {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// Head office's sync endpoint, e.g. `ws://head-office:3040/sync`.
+    /// Head office's sync endpoint, e.g. `wss://head-office.example:3040/sync`.
     pub url: String,
     /// A file holding the branch token from `fieldsync branch token` (read at every dial, so
     /// a renewed token is picked up without a restart).
@@ -134,6 +134,10 @@ pub struct Upstream {
     /// Longest wait between two dial attempts; waits double from one second up to this.
     #[serde(default = "default_retry_max", with = "secs")]
     pub retry_max: Duration,
+    /// For a `wss://` URL: trust only the CA certificate(s) in this PEM file (head office's
+    /// own CA) instead of the system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_retry_max() -> Duration {
@@ -156,6 +160,8 @@ pub struct Config {
     /// office's statistics, and the edge desk's flags at job creation and signing).
     pub repeat_window_days: i64,
     pub desk: Desk,
+    /// Serve HTTPS and `wss://` with this certificate and key (`crate::tls`).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for Config {
@@ -169,6 +175,7 @@ impl Default for Config {
             upstream: None,
             repeat_window_days: 90,
             desk: Desk::default(),
+            tls: None,
         }
     }
 }
@@ -294,16 +301,32 @@ impl Config {
                 self.limits.max_inflated_message_bytes = Some(count(value)?)
             }
             "FIELDSYNC_MAX_OPS_PER_MESSAGE" => self.limits.max_ops_per_message = count(value)?,
-            "FIELDSYNC_UPSTREAM_URL" | "FIELDSYNC_UPSTREAM_TOKEN_FILE" => {
+            "FIELDSYNC_UPSTREAM_URL"
+            | "FIELDSYNC_UPSTREAM_TOKEN_FILE"
+            | "FIELDSYNC_UPSTREAM_CA_FILE" => {
                 let upstream = self.upstream.get_or_insert_with(|| Upstream {
                     url: String::new(),
                     token_file: PathBuf::new(),
                     retry_max: default_retry_max(),
+                    ca_file: None,
                 });
-                if name == "FIELDSYNC_UPSTREAM_URL" {
-                    upstream.url = value.to_owned();
+                match name {
+                    "FIELDSYNC_UPSTREAM_URL" => upstream.url = value.to_owned(),
+                    "FIELDSYNC_UPSTREAM_TOKEN_FILE" => upstream.token_file = PathBuf::from(value),
+                    _ => upstream.ca_file = Some(PathBuf::from(value)),
+                }
+            }
+            "FIELDSYNC_TLS_CERT" | "FIELDSYNC_TLS_KEY" => {
+                // The other file may come from the config file or the other variable;
+                // `tls::server_config` refuses a pair with one missing.
+                let tls = self.tls.get_or_insert_with(|| crate::tls::TlsFiles {
+                    cert: PathBuf::new(),
+                    key: PathBuf::new(),
+                });
+                if name == "FIELDSYNC_TLS_CERT" {
+                    tls.cert = PathBuf::from(value);
                 } else {
-                    upstream.token_file = PathBuf::from(value);
+                    tls.key = PathBuf::from(value);
                 }
             }
             // Other FIELDSYNC_* variables (e.g. FIELDSYNC_CONFIG, FIELDSYNC_LOG) are read
@@ -369,6 +392,56 @@ mod tests {
         assert_eq!(c.listen.port(), 5000);
         assert_eq!(c.branch_id, "north-01");
         assert_eq!(c.limits.max_connections, 5);
+    }
+
+    #[test]
+    fn tls_files_come_from_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fieldsync.toml");
+        std::fs::write(
+            &path,
+            "[tls]\ncert = \"/etc/fieldsync/cert.pem\"\nkey = \"/etc/fieldsync/key.pem\"\n\
+             [upstream]\nurl = \"wss://ho.example:3040/sync\"\ntoken_file = \"t\"\n\
+             ca_file = \"/etc/fieldsync/ho-ca.pem\"\n",
+        )
+        .expect("write");
+        let c = Config::load(
+            Some(&path),
+            [("FIELDSYNC_TLS_KEY".to_owned(), "/run/key.pem".to_owned())],
+        )
+        .expect("valid");
+        let tls = c.tls.expect("tls");
+        assert_eq!(tls.cert, PathBuf::from("/etc/fieldsync/cert.pem"));
+        assert_eq!(tls.key, PathBuf::from("/run/key.pem"));
+        assert_eq!(
+            c.upstream.and_then(|u| u.ca_file),
+            Some(PathBuf::from("/etc/fieldsync/ho-ca.pem"))
+        );
+        let c = Config::load(
+            None,
+            [
+                ("FIELDSYNC_TLS_CERT".to_owned(), "c.pem".to_owned()),
+                ("FIELDSYNC_TLS_KEY".to_owned(), "k.pem".to_owned()),
+                (
+                    "FIELDSYNC_UPSTREAM_URL".to_owned(),
+                    "wss://ho:3040/sync".to_owned(),
+                ),
+                (
+                    "FIELDSYNC_UPSTREAM_TOKEN_FILE".to_owned(),
+                    "up.token".to_owned(),
+                ),
+                ("FIELDSYNC_UPSTREAM_CA_FILE".to_owned(), "ca.pem".to_owned()),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            c.tls,
+            Some(crate::tls::TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        assert_eq!(c.upstream.and_then(|u| u.ca_file), Some("ca.pem".into()));
     }
 
     #[test]

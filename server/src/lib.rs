@@ -20,6 +20,7 @@ pub mod logging;
 pub mod metrics;
 pub mod registry;
 pub mod reports;
+pub mod tls;
 pub mod trust;
 pub mod upstream;
 pub mod ws;

@@ -562,6 +562,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(
             addr = %listener.local_addr()?,
             role = ?state.config.role,
+            tls = state.tls.is_some(),
             branch = %state.branch_id,
             data_dir = %state.data_dir.root().display(),
             "serving"

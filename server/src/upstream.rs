@@ -558,7 +558,7 @@ async fn connect(state: &AppState, upstream: &Upstream) -> Result<Socket, DialEr
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let dial = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+    let dial = crate::tls::dial_upstream(request, config, upstream.ca_file.as_deref());
     match tokio::time::timeout(Duration::from_secs(10), dial).await {
         Err(_) => Err(DialError::Transient("timed out".into())),
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
