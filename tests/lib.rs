@@ -33,6 +33,8 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
+pub mod pki;
+
 /// A server running in this process on a random loopback port.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -842,6 +844,7 @@ impl TestServer {
                 url: upstream_url,
                 token_file,
                 retry_max: Duration::from_secs(1),
+                ca_file: None,
             });
         })
         .await

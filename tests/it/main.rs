@@ -19,3 +19,4 @@ mod reports;
 mod samod_interop;
 mod stranded;
 mod sync;
+mod tls;
