@@ -509,16 +509,16 @@ impl ServerProcess {
             std::thread::spawn(move || {
                 for line in std::io::BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
+                    // Into the log before the address goes out, so that a test reading the log
+                    // as soon as `start` returns finds the "serving" line in it.
+                    log.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push_str(&format!("{line}\n"));
                     if line.contains("serving")
                         && let Some(addr) = logged_addr(&line)
                     {
                         let _ = found.send(addr);
                     }
-                    let mut log = log
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    log.push_str(&line);
-                    log.push('\n');
                 }
             });
         }
