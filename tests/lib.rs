@@ -2,6 +2,7 @@
 //! this process, or the real `fieldsync` binary as a child process), and real clients that
 //! talk to it over WebSocket and HTTP.
 
+use std::ffi::OsStr;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+
 
 /// A server running in this process on a random loopback port.
 pub struct TestServer {
@@ -446,7 +448,12 @@ fn newest_file(dir: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
 
 /// Runs `fieldsync <args> --data-dir <data_dir>` to completion and returns its stdout.
 pub fn cli(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(fieldsync_binary()?)
+    run_cli(&fieldsync_binary()?, data_dir, args)
+}
+
+/// [`cli`] with the `fieldsync` binary at `binary` (a release build, say).
+pub fn run_cli(binary: &Path, data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(binary)
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
@@ -477,9 +484,26 @@ impl ServerProcess {
     /// Starts the binary on `127.0.0.1:0` and waits until it logs the address it serves on
     /// (blocking the calling thread for that moment).
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new(fieldsync_binary()?)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_with(&fieldsync_binary()?, data_dir, any_port, &[])
+    }
+
+    /// Starts `<binary> serve --listen <listen> --data-dir <data_dir> <args…>` (e.g.
+    /// `--config FILE`, `--role head-office`): restarted on its old port, a server is the
+    /// same server to the devices and branches that knew it.
+    pub fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        listen: SocketAddr,
+        args: &[&OsStr],
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--data-dir")
             .arg(data_dir)
+            .args(args)
             .env_remove("FIELDSYNC_CONFIG")
             .env("FIELDSYNC_LOG", "info")
             .env("NO_COLOR", "1")
