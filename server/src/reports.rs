@@ -30,7 +30,11 @@ pub const REPORTS: &str = "reports";
 
 /// Runs until the hub stops: answers completion requests as jobs change.
 pub async fn run_signer(state: Arc<AppState>) {
+    // Subscribed before the first look, so no change made during it is missed.
     let mut changes = state.hub.subscribe_completions();
+    // A completion stored just before the server was killed was acknowledged to its device
+    // but never answered, and no further change need ever come to wake the signer for it.
+    consider_every_job(&state).await;
     loop {
         let doc = match changes.recv().await {
             Ok(doc) => doc,
@@ -38,11 +42,7 @@ pub async fn run_signer(state: Arc<AppState>) {
                 // Some notifications were dropped: look at every job once, so no completion
                 // request is left unanswered.
                 tracing::warn!(missed, "signer fell behind; rescanning jobs");
-                let jobs: Vec<DocumentId> =
-                    state.registry_read().jobs().map(|j| j.job_id).collect();
-                for job in jobs {
-                    consider(&state, job).await;
-                }
+                consider_every_job(&state).await;
                 continue;
             }
             Err(RecvError::Closed) => return,
@@ -50,6 +50,15 @@ pub async fn run_signer(state: Arc<AppState>) {
         consider(&state, doc).await;
     }
 }
+
+/// Answers every stored job's unanswered completion request.
+async fn consider_every_job(state: &Arc<AppState>) {
+    let jobs: Vec<DocumentId> = state.registry_read().jobs().map(|j| j.job_id).collect();
+    for job in jobs {
+        consider(state, job).await;
+    }
+}
+
 
 /// Loads a job as stored and answers its completion request if it has an unanswered one.
 pub async fn consider(state: &Arc<AppState>, doc: DocumentId) {

@@ -422,3 +422,90 @@ async fn r16_an_installation_is_signed_only_once_the_customers_staff_were_traine
     assert_eq!(training.by, tech());
     server.stop().await
 }
+
+/// Applies `f` to the job as stored in the (stopped) server's data directory and stores the
+/// change, as the edge would have stored a device's change the moment before it was killed:
+/// durable, acknowledged, but with nothing after it (no signer run, no notification).
+fn store_change_of_a_killed_edge(
+    data_dir: &std::path::Path,
+    job: DocumentId,
+    f: impl FnOnce(&mut JobDoc) -> Result<(), EditError>,
+) -> anyhow::Result<()> {
+    let path = fieldsync_server::data_dir::DataDir::open(data_dir)?.database_path();
+    let store = fieldsync_storage::Store::open(path, fieldsync_storage::StoreConfig::default())?;
+    let mut doc = automerge::Automerge::new();
+    for chunk in store.load_doc(&job.to_string())?.unwrap_or_default() {
+        doc.load_incremental(&chunk)?;
+    }
+    let before = doc.get_heads();
+    fieldsync_client::edit_automerge(&mut doc, &automerge::ActorId::random(), |ac| {
+        let mut jd = JobDoc::from_autocommit(std::mem::take(ac));
+        let result = f(&mut jd);
+        *ac = jd.into_inner();
+        result
+    })
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let bytes: Vec<u8> = doc
+        .get_changes(&before)
+        .iter()
+        .flat_map(|c| c.raw_bytes().to_vec())
+        .collect();
+    store.append_changes(&job.to_string(), bytes).wait()?;
+    store.close()?;
+    Ok(())
+}
+
+/// Found by the crash loop (issue 13): the edge stored a device's completion request (and told
+/// the device so), then was killed before its signer answered. After the restart nothing about
+/// the job changes again, yet the completion must be answered: the signer looks at every job
+/// when it starts, as it does when it falls behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_stored_just_before_a_crash_is_answered_after_the_restart()
+-> anyhow::Result<()> {
+    let Branch {
+        _dirs,
+        server,
+        device,
+        key,
+        job,
+        client,
+    } = Branch::with_a_job("dev-a").await?;
+    do_the_work(&client, job).await?;
+    acknowledge(&client, job, &device, &key).await?;
+    fieldsync_tests::eventually(SETTLE, "the edge holds the acknowledgement", || async {
+        server
+            .fetch_job(job)
+            .await
+            .ok()?
+            .acknowledgement
+            .map(|_| ())
+    })
+    .await?;
+    client.close();
+    let (addr, data_dir) = (server.addr, server.data_dir.clone());
+    server.stop().await?;
+
+    store_change_of_a_killed_edge(&data_dir, job, |jd| {
+        jd.check_out(&CheckOut {
+            at: Timestamp::from_millis(T0 + 60_000),
+            by: tech(),
+            note: "reported to the desk".into(),
+        })?;
+        jd.request_completion(&Completion {
+            at: Timestamp::from_millis(T0 + 60_001),
+            by: tech(),
+        })
+    })?;
+
+    let server = TestServer::start_at(&data_dir, addr).await?;
+    let answered = fieldsync_tests::eventually(SETTLE, "the signer answers", || async {
+        server.fetch_job(job).await.ok()?.report
+    })
+    .await?;
+    assert!(
+        matches!(answered, ReportOutcome::Signed { .. }),
+        "{answered:?}"
+    );
+    server.stop().await?;
+    Ok(())
+}
