@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
+pub mod crash_loop;
 
 /// A server running in this process on a random loopback port.
 pub struct TestServer {
