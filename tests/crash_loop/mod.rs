@@ -119,7 +119,12 @@ pub struct Counts {
     pub edge_kills: usize,
     pub head_office_kills: usize,
     pub device_kills: usize,
+    /// Jobs the desk was told were created (201).
     pub jobs_created: usize,
+    /// Jobs the devices found in their index that the desk was never told of: the edge made
+    /// them, then died before it answered (`POST /api/jobs` has no idempotency key, so the
+    /// desk's retry made another).
+    pub jobs_unanswered: usize,
     /// Edits that returned on the in-process devices.
     pub device_edits: usize,
     /// Changes the edge told devices it holds.
@@ -194,7 +199,14 @@ impl std::fmt::Display for Counts {
                     self.edge_kills, self.head_office_kills, self.device_kills
                 ),
             ),
-            ("jobs created", self.jobs_created.to_string()),
+            (
+                "jobs created (of which the desk never heard)",
+                format!(
+                    "{} ({})",
+                    self.jobs_created + self.jobs_unanswered,
+                    self.jobs_unanswered
+                ),
+            ),
             (
                 "device edits (in-process devices)",
                 self.device_edits.to_string(),
@@ -250,7 +262,7 @@ impl std::fmt::Display for Counts {
             ),
         ];
         for (name, value) in rows {
-            writeln!(f, "  {name:<38} {value}")?;
+            writeln!(f, "  {name:<46} {value}")?;
         }
         Ok(())
     }
@@ -437,6 +449,7 @@ pub async fn run(config: Config) -> anyhow::Result<Counts> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .len();
+    counts.jobs_unanswered = shared.jobs_known().saturating_sub(counts.jobs_created);
     counts.device_edits = shared.edits.load(std::sync::atomic::Ordering::Relaxed);
     counts.completions = completions.len();
     counts.problems.extend(

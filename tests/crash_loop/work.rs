@@ -190,6 +190,11 @@ impl Shared {
         lock(&self.plans).get(&job).cloned()
     }
 
+    /// How many jobs the devices were given (created by the desk, or found in an index).
+    pub fn jobs_known(&self) -> usize {
+        lock(&self.plans).len()
+    }
+
     /// Every job of `team` the loop knows of.
     pub fn jobs_of(&self, team: usize) -> Vec<DocumentId> {
         lock(&self.plans)
