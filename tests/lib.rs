@@ -2,6 +2,7 @@
 //! this process, or the real `fieldsync` binary as a child process), and real clients that
 //! talk to it over WebSocket and HTTP.
 
+use std::ffi::OsStr;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
+pub mod crash_loop;
 pub mod pki;
 
 /// A server running in this process on a random loopback port.
@@ -448,7 +450,12 @@ fn newest_file(dir: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
 
 /// Runs `fieldsync <args> --data-dir <data_dir>` to completion and returns its stdout.
 pub fn cli(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(fieldsync_binary()?)
+    run_cli(&fieldsync_binary()?, data_dir, args)
+}
+
+/// [`cli`] with the `fieldsync` binary at `binary` (a release build, say).
+pub fn run_cli(binary: &Path, data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(binary)
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
@@ -488,8 +495,26 @@ impl ServerProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(fieldsync_binary()?)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        Self::start_at(&fieldsync_binary()?, data_dir, any_port, &args, env)
+    }
+
+    /// Starts `<binary> serve --listen <listen> --data-dir <data_dir> <args…>` (e.g.
+    /// `--config FILE`, `--role head-office`) with `env` added: restarted on its old port, a
+    /// server is the same server to the devices and branches that knew it.
+    pub fn start_at(
+        binary: &Path,
+        data_dir: &Path,
+        listen: SocketAddr,
+        args: &[&OsStr],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--data-dir")
             .arg(data_dir)
             .args(args)
             .env_remove("FIELDSYNC_CONFIG")

@@ -141,6 +141,9 @@ pub struct JobStatus {
     pub last_synced: Option<Timestamp>,
     /// The job document's heads on the device.
     pub heads: Vec<ChangeHash>,
+    /// The heads the server last said it holds: every change up to them is on its disk
+    /// (what `unsynced` is judged against). Empty until the server has answered once.
+    pub server_heads: Vec<ChangeHash>,
     /// Set once the job was taken off this device's technician: what became of the local
     /// changes the server never received (never "synced": they went to the desk).
     pub unassigned: Option<Handoff>,
@@ -740,6 +743,7 @@ fn status_of(view: &DocView<'_>) -> JobStatus {
         unsynced,
         last_synced: record.and_then(|r| r.synced_at),
         heads,
+        server_heads: record.map(|r| r.heads.clone()).unwrap_or_default(),
         unassigned: view.handoff.cloned(),
     }
 }

@@ -27,7 +27,7 @@ use fieldsync_shared::ids::{BranchId, DocumentId};
 use fieldsync_shared::job::doc::read_job_at;
 use fieldsync_shared::keys::PublicKey;
 use fieldsync_shared::report::{SignedReport, TrustStore, VerifyError};
-use fieldsync_shared::report_doc::ReportDoc;
+use fieldsync_shared::report_doc::{ReportDoc, report_doc_id};
 use fieldsync_shared::stats::{MonthlyStats, ReportedJob, StatsError, monthly};
 use fieldsync_shared::time::{Month, Timestamp};
 use fieldsync_storage::{StorageError, Store};
@@ -97,6 +97,17 @@ pub async fn run(state: Arc<AppState>) {
     for job in jobs {
         recheck(&state, &mut waiting, job).await;
     }
+    // A document stored just before a kill was never looked at, yet its branch was told head
+    // office holds it and will not offer it again, and nothing need ever change it: look once
+    // at every stored document whose report is neither archived nor kept aside.
+    match unsettled(&state.store) {
+        Ok(docs) => {
+            for doc in docs {
+                consider(&state, &mut waiting, doc).await;
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot list the stored documents to verify"),
+    }
     loop {
         let doc = match changes.recv().await {
             Ok(doc) => doc,
@@ -112,6 +123,31 @@ pub async fn run(state: Arc<AppState>) {
         };
         consider(&state, &mut waiting, doc).await;
     }
+}
+
+/// Every stored document except the report documents already archived or kept aside (a
+/// report document never changes once written, so its outcome stands): job documents are
+/// loaded and passed over quickly, complaint documents are archived by revision, so looking
+/// at them again archives nothing twice.
+fn unsettled(store: &Store) -> Result<Vec<DocumentId>, StorageError> {
+    let mut settled: HashSet<DocumentId> = store
+        .meta_entries(REJECTED)?
+        .into_iter()
+        .filter_map(|(doc, _)| doc.parse().ok())
+        .collect();
+    // The archive is keyed by report id, from which the report document's id derives.
+    settled.extend(
+        store
+            .meta_entries(ARCHIVE)?
+            .into_iter()
+            .filter_map(|(report_id, _)| report_doc_id(&report_id)),
+    );
+    Ok(store
+        .doc_ids()?
+        .iter()
+        .filter_map(|d| d.parse::<DocumentId>().ok())
+        .filter(|d| !settled.contains(d))
+        .collect())
 }
 
 fn load_pending(store: &Store) -> Result<Vec<(DocumentId, DocumentId)>, StorageError> {

@@ -20,6 +20,7 @@ use fieldsync_shared::report::{SignedReport, TrustStore};
 use fieldsync_shared::rules::completeness;
 use fieldsync_shared::sync::LocalEdit;
 use fieldsync_shared::time::Timestamp;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::app::AppState;
@@ -28,9 +29,21 @@ use crate::app::AppState;
 /// report's canonical JSON.
 pub const REPORTS: &str = "reports";
 
+/// Per job, the report the signer last signed for it and the completion request it answers
+/// (`meta` namespace; key the job id, value JSON `{report_id, requested_at}`). Written before
+/// the report itself: a signer killed between storing a report and writing its outcome into
+/// the job finds that report after the restart and announces it, rather than signing the job
+/// again, which may have changed in between (a note added after completion) and would make a
+/// second report of one completion, which head office would archive too.
+pub const SIGNED_FOR_JOB: &str = "reports_by_job";
+
 /// Runs until the hub stops: answers completion requests as jobs change.
 pub async fn run_signer(state: Arc<AppState>) {
+    // Subscribed before the first look, so no change made during it is missed.
     let mut changes = state.hub.subscribe_completions();
+    // A completion stored just before the server was killed was acknowledged to its device
+    // but never answered, and no further change need ever come to wake the signer for it.
+    consider_every_job(&state).await;
     loop {
         let doc = match changes.recv().await {
             Ok(doc) => doc,
@@ -38,11 +51,7 @@ pub async fn run_signer(state: Arc<AppState>) {
                 // Some notifications were dropped: look at every job once, so no completion
                 // request is left unanswered.
                 tracing::warn!(missed, "signer fell behind; rescanning jobs");
-                let jobs: Vec<DocumentId> =
-                    state.registry_read().jobs().map(|j| j.job_id).collect();
-                for job in jobs {
-                    consider(&state, job).await;
-                }
+                consider_every_job(&state).await;
                 continue;
             }
             Err(RecvError::Closed) => return,
@@ -51,11 +60,44 @@ pub async fn run_signer(state: Arc<AppState>) {
     }
 }
 
+/// Answers every stored job's unanswered completion request.
+async fn consider_every_job(state: &Arc<AppState>) {
+    let jobs: Vec<DocumentId> = state.registry_read().jobs().map(|j| j.job_id).collect();
+    for job in jobs {
+        consider(state, job).await;
+    }
+}
+
 /// Loads a job as stored and answers its completion request if it has an unanswered one.
 pub async fn consider(state: &Arc<AppState>, doc: DocumentId) {
-    if state.registry_read().job(&doc).is_none() {
-        return;
+    if let Some(answer) = answer(state, doc).await {
+        announce(state, doc, answer).await;
     }
+}
+
+/// The signer's answer to a job's completion request, not yet written into the job.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The job as it was read for the answer.
+    pub job: Job,
+    pub outcome: ReportOutcome,
+}
+
+impl Answer {
+    fn at(&self) -> Timestamp {
+        match &self.outcome {
+            ReportOutcome::Signed { at, .. } | ReportOutcome::Refused { at, .. } => *at,
+        }
+    }
+}
+
+/// Loads a job as stored and, if it carries a completion request not answered yet, answers
+/// it: signs the report and stores it (or finds the one signed for this very request before a
+/// kill kept it out of the job), or refuses with every reason. Writes nothing into the job;
+/// [`consider`] does that. `None` when there is nothing to answer.
+pub async fn answer(state: &Arc<AppState>, doc: DocumentId) -> Option<Answer> {
+    // Only the branch's jobs: a report or complaint document is nothing to sign.
+    state.registry_read().job(&doc)?;
     let loaded = state.load_document(doc).await.and_then(|am| {
         am.map(|am| {
             read_job(&am)
@@ -66,27 +108,47 @@ pub async fn consider(state: &Arc<AppState>, doc: DocumentId) {
     });
     let (job, heads): (Job, Vec<ChangeHash>) = match loaded {
         Ok(Some(found)) => found,
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(e) => {
             tracing::warn!(%doc, error = %e, "cannot read a job to consider its completion");
-            return;
+            return None;
         }
     };
-    let Some(completion) = &job.completion else {
-        return;
-    };
+    let requested_at = job.completion.as_ref()?.at;
     let previous = job.report.clone();
     let answered = match &previous {
         Some(ReportOutcome::Signed { at, .. } | ReportOutcome::Refused { at, .. }) => {
-            *at >= completion.at
+            *at >= requested_at
         }
         None => false,
     };
     if answered {
-        return;
+        return None;
     }
-    let at = state.clock.now().max(completion.at);
-    let outcome = decide(state, &job, &heads, at, previous.as_ref()).await;
+    if let Some(report) = signed_before(state, doc, requested_at) {
+        // Announced now, unchanged: signing the job again would make a second report of
+        // one completion if anything changed since (a note), and both would reach head
+        // office.
+        tracing::info!(%doc, report = report.body.report_id, "announcing a report signed before a restart");
+        let body = report.body;
+        let outcome = ReportOutcome::Signed {
+            at: body.signed_at,
+            supersedes: body.supersedes.filter(|old| *old != body.report_id),
+            report_id: body.report_id,
+            digest: body.content_digest,
+        };
+        return Some(Answer { job, outcome });
+    }
+    let at = state.clock.now().max(requested_at);
+    let outcome = decide(state, &job, &heads, at, requested_at, previous.as_ref()).await;
+    Some(Answer { job, outcome })
+}
+
+/// Writes the answer into the job (with a timeline event) and does the desk's part of a
+/// signed report.
+async fn announce(state: &Arc<AppState>, doc: DocumentId, answer: Answer) {
+    let at = answer.at();
+    let Answer { job, outcome } = answer;
     let event = match &outcome {
         ReportOutcome::Signed { report_id, .. } => TimelineEvent {
             at,
@@ -140,12 +202,39 @@ pub async fn consider(state: &Arc<AppState>, doc: DocumentId) {
     }
 }
 
+/// Which report the signer signed for a job's completion request: the value of
+/// [`SIGNED_FOR_JOB`].
+#[derive(Debug, Serialize, Deserialize)]
+struct SignedFor {
+    report_id: String,
+    /// The completion request's time: the report answers that request and no other.
+    requested_at: Timestamp,
+}
+
+/// The report stored for the job's completion request of `requested_at`, if the signer
+/// signed one that never made it into the job.
+fn signed_before(
+    state: &AppState,
+    doc: DocumentId,
+    requested_at: Timestamp,
+) -> Option<SignedReport> {
+    let pointer = state.store.meta(SIGNED_FOR_JOB, &doc.to_string()).ok()??;
+    let pointer: SignedFor = serde_json::from_slice(&pointer).ok()?;
+    if pointer.requested_at != requested_at {
+        return None;
+    }
+    let bytes = state.store.meta(REPORTS, &pointer.report_id).ok()??;
+    let report: SignedReport = serde_json::from_slice(&bytes).ok()?;
+    (report.body.job_id == doc).then_some(report)
+}
+
 /// Signs or refuses; a signed report is stored before its outcome is written.
 async fn decide(
     state: &AppState,
     job: &Job,
     heads: &[ChangeHash],
     at: Timestamp,
+    requested_at: Timestamp,
     previous: Option<&ReportOutcome>,
 ) -> ReportOutcome {
     let mut reasons: Vec<RefusalReason> = completeness(job)
@@ -193,15 +282,29 @@ async fn decide(
     };
     // The same content was signed before (reopened, nothing changed): one report, not two.
     let supersedes = supersedes.filter(|old| *old != report.body.report_id);
-    let stored = match state.store.meta(REPORTS, &report.body.report_id) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => {
+    // Which report answers this request goes first: a kill after the report is stored then
+    // finds it (see `signed_before`), and one before leaves a pointer to nothing.
+    let pointer = SignedFor {
+        report_id: report.body.report_id.clone(),
+        requested_at,
+    };
+    let pointed = state
+        .store
+        .put_meta(
+            SIGNED_FOR_JOB,
+            &job.job_id.to_string(),
+            serde_json::to_vec(&pointer).unwrap_or_default(),
+        )
+        .await;
+    let stored = match (pointed, state.store.meta(REPORTS, &report.body.report_id)) {
+        (Err(e), _) | (_, Err(e)) => Err(e),
+        (Ok(()), Ok(Some(_))) => Ok(()),
+        (Ok(()), Ok(None)) => {
             state
                 .store
                 .put_meta(REPORTS, &report.body.report_id, bytes)
                 .await
         }
-        Err(e) => Err(e),
     };
     if stored.is_ok() {
         // The upstream outbox (if any) takes it from here; it reads the stored copy.

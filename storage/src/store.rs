@@ -350,6 +350,24 @@ impl Store {
         self.stop_writer()
     }
 
+    /// Runs `PRAGMA integrity_check` (the whole file, indexes included; slower than the
+    /// `quick_check` done at open) and fails with [`StorageError::Corrupt`] naming every
+    /// problem it found.
+    pub fn integrity_check(&self) -> Result<(), StorageError> {
+        let problems = self.readers.read(|conn| {
+            let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+            let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+        })?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            return Ok(());
+        }
+        Err(StorageError::Corrupt {
+            path: self.path.clone(),
+            detail: problems.join("; "),
+        })
+    }
+
     /// The write counters since the store was opened.
     pub fn stats(&self) -> StoreStats {
         self.counters.snapshot()

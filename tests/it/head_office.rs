@@ -586,3 +586,60 @@ async fn a_report_that_arrives_before_its_job_waits_then_is_verified() -> anyhow
     chain.wait_delivered(&report_id).await?;
     chain.stop().await
 }
+
+/// Found by the crash loop (issue 13): head office stored a report document, so the branch
+/// was told head office holds it and recorded the delivery, and was killed before its verifier
+/// archived it. Nothing about the document changes again and the branch never offers it
+/// again, yet after the restart the report must be archived: head office looks once at every
+/// stored document whose report is neither archived nor kept aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_stored_just_before_head_office_dies_is_archived_after_the_restart()
+-> anyhow::Result<()> {
+    let chain = Chain::start().await?;
+    let (_, report_id) = chain.complete_a_job(T0 + 60_000).await?;
+    chain.wait_verified(&report_id).await?;
+    chain.wait_delivered(&report_id).await?;
+    let Chain {
+        head_office,
+        branch,
+        link,
+        client,
+        _dirs,
+        ..
+    } = chain;
+    client.close();
+    branch.stop().await?;
+    drop(link);
+    let data_dir = head_office.data_dir.clone();
+    head_office.stop().await?;
+
+    // What a kill before the verifier's archive entry leaves: the documents stored and owned
+    // by the branch, no archive entry (index entries may be there: readers skip them).
+    let path = fieldsync_server::data_dir::DataDir::open(&data_dir)?.database_path();
+    let store = Store::open(path, StoreConfig::default())?;
+    store
+        .delete_meta(fieldsync_server::head_office::ARCHIVE, &report_id)
+        .wait()?;
+    store.close()?;
+
+    let clock = Clock::manual(Timestamp::from_millis(CHAIN_NOW));
+    let head_office = TestServer::start_head_office(&data_dir, clock).await?;
+    let token = head_office.desk_token(DeskRole::Analyst)?;
+    let url = head_office.http_url(&format!("/api/archive/reports/{report_id}"));
+    eventually(
+        SETTLE,
+        "the report is archived after the restart",
+        || async {
+            let response = reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?;
+            let body: Value = response.json().await.ok()?;
+            (body["status"] == "verified").then_some(())
+        },
+    )
+    .await?;
+    head_office.stop().await
+}

@@ -422,3 +422,185 @@ async fn r16_an_installation_is_signed_only_once_the_customers_staff_were_traine
     assert_eq!(training.by, tech());
     server.stop().await
 }
+
+/// Applies `f` to the job as stored in the (stopped) server's data directory and stores the
+/// change, as the edge would have stored a device's change the moment before it was killed:
+/// durable, acknowledged, but with nothing after it (no signer run, no notification).
+fn store_change_of_a_killed_edge(
+    data_dir: &std::path::Path,
+    job: DocumentId,
+    f: impl FnOnce(&mut JobDoc) -> Result<(), EditError>,
+) -> anyhow::Result<()> {
+    let path = fieldsync_server::data_dir::DataDir::open(data_dir)?.database_path();
+    let store = fieldsync_storage::Store::open(path, fieldsync_storage::StoreConfig::default())?;
+    let mut doc = automerge::Automerge::new();
+    for chunk in store.load_doc(&job.to_string())?.unwrap_or_default() {
+        doc.load_incremental(&chunk)?;
+    }
+    let before = doc.get_heads();
+    fieldsync_client::edit_automerge(&mut doc, &automerge::ActorId::random(), |ac| {
+        let mut jd = JobDoc::from_autocommit(std::mem::take(ac));
+        let result = f(&mut jd);
+        *ac = jd.into_inner();
+        result
+    })
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let bytes: Vec<u8> = doc
+        .get_changes(&before)
+        .iter()
+        .flat_map(|c| c.raw_bytes().to_vec())
+        .collect();
+    store.append_changes(&job.to_string(), bytes).wait()?;
+    store.close()?;
+    Ok(())
+}
+
+/// Found by the crash loop (issue 13): the edge stored a device's completion request (and told
+/// the device so), then was killed before its signer answered. After the restart nothing about
+/// the job changes again, yet the completion must be answered: the signer looks at every job
+/// when it starts, as it does when it falls behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_stored_just_before_a_crash_is_answered_after_the_restart()
+-> anyhow::Result<()> {
+    let Branch {
+        _dirs,
+        server,
+        device,
+        key,
+        job,
+        client,
+    } = Branch::with_a_job("dev-a").await?;
+    do_the_work(&client, job).await?;
+    acknowledge(&client, job, &device, &key).await?;
+    fieldsync_tests::eventually(SETTLE, "the edge holds the acknowledgement", || async {
+        server
+            .fetch_job(job)
+            .await
+            .ok()?
+            .acknowledgement
+            .map(|_| ())
+    })
+    .await?;
+    client.close();
+    let (addr, data_dir) = (server.addr, server.data_dir.clone());
+    server.stop().await?;
+
+    store_change_of_a_killed_edge(&data_dir, job, |jd| {
+        jd.check_out(&CheckOut {
+            at: Timestamp::from_millis(T0 + 60_000),
+            by: tech(),
+            note: "reported to the desk".into(),
+        })?;
+        jd.request_completion(&Completion {
+            at: Timestamp::from_millis(T0 + 60_001),
+            by: tech(),
+        })
+    })?;
+
+    let server = TestServer::start_at(&data_dir, addr).await?;
+    let answered = fieldsync_tests::eventually(SETTLE, "the signer answers", || async {
+        server.fetch_job(job).await.ok()?.report
+    })
+    .await?;
+    assert!(
+        matches!(answered, ReportOutcome::Signed { .. }),
+        "{answered:?}"
+    );
+    server.stop().await?;
+    Ok(())
+}
+
+/// Found by the crash loop (issue 13): the signer stored a signed report (and the branch link
+/// may already have delivered it), then the edge was killed before the outcome was written
+/// into the job; meanwhile the technician added a note. After the restart the signer must
+/// announce the report it stored, not sign the changed job again: that would make a second
+/// report of one completion, and head office would archive both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_stored_just_before_a_crash_is_the_one_announced_after_the_restart()
+-> anyhow::Result<()> {
+    use fieldsync_server::app::AppState;
+    use fieldsync_server::reports::{REPORTS, answer};
+
+    let Branch {
+        _dirs,
+        server,
+        device,
+        key,
+        job,
+        client,
+    } = Branch::with_a_job("dev-a").await?;
+    do_the_work(&client, job).await?;
+    acknowledge(&client, job, &device, &key).await?;
+    fieldsync_tests::eventually(SETTLE, "the edge holds the acknowledgement", || async {
+        server
+            .fetch_job(job)
+            .await
+            .ok()?
+            .acknowledgement
+            .map(|_| ())
+    })
+    .await?;
+    client.close();
+    let (addr, data_dir) = (server.addr, server.data_dir.clone());
+    server.stop().await?;
+    store_change_of_a_killed_edge(&data_dir, job, |jd| {
+        jd.check_out(&CheckOut {
+            at: Timestamp::from_millis(T0 + 60_000),
+            by: tech(),
+            note: "reported to the desk".into(),
+        })?;
+        jd.request_completion(&Completion {
+            at: Timestamp::from_millis(T0 + 60_001),
+            by: tech(),
+        })
+    })?;
+
+    // The signer's first half, then the kill: the report is stored, the job is not told.
+    let config = fieldsync_server::config::Config {
+        data_dir: data_dir.clone(),
+        branch_id: "north-01".into(),
+        ..Default::default()
+    };
+    let state = AppState::open_with_clock(
+        config,
+        fieldsync_server::clock::Clock::system(),
+        tokio::runtime::Handle::current(),
+    )?;
+    let first = answer(&state, job)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the signer found nothing to answer"))?;
+    let ReportOutcome::Signed { report_id, .. } = first.outcome else {
+        anyhow::bail!("the signer refused: {:?}", first.outcome);
+    };
+    state.hub.shutdown().await;
+    state.store.flush().wait()?;
+    drop(state);
+    // The technician's note after completion, taken in as the edge comes back.
+    store_change_of_a_killed_edge(&data_dir, job, |jd| {
+        let len = jd.read()?.notes.chars().count();
+        jd.splice_notes(len, 0, "left site 16:05. ")
+    })?;
+
+    let server = TestServer::start_at(&data_dir, addr).await?;
+    let answered = fieldsync_tests::eventually(SETTLE, "the signer answers", || async {
+        server.fetch_job(job).await.ok()?.report
+    })
+    .await?;
+    match answered {
+        ReportOutcome::Signed { report_id: id, .. } => assert_eq!(id, report_id),
+        other => panic!("expected the stored report, got {other:?}"),
+    }
+    let of_this_job = server
+        .state
+        .store
+        .meta_entries(REPORTS)?
+        .iter()
+        .filter(|(_, bytes)| {
+            serde_json::from_slice::<fieldsync_shared::report::SignedReport>(bytes)
+                .is_ok_and(|r| r.body.job_id == job)
+        })
+        .count();
+    assert_eq!(of_this_job, 1, "one completion, one report");
+    server.stop().await?;
+    Ok(())
+}

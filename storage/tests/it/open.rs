@@ -112,3 +112,40 @@ fn a_damaged_database_is_reported_as_corrupt() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn integrity_check_passes_a_sound_store_and_names_what_is_wrong_with_a_damaged_one()
+-> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    let store = open(&path)?;
+    let writes: Vec<_> = (0..300u32)
+        .map(|i| store.append_changes(DOC, vec![(i % 251) as u8; 2000 + i as usize]))
+        .collect();
+    for write in writes {
+        write.wait()?;
+    }
+    // Closing the last connection checkpoints the WAL into the main file.
+    store.close()?;
+    let store = open(&path)?;
+    store.integrity_check()?;
+    drop(store);
+
+    let mut bytes = fs::read(&path)?;
+    assert!(
+        bytes.len() > 4096 * 30,
+        "the database is smaller than expected"
+    );
+    bytes[4096..4096 * 30].fill(0x5a);
+    fs::write(&path, &bytes)?;
+    // Opened without the check at open, as a tool inspecting a damaged file would.
+    let unchecked = StoreConfig {
+        quick_check: false,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(&path, unchecked)?;
+    match store.integrity_check() {
+        Err(StorageError::Corrupt { detail, .. }) => assert!(!detail.is_empty()),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    Ok(())
+}
