@@ -94,6 +94,8 @@ impl Cluster {
             .as_str()
             .context("keygen printed no public_key_file")?
             .to_owned();
+        // Only serve and keygen make a data directory (issue 13): head office's first.
+        head_office_cli(&["keygen"])?;
         head_office_cli(&[
             "branch", "enroll", "--branch", "north-01", "--key", &edge_key,
         ])?;
