@@ -20,7 +20,8 @@ use pasetors::{Public, public};
 /// The audience every fieldsync token names.
 const AUDIENCE: &str = "fieldsync";
 /// Bound into every signature, so a PASETO made for something else never passes here.
-const IMPLICIT: &[u8] = b"fieldsync-token-v1";
+/// Public for the token fuzzer (`fuzz/fuzz_targets/token.rs`), which signs its own claims.
+pub const IMPLICIT: &[u8] = b"fieldsync-token-v1";
 
 /// The desk roles (issue #6 gives them their permissions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -307,6 +308,71 @@ mod tests {
             a.verify(&tampered, NOW),
             Err(AuthError::Forged | AuthError::Malformed)
         ));
+    }
+
+    /// The seeds of the token fuzzer (`fuzz/fuzz_targets/token.rs`): mode byte 0 and a token
+    /// its authority (this module's test key, issuer `north-01`) accepts at `NOW`; mode 1 and
+    /// claims it signs itself; mode 2 and a ttl. `FIELDSYNC_WRITE_FUZZ_SEEDS=1` writes them;
+    /// either way every committed token seed must still verify.
+    #[test]
+    fn fuzz_seeds_are_tokens_this_server_accepts() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/token");
+        let a = authority();
+        let year = Duration::from_secs(3650 * 86_400);
+        if std::env::var_os("FIELDSYNC_WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::create_dir_all(&dir).expect("create seeds dir");
+            let subjects = [
+                Subject::Device(DeviceId::new("dev-1").expect("valid")),
+                Subject::Desk(DeskRole::Manager),
+                Subject::Branch(BranchId::new("north-01").expect("valid")),
+            ];
+            for (i, subject) in subjects.iter().enumerate() {
+                let token = a.issue(subject, year, NOW).expect("issue");
+                let seed = [&[0u8][..], token.as_bytes()].concat();
+                std::fs::write(dir.join(format!("token-{i}")), seed).expect("write");
+            }
+            let claims = format!(
+                r#"{{"iss":"north-01","aud":"fieldsync","sub":"device:dev-1","jti":"00ff","iat":"{0}","nbf":"{0}","exp":"{1}"}}"#,
+                rfc3339(NOW),
+                rfc3339(NOW.plus_millis(600_000))
+            );
+            let seed = [&[1u8][..], claims.as_bytes()].concat();
+            std::fs::write(dir.join("claims-0"), seed).expect("write");
+            std::fs::write(dir.join("ttl-0"), b"\x0290m").expect("write");
+        }
+        let mut tokens = 0;
+        for seed in std::fs::read_dir(&dir).expect("fuzz/seeds/token") {
+            let path = seed.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("read");
+            let text = std::str::from_utf8(&bytes[1..]).expect("text");
+            let name = path.display();
+            match bytes[0] {
+                0 => {
+                    a.verify(text, NOW)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    tokens += 1;
+                }
+                1 => {
+                    let signed = pasetors::version4::PublicToken::sign(
+                        &a.secret,
+                        text.as_bytes(),
+                        None,
+                        Some(IMPLICIT),
+                    )
+                    .expect("sign");
+                    a.verify(&signed, NOW)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                }
+                _ => {
+                    parse_ttl(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                }
+            }
+        }
+        assert!(
+            tokens >= 3,
+            "only {tokens} token seeds in {}",
+            dir.display()
+        );
     }
 
     #[test]
