@@ -4,13 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
+use automerge::Automerge;
+use fieldsync_shared::authority::{self, Writer};
 use fieldsync_shared::ids::DocumentId;
-use fieldsync_shared::protocol::encode;
 use fieldsync_shared::protocol::message::{
     JoinMessage, Message, PeerId, PeerMetadata, StorageId, SyncMessage,
 };
+use fieldsync_shared::protocol::{SyncLimits, encode};
 use fieldsync_shared::sync::{
-    AllowAll, ConnId, Effect, Engine, EngineConfig, EngineRole, Input, Principal,
+    AllowAll, ConnId, Effect, Engine, EngineConfig, EngineRole, Input, OfflineError, Principal,
+    check_offline_changes,
 };
 
 const NOW: i64 = 1_790_000_000_000;
@@ -122,5 +125,31 @@ fn damaged_stored_documents_are_refused_not_panicked_on() {
             !later.iter().any(|e| matches!(e, Effect::Close { .. })),
             "{case}"
         );
+    }
+}
+
+/// A device's hand-over (`handover`, checksums as the fuzzer fixed them) against the job it
+/// was made on (`base.automerge`) on which the write check panicked (`admit`): a change whose
+/// ops name an actor its header does not list parses, then automerge 0.12 panics expanding
+/// it for the check (a 500 for the hand-over, a closed connection in sync). It must be
+/// refused as malformed.
+#[test]
+fn a_change_automerge_cannot_expand_is_refused_as_malformed() {
+    for case in regressions("admit-") {
+        let base = std::fs::read(case.join("base.automerge")).expect("base.automerge");
+        let base = Automerge::load(&base).expect("the base document loads");
+        let handover = std::fs::read(case.join("handover")).expect("handover");
+        let result = check_offline_changes(
+            &base,
+            &handover,
+            &SyncLimits::default(),
+            &authority::JOB,
+            Writer::Device,
+        );
+        let case = case.display();
+        match result {
+            Err(e @ OfflineError::Malformed(_)) => assert_eq!(e.code(), "invalid_changes"),
+            other => panic!("{case}: {other:?}"),
+        }
     }
 }
