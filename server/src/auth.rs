@@ -224,14 +224,18 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like 15m, 12h or 7d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" | "" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let per_unit = match unit {
+        "s" => 1,
+        "m" | "" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
     };
-    Ok(Duration::from_secs(secs))
+    // Checked: `99999999999999999999m` must be refused, not overflow (a panic in a debug
+    // build, a short ttl in a release one; found by the token fuzzer).
+    n.checked_mul(per_unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is longer than any ttl this server can issue"))
 }
 
 #[cfg(test)]
@@ -381,5 +385,18 @@ mod tests {
         assert_eq!(parse_ttl("2d"), Ok(Duration::from_secs(172_800)));
         assert!(parse_ttl("soon").is_err());
         assert!(parse_ttl("5w").is_err());
+    }
+
+    /// The token fuzzer's crasher (`fuzz/artifacts/token/crash-40bab66…`): a ttl whose
+    /// seconds overflow u64 panicked in a debug build and wrapped in a release one.
+    #[test]
+    fn a_ttl_past_u64_seconds_is_refused() {
+        let e = parse_ttl("003775478148512672828").expect_err("overflows in minutes");
+        assert!(e.contains("longer than any ttl"), "{e}");
+        assert!(parse_ttl("213503982334602d").is_err());
+        assert_eq!(
+            parse_ttl("213503982334601d"),
+            Ok(Duration::from_secs(213_503_982_334_601 * 86_400))
+        );
     }
 }
