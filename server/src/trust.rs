@@ -116,7 +116,7 @@ mod tests {
             dir.path(),
             &branch,
             KeyPair::from_seed(&[7; 32]).public(),
-            &[record.clone()],
+            std::slice::from_ref(&record),
         )
         .expect("export");
         let path = dir.path().join("devices.json");
