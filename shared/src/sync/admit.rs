@@ -118,26 +118,40 @@ pub(super) fn decode_changes<'a>(
     let mut out = Vec::new();
     for entry in entries {
         for chunk in chunks(entry) {
-            match chunk.get(8) {
-                Some(0) => {
-                    let options = LoadOptions::new()
-                        .on_partial_load(OnPartialLoad::Error)
-                        .verification_mode(VerificationMode::Check);
-                    let loaded = Automerge::load_with_options(chunk, options)
-                        .map_err(|e| Refusal::Malformed(e.to_string()))?;
-                    out.extend(doc.get_changes_added(&loaded));
-                }
-                _ => {
-                    let change =
-                        Change::try_from(chunk).map_err(|e| Refusal::Malformed(e.to_string()))?;
-                    if !holds(doc, &change.hash()) {
-                        out.push(change);
-                    }
-                }
-            }
+            // automerge 0.12 can panic loading a damaged document chunk (found by the admit
+            // fuzzer): contained here, the chunk is refused as unreadable.
+            let decoded = catch_unwind(AssertUnwindSafe(|| decode_chunk(doc, chunk)))
+                .unwrap_or_else(|_| {
+                    Err(Refusal::Malformed(
+                        "automerge cannot read a chunk of the changes".to_owned(),
+                    ))
+                })?;
+            out.extend(decoded);
         }
     }
     Ok(out)
+}
+
+/// The changes in one chunk that `doc` does not hold.
+fn decode_chunk(doc: &Automerge, chunk: &[u8]) -> Result<Vec<Change>, Refusal> {
+    match chunk.get(8) {
+        Some(0) => {
+            let options = LoadOptions::new()
+                .on_partial_load(OnPartialLoad::Error)
+                .verification_mode(VerificationMode::Check);
+            let loaded = Automerge::load_with_options(chunk, options)
+                .map_err(|e| Refusal::Malformed(e.to_string()))?;
+            Ok(doc.get_changes_added(&loaded))
+        }
+        _ => {
+            let change = Change::try_from(chunk).map_err(|e| Refusal::Malformed(e.to_string()))?;
+            Ok(if holds(doc, &change.hash()) {
+                Vec::new()
+            } else {
+                vec![change]
+            })
+        }
+    }
 }
 
 /// Checks one change against the table. automerge 0.12 parses a change whose ops name an

@@ -128,13 +128,14 @@ fn damaged_stored_documents_are_refused_not_panicked_on() {
     }
 }
 
-/// A device's hand-over (`handover`, checksums as the fuzzer fixed them) against the job it
-/// was made on (`base.automerge`) on which the write check panicked (`admit`): a change whose
-/// ops name an actor its header does not list parses, then automerge 0.12 panics expanding
-/// it for the check (a 500 for the hand-over, a closed connection in sync). It must be
-/// refused as malformed.
+/// Devices' hand-overs (`handover`, checksums as the fuzzer fixed them) against the job they
+/// were made on (`base.automerge`) on which the check panicked (`admit`), a 500 for the
+/// hand-over and a closed connection in sync. `admit-actor-index`: a change whose ops name
+/// an actor its header does not list parses, then automerge 0.12 panics expanding it for
+/// the write check. `admit-document-load`: automerge panics loading a damaged document
+/// chunk. Each must be refused as malformed.
 #[test]
-fn a_change_automerge_cannot_expand_is_refused_as_malformed() {
+fn hand_overs_automerge_cannot_read_are_refused_as_malformed() {
     for case in regressions("admit-") {
         let base = std::fs::read(case.join("base.automerge")).expect("base.automerge");
         let base = Automerge::load(&base).expect("the base document loads");
