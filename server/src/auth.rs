@@ -20,7 +20,8 @@ use pasetors::{Public, public};
 /// The audience every fieldsync token names.
 const AUDIENCE: &str = "fieldsync";
 /// Bound into every signature, so a PASETO made for something else never passes here.
-const IMPLICIT: &[u8] = b"fieldsync-token-v1";
+/// Public for the token fuzzer (`fuzz/fuzz_targets/token.rs`), which signs its own claims.
+pub const IMPLICIT: &[u8] = b"fieldsync-token-v1";
 
 /// The desk roles (issue #6 gives them their permissions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -249,14 +250,18 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like 15m, 12h or 7d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" | "" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let per_unit = match unit {
+        "s" => 1,
+        "m" | "" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
     };
-    Ok(Duration::from_secs(secs))
+    // Checked: `99999999999999999999m` must be refused, not overflow (a panic in a debug
+    // build, a short ttl in a release one; found by the token fuzzer).
+    n.checked_mul(per_unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is longer than any ttl this server can issue"))
 }
 
 #[cfg(test)]
@@ -348,11 +353,89 @@ mod tests {
         ));
     }
 
+    /// The seeds of the token fuzzer (`fuzz/fuzz_targets/token.rs`): mode byte 0 and a token
+    /// its authority (this module's test key, issuer `north-01`) accepts at `NOW`; mode 1 and
+    /// claims it signs itself; mode 2 and a ttl. `FIELDSYNC_WRITE_FUZZ_SEEDS=1` writes them;
+    /// either way every committed token seed must still verify.
+    #[test]
+    fn fuzz_seeds_are_tokens_this_server_accepts() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/token");
+        let a = authority();
+        let year = Duration::from_secs(3650 * 86_400);
+        if std::env::var_os("FIELDSYNC_WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::create_dir_all(&dir).expect("create seeds dir");
+            let subjects = [
+                Subject::Device(DeviceId::new("dev-1").expect("valid")),
+                Subject::Desk(DeskRole::Manager),
+                Subject::Branch(BranchId::new("north-01").expect("valid")),
+            ];
+            for (i, subject) in subjects.iter().enumerate() {
+                let token = a.issue(subject, year, NOW).expect("issue");
+                let seed = [&[0u8][..], token.as_bytes()].concat();
+                std::fs::write(dir.join(format!("token-{i}")), seed).expect("write");
+            }
+            let claims = format!(
+                r#"{{"iss":"north-01","aud":"fieldsync","sub":"device:dev-1","jti":"00ff","iat":"{0}","nbf":"{0}","exp":"{1}"}}"#,
+                rfc3339(NOW),
+                rfc3339(NOW.plus_millis(600_000))
+            );
+            let seed = [&[1u8][..], claims.as_bytes()].concat();
+            std::fs::write(dir.join("claims-0"), seed).expect("write");
+            std::fs::write(dir.join("ttl-0"), b"\x0290m").expect("write");
+        }
+        let mut tokens = 0;
+        for seed in std::fs::read_dir(&dir).expect("fuzz/seeds/token") {
+            let path = seed.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("read");
+            let text = std::str::from_utf8(&bytes[1..]).expect("text");
+            let name = path.display();
+            match bytes[0] {
+                0 => {
+                    a.verify(text, NOW)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    tokens += 1;
+                }
+                1 => {
+                    let signed = pasetors::version4::PublicToken::sign(
+                        &a.secret,
+                        text.as_bytes(),
+                        None,
+                        Some(IMPLICIT),
+                    )
+                    .expect("sign");
+                    a.verify(&signed, NOW)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                }
+                _ => {
+                    parse_ttl(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                }
+            }
+        }
+        assert!(
+            tokens >= 3,
+            "only {tokens} token seeds in {}",
+            dir.display()
+        );
+    }
+
     #[test]
     fn ttl_parsing() {
         assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_ttl("2d"), Ok(Duration::from_secs(172_800)));
         assert!(parse_ttl("soon").is_err());
         assert!(parse_ttl("5w").is_err());
+    }
+
+    /// The token fuzzer's crasher (`fuzz/artifacts/token/crash-40bab66…`): a ttl whose
+    /// seconds overflow u64 panicked in a debug build and wrapped in a release one.
+    #[test]
+    fn a_ttl_past_u64_seconds_is_refused() {
+        let e = parse_ttl("003775478148512672828").expect_err("overflows in minutes");
+        assert!(e.contains("longer than any ttl"), "{e}");
+        assert!(parse_ttl("213503982334602d").is_err());
+        assert_eq!(
+            parse_ttl("213503982334601d"),
+            Ok(Duration::from_secs(213_503_982_334_601 * 86_400))
+        );
     }
 }

@@ -79,14 +79,53 @@ pub fn load(dir: &Path) -> Result<TrustStore, TrustDirError> {
     let devices = dir.join("devices.json");
     if devices.exists() {
         let text = std::fs::read_to_string(&devices).map_err(io(&devices))?;
-        let records: Vec<DeviceRecord> =
-            serde_json::from_str(&text).map_err(|e| TrustDirError::Malformed {
-                path: devices.clone(),
-                reason: e.to_string(),
-            })?;
-        for record in records {
+        for record in parse_devices(&text, &devices)? {
             trust.add_device(record)?;
         }
     }
     Ok(trust)
+}
+
+/// Parses the text of a `devices.json`; `path` only names it in errors. The records' keys
+/// are checked as they are added to a [`TrustStore`].
+pub fn parse_devices(text: &str, path: &Path) -> Result<Vec<DeviceRecord>, TrustDirError> {
+    serde_json::from_str(text).map_err(|e| TrustDirError::Malformed {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use fieldsync_shared::keys::KeyPair;
+
+    use super::*;
+
+    #[test]
+    fn devices_json_parses_from_its_text_as_load_reads_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let record = DeviceRecord {
+            device_id: "dev-1".parse().expect("id"),
+            branch_id: "north-01".parse().expect("id"),
+            technician: "tech-1".parse().expect("id"),
+            public_key: KeyPair::from_seed(&[6; 32]).public().to_hex(),
+            revoked_at: None,
+        };
+        let branch = BranchId::new("north-01").expect("id");
+        export(
+            dir.path(),
+            &branch,
+            KeyPair::from_seed(&[7; 32]).public(),
+            std::slice::from_ref(&record),
+        )
+        .expect("export");
+        let path = dir.path().join("devices.json");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(parse_devices(&text, &path).expect("parse"), vec![record]);
+        let trust = load(dir.path()).expect("load");
+        assert!(trust.device(&"dev-1".parse().expect("id")).is_some());
+        let e = parse_devices("[{}]", Path::new("d.json")).expect_err("no fields");
+        assert!(matches!(e, TrustDirError::Malformed { .. }), "{e}");
+        assert!(e.to_string().starts_with("d.json: "), "{e}");
+    }
 }

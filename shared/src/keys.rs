@@ -122,8 +122,13 @@ impl PublicKey {
 
     /// Reads a public key file written by [`PublicKey::save`].
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = read_file(path)?;
-        let file: PublicKeyFile = serde_json::from_str(&text).map_err(|e| malformed(path, e))?;
+        Self::parse_file(&read_file(path)?, path)
+    }
+
+    /// Parses the text of a public key file; `path` only names it in errors. What
+    /// [`PublicKey::load`] does once the file is read (and what the fuzzer feeds).
+    pub fn parse_file(text: &str, path: &Path) -> Result<Self, KeyError> {
+        let file: PublicKeyFile = serde_json::from_str(text).map_err(|e| malformed(path, e))?;
         if file.kind != PUBLIC_KIND {
             return Err(malformed(
                 path,
@@ -210,8 +215,13 @@ impl KeyPair {
     /// Reads a secret key file, refusing one that others can read.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         check_private_mode(path)?;
-        let text = read_file(path)?;
-        let file: SecretKeyFile = serde_json::from_str(&text).map_err(|e| malformed(path, e))?;
+        Self::parse_file(&read_file(path)?, path)
+    }
+
+    /// Parses the text of a secret key file; `path` only names it in errors. The file's mode
+    /// is [`KeyPair::load`]'s business.
+    pub fn parse_file(text: &str, path: &Path) -> Result<Self, KeyError> {
+        let file: SecretKeyFile = serde_json::from_str(text).map_err(|e| malformed(path, e))?;
         if file.kind != SECRET_KIND {
             return Err(malformed(
                 path,
@@ -386,6 +396,31 @@ mod tests {
         let pair = KeyPair::from_seed(&[3; 32]);
         pair.public().save(&path).expect("save");
         assert_eq!(&PublicKey::load(&path).expect("load"), pair.public());
+    }
+
+    #[test]
+    fn key_files_parse_from_their_text_as_load_reads_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pair = KeyPair::from_seed(&[4; 32]);
+        let (public, secret) = (dir.path().join("k.pub"), dir.path().join("k.key"));
+        pair.public().save(&public).expect("save");
+        pair.save(&secret).expect("save");
+        let text = std::fs::read_to_string(&public).expect("read");
+        assert_eq!(
+            &PublicKey::parse_file(&text, &public).expect("parse"),
+            pair.public()
+        );
+        let text = std::fs::read_to_string(&secret).expect("read");
+        assert_eq!(
+            KeyPair::parse_file(&text, &secret).expect("parse").id(),
+            pair.id()
+        );
+        // The path only names the file in errors.
+        let e = PublicKey::parse_file("{", Path::new("x.pub")).expect_err("not JSON");
+        assert!(e.to_string().contains("x.pub"), "{e}");
+        let e = KeyPair::parse_file(&text.replace("secret", "public"), Path::new("y.key"))
+            .expect_err("wrong kind");
+        assert!(e.to_string().contains("y.key"), "{e}");
     }
 
     #[test]

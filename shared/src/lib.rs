@@ -11,6 +11,8 @@ pub mod authority;
 pub mod canonical;
 pub mod complaint_doc;
 pub mod desk;
+#[cfg(test)]
+mod fuzz_seeds;
 pub mod ids;
 pub mod job;
 pub mod keys;

@@ -1164,33 +1164,18 @@ impl Engine {
             return;
         }
         let loaded = match chunks {
-            Ok(Some(chunks)) => load_chunks(&chunks).map(|doc| (doc, chunks.len())),
+            Ok(Some(chunks)) => load_chunks(&chunks).map(|loaded| (loaded, chunks.len())),
             Ok(None) => Err("not found".to_owned()),
             Err(e) => Err(e),
         };
         match loaded {
-            Ok((doc, count)) => {
-                // Changes stored without something they depend on: a write failed and a
-                // later one of the same document, already on its way, stored a change
-                // built on it (the edit it carried was answered with the failure). automerge
-                // would queue them and apply them, unchecked and unannounced, the day the
-                // missing change arrives from a peer, where they would look as if they had
-                // come with it. They are dropped, and a snapshot without them replaces what
-                // is stored.
-                let orphaned = !doc.get_missing_deps(&[]).is_empty();
-                // (`fork_at` keeps applied changes only; a save keeps the queue too.)
-                let heads = doc.get_heads();
-                let (doc, count) = match orphaned.then(|| doc.fork_at(&heads)) {
-                    Some(Ok(rebuilt)) => (rebuilt, count),
-                    _ => (doc, count),
-                };
+            Ok(((doc, orphans_dropped), count)) => {
                 state.doc = doc;
                 state.chunks = count;
                 state.status = DocStatus::Ready;
                 state.dirty = true;
                 self.stats.docs_loaded_total += 1;
-                if orphaned {
-                    let snapshot = state.doc.save();
+                if let Some(snapshot) = orphans_dropped {
                     state.chunks = 1;
                     state.unstored += 1;
                     let id = self.write(WriteOp::Compact {
@@ -1957,17 +1942,39 @@ fn describe(principal: &Principal) -> String {
     }
 }
 
-/// Loads stored chunks (a snapshot and incremental chunks, in any order) into a document.
-fn load_chunks(chunks: &[Vec<u8>]) -> Result<Automerge, String> {
-    let mut doc = Automerge::new();
-    let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
-        for chunk in chunks {
-            doc.load_incremental(chunk).map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }));
+/// Loads stored chunks (a snapshot and incremental chunks, in any order) into a document,
+/// with the snapshot to store in their place if changes stored without a dependency were
+/// dropped.
+///
+/// Such orphans come from a write that failed while a later write of the same document,
+/// already on its way, stored a change built on it (the edit it carried was answered with
+/// the failure). automerge would queue them and apply them, unchecked and unannounced, the
+/// day the missing change arrives from a peer, where they would look as if they had come
+/// with it. They are dropped, and a snapshot without them replaces what is stored.
+///
+/// All of it runs inside `catch_unwind`: what storage hands back may be damaged, and
+/// automerge can panic on a damaged document in `fork_at` and `save` as well as while
+/// loading it (found by the `stored_doc` fuzzer); that refuses this load, never the engine.
+fn load_chunks(chunks: &[Vec<u8>]) -> Result<(Automerge, Option<Vec<u8>>), String> {
+    let result = catch_unwind(AssertUnwindSafe(
+        || -> Result<(Automerge, Option<Vec<u8>>), String> {
+            let mut doc = Automerge::new();
+            for chunk in chunks {
+                doc.load_incremental(chunk).map_err(|e| e.to_string())?;
+            }
+            if doc.get_missing_deps(&[]).is_empty() {
+                return Ok((doc, None));
+            }
+            // (`fork_at` keeps applied changes only; a save keeps the queue too.)
+            if let Ok(rebuilt) = doc.fork_at(&doc.get_heads()) {
+                doc = rebuilt;
+            }
+            let snapshot = doc.save();
+            Ok((doc, Some(snapshot)))
+        },
+    ));
     match result {
-        Ok(Ok(())) => Ok(doc),
+        Ok(Ok(loaded)) => Ok(loaded),
         Ok(Err(e)) => Err(format!("stored document is corrupt: {e}")),
         Err(_) => Err("stored document is corrupt: automerge panicked loading it".into()),
     }

@@ -1,0 +1,3 @@
+//! Integration tests of `fieldsync-shared` through its public API.
+
+mod fuzz_regressions;
