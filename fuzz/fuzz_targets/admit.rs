@@ -2,8 +2,8 @@
 //! (`sync::check_offline_changes`: the chunk check with its inflation caps, decoding, ordering
 //! and the op-by-op check against the job table), against the fixture job document. The
 //! server runs it for a request: a panic that escapes it is a crash (a 500 for bad input).
-//! The one panic of automerge it contains by design (expanding a change for the write
-//! check, `sync::admit::check`) is let through.
+//! The panics of automerge it contains by design (loading a chunk, `decode_changes`, and
+//! expanding a change for the write check, `sync::admit::check`) are let through.
 //!
 //! What it accepts must be in dependency order, each change building on the document or on
 //! one accepted before it.

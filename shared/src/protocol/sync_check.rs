@@ -59,7 +59,8 @@ pub struct SyncLimits {
     pub max_hashes: usize,
     /// The most `have` entries (automerge sends at most one).
     pub max_haves: usize,
-    /// The most change chunks.
+    /// The most change chunks, and the most changes one document in the message may hold
+    /// (counted from its change columns before automerge decodes them).
     pub max_changes: usize,
     /// The largest `bits_per_entry` of a bloom filter; automerge writes 10.
     pub max_bits_per_entry: u32,
@@ -459,6 +460,9 @@ pub(crate) fn write_uleb(out: &mut Vec<u8>, mut n: u64) {
 /// as many entries as operations.
 const ACTION_COLUMN: u64 = 4 << 4 | 2;
 const DEFLATE_BIT: u64 = 0b1000;
+/// The column types whose values are run-length encoded integers: group, actor, integer,
+/// delta, value metadata.
+const INTEGER_COLUMN_TYPES: [u64; 5] = [0, 1, 2, 3, 6];
 
 /// Counts the entries of a run-length encoded integer column (the action column: one entry
 /// per operation), charging them to the budget as it goes, so a column claiming billions of
@@ -494,6 +498,39 @@ fn count_ops(column: &[u8], index: usize, budget: &mut Budget) -> Result<(), Syn
         budget.spend_ops(entries, index)?;
     }
     Ok(())
+}
+
+/// Counts the entries of a run-length encoded integer column (the layout of [`count_ops`]),
+/// in time linear in its bytes. Malformed runs are automerge's to refuse: the count stops
+/// there, with what the runs before them claim.
+fn count_entries(column: &[u8]) -> u64 {
+    let mut c = Cursor { rest: column };
+    let mut total = 0u64;
+    while let Ok(count) = c.sleb("column") {
+        let entries = match count {
+            n if n > 0 => {
+                if c.uleb("column").is_err() {
+                    break;
+                }
+                n.unsigned_abs()
+            }
+            n if n < 0 => n.unsigned_abs(),
+            _ => match c.uleb("column") {
+                Ok(nulls) => nulls,
+                Err(_) => break,
+            },
+        };
+        total = total.saturating_add(entries);
+        if count < 0 {
+            // A literal run: its values follow, one each.
+            for _ in 0..count.unsigned_abs().min(c.rest.len() as u64 + 1) {
+                if c.uleb("column").is_err() {
+                    return total;
+                }
+            }
+        }
+    }
+    total
 }
 
 /// Reads a change chunk's data as far as its columns and counts its operations.
@@ -614,6 +651,26 @@ fn check_document(
     for (spec, len, op_column) in columns {
         let column = c.take(len, "document").map_err(|_| bad("column data"))?;
         let deflated = spec & DEFLATE_BIT != 0;
+        if !op_column && INTEGER_COLUMN_TYPES.contains(&(spec & 0b111)) {
+            // One entry per change: a few bytes of runs can claim billions of changes, which
+            // automerge 0.12 decodes one by one before anything else (a 165-byte hand-over
+            // took seconds; found by the admit fuzzer), so they are counted first.
+            let plain;
+            let column = if deflated {
+                plain = inflate_column(column, cap - inflated.min(cap), index, data.len())?;
+                &plain[..]
+            } else {
+                column
+            };
+            let count = count_entries(column);
+            if count > limits.max_changes as u64 {
+                return Err(SyncCheckError::TooMany {
+                    section: "the changes of a document",
+                    count,
+                    limit: limits.max_changes,
+                });
+            }
+        }
         if op_column && spec & !DEFLATE_BIT == ACTION_COLUMN {
             // One entry per operation; inflated first if need be (within the cap).
             if deflated {

@@ -133,7 +133,10 @@ fn damaged_stored_documents_are_refused_not_panicked_on() {
 /// hand-over and a closed connection in sync. `admit-actor-index`: a change whose ops name
 /// an actor its header does not list parses, then automerge 0.12 panics expanding it for
 /// the write check. `admit-document-load`: automerge panics loading a damaged document
-/// chunk. Each must be refused as malformed.
+/// chunk. `admit-change-count`: a 164-byte document chunk whose change columns claim
+/// millions of changes, which automerge decoded one by one for seconds; it is refused by
+/// `check_chunk_sequence` before automerge sees it. Each must be refused as malformed, by
+/// the check its `refusal` file names.
 #[test]
 fn hand_overs_automerge_cannot_read_are_refused_as_malformed() {
     for case in regressions("admit-") {
@@ -147,9 +150,14 @@ fn hand_overs_automerge_cannot_read_are_refused_as_malformed() {
             &authority::JOB,
             Writer::Device,
         );
+        // What the refusal must say: which check caught it.
+        let reason = std::fs::read_to_string(case.join("refusal")).expect("refusal");
         let case = case.display();
         match result {
-            Err(e @ OfflineError::Malformed(_)) => assert_eq!(e.code(), "invalid_changes"),
+            Err(e @ OfflineError::Malformed(_)) => {
+                assert_eq!(e.code(), "invalid_changes");
+                assert!(e.to_string().contains(&reason), "{case}: {e}");
+            }
             other => panic!("{case}: {other:?}"),
         }
     }
