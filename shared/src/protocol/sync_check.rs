@@ -500,37 +500,38 @@ fn count_ops(column: &[u8], index: usize, budget: &mut Budget) -> Result<(), Syn
     Ok(())
 }
 
-/// Counts the entries of a run-length encoded integer column (the layout of [`count_ops`]),
-/// in time linear in its bytes. Malformed runs are automerge's to refuse: the count stops
-/// there, with what the runs before them claim.
-fn count_entries(column: &[u8]) -> u64 {
+/// Counts the entries of a run-length encoded integer column (the layout of [`count_ops`];
+/// `signed` for a delta column, whose values are sleb128), in time linear in its bytes.
+/// `None` when a run cannot be read: automerge reads overlong LEB128 that automerge never
+/// writes, and a run it reads that way can claim billions of entries.
+fn count_entries(column: &[u8], signed: bool) -> Option<u64> {
     let mut c = Cursor { rest: column };
+    let value = |c: &mut Cursor<'_>| {
+        if signed {
+            c.sleb("column").map(drop)
+        } else {
+            c.uleb("column").map(drop)
+        }
+    };
     let mut total = 0u64;
-    while let Ok(count) = c.sleb("column") {
+    while !c.rest.is_empty() {
+        let count = c.sleb("column").ok()?;
         let entries = match count {
             n if n > 0 => {
-                if c.uleb("column").is_err() {
-                    break;
+                value(&mut c).ok()?;
+                n.unsigned_abs()
+            }
+            n if n < 0 => {
+                for _ in 0..n.unsigned_abs().min(c.rest.len() as u64 + 1) {
+                    value(&mut c).ok()?;
                 }
                 n.unsigned_abs()
             }
-            n if n < 0 => n.unsigned_abs(),
-            _ => match c.uleb("column") {
-                Ok(nulls) => nulls,
-                Err(_) => break,
-            },
+            _ => c.uleb("column").ok()?,
         };
         total = total.saturating_add(entries);
-        if count < 0 {
-            // A literal run: its values follow, one each.
-            for _ in 0..count.unsigned_abs().min(c.rest.len() as u64 + 1) {
-                if c.uleb("column").is_err() {
-                    return total;
-                }
-            }
-        }
     }
-    total
+    Some(total)
 }
 
 /// Reads a change chunk's data as far as its columns and counts its operations.
@@ -662,7 +663,7 @@ fn check_document(
             } else {
                 column
             };
-            let count = count_entries(column);
+            let count = count_entries(column, spec & 0b111 == 3).ok_or(bad("change columns"))?;
             if count > limits.max_changes as u64 {
                 return Err(SyncCheckError::TooMany {
                     section: "the changes of a document",

@@ -133,10 +133,12 @@ fn damaged_stored_documents_are_refused_not_panicked_on() {
 /// hand-over and a closed connection in sync. `admit-actor-index`: a change whose ops name
 /// an actor its header does not list parses, then automerge 0.12 panics expanding it for
 /// the write check. `admit-document-load`: automerge panics loading a damaged document
-/// chunk. `admit-change-count`: a 164-byte document chunk whose change columns claim
-/// millions of changes, which automerge decoded one by one for seconds; it is refused by
-/// `check_chunk_sequence` before automerge sees it. Each must be refused as malformed, by
-/// the check its `refusal` file names.
+/// chunk (since the change-column check below, that chunk is refused before automerge sees
+/// it; the containment stays for damage the check cannot see). `admit-change-count` and
+/// `admit-change-count-overlong`: 164-byte document chunks whose change columns claim
+/// millions of changes (the second with an overlong LEB128 that automerge reads), which
+/// automerge decoded one by one, for seconds and gigabytes; `check_chunk_sequence` refuses
+/// them first. Each must be refused as malformed, by the check its `refusal` file names.
 #[test]
 fn hand_overs_automerge_cannot_read_are_refused_as_malformed() {
     for case in regressions("admit-") {
