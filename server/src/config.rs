@@ -144,6 +144,17 @@ fn default_retry_max() -> Duration {
     Duration::from_secs(60)
 }
 
+/// `[tls]` in the server's config: the certificate chain and its private key, PEM files
+/// (`FIELDSYNC_TLS_CERT`, `FIELDSYNC_TLS_KEY`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The server's certificate, followed by any intermediate CA certificates.
+    pub cert: PathBuf,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 /// The whole configuration of `fieldsync serve`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -161,7 +172,7 @@ pub struct Config {
     pub repeat_window_days: i64,
     pub desk: Desk,
     /// Serve HTTPS and `wss://` with this certificate and key (`crate::tls`).
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -319,7 +330,7 @@ impl Config {
             "FIELDSYNC_TLS_CERT" | "FIELDSYNC_TLS_KEY" => {
                 // The other file may come from the config file or the other variable;
                 // `tls::server_config` refuses a pair with one missing.
-                let tls = self.tls.get_or_insert_with(|| crate::tls::TlsFiles {
+                let tls = self.tls.get_or_insert_with(|| TlsFiles {
                     cert: PathBuf::new(),
                     key: PathBuf::new(),
                 });
@@ -436,7 +447,7 @@ mod tests {
         .expect("valid");
         assert_eq!(
             c.tls,
-            Some(crate::tls::TlsFiles {
+            Some(TlsFiles {
                 cert: "c.pem".into(),
                 key: "k.pem".into()
             })

@@ -24,7 +24,6 @@ use fieldsync_client::tls::ClientTls;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -33,16 +32,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite;
 
-/// `[tls]` in the server's config: the certificate chain and its private key, PEM files
-/// (`FIELDSYNC_TLS_CERT`, `FIELDSYNC_TLS_KEY`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// The server's certificate, followed by any intermediate CA certificates.
-    pub cert: PathBuf,
-    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-}
+pub use crate::config::TlsFiles;
 
 /// Why the TLS settings cannot be used. Each names the file.
 #[derive(Debug, thiserror::Error)]
