@@ -15,7 +15,7 @@ use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT, ReadDoc};
 use fieldsync_client::{ConnectOptions, SyncClient};
-use fieldsync_server::app::{self, AppState};
+use fieldsync_server::app::{self, Node, Server};
 use fieldsync_server::auth::{DeskRole, Subject};
 use fieldsync_server::clock::Clock;
 use fieldsync_server::config::Config;
@@ -40,7 +40,10 @@ pub mod pki;
 /// A server running in this process on a random loopback port.
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub state: Arc<AppState>,
+    /// The sync node (store, records, hub, sync metrics), whatever the role.
+    pub state: Arc<Node>,
+    /// The whole server: its role's state (`server.edge()`, `server.head_office()`).
+    pub server: Server,
     pub data_dir: std::path::PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -97,18 +100,27 @@ impl TestServer {
         adjust(&mut config);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let state = AppState::open_with_clock(config, clock, tokio::runtime::Handle::current())?;
+        let server = Server::open_with_clock(config, clock, tokio::runtime::Handle::current())?;
+        let state = Arc::clone(&server.node);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app::serve(listener, Arc::clone(&state), async move {
+        let task = tokio::spawn(app::serve(listener, server.clone(), async move {
             let _ = stopped.await;
         }));
         Ok(Self {
             addr,
             state,
+            server,
             data_dir: data_dir.to_owned(),
             stop: Some(stop),
             task,
         })
+    }
+
+    /// The edge's state (the desk, the signer); an error at head office.
+    pub fn edge(&self) -> anyhow::Result<&Arc<fieldsync_server::edge::Edge>> {
+        self.server
+            .edge()
+            .ok_or_else(|| anyhow::anyhow!("{self:?} is not an edge"))
     }
 
     /// Graceful shutdown; waits until storage is flushed.
@@ -817,7 +829,7 @@ impl TestServer {
     /// if needed, as `fieldsync keygen` would) and writes a branch token into
     /// `branch_dir/upstream.token`. Returns the token file.
     pub fn enroll_branch(&self, branch: &str, branch_dir: &Path) -> anyhow::Result<PathBuf> {
-        use fieldsync_server::registry::BranchRecord;
+        use fieldsync_server::sync::registry::BranchRecord;
         let dir = fieldsync_server::data_dir::DataDir::open(branch_dir)?;
         let (key, _) = dir.load_or_create_server_key()?;
         let branch_id = BranchId::new(branch)?;

@@ -40,10 +40,25 @@ impl DeskRole {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
-        [DeskRole::Dispatcher, DeskRole::Manager, DeskRole::Analyst]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+    pub fn parse(s: &str) -> Option<Self> {
+        EVERYONE.iter().copied().find(|r| r.as_str() == s)
+    }
+}
+
+/// Roles that may read everything at the desk (head office's analyst included).
+pub const EVERYONE: &[DeskRole] = &[DeskRole::Dispatcher, DeskRole::Manager, DeskRole::Analyst];
+/// Roles that run the branch's daily work.
+pub const STAFF: &[DeskRole] = &[DeskRole::Dispatcher, DeskRole::Manager];
+/// Decisions that need a manager.
+pub const MANAGERS: &[DeskRole] = &[DeskRole::Manager];
+
+/// "dispatcher or manager": the roles a refusal names.
+pub fn role_list(roles: &[DeskRole]) -> String {
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    match names.as_slice() {
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+        [] => "no role".to_owned(),
     }
 }
 

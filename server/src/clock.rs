@@ -1,6 +1,6 @@
 //! The server's clock. Every instant the server records or judges by (a job's creation, a
 //! desk record, a token's expiry, a report's signing time) comes from the [`Clock`] in
-//! `AppState`, so a test can run a server at any date and move its time by hand: no test
+//! `Node`, so a test can run a server at any date and move its time by hand: no test
 //! depends on the wall clock (CI also runs the suite with the wall clock a year ahead).
 //!
 //! Monotonic timers (pings, backoff, idle eviction) are not instants of the domain and keep

@@ -22,12 +22,14 @@ use fieldsync_shared::time::Money;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::app::{self, AppState};
+use crate::app::{self, Server};
 use crate::auth::{DeskRole, Subject};
 use crate::clock::system_now as now;
 use crate::config::{Config, Role, Upstream};
-use crate::head_office::{self, Filter};
-use crate::registry::BranchRecord;
+use crate::head_office::archive::{self, Filter};
+use crate::head_office::complaints;
+use crate::sync::node::Node;
+use crate::sync::registry::BranchRecord;
 
 /// A TCP relay that can be cut and restored: the branch–head office link going down and
 /// coming back (the demo and the tests use it).
@@ -105,7 +107,7 @@ impl Drop for Relay {
 /// A server running in this process.
 struct Running {
     addr: SocketAddr,
-    state: Arc<AppState>,
+    state: Arc<Node>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -114,9 +116,10 @@ impl Running {
     async fn start(config: Config) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let state = AppState::open(config, tokio::runtime::Handle::current())?;
+        let server = Server::open(config, tokio::runtime::Handle::current())?;
+        let state = Arc::clone(&server.node);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app::serve(listener, Arc::clone(&state), async move {
+        let task = tokio::spawn(app::serve(listener, server, async move {
             let _ = stopped.await;
         }));
         Ok(Self {
@@ -545,12 +548,12 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     until("head office to verify the reports", || {
         let store = Arc::clone(&ho_store);
         async move {
-            head_office::archived(&store, &Filter::default()).is_ok_and(|r| r.len() == expected)
+            archive::archived(&store, &Filter::default()).is_ok_and(|r| r.len() == expected)
         }
     })
     .await?;
     let month = now().month()?;
-    let stats = head_office::month_stats(
+    let stats = archive::month_stats(
         &head_office.state.store,
         month,
         head_office.state.config.repeat_window_days,
@@ -564,25 +567,23 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     );
     print!(
         "{}",
-        head_office::render_stats(&stats, "table").map_err(anyhow::Error::msg)?
+        archive::render_stats(&stats, "table").map_err(anyhow::Error::msg)?
     );
     until("head office to archive the complaint", || {
         let store = Arc::clone(&ho_store);
         async move {
-            crate::complaint_archive::archived_complaints(&store, Some(month), None)
-                .is_ok_and(|c| c.len() == 1)
+            complaints::archived_complaints(&store, Some(month), None).is_ok_and(|c| c.len() == 1)
         }
     })
     .await?;
-    let complaints = crate::complaint_archive::complaint_report(
+    let complaints = complaints::complaint_report(
         &head_office.state.store,
         month,
         head_office.state.config.repeat_window_days,
     )?;
     print!(
         "{}",
-        crate::complaint_archive::render_complaints(&complaints, "table")
-            .map_err(anyhow::Error::msg)?
+        complaints::render_complaints(&complaints, "table").map_err(anyhow::Error::msg)?
     );
 
     for tech in techs {

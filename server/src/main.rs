@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use fieldsync_server::app::{self, AppState};
+use fieldsync_server::app::{self, Server};
 use fieldsync_server::auth::{DeskRole, Subject, TokenAuthority, parse_ttl};
 use fieldsync_server::clock::system_now as now;
 use fieldsync_server::config::{Config, Role};
 use fieldsync_server::data_dir::{DataDir, recorded_role};
-use fieldsync_server::head_office;
-use fieldsync_server::registry::{BranchRecord, Registry};
+use fieldsync_server::head_office::{archive, complaints};
+use fieldsync_server::sync::registry::{BranchRecord, Registry};
 use fieldsync_shared::ids::{BranchId, DeviceId, TechnicianId};
 use fieldsync_shared::keys::{KeyPair, PublicKey};
 use fieldsync_shared::report::DeviceRecord;
@@ -287,16 +287,12 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             let text = if complaints {
-                let report = fieldsync_server::complaint_archive::complaint_report(
-                    &store,
-                    month,
-                    config.repeat_window_days,
-                )?;
-                fieldsync_server::complaint_archive::render_complaints(&report, &format)
-                    .map_err(anyhow::Error::msg)?
+                let report =
+                    complaints::complaint_report(&store, month, config.repeat_window_days)?;
+                complaints::render_complaints(&report, &format).map_err(anyhow::Error::msg)?
             } else {
-                let stats = head_office::month_stats(&store, month, config.repeat_window_days)?;
-                head_office::render_stats(&stats, &format).map_err(anyhow::Error::msg)?
+                let stats = archive::month_stats(&store, month, config.repeat_window_days)?;
+                archive::render_stats(&stats, &format).map_err(anyhow::Error::msg)?
             };
             out(&text)
         }
@@ -558,7 +554,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        let state = AppState::open(config, tokio::runtime::Handle::current())?;
+        let server = Server::open(config, tokio::runtime::Handle::current())?;
+        let state = &server.node;
         tracing::info!(
             addr = %listener.local_addr()?,
             role = ?state.config.role,
@@ -567,7 +564,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             data_dir = %state.data_dir.root().display(),
             "serving"
         );
-        app::serve(listener, state, shutdown_signal()).await?;
+        app::serve(listener, server, shutdown_signal()).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use fieldsync_client::{Device, DeviceConfig, JobEdit, SyncOptions};
 use fieldsync_server::clock::Clock;
-use fieldsync_server::head_office::{self, Filter};
+use fieldsync_server::head_office::archive::{self as head_office, Filter};
 use fieldsync_shared::ids::{DeviceId, TechnicianId};
 use fieldsync_shared::job::doc::PartDraft;
 use fieldsync_shared::job::{ReportOutcome, SignatureMark, Survey};

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use automerge::{Automerge, ChangeHash, ReadDoc};
-use fieldsync_server::head_office::{ARCHIVE, ArchivedReport, PENDING, REJECTED};
-use fieldsync_server::reports::REPORTS;
+use fieldsync_server::edge::signer::REPORTS;
+use fieldsync_server::head_office::archive::{ARCHIVE, ArchivedReport, PENDING, REJECTED};
 use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::ReportOutcome;
 use fieldsync_shared::job::doc::read_job;

@@ -289,9 +289,7 @@ async fn links_a_device_writes_into_its_own_documents_grant_it_nothing() -> anyh
 
     // The refused change does not start an endless exchange with A's client: an edit round
     // trip afterwards costs a handful of messages, not thousands.
-    let before = metrics
-        .messages_in
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let before = metrics.messages_in.get();
     branch.client_a.edit(a.job, append_notes(" (2)")).await?;
     eventually(SETTLE, "the server stores A's last edit", || async {
         branch
@@ -302,10 +300,7 @@ async fn links_a_device_writes_into_its_own_documents_grant_it_nothing() -> anyh
             .filter(|body| notes_of(body).ends_with(" (2)"))
     })
     .await?;
-    let spent = metrics
-        .messages_in
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - before;
+    let spent = metrics.messages_in.get() - before;
     assert!(spent < 50, "{spent} messages for one edit");
     branch.server.stop().await
 }

@@ -2,7 +2,6 @@
 //! HTTP 401 with a JSON reason before any WebSocket upgrade, and a device cannot pose as
 //! another peer once connected.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fieldsync_server::auth::{Subject, TokenAuthority};
@@ -40,11 +39,7 @@ async fn assert_refused(
         "the refusal says why: {body}"
     );
     assert_eq!(
-        server
-            .state
-            .metrics
-            .connections_total
-            .load(Ordering::Relaxed),
+        server.state.metrics.connections_accepted.get(),
         0,
         "no WebSocket connection was opened"
     );
@@ -127,7 +122,7 @@ async fn a_token_signed_by_another_key_gets_401_forged_token() -> anyhow::Result
 /// final and would never retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_enrolled_by_another_process_connects_at_once() -> anyhow::Result<()> {
-    use fieldsync_server::registry::Registry;
+    use fieldsync_server::sync::registry::Registry;
     use fieldsync_shared::ids::{BranchId, DeviceId, TechnicianId};
     use fieldsync_shared::report::DeviceRecord;
     let data = temp_dir()?;

@@ -85,7 +85,7 @@ impl Fixture {
         );
         tokio::spawn(async move {
             while sampling.load(Ordering::Relaxed) {
-                let now = state.metrics.loaded_documents.load(Ordering::Relaxed);
+                let now = state.metrics.loaded_documents.get();
                 peak.fetch_max(now, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -94,11 +94,7 @@ impl Fixture {
     }
 
     fn loaded_docs(&self) -> i64 {
-        self.server
-            .state
-            .metrics
-            .loaded_documents
-            .load(Ordering::Relaxed)
+        self.server.state.metrics.loaded_documents.get()
     }
 
     /// The writer makes an edit and the reader receives it.

@@ -1,7 +1,7 @@
 //! `fieldsync demo` (issue 5): the README's first command runs the whole chain and leaves its
 //! data behind.
 
-use fieldsync_server::head_office::{self, Filter};
+use fieldsync_server::head_office::archive::{self as head_office, Filter};
 use fieldsync_storage::{Store, StoreConfig};
 use fieldsync_tests::temp_dir;
 
@@ -18,7 +18,8 @@ async fn the_demo_runs_the_whole_chain_and_leaves_the_data_for_inspection() -> a
     assert_eq!(head_office::archived(&store, &Filter::default())?.len(), 3);
     // R22: the complaint the desk registered while the link was down reached head office,
     // and the CLI's R22 report counts it against the three reported jobs.
-    let complaints = fieldsync_server::complaint_archive::archived_complaints(&store, None, None)?;
+    let complaints =
+        fieldsync_server::head_office::complaints::archived_complaints(&store, None, None)?;
     assert_eq!(complaints.len(), 1);
     let month = complaints[0].month;
     let output = std::process::Command::new(crate::durability::binary()?)

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use fieldsync_client::SyncClient;
 use fieldsync_server::auth::DeskRole;
 use fieldsync_server::clock::Clock;
-use fieldsync_server::desk::dispatch::on_report_signed;
+use fieldsync_server::config::Role;
+use fieldsync_server::edge::desk::dispatch::on_report_signed;
 use fieldsync_shared::ids::{DocumentId, TechnicianId};
 use fieldsync_shared::job::approvals::{Approval, ApprovalKind, read_approvals, request_approval};
 use fieldsync_shared::job::doc::read_job;
@@ -576,7 +577,7 @@ async fn r4_r14_desk_signed_report_rechecks_repeats_and_starts_the_follow_up() -
     let mut job = desk.server.fetch_job(job_id).await?;
     job.diagnosis.fault_category = Some("compressor".into());
     let signed_at = now().plus_millis(-DAY);
-    let repeats = on_report_signed(&desk.server.state, &job, "r-1", signed_at)
+    let repeats = on_report_signed(desk.server.edge()?, &job, "r-1", signed_at)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     assert_eq!(
@@ -1050,9 +1051,9 @@ async fn r19_desk_tools_are_lent_returned_overdue_and_lost() -> anyhow::Result<(
     Ok(())
 }
 
-/// Every desk endpoint with the roles that may call it. `/api/me` and `/api/handoffs/{job}`
-/// are for device tokens and `/api/openapi.json` for anyone.
-const ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
+/// Every endpoint of an edge with the roles that may call it. `/api/me` and
+/// `/api/handoffs/{job}` are for device tokens and `/api/openapi.json` for anyone.
+const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     ("POST", "/api/jobs", &[DISPATCHER, MANAGER]),
     ("GET", "/api/jobs/{id}", &[DISPATCHER, MANAGER, ANALYST]),
     ("PUT", "/api/jobs/{id}/technicians", &[DISPATCHER, MANAGER]),
@@ -1108,7 +1109,11 @@ const ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
         &[MANAGER],
     ),
     ("GET", "/api/openapi.json", &[DISPATCHER, MANAGER, ANALYST]),
-    // Head office's archive and statistics (an edge answers 404 not_head_office).
+];
+
+/// Head office's endpoints (archive and statistics; an edge does not route them).
+const HEAD_OFFICE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
+    ("GET", "/api/openapi.json", &[DISPATCHER, MANAGER, ANALYST]),
     (
         "GET",
         "/api/archive/reports",
@@ -1166,7 +1171,32 @@ async fn desk_every_endpoint_enforces_its_roles() -> anyhow::Result<()> {
     let device_token = desk
         .server
         .device_token(&device, std::time::Duration::from_secs(600))?;
-    for &(method, path, allowed) in ENDPOINTS {
+    check_roles(&desk, EDGE_ENDPOINTS, Some(&device_token)).await
+}
+
+#[tokio::test]
+async fn head_office_every_endpoint_enforces_its_roles() -> anyhow::Result<()> {
+    let head_office = Desk::start_with(|c| c.role = Role::HeadOffice).await?;
+    check_roles(&head_office, HEAD_OFFICE_ENDPOINTS, None).await?;
+    // The edge's routes are not head office's, and the reverse.
+    for (desk, path) in [
+        (&head_office, "/api/requests"),
+        (&Desk::start().await?, "/api/archive/reports"),
+    ] {
+        let (status, body) = desk.get(ANALYST, path).await?;
+        assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    }
+    Ok(())
+}
+
+/// Each of `endpoints` answers the roles it lists, refuses the others naming the role, and
+/// refuses a request without a token; with a device token, only the device endpoints answer.
+async fn check_roles(
+    desk: &Desk,
+    endpoints: &[(&str, &str, &[DeskRole])],
+    device_token: Option<&str>,
+) -> anyhow::Result<()> {
+    for &(method, path, allowed) in endpoints {
         let method: Method = method.parse()?;
         let url = concrete(path);
         let public = path == "/api/openapi.json";
@@ -1199,10 +1229,13 @@ async fn desk_every_endpoint_enforces_its_roles() -> anyhow::Result<()> {
             assert_error(status, &body, StatusCode::UNAUTHORIZED, "missing_token");
         }
         // A device token is not a desk token (and /api/me is only for devices).
+        let Some(device_token) = device_token else {
+            continue;
+        };
         let response = desk
             .http
             .request(method.clone(), desk.server.http_url(&url))
-            .bearer_auth(&device_token)
+            .bearer_auth(device_token)
             .json(&json!({}))
             .send()
             .await?;
@@ -1495,6 +1528,20 @@ fn check_refs(doc: &Value, node: &Value, problems: &mut Vec<String>) {
 #[tokio::test]
 async fn desk_openapi_document_is_valid_and_lists_every_route() -> anyhow::Result<()> {
     let desk = Desk::start().await?;
+    let doc = check_openapi(&desk, EDGE_ENDPOINTS).await?;
+    // The schemas the rules depend on name their values.
+    let steps = &doc["components"]["schemas"]["ComplaintStep"]["enum"];
+    assert_eq!(steps.as_array().map(Vec::len), Some(8), "R21: {steps}");
+    let head_office = Desk::start_with(|c| c.role = Role::HeadOffice).await?;
+    check_openapi(&head_office, HEAD_OFFICE_ENDPOINTS).await?;
+    Ok(())
+}
+
+/// The server's OpenAPI document is well formed and documents exactly `endpoints`, each routed.
+async fn check_openapi(
+    desk: &Desk,
+    endpoints: &[(&str, &str, &[DeskRole])],
+) -> anyhow::Result<Value> {
     let (status, doc) = desk
         .call(None, Method::GET, "/api/openapi.json", None)
         .await?;
@@ -1558,11 +1605,11 @@ async fn desk_openapi_document_is_valid_and_lists_every_route() -> anyhow::Resul
 
     // Every route is documented and every documented route is routed: the table above lists
     // each endpoint once, the document has exactly those, and the server answers each.
-    let expected: BTreeSet<(String, String)> = ENDPOINTS
+    let expected: BTreeSet<(String, String)> = endpoints
         .iter()
         .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
         .collect();
-    assert_eq!(expected.len(), ENDPOINTS.len());
+    assert_eq!(expected.len(), endpoints.len());
     assert_eq!(documented, expected);
     for (method, path) in &documented {
         let (status, _) = desk
@@ -1575,13 +1622,10 @@ async fn desk_openapi_document_is_valid_and_lists_every_route() -> anyhow::Resul
     }
     // And what is not documented is not routed.
     let (status, _) = desk
-        .call(Some(MANAGER), Method::DELETE, "/api/requests", None)
+        .call(Some(MANAGER), Method::DELETE, "/api/openapi.json", None)
         .await?;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    // The schemas the rules depend on name their values.
-    let steps = &doc["components"]["schemas"]["ComplaintStep"]["enum"];
-    assert_eq!(steps.as_array().map(Vec::len), Some(8), "R21: {steps}");
-    Ok(())
+    Ok(doc)
 }
 
 /// The technician asks for an approval in the job document on the device (what the app does,
@@ -1715,7 +1759,7 @@ async fn desk_openapi_validator_refuses_broken_documents() -> anyhow::Result<()>
     );
     assert!(validate_openapi(b"not json").await?.is_err());
 
-    let ours = serde_json::to_value(fieldsync_server::desk::openapi())?;
+    let ours = serde_json::to_value(fieldsync_server::edge::openapi())?;
     let verdict = validate_openapi(&serde_json::to_vec(&ours)?).await?;
     assert!(verdict.is_ok(), "{verdict:?}");
 

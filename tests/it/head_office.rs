@@ -8,8 +8,8 @@ use automerge::{Automerge, ReadDoc};
 use fieldsync_client::SyncClient;
 use fieldsync_server::auth::DeskRole;
 use fieldsync_server::clock::Clock;
-use fieldsync_server::head_office::ArchivedReport;
-use fieldsync_server::upstream::DELIVERED;
+use fieldsync_server::edge::upstream::DELIVERED;
+use fieldsync_server::head_office::archive::ArchivedReport;
 use fieldsync_shared::ids::{DeviceId, DocumentId};
 use fieldsync_shared::job::ReportOutcome;
 use fieldsync_shared::job::doc::read_job;
@@ -259,7 +259,10 @@ async fn a_completed_job_reaches_head_office_verified_and_counts_in_the_month() 
         .await?;
     assert_eq!(at_edge.status().as_u16(), 404);
     let body: Value = at_edge.json().await?;
-    assert_eq!(body["code"], "not_head_office");
+    assert_eq!(
+        body["code"], "not_found",
+        "an edge does not route the archive"
+    );
     chain.stop().await
 }
 
@@ -618,7 +621,7 @@ async fn a_report_stored_just_before_head_office_dies_is_archived_after_the_rest
     let path = fieldsync_server::data_dir::DataDir::open(&data_dir)?.database_path();
     let store = Store::open(path, StoreConfig::default())?;
     store
-        .delete_meta(fieldsync_server::head_office::ARCHIVE, &report_id)
+        .delete_meta(fieldsync_server::head_office::archive::ARCHIVE, &report_id)
         .wait()?;
     store.close()?;
 

@@ -45,7 +45,9 @@ async fn a_reload_never_drops_a_record_this_process_is_still_writing() -> anyhow
                 server.now(),
             )
             .map_err(anyhow::Error::msg)?;
-        fieldsync_server::ws::authenticate(&server.state, Some(token))
+        server
+            .state
+            .authenticate(Some(token))
             .map_err(|e| anyhow::anyhow!("{device_id} refused: {e}"))?;
     }
     server.stop().await?;

@@ -408,7 +408,7 @@ async fn r16_an_installation_is_signed_only_once_the_customers_staff_were_traine
         .error_for_status()?
         .bytes()
         .await?;
-    let trust = fieldsync_server::reports::trust_store(&server.state);
+    let trust = fieldsync_server::edge::signer::trust_store(&server.state);
     let verified = trust.verify_json(&bytes)?;
     let training = verified
         .job
@@ -518,8 +518,8 @@ async fn a_completion_stored_just_before_a_crash_is_answered_after_the_restart()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_stored_just_before_a_crash_is_the_one_announced_after_the_restart()
 -> anyhow::Result<()> {
-    use fieldsync_server::app::AppState;
-    use fieldsync_server::reports::{REPORTS, answer};
+    use fieldsync_server::app::Server;
+    use fieldsync_server::edge::signer::{REPORTS, answer};
 
     let Branch {
         _dirs,
@@ -561,20 +561,23 @@ async fn a_report_stored_just_before_a_crash_is_the_one_announced_after_the_rest
         branch_id: "north-01".into(),
         ..Default::default()
     };
-    let state = AppState::open_with_clock(
+    let opened = Server::open_with_clock(
         config,
         fieldsync_server::clock::Clock::system(),
         tokio::runtime::Handle::current(),
     )?;
-    let first = answer(&state, job)
+    let edge = opened
+        .edge()
+        .ok_or_else(|| anyhow::anyhow!("not an edge"))?;
+    let first = answer(edge, job)
         .await
         .ok_or_else(|| anyhow::anyhow!("the signer found nothing to answer"))?;
     let ReportOutcome::Signed { report_id, .. } = first.outcome else {
         anyhow::bail!("the signer refused: {:?}", first.outcome);
     };
-    state.hub.shutdown().await;
-    state.store.flush().wait()?;
-    drop(state);
+    opened.node.hub.shutdown().await;
+    opened.node.store.flush().wait()?;
+    drop(opened);
     // The technician's note after completion, taken in as the edge comes back.
     store_change_of_a_killed_edge(&data_dir, job, |jd| {
         let len = jd.read()?.notes.chars().count();

@@ -13,7 +13,7 @@ use fieldsync_client::{ConnectError, ConnectOptions, JobEdit, SyncClient, SyncOp
 use fieldsync_server::auth::DeskRole;
 use fieldsync_server::clock::Clock;
 use fieldsync_server::config::{Role, Upstream};
-use fieldsync_server::upstream::DELIVERED;
+use fieldsync_server::edge::upstream::DELIVERED;
 use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::ReportOutcome;
 use fieldsync_shared::job::doc::read_job;

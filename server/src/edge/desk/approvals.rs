@@ -27,12 +27,13 @@ use fieldsync_shared::sync::{LocalEdit, edit_via_autocommit};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::intake::query;
-use super::wire::{ErrorBody, Instant};
-use super::{EVERYONE, MANAGERS, authorize, parse_body};
-use crate::api::parse_job_id;
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::auth::{EVERYONE, MANAGERS};
+use crate::edge::Edge;
+use crate::http::error::ApiError;
+use crate::http::parse_body;
+use crate::http::parse_job_id;
+use crate::http::query;
+use crate::http::wire::{ErrorBody, Instant};
 
 /// A request for approval as the desk sees it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -61,8 +62,8 @@ pub struct DecisionView {
     pub note: String,
 }
 
-fn view(state: &AppState, job_id: DocumentId, a: Approval) -> ApprovalView {
-    let threshold = state.config.desk.director_approval_above;
+fn view(state: &Edge, job_id: DocumentId, a: Approval) -> ApprovalView {
+    let threshold = state.node.config.desk.director_approval_above;
     ApprovalView {
         job_id: job_id.to_string(),
         rule: a.kind.rule().to_owned(),
@@ -88,8 +89,9 @@ fn view(state: &AppState, job_id: DocumentId, a: Approval) -> ApprovalView {
 const BUILD_WAIT: Duration = Duration::from_secs(10);
 
 /// The approvals of one stored job, read from the store: what a decision is checked against.
-async fn stored_approvals(state: &AppState, job_id: DocumentId) -> Result<Vec<Approval>, ApiError> {
+async fn stored_approvals(state: &Edge, job_id: DocumentId) -> Result<Vec<Approval>, ApiError> {
     let doc = state
+        .node
         .load_document(job_id)
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?
@@ -135,11 +137,11 @@ pub struct ApprovalList {
     ),
 )]
 pub async fn list_approvals(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     q: Result<Query<ApprovalQuery>, QueryRejection>,
 ) -> Result<Json<ApprovalList>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "list approvals")?;
+    state.node.authorize(&headers, EVERYONE, "list approvals")?;
     let q = query(q)?;
     let pending_only = q.pending.unwrap_or(false);
     if !state.approvals.until_built(BUILD_WAIT).await {
@@ -189,20 +191,17 @@ pub struct NewDecision {
     ),
 )]
 pub async fn decide_approval(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path((id, approval)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<ApprovalView>, ApiError> {
-    let role = authorize(
-        &state,
-        &headers,
-        MANAGERS,
-        "decide approvals (R12, R18, R31)",
-    )?;
+    let role = state
+        .node
+        .authorize(&headers, MANAGERS, "decide approvals (R12, R18, R31)")?;
     let new: NewDecision = parse_body(&body)?;
     let job_id = parse_job_id(&id)?;
-    if state.registry_read().job(&job_id).is_none() {
+    if state.node.registry_read().job(&job_id).is_none() {
         return Err(ApiError::not_found(
             "unknown_job",
             format!("no job {job_id} at this branch"),
@@ -225,7 +224,7 @@ pub async fn decide_approval(
     let decision = Decision {
         approved: new.approved,
         by: format!("desk:{}", role.as_str()),
-        at: state.clock.now(),
+        at: state.node.clock.now(),
         note: new.note,
     };
     let event = TimelineEvent {
@@ -255,7 +254,7 @@ pub async fn decide_approval(
             result
         })
     }));
-    state.hub.edit(job_id, edit).await.map_err(|e| {
+    state.node.hub.edit(job_id, edit).await.map_err(|e| {
         // Decided meanwhile by someone else: `ApprovalError::Decided`, reported as text.
         let message = e.to_string();
         if message.contains("already decided") {

@@ -29,12 +29,13 @@ use fieldsync_storage::{StorageError, Store};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
-use crate::desk::complaints::{Complaint, ComplaintSummary, ComplaintView, summarize};
-use crate::desk::intake::query;
-use crate::desk::wire::{ErrorBody, Instant};
-use crate::error::ApiError;
-use crate::head_office::{MetricBlock, blocking, indexed_entries, read_archive, render_blocks};
+use crate::edge::desk::complaints::{Complaint, ComplaintSummary, ComplaintView, summarize};
+use crate::head_office::HeadOffice;
+use crate::head_office::archive::{MetricBlock, indexed_entries, read_archive, render_blocks};
+use crate::http::blocking;
+use crate::http::error::ApiError;
+use crate::http::query;
+use crate::http::wire::{ErrorBody, Instant};
 
 /// Archived complaints: `<branch>/<complaint id>` → [`ArchivedComplaint`].
 pub const ARCHIVE: &str = "complaint_archive";
@@ -118,8 +119,8 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// A complaint document arrived or changed: verify it, then archive or keep it aside.
-pub async fn process(state: &Arc<AppState>, doc: DocumentId, complaint: &ComplaintDoc) {
-    let from = state.registry_read().owner(&doc).cloned();
+pub async fn process(state: &Arc<HeadOffice>, doc: DocumentId, complaint: &ComplaintDoc) {
+    let from = state.node.registry_read().owner(&doc).cloned();
     let checked = verify(state, doc, complaint, from.as_ref());
     let record = match checked {
         Ok(record) => record,
@@ -130,6 +131,7 @@ pub async fn process(state: &Arc<AppState>, doc: DocumentId, complaint: &Complai
     };
     let key = archive_key(&complaint.branch_id, &complaint.complaint_id);
     let stored = state
+        .node
         .store
         .meta(ARCHIVE, &key)
         .ok()
@@ -152,26 +154,32 @@ pub async fn process(state: &Arc<AppState>, doc: DocumentId, complaint: &Complai
         revision: complaint.revision,
         month,
         key_id: complaint.key_id.clone(),
-        verified_at: Instant(state.clock.now()),
+        verified_at: Instant(state.node.clock.now()),
         complaint: record,
     };
     // Index first: an index entry without its archive entry is skipped by readers.
     let written = async {
         state
+            .node
             .store
             .put_meta(&month_index(month), &key, Vec::new())
             .await?;
-        state.store.put_meta(ARCHIVE, &key, encode(&entry)).await?;
-        state.store.delete_meta(REJECTED, &doc.to_string()).await
+        state
+            .node
+            .store
+            .put_meta(ARCHIVE, &key, encode(&entry))
+            .await?;
+        state
+            .node
+            .store
+            .delete_meta(REJECTED, &doc.to_string())
+            .await
     };
     if let Err(e) = written.await {
         tracing::error!(complaint = key, error = %e, "cannot archive a verified complaint");
         return;
     }
-    state
-        .metrics
-        .complaints_archived
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state.metrics.complaints_archived.inc();
     tracing::info!(
         complaint = key,
         revision = complaint.revision,
@@ -180,7 +188,7 @@ pub async fn process(state: &Arc<AppState>, doc: DocumentId, complaint: &Complai
 }
 
 fn verify(
-    state: &AppState,
+    state: &HeadOffice,
     doc: DocumentId,
     complaint: &ComplaintDoc,
     from: Option<&BranchId>,
@@ -196,6 +204,7 @@ fn verify(
         ));
     }
     let key = state
+        .node
         .registry_read()
         .branch_key(&complaint.branch_id)
         .ok_or_else(|| {
@@ -222,7 +231,7 @@ fn verify(
 }
 
 async fn reject(
-    state: &Arc<AppState>,
+    state: &Arc<HeadOffice>,
     doc: DocumentId,
     from: Option<BranchId>,
     complaint: &ComplaintDoc,
@@ -230,10 +239,7 @@ async fn reject(
     message: String,
 ) {
     tracing::warn!(%doc, code, reason = message, "complaint kept aside");
-    state
-        .metrics
-        .complaints_rejected
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state.metrics.complaints_rejected.inc();
     let rejection = ComplaintRejection {
         document: doc,
         from_branch: from,
@@ -241,33 +247,31 @@ async fn reject(
         revision: Some(complaint.revision),
         code: code.to_owned(),
         message,
-        at: Instant(state.clock.now()),
+        at: Instant(state.node.clock.now()),
     };
     record_rejection(state, &rejection).await;
 }
 
 /// A document of the complaint kind that cannot even be read.
-pub async fn reject_unreadable(state: &Arc<AppState>, doc: DocumentId, e: &ComplaintDocError) {
+pub async fn reject_unreadable(state: &Arc<HeadOffice>, doc: DocumentId, e: &ComplaintDocError) {
     tracing::warn!(%doc, error = %e, "complaint document kept aside");
-    state
-        .metrics
-        .complaints_rejected
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state.metrics.complaints_rejected.inc();
     let rejection = ComplaintRejection {
         document: doc,
-        from_branch: state.registry_read().owner(&doc).cloned(),
+        from_branch: state.node.registry_read().owner(&doc).cloned(),
         complaint_id: None,
         revision: None,
         code: e.code().to_owned(),
         message: e.to_string(),
-        at: Instant(state.clock.now()),
+        at: Instant(state.node.clock.now()),
     };
     record_rejection(state, &rejection).await;
 }
 
-async fn record_rejection(state: &AppState, rejection: &ComplaintRejection) {
+async fn record_rejection(state: &HeadOffice, rejection: &ComplaintRejection) {
     let key = rejection.document.to_string();
     if let Err(e) = state
+        .node
         .store
         .put_meta(REJECTED, &key, encode(rejection))
         .await
@@ -325,10 +329,10 @@ pub fn complaint_report(
     store: &Store,
     month: Month,
     repeat_window_days: i64,
-) -> Result<ComplaintReport, crate::head_office::StatsFailure> {
+) -> Result<ComplaintReport, crate::head_office::archive::StatsFailure> {
     let complaints = archived_complaints(store, Some(month), None)?;
     let reported: BTreeMap<BranchId, usize> =
-        crate::head_office::month_stats(store, month, repeat_window_days)?
+        crate::head_office::archive::month_stats(store, month, repeat_window_days)?
             .into_iter()
             .map(|s| (s.branch_id, s.summary.reports as usize))
             .collect();
@@ -387,17 +391,16 @@ pub struct ArchivedComplaintList {
     responses(
         (status = 200, body = ArchivedComplaintList),
         (status = 400, body = ErrorBody, description = "invalid_query"),
-        (status = 404, body = ErrorBody, description = "not_head_office"),
     ),
 )]
 pub async fn list_archived(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<HeadOffice>>,
     headers: HeaderMap,
     q: Result<Query<ComplaintArchiveQuery>, QueryRejection>,
 ) -> Result<Json<ArchivedComplaintList>, ApiError> {
     read_archive(&state, &headers)?;
     let q = query(q)?;
-    let store = Arc::clone(&state.store);
+    let store = Arc::clone(&state.node.store);
     let complaints =
         blocking(move || archived_complaints(&store, q.month, q.branch.as_deref())).await?;
     Ok(Json(ArchivedComplaintList {
@@ -419,16 +422,16 @@ pub async fn list_archived(
     ),
     responses(
         (status = 200, body = ArchivedComplaintView),
-        (status = 404, body = ErrorBody, description = "unknown_complaint, not_head_office"),
+        (status = 404, body = ErrorBody, description = "unknown_complaint"),
     ),
 )]
 pub async fn get_archived(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<HeadOffice>>,
     headers: HeaderMap,
     Path((branch, id)): Path<(String, String)>,
 ) -> Result<Json<ArchivedComplaintView>, ApiError> {
     read_archive(&state, &headers)?;
-    let store = Arc::clone(&state.store);
+    let store = Arc::clone(&state.node.store);
     let key = format!("{branch}/{id}");
     let found = blocking(move || store.meta(ARCHIVE, &key)).await?;
     let bytes = found.ok_or_else(|| {
@@ -458,15 +461,14 @@ pub struct ComplaintRejectionList {
         dispatcher, manager, analyst.",
     responses(
         (status = 200, body = ComplaintRejectionList),
-        (status = 404, body = ErrorBody, description = "not_head_office"),
     ),
 )]
 pub async fn list_rejected(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<HeadOffice>>,
     headers: HeaderMap,
 ) -> Result<Json<ComplaintRejectionList>, ApiError> {
     read_archive(&state, &headers)?;
-    let store = Arc::clone(&state.store);
+    let store = Arc::clone(&state.node.store);
     let mut rejected: Vec<ComplaintRejection> = blocking(move || store.meta_entries(REJECTED))
         .await?
         .into_iter()
@@ -500,18 +502,17 @@ pub struct ComplaintStatsQuery {
     responses(
         (status = 200, body = ComplaintReport),
         (status = 400, body = ErrorBody, description = "invalid_query"),
-        (status = 404, body = ErrorBody, description = "not_head_office"),
     ),
 )]
 pub async fn complaint_stats(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<HeadOffice>>,
     headers: HeaderMap,
     q: Result<Query<ComplaintStatsQuery>, QueryRejection>,
 ) -> Result<Json<ComplaintReport>, ApiError> {
     read_archive(&state, &headers)?;
     let month = query(q)?.month;
-    let store = Arc::clone(&state.store);
-    let window = state.config.repeat_window_days;
+    let store = Arc::clone(&state.node.store);
+    let window = state.node.config.repeat_window_days;
     let report = tokio::task::spawn_blocking(move || complaint_report(&store, month, window))
         .await
         .map_err(|e| ApiError::internal("stats_failed", e))?

@@ -22,15 +22,79 @@ use fieldsync_storage::RecordFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::intake::{ServiceRequest, query, require_request};
+use super::intake::{ServiceRequest, require_request};
 use super::records::{self, DeskRecord, Stored};
-use super::wire::{Date, ErrorBody, Instant};
-use super::{EVERYONE, STAFF, authorize, nonempty, parse_body};
-use crate::api::{
-    CreatedJob, NewBilling, NewCustomer, NewJob, NewProduct, NewRequest, parse_job_id,
-};
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::auth::{EVERYONE, STAFF};
+use crate::edge::Edge;
+use crate::edge::jobs::{NewBilling, NewCustomer, NewJob, NewProduct, NewRequest, make_job};
+use crate::http::error::ApiError;
+use crate::http::parse_job_id;
+use crate::http::query;
+use crate::http::wire::{Date, ErrorBody, Instant};
+use crate::http::{nonempty, parse_body};
+
+/// What `POST /api/jobs` and `POST /api/requests/{id}/job` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedJob {
+    pub job_id: String,
+    /// The job document's `automerge:` URL.
+    pub url: String,
+    pub technician: String,
+    pub assignment_index_url: String,
+    /// R4: earlier jobs on the same product serial with the same fault category within the
+    /// configured window (`[desk] repeat_window_days`, default 90).
+    pub repeat_of: Vec<RepeatFlag>,
+}
+
+/// `POST /api/jobs`: creates a job and assigns it (R3 dispatch), flagging repeat repairs (R4).
+#[utoipa::path(
+    post,
+    path = "/api/jobs",
+    tag = "dispatch",
+    description = "R1, R3, R4, R16: create a job and assign it. Roles: dispatcher, manager.",
+    request_body = NewJob,
+    responses(
+        (status = 201, body = CreatedJob),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, contract_due_required"),
+        (status = 403, body = ErrorBody),
+    ),
+)]
+pub async fn create_job(
+    State(state): State<Arc<Edge>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
+    state.node.authorize(&headers, STAFF, "create jobs")?;
+    let new: NewJob = parse_body(&body)?;
+    let created = create_job_with_id(&state, new, DocumentId::random(), None).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Makes the job (`jobs::make_job`: document, assignment) and writes its desk record (R4
+/// flags, R16 contract date). `request_id` names the service request it was made from.
+pub async fn create_job_with_id(
+    state: &Edge,
+    new: NewJob,
+    job_id: DocumentId,
+    request_id: Option<String>,
+) -> Result<CreatedJob, ApiError> {
+    let made = make_job(state, new, job_id).await?;
+    let repeat_of = record_new_job(
+        state,
+        &made.job,
+        made.fault_category,
+        made.contract_due.map(Date),
+        request_id,
+    )
+    .await?;
+    Ok(CreatedJob {
+        job_id: job_id.to_string(),
+        url: job_id.url(),
+        technician: made.technician.to_string(),
+        assignment_index_url: made.index_id.url(),
+        repeat_of,
+    })
+}
 
 /// R4: an earlier job on the same product for the same fault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -120,7 +184,7 @@ fn serial_key(serial: &str) -> String {
 
 /// R4: the earlier jobs on `serial` for `category` within the configured window before `at`.
 async fn find_repeats(
-    state: &AppState,
+    state: &Edge,
     job_id: &str,
     serial: &str,
     category: Option<&str>,
@@ -150,7 +214,7 @@ async fn find_repeats(
         at,
     };
     Ok(
-        repeat_repairs(&visit, &earlier, state.config.repeat_window_ms())
+        repeat_repairs(&visit, &earlier, state.node.config.repeat_window_ms())
             .into_iter()
             .map(|e| RepeatFlag {
                 job_id: e.job_id.clone(),
@@ -164,7 +228,7 @@ async fn find_repeats(
 /// Writes the desk record of a job just created and flags repeat repairs (R4). Called by
 /// `POST /api/jobs` and `POST /api/requests/{id}/job` once the job document exists.
 pub async fn record_new_job(
-    state: &AppState,
+    state: &Edge,
     job: &Job,
     fault_category: Option<String>,
     contract_due: Option<Date>,
@@ -188,7 +252,7 @@ pub async fn record_new_job(
         serial: job.product.serial.clone(),
         fault_category,
         received_at: Instant(job.request.received_at),
-        created_at: Instant(state.clock.now()),
+        created_at: Instant(state.node.clock.now()),
         request_id,
         contract_due,
         appointment: None,
@@ -207,7 +271,7 @@ pub async fn record_new_job(
 /// (its check-out, else `signed_at`) starts R14's follow-up. Returns the repeat flags found;
 /// a job the desk has no record of (made before the desk existed) gets one now.
 pub async fn on_report_signed(
-    state: &AppState,
+    state: &Edge,
     job: &Job,
     report_id: &str,
     signed_at: Timestamp,
@@ -251,7 +315,7 @@ pub async fn on_report_signed(
     ))
 }
 
-async fn require_job_desk(state: &AppState, id: &str) -> Result<Stored<JobDesk>, ApiError> {
+async fn require_job_desk(state: &Edge, id: &str) -> Result<Stored<JobDesk>, ApiError> {
     let job_id = parse_job_id(id)?;
     records::require(state, &job_id.to_string(), "unknown_job", "job").await
 }
@@ -293,12 +357,12 @@ pub struct NewJobFromRequest {
     ),
 )]
 pub async fn create_job_from_request(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
-    authorize(&state, &headers, STAFF, "dispatch jobs")?;
+    state.node.authorize(&headers, STAFF, "dispatch jobs")?;
     let new: NewJobFromRequest = parse_body(&body)?;
     let Stored {
         revision,
@@ -345,7 +409,7 @@ pub async fn create_job_from_request(
     let job_id = DocumentId::random();
     value.job_id = Some(job_id.to_string());
     let reserved = records::save(&state, revision, &value).await?;
-    match crate::api::create_job_with_id(&state, new_job, job_id, Some(id.clone())).await {
+    match create_job_with_id(&state, new_job, job_id, Some(id.clone())).await {
         Ok(created) => Ok((StatusCode::CREATED, Json(created))),
         Err(e) => {
             // Nothing was made: free the request again (best effort; a failure is logged).
@@ -389,12 +453,14 @@ pub struct NewAppointment {
     ),
 )]
 pub async fn set_appointment(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<JobDesk>, ApiError> {
-    let role = authorize(&state, &headers, STAFF, "record appointments")?;
+    let role = state
+        .node
+        .authorize(&headers, STAFF, "record appointments")?;
     let new: NewAppointment = parse_body(&body)?;
     nonempty("contacted_by", &new.contacted_by)?;
     nonempty("fault_rechecked", &new.fault_rechecked)?;
@@ -419,7 +485,7 @@ pub async fn set_appointment(
             ));
         }
     }
-    let recorded_at = Instant(state.clock.now());
+    let recorded_at = Instant(state.node.clock.now());
     value.appointment = Some(Appointment {
         at: new.at,
         contacted_by: new.contacted_by.clone(),
@@ -438,6 +504,7 @@ pub async fn set_appointment(
     };
     let at = new.at.0;
     state
+        .node
         .hub
         .edit(
             job_id,
@@ -467,11 +534,11 @@ pub async fn set_appointment(
     ),
 )]
 pub async fn job_desk_record(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<JobDesk>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "read jobs")?;
+    state.node.authorize(&headers, EVERYONE, "read jobs")?;
     Ok(Json(require_job_desk(&state, &id).await?.value))
 }
 
@@ -510,16 +577,19 @@ pub struct FollowUpList {
     ),
 )]
 pub async fn list_follow_ups(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     q: Result<Query<FollowUpQuery>, QueryRejection>,
 ) -> Result<Json<FollowUpList>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "list follow-up calls")?;
+    state
+        .node
+        .authorize(&headers, EVERYONE, "list follow-up calls")?;
     let q = query(q)?;
     let date = match q.date {
         Some(d) => d,
         None => Date(
             state
+                .node
                 .clock
                 .now()
                 .date()
@@ -573,12 +643,14 @@ pub struct NewCall {
     ),
 )]
 pub async fn record_call(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<JobDesk>, ApiError> {
-    authorize(&state, &headers, STAFF, "record follow-up calls")?;
+    state
+        .node
+        .authorize(&headers, STAFF, "record follow-up calls")?;
     let new: NewCall = parse_body(&body)?;
     nonempty("by", &new.by)?;
     if new.reached && new.satisfied.is_none() {
@@ -609,7 +681,7 @@ pub async fn record_call(
         ));
     }
     value.calls.push(FollowUpCall {
-        at: new.at.unwrap_or(Instant(state.clock.now())),
+        at: new.at.unwrap_or(Instant(state.node.clock.now())),
         by: new.by,
         reached: new.reached,
         satisfied: if new.reached { new.satisfied } else { None },

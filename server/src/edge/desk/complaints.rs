@@ -24,13 +24,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::dispatch::JobDesk;
-use super::intake::query;
 use super::records::{self, DeskRecord, Stored};
-use super::wire::{ErrorBody, Instant};
-use super::{EVERYONE, MANAGERS, STAFF, authorize, new_id, nonempty, parse_body};
-use crate::api::parse_job_id;
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::auth::{EVERYONE, MANAGERS, STAFF};
+use crate::edge::Edge;
+use crate::http::error::ApiError;
+use crate::http::parse_job_id;
+use crate::http::query;
+use crate::http::wire::{ErrorBody, Instant};
+use crate::http::{new_id, nonempty, parse_body};
 
 /// R21: one step as recorded.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -169,11 +170,13 @@ pub struct NewComplaint {
     ),
 )]
 pub async fn create_complaint(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ComplaintView>), ApiError> {
-    authorize(&state, &headers, STAFF, "register complaints")?;
+    state
+        .node
+        .authorize(&headers, STAFF, "register complaints")?;
     let new: NewComplaint = parse_body(&body)?;
     nonempty("complainant", &new.complainant)?;
     nonempty("content", &new.content)?;
@@ -182,7 +185,7 @@ pub async fn create_complaint(
     let against_job = match &new.against.job_id {
         Some(id) => {
             let job_id = parse_job_id(id)?;
-            if state.registry_read().job(&job_id).is_none() {
+            if state.node.registry_read().job(&job_id).is_none() {
                 return Err(ApiError::not_found(
                     "unknown_job",
                     format!("against.job_id: no job {job_id} at this branch"),
@@ -192,7 +195,7 @@ pub async fn create_complaint(
         }
         None => None,
     };
-    let at = Instant(state.clock.now());
+    let at = Instant(state.node.clock.now());
     let complaint = Complaint {
         id: new_id("cmp")?,
         channel: new.channel,
@@ -253,11 +256,13 @@ pub struct ComplaintList {
     ),
 )]
 pub async fn list_complaints(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     q: Result<Query<ComplaintQuery>, QueryRejection>,
 ) -> Result<Json<ComplaintList>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "list complaints")?;
+    state
+        .node
+        .authorize(&headers, EVERYONE, "list complaints")?;
     let q = query(q)?;
     let filter = RecordFilter {
         lookup: None,
@@ -271,7 +276,7 @@ pub async fn list_complaints(
     Ok(Json(ComplaintList { complaints }))
 }
 
-async fn require_complaint(state: &AppState, id: &str) -> Result<Stored<Complaint>, ApiError> {
+async fn require_complaint(state: &Edge, id: &str) -> Result<Stored<Complaint>, ApiError> {
     records::require(state, id, "unknown_complaint", "complaint").await
 }
 
@@ -288,11 +293,13 @@ async fn require_complaint(state: &AppState, id: &str) -> Result<Stored<Complain
     ),
 )]
 pub async fn get_complaint(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<ComplaintView>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "read complaints")?;
+    state
+        .node
+        .authorize(&headers, EVERYONE, "read complaints")?;
     Ok(Json(require_complaint(&state, &id).await?.value.into()))
 }
 
@@ -360,16 +367,17 @@ fn required(step: ComplaintStep, name: &str, value: Option<String>) -> Result<St
     ),
 )]
 pub async fn record_step(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ComplaintView>, ApiError> {
-    authorize(&state, &headers, STAFF, "record complaint steps")?;
+    state
+        .node
+        .authorize(&headers, STAFF, "record complaint steps")?;
     let new: NewStep = parse_body(&body)?;
     if new.step == ComplaintStep::AssignResponsibility {
-        authorize(
-            &state,
+        state.node.authorize(
             &headers,
             MANAGERS,
             "assign responsibility or penalties for a complaint (R21 step 7)",
@@ -422,7 +430,7 @@ pub async fn record_step(
         step: new.step,
         number: new.step.number(),
         by: new.by,
-        at: new.at.unwrap_or(Instant(state.clock.now())),
+        at: new.at.unwrap_or(Instant(state.node.clock.now())),
         what: new.what,
     });
     let revision = records::save(&state, revision, &value).await?;
@@ -435,17 +443,17 @@ pub async fn record_step(
 /// A document already at that revision or a later one is left alone, so two requests
 /// finishing out of order never put an older revision back.
 pub async fn publish(
-    state: &AppState,
+    state: &Edge,
     complaint: &Complaint,
     revision: u64,
 ) -> Result<DocumentId, String> {
     let record = serde_json::to_value(complaint).map_err(|e| e.to_string())?;
     let signed = ComplaintDoc::sign(
-        state.branch_id.clone(),
+        state.node.branch_id.clone(),
         complaint.id.clone(),
         revision,
         &record,
-        &state.server_key,
+        &state.node.server_key,
     )
     .map_err(|e| e.to_string())?;
     let doc = signed.doc_id();
@@ -458,7 +466,7 @@ pub async fn publish(
             }
             edit_via_autocommit(am, |ac| update.write(ac).map_err(|e| e.to_string()))
         }));
-        match state.hub.edit(doc, change).await {
+        match state.node.hub.edit(doc, change).await {
             Ok(_) => {
                 let _ = state.complaints_published.send(doc);
                 return Ok(doc);
@@ -468,6 +476,7 @@ pub async fn publish(
         }
         let created = signed.to_document().map_err(|e| e.to_string())?;
         match state
+            .node
             .hub
             .edit(doc, LocalEdit::Create(Box::new(created)))
             .await
@@ -488,8 +497,8 @@ pub async fn publish(
 
 /// [`publish`] from a request that already stored the complaint: a failure is logged, and
 /// the upstream outbox writes the document again at its next start (the record is the truth).
-async fn publish_logged(state: &AppState, complaint: &Complaint, revision: u64) {
-    if state.config.role != crate::config::Role::Edge {
+async fn publish_logged(state: &Edge, complaint: &Complaint, revision: u64) {
+    if state.node.config.role != crate::config::Role::Edge {
         return;
     }
     if let Err(e) = publish(state, complaint, revision).await {
@@ -545,11 +554,13 @@ pub struct ComplaintSummary {
     ),
 )]
 pub async fn complaint_summary(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     q: Result<Query<SummaryQuery>, QueryRejection>,
 ) -> Result<Json<ComplaintSummary>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "read complaint statistics")?;
+    state
+        .node
+        .authorize(&headers, EVERYONE, "read complaint statistics")?;
     let month = query(q)?.month;
     let in_month = |at: Instant| at.0.month().is_ok_and(|m| m == month);
     let complaints: Vec<Complaint> = records::list::<Complaint>(&state, RecordFilter::default())

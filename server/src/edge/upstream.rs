@@ -35,11 +35,12 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::app::AppState;
 use crate::config::Upstream;
-use crate::desk::complaints::{Complaint, publish};
-use crate::hub::{HubInput, Outbound};
-use crate::reports::REPORTS;
+use crate::edge::Edge;
+use crate::edge::desk::complaints::{Complaint, publish};
+use crate::edge::signer::REPORTS;
+use crate::metrics::set_count;
+use crate::sync::hub::{HubInput, Outbound};
 use fieldsync_storage::RecordFilter;
 
 /// `meta` namespace of reports head office confirmed: key report id, value the time (ms).
@@ -49,7 +50,7 @@ pub const DELIVERED: &str = "reports_delivered";
 pub const COMPLAINTS_DELIVERED: &str = "complaints_delivered";
 
 /// Runs the link and the outbox until the server stops.
-pub async fn run(state: Arc<AppState>, upstream: Upstream) {
+pub async fn run(state: Arc<Edge>, upstream: Upstream) {
     let link = tokio::spawn(dial_loop(Arc::clone(&state), upstream));
     outbox(state).await;
     link.abort();
@@ -76,37 +77,40 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn offer(&mut self, state: &AppState, doc: DocumentId) {
+    fn offer(&mut self, state: &Edge, doc: DocumentId) {
         let count = self.offered.entry(doc).or_default();
         *count += 1;
         if *count == 1 {
-            state.hub.engine_input(Input::Subscribe { doc });
+            state.node.hub.engine_input(Input::Subscribe { doc });
         }
     }
 
-    fn withdraw(&mut self, state: &AppState, doc: DocumentId) {
+    fn withdraw(&mut self, state: &Edge, doc: DocumentId) {
         if let Some(count) = self.offered.get_mut(&doc) {
             *count -= 1;
             if *count == 0 {
                 self.offered.remove(&doc);
-                state.hub.engine_input(Input::Unsubscribe { doc });
+                state.node.hub.engine_input(Input::Unsubscribe { doc });
             }
         }
     }
 
     /// Offers every document again (after missed notifications): fresh sessions bring fresh
     /// confirmations.
-    fn reoffer(&self, state: &AppState) {
+    fn reoffer(&self, state: &Edge) {
         for doc in self.offered.keys() {
-            state.hub.engine_input(Input::Unsubscribe { doc: *doc });
-            state.hub.engine_input(Input::Subscribe { doc: *doc });
+            state
+                .node
+                .hub
+                .engine_input(Input::Unsubscribe { doc: *doc });
+            state.node.hub.engine_input(Input::Subscribe { doc: *doc });
         }
     }
 }
 
-async fn outbox(state: Arc<AppState>) {
+async fn outbox(state: Arc<Edge>) {
     let mut signed = state.reports_signed.subscribe();
-    let mut delivered = state.hub.subscribe_delivered();
+    let mut delivered = state.node.hub.subscribe_delivered();
     let mut outbox = Outbox::default();
     let mut complaints = state.complaints_published.subscribe();
     match undelivered_reports(&state).await {
@@ -168,26 +172,23 @@ async fn outbox(state: Arc<AppState>) {
     }
 }
 
-fn set_gauge(state: &AppState, outbox: &Outbox) {
-    state.metrics.upstream_undelivered.store(
-        i64::try_from(outbox.reports.len()).unwrap_or(i64::MAX),
-        Ordering::Relaxed,
-    );
-    state.metrics.upstream_complaints_undelivered.store(
-        i64::try_from(outbox.complaints.len()).unwrap_or(i64::MAX),
-        Ordering::Relaxed,
+fn set_gauge(state: &Edge, outbox: &Outbox) {
+    set_count(&state.metrics.upstream_undelivered, outbox.reports.len());
+    set_count(
+        &state.metrics.upstream_complaints_undelivered,
+        outbox.complaints.len(),
     );
 }
 
 /// Complaint documents whose current revision head office has not confirmed. Brings each of
 /// them up to its desk record first: a crash between storing a step and writing the document
 /// leaves the document behind, and the record is the truth. Delivered ones are not loaded.
-async fn undelivered_complaints(state: &Arc<AppState>) -> Result<Vec<DocumentId>, String> {
-    let records = crate::desk::records::list::<Complaint>(state, RecordFilter::default())
+async fn undelivered_complaints(state: &Arc<Edge>) -> Result<Vec<DocumentId>, String> {
+    let records = crate::edge::desk::records::list::<Complaint>(state, RecordFilter::default())
         .await
         .map_err(|e| e.to_string())?;
     let delivered: HashMap<String, u64> = {
-        let store = Arc::clone(&state.store);
+        let store = Arc::clone(&state.node.store);
         tokio::task::spawn_blocking(move || store.meta_entries(COMPLAINTS_DELIVERED))
             .await
             .map_err(|e| e.to_string())?
@@ -198,7 +199,7 @@ async fn undelivered_complaints(state: &Arc<AppState>) -> Result<Vec<DocumentId>
     };
     let mut out = Vec::new();
     for stored in records {
-        let doc = complaint_doc_id(&state.branch_id, &stored.value.id);
+        let doc = complaint_doc_id(&state.node.branch_id, &stored.value.id);
         let confirmed = delivered.get(&doc.to_string()).copied().unwrap_or(0);
         if confirmed >= stored.revision {
             // Head office confirmed this revision, so the document holds it: nothing to load.
@@ -211,7 +212,7 @@ async fn undelivered_complaints(state: &Arc<AppState>) -> Result<Vec<DocumentId>
     Ok(out)
 }
 
-fn add_complaint(state: &AppState, outbox: &mut Outbox, doc: DocumentId) {
+fn add_complaint(state: &Edge, outbox: &mut Outbox, doc: DocumentId) {
     if outbox.complaints.insert(doc) {
         outbox.offer(state, doc);
     }
@@ -220,12 +221,12 @@ fn add_complaint(state: &AppState, outbox: &mut Outbox, doc: DocumentId) {
 /// Head office confirmed holding a complaint document at `heads`: when that is the document
 /// as it is here, its revision is delivered.
 async fn confirm_complaint(
-    state: &Arc<AppState>,
+    state: &Arc<Edge>,
     outbox: &mut Outbox,
     doc: DocumentId,
     heads: &[ChangeHash],
 ) {
-    let Ok(Some(am)) = state.load_document(doc).await else {
+    let Ok(Some(am)) = state.node.load_document(doc).await else {
         return;
     };
     let mut current = am.get_heads();
@@ -241,6 +242,7 @@ async fn confirm_complaint(
     };
     let revision = complaint.revision.to_string().into_bytes();
     if let Err(e) = state
+        .node
         .store
         .put_meta(COMPLAINTS_DELIVERED, &doc.to_string(), revision)
         .await
@@ -258,8 +260,8 @@ async fn confirm_complaint(
 }
 
 /// Report ids signed here and not yet confirmed by head office.
-async fn undelivered_reports(state: &Arc<AppState>) -> Result<Vec<String>, String> {
-    let store = Arc::clone(&state.store);
+async fn undelivered_reports(state: &Arc<Edge>) -> Result<Vec<String>, String> {
+    let store = Arc::clone(&state.node.store);
     tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
         let done: std::collections::HashSet<String> = store
             .meta_entries(DELIVERED)
@@ -281,11 +283,11 @@ async fn undelivered_reports(state: &Arc<AppState>) -> Result<Vec<String>, Strin
 
 /// Puts a stored report in the outbox, making its report document if it is missing (a crash
 /// between storing the report and making the document).
-async fn add_report(state: &Arc<AppState>, outbox: &mut Outbox, id: &str) {
+async fn add_report(state: &Arc<Edge>, outbox: &mut Outbox, id: &str) {
     if outbox.reports.contains_key(id) {
         return;
     }
-    let bytes = match state.store.meta(REPORTS, id) {
+    let bytes = match state.node.store.meta(REPORTS, id) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return,
         Err(e) => {
@@ -324,7 +326,7 @@ async fn add_report(state: &Arc<AppState>, outbox: &mut Outbox, id: &str) {
 
 /// Makes the report document of a stored report (once: its id derives from the report id).
 pub async fn ensure_report_doc(
-    state: &AppState,
+    state: &Edge,
     report_json: &[u8],
 ) -> Result<(SignedReport, DocumentId), String> {
     let report: SignedReport =
@@ -333,12 +335,13 @@ pub async fn ensure_report_doc(
         .ok_or_else(|| format!("report id {:?} is not 32 hex digits", report.body.report_id))?;
     let device_id = &report.body.acknowledgement.device_id;
     let record = state
+        .node
         .registry_read()
         .device(device_id)
         .cloned()
         .ok_or_else(|| format!("device {device_id} is not enrolled here"))?;
     let attestation =
-        DeviceAttestation::sign(record, &state.server_key).map_err(|e| e.to_string())?;
+        DeviceAttestation::sign(record, &state.node.server_key).map_err(|e| e.to_string())?;
     let document = ReportDoc {
         report_json: report_json.to_vec(),
         attestation,
@@ -346,6 +349,7 @@ pub async fn ensure_report_doc(
     .to_document()
     .map_err(|e| e.to_string())?;
     match state
+        .node
         .hub
         .edit(doc_id, LocalEdit::Create(Box::new(document)))
         .await
@@ -356,12 +360,7 @@ pub async fn ensure_report_doc(
 }
 
 /// Head office confirmed holding `doc` at `heads`: tick off what that completes.
-async fn confirm(
-    state: &Arc<AppState>,
-    outbox: &mut Outbox,
-    doc: DocumentId,
-    heads: Vec<ChangeHash>,
-) {
+async fn confirm(state: &Arc<Edge>, outbox: &mut Outbox, doc: DocumentId, heads: Vec<ChangeHash>) {
     let concerned: Vec<String> = outbox
         .reports
         .iter()
@@ -376,7 +375,7 @@ async fn confirm(
         .iter()
         .any(|id| outbox.reports.get(id).is_some_and(|r| r.job == doc));
     let history = if needs_history {
-        state.load_document(doc).await.ok().flatten()
+        state.node.load_document(doc).await.ok().flatten()
     } else {
         None
     };
@@ -408,18 +407,15 @@ async fn confirm(
         }
     }
     for id in finished {
-        let stamp = state.clock.now().as_millis().to_string().into_bytes();
-        if let Err(e) = state.store.put_meta(DELIVERED, &id, stamp).await {
+        let stamp = state.node.clock.now().as_millis().to_string().into_bytes();
+        if let Err(e) = state.node.store.put_meta(DELIVERED, &id, stamp).await {
             // Not recorded: the report stays in the outbox and is confirmed again later.
             tracing::error!(report = id, error = %e, "cannot record a delivery");
             continue;
         }
         if let Some(report) = outbox.reports.remove(&id) {
             tracing::info!(report = id, job = %report.job, "report delivered to head office");
-            state
-                .metrics
-                .upstream_delivered
-                .fetch_add(1, Ordering::Relaxed);
+            state.metrics.upstream_delivered.inc();
             outbox.withdraw(state, report.job);
             outbox.withdraw(state, report.report_doc);
         }
@@ -430,9 +426,9 @@ async fn confirm(
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
-async fn dial_loop(state: Arc<AppState>, upstream: Upstream) {
+async fn dial_loop(state: Arc<Edge>, upstream: Upstream) {
     let mut wait = FIRST_RETRY;
-    let mut shutdown = state.shutdown.subscribe();
+    let mut shutdown = state.node.shutdown.subscribe();
     // The configuration problem last reported, so it is said once, not at every attempt.
     let mut reported: Option<String> = None;
     loop {
@@ -440,19 +436,16 @@ async fn dial_loop(state: Arc<AppState>, upstream: Upstream) {
             Ok(socket) => {
                 tracing::info!(url = upstream.url, "connected to head office");
                 reported = None;
-                state.metrics.upstream_connected.store(1, Ordering::Relaxed);
+                state.metrics.upstream_connected.set(1);
                 pump(&state, socket).await;
-                state.metrics.upstream_connected.store(0, Ordering::Relaxed);
+                state.metrics.upstream_connected.set(0);
                 tracing::info!("the link to head office closed");
                 wait = FIRST_RETRY;
             }
             Err(DialError::Transient(e)) => {
                 reported = None;
                 tracing::warn!(url = upstream.url, error = %e, retry_in = ?wait, "cannot reach head office");
-                state
-                    .metrics
-                    .upstream_dial_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                state.metrics.upstream_dial_failures.inc();
             }
             Err(DialError::Fatal(e)) => {
                 // Retrying sooner cannot help: an operator must act. The link checks again
@@ -467,10 +460,7 @@ async fn dial_loop(state: Arc<AppState>, upstream: Upstream) {
                     );
                     reported = Some(e);
                 }
-                state
-                    .metrics
-                    .upstream_dial_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                state.metrics.upstream_dial_failures.inc();
                 wait = upstream.retry_max.max(FIRST_RETRY);
             }
         }
@@ -505,7 +495,7 @@ enum DialError {
 
 /// Reads and checks the branch token before it is sent: a token for another branch or one
 /// that has expired would only be refused.
-fn branch_token(state: &AppState, upstream: &Upstream) -> Result<String, String> {
+fn branch_token(state: &Edge, upstream: &Upstream) -> Result<String, String> {
     let file = upstream.token_file.display();
     let token = match std::fs::read_to_string(&upstream.token_file) {
         Ok(text) => text.trim().to_owned(),
@@ -513,7 +503,7 @@ fn branch_token(state: &AppState, upstream: &Upstream) -> Result<String, String>
             return Err(format!(
                 "token file {file} does not exist (head office makes it with `fieldsync branch \
                  token --branch {}`)",
-                state.branch_id
+                state.node.branch_id
             ));
         }
         Err(e) => return Err(format!("token file {file}: {e}")),
@@ -524,16 +514,16 @@ fn branch_token(state: &AppState, upstream: &Upstream) -> Result<String, String>
     let claims = crate::auth::unverified_claims(&token)
         .ok_or_else(|| format!("token file {file} does not hold a fieldsync token"))?;
     match &claims.subject {
-        crate::auth::Subject::Branch(branch) if *branch == state.branch_id => {}
+        crate::auth::Subject::Branch(branch) if *branch == state.node.branch_id => {}
         other => {
             return Err(format!(
                 "the token in {file} is for {other}, but this server is branch {} \
                  (branch_id); get a token for branch {} from head office",
-                state.branch_id, state.branch_id
+                state.node.branch_id, state.node.branch_id
             ));
         }
     }
-    if claims.expires_at <= state.clock.now() {
+    if claims.expires_at <= state.node.clock.now() {
         return Err(format!(
             "the token in {file} expired at {}; put a new one from `fieldsync branch token` \
              there",
@@ -543,7 +533,7 @@ fn branch_token(state: &AppState, upstream: &Upstream) -> Result<String, String>
     Ok(token)
 }
 
-async fn connect(state: &AppState, upstream: &Upstream) -> Result<Socket, DialError> {
+async fn connect(state: &Edge, upstream: &Upstream) -> Result<Socket, DialError> {
     let token = branch_token(state, upstream).map_err(DialError::Fatal)?;
     let mut request = upstream
         .url
@@ -554,7 +544,7 @@ async fn connect(state: &AppState, upstream: &Upstream) -> Result<Socket, DialEr
         DialError::Fatal("the token file holds characters a header cannot carry".to_owned())
     })?;
     request.headers_mut().insert("authorization", bearer);
-    let max = state.config.limits.max_frame_bytes;
+    let max = state.node.config.limits.max_frame_bytes;
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
@@ -584,10 +574,10 @@ async fn connect(state: &AppState, upstream: &Upstream) -> Result<Socket, DialEr
 }
 
 /// Carries frames between the socket and the hub until either side closes.
-async fn pump(state: &Arc<AppState>, socket: Socket) {
-    let conn = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
-    let (outbox, mut inbox) = mpsc::channel(crate::hub::OUTBOX);
-    if !state.hub.send(HubInput::Open {
+async fn pump(state: &Arc<Edge>, socket: Socket) {
+    let conn = ConnId(state.node.next_conn.fetch_add(1, Ordering::Relaxed));
+    let (outbox, mut inbox) = mpsc::channel(crate::sync::hub::OUTBOX);
+    if !state.node.hub.send(HubInput::Open {
         conn,
         principal: Principal::Server,
         outbox,
@@ -596,8 +586,8 @@ async fn pump(state: &Arc<AppState>, socket: Socket) {
         return;
     }
     let (mut sink, mut stream) = socket.split();
-    let mut shutdown = state.shutdown.subscribe();
-    let interval = state.config.limits.ping_interval;
+    let mut shutdown = state.node.shutdown.subscribe();
+    let interval = state.node.config.limits.ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let mut last_heard = tokio::time::Instant::now();
     loop {
@@ -605,7 +595,7 @@ async fn pump(state: &Arc<AppState>, socket: Socket) {
             incoming = stream.next() => match incoming {
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     last_heard = tokio::time::Instant::now();
-                    state.hub.engine_input(Input::Frame { conn, bytes: bytes.to_vec() });
+                    state.node.hub.engine_input(Input::Frame { conn, bytes: bytes.to_vec() });
                 }
                 Some(Ok(WsMessage::Close(frame))) => {
                     tracing::info!(?frame, "head office closed the link");
@@ -646,5 +636,5 @@ async fn pump(state: &Arc<AppState>, socket: Socket) {
             },
         }
     }
-    state.hub.engine_input(Input::Disconnected { conn });
+    state.node.hub.engine_input(Input::Disconnected { conn });
 }

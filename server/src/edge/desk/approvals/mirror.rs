@@ -16,7 +16,6 @@
 //! the feed.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,9 +25,9 @@ use fieldsync_shared::job::approvals::{Approval, ApprovalsStamp, approvals_stamp
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
-use crate::app::AppState;
-use crate::hub::ApprovalsChange;
-use crate::metrics::Metrics;
+use crate::edge::Edge;
+use crate::sync::hub::ApprovalsChange;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// The approvals of every job of the branch, as last read from the store.
 #[derive(Debug)]
@@ -36,7 +35,8 @@ pub struct ApprovalMirror {
     inner: RwLock<Inner>,
     /// True once the mirror holds every stored job (after the first build).
     built: watch::Sender<bool>,
-    metrics: Arc<Metrics>,
+    /// `fieldsync_approvals_waiting`.
+    waiting_gauge: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -62,11 +62,11 @@ fn undecided(approvals: &[Approval]) -> usize {
 
 impl ApprovalMirror {
     /// An empty mirror, not built yet: readers wait for [`ApprovalMirror::mark_built`].
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(waiting: Gauge) -> Self {
         Self {
             inner: RwLock::new(Inner::default()),
             built: watch::channel(false).0,
-            metrics,
+            waiting_gauge: waiting,
         }
     }
 
@@ -129,10 +129,7 @@ impl ApprovalMirror {
             .insert(job, entry)
             .map_or(0, |old| undecided(&old.approvals));
         inner.waiting = inner.waiting + added - removed;
-        self.metrics.approvals_waiting.store(
-            i64::try_from(inner.waiting).unwrap_or(i64::MAX),
-            Ordering::Relaxed,
-        );
+        crate::metrics::set_count(&self.waiting_gauge, inner.waiting);
     }
 
     /// Every request (or only those not decided yet), with its job, in no particular order.
@@ -154,16 +151,21 @@ impl ApprovalMirror {
 }
 
 /// Reads a job as stored and puts its approvals in the mirror. Nothing stored: nothing to do.
-pub async fn reread(state: &AppState, job: DocumentId) -> Result<(), String> {
-    if let Some(doc) = state.load_document(job).await? {
+pub async fn reread(state: &Edge, job: DocumentId) -> Result<(), String> {
+    if let Some(doc) = state.node.load_document(job).await? {
         state.approvals.update(job, &doc);
     }
     Ok(())
 }
 
 /// Reads every job of the branch from the store.
-async fn rebuild(state: &AppState) {
-    let jobs: Vec<DocumentId> = state.registry_read().jobs().map(|j| j.job_id).collect();
+async fn rebuild(state: &Edge) {
+    let jobs: Vec<DocumentId> = state
+        .node
+        .registry_read()
+        .jobs()
+        .map(|j| j.job_id)
+        .collect();
     for job in jobs {
         if let Err(e) = reread(state, job).await {
             tracing::warn!(%job, error = %e, "cannot read a job's approvals");
@@ -173,9 +175,9 @@ async fn rebuild(state: &AppState) {
 
 /// An edge's worker: builds the mirror from the stored jobs, then follows the hub's approvals
 /// feed until the hub stops.
-pub async fn run(state: Arc<AppState>) {
+pub async fn run(state: Arc<Edge>) {
     // Subscribed before the build, so no change made during it is missed.
-    let mut feed = state.hub.subscribe_approvals();
+    let mut feed = state.node.hub.subscribe_approvals();
     rebuild(&state).await;
     state.approvals.mark_built();
     tracing::debug!(waiting = state.approvals.waiting(), "approvals queue built");
@@ -183,7 +185,7 @@ pub async fn run(state: Arc<AppState>) {
         match feed.recv().await {
             Ok(ApprovalsChange { doc, stamp }) => {
                 if stamp.is_some_and(|s| state.approvals.is_current(&doc, s))
-                    || state.registry_read().job(&doc).is_none()
+                    || state.node.registry_read().job(&doc).is_none()
                 {
                     continue;
                 }

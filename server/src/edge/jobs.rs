@@ -11,8 +11,8 @@ use automerge::{AutoCommit, Automerge, ChangeHash};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use fieldsync_shared::ids::{BranchId, CustomerId, DeviceId, DocumentId, TechnicianId};
+use axum::http::HeaderMap;
+use fieldsync_shared::ids::{BranchId, CustomerId, DocumentId, TechnicianId};
 use fieldsync_shared::job::approvals::init_approvals;
 use fieldsync_shared::job::doc::{JobDoc, conflicts, read_job};
 use fieldsync_shared::job::index::INDEX_SCHEMA_VERSION;
@@ -21,18 +21,19 @@ use fieldsync_shared::job::{
     AssignmentIndex, Billing, BillingMode, Channel, Customer, Diagnosis, JOB_SCHEMA_VERSION, Job,
     JobKind, Labour, Product, ServiceRequest, Travel, Visit,
 };
-use fieldsync_shared::sync::{Input, LocalEdit, Principal};
+use fieldsync_shared::sync::{Input, LocalEdit};
 use fieldsync_shared::time::{CalendarDate, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::desk::wire::ErrorBody;
-use crate::desk::{EVERYONE, STAFF, authorize, parse_body};
-use crate::error::ApiError;
-use crate::registry::JobRecord;
-use crate::ws::{authenticate, token_from};
+use crate::auth::{EVERYONE, STAFF};
+use crate::edge::Edge;
+use crate::http::error::ApiError;
+use crate::http::parse_body;
+use crate::http::parse_job_id;
+use crate::http::wire::ErrorBody;
+use crate::sync::registry::JobRecord;
 
 /// `GET /api/me` for a device token: who the device is and where its technician's assignment
 /// index is, so a device need not be told the index out of band. The index URL is null until
@@ -49,42 +50,17 @@ use crate::ws::{authenticate, token_from};
     ),
 )]
 pub async fn me(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let (device_id, technician) = authorize_device(&state, &headers, "`/api/me`")?;
-    let index = state.registry_read().index_doc(&technician);
+    let (device_id, technician) = state.node.authorize_device(&headers, "`/api/me`")?;
+    let index = state.node.registry_read().index_doc(&technician);
     Ok(Json(json!({
         "device_id": device_id,
         "technician": technician,
-        "branch_id": state.branch_id,
+        "branch_id": state.node.branch_id,
         "assignment_index_url": index.map(|i| i.url()),
     })))
-}
-
-/// Checks that the request carries a device's token (for `what`, named in the 403 a desk
-/// token gets) and returns the device and its technician.
-pub fn authorize_device(
-    state: &AppState,
-    headers: &HeaderMap,
-    what: &str,
-) -> Result<(DeviceId, TechnicianId), ApiError> {
-    let principal = authenticate(state, token_from(headers, None)).map_err(|e| {
-        state.metrics.refused(e.code());
-        ApiError::unauthorized(&e)
-    })?;
-    match principal {
-        Principal::Device {
-            device_id,
-            technician,
-        } => Ok((device_id, technician)),
-        Principal::Desk { role } => Err(ApiError::forbidden(format!(
-            "{what} answers device tokens only, not a desk token (role {role})"
-        ))),
-        _ => Err(ApiError::forbidden(format!(
-            "{what} answers device tokens only"
-        ))),
-    }
 }
 
 /// The body of `POST /api/jobs`. Times are RFC 3339 strings.
@@ -153,17 +129,17 @@ pub struct NewBilling {
     pub currency: Option<String>,
 }
 
-/// What `POST /api/jobs` and `POST /api/requests/{id}/job` answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedJob {
-    pub job_id: String,
-    /// The job document's `automerge:` URL.
-    pub url: String,
-    pub technician: String,
-    pub assignment_index_url: String,
-    /// R4: earlier jobs on the same product serial with the same fault category within the
-    /// configured window (`[desk] repeat_window_days`, default 90).
-    pub repeat_of: Vec<crate::desk::dispatch::RepeatFlag>,
+/// A job made and assigned by [`make_job`]: what the desk's record of it needs.
+#[derive(Debug)]
+pub struct MadeJob {
+    pub job: Job,
+    pub technician: TechnicianId,
+    /// The technician's assignment index document.
+    pub index_id: DocumentId,
+    /// The desk's classification of the fault (R4 compares it).
+    pub fault_category: Option<String>,
+    /// R16: the contract's completion date.
+    pub contract_due: Option<CalendarDate>,
 }
 
 fn field<T, E: std::fmt::Display>(name: &str, r: Result<T, E>) -> Result<T, ApiError> {
@@ -289,39 +265,9 @@ fn to_automerge(mut doc: AutoCommit) -> Result<Automerge, ApiError> {
     Automerge::load(&doc.save()).map_err(|e| ApiError::internal("document_error", e))
 }
 
-/// `POST /api/jobs`: creates a job and assigns it (R3 dispatch), flagging repeat repairs (R4).
-#[utoipa::path(
-    post,
-    path = "/api/jobs",
-    tag = "dispatch",
-    description = "R1, R3, R4, R16: create a job and assign it. Roles: dispatcher, manager.",
-    request_body = NewJob,
-    responses(
-        (status = 201, body = CreatedJob),
-        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, contract_due_required"),
-        (status = 403, body = ErrorBody),
-    ),
-)]
-pub async fn create_job(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
-    authorize(&state, &headers, STAFF, "create jobs")?;
-    let new: NewJob = parse_body(&body)?;
-    let created = create_job_with_id(&state, new, DocumentId::random(), None).await?;
-    Ok((StatusCode::CREATED, Json(created)))
-}
-
-/// Creates the job document `job_id` from `new`, assigns it (records, assignment index) and
-/// writes its desk record (R4 flags). `request_id` names the service request it was made
-/// from.
-pub async fn create_job_with_id(
-    state: &AppState,
-    new: NewJob,
-    job_id: DocumentId,
-    request_id: Option<String>,
-) -> Result<CreatedJob, ApiError> {
+/// Creates the job document `job_id` from `new` and assigns it (records, assignment index):
+/// the one way a job is made. The desk's record of it is `desk::dispatch::create_job_with_id`'s.
+pub async fn make_job(state: &Edge, new: NewJob, job_id: DocumentId) -> Result<MadeJob, ApiError> {
     let fault_category = new
         .request
         .fault_category
@@ -332,7 +278,7 @@ pub async fn create_job_with_id(
         .as_deref()
         .map(|d| field("contract_due", d.parse::<CalendarDate>()))
         .transpose()?;
-    let job = new.into_job(job_id, state.branch_id.clone())?;
+    let job = new.into_job(job_id, state.node.branch_id.clone())?;
     if job.kind == JobKind::Installation && contract_due.is_none() {
         return Err(ApiError::bad_request(
             "contract_due_required",
@@ -350,50 +296,47 @@ pub async fn create_job_with_id(
     // create two indexes.
     let _guard = state.assign_lock.lock().await;
     state
+        .node
         .hub
         .edit(job_id, LocalEdit::Create(Box::new(doc)))
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?;
     let record = JobRecord {
         job_id,
-        branch_id: state.branch_id.clone(),
+        branch_id: state.node.branch_id.clone(),
         technicians: BTreeSet::from([technician.clone()]),
-        created_at: state.clock.now(),
+        created_at: state.node.clock.now(),
         former: BTreeSet::new(),
     };
-    let pending = state.registry_write().put_job(&state.store, record);
+    let pending = state
+        .node
+        .registry_write()
+        .put_job(&state.node.store, record);
     pending
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?;
     let index_id = add_to_index(state, &technician, job_id).await?;
     drop(_guard);
-    let repeat_of = crate::desk::dispatch::record_new_job(
-        state,
-        &job,
+    Ok(MadeJob {
+        job,
+        technician,
+        index_id,
         fault_category,
-        contract_due.map(crate::desk::wire::Date),
-        request_id,
-    )
-    .await?;
-    Ok(CreatedJob {
-        job_id: job_id.to_string(),
-        url: job_id.url(),
-        technician: technician.to_string(),
-        assignment_index_url: index_id.url(),
-        repeat_of,
+        contract_due,
     })
 }
 
 /// Removes a job from the technician's assignment index (if they have one).
 async fn remove_from_index(
-    state: &AppState,
+    state: &Edge,
     technician: &TechnicianId,
     job_id: DocumentId,
 ) -> Result<(), ApiError> {
-    let Some(index_id) = state.registry_read().index_doc(technician) else {
+    let Some(index_id) = state.node.registry_read().index_doc(technician) else {
         return Ok(());
     };
     state
+        .node
         .hub
         .edit(
             index_id,
@@ -406,14 +349,15 @@ async fn remove_from_index(
 
 /// Adds a job to the technician's assignment index, creating the index on first use.
 async fn add_to_index(
-    state: &AppState,
+    state: &Edge,
     technician: &TechnicianId,
     job_id: DocumentId,
 ) -> Result<DocumentId, ApiError> {
-    let existing = state.registry_read().index_doc(technician);
+    let existing = state.node.registry_read().index_doc(technician);
     match existing {
         Some(index_id) => {
             state
+                .node
                 .hub
                 .edit(
                     index_id,
@@ -426,7 +370,7 @@ async fn add_to_index(
         None => {
             let index = AssignmentIndex {
                 schema_version: INDEX_SCHEMA_VERSION,
-                branch_id: state.branch_id.clone(),
+                branch_id: state.node.branch_id.clone(),
                 technician: technician.clone(),
                 jobs: vec![job_id.url()],
             };
@@ -435,13 +379,16 @@ async fn add_to_index(
             let doc = to_automerge(doc.into_inner())?;
             let index_id = DocumentId::random();
             state
+                .node
                 .hub
                 .edit(index_id, LocalEdit::Create(Box::new(doc)))
                 .await
                 .map_err(|e| ApiError::internal("storage_error", e))?;
-            let pending = state
-                .registry_write()
-                .set_index_doc(&state.store, technician, index_id);
+            let pending =
+                state
+                    .node
+                    .registry_write()
+                    .set_index_doc(&state.node.store, technician, index_id);
             pending
                 .await
                 .map_err(|e| ApiError::internal("storage_error", e))?;
@@ -455,12 +402,6 @@ async fn add_to_index(
 #[serde(deny_unknown_fields)]
 pub struct Technicians {
     pub technicians: Vec<String>,
-}
-
-pub fn parse_job_id(id: &str) -> Result<DocumentId, ApiError> {
-    id.parse()
-        .or_else(|_| DocumentId::from_url(id))
-        .map_err(|e| ApiError::bad_request("invalid_job_id", e.to_string()))
 }
 
 /// `PUT /api/jobs/{id}/technicians`: assign and unassign (R3 dispatch). Access changes take
@@ -481,12 +422,14 @@ pub fn parse_job_id(id: &str) -> Result<DocumentId, ApiError> {
     ),
 )]
 pub async fn set_technicians(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, STAFF, "assign technicians")?;
+    state
+        .node
+        .authorize(&headers, STAFF, "assign technicians")?;
     let job_id = parse_job_id(&id)?;
     let body: Technicians = parse_body(&body)?;
     let wanted: BTreeSet<TechnicianId> = body
@@ -495,7 +438,7 @@ pub async fn set_technicians(
         .map(|t| field("technicians", TechnicianId::new(t)))
         .collect::<Result<_, _>>()?;
     let _guard = state.assign_lock.lock().await;
-    let Some(mut record) = state.registry_read().job(&job_id).cloned() else {
+    let Some(mut record) = state.node.registry_read().job(&job_id).cloned() else {
         return Err(ApiError::not_found(
             "unknown_job",
             format!("no job {job_id} at this branch"),
@@ -507,11 +450,14 @@ pub async fn set_technicians(
     record.technicians = wanted.clone();
     record.former.extend(removed.iter().cloned());
     record.former.retain(|t| !wanted.contains(t));
-    let pending = state.registry_write().put_job(&state.store, record);
+    let pending = state
+        .node
+        .registry_write()
+        .put_job(&state.node.store, record);
     pending
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?;
-    state.hub.engine_input(Input::AccessChanged {
+    state.node.hub.engine_input(Input::AccessChanged {
         doc: Some(job_id),
         principal: None,
     });
@@ -523,6 +469,7 @@ pub async fn set_technicians(
     }
     let list: Vec<TechnicianId> = wanted.iter().cloned().collect();
     state
+        .node
         .hub
         .edit(
             job_id,
@@ -536,48 +483,6 @@ pub async fn set_technicians(
         "added": added,
         "removed": removed,
     })))
-}
-
-/// `GET /api/reports/{id}`: a signed report as its canonical JSON, the export format that
-/// `fieldsync verify` checks offline.
-#[utoipa::path(
-    get,
-    path = "/api/reports/{id}",
-    tag = "reports",
-    description = "A signed service report's canonical JSON. Roles: dispatcher, manager, analyst.",
-    params(("id" = String, Path, description = "The report id (32 hex digits)")),
-    responses(
-        (status = 200, description = "The report (RFC 8785 JSON)", content_type = "application/json"),
-        (status = 400, body = ErrorBody, description = "invalid_report_id"),
-        (status = 404, body = ErrorBody, description = "unknown_report"),
-    ),
-)]
-pub async fn get_report(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
-
-    authorize(&state, &headers, EVERYONE, "read reports")?;
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(
-            "invalid_report_id",
-            "a report id is 32 hex digits",
-        ));
-    }
-    let store = Arc::clone(&state.store);
-    let key = id.clone();
-    let bytes = tokio::task::spawn_blocking(move || store.meta(crate::reports::REPORTS, &key))
-        .await
-        .map_err(|e| ApiError::internal("storage_error", e))?
-        .map_err(|e| ApiError::internal("storage_error", e))?
-        .ok_or_else(|| ApiError::not_found("unknown_report", format!("no report {id}")))?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        bytes,
-    )
-        .into_response())
 }
 
 #[utoipa::path(
@@ -595,20 +500,20 @@ pub async fn get_report(
     ),
 )]
 pub async fn get_job(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "read jobs")?;
+    state.node.authorize(&headers, EVERYONE, "read jobs")?;
     let job_id = parse_job_id(&id)?;
-    if state.registry_read().job(&job_id).is_none() {
+    if state.node.registry_read().job(&job_id).is_none() {
         return Err(ApiError::not_found(
             "unknown_job",
             format!("no job {job_id} at this branch"),
         ));
     }
     // The stored document is what the server has promised; read it from disk.
-    let store = Arc::clone(&state.store);
+    let store = Arc::clone(&state.node.store);
     let chunks = tokio::task::spawn_blocking(move || store.load_doc(&job_id.to_string()))
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?
@@ -626,6 +531,6 @@ pub async fn get_job(
         "url": job_id.url(),
         "heads": heads,
         "conflicts": conflicts(&doc),
-        "stranded": crate::handoff::for_job(&state, job_id).await?,
+        "stranded": crate::edge::handoff::for_job(&state, job_id).await?,
     })))
 }

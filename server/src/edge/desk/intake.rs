@@ -18,10 +18,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::records::{self, DeskRecord, Stored};
-use super::wire::{CustomerIn, ErrorBody, Instant, ProductIn};
-use super::{EVERYONE, STAFF, authorize, new_id, nonempty, parse_body};
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::auth::{EVERYONE, STAFF};
+use crate::edge::Edge;
+use crate::http::error::ApiError;
+use crate::http::wire::{CustomerIn, ErrorBody, Instant, ProductIn};
+use crate::http::{new_id, nonempty, parse_body};
 
 /// A registered service request (R1) as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -153,11 +154,13 @@ pub struct NewServiceRequest {
     ),
 )]
 pub async fn create_request(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ServiceRequestView>), ApiError> {
-    let role = authorize(&state, &headers, STAFF, "register service requests")?;
+    let role = state
+        .node
+        .authorize(&headers, STAFF, "register service requests")?;
     let new: NewServiceRequest = parse_body(&body)?;
     nonempty("fault_description", &new.fault_description)?;
     nonempty("customer.name", &new.customer.name)?;
@@ -166,7 +169,7 @@ pub async fn create_request(
     if let Some(category) = &new.fault_category {
         nonempty("fault_category", category)?;
     }
-    let registered_at = Instant(state.clock.now());
+    let registered_at = Instant(state.node.clock.now());
     let request = ServiceRequest {
         id: new_id("req")?,
         channel: new.channel,
@@ -183,7 +186,7 @@ pub async fn create_request(
         job_id: None,
     };
     records::save(&state, 0, &request).await?;
-    let view = ServiceRequestView::of(request, registered_at, state.config.desk.due_soon_ms());
+    let view = ServiceRequestView::of(request, registered_at, state.node.config.desk.due_soon_ms());
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -243,19 +246,21 @@ pub fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> 
     ),
 )]
 pub async fn list_requests(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     q: Result<Query<ListRequests>, QueryRejection>,
 ) -> Result<Json<RequestList>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "list service requests")?;
+    state
+        .node
+        .authorize(&headers, EVERYONE, "list service requests")?;
     let q = query(q)?;
     let due = q.due.unwrap_or_default();
-    let at = q.at.unwrap_or(Instant(state.clock.now()));
+    let at = q.at.unwrap_or(Instant(state.node.clock.now()));
     let filter = RecordFilter {
         lookup: None,
         open_only: !matches!(due, DueFilter::All),
     };
-    let soon = state.config.desk.due_soon_ms();
+    let soon = state.node.config.desk.due_soon_ms();
     let mut requests: Vec<ServiceRequestView> = records::list::<ServiceRequest>(&state, filter)
         .await?
         .into_iter()
@@ -271,10 +276,7 @@ pub async fn list_requests(
     Ok(Json(RequestList { at, requests }))
 }
 
-pub async fn require_request(
-    state: &AppState,
-    id: &str,
-) -> Result<Stored<ServiceRequest>, ApiError> {
+pub async fn require_request(state: &Edge, id: &str) -> Result<Stored<ServiceRequest>, ApiError> {
     records::require(state, id, "unknown_request", "service request").await
 }
 
@@ -291,16 +293,18 @@ pub async fn require_request(
     ),
 )]
 pub async fn get_request(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<ServiceRequestView>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "read service requests")?;
+    state
+        .node
+        .authorize(&headers, EVERYONE, "read service requests")?;
     let stored = require_request(&state, &id).await?;
-    let soon = state.config.desk.due_soon_ms();
+    let soon = state.node.config.desk.due_soon_ms();
     Ok(Json(ServiceRequestView::of(
         stored.value,
-        Instant(state.clock.now()),
+        Instant(state.node.clock.now()),
         soon,
     )))
 }
@@ -332,12 +336,12 @@ pub struct NewReply {
     ),
 )]
 pub async fn record_reply(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ServiceRequestView>, ApiError> {
-    authorize(&state, &headers, STAFF, "record replies")?;
+    state.node.authorize(&headers, STAFF, "record replies")?;
     let new: NewReply = parse_body(&body)?;
     nonempty("by", &new.by)?;
     nonempty("text", &new.text)?;
@@ -355,14 +359,14 @@ pub async fn record_reply(
             ),
         ));
     }
-    let at = new.at.unwrap_or(Instant(state.clock.now()));
+    let at = new.at.unwrap_or(Instant(state.node.clock.now()));
     value.reply = Some(Reply {
         at,
         by: new.by,
         text: new.text,
     });
     records::save(&state, revision, &value).await?;
-    let soon = state.config.desk.due_soon_ms();
+    let soon = state.node.config.desk.due_soon_ms();
     Ok(Json(ServiceRequestView::of(value, at, soon)))
 }
 
@@ -398,12 +402,12 @@ pub struct NewArrival {
     ),
 )]
 pub async fn record_arrival(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ServiceRequestView>, ApiError> {
-    authorize(&state, &headers, STAFF, "record arrivals")?;
+    state.node.authorize(&headers, STAFF, "record arrivals")?;
     let new: NewArrival = parse_body(&body)?;
     let Stored {
         revision,
@@ -437,10 +441,10 @@ pub async fn record_arrival(
         note: new.note,
     });
     records::save(&state, revision, &value).await?;
-    let soon = state.config.desk.due_soon_ms();
+    let soon = state.node.config.desk.due_soon_ms();
     Ok(Json(ServiceRequestView::of(
         value,
-        Instant(state.clock.now()),
+        Instant(state.node.clock.now()),
         soon,
     )))
 }

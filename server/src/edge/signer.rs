@@ -9,10 +9,13 @@
 //! into the job; if not, it writes the refusal with every reason, so the technician's device
 //! shows it. The same content signed twice is one report (its id derives from the content);
 //! a job reopened and completed again gets a new report naming the one it supersedes.
+//! `GET /api/reports/{id}` serves the stored reports.
 
 use std::sync::Arc;
 
 use automerge::ChangeHash;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::doc::read_job;
 use fieldsync_shared::job::{Job, RefusalReason, ReportOutcome, TimelineEvent};
@@ -23,7 +26,11 @@ use fieldsync_shared::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::app::AppState;
+use crate::auth::EVERYONE;
+use crate::edge::Edge;
+use crate::http::error::ApiError;
+use crate::http::wire::ErrorBody;
+use crate::sync::node::Node;
 
 /// Where signed reports are kept: `meta` namespace `reports`, key = report id, value = the
 /// report's canonical JSON.
@@ -38,9 +45,9 @@ pub const REPORTS: &str = "reports";
 pub const SIGNED_FOR_JOB: &str = "reports_by_job";
 
 /// Runs until the hub stops: answers completion requests as jobs change.
-pub async fn run_signer(state: Arc<AppState>) {
+pub async fn run_signer(state: Arc<Edge>) {
     // Subscribed before the first look, so no change made during it is missed.
-    let mut changes = state.hub.subscribe_completions();
+    let mut changes = state.node.hub.subscribe_completions();
     // A completion stored just before the server was killed was acknowledged to its device
     // but never answered, and no further change need ever come to wake the signer for it.
     consider_every_job(&state).await;
@@ -61,15 +68,20 @@ pub async fn run_signer(state: Arc<AppState>) {
 }
 
 /// Answers every stored job's unanswered completion request.
-async fn consider_every_job(state: &Arc<AppState>) {
-    let jobs: Vec<DocumentId> = state.registry_read().jobs().map(|j| j.job_id).collect();
+async fn consider_every_job(state: &Arc<Edge>) {
+    let jobs: Vec<DocumentId> = state
+        .node
+        .registry_read()
+        .jobs()
+        .map(|j| j.job_id)
+        .collect();
     for job in jobs {
         consider(state, job).await;
     }
 }
 
 /// Loads a job as stored and answers its completion request if it has an unanswered one.
-pub async fn consider(state: &Arc<AppState>, doc: DocumentId) {
+pub async fn consider(state: &Arc<Edge>, doc: DocumentId) {
     if let Some(answer) = answer(state, doc).await {
         announce(state, doc, answer).await;
     }
@@ -95,10 +107,10 @@ impl Answer {
 /// it: signs the report and stores it (or finds the one signed for this very request before a
 /// kill kept it out of the job), or refuses with every reason. Writes nothing into the job;
 /// [`consider`] does that. `None` when there is nothing to answer.
-pub async fn answer(state: &Arc<AppState>, doc: DocumentId) -> Option<Answer> {
+pub async fn answer(state: &Arc<Edge>, doc: DocumentId) -> Option<Answer> {
     // Only the branch's jobs: a report or complaint document is nothing to sign.
-    state.registry_read().job(&doc)?;
-    let loaded = state.load_document(doc).await.and_then(|am| {
+    state.node.registry_read().job(&doc)?;
+    let loaded = state.node.load_document(doc).await.and_then(|am| {
         am.map(|am| {
             read_job(&am)
                 .map(|job| (job, am.get_heads()))
@@ -139,14 +151,14 @@ pub async fn answer(state: &Arc<AppState>, doc: DocumentId) -> Option<Answer> {
         };
         return Some(Answer { job, outcome });
     }
-    let at = state.clock.now().max(requested_at);
+    let at = state.node.clock.now().max(requested_at);
     let outcome = decide(state, &job, &heads, at, requested_at, previous.as_ref()).await;
     Some(Answer { job, outcome })
 }
 
 /// Writes the answer into the job (with a timeline event) and does the desk's part of a
 /// signed report.
-async fn announce(state: &Arc<AppState>, doc: DocumentId, answer: Answer) {
+async fn announce(state: &Arc<Edge>, doc: DocumentId, answer: Answer) {
     let at = answer.at();
     let Answer { job, outcome } = answer;
     let event = match &outcome {
@@ -175,6 +187,7 @@ async fn announce(state: &Arc<AppState>, doc: DocumentId, answer: Answer) {
         ReportOutcome::Refused { .. } => None,
     };
     let written = state
+        .node
         .hub
         .edit(
             doc,
@@ -190,7 +203,7 @@ async fn announce(state: &Arc<AppState>, doc: DocumentId, answer: Answer) {
     }
     // The desk's part of a signed report: R4 with the diagnosed fault, R14's follow-up day.
     if let Some(report_id) = signed {
-        match crate::desk::dispatch::on_report_signed(state, &job, &report_id, at).await {
+        match crate::edge::desk::dispatch::on_report_signed(state, &job, &report_id, at).await {
             Ok(repeats) if !repeats.is_empty() => {
                 tracing::info!(%doc, repeats = repeats.len(), "R4: signed job repeats an earlier repair");
             }
@@ -213,24 +226,24 @@ struct SignedFor {
 
 /// The report stored for the job's completion request of `requested_at`, if the signer
 /// signed one that never made it into the job.
-fn signed_before(
-    state: &AppState,
-    doc: DocumentId,
-    requested_at: Timestamp,
-) -> Option<SignedReport> {
-    let pointer = state.store.meta(SIGNED_FOR_JOB, &doc.to_string()).ok()??;
+fn signed_before(state: &Edge, doc: DocumentId, requested_at: Timestamp) -> Option<SignedReport> {
+    let pointer = state
+        .node
+        .store
+        .meta(SIGNED_FOR_JOB, &doc.to_string())
+        .ok()??;
     let pointer: SignedFor = serde_json::from_slice(&pointer).ok()?;
     if pointer.requested_at != requested_at {
         return None;
     }
-    let bytes = state.store.meta(REPORTS, &pointer.report_id).ok()??;
+    let bytes = state.node.store.meta(REPORTS, &pointer.report_id).ok()??;
     let report: SignedReport = serde_json::from_slice(&bytes).ok()?;
     (report.body.job_id == doc).then_some(report)
 }
 
 /// Signs or refuses; a signed report is stored before its outcome is written.
 async fn decide(
-    state: &AppState,
+    state: &Edge,
     job: &Job,
     heads: &[ChangeHash],
     at: Timestamp,
@@ -242,7 +255,7 @@ async fn decide(
         .map(RefusalReason::from)
         .collect();
     if job.acknowledgement.is_some() {
-        let trust = trust_store(state);
+        let trust = trust_store(&state.node);
         if let Err(e) = trust.check_acknowledgement(job, at) {
             reasons.push(RefusalReason {
                 rule: "R8".into(),
@@ -264,7 +277,7 @@ async fn decide(
         heads.clone(),
         at,
         supersedes.clone(),
-        &state.server_key,
+        &state.node.server_key,
     )
     .and_then(|r| r.to_canonical_json().map(|bytes| (r, bytes)));
     let (report, bytes) = match signed {
@@ -289,6 +302,7 @@ async fn decide(
         requested_at,
     };
     let pointed = state
+        .node
         .store
         .put_meta(
             SIGNED_FOR_JOB,
@@ -296,11 +310,15 @@ async fn decide(
             serde_json::to_vec(&pointer).unwrap_or_default(),
         )
         .await;
-    let stored = match (pointed, state.store.meta(REPORTS, &report.body.report_id)) {
+    let stored = match (
+        pointed,
+        state.node.store.meta(REPORTS, &report.body.report_id),
+    ) {
         (Err(e), _) | (_, Err(e)) => Err(e),
         (Ok(()), Ok(Some(_))) => Ok(()),
         (Ok(()), Ok(None)) => {
             state
+                .node
                 .store
                 .put_meta(REPORTS, &report.body.report_id, bytes)
                 .await
@@ -329,13 +347,55 @@ async fn decide(
 }
 
 /// The keys this branch trusts: its own key and its enrolled devices.
-pub fn trust_store(state: &AppState) -> TrustStore {
+pub fn trust_store(node: &Node) -> TrustStore {
     let mut trust = TrustStore::new();
-    trust.add_branch_key(state.branch_id.clone(), state.server_key.public().clone());
-    for device in state.registry_read().devices() {
+    trust.add_branch_key(node.branch_id.clone(), node.server_key.public().clone());
+    for device in node.registry_read().devices() {
         if let Err(e) = trust.add_device(device.clone()) {
             tracing::warn!(device = %device.device_id, error = %e, "enrolled device has a bad key");
         }
     }
     trust
+}
+
+/// `GET /api/reports/{id}`: a signed report as its canonical JSON, the export format that
+/// `fieldsync verify` checks offline.
+#[utoipa::path(
+    get,
+    path = "/api/reports/{id}",
+    tag = "reports",
+    description = "A signed service report's canonical JSON. Roles: dispatcher, manager, analyst.",
+    params(("id" = String, Path, description = "The report id (32 hex digits)")),
+    responses(
+        (status = 200, description = "The report (RFC 8785 JSON)", content_type = "application/json"),
+        (status = 400, body = ErrorBody, description = "invalid_report_id"),
+        (status = 404, body = ErrorBody, description = "unknown_report"),
+    ),
+)]
+pub async fn get_report(
+    State(state): State<Arc<Edge>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+
+    state.node.authorize(&headers, EVERYONE, "read reports")?;
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "invalid_report_id",
+            "a report id is 32 hex digits",
+        ));
+    }
+    let store = Arc::clone(&state.node.store);
+    let key = id.clone();
+    let bytes = tokio::task::spawn_blocking(move || store.meta(REPORTS, &key))
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?
+        .map_err(|e| ApiError::internal("storage_error", e))?
+        .ok_or_else(|| ApiError::not_found("unknown_report", format!("no report {id}")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
 }

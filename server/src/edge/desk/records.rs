@@ -7,8 +7,8 @@ use fieldsync_storage::{Record, RecordFilter, StorageError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::edge::Edge;
+use crate::http::error::ApiError;
 
 /// A record as read, with the revision a write must build on.
 #[derive(Debug, Clone)]
@@ -44,11 +44,8 @@ fn decode<T: DeskRecord>(record: Record) -> Result<Stored<T>, ApiError> {
 }
 
 /// One record of type `T`, if stored.
-pub async fn load<T: DeskRecord>(
-    state: &AppState,
-    id: &str,
-) -> Result<Option<Stored<T>>, ApiError> {
-    let store = Arc::clone(&state.store);
+pub async fn load<T: DeskRecord>(state: &Edge, id: &str) -> Result<Option<Stored<T>>, ApiError> {
+    let store = Arc::clone(&state.node.store);
     let id = id.to_owned();
     let found = tokio::task::spawn_blocking(move || store.record(T::KIND, &id))
         .await
@@ -59,7 +56,7 @@ pub async fn load<T: DeskRecord>(
 
 /// A record that must exist: a 404 with `code` otherwise.
 pub async fn require<T: DeskRecord>(
-    state: &AppState,
+    state: &Edge,
     id: &str,
     code: &'static str,
     what: &str,
@@ -71,10 +68,10 @@ pub async fn require<T: DeskRecord>(
 
 /// Every record of type `T` passing `filter`, sorted by id.
 pub async fn list<T: DeskRecord>(
-    state: &AppState,
+    state: &Edge,
     filter: RecordFilter,
 ) -> Result<Vec<Stored<T>>, ApiError> {
-    let store = Arc::clone(&state.store);
+    let store = Arc::clone(&state.node.store);
     let found = tokio::task::spawn_blocking(move || store.records(T::KIND, &filter))
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?
@@ -85,11 +82,7 @@ pub async fn list<T: DeskRecord>(
 /// Stores `value` as the revision after `previous` (0 for a new record). Durable when it
 /// returns; a record someone else changed meanwhile is a 409 `conflict` and nothing is
 /// stored.
-pub async fn save<T: DeskRecord>(
-    state: &AppState,
-    previous: u64,
-    value: &T,
-) -> Result<u64, ApiError> {
+pub async fn save<T: DeskRecord>(state: &Edge, previous: u64, value: &T) -> Result<u64, ApiError> {
     let body = serde_json::to_vec(value).map_err(|e| ApiError::internal("record_error", e))?;
     let revision = previous + 1;
     let record = Record {
@@ -100,7 +93,7 @@ pub async fn save<T: DeskRecord>(
         open: value.open(),
         body,
     };
-    match state.store.put_record(record).await {
+    match state.node.store.put_record(record).await {
         Ok(()) => Ok(revision),
         Err(StorageError::RevisionConflict { kind, id, .. }) => Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,

@@ -18,25 +18,22 @@
 //! [`REJECTED`] and [`PENDING`] (report document id → [`Rejection`]). The archive is keyed by
 //! report id, so a report delivered twice is archived once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
-use fieldsync_shared::complaint_doc::ComplaintDoc;
 use fieldsync_shared::ids::{BranchId, DocumentId};
 use fieldsync_shared::job::doc::read_job_at;
 use fieldsync_shared::keys::PublicKey;
 use fieldsync_shared::report::{SignedReport, TrustStore, VerifyError};
-use fieldsync_shared::report_doc::{ReportDoc, report_doc_id};
+use fieldsync_shared::report_doc::ReportDoc;
 use fieldsync_shared::stats::{MonthlyStats, ReportedJob, StatsError, monthly};
 use fieldsync_shared::time::{Month, Timestamp};
 use fieldsync_storage::{StorageError, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::broadcast::error::RecvError;
 
-use crate::app::AppState;
-use crate::complaint_archive;
+use crate::head_office::HeadOffice;
 
 /// Verified reports: report id → [`ArchivedReport`].
 pub const ARCHIVE: &str = "archive";
@@ -79,141 +76,9 @@ fn index_key(kind: &str, value: &str) -> String {
     format!("by_{kind}:{value}")
 }
 
-/// Runs until the hub stops: looks at every document that changes.
-pub async fn run(state: Arc<AppState>) {
-    let mut changes = state.hub.subscribe_changes();
-    // Report documents waiting for their job, by job.
-    let mut waiting: HashMap<DocumentId, HashSet<DocumentId>> = HashMap::new();
-    match load_pending(&state.store) {
-        Ok(pending) => {
-            for (report_doc, job) in pending {
-                waiting.entry(job).or_default().insert(report_doc);
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot read the pending reports"),
-    }
-    // Look at the waiting ones once: their job may have arrived before a restart.
-    let jobs: Vec<DocumentId> = waiting.keys().copied().collect();
-    for job in jobs {
-        recheck(&state, &mut waiting, job).await;
-    }
-    // A document stored just before a kill was never looked at, yet its branch was told head
-    // office holds it and will not offer it again, and nothing need ever change it: look once
-    // at every stored document whose report is neither archived nor kept aside.
-    match unsettled(&state.store) {
-        Ok(docs) => {
-            for doc in docs {
-                consider(&state, &mut waiting, doc).await;
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot list the stored documents to verify"),
-    }
-    loop {
-        let doc = match changes.recv().await {
-            Ok(doc) => doc,
-            Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "verifier fell behind; rescanning stored documents");
-                let ids = state.store.doc_ids().unwrap_or_default();
-                for id in ids.iter().filter_map(|i| i.parse().ok()) {
-                    consider(&state, &mut waiting, id).await;
-                }
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
-        consider(&state, &mut waiting, doc).await;
-    }
-}
-
-/// Every stored document except the report documents already archived or kept aside (a
-/// report document never changes once written, so its outcome stands): job documents are
-/// loaded and passed over quickly, complaint documents are archived by revision, so looking
-/// at them again archives nothing twice.
-fn unsettled(store: &Store) -> Result<Vec<DocumentId>, StorageError> {
-    let mut settled: HashSet<DocumentId> = store
-        .meta_entries(REJECTED)?
-        .into_iter()
-        .filter_map(|(doc, _)| doc.parse().ok())
-        .collect();
-    // The archive is keyed by report id, from which the report document's id derives.
-    settled.extend(
-        store
-            .meta_entries(ARCHIVE)?
-            .into_iter()
-            .filter_map(|(report_id, _)| report_doc_id(&report_id)),
-    );
-    Ok(store
-        .doc_ids()?
-        .iter()
-        .filter_map(|d| d.parse::<DocumentId>().ok())
-        .filter(|d| !settled.contains(d))
-        .collect())
-}
-
-fn load_pending(store: &Store) -> Result<Vec<(DocumentId, DocumentId)>, StorageError> {
-    Ok(store
-        .meta_entries(PENDING)?
-        .into_iter()
-        .filter_map(|(_, v)| {
-            let r: Rejection = serde_json::from_slice(&v).ok()?;
-            Some((r.report_doc, r.job_id?))
-        })
-        .collect())
-}
-
-async fn consider(
-    state: &Arc<AppState>,
-    waiting: &mut HashMap<DocumentId, HashSet<DocumentId>>,
-    doc: DocumentId,
-) {
-    if waiting.contains_key(&doc) {
-        recheck(state, waiting, doc).await;
-    }
-    let Some(am) = load(state, doc).await else {
-        return;
-    };
-    match ReportDoc::from_document(&am) {
-        Ok(Some(report)) => {
-            if let Some(job) = process(state, doc, &report).await {
-                waiting.entry(job).or_default().insert(doc);
-            }
-            return;
-        }
-        Ok(None) => {}
-        Err(e) => {
-            reject(state, doc, None, &e).await;
-            return;
-        }
-    }
-    match ComplaintDoc::from_document(&am) {
-        Ok(Some(complaint)) => complaint_archive::process(state, doc, &complaint).await,
-        Ok(None) => {}
-        Err(e) => complaint_archive::reject_unreadable(state, doc, &e).await,
-    }
-}
-
-async fn recheck(
-    state: &Arc<AppState>,
-    waiting: &mut HashMap<DocumentId, HashSet<DocumentId>>,
-    job: DocumentId,
-) {
-    let Some(docs) = waiting.remove(&job) else {
-        return;
-    };
-    for report_doc in docs {
-        let Some(am) = load(state, report_doc).await else {
-            continue;
-        };
-        if let Ok(Some(report)) = ReportDoc::from_document(&am)
-            && let Some(job) = process(state, report_doc, &report).await
-        {
-            waiting.entry(job).or_default().insert(report_doc);
-        }
-    }
-}
-
-async fn load(state: &Arc<AppState>, doc: DocumentId) -> Option<Automerge> {
-    match state.load_document(doc).await {
+/// A received document as stored; `None` if it is not there or cannot be read (logged).
+pub(crate) async fn load(state: &Arc<HeadOffice>, doc: DocumentId) -> Option<Automerge> {
+    match state.node.load_document(doc).await {
         Ok(found) => found,
         Err(e) => {
             tracing::warn!(%doc, error = %e, "cannot load a received document");
@@ -225,11 +90,11 @@ async fn load(state: &Arc<AppState>, doc: DocumentId) -> Option<Automerge> {
 /// The trust a report is checked against: every enrolled branch key, and the device the
 /// report's branch attests to.
 fn trust_for(
-    state: &AppState,
+    state: &HeadOffice,
     doc: &ReportDoc,
     branch: &BranchId,
 ) -> Result<TrustStore, VerifyError> {
-    let registry = state.registry_read();
+    let registry = state.node.registry_read();
     let mut trust = TrustStore::new();
     for record in registry.branches() {
         match PublicKey::from_hex(&record.public_key) {
@@ -261,8 +126,8 @@ fn trust_for(
 
 /// Verifies one report document and archives or rejects it. Returns the job to wait for when
 /// the job document does not hold the report's heads yet.
-async fn process(
-    state: &Arc<AppState>,
+pub(crate) async fn process(
+    state: &Arc<HeadOffice>,
     doc: DocumentId,
     report_doc: &ReportDoc,
 ) -> Option<DocumentId> {
@@ -278,6 +143,7 @@ async fn process(
     // document claiming an archived report id is checked like any other: a tampered copy
     // must be kept aside, not waved through because the genuine one arrived first.
     let archived_from = state
+        .node
         .store
         .meta(ARCHIVE, &report_id)
         .ok()
@@ -287,7 +153,7 @@ async fn process(
     if archived_from == Some(doc) {
         return None;
     }
-    let from = state.registry_read().owner(&doc).cloned();
+    let from = state.node.registry_read().owner(&doc).cloned();
     if from.as_ref() != Some(&report.body.branch_id) {
         let e = VerifyError::Malformed(format!(
             "sent by branch {} but the report is for branch {}",
@@ -322,7 +188,7 @@ async fn process(
             return None;
         }
     };
-    let same_branch = state.registry_read().owner(&job_id) == Some(&report.body.branch_id);
+    let same_branch = state.node.registry_read().owner(&job_id) == Some(&report.body.branch_id);
     let job_doc = if same_branch {
         load(state, job_id).await
     } else {
@@ -339,9 +205,10 @@ async fn process(
             from_branch: from,
             code: "awaiting_job_document".into(),
             message: format!("{job_id} does not hold the report's heads yet"),
-            at: state.clock.now(),
+            at: state.node.clock.now(),
         };
         let _ = state
+            .node
             .store
             .put_meta(PENDING, &doc.to_string(), encode(&pending))
             .await;
@@ -360,7 +227,11 @@ async fn process(
         // A genuine second copy of an archived report: archived once, by its id. If this
         // copy waited for its job before, it waits no more.
         tracing::info!(report = report_id, %doc, "report already archived from another document");
-        let _ = state.store.delete_meta(PENDING, &doc.to_string()).await;
+        let _ = state
+            .node
+            .store
+            .delete_meta(PENDING, &doc.to_string())
+            .await;
         return None;
     }
     let job = &verified.job;
@@ -380,17 +251,14 @@ async fn process(
         customer_id: job.customer.id.to_string(),
         product_type: job.product.product_type.clone(),
         signed_at: report.body.signed_at,
-        verified_at: state.clock.now(),
+        verified_at: state.node.clock.now(),
         report: serde_json::from_slice(&report_doc.report_json).unwrap_or(Value::Null),
     };
-    if let Err(e) = archive(&state.store, &entry).await {
+    if let Err(e) = archive(&state.node.store, &entry).await {
         tracing::error!(report = report_id, error = %e, "cannot archive a verified report");
         return None;
     }
-    state
-        .metrics
-        .reports_verified
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state.metrics.reports_verified.inc();
     tracing::info!(report = report_id, branch = %entry.branch_id, "report verified and archived");
     None
 }
@@ -417,14 +285,17 @@ async fn archive(store: &Store, entry: &ArchivedReport) -> Result<(), StorageErr
     store
         .put_meta(&index_key("product", &entry.product_type), id, Vec::new())
         .await?;
-    store.put_meta(ARCHIVE, id, encode(entry)).await?;
+    // Out of the waiting and rejected lists before the archive entry appears, so no reader
+    // sees a report both archived and waiting. A kill in between leaves the document neither
+    // archived nor aside: `receive::unsettled` looks at it again at the next start.
     let doc = entry.report_doc.to_string();
     store.delete_meta(PENDING, &doc).await?;
-    store.delete_meta(REJECTED, &doc).await
+    store.delete_meta(REJECTED, &doc).await?;
+    store.put_meta(ARCHIVE, id, encode(entry)).await
 }
 
-async fn reject(
-    state: &Arc<AppState>,
+pub(crate) async fn reject(
+    state: &Arc<HeadOffice>,
     doc: DocumentId,
     report: Option<&SignedReport>,
     e: &VerifyError,
@@ -433,25 +304,23 @@ async fn reject(
         report_doc: doc,
         report_id: report.map(|r| r.body.report_id.clone()),
         job_id: report.map(|r| r.body.job_id),
-        from_branch: state.registry_read().owner(&doc).cloned(),
+        from_branch: state.node.registry_read().owner(&doc).cloned(),
         code: e.code().to_owned(),
         message: e.to_string(),
-        at: state.clock.now(),
+        at: state.node.clock.now(),
     };
     tracing::warn!(%doc, code = rejection.code, reason = rejection.message, "report kept aside");
-    state
-        .metrics
-        .reports_rejected
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state.metrics.reports_rejected.inc();
     let key = doc.to_string();
     if let Err(e) = state
+        .node
         .store
         .put_meta(REJECTED, &key, encode(&rejection))
         .await
     {
         tracing::error!(%doc, error = %e, "cannot record a rejected report");
     }
-    let _ = state.store.delete_meta(PENDING, &key).await;
+    let _ = state.node.store.delete_meta(PENDING, &key).await;
 }
 
 // ---- reading the archive -------------------------------------------------------------
@@ -685,8 +554,8 @@ pub fn render_stats(stats: &[MonthlyStats], format: &str) -> Result<String, Stri
 
 // ---- HTTP ------------------------------------------------------------------------------
 
-// Head office's HTTP API: desk tokens, any role may read. Mounted with the desk API
-// (`desk::api`), so it is in the same OpenAPI document; an edge answers 404 not_head_office.
+// Head office's HTTP API: desk tokens, any role may read. Mounted by `head_office::api`, which
+// builds head office's OpenAPI document from the same list; an edge does not route it.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -695,36 +564,18 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::desk::intake::query;
-use crate::desk::wire::ErrorBody;
-use crate::desk::{EVERYONE, authorize};
-use crate::error::ApiError;
+use crate::auth::EVERYONE;
+use crate::http::blocking;
+use crate::http::error::ApiError;
+use crate::http::query;
+use crate::http::wire::ErrorBody;
 
-/// Any desk role may read head office's archive; an edge has none (404 `not_head_office`).
-pub(crate) fn read_archive(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    authorize(state, headers, EVERYONE, "read the archive")?;
-    head_office_only(state)
-}
-
-pub fn head_office_only(state: &AppState) -> Result<(), ApiError> {
-    if state.config.role == crate::config::Role::HeadOffice {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(
-            "not_head_office",
-            "the archive is kept at head office; this server is a branch edge",
-        ))
-    }
-}
-
-/// Runs a storage read on the blocking pool; a failure is a 500 `storage_error`.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal("storage_error", e))?
-        .map_err(|e| ApiError::internal("storage_error", e))
+/// Any desk role may read head office's archive.
+pub(crate) fn read_archive(state: &HeadOffice, headers: &HeaderMap) -> Result<(), ApiError> {
+    state
+        .node
+        .authorize(headers, EVERYONE, "read the archive")?;
+    Ok(())
 }
 
 /// Query of `GET /api/archive/reports` (R25: by month, customer, product type, branch).
@@ -794,11 +645,10 @@ pub struct ReportList {
     responses(
         (status = 200, body = ReportList),
         (status = 400, body = ErrorBody, description = "invalid_query, invalid_month"),
-        (status = 404, body = ErrorBody, description = "not_head_office"),
     ),
 )]
 pub async fn list_reports(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<HeadOffice>>,
     headers: HeaderMap,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ReportList>, ApiError> {
@@ -816,7 +666,7 @@ pub async fn list_reports(
         product_type: query.product_type,
         branch: query.branch,
     };
-    let store = Arc::clone(&state.store);
+    let store = Arc::clone(&state.node.store);
     let reports = blocking(move || archived(&store, &filter)).await?;
     Ok(Json(ReportList {
         reports: reports.iter().map(summary).collect(),
@@ -848,17 +698,17 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     responses(
         (status = 200, description = "The archive entry or the rejection, with `status`", content_type = "application/json"),
         (status = 400, body = ErrorBody, description = "invalid_report_id"),
-        (status = 404, body = ErrorBody, description = "unknown_report, not_head_office"),
+        (status = 404, body = ErrorBody, description = "unknown_report"),
     ),
 )]
 pub async fn get_report(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<HeadOffice>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     read_archive(&state, &headers)?;
     check_id(&id)?;
-    let store = Arc::clone(&state.store);
+    let store = Arc::clone(&state.node.store);
     let key = id.clone();
     let found = blocking(move || {
         if let Some(bytes) = store.meta(ARCHIVE, &key)? {
@@ -898,17 +748,17 @@ pub async fn get_report(
     responses(
         (status = 200, description = "The signed report (canonical JSON)", content_type = "application/json"),
         (status = 400, body = ErrorBody, description = "invalid_report_id"),
-        (status = 404, body = ErrorBody, description = "unknown_report, not_head_office"),
+        (status = 404, body = ErrorBody, description = "unknown_report"),
     ),
 )]
 pub async fn export_report(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<HeadOffice>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     read_archive(&state, &headers)?;
     check_id(&id)?;
-    let store = Arc::clone(&state.store);
+    let store = Arc::clone(&state.node.store);
     let key = id.clone();
     let entry = blocking(move || store.meta(ARCHIVE, &key))
         .await?
@@ -944,15 +794,14 @@ pub async fn export_report(
         Roles: dispatcher, manager, analyst.",
     responses(
         (status = 200, description = "`{\"rejected\": [...], \"pending\": [...]}`", content_type = "application/json"),
-        (status = 404, body = ErrorBody, description = "not_head_office"),
     ),
 )]
 pub async fn list_rejected(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<HeadOffice>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     read_archive(&state, &headers)?;
-    let store = Arc::clone(&state.store);
+    let store = Arc::clone(&state.node.store);
     let (rejected, pending) =
         blocking(move || Ok((set_aside(&store, REJECTED)?, set_aside(&store, PENDING)?))).await?;
     Ok(Json(
@@ -989,11 +838,10 @@ pub struct StatsQuery {
             (String = "text/plain"),
         )),
         (status = 400, body = ErrorBody, description = "invalid_query, invalid_month, invalid_format"),
-        (status = 404, body = ErrorBody, description = "not_head_office"),
     ),
 )]
 pub async fn get_stats(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<HeadOffice>>,
     headers: HeaderMap,
     q: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -1010,8 +858,8 @@ pub async fn get_stats(
             format!("format {format:?}: use json, csv or table"),
         ));
     }
-    let store = Arc::clone(&state.store);
-    let window = state.config.repeat_window_days;
+    let store = Arc::clone(&state.node.store);
+    let window = state.node.config.repeat_window_days;
     let stats = tokio::task::spawn_blocking(move || month_stats(&store, month, window))
         .await
         .map_err(|e| ApiError::internal("stats_failed", e))?

@@ -27,12 +27,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{authorize_device, parse_job_id};
-use crate::app::AppState;
-use crate::desk::records::{self, DeskRecord, Stored};
-use crate::desk::wire::{ErrorBody, Instant};
-use crate::desk::{EVERYONE, STAFF, authorize, nonempty, parse_body};
-use crate::error::ApiError;
+use crate::auth::{EVERYONE, STAFF};
+use crate::edge::Edge;
+use crate::edge::desk::records::{self, DeskRecord, Stored};
+use crate::http::error::ApiError;
+use crate::http::parse_job_id;
+use crate::http::wire::{ErrorBody, Instant};
+use crate::http::{nonempty, parse_body};
 
 /// Where a handover stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -131,7 +132,7 @@ pub struct HandoffReceipt {
 }
 
 /// The handovers of one job, for `GET /api/jobs/{id}`.
-pub async fn for_job(state: &AppState, job: DocumentId) -> Result<Vec<StrandedView>, ApiError> {
+pub async fn for_job(state: &Edge, job: DocumentId) -> Result<Vec<StrandedView>, ApiError> {
     let filter = RecordFilter {
         lookup: Some(job.to_string()),
         open_only: false,
@@ -165,12 +166,12 @@ pub async fn for_job(state: &AppState, job: DocumentId) -> Result<Vec<StrandedVi
     ),
 )]
 pub async fn hand_over(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(job): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<HandoffReceipt>), ApiError> {
-    let (device_id, technician) = authorize_device(&state, &headers, "a handover")?;
+    let (device_id, technician) = state.node.authorize_device(&headers, "a handover")?;
     let body = body.map_err(|e| {
         ApiError::new(
             e.status(),
@@ -182,9 +183,14 @@ pub async fn hand_over(
         )
     })?;
     let job_id = parse_job_id(&job)?;
-    let record = state.registry_read().job(&job_id).cloned().ok_or_else(|| {
-        ApiError::not_found("unknown_job", format!("no job {job_id} at this branch"))
-    })?;
+    let record = state
+        .node
+        .registry_read()
+        .job(&job_id)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::not_found("unknown_job", format!("no job {job_id} at this branch"))
+        })?;
     if record.technicians.contains(&technician) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -199,7 +205,7 @@ pub async fn hand_over(
             format!("{technician} was never assigned to {job_id}"),
         ));
     }
-    let limits = state.config.limits.sync_limits();
+    let limits = state.node.config.limits.sync_limits();
     if body.len() > limits.max_message_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -212,6 +218,7 @@ pub async fn hand_over(
         ));
     }
     let doc = state
+        .node
         .load_document(job_id)
         .await
         .map_err(|e| ApiError::internal("document_error", e))?
@@ -222,7 +229,7 @@ pub async fn hand_over(
     .await
     .map_err(|e| ApiError::internal("check_failed", e))?;
     let changes = checked.map_err(|e| {
-        state.metrics.refused(e.code());
+        state.node.metrics.refused(e.code());
         tracing::warn!(device = %device_id, job = %job_id, error = %e, "handover refused");
         let status = match e.code() {
             "write_forbidden" => StatusCode::FORBIDDEN,
@@ -269,7 +276,7 @@ pub async fn hand_over(
         job_id: job_id.to_string(),
         device_id: device_id.to_string(),
         technician: technician.to_string(),
-        received_at: Instant(state.clock.now()),
+        received_at: Instant(state.node.clock.now()),
         made_from,
         made_until,
         hashes,
@@ -323,12 +330,14 @@ pub struct StrandedQuery {
     ),
 )]
 pub async fn list_stranded(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     q: Result<Query<StrandedQuery>, QueryRejection>,
 ) -> Result<Json<Vec<StrandedView>>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "list handed-over changes")?;
-    let q = crate::desk::intake::query(q)?;
+    state
+        .node
+        .authorize(&headers, EVERYONE, "list handed-over changes")?;
+    let q = crate::edge::desk::intake::query(q)?;
     let wanted = match q.status.as_deref() {
         None | Some("waiting") => Some(StrandedStatus::Waiting),
         Some("merged") => Some(StrandedStatus::Merged),
@@ -363,7 +372,7 @@ pub struct Discard {
     pub reason: String,
 }
 
-async fn waiting(state: &AppState, id: &str) -> Result<Stored<Stranded>, ApiError> {
+async fn waiting(state: &Edge, id: &str) -> Result<Stored<Stranded>, ApiError> {
     let found: Stored<Stranded> =
         records::require(state, id, "unknown_handoff", "handover").await?;
     if found.value.status != StrandedStatus::Waiting {
@@ -397,11 +406,13 @@ async fn waiting(state: &AppState, id: &str) -> Result<Stored<Stranded>, ApiErro
     ),
 )]
 pub async fn merge(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<StrandedView>, ApiError> {
-    let role = authorize(&state, &headers, STAFF, "merge handed-over changes")?;
+    let role = state
+        .node
+        .authorize(&headers, STAFF, "merge handed-over changes")?;
     let found = waiting(&state, &id).await?;
     let job_id = parse_job_id(&found.value.job_id)?;
     let bytes = base64::engine::general_purpose::STANDARD
@@ -411,9 +422,10 @@ pub async fn merge(
     let mut decided = found.value.clone();
     decided.status = StrandedStatus::Merged;
     decided.decided_by = Some(format!("desk:{}", role.as_str()));
-    decided.decided_at = Some(Instant(state.clock.now()));
+    decided.decided_at = Some(Instant(state.node.clock.now()));
     let revision = records::save(&state, found.revision, &decided).await?;
     let applied = state
+        .node
         .hub
         .edit(
             job_id,
@@ -450,19 +462,21 @@ pub async fn merge(
     ),
 )]
 pub async fn discard(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<StrandedView>, ApiError> {
-    let role = authorize(&state, &headers, STAFF, "discard handed-over changes")?;
+    let role = state
+        .node
+        .authorize(&headers, STAFF, "discard handed-over changes")?;
     let body: Discard = parse_body(&body)?;
     nonempty("reason", &body.reason)?;
     let found = waiting(&state, &id).await?;
     let mut decided = found.value.clone();
     decided.status = StrandedStatus::Discarded;
     decided.decided_by = Some(format!("desk:{}", role.as_str()));
-    decided.decided_at = Some(Instant(state.clock.now()));
+    decided.decided_at = Some(Instant(state.node.clock.now()));
     decided.reason = Some(body.reason);
     records::save(&state, found.revision, &decided).await?;
     tracing::info!(id, job = %decided.job_id, by = role.as_str(), "handed-over changes discarded");

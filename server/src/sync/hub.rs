@@ -20,8 +20,8 @@ use fieldsync_shared::sync::{
 use fieldsync_storage::Store;
 use tokio::sync::{broadcast, mpsc as tokio_mpsc, oneshot};
 
-use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::metrics::{SyncMetrics, set_count};
+use crate::sync::registry::Registry;
 
 /// What a connection task receives from the hub.
 #[derive(Debug)]
@@ -94,7 +94,7 @@ impl Hub {
         config: EngineConfig,
         store: Arc<Store>,
         registry: Arc<RwLock<Registry>>,
-        metrics: Arc<Metrics>,
+        metrics: SyncMetrics,
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
@@ -197,7 +197,7 @@ struct Worker {
     engine: Engine,
     store: Arc<Store>,
     registry: Arc<RwLock<Registry>>,
-    metrics: Arc<Metrics>,
+    metrics: SyncMetrics,
     runtime: tokio::runtime::Handle,
     tx: mpsc::Sender<HubInput>,
     conns: HashMap<ConnId, tokio_mpsc::Sender<Outbound>>,
@@ -280,26 +280,23 @@ impl Worker {
         for effect in effects {
             self.perform(effect);
         }
-        self.metrics.loaded_documents.store(
-            i64::try_from(self.engine.loaded_documents()).unwrap_or(i64::MAX),
-            std::sync::atomic::Ordering::Relaxed,
+        set_count(
+            &self.metrics.loaded_documents,
+            self.engine.loaded_documents(),
         );
         if let Some(arrived) = arrived {
-            self.metrics.sync_latency.observe(arrived.elapsed());
+            self.metrics.observe_sync(arrived.elapsed());
         }
     }
 
     fn perform(&mut self, effect: Effect) {
-        use std::sync::atomic::Ordering::Relaxed;
         match effect {
             Effect::Send { conn, bytes } => {
                 let Some(outbox) = self.conns.get(&conn) else {
                     return;
                 };
-                self.metrics.messages_out.fetch_add(1, Relaxed);
-                self.metrics
-                    .bytes_out
-                    .fetch_add(bytes.len() as u64, Relaxed);
+                self.metrics.messages_out.inc();
+                self.metrics.bytes_out.inc_by(bytes.len() as u64);
                 if outbox.try_send(Outbound::Frame(bytes)).is_err() {
                     // The peer does not read fast enough (or is gone): drop it rather than
                     // buffer without bound. Dropping the sender closes its task.
@@ -350,10 +347,10 @@ impl Worker {
             }
             Effect::Write { id, op } => {
                 let tx = self.tx.clone();
-                let metrics = Arc::clone(&self.metrics);
+                let metrics = self.metrics.clone();
                 let queued = Instant::now();
                 let done = move |result: Result<(), String>| {
-                    metrics.storage_latency.observe(queued.elapsed());
+                    metrics.observe_storage(queued.elapsed());
                     let _ = tx.send(HubInput::Engine(
                         Input::WriteDone { id, result },
                         Instant::now(),

@@ -12,22 +12,23 @@ use fieldsync_storage::RecordFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::intake::query;
 use super::records::{self, DeskRecord, Stored};
-use super::wire::{Date, ErrorBody, Instant};
-use super::{EVERYONE, MANAGERS, STAFF, authorize, new_id, nonempty, parse_body};
-use crate::api::parse_job_id;
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::auth::{EVERYONE, MANAGERS, STAFF};
+use crate::edge::Edge;
+use crate::http::error::ApiError;
+use crate::http::parse_job_id;
+use crate::http::query;
+use crate::http::wire::{Date, ErrorBody, Instant};
+use crate::http::{new_id, nonempty, parse_body};
 
 fn conflict(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, code, message)
 }
 
 /// A known job of this branch, as its canonical id; `field` names it in the error.
-fn known_job(state: &AppState, field: &str, id: &str) -> Result<String, ApiError> {
+fn known_job(state: &Edge, field: &str, id: &str) -> Result<String, ApiError> {
     let job_id = parse_job_id(id)?;
-    if state.registry_read().job(&job_id).is_none() {
+    if state.node.registry_read().job(&job_id).is_none() {
         return Err(ApiError::not_found(
             "unknown_job",
             format!("{field}: no job {job_id} at this branch"),
@@ -124,11 +125,11 @@ pub struct NewRequisition {
     ),
 )]
 pub async fn create_requisition(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Requisition>), ApiError> {
-    authorize(&state, &headers, STAFF, "requisition parts")?;
+    state.node.authorize(&headers, STAFF, "requisition parts")?;
     let new: NewRequisition = parse_body(&body)?;
     for (name, value) in [
         ("part_number", &new.part_number),
@@ -159,7 +160,7 @@ pub async fn create_requisition(
         customer_id: new.customer_id,
         order_number: new.order_number,
         requested_by: new.requested_by,
-        requested_at: Instant(state.clock.now()),
+        requested_at: Instant(state.node.clock.now()),
         shipment: None,
     };
     records::save(&state, 0, &requisition).await?;
@@ -197,11 +198,13 @@ pub struct RequisitionList {
     ),
 )]
 pub async fn list_requisitions(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     q: Result<Query<RequisitionQuery>, QueryRejection>,
 ) -> Result<Json<RequisitionList>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "list requisitions")?;
+    state
+        .node
+        .authorize(&headers, EVERYONE, "list requisitions")?;
     let q = query(q)?;
     let lookup = q
         .job_id
@@ -236,12 +239,12 @@ pub async fn list_requisitions(
     ),
 )]
 pub async fn record_shipment(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Requisition>, ApiError> {
-    authorize(&state, &headers, STAFF, "record shipments")?;
+    state.node.authorize(&headers, STAFF, "record shipments")?;
     let shipment: Shipment = parse_body(&body)?;
     nonempty("address", &shipment.address)?;
     nonempty("recipient", &shipment.recipient)?;
@@ -385,11 +388,11 @@ pub struct NewTool {
     ),
 )]
 pub async fn register_tool(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ToolView>), ApiError> {
-    authorize(&state, &headers, STAFF, "register tools")?;
+    state.node.authorize(&headers, STAFF, "register tools")?;
     let new: NewTool = parse_body(&body)?;
     let ok = !new.id.is_empty()
         && new.id.len() <= 64
@@ -407,7 +410,7 @@ pub async fn register_tool(
         ));
     }
     nonempty("name", &new.name)?;
-    let at = Instant(state.clock.now());
+    let at = Instant(state.node.clock.now());
     let tool = Tool {
         id: new.id,
         name: new.name,
@@ -453,13 +456,13 @@ pub struct ToolList {
     ),
 )]
 pub async fn list_tools(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     q: Result<Query<ToolQuery>, QueryRejection>,
 ) -> Result<Json<ToolList>, ApiError> {
-    authorize(&state, &headers, EVERYONE, "list tools")?;
+    state.node.authorize(&headers, EVERYONE, "list tools")?;
     let q = query(q)?;
-    let at = q.at.unwrap_or(Instant(state.clock.now()));
+    let at = q.at.unwrap_or(Instant(state.node.clock.now()));
     let overdue_only = q.overdue.unwrap_or(false);
     let filter = RecordFilter {
         lookup: None,
@@ -474,7 +477,7 @@ pub async fn list_tools(
     Ok(Json(ToolList { tools }))
 }
 
-async fn require_tool(state: &AppState, id: &str) -> Result<Stored<Tool>, ApiError> {
+async fn require_tool(state: &Edge, id: &str) -> Result<Stored<Tool>, ApiError> {
     records::require(state, id, "unknown_tool", "tool").await
 }
 
@@ -507,12 +510,12 @@ pub struct NewLoan {
     ),
 )]
 pub async fn lend_tool(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ToolView>, ApiError> {
-    authorize(&state, &headers, STAFF, "lend tools")?;
+    state.node.authorize(&headers, STAFF, "lend tools")?;
     let new: NewLoan = parse_body(&body)?;
     let job_id = new
         .job_id
@@ -535,7 +538,7 @@ pub async fn lend_tool(
             ),
         ));
     }
-    let at = Instant(state.clock.now());
+    let at = Instant(state.node.clock.now());
     if new.due_back <= at {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -577,18 +580,18 @@ pub struct NewReturn {
     ),
 )]
 pub async fn return_tool(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ToolView>, ApiError> {
-    authorize(&state, &headers, STAFF, "take tools back")?;
+    state.node.authorize(&headers, STAFF, "take tools back")?;
     let new: NewReturn = parse_body(&body)?;
     let Stored {
         revision,
         mut value,
     } = require_tool(&state, &id).await?;
-    let at = Instant(state.clock.now());
+    let at = Instant(state.node.clock.now());
     match value.loans.last_mut() {
         Some(loan) if loan.returned_at.is_none() && value.loss.is_none() => {
             loan.returned_at = Some(at);
@@ -630,12 +633,14 @@ pub struct NewLoss {
     ),
 )]
 pub async fn report_tool_lost(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ToolView>, ApiError> {
-    authorize(&state, &headers, MANAGERS, "charge for lost tools (R19)")?;
+    state
+        .node
+        .authorize(&headers, MANAGERS, "charge for lost tools (R19)")?;
     let new: NewLoss = parse_body(&body)?;
     if new.charge <= 0 {
         return Err(ApiError::bad_request(
@@ -653,7 +658,7 @@ pub async fn report_tool_lost(
             format!("tool {id} is not on loan: only a lent tool can be lost by someone"),
         ));
     };
-    let at = Instant(state.clock.now());
+    let at = Instant(state.node.clock.now());
     value.loss = Some(Loss {
         reported_at: at,
         technician: loan.technician.clone(),

@@ -8,96 +8,42 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::ws::{self, CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use fieldsync_shared::sync::{CloseCode, ConnId, Input, Principal};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::app::AppState;
-use crate::auth::{AuthError, Subject};
-use crate::error::ApiError;
-use crate::hub::{HubInput, Outbound};
+use crate::http::error::ApiError;
+use crate::http::token_from;
+use crate::sync::hub::{HubInput, Outbound};
+use crate::sync::node::Node;
 
 #[derive(Debug, Deserialize)]
 pub struct TokenQuery {
     token: Option<String>,
 }
 
-/// The bearer token from `Authorization: Bearer …` or, for browsers, `?token=`.
-pub fn token_from(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| t.trim().to_owned());
-    header.or_else(|| query.map(str::to_owned))
-}
-
-/// Checks a token and turns it into the principal the engine knows, or the 401 to send.
-pub fn authenticate(state: &AppState, token: Option<String>) -> Result<Principal, AuthError> {
-    let token = token.ok_or(AuthError::Missing)?;
-    let verified = state.tokens.verify(&token, state.clock.now())?;
-    match verified.subject {
-        Subject::Device(device_id) => {
-            if state.registry_read().device(&device_id).is_none() {
-                recheck_records(state);
-            }
-            let registry = state.registry_read();
-            let record = registry
-                .device(&device_id)
-                .ok_or_else(|| AuthError::Revoked(format!("device {device_id} is not enrolled")))?;
-            if let Some(at) = record.revoked_at {
-                return Err(AuthError::Revoked(format!(
-                    "device {device_id} was revoked at {at}"
-                )));
-            }
-            Ok(Principal::Device {
-                device_id,
-                technician: record.technician.clone(),
-            })
-        }
-        Subject::Desk(role) => Ok(Principal::Desk {
-            role: role.as_str().to_owned(),
-        }),
-        Subject::Branch(branch_id) => {
-            if state.registry_read().branch(&branch_id).is_none() {
-                recheck_records(state);
-            }
-            if state.registry_read().branch(&branch_id).is_none() {
-                return Err(AuthError::Revoked(format!(
-                    "branch {branch_id} is not enrolled at head office"
-                )));
-            }
-            Ok(Principal::Branch { branch_id })
-        }
-    }
-}
-
-/// A token we signed names a device (or branch) these records do not hold: it may have been
-/// enrolled by another process (the CLI) since the last poll of the records. Look now rather
-/// than refuse it, since a device treats a refusal as final. One small read of the store, and
-/// only on this path, which needs a token signed by this server.
-fn recheck_records(state: &AppState) {
-    if let Err(e) = state.reload_registry_if_changed() {
-        tracing::warn!(error = %e, "cannot re-read the records");
-    }
+/// The `/sync` route, on the node's state.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/sync", get(sync_endpoint))
+        .with_state(node)
 }
 
 /// `GET /sync`: authenticate, then upgrade.
 pub async fn sync_endpoint(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Node>>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let principal = match authenticate(&state, token_from(&headers, query.token.as_deref())) {
+    let principal = match state.authenticate(token_from(&headers, query.token.as_deref())) {
         Ok(p) => p,
         Err(e) => {
             state.metrics.refused(e.code());
@@ -106,8 +52,7 @@ pub async fn sync_endpoint(
         }
     };
     let limits = &state.config.limits;
-    let open = state.metrics.connections.load(Ordering::Relaxed);
-    if usize::try_from(open).unwrap_or(0) >= limits.max_connections {
+    if state.metrics.open_connections() >= limits.max_connections {
         state.metrics.refused("too_many_connections");
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -130,9 +75,9 @@ pub async fn sync_endpoint(
         .on_upgrade(move |socket| connection(state, socket, principal))
 }
 
-async fn connection(state: Arc<AppState>, socket: WebSocket, principal: Principal) {
+async fn connection(state: Arc<Node>, socket: WebSocket, principal: Principal) {
     let conn = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
-    let (outbox, mut inbox) = mpsc::channel(crate::hub::OUTBOX);
+    let (outbox, mut inbox) = mpsc::channel(crate::sync::hub::OUTBOX);
     if !state.hub.send(HubInput::Open {
         conn,
         principal,
@@ -141,11 +86,8 @@ async fn connection(state: Arc<AppState>, socket: WebSocket, principal: Principa
     }) {
         return;
     }
-    state.metrics.connections.fetch_add(1, Ordering::Relaxed);
-    state
-        .metrics
-        .connections_total
-        .fetch_add(1, Ordering::Relaxed);
+    state.metrics.connections.inc();
+    state.metrics.connections_accepted.inc();
     let (mut sink, mut stream) = socket.split();
     let interval = state.config.limits.ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -170,8 +112,8 @@ async fn connection(state: Arc<AppState>, socket: WebSocket, principal: Principa
             incoming = stream.next() => match incoming {
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     last_heard = Instant::now();
-                    state.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-                    state.metrics.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    state.metrics.messages_in.inc();
+                    state.metrics.bytes_in.inc_by(bytes.len() as u64);
                     state.hub.engine_input(Input::Frame { conn, bytes: bytes.to_vec() });
                 }
                 Some(Ok(WsMessage::Text(_))) => {
@@ -244,5 +186,5 @@ async fn connection(state: Arc<AppState>, socket: WebSocket, principal: Principa
         }
     }
     state.hub.engine_input(Input::Disconnected { conn });
-    state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    state.metrics.connections.dec();
 }

@@ -1,0 +1,212 @@
+//! The branch edge server: the service desk's API ([`desk`]) and the job endpoints ([`jobs`]),
+//! stranded edits ([`handoff`]), the report signer ([`signer`]) and the link to head office
+//! ([`upstream`]). [`Edge`] is its state: the sync node plus what only an edge keeps; its
+//! router and workers are built here from it, and nothing in here imports the composition
+//! root (`app`).
+
+pub mod desk;
+pub mod handoff;
+pub mod jobs;
+pub mod signer;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use axum::Router;
+use fieldsync_shared::ids::DocumentId;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::task::JoinHandle;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::http::BearerToken;
+use crate::metrics::Registry;
+use crate::sync::node::Node;
+
+use self::desk::approvals::mirror::ApprovalMirror;
+
+/// What an edge's handlers and workers reach.
+#[derive(Debug)]
+pub struct Edge {
+    pub node: Arc<Node>,
+    pub metrics: EdgeMetrics,
+    /// Serialises assignment changes (see `jobs::make_job`).
+    pub assign_lock: tokio::sync::Mutex<()>,
+    /// Ids of reports as the signer stores them (the upstream outbox listens).
+    pub reports_signed: tokio::sync::broadcast::Sender<String>,
+    /// Complaint documents as the desk writes them (the upstream outbox listens).
+    pub complaints_published: tokio::sync::broadcast::Sender<DocumentId>,
+    /// The desk's approvals queue (R12, R18, R31), mirrored from the stored jobs.
+    pub approvals: ApprovalMirror,
+}
+
+/// What only an edge exports: the link to head office and the approvals queue.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeMetrics {
+    /// 1 while the link to head office is up.
+    pub upstream_connected: Gauge,
+    pub upstream_dial_failures: Counter,
+    /// Reports head office confirmed holding, and those still waiting.
+    pub upstream_delivered: Counter,
+    pub upstream_undelivered: Gauge,
+    /// Complaint documents with a revision head office has not confirmed.
+    pub upstream_complaints_undelivered: Gauge,
+    /// Approval requests (R12, R18, R31) no manager has decided yet.
+    pub approvals_waiting: Gauge,
+}
+
+impl EdgeMetrics {
+    fn registered(registry: &mut Registry, upstream_configured: bool) -> Self {
+        let m = Self::default();
+        let configured: Gauge = Gauge::default();
+        configured.set(i64::from(upstream_configured));
+        registry.register(
+            "upstream_configured",
+            "1 when this edge has an [upstream] link to head office.",
+            configured,
+        );
+        registry.register(
+            "upstream_connected",
+            "1 while the link to head office is up.",
+            m.upstream_connected.clone(),
+        );
+        registry.register(
+            "upstream_dial_failures",
+            "Failed attempts to reach head office.",
+            m.upstream_dial_failures.clone(),
+        );
+        registry.register(
+            "upstream_delivered",
+            "Reports head office confirmed holding.",
+            m.upstream_delivered.clone(),
+        );
+        registry.register(
+            "upstream_undelivered",
+            "Signed reports not yet confirmed by head office.",
+            m.upstream_undelivered.clone(),
+        );
+        registry.register(
+            "upstream_complaints_undelivered",
+            "Complaints whose latest revision head office has not confirmed.",
+            m.upstream_complaints_undelivered.clone(),
+        );
+        registry.register(
+            "approvals_waiting",
+            "Approval requests (R12, R18, R31) not decided yet.",
+            m.approvals_waiting.clone(),
+        );
+        m
+    }
+}
+
+impl Edge {
+    /// An edge on `node`; registers its metrics in `registry`.
+    pub fn new(node: Arc<Node>, registry: &mut Registry) -> Arc<Self> {
+        let metrics = EdgeMetrics::registered(registry, node.config.upstream.is_some());
+        let approvals = ApprovalMirror::new(metrics.approvals_waiting.clone());
+        Arc::new(Self {
+            node,
+            metrics,
+            assign_lock: tokio::sync::Mutex::new(()),
+            reports_signed: tokio::sync::broadcast::channel(1024).0,
+            complaints_published: tokio::sync::broadcast::channel(1024).0,
+            approvals,
+        })
+    }
+
+    /// The edge's routes (`/api/…`), on its state.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::from(api()).with_state(Arc::clone(self))
+    }
+
+    /// Starts the edge's workers: the report signer, the approvals mirror and, with an
+    /// `[upstream]`, the link to head office. They run until aborted.
+    pub fn spawn_workers(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        let mut workers = vec![
+            tokio::spawn(signer::run_signer(Arc::clone(self))),
+            tokio::spawn(desk::approvals::mirror::run(Arc::clone(self))),
+        ];
+        if let Some(upstream) = self.node.config.upstream.clone() {
+            workers.push(tokio::spawn(upstream::run(Arc::clone(self), upstream)));
+        }
+        workers
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "fieldsync branch edge API",
+        description = "The branch edge server's API: the service desk (issue #6) and the job \
+            endpoints. Authenticate with `Authorization: Bearer <token>` from `fieldsync desk \
+            token --role dispatcher|manager|analyst` (`/api/me` and `/api/handoffs/{job}` take \
+            a device token). Errors are JSON `{\"code\", \"message\"}` with a stable code; a \
+            role that may not do something gets 403 `forbidden` saying which roles may. Rule \
+            ids (R1…) refer to the product's DOMAIN.md.",
+    ),
+    modifiers(&BearerToken),
+    security(("token" = [])),
+    components(schemas(crate::http::wire::ErrorBody, desk::intake::DueFilter)),
+)]
+struct ApiDoc;
+
+/// Every `/api` route of an edge with its OpenAPI description. The router and the document
+/// come from this one list: a route cannot exist without being documented.
+pub fn api() -> OpenApiRouter<Arc<Edge>> {
+    use desk::{approvals, complaints, dispatch, intake, stock};
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(dispatch::create_job))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::set_technicians))
+        .routes(routes!(signer::get_report))
+        .routes(routes!(jobs::me))
+        .routes(routes!(handoff::hand_over))
+        .routes(routes!(handoff::list_stranded))
+        .routes(routes!(handoff::merge))
+        .routes(routes!(handoff::discard))
+        .routes(routes!(intake::create_request, intake::list_requests))
+        .routes(routes!(intake::get_request))
+        .routes(routes!(intake::record_reply))
+        .routes(routes!(intake::record_arrival))
+        .routes(routes!(dispatch::create_job_from_request))
+        .routes(routes!(dispatch::set_appointment))
+        .routes(routes!(dispatch::job_desk_record))
+        .routes(routes!(dispatch::list_follow_ups))
+        .routes(routes!(dispatch::record_call))
+        .routes(routes!(
+            complaints::create_complaint,
+            complaints::list_complaints
+        ))
+        .routes(routes!(complaints::complaint_summary))
+        .routes(routes!(complaints::get_complaint))
+        .routes(routes!(complaints::record_step))
+        .routes(routes!(stock::create_requisition, stock::list_requisitions))
+        .routes(routes!(stock::record_shipment))
+        .routes(routes!(stock::register_tool, stock::list_tools))
+        .routes(routes!(stock::lend_tool))
+        .routes(routes!(stock::return_tool))
+        .routes(routes!(stock::report_tool_lost))
+        .routes(routes!(approvals::list_approvals))
+        .routes(routes!(approvals::decide_approval))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI document of every edge `/api` route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+/// `GET /api/openapi.json`: the OpenAPI 3.1 document of this API, generated from the code.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "meta",
+    description = "This document. No token needed.",
+    security(()),
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")),
+)]
+pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(openapi())
+}

@@ -1,0 +1,152 @@
+//! Head office's receiver: looks at every document a branch sends as it becomes durable and
+//! hands it to the one that keeps it: a report document to the report archive
+//! ([`archive::process`]), a complaint document to the complaint archive
+//! ([`complaints::process`]); job documents are read by the reports that name them. A report
+//! whose job document does not hold the report's heads yet waits here (by job) and is looked
+//! at again whenever that job changes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use fieldsync_shared::complaint_doc::ComplaintDoc;
+use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::report_doc::{ReportDoc, report_doc_id};
+use fieldsync_storage::{StorageError, Store};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::head_office::HeadOffice;
+use crate::head_office::archive::{ARCHIVE, PENDING, REJECTED, Rejection, load, process, reject};
+use crate::head_office::complaints;
+
+/// Runs until the hub stops: looks at every document that changes.
+pub async fn run(state: Arc<HeadOffice>) {
+    let mut changes = state.node.hub.subscribe_changes();
+    // Report documents waiting for their job, by job.
+    let mut waiting: HashMap<DocumentId, HashSet<DocumentId>> = HashMap::new();
+    match load_pending(&state.node.store) {
+        Ok(pending) => {
+            for (report_doc, job) in pending {
+                waiting.entry(job).or_default().insert(report_doc);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read the pending reports"),
+    }
+    // Look at the waiting ones once: their job may have arrived before a restart.
+    let jobs: Vec<DocumentId> = waiting.keys().copied().collect();
+    for job in jobs {
+        recheck(&state, &mut waiting, job).await;
+    }
+    // A document stored just before a kill was never looked at, yet its branch was told head
+    // office holds it and will not offer it again, and nothing need ever change it: look once
+    // at every stored document whose report is neither archived nor kept aside.
+    match unsettled(&state.node.store) {
+        Ok(docs) => {
+            for doc in docs {
+                consider(&state, &mut waiting, doc).await;
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot list the stored documents to verify"),
+    }
+    loop {
+        let doc = match changes.recv().await {
+            Ok(doc) => doc,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "verifier fell behind; rescanning stored documents");
+                let ids = state.node.store.doc_ids().unwrap_or_default();
+                for id in ids.iter().filter_map(|i| i.parse().ok()) {
+                    consider(&state, &mut waiting, id).await;
+                }
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        consider(&state, &mut waiting, doc).await;
+    }
+}
+
+/// Every stored document except the report documents already archived or kept aside (a
+/// report document never changes once written, so its outcome stands): job documents are
+/// loaded and passed over quickly, complaint documents are archived by revision, so looking
+/// at them again archives nothing twice.
+fn unsettled(store: &Store) -> Result<Vec<DocumentId>, StorageError> {
+    let mut settled: HashSet<DocumentId> = store
+        .meta_entries(REJECTED)?
+        .into_iter()
+        .filter_map(|(doc, _)| doc.parse().ok())
+        .collect();
+    // The archive is keyed by report id, from which the report document's id derives.
+    settled.extend(
+        store
+            .meta_entries(ARCHIVE)?
+            .into_iter()
+            .filter_map(|(report_id, _)| report_doc_id(&report_id)),
+    );
+    Ok(store
+        .doc_ids()?
+        .iter()
+        .filter_map(|d| d.parse::<DocumentId>().ok())
+        .filter(|d| !settled.contains(d))
+        .collect())
+}
+
+fn load_pending(store: &Store) -> Result<Vec<(DocumentId, DocumentId)>, StorageError> {
+    Ok(store
+        .meta_entries(PENDING)?
+        .into_iter()
+        .filter_map(|(_, v)| {
+            let r: Rejection = serde_json::from_slice(&v).ok()?;
+            Some((r.report_doc, r.job_id?))
+        })
+        .collect())
+}
+
+async fn consider(
+    state: &Arc<HeadOffice>,
+    waiting: &mut HashMap<DocumentId, HashSet<DocumentId>>,
+    doc: DocumentId,
+) {
+    if waiting.contains_key(&doc) {
+        recheck(state, waiting, doc).await;
+    }
+    let Some(am) = load(state, doc).await else {
+        return;
+    };
+    match ReportDoc::from_document(&am) {
+        Ok(Some(report)) => {
+            if let Some(job) = process(state, doc, &report).await {
+                waiting.entry(job).or_default().insert(doc);
+            }
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            reject(state, doc, None, &e).await;
+            return;
+        }
+    }
+    match ComplaintDoc::from_document(&am) {
+        Ok(Some(complaint)) => complaints::process(state, doc, &complaint).await,
+        Ok(None) => {}
+        Err(e) => complaints::reject_unreadable(state, doc, &e).await,
+    }
+}
+
+async fn recheck(
+    state: &Arc<HeadOffice>,
+    waiting: &mut HashMap<DocumentId, HashSet<DocumentId>>,
+    job: DocumentId,
+) {
+    let Some(docs) = waiting.remove(&job) else {
+        return;
+    };
+    for report_doc in docs {
+        let Some(am) = load(state, report_doc).await else {
+            continue;
+        };
+        if let Ok(Some(report)) = ReportDoc::from_document(&am)
+            && let Some(job) = process(state, report_doc, &report).await
+        {
+            waiting.entry(job).or_default().insert(report_doc);
+        }
+    }
+}
