@@ -881,6 +881,7 @@ impl TestServer {
                 url: upstream_url,
                 token_file,
                 retry_max: Duration::from_secs(1),
+                verdict_poll: Duration::from_secs(1),
                 ca_file: None,
             });
         })

@@ -138,10 +138,18 @@ pub struct Upstream {
     /// own CA) instead of the system's trust store.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// How often the branch asks head office for its verdict on the reports it delivered and
+    /// that are not verified yet (`edge::verdicts`).
+    #[serde(default = "default_verdict_poll", with = "secs")]
+    pub verdict_poll: Duration,
 }
 
 fn default_retry_max() -> Duration {
     Duration::from_secs(60)
+}
+
+fn default_verdict_poll() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `[tls]` in the server's config: the certificate chain and its private key, PEM files
@@ -319,6 +327,7 @@ impl Config {
                     url: String::new(),
                     token_file: PathBuf::new(),
                     retry_max: default_retry_max(),
+                    verdict_poll: default_verdict_poll(),
                     ca_file: None,
                 });
                 match name {

@@ -255,6 +255,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
             url: link.ws_url(),
             token_file,
             retry_max: Duration::from_secs(2),
+            verdict_poll: Duration::from_secs(1),
             ca_file: None,
         }),
         ..Config::default()

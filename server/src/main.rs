@@ -12,6 +12,7 @@ use fieldsync_server::auth::{DeskRole, Subject, TokenAuthority, parse_ttl};
 use fieldsync_server::clock::system_now as now;
 use fieldsync_server::config::{Config, Role};
 use fieldsync_server::data_dir::{DataDir, recorded_role};
+use fieldsync_server::head_office::archive::RetryFilter;
 use fieldsync_server::head_office::{archive, complaints};
 use fieldsync_server::sync::registry::{BranchRecord, Registry};
 use fieldsync_shared::ids::{BranchId, DeviceId, TechnicianId};
@@ -110,6 +111,11 @@ enum Command {
         #[arg(long)]
         complaints: bool,
     },
+    /// Head office: the archive of verified reports.
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
     /// Check an exported report with only public keys; says exactly what failed.
     Verify {
         /// The report's JSON (as `GET /api/reports/{id}` exports it).
@@ -117,6 +123,24 @@ enum Command {
         /// A trust directory (`fieldsync trust export`).
         #[arg(long)]
         trust: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveCommand {
+    /// Verify rejected reports again, e.g. after a branch's key was enrolled or fixed. Works
+    /// beside a running head office (it looks at them within a second) or a stopped one (at
+    /// its next start).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["rejected", "report"])))]
+    Retry {
+        #[command(flatten)]
+        common: Common,
+        /// Every rejected report.
+        #[arg(long)]
+        rejected: bool,
+        /// One report, by its report id.
+        #[arg(long)]
+        report: Option<String>,
     },
 }
 
@@ -267,6 +291,26 @@ fn main() -> anyhow::Result<()> {
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(fieldsync_server::demo::run(&dir))
         }
+        Command::Archive {
+            command:
+                ArchiveCommand::Retry {
+                    common,
+                    rejected: _,
+                    report,
+                },
+        } => {
+            let config = common.load()?;
+            let dir = open_dir(&config)?;
+            let store = open_store(&dir)?;
+            refuse_edge(&dir, &store, "the archive")?;
+            let filter = match report {
+                Some(id) => RetryFilter::Report(id),
+                None => RetryFilter::All,
+            };
+            let retried = archive::request_retry(&store, &filter)?;
+            store.flush().wait()?;
+            print_json(&serde_json::json!({ "retried": retried }))
+        }
         Command::Stats {
             common,
             month,
@@ -279,13 +323,7 @@ fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--month: {e} (expected YYYY-MM)"))?;
             let dir = open_dir(&config)?;
             let store = open_store(&dir)?;
-            if recorded_role(&store)? == Some(Role::Edge) {
-                bail!(
-                    "{} is a branch edge server's data directory: the statistics live at head \
-                     office (run this with head office's --data-dir, or GET /api/stats there)",
-                    dir.root().display()
-                );
-            }
+            refuse_edge(&dir, &store, "the statistics")?;
             let text = if complaints {
                 let report =
                     complaints::complaint_report(&store, month, config.repeat_window_days)?;
@@ -354,6 +392,18 @@ fn open_dir(config: &Config) -> anyhow::Result<DataDir> {
     Ok(DataDir::existing(&config.data_dir)?)
 }
 
+/// Head-office commands refuse a branch's data directory, saying where `what` lives.
+fn refuse_edge(dir: &DataDir, store: &Store, what: &str) -> anyhow::Result<()> {
+    if recorded_role(store)? == Some(Role::Edge) {
+        bail!(
+            "{} is a branch edge server's data directory: {what} lives at head office (run \
+             this with head office's --data-dir)",
+            dir.root().display()
+        );
+    }
+    Ok(())
+}
+
 fn open_store(dir: &DataDir) -> anyhow::Result<Store> {
     Store::open(dir.database_path(), StoreConfig::default())
         .with_context(|| format!("cannot open {}", dir.database_path().display()))
@@ -400,11 +450,14 @@ fn branch(command: BranchCommand) -> anyhow::Result<()> {
                     },
                 )
                 .wait()?;
+            // Reports kept aside for want of this key are verified again.
+            let retried = archive::request_retry(&store, &RetryFilter::Branch(branch_id.clone()))?;
             store.flush().wait()?;
             print_json(&serde_json::json!({
                 "branch_id": branch_id,
                 "key_id": public.id().as_str(),
                 "enrolled": true,
+                "retried": retried,
             }))
         }
         BranchCommand::Token {

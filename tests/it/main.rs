@@ -22,3 +22,4 @@ mod samod_interop;
 mod stranded;
 mod sync;
 mod tls;
+mod verdicts;

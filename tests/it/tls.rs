@@ -140,6 +140,7 @@ async fn a_branch_delivers_a_signed_report_to_head_office_over_wss() -> anyhow::
         url: wss_url(head_office.addr),
         token_file,
         retry_max: Duration::from_secs(1),
+        verdict_poll: Duration::from_secs(1),
         ca_file: Some(pki.ca_file.clone()),
     };
     let branch = TestServer::start_with_clock(branch_dir.path(), clock, move |c| {

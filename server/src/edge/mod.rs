@@ -9,12 +9,16 @@ pub mod handoff;
 pub mod jobs;
 pub mod signer;
 pub mod upstream;
+pub mod verdicts;
 
 use std::sync::Arc;
 
 use axum::Router;
 use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::report_doc::VerdictStatus;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::task::JoinHandle;
 use utoipa::OpenApi;
@@ -55,6 +59,14 @@ pub struct EdgeMetrics {
     pub upstream_complaints_undelivered: Gauge,
     /// Approval requests (R12, R18, R31) no manager has decided yet.
     pub approvals_waiting: Gauge,
+    /// Delivered reports by head office's verdict (`verdicts`).
+    at_head_office: Family<VerdictLabel, Gauge>,
+}
+
+/// The label of `fieldsync_reports_at_head_office`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabel {
+    verdict: &'static str,
 }
 
 impl EdgeMetrics {
@@ -97,7 +109,22 @@ impl EdgeMetrics {
             "Approval requests (R12, R18, R31) not decided yet.",
             m.approvals_waiting.clone(),
         );
+        registry.register(
+            "reports_at_head_office",
+            "Delivered reports by head office's verdict (verified, rejected, pending, unknown).",
+            m.at_head_office.clone(),
+        );
         m
+    }
+
+    /// Sets how many delivered reports have head office's verdict `status`.
+    pub fn set_at_head_office(&self, status: VerdictStatus, count: usize) {
+        crate::metrics::set_count(
+            &self.at_head_office.get_or_create(&VerdictLabel {
+                verdict: status.as_str(),
+            }),
+            count,
+        );
     }
 }
 
@@ -129,6 +156,10 @@ impl Edge {
             tokio::spawn(desk::approvals::mirror::run(Arc::clone(self))),
         ];
         if let Some(upstream) = self.node.config.upstream.clone() {
+            workers.push(tokio::spawn(verdicts::run(
+                Arc::clone(self),
+                upstream.clone(),
+            )));
             workers.push(tokio::spawn(upstream::run(Arc::clone(self), upstream)));
         }
         workers
@@ -161,6 +192,7 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::set_technicians))
         .routes(routes!(signer::get_report))
+        .routes(routes!(verdicts::list_reports))
         .routes(routes!(jobs::me))
         .routes(routes!(handoff::hand_over))
         .routes(routes!(handoff::list_stranded))

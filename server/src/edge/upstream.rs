@@ -495,7 +495,7 @@ enum DialError {
 
 /// Reads and checks the branch token before it is sent: a token for another branch or one
 /// that has expired would only be refused.
-fn branch_token(state: &Edge, upstream: &Upstream) -> Result<String, String> {
+pub(crate) fn branch_token(state: &Edge, upstream: &Upstream) -> Result<String, String> {
     let file = upstream.token_file.display();
     let token = match std::fs::read_to_string(&upstream.token_file) {
         Ok(text) => text.trim().to_owned(),

@@ -26,7 +26,7 @@ use fieldsync_shared::ids::{BranchId, DocumentId};
 use fieldsync_shared::job::doc::read_job_at;
 use fieldsync_shared::keys::PublicKey;
 use fieldsync_shared::report::{SignedReport, TrustStore, VerifyError};
-use fieldsync_shared::report_doc::ReportDoc;
+use fieldsync_shared::report_doc::{ReportDoc, Verdict, VerdictStatus, report_doc_id};
 use fieldsync_shared::stats::{MonthlyStats, ReportedJob, StatsError, monthly};
 use fieldsync_shared::time::{Month, Timestamp};
 use fieldsync_storage::{StorageError, Store};
@@ -70,6 +70,106 @@ pub struct Rejection {
     pub code: String,
     pub message: String,
     pub at: Timestamp,
+}
+
+/// `meta` record whose value changes each time reports are taken out of the rejected list to
+/// be verified again (`fieldsync archive retry`, a branch enrolled anew); the receiver
+/// watches it.
+pub const RETRY: (&str, &str) = ("head_office", "retry_generation");
+
+/// The retry generation now (0 before the first retry).
+pub fn retry_generation(store: &Store) -> Result<u64, StorageError> {
+    Ok(store
+        .meta(RETRY.0, RETRY.1)?
+        .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Which rejected reports to verify again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryFilter {
+    /// Every rejected report.
+    All,
+    /// The rejected reports a branch sent (after its key was enrolled or fixed).
+    Branch(BranchId),
+    /// One report, by report id.
+    Report(String),
+}
+
+/// Takes the rejected reports `filter` names out of the rejected list and tells the receiver
+/// (this process or a running server) to verify them again; answers their report ids. Works
+/// beside a running head office: the receiver notices within a second; a stopped one looks at
+/// them at its next start (they are neither archived nor kept aside).
+pub fn request_retry(store: &Store, filter: &RetryFilter) -> Result<Vec<String>, StorageError> {
+    let mut retried = Vec::new();
+    for (doc, value) in store.meta_entries(REJECTED)? {
+        let Ok(rejection) = serde_json::from_slice::<Rejection>(&value) else {
+            continue;
+        };
+        let chosen = match filter {
+            RetryFilter::All => true,
+            RetryFilter::Branch(branch) => rejection.from_branch.as_ref() == Some(branch),
+            RetryFilter::Report(id) => rejection.report_id.as_deref() == Some(id.as_str()),
+        };
+        if chosen {
+            store.delete_meta(REJECTED, &doc).wait()?;
+            retried.push(rejection.report_id.unwrap_or(doc));
+        }
+    }
+    if !retried.is_empty() {
+        let next = retry_generation(store)? + 1;
+        store
+            .put_meta(RETRY.0, RETRY.1, next.to_string().into_bytes())
+            .wait()?;
+    }
+    Ok(retried)
+}
+
+/// Head office's verdict on `report_id` for the branch that asks: another branch's report is
+/// `unknown` to it, as is one head office never received.
+pub fn verdict(store: &Store, branch: &BranchId, report_id: &str) -> Result<Verdict, StorageError> {
+    let unknown = Verdict {
+        report_id: report_id.to_owned(),
+        status: VerdictStatus::Unknown,
+        code: None,
+        message: None,
+        at: None,
+    };
+    if let Some(bytes) = store.meta(ARCHIVE, report_id)?
+        && let Ok(entry) = serde_json::from_slice::<ArchivedReport>(&bytes)
+    {
+        if &entry.branch_id != branch {
+            return Ok(unknown);
+        }
+        return Ok(Verdict {
+            status: VerdictStatus::Verified,
+            at: Some(entry.verified_at.as_millis()),
+            ..unknown
+        });
+    }
+    let Some(doc) = report_doc_id(report_id) else {
+        return Ok(unknown);
+    };
+    for (namespace, status) in [
+        (REJECTED, VerdictStatus::Rejected),
+        (PENDING, VerdictStatus::Pending),
+    ] {
+        if let Some(bytes) = store.meta(namespace, &doc.to_string())?
+            && let Ok(r) = serde_json::from_slice::<Rejection>(&bytes)
+        {
+            if r.from_branch.as_ref() != Some(branch) {
+                return Ok(unknown);
+            }
+            return Ok(Verdict {
+                status,
+                code: Some(r.code),
+                message: Some(r.message),
+                at: Some(r.at.as_millis()),
+                ..unknown
+            });
+        }
+    }
+    Ok(unknown)
 }
 
 fn index_key(kind: &str, value: &str) -> String {
@@ -807,6 +907,68 @@ pub async fn list_rejected(
     Ok(Json(
         serde_json::json!({ "rejected": rejected, "pending": pending }),
     ))
+}
+
+/// Body of `POST /api/archive/verdicts`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictQuery {
+    /// Report ids (at most [`MAX_VERDICTS`]).
+    pub reports: Vec<String>,
+}
+
+/// What `POST /api/archive/verdicts` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Verdicts {
+    pub verdicts: Vec<Verdict>,
+}
+
+/// Report ids one verdict request may name.
+pub const MAX_VERDICTS: usize = 1000;
+
+/// A branch asks head office what became of the reports it delivered.
+#[utoipa::path(
+    post,
+    path = "/api/archive/verdicts",
+    tag = "head office",
+    description = "For a branch's link (its branch token): head office's verdict on each of \
+        the branch's reports (`verified`, `rejected` with the code and message, `pending`, or \
+        `unknown`: not received, or another branch's). At most 1000 ids a request.",
+    request_body = VerdictQuery,
+    responses(
+        (status = 200, body = Verdicts),
+        (status = 400, body = ErrorBody, description = "invalid_body, too_many_reports"),
+        (status = 403, body = ErrorBody, description = "not a branch token"),
+    ),
+)]
+pub async fn verdicts(
+    State(state): State<Arc<HeadOffice>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Verdicts>, ApiError> {
+    let branch = state
+        .node
+        .authorize_branch(&headers, "`/api/archive/verdicts`")?;
+    let asked: VerdictQuery = crate::http::parse_body(&body)?;
+    if asked.reports.len() > MAX_VERDICTS {
+        return Err(ApiError::bad_request(
+            "too_many_reports",
+            format!(
+                "{} report ids: at most {MAX_VERDICTS} a request",
+                asked.reports.len()
+            ),
+        ));
+    }
+    let store = Arc::clone(&state.node.store);
+    let verdicts = blocking(move || {
+        asked
+            .reports
+            .iter()
+            .map(|id| verdict(&store, &branch, id))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    Ok(Json(Verdicts { verdicts }))
 }
 
 /// Query of `GET /api/stats`.

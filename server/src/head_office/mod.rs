@@ -107,6 +107,7 @@ pub fn api() -> OpenApiRouter<Arc<HeadOffice>> {
         .routes(routes!(archive::get_report))
         .routes(routes!(archive::export_report))
         .routes(routes!(archive::list_rejected))
+        .routes(routes!(archive::verdicts))
         .routes(routes!(archive::get_stats))
         .routes(routes!(complaints::list_archived))
         .routes(routes!(complaints::list_rejected))

@@ -341,6 +341,17 @@ impl Node {
         Ok(role)
     }
 
+    /// Checks that the request carries an enrolled branch's token (head office; `what` is
+    /// named in the 403 another token gets) and returns the branch.
+    pub fn authorize_branch(&self, headers: &HeaderMap, what: &str) -> Result<BranchId, ApiError> {
+        match self.principal(headers)? {
+            Principal::Branch { branch_id } => Ok(branch_id),
+            _ => Err(ApiError::forbidden(format!(
+                "{what} answers branch tokens only (`fieldsync branch token`)"
+            ))),
+        }
+    }
+
     /// Checks that the request carries a device's token (for `what`, named in the 403 a desk
     /// token gets) and returns the device and its technician.
     pub fn authorize_device(
