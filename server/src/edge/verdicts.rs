@@ -303,7 +303,7 @@ pub async fn list_reports(
             })
         })
         .collect();
-    list.sort_by(|a, b| b.signed_at.cmp(&a.signed_at));
+    list.sort_by_key(|r| std::cmp::Reverse(r.signed_at));
     Ok(Json(ReportList { reports: list }))
 }
 
