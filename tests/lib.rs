@@ -93,7 +93,7 @@ impl TestServer {
     ) -> anyhow::Result<Self> {
         let mut config = Config {
             data_dir: data_dir.to_owned(),
-            branch_id: "north-01".into(),
+            branch_id: Some("north-01".into()),
             ..Config::default()
         };
         config.limits.shutdown_grace = Duration::from_secs(2);
@@ -473,6 +473,8 @@ pub fn run_cli(binary: &Path, data_dir: &Path, args: &[&str]) -> anyhow::Result<
         .arg(data_dir)
         .env_remove("FIELDSYNC_CONFIG")
         .env("FIELDSYNC_LOG", "warn")
+        // The branch an edge directory serves before its first `serve` recorded one.
+        .env("FIELDSYNC_BRANCH_ID", "north-01")
         .output()?;
     if !output.status.success() {
         bail!(
@@ -532,6 +534,8 @@ impl ServerProcess {
             .env_remove("FIELDSYNC_CONFIG")
             .env("FIELDSYNC_LOG", "info")
             .env("NO_COLOR", "1")
+            // An edge's first start needs a branch id; `env` may name another.
+            .env("FIELDSYNC_BRANCH_ID", "north-01")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -820,7 +824,7 @@ impl TestServer {
     pub async fn start_head_office(data_dir: &Path, clock: Clock) -> anyhow::Result<Self> {
         Self::start_with_clock(data_dir, clock, |c| {
             c.role = fieldsync_server::config::Role::HeadOffice;
-            c.branch_id = "head-office".into();
+            c.branch_id = Some("head-office".into());
         })
         .await
     }
@@ -876,7 +880,7 @@ impl TestServer {
     ) -> anyhow::Result<Self> {
         let branch = branch.to_owned();
         Self::start_with_clock(data_dir, clock, move |c| {
-            c.branch_id = branch;
+            c.branch_id = Some(branch);
             c.upstream = Some(fieldsync_server::config::Upstream {
                 url: upstream_url,
                 token_file,

@@ -212,7 +212,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     // Head office, and the branch's key enrolled with it.
     let head_office = Running::start(Config {
         role: Role::HeadOffice,
-        branch_id: "head-office".into(),
+        branch_id: Some("head-office".into()),
         listen: loopback,
         data_dir: dir.join("head-office"),
         ..Config::default()
@@ -248,7 +248,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let link = Relay::start(head_office.addr).await?;
     let branch = Running::start(Config {
         role: Role::Edge,
-        branch_id: "north-01".into(),
+        branch_id: Some("north-01".into()),
         listen: loopback,
         data_dir: branch_dir,
         upstream: Some(Upstream {

@@ -11,7 +11,9 @@ use fieldsync_server::app::{self, Server};
 use fieldsync_server::auth::{DeskRole, Subject, TokenAuthority, parse_ttl};
 use fieldsync_server::clock::system_now as now;
 use fieldsync_server::config::{Config, Role};
-use fieldsync_server::data_dir::{DataDir, recorded_role};
+use fieldsync_server::data_dir::{
+    BRANCH_META, DataDir, branch_for, recorded_branch, recorded_role,
+};
 use fieldsync_server::head_office::archive::RetryFilter;
 use fieldsync_server::head_office::{archive, complaints};
 use fieldsync_server::sync::registry::{BranchRecord, Registry};
@@ -63,6 +65,10 @@ enum Command {
         listen: Option<std::net::SocketAddr>,
         #[arg(long, value_enum)]
         role: Option<Role>,
+        /// The branch this edge serves, e.g. north-01: needed at the first start, recorded in
+        /// the data directory then (`fieldsync branch rename` changes it later).
+        #[arg(long)]
+        branch_id: Option<String>,
     },
     /// Create the server's signing key in the data directory (serve also does on first run).
     Keygen {
@@ -117,12 +123,18 @@ enum Command {
         command: ArchiveCommand,
     },
     /// Check an exported report with only public keys; says exactly what failed.
+    #[command(group(clap::ArgGroup::new("keys").required(true).args(["trust", "head_office"])))]
     Verify {
-        /// The report's JSON (as `GET /api/reports/{id}` exports it).
+        /// The report's JSON (as `GET /api/reports/{id}` or head office's
+        /// `GET /api/archive/reports/{id}/export` exports it).
         report: PathBuf,
-        /// A trust directory (`fieldsync trust export`).
+        /// A trust directory (`fieldsync trust export` at the branch).
         #[arg(long)]
-        trust: PathBuf,
+        trust: Option<PathBuf>,
+        /// Head office's data directory: the branch keys it enrolled, and the device its copy
+        /// of the report document attests (read only; beside a running head office too).
+        #[arg(long)]
+        head_office: Option<PathBuf>,
     },
 }
 
@@ -202,6 +214,17 @@ enum BranchCommand {
         #[arg(long)]
         key: PathBuf,
     },
+    /// A branch edge: change the branch id its data directory serves (with its server
+    /// stopped). Every token the edge issued names the old id: issue device and desk tokens
+    /// anew, and have head office enroll the branch under the new id and issue its token.
+    /// Reports already signed keep the id they were signed with.
+    Rename {
+        #[command(flatten)]
+        common: Common,
+        /// The new branch id.
+        #[arg(long)]
+        to: String,
+    },
     /// Print the token a branch dials head office with (its `upstream.token_file`).
     Token {
         #[command(flatten)]
@@ -240,10 +263,14 @@ fn main() -> anyhow::Result<()> {
             common,
             listen,
             role,
+            branch_id,
         } => {
             let mut config = common.load()?;
             if let Some(listen) = listen {
                 config.listen = listen;
+            }
+            if branch_id.is_some() {
+                config.branch_id = branch_id;
             }
             if let Some(role) = role {
                 config.role = role;
@@ -274,7 +301,7 @@ fn main() -> anyhow::Result<()> {
             let store = open_store(&dir)?;
             let registry = Registry::load(&store)?;
             let devices: Vec<DeviceRecord> = registry.devices().cloned().collect();
-            let branch = BranchId::new(config.branch_id.clone())?;
+            let branch = branch_for(&config, &store).map_err(anyhow::Error::msg)?;
             fieldsync_server::trust::export(&out, &branch, key.public(), &devices)?;
             print_json(&serde_json::json!({
                 "trust_dir": out,
@@ -283,7 +310,18 @@ fn main() -> anyhow::Result<()> {
                 "devices": devices.len(),
             }))
         }
-        Command::Verify { report, trust } => verify(&report, &trust),
+        Command::Verify {
+            report,
+            trust,
+            head_office,
+        } => {
+            let trust = match (trust, head_office) {
+                (Some(dir), _) => fieldsync_server::trust::load(&dir)?,
+                (None, Some(dir)) => head_office_trust(&dir, &report)?,
+                (None, None) => bail!("give --trust DIR or --head-office DIR"),
+            };
+            verify(&report, &trust)
+        }
         Command::Branch { command } => branch(command),
         Command::Demo { dir } => {
             let dir = dir.unwrap_or_else(fieldsync_server::demo::default_dir);
@@ -415,9 +453,12 @@ fn issue(config: &Config, subject: &Subject, ttl: &str) -> anyhow::Result<String
     let key = dir.server_key()?;
     // The directory knows whose it is once its server has started: a token must name the
     // issuer that server checks, whatever role this command was given.
-    let role = recorded_role(&open_store(&dir)?)?.unwrap_or(config.role);
+    let store = open_store(&dir)?;
+    let role = recorded_role(&store)?.unwrap_or(config.role);
     let issuer = match role {
-        Role::Edge => config.branch_id.clone(),
+        Role::Edge => branch_for(config, &store)
+            .map_err(anyhow::Error::msg)?
+            .to_string(),
         Role::HeadOffice => "head-office".to_owned(),
     };
     let authority = TokenAuthority::new(&key, issuer).map_err(anyhow::Error::msg)?;
@@ -460,6 +501,35 @@ fn branch(command: BranchCommand) -> anyhow::Result<()> {
                 "retried": retried,
             }))
         }
+        BranchCommand::Rename { common, to } => {
+            let config = common.load()?;
+            let to = BranchId::new(to)?;
+            let dir = open_dir(&config)?;
+            // No server may run on it meanwhile: it holds the old id in memory.
+            let _lock = dir.lock()?;
+            let store = open_store(&dir)?;
+            if recorded_role(&store)? == Some(Role::HeadOffice) {
+                bail!(
+                    "{} is head office's data directory: only a branch edge has a branch id",
+                    dir.root().display()
+                );
+            }
+            let from = recorded_branch(&store)?;
+            let (namespace, key) = BRANCH_META;
+            store
+                .put_meta(namespace, key, to.as_str().as_bytes().to_vec())
+                .wait()?;
+            store.flush().wait()?;
+            print_json(&serde_json::json!({
+                "from": from,
+                "to": to,
+                "next": [
+                    "issue every device and desk token anew (`fieldsync device token`, `fieldsync desk token`)",
+                    format!("at head office: `fieldsync branch enroll --branch {to} --key <this server's keys/server.pub>` and `fieldsync branch token --branch {to}`"),
+                    format!("start the server with branch_id {to} (or none) in its config"),
+                ],
+            }))
+        }
         BranchCommand::Token {
             common,
             branch,
@@ -490,7 +560,6 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
         } => {
             let config = common.load()?;
             let technician = TechnicianId::new(technician)?;
-            let branch_id = BranchId::new(config.branch_id.clone())?;
             let device_id = match device {
                 Some(d) => DeviceId::new(d)?,
                 None => {
@@ -510,10 +579,11 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 }
             };
             let store = open_store(&dir)?;
+            let branch_id = branch_for(&config, &store).map_err(anyhow::Error::msg)?;
             let mut registry = Registry::load(&store)?;
             let record = DeviceRecord {
                 device_id: device_id.clone(),
-                branch_id,
+                branch_id: branch_id.clone(),
                 technician: technician.clone(),
                 public_key: key.to_hex(),
                 revoked_at: None,
@@ -523,7 +593,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             print_json(&serde_json::json!({
                 "device_id": device_id,
                 "technician": technician,
-                "branch_id": config.branch_id,
+                "branch_id": branch_id,
                 "key_id": key.id().as_str(),
                 "public_key": key.to_hex(),
                 "secret_key_file": secret_file,
@@ -563,8 +633,47 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
     }
 }
 
-fn verify(report: &std::path::Path, trust: &std::path::Path) -> anyhow::Result<()> {
-    let trust = fieldsync_server::trust::load(trust)?;
+/// The keys head office checks `report` with: every branch key it enrolled, and the device
+/// attested in the report document it received for that report.
+fn head_office_trust(
+    dir: &std::path::Path,
+    report: &std::path::Path,
+) -> anyhow::Result<fieldsync_shared::report::TrustStore> {
+    let dir = DataDir::existing(dir)?;
+    let store = open_store(&dir)?;
+    if recorded_role(&store)? == Some(Role::Edge) {
+        bail!(
+            "{} is a branch edge server's data directory: use --trust with the branch's `fieldsync trust export`",
+            dir.root().display()
+        );
+    }
+    let bytes =
+        std::fs::read(report).with_context(|| format!("cannot read {}", report.display()))?;
+    let signed: fieldsync_shared::report::SignedReport = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a signed report", report.display()))?;
+    let body = &signed.body;
+    let doc_id = fieldsync_shared::report_doc::report_doc_id(&body.report_id)
+        .ok_or_else(|| anyhow::anyhow!("report id {:?} is not 32 hex digits", body.report_id))?;
+    let chunks = store.load_doc(&doc_id.to_string())?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "head office holds no report document for report {} (was it delivered?)",
+            body.report_id
+        )
+    })?;
+    let mut am = automerge::Automerge::new();
+    for chunk in &chunks {
+        am.load_incremental(chunk)?;
+    }
+    let doc = fieldsync_shared::report_doc::ReportDoc::from_document(&am)?
+        .ok_or_else(|| anyhow::anyhow!("document {doc_id} is not a report document"))?;
+    let registry = Registry::load(&store)?;
+    Ok(archive::trust_from(&registry, &doc, &body.branch_id)?)
+}
+
+fn verify(
+    report: &std::path::Path,
+    trust: &fieldsync_shared::report::TrustStore,
+) -> anyhow::Result<()> {
     let bytes =
         std::fs::read(report).with_context(|| format!("cannot read {}", report.display()))?;
     match trust.verify_json(&bytes) {

@@ -1064,6 +1064,7 @@ const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
         &[DISPATCHER, MANAGER, ANALYST],
     ),
     ("GET", "/api/reports/{id}", &[DISPATCHER, MANAGER, ANALYST]),
+    ("GET", "/api/reports", &[DISPATCHER, MANAGER, ANALYST]),
     ("GET", "/api/me", &[]),
     ("POST", "/api/handoffs/{job}", &[]),
     ("GET", "/api/stranded", &[DISPATCHER, MANAGER, ANALYST]),
@@ -1155,6 +1156,8 @@ const HEAD_OFFICE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
         "/api/stats/complaints",
         &[DISPATCHER, MANAGER, ANALYST],
     ),
+    // For a branch's link only (a branch token): every desk role is refused.
+    ("POST", "/api/archive/verdicts", &[]),
 ];
 
 fn concrete(path: &str) -> String {

@@ -15,6 +15,7 @@ mod head_office_complaints;
 mod js_interop;
 mod operations;
 mod protocol;
+mod readme_setup;
 mod registry;
 mod report_format;
 mod reports;

@@ -558,7 +558,7 @@ async fn a_report_stored_just_before_a_crash_is_the_one_announced_after_the_rest
     // The signer's first half, then the kill: the report is stored, the job is not told.
     let config = fieldsync_server::config::Config {
         data_dir: data_dir.clone(),
-        branch_id: "north-01".into(),
+        branch_id: Some("north-01".into()),
         ..Default::default()
     };
     let opened = Server::open_with_clock(

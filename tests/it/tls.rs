@@ -131,7 +131,7 @@ async fn a_branch_delivers_a_signed_report_to_head_office_over_wss() -> anyhow::
     let clock = Clock::manual(Timestamp::from_millis(CHAIN_NOW));
     let head_office = TestServer::start_with_clock(ho_dir.path(), clock.clone(), |c| {
         c.role = Role::HeadOffice;
-        c.branch_id = "head-office".into();
+        c.branch_id = Some("head-office".into());
         c.tls = Some(pki.tls_files());
     })
     .await?;
@@ -488,7 +488,7 @@ async fn a_branch_link_that_does_not_trust_head_office_logs_the_certificate_prob
     let (ho_dir, branch_dir) = (temp_dir()?, temp_dir()?);
     let head_office = TestServer::start_with(ho_dir.path(), |c| {
         c.role = Role::HeadOffice;
-        c.branch_id = "head-office".into();
+        c.branch_id = Some("head-office".into());
         c.tls = Some(pki.tls_files());
     })
     .await?;

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::head_office::HeadOffice;
+use crate::sync::registry::Registry;
 
 /// Verified reports: report id → [`ArchivedReport`].
 pub const ARCHIVE: &str = "archive";
@@ -194,7 +195,16 @@ fn trust_for(
     doc: &ReportDoc,
     branch: &BranchId,
 ) -> Result<TrustStore, VerifyError> {
-    let registry = state.node.registry_read();
+    trust_from(&state.node.registry_read(), doc, branch)
+}
+
+/// The trust a report is checked against, from head office's records: every enrolled branch
+/// key, and the device `doc`'s attestation names if `branch`'s enrolled key signed it.
+pub fn trust_from(
+    registry: &Registry,
+    doc: &ReportDoc,
+    branch: &BranchId,
+) -> Result<TrustStore, VerifyError> {
     let mut trust = TrustStore::new();
     for record in registry.branches() {
         match PublicKey::from_hex(&record.public_key) {

@@ -39,6 +39,22 @@ pub enum StartError {
     Registry(#[from] RegistryError),
     #[error("branch_id {0:?} in the config is not a valid id")]
     BranchId(String),
+    #[error(
+        "this edge has no branch id yet: give one at its first start (`fieldsync serve \
+         --branch-id north-01`, `branch_id` in the config, or FIELDSYNC_BRANCH_ID); it is \
+         recorded in {0} and every token the edge issues names it"
+    )]
+    NoBranchId(std::path::PathBuf),
+    #[error(
+        "data directory {path} serves branch {recorded}, but the config says {asked}: remove \
+         branch_id from the config, or rename the branch (`fieldsync branch rename --to \
+         {asked}`, with the server stopped)"
+    )]
+    BranchRenamed {
+        path: std::path::PathBuf,
+        recorded: BranchId,
+        asked: String,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("token authority: {0}")]
@@ -81,6 +97,33 @@ pub struct Node {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// An edge's branch id: the one its directory recorded at the first start (a config that
+/// names another is refused: tokens and signed reports name the recorded one), else the
+/// config's, recorded now; none at all is refused.
+fn edge_branch(config: &Config, store: &Store) -> Result<BranchId, StartError> {
+    let recorded = crate::data_dir::recorded_branch(store)?;
+    match (recorded, &config.branch_id) {
+        (Some(recorded), Some(asked)) if recorded.as_str() != asked => {
+            Err(StartError::BranchRenamed {
+                path: config.data_dir.clone(),
+                recorded,
+                asked: asked.clone(),
+            })
+        }
+        (Some(recorded), _) => Ok(recorded),
+        (None, None) => Err(StartError::NoBranchId(config.data_dir.clone())),
+        (None, Some(asked)) => {
+            let id =
+                BranchId::new(asked.clone()).map_err(|_| StartError::BranchId(asked.clone()))?;
+            let (namespace, key) = crate::data_dir::BRANCH_META;
+            store
+                .put_meta(namespace, key, id.as_str().as_bytes().to_vec())
+                .wait()?;
+            Ok(id)
+        }
+    }
+}
+
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
@@ -117,14 +160,6 @@ impl Node {
         if created {
             tracing::info!(key_id = %server_key.id(), path = %data_dir.server_key_path().display(), "created server key");
         }
-        let branch_id = BranchId::new(config.branch_id.clone())
-            .map_err(|_| StartError::BranchId(config.branch_id.clone()))?;
-        let issuer = match config.role {
-            Role::Edge => branch_id.to_string(),
-            Role::HeadOffice => "head-office".to_owned(),
-        };
-        let tokens = TokenAuthority::new(&server_key, issuer)
-            .map_err(|e| StartError::Tokens(e.to_string()))?;
         let store = Arc::new(Store::open(
             data_dir.database_path(),
             StoreConfig::default(),
@@ -144,6 +179,19 @@ impl Node {
                 });
             }
         }
+        let branch_id = match config.role {
+            Role::Edge => edge_branch(&config, &store)?,
+            Role::HeadOffice => {
+                let name = config.branch_id.as_deref().unwrap_or("head-office");
+                BranchId::new(name).map_err(|_| StartError::BranchId(name.to_owned()))?
+            }
+        };
+        let issuer = match config.role {
+            Role::Edge => branch_id.to_string(),
+            Role::HeadOffice => "head-office".to_owned(),
+        };
+        let tokens = TokenAuthority::new(&server_key, issuer)
+            .map_err(|e| StartError::Tokens(e.to_string()))?;
         let seen_generation = Registry::stored_generation(&store)?;
         let tier = match config.role {
             Role::Edge => Tier::Edge,
@@ -346,6 +394,10 @@ impl Node {
     pub fn authorize_branch(&self, headers: &HeaderMap, what: &str) -> Result<BranchId, ApiError> {
         match self.principal(headers)? {
             Principal::Branch { branch_id } => Ok(branch_id),
+            Principal::Desk { role } => Err(ApiError::forbidden(format!(
+                "{what} answers branch tokens only (`fieldsync branch token`), not a desk token \
+                 (role {role})"
+            ))),
             _ => Err(ApiError::forbidden(format!(
                 "{what} answers branch tokens only (`fieldsync branch token`)"
             ))),
