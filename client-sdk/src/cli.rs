@@ -211,15 +211,20 @@ pub struct AckArgs {
     /// When the customer signed (default now).
     #[arg(long, value_parser = time)]
     pub at: Option<Timestamp>,
-    /// R9 survey scores, 1 to 5.
-    #[arg(long, default_value_t = 5)]
-    pub attitude: u8,
-    #[arg(long, default_value_t = 5)]
-    pub skill: u8,
-    #[arg(long, default_value_t = 5)]
-    pub punctuality: u8,
-    #[arg(long, default_value_t = 5)]
-    pub service_items: u8,
+    /// R9 survey: the customer's score of the technician's attitude, 1 (poor) to 5
+    /// (excellent). A score left out is recorded as not answered, never as a default.
+    #[arg(long)]
+    pub attitude: Option<u8>,
+    /// R9: technical skill, 1 to 5 (left out: not answered).
+    #[arg(long)]
+    pub skill: Option<u8>,
+    /// R9: punctuality, 1 to 5 (left out: not answered).
+    #[arg(long)]
+    pub punctuality: Option<u8>,
+    /// R9: the service items, 1 to 5 (left out: not answered).
+    #[arg(long)]
+    pub service_items: Option<u8>,
+    /// R9: the customer's suggestions.
     #[arg(long, default_value = "")]
     pub suggestions: String,
 }

@@ -610,7 +610,13 @@ fn stat_rows(s: &MonthlyStats) -> Vec<(String, String)> {
         ),
         (
             "mean satisfaction (attitude)",
-            format!("{:.2}", s.summary.mean_attitude),
+            s.summary
+                .mean_attitude
+                .map_or_else(|| "not answered".to_owned(), |m| format!("{m:.2}")),
+        ),
+        (
+            "surveys not answered (R9)",
+            s.summary.surveys_not_answered.to_string(),
         ),
         ("repeat repairs (R4)", s.repeat_repairs.len().to_string()),
     ];
