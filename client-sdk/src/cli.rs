@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use fieldsync_report_print::{Language, PrintOptions, Zone};
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::doc::{PartDraft, PartUpdate};
 use fieldsync_shared::job::{
@@ -77,6 +78,9 @@ pub enum Command {
         #[command(subcommand)]
         command: PartCommand,
     },
+    /// The service report the customer reads before signing: text on stdout, and the PDF
+    /// with --pdf.
+    Preview(PreviewArgs),
     /// Take the customer's acknowledgement, signed by this device.
     Ack(AckArgs),
     /// Mark the job complete (refused with every missing item if it is not).
@@ -194,6 +198,28 @@ pub enum PartCommand {
     },
     /// Remove a part line.
     Remove { job: String, line: String },
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    pub job: String,
+    /// Write the PDF to this file.
+    #[arg(long)]
+    pub pdf: Option<PathBuf>,
+    /// zh (Chinese) or en (English).
+    #[arg(long, default_value = "zh", value_parser = language)]
+    pub lang: Language,
+    /// The time zone times are shown in: Asia/Shanghai, UTC, or an offset like +08:00.
+    #[arg(long, default_value = "Asia/Shanghai", value_parser = zone)]
+    pub zone: Zone,
+}
+
+fn language(s: &str) -> Result<Language, String> {
+    Language::parse(s).ok_or_else(|| format!("{s:?}: use zh or en"))
+}
+
+fn zone(s: &str) -> Result<Zone, String> {
+    Zone::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -413,6 +439,18 @@ async fn command(
                 print_json(out, &json!({ "job": id, "removed": line }))
             }
         },
+        Command::Preview(args) => {
+            let id = resolve(device, &args.job).await?;
+            let printed = device
+                .preview(id, PrintOptions::new(args.lang, args.zone))
+                .await?;
+            if let Some(path) = &args.pdf {
+                std::fs::write(path, &printed.pdf)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            out.write_all(printed.text.as_bytes())?;
+            Ok(())
+        }
         Command::Ack(args) => {
             let id = resolve(device, &args.job).await?;
             let signature = match (&args.strokes, &args.image) {

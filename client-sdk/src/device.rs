@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use automerge::{ActorId, Automerge, ChangeHash};
+use fieldsync_report_print::{PrintError, PrintOptions, Printed};
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::doc::{
     EditError, FieldConflict, JobDoc, PartDraft, SchemaError, conflicts, read_job, read_job_at,
@@ -67,6 +68,9 @@ pub enum ClientError {
     NotReadyToSign(Vec<Missing>),
     #[error("acknowledgement: {0}")]
     Report(#[from] ReportError),
+    /// The service report could not be printed.
+    #[error("service report: {0}")]
+    Print(#[from] PrintError),
     /// The engine refused or could not store the edit.
     #[error("{0}")]
     Engine(#[from] LocalEditError),
@@ -481,6 +485,24 @@ impl Device {
             ack_status(d, &job)
         })
         .await
+    }
+
+    /// The service report as the customer reads it before signing (issue 15): the job as it
+    /// is on the device now, as PDF and text, in `options`' language and time zone. Once the
+    /// customer has signed, the same page shows the signature and the survey; the signed
+    /// report itself (with the branch's signature and QR code) is printed by the desk or head
+    /// office.
+    pub async fn preview(
+        &self,
+        id: DocumentId,
+        options: PrintOptions,
+    ) -> Result<Printed, ClientError> {
+        let job = self.job(id).await?;
+        // Rendering takes some milliseconds of CPU: off the async workers.
+        tokio::task::spawn_blocking(move || fieldsync_report_print::render(&job, None, &options))
+            .await
+            .map_err(|_| ClientError::Closed)?
+            .map_err(ClientError::from)
     }
 
     /// Every item the job still lacks before the server can sign its report (R7, R8, R9,

@@ -22,6 +22,7 @@ mod content;
 mod extract;
 mod font;
 mod pdf;
+pub mod sample;
 mod text;
 mod zone;
 

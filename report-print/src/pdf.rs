@@ -26,8 +26,8 @@ const TOP: f32 = 40.0;
 const BOTTOM: f32 = PAGE_H - 48.0;
 const WIDTH: f32 = PAGE_W - 2.0 * MARGIN;
 const LABEL_W: f32 = 118.0;
-const BODY: f32 = 9.5;
-const LEADING: f32 = 13.5;
+const BODY: f32 = 9.0;
+const LEADING: f32 = 12.5;
 const SMALL: f32 = 8.0;
 
 const BLACK: (u8, u8, u8) = (0, 0, 0);
@@ -230,8 +230,9 @@ fn layout(page: &Page, face: &Face) -> Vec<Vec<Op>> {
     let sig = &page.signature;
     let box_w = 220.0;
     let box_h = 80.0;
+    // The heading stays with its box.
+    l.need(box_h + 34.0);
     l.heading(&sig.title);
-    l.need(box_h + 6.0);
     let top = l.y;
     let x = MARGIN + 5.0;
     let frame = |l: &mut Layout<'_>, dashed: bool| {
@@ -303,6 +304,7 @@ fn layout(page: &Page, face: &Face) -> Vec<Vec<Op>> {
     // The branch's signature: report id, branch, time, digest, and the QR code.
     if let Some(seal) = &page.seal {
         let qr_size = 92.0;
+        l.need(qr_size + 34.0);
         l.heading(&seal.title);
         let code = QrCode::encode_text(&seal.qr, QrCodeEcc::Medium).ok();
         let fields_h = seal

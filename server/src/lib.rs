@@ -19,6 +19,7 @@ pub mod hub;
 pub mod logging;
 pub mod metrics;
 pub mod registry;
+pub mod report_pdf;
 pub mod reports;
 pub mod tls;
 pub mod trust;

@@ -112,7 +112,8 @@ enum Command {
     },
     /// Check an exported report with only public keys; says exactly what failed.
     Verify {
-        /// The report's JSON (as `GET /api/reports/{id}` exports it).
+        /// The report: its JSON (as `GET /api/reports/{id}` exports it), or the signed PDF
+        /// service report, which carries that JSON as an attachment.
         report: PathBuf,
         /// A trust directory (`fieldsync trust export`).
         #[arg(long)]
@@ -518,6 +519,13 @@ fn verify(report: &std::path::Path, trust: &std::path::Path) -> anyhow::Result<(
     let trust = fieldsync_server::trust::load(trust)?;
     let bytes =
         std::fs::read(report).with_context(|| format!("cannot read {}", report.display()))?;
+    // A signed PDF carries the report it prints (fieldsync_report_print::REPORT_ATTACHMENT).
+    let bytes = if fieldsync_report_print::looks_like_pdf(&bytes) {
+        fieldsync_report_print::extract_report(&bytes)
+            .with_context(|| format!("{} is a PDF without a readable report", report.display()))?
+    } else {
+        bytes
+    };
     match trust.verify_json(&bytes) {
         Ok(verified) => {
             let body = &verified.report.body;

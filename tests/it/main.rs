@@ -16,6 +16,7 @@ mod js_interop;
 mod operations;
 mod protocol;
 mod registry;
+mod report_print;
 mod reports;
 mod samod_interop;
 mod stranded;
