@@ -4,7 +4,7 @@ use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::*;
 use fieldsync_shared::keys::KeyPair;
 use fieldsync_shared::report::{SignedReport, TrustStore};
-use fieldsync_shared::time::{Money, Timestamp};
+use fieldsync_shared::time::Timestamp;
 
 use super::*;
 use crate::sample::typical_job;
