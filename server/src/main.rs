@@ -125,8 +125,9 @@ enum Command {
     /// Check an exported report with only public keys; says exactly what failed.
     #[command(group(clap::ArgGroup::new("keys").required(true).args(["trust", "head_office"])))]
     Verify {
-        /// The report's JSON (as `GET /api/reports/{id}` or head office's
-        /// `GET /api/archive/reports/{id}/export` exports it).
+        /// The report: its JSON (as `GET /api/reports/{id}` or head office's
+        /// `GET /api/archive/reports/{id}/export` exports it), or the signed PDF service
+        /// report, which carries that JSON as an attachment.
         report: PathBuf,
         /// A trust directory (`fieldsync trust export` at the branch).
         #[arg(long)]
@@ -647,8 +648,7 @@ fn head_office_trust(
             dir.root().display()
         );
     }
-    let bytes =
-        std::fs::read(report).with_context(|| format!("cannot read {}", report.display()))?;
+    let bytes = report_json(report)?;
     let signed: fieldsync_shared::report::SignedReport = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a signed report", report.display()))?;
     let body = &signed.body;
@@ -670,12 +670,23 @@ fn head_office_trust(
     Ok(archive::trust_from(&registry, &doc, &body.branch_id)?)
 }
 
+/// The report's JSON from `path`: the file itself, or the report a signed PDF carries
+/// (fieldsync_report_print::REPORT_ATTACHMENT).
+fn report_json(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if fieldsync_report_print::looks_like_pdf(&bytes) {
+        fieldsync_report_print::extract_report(&bytes)
+            .with_context(|| format!("{} is a PDF without a readable report", path.display()))
+    } else {
+        Ok(bytes)
+    }
+}
+
 fn verify(
     report: &std::path::Path,
     trust: &fieldsync_shared::report::TrustStore,
 ) -> anyhow::Result<()> {
-    let bytes =
-        std::fs::read(report).with_context(|| format!("cannot read {}", report.display()))?;
+    let bytes = report_json(report)?;
     match trust.verify_json(&bytes) {
         Ok(verified) => {
             let body = &verified.report.body;

@@ -634,13 +634,7 @@ async fn close(
                     strokes: vec![vec![[0, 0], [10, 4], [20, 9]]],
                 },
                 signed_at: now(),
-                survey: Survey {
-                    attitude: 5,
-                    skill: 4,
-                    punctuality: 5,
-                    service_items: 4,
-                    suggestions: "call before coming".into(),
-                },
+                survey: Survey::answered(5, 4, 5, 4, "call before coming"),
             },
         )
         .await?;

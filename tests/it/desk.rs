@@ -1065,6 +1065,7 @@ const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     ),
     ("GET", "/api/reports/{id}", &[DISPATCHER, MANAGER, ANALYST]),
     ("GET", "/api/reports", &[DISPATCHER, MANAGER, ANALYST]),
+    ("GET", "/api/reports/{id}/pdf", &[DISPATCHER, MANAGER, ANALYST]),
     ("GET", "/api/me", &[]),
     ("POST", "/api/handoffs/{job}", &[]),
     ("GET", "/api/stranded", &[DISPATCHER, MANAGER, ANALYST]),
@@ -1158,6 +1159,11 @@ const HEAD_OFFICE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     ),
     // For a branch's link only (a branch token): every desk role is refused.
     ("POST", "/api/archive/verdicts", &[]),
+    (
+        "GET",
+        "/api/archive/reports/{id}/pdf",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
 ];
 
 fn concrete(path: &str) -> String {

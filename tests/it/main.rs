@@ -18,6 +18,7 @@ mod protocol;
 mod readme_setup;
 mod registry;
 mod report_format;
+mod report_print;
 mod reports;
 mod samod_interop;
 mod stranded;

@@ -192,6 +192,7 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::set_technicians))
         .routes(routes!(signer::get_report))
+        .routes(routes!(signer::get_report_pdf))
         .routes(routes!(verdicts::list_reports))
         .routes(routes!(jobs::me))
         .routes(routes!(handoff::hand_over))

@@ -589,7 +589,13 @@ fn stat_rows(s: &MonthlyStats) -> Vec<(String, String)> {
         ),
         (
             "mean satisfaction (attitude)",
-            format!("{:.2}", s.summary.mean_attitude),
+            s.summary
+                .mean_attitude
+                .map_or_else(|| "not answered".to_owned(), |m| format!("{m:.2}")),
+        ),
+        (
+            "surveys not answered (R9)",
+            s.summary.surveys_not_answered.to_string(),
         ),
         ("repeat repairs (R4)", s.repeat_repairs.len().to_string()),
     ];
@@ -1043,4 +1049,55 @@ pub async fn get_stats(
         _ => "text/plain; charset=utf-8",
     };
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+/// `GET /api/archive/reports/{id}/pdf`: the signed service report as the customer's printable PDF (issue 15),
+/// carrying the report's JSON as an attachment (`fieldsync verify report.pdf`).
+#[utoipa::path(
+    get,
+    path = "/api/archive/reports/{id}/pdf",
+    operation_id = "archive_get_report_pdf",
+    tag = "head office",
+    description = "The signed service report as a printable PDF in Chinese or English, with the \
+        signed report JSON attached (so `fieldsync verify report.pdf` checks it). Roles: \
+        dispatcher, manager, analyst.",
+    params(
+        ("id" = String, Path, description = "The report id (32 hex digits)"),
+        ("lang" = Option<String>, Query, description = "zh (default) or en"),
+        ("zone" = Option<String>, Query, description = "Time zone of the times shown: an IANA name or an offset (Asia/Shanghai by default)"),
+    ),
+    responses(
+        (status = 200, description = "The PDF", content_type = "application/pdf"),
+        (status = 400, body = ErrorBody, description = "invalid_report_id, invalid_query"),
+        (status = 404, body = ErrorBody, description = "unknown_report"),
+    ),
+)]
+pub async fn get_report_pdf(
+    State(state): State<Arc<HeadOffice>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    asked: Result<
+        axum::extract::Query<crate::http::pdf::PdfQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<axum::response::Response, ApiError> {
+    read_archive(&state, &headers)?;
+    let options = crate::http::pdf::options(&crate::http::query(asked)?)?;
+    crate::http::pdf::check_id(&id)?;
+    let store = Arc::clone(&state.node.store);
+    let key = id.clone();
+    let json = crate::http::blocking(move || {
+        // The archive entry holds the report as received; its canonical form is the signed
+        // JSON (as `export` answers it).
+        Ok(store
+            .meta(ARCHIVE, &key)?
+            .and_then(|bytes| serde_json::from_slice::<ArchivedReport>(&bytes).ok())
+            .and_then(|entry| fieldsync_shared::canonical::to_canonical_bytes(&entry.report).ok()))
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found("unknown_report", format!("no verified report {id}")))?;
+    let pdf = tokio::task::spawn_blocking(move || crate::http::pdf::print(&json, &options))
+        .await
+        .map_err(|e| ApiError::internal("render_error", e))??;
+    Ok(crate::http::pdf::pdf_response(&id, pdf))
 }

@@ -106,6 +106,7 @@ pub fn api() -> OpenApiRouter<Arc<HeadOffice>> {
         .routes(routes!(archive::list_reports))
         .routes(routes!(archive::get_report))
         .routes(routes!(archive::export_report))
+        .routes(routes!(archive::get_report_pdf))
         .routes(routes!(archive::list_rejected))
         .routes(routes!(archive::verdicts))
         .routes(routes!(archive::get_stats))
