@@ -52,6 +52,10 @@ struct Args {
     /// The `fieldsync` binary (default: the one next to this program).
     #[arg(long, env = "FIELDSYNC_BIN")]
     fieldsync: Option<PathBuf>,
+    /// Record the server with `perf record -g` during the first cold fetch of each mode,
+    /// into DIR/<mode>.perf (for `perf report -i`).
+    #[arg(long)]
+    perf: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,8 +106,6 @@ fn binary(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 fn start(bin: &Path, site: &Site) -> anyhow::Result<ServerProcess> {
     let env = site.mode.env();
     let mut env: Vec<(&str, &str)> = env.into_iter().collect();
-    env.push(("FIELDSYNC_BRANCH_ID", "bench-01"));
-    env.push(("FIELDSYNC_LOG", "warn,fieldsync_server=info"));
     ServerProcess::start_at(
         bin,
         &site.data,
@@ -173,7 +175,16 @@ async fn generate(bin: &Path, args: &Args, mode: Mode, root: &Path) -> anyhow::R
     let clients_dir = root.join(format!("{}-devices", mode.name()));
     let mut work = Vec::new();
     for (d, jobs) in per_device.into_iter().enumerate() {
-        let device = cli(&["device", "enroll", "--technician", &format!("tech-{d}")])?;
+        let enrolled: Value = serde_json::from_str(&cli(&[
+            "device",
+            "enroll",
+            "--technician",
+            &format!("tech-{d}"),
+        ])?)?;
+        let device = enrolled["device_id"]
+            .as_str()
+            .context("enroll printed no device_id")?
+            .to_owned();
         let token = cli(&["device", "token", "--device", &device, "--ttl", "24h"])?;
         let c = client(&server, &token, &device, &clients_dir).await?;
         let (changes, gap) = (args.changes, Duration::from_millis(args.gap_ms));
@@ -348,6 +359,21 @@ fn storage_figures(site: &Site) -> anyhow::Result<Value> {
     }))
 }
 
+async fn perf_record(dir: &Path, mode: Mode, pid: u32) -> anyhow::Result<std::process::Child> {
+    std::fs::create_dir_all(dir)?;
+    let out = dir.join(format!("{}.perf", mode.name()));
+    let child = std::process::Command::new("perf")
+        .args(["record", "-g", "-F", "1999", "-p", &pid.to_string(), "-o"])
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("perf")?;
+    // perf needs a moment to attach.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(child)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -394,6 +420,22 @@ async fn main() -> anyhow::Result<()> {
             r.1.push(cold.cpu);
             r.2.push(warm.wall);
             r.3.push(warm.cpu);
+            server.kill()?;
+        }
+    }
+
+    // A profile of one more cold fetch per mode, apart from the measured rounds (perf
+    // needs a moment to attach, which would flatter the cold fetch).
+    if let Some(dir) = &args.perf {
+        for site in &sites {
+            let server = start(&bin, site)?;
+            let mut perf = perf_record(dir, site.mode, server.pid()).await?;
+            let tag = format!("perf-{}", site.mode.name());
+            timed_fetch(&server, site, &tag, clients.path()).await?;
+            std::process::Command::new("kill")
+                .args(["-INT", &perf.id().to_string()])
+                .status()?;
+            perf.wait()?;
             server.kill()?;
         }
     }
