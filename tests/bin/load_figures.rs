@@ -105,7 +105,6 @@ fn binary(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 fn start(bin: &Path, site: &Site) -> anyhow::Result<ServerProcess> {
     let env = site.mode.env();
-    let mut env: Vec<(&str, &str)> = env.into_iter().collect();
     ServerProcess::start_at(
         bin,
         &site.data,
@@ -266,6 +265,15 @@ struct Fetch {
     cpu: f64,
 }
 
+/// Seconds measured per round: wall and server CPU of the first and second fetch.
+#[derive(Debug, Clone, Default)]
+struct Samples {
+    cold: Vec<f64>,
+    cold_cpu: Vec<f64>,
+    warm: Vec<f64>,
+    warm_cpu: Vec<f64>,
+}
+
 async fn timed_fetch(
     server: &ServerProcess,
     site: &Site,
@@ -399,8 +407,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let clients = tempfile::tempdir()?;
-    let mut results: Vec<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> =
-        vec![Default::default(); sites.len()];
+    let mut results: Vec<Samples> = vec![Samples::default(); sites.len()];
     for round in 0..args.rounds {
         for (i, site) in sites.iter().enumerate() {
             let server = start(&bin, site)?;
@@ -416,10 +423,10 @@ async fn main() -> anyhow::Result<()> {
                 warm.cpu
             );
             let r = &mut results[i];
-            r.0.push(cold.wall);
-            r.1.push(cold.cpu);
-            r.2.push(warm.wall);
-            r.3.push(warm.cpu);
+            r.cold.push(cold.wall);
+            r.cold_cpu.push(cold.cpu);
+            r.warm.push(warm.wall);
+            r.warm_cpu.push(warm.cpu);
             server.kill()?;
         }
     }
@@ -441,7 +448,13 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut out = serde_json::Map::new();
-    for (site, (cold, cold_cpu, warm, warm_cpu)) in sites.iter().zip(results) {
+    for (site, samples) in sites.iter().zip(results) {
+        let Samples {
+            cold,
+            cold_cpu,
+            warm,
+            warm_cpu,
+        } = samples;
         let (cold, warm) = (median(cold), median(warm));
         let edits = after_edits
             .iter()
