@@ -166,9 +166,15 @@ impl Maintenance {
         }
     }
 
-    /// When the writer stops: empty the log and cut its file to nothing.
+    /// When the writer stops: empty the log and cut its file to nothing, if no other
+    /// connection (another process) is using it. TRUNCATE waits for readers through the busy
+    /// handler; closing must not wait on another process, so it gets no busy timeout: a log
+    /// left behind is only replayed by the next open.
     pub(crate) fn finish(&mut self, conn: &Connection, counters: &Counters) {
-        if self.checkpoint.is_some() && run_checkpoint(conn, "TRUNCATE").is_ok() {
+        if self.checkpoint.is_none() || conn.busy_timeout(std::time::Duration::ZERO).is_err() {
+            return;
+        }
+        if run_checkpoint(conn, "TRUNCATE").is_ok() {
             counters.checkpointed();
         }
     }
