@@ -369,8 +369,10 @@ fn open_dir(config: &Config) -> anyhow::Result<DataDir> {
     Ok(DataDir::existing(&config.data_dir)?)
 }
 
+/// The commands' store. No compaction or checkpoints: a command often runs beside the server
+/// that owns the database, and that maintenance is the server's (issue 19).
 fn open_store(dir: &DataDir) -> anyhow::Result<Store> {
-    Store::open(dir.database_path(), StoreConfig::default())
+    Store::open(dir.database_path(), StoreConfig::without_maintenance())
         .with_context(|| format!("cannot open {}", dir.database_path().display()))
 }
 
