@@ -762,11 +762,7 @@ fn read_identity(store: &Store) -> Result<Option<Identity>, ClientError> {
 
 fn load(store: &Store, doc: DocumentId) -> Option<Automerge> {
     let chunks = store.load_doc(&doc.to_string()).ok()??;
-    let mut d = Automerge::new();
-    for chunk in &chunks {
-        d.load_incremental(chunk).ok()?;
-    }
-    Some(d)
+    fieldsync_shared::stored::load(&chunks).ok()
 }
 
 fn status_of(view: &DocView<'_>) -> JobStatus {

@@ -388,10 +388,21 @@ fn main() -> anyhow::Result<()> {
 /// collector. A value that cannot be read is an error, not silently the default.
 fn init_logging(default_level: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
+    // The load figures' baseline keeps automerge's spans on, as before issue 19.
+    let baseline =
+        std::env::var(fieldsync_server::app::BASELINE_ENV).is_ok_and(|v| v == "issue-19");
+    let filter = |value: &str| {
+        if baseline {
+            fieldsync_server::logging::filter_as_given(value)
+        } else {
+            fieldsync_server::logging::filter(value)
+        }
+    };
     let filter = match std::env::var("FIELDSYNC_LOG") {
-        Ok(value) => fieldsync_server::logging::filter(&value)
-            .map_err(|e| anyhow::anyhow!("FIELDSYNC_LOG={value:?}: {e}"))?,
-        Err(std::env::VarError::NotPresent) => tracing_subscriber::EnvFilter::new(default_level),
+        Ok(value) => filter(&value).map_err(|e| anyhow::anyhow!("FIELDSYNC_LOG={value:?}: {e}"))?,
+        Err(std::env::VarError::NotPresent) => {
+            filter(default_level).map_err(|e| anyhow::anyhow!("default log level: {e}"))?
+        }
         Err(std::env::VarError::NotUnicode(_)) => bail!("FIELDSYNC_LOG is not valid UTF-8"),
     };
     let format = std::env::var("FIELDSYNC_LOG_FORMAT").unwrap_or_default();
@@ -443,8 +454,10 @@ fn refuse_edge(dir: &DataDir, store: &Store, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The commands' store. No compaction or checkpoints: a command often runs beside the server
+/// that owns the database, and that maintenance is the server's (issue 19).
 fn open_store(dir: &DataDir) -> anyhow::Result<Store> {
-    Store::open(dir.database_path(), StoreConfig::default())
+    Store::open(dir.database_path(), StoreConfig::without_maintenance())
         .with_context(|| format!("cannot open {}", dir.database_path().display()))
 }
 

@@ -38,6 +38,7 @@ mod chunk;
 mod config;
 mod engine_writes;
 mod error;
+mod maintenance;
 mod migrations;
 mod pending;
 mod record;
@@ -46,7 +47,7 @@ mod store;
 mod writer;
 
 pub use chunk::{Chunk, ChunkKey, ChunkKind};
-pub use config::StoreConfig;
+pub use config::{Checkpoint, Compaction, StoreConfig};
 pub use error::StorageError;
 pub use migrations::SCHEMA_VERSION;
 pub use pending::Pending;

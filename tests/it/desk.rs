@@ -1065,7 +1065,11 @@ const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     ),
     ("GET", "/api/reports/{id}", &[DISPATCHER, MANAGER, ANALYST]),
     ("GET", "/api/reports", &[DISPATCHER, MANAGER, ANALYST]),
-    ("GET", "/api/reports/{id}/pdf", &[DISPATCHER, MANAGER, ANALYST]),
+    (
+        "GET",
+        "/api/reports/{id}/pdf",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
     ("GET", "/api/me", &[]),
     ("POST", "/api/handoffs/{job}", &[]),
     ("GET", "/api/stranded", &[DISPATCHER, MANAGER, ANALYST]),

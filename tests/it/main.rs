@@ -6,6 +6,7 @@ mod authority;
 mod bad_input;
 mod bench_smoke;
 mod client_sdk;
+mod compaction;
 mod crash_loop;
 mod demo;
 mod desk;

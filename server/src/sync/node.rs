@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use axum::http::HeaderMap;
 use fieldsync_shared::ids::{BranchId, DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::keys::{KeyError, KeyPair};
+use fieldsync_shared::stored::LoadStrategy;
 use fieldsync_shared::sync::{EngineConfig, EngineRole, Input, Principal};
 use fieldsync_storage::{StorageError, Store, StoreConfig};
 use tokio::sync::watch;
@@ -95,7 +96,15 @@ pub struct Node {
     reload_lock: std::sync::Mutex<()>,
     /// `[tls]`: the listener serves HTTPS and `wss://` with this (`crate::tls`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How stored documents are loaded (the engine's loader too): one `load` of every chunk,
+    /// or the pre-issue-19 loader under [`BASELINE_ENV`].
+    pub doc_load: LoadStrategy,
 }
+
+/// `FIELDSYNC_BASELINE=issue-19` runs the server as before issue 19 (chunk-by-chunk loads, no
+/// compaction by the storage writer, SQLite's own checkpoints), for the load figures
+/// (`tests/bin/load_figures.rs`) to measure it beside the current one. Never for use.
+pub const BASELINE_ENV: &str = "FIELDSYNC_BASELINE";
 
 /// An edge's branch id: the one its directory recorded at the first start (a config that
 /// names another is refused: tokens and signed reports name the recorded one), else the
@@ -160,10 +169,22 @@ impl Node {
         if created {
             tracing::info!(key_id = %server_key.id(), path = %data_dir.server_key_path().display(), "created server key");
         }
-        let store = Arc::new(Store::open(
-            data_dir.database_path(),
-            StoreConfig::default(),
-        )?);
+        let baseline = std::env::var(BASELINE_ENV).is_ok_and(|v| v == "issue-19");
+        if baseline {
+            tracing::warn!(
+                "{BASELINE_ENV}=issue-19: loading and storing documents as before issue 19, \
+                 for measurement only, never for use"
+            );
+        }
+        let (store_config, doc_load) = if baseline {
+            (
+                StoreConfig::without_maintenance(),
+                LoadStrategy::ChunkByChunk,
+            )
+        } else {
+            (StoreConfig::default(), LoadStrategy::Concatenated)
+        };
+        let store = Arc::new(Store::open(data_dir.database_path(), store_config)?);
         // A data directory serves one role for life: the keys, tokens and records in it are
         // that role's. The role is recorded at first start and checked at every later one.
         match crate::data_dir::recorded_role(&store)? {
@@ -214,6 +235,7 @@ impl Node {
             i64::try_from(config.limits.document_idle.as_millis()).unwrap_or(i64::MAX);
         // Head office takes in the documents branches send; an edge creates its own.
         engine.accept_new_documents = config.role == Role::HeadOffice;
+        engine.load = doc_load;
         let hub = Hub::start(
             engine,
             Arc::clone(&store),
@@ -238,6 +260,7 @@ impl Node {
             seen_generation: AtomicU64::new(seen_generation),
             reload_lock: std::sync::Mutex::new(()),
             tls,
+            doc_load,
         }))
     }
 
@@ -261,6 +284,7 @@ impl Node {
         doc: DocumentId,
     ) -> Result<Option<automerge::Automerge>, String> {
         let store = Arc::clone(&self.store);
+        let strategy = self.doc_load;
         tokio::task::spawn_blocking(move || {
             let Some(chunks) = store
                 .load_doc(&doc.to_string())
@@ -268,11 +292,7 @@ impl Node {
             else {
                 return Ok(None);
             };
-            let mut am = automerge::Automerge::new();
-            for chunk in &chunks {
-                am.load_incremental(chunk).map_err(|e| e.to_string())?;
-            }
-            Ok(Some(am))
+            strategy.load(&chunks).map(Some).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| format!("loading {doc}: {e}"))?
