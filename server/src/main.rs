@@ -274,9 +274,8 @@ fn main() -> anyhow::Result<()> {
             complaints,
         } => {
             let config = common.load()?;
-            let month: fieldsync_shared::time::Month = month
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--month: {e} (expected YYYY-MM)"))?;
+            let month: fieldsync_shared::time::Month =
+                month.parse().map_err(|e| anyhow::anyhow!("--month: {e}"))?;
             let dir = open_dir(&config)?;
             let store = open_store(&dir)?;
             if recorded_role(&store)? == Some(Role::Edge) {
