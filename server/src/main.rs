@@ -357,9 +357,8 @@ fn main() -> anyhow::Result<()> {
             complaints,
         } => {
             let config = common.load()?;
-            let month: fieldsync_shared::time::Month = month
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--month: {e} (expected YYYY-MM)"))?;
+            let month: fieldsync_shared::time::Month =
+                month.parse().map_err(|e| anyhow::anyhow!("--month: {e}"))?;
             let dir = open_dir(&config)?;
             let store = open_store(&dir)?;
             refuse_edge(&dir, &store, "the statistics")?;

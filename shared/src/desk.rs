@@ -15,6 +15,78 @@ pub const REPLY_WITHIN_MS: i64 = 24 * 60 * 60 * 1000;
 /// R4: repeat repairs are looked for this far back unless configured otherwise (90 days).
 pub const DEFAULT_REPEAT_WINDOW_MS: i64 = 90 * 24 * 60 * 60 * 1000;
 
+/// R2: how far past the server's receipt time an arrival may lie and still be taken. A
+/// device's clock drifts a little; an arrival hours after the server heard of it cannot
+/// have happened yet (a wrong clock or a typo), so it is refused rather than recorded.
+pub const ARRIVAL_TOLERANCE_MS: i64 = 5 * 60 * 1000;
+
+/// R2: an arrival the server will not take as the technician's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ArrivalError {
+    /// Later than the instant the server received it, beyond [`ARRIVAL_TOLERANCE_MS`].
+    #[error(
+        "the arrival {arrival} is after the server received it ({received}) by more than \
+         {tolerance_minutes} minutes: an arrival cannot be in the future"
+    )]
+    InFuture {
+        arrival: Timestamp,
+        received: Timestamp,
+        tolerance_minutes: i64,
+    },
+}
+
+impl ArrivalError {
+    /// The stable code the API answers with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ArrivalError::InFuture { .. } => "arrival_in_future",
+        }
+    }
+}
+
+/// R2: checks an arrival received at `received` (the server's clock when the device's
+/// change, or the desk's entry, reached it).
+pub fn check_arrival(arrival: Timestamp, received: Timestamp) -> Result<(), ArrivalError> {
+    if arrival > received.plus_millis(ARRIVAL_TOLERANCE_MS) {
+        return Err(ArrivalError::InFuture {
+            arrival,
+            received,
+            tolerance_minutes: ARRIVAL_TOLERANCE_MS / 60_000,
+        });
+    }
+    Ok(())
+}
+
+/// R2: what answered the customer. The first of them stops the reply clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ReplySource {
+    /// The desk recorded its reply (`POST /api/requests/{id}/reply`).
+    Desk,
+    /// The desk dispatched the job with an appointment agreed with the customer (R3).
+    Appointment,
+    /// The technician contacted the customer: the device recorded an appointment (R3) or
+    /// the arrival on site, taken at the time the server received it.
+    TechnicianContact,
+}
+
+impl ReplySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplySource::Desk => "desk",
+            ReplySource::Appointment => "appointment",
+            ReplySource::TechnicianContact => "technician_contact",
+        }
+    }
+}
+
+/// R2: whether a candidate reply at `candidate` replaces the one recorded at `recorded` (if
+/// any): the first reply counts, so only an earlier one does.
+pub fn replaces_reply(recorded: Option<Timestamp>, candidate: Timestamp) -> bool {
+    recorded.is_none_or(|at| candidate < at)
+}
+
 /// R2: when the reply to a request received at `received_at` is due.
 pub fn reply_due(received_at: Timestamp) -> Timestamp {
     received_at.plus_millis(REPLY_WITHIN_MS)
@@ -114,14 +186,41 @@ impl LateCause {
     }
 }
 
-/// What R4 compares: one job on one product with one fault category, at one time (when the
-/// job was created, or when its service was done).
+/// What R4 compares: one job on one product, with the fault categories it is known by (the
+/// desk's at intake and the technician's diagnosis, either or both), reported at `at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceVisit {
     pub job_id: String,
     pub serial: String,
-    pub fault_category: Option<String>,
+    /// The desk's category and the diagnosed one; a match on either is the same problem.
+    pub categories: Vec<String>,
+    /// When the job's fault was reported.
     pub at: Timestamp,
+    /// Whether the job was served (checked out or signed). Only a served job was a repair:
+    /// an open duplicate nobody worked on repeats nothing.
+    pub served: bool,
+}
+
+impl ServiceVisit {
+    /// The categories of a job: the desk's and the diagnosed one, blanks left out.
+    pub fn categories_of(desk: Option<&str>, diagnosed: Option<&str>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for c in [desk, diagnosed].into_iter().flatten() {
+            if !c.trim().is_empty() && !out.iter().any(|o| same(o, c)) {
+                out.push(c.trim().to_owned());
+            }
+        }
+        out
+    }
+
+    /// The first of this visit's categories that `other` shares, if any.
+    pub fn shared_category<'a>(&self, other: &'a ServiceVisit) -> Option<&'a str> {
+        other
+            .categories
+            .iter()
+            .find(|c| self.categories.iter().any(|mine| same(mine, c)))
+            .map(String::as_str)
+    }
 }
 
 /// Serials and fault categories are typed by people: compare them without case or spaces
@@ -130,27 +229,24 @@ fn same(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
 }
 
-/// R4: the earlier visits that make `visit` a repeat repair: same product serial, same fault
-/// category, no more than `window_ms` before it. A visit without a fault category repeats
-/// nothing (the category is what says it is "the same problem").
+/// R4: the earlier visits that make `visit` a repeat repair: served (checked out or
+/// signed), same product serial, a fault category in common (the desk's or the diagnosed
+/// one, on either side), reported no more than `window_ms` before it. A visit without a
+/// fault category repeats nothing (the category is what says it is "the same problem").
 pub fn repeat_repairs<'a>(
     visit: &ServiceVisit,
     earlier: impl IntoIterator<Item = &'a ServiceVisit>,
     window_ms: i64,
 ) -> Vec<&'a ServiceVisit> {
-    let Some(category) = visit.fault_category.as_deref() else {
+    if visit.categories.is_empty() {
         return Vec::new();
-    };
+    }
     let from = visit.at.plus_millis(window_ms.saturating_neg());
     let mut found: Vec<&ServiceVisit> = earlier
         .into_iter()
-        .filter(|e| e.job_id != visit.job_id)
+        .filter(|e| e.job_id != visit.job_id && e.served)
         .filter(|e| same(&e.serial, &visit.serial))
-        .filter(|e| {
-            e.fault_category
-                .as_deref()
-                .is_some_and(|c| same(c, category))
-        })
+        .filter(|e| visit.shared_category(e).is_some())
         .filter(|e| e.at >= from && e.at <= visit.at)
         .collect();
     found.sort_by_key(|e| e.at);
@@ -205,9 +301,71 @@ mod tests {
         ServiceVisit {
             job_id: job.into(),
             serial: serial.into(),
-            fault_category: category.map(Into::into),
+            categories: ServiceVisit::categories_of(category, None),
             at: at(day * DAY),
+            served: true,
         }
+    }
+
+    #[test]
+    fn r2_an_arrival_after_its_receipt_beyond_the_tolerance_is_refused() {
+        let received = at(1_000 * DAY);
+        assert_eq!(
+            check_arrival(received.plus_millis(-3 * HOUR), received),
+            Ok(())
+        );
+        assert_eq!(
+            check_arrival(received.plus_millis(ARRIVAL_TOLERANCE_MS), received),
+            Ok(())
+        );
+        let refused =
+            check_arrival(received.plus_millis(3 * HOUR), received).expect_err("three hours ahead");
+        assert_eq!(refused.code(), "arrival_in_future");
+        assert!(refused.to_string().contains("cannot be in the future"));
+        assert!(check_arrival(received.plus_millis(ARRIVAL_TOLERANCE_MS + 1), received).is_err());
+    }
+
+    #[test]
+    fn r2_the_first_reply_counts() {
+        assert!(replaces_reply(None, at(5)));
+        assert!(replaces_reply(Some(at(5)), at(4)));
+        assert!(!replaces_reply(Some(at(5)), at(5)));
+        assert!(!replaces_reply(Some(at(5)), at(6)));
+    }
+
+    #[test]
+    fn r4_either_category_matches_and_only_served_jobs_count() {
+        // Desk said "compressor", the technician diagnosed "start relay".
+        let earlier = ServiceVisit {
+            job_id: "j-1".into(),
+            serial: "SN-1".into(),
+            categories: ServiceVisit::categories_of(Some("compressor"), Some("start relay")),
+            at: at(100 * DAY),
+            served: true,
+        };
+        let duplicate = ServiceVisit {
+            job_id: "j-dup".into(),
+            served: false,
+            ..visit("j-dup", "SN-1", Some("compressor"), 101)
+        };
+        let by_desk = visit("j-2", "SN-1", Some("Compressor "), 120);
+        let by_diagnosis = ServiceVisit {
+            categories: ServiceVisit::categories_of(Some("noise"), Some("start relay")),
+            ..visit("j-3", "SN-1", None, 120)
+        };
+        let history = [earlier.clone(), duplicate];
+        for now in [&by_desk, &by_diagnosis] {
+            let found: Vec<&str> = repeat_repairs(now, &history, DEFAULT_REPEAT_WINDOW_MS)
+                .into_iter()
+                .map(|v| v.job_id.as_str())
+                .collect();
+            assert_eq!(found, ["j-1"], "{now:?}");
+        }
+        assert_eq!(by_diagnosis.shared_category(&earlier), Some("start relay"));
+        assert_eq!(
+            ServiceVisit::categories_of(Some("fan"), Some(" FAN ")),
+            vec!["fan".to_owned()]
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Monthly after-sales statistics (R24) and the quality digest (R27), computed from verified
 //! service reports only.
 //!
-//! Definitions (R24 leaves them to the company; these are ours, stated once here):
-//! - A report counts in the month (UTC) its branch signed it (R25 archives by that month).
+//! Definitions (R24 leaves them to the company; these are ours, stated once here, and the
+//! `fieldsync stats` table and CSV print them too: [`DEFINITIONS`]):
+//! - A report counts in the month its branch signed it (R25 archives by that month). Months
+//!   are read in a time zone given as a [`MonthOf`]: UTC ([`Utc`]) until the branch and head
+//!   office have a configured zone.
 //! - Installation/commissioning jobs (R16) are one group; every other kind is "service
 //!   dispatch". The summary counts those whose report records the training of the
 //!   customer's staff.
@@ -15,9 +18,19 @@
 //! - Satisfaction (R9): each score's mean is over the reports whose customer answered that
 //!   score; a survey the customer skipped counts in `surveys_not_answered` and in no mean. A
 //!   month with no answer has no mean (`null`), not 0.
+//! - Materials and transport are not extra costs: they are the parts and travel already
+//!   inside the installation and service costs, shown apart because R24 asks for them.
+//! - R9 suggestions are free text, so they are counted (reports with one).
 //! - Repeat repairs (R4): a job in the month on the same product serial with the same fault
 //!   (category, or cause when no category was recorded) as an earlier report within
 //!   `repeat_window_days`.
+//! - The complaint rate (R22), one definition wherever it is shown (the branch's summary,
+//!   head office, the CLI): complaints received in the month ÷ service reports verified in
+//!   the month (signed by the branch in the month: its signer verified them complete; head
+//!   office counts those whose signatures it verified, superseded ones left out), both
+//!   months in the same time zone. No reports, no rate ([`complaint_rate`]).
+
+pub mod table;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +42,52 @@ use crate::rules::{ChargeError, charges};
 use crate::time::{Money, Month, TimeError, Timestamp};
 
 const DAY_MS: i64 = 86_400_000;
+
+/// Which calendar month an instant falls in: the time zone the monthly figures (R22, R24,
+/// R25) are read in. [`Utc`] is the default; a configured zone (an IANA name at branch and
+/// head office) implements this and is passed to [`monthly_in`] and the complaint counts.
+pub trait MonthOf {
+    fn month_of(&self, at: Timestamp) -> Result<Month, TimeError>;
+}
+
+/// Months in UTC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Utc;
+
+impl MonthOf for Utc {
+    fn month_of(&self, at: Timestamp) -> Result<Month, TimeError> {
+        at.month()
+    }
+}
+
+/// What R22's complaint rate means, in words: printed beside it.
+pub const COMPLAINT_RATE_DEFINITION: &str = "complaint rate = complaints received in the month / \
+     service reports verified in the month (signed by the branch; head office: signatures \
+     verified, superseded reports left out)";
+
+/// R22: complaints received in the month per service report verified in the month (see the
+/// module docs); `None` without reports.
+#[allow(clippy::cast_precision_loss)] // a month's counts
+pub fn complaint_rate(complaints: usize, reports_verified: usize) -> Option<f64> {
+    (reports_verified > 0).then(|| complaints as f64 / reports_verified as f64)
+}
+
+/// What each line of the monthly statistics includes (R24, R9), as the table and the CSV
+/// print it.
+pub const DEFINITIONS: &[&str] = &[
+    "a report counts in the month its branch signed it; only verified reports count",
+    "cost of a job = parts + labour + travel, whoever pays it",
+    "installation cost (R24 1), service cost (R24 2): the cost of those jobs, materials and \
+     transport included",
+    "materials cost (R24 3): all parts; transport cost (R24 4): all travel; both are already \
+     inside the installation and service costs: do not add them again",
+    "total (R24 5): installation + service cost, less installation labour (the contract's \
+     installation fee)",
+    "person-trips: technicians per job; person-days: technicians x days on site (arrival to \
+     check-out, rounded up, at least 1)",
+    "survey (R9): mean scores 1-5 over the reports with a customer acknowledgement; \
+     suggestions counted",
+];
 
 /// A verified report as the statistics need it.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +164,8 @@ pub struct Summary {
     pub mean_skill: Option<f64>,
     pub mean_punctuality: Option<f64>,
     pub mean_service_items: Option<f64>,
+    /// R9: surveys with a suggestion written in.
+    pub surveys_with_suggestions: u32,
 }
 
 /// R24 and R27 for one branch and month.
@@ -150,12 +211,22 @@ fn days_on_site(job: &Job) -> u32 {
     }
 }
 
-/// Statistics of `month` per branch, from every verified report known (earlier months are
-/// used only to find repeat repairs).
+/// Statistics of `month` (UTC) per branch, from every verified report known (earlier months
+/// are used only to find repeat repairs).
 pub fn monthly(
     reports: &[ReportedJob],
     month: Month,
     repeat_window_days: i64,
+) -> Result<Vec<MonthlyStats>, StatsError> {
+    monthly_in(reports, month, repeat_window_days, &Utc)
+}
+
+/// [`monthly`] with months read in `zone`.
+pub fn monthly_in(
+    reports: &[ReportedJob],
+    month: Month,
+    repeat_window_days: i64,
+    zone: &dyn MonthOf,
 ) -> Result<Vec<MonthlyStats>, StatsError> {
     let mut by_branch: BTreeMap<BranchId, MonthlyStats> = BTreeMap::new();
     let mut faults: BTreeMap<(BranchId, String, String), u32> = BTreeMap::new();
@@ -163,10 +234,13 @@ pub fn monthly(
     let mut survey_sums: BTreeMap<BranchId, [(u32, u32); 4]> = BTreeMap::new();
 
     for r in reports {
-        let in_month = r.signed_at.month().map_err(|source| StatsError::Time {
-            report_id: r.report_id.clone(),
-            source,
-        })? == month;
+        let in_month = zone
+            .month_of(r.signed_at)
+            .map_err(|source| StatsError::Time {
+                report_id: r.report_id.clone(),
+                source,
+            })?
+            == month;
         if !in_month {
             continue;
         }
@@ -235,6 +309,8 @@ pub fn monthly(
                     sum.1 += 1;
                 }
             }
+            summary.surveys_with_suggestions +=
+                u32::from(!ack.survey.suggestions.trim().is_empty());
         }
         if let Some(fault) = fault_of(job) {
             *faults
@@ -261,7 +337,7 @@ pub fn monthly(
             stats.summary.mean_service_items = mean(sums[3]);
         }
     }
-    for repeat in repeat_repairs(reports, month, repeat_window_days)? {
+    for repeat in repeat_repairs(reports, month, repeat_window_days, zone)? {
         let (branch, repeat) = repeat;
         if let Some(stats) = by_branch.get_mut(&branch) {
             stats.repeat_repairs.push(repeat);
@@ -275,11 +351,116 @@ pub fn monthly(
     Ok(by_branch.into_values().collect())
 }
 
+/// Every R24 line and every R9 survey dimension of one branch's month, labelled for a
+/// person (what each includes is in [`DEFINITIONS`]), then the R27 fault causes.
+pub fn stat_rows(s: &MonthlyStats) -> Vec<(String, String)> {
+    let i = &s.installation;
+    let v = &s.service;
+    let m = &s.summary;
+    // A score nobody answered this month has no mean (R9: a skipped survey is no 5).
+    let score = |x: Option<f64>| x.map_or_else(|| "not answered".to_owned(), |x| format!("{x:.2}"));
+    let named: Vec<(&str, String)> = vec![
+        ("reports", m.reports.to_string()),
+        ("R24 (1) installation jobs", i.jobs.to_string()),
+        (
+            "R24 (1) installation person-trips",
+            i.person_trips.to_string(),
+        ),
+        (
+            "R24 (1) installation person-days",
+            i.person_days.to_string(),
+        ),
+        ("R24 (1) installation cost", i.cost.to_string()),
+        (
+            "R24 (1) installation jobs with training (R16)",
+            m.installations_with_training.to_string(),
+        ),
+        ("R24 (2) service jobs", v.jobs.to_string()),
+        ("R24 (2) service person-trips", v.person_trips.to_string()),
+        ("R24 (2) service person-days", v.person_days.to_string()),
+        ("R24 (2) service cost", v.cost.to_string()),
+        (
+            "R24 (3) materials cost (in costs above)",
+            s.materials_cost.to_string(),
+        ),
+        (
+            "R24 (4) transport cost (in costs above)",
+            s.transport_cost.to_string(),
+        ),
+        (
+            "R24 (5) total cost excl. installation fees",
+            s.total_cost_excluding_installation_fees.to_string(),
+        ),
+        ("R24 (6) warranty jobs", m.warranty_jobs.to_string()),
+        ("R24 (6) billable jobs", m.billable_jobs.to_string()),
+        (
+            "R24 (6) billed to customers",
+            m.billed_to_customers.to_string(),
+        ),
+        (
+            "R24 (6) repeat repairs (R4)",
+            s.repeat_repairs.len().to_string(),
+        ),
+        ("R9 surveys answered", m.surveys_answered.to_string()),
+        (
+            "R9 surveys not answered",
+            m.surveys_not_answered.to_string(),
+        ),
+        ("R9 mean attitude", score(m.mean_attitude)),
+        ("R9 mean technical skill", score(m.mean_skill)),
+        ("R9 mean punctuality", score(m.mean_punctuality)),
+        ("R9 mean service items", score(m.mean_service_items)),
+        (
+            "R9 surveys with suggestions",
+            m.surveys_with_suggestions.to_string(),
+        ),
+    ];
+    let mut rows: Vec<(String, String)> = named
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+    for (kind, n) in &m.by_kind {
+        rows.push((format!("R24 (6) jobs of kind {kind}"), n.to_string()));
+    }
+    for f in &s.fault_causes {
+        rows.push((
+            format!("R27 fault cause: {} / {}", f.product_type, f.fault),
+            f.count.to_string(),
+        ));
+    }
+    rows
+}
+
+/// The monthly statistics as `table` (with the definitions under the figures), `csv` (the
+/// definitions as `#` lines) or `json`.
+pub fn render(stats: &[MonthlyStats], format: &str) -> Result<String, table::RenderError> {
+    if format == "json" {
+        return serde_json::to_string_pretty(stats)
+            .map_err(|e| table::RenderError::Json(e.to_string()));
+    }
+    let blocks: Vec<table::MetricBlock> = stats
+        .iter()
+        .map(|s| table::MetricBlock {
+            branch: s.branch_id.to_string(),
+            month: s.month,
+            heading: format!("branch {}, {}", s.branch_id, s.month),
+            rows: stat_rows(s),
+        })
+        .collect();
+    table::render_blocks(
+        &blocks,
+        format,
+        "no verified reports in this month\n",
+        DEFINITIONS,
+    )
+}
+
 /// Repeat repairs whose later job was signed in `month` (R4).
 fn repeat_repairs(
     reports: &[ReportedJob],
     month: Month,
     window_days: i64,
+    zone: &dyn MonthOf,
 ) -> Result<Vec<(BranchId, RepeatRepair)>, StatsError> {
     let mut by_product: BTreeMap<(String, String), Vec<&ReportedJob>> = BTreeMap::new();
     for r in reports {
@@ -298,10 +479,12 @@ fn repeat_repairs(
             if earlier.job.job_id == later.job.job_id {
                 continue;
             }
-            let later_month = later.signed_at.month().map_err(|source| StatsError::Time {
-                report_id: later.report_id.clone(),
-                source,
-            })?;
+            let later_month =
+                zone.month_of(later.signed_at)
+                    .map_err(|source| StatsError::Time {
+                        report_id: later.report_id.clone(),
+                        source,
+                    })?;
             let days = (later.signed_at.as_millis() - earlier.signed_at.as_millis()) / DAY_MS;
             if later_month == month && days <= window_days {
                 found.push((
@@ -430,6 +613,110 @@ mod tests {
         assert_eq!(s.repeat_repairs.len(), 1);
         assert_eq!(s.repeat_repairs[0].days_between, 10);
         assert_eq!(s.repeat_repairs[0].serial, "SN-88812");
+    }
+
+    /// R9: every survey dimension, means computed by hand: the sample's scores are attitude
+    /// 5, skill 4, punctuality 5, service items 4, no suggestion; a second report scores
+    /// 3, 2, 4, 1 with a suggestion; a third has no acknowledgement and counts in no mean.
+    #[test]
+    fn r9_every_survey_dimension_is_averaged_over_the_surveys() {
+        let month: Month = "2026-11".parse().expect("valid");
+        let reports = vec![
+            report("s1", 1, |_| {}),
+            report("s2", 2, |j| {
+                let survey = &mut j.acknowledgement.as_mut().expect("sample has one").survey;
+                survey.attitude = Some(3);
+                survey.skill = Some(2);
+                survey.punctuality = Some(4);
+                survey.service_items = Some(1);
+                survey.suggestions = "call before coming".into();
+            }),
+            report("s3", 3, |j| j.acknowledgement = None),
+        ];
+        let stats = monthly(&reports, month, 90).expect("computable");
+        let m = &stats[0].summary;
+        assert_eq!(
+            (m.reports, m.surveys_answered, m.surveys_with_suggestions),
+            (3, 2, 1)
+        );
+        let near = |mean: Option<f64>, want: f64| mean.is_some_and(|v| (v - want).abs() < 1e-9);
+        assert!(near(m.mean_attitude, 4.0), "{m:?}");
+        assert!(near(m.mean_skill, 3.0), "{m:?}");
+        assert!(near(m.mean_punctuality, 4.5), "{m:?}");
+        assert!(near(m.mean_service_items, 2.5), "{m:?}");
+        let rows = stat_rows(&stats[0]);
+        let row = |name: &str| {
+            rows.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("no row {name}: {rows:?}"))
+        };
+        assert_eq!(row("R9 mean attitude"), "4.00");
+        assert_eq!(row("R9 mean technical skill"), "3.00");
+        assert_eq!(row("R9 mean punctuality"), "4.50");
+        assert_eq!(row("R9 mean service items"), "2.50");
+        assert_eq!(row("R9 surveys with suggestions"), "1");
+    }
+
+    /// R24: the table and the CSV carry every line (1)–(6) and say what the costs include.
+    #[test]
+    fn r24_table_and_csv_show_every_line_and_the_definitions() {
+        let month: Month = "2026-11".parse().expect("valid");
+        let stats = monthly(&[report("t1", 1, |_| {})], month, 90).expect("computable");
+        for format in ["table", "csv"] {
+            let text = render(&stats, format).expect("renders");
+            for n in 1..=6 {
+                assert!(text.contains(&format!("R24 ({n})")), "{format}: {text}");
+            }
+            for dim in [
+                "attitude",
+                "technical skill",
+                "punctuality",
+                "service items",
+            ] {
+                assert!(text.contains(&format!("R9 mean {dim}")), "{format}: {text}");
+            }
+            assert!(text.contains("do not add them again"), "{format}: {text}");
+        }
+        let csv = render(&stats, "csv").expect("renders");
+        assert!(csv.starts_with("# a report counts"), "{csv}");
+        // The sample: parts 28.00, labour 90.00, travel 25.00.
+        assert!(
+            csv.contains("north-01,2026-11,R24 (2) service cost,143.00\n"),
+            "{csv}"
+        );
+        assert!(
+            csv.contains("R24 (3) materials cost (in costs above),28.00\n"),
+            "{csv}"
+        );
+    }
+
+    /// R22: one rate, complaints over verified reports; none without reports.
+    #[test]
+    fn r22_the_complaint_rate_is_complaints_over_reports_verified() {
+        assert_eq!(complaint_rate(3, 0), None);
+        assert_eq!(complaint_rate(0, 4), Some(0.0));
+        assert_eq!(complaint_rate(3, 4), Some(0.75));
+    }
+
+    /// Months are read in the zone given: a report signed at 23:30 UTC on 31 October is
+    /// November's in a zone eight hours ahead.
+    struct Plus8;
+    impl MonthOf for Plus8 {
+        fn month_of(&self, at: Timestamp) -> Result<Month, TimeError> {
+            at.plus_millis(8 * 3_600_000).month()
+        }
+    }
+
+    #[test]
+    fn r24_months_follow_the_zone_passed_in() {
+        let month: Month = "2026-11".parse().expect("valid");
+        let mut late = report("z1", 0, |_| {});
+        late.signed_at = late.signed_at.plus_millis(-30 * 60_000);
+        let reports = vec![late];
+        assert!(monthly(&reports, month, 90).expect("computable").is_empty());
+        let in_plus8 = monthly_in(&reports, month, 90, &Plus8).expect("computable");
+        assert_eq!(in_plus8[0].summary.reports, 1);
     }
 
     #[test]

@@ -35,7 +35,9 @@ async fn the_demo_runs_the_whole_chain_and_leaves_the_data_for_inspection() -> a
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        csv.contains(&format!("north-01,{month},complaint rate (per job),0.333")),
+        csv.contains(&format!(
+            "north-01,{month},complaint rate (per report verified),0.333"
+        )),
         "{csv}"
     );
     for name in ["wang", "li", "zhao"] {

@@ -54,6 +54,9 @@ impl Desk {
         let dir = temp_dir()?;
         let clock = Clock::manual(now());
         let server = TestServer::start_with_clock(dir.path(), clock.clone(), adjust).await?;
+        // R3: jobs go to technicians with an enrolled device; the desk's are these two.
+        server.enroll("tech-wang", "dev-desk-wang")?;
+        server.enroll("tech-li", "dev-desk-li")?;
         Ok(Self {
             server,
             http: reqwest::Client::new(),
@@ -558,6 +561,16 @@ async fn r4_r14_desk_signed_report_rechecks_repeats_and_starts_the_follow_up() -
         .request(request_body(40 * DAY, "SN-8", "compressor"))
         .await?;
     let earlier = str_of(&desk.dispatch(&earlier).await?["job_id"])?;
+    // R4 compares with served jobs only: the earlier one was signed 30 days ago.
+    let earlier_job = desk.server.fetch_job(earlier.parse()?).await?;
+    on_report_signed(
+        desk.server.edge()?,
+        &earlier_job,
+        "r-0",
+        now().plus_millis(-30 * DAY),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let req = desk.request(request_body(2 * DAY, "SN-8", "noise")).await?;
     let created = desk.dispatch(&req).await?;
     assert_eq!(created["repeat_of"].as_array().map(Vec::len), Some(0));
@@ -593,7 +606,9 @@ async fn r4_r14_desk_signed_report_rechecks_repeats_and_starts_the_follow_up() -
         .await?
         .1;
     assert_eq!(record["repeat_on_signing"][0]["job_id"], earlier.as_str());
-    assert_eq!(record["fault_category"], "compressor");
+    // The desk's category stays; the diagnosis is recorded beside it (R4 matches either).
+    assert_eq!(record["fault_category"], "noise");
+    assert_eq!(record["diagnosed_category"], "compressor");
     assert_eq!(record["report_id"], "r-1");
 
     // R14: served yesterday, so on the list of today's calls, and not on tomorrow's.
@@ -830,9 +845,11 @@ async fn r20_r21_r22_r23_desk_complaints_take_the_eight_steps_in_order() -> anyh
     assert_eq!(summary["by_attribution"]["non_quality"], 1);
     assert_eq!(summary["by_attribution"]["quality"], 0);
     assert_eq!(summary["open"], 0);
-    // The sample job was received on 2026-11-02, in the desk clock's month.
+    // The sample job was received on 2026-11-02, in the desk clock's month, but its report
+    // is not signed: R22 counts verified reports, so there is no rate yet.
     assert_eq!(job_month, month);
-    assert_eq!(summary["rate"], 1.0);
+    assert_eq!(summary["reports_verified"], 0, "{summary}");
+    assert_eq!(summary["rate"], Value::Null);
     let (status, body) = desk
         .get(ANALYST, "/api/complaints/summary?month=2026-13")
         .await?;
@@ -1057,6 +1074,7 @@ const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     ("POST", "/api/jobs", &[DISPATCHER, MANAGER]),
     ("GET", "/api/jobs/{id}", &[DISPATCHER, MANAGER, ANALYST]),
     ("PUT", "/api/jobs/{id}/technicians", &[DISPATCHER, MANAGER]),
+    ("GET", "/api/technicians", &[DISPATCHER, MANAGER, ANALYST]),
     ("PUT", "/api/jobs/{id}/appointment", &[DISPATCHER, MANAGER]),
     (
         "GET",
@@ -2194,5 +2212,465 @@ async fn r21_desk_concurrent_steps_are_recorded_once() -> anyhow::Result<()> {
         Some(2),
         "{record}"
     );
+    Ok(())
+}
+
+/// Writes into a stored job the way a device's synced change lands: a durable change of the
+/// job document that the hub announces (what the desk's follower of the jobs reads).
+async fn device_writes(
+    desk: &Desk,
+    job: DocumentId,
+    edit: impl FnOnce(
+        &mut fieldsync_shared::job::doc::JobDoc,
+    ) -> Result<(), fieldsync_shared::job::doc::EditError>
+    + Send
+    + 'static,
+) -> anyhow::Result<()> {
+    desk.server
+        .state
+        .hub
+        .edit(job, LocalEdit::job(edit))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// Reads request `id` until `check` holds (the follower works beside the API).
+async fn request_when(
+    desk: &Desk,
+    id: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    let path = format!("/api/requests/{id}");
+    eventually(SETTLE, what, || async {
+        let (_, body) = desk.get(ANALYST, &path).await.ok()?;
+        check(&body).then_some(body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn r2_desk_arrival_comes_from_the_job_and_an_arrival_in_the_future_is_refused()
+-> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    // Asked for two hours ago; the technician's device records arriving an hour ago.
+    let mut body = request_body(3 * HOUR, "SN-21", "compressor");
+    body["requested_arrival"] = json!(from_now(-2 * HOUR));
+    let req = desk.request(body).await?;
+    let job: DocumentId = str_of(&desk.dispatch(&req).await?["job_id"])?.parse()?;
+    let arrived = now().plus_millis(-HOUR);
+    device_writes(&desk, job, move |j| j.set_arrival(Some(arrived))).await?;
+    let taken = request_when(&desk, &req, "the device's arrival", |r| {
+        r["arrival"]["source"] == "device"
+    })
+    .await?;
+    assert_eq!(
+        taken["arrival"]["at"],
+        arrived.to_string().as_str(),
+        "{taken}"
+    );
+    assert_eq!(taken["arrival"]["received_at"], now().to_string().as_str());
+    assert_eq!(taken["arrival"]["technician"], "tech-wang");
+    assert_eq!(taken["arrival"]["late"], true);
+    assert_eq!(taken["arrival_clock"], "met_late");
+    // The device says when, the desk says why.
+    assert_eq!(taken["late_cause_missing"], true);
+    // R2: the technician on site answered the customer (received now, 3 h after the call).
+    assert_eq!(taken["reply"]["source"], "technician_contact", "{taken}");
+    assert_eq!(taken["reply"]["at"], now().to_string().as_str());
+    assert_eq!(taken["reply_clock"], "met");
+
+    // The desk adds the cause without a reason (the time is the device's) ...
+    let path = format!("/api/requests/{req}/arrival");
+    let caused = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            &path,
+            Some(json!({"technician": "tech-wang", "at": arrived.to_string(), "cause": "traffic"})),
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(caused["late_cause_missing"], false);
+    assert_eq!(
+        caused["arrival_corrections"].as_array().map(Vec::len),
+        Some(0)
+    );
+    // ... but changes the time only with a reason, which is kept.
+    let corrected_at = now().plus_millis(-90 * 60_000);
+    let change =
+        json!({"technician": "tech-wang", "at": corrected_at.to_string(), "cause": "traffic"});
+    let (status, body) = desk.post(DISPATCHER, &path, change.clone()).await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "already_recorded");
+    let mut with_reason = change;
+    with_reason["reason"] = json!("the gate log says 08:30");
+    let corrected = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            &path,
+            Some(with_reason),
+            StatusCode::OK,
+        )
+        .await?;
+    let correction = &corrected["arrival_corrections"][0];
+    assert_eq!(correction["previous_source"], "desk", "{corrected}");
+    assert_eq!(correction["reason"], "the gate log says 08:30");
+    assert_eq!(correction["by"], "dispatcher");
+    assert_eq!(
+        corrected["arrival"]["at"],
+        corrected_at.to_string().as_str()
+    );
+    // A later device edit does not undo the desk's correction.
+    device_writes(&desk, job, move |j| {
+        j.set_arrival(Some(arrived.plus_millis(60_000)))
+    })
+    .await?;
+    let list = desk.get(ANALYST, "/api/requests?due=all").await?.1;
+    let still = list["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["id"] == req.as_str())
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        still["arrival"]["at"],
+        corrected_at.to_string().as_str(),
+        "{still}"
+    );
+
+    // An arrival three hours after the server received it is refused, shown, not taken.
+    let other = desk.request(request_body(HOUR, "SN-22", "fan")).await?;
+    let other_job: DocumentId = str_of(&desk.dispatch(&other).await?["job_id"])?.parse()?;
+    let future = now().plus_millis(3 * HOUR);
+    device_writes(&desk, other_job, move |j| j.set_arrival(Some(future))).await?;
+    let refused = request_when(&desk, &other, "the refused arrival", |r| {
+        r["arrival_refused"].is_object()
+    })
+    .await?;
+    assert_eq!(refused["arrival_refused"]["code"], "arrival_in_future");
+    assert_eq!(
+        refused["arrival_refused"]["at"],
+        future.to_string().as_str()
+    );
+    assert!(
+        refused["arrival_refused"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be in the future")),
+        "{refused}"
+    );
+    assert_eq!(refused["arrival"], Value::Null);
+    // The desk cannot enter one either.
+    let (status, body) = desk
+        .post(
+            DISPATCHER,
+            &format!("/api/requests/{other}/arrival"),
+            json!({"technician": "tech-wang", "at": future.to_string()}),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "arrival_in_future");
+    // Within the few minutes' tolerance of a device's clock, it is taken.
+    let drift = now().plus_millis(2 * 60_000);
+    device_writes(&desk, other_job, move |j| j.set_arrival(Some(drift))).await?;
+    let taken = request_when(&desk, &other, "the drifting arrival", |r| {
+        r["arrival"]["source"] == "device"
+    })
+    .await?;
+    assert_eq!(taken["arrival_refused"], Value::Null, "{taken}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn r2_desk_reply_is_the_first_of_desk_dispatch_appointment_and_technician_contact()
+-> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    // Received 30 h ago, no reply: overdue.
+    let served = desk
+        .request(request_body(30 * HOUR, "SN-31", "fan"))
+        .await?;
+    let booked = desk
+        .request(request_body(20 * HOUR, "SN-32", "fan"))
+        .await?;
+    let called = desk.request(request_body(2 * HOUR, "SN-33", "fan")).await?;
+    let overdue = desk.get(ANALYST, "/api/requests?due=overdue").await?.1;
+    assert_eq!(ids(&overdue["requests"]), BTreeSet::from([served.clone()]));
+
+    // R3 dispatch with the appointment agreed: the customer was answered then.
+    let appointment =
+        json!({"at": from_now(DAY), "contacted_by": "Ms Zhou", "fault_rechecked": "fan rattles"});
+    desk.expect(
+        DISPATCHER,
+        Method::POST,
+        &format!("/api/requests/{booked}/job"),
+        Some(json!({"kind": "repair", "technician": "tech-li", "appointment": appointment})),
+        StatusCode::CREATED,
+    )
+    .await?;
+    let one = desk
+        .get(ANALYST, &format!("/api/requests/{booked}"))
+        .await?
+        .1;
+    assert_eq!(one["reply"]["source"], "appointment", "{one}");
+    assert_eq!(one["reply"]["by"], "Ms Zhou");
+    assert_eq!(one["reply_clock"], "met");
+    // The desk's reply afterwards is refused: the first reply counts.
+    let (status, body) = desk
+        .post(
+            DISPATCHER,
+            &format!("/api/requests/{booked}/reply"),
+            json!({"by": "Ms Zhou", "text": "again"}),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::CONFLICT, "already_replied");
+
+    // The technician agrees an appointment from the device (R3): that is the contact.
+    let job: DocumentId = str_of(&desk.dispatch(&called).await?["job_id"])?.parse()?;
+    let at = now().plus_millis(5 * HOUR);
+    device_writes(&desk, job, move |j| j.set_appointment(Some(at))).await?;
+    let contacted = request_when(&desk, &called, "the technician's contact", |r| {
+        r["reply"].is_object()
+    })
+    .await?;
+    assert_eq!(
+        contacted["reply"]["source"], "technician_contact",
+        "{contacted}"
+    );
+    assert_eq!(contacted["reply"]["by"], "tech-wang");
+
+    // A request whose job is signed is served: never overdue, not open.
+    let served_job: DocumentId = str_of(&desk.dispatch(&served).await?["job_id"])?.parse()?;
+    let job = desk.server.fetch_job(served_job).await?;
+    on_report_signed(desk.server.edge()?, &job, "r-31", now())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let overdue = desk.get(ANALYST, "/api/requests?due=overdue").await?.1;
+    assert!(ids(&overdue["requests"]).is_empty(), "{overdue}");
+    let open = desk.get(ANALYST, "/api/requests").await?.1;
+    assert!(!ids(&open["requests"]).contains(&served), "{open}");
+    let one = desk
+        .get(ANALYST, &format!("/api/requests/{served}"))
+        .await?
+        .1;
+    assert_eq!(one["job_signed_at"], now().to_string().as_str(), "{one}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn r3_desk_jobs_go_only_to_technicians_with_an_enrolled_device() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let listed = desk.get(ANALYST, "/api/technicians").await?.1;
+    let names: Vec<&str> = listed["technicians"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["technician"].as_str())
+        .collect();
+    assert_eq!(names, ["tech-li", "tech-wang"], "{listed}");
+
+    // A typo is refused, naming who the branch's technicians are.
+    let typo = fieldsync_tests::sample_job_body("tech-wnag");
+    let (status, body) = desk.post(DISPATCHER, "/api/jobs", typo.clone()).await?;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "unknown_technician");
+    let message = str_of(&body["message"])?;
+    assert!(
+        message.contains("tech-wnag") && message.contains("tech-wang"),
+        "{message}"
+    );
+    let req = desk.request(request_body(HOUR, "SN-41", "fan")).await?;
+    let (status, body) = desk
+        .post(
+            DISPATCHER,
+            &format!("/api/requests/{req}/job"),
+            json!({"kind": "repair", "technician": "tech-wnag"}),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "unknown_technician");
+    // Nothing was made: the request is free again.
+    let one = desk.get(ANALYST, &format!("/api/requests/{req}")).await?.1;
+    assert_eq!(one["job_id"], Value::Null, "{one}");
+
+    // New staff can be pre-assigned, and the answer says so.
+    let mut new_staff = fieldsync_tests::sample_job_body("tech-zhao");
+    new_staff["pre_assign"] = json!(true);
+    let created = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            "/api/jobs",
+            Some(new_staff),
+            StatusCode::CREATED,
+        )
+        .await?;
+    assert_eq!(
+        created["warnings"][0]["code"], "technician_not_enrolled",
+        "{created}"
+    );
+    let job = str_of(&created["job_id"])?;
+
+    // Reassigning to an unknown technician is refused too; to an enrolled one, no warning.
+    let path = format!("/api/jobs/{job}/technicians");
+    let (status, body) = desk
+        .call(
+            Some(DISPATCHER),
+            Method::PUT,
+            &path,
+            Some(&json!({"technicians": ["tech-lii"]})),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "unknown_technician");
+    let moved = desk
+        .expect(
+            DISPATCHER,
+            Method::PUT,
+            &path,
+            Some(json!({"technicians": ["tech-li"]})),
+            StatusCode::OK,
+        )
+        .await?;
+    assert_eq!(moved["warnings"], json!([]), "{moved}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn r4_desk_matches_either_category_and_only_jobs_that_were_served() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    // The desk said "compressor"; the technician diagnosed the start relay and signed.
+    let first = desk
+        .request(request_body(30 * DAY, "SN-51", "compressor"))
+        .await?;
+    let first: DocumentId = str_of(&desk.dispatch(&first).await?["job_id"])?.parse()?;
+    let mut job = desk.server.fetch_job(first).await?;
+    job.diagnosis.fault_category = Some("start relay".into());
+    on_report_signed(
+        desk.server.edge()?,
+        &job,
+        "r-51",
+        now().plus_millis(-29 * DAY),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let record = desk
+        .get(ANALYST, &format!("/api/jobs/{first}/desk"))
+        .await?
+        .1;
+    assert_eq!(
+        (
+            record["fault_category"].clone(),
+            record["diagnosed_category"].clone()
+        ),
+        (json!("compressor"), json!("start relay")),
+        "{record}"
+    );
+    // A duplicate job opened by mistake and never served.
+    let duplicate = desk
+        .request(request_body(20 * DAY, "SN-51", "compressor"))
+        .await?;
+    let duplicate = str_of(&desk.dispatch(&duplicate).await?["job_id"])?;
+    // A third job, checked out by its technician (served) but not signed yet.
+    let third = desk
+        .request(request_body(10 * DAY, "SN-51", "start relay"))
+        .await?;
+    let third: DocumentId = str_of(&desk.dispatch(&third).await?["job_id"])?.parse()?;
+    let out = fieldsync_shared::job::CheckOut {
+        at: now().plus_millis(-9 * DAY),
+        by: TechnicianId::new("tech-wang")?,
+        note: String::new(),
+    };
+    device_writes(&desk, third, move |j| j.check_out(&out)).await?;
+    let third_path = format!("/api/jobs/{third}/desk");
+    eventually(SETTLE, "the check-out in the desk record", || async {
+        let (_, r) = desk.get(ANALYST, &third_path).await.ok()?;
+        r["checked_out_at"].is_string().then_some(())
+    })
+    .await?;
+
+    // "Compressor trips again": the desk's category matches the first job's; the duplicate,
+    // never served, is not a repair; the third matches on the diagnosis of the first only
+    // through "start relay", which this request does not carry.
+    let again = desk
+        .request(request_body(HOUR, "SN-51", "compressor"))
+        .await?;
+    let created = desk.dispatch(&again).await?;
+    let flagged: BTreeSet<String> = created["repeat_of"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["job_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(flagged, BTreeSet::from([first.to_string()]), "{created}");
+    assert!(!flagged.contains(&duplicate));
+    // "Start relay": the first job's diagnosis and the third's desk category both match.
+    let relay = desk
+        .request(request_body(HOUR, "SN-51", "Start Relay"))
+        .await?;
+    let created = desk.dispatch(&relay).await?;
+    let flagged: BTreeSet<String> = created["repeat_of"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["job_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        flagged,
+        BTreeSet::from([first.to_string(), third.to_string()]),
+        "{created}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn r22_desk_complaint_rate_is_complaints_over_reports_verified_in_the_month()
+-> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let month = now().month()?;
+    // Four jobs made this month: two whose reports were signed this month, one whose report
+    // is dated the 31st of October (last month's), one never signed (a mistake). The old
+    // denominator (jobs received in the month) would have said 1/4.
+    let mut jobs = Vec::new();
+    for serial in ["SN-61", "SN-62", "SN-63", "SN-64"] {
+        let req = desk.request(request_body(HOUR, serial, "fan")).await?;
+        let job: DocumentId = str_of(&desk.dispatch(&req).await?["job_id"])?.parse()?;
+        jobs.push(job);
+    }
+    let october_31 = Timestamp::from_millis(1_793_491_200_000 - HOUR);
+    for (job, signed_at) in [
+        (jobs[0], now().plus_millis(-DAY)),
+        (jobs[1], now()),
+        (jobs[2], october_31),
+    ] {
+        let read = desk.server.fetch_job(job).await?;
+        on_report_signed(desk.server.edge()?, &read, &format!("r-{job}"), signed_at)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    }
+    let complaint = json!({
+        "channel": "phone",
+        "category": "service",
+        "received_at": from_now(-HOUR),
+        "complainant": "Ms Chen",
+        "contact": "555-0101",
+        "customer_id": "c-1001",
+        "against": {"job_id": jobs[0].url(), "technician": "tech-wang"},
+        "content": "Left without testing",
+        "asks": "A second visit",
+        "recorded_by": "Ms Zhou",
+    });
+    let (status, body) = desk.post(DISPATCHER, "/api/complaints", complaint).await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let summary = desk
+        .expect(
+            ANALYST,
+            Method::GET,
+            &format!("/api/complaints/summary?month={month}"),
+            None,
+            StatusCode::OK,
+        )
+        .await?;
+    // By hand: 1 complaint ÷ 2 reports verified in November = 0.5.
+    assert_eq!(summary["complaints"], 1, "{summary}");
+    assert_eq!(summary["reports_verified"], 2, "{summary}");
+    assert_eq!(summary["rate"], 0.5);
     Ok(())
 }

@@ -132,7 +132,7 @@ async fn r22_complaints_reach_head_office_and_are_counted_across_branches() -> a
     let north = branch("north-01");
     assert_eq!(north["complaints"], 1, "{report}");
     assert_eq!(
-        north["jobs"], 1,
+        north["reports_verified"], 1,
         "one verified report in the month: {report}"
     );
     assert_eq!(north["rate"], 1.0);
@@ -141,12 +141,12 @@ async fn r22_complaints_reach_head_office_and_are_counted_across_branches() -> a
     assert_eq!(north["open"], 1, "classified, not closed");
     let south_row = branch("south-02");
     assert_eq!(south_row["complaints"], 2, "{report}");
-    assert_eq!(south_row["jobs"], 0);
+    assert_eq!(south_row["reports_verified"], 0);
     assert_eq!(south_row["rate"], Value::Null, "no jobs, no rate");
     assert_eq!(south_row["by_attribution"]["quality"], 1);
     assert_eq!(south_row["by_attribution"]["other"], 1);
     assert_eq!(report["total"]["complaints"], 3);
-    assert_eq!(report["total"]["jobs"], 1);
+    assert_eq!(report["total"]["reports_verified"], 1);
     assert_eq!(report["total"]["rate"], 3.0);
     assert_eq!(report["total"]["by_category"]["product_quality"], 1);
 

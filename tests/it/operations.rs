@@ -383,3 +383,26 @@ fn verify_into_a_closed_pipe_ends_with_its_own_status() -> anyhow::Result<()> {
     assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
     Ok(())
 }
+
+/// R24: a month that is not one is named once, with its expected form once, and no word
+/// doubled ("is not a month (YYYY-MM) (expected YYYY-MM)" before).
+#[test]
+fn r24_stats_with_a_bad_month_says_so_once() -> anyhow::Result<()> {
+    let root = temp_dir()?;
+    let dir = root.path().join("head-office");
+    let made = run(&["keygen", "--data-dir", path(&dir)], &[])?;
+    assert!(made.status.success(), "{}", stderr(&made));
+    let output = run(
+        &["stats", "--month", "2026-13", "--data-dir", path(&dir)],
+        &[],
+    )?;
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("--month: \"2026-13\" is not a month (YYYY-MM)"),
+        "{message}"
+    );
+    assert_eq!(message.matches("YYYY-MM").count(), 1, "{message}");
+    assert!(!message.contains("expected"), "{message}");
+    Ok(())
+}

@@ -4,7 +4,7 @@
 //! routes are mounted with the rest of the desk API in `desk::api`, which also builds the
 //! OpenAPI document from the `#[utoipa::path]` of each handler.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use automerge::{AutoCommit, Automerge, ChangeHash};
@@ -23,7 +23,7 @@ use fieldsync_shared::job::{
 };
 use fieldsync_shared::sync::{Input, LocalEdit};
 use fieldsync_shared::time::{CalendarDate, Timestamp};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
@@ -78,6 +78,10 @@ pub struct NewJob {
     /// R16: the contract's completion date (YYYY-MM-DD); required for installation jobs.
     #[serde(default)]
     pub contract_due: Option<String>,
+    /// Assign a technician no enrolled device belongs to yet (new staff whose device comes
+    /// later): accepted with a warning instead of refused as `unknown_technician`.
+    #[serde(default)]
+    pub pre_assign: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -129,9 +133,83 @@ pub struct NewBilling {
     pub currency: Option<String>,
 }
 
+/// A warning in a successful answer: done, but someone should look.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Warning {
+    /// Stable: `technician_not_enrolled`.
+    pub code: String,
+    pub message: String,
+}
+
+/// The technicians of the branch: those with an enrolled device that is not revoked. Devices
+/// enrolled by the CLI a moment ago are read first.
+pub fn enrolled_technicians(state: &Edge) -> BTreeMap<TechnicianId, usize> {
+    if let Err(e) = state.node.reload_registry_if_changed() {
+        tracing::warn!(error = %e, "cannot re-read the device records");
+    }
+    let mut out: BTreeMap<TechnicianId, usize> = BTreeMap::new();
+    for device in state.node.registry_read().devices() {
+        if device.revoked_at.is_none() {
+            *out.entry(device.technician.clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Refuses technicians with no enrolled device (`unknown_technician`: no device would ever
+/// see the job), unless `pre_assign` says they are new staff: then one warning each.
+pub fn check_technicians<'a>(
+    state: &Edge,
+    technicians: impl IntoIterator<Item = &'a TechnicianId>,
+    pre_assign: bool,
+) -> Result<Vec<Warning>, ApiError> {
+    let enrolled = enrolled_technicians(state);
+    let unknown: Vec<&TechnicianId> = technicians
+        .into_iter()
+        .filter(|t| !enrolled.contains_key(*t))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names = |list: &[&TechnicianId]| {
+        list.iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if pre_assign {
+        return Ok(unknown
+            .iter()
+            .map(|t| Warning {
+                code: "technician_not_enrolled".to_owned(),
+                message: format!(
+                    "technician {t} has no enrolled device yet: the job waits in their \
+                     assignment index until one is enrolled (`fieldsync device enroll`)"
+                ),
+            })
+            .collect());
+    }
+    let known: Vec<&TechnicianId> = enrolled.keys().collect();
+    Err(ApiError::bad_request(
+        "unknown_technician",
+        format!(
+            "no enrolled device belongs to technician {} at this branch, so no device would \
+             ever see the job; the branch's technicians are: {} (enroll a device first, or \
+             send \"pre_assign\": true to assign new staff ahead of their device)",
+            names(&unknown),
+            if known.is_empty() {
+                "none yet".to_owned()
+            } else {
+                names(&known)
+            }
+        ),
+    ))
+}
+
 /// A job made and assigned by [`make_job`]: what the desk's record of it needs.
 #[derive(Debug)]
 pub struct MadeJob {
+    pub warnings: Vec<Warning>,
     pub job: Job,
     pub technician: TechnicianId,
     /// The technician's assignment index document.
@@ -278,6 +356,7 @@ pub async fn make_job(state: &Edge, new: NewJob, job_id: DocumentId) -> Result<M
         .as_deref()
         .map(|d| field("contract_due", d.parse::<CalendarDate>()))
         .transpose()?;
+    let pre_assign = new.pre_assign;
     let job = new.into_job(job_id, state.node.branch_id.clone())?;
     if job.kind == JobKind::Installation && contract_due.is_none() {
         return Err(ApiError::bad_request(
@@ -286,6 +365,7 @@ pub async fn make_job(state: &Edge, new: NewJob, job_id: DocumentId) -> Result<M
         ));
     }
     let technician = job.technicians[0].clone();
+    let warnings = check_technicians(state, [&technician], pre_assign)?;
     let doc = JobDoc::create(&job).map_err(|e| ApiError::internal("document_error", e))?;
     let mut doc = doc.into_inner();
     // The server makes the approvals map, so devices never create it concurrently.
@@ -318,6 +398,7 @@ pub async fn make_job(state: &Edge, new: NewJob, job_id: DocumentId) -> Result<M
     let index_id = add_to_index(state, &technician, job_id).await?;
     drop(_guard);
     Ok(MadeJob {
+        warnings,
         job,
         technician,
         index_id,
@@ -397,11 +478,55 @@ async fn add_to_index(
     }
 }
 
+/// One technician of the branch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TechnicianEntry {
+    #[schema(value_type = String)]
+    pub technician: TechnicianId,
+    /// Enrolled devices not revoked.
+    pub devices: usize,
+}
+
+/// What `GET /api/technicians` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TechnicianList {
+    pub technicians: Vec<TechnicianEntry>,
+}
+
+/// The technicians a job can be assigned to: those with an enrolled device.
+#[utoipa::path(
+    get,
+    path = "/api/technicians",
+    tag = "dispatch",
+    description = "R3: the branch's technicians, from the enrolled devices (revoked ones left \
+        out): whom a job can be assigned to. Roles: dispatcher, manager, analyst.",
+    responses((status = 200, body = TechnicianList)),
+)]
+pub async fn list_technicians(
+    State(state): State<Arc<Edge>>,
+    headers: HeaderMap,
+) -> Result<Json<TechnicianList>, ApiError> {
+    state
+        .node
+        .authorize(&headers, EVERYONE, "list technicians")?;
+    let technicians = enrolled_technicians(&state)
+        .into_iter()
+        .map(|(technician, devices)| TechnicianEntry {
+            technician,
+            devices,
+        })
+        .collect();
+    Ok(Json(TechnicianList { technicians }))
+}
+
 /// The body of `PUT /api/jobs/{id}/technicians`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Technicians {
     pub technicians: Vec<String>,
+    /// Assign technicians with no enrolled device yet (new staff): warned, not refused.
+    #[serde(default)]
+    pub pre_assign: bool,
 }
 
 /// `PUT /api/jobs/{id}/technicians`: assign and unassign (R3 dispatch). Access changes take
@@ -416,8 +541,8 @@ pub struct Technicians {
     params(("id" = String, Path, description = "The job id (bs58 or automerge: URL)")),
     request_body = Technicians,
     responses(
-        (status = 200, description = "`{job_id, technicians, added, removed}`"),
-        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, invalid_job_id"),
+        (status = 200, description = "`{job_id, technicians, added, removed, warnings}`"),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, invalid_job_id, unknown_technician"),
         (status = 404, body = ErrorBody, description = "unknown_job"),
     ),
 )]
@@ -446,6 +571,9 @@ pub async fn set_technicians(
     };
     let removed: Vec<TechnicianId> = record.technicians.difference(&wanted).cloned().collect();
     let added: Vec<TechnicianId> = wanted.difference(&record.technicians).cloned().collect();
+    // Only those newly assigned are checked: one already on the job stays whatever happened
+    // to their device.
+    let warnings = check_technicians(&state, &added, body.pre_assign)?;
     // Access first: the records decide, and live sessions are re-checked at once.
     record.technicians = wanted.clone();
     record.former.extend(removed.iter().cloned());
@@ -482,6 +610,7 @@ pub async fn set_technicians(
         "technicians": wanted,
         "added": added,
         "removed": removed,
+        "warnings": warnings,
     })))
 }
 

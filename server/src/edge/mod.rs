@@ -148,12 +148,14 @@ impl Edge {
         Router::from(api()).with_state(Arc::clone(self))
     }
 
-    /// Starts the edge's workers: the report signer, the approvals mirror and, with an
-    /// `[upstream]`, the link to head office. They run until aborted.
+    /// Starts the edge's workers: the report signer, the approvals mirror, the desk's
+    /// follower of the jobs (`desk::follow`) and, with an `[upstream]`, the link to head
+    /// office. They run until aborted.
     pub fn spawn_workers(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
         let mut workers = vec![
             tokio::spawn(signer::run_signer(Arc::clone(self))),
             tokio::spawn(desk::approvals::mirror::run(Arc::clone(self))),
+            tokio::spawn(desk::follow::run(Arc::clone(self))),
         ];
         if let Some(upstream) = self.node.config.upstream.clone() {
             workers.push(tokio::spawn(verdicts::run(
@@ -191,6 +193,7 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
         .routes(routes!(dispatch::create_job))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::set_technicians))
+        .routes(routes!(jobs::list_technicians))
         .routes(routes!(signer::get_report))
         .routes(routes!(signer::get_report_pdf))
         .routes(routes!(verdicts::list_reports))

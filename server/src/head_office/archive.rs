@@ -555,117 +555,26 @@ pub fn month_stats(
     Ok(monthly(&reports, month, repeat_window_days)?)
 }
 
-fn stat_rows(s: &MonthlyStats) -> Vec<(String, String)> {
-    let named: Vec<(&str, String)> = vec![
-        ("reports", s.summary.reports.to_string()),
-        ("installation jobs", s.installation.jobs.to_string()),
-        (
-            "installation person-trips",
-            s.installation.person_trips.to_string(),
-        ),
-        (
-            "installation person-days",
-            s.installation.person_days.to_string(),
-        ),
-        ("installation cost", s.installation.cost.to_string()),
-        (
-            "installation jobs with training (R16)",
-            s.summary.installations_with_training.to_string(),
-        ),
-        ("service jobs", s.service.jobs.to_string()),
-        ("service person-trips", s.service.person_trips.to_string()),
-        ("service person-days", s.service.person_days.to_string()),
-        ("service cost", s.service.cost.to_string()),
-        ("materials cost", s.materials_cost.to_string()),
-        ("transport cost", s.transport_cost.to_string()),
-        (
-            "total cost excl. installation fees",
-            s.total_cost_excluding_installation_fees.to_string(),
-        ),
-        ("warranty jobs", s.summary.warranty_jobs.to_string()),
-        (
-            "billed to customers",
-            s.summary.billed_to_customers.to_string(),
-        ),
-        (
-            "mean satisfaction (attitude)",
-            s.summary
-                .mean_attitude
-                .map_or_else(|| "not answered".to_owned(), |m| format!("{m:.2}")),
-        ),
-        (
-            "surveys not answered (R9)",
-            s.summary.surveys_not_answered.to_string(),
-        ),
-        ("repeat repairs (R4)", s.repeat_repairs.len().to_string()),
-    ];
-    let mut rows: Vec<(String, String)> = named
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect();
-    for f in &s.fault_causes {
-        rows.push((
-            format!("fault cause: {} / {}", f.product_type, f.fault),
-            f.count.to_string(),
-        ));
-    }
-    rows
+/// One block of a monthly report (the statistics and the complaint report print through
+/// `fieldsync_shared::stats::table`, which aligns by display width).
+pub use fieldsync_shared::stats::table::MetricBlock;
+
+/// Blocks as `csv` (`branch,month,metric,value`, the `definitions` as `#` lines above it) or
+/// a text `table` (`empty` when there are none, the definitions under the figures).
+pub fn render_blocks(
+    blocks: &[MetricBlock],
+    format: &str,
+    empty: &str,
+    definitions: &[&str],
+) -> Result<String, String> {
+    fieldsync_shared::stats::table::render_blocks(blocks, format, empty, definitions)
+        .map_err(|e| e.to_string())
 }
 
-/// One block of a monthly report: whose it is, its heading in a table, and its rows.
-#[derive(Debug, Clone)]
-pub struct MetricBlock {
-    pub branch: String,
-    pub month: Month,
-    pub heading: String,
-    pub rows: Vec<(String, String)>,
-}
-
-/// Blocks as `csv` (`branch,month,metric,value`) or a text `table` (`empty` when there are
-/// none); the monthly statistics (R24) and the complaint report (R22) print through it.
-pub fn render_blocks(blocks: &[MetricBlock], format: &str, empty: &str) -> Result<String, String> {
-    let mut out = String::new();
-    match format {
-        "csv" => {
-            out.push_str("branch,month,metric,value\n");
-            for b in blocks {
-                for (name, value) in &b.rows {
-                    out.push_str(&format!("{},{},{name},{value}\n", b.branch, b.month));
-                }
-            }
-        }
-        "table" => {
-            if blocks.is_empty() {
-                out.push_str(empty);
-            }
-            for b in blocks {
-                out.push_str(&b.heading);
-                out.push('\n');
-                for (name, value) in &b.rows {
-                    out.push_str(&format!("  {name:<38} {value:>14}\n"));
-                }
-            }
-        }
-        other => return Err(format!("unknown format {other:?}: use table, json or csv")),
-    }
-    Ok(out)
-}
-
-/// Statistics as `table`, `csv` or `json`.
+/// Statistics as `table`, `csv` or `json`: every R24 line and R9 dimension, and what each
+/// includes (`fieldsync_shared::stats::render`).
 pub fn render_stats(stats: &[MonthlyStats], format: &str) -> Result<String, String> {
-    if format == "json" {
-        return serde_json::to_string_pretty(stats).map_err(|e| e.to_string());
-    }
-    let blocks: Vec<MetricBlock> = stats
-        .iter()
-        .map(|s| MetricBlock {
-            branch: s.branch_id.to_string(),
-            month: s.month,
-            heading: format!("branch {}, {}", s.branch_id, s.month),
-            rows: stat_rows(s),
-        })
-        .collect();
-    render_blocks(&blocks, format, "no verified reports in this month\n")
+    fieldsync_shared::stats::render(stats, format).map_err(|e| e.to_string())
 }
 
 // ---- HTTP ------------------------------------------------------------------------------

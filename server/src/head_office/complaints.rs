@@ -317,14 +317,15 @@ pub struct BranchComplaints {
 pub struct ComplaintReport {
     #[schema(value_type = String)]
     pub month: Month,
-    /// Each branch with complaints or reported jobs in the month.
+    /// Each branch with complaints or verified reports in the month.
     pub branches: Vec<BranchComplaints>,
     /// All branches together.
     pub total: ComplaintSummary,
 }
 
-/// R22 for `month` across branches: complaints received in the month per job reported in it
-/// (the R24 count of verified, not superseded, service reports signed in the month).
+/// R22 for `month` across branches: complaints received in the month per service report
+/// verified in it (the R24 count of verified, not superseded, service reports signed in the
+/// month): the one definition of `fieldsync_shared::stats::complaint_rate`.
 pub fn complaint_report(
     store: &Store,
     month: Month,
@@ -525,9 +526,12 @@ pub async fn complaint_stats(
 fn summary_rows(s: &ComplaintSummary) -> Vec<(String, String)> {
     let mut rows = vec![
         ("complaints".to_owned(), s.complaints.to_string()),
-        ("jobs reported".to_owned(), s.jobs.to_string()),
         (
-            "complaint rate (per job)".to_owned(),
+            "service reports verified".to_owned(),
+            s.reports_verified.to_string(),
+        ),
+        (
+            "complaint rate (per report verified)".to_owned(),
             s.rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.3}")),
         ),
     ];
@@ -560,5 +564,10 @@ pub fn render_complaints(report: &ComplaintReport, format: &str) -> Result<Strin
             branch,
         })
         .collect();
-    render_blocks(&blocks, format, "")
+    render_blocks(
+        &blocks,
+        format,
+        "",
+        &[fieldsync_shared::stats::COMPLAINT_RATE_DEFINITION],
+    )
 }

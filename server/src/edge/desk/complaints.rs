@@ -2,7 +2,9 @@
 //! customer asks (step 1 of R21), then carried through the other seven steps in order, each
 //! with who, when and what; the record keeps content, process, result, the customer's
 //! reaction and the outcome (R23). The month's rate and attribution (R22) are summed here
-//! for the branch.
+//! for the branch: complaints received in the month ÷ service reports verified in the month
+//! (here: the jobs whose report this branch signed in the month), the one definition
+//! `fieldsync_shared::stats::complaint_rate` documents and head office uses too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use fieldsync_shared::desk::complaint::{
     ComplaintCategory, ComplaintChannel, ComplaintStep, StepError, check_step, next_step,
 };
 use fieldsync_shared::ids::{CustomerId, DocumentId, TechnicianId};
+use fieldsync_shared::stats::{MonthOf, Utc, complaint_rate};
 use fieldsync_shared::sync::{LocalEdit, LocalEditError, edit_via_autocommit};
 use fieldsync_shared::time::Month;
 use fieldsync_storage::RecordFilter;
@@ -521,12 +524,15 @@ pub struct SummaryQuery {
 pub struct ComplaintSummary {
     #[schema(value_type = String)]
     pub month: Month,
+    /// Complaints received in the month.
     pub complaints: usize,
-    /// The jobs the rate is per. At a branch: jobs whose service request was received in
-    /// the month. At head office: jobs reported in the month (verified service reports
-    /// signed in the month, superseded ones left out), as R24 counts them.
-    pub jobs: usize,
-    /// Complaints per job, or null without jobs.
+    /// Service reports verified in the month, what the rate is per. At a branch: jobs whose
+    /// report the branch signed in the month (its signer verified them complete). At head
+    /// office: reports whose signatures it verified, signed in the month, superseded ones
+    /// left out (as R24 counts them).
+    pub reports_verified: usize,
+    /// R22: complaints received in the month ÷ service reports verified in the month
+    /// (`fieldsync_shared::stats::complaint_rate`), or null without reports.
     pub rate: Option<f64>,
     /// Counts by R22 attribution: quality, non_quality, other.
     pub by_attribution: BTreeMap<String, usize>,
@@ -545,8 +551,9 @@ pub struct ComplaintSummary {
     get,
     path = "/api/complaints/summary",
     tag = "complaints",
-    description = "R22: a month's complaint count, rate per job and attribution. Roles: \
-        dispatcher, manager, analyst.",
+    description = "R22: a month's complaint count, rate and attribution. The rate is \
+        complaints received in the month / service reports verified (signed) in the month. \
+        Roles: dispatcher, manager, analyst.",
     params(SummaryQuery),
     responses(
         (status = 200, body = ComplaintSummary),
@@ -562,25 +569,33 @@ pub async fn complaint_summary(
         .node
         .authorize(&headers, EVERYONE, "read complaint statistics")?;
     let month = query(q)?.month;
-    let in_month = |at: Instant| at.0.month().is_ok_and(|m| m == month);
+    // UTC until the branch has a configured time zone: pass it here (a `MonthOf`).
+    let zone = Utc;
+    let in_month = |at: Instant| zone.month_of(at.0).is_ok_and(|m| m == month);
     let complaints: Vec<Complaint> = records::list::<Complaint>(&state, RecordFilter::default())
         .await?
         .into_iter()
         .map(|s| s.value)
         .filter(|c| in_month(c.received_at))
         .collect();
-    let jobs = records::list::<JobDesk>(&state, RecordFilter::default())
+    // R22: the reports this branch signed in the month (a job reopened and signed again
+    // counts once, in the month of its latest report).
+    let reports_verified = records::list::<JobDesk>(&state, RecordFilter::default())
         .await?
         .into_iter()
-        .filter(|j| in_month(j.value.received_at))
+        .filter(|j| j.value.signed_at.is_some_and(in_month))
         .count();
-    Ok(Json(summarize(month, &complaints, jobs)))
+    Ok(Json(summarize(month, &complaints, reports_verified)))
 }
 
-/// R22: counts, rate per job and attribution of `complaints` (those received in `month`)
-/// against `jobs` jobs. The branch's summary and head office's per-branch summary both come
-/// from here.
-pub fn summarize(month: Month, complaints: &[Complaint], jobs: usize) -> ComplaintSummary {
+/// R22: counts, rate and attribution of `complaints` (those received in `month`) against
+/// the `reports_verified` in the month. The branch's summary and head office's per-branch
+/// summary both come from here, so the rate means one thing.
+pub fn summarize(
+    month: Month,
+    complaints: &[Complaint],
+    reports_verified: usize,
+) -> ComplaintSummary {
     let mut by_attribution: BTreeMap<String, usize> = ["quality", "non_quality", "other"]
         .into_iter()
         .map(|a| (a.to_owned(), 0))
@@ -594,13 +609,11 @@ pub fn summarize(month: Month, complaints: &[Complaint], jobs: usize) -> Complai
             .entry(c.category.as_str().to_owned())
             .or_default() += 1;
     }
-    #[allow(clippy::cast_precision_loss)] // counts of a month's complaints and jobs
-    let rate = (jobs > 0).then(|| complaints.len() as f64 / jobs as f64);
     ComplaintSummary {
         month,
         complaints: complaints.len(),
-        jobs,
-        rate,
+        reports_verified,
+        rate: complaint_rate(complaints.len(), reports_verified),
         by_attribution,
         by_category,
         open: complaints.iter().filter(|c| c.open()).count(),

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use fieldsync_shared::desk::{ServiceVisit, repeat_repairs};
+use fieldsync_shared::desk::{ReplySource, ServiceVisit, repeat_repairs};
 use fieldsync_shared::ids::{CustomerId, DocumentId, TechnicianId};
 use fieldsync_shared::job::{BillingMode, Job, JobKind, TimelineEvent};
 use fieldsync_shared::sync::LocalEdit;
@@ -22,7 +22,7 @@ use fieldsync_storage::RecordFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::intake::{ServiceRequest, require_request};
+use super::intake::{Reply, ServiceRequest, require_request};
 use super::records::{self, DeskRecord, Stored};
 use crate::auth::{EVERYONE, STAFF};
 use crate::edge::Edge;
@@ -44,6 +44,8 @@ pub struct CreatedJob {
     /// R4: earlier jobs on the same product serial with the same fault category within the
     /// configured window (`[desk] repeat_window_days`, default 90).
     pub repeat_of: Vec<RepeatFlag>,
+    /// Done, but look: `technician_not_enrolled` when pre-assigning new staff.
+    pub warnings: Vec<crate::edge::jobs::Warning>,
 }
 
 /// `POST /api/jobs`: creates a job and assigns it (R3 dispatch), flagging repeat repairs (R4).
@@ -55,7 +57,7 @@ pub struct CreatedJob {
     request_body = NewJob,
     responses(
         (status = 201, body = CreatedJob),
-        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, contract_due_required"),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, contract_due_required, unknown_technician"),
         (status = 403, body = ErrorBody),
     ),
 )]
@@ -93,6 +95,7 @@ pub async fn create_job_with_id(
         technician: made.technician.to_string(),
         assignment_index_url: made.index_id.url(),
         repeat_of,
+        warnings: made.warnings,
     })
 }
 
@@ -138,9 +141,12 @@ pub struct JobDesk {
     pub customer_name: String,
     pub customer_contact: String,
     pub serial: String,
-    /// R4 compares it: the desk's category at creation, the technician's diagnosis once the
-    /// report is signed.
+    /// The desk's category at creation (R4 compares it, and the diagnosed one beside it).
     pub fault_category: Option<String>,
+    /// The technician's diagnosed category, recorded when the report is signed; kept beside
+    /// the desk's, never instead of it (R4 matches on either).
+    #[serde(default)]
+    pub diagnosed_category: Option<String>,
     /// When the fault was reported (the request's receipt).
     pub received_at: Instant,
     pub created_at: Instant,
@@ -155,7 +161,15 @@ pub struct JobDesk {
     pub repeat_on_signing: Vec<RepeatFlag>,
     /// When the service was done (check-out, else the report's signing): R14's "the day".
     pub served_at: Option<Instant>,
+    /// The technician's check-out (R11) as the device recorded it, once the server has it:
+    /// a checked-out job was served, so R4 compares later jobs with it.
+    #[serde(default)]
+    pub checked_out_at: Option<Instant>,
     pub report_id: Option<String>,
+    /// When the branch signed the job's (latest) report: R22 counts the month's verified
+    /// reports by it.
+    #[serde(default)]
+    pub signed_at: Option<Instant>,
     /// R14: the follow-up calls, in order.
     pub calls: Vec<FollowUpCall>,
 }
@@ -177,48 +191,53 @@ impl DeskRecord for JobDesk {
     }
 }
 
+impl JobDesk {
+    /// R4: served means checked out or signed; only a served job was a repair.
+    pub fn served(&self) -> bool {
+        self.checked_out_at.is_some() || self.report_id.is_some()
+    }
+
+    /// R4: this job as a visit, with the desk's and the diagnosed category.
+    fn visit(&self) -> ServiceVisit {
+        ServiceVisit {
+            job_id: self.job_id.clone(),
+            serial: self.serial.clone(),
+            categories: ServiceVisit::categories_of(
+                self.fault_category.as_deref(),
+                self.diagnosed_category.as_deref(),
+            ),
+            at: self.received_at.0,
+            served: self.served(),
+        }
+    }
+}
+
 /// Serials are typed by people: one spelling for lookups.
 fn serial_key(serial: &str) -> String {
     serial.trim().to_ascii_lowercase()
 }
 
-/// R4: the earlier jobs on `serial` for `category` within the configured window before `at`.
-async fn find_repeats(
-    state: &Edge,
-    job_id: &str,
-    serial: &str,
-    category: Option<&str>,
-    at: Timestamp,
-) -> Result<Vec<RepeatFlag>, ApiError> {
-    let Some(category) = category else {
+/// R4: the earlier served jobs on the visit's serial sharing one of its categories (the
+/// desk's or the diagnosed one, on either side) within the configured window before it.
+async fn find_repeats(state: &Edge, visit: &ServiceVisit) -> Result<Vec<RepeatFlag>, ApiError> {
+    if visit.categories.is_empty() {
         return Ok(Vec::new());
-    };
+    }
     let filter = RecordFilter {
-        lookup: Some(serial_key(serial)),
+        lookup: Some(serial_key(&visit.serial)),
         open_only: false,
     };
     let earlier: Vec<ServiceVisit> = records::list::<JobDesk>(state, filter)
         .await?
         .into_iter()
-        .map(|s| ServiceVisit {
-            job_id: s.value.job_id,
-            serial: s.value.serial,
-            fault_category: s.value.fault_category,
-            at: s.value.received_at.0,
-        })
+        .map(|s| s.value.visit())
         .collect();
-    let visit = ServiceVisit {
-        job_id: job_id.to_owned(),
-        serial: serial.to_owned(),
-        fault_category: Some(category.to_owned()),
-        at,
-    };
     Ok(
-        repeat_repairs(&visit, &earlier, state.node.config.repeat_window_ms())
+        repeat_repairs(visit, &earlier, state.node.config.repeat_window_ms())
             .into_iter()
             .map(|e| RepeatFlag {
                 job_id: e.job_id.clone(),
-                fault_category: e.fault_category.clone().unwrap_or_default(),
+                fault_category: visit.shared_category(e).unwrap_or_default().to_owned(),
                 at: Instant(e.at),
             })
             .collect(),
@@ -235,15 +254,7 @@ pub async fn record_new_job(
     request_id: Option<String>,
 ) -> Result<Vec<RepeatFlag>, ApiError> {
     let job_id = job.job_id.to_string();
-    let repeat_of = find_repeats(
-        state,
-        &job_id,
-        &job.product.serial,
-        fault_category.as_deref(),
-        job.request.received_at,
-    )
-    .await?;
-    let record = JobDesk {
+    let mut record = JobDesk {
         job_id,
         kind: job.kind,
         customer_id: job.customer.id.clone(),
@@ -251,25 +262,31 @@ pub async fn record_new_job(
         customer_contact: job.customer.contact.clone(),
         serial: job.product.serial.clone(),
         fault_category,
+        diagnosed_category: None,
         received_at: Instant(job.request.received_at),
         created_at: Instant(state.node.clock.now()),
         request_id,
         contract_due,
         appointment: None,
-        repeat_of: repeat_of.clone(),
+        repeat_of: Vec::new(),
         repeat_on_signing: Vec::new(),
         served_at: None,
+        checked_out_at: None,
         report_id: None,
+        signed_at: None,
         calls: Vec::new(),
     };
+    record.repeat_of = find_repeats(state, &record.visit()).await?;
     records::save(state, 0, &record).await?;
-    Ok(repeat_of)
+    Ok(record.repeat_of)
 }
 
-/// What the report signer calls once a report is signed and its outcome written: R4 is
-/// checked again with the technician's diagnosed fault category, and the job's service time
-/// (its check-out, else `signed_at`) starts R14's follow-up. Returns the repeat flags found;
-/// a job the desk has no record of (made before the desk existed) gets one now.
+/// What the report signer calls once a report is signed and its outcome written: the
+/// technician's diagnosed fault category is recorded beside the desk's and R4 is checked
+/// again with both, the job's service time (its check-out, else `signed_at`) starts R14's
+/// follow-up, and the request it came from is marked served (R2: off the overdue list).
+/// Returns the repeat flags found; a job the desk has no record of (made before the desk
+/// existed) gets one now.
 pub async fn on_report_signed(
     state: &Edge,
     job: &Job,
@@ -285,24 +302,28 @@ pub async fn on_report_signed(
                 continue;
             }
         };
-        if let Some(category) = job.diagnosis.fault_category.as_deref()
-            && !category.trim().is_empty()
-        {
-            record.fault_category = Some(category.to_owned());
-        }
-        record.repeat_on_signing = find_repeats(
-            state,
-            &job_id,
-            &record.serial,
-            record.fault_category.as_deref(),
-            record.received_at.0,
-        )
-        .await?;
+        record.diagnosed_category = job
+            .diagnosis
+            .fault_category
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned);
+        record.repeat_on_signing = find_repeats(state, &record.visit()).await?;
         let served = job.visit.check_out.as_ref().map_or(signed_at, |c| c.at);
         record.served_at = Some(Instant(served));
+        if let Some(out) = &job.visit.check_out {
+            record.checked_out_at = Some(Instant(out.at));
+        }
         record.report_id = Some(report_id.to_owned());
+        record.signed_at = Some(Instant(signed_at));
         match records::save(state, revision, &record).await {
-            Ok(_) => return Ok(record.repeat_on_signing),
+            Ok(_) => {
+                if let Some(request) = &record.request_id {
+                    super::follow::request_served(state, request, &job_id, signed_at).await?;
+                }
+                return Ok(record.repeat_on_signing);
+            }
             // The desk changed the record meanwhile (an appointment, a call): read again.
             Err(e) if e.status == StatusCode::CONFLICT => continue,
             Err(e) => return Err(e),
@@ -336,6 +357,13 @@ pub struct NewJobFromRequest {
     /// R16: required for installation jobs: the contract's completion date.
     #[serde(default)]
     pub contract_due: Option<Date>,
+    /// R3: the appointment agreed with the customer while dispatching; it answers the
+    /// customer (R2's reply).
+    #[serde(default)]
+    pub appointment: Option<NewAppointment>,
+    /// Assign a technician no enrolled device belongs to yet (new staff): the answer warns.
+    #[serde(default)]
+    pub pre_assign: bool,
 }
 
 /// R3, R4: turns a registered request into a job assigned to a technician (their assignment
@@ -351,7 +379,7 @@ pub struct NewJobFromRequest {
     request_body = NewJobFromRequest,
     responses(
         (status = 201, body = CreatedJob),
-        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, contract_due_required"),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, contract_due_required, unknown_technician, after_contract_due"),
         (status = 404, body = ErrorBody, description = "unknown_request"),
         (status = 409, body = ErrorBody, description = "already_dispatched, conflict"),
     ),
@@ -362,8 +390,24 @@ pub async fn create_job_from_request(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
-    state.node.authorize(&headers, STAFF, "dispatch jobs")?;
+    let role = state.node.authorize(&headers, STAFF, "dispatch jobs")?;
     let new: NewJobFromRequest = parse_body(&body)?;
+    if let Some(appointment) = &new.appointment {
+        check_appointment(appointment)?;
+        // R16: refused before anything is made, not after.
+        if let Some(due) = new.contract_due
+            && appointment.at.0.date().is_ok_and(|day| day > due.0)
+        {
+            return Err(ApiError::bad_request(
+                "after_contract_due",
+                format!(
+                    "R16: installation must be done by the contract date {}; the appointment \
+                     at {:?} is after it",
+                    due.0, appointment.at
+                ),
+            ));
+        }
+    }
     let Stored {
         revision,
         mut value,
@@ -404,13 +448,19 @@ pub async fn create_job_from_request(
             currency: new.currency,
         }),
         contract_due: new.contract_due.map(|d| d.0.to_string()),
+        pre_assign: new.pre_assign,
     };
     // Reserve the request first, so two dispatchers cannot make two jobs of it.
     let job_id = DocumentId::random();
     value.job_id = Some(job_id.to_string());
     let reserved = records::save(&state, revision, &value).await?;
     match create_job_with_id(&state, new_job, job_id, Some(id.clone())).await {
-        Ok(created) => Ok((StatusCode::CREATED, Json(created))),
+        Ok(created) => {
+            if let Some(appointment) = new.appointment {
+                agree_appointment(&state, &created.job_id, appointment, role).await?;
+            }
+            Ok((StatusCode::CREATED, Json(created)))
+        }
         Err(e) => {
             // Nothing was made: free the request again (best effort; a failure is logged).
             value.job_id = None;
@@ -462,12 +512,30 @@ pub async fn set_appointment(
         .node
         .authorize(&headers, STAFF, "record appointments")?;
     let new: NewAppointment = parse_body(&body)?;
-    nonempty("contacted_by", &new.contacted_by)?;
-    nonempty("fault_rechecked", &new.fault_rechecked)?;
+    check_appointment(&new)?;
+    let id = parse_job_id(&id)?.to_string();
+    Ok(Json(agree_appointment(&state, &id, new, role).await?))
+}
+
+fn check_appointment(new: &NewAppointment) -> Result<(), ApiError> {
+    nonempty("appointment.contacted_by", &new.contacted_by)?;
+    nonempty("appointment.fault_rechecked", &new.fault_rechecked)
+}
+
+/// R3: records the appointment in the desk record, answers the customer on the request the
+/// job came from (R2: an appointment agreed is a reply, if it is the first), then writes it
+/// into the job document. The desk record is written first, so the desk's follower of the
+/// jobs (`desk::follow`) knows this appointment is the desk's when the job changes.
+async fn agree_appointment(
+    state: &Edge,
+    job_id: &str,
+    new: NewAppointment,
+    role: crate::auth::DeskRole,
+) -> Result<JobDesk, ApiError> {
     let Stored {
         revision,
         mut value,
-    } = require_job_desk(&state, &id).await?;
+    } = require_job_desk(state, job_id).await?;
     if let Some(due) = value.contract_due {
         let day = new
             .at
@@ -492,6 +560,19 @@ pub async fn set_appointment(
         fault_rechecked: new.fault_rechecked.clone(),
         recorded_at,
     });
+    records::save(state, revision, &value).await?;
+    if let Some(request) = &value.request_id {
+        let reply = Reply {
+            at: recorded_at,
+            by: new.contacted_by.clone(),
+            text: format!(
+                "appointment agreed for {:?}; fault re-checked: {}",
+                new.at, new.fault_rechecked
+            ),
+            source: ReplySource::Appointment,
+        };
+        super::follow::record_reply(state, request, reply).await?;
+    }
     let job_id = parse_job_id(&value.job_id)?;
     let event = TimelineEvent {
         at: recorded_at.0,
@@ -515,8 +596,7 @@ pub async fn set_appointment(
         )
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?;
-    records::save(&state, revision, &value).await?;
-    Ok(Json(value))
+    Ok(value)
 }
 
 /// The desk record of a job: request, appointment, repeat repairs, service and calls.

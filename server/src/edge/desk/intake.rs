@@ -1,7 +1,15 @@
 //! Intake (R1, R2): service requests with their clocks. A request's reply is due 24 hours
 //! after receipt and the technician is due at the time the customer asked for; the desk
-//! lists what is due soon or overdue, records the reply, and records an arrival after the
-//! asked-for time with its cause (a personal cause is a recorded violation).
+//! lists what is due soon or overdue.
+//!
+//! The records follow the job (`desk::follow`): the reply clock stops at the first of the
+//! desk's reply, a dispatch or appointment agreed with the customer (R3) and the
+//! technician's own contact (an appointment or arrival the device recorded); the arrival
+//! clock stops at the job's `visit.arrival` once the device's change reaches the server (an
+//! arrival later than that receipt, beyond a small tolerance, is refused and shown). The
+//! desk may still correct the arrival, with a reason, kept in the record; an arrival after
+//! the asked-for time needs its cause (a personal cause is a recorded violation). A request
+//! whose job is signed is served: it is no longer open and never listed as due or overdue.
 
 use std::sync::Arc;
 
@@ -10,7 +18,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use fieldsync_shared::desk::{ClockState, LateCause, clock_state, reply_due};
+use fieldsync_shared::desk::{
+    ClockState, LateCause, ReplySource, check_arrival, clock_state, reply_due,
+};
 use fieldsync_shared::ids::TechnicianId;
 use fieldsync_shared::job::Channel;
 use fieldsync_storage::RecordFilter;
@@ -42,8 +52,18 @@ pub struct ServiceRequest {
     pub registered_at: Instant,
     pub reply: Option<Reply>,
     pub arrival: Option<Arrival>,
+    /// R2: the desk's corrections of the arrival, in order, each with its reason.
+    #[serde(default)]
+    pub arrival_corrections: Vec<ArrivalCorrection>,
+    /// R2: the last arrival the device recorded that the server refused (in the future of
+    /// its receipt); cleared once an arrival is taken.
+    #[serde(default)]
+    pub arrival_refused: Option<RefusedArrival>,
     /// The job made from this request (dispatch), if any.
     pub job_id: Option<String>,
+    /// When the job's report was signed: the request is served, and off every due list.
+    #[serde(default)]
+    pub job_signed_at: Option<Instant>,
 }
 
 impl DeskRecord for ServiceRequest {
@@ -57,9 +77,12 @@ impl DeskRecord for ServiceRequest {
         Some(self.product.serial.clone())
     }
 
-    /// Open until it is answered and, if an arrival time was asked for, the technician came.
+    /// Open until it is answered and, if an arrival time was asked for, the technician came;
+    /// never open once its job is signed.
     fn open(&self) -> bool {
-        self.reply.is_none() || (self.requested_arrival.is_some() && self.arrival.is_none())
+        self.job_signed_at.is_none()
+            && (self.reply.is_none()
+                || (self.requested_arrival.is_some() && self.arrival.is_none()))
     }
 }
 
@@ -70,6 +93,53 @@ pub struct Reply {
     /// Who answered.
     pub by: String,
     pub text: String,
+    /// What answered: the desk, a dispatch with an appointment agreed (R3), or the
+    /// technician's contact.
+    #[serde(default = "desk_source")]
+    pub source: ReplySource,
+}
+
+fn desk_source() -> ReplySource {
+    ReplySource::Desk
+}
+
+/// R2: who recorded an arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ArrivalSource {
+    /// The technician's device (`visit.arrival` of the job).
+    Device,
+    /// The desk, by hand.
+    Desk,
+}
+
+fn desk_arrival() -> ArrivalSource {
+    ArrivalSource::Desk
+}
+
+/// R2: a correction of the arrival by the desk.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ArrivalCorrection {
+    /// The arrival time before the correction, and who had recorded it.
+    pub previous_at: Instant,
+    pub previous_source: ArrivalSource,
+    /// The corrected time.
+    pub at: Instant,
+    pub reason: String,
+    /// The desk role that corrected it.
+    pub by: String,
+    pub recorded_at: Instant,
+}
+
+/// R2: a device's arrival the server did not take.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RefusedArrival {
+    pub at: Instant,
+    /// When the server received it.
+    pub received_at: Instant,
+    /// The stable code (`arrival_in_future`).
+    pub code: String,
+    pub message: String,
 }
 
 /// R2: when the technician arrived, and why, if after the asked-for time.
@@ -84,6 +154,12 @@ pub struct Arrival {
     /// R2: late for personal reasons, a recorded violation.
     pub violation: bool,
     pub note: String,
+    /// Who recorded it: the device (from the job) or the desk.
+    #[serde(default = "desk_arrival")]
+    pub source: ArrivalSource,
+    /// When the server received it (the device's change or the desk's entry).
+    #[serde(default)]
+    pub received_at: Option<Instant>,
 }
 
 /// A request with its clocks at the time asked about.
@@ -97,6 +173,9 @@ pub struct ServiceRequestView {
     pub arrival_due: Option<Instant>,
     pub reply_clock: ClockState,
     pub arrival_clock: Option<ClockState>,
+    /// R2: a late arrival whose cause nobody has recorded yet (the device records the time,
+    /// the desk the cause).
+    pub late_cause_missing: bool,
 }
 
 impl ServiceRequestView {
@@ -116,12 +195,19 @@ impl ServiceRequestView {
             arrival_due: request.requested_arrival,
             reply_clock,
             arrival_clock,
+            late_cause_missing: request
+                .arrival
+                .as_ref()
+                .is_some_and(|a| a.late && a.cause.is_none()),
             request,
         }
     }
 
+    /// A clock in `state`, on a request not served yet: a signed job's request is never
+    /// due or overdue (R2).
     fn any(&self, state: ClockState) -> bool {
-        self.reply_clock == state || self.arrival_clock == Some(state)
+        self.request.job_signed_at.is_none()
+            && (self.reply_clock == state || self.arrival_clock == Some(state))
     }
 }
 
@@ -183,7 +269,10 @@ pub async fn create_request(
         registered_at,
         reply: None,
         arrival: None,
+        arrival_corrections: Vec::new(),
+        arrival_refused: None,
         job_id: None,
+        job_signed_at: None,
     };
     records::save(&state, 0, &request).await?;
     let view = ServiceRequestView::of(request, registered_at, state.node.config.desk.due_soon_ms());
@@ -354,8 +443,10 @@ pub async fn record_reply(
             StatusCode::CONFLICT,
             "already_replied",
             format!(
-                "request {id} was answered at {:?} by {}",
-                reply.at, reply.by
+                "request {id} was answered at {:?} by {} ({}): R2 counts the first reply",
+                reply.at,
+                reply.by,
+                reply.source.as_str()
             ),
         ));
     }
@@ -364,6 +455,7 @@ pub async fn record_reply(
         at,
         by: new.by,
         text: new.text,
+        source: ReplySource::Desk,
     });
     records::save(&state, revision, &value).await?;
     let soon = state.node.config.desk.due_soon_ms();
@@ -382,23 +474,30 @@ pub struct NewArrival {
     pub cause: Option<LateCause>,
     #[serde(default)]
     pub note: String,
+    /// Required to change an arrival already recorded (the device's or the desk's): the
+    /// correction is kept with it.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
-/// R2: records when the technician arrived; after the requested time it needs a cause, and
-/// a personal cause is a recorded violation.
+/// R2: records when the technician arrived, or corrects it (with a reason; the device's
+/// `visit.arrival` is normally taken from the job); after the requested time it needs a
+/// cause, and a personal cause is a recorded violation. An arrival later than now (beyond a
+/// few minutes' tolerance) is refused.
 #[utoipa::path(
     post,
     path = "/api/requests/{id}/arrival",
     tag = "intake",
-    description = "R2: record the technician's arrival; a late arrival needs its cause. Roles: \
-        dispatcher, manager.",
+    description = "R2: record or correct the technician's arrival (the device's is taken from \
+        the job; a correction needs a reason); a late arrival needs its cause; an arrival in \
+        the future is refused. Roles: dispatcher, manager.",
     params(("id" = String, Path, description = "The request id")),
     request_body = NewArrival,
     responses(
         (status = 200, body = ServiceRequestView),
-        (status = 400, body = ErrorBody, description = "invalid_body, late_cause_required"),
+        (status = 400, body = ErrorBody, description = "invalid_body, late_cause_required, arrival_in_future, invalid_field"),
         (status = 404, body = ErrorBody, description = "unknown_request"),
-        (status = 409, body = ErrorBody, description = "already_recorded, conflict"),
+        (status = 409, body = ErrorBody, description = "already_recorded (give a reason to correct it), conflict"),
     ),
 )]
 pub async fn record_arrival(
@@ -407,18 +506,45 @@ pub async fn record_arrival(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ServiceRequestView>, ApiError> {
-    state.node.authorize(&headers, STAFF, "record arrivals")?;
+    let role = state.node.authorize(&headers, STAFF, "record arrivals")?;
     let new: NewArrival = parse_body(&body)?;
+    let now = state.node.clock.now();
+    check_arrival(new.at.0, now).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let reason = new.reason.as_deref().map(str::trim).unwrap_or_default();
     let Stored {
         revision,
         mut value,
     } = require_request(&state, &id).await?;
-    if value.arrival.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_recorded",
-            format!("the arrival for request {id} is already recorded"),
-        ));
+    if let Some(previous) = &value.arrival {
+        // The device recorded the time and the desk only adds the cause: no correction.
+        let adds_cause = previous.source == ArrivalSource::Device
+            && previous.at == new.at
+            && previous.cause.is_none();
+        if !adds_cause && reason.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_recorded",
+                format!(
+                    "the arrival for request {id} is already recorded ({:?}, by the {}): give a \
+                     \"reason\" to correct it",
+                    previous.at,
+                    match previous.source {
+                        ArrivalSource::Device => "technician's device",
+                        ArrivalSource::Desk => "desk",
+                    }
+                ),
+            ));
+        }
+        if !reason.is_empty() {
+            value.arrival_corrections.push(ArrivalCorrection {
+                previous_at: previous.at,
+                previous_source: previous.source,
+                at: new.at,
+                reason: reason.to_owned(),
+                by: role.as_str().to_owned(),
+                recorded_at: Instant(now),
+            });
+        }
     }
     let late = value.requested_arrival.is_some_and(|asked| new.at > asked);
     if late && new.cause.is_none() {
@@ -439,6 +565,8 @@ pub async fn record_arrival(
         violation: cause.is_some_and(LateCause::is_violation),
         cause,
         note: new.note,
+        source: ArrivalSource::Desk,
+        received_at: Some(Instant(now)),
     });
     records::save(&state, revision, &value).await?;
     let soon = state.node.config.desk.due_soon_ms();

@@ -1,6 +1,7 @@
 //! The service desk API (issue #6): intake and clocks (R1, R2), dispatch (R3, R16), repeat
 //! repairs (R4), approvals (R12, R18, R31), follow-up calls (R14), complaints (R20–R23), parts requisitions (R17) and
-//! the special-tool register (R19), next to the job endpoints of `edge::jobs`.
+//! the special-tool register (R19), next to the job endpoints of `edge::jobs`. [`follow`] keeps
+//! the desk's records up to what the technicians' devices record in the jobs (R2, R4).
 //!
 //! Every handler carries a `#[utoipa::path]` and is mounted through `utoipa_axum` (`edge::api`), so the
 //! router and the OpenAPI document served at `/api/openapi.json` are built from the same
@@ -13,6 +14,7 @@
 pub mod approvals;
 pub mod complaints;
 pub mod dispatch;
+pub mod follow;
 pub mod intake;
 pub mod records;
 pub mod stock;

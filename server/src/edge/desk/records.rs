@@ -107,3 +107,35 @@ pub async fn save<T: DeskRecord>(state: &Edge, previous: u64, value: &T) -> Resu
         Err(e) => Err(ApiError::internal("storage_error", e)),
     }
 }
+
+/// Reads record `id`, lets `change` edit it (returning whether it changed anything) and
+/// stores it, reading again when someone else wrote it meanwhile (a few times, then the
+/// 409). Answers the record as stored, or `None` when there is no such record.
+pub async fn update<T: DeskRecord>(
+    state: &Edge,
+    id: &str,
+    mut change: impl FnMut(&mut T) -> bool,
+) -> Result<Option<T>, ApiError> {
+    for _attempt in 0..5 {
+        let Some(Stored {
+            revision,
+            mut value,
+        }) = load::<T>(state, id).await?
+        else {
+            return Ok(None);
+        };
+        if !change(&mut value) {
+            return Ok(Some(value));
+        }
+        match save(state, revision, &value).await {
+            Ok(_) => return Ok(Some(value)),
+            Err(e) if e.status == axum::http::StatusCode::CONFLICT => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::CONFLICT,
+        "conflict",
+        format!("{} {id} kept changing; try again", T::KIND),
+    ))
+}
