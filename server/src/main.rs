@@ -673,10 +673,7 @@ fn head_office_trust(
             body.report_id
         )
     })?;
-    let mut am = automerge::Automerge::new();
-    for chunk in &chunks {
-        am.load_incremental(chunk)?;
-    }
+    let am = fieldsync_shared::stored::load(&chunks)?;
     let doc = fieldsync_shared::report_doc::ReportDoc::from_document(&am)?
         .ok_or_else(|| anyhow::anyhow!("document {doc_id} is not a report document"))?;
     let registry = Registry::load(&store)?;
