@@ -318,7 +318,12 @@ fn main() -> anyhow::Result<()> {
         } => {
             let trust = match (trust, head_office) {
                 (Some(dir), _) => fieldsync_server::trust::load(&dir)?,
-                (None, Some(dir)) => head_office_trust(&dir, &report)?,
+                (None, Some(dir)) => match head_office_trust(&dir, &report)? {
+                    Ok(trust) => trust,
+                    // The attestation itself failed (a key head office did not enroll…):
+                    // answered like any other failed check.
+                    Err(e) => return refused(&e),
+                },
                 (None, None) => bail!("give --trust DIR or --head-office DIR"),
             };
             verify(&report, &trust)
@@ -651,7 +656,9 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
 fn head_office_trust(
     dir: &std::path::Path,
     report: &std::path::Path,
-) -> anyhow::Result<fieldsync_shared::report::TrustStore> {
+) -> anyhow::Result<
+    Result<fieldsync_shared::report::TrustStore, fieldsync_shared::report::VerifyError>,
+> {
     let dir = DataDir::existing(dir)?;
     let store = open_store(&dir)?;
     if recorded_role(&store)? == Some(Role::Edge) {
@@ -672,14 +679,11 @@ fn head_office_trust(
             body.report_id
         )
     })?;
-    let mut am = automerge::Automerge::new();
-    for chunk in &chunks {
-        am.load_incremental(chunk)?;
-    }
+    let am = fieldsync_shared::stored::load(&chunks)?;
     let doc = fieldsync_shared::report_doc::ReportDoc::from_document(&am)?
         .ok_or_else(|| anyhow::anyhow!("document {doc_id} is not a report document"))?;
     let registry = Registry::load(&store)?;
-    Ok(archive::trust_from(&registry, &doc, &body.branch_id)?)
+    Ok(archive::trust_from(&registry, &doc, &body.branch_id))
 }
 
 /// The report's JSON from `path`: the file itself, or the report a signed PDF carries
@@ -716,15 +720,18 @@ fn verify(
                 "supersedes": body.supersedes,
             }))
         }
-        Err(e) => {
-            print_json(&serde_json::json!({
-                "valid": false,
-                "code": e.code(),
-                "reason": e.to_string(),
-            }))?;
-            std::process::exit(1);
-        }
+        Err(e) => refused(&e),
     }
+}
+
+/// A failed check: `{"valid": false, code, reason}` and exit status 1.
+fn refused(e: &fieldsync_shared::report::VerifyError) -> anyhow::Result<()> {
+    print_json(&serde_json::json!({
+        "valid": false,
+        "code": e.code(),
+        "reason": e.to_string(),
+    }))?;
+    std::process::exit(1);
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

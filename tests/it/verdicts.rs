@@ -65,6 +65,32 @@ async fn a_report_rejected_for_a_wrong_branch_key_recovers_once_the_key_is_enrol
         Some("1")
     );
     assert!(branch_reports(&chain, "verified").await?.is_empty());
+    // Head office's own keys do not vouch for it either: `verify --head-office` says which
+    // check failed, with exit status 1.
+    let exported = reqwest::Client::new()
+        .get(chain.branch.http_url(&format!("/api/reports/{report_id}")))
+        .bearer_auth(chain.branch.desk_token(DeskRole::Analyst)?)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let out = fieldsync_tests::temp_dir()?;
+    let file = out.path().join("report.json");
+    std::fs::write(&file, &exported)?;
+    let output = std::process::Command::new(fieldsync_tests::fieldsync_binary()?)
+        .arg("verify")
+        .arg(&file)
+        .arg("--head-office")
+        .arg(&chain.head_office.data_dir)
+        .output()?;
+    let said: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert_eq!(said["valid"], false, "{said}");
+    assert!(
+        said["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{said}"
+    );
 
     // The operator enrolls the branch's real key (the README's command, the real binary):
     // head office verifies the report again by itself, and the branch hears it.

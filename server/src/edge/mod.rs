@@ -40,6 +40,8 @@ pub struct Edge {
     pub assign_lock: tokio::sync::Mutex<()>,
     /// Ids of reports as the signer stores them (the upstream outbox listens).
     pub reports_signed: tokio::sync::broadcast::Sender<String>,
+    /// Ids of reports as head office confirms holding them (the verdicts worker listens).
+    pub reports_delivered: tokio::sync::broadcast::Sender<String>,
     /// Complaint documents as the desk writes them (the upstream outbox listens).
     pub complaints_published: tokio::sync::broadcast::Sender<DocumentId>,
     /// The desk's approvals queue (R12, R18, R31), mirrored from the stored jobs.
@@ -138,6 +140,7 @@ impl Edge {
             metrics,
             assign_lock: tokio::sync::Mutex::new(()),
             reports_signed: tokio::sync::broadcast::channel(1024).0,
+            reports_delivered: tokio::sync::broadcast::channel(1024).0,
             complaints_published: tokio::sync::broadcast::channel(1024).0,
             approvals,
         })

@@ -430,15 +430,7 @@ pub async fn get_report_pdf(
     >,
 ) -> Result<axum::response::Response, ApiError> {
     state.node.authorize(&headers, EVERYONE, "read reports")?;
-    let options = crate::http::pdf::options(&crate::http::query(asked)?)?;
-    crate::http::pdf::check_id(&id)?;
     let store = Arc::clone(&state.node.store);
     let key = id.clone();
-    let json = crate::http::blocking(move || store.meta(REPORTS, &key))
-        .await?
-        .ok_or_else(|| ApiError::not_found("unknown_report", format!("no report {id}")))?;
-    let pdf = tokio::task::spawn_blocking(move || crate::http::pdf::print(&json, &options))
-        .await
-        .map_err(|e| ApiError::internal("render_error", e))??;
-    Ok(crate::http::pdf::pdf_response(&id, pdf))
+    crate::http::pdf::download(id, asked, "report", move || store.meta(REPORTS, &key)).await
 }

@@ -413,6 +413,7 @@ async fn confirm(state: &Arc<Edge>, outbox: &mut Outbox, doc: DocumentId, heads:
             tracing::error!(report = id, error = %e, "cannot record a delivery");
             continue;
         }
+        let _ = state.reports_delivered.send(id.clone());
         if let Some(report) = outbox.reports.remove(&id) {
             tracing::info!(report = id, job = %report.job, "report delivered to head office");
             state.metrics.upstream_delivered.inc();

@@ -6,9 +6,11 @@
 //! `meta`/[`VERDICTS`], logs a rejection as an error once (an operator must act: enroll the
 //! branch's key at head office, then head office verifies it again by itself), and sets the
 //! `fieldsync_reports_at_head_office{verdict}` gauges. A rejected report is asked about again
-//! at every poll, so a retry at head office shows here.
+//! at every poll, so a retry at head office shows here. The worker reads the delivered
+//! reports and verdicts from the store once, then follows the link's deliveries
+//! (`Edge::reports_delivered`) in memory; a lagged feed reads the store again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::Json;
@@ -19,6 +21,7 @@ use fieldsync_shared::report::SignedReport;
 use fieldsync_shared::report_doc::{Verdict, VerdictStatus};
 use fieldsync_shared::time::Timestamp;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::TryRecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::EVERYONE;
@@ -38,11 +41,37 @@ const BATCH: usize = 1000;
 
 /// Runs until aborted.
 pub async fn run(state: Arc<Edge>, upstream: Upstream) {
+    // Subscribed before the first read of the store, so no delivery made meanwhile is missed.
+    let mut deliveries = state.reports_delivered.subscribe();
     let mut every = tokio::time::interval(upstream.verdict_poll);
+    let mut tracked: Option<Tracked> = None;
     let mut last_error: Option<String> = None;
     loop {
         every.tick().await;
-        match poll(&state, &upstream).await {
+        let result = match &mut tracked {
+            // Read the store once (and again only after missing deliveries), then follow the
+            // upstream's deliveries in memory: a poll costs no scan of every report ever.
+            None => Tracked::read(&state).await.map(|t| {
+                tracked = Some(t);
+            }),
+            Some(t) => loop {
+                match deliveries.try_recv() {
+                    Ok(id) => {
+                        t.delivered.insert(id);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break Ok(()),
+                    Err(TryRecvError::Lagged(_)) => {
+                        tracked = None;
+                        break Ok(());
+                    }
+                }
+            },
+        };
+        let result = match (result, &mut tracked) {
+            (Ok(()), Some(t)) => t.poll(&state, &upstream).await,
+            (result, _) => result,
+        };
+        match result {
             Ok(()) => last_error = None,
             Err(e) => {
                 // The link's own worker reports an unreachable head office; say this once.
@@ -56,7 +85,7 @@ pub async fn run(state: Arc<Edge>, upstream: Upstream) {
 }
 
 /// Every stored verdict, by report id.
-pub fn stored(state: &Edge) -> Result<HashMap<String, Verdict>, String> {
+fn stored(state: &Edge) -> Result<HashMap<String, Verdict>, String> {
     Ok(state
         .node
         .store
@@ -67,68 +96,104 @@ pub fn stored(state: &Edge) -> Result<HashMap<String, Verdict>, String> {
         .collect())
 }
 
-async fn poll(state: &Arc<Edge>, upstream: &Upstream) -> Result<(), String> {
-    let edge = Arc::clone(state);
-    let (delivered, known) = tokio::task::spawn_blocking(move || {
-        let delivered: Vec<String> = edge
-            .node
-            .store
-            .meta_entries(DELIVERED)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        Ok::<_, String>((delivered, stored(&edge)?))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    set_gauges(state, &delivered, &known);
-    let asking: Vec<String> = delivered
-        .iter()
-        .filter(|id| {
-            known
-                .get(*id)
-                .is_none_or(|v| v.status != VerdictStatus::Verified)
+/// The worker's picture of the store: every delivered report, and the verdicts heard.
+struct Tracked {
+    delivered: HashSet<String>,
+    known: HashMap<String, Verdict>,
+}
+
+impl Tracked {
+    async fn read(state: &Arc<Edge>) -> Result<Self, String> {
+        let edge = Arc::clone(state);
+        tokio::task::spawn_blocking(move || {
+            let delivered = edge
+                .node
+                .store
+                .meta_entries(DELIVERED)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            Ok(Self {
+                delivered,
+                known: stored(&edge)?,
+            })
         })
-        .take(BATCH)
-        .cloned()
-        .collect();
-    if asking.is_empty() {
-        return Ok(());
+        .await
+        .map_err(|e| e.to_string())?
     }
-    let answers = ask(state, upstream, &asking).await?;
-    let mut known = known;
-    for verdict in answers {
-        if !asking.contains(&verdict.report_id) || known.get(&verdict.report_id) == Some(&verdict) {
-            continue;
+
+    async fn poll(&mut self, state: &Arc<Edge>, upstream: &Upstream) -> Result<(), String> {
+        self.set_gauges(state);
+        let asking: Vec<String> = self
+            .delivered
+            .iter()
+            .filter(|id| {
+                self.known
+                    .get(*id)
+                    .is_none_or(|v| v.status != VerdictStatus::Verified)
+            })
+            .take(BATCH)
+            .cloned()
+            .collect();
+        if asking.is_empty() {
+            return Ok(());
         }
-        match verdict.status {
-            VerdictStatus::Rejected => tracing::error!(
-                report = verdict.report_id,
-                code = verdict.code.as_deref().unwrap_or_default(),
-                reason = verdict.message.as_deref().unwrap_or_default(),
-                "head office rejected a report: fix the cause there (e.g. enroll this branch's \
-                 key: `fieldsync branch enroll`), and it verifies the report again"
-            ),
-            VerdictStatus::Verified => {
-                tracing::info!(
-                    report = verdict.report_id,
-                    "head office archived the report"
-                )
+        for verdict in ask(state, upstream, &asking).await? {
+            if !asking.contains(&verdict.report_id)
+                || self.known.get(&verdict.report_id) == Some(&verdict)
+            {
+                continue;
             }
-            VerdictStatus::Pending | VerdictStatus::Unknown => {}
+            match verdict.status {
+                VerdictStatus::Rejected => tracing::error!(
+                    report = verdict.report_id,
+                    code = verdict.code.as_deref().unwrap_or_default(),
+                    reason = verdict.message.as_deref().unwrap_or_default(),
+                    "head office rejected a report: fix the cause there (e.g. enroll this \
+                     branch's key: `fieldsync branch enroll`), and it verifies the report again"
+                ),
+                VerdictStatus::Verified => {
+                    tracing::info!(
+                        report = verdict.report_id,
+                        "head office archived the report"
+                    )
+                }
+                VerdictStatus::Pending | VerdictStatus::Unknown => {}
+            }
+            let bytes = serde_json::to_vec(&verdict).map_err(|e| e.to_string())?;
+            state
+                .node
+                .store
+                .put_meta(VERDICTS, &verdict.report_id, bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.known.insert(verdict.report_id.clone(), verdict);
         }
-        let bytes = serde_json::to_vec(&verdict).map_err(|e| e.to_string())?;
-        state
-            .node
-            .store
-            .put_meta(VERDICTS, &verdict.report_id, bytes)
-            .await
-            .map_err(|e| e.to_string())?;
-        known.insert(verdict.report_id.clone(), verdict);
+        self.set_gauges(state);
+        Ok(())
     }
-    set_gauges(state, &delivered, &known);
-    Ok(())
+
+    fn set_gauges(&self, state: &Edge) {
+        let mut counts: HashMap<VerdictStatus, usize> = HashMap::new();
+        for id in &self.delivered {
+            let status = self
+                .known
+                .get(id)
+                .map_or(VerdictStatus::Unknown, |v| v.status);
+            *counts.entry(status).or_default() += 1;
+        }
+        for status in [
+            VerdictStatus::Verified,
+            VerdictStatus::Rejected,
+            VerdictStatus::Pending,
+            VerdictStatus::Unknown,
+        ] {
+            state
+                .metrics
+                .set_at_head_office(status, counts.get(&status).copied().unwrap_or(0));
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,24 +242,6 @@ fn verdicts_url(sync_url: &str) -> Result<String, String> {
     };
     let host = rest.split('/').next().unwrap_or(rest);
     Ok(format!("{scheme}://{host}/api/archive/verdicts"))
-}
-
-fn set_gauges(state: &Edge, delivered: &[String], known: &HashMap<String, Verdict>) {
-    let mut counts: HashMap<VerdictStatus, usize> = HashMap::new();
-    for id in delivered {
-        let status = known.get(id).map_or(VerdictStatus::Unknown, |v| v.status);
-        *counts.entry(status).or_default() += 1;
-    }
-    for status in [
-        VerdictStatus::Verified,
-        VerdictStatus::Rejected,
-        VerdictStatus::Pending,
-        VerdictStatus::Unknown,
-    ] {
-        state
-            .metrics
-            .set_at_head_office(status, counts.get(&status).copied().unwrap_or(0));
-    }
 }
 
 /// One signed report of the branch and where it stands.

@@ -991,22 +991,15 @@ pub async fn get_report_pdf(
     >,
 ) -> Result<axum::response::Response, ApiError> {
     read_archive(&state, &headers)?;
-    let options = crate::http::pdf::options(&crate::http::query(asked)?)?;
-    crate::http::pdf::check_id(&id)?;
     let store = Arc::clone(&state.node.store);
     let key = id.clone();
-    let json = crate::http::blocking(move || {
-        // The archive entry holds the report as received; its canonical form is the signed
-        // JSON (as `export` answers it).
+    // The archive entry holds the report as received; its canonical form is the signed JSON
+    // (as `export` answers it).
+    crate::http::pdf::download(id, asked, "verified report", move || {
         Ok(store
             .meta(ARCHIVE, &key)?
             .and_then(|bytes| serde_json::from_slice::<ArchivedReport>(&bytes).ok())
             .and_then(|entry| fieldsync_shared::canonical::to_canonical_bytes(&entry.report).ok()))
     })
-    .await?
-    .ok_or_else(|| ApiError::not_found("unknown_report", format!("no verified report {id}")))?;
-    let pdf = tokio::task::spawn_blocking(move || crate::http::pdf::print(&json, &options))
-        .await
-        .map_err(|e| ApiError::internal("render_error", e))??;
-    Ok(crate::http::pdf::pdf_response(&id, pdf))
+    .await
 }

@@ -55,6 +55,26 @@ pub fn print(json: &[u8], options: &PrintOptions) -> Result<Vec<u8>, ApiError> {
         .map_err(|e| ApiError::internal("report_not_printable", e))
 }
 
+/// A report's PDF as a download: `asked` (the query) checked, `id` checked, `load` (a
+/// storage read: the report's canonical JSON, `None` if unknown) run on the blocking pool,
+/// the PDF printed there too. `what` names the report in the 404 (`no {what} {id}`).
+pub async fn download(
+    id: String,
+    asked: Result<axum::extract::Query<PdfQuery>, axum::extract::rejection::QueryRejection>,
+    what: &str,
+    load: impl FnOnce() -> Result<Option<Vec<u8>>, fieldsync_storage::StorageError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let options = options(&crate::http::query(asked)?)?;
+    check_id(&id)?;
+    let json = crate::http::blocking(load)
+        .await?
+        .ok_or_else(|| ApiError::not_found("unknown_report", format!("no {what} {id}")))?;
+    let pdf = tokio::task::spawn_blocking(move || print(&json, &options))
+        .await
+        .map_err(|e| ApiError::internal("render_error", e))??;
+    Ok(pdf_response(&id, pdf))
+}
+
 /// The PDF as a download named after the report.
 pub fn pdf_response(id: &str, pdf: Vec<u8>) -> Response {
     (
