@@ -372,6 +372,8 @@ async fn r3_r4_desk_dispatch_assigns_the_request_and_flags_repeat_repairs() -> a
         "{earlier_job}"
     );
     let earlier_job = str_of(&earlier_job["job_id"])?;
+    served(&desk, &earlier_job, 59 * DAY).await?;
+    served(&desk, &old_job, 199 * DAY).await?;
     desk.dispatch(&other_fault).await?;
     let created = desk.dispatch(&now_req).await?;
     let flagged: Vec<String> = created["repeat_of"]
@@ -467,11 +469,14 @@ async fn r4_desk_repeat_window_is_configurable_and_direct_jobs_are_checked_too()
     let earlier = desk
         .request(request_body(60 * DAY, "SN-5", "compressor"))
         .await?;
-    desk.dispatch(&earlier).await?;
+    let earlier = str_of(&desk.dispatch(&earlier).await?["job_id"])?;
+    // Served, so only the window keeps it out.
+    served(&desk, &earlier, 59 * DAY).await?;
     let recent = desk
         .request(request_body(20 * DAY, "SN-5", "compressor"))
         .await?;
     let recent = str_of(&desk.dispatch(&recent).await?["job_id"])?;
+    served(&desk, &recent, 19 * DAY).await?;
     // POST /api/jobs (no request) with a fault category: 60 days back is outside 30 days.
     let mut body = fieldsync_tests::sample_job_body("tech-wang");
     body["product"]["serial"] = json!("SN-5");
@@ -2124,6 +2129,7 @@ async fn r4_r14_desk_the_report_signer_updates_the_desk_record() -> anyhow::Resu
         .request(request_body(30 * DAY, "SN-88812", "compressor"))
         .await?;
     let earlier = str_of(&desk.dispatch(&earlier).await?["job_id"])?;
+    served(&desk, &earlier, 29 * DAY).await?;
 
     let (device, key) = desk.server.enroll_with_key("tech-wang", "dev-signer")?;
     let job = desk.server.create_job("tech-wang").await?.job;
@@ -2233,6 +2239,24 @@ async fn device_writes(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
+}
+
+/// R4 compares only with served jobs: job `id` checked out by tech-wang `ago` ms ago, as a
+/// device's synced change lands, and seen by the desk's record.
+async fn served(desk: &Desk, id: &str, ago: i64) -> anyhow::Result<()> {
+    let job: DocumentId = id.parse()?;
+    let out = fieldsync_shared::job::CheckOut {
+        at: now().plus_millis(-ago),
+        by: TechnicianId::new("tech-wang")?,
+        note: String::new(),
+    };
+    device_writes(desk, job, move |j| j.check_out(&out)).await?;
+    let path = format!("/api/jobs/{id}/desk");
+    eventually(SETTLE, "the check-out in the desk record", || async {
+        let (_, r) = desk.get(ANALYST, &path).await.ok()?;
+        r["checked_out_at"].is_string().then_some(())
+    })
+    .await
 }
 
 /// Reads request `id` until `check` holds (the follower works beside the API).
@@ -2470,7 +2494,9 @@ async fn r3_desk_jobs_go_only_to_technicians_with_an_enrolled_device() -> anyhow
     assert_eq!(names, ["tech-li", "tech-wang"], "{listed}");
 
     // A typo is refused, naming who the branch's technicians are.
-    let typo = fieldsync_tests::sample_job_body("tech-wnag");
+    let mut typo = fieldsync_tests::sample_job_body("tech-wnag");
+    // sample_job_body pre-assigns (most tests enroll after making the job); this one must not.
+    typo.as_object_mut().map(|o| o.remove("pre_assign"));
     let (status, body) = desk.post(DISPATCHER, "/api/jobs", typo.clone()).await?;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "unknown_technician");
     let message = str_of(&body["message"])?;

@@ -242,8 +242,9 @@ async fn a_completed_job_reaches_head_office_verified_and_counts_in_the_month() 
         .get(&format!("/api/stats?month={month}&format=csv"))
         .await?;
     assert!(
-        csv.as_str()
-            .is_some_and(|t| t.contains("north-01,") && t.contains("materials cost,12.50")),
+        csv.as_str().is_some_and(
+            |t| t.contains("north-01,") && t.contains("materials cost (in costs above),12.50")
+        ),
         "{csv}"
     );
     let (status, bad) = chain.get("/api/stats?month=2026-13").await?;

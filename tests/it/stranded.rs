@@ -45,7 +45,8 @@ async fn reassign(server: &TestServer, job: DocumentId, to: &str) -> anyhow::Res
         server,
         reqwest::Method::PUT,
         &format!("/api/jobs/{job}/technicians"),
-        Some(json!({ "technicians": [to] })),
+        // The new assignee may have no device yet (issue 18: pre-assigning new staff).
+        Some(json!({ "technicians": [to], "pre_assign": true })),
     )
     .await?;
     ensure!(status == StatusCode::OK, "reassign: {status}: {body}");
