@@ -461,8 +461,8 @@ pub(crate) fn build(
     };
     let title = w.t("售后服务报告单", "After-sales service report");
     let footer = match options.language {
-        Language::Zh => format!("工单 {} · 时间为 {}", job.job_id, zone_label(options)),
-        Language::En => format!("Job {} · times in {}", job.job_id, zone_label(options)),
+        Language::Zh => format!("工单 {} · 时间为 {}", job.job_id, zone_label(job, options)),
+        Language::En => format!("Job {} · times in {}", job.job_id, zone_label(job, options)),
     };
     Ok(Page {
         language: options.language,
@@ -476,8 +476,9 @@ pub(crate) fn build(
     })
 }
 
-fn zone_label(options: &PrintOptions) -> String {
-    options.zone.to_string()
+/// The zone and the offset in force when the request came in (the report's first time).
+fn zone_label(job: &Job, options: &PrintOptions) -> String {
+    options.zone.label_at(job.request.received_at)
 }
 
 fn part_row(w: &Words, cur: &str, p: &PartUsed) -> Vec<String> {

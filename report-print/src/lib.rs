@@ -24,13 +24,12 @@ mod font;
 mod pdf;
 pub mod sample;
 mod text;
-mod zone;
 
 use fieldsync_shared::job::Job;
 use fieldsync_shared::report::SignedReport;
 
 pub use extract::{ExtractError, MAX_REPORT_BYTES, extract_report, looks_like_pdf};
-pub use zone::{Zone, ZoneError};
+pub use fieldsync_shared::zone::{Zone, ZoneError};
 
 /// The name of the embedded file that carries the signed report in a signed PDF.
 pub const REPORT_ATTACHMENT: &str = "fieldsync-report.json";

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fieldsync_shared::zone::Zone;
 use serde::Deserialize;
 
 /// Which tier this server plays (DESIGN.md, "Three tiers, one protocol").
@@ -184,6 +185,10 @@ pub struct Config {
     pub desk: Desk,
     /// Serve HTTPS and `wss://` with this certificate and key (`crate::tls`).
     pub tls: Option<TlsFiles>,
+    /// The zone this server reads its calendar in (IANA name, `FIELDSYNC_TIMEZONE`; UTC by
+    /// default): the month a report or complaint counts in (R22, R24, R25) and the day of a
+    /// follow-up call (R14). Stored and signed instants stay UTC.
+    pub timezone: Zone,
 }
 
 impl Default for Config {
@@ -198,6 +203,7 @@ impl Default for Config {
             repeat_window_days: 90,
             desk: Desk::default(),
             tls: None,
+            timezone: Zone::utc(),
         }
     }
 }
@@ -304,6 +310,9 @@ impl Config {
                 }
             }
             "FIELDSYNC_BRANCH_ID" => self.branch_id = Some(value.to_owned()),
+            "FIELDSYNC_TIMEZONE" => {
+                self.timezone = value.parse().map_err(|e| bad(format!("{e}")))?
+            }
             "FIELDSYNC_LISTEN" => {
                 self.listen = value
                     .parse()
@@ -493,5 +502,27 @@ mod tests {
         assert!(e.to_string().contains("token_file"), "{e}");
         let c = Config::load(None, env("wss://ho:3040/sync", "up.token")).expect("valid");
         assert!(c.upstream.is_some());
+    }
+
+    #[test]
+    fn the_time_zone_comes_from_the_file_or_the_environment_and_a_typo_is_named() {
+        assert_eq!(
+            Config::load(None, []).expect("defaults").timezone.name(),
+            "UTC"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fieldsync.toml");
+        std::fs::write(&path, "timezone = \"Asia/Shanghai\"\n").expect("write");
+        let c = Config::load(Some(&path), []).expect("valid");
+        assert_eq!(c.timezone.name(), "Asia/Shanghai");
+        let env = [("FIELDSYNC_TIMEZONE".to_owned(), "Asia/Hong_Kong".to_owned())];
+        let c = Config::load(Some(&path), env).expect("valid");
+        assert_eq!(c.timezone.name(), "Asia/Hong_Kong");
+        std::fs::write(&path, "timezone = \"Asia/Shangai\"\n").expect("write");
+        let e = Config::load(Some(&path), []).expect_err("a typo");
+        assert!(e.to_string().contains("Asia/Shangai"), "{e}");
+        let env = [("FIELDSYNC_TIMEZONE".to_owned(), "CST".to_owned())];
+        let e = Config::load(None, env).expect_err("not an IANA name");
+        assert!(e.to_string().contains("FIELDSYNC_TIMEZONE"), "{e}");
     }
 }

@@ -24,3 +24,4 @@ pub mod stats;
 pub mod stored;
 pub mod sync;
 pub mod time;
+pub mod zone;

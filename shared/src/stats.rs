@@ -4,8 +4,8 @@
 //! Definitions (R24 leaves them to the company; these are ours, stated once here, and the
 //! `fieldsync stats` table and CSV print them too: [`DEFINITIONS`]):
 //! - A report counts in the month its branch signed it (R25 archives by that month). Months
-//!   are read in a time zone given as a [`MonthOf`]: UTC ([`Utc`]) until the branch and head
-//!   office have a configured zone.
+//!   are read in a time zone given as a [`MonthOf`]: the branch's or head office's configured
+//!   zone ([`crate::zone::Zone`], `timezone` in the config; UTC by default).
 //! - Installation/commissioning jobs (R16) are one group; every other kind is "service
 //!   dispatch". The summary counts those whose report records the training of the
 //!   customer's staff.
@@ -57,6 +57,13 @@ pub struct Utc;
 impl MonthOf for Utc {
     fn month_of(&self, at: Timestamp) -> Result<Month, TimeError> {
         at.month()
+    }
+}
+
+/// Months in a configured zone (`timezone = "Asia/Shanghai"` at the branch or head office).
+impl MonthOf for crate::zone::Zone {
+    fn month_of(&self, at: Timestamp) -> Result<Month, TimeError> {
+        crate::zone::Zone::month_of(self, at)
     }
 }
 

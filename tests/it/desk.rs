@@ -2700,3 +2700,111 @@ async fn r22_desk_complaint_rate_is_complaints_over_reports_verified_in_the_mont
     assert_eq!(summary["rate"], 0.5);
     Ok(())
 }
+
+/// Issue 16 (time zones): a branch in UTC+8 reads R22's month and R14's call day in its own
+/// zone. Around midnight of 1 December in Shanghai (16:00 UTC on 30 November) UTC would put
+/// everything in November.
+#[tokio::test]
+async fn r22_r14_desk_months_and_days_follow_the_branch_time_zone() -> anyhow::Result<()> {
+    let desk = Desk::start_with(|c| {
+        c.timezone = "Asia/Shanghai"
+            .parse()
+            .expect("in the bundled zone database");
+    })
+    .await?;
+    let at = |s: &str| s.parse::<Timestamp>();
+    // 09:00 on 1 December in Shanghai.
+    desk.clock.set(at("2026-12-01T01:00:00Z")?);
+    let mut jobs = Vec::new();
+    for serial in ["SN-81", "SN-82"] {
+        let req = desk.request(request_body(3 * DAY, serial, "fan")).await?;
+        let job: DocumentId = str_of(&desk.dispatch(&req).await?["job_id"])?.parse()?;
+        jobs.push(job);
+    }
+    // 23:30 on 30 November and 00:30 on 1 December, Shanghai time.
+    let (late_november, early_december) = (jobs[0], jobs[1]);
+    for (job, signed_at) in [
+        (late_november, at("2026-11-30T15:30:00Z")?),
+        (early_december, at("2026-11-30T16:30:00Z")?),
+    ] {
+        let read = desk.server.fetch_job(job).await?;
+        on_report_signed(desk.server.edge()?, &read, &format!("r-{job}"), signed_at)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    }
+    // Received at 01:00 on 1 December, Shanghai time (17:00 UTC on 30 November).
+    let complaint = json!({
+        "channel": "phone",
+        "category": "service",
+        "received_at": "2026-11-30T17:00:00Z",
+        "complainant": "Ms Chen",
+        "contact": "555-0101",
+        "customer_id": "c-1001",
+        "against": {"job_id": early_december.url(), "technician": "tech-wang"},
+        "content": "Left without testing",
+        "asks": "A second visit",
+        "recorded_by": "Ms Zhou",
+    });
+    let (status, body) = desk.post(DISPATCHER, "/api/complaints", complaint).await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let summary = |month: &'static str| {
+        let desk = &desk;
+        async move {
+            desk.expect(
+                ANALYST,
+                Method::GET,
+                &format!("/api/complaints/summary?month={month}"),
+                None,
+                StatusCode::OK,
+            )
+            .await
+        }
+    };
+    // By hand, in Shanghai time: November has one report and no complaint; December one of
+    // each (rate 1.0). In UTC all three would be November's.
+    let november = summary("2026-11").await?;
+    assert_eq!(
+        (
+            november["complaints"].clone(),
+            november["reports_verified"].clone()
+        ),
+        (json!(0), json!(1)),
+        "{november}"
+    );
+    let december = summary("2026-12").await?;
+    assert_eq!(
+        (
+            december["complaints"].clone(),
+            december["reports_verified"].clone(),
+            december["rate"].clone()
+        ),
+        (json!(1), json!(1), json!(1.0)),
+        "{december}"
+    );
+    // R14: the day after service, in Shanghai time: the late-November job is called on
+    // 1 December, the early-December one on the 2nd.
+    let calls = |date: &'static str| {
+        let desk = &desk;
+        async move {
+            let (_, body) = desk
+                .get(ANALYST, &format!("/api/follow-ups?date={date}"))
+                .await?;
+            let ids: BTreeSet<String> = body["jobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|j| j["job_id"].as_str().map(str::to_owned))
+                .collect();
+            anyhow::Ok(ids)
+        }
+    };
+    assert_eq!(
+        calls("2026-12-01").await?,
+        BTreeSet::from([late_november.to_string()])
+    );
+    assert_eq!(
+        calls("2026-12-02").await?,
+        BTreeSet::from([early_december.to_string()])
+    );
+    Ok(())
+}

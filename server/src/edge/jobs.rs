@@ -23,6 +23,7 @@ use fieldsync_shared::job::{
 };
 use fieldsync_shared::sync::{Input, LocalEdit};
 use fieldsync_shared::time::{CalendarDate, Timestamp};
+use fieldsync_shared::zone::Zone;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -236,7 +237,12 @@ fn nonempty(name: &str, value: String) -> Result<String, ApiError> {
 }
 
 impl NewJob {
-    fn into_job(self, job_id: DocumentId, branch_id: BranchId) -> Result<Job, ApiError> {
+    fn into_job(
+        self,
+        job_id: DocumentId,
+        branch_id: BranchId,
+        zone: &Zone,
+    ) -> Result<Job, ApiError> {
         let kind = JobKind::parse(&self.kind).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_field",
@@ -283,7 +289,8 @@ impl NewJob {
                 )
             })?,
             None => {
-                let day = received_at.date().ok();
+                // The day the call came in, at the branch (its `timezone`).
+                let day = zone.date_of(received_at).ok();
                 match (warranty_end, day) {
                     (Some(end), Some(day)) if day <= end => BillingMode::Warranty,
                     _ => BillingMode::Billable,
@@ -357,7 +364,11 @@ pub async fn make_job(state: &Edge, new: NewJob, job_id: DocumentId) -> Result<M
         .map(|d| field("contract_due", d.parse::<CalendarDate>()))
         .transpose()?;
     let pre_assign = new.pre_assign;
-    let job = new.into_job(job_id, state.node.branch_id.clone())?;
+    let job = new.into_job(
+        job_id,
+        state.node.branch_id.clone(),
+        &state.node.config.timezone,
+    )?;
     if job.kind == JobKind::Installation && contract_due.is_none() {
         return Err(ApiError::bad_request(
             "contract_due_required",

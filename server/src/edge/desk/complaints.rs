@@ -19,7 +19,7 @@ use fieldsync_shared::desk::complaint::{
     ComplaintCategory, ComplaintChannel, ComplaintStep, StepError, check_step, next_step,
 };
 use fieldsync_shared::ids::{CustomerId, DocumentId, TechnicianId};
-use fieldsync_shared::stats::{MonthOf, Utc, complaint_rate};
+use fieldsync_shared::stats::complaint_rate;
 use fieldsync_shared::sync::{LocalEdit, LocalEditError, edit_via_autocommit};
 use fieldsync_shared::time::Month;
 use fieldsync_storage::RecordFilter;
@@ -514,7 +514,7 @@ async fn publish_logged(state: &Edge, complaint: &Complaint, revision: u64) {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SummaryQuery {
-    /// The month (YYYY-MM, UTC) of the complaints' receipt.
+    /// The month (YYYY-MM) of the complaints' receipt, in the branch's time zone (`timezone`).
     #[param(value_type = String, example = "2026-11")]
     pub month: Month,
 }
@@ -569,8 +569,8 @@ pub async fn complaint_summary(
         .node
         .authorize(&headers, EVERYONE, "read complaint statistics")?;
     let month = query(q)?.month;
-    // UTC until the branch has a configured time zone: pass it here (a `MonthOf`).
-    let zone = Utc;
+    // R22: both counts in the branch's time zone (`timezone`, UTC by default).
+    let zone = &state.node.config.timezone;
     let in_month = |at: Instant| zone.month_of(at.0).is_ok_and(|m| m == month);
     let complaints: Vec<Complaint> = records::list::<Complaint>(&state, RecordFilter::default())
         .await?

@@ -396,7 +396,9 @@ pub async fn create_job_from_request(
         check_appointment(appointment)?;
         // R16: refused before anything is made, not after.
         if let Some(due) = new.contract_due
-            && appointment.at.0.date().is_ok_and(|day| day > due.0)
+            && (state.node.config.timezone)
+                .date_of(appointment.at.0)
+                .is_ok_and(|day| day > due.0)
         {
             return Err(ApiError::bad_request(
                 "after_contract_due",
@@ -537,10 +539,8 @@ async fn agree_appointment(
         mut value,
     } = require_job_desk(state, job_id).await?;
     if let Some(due) = value.contract_due {
-        let day = new
-            .at
-            .0
-            .date()
+        let day = (state.node.config.timezone)
+            .date_of(new.at.0)
             .map_err(|e| ApiError::bad_request("invalid_field", format!("at: {e}")))?;
         if day > due.0 {
             return Err(ApiError::bad_request(
@@ -668,11 +668,8 @@ pub async fn list_follow_ups(
     let date = match q.date {
         Some(d) => d,
         None => Date(
-            state
-                .node
-                .clock
-                .now()
-                .date()
+            (state.node.config.timezone)
+                .date_of(state.node.clock.now())
                 .map_err(|e| ApiError::internal("clock_error", e))?,
         ),
     };
@@ -683,7 +680,7 @@ pub async fn list_follow_ups(
         .map(|s| s.value)
         .filter(|j| {
             j.served_at
-                .and_then(|at| at.0.date().ok())
+                .and_then(|at| state.node.config.timezone.date_of(at.0).ok())
                 .is_some_and(|d| Some(d) == served_on)
         })
         .collect();
