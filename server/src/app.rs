@@ -138,6 +138,40 @@ async fn metrics(State(server): State<Server>) -> impl IntoResponse {
     )
 }
 
+/// Listens on `addr` with `backlog` connections queued in the kernel before they are
+/// accepted (`limits.accept_backlog`). Like tokio's `TcpListener::bind`, it sets
+/// `SO_REUSEADDR` (a restart does not wait out TIME_WAIT). Warns when the kernel's
+/// `net.core.somaxconn` is lower, since the kernel then silently uses that.
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    if let Some(cap) = somaxconn()
+        && cap < backlog
+    {
+        tracing::warn!(
+            backlog,
+            somaxconn = cap,
+            "the kernel caps the accept backlog at net.core.somaxconn; raise it (sysctl) for \
+             reconnect storms"
+        );
+    }
+    socket.listen(backlog)
+}
+
+/// The kernel's cap on listen backlogs, where it can be read (Linux).
+fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Serves until `shutdown` resolves, then drains: no new connections, open ones are told the
 /// server is going away and get `shutdown_grace` to finish, every queued write is flushed.
 pub async fn serve(

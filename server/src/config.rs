@@ -42,6 +42,11 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Most simultaneous WebSocket connections.
     pub max_connections: usize,
+    /// Connections the kernel queues before the server accepts them (`listen(2)`'s backlog;
+    /// the kernel caps it at `net.core.somaxconn`). A reconnect storm of hundreds of devices
+    /// overflowed tokio's default of 128 (issue 17): each overflow costs a device a SYN
+    /// retransmit, a second or more.
+    pub accept_backlog: u32,
     /// Most documents held in memory at once.
     pub max_loaded_documents: usize,
     /// A document no peer has used for this long is evicted from memory.
@@ -85,6 +90,7 @@ impl Default for Limits {
         Self {
             max_frame_bytes: 16 * 1024 * 1024,
             max_connections: 20_000,
+            accept_backlog: 1024,
             max_loaded_documents: 50_000,
             document_idle: Duration::from_secs(300),
             ping_interval: Duration::from_secs(30),
@@ -261,6 +267,11 @@ impl Config {
 
     /// What no server could run with, said before it starts rather than at every dial.
     fn check(&self) -> Result<(), ConfigError> {
+        if self.limits.accept_backlog == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.accept_backlog must be at least 1 (default 1024)".into(),
+            ));
+        }
         if let Some(upstream) = &self.upstream {
             let url = upstream.url.to_ascii_lowercase();
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {
@@ -321,6 +332,11 @@ impl Config {
             "FIELDSYNC_DATA_DIR" => self.data_dir = PathBuf::from(value),
             "FIELDSYNC_MAX_FRAME_BYTES" => self.limits.max_frame_bytes = count(value)?,
             "FIELDSYNC_MAX_CONNECTIONS" => self.limits.max_connections = count(value)?,
+            "FIELDSYNC_ACCEPT_BACKLOG" => {
+                self.limits.accept_backlog = value
+                    .parse()
+                    .map_err(|e| bad(format!("expected a count: {e}")))?
+            }
             "FIELDSYNC_MAX_LOADED_DOCUMENTS" => self.limits.max_loaded_documents = count(value)?,
             "FIELDSYNC_DOCUMENT_IDLE_SECS" => self.limits.document_idle = secs(value)?,
             "FIELDSYNC_PING_INTERVAL_SECS" => self.limits.ping_interval = secs(value)?,
@@ -505,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn the_time_zone_comes_from_the_file_or_the_environment_and_a_typo_is_named() {
+    fn the_time_zone_and_the_accept_backlog_come_from_the_file_or_the_environment() {
         assert_eq!(
             Config::load(None, []).expect("defaults").timezone.name(),
             "UTC"

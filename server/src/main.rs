@@ -743,8 +743,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         // Held until the process ends: one server per data directory.
         let _lock = dir.lock()?;
         let listen = config.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
+        let listener = app::bind(listen, config.limits.accept_backlog)
             .with_context(|| format!("cannot listen on {listen}"))?;
         let server = Server::open(config, tokio::runtime::Handle::current())?;
         let state = &server.node;

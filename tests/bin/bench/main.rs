@@ -12,6 +12,9 @@
 //!   of each edit from one to the other.
 //! - `idle`: C connected devices doing nothing; server memory per connection.
 //! - `history`: one device with J unchanged jobs reconnecting, at several history lengths.
+//! - `backlog`: a reconnect storm of many devices with one job each (400 by default), with
+//!   the accept backlog at tokio's old 128 and at fieldsync's default; each storm reports
+//!   its joins' median and slowest and the kernel's listen overflows (issue 17).
 //!
 //! `--smoke` runs everything tiny against fieldsync and the in-process limit (plus the
 //! baselines when installed) and fails unless every run converged. See docs/BENCHMARKS.md.
@@ -85,7 +88,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "storm,scale,steady,idle,join,history"
+        default_value = "storm,scale,steady,idle,join,history,backlog"
     )]
     modes: Vec<String>,
     /// Device counts of `scale` (jobs and edits from the first shape).
@@ -114,6 +117,12 @@ struct Args {
     join_jobs: usize,
     #[arg(long, default_value_t = 11)]
     join_extra: usize,
+    /// Backlog mode: devices in the storm, and the accept backlogs to compare (0: the
+    /// server's default).
+    #[arg(long, default_value_t = 400)]
+    backlog_devices: usize,
+    #[arg(long, value_delimiter = ',', default_value = "128,0")]
+    backlogs: Vec<u32>,
     /// Where results go: DIR/bench-results/*.json, DIR/*.svg, DIR/BENCHMARKS.md.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -204,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
         args.join_devices = 3;
         args.join_jobs = 2;
         args.join_extra = 3;
+        args.backlog_devices = 4;
         args.timeout_secs = 60;
     }
     let shapes: Vec<Shape> = args
@@ -275,7 +285,7 @@ async fn main() -> anyhow::Result<()> {
                 ));
                 results.inproc(*shape, run, inp);
                 for kind in kinds {
-                    let r = storm(*kind, *shape, &programs, timeout).await;
+                    let r = storm(*kind, *shape, &programs, timeout, &[]).await;
                     match r {
                         Ok(r) => results.storm(*kind, *shape, run, r),
                         Err(e) if args.smoke => return Err(e),
@@ -300,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
             // Above the base shape only the large targets (samod takes minutes there).
             let kinds = if n > base.devices { &large } else { &targets };
             for kind in kinds {
-                match storm(*kind, shape, &programs, timeout).await {
+                match storm(*kind, shape, &programs, timeout, &[]).await {
                     Ok(r) => results.storm(*kind, shape, 0, r),
                     Err(e) if args.smoke => return Err(e),
                     Err(e) => {
@@ -330,6 +340,35 @@ async fn main() -> anyhow::Result<()> {
             results.record("join", *kind, r, args.smoke)?;
         }
     }
+    if modes("backlog") && targets.contains(&Kind::Fieldsync) {
+        let shape = Shape {
+            devices: args.backlog_devices,
+            jobs: 1,
+            edits: 1,
+        };
+        for run in 0..args.runs {
+            for &backlog in &args.backlogs {
+                let env: Vec<(&str, String)> = if backlog == 0 {
+                    Vec::new()
+                } else {
+                    vec![("FIELDSYNC_ACCEPT_BACKLOG", backlog.to_string())]
+                };
+                let r = storm(Kind::Fieldsync, shape, &programs, timeout, &env)
+                    .await
+                    .map(|mut v| {
+                        v["backlog"] = if backlog == 0 {
+                            json!("default")
+                        } else {
+                            json!(backlog)
+                        };
+                        v["run"] = json!(run);
+                        v["devices"] = json!(shape.devices);
+                        v
+                    });
+                results.record("backlog", Kind::Fieldsync, r, args.smoke)?;
+            }
+        }
+    }
     if modes("history") {
         // The large targets only: the history is uploaded first (200 jobs × 500 changes
         // would take samod about six minutes).
@@ -357,12 +396,13 @@ async fn storm(
     shape: Shape,
     programs: &Programs,
     timeout: Duration,
+    env: &[(&str, String)],
 ) -> anyhow::Result<Value> {
     let name = kind.name();
     let label = shape.label();
     progress(&format!("{name} {label}: setting up"));
     let dir = tempfile::tempdir()?;
-    let server = Server::start(kind, programs, dir.path())?;
+    let server = Server::start_with_env(kind, programs, dir.path(), env)?;
     let url = server.ws_url();
     let ids = server.identities(shape.devices, 1).await?;
     let technicians: Vec<String> = ids.iter().map(|i| i.technician.clone()).collect();
@@ -387,6 +427,7 @@ async fn storm(
 
     // The storm.
     progress(&format!("{name} {label}: reconnect storm"));
+    let overflows_before = listen_overflows();
     let (stop_tx, stop) = watch::channel(false);
     let done = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -425,10 +466,12 @@ async fn storm(
     };
     let mut last = start;
     let mut failure = None;
+    let mut joins_ms = Vec::new();
     for rx in converged {
         match rx.await {
             Ok(at) => {
                 last = last.max(at);
+                joins_ms.push(at.duration_since(start).as_secs_f64() * 1000.0);
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => failure = Some("a device session ended before convergence"),
@@ -436,6 +479,11 @@ async fn storm(
     }
     watcher.abort();
     let storm_secs = last.duration_since(start).as_secs_f64();
+    let overflows = match (overflows_before, listen_overflows()) {
+        (Some(a), Some(b)) => json!(b.saturating_sub(a)),
+        _ => Value::Null,
+    };
+    joins_ms.sort_by(f64::total_cmp);
     let rss_after = server.rss_kib()?;
     let peak = server.peak_rss_kib()?;
     let _ = stop_tx.send(true);
@@ -491,7 +539,27 @@ async fn storm(
             json!((disk_after.saturating_sub(disk_before)) as f64 / changes as f64)
         },
         "documents_verified": ids.len(),
+        "device_converged_ms_p50": percentile(&joins_ms, 0.5),
+        "device_converged_ms_max": joins_ms.last().copied().unwrap_or(0.0),
+        "listen_overflows": overflows,
     }))
+}
+
+/// The kernel's count of connections dropped because a listen queue was full (TcpExt
+/// ListenOverflows in /proc/net/netstat; machine-wide, so read on a quiet machine).
+fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let at = names
+            .split_whitespace()
+            .position(|n| n == "ListenOverflows")?;
+        return values.split_whitespace().nth(at)?.parse().ok();
+    }
+    None
 }
 
 /// Every device fetches its jobs (at most 16 at a time), then disconnects.

@@ -82,7 +82,7 @@ impl Results {
         let inproc = earlier["inproc"].as_array().unwrap_or(&empty);
         self.inproc
             .extend(inproc.iter().filter(|v| !again(v)).map(tagged));
-        for mode in ["steady", "idle", "join", "history"] {
+        for mode in ["steady", "idle", "join", "history", "backlog"] {
             let rerun = modes.iter().any(|m| m == mode);
             let earlier = earlier[mode].as_array().unwrap_or(&empty);
             self.modes.entry(mode.to_owned()).or_default().extend(
@@ -243,6 +243,7 @@ impl Results {
             "idle": self.modes.get("idle").cloned().unwrap_or_default(),
             "history": self.modes.get("history").cloned().unwrap_or_default(),
             "join": self.modes.get("join").cloned().unwrap_or_default(),
+            "backlog": self.modes.get("backlog").cloned().unwrap_or_default(),
         }))
     }
 }
@@ -566,6 +567,51 @@ pub fn table(summary: &Value) -> String {
                 f(&j["fetch_ms_p50"], 2),
                 f(&j["kib_per_loaded_document"], 1),
                 f(&j["kib_per_connected_device"], 1),
+            );
+        }
+        out.push('\n');
+    }
+    let backlog = summary["backlog"].as_array().unwrap_or(&empty);
+    if !backlog.is_empty() {
+        let devices = backlog
+            .iter()
+            .find_map(|b| b["devices"].as_u64())
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "**Reconnect storm of {devices} devices with one job each, by accept backlog** \
+             (each run on its own; the kernel's ListenOverflows counted across the storm)\n"
+        );
+        let _ = writeln!(
+            out,
+            "| accept backlog | run | storm (s) | device converged, median (ms) | slowest (ms) | slowest / median | listen overflows |"
+        );
+        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for b in backlog {
+            if let Some(row) = failed_row(b, 6) {
+                let _ = writeln!(out, "{row}");
+                continue;
+            }
+            let (p50, max) = (
+                b["device_converged_ms_p50"].as_f64().unwrap_or(0.0),
+                b["device_converged_ms_max"].as_f64().unwrap_or(0.0),
+            );
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                b["backlog"]
+                    .as_str()
+                    .map_or_else(|| b["backlog"].to_string(), str::to_owned),
+                b["run"].as_u64().map_or(1, |r| r + 1),
+                f(&b["storm_secs"], 2),
+                f(&b["device_converged_ms_p50"], 0),
+                f(&b["device_converged_ms_max"], 0),
+                if p50 > 0.0 {
+                    format!("{:.1}×", max / p50)
+                } else {
+                    "–".into()
+                },
+                b["listen_overflows"],
             );
         }
         out.push('\n');

@@ -159,6 +159,17 @@ fn read_port(child: &mut Child) -> anyhow::Result<u16> {
 impl Server {
     /// Starts a fresh server with its data under `dir`.
     pub fn start(kind: Kind, programs: &Programs, dir: &Path) -> anyhow::Result<Server> {
+        Self::start_with_env(kind, programs, dir, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables for the server process (fieldsync's
+    /// `FIELDSYNC_*` settings; the baselines ignore them).
+    pub fn start_with_env(
+        kind: Kind,
+        programs: &Programs,
+        dir: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Server> {
         let data = dir.join(format!("{}-data", kind.name()));
         std::fs::create_dir_all(&data)?;
         let (child, port) = match kind {
@@ -170,6 +181,7 @@ impl Server {
                     .arg(&data)
                     .env("FIELDSYNC_BRANCH_ID", "bench-01")
                     .env("FIELDSYNC_LOG", "warn")
+                    .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
                     .stdout(Stdio::null())
                     .spawn()
                     .with_context(|| format!("start {}", programs.fieldsync_of(kind).display()))?;
