@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::{
-    AckStatus, ConnectError, Device, DeviceConfig, Event, Handoff, JobEdit, JobStatus, SyncOptions,
-    SyncState, TokenError, now,
+    AckStatus, ClientTls, ConnectError, Device, DeviceConfig, Event, Handoff, JobEdit, JobStatus,
+    SyncOptions, SyncState, TokenError, now,
 };
 
 /// The app setting that holds the server's WebSocket URL.
@@ -51,12 +51,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the device: store, key pair (the secret never leaves the device), identity.
-    /// Prints the public key file to enroll with `fieldsync device enroll --public-key`.
+    /// With --code (a one-time code from the desk) and --server, the device enrolls itself
+    /// over the network and receives its token; otherwise give --device and --technician and
+    /// enroll the printed public key file with `fieldsync device enroll --public-key`.
     Init {
-        #[arg(long)]
-        device: String,
-        #[arg(long)]
-        technician: String,
+        /// The device id (not with --code: the server names the device).
+        #[arg(long, required_unless_present = "code", conflicts_with = "code")]
+        device: Option<String>,
+        /// The technician (not with --code: the code names them).
+        #[arg(long, required_unless_present = "code", conflicts_with = "code")]
+        technician: Option<String>,
+        /// The one-time enrollment code the desk issued (`POST /api/enrollment-codes`,
+        /// `fieldsync device code`).
+        #[arg(long, requires = "server")]
+        code: Option<String>,
         /// The secret key file (default: next to the store, `<store>.key`).
         #[arg(long)]
         key: Option<PathBuf>,
@@ -66,6 +74,9 @@ pub enum Command {
         /// The technician's assignment index URL (otherwise asked of the server).
         #[arg(long)]
         index: Option<String>,
+        /// For a wss:// server: trust only the CA certificate(s) in this PEM file.
+        #[arg(long, env = "FIELDSYNC_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// List the jobs assigned to this technician.
     Jobs,
@@ -283,12 +294,26 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     if let Command::Init {
         device,
         technician,
+        code,
         key,
         server,
         index,
+        ca_file,
     } = cli.command
     {
-        return init(cli.store, device, technician, key, server, index, out).await;
+        let key = key.unwrap_or_else(|| cli.store.with_extension("key"));
+        let device = match (code, device, technician) {
+            (Some(code), _, _) => {
+                let server = server.context("--code needs --server")?;
+                init_with_code(cli.store, key, server, code, ca_file, out).await?
+            }
+            (None, Some(device), Some(technician)) => {
+                init(cli.store, device, technician, key, server, index, out).await?
+            }
+            _ => bail!("give --code and --server, or --device and --technician"),
+        };
+        device.close().await;
+        return Ok(());
     }
     let device = Device::reopen(&cli.store)
         .await
@@ -298,16 +323,50 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     result
 }
 
+/// Whom to trust for a `wss://` server: the CA file if given, else the system's store.
+fn client_tls(ca_file: Option<&PathBuf>) -> anyhow::Result<ClientTls> {
+    Ok(match ca_file {
+        Some(path) => ClientTls::from_ca_file(path)?,
+        None => ClientTls::system(),
+    })
+}
+
+async fn init_with_code(
+    store: PathBuf,
+    key: PathBuf,
+    server: String,
+    code: String,
+    ca_file: Option<PathBuf>,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Device> {
+    let tls = client_tls(ca_file.as_ref())?;
+    let (device, enrollment) = Device::enroll_with_code(&store, &key, &server, &tls, &code).await?;
+    device.set_setting(SERVER_URL, server.clone()).await?;
+    let report = json!({
+        "enrolled": true,
+        "device_id": device.device_id(),
+        "technician": device.technician(),
+        "branch_id": enrollment.branch_id,
+        "server": server,
+        "store": store,
+        "secret_key_file": key,
+        "key_id": device.public_key().id().as_str(),
+        "token_valid_until": enrollment.token.valid_until.to_string(),
+        "next": "fieldsync-tech sync: the token is kept in the store and renewed with the device key",
+    });
+    print_json(out, &report)?;
+    Ok(device)
+}
+
 async fn init(
     store: PathBuf,
     device: String,
     technician: String,
-    key: Option<PathBuf>,
+    key: PathBuf,
     server: Option<String>,
     index: Option<String>,
     out: &mut (dyn Write + Send),
-) -> anyhow::Result<()> {
-    let key = key.unwrap_or_else(|| store.with_extension("key"));
+) -> anyhow::Result<Device> {
     let mut config = DeviceConfig::new(
         &store,
         &key,
@@ -333,8 +392,8 @@ async fn init(
             device.technician(), device.device_id(), public.display()
         ),
     });
-    device.close().await;
-    print_json(out, &report)
+    print_json(out, &report)?;
+    Ok(device)
 }
 
 async fn command(
@@ -746,29 +805,49 @@ async fn sync(device: &Device, args: SyncArgs, out: &mut (dyn Write + Send)) -> 
             .await?
             .context("no server URL: give --server (it is remembered)")?,
     };
-    let mut options = SyncOptions::new(url, String::new());
-    if let Some(ca_file) = &args.ca_file {
-        options = options.with_ca_file(ca_file)?;
-    }
+    let tls = client_tls(args.ca_file.as_ref())?;
+    let mut options = SyncOptions::new(url.clone(), String::new()).with_tls(tls.clone());
     options.token = args.token;
-    if let Some(command) = args.token_command {
-        options = options.with_renewal(command_source(command));
+    // Without a token command the device renews its own token with its key (issue 15),
+    // starting from the one kept in the store.
+    let mut renewal = None;
+    match args.token_command {
+        Some(command) => options = options.with_renewal(command_source(command)),
+        None if options.token.is_none() => {
+            let mut source = device.key_renewal(url, tls);
+            if let Some(saved) = device.saved_token().await? {
+                source = source.with_token(saved);
+            }
+            renewal = Some(source.clone());
+            options = options.with_renewal(source);
+        }
+        None => {}
     }
-    if options.token.is_none() && options.renew.is_none() {
-        bail!("no credentials: give --token (or FIELDSYNC_TOKEN) or --token-command");
+    let result = run_sync(device, args.once, args.timeout, options, out).await;
+    // Whatever happened, a token renewed meanwhile is kept for the next run.
+    if let Some(current) = renewal.and_then(|r| r.current()) {
+        device.save_token(&current).await?;
     }
+    result
+}
+
+async fn run_sync(
+    device: &Device,
+    once: bool,
+    timeout: u64,
+    options: SyncOptions,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     let mut events = device.events();
     device.start_sync(options);
-    if args.once {
-        let done = tokio::time::timeout(
-            Duration::from_secs(args.timeout),
-            sync_once(device, &mut events),
-        )
-        .await;
+    if once {
+        let done =
+            tokio::time::timeout(Duration::from_secs(timeout), sync_once(device, &mut events))
+                .await;
         device.stop_sync();
         match done {
             Ok(result) => result?,
-            Err(_) => bail!("not everything synced within {} s", args.timeout),
+            Err(_) => bail!("not everything synced within {timeout} s"),
         }
         let jobs = device.jobs().await;
         let (assigned, unassigned): (Vec<_>, Vec<_>) =

@@ -11,6 +11,7 @@ mod crash_loop;
 mod demo;
 mod desk;
 mod durability;
+mod enrollment;
 mod head_office;
 mod head_office_complaints;
 mod js_interop;
