@@ -23,8 +23,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::{
-    AckStatus, ClientTls, ConnectError, Device, DeviceConfig, Event, Handoff, JobEdit, JobStatus,
-    SyncOptions, SyncState, TokenError, now,
+    AckStatus, Approval, ApprovalDraft, ApprovalKind, ClientTls, ConnectError, Device,
+    DeviceConfig, Event, Handoff, JobEdit, JobStatus, SyncOptions, SyncState, TokenError,
+    TravelExpense, now,
 };
 
 /// The app setting that holds the server's WebSocket URL.
@@ -98,6 +99,69 @@ pub enum Command {
     Complete { job: String },
     /// Sync with the server: until interrupted, or with --once until everything is synced.
     Sync(SyncArgs),
+    /// Approvals from the desk (R12 extension or other solution, R18 warranty-claim part,
+    /// R31 product return) and R28 travel expenses: ask, and see the decisions. Works
+    /// offline; the request goes with the next sync.
+    Approval {
+        #[command(subcommand)]
+        command: ApprovalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalCommand {
+    /// Ask for an approval; prints the request's id.
+    Request {
+        job: String,
+        /// extension (R12), other-solution (R12), warranty-part (R18), product-return (R31).
+        #[arg(long, value_parser = approval_kind)]
+        kind: ApprovalKind,
+        /// Why: what the manager judges by.
+        #[arg(long)]
+        reason: String,
+        /// R18: the warranty-claim part's amount, e.g. 2500.00 (required for warranty-part).
+        #[arg(long, value_parser = money)]
+        amount: Option<Money>,
+    },
+    /// R28: claim a travel expense of the job, approved at the desk. (A receipt photo comes
+    /// with attachments, a later step.)
+    Expense {
+        job: String,
+        /// The day of travel, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// train, bus, taxi, lodging, meals…
+        #[arg(long)]
+        category: String,
+        /// e.g. 120.50
+        #[arg(long, value_parser = money)]
+        amount: Money,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The job's approval requests and the desk's decisions.
+    List { job: String },
+}
+
+fn approval_kind(s: &str) -> Result<ApprovalKind, String> {
+    match ApprovalKind::parse(&s.replace('-', "_")) {
+        Some(ApprovalKind::TravelExpense) => {
+            Err("a travel expense (R28) is claimed with `approval expense`".into())
+        }
+        Some(kind) => Ok(kind),
+        None => Err(format!(
+            "{s:?}: use extension, other-solution, warranty-part or product-return"
+        )),
+    }
+}
+
+/// An amount as written: 2500 or 2500.50.
+fn money(s: &str) -> Result<Money, String> {
+    Money::parse_decimal(s)
 }
 
 /// A time: RFC 3339 (`2026-11-03T09:00:00Z`) or `now`.
@@ -559,6 +623,74 @@ async fn command(
             )
         }
         Command::Sync(args) => sync(device, args, out).await,
+        Command::Approval { command } => match command {
+            ApprovalCommand::Request {
+                job,
+                kind,
+                reason,
+                amount,
+            } => {
+                let id = resolve(device, &job).await?;
+                let approval = device
+                    .request_approval(
+                        id,
+                        ApprovalDraft {
+                            kind,
+                            reason,
+                            amount,
+                            expense: None,
+                        },
+                    )
+                    .await?;
+                let mut value = approval_json(&approval);
+                value["job"] = json!(id);
+                print_json(out, &value)
+            }
+            ApprovalCommand::Expense {
+                job,
+                date,
+                from,
+                to,
+                category,
+                amount,
+                reason,
+            } => {
+                let id = resolve(device, &job).await?;
+                let date = date
+                    .parse()
+                    .map_err(|e| anyhow!("--date {date:?}: {e} (expected YYYY-MM-DD)"))?;
+                let approval = device
+                    .request_approval(
+                        id,
+                        ApprovalDraft {
+                            kind: ApprovalKind::TravelExpense,
+                            reason,
+                            amount: Some(amount),
+                            expense: Some(TravelExpense {
+                                date,
+                                from,
+                                to,
+                                category,
+                            }),
+                        },
+                    )
+                    .await?;
+                let mut value = approval_json(&approval);
+                value["job"] = json!(id);
+                print_json(out, &value)
+            }
+            ApprovalCommand::List { job } => {
+                let id = resolve(device, &job).await?;
+                let approvals = device.approvals(id).await?;
+                print_json(
+                    out,
+                    &json!({
+                        "job": id,
+                        "approvals": approvals.iter().map(approval_json).collect::<Vec<_>>(),
+                    }),
+                )
+            }
+        },
     }
 }
 
@@ -674,8 +806,33 @@ async fn show(device: &Device, id: DocumentId) -> anyhow::Result<Value> {
         "acknowledgement": ack,
         "missing": missing,
         "conflicts": device.conflicts(id).await?,
+        "approvals": device.approvals(id).await?.iter().map(approval_json).collect::<Vec<_>>(),
         "job": job,
     }))
+}
+
+/// An approval request as a person reads it: kind and rule, amount as money, and where it
+/// stands in words.
+fn approval_json(a: &Approval) -> Value {
+    let state = match &a.decision {
+        None => "waiting for the desk's decision".to_owned(),
+        Some(d) if d.approved => format!("approved by {} at {}", d.by, d.at),
+        Some(d) => format!("refused by {} at {}", d.by, d.at),
+    };
+    json!({
+        "id": a.id,
+        "kind": a.kind.as_str(),
+        "rule": a.kind.rule(),
+        "reason": a.reason,
+        "amount": a.amount.map(|m| m.to_string()),
+        "travel": a.expense.as_ref().map(|e| json!({
+            "date": e.date.to_string(), "from": e.from, "to": e.to, "category": e.category,
+        })),
+        "requested_by": a.requested_by,
+        "requested_at": a.requested_at,
+        "state": state,
+        "note": a.decision.as_ref().map(|d| d.note.clone()),
+    })
 }
 
 fn status_word(status: &JobStatus) -> String {
@@ -956,6 +1113,23 @@ fn event_json(event: &Event) -> Value {
         Event::ReportRefused { job, reasons } => {
             json!({ "event": "report_refused", "job": job, "reasons": reasons })
         }
+        Event::ApprovalDecided {
+            job,
+            approval,
+            kind,
+            approved,
+            by,
+            note,
+        } => json!({
+            "event": "approval_decided",
+            "job": job,
+            "approval": approval,
+            "kind": kind.as_str(),
+            "rule": kind.rule(),
+            "approved": approved,
+            "by": by,
+            "note": note,
+        }),
         Event::Sync(state) => json!({ "event": "sync", "state": format!("{state:?}") }),
     }
 }

@@ -11,6 +11,9 @@ use std::time::Duration;
 use automerge::{ActorId, Automerge, ChangeHash};
 use fieldsync_report_print::{PrintError, PrintOptions, Printed};
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
+use fieldsync_shared::job::approvals::{
+    Approval, ApprovalKind, TravelExpense, read_approvals, request_approval,
+};
 use fieldsync_shared::job::doc::{
     EditError, FieldConflict, JobDoc, PartDraft, SchemaError, conflicts, read_job, read_job_at,
 };
@@ -26,7 +29,7 @@ use fieldsync_shared::report::{
 };
 use fieldsync_shared::rules::{Missing, acknowledgement_blockers, completeness};
 use fieldsync_shared::sync::{EngineConfig, EngineRole, LocalEdit, LocalEditError};
-use fieldsync_shared::time::Timestamp;
+use fieldsync_shared::time::{Money, Timestamp};
 use fieldsync_storage::{StorageError, Store, StoreConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -78,6 +81,9 @@ pub enum ClientError {
     Engine(#[from] LocalEditError),
     #[error("the device has been closed")]
     Closed,
+    /// An approval request that cannot be sent as it is (no reason, R18 without an amount…).
+    #[error("approval request: {0}")]
+    InvalidApproval(String),
     /// Enrollment by code failed (refused by the server, or it could not be reached).
     #[error("enrollment: {0}")]
     Enroll(#[from] crate::enroll::EnrollError),
@@ -125,6 +131,18 @@ impl DeviceConfig {
             max_frame_bytes: 16 * 1024 * 1024,
         }
     }
+}
+
+/// An approval the technician asks for (see [`Device::request_approval`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalDraft {
+    pub kind: ApprovalKind,
+    /// Why: what the manager judges by.
+    pub reason: String,
+    /// R18: the warranty-claim part's amount; R28: the expense's (minor units).
+    pub amount: Option<Money>,
+    /// R28: the travel a `TravelExpense` claim is for (required there, nowhere else).
+    pub expense: Option<TravelExpense>,
 }
 
 /// The identity written into the store on first open.
@@ -759,6 +777,93 @@ impl Device {
             }
             doc.request_completion(&completion)?;
             Ok(())
+        })
+        .await
+    }
+
+    /// R12, R18, R31: asks the desk for an approval on the job (offline too: the request is
+    /// written into the job document and syncs with it). `amount` is the R18 warranty-claim
+    /// part's amount (required there; the desk routes amounts above its
+    /// `director_approval_above` to the after-sales director). Returns the request as written;
+    /// the decision comes back as [`Event::ApprovalDecided`] and in [`Self::approvals`].
+    pub async fn request_approval(
+        &self,
+        id: DocumentId,
+        draft: ApprovalDraft,
+    ) -> Result<Approval, ClientError> {
+        let reason = draft.reason.trim().to_owned();
+        if reason.is_empty() {
+            return Err(ClientError::InvalidApproval(format!(
+                "{} ({}) needs a reason the manager can judge",
+                draft.kind.as_str(),
+                draft.kind.rule()
+            )));
+        }
+        match (draft.kind, &draft.expense) {
+            (ApprovalKind::TravelExpense, None) => {
+                return Err(ClientError::InvalidApproval(
+                    "a travel expense (R28) needs its date, from, to and category".into(),
+                ));
+            }
+            (ApprovalKind::TravelExpense, Some(e)) => {
+                for (name, value) in [("from", &e.from), ("to", &e.to), ("category", &e.category)] {
+                    if value.trim().is_empty() {
+                        return Err(ClientError::InvalidApproval(format!(
+                            "a travel expense (R28) needs its {name}"
+                        )));
+                    }
+                }
+            }
+            (_, Some(_)) => {
+                return Err(ClientError::InvalidApproval(format!(
+                    "only a travel expense (R28) names travel, not {}",
+                    draft.kind.as_str()
+                )));
+            }
+            (_, None) => {}
+        }
+        match (draft.kind, draft.amount) {
+            (ApprovalKind::WarrantyPart | ApprovalKind::TravelExpense, None) => {
+                return Err(ClientError::InvalidApproval(format!(
+                    "{} ({}) needs its amount",
+                    draft.kind.as_str(),
+                    draft.kind.rule()
+                )));
+            }
+            (_, Some(amount)) if amount.0 <= 0 => {
+                return Err(ClientError::InvalidApproval(format!(
+                    "the amount must be more than zero, not {}",
+                    amount.0
+                )));
+            }
+            _ => {}
+        }
+        let mut random = [0u8; 6];
+        getrandom::fill(&mut random).map_err(|e| KeyError::NoRandomness(e.to_string()))?;
+        let approval = Approval {
+            id: format!("apr-{}", hex::encode(random)),
+            kind: draft.kind,
+            reason,
+            requested_by: self.identity.technician.to_string(),
+            requested_at: now(),
+            amount: draft.amount,
+            expense: draft.expense,
+            decision: None,
+        };
+        let written = approval.clone();
+        self.with_job(id, move |doc| {
+            request_approval(doc.inner_mut(), &written)
+                .map_err(|e| JobFailure::Other(e.to_string()))
+        })
+        .await?;
+        Ok(approval)
+    }
+
+    /// The job's approval requests (R12, R18, R31) with the desk's decisions, oldest first.
+    pub async fn approvals(&self, id: DocumentId) -> Result<Vec<Approval>, ClientError> {
+        self.read_doc(id, |d| {
+            read_approvals(d)
+                .map_err(|e| ClientError::Engine(LocalEditError::Failed(e.to_string())))
         })
         .await
     }

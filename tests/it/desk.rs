@@ -1114,6 +1114,7 @@ const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
         "/api/jobs/{id}/approvals/{approval}/decision",
         &[MANAGER],
     ),
+    ("GET", "/api/expenses", &[DISPATCHER, MANAGER, ANALYST]),
     ("POST", "/api/enrollment-codes", &[DISPATCHER, MANAGER]),
     // Enrollment and token renewal take no token (a code or a device signature instead).
     ("POST", "/api/enroll", &[DISPATCHER, MANAGER, ANALYST]),
@@ -1679,6 +1680,7 @@ async fn ask(
         requested_by: "tech-wang".into(),
         requested_at: now().plus_millis(offset_ms),
         amount,
+        expense: None,
         decision: None,
     };
     let edit = LocalEdit::Change(Box::new(move |doc: &mut automerge::Automerge| {

@@ -10,6 +10,7 @@ mod compaction;
 mod crash_loop;
 mod demo;
 mod desk;
+mod device_approvals;
 mod durability;
 mod enrollment;
 mod head_office;

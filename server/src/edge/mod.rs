@@ -231,6 +231,7 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
         .routes(routes!(stock::report_tool_lost))
         .routes(routes!(approvals::list_approvals))
         .routes(routes!(approvals::decide_approval))
+        .routes(routes!(approvals::month_expenses))
         .routes(routes!(enrollment::create_code))
         .routes(routes!(enrollment::enroll))
         .routes(routes!(enrollment::challenge))
