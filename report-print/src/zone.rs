@@ -109,6 +109,32 @@ impl Zone {
         }
     }
 
+    /// RFC 3339 in this zone, to the second: `2026-11-03T17:00:00+08:00` (`Z` in UTC). An
+    /// instant outside the calendar's range is written as its milliseconds.
+    pub fn rfc3339(&self, at: Timestamp) -> String {
+        match self.local(at) {
+            Some(t) => {
+                let offset = if t.offset().is_utc() {
+                    "Z".to_owned()
+                } else {
+                    let (h, m, _) = t.offset().as_hms();
+                    let sign = if h < 0 || m < 0 { '-' } else { '+' };
+                    format!("{sign}{:02}:{:02}", h.unsigned_abs(), m.unsigned_abs())
+                };
+                format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{offset}",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                )
+            }
+            None => format!("{} ms", at.as_millis()),
+        }
+    }
+
     /// The instant in this zone.
     pub fn local(&self, at: Timestamp) -> Option<OffsetDateTime> {
         let nanos = i128::from(at.as_millis()) * 1_000_000;
@@ -139,6 +165,20 @@ fn fmt_offset(o: UtcOffset) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_is_written_in_the_zone() -> Result<(), ZoneError> {
+        let at: Timestamp = "2026-11-03T09:00:00Z"
+            .parse()
+            .map_err(|_| ZoneError("t".into()))?;
+        assert_eq!(Zone::china().rfc3339(at), "2026-11-03T17:00:00+08:00");
+        assert_eq!(Zone::utc().rfc3339(at), "2026-11-03T09:00:00Z");
+        assert_eq!(
+            Zone::parse("-05:30")?.rfc3339(at),
+            "2026-11-03T03:30:00-05:30"
+        );
+        Ok(())
+    }
 
     #[test]
     fn names_and_offsets_parse_and_anything_else_is_refused() {

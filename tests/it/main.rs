@@ -26,5 +26,6 @@ mod reports;
 mod samod_interop;
 mod stranded;
 mod sync;
+mod tech_status;
 mod tls;
 mod verdicts;
