@@ -393,7 +393,36 @@ where
 /// binary older than the server's sources is refused, so a test never passes against stale
 /// code.
 pub fn fieldsync_binary() -> anyhow::Result<PathBuf> {
-    let path = match std::env::var_os("FIELDSYNC_BIN") {
+    built_binary(
+        "fieldsync",
+        "FIELDSYNC_BIN",
+        &[
+            "server/src",
+            "shared/src",
+            "storage/src",
+            "storage/migrations",
+        ],
+    )
+}
+
+/// The `fieldsync-tech` binary (the technician CLI), found like [`fieldsync_binary`] (or at
+/// `$FIELDSYNC_TECH_BIN`) and refused when older than the client's sources.
+pub fn tech_binary() -> anyhow::Result<PathBuf> {
+    built_binary(
+        "fieldsync-tech",
+        "FIELDSYNC_TECH_BIN",
+        &[
+            "client-sdk/src",
+            "shared/src",
+            "storage/src",
+            "storage/migrations",
+            "report-print/src",
+        ],
+    )
+}
+
+fn built_binary(name: &str, env: &str, sources: &[&str]) -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os(env) {
         Some(path) => PathBuf::from(path),
         None => {
             let exe = std::env::current_exe()?;
@@ -401,39 +430,53 @@ pub fn fieldsync_binary() -> anyhow::Result<PathBuf> {
                 .parent()
                 .and_then(Path::parent)
                 .context("the test executable is not in target/<profile>/deps")?;
-            profile_dir.join(format!("fieldsync{}", std::env::consts::EXE_SUFFIX))
+            profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
         }
     };
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .with_context(|| {
             format!(
-                "the fieldsync binary is missing at {}: build it with `cargo build --workspace \
-                 --bins` (scripts/test does) or point FIELDSYNC_BIN at it",
+                "the {name} binary is missing at {}: build it with `cargo build --workspace \
+                 --bins` (scripts/test does) or point {env} at it",
                 path.display()
             )
         })?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut newest: Option<(SystemTime, PathBuf)> = None;
-    for dir in [
-        "server/src",
-        "shared/src",
-        "storage/src",
-        "storage/migrations",
-    ] {
+    for dir in sources {
         newest_file(&root.join(dir), &mut newest);
     }
     if let Some((modified, source)) = newest
         && modified > built
     {
         bail!(
-            "the fieldsync binary at {} is older than {}: rebuild it with `cargo build \
+            "the {name} binary at {} is older than {}: rebuild it with `cargo build \
              --workspace --bins` (scripts/test does)",
             path.display(),
             source.display()
         );
     }
     Ok(path)
+}
+
+/// Runs `fieldsync-tech --store <store> <args>` as a child process; returns its exit status,
+/// stdout and stderr.
+pub fn tech_cli(store: &Path, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let output = Command::new(tech_binary()?)
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("FIELDSYNC_TOKEN")
+        .env_remove("FIELDSYNC_TOKEN_COMMAND")
+        .env_remove("FIELDSYNC_CA_FILE")
+        .env("FIELDSYNC_LOG", "warn")
+        .output()?;
+    Ok((
+        output.status.success(),
+        String::from_utf8(output.stdout)?,
+        String::from_utf8(output.stderr)?,
+    ))
 }
 
 fn newest_file(dir: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {

@@ -15,7 +15,8 @@ use fieldsync_report_print::{Language, PrintOptions, Zone};
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::doc::{PartDraft, PartUpdate};
 use fieldsync_shared::job::{
-    BillingMode, Handover, Labour, PartLineId, SignatureMark, Survey, Training, Travel,
+    BillingMode, Handover, Job, Labour, PartLineId, ReportOutcome, SignatureMark, Survey, Training,
+    Travel,
 };
 use fieldsync_shared::report::AckDraft;
 use fieldsync_shared::time::{Money, Timestamp};
@@ -23,12 +24,14 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::{
-    AckStatus, ConnectError, Device, DeviceConfig, Event, Handoff, JobEdit, JobStatus, SyncOptions,
-    SyncState, TokenError, now,
+    AckStatus, Approval, ApprovalDraft, ApprovalKind, ClientTls, Device, DeviceConfig, Event,
+    Handoff, JobEdit, JobStatus, SyncOptions, SyncState, TokenError, TravelExpense, now,
 };
 
 /// The app setting that holds the server's WebSocket URL.
 const SERVER_URL: &str = "server_url";
+/// The app setting that holds the device's time zone (`init --zone`).
+const ZONE: &str = "zone";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +47,10 @@ pub struct Cli {
         default_value = "fieldsync-tech.sqlite"
     )]
     pub store: PathBuf,
+    /// The time zone times are shown in: Asia/Shanghai, UTC, or an offset like +08:00.
+    /// Default: the one `init --zone` kept in the store, else Asia/Shanghai.
+    #[arg(long, global = true, env = "FIELDSYNC_TECH_ZONE", value_parser = zone)]
+    pub zone: Option<Zone>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -51,12 +58,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the device: store, key pair (the secret never leaves the device), identity.
-    /// Prints the public key file to enroll with `fieldsync device enroll --public-key`.
+    /// With --code (a one-time code from the desk) and --server, the device enrolls itself
+    /// over the network and receives its token; otherwise give --device and --technician and
+    /// enroll the printed public key file with `fieldsync device enroll --public-key`.
     Init {
-        #[arg(long)]
-        device: String,
-        #[arg(long)]
-        technician: String,
+        /// The device id (not with --code: the server names the device).
+        #[arg(long, required_unless_present = "code", conflicts_with = "code")]
+        device: Option<String>,
+        /// The technician (not with --code: the code names them).
+        #[arg(long, required_unless_present = "code", conflicts_with = "code")]
+        technician: Option<String>,
+        /// The one-time enrollment code the desk issued (`POST /api/enrollment-codes`,
+        /// `fieldsync device code`).
+        #[arg(long, requires = "server")]
+        code: Option<String>,
         /// The secret key file (default: next to the store, `<store>.key`).
         #[arg(long)]
         key: Option<PathBuf>,
@@ -66,6 +81,9 @@ pub enum Command {
         /// The technician's assignment index URL (otherwise asked of the server).
         #[arg(long)]
         index: Option<String>,
+        /// For a wss:// server: trust only the CA certificate(s) in this PEM file.
+        #[arg(long, env = "FIELDSYNC_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// List the jobs assigned to this technician.
     Jobs,
@@ -87,6 +105,69 @@ pub enum Command {
     Complete { job: String },
     /// Sync with the server: until interrupted, or with --once until everything is synced.
     Sync(SyncArgs),
+    /// Approvals from the desk (R12 extension or other solution, R18 warranty-claim part,
+    /// R31 product return): ask, and see the decisions. Works offline; the request goes with
+    /// the next sync.
+    Approval {
+        #[command(subcommand)]
+        command: ApprovalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalCommand {
+    /// Ask for an approval; prints the request's id.
+    Request {
+        job: String,
+        /// extension (R12), other-solution (R12), warranty-part (R18), product-return (R31).
+        #[arg(long, value_parser = approval_kind)]
+        kind: ApprovalKind,
+        /// Why: what the manager judges by.
+        #[arg(long)]
+        reason: String,
+        /// R18: the warranty-claim part's amount, e.g. 2500.00 (required for warranty-part).
+        #[arg(long, value_parser = money)]
+        amount: Option<Money>,
+    },
+    /// R28: claim a travel expense of the job, approved at the desk. (A receipt photo comes
+    /// with attachments, a later step.)
+    Expense {
+        job: String,
+        /// The day of travel, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// train, bus, taxi, lodging, meals…
+        #[arg(long)]
+        category: String,
+        /// e.g. 120.50
+        #[arg(long, value_parser = money)]
+        amount: Money,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The job's approval requests and the desk's decisions.
+    List { job: String },
+}
+
+fn approval_kind(s: &str) -> Result<ApprovalKind, String> {
+    match ApprovalKind::parse(&s.replace('-', "_")) {
+        Some(ApprovalKind::TravelExpense) => {
+            Err("a travel expense (R28) is claimed with `approval expense`".into())
+        }
+        Some(kind) => Ok(kind),
+        None => Err(format!(
+            "{s:?}: use extension, other-solution, warranty-part or product-return"
+        )),
+    }
+}
+
+/// An amount as written: 2500 or 2500.50.
+fn money(s: &str) -> Result<Money, String> {
+    Money::parse_decimal(s)
 }
 
 /// A time: RFC 3339 (`2026-11-03T09:00:00Z`) or `now`.
@@ -209,9 +290,6 @@ pub struct PreviewArgs {
     /// zh (Chinese) or en (English).
     #[arg(long, default_value = "zh", value_parser = language)]
     pub lang: Language,
-    /// The time zone times are shown in: Asia/Shanghai, UTC, or an offset like +08:00.
-    #[arg(long, default_value = "Asia/Shanghai", value_parser = zone)]
-    pub zone: Zone,
 }
 
 fn language(s: &str) -> Result<Language, String> {
@@ -273,6 +351,10 @@ pub struct SyncArgs {
     /// own CA) instead of the system's trust store.
     #[arg(long, env = "FIELDSYNC_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Make --server the remembered server (otherwise a --server that differs from the
+    /// remembered one is used for this sync only).
+    #[arg(long, requires = "server")]
+    pub remember: bool,
     /// With --once: give up after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -283,31 +365,89 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     if let Command::Init {
         device,
         technician,
+        code,
         key,
         server,
         index,
+        ca_file,
     } = cli.command
     {
-        return init(cli.store, device, technician, key, server, index, out).await;
+        let key = key.unwrap_or_else(|| cli.store.with_extension("key"));
+        let device = match (code, device, technician) {
+            (Some(code), _, _) => {
+                let server = server.context("--code needs --server")?;
+                init_with_code(cli.store, key, server, code, ca_file, out).await?
+            }
+            (None, Some(device), Some(technician)) => {
+                init(cli.store, device, technician, key, server, index, out).await?
+            }
+            _ => bail!("give --code and --server, or --device and --technician"),
+        };
+        if let Some(zone) = &cli.zone {
+            device.set_setting(ZONE, zone.name().to_owned()).await?;
+        }
+        device.close().await;
+        return Ok(());
     }
     let device = Device::reopen(&cli.store)
         .await
         .with_context(|| format!("cannot open the device store {}", cli.store.display()))?;
-    let result = command(&device, cli.command, out).await;
+    let zone = match cli.zone {
+        Some(zone) => zone,
+        None => match device.setting(ZONE).await? {
+            Some(name) => Zone::parse(&name).unwrap_or_else(|_| Zone::china()),
+            None => Zone::china(),
+        },
+    };
+    let result = command(&device, cli.command, &zone, out).await;
     device.close().await;
     result
+}
+
+/// Whom to trust for a `wss://` server: the CA file if given, else the system's store.
+fn client_tls(ca_file: Option<&PathBuf>) -> anyhow::Result<ClientTls> {
+    Ok(match ca_file {
+        Some(path) => ClientTls::from_ca_file(path)?,
+        None => ClientTls::system(),
+    })
+}
+
+async fn init_with_code(
+    store: PathBuf,
+    key: PathBuf,
+    server: String,
+    code: String,
+    ca_file: Option<PathBuf>,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Device> {
+    let tls = client_tls(ca_file.as_ref())?;
+    let (device, enrollment) = Device::enroll_with_code(&store, &key, &server, &tls, &code).await?;
+    device.set_setting(SERVER_URL, server.clone()).await?;
+    let report = json!({
+        "enrolled": true,
+        "device_id": device.device_id(),
+        "technician": device.technician(),
+        "branch_id": enrollment.branch_id,
+        "server": server,
+        "store": store,
+        "secret_key_file": key,
+        "key_id": device.public_key().id().as_str(),
+        "token_valid_until": enrollment.token.valid_until.to_string(),
+        "next": "fieldsync-tech sync: the token is kept in the store and renewed with the device key",
+    });
+    print_json(out, &report)?;
+    Ok(device)
 }
 
 async fn init(
     store: PathBuf,
     device: String,
     technician: String,
-    key: Option<PathBuf>,
+    key: PathBuf,
     server: Option<String>,
     index: Option<String>,
     out: &mut (dyn Write + Send),
-) -> anyhow::Result<()> {
-    let key = key.unwrap_or_else(|| store.with_extension("key"));
+) -> anyhow::Result<Device> {
     let mut config = DeviceConfig::new(
         &store,
         &key,
@@ -333,13 +473,14 @@ async fn init(
             device.technician(), device.device_id(), public.display()
         ),
     });
-    device.close().await;
-    print_json(out, &report)
+    print_json(out, &report)?;
+    Ok(device)
 }
 
 async fn command(
     device: &Device,
     command: Command,
+    zone: &Zone,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     match command {
@@ -350,7 +491,9 @@ async fn command(
                 writeln!(out, "no jobs on this device yet (run `sync`)")?;
             }
             for entry in jobs {
-                let status = status_word(&entry.status);
+                let status = state_words(device, entry.id, entry.job.as_ref(), &entry.status, zone)
+                    .await
+                    .join("; ");
                 match entry.job {
                     Some(job) => writeln!(
                         out,
@@ -370,7 +513,7 @@ async fn command(
         }
         Command::Show { job } => {
             let id = resolve(device, &job).await?;
-            let value = show(device, id).await?;
+            let value = show(device, id, zone).await?;
             print_json(out, &value)
         }
         Command::Edit(args) => {
@@ -382,7 +525,7 @@ async fn command(
             device.edit_all(id, edits).await?;
             print_json(
                 out,
-                &json!({ "job": id, "status": status_json(&device.job_status(id).await?) }),
+                &json!({ "job": id, "status": status_json(&device.job_status(id).await?, zone) }),
             )
         }
         Command::Part { command } => match command {
@@ -442,7 +585,7 @@ async fn command(
         Command::Preview(args) => {
             let id = resolve(device, &args.job).await?;
             let printed = device
-                .preview(id, PrintOptions::new(args.lang, args.zone))
+                .preview(id, PrintOptions::new(args.lang, zone.clone()))
                 .await?;
             if let Some(path) = &args.pdf {
                 std::fs::write(path, &printed.pdf)
@@ -496,10 +639,78 @@ async fn command(
             device.request_completion(id).await?;
             print_json(
                 out,
-                &json!({ "job": id, "completion_requested": true, "status": status_json(&device.job_status(id).await?) }),
+                &json!({ "job": id, "completion_requested": true, "status": status_json(&device.job_status(id).await?, zone) }),
             )
         }
-        Command::Sync(args) => sync(device, args, out).await,
+        Command::Sync(args) => sync(device, args, zone, out).await,
+        Command::Approval { command } => match command {
+            ApprovalCommand::Request {
+                job,
+                kind,
+                reason,
+                amount,
+            } => {
+                let id = resolve(device, &job).await?;
+                let approval = device
+                    .request_approval(
+                        id,
+                        ApprovalDraft {
+                            kind,
+                            reason,
+                            amount,
+                            expense: None,
+                        },
+                    )
+                    .await?;
+                let mut value = approval_json(&approval, zone);
+                value["job"] = json!(id);
+                print_json(out, &value)
+            }
+            ApprovalCommand::Expense {
+                job,
+                date,
+                from,
+                to,
+                category,
+                amount,
+                reason,
+            } => {
+                let id = resolve(device, &job).await?;
+                let date = date
+                    .parse()
+                    .map_err(|e| anyhow!("--date {date:?}: {e} (expected YYYY-MM-DD)"))?;
+                let approval = device
+                    .request_approval(
+                        id,
+                        ApprovalDraft {
+                            kind: ApprovalKind::TravelExpense,
+                            reason,
+                            amount: Some(amount),
+                            expense: Some(TravelExpense {
+                                date,
+                                from,
+                                to,
+                                category,
+                            }),
+                        },
+                    )
+                    .await?;
+                let mut value = approval_json(&approval, zone);
+                value["job"] = json!(id);
+                print_json(out, &value)
+            }
+            ApprovalCommand::List { job } => {
+                let id = resolve(device, &job).await?;
+                let approvals = device.approvals(id).await?;
+                print_json(
+                    out,
+                    &json!({
+                        "job": id,
+                        "approvals": approvals.iter().map(|a| approval_json(a, zone)).collect::<Vec<_>>(),
+                    }),
+                )
+            }
+        },
     }
 }
 
@@ -592,7 +803,7 @@ fn edits(device: &Device, a: EditArgs) -> anyhow::Result<Vec<JobEdit>> {
     Ok(edits)
 }
 
-async fn show(device: &Device, id: DocumentId) -> anyhow::Result<Value> {
+async fn show(device: &Device, id: DocumentId, zone: &Zone) -> anyhow::Result<Value> {
     let job = device.job(id).await?;
     let status = device.job_status(id).await?;
     let ack = match device.acknowledgement_status(id).await? {
@@ -608,18 +819,175 @@ async fn show(device: &Device, id: DocumentId) -> anyhow::Result<Value> {
         }),
     };
     let missing = device.missing(id).await?;
+    let state = state_words(device, id, Some(&job), &status, zone).await;
+    let mut job = serde_json::to_value(&job)?;
+    readable(&mut job, zone);
     Ok(json!({
         "id": id,
         "url": id.url(),
-        "status": status_json(&status),
+        "state": state,
+        "status": status_json(&status, zone),
         "acknowledgement": ack,
         "missing": missing,
         "conflicts": device.conflicts(id).await?,
+        "approvals": device.approvals(id).await?.iter().map(|a| approval_json(a, zone)).collect::<Vec<_>>(),
         "job": job,
+        "zone": zone.name(),
     }))
 }
 
-fn status_word(status: &JobStatus) -> String {
+/// The job's JSON as a person reads it: instants as RFC 3339 in the device's zone, money as
+/// decimals (`140.00`), by the model's field names.
+fn readable(value: &mut Value, zone: &Zone) {
+    const INSTANTS: &[&str] = &[
+        "at",
+        "received_at",
+        "requested_arrival",
+        "appointment",
+        "arrival",
+        "promised_completion",
+        "taken_at",
+        "signed_at",
+    ];
+    const MONEY: &[&str] = &["unit_price", "rate_per_hour", "cost", "amount"];
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v.as_i64() {
+                    Some(ms) if INSTANTS.contains(&key.as_str()) => {
+                        *v = json!(zone.rfc3339(Timestamp::from_millis(ms)));
+                    }
+                    Some(minor) if MONEY.contains(&key.as_str()) => {
+                        *v = json!(Money(minor).to_string());
+                    }
+                    _ => readable(v, zone),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| readable(v, zone)),
+        _ => {}
+    }
+}
+
+/// `extension (R12)`, `warranty part (R18)`…
+fn kind_words(kind: ApprovalKind) -> String {
+    format!("{} ({})", kind.as_str().replace('_', " "), kind.rule())
+}
+
+/// An approval request as a person reads it: kind and rule, amount as money, and where it
+/// stands in words.
+fn approval_json(a: &Approval, zone: &Zone) -> Value {
+    let state = match &a.decision {
+        None => "waiting for the desk's decision".to_owned(),
+        Some(d) if d.approved => format!("approved by {} at {}", d.by, zone.rfc3339(d.at)),
+        Some(d) => format!("refused by {} at {}", d.by, zone.rfc3339(d.at)),
+    };
+    json!({
+        "id": a.id,
+        "kind": a.kind.as_str(),
+        "rule": a.kind.rule(),
+        "reason": a.reason,
+        "amount": a.amount.map(|m| m.to_string()),
+        "travel": a.expense.as_ref().map(|e| json!({
+            "date": e.date.to_string(), "from": e.from, "to": e.to, "category": e.category,
+        })),
+        "requested_by": a.requested_by,
+        "requested_at": zone.rfc3339(a.requested_at),
+        "state": state,
+        "note": a.decision.as_ref().map(|d| d.note.clone()),
+    })
+}
+
+/// Where a job stands, in words, one item a phrase: sync, conflicts, approvals, the
+/// customer's signature, the completion and the branch's answer.
+async fn state_words(
+    device: &Device,
+    id: DocumentId,
+    job: Option<&Job>,
+    status: &JobStatus,
+    zone: &Zone,
+) -> Vec<String> {
+    let mut words = vec![sync_words(status, zone)];
+    let Some(job) = job else {
+        words.push("not received from the server yet".into());
+        return words;
+    };
+    for conflict in device.conflicts(id).await.unwrap_or_default() {
+        let values: Vec<String> = conflict
+            .values
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => format!("{s:?}"),
+                other => other.to_string(),
+            })
+            .collect();
+        words.push(format!(
+            "conflict: {} was set differently at the same time ({})",
+            conflict.path,
+            values.join(" / ")
+        ));
+    }
+    for a in device.approvals(id).await.unwrap_or_default() {
+        let amount = a.amount.map(|m| format!(", {m}")).unwrap_or_default();
+        words.push(match &a.decision {
+            None => format!(
+                "waiting for approval: {}{amount}, asked {}",
+                kind_words(a.kind),
+                zone.rfc3339(a.requested_at)
+            ),
+            Some(d) => format!(
+                "{} {}{amount} by {}{}",
+                kind_words(a.kind),
+                if d.approved { "approved" } else { "refused" },
+                d.by,
+                if d.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", d.note)
+                }
+            ),
+        });
+    }
+    match device.acknowledgement_status(id).await {
+        Ok(AckStatus::Matches(a)) => words.push(format!(
+            "signed by the customer ({}) at {}",
+            a.signer_name,
+            zone.rfc3339(a.signed_at)
+        )),
+        Ok(AckStatus::Stale {
+            acknowledgement,
+            changed,
+        }) => words.push(format!(
+            "stale signature: the job changed after {} signed ({}): take the signature again",
+            acknowledgement.signer_name,
+            changed.join(", ")
+        )),
+        _ => {}
+    }
+    match (&job.report, &job.completion) {
+        (Some(ReportOutcome::Signed { at, report_id, .. }), _) => words.push(format!(
+            "report signed by the branch at {} (report {report_id})",
+            zone.rfc3339(*at)
+        )),
+        (Some(ReportOutcome::Refused { at, reasons }), _) => words.push(format!(
+            "refused by the branch at {}: {}",
+            zone.rfc3339(*at),
+            reasons
+                .iter()
+                .map(|r| format!("{} ({})", r.message, r.rule))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+        (None, Some(c)) => words.push(format!(
+            "completion requested at {}: waiting for the branch to sign",
+            zone.rfc3339(c.at)
+        )),
+        (None, None) => {}
+    }
+    words
+}
+
+fn sync_words(status: &JobStatus, zone: &Zone) -> String {
     if let Some(handoff) = &status.unassigned {
         return match handoff {
             Handoff::Pending => "unassigned: local changes wait to be handed to the desk".into(),
@@ -635,16 +1003,20 @@ fn status_word(status: &JobStatus) -> String {
         };
     }
     match (status.unsynced, status.last_synced) {
-        (true, _) => "unsynced changes".into(),
-        (false, Some(at)) => format!("synced {at}"),
+        (true, Some(at)) => format!(
+            "unsynced edits: not on the server yet (last synced {})",
+            zone.rfc3339(at)
+        ),
+        (true, None) => "unsynced edits: not on the server yet".into(),
+        (false, Some(at)) => format!("synced {}", zone.rfc3339(at)),
         (false, None) => "synced".into(),
     }
 }
 
-fn status_json(status: &JobStatus) -> Value {
+fn status_json(status: &JobStatus, zone: &Zone) -> Value {
     let mut json = json!({
         "unsynced": status.unsynced,
-        "last_synced": status.last_synced,
+        "last_synced": status.last_synced.map(|t| zone.rfc3339(t)),
         "heads": status.heads.iter().map(ToString::to_string).collect::<Vec<_>>(),
     });
     if let Some(handoff) = &status.unassigned {
@@ -735,53 +1107,153 @@ fn command_source(command: String) -> impl Fn() -> crate::TokenFuture + Send + S
     }
 }
 
-async fn sync(device: &Device, args: SyncArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
-    let url = match args.server {
-        Some(url) => {
+async fn sync(
+    device: &Device,
+    args: SyncArgs,
+    zone: &Zone,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    // A --server given once is used once: the remembered server changes only with
+    // --remember, or when none is remembered yet.
+    let remembered = device.setting(SERVER_URL).await?;
+    let (url, note) = match (args.server, remembered) {
+        (Some(url), None) => {
             device.set_setting(SERVER_URL, url.clone()).await?;
-            url
+            (url, None)
         }
-        None => device
-            .setting(SERVER_URL)
-            .await?
-            .context("no server URL: give --server (it is remembered)")?,
+        (Some(url), Some(old)) if url == old => (url, None),
+        (Some(url), Some(old)) if args.remember => {
+            device.set_setting(SERVER_URL, url.clone()).await?;
+            let note = format!("{url} is now the remembered server (it was {old})");
+            (url, Some(note))
+        }
+        (Some(url), Some(old)) => {
+            let note = format!(
+                "syncing with {url} this time only: the remembered server stays {old} (add \
+                 --remember to replace it)"
+            );
+            (url, Some(note))
+        }
+        (None, Some(old)) => (old, None),
+        (None, None) => bail!("no server URL: give --server (it is remembered)"),
     };
-    let mut options = SyncOptions::new(url, String::new());
-    if let Some(ca_file) = &args.ca_file {
-        options = options.with_ca_file(ca_file)?;
+    if let Some(note) = &note {
+        eprintln!("{note}");
     }
+    let tls = client_tls(args.ca_file.as_ref())?;
+    let mut options = SyncOptions::new(url.clone(), String::new()).with_tls(tls.clone());
     options.token = args.token;
-    if let Some(command) = args.token_command {
-        options = options.with_renewal(command_source(command));
+    // Without a token command the device renews its own token with its key (issue 15),
+    // starting from the one kept in the store.
+    let mut renewal = None;
+    match args.token_command {
+        Some(command) => options = options.with_renewal(command_source(command)),
+        None if options.token.is_none() => {
+            let mut source = device.key_renewal(url.clone(), tls);
+            if let Some(saved) = device.saved_token().await? {
+                source = source.with_token(saved);
+            }
+            renewal = Some(source.clone());
+            options = options.with_renewal(source);
+        }
+        None => {}
     }
-    if options.token.is_none() && options.renew.is_none() {
-        bail!("no credentials: give --token (or FIELDSYNC_TOKEN) or --token-command");
+    let run = SyncRun {
+        url,
+        note,
+        once: args.once,
+        timeout: args.timeout,
+    };
+    let result = run_sync(device, run, options, zone, out).await;
+    // Whatever happened, a token renewed meanwhile is kept for the next run.
+    if let Some(current) = renewal.and_then(|r| r.current()) {
+        device.save_token(&current).await?;
     }
+    result
+}
+
+struct SyncRun {
+    url: String,
+    note: Option<String>,
+    once: bool,
+    timeout: u64,
+}
+
+async fn run_sync(
+    device: &Device,
+    run: SyncRun,
+    options: SyncOptions,
+    zone: &Zone,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     let mut events = device.events();
     device.start_sync(options);
-    if args.once {
+    if run.once {
+        let mut received = Vec::new();
         let done = tokio::time::timeout(
-            Duration::from_secs(args.timeout),
-            sync_once(device, &mut events),
+            Duration::from_secs(run.timeout),
+            sync_once(device, &run.url, &mut events, &mut received),
         )
         .await;
         device.stop_sync();
+        // What the server answered meanwhile is news whatever the end.
+        let received: Vec<Value> = received.iter().map(|e| outcome_json(e, zone)).collect();
         match done {
-            Ok(result) => result?,
-            Err(_) => bail!("not everything synced within {} s", args.timeout),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                for r in &received {
+                    eprintln!("received: {r}");
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                let unsynced: Vec<String> = device
+                    .jobs()
+                    .await
+                    .iter()
+                    .filter(|j| j.status.unsynced || j.job.is_none())
+                    .map(|j| j.id.to_string())
+                    .collect();
+                for r in &received {
+                    eprintln!("received: {r}");
+                }
+                bail!(
+                    "not everything synced within {} s (sync state: {}); jobs not synced: {}",
+                    run.timeout,
+                    state_in_words(&device.sync_state()),
+                    if unsynced.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        unsynced.join(", ")
+                    }
+                );
+            }
         }
         let jobs = device.jobs().await;
-        let (assigned, unassigned): (Vec<_>, Vec<_>) =
-            jobs.iter().partition(|j| j.status.unassigned.is_none());
-        return print_json(
-            out,
-            &json!({
-                "synced": true,
-                "jobs": assigned.iter().map(|j| json!({ "id": j.id, "status": status_json(&j.status) })).collect::<Vec<_>>(),
+        let mut assigned = Vec::new();
+        let mut unassigned = Vec::new();
+        for j in &jobs {
+            let state = state_words(device, j.id, j.job.as_ref(), &j.status, zone).await;
+            let value =
+                json!({ "id": j.id, "state": state, "status": status_json(&j.status, zone) });
+            if j.status.unassigned.is_none() {
+                assigned.push(value);
+            } else {
                 // Jobs taken off the technician: not synced, handed to the desk.
-                "unassigned": unassigned.iter().map(|j| json!({ "id": j.id, "status": status_json(&j.status) })).collect::<Vec<_>>(),
-            }),
-        );
+                unassigned.push(value);
+            }
+        }
+        let mut report = json!({
+            "synced": true,
+            "server": run.url,
+            "received": received,
+            "jobs": assigned,
+            "unassigned": unassigned,
+        });
+        if let Some(note) = run.note {
+            report["note"] = json!(note);
+        }
+        return print_json(out, &report);
     }
     loop {
         tokio::select! {
@@ -805,10 +1277,57 @@ async fn sync(device: &Device, args: SyncArgs, out: &mut (dyn Write + Send)) -> 
     }
 }
 
+/// The sync state in words.
+fn state_in_words(state: &SyncState) -> String {
+    match state {
+        SyncState::Offline => "offline".into(),
+        SyncState::Connecting { attempt } => format!("connecting (attempt {})", attempt + 1),
+        SyncState::Connected => "connected".into(),
+        SyncState::Disconnected { reason, retry_in } => {
+            format!(
+                "disconnected: {}; retrying in {} s",
+                connection_words(reason),
+                retry_in.as_secs()
+            )
+        }
+        SyncState::Refused { code, reason } => format!("refused ({code}): {reason}"),
+    }
+}
+
+/// A connection failure as a person can act on it: what it means first, the detail after.
+fn connection_words(reason: &str) -> String {
+    let lower = reason.to_lowercase();
+    let meaning = if lower.contains("connection refused") {
+        "connection refused: nothing answers at that address (is the server running, is the \
+         port right?)"
+    } else if lower.contains("failed to lookup address")
+        || lower.contains("name or service not known")
+        || lower.contains("no such host")
+        || lower.contains("nodename nor servname")
+    {
+        "the server's name does not resolve (check the URL, or the network)"
+    } else if lower.contains("timed out") {
+        "the connection timed out (no route to the server, or a firewall)"
+    } else if lower.contains("network is unreachable") || lower.contains("no route to host") {
+        "the network is unreachable"
+    } else if lower.contains("connection reset") {
+        "the connection was reset"
+    } else {
+        return reason.to_owned();
+    };
+    format!("{meaning} [{reason}]")
+}
+
 /// Waits until connected and every assigned job is on the device with nothing unsynced, and
-/// a second passed with no event (so changes still arriving are not cut off). A job whose
-/// access was withdrawn stays unsynced, so `--once` then ends with its timeout.
-async fn sync_once(device: &Device, events: &mut broadcast::Receiver<Event>) -> anyhow::Result<()> {
+/// a second passed with no event (so changes still arriving are not cut off); keeps the
+/// outcomes received meanwhile. A job whose access was withdrawn stays unsynced, so `--once`
+/// then ends with its timeout. A server that cannot be reached ends it at once, in words.
+async fn sync_once(
+    device: &Device,
+    url: &str,
+    events: &mut broadcast::Receiver<Event>,
+    received: &mut Vec<Event>,
+) -> anyhow::Result<()> {
     let mut connected = false;
     loop {
         match device.sync_state() {
@@ -816,20 +1335,20 @@ async fn sync_once(device: &Device, events: &mut broadcast::Receiver<Event>) -> 
                 bail!("the server refused the device ({code}): {reason}")
             }
             SyncState::Connected => connected = true,
-            // The device retries a TLS failure (a hotel network's portal can cause one), but
-            // one who asked for a single sync wants to hear about a wrong CA file now.
-            SyncState::Disconnected { reason, .. }
-                if !connected && ConnectError::is_tls_reason(&reason) =>
-            {
-                bail!("cannot sync: {reason}")
+            // The device retries (a hotel network's portal, a server restarting), but one who
+            // asked for a single sync wants to hear now that the server cannot be reached.
+            SyncState::Disconnected { reason, .. } if !connected => {
+                bail!("cannot sync with {url}: {}", connection_words(&reason))
             }
             _ => {}
         }
         let quiet = tokio::time::sleep(Duration::from_secs(1));
         tokio::select! {
             event = events.recv() => {
-                if let Err(broadcast::error::RecvError::Closed) = event {
-                    bail!("the device closed");
+                match event {
+                    Err(broadcast::error::RecvError::Closed) => bail!("the device closed"),
+                    Ok(event) if is_outcome(&event) => received.push(event),
+                    _ => {}
                 }
                 continue;
             }
@@ -856,6 +1375,72 @@ async fn sync_once(device: &Device, events: &mut broadcast::Receiver<Event>) -> 
     }
 }
 
+/// What the server decided that the technician must hear about.
+fn is_outcome(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::ReportSigned { .. }
+            | Event::ReportRefused { .. }
+            | Event::ApprovalDecided { .. }
+            | Event::JobAssigned { .. }
+            | Event::JobUnassigned { .. }
+            | Event::JobHandedOver { .. }
+            | Event::HandoffRefused { .. }
+    )
+}
+
+/// An outcome in words (with its job).
+fn outcome_json(event: &Event, _zone: &Zone) -> Value {
+    let (job, text) = match event {
+        Event::ReportSigned { job, report_id } => (
+            job,
+            format!("the branch signed the report (report {report_id})"),
+        ),
+        Event::ReportRefused { job, reasons } => (
+            job,
+            format!(
+                "the branch refused the report: {}",
+                reasons
+                    .iter()
+                    .map(|r| format!("{} ({})", r.message, r.rule))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ),
+        Event::ApprovalDecided {
+            job,
+            approval,
+            kind,
+            approved,
+            by,
+            note,
+        } => (
+            job,
+            format!(
+                "{} {approval} {} by {by}{}",
+                kind_words(*kind),
+                if *approved { "approved" } else { "refused" },
+                if note.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {note}")
+                }
+            ),
+        ),
+        Event::JobAssigned { job } => (job, "assigned to you".to_owned()),
+        Event::JobUnassigned { job } => (job, "taken off you by the desk".to_owned()),
+        Event::JobHandedOver { job, changes } => {
+            (job, format!("{changes} local changes handed to the desk"))
+        }
+        Event::HandoffRefused { job, code, message } => (
+            job,
+            format!("the server refused the handed-over changes ({code}): {message}"),
+        ),
+        other => return json!({ "event": format!("{other:?}") }),
+    };
+    json!({ "job": job, "outcome": text })
+}
+
 fn event_json(event: &Event) -> Value {
     match event {
         Event::DocChanged { doc, origin } => {
@@ -877,6 +1462,23 @@ fn event_json(event: &Event) -> Value {
         Event::ReportRefused { job, reasons } => {
             json!({ "event": "report_refused", "job": job, "reasons": reasons })
         }
+        Event::ApprovalDecided {
+            job,
+            approval,
+            kind,
+            approved,
+            by,
+            note,
+        } => json!({
+            "event": "approval_decided",
+            "job": job,
+            "approval": approval,
+            "kind": kind.as_str(),
+            "rule": kind.rule(),
+            "approved": approved,
+            "by": by,
+            "note": note,
+        }),
         Event::Sync(state) => json!({ "event": "sync", "state": format!("{state:?}") }),
     }
 }

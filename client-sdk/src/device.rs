@@ -11,6 +11,9 @@ use std::time::Duration;
 use automerge::{ActorId, Automerge, ChangeHash};
 use fieldsync_report_print::{PrintError, PrintOptions, Printed};
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
+use fieldsync_shared::job::approvals::{
+    Approval, ApprovalKind, TravelExpense, read_approvals, request_approval,
+};
 use fieldsync_shared::job::doc::{
     EditError, FieldConflict, JobDoc, PartDraft, SchemaError, conflicts, read_job, read_job_at,
 };
@@ -26,16 +29,18 @@ use fieldsync_shared::report::{
 };
 use fieldsync_shared::rules::{Missing, acknowledgement_blockers, completeness};
 use fieldsync_shared::sync::{EngineConfig, EngineRole, LocalEdit, LocalEditError};
-use fieldsync_shared::time::Timestamp;
+use fieldsync_shared::time::{Money, Timestamp};
 use fieldsync_storage::{StorageError, Store, StoreConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::edit::{EditFailure, JobEdit, edit_automerge};
+use crate::enroll::{DeviceToken, Enrollment, KeyRenewal};
 use crate::events::{Event, SyncState};
 use crate::handoff::Handoff;
 use crate::node::{self, DEVICE, DocView, Hooks, INDEX, Node, NodeConfig, now};
 use crate::sync::{Context, SyncOptions, supervise};
+use crate::tls::ClientTls;
 
 /// Why a device operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +81,17 @@ pub enum ClientError {
     Engine(#[from] LocalEditError),
     #[error("the device has been closed")]
     Closed,
+    /// An approval request that cannot be sent as it is (no reason, R18 without an amount…).
+    #[error("approval request: {0}")]
+    InvalidApproval(String),
+    /// Enrollment by code failed (refused by the server, or it could not be reached).
+    #[error("enrollment: {0}")]
+    Enroll(#[from] crate::enroll::EnrollError),
+    /// `enroll_with_code` on a store that already has a device identity.
+    #[error(
+        "the store {path} is already device {device}: one store is one device's (use another --store)"
+    )]
+    AlreadyEnrolled { path: PathBuf, device: DeviceId },
     /// The job was taken off this device's technician: it is no longer the device's to edit
     /// (what it recorded before goes to the desk, see [`Handoff`]).
     #[error("job {0} is no longer assigned to this device's technician")]
@@ -117,6 +133,18 @@ impl DeviceConfig {
     }
 }
 
+/// An approval the technician asks for (see [`Device::request_approval`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalDraft {
+    pub kind: ApprovalKind,
+    /// Why: what the manager judges by.
+    pub reason: String,
+    /// R18: the warranty-claim part's amount; R28: the expense's (minor units).
+    pub amount: Option<Money>,
+    /// R28: the travel a `TravelExpense` claim is for (required there, nowhere else).
+    pub expense: Option<TravelExpense>,
+}
+
 /// The identity written into the store on first open.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Identity {
@@ -130,6 +158,8 @@ struct Identity {
 }
 
 const IDENTITY: &str = "identity";
+/// The app setting that keeps the device token between runs (`Device::save_token`).
+const TOKEN_SETTING: &str = "device_token";
 
 /// One job in the list of assigned jobs.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,6 +242,94 @@ impl Device {
         .await
         .map_err(|_| ClientError::Closed)??;
         Self::open(config).await
+    }
+
+    /// Enrolls a new device over the network (issue 15): generates the device key at
+    /// `key_path` (0600; the secret never leaves the device), sends its public key with the
+    /// desk's one-time `code` to the edge at `server` (its sync URL), and opens the store at
+    /// `store_path` as the device the server named. The first token is kept in the store
+    /// ([`Self::saved_token`]); renew it with [`Self::key_renewal`].
+    pub async fn enroll_with_code(
+        store_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+        server: &str,
+        tls: &ClientTls,
+        code: &str,
+    ) -> Result<(Self, Enrollment), ClientError> {
+        let store_path = store_path.into();
+        let key_path = key_path.into();
+        let (path, keys) = (store_path.clone(), key_path.clone());
+        let key = tokio::task::spawn_blocking(move || -> Result<KeyPair, ClientError> {
+            let store = Store::open(&path, StoreConfig::default())?;
+            if let Some(identity) = read_identity(&store)? {
+                return Err(ClientError::AlreadyEnrolled {
+                    path,
+                    device: identity.device_id,
+                });
+            }
+            drop(store);
+            let (key, created) = KeyPair::load_or_generate(&keys)?;
+            if created {
+                tracing::info!(path = %keys.display(), key_id = %key.id(), "generated the device key");
+            }
+            Ok(key)
+        })
+        .await
+        .map_err(|_| ClientError::Closed)??;
+        let enrollment = crate::enroll::enroll(server, tls, code, key.public()).await?;
+        let mut config = DeviceConfig::new(
+            store_path,
+            key_path,
+            enrollment.device_id.clone(),
+            enrollment.technician.clone(),
+        );
+        config.assignment_index = enrollment.assignment_index;
+        let device = Self::open(config).await?;
+        device.save_token(&enrollment.token).await?;
+        Ok((device, enrollment))
+    }
+
+    /// Keeps `token` in the store for the next run.
+    pub async fn save_token(&self, token: &DeviceToken) -> Result<(), ClientError> {
+        let value = serde_json::json!({
+            "token": token.token,
+            "valid_until": token.valid_until.as_millis(),
+            "lifetime_ms": token.lifetime_ms,
+        });
+        self.set_setting(TOKEN_SETTING, value.to_string()).await
+    }
+
+    /// The token kept by [`Self::save_token`], if any.
+    pub async fn saved_token(&self) -> Result<Option<DeviceToken>, ClientError> {
+        let Some(text) = self.setting(TOKEN_SETTING).await? else {
+            return Ok(None);
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        Ok(
+            match (
+                value["token"].as_str(),
+                value["valid_until"].as_i64(),
+                value["lifetime_ms"].as_i64(),
+            ) {
+                (Some(token), Some(until), Some(lifetime_ms)) => Some(DeviceToken {
+                    token: token.to_owned(),
+                    valid_until: Timestamp::from_millis(until),
+                    lifetime_ms,
+                }),
+                _ => None,
+            },
+        )
+    }
+
+    /// A token source that renews this device's token at the edge of `server` by signing a
+    /// challenge with the device key (no shell on the server, no token command).
+    pub fn key_renewal(&self, server: impl Into<String>, tls: ClientTls) -> KeyRenewal {
+        KeyRenewal::new(
+            server,
+            tls,
+            self.identity.device_id.clone(),
+            Arc::clone(&self.key),
+        )
     }
 
     fn open_blocking(config: DeviceConfig) -> Result<Self, ClientError> {
@@ -659,6 +777,93 @@ impl Device {
             }
             doc.request_completion(&completion)?;
             Ok(())
+        })
+        .await
+    }
+
+    /// R12, R18, R31: asks the desk for an approval on the job (offline too: the request is
+    /// written into the job document and syncs with it). `amount` is the R18 warranty-claim
+    /// part's amount (required there; the desk routes amounts above its
+    /// `director_approval_above` to the after-sales director). Returns the request as written;
+    /// the decision comes back as [`Event::ApprovalDecided`] and in [`Self::approvals`].
+    pub async fn request_approval(
+        &self,
+        id: DocumentId,
+        draft: ApprovalDraft,
+    ) -> Result<Approval, ClientError> {
+        let reason = draft.reason.trim().to_owned();
+        if reason.is_empty() {
+            return Err(ClientError::InvalidApproval(format!(
+                "{} ({}) needs a reason the manager can judge",
+                draft.kind.as_str(),
+                draft.kind.rule()
+            )));
+        }
+        match (draft.kind, &draft.expense) {
+            (ApprovalKind::TravelExpense, None) => {
+                return Err(ClientError::InvalidApproval(
+                    "a travel expense (R28) needs its date, from, to and category".into(),
+                ));
+            }
+            (ApprovalKind::TravelExpense, Some(e)) => {
+                for (name, value) in [("from", &e.from), ("to", &e.to), ("category", &e.category)] {
+                    if value.trim().is_empty() {
+                        return Err(ClientError::InvalidApproval(format!(
+                            "a travel expense (R28) needs its {name}"
+                        )));
+                    }
+                }
+            }
+            (_, Some(_)) => {
+                return Err(ClientError::InvalidApproval(format!(
+                    "only a travel expense (R28) names travel, not {}",
+                    draft.kind.as_str()
+                )));
+            }
+            (_, None) => {}
+        }
+        match (draft.kind, draft.amount) {
+            (ApprovalKind::WarrantyPart | ApprovalKind::TravelExpense, None) => {
+                return Err(ClientError::InvalidApproval(format!(
+                    "{} ({}) needs its amount",
+                    draft.kind.as_str(),
+                    draft.kind.rule()
+                )));
+            }
+            (_, Some(amount)) if amount.0 <= 0 => {
+                return Err(ClientError::InvalidApproval(format!(
+                    "the amount must be more than zero, not {}",
+                    amount.0
+                )));
+            }
+            _ => {}
+        }
+        let mut random = [0u8; 6];
+        getrandom::fill(&mut random).map_err(|e| KeyError::NoRandomness(e.to_string()))?;
+        let approval = Approval {
+            id: format!("apr-{}", hex::encode(random)),
+            kind: draft.kind,
+            reason,
+            requested_by: self.identity.technician.to_string(),
+            requested_at: now(),
+            amount: draft.amount,
+            expense: draft.expense,
+            decision: None,
+        };
+        let written = approval.clone();
+        self.with_job(id, move |doc| {
+            request_approval(doc.inner_mut(), &written)
+                .map_err(|e| JobFailure::Other(e.to_string()))
+        })
+        .await?;
+        Ok(approval)
+    }
+
+    /// The job's approval requests (R12, R18, R31) with the desk's decisions, oldest first.
+    pub async fn approvals(&self, id: DocumentId) -> Result<Vec<Approval>, ClientError> {
+        self.read_doc(id, |d| {
+            read_approvals(d)
+                .map_err(|e| ClientError::Engine(LocalEditError::Failed(e.to_string())))
         })
         .await
     }

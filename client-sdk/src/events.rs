@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::RefusalReason;
+use fieldsync_shared::job::approvals::ApprovalKind;
 
 /// Where a change came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,16 @@ pub enum Event {
     ReportRefused {
         job: DocumentId,
         reasons: Vec<RefusalReason>,
+    },
+    /// The desk decided one of the job's approval requests (R12, R18, R31).
+    ApprovalDecided {
+        job: DocumentId,
+        approval: String,
+        kind: ApprovalKind,
+        approved: bool,
+        /// Who decided (`desk:manager`, `desk:director`).
+        by: String,
+        note: String,
     },
     /// The connection state changed.
     Sync(SyncState),

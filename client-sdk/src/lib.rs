@@ -19,6 +19,7 @@ pub mod cli;
 mod connection;
 mod device;
 mod edit;
+pub mod enroll;
 mod events;
 mod handoff;
 mod node;
@@ -26,8 +27,11 @@ mod sync;
 pub mod tls;
 
 pub use connection::{ClientEvent, ConnectError, ConnectOptions, SyncClient};
-pub use device::{AckStatus, ClientError, Device, DeviceConfig, JobEntry, JobStatus};
+pub use device::{
+    AckStatus, ApprovalDraft, ClientError, Device, DeviceConfig, JobEntry, JobStatus,
+};
 pub use edit::{EditFailure, JobEdit, edit_automerge};
+pub use enroll::{DeviceToken, EnrollError, Enrollment, KeyRenewal, enroll};
 pub use events::{Event, Origin, SyncState};
 pub use handoff::Handoff;
 pub use node::now;
@@ -35,6 +39,7 @@ pub use sync::{Backoff, SyncOptions, TokenError, TokenFuture, TokenSource};
 pub use tls::{ClientTls, Roots, TlsError};
 
 pub use fieldsync_report_print::{Language, PrintOptions, Printed, Zone};
+pub use fieldsync_shared::job::approvals::{Approval, ApprovalKind, Decision, TravelExpense};
 /// What an app needs from the shared model to fill in edits.
 pub use fieldsync_shared::job::doc::{PartDraft, PartUpdate};
 pub use fieldsync_shared::report::AckDraft;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::ReportOutcome;
+use fieldsync_shared::job::approvals::read_approvals;
 use fieldsync_shared::job::doc::read_job;
 use fieldsync_shared::job::index::read_index;
 use fieldsync_shared::protocol::{self, Message};
@@ -297,6 +298,7 @@ impl Node {
             index: config.index,
             assigned: config.assigned,
             reports: HashMap::new(),
+            decided: HashMap::new(),
             observe_jobs: config.observe_jobs,
             docs: BTreeSet::new(),
         };
@@ -437,9 +439,23 @@ struct Driver {
     assigned: BTreeSet<DocumentId>,
     /// The last report outcome seen per job, to tell when the server wrote a new one.
     reports: HashMap<DocumentId, Option<ReportOutcome>>,
+    /// The approval requests already seen decided per job, to tell a new decision.
+    decided: HashMap<DocumentId, BTreeSet<String>>,
     observe_jobs: bool,
     /// Every document kept in sync.
     docs: BTreeSet<DocumentId>,
+}
+
+/// The ids of the job's decided approval requests.
+fn decided_ids(doc: &Automerge) -> BTreeSet<String> {
+    read_approvals(doc)
+        .map(|all| {
+            all.into_iter()
+                .filter(|a| a.decision.is_some())
+                .map(|a| a.id)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Driver {
@@ -798,6 +814,8 @@ impl Driver {
             && let Ok(job) = read_job(current)
         {
             self.reports.entry(doc).or_insert(job.report);
+            let decided = decided_ids(current);
+            self.decided.entry(doc).or_insert(decided);
         }
     }
 
@@ -813,6 +831,7 @@ impl Driver {
         let Ok(job) = read_job(current) else {
             return;
         };
+        self.observe_approvals(doc);
         let previous = self.reports.insert(doc, job.report.clone());
         if previous.as_ref() == Some(&job.report) {
             return;
@@ -828,6 +847,32 @@ impl Driver {
                 self.hooks.emit(Event::ReportRefused { job: doc, reasons });
             }
             None => {}
+        }
+    }
+
+    /// Emits [`Event::ApprovalDecided`] for each request of the job decided since last seen.
+    fn observe_approvals(&mut self, doc: DocumentId) {
+        let Some(current) = self.engine.document(&doc) else {
+            return;
+        };
+        let Ok(approvals) = read_approvals(current) else {
+            return;
+        };
+        let seen = self.decided.entry(doc).or_default();
+        for approval in approvals {
+            let Some(decision) = approval.decision else {
+                continue;
+            };
+            if seen.insert(approval.id.clone()) {
+                self.hooks.emit(Event::ApprovalDecided {
+                    job: doc,
+                    approval: approval.id,
+                    kind: approval.kind,
+                    approved: decision.approved,
+                    by: decision.by,
+                    note: decision.note,
+                });
+            }
         }
     }
 

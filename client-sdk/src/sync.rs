@@ -39,6 +39,16 @@ pub type TokenFuture = Pin<Box<dyn Future<Output = Result<String, TokenError>> +
 /// `Fn() -> impl Future<Output = Result<String, TokenError>>` is one.
 pub trait TokenSource: Send + Sync {
     fn token(&self) -> TokenFuture;
+
+    /// A source that knows when its token ends (`KeyRenewal`) is asked before every dial and
+    /// hands out its token, renewed before it expires; others are asked only when the server
+    /// refuses the token held.
+    fn renews_ahead(&self) -> bool {
+        false
+    }
+
+    /// The server refused `token`: a source that keeps tokens must not hand it out again.
+    fn refused(&self, _token: &str) {}
 }
 
 impl<F, Fut> TokenSource for F
@@ -187,16 +197,24 @@ pub(crate) async fn supervise(ctx: Context, options: SyncOptions, mut stop: watc
     // Set after a renewal, cleared once a token is accepted: a fresh token refused again is
     // final.
     let mut renewed = false;
+    // A source that renews ahead is asked before every dial; a token it hands out after the
+    // server refused one is a renewal.
+    let ahead = options.renew.as_ref().is_some_and(|s| s.renews_ahead());
+    let mut forced = false;
     let mut attempt: u32 = 0;
     loop {
         if *stop.borrow() {
             break;
         }
+        if ahead {
+            token = None;
+        }
         let current = match token.clone() {
             Some(t) => t,
             None => match renew(&options).await {
                 Ok(t) => {
-                    renewed = true;
+                    renewed = !ahead || forced;
+                    forced = false;
                     token = Some(t.clone());
                     t
                 }
@@ -267,6 +285,10 @@ pub(crate) async fn supervise(ctx: Context, options: SyncOptions, mut stop: watc
                     && (!renewed || code == "expired_token");
                 tracing::info!(%code, %reason, renewable, "the server refused the device's token");
                 if renewable {
+                    if let Some(source) = &options.renew {
+                        source.refused(&current);
+                    }
+                    forced = true;
                     if renewed && !wait(&hooks, &options, &mut attempt, reason, &mut stop).await {
                         break;
                     }

@@ -29,6 +29,9 @@ pub enum DeskRole {
     Dispatcher,
     Manager,
     Analyst,
+    /// The after-sales director: decides what managers may not (R18's large warranty-claim
+    /// amounts, above `[desk] director_approval_above`).
+    Director,
 }
 
 impl DeskRole {
@@ -37,16 +40,32 @@ impl DeskRole {
             DeskRole::Dispatcher => "dispatcher",
             DeskRole::Manager => "manager",
             DeskRole::Analyst => "analyst",
+            DeskRole::Director => "director",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        EVERYONE.iter().copied().find(|r| r.as_str() == s)
+        ALL_ROLES.iter().copied().find(|r| r.as_str() == s)
     }
 }
 
-/// Roles that may read everything at the desk (head office's analyst included).
-pub const EVERYONE: &[DeskRole] = &[DeskRole::Dispatcher, DeskRole::Manager, DeskRole::Analyst];
+/// Every desk role.
+pub const ALL_ROLES: &[DeskRole] = &[
+    DeskRole::Dispatcher,
+    DeskRole::Manager,
+    DeskRole::Analyst,
+    DeskRole::Director,
+];
+/// Roles that decide approvals (R12, R18, R31): a manager, or the director (R18's large
+/// amounts are the director's alone).
+pub const APPROVERS: &[DeskRole] = &[DeskRole::Manager, DeskRole::Director];
+/// Roles that may read everything at the desk (head office's analyst and the director included).
+pub const EVERYONE: &[DeskRole] = &[
+    DeskRole::Dispatcher,
+    DeskRole::Manager,
+    DeskRole::Analyst,
+    DeskRole::Director,
+];
 /// Roles that run the branch's daily work.
 pub const STAFF: &[DeskRole] = &[DeskRole::Dispatcher, DeskRole::Manager];
 /// Decisions that need a manager.

@@ -128,6 +128,33 @@ impl Desk {
     }
 }
 
+/// Enrollment over the network (issue 15): how long a one-time code and a device token live.
+/// Durations in seconds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Enrollment {
+    /// An enrollment code the desk issues is refused after this long (default a day).
+    #[serde(with = "secs")]
+    pub code_ttl: Duration,
+    /// The lifetime of the tokens issued at enrollment and renewal (default 12 h); the device
+    /// renews before it ends by signing a challenge with its key.
+    #[serde(with = "secs")]
+    pub device_token_ttl: Duration,
+    /// How long a renewal challenge may be answered (default 2 min).
+    #[serde(with = "secs")]
+    pub challenge_ttl: Duration,
+}
+
+impl Default for Enrollment {
+    fn default() -> Self {
+        Self {
+            code_ttl: Duration::from_secs(24 * 3600),
+            device_token_ttl: Duration::from_secs(12 * 3600),
+            challenge_ttl: Duration::from_secs(120),
+        }
+    }
+}
+
 /// A branch's link to head office (DESIGN.md: the branch dials out, head office never dials
 /// in). Without it the branch keeps its reports to itself.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -189,6 +216,8 @@ pub struct Config {
     /// office's statistics, and the edge desk's flags at job creation and signing).
     pub repeat_window_days: i64,
     pub desk: Desk,
+    /// Enrollment over the network: codes and device tokens (issue 15).
+    pub enrollment: Enrollment,
     /// Serve HTTPS and `wss://` with this certificate and key (`crate::tls`).
     pub tls: Option<TlsFiles>,
     /// The zone this server reads its calendar in (IANA name, `FIELDSYNC_TIMEZONE`; UTC by
@@ -208,6 +237,7 @@ impl Default for Config {
             upstream: None,
             repeat_window_days: 90,
             desk: Desk::default(),
+            enrollment: Enrollment::default(),
             tls: None,
             timezone: Zone::utc(),
         }

@@ -184,6 +184,17 @@ enum DeviceCommand {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Issue a one-time enrollment code for a technician's new device (`fieldsync-tech init
+    /// --server URL --code CODE`); prints it as JSON. Only its digest is stored.
+    Code {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        technician: String,
+        /// How long the code is valid, e.g. 30m, 24h (default `[enrollment] code_ttl`).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
     /// Revoke a device: its tokens stop working and its live connections close.
     Revoke {
         #[command(flatten)]
@@ -615,6 +626,40 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 "key_id": key.id().as_str(),
                 "public_key": key.to_hex(),
                 "secret_key_file": secret_file,
+            }))
+        }
+        DeviceCommand::Code {
+            common,
+            technician,
+            ttl,
+        } => {
+            let config = common.load()?;
+            let technician = TechnicianId::new(technician)?;
+            let ttl = match ttl {
+                Some(ttl) => parse_ttl(&ttl).map_err(anyhow::Error::msg)?,
+                None => config.enrollment.code_ttl,
+            };
+            let dir = open_dir(&config)?;
+            let store = open_store(&dir)?;
+            if recorded_role(&store)? == Some(Role::HeadOffice) {
+                bail!(
+                    "{} is head office's data directory: devices enroll at a branch edge",
+                    dir.root().display()
+                );
+            }
+            let (code, record) = fieldsync_server::edge::enrollment::issue_code(
+                &store,
+                technician,
+                "cli",
+                now(),
+                ttl,
+            )?;
+            store.flush().wait()?;
+            print_json(&serde_json::json!({
+                "code": code,
+                "technician": record.technician,
+                "expires_at": record.expires_at.to_string(),
+                "next": format!("on the device: fieldsync-tech init --server <edge sync URL> --code {code}"),
             }))
         }
         DeviceCommand::Revoke { common, device } => {

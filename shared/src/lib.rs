@@ -11,6 +11,7 @@ pub mod authority;
 pub mod canonical;
 pub mod complaint_doc;
 pub mod desk;
+pub mod enrollment;
 #[cfg(test)]
 mod fuzz_seeds;
 pub mod ids;

@@ -101,6 +101,14 @@ impl CalendarDate {
         self.0.previous_day().map(Self)
     }
 
+    /// The month this day falls in.
+    pub fn month(self) -> Month {
+        Month {
+            year: self.0.year(),
+            month: u8::from(self.0.month()),
+        }
+    }
+
     pub fn from_ymd(year: i32, month: u8, day: u8) -> Result<Self, TimeError> {
         let m = time::Month::try_from(month)
             .map_err(|_| TimeError::BadDate(format!("{year:04}-{month:02}-{day:02}")))?;
@@ -257,6 +265,34 @@ impl Money {
     pub fn checked_add(self, other: Money) -> Option<Money> {
         self.0.checked_add(other.0).map(Money)
     }
+
+    /// Money as a person writes it: `2500`, `2500.5`, `2500.50` (at most two decimals, the
+    /// minor unit), into minor units. What [`Display`](fmt::Display) writes reads back.
+    pub fn parse_decimal(s: &str) -> Result<Money, String> {
+        let t = s.trim();
+        let bad = || format!("{s:?} is not an amount like 2500 or 2500.50");
+        let (negative, digits) = match t.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, t),
+        };
+        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+        let all_digits = |x: &str| x.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) {
+            return Err(bad());
+        }
+        if fraction.len() > 2 {
+            return Err(format!(
+                "{s:?} has more than two decimals: amounts are kept to the cent"
+            ));
+        }
+        let whole: i64 = whole.parse().map_err(|_| bad())?;
+        let cents: i64 = format!("{fraction:0<2}").parse().map_err(|_| bad())?;
+        let minor = whole
+            .checked_mul(100)
+            .and_then(|w| w.checked_add(cents))
+            .ok_or_else(|| format!("{s:?} is too large"))?;
+        Ok(Money(if negative { -minor } else { minor }))
+    }
 }
 
 impl fmt::Display for Money {
@@ -270,6 +306,34 @@ impl fmt::Display for Money {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn money_reads_as_written() {
+        for (text, minor) in [
+            ("2500", 250_000),
+            ("2500.5", 250_050),
+            ("0.07", 7),
+            ("-3.10", -310),
+        ] {
+            assert_eq!(Money::parse_decimal(text), Ok(Money(minor)), "{text}");
+        }
+        assert_eq!(Money(250_050).to_string(), "2500.50");
+        assert_eq!(
+            Money::parse_decimal(&Money(-310).to_string()),
+            Ok(Money(-310))
+        );
+        for bad in [
+            "",
+            "abc",
+            "1.234",
+            "1,5",
+            ".5",
+            "1e3",
+            "99999999999999999999",
+        ] {
+            assert!(Money::parse_decimal(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_month_before_crosses_years() {

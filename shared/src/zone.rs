@@ -81,6 +81,32 @@ impl Zone {
         }
     }
 
+    /// RFC 3339 in this zone, to the second: `2026-11-03T17:00:00+08:00` (`Z` where the
+    /// offset is zero), what the technician's CLI shows; an instant outside the calendar's
+    /// range is written as its milliseconds.
+    pub fn rfc3339(&self, at: Timestamp) -> String {
+        match self.zoned(at) {
+            Ok(z) => {
+                let seconds = z.offset().seconds();
+                let offset = if seconds == 0 {
+                    "Z".to_owned()
+                } else {
+                    fmt_offset(seconds)
+                };
+                format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{offset}",
+                    z.year(),
+                    z.month(),
+                    z.day(),
+                    z.hour(),
+                    z.minute(),
+                    z.second()
+                )
+            }
+            Err(_) => format!("{} ms", at.as_millis()),
+        }
+    }
+
     /// The zone with the offset in force at `at`: `Asia/Shanghai (UTC+08:00)`, or just
     /// `UTC+05:30` for an offset.
     pub fn label_at(&self, at: Timestamp) -> String {
@@ -350,6 +376,17 @@ mod tests {
         assert_eq!(
             Zone::china().format(Timestamp::from_millis(i64::MAX)),
             format!("{} ms", i64::MAX)
+        );
+    }
+
+    #[test]
+    fn rfc3339_is_written_in_the_zone() {
+        let t = at("2026-11-03T09:00:00Z");
+        assert_eq!(Zone::china().rfc3339(t), "2026-11-03T17:00:00+08:00");
+        assert_eq!(Zone::utc().rfc3339(t), "2026-11-03T09:00:00Z");
+        assert_eq!(
+            Zone::parse("-05:30").expect("offset").rfc3339(t),
+            "2026-11-03T03:30:00-05:30"
         );
     }
 

@@ -139,7 +139,9 @@ fn ask(id: &str) -> Approval {
         reason: "compressor under warranty".into(),
         requested_by: "tech-wang".into(),
         requested_at: Timestamp::from_millis(T),
-        amount: Some(Money(250_000)),
+        // Below `director_approval_above`: a manager's to decide (R18).
+        amount: Some(Money(25_000)),
+        expense: None,
         decision: None,
     }
 }

@@ -1137,8 +1137,22 @@ const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
         "/api/jobs/{id}/approvals/{approval}/decision",
         &[MANAGER],
     ),
+    ("GET", "/api/expenses", &[DISPATCHER, MANAGER, ANALYST]),
+    ("POST", "/api/enrollment-codes", &[DISPATCHER, MANAGER]),
+    // Enrollment and token renewal take no token (a code or a device signature instead).
+    ("POST", "/api/enroll", &[DISPATCHER, MANAGER, ANALYST]),
+    (
+        "POST",
+        "/api/token/challenge",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    ("POST", "/api/token/renew", &[DISPATCHER, MANAGER, ANALYST]),
     ("GET", "/api/openapi.json", &[DISPATCHER, MANAGER, ANALYST]),
 ];
+
+/// Endpoints a device reaches without any token (enrollment, token renewal): with `{}` each
+/// answers 400 `invalid_body`, whoever asks.
+const NO_TOKEN: &[&str] = &["/api/enroll", "/api/token/challenge", "/api/token/renew"];
 
 /// Head office's endpoints (archive and statistics; an edge does not route them).
 const HEAD_OFFICE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
@@ -1259,7 +1273,9 @@ async fn check_roles(
         let (status, body) = desk
             .call(None, method.clone(), &url, Some(&json!({})))
             .await?;
-        if public {
+        if NO_TOKEN.contains(&path) {
+            assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_body");
+        } else if public {
             assert_eq!(status, StatusCode::OK);
         } else {
             assert_error(status, &body, StatusCode::UNAUTHORIZED, "missing_token");
@@ -1276,7 +1292,13 @@ async fn check_roles(
             .send()
             .await?;
         let status = response.status();
-        if path == "/api/me" || public {
+        if NO_TOKEN.contains(&path) {
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{method} {path} with a device token"
+            );
+        } else if path == "/api/me" || public {
             assert_eq!(
                 status,
                 StatusCode::OK,
@@ -1681,6 +1703,7 @@ async fn ask(
         requested_by: "tech-wang".into(),
         requested_at: now().plus_millis(offset_ms),
         amount,
+        expense: None,
         decision: None,
     };
     let edit = LocalEdit::Change(Box::new(move |doc: &mut automerge::Automerge| {

@@ -5,6 +5,7 @@
 //! root (`app`).
 
 pub mod desk;
+pub mod enrollment;
 pub mod handoff;
 pub mod jobs;
 pub mod signer;
@@ -46,6 +47,8 @@ pub struct Edge {
     pub complaints_published: tokio::sync::broadcast::Sender<DocumentId>,
     /// The desk's approvals queue (R12, R18, R31), mirrored from the stored jobs.
     pub approvals: ApprovalMirror,
+    /// Token renewal challenges handed out and not answered yet (`enrollment`).
+    pub challenges: enrollment::Challenges,
 }
 
 /// What only an edge exports: the link to head office and the approvals queue.
@@ -143,6 +146,7 @@ impl Edge {
             reports_delivered: tokio::sync::broadcast::channel(1024).0,
             complaints_published: tokio::sync::broadcast::channel(1024).0,
             approvals,
+            challenges: enrollment::Challenges::default(),
         })
     }
 
@@ -178,7 +182,8 @@ impl Edge {
         description = "The branch edge server's API: the service desk (issue #6) and the job \
             endpoints. Authenticate with `Authorization: Bearer <token>` from `fieldsync desk \
             token --role dispatcher|manager|analyst` (`/api/me` and `/api/handoffs/{job}` take \
-            a device token). Errors are JSON `{\"code\", \"message\"}` with a stable code; a \
+            a device token; `/api/enroll` and `/api/token/*` take none: a one-time code or a \
+            signature by the device key is the credential). Errors are JSON `{\"code\", \"message\"}` with a stable code; a \
             role that may not do something gets 403 `forbidden` saying which roles may. Rule \
             ids (R1…) refer to the product's DOMAIN.md.",
     ),
@@ -229,6 +234,11 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
         .routes(routes!(stock::report_tool_lost))
         .routes(routes!(approvals::list_approvals))
         .routes(routes!(approvals::decide_approval))
+        .routes(routes!(approvals::month_expenses))
+        .routes(routes!(enrollment::create_code))
+        .routes(routes!(enrollment::enroll))
+        .routes(routes!(enrollment::challenge))
+        .routes(routes!(enrollment::renew))
         .routes(routes!(openapi_json))
 }
 

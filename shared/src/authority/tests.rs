@@ -40,6 +40,7 @@ fn ask(id: &str) -> Approval {
         requested_by: "tech-wang".into(),
         requested_at: at(10),
         amount: Some(Money(250_000)),
+        expense: None,
         decision: None,
     }
 }

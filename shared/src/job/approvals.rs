@@ -18,7 +18,7 @@ use automerge::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::time::{Money, Timestamp};
+use crate::time::{CalendarDate, Money, Timestamp};
 
 /// The root key of the approvals map.
 pub const APPROVALS: &str = "approvals";
@@ -36,14 +36,18 @@ pub enum ApprovalKind {
     WarrantyPart,
     /// R31: a product return (the general manager's approval).
     ProductReturn,
+    /// R28: a travel expense claim (date, from/to, category, amount, reason), approved at
+    /// the desk.
+    TravelExpense,
 }
 
 impl ApprovalKind {
-    pub const ALL: [ApprovalKind; 4] = [
+    pub const ALL: [ApprovalKind; 5] = [
         ApprovalKind::Extension,
         ApprovalKind::OtherSolution,
         ApprovalKind::WarrantyPart,
         ApprovalKind::ProductReturn,
+        ApprovalKind::TravelExpense,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +56,7 @@ impl ApprovalKind {
             ApprovalKind::OtherSolution => "other_solution",
             ApprovalKind::WarrantyPart => "warranty_part",
             ApprovalKind::ProductReturn => "product_return",
+            ApprovalKind::TravelExpense => "travel_expense",
         }
     }
 
@@ -65,6 +70,7 @@ impl ApprovalKind {
             ApprovalKind::Extension | ApprovalKind::OtherSolution => "R12",
             ApprovalKind::WarrantyPart => "R18",
             ApprovalKind::ProductReturn => "R31",
+            ApprovalKind::TravelExpense => "R28",
         }
     }
 }
@@ -79,6 +85,18 @@ pub struct Decision {
     pub note: String,
 }
 
+/// R28: what a travel expense claim names besides its amount and reason. (The receipt photo
+/// comes with attachments, a later step of issue 15.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TravelExpense {
+    /// The day of travel.
+    pub date: CalendarDate,
+    pub from: String,
+    pub to: String,
+    /// Train, bus, taxi, lodging, meals… as the branch names them.
+    pub category: String,
+}
+
 /// One request, as read from the document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
@@ -88,8 +106,11 @@ pub struct Approval {
     /// The technician who asked.
     pub requested_by: String,
     pub requested_at: Timestamp,
-    /// R18: the part's amount, in minor units.
+    /// R18: the part's amount; R28: the expense's; in minor units.
     pub amount: Option<Money>,
+    /// R28: the travel the expense is for (a `TravelExpense` request only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expense: Option<TravelExpense>,
     pub decision: Option<Decision>,
 }
 
@@ -119,6 +140,10 @@ mod key {
     pub const BY: &str = "by";
     pub const AT: &str = "at";
     pub const NOTE: &str = "note";
+    pub const DATE: &str = "date";
+    pub const FROM: &str = "from";
+    pub const TO: &str = "to";
+    pub const CATEGORY: &str = "category";
 }
 
 fn map_at<R: ReadDoc>(doc: &R, parent: &ObjId, key: &str) -> Result<Option<ObjId>, AutomergeError> {
@@ -198,7 +223,22 @@ pub fn read_approvals<R: ReadDoc>(doc: &R) -> Result<Vec<Approval>, ApprovalErro
             }),
             None => None,
         };
+        let expense = if kind == ApprovalKind::TravelExpense {
+            let date = text(doc, &obj, &id, key::DATE)?;
+            Some(TravelExpense {
+                date: date.parse().map_err(|_| ApprovalError::Malformed {
+                    id: id.clone(),
+                    problem: format!("date {date:?} is not YYYY-MM-DD"),
+                })?,
+                from: text(doc, &obj, &id, key::FROM)?,
+                to: text(doc, &obj, &id, key::TO)?,
+                category: text(doc, &obj, &id, key::CATEGORY)?,
+            })
+        } else {
+            None
+        };
         found.push(Approval {
+            expense,
             kind,
             reason: text(doc, &obj, &id, key::REASON)?,
             requested_by: text(doc, &obj, &id, key::REQUESTED_BY)?,
@@ -290,6 +330,12 @@ pub fn request_approval(doc: &mut AutoCommit, approval: &Approval) -> Result<(),
     if let Some(amount) = approval.amount {
         doc.put(&obj, key::AMOUNT, amount.0)?;
     }
+    if let Some(expense) = &approval.expense {
+        doc.put(&obj, key::DATE, expense.date.to_string())?;
+        doc.put(&obj, key::FROM, expense.from.as_str())?;
+        doc.put(&obj, key::TO, expense.to.as_str())?;
+        doc.put(&obj, key::CATEGORY, expense.category.as_str())?;
+    }
     Ok(())
 }
 
@@ -321,6 +367,7 @@ mod tests {
             requested_by: "tech-wang".into(),
             requested_at: Timestamp::from_millis(at),
             amount: (kind == ApprovalKind::WarrantyPart).then_some(Money(250_000)),
+            expense: None,
             decision: None,
         }
     }

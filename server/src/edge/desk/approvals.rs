@@ -27,7 +27,7 @@ use fieldsync_shared::sync::{LocalEdit, edit_via_autocommit};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{EVERYONE, MANAGERS};
+use crate::auth::{APPROVERS, DeskRole, EVERYONE};
 use crate::edge::Edge;
 use crate::http::error::ApiError;
 use crate::http::parse_body;
@@ -51,7 +51,20 @@ pub struct ApprovalView {
     /// R18: above `[desk] director_approval_above`: large amounts are the after-sales
     /// director's to approve.
     pub large_amount: bool,
+    /// Whose decision it is: `director` for R18's large amounts, `manager` otherwise.
+    pub approver: String,
+    /// R28: the travel a travel expense claim is for.
+    pub travel: Option<TravelView>,
     pub decision: Option<DecisionView>,
+}
+
+/// R28: date (YYYY-MM-DD), from, to and category of a travel expense.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TravelView {
+    pub date: String,
+    pub from: String,
+    pub to: String,
+    pub category: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -63,13 +76,19 @@ pub struct DecisionView {
 }
 
 fn view(state: &Edge, job_id: DocumentId, a: Approval) -> ApprovalView {
-    let threshold = state.node.config.desk.director_approval_above;
+    let large = needs_director(state, &a);
     ApprovalView {
         job_id: job_id.to_string(),
         rule: a.kind.rule().to_owned(),
-        large_amount: a.kind == ApprovalKind::WarrantyPart
-            && a.amount.is_some_and(|m| m.0 > threshold),
+        large_amount: large,
+        approver: if large { "director" } else { "manager" }.to_owned(),
         amount: a.amount.map(|m| m.0),
+        travel: a.expense.map(|e| TravelView {
+            date: e.date.to_string(),
+            from: e.from,
+            to: e.to,
+            category: e.category,
+        }),
         decision: a.decision.map(|d| DecisionView {
             approved: d.approved,
             by: d.by,
@@ -82,6 +101,13 @@ fn view(state: &Edge, job_id: DocumentId, a: Approval) -> ApprovalView {
         requested_by: a.requested_by,
         requested_at: Instant(a.requested_at),
     }
+}
+
+/// R18: a warranty-claim part above `[desk] director_approval_above` is the after-sales
+/// director's to approve, not a manager's.
+fn needs_director(state: &Edge, a: &Approval) -> bool {
+    let threshold = state.node.config.desk.director_approval_above;
+    a.kind == ApprovalKind::WarrantyPart && a.amount.is_some_and(|m| m.0 > threshold)
 }
 
 /// How long a listing waits for the queue's first build (an edge that just started reads
@@ -162,6 +188,139 @@ pub async fn list_approvals(
     Ok(Json(ApprovalList { approvals }))
 }
 
+/// Query of `GET /api/expenses`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExpenseQuery {
+    /// The month of travel, YYYY-MM.
+    pub month: String,
+}
+
+/// A total of approved travel expenses.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExpenseTotal {
+    /// A technician or a category.
+    pub key: String,
+    pub claims: usize,
+    /// Minor units.
+    pub amount: i64,
+}
+
+/// R28: the month's travel expenses.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExpenseMonth {
+    pub month: String,
+    /// Approved claims, by date of travel.
+    pub approved: Vec<ApprovalView>,
+    /// Minor units, approved claims only.
+    pub approved_amount: i64,
+    pub by_technician: Vec<ExpenseTotal>,
+    pub by_category: Vec<ExpenseTotal>,
+    /// Claims of the month no one decided yet, and those refused.
+    pub waiting: usize,
+    pub refused: usize,
+}
+
+/// R28: the month's travel expense claims raised from devices: approved ones with totals by
+/// technician and category, and how many wait or were refused.
+#[utoipa::path(
+    get,
+    path = "/api/expenses",
+    tag = "approvals",
+    description = "R28: the month's travel expenses (by date of travel) as claimed from \
+        devices and decided at the desk: approved claims, totals by technician and category, \
+        and how many wait or were refused. Roles: dispatcher, manager, analyst, director.",
+    params(ExpenseQuery),
+    responses(
+        (status = 200, body = ExpenseMonth),
+        (status = 400, body = ErrorBody, description = "invalid_query, invalid_month"),
+        (status = 503, body = ErrorBody, description = "approvals_loading"),
+    ),
+)]
+pub async fn month_expenses(
+    State(state): State<Arc<Edge>>,
+    headers: HeaderMap,
+    q: Result<Query<ExpenseQuery>, QueryRejection>,
+) -> Result<Json<ExpenseMonth>, ApiError> {
+    state
+        .node
+        .authorize(&headers, EVERYONE, "read the travel expenses (R28)")?;
+    let q = query(q)?;
+    let month: fieldsync_shared::time::Month = q.month.parse().map_err(|e| {
+        ApiError::bad_request(
+            "invalid_month",
+            format!("month {:?}: {e} (YYYY-MM)", q.month),
+        )
+    })?;
+    if !state.approvals.until_built(BUILD_WAIT).await {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "approvals_loading",
+            "the approvals are still being read from the stored jobs; try again shortly",
+        ));
+    }
+    let mut claims: Vec<(DocumentId, Approval)> = state
+        .approvals
+        .approvals(false)
+        .into_iter()
+        .filter(|(_, a)| {
+            a.kind == ApprovalKind::TravelExpense
+                && a.expense.as_ref().is_some_and(|e| e.date.month() == month)
+        })
+        .collect();
+    claims.sort_by(|(ja, a), (jb, b)| {
+        let date = |x: &Approval| x.expense.as_ref().map(|e| e.date.to_string());
+        (date(a), ja, &a.id).cmp(&(date(b), jb, &b.id))
+    });
+    let waiting = claims.iter().filter(|(_, a)| a.decision.is_none()).count();
+    let refused = claims
+        .iter()
+        .filter(|(_, a)| a.decision.as_ref().is_some_and(|d| !d.approved))
+        .count();
+    let approved: Vec<(DocumentId, Approval)> = claims
+        .into_iter()
+        .filter(|(_, a)| a.decision.as_ref().is_some_and(|d| d.approved))
+        .collect();
+    let total = |key: &dyn Fn(&Approval) -> String| {
+        let mut sums: std::collections::BTreeMap<String, (usize, i64)> = Default::default();
+        for (_, a) in &approved {
+            let entry = sums.entry(key(a)).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.saturating_add(a.amount.map_or(0, |m| m.0));
+        }
+        sums.into_iter()
+            .map(|(key, (claims, amount))| ExpenseTotal {
+                key,
+                claims,
+                amount,
+            })
+            .collect::<Vec<_>>()
+    };
+    let by_technician = total(&|a| a.requested_by.clone());
+    let by_category = total(&|a| {
+        a.expense
+            .as_ref()
+            .map(|e| e.category.trim().to_lowercase())
+            .unwrap_or_default()
+    });
+    let approved_amount = approved.iter().fold(0i64, |sum, (_, a)| {
+        sum.saturating_add(a.amount.map_or(0, |m| m.0))
+    });
+    Ok(Json(ExpenseMonth {
+        month: month.to_string(),
+        approved: approved
+            .into_iter()
+            .map(|(job, a)| view(&state, job, a))
+            .collect(),
+        approved_amount,
+        by_technician,
+        by_category,
+        waiting,
+        refused,
+    }))
+}
+
 /// The body of `POST /api/jobs/{id}/approvals/{approval}/decision`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -177,7 +336,9 @@ pub struct NewDecision {
     path = "/api/jobs/{id}/approvals/{approval}/decision",
     tag = "approvals",
     description = "R12, R18, R31: decide an approval request; written into the job document. \
-        Roles: manager.",
+        Roles: manager, director (R28 travel expenses: the manager, standing for the general \
+        manager at the branch); an R18 warranty-claim part above `[desk] \
+        director_approval_above` only the director (403 `director_approval` otherwise).",
     params(
         ("id" = String, Path, description = "The job id"),
         ("approval" = String, Path, description = "The approval request's id"),
@@ -186,6 +347,7 @@ pub struct NewDecision {
     responses(
         (status = 200, body = ApprovalView),
         (status = 400, body = ErrorBody, description = "invalid_body, invalid_job_id"),
+        (status = 403, body = ErrorBody, description = "forbidden, director_approval"),
         (status = 404, body = ErrorBody, description = "unknown_job, unknown_approval"),
         (status = 409, body = ErrorBody, description = "already_decided"),
     ),
@@ -198,7 +360,7 @@ pub async fn decide_approval(
 ) -> Result<Json<ApprovalView>, ApiError> {
     let role = state
         .node
-        .authorize(&headers, MANAGERS, "decide approvals (R12, R18, R31)")?;
+        .authorize(&headers, APPROVERS, "decide approvals (R12, R18, R31)")?;
     let new: NewDecision = parse_body(&body)?;
     let job_id = parse_job_id(&id)?;
     if state.node.registry_read().job(&job_id).is_none() {
@@ -214,6 +376,19 @@ pub async fn decide_approval(
             format!("job {job_id} has no approval request {approval:?}"),
         ));
     };
+    if needs_director(&state, &found) && role != DeskRole::Director {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "director_approval",
+            format!(
+                "approval request {approval} is an R18 warranty-claim part of {} (minor units), \
+                 above {}: the after-sales director decides it, not role {}",
+                found.amount.map(|m| m.0).unwrap_or_default(),
+                state.node.config.desk.director_approval_above,
+                role.as_str()
+            ),
+        ));
+    }
     if found.decision.is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
