@@ -417,6 +417,8 @@ pub fn fieldsync_binary() -> anyhow::Result<PathBuf> {
     let mut newest: Option<(SystemTime, PathBuf)> = None;
     for dir in [
         "server/src",
+        // The console's templates are compiled into the binary.
+        "server/templates",
         "shared/src",
         "storage/src",
         "storage/migrations",

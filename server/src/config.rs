@@ -121,6 +121,38 @@ impl Desk {
     }
 }
 
+/// The web console's sessions and sign-in (issue 14); each has a default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Console {
+    /// A session nobody used for this many minutes ends (the person signs in again).
+    pub idle_minutes: u32,
+    /// This many wrong passwords in a row lock the account ...
+    pub max_failed_logins: u32,
+    /// ... for this many minutes (`fieldsync user reset` unlocks at once).
+    pub lockout_minutes: u32,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Self {
+            idle_minutes: 30,
+            max_failed_logins: 5,
+            lockout_minutes: 15,
+        }
+    }
+}
+
+impl Console {
+    pub fn idle_ms(&self) -> i64 {
+        i64::from(self.idle_minutes) * 60_000
+    }
+
+    pub fn lockout_ms(&self) -> i64 {
+        i64::from(self.lockout_minutes) * 60_000
+    }
+}
+
 /// A branch's link to head office (DESIGN.md: the branch dials out, head office never dials
 /// in). Without it the branch keeps its reports to itself.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -184,6 +216,10 @@ pub struct Config {
     pub desk: Desk,
     /// Serve HTTPS and `wss://` with this certificate and key (`crate::tls`).
     pub tls: Option<TlsFiles>,
+    /// The zone people read times in (the console): an IANA name of a zone without daylight
+    /// saving (Asia/Shanghai, ...) or an offset (+08:00); unset, UTC. Checked at load.
+    pub time_zone: Option<String>,
+    pub console: Console,
 }
 
 impl Default for Config {
@@ -198,6 +234,8 @@ impl Default for Config {
             repeat_window_days: 90,
             desk: Desk::default(),
             tls: None,
+            time_zone: None,
+            console: Console::default(),
         }
     }
 }
@@ -223,6 +261,14 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The zone people read times in: `time_zone`, else UTC (checked at load).
+    pub fn zone(&self) -> fieldsync_report_print::Zone {
+        self.time_zone
+            .as_deref()
+            .and_then(|z| fieldsync_report_print::Zone::parse(z).ok())
+            .unwrap_or_else(fieldsync_report_print::Zone::utc)
+    }
+
     /// R4's window in milliseconds.
     pub fn repeat_window_ms(&self) -> i64 {
         self.repeat_window_days.saturating_mul(24 * 60 * 60 * 1000)
@@ -255,6 +301,15 @@ impl Config {
 
     /// What no server could run with, said before it starts rather than at every dial.
     fn check(&self) -> Result<(), ConfigError> {
+        if let Some(zone) = &self.time_zone {
+            fieldsync_report_print::Zone::parse(zone)
+                .map_err(|e| ConfigError::Invalid(format!("time_zone: {e}")))?;
+        }
+        if self.console.idle_minutes == 0 || self.console.max_failed_logins == 0 {
+            return Err(ConfigError::Invalid(
+                "console: idle_minutes and max_failed_logins must be at least 1".into(),
+            ));
+        }
         if let Some(upstream) = &self.upstream {
             let url = upstream.url.to_ascii_lowercase();
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {
@@ -310,6 +365,7 @@ impl Config {
                     .map_err(|e| bad(format!("expected host:port: {e}")))?
             }
             "FIELDSYNC_DATA_DIR" => self.data_dir = PathBuf::from(value),
+            "FIELDSYNC_TIME_ZONE" => self.time_zone = Some(value.to_owned()),
             "FIELDSYNC_MAX_FRAME_BYTES" => self.limits.max_frame_bytes = count(value)?,
             "FIELDSYNC_MAX_CONNECTIONS" => self.limits.max_connections = count(value)?,
             "FIELDSYNC_MAX_LOADED_DOCUMENTS" => self.limits.max_loaded_documents = count(value)?,

@@ -7,6 +7,7 @@ mod bad_input;
 mod bench_smoke;
 mod client_sdk;
 mod compaction;
+mod console;
 mod crash_loop;
 mod demo;
 mod desk;
