@@ -4,18 +4,16 @@
 //! A client with a cookie store plays the browser; redirects are not followed, so each
 //! answer is seen as sent.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use fieldsync_server::accounts as users;
 use fieldsync_server::auth::{DeskRole, Subject};
 use fieldsync_server::clock::Clock;
 use fieldsync_server::console::i18n::Lang;
 use fieldsync_shared::time::Timestamp;
-use fieldsync_tests::{TestServer, fieldsync_binary, sample_job_body, temp_dir};
+use fieldsync_tests::{TestServer, cli_with_stdin, sample_job_body, temp_dir};
 use reqwest::StatusCode;
 use reqwest::header::LOCATION;
 use serde_json::{Value, json};
@@ -369,34 +367,6 @@ async fn a_role_sees_what_it_may_and_is_told_which_role_may_otherwise() -> anyho
     server.stop().await
 }
 
-/// `fieldsync <args> --data-dir <dir>` with `stdin` as its standard input.
-fn cli_with_input(dir: &Path, args: &[&str], stdin: &str) -> anyhow::Result<String> {
-    let mut child = Command::new(fieldsync_binary()?)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("FIELDSYNC_CONFIG")
-        .env("FIELDSYNC_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(stdin.as_bytes())?;
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        bail!(
-            "fieldsync {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8(output.stdout)?)
-}
-
 #[tokio::test]
 async fn accounts_changed_by_the_cli_beside_the_server_take_effect_at_the_next_request()
 -> anyhow::Result<()> {
@@ -404,7 +374,7 @@ async fn accounts_changed_by_the_cli_beside_the_server_take_effect_at_the_next_r
     let server = console_server(dir.path()).await?;
     let data = dir.path().to_owned();
     let added = tokio::task::spawn_blocking(move || {
-        cli_with_input(
+        cli_with_stdin(
             &data,
             &[
                 "user",
@@ -445,7 +415,7 @@ async fn accounts_changed_by_the_cli_beside_the_server_take_effect_at_the_next_r
 
     let data = dir.path().to_owned();
     tokio::task::spawn_blocking(move || {
-        cli_with_input(&data, &["user", "disable", "--name", "chen"], "")
+        cli_with_stdin(&data, &["user", "disable", "--name", "chen"], "")
     })
     .await??;
     // The session ends, sign-in is refused, the person's token too.
@@ -464,8 +434,8 @@ async fn accounts_changed_by_the_cli_beside_the_server_take_effect_at_the_next_r
     // password only, and the reset ended any session opened before it.
     let data = dir.path().to_owned();
     tokio::task::spawn_blocking(move || {
-        cli_with_input(&data, &["user", "enable", "--name", "chen"], "")?;
-        cli_with_input(
+        cli_with_stdin(&data, &["user", "enable", "--name", "chen"], "")?;
+        cli_with_stdin(
             &data,
             &["user", "reset", "--name", "chen"],
             "a-new-password\n",

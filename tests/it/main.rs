@@ -8,6 +8,7 @@ mod bench_smoke;
 mod client_sdk;
 mod compaction;
 mod console;
+mod console_browser;
 mod crash_loop;
 mod demo;
 mod desk;
