@@ -171,7 +171,7 @@ async fn a_person_signs_in_reads_the_board_and_signs_out_and_the_audit_log_says_
     // Not signed in: `/` and the board lead to the sign-in page, which comes back after.
     let root = browser.get("/").await?;
     assert_eq!(root.status, StatusCode::SEE_OTHER);
-    assert_eq!(root.location.as_deref(), Some("/login?next=/board"));
+    assert_eq!(root.location.as_deref(), Some("/login?next=/"));
     let board = browser.get("/board?status=new").await?;
     assert_eq!(board.status, StatusCode::SEE_OTHER);
 
@@ -629,5 +629,70 @@ async fn the_board_lists_filters_sorts_and_pages_the_jobs() -> anyhow::Result<()
         4,
         "{actions:?}"
     );
+    server.stop().await
+}
+
+#[tokio::test]
+async fn head_office_serves_the_console_frame_sign_in_and_the_audit_log() -> anyhow::Result<()> {
+    let dir = temp_dir()?;
+    let server = TestServer::start_with_clock(dir.path(), Clock::manual(T0), |c| {
+        c.role = fieldsync_server::config::Role::HeadOffice;
+    })
+    .await?;
+    let store = std::sync::Arc::clone(&server.state.store);
+    tokio::task::spawn_blocking(move || {
+        users::add(
+            &store,
+            "zhao",
+            "赵敏",
+            DeskRole::Analyst,
+            Lang::Zh,
+            "zhao-password",
+            T0,
+        )?;
+        users::add(
+            &store,
+            "wang",
+            "Wang",
+            DeskRole::Manager,
+            Lang::En,
+            "wang-password",
+            T0,
+        )?;
+        Ok::<_, users::UserError>(())
+    })
+    .await??;
+    let analyst = Browser::new(&server)?;
+    let csrf = analyst.get("/login").await?.csrf()?;
+    let signed = analyst
+        .post(
+            "/login",
+            &[
+                ("name", "zhao"),
+                ("password", "zhao-password"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await?;
+    assert_eq!(signed.location.as_deref(), Some("/"));
+    let home = analyst.get("/").await?;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains("总部的页面尚未开放"), "{}", home.body);
+    // No board at head office.
+    assert_eq!(analyst.get("/board").await?.status, StatusCode::NOT_FOUND);
+    let manager = Browser::new(&server)?;
+    let csrf = manager.get("/login").await?.csrf()?;
+    manager
+        .post(
+            "/login",
+            &[
+                ("name", "wang"),
+                ("password", "wang-password"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await?;
+    assert_eq!(manager.get("/").await?.location.as_deref(), Some("/audit"));
+    assert!(manager.get("/audit").await?.body.contains("login"));
     server.stop().await
 }

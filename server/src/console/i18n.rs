@@ -158,6 +158,11 @@ pub const LABELS: &[(&str, &str, &str)] = &[
     ("no", "否", "No"),
     ("back_to_board", "返回看板", "Back to the board"),
     ("notes", "备注", "Notes"),
+    (
+        "nothing_here_yet",
+        "总部的页面尚未开放。",
+        "Head office's pages are not open yet.",
+    ),
 ];
 
 #[cfg(test)]

@@ -115,11 +115,13 @@ impl Console {
         self.node.clock.now()
     }
 
-    /// Where `/` and a sign-in without `next` lead.
-    fn home(&self) -> &'static str {
-        match self.node.config.role {
-            Role::Edge => "/board",
-            Role::HeadOffice => "/audit",
+    /// Where `/` leads `role`: the board at an edge; at head office (whose archive pages are
+    /// not built yet) the audit log for a manager, nothing yet for the others.
+    fn home(&self, role: DeskRole) -> Option<&'static str> {
+        match (self.node.config.role, role) {
+            (Role::Edge, _) => Some("/board"),
+            (Role::HeadOffice, DeskRole::Manager) => Some("/audit"),
+            (Role::HeadOffice, _) => None,
         }
     }
 
@@ -385,11 +387,19 @@ async fn stylesheet() -> Response {
 
 /// `GET /`: the role's first page when signed in, the sign-in page otherwise.
 async fn root(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    match console
-        .require(&headers, console.home(), crate::auth::EVERYONE)
-        .await
-    {
-        Ok(_) => Redirect::to(console.home()).into_response(),
+    match console.require(&headers, "/", crate::auth::EVERYONE).await {
+        Ok(signed) => match console.home(signed.role) {
+            Some(home) => Redirect::to(home).into_response(),
+            None => {
+                let lang = signed.user.lang;
+                let page = MessagePage {
+                    chrome: console.chrome(&signed, lang.t("product"), "/"),
+                    heading: lang.t("product"),
+                    text: lang.t("nothing_here_yet").to_owned(),
+                };
+                render(StatusCode::OK, &page)
+            }
+        },
         Err(answer) => answer,
     }
 }
@@ -464,7 +474,7 @@ async fn login_form(
         Some("signed_out") => Some(lang.t("signed_out").to_owned()),
         _ => None,
     };
-    let next = local_path(q.next.as_deref()).unwrap_or(console.home());
+    let next = local_path(q.next.as_deref()).unwrap_or("/");
     login_page(
         StatusCode::OK,
         lang,
@@ -498,9 +508,7 @@ async fn login(
         return message_page(StatusCode::BAD_REQUEST, Lang::Zh, "form_expired");
     };
     let lang = Lang::parse(&form.lang).unwrap_or_default();
-    let next = local_path(Some(&form.next))
-        .unwrap_or(console.home())
-        .to_owned();
+    let next = local_path(Some(&form.next)).unwrap_or("/").to_owned();
     let name = form.name.trim().to_ascii_lowercase();
     let secure = console.secure();
     // Double submit: the form's token must be the one the sign-in page set as a cookie.
@@ -689,7 +697,7 @@ async fn set_language(
     if let Err(answer) = console.audit(entry).await {
         return answer;
     }
-    let next = local_path(Some(&form.next)).unwrap_or(console.home());
+    let next = local_path(Some(&form.next)).unwrap_or("/");
     Redirect::to(next).into_response()
 }
 
