@@ -398,9 +398,12 @@ pub fn fieldsync_binary() -> anyhow::Result<PathBuf> {
         "FIELDSYNC_BIN",
         &[
             "server/src",
+            // The console's templates are compiled into the binary.
+            "server/templates",
             "shared/src",
             "storage/src",
             "storage/migrations",
+            "report-print/src",
         ],
     )
 }
@@ -519,6 +522,37 @@ pub fn run_cli(binary: &Path, data_dir: &Path, args: &[&str]) -> anyhow::Result<
         // The branch an edge directory serves before its first `serve` recorded one.
         .env("FIELDSYNC_BRANCH_ID", "north-01")
         .output()?;
+    if !output.status.success() {
+        bail!(
+            "fieldsync {}: {}: {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+/// [`cli`] with `stdin` as the command's standard input (a password for `fieldsync user`).
+pub fn cli_with_stdin(data_dir: &Path, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let mut child = Command::new(fieldsync_binary()?)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("FIELDSYNC_CONFIG")
+        .env("FIELDSYNC_LOG", "warn")
+        .env("FIELDSYNC_BRANCH_ID", "north-01")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("no stdin pipe")?
+        .write_all(stdin.as_bytes())?;
+    let output = child.wait_with_output()?;
     if !output.status.success() {
         bail!(
             "fieldsync {}: {}: {}",

@@ -155,6 +155,38 @@ impl Default for Enrollment {
     }
 }
 
+/// The web console's sessions and sign-in (issue 14); each has a default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Console {
+    /// A session nobody used for this many minutes ends (the person signs in again).
+    pub idle_minutes: u32,
+    /// This many wrong passwords in a row lock the account ...
+    pub max_failed_logins: u32,
+    /// ... for this many minutes (`fieldsync user reset` unlocks at once).
+    pub lockout_minutes: u32,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Self {
+            idle_minutes: 30,
+            max_failed_logins: 5,
+            lockout_minutes: 15,
+        }
+    }
+}
+
+impl Console {
+    pub fn idle_ms(&self) -> i64 {
+        i64::from(self.idle_minutes) * 60_000
+    }
+
+    pub fn lockout_ms(&self) -> i64 {
+        i64::from(self.lockout_minutes) * 60_000
+    }
+}
+
 /// A branch's link to head office (DESIGN.md: the branch dials out, head office never dials
 /// in). Without it the branch keeps its reports to itself.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -224,6 +256,7 @@ pub struct Config {
     /// default): the month a report or complaint counts in (R22, R24, R25) and the day of a
     /// follow-up call (R14). Stored and signed instants stay UTC.
     pub timezone: Zone,
+    pub console: Console,
 }
 
 impl Default for Config {
@@ -240,6 +273,7 @@ impl Default for Config {
             enrollment: Enrollment::default(),
             tls: None,
             timezone: Zone::utc(),
+            console: Console::default(),
         }
     }
 }
@@ -265,6 +299,11 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The zone people read times in: `timezone` (UTC unless configured).
+    pub fn zone(&self) -> Zone {
+        self.timezone.clone()
+    }
+
     /// R4's window in milliseconds.
     pub fn repeat_window_ms(&self) -> i64 {
         self.repeat_window_days.saturating_mul(24 * 60 * 60 * 1000)
@@ -300,6 +339,11 @@ impl Config {
         if self.limits.accept_backlog == 0 {
             return Err(ConfigError::Invalid(
                 "limits.accept_backlog must be at least 1 (default 1024)".into(),
+            ));
+        }
+        if self.console.idle_minutes == 0 || self.console.max_failed_logins == 0 {
+            return Err(ConfigError::Invalid(
+                "console: idle_minutes and max_failed_logins must be at least 1".into(),
             ));
         }
         if let Some(upstream) = &self.upstream {

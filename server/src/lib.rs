@@ -6,10 +6,12 @@
 //! the link to head office), `head_office` (receiver, archives, statistics), `http` (errors
 //! and helpers every API uses); `app` composes them and nothing imports it back.
 
+pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod data_dir;
 pub mod demo;
 pub mod edge;

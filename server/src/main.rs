@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use fieldsync_server::accounts as users;
 use fieldsync_server::app::{self, Server};
 use fieldsync_server::auth::{DeskRole, Subject, TokenAuthority, parse_ttl};
 use fieldsync_server::clock::system_now as now;
 use fieldsync_server::config::{Config, Role};
+use fieldsync_server::console::audit;
+use fieldsync_server::console::i18n::Lang;
 use fieldsync_server::data_dir::{
     BRANCH_META, DataDir, branch_for, recorded_branch, recorded_role,
 };
@@ -84,6 +87,11 @@ enum Command {
     Desk {
         #[command(subcommand)]
         command: DeskCommand,
+    },
+    /// People's accounts for the web console (issue 14).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
     },
     /// Public keys for offline verification.
     Trust {
@@ -251,14 +259,67 @@ enum BranchCommand {
 
 #[derive(Debug, Subcommand)]
 enum DeskCommand {
-    /// Print a short-lived token for desk staff with a role.
+    /// Print a short-lived token for desk staff with a role. With --user, the token acts for
+    /// that person (their account's role; what the API changes is audited under their name),
+    /// and stops working when the account is disabled.
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["role", "user"])))]
     Token {
         #[command(flatten)]
         common: Common,
         #[arg(long, value_enum)]
-        role: DeskRole,
+        role: Option<DeskRole>,
+        /// A console account (`fieldsync user add`).
+        #[arg(long)]
+        user: Option<String>,
         #[arg(long, default_value = "12h")]
         ttl: String,
+    },
+}
+
+/// Accounts of the web console. Passwords are read from standard input (one line), never
+/// from the command line, where other users could see them in the process list.
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a person: name (a-z, 0-9, '.', '_', '-'), role; the password on standard input.
+    Add {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: DeskRole,
+        /// The name the console shows (e.g. 李伟); default: the user name.
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// zh or en: the language the console speaks to them (they can switch).
+        #[arg(long, default_value = "zh")]
+        lang: String,
+    },
+    /// Disable an account: sign-in refused, its sessions and person tokens end.
+    Disable {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        name: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        name: String,
+    },
+    /// Set a new password (standard input): unlocks the account, ends its sessions.
+    Reset {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        name: String,
+    },
+    /// List the accounts (JSON).
+    List {
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -389,12 +450,48 @@ fn main() -> anyhow::Result<()> {
             out(&text)
         }
         Command::Desk {
-            command: DeskCommand::Token { common, role, ttl },
+            command:
+                DeskCommand::Token {
+                    common,
+                    role,
+                    user,
+                    ttl,
+                },
         } => {
             let config = common.load()?;
-            let token = issue(&config, &Subject::Desk(role), &ttl)?;
+            let token = match user {
+                None => issue(
+                    &config,
+                    &Subject::Desk(role.unwrap_or(DeskRole::Analyst)),
+                    &ttl,
+                )?,
+                Some(name) => {
+                    let dir = open_dir(&config)?;
+                    let store = open_store(&dir)?;
+                    let account = users::load(&store, &name)?
+                        .with_context(|| {
+                            format!("there is no user {name:?} (`fieldsync user add`)")
+                        })?
+                        .user;
+                    if account.disabled {
+                        bail!("user {name:?} is disabled");
+                    }
+                    let account_role = account
+                        .desk_role()
+                        .with_context(|| format!("user {name:?} has an unknown role"))?;
+                    if role.is_some_and(|r| r != account_role) {
+                        bail!(
+                            "user {name:?} is a {}, not a {}",
+                            account.role,
+                            role.map_or("", |r| r.as_str())
+                        );
+                    }
+                    issue_for(&config, &Subject::Desk(account_role), Some(&name), &ttl)?
+                }
+            };
             out(&format!("{token}\n"))
         }
+        Command::User { command } => user(command),
     }
 }
 
@@ -477,6 +574,15 @@ fn open_store(dir: &DataDir) -> anyhow::Result<Store> {
 }
 
 fn issue(config: &Config, subject: &Subject, ttl: &str) -> anyhow::Result<String> {
+    issue_for(config, subject, None, ttl)
+}
+
+fn issue_for(
+    config: &Config,
+    subject: &Subject,
+    person: Option<&str>,
+    ttl: &str,
+) -> anyhow::Result<String> {
     let ttl: Duration = parse_ttl(ttl).map_err(anyhow::Error::msg)?;
     let dir = open_dir(config)?;
     let key = dir.server_key()?;
@@ -492,8 +598,90 @@ fn issue(config: &Config, subject: &Subject, ttl: &str) -> anyhow::Result<String
     };
     let authority = TokenAuthority::new(&key, issuer).map_err(anyhow::Error::msg)?;
     authority
-        .issue(subject, ttl, now())
+        .issue_for(subject, person, ttl, now())
         .map_err(anyhow::Error::msg)
+}
+
+/// One line of standard input, without its line end: a password.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        bail!("no password on standard input (one line)");
+    }
+    Ok(password)
+}
+
+fn user(command: UserCommand) -> anyhow::Result<()> {
+    let (common, name) = match &command {
+        UserCommand::Add { common, name, .. }
+        | UserCommand::Disable { common, name }
+        | UserCommand::Enable { common, name }
+        | UserCommand::Reset { common, name } => (common, Some(name.clone())),
+        UserCommand::List { common } => (common, None),
+    };
+    let config = common.load()?;
+    let dir = open_dir(&config)?;
+    let store = open_store(&dir)?;
+    let at = now();
+    let (action, user) = match command {
+        UserCommand::Add {
+            name,
+            role,
+            display_name,
+            lang,
+            ..
+        } => {
+            let lang = Lang::parse(&lang).with_context(|| format!("--lang {lang:?}: zh or en"))?;
+            users::check_name(&name)?;
+            let password = read_password()?;
+            let user = users::add(&store, &name, &display_name, role, lang, &password, at)?;
+            ("user_add", user)
+        }
+        UserCommand::Disable { name, .. } => {
+            ("user_disable", users::set_disabled(&store, &name, true)?)
+        }
+        UserCommand::Enable { name, .. } => {
+            ("user_enable", users::set_disabled(&store, &name, false)?)
+        }
+        UserCommand::Reset { name, .. } => {
+            let password = read_password()?;
+            ("user_reset", users::reset(&store, &name, &password)?)
+        }
+        UserCommand::List { .. } => {
+            let list: Vec<serde_json::Value> = users::list(&store)?
+                .into_iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "name": s.user.name,
+                        "display_name": s.user.display_name,
+                        "role": s.user.role,
+                        "disabled": s.user.disabled,
+                        "locked_until": s.user.locked_until.filter(|u| *u > at).map(|u| u.to_string()),
+                        "lang": s.user.lang,
+                    })
+                })
+                .collect();
+            return print_json(&serde_json::Value::Array(list));
+        }
+    };
+    let name = name.unwrap_or_default();
+    audit::append(
+        &store,
+        &audit::Entry::new(at, "cli", "", action, format!("user:{name}"))
+            .after(format!("epoch {}", user.epoch))
+            .detail(format!("role {}, disabled {}", user.role, user.disabled)),
+    )?;
+    print_json(&serde_json::json!({
+        "name": user.name,
+        "display_name": user.display_name,
+        "role": user.role,
+        "disabled": user.disabled,
+        "action": action,
+    }))
 }
 
 fn branch(command: BranchCommand) -> anyhow::Result<()> {

@@ -1077,6 +1077,7 @@ async fn r19_desk_tools_are_lent_returned_overdue_and_lost() -> anyhow::Result<(
 /// `/api/handoffs/{job}` are for device tokens and `/api/openapi.json` for anyone.
 const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     ("POST", "/api/jobs", &[DISPATCHER, MANAGER]),
+    ("GET", "/api/jobs", &[DISPATCHER, MANAGER, ANALYST]),
     ("GET", "/api/jobs/{id}", &[DISPATCHER, MANAGER, ANALYST]),
     ("PUT", "/api/jobs/{id}/technicians", &[DISPATCHER, MANAGER]),
     ("GET", "/api/technicians", &[DISPATCHER, MANAGER, ANALYST]),

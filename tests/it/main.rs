@@ -7,6 +7,8 @@ mod bad_input;
 mod bench_smoke;
 mod client_sdk;
 mod compaction;
+mod console;
+mod console_browser;
 mod crash_loop;
 mod demo;
 mod desk;

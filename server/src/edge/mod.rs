@@ -4,6 +4,8 @@
 //! router and workers are built here from it, and nothing in here imports the composition
 //! root (`app`).
 
+pub mod board;
+pub mod console;
 pub mod desk;
 pub mod enrollment;
 pub mod handoff;
@@ -49,6 +51,10 @@ pub struct Edge {
     pub approvals: ApprovalMirror,
     /// Token renewal challenges handed out and not answered yet (`enrollment`).
     pub challenges: enrollment::Challenges,
+    /// What the board shows of each job, read from the stored jobs (`board`).
+    pub board: board::Board,
+    /// The web console's sessions and frame (issue 14); the edge's pages are `console`.
+    pub console: Arc<crate::console::Console>,
 }
 
 /// What only an edge exports: the link to head office and the approvals queue.
@@ -139,6 +145,8 @@ impl Edge {
         let metrics = EdgeMetrics::registered(registry, node.config.upstream.is_some());
         let approvals = ApprovalMirror::new(metrics.approvals_waiting.clone());
         Arc::new(Self {
+            console: crate::console::Console::new(Arc::clone(&node)),
+            board: board::Board::default(),
             node,
             metrics,
             assign_lock: tokio::sync::Mutex::new(()),
@@ -150,9 +158,12 @@ impl Edge {
         })
     }
 
-    /// The edge's routes (`/api/…`), on its state.
+    /// The edge's routes (`/api/…`) and console pages, on its state.
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::from(api()).with_state(Arc::clone(self))
+        Router::from(api())
+            .with_state(Arc::clone(self))
+            .merge(crate::console::router(Arc::clone(&self.console)))
+            .merge(console::router(Arc::clone(self)))
     }
 
     /// Starts the edge's workers: the report signer, the approvals mirror, the desk's
@@ -160,6 +171,11 @@ impl Edge {
     /// office. They run until aborted.
     pub fn spawn_workers(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
         let mut workers = vec![
+            // Subscribed here, before the server answers anything (`board::follow`).
+            tokio::spawn(board::follow(
+                Arc::clone(self),
+                self.node.hub.subscribe_approvals(),
+            )),
             tokio::spawn(signer::run_signer(Arc::clone(self))),
             tokio::spawn(desk::approvals::mirror::run(Arc::clone(self))),
             tokio::spawn(desk::follow::run(Arc::clone(self))),
@@ -198,7 +214,7 @@ struct ApiDoc;
 pub fn api() -> OpenApiRouter<Arc<Edge>> {
     use desk::{approvals, complaints, dispatch, intake, stock};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(dispatch::create_job))
+        .routes(routes!(dispatch::create_job, board::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::set_technicians))
         .routes(routes!(jobs::list_technicians))

@@ -26,6 +26,8 @@ use crate::sync::node::Node;
 pub struct HeadOffice {
     pub node: Arc<Node>,
     pub metrics: HeadOfficeMetrics,
+    /// The web console's sessions (issue 14; head office's own pages come later).
+    pub console: Arc<crate::console::Console>,
 }
 
 /// What only head office exports: reports and complaints archived or kept aside.
@@ -68,14 +70,17 @@ impl HeadOffice {
     /// Head office on `node`; registers its metrics in `registry`.
     pub fn new(node: Arc<Node>, registry: &mut Registry) -> Arc<Self> {
         Arc::new(Self {
+            console: crate::console::Console::new(Arc::clone(&node)),
             node,
             metrics: HeadOfficeMetrics::registered(registry),
         })
     }
 
-    /// Head office's routes (`/api/…`), on its state.
+    /// Head office's routes (`/api/…`) and the console's, on its state.
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::from(api()).with_state(Arc::clone(self))
+        Router::from(api())
+            .with_state(Arc::clone(self))
+            .merge(crate::console::router(Arc::clone(&self.console)))
     }
 
     /// Starts head office's worker, the receiver. It runs until aborted.

@@ -100,7 +100,13 @@ pub async fn json_errors(
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if json {
+    // The console's pages and exports are answers of their own (an HTML refusal page).
+    let console = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html") || v.starts_with("text/csv"));
+    if json || console {
         return response;
     }
     let (parts, body) = response.into_parts();

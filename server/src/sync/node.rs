@@ -14,7 +14,7 @@ use fieldsync_shared::sync::{EngineConfig, EngineRole, Input, Principal};
 use fieldsync_storage::{StorageError, Store, StoreConfig};
 use tokio::sync::watch;
 
-use crate::auth::{AuthError, DeskRole, Subject, TokenAuthority, role_list};
+use crate::auth::{Actor, AuthError, DeskRole, Subject, TokenAuthority, role_list};
 use crate::clock::Clock;
 use crate::config::{Config, Role};
 use crate::data_dir::{DataDir, ROLE_META};
@@ -385,8 +385,56 @@ impl Node {
     }
 
     /// Checks the desk token and that its role may do `action`; a role that may not gets 403
-    /// saying which roles may.
+    /// saying which roles may. A token naming a person (`fieldsync desk token --user`) is
+    /// refused once their account is disabled or has another role.
     pub fn authorize(
+        &self,
+        headers: &HeaderMap,
+        allowed: &[DeskRole],
+        action: &str,
+    ) -> Result<DeskRole, ApiError> {
+        self.authorize_actor(headers, allowed, action)
+            .map(|actor| actor.role)
+    }
+
+    /// [`authorize`](Self::authorize), and the person the token acts for, if it names one:
+    /// what the audit log records as who did it. The account is read from the store here
+    /// (one point read), so the CLI's `user disable` takes effect at the next call.
+    pub fn authorize_actor(
+        &self,
+        headers: &HeaderMap,
+        allowed: &[DeskRole],
+        action: &str,
+    ) -> Result<Actor, ApiError> {
+        let role = self.authorize_role(headers, allowed, action)?;
+        let person = token_from(headers, None)
+            .and_then(|t| self.tokens.verify(&t, self.clock.now()).ok())
+            .and_then(|v| v.person);
+        let Some(person) = person else {
+            return Ok(Actor { role, person: None });
+        };
+        let account = crate::accounts::load(&self.store, &person)
+            .map_err(|e| ApiError::internal("storage_error", e))?;
+        match account {
+            Some(a) if !a.user.disabled && a.user.desk_role() == Some(role) => Ok(Actor {
+                role,
+                person: Some(person),
+            }),
+            Some(a) if !a.user.disabled => Err(ApiError::forbidden(format!(
+                "the token acts for {person} as {}, but their account's role is now {}",
+                role.as_str(),
+                a.user.role
+            ))),
+            _ => {
+                self.metrics.refused("revoked");
+                Err(ApiError::unauthorized(&AuthError::Revoked(format!(
+                    "the token acts for {person}, who has no enabled account"
+                ))))
+            }
+        }
+    }
+
+    fn authorize_role(
         &self,
         headers: &HeaderMap,
         allowed: &[DeskRole],

@@ -66,9 +66,19 @@ pub async fn create_job(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
-    state.node.authorize(&headers, STAFF, "create jobs")?;
+    let actor = state.node.authorize_actor(&headers, STAFF, "create jobs")?;
     let new: NewJob = parse_body(&body)?;
     let created = create_job_with_id(&state, new, DocumentId::random(), None).await?;
+    let entry = crate::console::audit::Entry::new(
+        state.node.clock.now(),
+        actor.name(),
+        actor.role.as_str(),
+        "job_create",
+        format!("job:{}", created.job_id),
+    )
+    .after(created.job_id.clone())
+    .detail(format!("assigned to {}", created.technician));
+    crate::console::audit_api(&state.node, entry).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

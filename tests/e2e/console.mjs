@@ -1,0 +1,132 @@
+// The web console in a real browser (issue 14): Debian's chromium, driven by playwright-core,
+// with JavaScript disabled in the page (the console serves none: everything must work
+// without it). Run by tests/it/console_browser.rs against a real `fieldsync serve`:
+//
+//   node tests/e2e/console.mjs --base http://127.0.0.1:PORT --user li --password PW \
+//     --customers "华东机械厂,Lotus Foods" --job-customer 华东机械厂 --screenshots DIR
+//
+// Steps: `/` leads to the sign-in page; a wrong password is refused; the right one opens the
+// board, which lists the jobs the API created (each customer in --customers); a job page opens
+// from the board; a POST without the form's CSRF token is refused and changes nothing; the
+// keyboard reaches the skip link first; sign-out ends the session. Screenshots of the sign-in
+// page, the board and the job page go to --screenshots. Prints one JSON line with the steps and
+// the run time; exits 1 with the failing step on stderr.
+
+import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { chromium } from "playwright-core";
+
+const { values: args } = parseArgs({
+  options: {
+    base: { type: "string" },
+    user: { type: "string" },
+    password: { type: "string" },
+    customers: { type: "string", default: "" },
+    "job-customer": { type: "string" },
+    screenshots: { type: "string" },
+    chromium: { type: "string", default: process.env.FIELDSYNC_CHROMIUM || "/usr/bin/chromium" },
+  },
+});
+for (const required of ["base", "user", "password", "job-customer", "screenshots"]) {
+  if (!args[required]) {
+    console.error(`console.mjs: --${required} is required`);
+    process.exit(2);
+  }
+}
+
+const started = Date.now();
+const steps = [];
+let step = "launch";
+const userDataDir = mkdtempSync(join(tmpdir(), "fieldsync-chromium-"));
+mkdirSync(args.screenshots, { recursive: true });
+
+function expect(condition, what) {
+  if (!condition) throw new Error(what);
+}
+
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: args.chromium,
+  headless: true,
+  javaScriptEnabled: false,
+  // A tablet held sideways.
+  viewport: { width: 1024, height: 768 },
+  locale: "zh-CN",
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+  ],
+});
+
+try {
+  const page = context.pages()[0] ?? (await context.newPage());
+  const base = args.base.replace(/\/$/, "");
+
+  step = "root leads to sign-in";
+  await page.goto(`${base}/`);
+  expect(new URL(page.url()).pathname === "/login", `/ led to ${page.url()}`);
+  await page.screenshot({ path: join(args.screenshots, "login.png") });
+  steps.push(step);
+
+  step = "wrong password refused";
+  await page.fill("#name", args.user);
+  await page.fill("#password", `${args.password}-wrong`);
+  await page.click("button[type=submit].primary");
+  const refusal = (await page.textContent("#login-message")) ?? "";
+  expect(refusal.includes("用户名或密码错误"), `refusal said ${JSON.stringify(refusal)}`);
+  expect(new URL(page.url()).pathname === "/login", `after a wrong password: ${page.url()}`);
+  steps.push(step);
+
+  step = "sign in opens the board";
+  await page.fill("#name", args.user);
+  await page.fill("#password", args.password);
+  await page.click("button[type=submit].primary");
+  expect(new URL(page.url()).pathname === "/board", `signed in to ${page.url()}`);
+  const table = (await page.textContent("#jobs")) ?? "";
+  for (const customer of args.customers.split(",").filter(Boolean)) {
+    expect(table.includes(customer), `the board does not list ${customer}: ${table}`);
+  }
+  await page.screenshot({ path: join(args.screenshots, "board.png"), fullPage: true });
+  steps.push(step);
+
+  step = "keyboard reaches the skip link first";
+  await page.keyboard.press("Tab");
+  const focused = await page.evaluate(() => document.activeElement?.className ?? "");
+  expect(focused === "skip", `the first Tab focused ${JSON.stringify(focused)}`);
+  steps.push(step);
+
+  step = "a job page opens from the board";
+  await page.click(`#jobs a:has-text("${args["job-customer"]}")`);
+  expect(new URL(page.url()).pathname.startsWith("/jobs/"), `job link led to ${page.url()}`);
+  const heading = (await page.textContent("h1")) ?? "";
+  expect(heading.includes(args["job-customer"]), `job page heading ${JSON.stringify(heading)}`);
+  await page.screenshot({ path: join(args.screenshots, "job.png"), fullPage: true });
+  steps.push(step);
+
+  step = "a POST without the CSRF token is refused";
+  const forged = await page.request.post(`${base}/logout`, { form: { csrf: "forged" }, maxRedirects: 0 });
+  expect(forged.status() === 403, `logout without the token answered ${forged.status()}`);
+  await page.goto(`${base}/board`);
+  expect(new URL(page.url()).pathname === "/board", `after the refused POST: ${page.url()}`);
+  steps.push(step);
+
+  step = "sign out";
+  await page.click("form[action='/logout'] button");
+  expect(new URL(page.url()).pathname === "/login", `signed out to ${page.url()}`);
+  const notice = (await page.textContent("#login-message")) ?? "";
+  expect(notice.includes("已退出"), `sign-out notice ${JSON.stringify(notice)}`);
+  await page.goto(`${base}/board`);
+  expect(new URL(page.url()).pathname === "/login", `the board after sign-out: ${page.url()}`);
+  steps.push(step);
+
+  console.log(JSON.stringify({ ok: true, steps, ms: Date.now() - started }));
+} catch (e) {
+  console.error(`console.mjs: step "${step}" failed: ${e.message}`);
+  process.exitCode = 1;
+} finally {
+  await context.close();
+  rmSync(userDataDir, { recursive: true, force: true });
+}

@@ -1,0 +1,166 @@
+//! The web console in a real browser (issue 14): the real `fieldsync serve`, people added with
+//! the CLI, jobs created through the API with a person's desk token, then
+//! `tests/e2e/console.mjs` drives Debian's chromium (playwright-core, JavaScript off in the
+//! page): sign-in page, a wrong password refused, the board listing those jobs, a job page, a
+//! POST without the CSRF token refused, sign-out.
+//!
+//! Prerequisites (installed by `.ci/run` and `scripts/test`): Node 20+, `npm ci --prefix
+//! tests/e2e`, Debian's `chromium` (or `FIELDSYNC_CHROMIUM` naming a Chromium binary) and a
+//! CJK font (`fonts-wqy-zenhei`). Missing, the test fails and says what to install.
+//! `FIELDSYNC_WRITE_SCREENSHOTS=1` writes the screenshots to `docs/console/` (the README's).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail, ensure};
+use fieldsync_tests::{ServerProcess, cli, cli_with_stdin, sample_job_body, temp_dir};
+use serde_json::{Value, json};
+
+fn e2e_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e")
+}
+
+fn chromium() -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("FIELDSYNC_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    ensure!(
+        path.exists(),
+        "no Chromium at {}: apt-get install chromium fonts-wqy-zenhei (Debian), or point \
+         FIELDSYNC_CHROMIUM at a Chromium binary",
+        path.display()
+    );
+    Ok(path)
+}
+
+#[tokio::test]
+async fn console_in_chromium_signs_in_lists_jobs_opens_one_refuses_a_forged_post_and_signs_out()
+-> anyhow::Result<()> {
+    let chromium = chromium()?;
+    let installed = e2e_dir().join("node_modules").join("playwright-core");
+    ensure!(
+        installed.exists(),
+        "{} is missing: run `npm ci --prefix tests/e2e` (or scripts/test, which does it)",
+        installed.display()
+    );
+    let dir = temp_dir()?;
+    let data = dir.path().join("edge");
+    let server = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || ServerProcess::start_with(&data, &[], &[("FIELDSYNC_TIME_ZONE", "Asia/Shanghai")])
+    })
+    .await??;
+    let base = server.http_url("");
+    let token = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || {
+            cli_with_stdin(
+                &data,
+                &[
+                    "user",
+                    "add",
+                    "--name",
+                    "li",
+                    "--role",
+                    "dispatcher",
+                    "--display-name",
+                    "李伟",
+                ],
+                "li-console-password\n",
+            )?;
+            cli(&data, &["desk", "token", "--user", "li", "--ttl", "15m"])
+        }
+    })
+    .await??;
+
+    let http = reqwest::Client::new();
+    for (customer, technician) in [("华东机械厂", "tech-1"), ("Lotus Foods Ltd", "tech-2")] {
+        let mut body = sample_job_body(technician);
+        body["customer"]["name"] = json!(customer);
+        let answer = http
+            .post(server.http_url("/api/jobs"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await?;
+        ensure!(
+            answer.status() == reqwest::StatusCode::CREATED,
+            "create job: {}",
+            answer.text().await?
+        );
+    }
+
+    let shots = if std::env::var_os("FIELDSYNC_WRITE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console")
+    } else {
+        dir.path().join("screenshots")
+    };
+    let started = Instant::now();
+    let output = tokio::process::Command::new("node")
+        .arg(e2e_dir().join("console.mjs"))
+        .args([
+            "--base",
+            &base,
+            "--user",
+            "li",
+            "--password",
+            "li-console-password",
+        ])
+        .args([
+            "--customers",
+            "华东机械厂,Lotus Foods Ltd",
+            "--job-customer",
+            "华东机械厂",
+        ])
+        .arg("--screenshots")
+        .arg(&shots)
+        .arg("--chromium")
+        .arg(&chromium)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running node (Node 20 or newer is needed)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "console.mjs: {}\n{}\n{}\nserver log:\n{}",
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr),
+            server.log()
+        );
+    }
+    let summary: Value = serde_json::from_str(stdout.trim()).context("console.mjs summary")?;
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(
+        summary["steps"].as_array().map(Vec::len),
+        Some(7),
+        "{summary}"
+    );
+    for shot in ["login.png", "board.png", "job.png"] {
+        let size = std::fs::metadata(shots.join(shot))?.len();
+        assert!(size > 10_000, "{shot}: {size} bytes");
+    }
+    eprintln!(
+        "console e2e: {} ms in the browser, {} ms with node's start",
+        summary["ms"],
+        started.elapsed().as_millis()
+    );
+
+    // The browser's refused and accepted sign-ins and its sign-out are in the audit log.
+    let store = fieldsync_storage::Store::open(
+        data.join("fieldsync.sqlite"),
+        fieldsync_storage::StoreConfig::without_maintenance(),
+    )?;
+    let actions: Vec<(String, String)> = fieldsync_server::console::audit::list(&store)?
+        .into_iter()
+        .map(|e| (e.actor, e.action))
+        .collect();
+    for action in ["login_refused", "login", "logout", "job_create"] {
+        assert!(
+            actions.contains(&("li".to_owned(), action.to_owned())),
+            "{action}: {actions:?}"
+        );
+    }
+    server.kill()
+}
