@@ -330,7 +330,7 @@ pub async fn on_report_signed(
         match records::save(state, revision, &record).await {
             Ok(_) => {
                 if let Some(request) = &record.request_id {
-                    super::follow::request_served(state, request, &job_id, signed_at).await?;
+                    super::intake::request_served(state, request, &job_id, signed_at).await?;
                 }
                 return Ok(record.repeat_on_signing);
             }
@@ -581,7 +581,7 @@ async fn agree_appointment(
             ),
             source: ReplySource::Appointment,
         };
-        super::follow::record_reply(state, request, reply).await?;
+        super::intake::keep_first_reply(state, request, reply).await?;
     }
     let job_id = parse_job_id(&value.job_id)?;
     let event = TimelineEvent {

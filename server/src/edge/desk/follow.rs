@@ -10,10 +10,10 @@
 //! - R2 reply: the technician's contact (an appointment the device recorded, R3, or the
 //!   arrival on site) answers the customer, at the time the server received it, if nothing
 //!   answered earlier. The desk's reply and an appointment the desk agreed (dispatch or
-//!   `PUT /api/jobs/{id}/appointment`) are recorded by those endpoints ([`record_reply`]).
+//!   `PUT /api/jobs/{id}/appointment`) are recorded by those endpoints ([`super::intake::keep_first_reply`]).
 //! - R4: a check-out makes the job served, so later jobs on the same product compare with
 //!   it (`JobDesk::checked_out_at`).
-//! - A signed report marks the request served ([`request_served`], called by the signer
+//! - A signed report marks the request served ([`super::intake::request_served`], called by the signer
 //!   through `dispatch::on_report_signed`): off every due list.
 //!
 //! A job is read only while its report is not signed (after that the signer has recorded
@@ -209,37 +209,4 @@ fn take_from_job(
         changed = true;
     }
     changed
-}
-
-/// R2: records `reply` on request `request_id` if it is the first (an earlier one stays).
-pub async fn record_reply(state: &Edge, request_id: &str, reply: Reply) -> Result<(), ApiError> {
-    records::update::<ServiceRequest>(state, request_id, |r| {
-        let first = replaces_reply(r.reply.as_ref().map(|x| x.at.0), reply.at.0);
-        if first {
-            r.reply = Some(reply.clone());
-        }
-        first
-    })
-    .await?;
-    Ok(())
-}
-
-/// R2: the job made from request `request_id` was signed at `signed_at`: the request is
-/// served and leaves every due list.
-pub async fn request_served(
-    state: &Edge,
-    request_id: &str,
-    job_id: &str,
-    signed_at: Timestamp,
-) -> Result<(), ApiError> {
-    records::update::<ServiceRequest>(state, request_id, |r| {
-        let ours = r.job_id.as_deref() == Some(job_id);
-        let changed = ours && r.job_signed_at != Some(Instant(signed_at));
-        if changed {
-            r.job_signed_at = Some(Instant(signed_at));
-        }
-        changed
-    })
-    .await?;
-    Ok(())
 }

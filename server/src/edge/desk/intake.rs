@@ -18,11 +18,13 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use fieldsync_shared::desk::replaces_reply;
 use fieldsync_shared::desk::{
     ClockState, LateCause, ReplySource, check_arrival, clock_state, reply_due,
 };
 use fieldsync_shared::ids::TechnicianId;
 use fieldsync_shared::job::Channel;
+use fieldsync_shared::time::Timestamp;
 use fieldsync_storage::RecordFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -575,4 +577,41 @@ pub async fn record_arrival(
         Instant(state.node.clock.now()),
         soon,
     )))
+}
+
+/// R2: records `reply` on request `request_id` if it is the first (an earlier one stays).
+pub async fn keep_first_reply(
+    state: &Edge,
+    request_id: &str,
+    reply: Reply,
+) -> Result<(), ApiError> {
+    records::update::<ServiceRequest>(state, request_id, |r| {
+        let first = replaces_reply(r.reply.as_ref().map(|x| x.at.0), reply.at.0);
+        if first {
+            r.reply = Some(reply.clone());
+        }
+        first
+    })
+    .await?;
+    Ok(())
+}
+
+/// R2: the job made from request `request_id` was signed at `signed_at`: the request is
+/// served and leaves every due list.
+pub async fn request_served(
+    state: &Edge,
+    request_id: &str,
+    job_id: &str,
+    signed_at: Timestamp,
+) -> Result<(), ApiError> {
+    records::update::<ServiceRequest>(state, request_id, |r| {
+        let ours = r.job_id.as_deref() == Some(job_id);
+        let changed = ours && r.job_signed_at != Some(Instant(signed_at));
+        if changed {
+            r.job_signed_at = Some(Instant(signed_at));
+        }
+        changed
+    })
+    .await?;
+    Ok(())
 }
