@@ -12,6 +12,7 @@ use fieldsync_server::auth::{DeskRole, Subject, TokenAuthority, parse_ttl};
 use fieldsync_server::clock::system_now as now;
 use fieldsync_server::config::{Config, Role};
 use fieldsync_server::data_dir::{DataDir, recorded_role};
+use fieldsync_server::head_office::store::{HeadOfficeStore, StorageUrl};
 use fieldsync_server::head_office::{archive, complaints};
 use fieldsync_server::sync::registry::{BranchRecord, Registry};
 use fieldsync_shared::ids::{BranchId, DeviceId, TechnicianId};
@@ -286,12 +287,20 @@ fn main() -> anyhow::Result<()> {
                     dir.root().display()
                 );
             }
+            // The archive is where `[storage] url` says: this data directory's database, or
+            // the database head-office processes share.
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let url =
+                StorageUrl::parse(config.storage.url.as_deref()).map_err(anyhow::Error::msg)?;
+            let store = HeadOfficeStore::open(&url, &std::sync::Arc::new(store))?;
+            let window = config.repeat_window_days;
             let text = if complaints {
                 let report =
-                    complaints::complaint_report(&store, month, config.repeat_window_days)?;
+                    runtime.block_on(complaints::complaint_report(&store, month, window))?;
                 complaints::render_complaints(&report, &format).map_err(anyhow::Error::msg)?
             } else {
-                let stats = archive::month_stats(&store, month, config.repeat_window_days)?;
+                let stats = runtime.block_on(archive::month_stats(&store, month, window))?;
                 archive::render_stats(&stats, &format).map_err(anyhow::Error::msg)?
             };
             out(&text)

@@ -12,6 +12,7 @@ mod desk;
 mod durability;
 mod head_office;
 mod head_office_complaints;
+mod head_office_scale;
 mod js_interop;
 mod operations;
 mod protocol;

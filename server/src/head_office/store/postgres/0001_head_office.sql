@@ -1,0 +1,53 @@
+-- 0001: head office's archive on PostgreSQL: the tables of the SQLite store's migration
+-- 0003 (storage/migrations/0003_head_office.sql), with the same columns, keys and indexes,
+-- so both backends answer the same queries. A month's statistics select by `month` (and look
+-- back by `serial` and `signed_at`), each an index, so the query touches the month's rows
+-- and not the whole archive.
+CREATE TABLE ho_reports (
+    report_id    TEXT   NOT NULL PRIMARY KEY,
+    report_doc   TEXT   NOT NULL,
+    branch_id    TEXT   NOT NULL,
+    job_id       TEXT   NOT NULL,
+    month        TEXT   NOT NULL,
+    customer_id  TEXT   NOT NULL,
+    product_type TEXT   NOT NULL,
+    serial       TEXT   NOT NULL,
+    supersedes   TEXT,
+    signed_at    BIGINT NOT NULL,
+    verified_at  BIGINT NOT NULL,
+    report       TEXT   NOT NULL
+);
+
+CREATE INDEX ho_reports_by_month ON ho_reports (month, signed_at);
+CREATE INDEX ho_reports_by_customer ON ho_reports (customer_id, signed_at);
+CREATE INDEX ho_reports_by_product ON ho_reports (product_type, signed_at);
+CREATE INDEX ho_reports_by_branch ON ho_reports (branch_id, signed_at);
+CREATE INDEX ho_reports_by_serial ON ho_reports (serial, signed_at);
+CREATE INDEX ho_reports_by_doc ON ho_reports (report_doc);
+CREATE INDEX ho_reports_superseding ON ho_reports (supersedes) WHERE supersedes IS NOT NULL;
+
+CREATE TABLE ho_reports_aside (
+    report_doc TEXT   NOT NULL PRIMARY KEY,
+    status     TEXT   NOT NULL CHECK (status IN ('pending', 'rejected')),
+    report_id  TEXT,
+    at         BIGINT NOT NULL,
+    body       TEXT   NOT NULL
+);
+
+CREATE INDEX ho_reports_aside_by_report ON ho_reports_aside (report_id);
+
+CREATE TABLE ho_complaints (
+    key       TEXT   NOT NULL PRIMARY KEY,
+    branch_id TEXT   NOT NULL,
+    month     TEXT   NOT NULL,
+    revision  BIGINT NOT NULL,
+    body      TEXT   NOT NULL
+);
+
+CREATE INDEX ho_complaints_by_month ON ho_complaints (month, branch_id);
+
+CREATE TABLE ho_complaints_rejected (
+    document TEXT   NOT NULL PRIMARY KEY,
+    at       BIGINT NOT NULL,
+    body     TEXT   NOT NULL
+);

@@ -1,0 +1,410 @@
+//! Head office's archive tables (migration 0003): verified reports, reports kept aside or
+//! waiting, archived complaints and complaint documents kept aside.
+//!
+//! The rows are plain columns and JSON text; what they mean is the server's
+//! (`fieldsync_server::head_office::store`), which keeps the same tables on PostgreSQL. Writes
+//! go through the writer thread like every other write, so a `Pending` completes only after
+//! COMMIT.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{Pending, StorageError, Store};
+
+/// One verified report: the columns the lists and statistics select by, and the signed
+/// report's JSON as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    pub report_id: String,
+    pub report_doc: String,
+    pub branch_id: String,
+    pub job_id: String,
+    /// `YYYY-MM` of `signed_at` (UTC).
+    pub month: String,
+    pub customer_id: String,
+    pub product_type: String,
+    /// The product's serial number (R4 looks back by it).
+    pub serial: String,
+    /// The report id this one supersedes, if any.
+    pub supersedes: Option<String>,
+    /// Epoch milliseconds.
+    pub signed_at: i64,
+    pub verified_at: i64,
+    /// The signed report's JSON.
+    pub report: String,
+}
+
+/// Which verified reports to list; every given field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportQuery {
+    pub month: Option<String>,
+    pub customer_id: Option<String>,
+    pub product_type: Option<String>,
+    pub branch_id: Option<String>,
+}
+
+/// Why a report document is not archived: kept aside, or waiting for its job document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsideStatus {
+    Pending,
+    Rejected,
+}
+
+impl AsideStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AsideStatus::Pending => "pending",
+            AsideStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// A report document set aside (one row per document: rejected or pending, never both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsideRow {
+    pub report_doc: String,
+    pub status: AsideStatus,
+    pub report_id: Option<String>,
+    /// Epoch milliseconds.
+    pub at: i64,
+    /// The server's JSON record of why.
+    pub body: String,
+}
+
+/// An archived complaint: its latest verified revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComplaintRow {
+    /// `<branch>/<complaint id>`.
+    pub key: String,
+    pub branch_id: String,
+    /// `YYYY-MM` of receipt.
+    pub month: String,
+    pub revision: i64,
+    pub body: String,
+}
+
+/// A write to head office's tables.
+#[derive(Debug)]
+pub(crate) enum Write {
+    /// Archives a report (nothing if its id is archived already) and takes its document out
+    /// of the aside list.
+    ArchiveReport(ReportRow),
+    PutAside(AsideRow),
+    DeleteAside {
+        report_doc: String,
+        status: AsideStatus,
+    },
+    /// Stores a complaint revision over a lower one only, and takes its document out of the
+    /// rejected list.
+    ArchiveComplaint {
+        row: ComplaintRow,
+        document: String,
+    },
+    RejectComplaint {
+        document: String,
+        at: i64,
+        body: String,
+    },
+    Unarchive {
+        report_id: String,
+    },
+}
+
+pub(crate) fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
+    match write {
+        Write::ArchiveReport(r) => {
+            conn.prepare_cached("DELETE FROM ho_reports_aside WHERE report_doc = ?1")?
+                .execute([&r.report_doc])?;
+            conn.prepare_cached(
+                "INSERT INTO ho_reports (report_id, report_doc, branch_id, job_id, month,
+                     customer_id, product_type, serial, supersedes, signed_at, verified_at,
+                     report)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (report_id) DO NOTHING",
+            )?
+            .execute(params![
+                r.report_id,
+                r.report_doc,
+                r.branch_id,
+                r.job_id,
+                r.month,
+                r.customer_id,
+                r.product_type,
+                r.serial,
+                r.supersedes,
+                r.signed_at,
+                r.verified_at,
+                r.report
+            ])?;
+        }
+        Write::PutAside(a) => {
+            conn.prepare_cached(
+                "INSERT INTO ho_reports_aside (report_doc, status, report_id, at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (report_doc) DO UPDATE SET status = excluded.status,
+                     report_id = excluded.report_id, at = excluded.at, body = excluded.body",
+            )?
+            .execute(params![
+                a.report_doc,
+                a.status.as_str(),
+                a.report_id,
+                a.at,
+                a.body
+            ])?;
+        }
+        Write::DeleteAside { report_doc, status } => {
+            conn.prepare_cached(
+                "DELETE FROM ho_reports_aside WHERE report_doc = ?1 AND status = ?2",
+            )?
+            .execute([report_doc.as_str(), status.as_str()])?;
+        }
+        Write::ArchiveComplaint { row, document } => {
+            conn.prepare_cached(
+                "INSERT INTO ho_complaints (key, branch_id, month, revision, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (key) DO UPDATE SET branch_id = excluded.branch_id,
+                     month = excluded.month, revision = excluded.revision, body = excluded.body
+                 WHERE excluded.revision > ho_complaints.revision",
+            )?
+            .execute(params![
+                row.key,
+                row.branch_id,
+                row.month,
+                row.revision,
+                row.body
+            ])?;
+            conn.prepare_cached("DELETE FROM ho_complaints_rejected WHERE document = ?1")?
+                .execute([document])?;
+        }
+        Write::RejectComplaint { document, at, body } => {
+            conn.prepare_cached(
+                "INSERT INTO ho_complaints_rejected (document, at, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (document) DO UPDATE SET at = excluded.at, body = excluded.body",
+            )?
+            .execute(params![document, at, body])?;
+        }
+        Write::Unarchive { report_id } => {
+            conn.prepare_cached("DELETE FROM ho_reports WHERE report_id = ?1")?
+                .execute([report_id])?;
+        }
+    }
+    Ok(())
+}
+
+const REPORT_COLUMNS: &str = "report_id, report_doc, branch_id, job_id, month, customer_id, \
+    product_type, serial, supersedes, signed_at, verified_at, report";
+
+fn report_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReportRow> {
+    Ok(ReportRow {
+        report_id: row.get(0)?,
+        report_doc: row.get(1)?,
+        branch_id: row.get(2)?,
+        job_id: row.get(3)?,
+        month: row.get(4)?,
+        customer_id: row.get(5)?,
+        product_type: row.get(6)?,
+        serial: row.get(7)?,
+        supersedes: row.get(8)?,
+        signed_at: row.get(9)?,
+        verified_at: row.get(10)?,
+        report: row.get(11)?,
+    })
+}
+
+fn aside_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AsideRow> {
+    let status: String = row.get(1)?;
+    Ok(AsideRow {
+        report_doc: row.get(0)?,
+        status: if status == "pending" {
+            AsideStatus::Pending
+        } else {
+            AsideStatus::Rejected
+        },
+        report_id: row.get(2)?,
+        at: row.get(3)?,
+        body: row.get(4)?,
+    })
+}
+
+fn complaint_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ComplaintRow> {
+    Ok(ComplaintRow {
+        key: row.get(0)?,
+        branch_id: row.get(1)?,
+        month: row.get(2)?,
+        revision: row.get(3)?,
+        body: row.get(4)?,
+    })
+}
+
+impl Store {
+    /// Archives a verified report once: a second report with the same id stores nothing.
+    pub fn archive_report(&self, row: ReportRow) -> Pending<()> {
+        self.submit_head_office(Write::ArchiveReport(row))
+    }
+
+    /// Sets a report document aside (replacing whatever aside record it had).
+    pub fn put_report_aside(&self, row: AsideRow) -> Pending<()> {
+        self.submit_head_office(Write::PutAside(row))
+    }
+
+    /// Takes a report document out of one aside list.
+    pub fn delete_report_aside(&self, report_doc: &str, status: AsideStatus) -> Pending<()> {
+        self.submit_head_office(Write::DeleteAside {
+            report_doc: report_doc.to_owned(),
+            status,
+        })
+    }
+
+    /// Archives a complaint revision over a lower one only.
+    pub fn archive_complaint(&self, row: ComplaintRow, document: &str) -> Pending<()> {
+        self.submit_head_office(Write::ArchiveComplaint {
+            row,
+            document: document.to_owned(),
+        })
+    }
+
+    pub fn reject_complaint(&self, document: &str, at: i64, body: String) -> Pending<()> {
+        self.submit_head_office(Write::RejectComplaint {
+            document: document.to_owned(),
+            at,
+            body,
+        })
+    }
+
+    /// Takes a report out of the archive, so that the next start verifies its document again
+    /// (what a kill between storing a document and archiving it leaves).
+    pub fn unarchive_report(&self, report_id: &str) -> Pending<()> {
+        self.submit_head_office(Write::Unarchive {
+            report_id: report_id.to_owned(),
+        })
+    }
+
+    pub fn archived_report(&self, report_id: &str) -> Result<Option<ReportRow>, StorageError> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {REPORT_COLUMNS} FROM ho_reports WHERE report_id = ?1"
+            ))?
+            .query_row([report_id], report_row)
+            .optional()
+        })
+    }
+
+    /// Verified reports matching `query`, oldest first.
+    pub fn archived_reports(&self, query: &ReportQuery) -> Result<Vec<ReportRow>, StorageError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {REPORT_COLUMNS} FROM ho_reports
+                 WHERE (?1 IS NULL OR month = ?1) AND (?2 IS NULL OR customer_id = ?2)
+                   AND (?3 IS NULL OR product_type = ?3) AND (?4 IS NULL OR branch_id = ?4)
+                 ORDER BY signed_at, report_id"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    query.month,
+                    query.customer_id,
+                    query.product_type,
+                    query.branch_id
+                ],
+                report_row,
+            )?;
+            rows.collect()
+        })
+    }
+
+    /// What the month's statistics read: every report of `month` that no archived report
+    /// supersedes, and the earlier ones (signed at or after `look_back_from`, epoch ms) on a
+    /// serial the month has, for R4's repeat repairs. Oldest first.
+    pub fn reports_for_month_stats(
+        &self,
+        month: &str,
+        look_back_from: i64,
+    ) -> Result<Vec<ReportRow>, StorageError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {REPORT_COLUMNS} FROM ho_reports r
+                 WHERE r.month = ?1
+                   AND NOT EXISTS (SELECT 1 FROM ho_reports s WHERE s.supersedes = r.report_id)
+                 UNION ALL
+                 SELECT {REPORT_COLUMNS} FROM ho_reports r
+                 WHERE r.signed_at >= ?2 AND r.month < ?1
+                   AND r.serial IN (SELECT serial FROM ho_reports WHERE month = ?1)
+                   AND NOT EXISTS (SELECT 1 FROM ho_reports s WHERE s.supersedes = r.report_id)
+                 ORDER BY 10, 1"
+            ))?;
+            let rows = stmt.query_map(params![month, look_back_from], report_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Report documents whose outcome stands: archived or rejected.
+    pub fn settled_report_docs(&self) -> Result<Vec<String>, StorageError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT report_doc FROM ho_reports
+                 UNION SELECT report_doc FROM ho_reports_aside WHERE status = 'rejected'",
+            )?;
+            let rows = stmt.query_map([], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Report documents set aside with `status`, oldest first.
+    pub fn reports_aside(&self, status: AsideStatus) -> Result<Vec<AsideRow>, StorageError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT report_doc, status, report_id, at, body FROM ho_reports_aside
+                 WHERE status = ?1 ORDER BY at, report_doc",
+            )?;
+            let rows = stmt.query_map([status.as_str()], aside_row)?;
+            rows.collect()
+        })
+    }
+
+    /// The aside records naming `report_id`, rejected before pending.
+    pub fn report_aside_by_id(&self, report_id: &str) -> Result<Vec<AsideRow>, StorageError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT report_doc, status, report_id, at, body FROM ho_reports_aside
+                 WHERE report_id = ?1 ORDER BY status DESC, at",
+            )?;
+            let rows = stmt.query_map([report_id], aside_row)?;
+            rows.collect()
+        })
+    }
+
+    pub fn archived_complaint(&self, key: &str) -> Result<Option<ComplaintRow>, StorageError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT key, branch_id, month, revision, body FROM ho_complaints WHERE key = ?1",
+            )?
+            .query_row([key], complaint_row)
+            .optional()
+        })
+    }
+
+    /// Archived complaints, of `month` and `branch` when given.
+    pub fn archived_complaints(
+        &self,
+        month: Option<&str>,
+        branch: Option<&str>,
+    ) -> Result<Vec<ComplaintRow>, StorageError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, branch_id, month, revision, body FROM ho_complaints
+                 WHERE (?1 IS NULL OR month = ?1) AND (?2 IS NULL OR branch_id = ?2)
+                 ORDER BY key",
+            )?;
+            let rows = stmt.query_map(params![month, branch], complaint_row)?;
+            rows.collect()
+        })
+    }
+
+    /// The JSON records of complaint documents kept aside.
+    pub fn rejected_complaints(&self) -> Result<Vec<String>, StorageError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT body FROM ho_complaints_rejected ORDER BY at, document")?;
+            let rows = stmt.query_map([], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+}
