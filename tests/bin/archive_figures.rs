@@ -159,21 +159,27 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn measure(store: &HeadOfficeStore, runs: usize) -> anyhow::Result<Value> {
+/// The month's statistics timed `runs` times; the figures and the last answer.
+async fn measure(store: &HeadOfficeStore, runs: usize) -> anyhow::Result<(Value, Value)> {
     let month: Month = MONTH.parse()?;
     let mut times = Vec::new();
     let mut reports = 0;
+    let mut answer = Value::Null;
     for _ in 0..runs {
         let started = Instant::now();
         let stats = archive::month_stats(store, month, 90).await?;
         times.push(started.elapsed().as_secs_f64() * 1e3);
         reports = stats.iter().map(|s| s.summary.reports).sum::<u32>();
+        answer = serde_json::to_value(&stats)?;
     }
-    Ok(json!({
-        "month_stats_ms_median": median(times.clone()),
-        "month_stats_ms_runs": times,
-        "reports_in_month": reports,
-    }))
+    Ok((
+        json!({
+            "month_stats_ms_median": median(times.clone()),
+            "month_stats_ms_runs": times,
+            "reports_in_month": reports,
+        }),
+        answer,
+    ))
 }
 
 #[tokio::main]
@@ -182,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
     let template = template()?;
     let mut out = json!({ "archived_reports": args.reports, "months": MONTHS,
         "branches": BRANCHES, "month": MONTH });
+    let mut answers = Vec::new();
     if args.only.as_deref() != Some("postgres") {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("archive.sqlite");
@@ -190,9 +197,10 @@ async fn main() -> anyhow::Result<()> {
         fill_sqlite(&store, args.reports, &template).await?;
         let fill = started.elapsed().as_secs_f64();
         let store = HeadOfficeStore::Sqlite(store);
-        let mut figures = measure(&store, args.runs).await?;
+        let (mut figures, answer) = measure(&store, args.runs).await?;
         figures["fill_s"] = json!(fill);
         out["sqlite"] = figures;
+        answers.push(answer);
     }
     if args.only.as_deref() != Some("sqlite") {
         let cluster = PgCluster::start(true)?;
@@ -207,9 +215,14 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         fill_postgres(&url, args.reports, &template).await?;
         let fill = started.elapsed().as_secs_f64();
-        let mut figures = measure(&store, args.runs).await?;
+        let (mut figures, answer) = measure(&store, args.runs).await?;
         figures["fill_s"] = json!(fill);
         out["postgres"] = figures;
+        answers.push(answer);
+    }
+    // Both backends must answer the same statistics from the same rows.
+    if let [sqlite, postgres] = answers.as_slice() {
+        out["same_statistics_on_both"] = json!(sqlite == postgres);
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
