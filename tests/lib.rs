@@ -94,7 +94,7 @@ impl TestServer {
     ) -> anyhow::Result<Self> {
         let mut config = Config {
             data_dir: data_dir.to_owned(),
-            branch_id: "north-01".into(),
+            branch_id: Some("north-01".into()),
             ..Config::default()
         };
         config.limits.shutdown_grace = Duration::from_secs(2);
@@ -176,7 +176,7 @@ impl TestServer {
         let key = KeyPair::generate()?;
         let record = DeviceRecord {
             device_id: device_id.clone(),
-            branch_id: BranchId::new(self.state.config.branch_id.as_str())?,
+            branch_id: self.state.branch_id.clone(),
             technician: TechnicianId::new(technician)?,
             public_key: key.public().to_hex(),
             revoked_at: None,
@@ -198,7 +198,7 @@ impl TestServer {
     ) -> anyhow::Result<()> {
         let record = DeviceRecord {
             device_id: device.clone(),
-            branch_id: BranchId::new(self.state.config.branch_id.as_str())?,
+            branch_id: self.state.branch_id.clone(),
             technician: TechnicianId::new(technician)?,
             public_key: public_key.to_hex(),
             revoked_at: None,
@@ -468,12 +468,20 @@ pub fn cli(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
 
 /// [`cli`] with the `fieldsync` binary at `binary` (a release build, say).
 pub fn run_cli(binary: &Path, data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(binary)
+    let mut command = Command::new(binary);
+    // Under `FIELDSYNC_TEST_PG` a head office's archive is a database of its own
+    // (`pg::test_database`): its commands (`stats`, `archive retry`, `branch enroll`) open it.
+    if let Some(url) = pg::test_database_blocking(data_dir)? {
+        command.env("FIELDSYNC_STORAGE_URL", url);
+    }
+    let output = command
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("FIELDSYNC_CONFIG")
         .env("FIELDSYNC_LOG", "warn")
+        // The branch an edge directory serves before its first `serve` recorded one.
+        .env("FIELDSYNC_BRANCH_ID", "north-01")
         .output()?;
     if !output.status.success() {
         bail!(
@@ -533,6 +541,8 @@ impl ServerProcess {
             .env_remove("FIELDSYNC_CONFIG")
             .env("FIELDSYNC_LOG", "info")
             .env("NO_COLOR", "1")
+            // An edge's first start needs a branch id; `env` may name another.
+            .env("FIELDSYNC_BRANCH_ID", "north-01")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -824,7 +834,7 @@ impl TestServer {
         let url = pg::test_database(data_dir).await?;
         Self::start_with_clock(data_dir, clock, |c| {
             c.role = fieldsync_server::config::Role::HeadOffice;
-            c.branch_id = "head-office".into();
+            c.branch_id = Some("head-office".into());
             c.storage.url = url;
         })
         .await
@@ -881,11 +891,12 @@ impl TestServer {
     ) -> anyhow::Result<Self> {
         let branch = branch.to_owned();
         Self::start_with_clock(data_dir, clock, move |c| {
-            c.branch_id = branch;
+            c.branch_id = Some(branch);
             c.upstream = Some(fieldsync_server::config::Upstream {
                 url: upstream_url,
                 token_file,
                 retry_max: Duration::from_secs(1),
+                verdict_poll: Duration::from_secs(1),
                 ca_file: None,
             });
         })

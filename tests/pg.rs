@@ -228,3 +228,19 @@ pub async fn test_database(data_dir: &Path) -> anyhow::Result<Option<String>> {
         create_database(server.trim_end_matches('/'), &name).await?,
     ))
 }
+
+/// [`test_database`] from synchronous code (on a thread with a runtime of its own).
+pub fn test_database_blocking(data_dir: &Path) -> anyhow::Result<Option<String>> {
+    if std::env::var_os(TEST_PG_ENV).is_none() {
+        return Ok(None);
+    }
+    let data_dir = data_dir.to_owned();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(test_database(&data_dir))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the database thread panicked"))?
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use fieldsync_report_print::{Language, PrintOptions, Zone};
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::doc::{PartDraft, PartUpdate};
 use fieldsync_shared::job::{
@@ -77,6 +78,9 @@ pub enum Command {
         #[command(subcommand)]
         command: PartCommand,
     },
+    /// The service report the customer reads before signing: text on stdout, and the PDF
+    /// with --pdf.
+    Preview(PreviewArgs),
     /// Take the customer's acknowledgement, signed by this device.
     Ack(AckArgs),
     /// Mark the job complete (refused with every missing item if it is not).
@@ -197,6 +201,28 @@ pub enum PartCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct PreviewArgs {
+    pub job: String,
+    /// Write the PDF to this file.
+    #[arg(long)]
+    pub pdf: Option<PathBuf>,
+    /// zh (Chinese) or en (English).
+    #[arg(long, default_value = "zh", value_parser = language)]
+    pub lang: Language,
+    /// The time zone times are shown in: Asia/Shanghai, UTC, or an offset like +08:00.
+    #[arg(long, default_value = "Asia/Shanghai", value_parser = zone)]
+    pub zone: Zone,
+}
+
+fn language(s: &str) -> Result<Language, String> {
+    Language::parse(s).ok_or_else(|| format!("{s:?}: use zh or en"))
+}
+
+fn zone(s: &str) -> Result<Zone, String> {
+    Zone::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
 pub struct AckArgs {
     pub job: String,
     /// The name of the customer who signs.
@@ -211,15 +237,20 @@ pub struct AckArgs {
     /// When the customer signed (default now).
     #[arg(long, value_parser = time)]
     pub at: Option<Timestamp>,
-    /// R9 survey scores, 1 to 5.
-    #[arg(long, default_value_t = 5)]
-    pub attitude: u8,
-    #[arg(long, default_value_t = 5)]
-    pub skill: u8,
-    #[arg(long, default_value_t = 5)]
-    pub punctuality: u8,
-    #[arg(long, default_value_t = 5)]
-    pub service_items: u8,
+    /// R9 survey: the customer's score of the technician's attitude, 1 (poor) to 5
+    /// (excellent). A score left out is recorded as not answered, never as a default.
+    #[arg(long)]
+    pub attitude: Option<u8>,
+    /// R9: technical skill, 1 to 5 (left out: not answered).
+    #[arg(long)]
+    pub skill: Option<u8>,
+    /// R9: punctuality, 1 to 5 (left out: not answered).
+    #[arg(long)]
+    pub punctuality: Option<u8>,
+    /// R9: the service items, 1 to 5 (left out: not answered).
+    #[arg(long)]
+    pub service_items: Option<u8>,
+    /// R9: the customer's suggestions.
     #[arg(long, default_value = "")]
     pub suggestions: String,
 }
@@ -408,6 +439,18 @@ async fn command(
                 print_json(out, &json!({ "job": id, "removed": line }))
             }
         },
+        Command::Preview(args) => {
+            let id = resolve(device, &args.job).await?;
+            let printed = device
+                .preview(id, PrintOptions::new(args.lang, args.zone))
+                .await?;
+            if let Some(path) = &args.pdf {
+                std::fs::write(path, &printed.pdf)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            out.write_all(printed.text.as_bytes())?;
+            Ok(())
+        }
         Command::Ack(args) => {
             let id = resolve(device, &args.job).await?;
             let signature = match (&args.strokes, &args.image) {

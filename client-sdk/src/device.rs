@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use automerge::{ActorId, Automerge, ChangeHash};
+use fieldsync_report_print::{PrintError, PrintOptions, Printed};
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::doc::{
     EditError, FieldConflict, JobDoc, PartDraft, SchemaError, conflicts, read_job, read_job_at,
@@ -23,7 +24,7 @@ use fieldsync_shared::report::{
     AckDraft, AckMatch, ReportError, acknowledged_content, acknowledgement_matches,
     sign_acknowledgement,
 };
-use fieldsync_shared::rules::{Missing, completeness};
+use fieldsync_shared::rules::{Missing, acknowledgement_blockers, completeness};
 use fieldsync_shared::sync::{EngineConfig, EngineRole, LocalEdit, LocalEditError};
 use fieldsync_shared::time::Timestamp;
 use fieldsync_storage::{StorageError, Store, StoreConfig};
@@ -61,8 +62,15 @@ pub enum ClientError {
     /// The job is not ready to be finalised; every missing item is listed.
     #[error("the job is not complete: {}", .0.iter().map(|m| m.message.as_str()).collect::<Vec<_>>().join("; "))]
     Incomplete(Vec<Missing>),
+    /// The customer cannot sign yet: every item R7, R8's form, R9, R11 or R16 still needs is
+    /// listed, so the customer signs once, after the technician has recorded them all.
+    #[error("the customer cannot sign yet: {}", .0.iter().map(|m| m.message.as_str()).collect::<Vec<_>>().join("; "))]
+    NotReadyToSign(Vec<Missing>),
     #[error("acknowledgement: {0}")]
     Report(#[from] ReportError),
+    /// The service report could not be printed.
+    #[error("service report: {0}")]
+    Print(#[from] PrintError),
     /// The engine refused or could not store the edit.
     #[error("{0}")]
     Engine(#[from] LocalEditError),
@@ -479,6 +487,24 @@ impl Device {
         .await
     }
 
+    /// The service report as the customer reads it before signing (issue 15): the job as it
+    /// is on the device now, as PDF and text, in `options`' language and time zone. Once the
+    /// customer has signed, the same page shows the signature and the survey; the signed
+    /// report itself (with the branch's signature and QR code) is printed by the desk or head
+    /// office.
+    pub async fn preview(
+        &self,
+        id: DocumentId,
+        options: PrintOptions,
+    ) -> Result<Printed, ClientError> {
+        let job = self.job(id).await?;
+        // Rendering takes some milliseconds of CPU: off the async workers.
+        tokio::task::spawn_blocking(move || fieldsync_report_print::render(&job, None, &options))
+            .await
+            .map_err(|_| ClientError::Closed)?
+            .map_err(ClientError::from)
+    }
+
     /// Every item the job still lacks before the server can sign its report (R7, R8, R9,
     /// R11), including an acknowledgement that no longer matches.
     pub async fn missing(&self, id: DocumentId) -> Result<Vec<Missing>, ClientError> {
@@ -586,6 +612,12 @@ impl Device {
     /// R8, R9: records the customer's acknowledgement, signed by this device over the job's
     /// canonical content and heads as they are at this moment (in the same step as it is
     /// written, so no concurrent edit can slip in between).
+    ///
+    /// Refused with [`ClientError::NotReadyToSign`], listing every item, while the job lacks
+    /// anything the completion request would be refused for (R7 for a repair, R16 for an
+    /// installation, R11's check-out) or the draft is not well formed (a signer's name, a
+    /// mark, survey scores 1 to 5 or not answered: R8, R9): the customer signs once. Nothing
+    /// is written then.
     pub async fn acknowledge(
         &self,
         id: DocumentId,
@@ -598,6 +630,10 @@ impl Device {
             let heads: Vec<String> = doc.heads().iter().map(ChangeHash::to_string).collect();
             let ack = sign_acknowledgement(&job, heads, draft, device_id, &key)
                 .map_err(JobFailure::Report)?;
+            let blockers = acknowledgement_blockers(&job, &ack);
+            if !blockers.is_empty() {
+                return Err(JobFailure::NotReadyToSign(blockers));
+            }
             doc.set_acknowledgement(&ack)?;
             Ok(ack)
         })
@@ -696,6 +732,7 @@ enum JobFailure {
     Edit(EditError),
     Report(ReportError),
     Incomplete(Vec<Missing>),
+    NotReadyToSign(Vec<Missing>),
     Other(String),
 }
 
@@ -711,6 +748,7 @@ impl JobFailure {
             JobFailure::Edit(e) => ClientError::Edit(e),
             JobFailure::Report(e) => ClientError::Report(e),
             JobFailure::Incomplete(m) => ClientError::Incomplete(m),
+            JobFailure::NotReadyToSign(m) => ClientError::NotReadyToSign(m),
             JobFailure::Other(s) => ClientError::Engine(LocalEditError::Failed(s)),
         }
     }
@@ -724,11 +762,7 @@ fn read_identity(store: &Store) -> Result<Option<Identity>, ClientError> {
 
 fn load(store: &Store, doc: DocumentId) -> Option<Automerge> {
     let chunks = store.load_doc(&doc.to_string()).ok()??;
-    let mut d = Automerge::new();
-    for chunk in &chunks {
-        d.load_incremental(chunk).ok()?;
-    }
-    Some(d)
+    fieldsync_shared::stored::load(&chunks).ok()
 }
 
 fn status_of(view: &DocView<'_>) -> JobStatus {

@@ -34,6 +34,7 @@ pub use node::now;
 pub use sync::{Backoff, SyncOptions, TokenError, TokenFuture, TokenSource};
 pub use tls::{ClientTls, Roots, TlsError};
 
+pub use fieldsync_report_print::{Language, PrintOptions, Printed, Zone};
 /// What an app needs from the shared model to fill in edits.
 pub use fieldsync_shared::job::doc::{PartDraft, PartUpdate};
 pub use fieldsync_shared::report::AckDraft;

@@ -610,13 +610,7 @@ impl Driver {
                 .load_doc(&doc.to_string())
                 .ok()
                 .flatten()
-                .and_then(|chunks| {
-                    let mut d = Automerge::new();
-                    for chunk in &chunks {
-                        d.load_incremental(chunk).ok()?;
-                    }
-                    Some(d)
-                })
+                .and_then(|chunks| fieldsync_shared::stored::load(&chunks).ok())
                 .filter(|d| !d.get_heads().is_empty());
             f(DocView {
                 doc: loaded.as_ref(),

@@ -21,7 +21,7 @@ use crate::config::{Config, Role};
 use crate::edge::Edge;
 use crate::head_office::HeadOffice;
 use crate::metrics::Registry;
-pub use crate::sync::node::{Node, StartError};
+pub use crate::sync::node::{BASELINE_ENV, Node, StartError};
 
 /// The role a server plays, with its state.
 #[derive(Debug, Clone)]

@@ -138,10 +138,18 @@ pub struct Upstream {
     /// own CA) instead of the system's trust store.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// How often the branch asks head office for its verdict on the reports it delivered and
+    /// that are not verified yet (`edge::verdicts`).
+    #[serde(default = "default_verdict_poll", with = "secs")]
+    pub verdict_poll: Duration,
 }
 
 fn default_retry_max() -> Duration {
     Duration::from_secs(60)
+}
+
+fn default_verdict_poll() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `[storage]` in head office's config: where its archive lives (issue 16). No `url`: the
@@ -170,8 +178,11 @@ pub struct TlsFiles {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub role: Role,
-    /// The branch this edge server serves (ignored at head office).
-    pub branch_id: String,
+    /// The branch this edge server serves (ignored at head office). An edge needs one at its
+    /// first start (`--branch-id`, `branch_id`, `FIELDSYNC_BRANCH_ID`); it is recorded in the
+    /// data directory then, and later starts use the recorded one (`fieldsync branch rename`
+    /// changes it).
+    pub branch_id: Option<String>,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub limits: Limits,
@@ -191,7 +202,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             role: Role::Edge,
-            branch_id: "branch-1".into(),
+            branch_id: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 3030)),
             data_dir: PathBuf::from("fieldsync-data"),
             limits: Limits::default(),
@@ -305,7 +316,7 @@ impl Config {
                     _ => return Err(bad("expected edge or head-office".into())),
                 }
             }
-            "FIELDSYNC_BRANCH_ID" => self.branch_id = value.to_owned(),
+            "FIELDSYNC_BRANCH_ID" => self.branch_id = Some(value.to_owned()),
             "FIELDSYNC_LISTEN" => {
                 self.listen = value
                     .parse()
@@ -333,6 +344,7 @@ impl Config {
                     url: String::new(),
                     token_file: PathBuf::new(),
                     retry_max: default_retry_max(),
+                    verdict_poll: default_verdict_poll(),
                     ca_file: None,
                 });
                 match name {
@@ -415,7 +427,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.listen.port(), 5000);
-        assert_eq!(c.branch_id, "north-01");
+        assert_eq!(c.branch_id.as_deref(), Some("north-01"));
         assert_eq!(c.limits.max_connections, 5);
     }
 

@@ -8,6 +8,7 @@
 use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 
+use fieldsync_shared::ids::BranchId;
 use fieldsync_shared::keys::{KeyError, KeyPair};
 use fieldsync_storage::{StorageError, Store};
 
@@ -15,6 +16,33 @@ use crate::config::Role;
 
 /// Where the role a data directory serves is recorded (store meta namespace and key).
 pub const ROLE_META: (&str, &str) = ("server", "role");
+/// `meta` record of the branch an edge's directory serves (recorded at its first `serve`).
+pub const BRANCH_META: (&str, &str) = ("server", "branch_id");
+
+/// The branch id recorded at an edge directory's first `serve`; `None` before it, or at
+/// head office.
+pub fn recorded_branch(store: &Store) -> Result<Option<BranchId>, StorageError> {
+    Ok(store
+        .meta(BRANCH_META.0, BRANCH_META.1)?
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|name| BranchId::new(name).ok()))
+}
+
+/// The branch a command speaks for: the one the directory recorded, else the config's; an
+/// error naming both ways to give one when neither says.
+pub fn branch_for(config: &crate::config::Config, store: &Store) -> Result<BranchId, String> {
+    if let Some(recorded) = recorded_branch(store).map_err(|e| e.to_string())? {
+        return Ok(recorded);
+    }
+    let Some(id) = &config.branch_id else {
+        return Err(
+            "this edge has no branch id yet: give one (`--branch-id north-01`, `branch_id` in \
+             the config, or FIELDSYNC_BRANCH_ID); its first `serve` records it"
+                .to_owned(),
+        );
+    };
+    BranchId::new(id.clone()).map_err(|_| format!("branch_id {id:?} is not a valid id"))
+}
 
 /// The role recorded at the directory's first `serve`; `None` before it.
 pub fn recorded_role(store: &Store) -> Result<Option<Role>, StorageError> {

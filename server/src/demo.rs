@@ -213,7 +213,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     // Head office, and the branch's key enrolled with it.
     let head_office = Running::start(Config {
         role: Role::HeadOffice,
-        branch_id: "head-office".into(),
+        branch_id: Some("head-office".into()),
         listen: loopback,
         data_dir: dir.join("head-office"),
         ..Config::default()
@@ -249,13 +249,14 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let link = Relay::start(head_office.addr).await?;
     let branch = Running::start(Config {
         role: Role::Edge,
-        branch_id: "north-01".into(),
+        branch_id: Some("north-01".into()),
         listen: loopback,
         data_dir: branch_dir,
         upstream: Some(Upstream {
             url: link.ws_url(),
             token_file,
             retry_max: Duration::from_secs(2),
+            verdict_poll: Duration::from_secs(1),
             ca_file: None,
         }),
         ..Config::default()
@@ -502,6 +503,8 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
                 ],
             )
             .await?;
+        // R11 before R8: the customer signs last, once (rules::acknowledgement_blockers).
+        device.check_out(*job, "reported to the desk").await?;
         device
             .acknowledge(
                 *job,
@@ -511,17 +514,10 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
                         strokes: vec![vec![[0, 0], [12, 9], [30, 4]]],
                     },
                     signed_at: now(),
-                    survey: Survey {
-                        attitude: 5,
-                        skill: 5,
-                        punctuality: 4,
-                        service_items: 5,
-                        suggestions: String::new(),
-                    },
+                    survey: Survey::answered(5, 5, 4, 5, ""),
                 },
             )
             .await?;
-        device.check_out(*job, "reported to the desk").await?;
         device.request_completion(*job).await?;
     }
     for (job, people) in &jobs {

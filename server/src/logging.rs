@@ -6,9 +6,30 @@ use tracing_subscriber::EnvFilter;
 
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
+/// What automerge logs unless a directive names it. automerge 0.12 opens INFO spans
+/// (`#[instrument]`) whose arguments are Debug-formatted whenever the span is enabled, among
+/// them `load_changes`'s whole change graph: with automerge at INFO, every stored chunk a
+/// document loaded formatted its history, and that was some 80% of the server's CPU in the
+/// first sync after a restart (issue 19; docs/BENCHMARKS.md, "Cold load").
+pub const AUTOMERGE_DEFAULT: &str = "automerge=warn";
+
 /// The filter for `value`: comma-separated directives, each a level (`debug`) or
-/// `target=level` (`fieldsync_server::upstream=debug`).
+/// `target=level` (`fieldsync_server::upstream=debug`), with [`AUTOMERGE_DEFAULT`] added
+/// unless a directive names automerge.
 pub fn filter(value: &str) -> Result<EnvFilter, String> {
+    let names_automerge = value
+        .split(',')
+        .any(|d| d.trim().to_ascii_lowercase().starts_with("automerge"));
+    if names_automerge {
+        filter_as_given(value)
+    } else {
+        filter_as_given(&format!("{value},{AUTOMERGE_DEFAULT}"))
+    }
+}
+
+/// [`filter`] without [`AUTOMERGE_DEFAULT`]: the server before issue 19, for the load
+/// figures' baseline only.
+pub fn filter_as_given(value: &str) -> Result<EnvFilter, String> {
     let directives: Vec<&str> = value
         .split(',')
         .map(str::trim)
@@ -43,6 +64,18 @@ mod tests {
         ] {
             assert!(filter(good).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn automerge_logs_at_warn_unless_a_directive_names_it() {
+        let shown = |value: &str| filter(value).map(|f| f.to_string()).unwrap_or_default();
+        assert!(
+            shown("info").contains("automerge=warn"),
+            "{}",
+            shown("info")
+        );
+        assert!(shown("debug,automerge=info").contains("automerge=info"));
+        assert!(!shown("debug,automerge=info").contains("automerge=warn"));
     }
 
     #[test]

@@ -11,7 +11,10 @@ use fieldsync_server::app::{self, Server};
 use fieldsync_server::auth::{DeskRole, Subject, TokenAuthority, parse_ttl};
 use fieldsync_server::clock::system_now as now;
 use fieldsync_server::config::{Config, Role};
-use fieldsync_server::data_dir::{DataDir, recorded_role};
+use fieldsync_server::data_dir::{
+    BRANCH_META, DataDir, branch_for, recorded_branch, recorded_role,
+};
+use fieldsync_server::head_office::archive::RetryFilter;
 use fieldsync_server::head_office::store::{HeadOfficeStore, StorageUrl};
 use fieldsync_server::head_office::{archive, complaints};
 use fieldsync_server::sync::registry::{BranchRecord, Registry};
@@ -63,6 +66,10 @@ enum Command {
         listen: Option<std::net::SocketAddr>,
         #[arg(long, value_enum)]
         role: Option<Role>,
+        /// The branch this edge serves, e.g. north-01: needed at the first start, recorded in
+        /// the data directory then (`fieldsync branch rename` changes it later).
+        #[arg(long)]
+        branch_id: Option<String>,
     },
     /// Create the server's signing key in the data directory (serve also does on first run).
     Keygen {
@@ -111,13 +118,43 @@ enum Command {
         #[arg(long)]
         complaints: bool,
     },
+    /// Head office: the archive of verified reports.
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
     /// Check an exported report with only public keys; says exactly what failed.
+    #[command(group(clap::ArgGroup::new("keys").required(true).args(["trust", "head_office"])))]
     Verify {
-        /// The report's JSON (as `GET /api/reports/{id}` exports it).
+        /// The report: its JSON (as `GET /api/reports/{id}` or head office's
+        /// `GET /api/archive/reports/{id}/export` exports it), or the signed PDF service
+        /// report, which carries that JSON as an attachment.
         report: PathBuf,
-        /// A trust directory (`fieldsync trust export`).
+        /// A trust directory (`fieldsync trust export` at the branch).
         #[arg(long)]
-        trust: PathBuf,
+        trust: Option<PathBuf>,
+        /// Head office's data directory: the branch keys it enrolled, and the device its copy
+        /// of the report document attests (read only; beside a running head office too).
+        #[arg(long)]
+        head_office: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveCommand {
+    /// Verify rejected reports again, e.g. after a branch's key was enrolled or fixed. Works
+    /// beside a running head office (it looks at them within a second) or a stopped one (at
+    /// its next start).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["rejected", "report"])))]
+    Retry {
+        #[command(flatten)]
+        common: Common,
+        /// Every rejected report.
+        #[arg(long)]
+        rejected: bool,
+        /// One report, by its report id.
+        #[arg(long)]
+        report: Option<String>,
     },
 }
 
@@ -179,6 +216,17 @@ enum BranchCommand {
         #[arg(long)]
         key: PathBuf,
     },
+    /// A branch edge: change the branch id its data directory serves (with its server
+    /// stopped). Every token the edge issued names the old id: issue device and desk tokens
+    /// anew, and have head office enroll the branch under the new id and issue its token.
+    /// Reports already signed keep the id they were signed with.
+    Rename {
+        #[command(flatten)]
+        common: Common,
+        /// The new branch id.
+        #[arg(long)]
+        to: String,
+    },
     /// Print the token a branch dials head office with (its `upstream.token_file`).
     Token {
         #[command(flatten)]
@@ -217,10 +265,14 @@ fn main() -> anyhow::Result<()> {
             common,
             listen,
             role,
+            branch_id,
         } => {
             let mut config = common.load()?;
             if let Some(listen) = listen {
                 config.listen = listen;
+            }
+            if branch_id.is_some() {
+                config.branch_id = branch_id;
             }
             if let Some(role) = role {
                 config.role = role;
@@ -251,7 +303,7 @@ fn main() -> anyhow::Result<()> {
             let store = open_store(&dir)?;
             let registry = Registry::load(&store)?;
             let devices: Vec<DeviceRecord> = registry.devices().cloned().collect();
-            let branch = BranchId::new(config.branch_id.clone())?;
+            let branch = branch_for(&config, &store).map_err(anyhow::Error::msg)?;
             fieldsync_server::trust::export(&out, &branch, key.public(), &devices)?;
             print_json(&serde_json::json!({
                 "trust_dir": out,
@@ -260,13 +312,49 @@ fn main() -> anyhow::Result<()> {
                 "devices": devices.len(),
             }))
         }
-        Command::Verify { report, trust } => verify(&report, &trust),
+        Command::Verify {
+            report,
+            trust,
+            head_office,
+        } => {
+            let trust = match (trust, head_office) {
+                (Some(dir), _) => fieldsync_server::trust::load(&dir)?,
+                (None, Some(dir)) => match head_office_trust(&dir, &report)? {
+                    Ok(trust) => trust,
+                    // The attestation itself failed (a key head office did not enroll…):
+                    // answered like any other failed check.
+                    Err(e) => return refused(&e),
+                },
+                (None, None) => bail!("give --trust DIR or --head-office DIR"),
+            };
+            verify(&report, &trust)
+        }
         Command::Branch { command } => branch(command),
         Command::Demo { dir } => {
             let dir = dir.unwrap_or_else(fieldsync_server::demo::default_dir);
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(fieldsync_server::demo::run(&dir))
+        }
+        Command::Archive {
+            command:
+                ArchiveCommand::Retry {
+                    common,
+                    rejected: _,
+                    report,
+                },
+        } => {
+            let config = common.load()?;
+            let dir = open_dir(&config)?;
+            let store = open_store(&dir)?;
+            refuse_edge(&dir, &store, "the archive")?;
+            let filter = match report {
+                Some(id) => RetryFilter::Report(id),
+                None => RetryFilter::All,
+            };
+            let (runtime, archive) = open_archive(&config, store)?;
+            let retried = runtime.block_on(archive::request_retry(&archive, &filter))?;
+            print_json(&serde_json::json!({ "retried": retried }))
         }
         Command::Stats {
             common,
@@ -280,20 +368,8 @@ fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--month: {e} (expected YYYY-MM)"))?;
             let dir = open_dir(&config)?;
             let store = open_store(&dir)?;
-            if recorded_role(&store)? == Some(Role::Edge) {
-                bail!(
-                    "{} is a branch edge server's data directory: the statistics live at head \
-                     office (run this with head office's --data-dir, or GET /api/stats there)",
-                    dir.root().display()
-                );
-            }
-            // The archive is where `[storage] url` says: this data directory's database, or
-            // the database head-office processes share.
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            let url =
-                StorageUrl::parse(config.storage.url.as_deref()).map_err(anyhow::Error::msg)?;
-            let store = HeadOfficeStore::open(&url, &std::sync::Arc::new(store))?;
+            refuse_edge(&dir, &store, "the statistics")?;
+            let (runtime, store) = open_archive(&config, store)?;
             let window = config.repeat_window_days;
             let text = if complaints {
                 let report =
@@ -320,10 +396,21 @@ fn main() -> anyhow::Result<()> {
 /// collector. A value that cannot be read is an error, not silently the default.
 fn init_logging(default_level: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
+    // The load figures' baseline keeps automerge's spans on, as before issue 19.
+    let baseline =
+        std::env::var(fieldsync_server::app::BASELINE_ENV).is_ok_and(|v| v == "issue-19");
+    let filter = |value: &str| {
+        if baseline {
+            fieldsync_server::logging::filter_as_given(value)
+        } else {
+            fieldsync_server::logging::filter(value)
+        }
+    };
     let filter = match std::env::var("FIELDSYNC_LOG") {
-        Ok(value) => fieldsync_server::logging::filter(&value)
-            .map_err(|e| anyhow::anyhow!("FIELDSYNC_LOG={value:?}: {e}"))?,
-        Err(std::env::VarError::NotPresent) => tracing_subscriber::EnvFilter::new(default_level),
+        Ok(value) => filter(&value).map_err(|e| anyhow::anyhow!("FIELDSYNC_LOG={value:?}: {e}"))?,
+        Err(std::env::VarError::NotPresent) => {
+            filter(default_level).map_err(|e| anyhow::anyhow!("default log level: {e}"))?
+        }
         Err(std::env::VarError::NotUnicode(_)) => bail!("FIELDSYNC_LOG is not valid UTF-8"),
     };
     let format = std::env::var("FIELDSYNC_LOG_FORMAT").unwrap_or_default();
@@ -363,8 +450,36 @@ fn open_dir(config: &Config) -> anyhow::Result<DataDir> {
     Ok(DataDir::existing(&config.data_dir)?)
 }
 
+/// Head-office commands refuse a branch's data directory, saying where `what` lives.
+fn refuse_edge(dir: &DataDir, store: &Store, what: &str) -> anyhow::Result<()> {
+    if recorded_role(store)? == Some(Role::Edge) {
+        bail!(
+            "{} is a branch edge server's data directory: {what} lives at head office (run \
+             this with head office's --data-dir)",
+            dir.root().display()
+        );
+    }
+    Ok(())
+}
+
+/// Head office's archive where `[storage] url` says: this data directory's database
+/// (`store`), a shared SQLite file, or the PostgreSQL database head-office processes share;
+/// with the runtime its calls run on.
+fn open_archive(
+    config: &Config,
+    store: Store,
+) -> anyhow::Result<(tokio::runtime::Runtime, HeadOfficeStore)> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let url = StorageUrl::parse(config.storage.url.as_deref()).map_err(anyhow::Error::msg)?;
+    let archive = HeadOfficeStore::open(&url, &std::sync::Arc::new(store))
+        .context("cannot open head office's archive")?;
+    Ok((runtime, archive))
+}
+
+/// The commands' store. No compaction or checkpoints: a command often runs beside the server
+/// that owns the database, and that maintenance is the server's (issue 19).
 fn open_store(dir: &DataDir) -> anyhow::Result<Store> {
-    Store::open(dir.database_path(), StoreConfig::default())
+    Store::open(dir.database_path(), StoreConfig::without_maintenance())
         .with_context(|| format!("cannot open {}", dir.database_path().display()))
 }
 
@@ -374,9 +489,12 @@ fn issue(config: &Config, subject: &Subject, ttl: &str) -> anyhow::Result<String
     let key = dir.server_key()?;
     // The directory knows whose it is once its server has started: a token must name the
     // issuer that server checks, whatever role this command was given.
-    let role = recorded_role(&open_store(&dir)?)?.unwrap_or(config.role);
+    let store = open_store(&dir)?;
+    let role = recorded_role(&store)?.unwrap_or(config.role);
     let issuer = match role {
-        Role::Edge => config.branch_id.clone(),
+        Role::Edge => branch_for(config, &store)
+            .map_err(anyhow::Error::msg)?
+            .to_string(),
         Role::HeadOffice => "head-office".to_owned(),
     };
     let authority = TokenAuthority::new(&key, issuer).map_err(anyhow::Error::msg)?;
@@ -410,10 +528,49 @@ fn branch(command: BranchCommand) -> anyhow::Result<()> {
                 )
                 .wait()?;
             store.flush().wait()?;
+            // Reports kept aside for want of this key are verified again (at head office: an
+            // edge keeps no archive).
+            let retried = if recorded_role(&store)? == Some(Role::Edge) {
+                Vec::new()
+            } else {
+                let (runtime, archive) = open_archive(&config, store)?;
+                let filter = RetryFilter::Branch(branch_id.clone());
+                runtime.block_on(archive::request_retry(&archive, &filter))?
+            };
             print_json(&serde_json::json!({
                 "branch_id": branch_id,
                 "key_id": public.id().as_str(),
                 "enrolled": true,
+                "retried": retried,
+            }))
+        }
+        BranchCommand::Rename { common, to } => {
+            let config = common.load()?;
+            let to = BranchId::new(to)?;
+            let dir = open_dir(&config)?;
+            // No server may run on it meanwhile: it holds the old id in memory.
+            let _lock = dir.lock()?;
+            let store = open_store(&dir)?;
+            if recorded_role(&store)? == Some(Role::HeadOffice) {
+                bail!(
+                    "{} is head office's data directory: only a branch edge has a branch id",
+                    dir.root().display()
+                );
+            }
+            let from = recorded_branch(&store)?;
+            let (namespace, key) = BRANCH_META;
+            store
+                .put_meta(namespace, key, to.as_str().as_bytes().to_vec())
+                .wait()?;
+            store.flush().wait()?;
+            print_json(&serde_json::json!({
+                "from": from,
+                "to": to,
+                "next": [
+                    "issue every device and desk token anew (`fieldsync device token`, `fieldsync desk token`)",
+                    format!("at head office: `fieldsync branch enroll --branch {to} --key <this server's keys/server.pub>` and `fieldsync branch token --branch {to}`"),
+                    format!("start the server with branch_id {to} (or none) in its config"),
+                ],
             }))
         }
         BranchCommand::Token {
@@ -446,7 +603,6 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
         } => {
             let config = common.load()?;
             let technician = TechnicianId::new(technician)?;
-            let branch_id = BranchId::new(config.branch_id.clone())?;
             let device_id = match device {
                 Some(d) => DeviceId::new(d)?,
                 None => {
@@ -466,10 +622,11 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
                 }
             };
             let store = open_store(&dir)?;
+            let branch_id = branch_for(&config, &store).map_err(anyhow::Error::msg)?;
             let mut registry = Registry::load(&store)?;
             let record = DeviceRecord {
                 device_id: device_id.clone(),
-                branch_id,
+                branch_id: branch_id.clone(),
                 technician: technician.clone(),
                 public_key: key.to_hex(),
                 revoked_at: None,
@@ -479,7 +636,7 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
             print_json(&serde_json::json!({
                 "device_id": device_id,
                 "technician": technician,
-                "branch_id": config.branch_id,
+                "branch_id": branch_id,
                 "key_id": key.id().as_str(),
                 "public_key": key.to_hex(),
                 "secret_key_file": secret_file,
@@ -519,10 +676,58 @@ fn device(command: DeviceCommand) -> anyhow::Result<()> {
     }
 }
 
-fn verify(report: &std::path::Path, trust: &std::path::Path) -> anyhow::Result<()> {
-    let trust = fieldsync_server::trust::load(trust)?;
-    let bytes =
-        std::fs::read(report).with_context(|| format!("cannot read {}", report.display()))?;
+/// The keys head office checks `report` with: every branch key it enrolled, and the device
+/// attested in the report document it received for that report.
+fn head_office_trust(
+    dir: &std::path::Path,
+    report: &std::path::Path,
+) -> anyhow::Result<
+    Result<fieldsync_shared::report::TrustStore, fieldsync_shared::report::VerifyError>,
+> {
+    let dir = DataDir::existing(dir)?;
+    let store = open_store(&dir)?;
+    if recorded_role(&store)? == Some(Role::Edge) {
+        bail!(
+            "{} is a branch edge server's data directory: use --trust with the branch's `fieldsync trust export`",
+            dir.root().display()
+        );
+    }
+    let bytes = report_json(report)?;
+    let signed: fieldsync_shared::report::SignedReport = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a signed report", report.display()))?;
+    let body = &signed.body;
+    let doc_id = fieldsync_shared::report_doc::report_doc_id(&body.report_id)
+        .ok_or_else(|| anyhow::anyhow!("report id {:?} is not 32 hex digits", body.report_id))?;
+    let chunks = store.load_doc(&doc_id.to_string())?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "head office holds no report document for report {} (was it delivered?)",
+            body.report_id
+        )
+    })?;
+    let am = fieldsync_shared::stored::load(&chunks)?;
+    let doc = fieldsync_shared::report_doc::ReportDoc::from_document(&am)?
+        .ok_or_else(|| anyhow::anyhow!("document {doc_id} is not a report document"))?;
+    let registry = Registry::load(&store)?;
+    Ok(archive::trust_from(&registry, &doc, &body.branch_id))
+}
+
+/// The report's JSON from `path`: the file itself, or the report a signed PDF carries
+/// (fieldsync_report_print::REPORT_ATTACHMENT).
+fn report_json(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if fieldsync_report_print::looks_like_pdf(&bytes) {
+        fieldsync_report_print::extract_report(&bytes)
+            .with_context(|| format!("{} is a PDF without a readable report", path.display()))
+    } else {
+        Ok(bytes)
+    }
+}
+
+fn verify(
+    report: &std::path::Path,
+    trust: &fieldsync_shared::report::TrustStore,
+) -> anyhow::Result<()> {
+    let bytes = report_json(report)?;
     match trust.verify_json(&bytes) {
         Ok(verified) => {
             let body = &verified.report.body;
@@ -540,15 +745,18 @@ fn verify(report: &std::path::Path, trust: &std::path::Path) -> anyhow::Result<(
                 "supersedes": body.supersedes,
             }))
         }
-        Err(e) => {
-            print_json(&serde_json::json!({
-                "valid": false,
-                "code": e.code(),
-                "reason": e.to_string(),
-            }))?;
-            std::process::exit(1);
-        }
+        Err(e) => refused(&e),
     }
+}
+
+/// A failed check: `{"valid": false, code, reason}` and exit status 1.
+fn refused(e: &fieldsync_shared::report::VerifyError) -> anyhow::Result<()> {
+    print_json(&serde_json::json!({
+        "valid": false,
+        "code": e.code(),
+        "reason": e.to_string(),
+    }))?;
+    std::process::exit(1);
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

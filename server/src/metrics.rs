@@ -152,13 +152,13 @@ impl SyncMetrics {
             .inc();
     }
 
-    /// The count of refusals for one reason (tests read it).
+    /// The count of refusals for one reason (tests read it). Reading creates no series.
     pub fn refusals(&self, reason: &str) -> u64 {
         self.refusals
-            .get_or_create(&Reason {
+            .get(&Reason {
                 reason: reason.to_owned(),
             })
-            .get()
+            .map_or(0, |counter| counter.get())
     }
 
     /// The number of open connections.
@@ -204,5 +204,6 @@ mod tests {
         );
         assert_eq!(m.refusals("forbidden"), 2);
         assert_eq!(m.refusals("never"), 0);
+        assert!(!render(&registry).contains("never"), "a read made a series");
     }
 }

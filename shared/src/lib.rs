@@ -21,5 +21,6 @@ pub mod report;
 pub mod report_doc;
 pub mod rules;
 pub mod stats;
+pub mod stored;
 pub mod sync;
 pub mod time;

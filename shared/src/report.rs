@@ -671,7 +671,7 @@ mod tests {
         t(&|b| b.signed_at = b.signed_at.plus_millis(1));
         t(&|b| b.supersedes = Some("x".into()));
         t(&|b| b.acknowledgement.signer_name = "Someone else".into());
-        t(&|b| b.acknowledgement.survey.attitude = 1);
+        t(&|b| b.acknowledgement.survey.attitude = Some(1));
         t(&|b| b.content_digest = "00".repeat(32));
         for r in &tampered {
             assert_eq!(err(&w, r), VerifyError::BadBranchSignature);
@@ -713,7 +713,7 @@ mod tests {
     fn acknowledgement_altered_and_resigned_by_the_branch_is_a_bad_device_signature() {
         let w = world();
         let mut report = signed(&w);
-        report.body.acknowledgement.survey.skill = 1;
+        report.body.acknowledgement.survey.skill = Some(1);
         let report = resign(report, &w.branch);
         assert_eq!(
             err(&w, &report),

@@ -195,3 +195,48 @@ mod tests {
         assert_eq!(report_doc_id("0011"), None);
     }
 }
+
+/// Head office's verdict on a report, as a branch asks for it (issue 16): a branch counts a
+/// report delivered once head office holds it, and archived once the verdict is `verified`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictStatus {
+    /// Verified and archived.
+    Verified,
+    /// Kept aside: a check failed (`code`, `message`); head office may retry it after an
+    /// operator fixed the cause (`fieldsync archive retry`).
+    Rejected,
+    /// Waiting for its job document to reach the report's heads.
+    Pending,
+    /// Head office holds nothing of it from this branch (not delivered yet, or not this
+    /// branch's report).
+    Unknown,
+}
+
+impl VerdictStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictStatus::Verified => "verified",
+            VerdictStatus::Rejected => "rejected",
+            VerdictStatus::Pending => "pending",
+            VerdictStatus::Unknown => "unknown",
+        }
+    }
+}
+
+/// One report's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Verdict {
+    pub report_id: String,
+    pub status: VerdictStatus,
+    /// Why it was kept aside or waits (`unknown_key`, `awaiting_job_document`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When head office reached the verdict (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<i64>,
+}

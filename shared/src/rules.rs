@@ -9,7 +9,9 @@
 
 use serde::Serialize;
 
-use crate::job::{BillingMode, Job, JobKind, RefusalReason, SignatureMark};
+use crate::job::{
+    Acknowledgement, BillingMode, Job, JobKind, RefusalReason, SignatureMark, Survey,
+};
 use crate::time::Money;
 
 /// One item a job lacks before it can become a signed report.
@@ -40,7 +42,17 @@ fn blank(s: Option<&str>) -> bool {
 /// Checks a job against R7 (report fields), R8/R9 (customer acknowledgement and survey), R11
 /// (check-out) and, for installation and commissioning jobs, R16 (the customer's staff were
 /// trained: a training record naming at least one trainee and what was covered). Returns every
-/// missing item; an empty list means the job is complete. Other kinds of job need no training.
+/// missing item; an empty list means the job is complete.
+///
+/// Which items apply depends on the kind of job:
+/// - R7's diagnosis (fault cause and solution) is a repair's: a repair job needs both; an
+///   installation, maintenance or follow-up visit has no fault to explain and needs neither
+///   (what it recorded is still printed).
+/// - R7's part names and customer opinion belong to every service report (§1 IV.6 fines a
+///   report of any service that lacks them).
+/// - R16's training is an installation's; other kinds need none.
+/// - R9: the survey may be skipped (a score not answered is `None`), but a score given must
+///   be 1 to 5.
 ///
 /// This checks presence and form only. Whether the acknowledgement's signature verifies and
 /// still matches the job's content is the signature layer's job (`report`), since it needs the
@@ -55,11 +67,13 @@ pub fn completeness(job: &Job) -> Vec<Missing> {
         })
     };
 
-    if blank(job.diagnosis.fault_cause.as_deref()) {
-        add("R7", "missing_fault_cause", "record the fault cause".into());
-    }
-    if blank(job.diagnosis.solution.as_deref()) {
-        add("R7", "missing_solution", "record the solution".into());
+    if job.kind == JobKind::Repair {
+        if blank(job.diagnosis.fault_cause.as_deref()) {
+            add("R7", "missing_fault_cause", "record the fault cause".into());
+        }
+        if blank(job.diagnosis.solution.as_deref()) {
+            add("R7", "missing_solution", "record the solution".into());
+        }
     }
     for part in &job.parts {
         if part.name.trim().is_empty() {
@@ -103,18 +117,16 @@ pub fn completeness(job: &Job) -> Vec<Missing> {
                     "the customer's signature is empty".into(),
                 );
             }
-            let s = &ack.survey;
-            for (name, score) in [
-                ("attitude", s.attitude),
-                ("skill", s.skill),
-                ("punctuality", s.punctuality),
-                ("service_items", s.service_items),
-            ] {
-                if !(1..=5).contains(&score) {
+            for (name, score) in ack.survey.scores() {
+                if let Some(score) = score
+                    && !Survey::SCORES.contains(&score)
+                {
                     add(
                         "R9",
                         "invalid_survey_score",
-                        format!("survey score {name} must be 1 to 5, got {score}"),
+                        format!(
+                            "survey score {name} must be 1 to 5 (or not answered), got {score}"
+                        ),
                     );
                 }
             }
@@ -156,6 +168,18 @@ pub fn completeness(job: &Job) -> Vec<Missing> {
         }
     }
     missing
+}
+
+/// What stands between a job and the customer's signature: every item [`completeness`] would
+/// list once `ack` is written into the job, that is everything R7, R9, R11 and R16 need and
+/// the form of the acknowledgement itself (R8: a signer's name, a mark, scores 1 to 5 or not
+/// answered). Asking the customer to sign only when this is empty means a signature is taken
+/// once: the completion request that follows is not refused for anything the technician
+/// could still change, which would change the acknowledged content and need a new signature.
+pub fn acknowledgement_blockers(job: &Job, ack: &Acknowledgement) -> Vec<Missing> {
+    let mut with_ack = job.clone();
+    with_ack.acknowledgement = Some(ack.clone());
+    completeness(&with_ack)
 }
 
 /// Why charges could not be computed.
@@ -309,13 +333,7 @@ pub(crate) mod tests {
                     strokes: vec![vec![[0, 0], [10, 12]]],
                 },
                 signed_at: Timestamp::from_millis(1_790_059_000_000),
-                survey: Survey {
-                    attitude: 5,
-                    skill: 4,
-                    punctuality: 5,
-                    service_items: 4,
-                    suggestions: String::new(),
-                },
+                survey: Survey::answered(5, 4, 5, 4, ""),
                 device_id: DeviceId::new("dev-1").expect("valid"),
                 job_digest: String::new(),
                 heads: Vec::new(),
@@ -365,8 +383,8 @@ pub(crate) mod tests {
             mime: "image/png".into(),
             data: Vec::new(),
         };
-        ack.survey.skill = 0;
-        ack.survey.service_items = 6;
+        ack.survey.skill = Some(0);
+        ack.survey.service_items = Some(6);
         assert_eq!(
             codes(&job),
             vec![
@@ -464,7 +482,6 @@ pub(crate) mod tests {
         job.customer_opinion = None;
         job.acknowledgement = None;
         job.visit.check_out = None;
-        job.kind = JobKind::Installation;
         assert_eq!(
             codes(&job),
             vec![
@@ -473,9 +490,101 @@ pub(crate) mod tests {
                 ("R7", "missing_customer_opinion"),
                 ("R8", "missing_acknowledgement"),
                 ("R11", "missing_check_out"),
+            ]
+        );
+        job.kind = JobKind::Installation;
+        assert_eq!(
+            codes(&job),
+            vec![
+                ("R7", "missing_customer_opinion"),
+                ("R8", "missing_acknowledgement"),
+                ("R11", "missing_check_out"),
                 ("R16", "missing_training"),
             ]
         );
+    }
+
+    #[test]
+    fn r7_fault_cause_and_solution_are_a_repairs_not_an_installations() {
+        for kind in [
+            JobKind::Installation,
+            JobKind::Maintenance,
+            JobKind::FollowUp,
+        ] {
+            let mut job = trained_installation();
+            job.kind = kind;
+            job.diagnosis = Diagnosis::default();
+            assert_eq!(codes(&job), vec![], "{kind:?}");
+        }
+        // Part names and the customer's opinion belong to every report.
+        let mut job = trained_installation();
+        job.parts[0].name = " ".into();
+        job.customer_opinion = None;
+        assert_eq!(
+            codes(&job),
+            vec![
+                ("R7", "missing_part_name"),
+                ("R7", "missing_customer_opinion")
+            ]
+        );
+    }
+
+    #[test]
+    fn r9_a_skipped_survey_is_complete_and_a_score_given_must_be_1_to_5() {
+        let mut job = sample_job();
+        let ack = job.acknowledgement.as_mut().expect("sample has one");
+        ack.survey = Survey::not_answered();
+        assert!(!ack.survey.any_answered());
+        assert_eq!(codes(&job), vec![]);
+        let ack = job.acknowledgement.as_mut().expect("sample has one");
+        ack.survey.attitude = Some(7);
+        ack.survey.skill = Some(5);
+        let missing = completeness(&job);
+        assert_eq!(
+            missing.iter().map(|m| (m.rule, m.code)).collect::<Vec<_>>(),
+            vec![("R9", "invalid_survey_score")]
+        );
+        assert!(missing[0].message.contains("attitude"), "{missing:?}");
+        assert!(missing[0].message.contains('7'), "{missing:?}");
+    }
+
+    #[test]
+    fn acknowledgement_blockers_list_everything_but_the_acknowledgement_at_once() {
+        let mut job = sample_job();
+        let mut ack = job.acknowledgement.take().expect("sample has one");
+        // A complete job with a well-formed acknowledgement: nothing blocks the signature.
+        assert_eq!(acknowledgement_blockers(&job, &ack), vec![]);
+        // What the issue saw: no cause, solution or opinion, a score of 7, no check-out.
+        job.diagnosis = Diagnosis::default();
+        job.customer_opinion = None;
+        job.visit.check_out = None;
+        ack.survey.attitude = Some(7);
+        ack.signer_name = " ".into();
+        let blockers: Vec<_> = acknowledgement_blockers(&job, &ack)
+            .iter()
+            .map(|m| (m.rule, m.code))
+            .collect();
+        assert_eq!(
+            blockers,
+            vec![
+                ("R7", "missing_fault_cause"),
+                ("R7", "missing_solution"),
+                ("R7", "missing_customer_opinion"),
+                ("R8", "missing_signer_name"),
+                ("R9", "invalid_survey_score"),
+                ("R11", "missing_check_out"),
+            ]
+        );
+        // An installation asks for R16's training instead of a fault cause.
+        let mut job = trained_installation();
+        job.diagnosis = Diagnosis::default();
+        job.visit.training = None;
+        let ack = job.acknowledgement.take().expect("sample has one");
+        let blockers: Vec<_> = acknowledgement_blockers(&job, &ack)
+            .iter()
+            .map(|m| (m.rule, m.code))
+            .collect();
+        assert_eq!(blockers, vec![("R16", "missing_training")]);
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! - Materials cost: all parts; transport cost: all travel.
 //! - Total after-sales cost excludes contract-specified installation fees, which we take to be
 //!   the labour of installation jobs (it is paid for by the sales contract).
+//! - Satisfaction (R9): each score's mean is over the reports whose customer answered that
+//!   score; a survey the customer skipped counts in `surveys_not_answered` and in no mean. A
+//!   month with no answer has no mean (`null`), not 0.
 //! - Repeat repairs (R4): a job in the month on the same product serial with the same fault
 //!   (category, or cause when no category was recorded) as an earlier report within
 //!   `repeat_window_days`.
@@ -92,11 +95,16 @@ pub struct Summary {
     /// R16: installation jobs whose report records the training of the customer's staff
     /// (required of every installation signed since the record exists; older ones lack it).
     pub installations_with_training: u32,
-    /// Mean R9 survey scores (1–5) over the month's reports.
-    pub mean_attitude: f64,
-    pub mean_skill: f64,
-    pub mean_punctuality: f64,
-    pub mean_service_items: f64,
+    /// Reports whose customer answered at least one R9 score.
+    pub surveys_answered: u32,
+    /// Reports whose customer skipped the survey (no score answered).
+    pub surveys_not_answered: u32,
+    /// Mean R9 survey scores (1–5), each over the reports that answered it; `None` when no
+    /// customer answered it this month.
+    pub mean_attitude: Option<f64>,
+    pub mean_skill: Option<f64>,
+    pub mean_punctuality: Option<f64>,
+    pub mean_service_items: Option<f64>,
 }
 
 /// R24 and R27 for one branch and month.
@@ -151,7 +159,8 @@ pub fn monthly(
 ) -> Result<Vec<MonthlyStats>, StatsError> {
     let mut by_branch: BTreeMap<BranchId, MonthlyStats> = BTreeMap::new();
     let mut faults: BTreeMap<(BranchId, String, String), u32> = BTreeMap::new();
-    let mut survey_sums: BTreeMap<BranchId, [u32; 5]> = BTreeMap::new();
+    // Per branch and score: (sum, answers).
+    let mut survey_sums: BTreeMap<BranchId, [(u32, u32); 4]> = BTreeMap::new();
 
     for r in reports {
         let in_month = r.signed_at.month().map_err(|source| StatsError::Time {
@@ -214,12 +223,18 @@ pub fn monthly(
         summary.installations_with_training +=
             u32::from(job.kind == JobKind::Installation && job.visit.training.is_some());
         if let Some(ack) = &job.acknowledgement {
-            let s = survey_sums.entry(r.branch_id.clone()).or_default();
-            s[0] += 1;
-            s[1] += u32::from(ack.survey.attitude);
-            s[2] += u32::from(ack.survey.skill);
-            s[3] += u32::from(ack.survey.punctuality);
-            s[4] += u32::from(ack.survey.service_items);
+            if ack.survey.any_answered() {
+                summary.surveys_answered += 1;
+            } else {
+                summary.surveys_not_answered += 1;
+            }
+            let sums = survey_sums.entry(r.branch_id.clone()).or_default();
+            for (sum, (_, score)) in sums.iter_mut().zip(ack.survey.scores()) {
+                if let Some(score) = score {
+                    sum.0 += u32::from(score);
+                    sum.1 += 1;
+                }
+            }
         }
         if let Some(fault) = fault_of(job) {
             *faults
@@ -237,15 +252,13 @@ pub fn monthly(
             });
         }
     }
-    for (branch, s) in survey_sums {
-        if let Some(stats) = by_branch.get_mut(&branch)
-            && s[0] > 0
-        {
-            let n = f64::from(s[0]);
-            stats.summary.mean_attitude = f64::from(s[1]) / n;
-            stats.summary.mean_skill = f64::from(s[2]) / n;
-            stats.summary.mean_punctuality = f64::from(s[3]) / n;
-            stats.summary.mean_service_items = f64::from(s[4]) / n;
+    for (branch, sums) in survey_sums {
+        if let Some(stats) = by_branch.get_mut(&branch) {
+            let mean = |(sum, n): (u32, u32)| (n > 0).then(|| f64::from(sum) / f64::from(n));
+            stats.summary.mean_attitude = mean(sums[0]);
+            stats.summary.mean_skill = mean(sums[1]);
+            stats.summary.mean_punctuality = mean(sums[2]);
+            stats.summary.mean_service_items = mean(sums[3]);
         }
     }
     for repeat in repeat_repairs(reports, month, repeat_window_days)? {
@@ -311,7 +324,7 @@ fn repeat_repairs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{CheckOut, Labour, Training, Travel};
+    use crate::job::{CheckOut, Labour, Survey, Training, Travel};
     use crate::rules::tests::sample_job;
 
     fn report(id: &str, day: i64, f: impl FnOnce(&mut Job)) -> ReportedJob {
@@ -404,7 +417,8 @@ mod tests {
         );
         assert_eq!(s.summary.by_kind.get("installation"), Some(&1));
         assert_eq!(s.summary.installations_with_training, 1);
-        assert!((s.summary.mean_attitude - 5.0).abs() < 1e-9);
+        assert_eq!(s.summary.mean_attitude, Some(5.0));
+        assert_eq!(s.summary.surveys_answered, 3);
         assert_eq!(
             s.fault_causes,
             vec![FaultCount {
@@ -416,6 +430,41 @@ mod tests {
         assert_eq!(s.repeat_repairs.len(), 1);
         assert_eq!(s.repeat_repairs[0].days_between, 10);
         assert_eq!(s.repeat_repairs[0].serial, "SN-88812");
+    }
+
+    #[test]
+    fn r9_a_skipped_survey_is_counted_as_not_answered_never_as_a_score() {
+        let month: Month = "2026-11".parse().expect("valid");
+        let set = |survey: Survey| {
+            move |j: &mut Job| {
+                j.acknowledgement.as_mut().expect("sample has one").survey = survey;
+            }
+        };
+        let reports = vec![
+            report("a", 1, set(Survey::answered(2, 3, 4, 1, ""))),
+            report("bb", 2, set(Survey::not_answered())),
+            // Only attitude answered: the other means are over the first report alone.
+            report(
+                "ccc",
+                3,
+                set(Survey {
+                    attitude: Some(4),
+                    ..Survey::not_answered()
+                }),
+            ),
+        ];
+        let s = &monthly(&reports, month, 90).expect("computable")[0].summary;
+        assert_eq!((s.surveys_answered, s.surveys_not_answered), (2, 1));
+        assert_eq!(s.mean_attitude, Some(3.0));
+        assert_eq!(s.mean_skill, Some(3.0));
+        assert_eq!(s.mean_punctuality, Some(4.0));
+        assert_eq!(s.mean_service_items, Some(1.0));
+
+        let skipped = vec![report("d", 1, set(Survey::not_answered()))];
+        let s = &monthly(&skipped, month, 90).expect("computable")[0].summary;
+        assert_eq!((s.surveys_answered, s.surveys_not_answered), (0, 1));
+        assert_eq!(s.mean_attitude, None);
+        assert_eq!(s.mean_service_items, None);
     }
 
     #[test]

@@ -59,6 +59,17 @@ CREATE TABLE ho_complaints_rejected (
     body     TEXT    NOT NULL
 ) STRICT;
 
+-- `fieldsync archive retry` moves the generation on; every receiver on the archive watches it
+-- and verifies again the reports taken out of the rejected list.
+CREATE TABLE ho_retry (
+    one        INTEGER NOT NULL PRIMARY KEY CHECK (one = 1),
+    generation INTEGER NOT NULL
+) STRICT;
+
+INSERT INTO ho_retry
+VALUES (1, coalesce((SELECT CAST(CAST(value AS TEXT) AS INTEGER) FROM meta
+                     WHERE namespace = 'head_office' AND key = 'retry_generation'), 0));
+
 INSERT INTO ho_reports
 SELECT key,
        json_extract(v, '$.report_doc'),
@@ -95,7 +106,8 @@ SELECT key, 0, CAST(value AS TEXT)
 FROM meta WHERE namespace = 'rejected_complaints';
 
 DELETE FROM meta
-WHERE namespace IN ('archive', 'rejected_reports', 'pending_reports', 'complaint_archive',
+WHERE (namespace = 'head_office' AND key = 'retry_generation')
+   OR namespace IN ('archive', 'rejected_reports', 'pending_reports', 'complaint_archive',
                     'rejected_complaints')
    OR namespace LIKE 'by\_month:%' ESCAPE '\'
    OR namespace LIKE 'by\_customer:%' ESCAPE '\'

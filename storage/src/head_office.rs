@@ -82,6 +82,15 @@ pub struct ComplaintRow {
     pub body: String,
 }
 
+/// What a branch's verdict needs of an archived report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedBrief {
+    pub report_id: String,
+    pub branch_id: String,
+    /// Epoch milliseconds.
+    pub verified_at: i64,
+}
+
 /// A write to head office's tables.
 #[derive(Debug)]
 pub(crate) enum Write {
@@ -106,6 +115,10 @@ pub(crate) enum Write {
     },
     Unarchive {
         report_id: String,
+    },
+    /// Takes report documents out of the rejected list and moves the retry generation on.
+    RetryRejected {
+        report_docs: Vec<String>,
     },
 }
 
@@ -185,6 +198,16 @@ pub(crate) fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
         Write::Unarchive { report_id } => {
             conn.prepare_cached("DELETE FROM ho_reports WHERE report_id = ?1")?
                 .execute([report_id])?;
+        }
+        Write::RetryRejected { report_docs } => {
+            let mut delete = conn.prepare_cached(
+                "DELETE FROM ho_reports_aside WHERE report_doc = ?1 AND status = 'rejected'",
+            )?;
+            for doc in report_docs {
+                delete.execute([doc])?;
+            }
+            conn.prepare_cached("UPDATE ho_retry SET generation = generation + 1")?
+                .execute([])?;
         }
     }
     Ok(())
@@ -275,6 +298,68 @@ impl Store {
     pub fn unarchive_report(&self, report_id: &str) -> Pending<()> {
         self.submit_head_office(Write::Unarchive {
             report_id: report_id.to_owned(),
+        })
+    }
+
+    /// Takes report documents out of the rejected list and moves the retry generation on (one
+    /// transaction), so that every receiver on this archive verifies them again.
+    pub fn retry_rejected(&self, report_docs: Vec<String>) -> Pending<()> {
+        self.submit_head_office(Write::RetryRejected { report_docs })
+    }
+
+    /// How many retries were asked (0 before the first).
+    pub fn retry_generation(&self) -> Result<i64, StorageError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT generation FROM ho_retry")?
+                .query_row([], |row| row.get(0))
+        })
+    }
+
+    /// The archived reports among `report_ids`, briefly.
+    pub fn archived_briefs(
+        &self,
+        report_ids: &[String],
+    ) -> Result<Vec<ArchivedBrief>, StorageError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT report_id, branch_id, verified_at FROM ho_reports WHERE report_id = ?1",
+            )?;
+            let mut found = Vec::new();
+            for id in report_ids {
+                if let Some(brief) = stmt
+                    .query_row([id], |row| {
+                        Ok(ArchivedBrief {
+                            report_id: row.get(0)?,
+                            branch_id: row.get(1)?,
+                            verified_at: row.get(2)?,
+                        })
+                    })
+                    .optional()?
+                {
+                    found.push(brief);
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    /// The aside records of the report documents `report_docs` (each in at most one list).
+    pub fn reports_aside_by_doc(
+        &self,
+        report_docs: &[String],
+    ) -> Result<Vec<AsideRow>, StorageError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT report_doc, status, report_id, at, body FROM ho_reports_aside
+                 WHERE report_doc = ?1",
+            )?;
+            let mut found = Vec::new();
+            for doc in report_docs {
+                if let Some(row) = stmt.query_row([doc], aside_row).optional()? {
+                    found.push(row);
+                }
+            }
+            Ok(found)
         })
     }
 

@@ -17,6 +17,14 @@ pub struct StoreStats {
     pub largest_batch: u64,
     /// Writes submitted and not completed yet.
     pub queued: u64,
+    /// Documents compacted by the writer in its idle time (issue 19).
+    pub compactions: u64,
+    /// Chunks those compactions replaced (snapshots included).
+    pub chunks_compacted: u64,
+    /// Compactions not done: a damaged document, or one holding orphaned changes.
+    pub compactions_skipped: u64,
+    /// Checkpoints of the write-ahead log run by the writer.
+    pub checkpoints: u64,
 }
 
 impl StoreStats {
@@ -38,6 +46,10 @@ pub(crate) struct Counters {
     failed_writes: AtomicU64,
     largest_batch: AtomicU64,
     queued: AtomicU64,
+    compactions: AtomicU64,
+    chunks_compacted: AtomicU64,
+    compactions_skipped: AtomicU64,
+    checkpoints: AtomicU64,
 }
 
 impl Counters {
@@ -66,6 +78,20 @@ impl Counters {
         self.finished(batch);
     }
 
+    pub(crate) fn compacted(&self, chunks: usize) {
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        self.chunks_compacted
+            .fetch_add(chunks as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn compaction_skipped(&self) {
+        self.compactions_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn checkpointed(&self) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn finished(&self, batch: u64) {
         self.largest_batch.fetch_max(batch, Ordering::Relaxed);
         self.queued.fetch_sub(batch, Ordering::Relaxed);
@@ -79,6 +105,10 @@ impl Counters {
             failed_writes: self.failed_writes.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
             queued: self.queued.load(Ordering::Relaxed),
+            compactions: self.compactions.load(Ordering::Relaxed),
+            chunks_compacted: self.chunks_compacted.load(Ordering::Relaxed),
+            compactions_skipped: self.compactions_skipped.load(Ordering::Relaxed),
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::chunk::{Chunk, ChunkKey, ChunkKind};
+use crate::maintenance::Maintenance;
 use crate::migrations::{self, SCHEMA_VERSION};
 use crate::pending::{Pending, pending};
 use crate::record::{Record, RecordFilter};
@@ -90,9 +91,15 @@ impl Store {
         let (commands, queue) = mpsc::channel();
         let max_batch = config.max_batch.get();
         let writer_counters = Arc::clone(&counters);
+        let (compaction, checkpoint) = (config.compaction, config.checkpoint);
         let writer = thread::Builder::new()
             .name("fieldsync-storage-writer".to_owned())
-            .spawn(move || writer::run(conn, queue, max_batch, writer_counters))
+            .spawn(move || {
+                // Started on the writer thread: reading the tallies scans the chunk table,
+                // which should not hold up `open`.
+                let maintenance = Maintenance::start(&mut conn, compaction, checkpoint);
+                writer::run(conn, queue, max_batch, writer_counters, maintenance)
+            })
             .map_err(|source| StorageError::Io {
                 path: path.clone(),
                 source,
@@ -342,6 +349,22 @@ impl Store {
         let (pending, completer) = pending();
         self.send(Command::Flush(completer));
         pending
+    }
+
+    /// Compacts, now, every document whose chunks are past [`StoreConfig::compaction`]'s
+    /// threshold (the writer otherwise does it in its idle time), after the writes submitted
+    /// before; completes with how many it compacted.
+    pub fn compact_due(&self) -> Pending<usize> {
+        let (pending, completer) = pending();
+        self.send(Command::CompactDue(completer));
+        pending
+    }
+
+    /// The write-ahead log's file beside the database (it may be absent).
+    pub fn wal_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push("-wal");
+        PathBuf::from(name)
     }
 
     /// Commits every queued write, then stops the writer thread and closes the database.

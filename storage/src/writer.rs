@@ -10,12 +10,13 @@
 //! on. If the transaction itself cannot begin or commit, every write in it fails.
 
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 
 use rusqlite::{Connection, params};
 
 use crate::StorageError;
 use crate::chunk::{ChunkKey, ChunkKind};
+use crate::maintenance::{Maintenance, TallyChange};
 use crate::pending::Completer;
 use crate::record::{Record, RevisionConflict};
 use crate::stats::Counters;
@@ -31,6 +32,9 @@ pub(crate) enum Command {
     },
     /// Completes once every command queued before it has been committed or has failed.
     Flush(Completer<()>),
+    /// Compacts every document due now (after the writes queued before it), then completes
+    /// with how many were compacted.
+    CompactDue(Completer<usize>),
 }
 
 /// One write operation.
@@ -78,22 +82,41 @@ pub(crate) enum WriteOp {
 }
 
 /// The writer thread's loop. It ends when every sender is gone and the queue is drained,
-/// which is how the store shuts it down without losing a queued write.
+/// which is how the store shuts it down without losing a queued write. When nothing is
+/// queued it compacts one document due at a time, and looks at the queue again in between.
 pub(crate) fn run(
     mut conn: Connection,
     commands: Receiver<Command>,
     max_batch: usize,
     counters: Arc<Counters>,
+    mut maintenance: Maintenance,
 ) {
     let mut writes = Vec::new();
     let mut flushes = Vec::new();
-    while let Ok(first) = commands.recv() {
+    let mut compactions = Vec::new();
+    loop {
+        let first = if maintenance.has_work() {
+            match commands.try_recv() {
+                Ok(command) => command,
+                Err(TryRecvError::Empty) => {
+                    maintenance.compact_next(&conn, &counters);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match commands.recv() {
+                Ok(command) => command,
+                Err(_) => break,
+            }
+        };
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(command) = next.take() {
             match command {
                 Command::Write { op, done } => writes.push((op, done)),
                 Command::Flush(completer) => flushes.push(completer),
+                Command::CompactDue(completer) => compactions.push(completer),
             }
             taken += 1;
             if taken < max_batch {
@@ -101,27 +124,52 @@ pub(crate) fn run(
             }
         }
         if !writes.is_empty() {
-            commit_batch(&mut conn, &mut writes, &counters);
+            for change in commit_batch(&mut conn, &mut writes, &counters) {
+                maintenance.record(change);
+            }
+            maintenance.after_commit(&conn, &counters);
         }
         for flush in flushes.drain(..) {
             flush.complete(Ok(()));
         }
+        if !compactions.is_empty() {
+            let before = counters.snapshot().compactions;
+            while maintenance.has_work() {
+                maintenance.compact_next(&conn, &counters);
+            }
+            let done = usize::try_from(counters.snapshot().compactions - before).unwrap_or(0);
+            for completer in compactions.drain(..) {
+                completer.complete(Ok(done));
+            }
+        }
     }
+    maintenance.finish(&conn, &counters);
 }
 
 /// Applies `writes` in one transaction and completes each one after COMMIT has returned.
-fn commit_batch(conn: &mut Connection, writes: &mut Vec<(WriteOp, Done)>, counters: &Counters) {
+/// Returns what the committed writes did to documents' chunks.
+fn commit_batch(
+    conn: &mut Connection,
+    writes: &mut Vec<(WriteOp, Done)>,
+    counters: &Counters,
+) -> Vec<TallyChange> {
     let batch = writes.len();
+    let mut tally = Vec::new();
     if let Err(error) = exec(conn, "BEGIN IMMEDIATE") {
         fail_all(writes.drain(..).map(|(_, done)| done), error, counters);
-        return;
+        return tally;
     }
 
     let mut outcomes: Vec<(Done, Result<(), StorageError>)> = Vec::with_capacity(batch);
     let mut queue = writes.drain(..);
     while let Some((op, done)) = queue.next() {
         match apply_in_savepoint(conn, &op) {
-            Ok(outcome) => outcomes.push((done, outcome.map_err(|e| write_error(e, &op)))),
+            Ok(outcome) => {
+                if outcome.is_ok() {
+                    tally.extend(tally_change(&op));
+                }
+                outcomes.push((done, outcome.map_err(|e| write_error(e, &op))));
+            }
             // The transaction is no longer usable: nothing of this batch can be stored, and
             // the writes not reached yet fail with the same error.
             Err(error) => {
@@ -133,7 +181,7 @@ fn commit_batch(conn: &mut Connection, writes: &mut Vec<(WriteOp, Done)>, counte
                     error,
                     counters,
                 );
-                return;
+                return Vec::new();
             }
         }
     }
@@ -142,7 +190,7 @@ fn commit_batch(conn: &mut Connection, writes: &mut Vec<(WriteOp, Done)>, counte
     if let Err(error) = exec(conn, "COMMIT") {
         rollback(conn);
         fail_all(outcomes.into_iter().map(|(done, _)| done), error, counters);
-        return;
+        return Vec::new();
     }
 
     let committed = outcomes
@@ -152,6 +200,35 @@ fn commit_batch(conn: &mut Connection, writes: &mut Vec<(WriteOp, Done)>, counte
     counters.committed(batch, committed);
     for (done, outcome) in outcomes {
         done(outcome);
+    }
+    tally
+}
+
+/// What a write that committed did to its document's chunks.
+fn tally_change(op: &WriteOp) -> Option<TallyChange> {
+    match op {
+        WriteOp::AppendChunk { doc_id, data, .. } => Some(TallyChange::Appended {
+            doc_id: doc_id.clone(),
+            bytes: data.len() as u64,
+        }),
+        WriteOp::Compact {
+            doc_id, replaced, ..
+        } if replaced.is_empty() => {
+            // A snapshot beside the chunks it does not name: one more chunk.
+            Some(TallyChange::Appended {
+                doc_id: doc_id.clone(),
+                bytes: 0,
+            })
+        }
+        WriteOp::Compact { doc_id, .. } | WriteOp::ReplaceWithSnapshot { doc_id, .. } => {
+            Some(TallyChange::Replaced {
+                doc_id: doc_id.clone(),
+            })
+        }
+        WriteOp::DeleteDoc { doc_id } => Some(TallyChange::Removed {
+            doc_id: doc_id.clone(),
+        }),
+        _ => None,
     }
 }
 

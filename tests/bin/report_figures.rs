@@ -113,6 +113,8 @@ async fn completion_to_verified(jobs: usize) -> anyhow::Result<(Vec<f64>, Signed
                 ],
             )
             .await?;
+        // R11 before R8: the customer signs last, once (rules::acknowledgement_blockers).
+        device.check_out(job, "done").await?;
         device
             .acknowledge(
                 job,
@@ -122,17 +124,10 @@ async fn completion_to_verified(jobs: usize) -> anyhow::Result<(Vec<f64>, Signed
                         strokes: vec![vec![[0, 0], [12, 9]]],
                     },
                     signed_at: now(),
-                    survey: Survey {
-                        attitude: 5,
-                        skill: 5,
-                        punctuality: 5,
-                        service_items: 5,
-                        suggestions: String::new(),
-                    },
+                    survey: Survey::answered(5, 5, 5, 5, ""),
                 },
             )
             .await?;
-        device.check_out(job, "done").await?;
         device.request_completion(job).await?;
         // Back online: the clock starts.
         let started = Instant::now();
@@ -193,13 +188,7 @@ fn sign_and_verify(sample: &SignedReport, rounds: usize) -> anyhow::Result<(f64,
                 strokes: vec![vec![[0, 0], [12, 9]]],
             },
             signed_at: sample.body.signed_at,
-            survey: Survey {
-                attitude: 5,
-                skill: 5,
-                punctuality: 5,
-                service_items: 5,
-                suggestions: String::new(),
-            },
+            survey: Survey::answered(5, 5, 5, 5, ""),
         },
         sample.body.acknowledgement.device_id.clone(),
         &device,

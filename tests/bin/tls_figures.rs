@@ -84,6 +84,8 @@ fn start(data: &Path, pki: Option<&Pki>) -> anyhow::Result<Server> {
         ])
         .arg(data)
         .env_remove("FIELDSYNC_CONFIG")
+        // An edge's first start needs a branch id (issue 16).
+        .env("FIELDSYNC_BRANCH_ID", "bench-01")
         .env("FIELDSYNC_LOG", "warn")
         .stdout(Stdio::null());
     if let Some(pki) = pki {

@@ -12,19 +12,51 @@ use fieldsync_shared::job::doc::read_job;
 use fieldsync_shared::report::SignedReport;
 use fieldsync_storage::{Store, StoreConfig};
 
-/// Opens a store as a restarted node would (recovering its WAL).
+/// Opens a store as a restarted node would (recovering its WAL), without the writer's
+/// compaction and checkpoints, so that checking changes nothing it reports.
 pub fn open(path: &Path) -> anyhow::Result<Store> {
-    Store::open(path, StoreConfig::default())
+    Store::open(path, StoreConfig::without_maintenance())
         .with_context(|| format!("{} does not open", path.display()))
 }
 
 /// A document as stored (every chunk loaded); empty if the store has none.
 pub fn stored_doc(store: &Store, doc: DocumentId) -> anyhow::Result<Automerge> {
-    let mut loaded = Automerge::new();
-    for chunk in store.load_doc(&doc.to_string())?.unwrap_or_default() {
-        loaded.load_incremental(&chunk)?;
+    let chunks = store.load_doc(&doc.to_string())?.unwrap_or_default();
+    Ok(fieldsync_shared::stored::load(&chunks)?)
+}
+
+/// How a store keeps its documents (issue 19): chunks per document, and the sizes of the
+/// database and its write-ahead log as the last kill left them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shape {
+    pub documents: usize,
+    pub chunks_median: usize,
+    pub chunks_max: usize,
+    pub wal_bytes: u64,
+    pub database_bytes: u64,
+}
+
+/// The file sizes are read before the store is opened (opening recovers the log).
+pub fn file_sizes(path: &Path) -> (u64, u64) {
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    (len(path), len(Path::new(&wal)))
+}
+
+pub fn shape(store: &Store, (database_bytes, wal_bytes): (u64, u64)) -> anyhow::Result<Shape> {
+    let mut chunks = Vec::new();
+    for doc in store.doc_ids()? {
+        chunks.push(store.load_chunks(&doc)?.len());
     }
-    Ok(loaded)
+    chunks.sort_unstable();
+    Ok(Shape {
+        documents: chunks.len(),
+        chunks_median: chunks.get(chunks.len() / 2).copied().unwrap_or(0),
+        chunks_max: chunks.last().copied().unwrap_or(0),
+        wal_bytes,
+        database_bytes,
+    })
 }
 
 /// `PRAGMA integrity_check` of each database: the ones that failed, with why.

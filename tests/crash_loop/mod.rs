@@ -42,6 +42,7 @@ use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::ReportOutcome;
 use tokio::task::JoinHandle;
 
+pub use checks::Shape;
 pub use rng::Rng;
 pub use writer::{WriterArgs, device_writer};
 
@@ -151,6 +152,8 @@ pub struct Counts {
     pub reports_set_aside_at_head_office: usize,
     pub integrity_checks: usize,
     pub integrity_failures: usize,
+    /// How the edge's store keeps its documents after the run (issue 19).
+    pub edge_storage: Shape,
     /// Everything that went wrong, in words.
     pub problems: Vec<String>,
 }
@@ -190,7 +193,8 @@ impl Counts {
 
 impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rows: [(&str, String); 16] = [
+        let storage = &self.edge_storage;
+        let rows: [(&str, String); 18] = [
             ("seed", self.seed.to_string()),
             (
                 "kills (edge, head office, device)",
@@ -259,6 +263,17 @@ impl std::fmt::Display for Counts {
                     self.integrity_checks - self.integrity_failures,
                     self.integrity_checks
                 ),
+            ),
+            (
+                "edge: chunks per document (median, max)",
+                format!(
+                    "{}, {} ({} documents)",
+                    storage.chunks_median, storage.chunks_max, storage.documents
+                ),
+            ),
+            (
+                "edge: database, write-ahead log (bytes)",
+                format!("{}, {}", storage.database_bytes, storage.wal_bytes),
             ),
         ];
         for (name, value) in rows {
@@ -466,7 +481,9 @@ pub async fn run(config: Config) -> anyhow::Result<Counts> {
         databases.push(writer.clone());
     }
     let checked = blocking(move || {
+        let sizes = checks::file_sizes(&edge_db);
         let edge = checks::open(&edge_db)?;
+        let shape = checks::shape(&edge, sizes)?;
         let head_office = checks::open(&head_office_db)?;
         let devices: Vec<_> = device_stores
             .iter()
@@ -476,10 +493,11 @@ pub async fn run(config: Config) -> anyhow::Result<Counts> {
         let reports = checks::reports(&edge, &head_office, &completions)?;
         drop((edge, head_office, devices));
         let integrity = checks::integrity(&databases);
-        Ok((acknowledged, reports, integrity, databases.len()))
+        Ok((acknowledged, reports, integrity, databases.len(), shape))
     })
     .await?;
-    let (acknowledged, reports, integrity, databases) = checked;
+    let (acknowledged, reports, integrity, databases, shape) = checked;
+    counts.edge_storage = shape;
     counts.changes_acknowledged = acknowledged.changes;
     counts.changes_lost = acknowledged.lost;
     counts.problems.extend(acknowledged.problems);

@@ -386,7 +386,12 @@ pub async fn run_desk(
         if shared.stopping() {
             return Ok(());
         }
-        create_job(&shared, team, &mut rng).await?;
+        // A job being made when the loop stops is dropped with it (it was never answered).
+        let stop = shared.stop.notified();
+        tokio::select! {
+            made = create_job(&shared, team, &mut rng) => { made?; }
+            () = stop => return Ok(()),
+        }
     }
 }
 
@@ -583,13 +588,18 @@ async fn close(
         if agree {
             break;
         }
+        // The loop is over: leave the job unclosed (it is no completion, so no report is
+        // expected of it) rather than wait out the patience the caller also waits with.
+        if shared.stopping() {
+            return Ok(());
+        }
         if tokio::time::Instant::now() > deadline {
             bail!(
                 "the devices of {} never agreed on job {job}",
                 TEAMS[me.team].technician
             );
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        pause(shared, Duration::from_millis(20)).await;
     }
 
     let current = me.device.job(job).await?;
@@ -634,13 +644,7 @@ async fn close(
                     strokes: vec![vec![[0, 0], [10, 4], [20, 9]]],
                 },
                 signed_at: now(),
-                survey: Survey {
-                    attitude: 5,
-                    skill: 4,
-                    punctuality: 5,
-                    service_items: 4,
-                    suggestions: "call before coming".into(),
-                },
+                survey: Survey::answered(5, 4, 5, 4, "call before coming"),
             },
         )
         .await?;

@@ -122,13 +122,7 @@ pub(crate) fn ack_draft() -> AckDraft {
             strokes: vec![vec![[0, 0], [10, 4], [20, 9]]],
         },
         signed_at: Timestamp::from_millis(1_790_000_000_000),
-        survey: Survey {
-            attitude: 5,
-            skill: 4,
-            punctuality: 5,
-            service_items: 4,
-            suggestions: "Call before coming".into(),
-        },
+        survey: Survey::answered(5, 4, 5, 4, "Call before coming"),
     }
 }
 
@@ -448,6 +442,8 @@ async fn an_acknowledgement_stops_matching_when_a_part_is_added() -> anyhow::Res
         device.acknowledgement_status(job).await?,
         AckStatus::None
     ));
+    // R11 before R8: the customer signs only once nothing else is missing.
+    device.check_out(job, "Reported to the desk").await?;
 
     let ack = device.acknowledge(job, ack_draft()).await?;
     let current = device.job(job).await?;
@@ -457,8 +453,7 @@ async fn an_acknowledgement_stops_matching_when_a_part_is_added() -> anyhow::Res
         device.acknowledgement_status(job).await?,
         AckStatus::Matches(_)
     ));
-    // Check-out and notes are recorded after the customer signs and do not void it.
-    device.check_out(job, "Reported to the desk").await?;
+    // Notes are recorded after the customer signs and do not void it.
     device
         .edit(job, JobEdit::AppendNotes("left site 16:05".into()))
         .await?;
@@ -754,12 +749,13 @@ async fn the_tech_cli_takes_a_job_from_assignment_to_completion() -> anyhow::Res
     Ok(())
 }
 
-/// R16 on the device: `complete` on an installation job is refused locally until the training
-/// of the customer's staff is recorded (`edit --trained … --training-topics …`); then the
-/// customer signs again, the job completes, and the edge signs the report.
+/// R16 on the device: the customer of an installation job cannot sign before the training of
+/// the customer's staff is recorded (`edit --trained … --training-topics …`), and an
+/// installation needs no fault cause (R7's diagnosis is a repair's); once it is recorded the
+/// customer signs once, the job completes, and the edge signs the report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r16_the_tech_cli_records_training_before_an_installation_completes() -> anyhow::Result<()>
-{
+async fn r16_the_tech_cli_records_training_before_the_customer_of_an_installation_signs()
+-> anyhow::Result<()> {
     let s = setup().await?;
     let created = s
         .server
@@ -798,8 +794,6 @@ async fn r16_the_tech_cli_records_training_before_an_installation_completes() ->
             prefix,
             "--arrival",
             "now",
-            "--fault-cause",
-            "New installation",
             "--solution",
             "Installed and commissioned the chiller",
             "--opinion",
@@ -809,24 +803,34 @@ async fn r16_the_tech_cli_records_training_before_an_installation_completes() ->
         ],
     )
     .await?;
-    tech(&store, &["ack", prefix, "--signer", "Ms Chen"]).await?;
-    let refused = tech(&store, &["complete", prefix])
+    let refused = tech(&store, &["ack", prefix, "--signer", "Ms Chen"])
         .await
-        .expect_err("an installation without training cannot be completed");
+        .expect_err("the customer of an installation cannot sign before the training");
     ensure!(
-        refused.to_string().contains("training"),
+        refused.to_string().contains("cannot sign yet") && refused.to_string().contains("training"),
         "the refusal names the training: {refused:#}"
     );
+    ensure!(
+        !refused.to_string().contains("fault cause"),
+        "an installation needs no fault cause: {refused:#}"
+    );
     let shown: serde_json::Value = serde_json::from_str(&tech(&store, &["show", prefix]).await?)?;
+    assert_eq!(shown["acknowledgement"]["state"], "none");
     assert_eq!(
         shown["missing"],
-        serde_json::json!([{
-            "rule": "R16",
-            "code": "missing_training",
-            "message": "record the training given to the customer's staff: who was trained and what it covered",
-        }])
+        serde_json::json!([
+            {
+                "rule": "R8",
+                "code": "missing_acknowledgement",
+                "message": "have the customer sign the report",
+            },
+            {
+                "rule": "R16",
+                "code": "missing_training",
+                "message": "record the training given to the customer's staff: who was trained and what it covered",
+            }
+        ])
     );
-    assert_eq!(shown["job"]["completion"], serde_json::Value::Null);
 
     // Who was trained needs what it covered, and the other way round.
     ensure!(
@@ -848,13 +852,6 @@ async fn r16_the_tech_cli_records_training_before_an_installation_completes() ->
         ],
     )
     .await?;
-    // The customer signed before the training was recorded: they sign again over it.
-    let shown: serde_json::Value = serde_json::from_str(&tech(&store, &["show", prefix]).await?)?;
-    assert_eq!(shown["acknowledgement"]["state"], "stale");
-    assert_eq!(
-        shown["acknowledgement"]["changed"],
-        serde_json::json!(["visit.training"])
-    );
     tech(&store, &["ack", prefix, "--signer", "Ms Chen"]).await?;
     tech(&store, &["complete", prefix]).await?;
     tech(&store, &sync).await?;
@@ -874,6 +871,124 @@ async fn r16_the_tech_cli_records_training_before_an_installation_completes() ->
     );
     assert_eq!(training.by.as_str(), "tech-ma");
     ensure!(!report.is_empty());
+    s.server.stop().await?;
+    Ok(())
+}
+
+/// Issue 15, "signing once": the customer is not asked to sign while the job still lacks
+/// anything the completion request would be refused for. `ack` lists every reason at once (R7
+/// for a repair, R9's score out of range, R11) and writes nothing; once the technician has
+/// recorded them, the customer signs once, skipping the survey, which is stored as not
+/// answered (never as 5s), and the job completes and is signed by the edge at the first try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_signs_once_and_a_skipped_survey_stays_not_answered() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let created = s.server.create_job("tech-ma").await?;
+    let store = s.devices.path().join("cli.sqlite");
+    let url = s.server.ws_url();
+    tech(
+        &store,
+        &[
+            "init",
+            "--device",
+            "dev-m",
+            "--technician",
+            "tech-ma",
+            "--server",
+            &url,
+        ],
+    )
+    .await?;
+    let public = fieldsync_shared::keys::PublicKey::load(&store.with_extension("pub"))?;
+    let device_id = DeviceId::new("dev-m")?;
+    s.server.enroll_key("tech-ma", &device_id, &public)?;
+    let token = s
+        .server
+        .device_token(&device_id, Duration::from_secs(600))?;
+    let sync = ["sync", "--once", "--timeout", "20", "--token", &token];
+    tech(&store, &sync).await?;
+    let job = created.job.to_string();
+    let prefix = &job[..8];
+
+    // What the issue saw accepted: nothing recorded, an attitude of 7.
+    let refused = tech(
+        &store,
+        &["ack", prefix, "--signer", "Mr Lin", "--attitude", "7"],
+    )
+    .await
+    .expect_err("the customer cannot sign an empty repair");
+    let text = refused.to_string();
+    for expected in [
+        "cannot sign yet",
+        "record the fault cause",
+        "record the solution",
+        "record the customer's opinion",
+        "survey score attitude must be 1 to 5 (or not answered), got 7",
+        "check out with the service desk",
+    ] {
+        ensure!(text.contains(expected), "{expected:?} missing from: {text}");
+    }
+    let shown: serde_json::Value = serde_json::from_str(&tech(&store, &["show", prefix]).await?)?;
+    assert_eq!(shown["acknowledgement"]["state"], "none");
+    assert_eq!(shown["job"]["acknowledgement"], serde_json::Value::Null);
+
+    tech(
+        &store,
+        &[
+            "edit",
+            prefix,
+            "--arrival",
+            "now",
+            "--fault-cause",
+            "Burnt relay",
+            "--solution",
+            "Replaced the relay",
+            "--opinion",
+            "Good",
+            "--check-out",
+            "Called the desk",
+        ],
+    )
+    .await?;
+    // A score out of range alone is still refused, named.
+    let refused = tech(
+        &store,
+        &["ack", prefix, "--signer", "Mr Lin", "--skill", "0"],
+    )
+    .await
+    .expect_err("a score of 0 is refused");
+    ensure!(
+        refused
+            .to_string()
+            .ends_with("survey score skill must be 1 to 5 (or not answered), got 0"),
+        "{refused:#}"
+    );
+    // The customer skips the survey and signs, once.
+    tech(&store, &["ack", prefix, "--signer", "Mr Lin"]).await?;
+    let shown: serde_json::Value = serde_json::from_str(&tech(&store, &["show", prefix]).await?)?;
+    assert_eq!(shown["missing"], serde_json::json!([]));
+    assert_eq!(
+        shown["job"]["acknowledgement"]["survey"],
+        serde_json::json!({ "suggestions": "" }),
+        "a skipped survey has no score, not 5s"
+    );
+    tech(&store, &["complete", prefix]).await?;
+    tech(&store, &sync).await?;
+
+    let report = fieldsync_tests::eventually(SETTLE, "the edge signs the report", || async {
+        match s.server.fetch_job(created.job).await.ok()?.report? {
+            fieldsync_shared::job::ReportOutcome::Signed { report_id, .. } => Some(report_id),
+            _ => None,
+        }
+    })
+    .await?;
+    ensure!(!report.is_empty());
+    let on_server = s.server.fetch_job(created.job).await?;
+    let survey = on_server
+        .acknowledgement
+        .context("acknowledgement on the server")?
+        .survey;
+    assert_eq!(survey, Survey::not_answered());
     s.server.stop().await?;
     Ok(())
 }

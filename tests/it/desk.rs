@@ -1064,6 +1064,12 @@ const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
         &[DISPATCHER, MANAGER, ANALYST],
     ),
     ("GET", "/api/reports/{id}", &[DISPATCHER, MANAGER, ANALYST]),
+    ("GET", "/api/reports", &[DISPATCHER, MANAGER, ANALYST]),
+    (
+        "GET",
+        "/api/reports/{id}/pdf",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
     ("GET", "/api/me", &[]),
     ("POST", "/api/handoffs/{job}", &[]),
     ("GET", "/api/stranded", &[DISPATCHER, MANAGER, ANALYST]),
@@ -1153,6 +1159,13 @@ const HEAD_OFFICE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     (
         "GET",
         "/api/stats/complaints",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    // For a branch's link only (a branch token): every desk role is refused.
+    ("POST", "/api/archive/verdicts", &[]),
+    (
+        "GET",
+        "/api/archive/reports/{id}/pdf",
         &[DISPATCHER, MANAGER, ANALYST],
     ),
 ];

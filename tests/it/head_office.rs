@@ -43,10 +43,24 @@ impl Chain {
     /// Both servers run on one manual clock at [`CHAIN_NOW`]: reports are signed, archived and
     /// counted in October 2026 whatever day the suite runs.
     pub(crate) async fn start() -> anyhow::Result<Self> {
+        Self::start_enrolling(true).await
+    }
+
+    /// [`Chain::start`]; with `right_key` false, head office enrolls another key for the
+    /// branch (an operator's mistake), so it rejects the branch's reports.
+    pub(crate) async fn start_enrolling(right_key: bool) -> anyhow::Result<Self> {
         let (ho_dir, branch_dir, device_dir) = (temp_dir()?, temp_dir()?, temp_dir()?);
         let clock = Clock::manual(Timestamp::from_millis(CHAIN_NOW));
         let head_office = TestServer::start_head_office(ho_dir.path(), clock.clone()).await?;
-        let token_file = head_office.enroll_branch("north-01", branch_dir.path())?;
+        let token_file = if right_key {
+            head_office.enroll_branch("north-01", branch_dir.path())?
+        } else {
+            let elsewhere = temp_dir()?;
+            let file = head_office.enroll_branch("north-01", elsewhere.path())?;
+            let moved = branch_dir.path().join("upstream.token");
+            std::fs::copy(&file, &moved)?;
+            moved
+        };
         let link = LinkProxy::start(head_office.addr).await?;
         let branch =
             TestServer::start_branch(branch_dir.path(), link.ws_url(), token_file, clock).await?;

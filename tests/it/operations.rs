@@ -383,3 +383,59 @@ fn verify_into_a_closed_pipe_ends_with_its_own_status() -> anyhow::Result<()> {
     assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
     Ok(())
 }
+
+/// Issue 16: an edge's branch id is chosen at its first start and recorded; a later start
+/// naming another is refused, and `fieldsync branch rename` is the way to change it.
+#[test]
+fn an_edge_needs_a_branch_id_at_first_start_and_keeps_the_one_it_recorded() -> anyhow::Result<()> {
+    let dir = temp_dir()?;
+    let data = dir.path().join("edge");
+    let serve = |branch: Option<&str>| {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            path(&data),
+        ];
+        if let Some(branch) = branch {
+            args.extend(["--branch-id", branch]);
+        }
+        run(&args, &[])
+    };
+    // No id anywhere (the harness's FIELDSYNC_BRANCH_ID is not set here): refused, naming
+    // the ways to give one.
+    let none = serve(None)?;
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("no branch id yet"),
+        "{}",
+        stderr(&none)
+    );
+
+    // The first start records north-01; a start naming south-02 is refused.
+    let first = ServerProcess::start_with(&data, &["--branch-id", "north-01"], &[])?;
+    first.kill()?;
+    let other = serve(Some("south-02"))?;
+    assert!(!other.status.success());
+    let said = stderr(&other);
+    assert!(
+        said.contains("serves branch north-01") && said.contains("branch rename"),
+        "{said}"
+    );
+
+    // Renamed (server stopped), it starts as south-02, and commands sign for south-02.
+    let renamed: serde_json::Value =
+        serde_json::from_str(&cli(&data, &["branch", "rename", "--to", "south-02"])?)?;
+    assert_eq!(
+        (renamed["from"].as_str(), renamed["to"].as_str()),
+        (Some("north-01"), Some("south-02"))
+    );
+    let again = ServerProcess::start_with(&data, &["--branch-id", "south-02"], &[])?;
+    let trust = dir.path().join("trust");
+    cli(&data, &["trust", "export", "--out", path(&trust)])?;
+    assert!(trust.join("branches").join("south-02.pub").exists());
+    // A rename while the server runs is refused (it holds the old id in memory).
+    assert!(cli(&data, &["branch", "rename", "--to", "east-03"]).is_err());
+    again.kill()
+}

@@ -206,10 +206,10 @@ fn ack_draft() -> AckDraft {
         },
         signed_at: at(ACK_SIGNED_AT),
         survey: Survey {
-            attitude: 5,
-            skill: 5,
-            punctuality: 4,
-            service_items: 5,
+            attitude: Some(5),
+            skill: Some(5),
+            punctuality: Some(4),
+            service_items: Some(5),
             suggestions: "下次請提前電話 (call ahead next time)".into(),
         },
     }

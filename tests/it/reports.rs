@@ -75,13 +75,7 @@ pub(crate) async fn acknowledge(
                 strokes: vec![vec![[0, 0], [12, 9], [30, 4]]],
             },
             signed_at: Timestamp::from_millis(T0),
-            survey: Survey {
-                attitude: 5,
-                skill: 5,
-                punctuality: 4,
-                service_items: 5,
-                suggestions: String::new(),
-            },
+            survey: Survey::answered(5, 5, 4, 5, ""),
         },
         device.clone(),
         key,
@@ -558,7 +552,7 @@ async fn a_report_stored_just_before_a_crash_is_the_one_announced_after_the_rest
     // The signer's first half, then the kill: the report is stored, the job is not told.
     let config = fieldsync_server::config::Config {
         data_dir: data_dir.clone(),
-        branch_id: "north-01".into(),
+        branch_id: Some("north-01".into()),
         ..Default::default()
     };
     let opened = Server::open_with_clock(

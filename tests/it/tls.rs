@@ -131,7 +131,7 @@ async fn a_branch_delivers_a_signed_report_to_head_office_over_wss() -> anyhow::
     let clock = Clock::manual(Timestamp::from_millis(CHAIN_NOW));
     let head_office = TestServer::start_with_clock(ho_dir.path(), clock.clone(), |c| {
         c.role = Role::HeadOffice;
-        c.branch_id = "head-office".into();
+        c.branch_id = Some("head-office".into());
         c.tls = Some(pki.tls_files());
     })
     .await?;
@@ -140,6 +140,7 @@ async fn a_branch_delivers_a_signed_report_to_head_office_over_wss() -> anyhow::
         url: wss_url(head_office.addr),
         token_file,
         retry_max: Duration::from_secs(1),
+        verdict_poll: Duration::from_secs(1),
         ca_file: Some(pki.ca_file.clone()),
     };
     let branch = TestServer::start_with_clock(branch_dir.path(), clock, move |c| {
@@ -487,7 +488,7 @@ async fn a_branch_link_that_does_not_trust_head_office_logs_the_certificate_prob
     let (ho_dir, branch_dir) = (temp_dir()?, temp_dir()?);
     let head_office = TestServer::start_with(ho_dir.path(), |c| {
         c.role = Role::HeadOffice;
-        c.branch_id = "head-office".into();
+        c.branch_id = Some("head-office".into());
         c.tls = Some(pki.tls_files());
     })
     .await?;

@@ -519,11 +519,11 @@ pub async fn get_job(
         .map_err(|e| ApiError::internal("storage_error", e))?
         .map_err(|e| ApiError::internal("storage_error", e))?
         .ok_or_else(|| ApiError::not_found("unknown_job", format!("no job {job_id} stored")))?;
-    let mut doc = Automerge::new();
-    for chunk in &chunks {
-        doc.load_incremental(chunk)
-            .map_err(|e| ApiError::internal("document_error", e))?;
-    }
+    let doc = state
+        .node
+        .doc_load
+        .load(&chunks)
+        .map_err(|e| ApiError::internal("document_error", e))?;
     let job = read_job(&doc).map_err(|e| ApiError::internal("document_error", e))?;
     let heads: Vec<String> = doc.get_heads().iter().map(ChangeHash::to_string).collect();
     Ok(Json(json!({

@@ -9,12 +9,16 @@ pub mod handoff;
 pub mod jobs;
 pub mod signer;
 pub mod upstream;
+pub mod verdicts;
 
 use std::sync::Arc;
 
 use axum::Router;
 use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::report_doc::VerdictStatus;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::task::JoinHandle;
 use utoipa::OpenApi;
@@ -36,6 +40,8 @@ pub struct Edge {
     pub assign_lock: tokio::sync::Mutex<()>,
     /// Ids of reports as the signer stores them (the upstream outbox listens).
     pub reports_signed: tokio::sync::broadcast::Sender<String>,
+    /// Ids of reports as head office confirms holding them (the verdicts worker listens).
+    pub reports_delivered: tokio::sync::broadcast::Sender<String>,
     /// Complaint documents as the desk writes them (the upstream outbox listens).
     pub complaints_published: tokio::sync::broadcast::Sender<DocumentId>,
     /// The desk's approvals queue (R12, R18, R31), mirrored from the stored jobs.
@@ -55,6 +61,14 @@ pub struct EdgeMetrics {
     pub upstream_complaints_undelivered: Gauge,
     /// Approval requests (R12, R18, R31) no manager has decided yet.
     pub approvals_waiting: Gauge,
+    /// Delivered reports by head office's verdict (`verdicts`).
+    at_head_office: Family<VerdictLabel, Gauge>,
+}
+
+/// The label of `fieldsync_reports_at_head_office`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabel {
+    verdict: &'static str,
 }
 
 impl EdgeMetrics {
@@ -97,7 +111,22 @@ impl EdgeMetrics {
             "Approval requests (R12, R18, R31) not decided yet.",
             m.approvals_waiting.clone(),
         );
+        registry.register(
+            "reports_at_head_office",
+            "Delivered reports by head office's verdict (verified, rejected, pending, unknown).",
+            m.at_head_office.clone(),
+        );
         m
+    }
+
+    /// Sets how many delivered reports have head office's verdict `status`.
+    pub fn set_at_head_office(&self, status: VerdictStatus, count: usize) {
+        crate::metrics::set_count(
+            &self.at_head_office.get_or_create(&VerdictLabel {
+                verdict: status.as_str(),
+            }),
+            count,
+        );
     }
 }
 
@@ -111,6 +140,7 @@ impl Edge {
             metrics,
             assign_lock: tokio::sync::Mutex::new(()),
             reports_signed: tokio::sync::broadcast::channel(1024).0,
+            reports_delivered: tokio::sync::broadcast::channel(1024).0,
             complaints_published: tokio::sync::broadcast::channel(1024).0,
             approvals,
         })
@@ -129,6 +159,10 @@ impl Edge {
             tokio::spawn(desk::approvals::mirror::run(Arc::clone(self))),
         ];
         if let Some(upstream) = self.node.config.upstream.clone() {
+            workers.push(tokio::spawn(verdicts::run(
+                Arc::clone(self),
+                upstream.clone(),
+            )));
             workers.push(tokio::spawn(upstream::run(Arc::clone(self), upstream)));
         }
         workers
@@ -161,6 +195,8 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::set_technicians))
         .routes(routes!(signer::get_report))
+        .routes(routes!(signer::get_report_pdf))
+        .routes(routes!(verdicts::list_reports))
         .routes(routes!(jobs::me))
         .routes(routes!(handoff::hand_over))
         .routes(routes!(handoff::list_stranded))

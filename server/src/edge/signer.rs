@@ -399,3 +399,38 @@ pub async fn get_report(
     )
         .into_response())
 }
+
+/// `GET /api/reports/{id}/pdf`: the signed service report as the customer's printable PDF (issue 15),
+/// carrying the report's JSON as an attachment (`fieldsync verify report.pdf`).
+#[utoipa::path(
+    get,
+    path = "/api/reports/{id}/pdf",
+    tag = "reports",
+    description = "The signed service report as a printable PDF in Chinese or English, with the \
+        signed report JSON attached (so `fieldsync verify report.pdf` checks it). Roles: \
+        dispatcher, manager, analyst.",
+    params(
+        ("id" = String, Path, description = "The report id (32 hex digits)"),
+        ("lang" = Option<String>, Query, description = "zh (default) or en"),
+        ("zone" = Option<String>, Query, description = "Time zone of the times shown: an IANA name or an offset (Asia/Shanghai by default)"),
+    ),
+    responses(
+        (status = 200, description = "The PDF", content_type = "application/pdf"),
+        (status = 400, body = ErrorBody, description = "invalid_report_id, invalid_query"),
+        (status = 404, body = ErrorBody, description = "unknown_report"),
+    ),
+)]
+pub async fn get_report_pdf(
+    State(state): State<Arc<Edge>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    asked: Result<
+        axum::extract::Query<crate::http::pdf::PdfQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<axum::response::Response, ApiError> {
+    state.node.authorize(&headers, EVERYONE, "read reports")?;
+    let store = Arc::clone(&state.node.store);
+    let key = id.clone();
+    crate::http::pdf::download(id, asked, "report", move || store.meta(REPORTS, &key)).await
+}

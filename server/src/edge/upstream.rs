@@ -413,6 +413,7 @@ async fn confirm(state: &Arc<Edge>, outbox: &mut Outbox, doc: DocumentId, heads:
             tracing::error!(report = id, error = %e, "cannot record a delivery");
             continue;
         }
+        let _ = state.reports_delivered.send(id.clone());
         if let Some(report) = outbox.reports.remove(&id) {
             tracing::info!(report = id, job = %report.job, "report delivered to head office");
             state.metrics.upstream_delivered.inc();
@@ -495,7 +496,7 @@ enum DialError {
 
 /// Reads and checks the branch token before it is sent: a token for another branch or one
 /// that has expired would only be refused.
-fn branch_token(state: &Edge, upstream: &Upstream) -> Result<String, String> {
+pub(crate) fn branch_token(state: &Edge, upstream: &Upstream) -> Result<String, String> {
     let file = upstream.token_file.display();
     let token = match std::fs::read_to_string(&upstream.token_file) {
         Ok(text) => text.trim().to_owned(),

@@ -27,7 +27,7 @@ use fieldsync_shared::job::doc::read_job_at;
 use fieldsync_shared::job::{Acknowledgement, Job};
 use fieldsync_shared::keys::PublicKey;
 use fieldsync_shared::report::{SignedReport, TrustStore, VerifyError};
-use fieldsync_shared::report_doc::ReportDoc;
+use fieldsync_shared::report_doc::{ReportDoc, Verdict, VerdictStatus, report_doc_id};
 use fieldsync_shared::stats::{MonthlyStats, ReportedJob, StatsError, monthly};
 use fieldsync_shared::time::{Month, Timestamp};
 use fieldsync_storage::{AsideRow, AsideStatus, ReportQuery, ReportRow};
@@ -36,6 +36,7 @@ use serde_json::Value;
 
 use crate::head_office::HeadOffice;
 use crate::head_office::store::{HeadOfficeStore, StoreError};
+use crate::sync::registry::Registry;
 
 /// A verified report as archived.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +133,128 @@ impl Rejection {
     }
 }
 
+/// Which rejected reports to verify again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryFilter {
+    /// Every rejected report.
+    All,
+    /// The rejected reports a branch sent (after its key was enrolled or fixed).
+    Branch(BranchId),
+    /// One report, by report id.
+    Report(String),
+}
+
+/// Takes the rejected reports `filter` names out of the rejected list and tells every
+/// receiver on the archive (this process, a running server, every head-office process on a
+/// shared database) to verify them again; answers their report ids. Works beside running
+/// head offices: their receivers notice the retry generation change within a second; a
+/// stopped one looks at them at its next start (they are neither archived nor kept aside).
+pub async fn request_retry(
+    store: &HeadOfficeStore,
+    filter: &RetryFilter,
+) -> Result<Vec<String>, StoreError> {
+    let mut docs = Vec::new();
+    let mut retried = Vec::new();
+    for row in store.reports_aside(AsideStatus::Rejected).await? {
+        let Ok(rejection) = serde_json::from_str::<Rejection>(&row.body) else {
+            continue;
+        };
+        let chosen = match filter {
+            RetryFilter::All => true,
+            RetryFilter::Branch(branch) => rejection.from_branch.as_ref() == Some(branch),
+            RetryFilter::Report(id) => rejection.report_id.as_deref() == Some(id.as_str()),
+        };
+        if chosen {
+            retried.push(
+                rejection
+                    .report_id
+                    .unwrap_or_else(|| row.report_doc.clone()),
+            );
+            docs.push(row.report_doc);
+        }
+    }
+    if !docs.is_empty() {
+        // Out of the rejected list and the generation moved on, in one transaction.
+        store.retry_rejected(docs).await?;
+    }
+    Ok(retried)
+}
+
+/// Head office's verdicts on `report_ids` for the branch that asks, in the order asked:
+/// another branch's report is `unknown` to it, as is one head office never received.
+pub async fn verdicts_for(
+    store: &HeadOfficeStore,
+    branch: &BranchId,
+    report_ids: &[String],
+) -> Result<Vec<Verdict>, StoreError> {
+    let archived: std::collections::HashMap<String, (String, i64)> = store
+        .archived_briefs(report_ids.to_vec())
+        .await?
+        .into_iter()
+        .map(|b| (b.report_id, (b.branch_id, b.verified_at)))
+        .collect();
+    // A report's own document (the id derives from the report id): what the branch sent.
+    let docs: Vec<String> = report_ids
+        .iter()
+        .filter(|id| !archived.contains_key(id.as_str()))
+        .filter_map(|id| report_doc_id(id).map(|d| d.to_string()))
+        .collect();
+    let aside: std::collections::HashMap<String, AsideRow> = store
+        .reports_aside_by_doc(docs)
+        .await?
+        .into_iter()
+        .map(|row| (row.report_doc.clone(), row))
+        .collect();
+    Ok(report_ids
+        .iter()
+        .map(|id| verdict(branch, id, archived.get(id), &aside))
+        .collect())
+}
+
+fn verdict(
+    branch: &BranchId,
+    report_id: &str,
+    archived: Option<&(String, i64)>,
+    aside: &std::collections::HashMap<String, AsideRow>,
+) -> Verdict {
+    let unknown = Verdict {
+        report_id: report_id.to_owned(),
+        status: VerdictStatus::Unknown,
+        code: None,
+        message: None,
+        at: None,
+    };
+    if let Some((owner, verified_at)) = archived {
+        if owner != branch.as_str() {
+            return unknown;
+        }
+        return Verdict {
+            status: VerdictStatus::Verified,
+            at: Some(*verified_at),
+            ..unknown
+        };
+    }
+    let Some(row) = report_doc_id(report_id).and_then(|doc| aside.get(&doc.to_string())) else {
+        return unknown;
+    };
+    let Ok(r) = serde_json::from_str::<Rejection>(&row.body) else {
+        return unknown;
+    };
+    if r.from_branch.as_ref() != Some(branch) {
+        return unknown;
+    }
+    Verdict {
+        status: match row.status {
+            AsideStatus::Rejected => VerdictStatus::Rejected,
+            AsideStatus::Pending => VerdictStatus::Pending,
+        },
+        code: Some(r.code),
+        message: Some(r.message),
+        at: Some(r.at.as_millis()),
+        ..unknown
+    }
+}
+
 /// A received document as stored; `None` if it is not there or cannot be read (logged).
 pub(crate) async fn load(state: &Arc<HeadOffice>, doc: DocumentId) -> Option<Automerge> {
     match state.node.load_document(doc).await {
@@ -150,7 +273,16 @@ fn trust_for(
     doc: &ReportDoc,
     branch: &BranchId,
 ) -> Result<TrustStore, VerifyError> {
-    let registry = state.node.registry_read();
+    trust_from(&state.node.registry_read(), doc, branch)
+}
+
+/// The trust a report is checked against, from head office's records: every enrolled branch
+/// key, and the device `doc`'s attestation names if `branch`'s enrolled key signed it.
+pub fn trust_from(
+    registry: &Registry,
+    doc: &ReportDoc,
+    branch: &BranchId,
+) -> Result<TrustStore, VerifyError> {
     let mut trust = TrustStore::new();
     for record in registry.branches() {
         match PublicKey::from_hex(&record.public_key) {
@@ -528,7 +660,13 @@ fn stat_rows(s: &MonthlyStats) -> Vec<(String, String)> {
         ),
         (
             "mean satisfaction (attitude)",
-            format!("{:.2}", s.summary.mean_attitude),
+            s.summary
+                .mean_attitude
+                .map_or_else(|| "not answered".to_owned(), |m| format!("{m:.2}")),
+        ),
+        (
+            "surveys not answered (R9)",
+            s.summary.surveys_not_answered.to_string(),
         ),
         ("repeat repairs (R4)", s.repeat_repairs.len().to_string()),
     ];
@@ -868,6 +1006,62 @@ pub async fn list_rejected(
     ))
 }
 
+/// Body of `POST /api/archive/verdicts`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictQuery {
+    /// Report ids (at most [`MAX_VERDICTS`]).
+    pub reports: Vec<String>,
+}
+
+/// What `POST /api/archive/verdicts` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Verdicts {
+    pub verdicts: Vec<Verdict>,
+}
+
+/// Report ids one verdict request may name.
+pub const MAX_VERDICTS: usize = 1000;
+
+/// A branch asks head office what became of the reports it delivered.
+#[utoipa::path(
+    post,
+    path = "/api/archive/verdicts",
+    tag = "head office",
+    description = "For a branch's link (its branch token): head office's verdict on each of \
+        the branch's reports (`verified`, `rejected` with the code and message, `pending`, or \
+        `unknown`: not received, or another branch's). At most 1000 ids a request.",
+    request_body = VerdictQuery,
+    responses(
+        (status = 200, body = Verdicts),
+        (status = 400, body = ErrorBody, description = "invalid_body, too_many_reports"),
+        (status = 403, body = ErrorBody, description = "not a branch token"),
+    ),
+)]
+pub async fn verdicts(
+    State(state): State<Arc<HeadOffice>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Verdicts>, ApiError> {
+    let branch = state
+        .node
+        .authorize_branch(&headers, "`/api/archive/verdicts`")?;
+    let asked: VerdictQuery = crate::http::parse_body(&body)?;
+    if asked.reports.len() > MAX_VERDICTS {
+        return Err(ApiError::bad_request(
+            "too_many_reports",
+            format!(
+                "{} report ids: at most {MAX_VERDICTS} a request",
+                asked.reports.len()
+            ),
+        ));
+    }
+    let verdicts = verdicts_for(&state.store, &branch, &asked.reports)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(Verdicts { verdicts }))
+}
+
 /// Query of `GET /api/stats`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -928,6 +1122,53 @@ pub async fn get_stats(
         _ => "text/plain; charset=utf-8",
     };
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+/// `GET /api/archive/reports/{id}/pdf`: the signed service report as the customer's printable PDF (issue 15),
+/// carrying the report's JSON as an attachment (`fieldsync verify report.pdf`).
+#[utoipa::path(
+    get,
+    path = "/api/archive/reports/{id}/pdf",
+    operation_id = "archive_get_report_pdf",
+    tag = "head office",
+    description = "The signed service report as a printable PDF in Chinese or English, with the \
+        signed report JSON attached (so `fieldsync verify report.pdf` checks it). Roles: \
+        dispatcher, manager, analyst.",
+    params(
+        ("id" = String, Path, description = "The report id (32 hex digits)"),
+        ("lang" = Option<String>, Query, description = "zh (default) or en"),
+        ("zone" = Option<String>, Query, description = "Time zone of the times shown: an IANA name or an offset (Asia/Shanghai by default)"),
+    ),
+    responses(
+        (status = 200, description = "The PDF", content_type = "application/pdf"),
+        (status = 400, body = ErrorBody, description = "invalid_report_id, invalid_query"),
+        (status = 404, body = ErrorBody, description = "unknown_report"),
+    ),
+)]
+pub async fn get_report_pdf(
+    State(state): State<Arc<HeadOffice>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    asked: Result<
+        axum::extract::Query<crate::http::pdf::PdfQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<axum::response::Response, ApiError> {
+    read_archive(&state, &headers)?;
+    // The archive row holds the report as received; its canonical form is the signed JSON
+    // (as `export` answers it). A malformed id reads nothing and `download` names it.
+    let json = if check_id(&id).is_ok() {
+        state
+            .store
+            .archived_report(&id)
+            .await
+            .map_err(unavailable)?
+            .and_then(|row| serde_json::from_str::<Value>(&row.report).ok())
+            .and_then(|report| fieldsync_shared::canonical::to_canonical_bytes(&report).ok())
+    } else {
+        None
+    };
+    crate::http::pdf::download(id, asked, "verified report", move || Ok(json)).await
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ use fieldsync_shared::report_doc::ReportDoc;
 use fieldsync_storage::{AsideStatus, Store};
 use tokio::sync::broadcast::error::RecvError;
 
+/// How often the receiver looks for a retry asked by `fieldsync archive retry`.
+const RETRY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 use crate::head_office::HeadOffice;
 use crate::head_office::archive::{Rejection, load, process, reject};
 use crate::head_office::complaints;
@@ -48,8 +51,39 @@ pub async fn run(state: Arc<HeadOffice>) {
         }
         Err(e) => tracing::error!(error = %e, "cannot list the stored documents to verify"),
     }
+    // `fieldsync archive retry` (another process, on this archive) took reports out of the
+    // rejected list: look at them again. Checked every second, like the records.
+    let mut retries = tokio::time::interval(RETRY_POLL);
+    let mut retry_seen = state.store.retry_generation().await.unwrap_or(0);
     loop {
-        let doc = match changes.recv().await {
+        let received = tokio::select! {
+            received = changes.recv() => received,
+            _ = retries.tick() => {
+                let now = state.store.retry_generation().await.unwrap_or(retry_seen);
+                if now != retry_seen {
+                    retry_seen = now;
+                    // A retry often follows a branch key enrolled by the same command: take
+                    // the records in first, so the reports are checked against the new key.
+                    let node = Arc::clone(&state.node);
+                    if let Ok(Err(e)) =
+                        tokio::task::spawn_blocking(move || node.reload_registry_if_changed()).await
+                    {
+                        tracing::warn!(error = %e, "cannot reload the records before a retry");
+                    }
+                    tracing::info!("retrying the reports taken out of the rejected list");
+                    match unsettled(&state.store, &state.node.store).await {
+                        Ok(docs) => {
+                            for doc in docs {
+                                consider(&state, &mut waiting, doc).await;
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot list the documents to retry"),
+                    }
+                }
+                continue;
+            }
+        };
+        let doc = match received {
             Ok(doc) => doc,
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "verifier fell behind; rescanning stored documents");

@@ -5,6 +5,7 @@
 //! that need the node's records are `sync::node::Node::authorize_*`.
 
 pub mod error;
+pub mod pdf;
 pub mod wire;
 
 use axum::extract::Query;

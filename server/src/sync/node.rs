@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use axum::http::HeaderMap;
 use fieldsync_shared::ids::{BranchId, DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::keys::{KeyError, KeyPair};
+use fieldsync_shared::stored::LoadStrategy;
 use fieldsync_shared::sync::{EngineConfig, EngineRole, Input, Principal};
 use fieldsync_storage::{StorageError, Store, StoreConfig};
 use tokio::sync::watch;
@@ -39,6 +40,22 @@ pub enum StartError {
     Registry(#[from] RegistryError),
     #[error("branch_id {0:?} in the config is not a valid id")]
     BranchId(String),
+    #[error(
+        "this edge has no branch id yet: give one at its first start (`fieldsync serve \
+         --branch-id north-01`, `branch_id` in the config, or FIELDSYNC_BRANCH_ID); it is \
+         recorded in {0} and every token the edge issues names it"
+    )]
+    NoBranchId(std::path::PathBuf),
+    #[error(
+        "data directory {path} serves branch {recorded}, but the config says {asked}: remove \
+         branch_id from the config, or rename the branch (`fieldsync branch rename --to \
+         {asked}`, with the server stopped)"
+    )]
+    BranchRenamed {
+        path: std::path::PathBuf,
+        recorded: BranchId,
+        asked: String,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("token authority: {0}")]
@@ -82,6 +99,41 @@ pub struct Node {
     reload_lock: std::sync::Mutex<()>,
     /// `[tls]`: the listener serves HTTPS and `wss://` with this (`crate::tls`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How stored documents are loaded (the engine's loader too): one `load` of every chunk,
+    /// or the pre-issue-19 loader under [`BASELINE_ENV`].
+    pub doc_load: LoadStrategy,
+}
+
+/// `FIELDSYNC_BASELINE=issue-19` runs the server as before issue 19 (chunk-by-chunk loads, no
+/// compaction by the storage writer, SQLite's own checkpoints), for the load figures
+/// (`tests/bin/load_figures.rs`) to measure it beside the current one. Never for use.
+pub const BASELINE_ENV: &str = "FIELDSYNC_BASELINE";
+
+/// An edge's branch id: the one its directory recorded at the first start (a config that
+/// names another is refused: tokens and signed reports name the recorded one), else the
+/// config's, recorded now; none at all is refused.
+fn edge_branch(config: &Config, store: &Store) -> Result<BranchId, StartError> {
+    let recorded = crate::data_dir::recorded_branch(store)?;
+    match (recorded, &config.branch_id) {
+        (Some(recorded), Some(asked)) if recorded.as_str() != asked => {
+            Err(StartError::BranchRenamed {
+                path: config.data_dir.clone(),
+                recorded,
+                asked: asked.clone(),
+            })
+        }
+        (Some(recorded), _) => Ok(recorded),
+        (None, None) => Err(StartError::NoBranchId(config.data_dir.clone())),
+        (None, Some(asked)) => {
+            let id =
+                BranchId::new(asked.clone()).map_err(|_| StartError::BranchId(asked.clone()))?;
+            let (namespace, key) = crate::data_dir::BRANCH_META;
+            store
+                .put_meta(namespace, key, id.as_str().as_bytes().to_vec())
+                .wait()?;
+            Ok(id)
+        }
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -120,18 +172,22 @@ impl Node {
         if created {
             tracing::info!(key_id = %server_key.id(), path = %data_dir.server_key_path().display(), "created server key");
         }
-        let branch_id = BranchId::new(config.branch_id.clone())
-            .map_err(|_| StartError::BranchId(config.branch_id.clone()))?;
-        let issuer = match config.role {
-            Role::Edge => branch_id.to_string(),
-            Role::HeadOffice => "head-office".to_owned(),
+        let baseline = std::env::var(BASELINE_ENV).is_ok_and(|v| v == "issue-19");
+        if baseline {
+            tracing::warn!(
+                "{BASELINE_ENV}=issue-19: loading and storing documents as before issue 19, \
+                 for measurement only, never for use"
+            );
+        }
+        let (store_config, doc_load) = if baseline {
+            (
+                StoreConfig::without_maintenance(),
+                LoadStrategy::ChunkByChunk,
+            )
+        } else {
+            (StoreConfig::default(), LoadStrategy::Concatenated)
         };
-        let tokens = TokenAuthority::new(&server_key, issuer)
-            .map_err(|e| StartError::Tokens(e.to_string()))?;
-        let store = Arc::new(Store::open(
-            data_dir.database_path(),
-            StoreConfig::default(),
-        )?);
+        let store = Arc::new(Store::open(data_dir.database_path(), store_config)?);
         // A data directory serves one role for life: the keys, tokens and records in it are
         // that role's. The role is recorded at first start and checked at every later one.
         match crate::data_dir::recorded_role(&store)? {
@@ -147,6 +203,19 @@ impl Node {
                 });
             }
         }
+        let branch_id = match config.role {
+            Role::Edge => edge_branch(&config, &store)?,
+            Role::HeadOffice => {
+                let name = config.branch_id.as_deref().unwrap_or("head-office");
+                BranchId::new(name).map_err(|_| StartError::BranchId(name.to_owned()))?
+            }
+        };
+        let issuer = match config.role {
+            Role::Edge => branch_id.to_string(),
+            Role::HeadOffice => "head-office".to_owned(),
+        };
+        let tokens = TokenAuthority::new(&server_key, issuer)
+            .map_err(|e| StartError::Tokens(e.to_string()))?;
         let seen_generation = Registry::stored_generation(&store)?;
         let tier = match config.role {
             Role::Edge => Tier::Edge,
@@ -169,6 +238,7 @@ impl Node {
             i64::try_from(config.limits.document_idle.as_millis()).unwrap_or(i64::MAX);
         // Head office takes in the documents branches send; an edge creates its own.
         engine.accept_new_documents = config.role == Role::HeadOffice;
+        engine.load = doc_load;
         let hub = Hub::start(
             engine,
             Arc::clone(&store),
@@ -193,6 +263,7 @@ impl Node {
             seen_generation: AtomicU64::new(seen_generation),
             reload_lock: std::sync::Mutex::new(()),
             tls,
+            doc_load,
         }))
     }
 
@@ -216,6 +287,7 @@ impl Node {
         doc: DocumentId,
     ) -> Result<Option<automerge::Automerge>, String> {
         let store = Arc::clone(&self.store);
+        let strategy = self.doc_load;
         tokio::task::spawn_blocking(move || {
             let Some(chunks) = store
                 .load_doc(&doc.to_string())
@@ -223,11 +295,7 @@ impl Node {
             else {
                 return Ok(None);
             };
-            let mut am = automerge::Automerge::new();
-            for chunk in &chunks {
-                am.load_incremental(chunk).map_err(|e| e.to_string())?;
-            }
-            Ok(Some(am))
+            strategy.load(&chunks).map(Some).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| format!("loading {doc}: {e}"))?
@@ -342,6 +410,21 @@ impl Node {
             )));
         }
         Ok(role)
+    }
+
+    /// Checks that the request carries an enrolled branch's token (head office; `what` is
+    /// named in the 403 another token gets) and returns the branch.
+    pub fn authorize_branch(&self, headers: &HeaderMap, what: &str) -> Result<BranchId, ApiError> {
+        match self.principal(headers)? {
+            Principal::Branch { branch_id } => Ok(branch_id),
+            Principal::Desk { role } => Err(ApiError::forbidden(format!(
+                "{what} answers branch tokens only (`fieldsync branch token`), not a desk token \
+                 (role {role})"
+            ))),
+            _ => Err(ApiError::forbidden(format!(
+                "{what} answers branch tokens only (`fieldsync branch token`)"
+            ))),
+        }
     }
 
     /// Checks that the request carries a device's token (for `what`, named in the 403 a desk

@@ -314,14 +314,67 @@ pub enum SignatureMark {
     },
 }
 
-/// R9: the satisfaction survey; scores are 1 (poor) to 5 (excellent).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// R9: the satisfaction survey; scores are 1 (poor) to 5 (excellent), or `None` when the
+/// customer did not answer (a skipped survey is all `None`, never a made-up score, so the
+/// statistics count only what customers said).
+///
+/// A score not answered is left out of the JSON and of the document, so acknowledgements and
+/// reports from before "not answered" existed (every score present) keep their canonical
+/// form, digests and report ids. Their scores read as answered: an old survey that a client
+/// filled with 5s by default cannot be told apart from a real 5.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Survey {
-    pub attitude: u8,
-    pub skill: u8,
-    pub punctuality: u8,
-    pub service_items: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attitude: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skill: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub punctuality: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_items: Option<u8>,
     pub suggestions: String,
+}
+
+impl Survey {
+    /// The lowest and highest score (R9).
+    pub const SCORES: std::ops::RangeInclusive<u8> = 1..=5;
+
+    /// A survey with all four scores answered.
+    pub fn answered(
+        attitude: u8,
+        skill: u8,
+        punctuality: u8,
+        service_items: u8,
+        suggestions: impl Into<String>,
+    ) -> Self {
+        Self {
+            attitude: Some(attitude),
+            skill: Some(skill),
+            punctuality: Some(punctuality),
+            service_items: Some(service_items),
+            suggestions: suggestions.into(),
+        }
+    }
+
+    /// A survey the customer skipped: no score answered, no suggestion.
+    pub fn not_answered() -> Self {
+        Self::default()
+    }
+
+    /// The four scores with their field names, in the order of the form.
+    pub fn scores(&self) -> [(&'static str, Option<u8>); 4] {
+        [
+            ("attitude", self.attitude),
+            ("skill", self.skill),
+            ("punctuality", self.punctuality),
+            ("service_items", self.service_items),
+        ]
+    }
+
+    /// Whether the customer answered at least one score.
+    pub fn any_answered(&self) -> bool {
+        self.scores().iter().any(|(_, s)| s.is_some())
+    }
 }
 
 /// The technician asked for the job to be finalised into a signed report.

@@ -28,6 +28,7 @@ use crate::protocol::message::{
     PeerMetadata, SessionId, StorageId, SyncMessage,
 };
 use crate::protocol::{self, DecodeError, Message, SyncLimits};
+use crate::stored::LoadStrategy;
 
 /// A connection, numbered by the glue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +80,9 @@ pub struct EngineConfig {
     pub max_loaded_documents: usize,
     /// After this many incremental chunks a document is compacted into one snapshot.
     pub compact_after_chunks: usize,
+    /// How a document's stored chunks are loaded (one `load` unless a benchmark asks for the
+    /// old chunk-by-chunk loader as its baseline).
+    pub load: LoadStrategy,
     /// Server role: a document a peer with read-write access sends that is stored nowhere
     /// here is taken in (head office receiving a branch's documents) and announced with
     /// [`Effect::NewDocument`]. Off at the edge, where only the server creates documents.
@@ -96,6 +100,7 @@ impl EngineConfig {
             document_idle_ms: 300_000,
             max_loaded_documents: 50_000,
             compact_after_chunks: 64,
+            load: LoadStrategy::Concatenated,
             accept_new_documents: false,
         }
     }
@@ -1164,7 +1169,9 @@ impl Engine {
             return;
         }
         let loaded = match chunks {
-            Ok(Some(chunks)) => load_chunks(&chunks).map(|loaded| (loaded, chunks.len())),
+            Ok(Some(chunks)) => {
+                load_chunks(self.config.load, &chunks).map(|loaded| (loaded, chunks.len()))
+            }
             Ok(None) => Err("not found".to_owned()),
             Err(e) => Err(e),
         };
@@ -1955,13 +1962,13 @@ fn describe(principal: &Principal) -> String {
 /// All of it runs inside `catch_unwind`: what storage hands back may be damaged, and
 /// automerge can panic on a damaged document in `fork_at` and `save` as well as while
 /// loading it (found by the `stored_doc` fuzzer); that refuses this load, never the engine.
-fn load_chunks(chunks: &[Vec<u8>]) -> Result<(Automerge, Option<Vec<u8>>), String> {
+fn load_chunks(
+    strategy: LoadStrategy,
+    chunks: &[Vec<u8>],
+) -> Result<(Automerge, Option<Vec<u8>>), String> {
     let result = catch_unwind(AssertUnwindSafe(
         || -> Result<(Automerge, Option<Vec<u8>>), String> {
-            let mut doc = Automerge::new();
-            for chunk in chunks {
-                doc.load_incremental(chunk).map_err(|e| e.to_string())?;
-            }
+            let mut doc = strategy.load(chunks).map_err(|e| e.to_string())?;
             if doc.get_missing_deps(&[]).is_empty() {
                 return Ok((doc, None));
             }

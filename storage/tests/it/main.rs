@@ -3,6 +3,7 @@
 mod documents;
 mod durability;
 mod group_commit;
+mod maintenance;
 mod open;
 mod records;
 

@@ -34,6 +34,7 @@ fn a_new_file_gets_the_whole_schema_in_wal_mode() -> anyhow::Result<()> {
             "ho_complaints_rejected",
             "ho_reports",
             "ho_reports_aside",
+            "ho_retry",
             "meta",
             "records",
             "sync_states"

@@ -21,7 +21,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use fieldsync_storage::{
-    AsideRow, AsideStatus, ComplaintRow, ReportQuery, ReportRow, StorageError, Store, StoreConfig,
+    ArchivedBrief, AsideRow, AsideStatus, ComplaintRow, ReportQuery, ReportRow, StorageError,
+    Store, StoreConfig,
 };
 
 use self::postgres::Postgres;
@@ -147,6 +148,15 @@ impl HeadOfficeStore {
         }
     }
 
+    /// Takes report documents out of the rejected list and moves the retry generation on, in
+    /// one transaction: every receiver on the archive then verifies them again.
+    pub async fn retry_rejected(&self, report_docs: Vec<String>) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => Ok(s.retry_rejected(report_docs).await?),
+            Self::Postgres(p) => p.retry_rejected(&report_docs).await,
+        }
+    }
+
     /// Archives a complaint revision over a lower one only, and takes its document out of
     /// the rejected list.
     pub async fn archive_complaint(
@@ -181,6 +191,36 @@ impl HeadOfficeStore {
                 read(s, move |s| s.archived_report(&id)).await
             }
             Self::Postgres(p) => p.archived_report(report_id).await,
+        }
+    }
+
+    /// How many retries were asked of this archive (0 before the first).
+    pub async fn retry_generation(&self) -> Result<i64, StoreError> {
+        match self {
+            Self::Sqlite(s) => read(s, Store::retry_generation).await,
+            Self::Postgres(p) => p.retry_generation().await,
+        }
+    }
+
+    /// The archived reports among `report_ids`: branch and verification time.
+    pub async fn archived_briefs(
+        &self,
+        report_ids: Vec<String>,
+    ) -> Result<Vec<ArchivedBrief>, StoreError> {
+        match self {
+            Self::Sqlite(s) => read(s, move |s| s.archived_briefs(&report_ids)).await,
+            Self::Postgres(p) => p.archived_briefs(&report_ids).await,
+        }
+    }
+
+    /// The aside records (rejected or pending) of the report documents `report_docs`.
+    pub async fn reports_aside_by_doc(
+        &self,
+        report_docs: Vec<String>,
+    ) -> Result<Vec<AsideRow>, StoreError> {
+        match self {
+            Self::Sqlite(s) => read(s, move |s| s.reports_aside_by_doc(&report_docs)).await,
+            Self::Postgres(p) => p.reports_aside_by_doc(&report_docs).await,
         }
     }
 

@@ -18,7 +18,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fieldsync_storage::{AsideRow, AsideStatus, ComplaintRow, ReportQuery, ReportRow};
+use fieldsync_storage::{
+    ArchivedBrief, AsideRow, AsideStatus, ComplaintRow, ReportQuery, ReportRow,
+};
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, Config, NoTls, Row};
 
@@ -260,6 +262,69 @@ impl Postgres {
             )
             .await?;
         Ok(())
+    }
+
+    pub(super) async fn retry_rejected(&self, report_docs: &[String]) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "WITH cleared AS (DELETE FROM ho_reports_aside
+                                  WHERE report_doc = ANY($1) AND status = 'rejected')
+                 UPDATE ho_retry SET generation = generation + 1",
+                &[&report_docs],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn retry_generation(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query_one("SELECT generation FROM ho_retry", &[])
+            .await?
+            .try_get(0)?)
+    }
+
+    pub(super) async fn archived_briefs(
+        &self,
+        report_ids: &[String],
+    ) -> Result<Vec<ArchivedBrief>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT report_id, branch_id, verified_at FROM ho_reports
+                 WHERE report_id = ANY($1)",
+                &[&report_ids],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                Ok(ArchivedBrief {
+                    report_id: row.try_get(0)?,
+                    branch_id: row.try_get(1)?,
+                    verified_at: row.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()?)
+    }
+
+    pub(super) async fn reports_aside_by_doc(
+        &self,
+        report_docs: &[String],
+    ) -> Result<Vec<AsideRow>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT report_doc, status, report_id, at, body FROM ho_reports_aside
+                 WHERE report_doc = ANY($1)",
+                &[&report_docs],
+            )
+            .await?;
+        Ok(rows.iter().map(aside_row).collect::<Result<_, _>>()?)
     }
 
     pub(super) async fn archive_complaint(

@@ -304,14 +304,25 @@ impl<'a, R: ReadDoc> MapView<'a, R> {
 
     /// An integer (automerge int or uint) that fits `T`.
     pub(crate) fn int<T: TryFrom<i64>>(&self, key: &str) -> Result<T, SchemaError> {
-        let (v, _) = self.required(key)?;
+        self.opt_int(key)?.ok_or_else(|| SchemaError::Missing {
+            path: self.path_of(key),
+        })
+    }
+
+    /// An integer that fits `T`, or `None` when the key is absent.
+    pub(crate) fn opt_int<T: TryFrom<i64>>(&self, key: &str) -> Result<Option<T>, SchemaError> {
+        let Some((v, _)) = self.value(key)? else {
+            return Ok(None);
+        };
         let path = self.path_of(key);
         let wide: i64 = match scalar(&v) {
             Some(ScalarValue::Int(i)) => *i,
             Some(ScalarValue::Uint(u)) => i64::try_from(*u).map_err(|_| out_of_range(&path, *u))?,
             _ => return Err(wrong(&path, "int", value_kind(&v))),
         };
-        T::try_from(wide).map_err(|_| out_of_range(&path, wide))
+        T::try_from(wide)
+            .map(Some)
+            .map_err(|_| out_of_range(&path, wide))
     }
 
     pub(crate) fn bool(&self, key: &str) -> Result<bool, SchemaError> {

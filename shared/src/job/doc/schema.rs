@@ -389,10 +389,18 @@ pub(super) fn write_acknowledgement<T: Transactable>(
     tx.put(m, k::SIGNED_AT, ts(a.signed_at))?;
     put_record(tx, m, k::SURVEY, |tx, s| {
         let v = &a.survey;
-        tx.put(s, k::ATTITUDE, int(v.attitude))?;
-        tx.put(s, k::SKILL, int(v.skill))?;
-        tx.put(s, k::PUNCTUALITY, int(v.punctuality))?;
-        tx.put(s, k::SERVICE_ITEMS, int(v.service_items))?;
+        // A score not answered (R9) is no key at all, as in documents written before it
+        // could be skipped every score is a key.
+        for (key, score) in [
+            (k::ATTITUDE, v.attitude),
+            (k::SKILL, v.skill),
+            (k::PUNCTUALITY, v.punctuality),
+            (k::SERVICE_ITEMS, v.service_items),
+        ] {
+            if let Some(score) = score {
+                tx.put(s, key, int(score))?;
+            }
+        }
         tx.put(s, k::SUGGESTIONS, v.suggestions.as_str())
     })?;
     tx.put(m, k::DEVICE_ID, a.device_id.as_str())?;
@@ -667,10 +675,10 @@ fn read_acknowledgement<R: ReadDoc>(m: &MapView<'_, R>) -> Result<Acknowledgemen
         signature: read_signature(&m.map(k::SIGNATURE)?)?,
         signed_at: m.timestamp(k::SIGNED_AT)?,
         survey: Survey {
-            attitude: survey.int(k::ATTITUDE)?,
-            skill: survey.int(k::SKILL)?,
-            punctuality: survey.int(k::PUNCTUALITY)?,
-            service_items: survey.int(k::SERVICE_ITEMS)?,
+            attitude: survey.opt_int(k::ATTITUDE)?,
+            skill: survey.opt_int(k::SKILL)?,
+            punctuality: survey.opt_int(k::PUNCTUALITY)?,
+            service_items: survey.opt_int(k::SERVICE_ITEMS)?,
             suggestions: survey.string(k::SUGGESTIONS)?,
         },
         device_id: m.parse(k::DEVICE_ID)?,

@@ -823,7 +823,7 @@ fn arb_ack() -> impl Strategy<Value = Acknowledgement> {
         arb_text(),
         arb_signature(),
         arb_ts(),
-        (any::<[u8; 4]>(), arb_text()),
+        (any::<[Option<u8>; 4]>(), arb_text()),
         arb_name(),
         arb_text(),
         prop::collection::vec(arb_text(), 0..3),

@@ -51,3 +51,12 @@ CREATE TABLE ho_complaints_rejected (
     at       BIGINT NOT NULL,
     body     TEXT   NOT NULL
 );
+
+-- `fieldsync archive retry` moves the generation on; every head-office process watches it and
+-- verifies again the reports taken out of the rejected list.
+CREATE TABLE ho_retry (
+    one        INTEGER NOT NULL PRIMARY KEY CHECK (one = 1),
+    generation BIGINT  NOT NULL
+);
+
+INSERT INTO ho_retry VALUES (1, 0);
