@@ -22,7 +22,25 @@ CREATE TABLE ho_reports (
     supersedes   TEXT,
     signed_at    INTEGER NOT NULL,
     verified_at  INTEGER NOT NULL,
-    report       TEXT    NOT NULL
+    report       TEXT    NOT NULL,
+    -- What a month's statistics read (`stats::ReportFacts`), computed when the report is
+    -- archived, in the same row; NULL `kind`: not kept (the statistics read `report`).
+    kind         TEXT,
+    billing      TEXT,
+    people       INTEGER,
+    days_on_site INTEGER,
+    parts        INTEGER,
+    labour       INTEGER,
+    travel       INTEGER,
+    cost         INTEGER,
+    customer_pays INTEGER,
+    training     INTEGER,
+    acknowledged INTEGER,
+    attitude     INTEGER,
+    skill        INTEGER,
+    punctuality  INTEGER,
+    service_items INTEGER,
+    fault        TEXT
 ) STRICT;
 
 CREATE INDEX ho_reports_by_month ON ho_reports (month, signed_at);
@@ -70,7 +88,8 @@ INSERT INTO ho_retry
 VALUES (1, coalesce((SELECT CAST(CAST(value AS TEXT) AS INTEGER) FROM meta
                      WHERE namespace = 'head_office' AND key = 'retry_generation'), 0));
 
-INSERT INTO ho_reports
+INSERT INTO ho_reports (report_id, report_doc, branch_id, job_id, month, customer_id,
+                        product_type, serial, supersedes, signed_at, verified_at, report)
 SELECT key,
        json_extract(v, '$.report_doc'),
        json_extract(v, '$.branch_id'),

@@ -31,6 +31,97 @@ pub struct ReportRow {
     pub verified_at: i64,
     /// The signed report's JSON.
     pub report: String,
+    /// What the month's statistics read of it, computed at archive time; `None` for a row
+    /// archived before they were kept (the statistics then read the report).
+    pub stats: Option<StatsColumns>,
+}
+
+/// What a month's statistics read of one report (the server's `stats::ReportFacts`), kept
+/// in columns beside it when it is archived, in the same row: written exactly once with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsColumns {
+    /// The job kind (`repair`, `installation`, …).
+    pub kind: String,
+    /// `warranty` or `billable`.
+    pub billing: String,
+    pub people: i64,
+    pub days_on_site: i64,
+    /// Parts, labour, travel, cost, customer pays (money, cents); `None` when they overflow.
+    pub charges: Option<[i64; 5]>,
+    pub training: bool,
+    /// The four R9 scores when the report carries the customer's acknowledgement.
+    pub survey: Option<[Option<i64>; 4]>,
+    pub fault: Option<String>,
+}
+
+/// One report as a month's statistics read it: its columns, and its JSON only when its
+/// statistics columns were not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsRow {
+    pub report_id: String,
+    pub branch_id: String,
+    pub job_id: String,
+    pub signed_at: i64,
+    pub product_type: String,
+    pub serial: String,
+    pub stats: Option<StatsColumns>,
+    pub report: Option<String>,
+}
+
+/// The statistics columns, in [`StatsColumns`] order (16).
+pub const STATS_COLUMNS: &str = "kind, billing, people, days_on_site, parts, labour, travel, \
+    cost, customer_pays, training, acknowledged, attitude, skill, punctuality, service_items, \
+    fault";
+
+/// The statistics columns' 16 values of `row` as SQL parameters (NULLs when not kept), by
+/// field: the backends bind them alike.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatsValues {
+    pub kind: Option<String>,
+    pub billing: Option<String>,
+    pub people: Option<i64>,
+    pub days_on_site: Option<i64>,
+    pub charges: [Option<i64>; 5],
+    pub training: Option<bool>,
+    pub acknowledged: Option<bool>,
+    pub scores: [Option<i64>; 4],
+    pub fault: Option<String>,
+}
+
+impl StatsValues {
+    pub fn of(stats: Option<&StatsColumns>) -> Self {
+        let Some(c) = stats else {
+            return Self::default();
+        };
+        Self {
+            kind: Some(c.kind.clone()),
+            billing: Some(c.billing.clone()),
+            people: Some(c.people),
+            days_on_site: Some(c.days_on_site),
+            charges: c.charges.map_or([None; 5], |m| m.map(Some)),
+            training: Some(c.training),
+            acknowledged: Some(c.survey.is_some()),
+            scores: c.survey.unwrap_or([None; 4]),
+            fault: c.fault.clone(),
+        }
+    }
+
+    /// The columns back; `None` when the row has none (`kind` is NULL).
+    pub fn columns(self) -> Option<StatsColumns> {
+        let (kind, billing, people, days_on_site) =
+            (self.kind?, self.billing?, self.people?, self.days_on_site?);
+        let [a, b, c, d, e] = self.charges;
+        Some(StatsColumns {
+            kind,
+            billing,
+            people,
+            days_on_site,
+            charges: (|| Some([a?, b?, c?, d?, e?]))(),
+            training: self.training.unwrap_or(false),
+            survey: self.acknowledged.unwrap_or(false).then_some(self.scores),
+            fault: self.fault,
+        })
+    }
 }
 
 /// Which verified reports to list; every given field must match.
@@ -96,7 +187,7 @@ pub struct ArchivedBrief {
 pub(crate) enum Write {
     /// Archives a report (nothing if its id is archived already) and takes its document out
     /// of the aside list.
-    ArchiveReport(ReportRow),
+    ArchiveReport(Box<ReportRow>),
     PutAside(AsideRow),
     DeleteAside {
         report_doc: String,
@@ -122,18 +213,43 @@ pub(crate) enum Write {
     },
 }
 
+/// The month's statistics query, the same on both backends (`month`, `look_back_from`: their
+/// parameters' placeholders): the month's reports by `ho_reports_by_month`, no superseded one
+/// (`ho_reports_superseding`), and R4's look-back by `ho_reports_by_serial`, only rows with a
+/// fault (or none recorded), since only those can pair.
+pub fn month_stats_query(month: &str, look_back_from: &str) -> String {
+    let columns = "r.report_id, r.branch_id, r.job_id, r.signed_at, r.product_type, r.serial, \
+         r.kind, r.billing, r.people, r.days_on_site, r.parts, r.labour, r.travel, r.cost, \
+         r.customer_pays, r.training, r.acknowledged, r.attitude, r.skill, r.punctuality, \
+         r.service_items, r.fault, CASE WHEN r.kind IS NULL THEN r.report END";
+    format!(
+        "SELECT {columns} FROM ho_reports r
+         WHERE r.month = {month}
+           AND NOT EXISTS (SELECT 1 FROM ho_reports s WHERE s.supersedes = r.report_id)
+         UNION ALL
+         SELECT {columns} FROM ho_reports r
+         WHERE r.signed_at >= {look_back_from} AND r.month < {month}
+           AND (r.fault IS NOT NULL OR r.kind IS NULL)
+           AND r.serial IN (SELECT serial FROM ho_reports WHERE month = {month})
+           AND NOT EXISTS (SELECT 1 FROM ho_reports s WHERE s.supersedes = r.report_id)
+         ORDER BY 4, 1"
+    )
+}
+
 pub(crate) fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
     match write {
         Write::ArchiveReport(r) => {
             conn.prepare_cached("DELETE FROM ho_reports_aside WHERE report_doc = ?1")?
                 .execute([&r.report_doc])?;
-            conn.prepare_cached(
+            let v = StatsValues::of(r.stats.as_ref());
+            conn.prepare_cached(&format!(
                 "INSERT INTO ho_reports (report_id, report_doc, branch_id, job_id, month,
                      customer_id, product_type, serial, supersedes, signed_at, verified_at,
-                     report)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT (report_id) DO NOTHING",
-            )?
+                     report, {STATS_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                     ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
+                 ON CONFLICT (report_id) DO NOTHING"
+            ))?
             .execute(params![
                 r.report_id,
                 r.report_doc,
@@ -146,7 +262,23 @@ pub(crate) fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
                 r.supersedes,
                 r.signed_at,
                 r.verified_at,
-                r.report
+                r.report,
+                v.kind,
+                v.billing,
+                v.people,
+                v.days_on_site,
+                v.charges[0],
+                v.charges[1],
+                v.charges[2],
+                v.charges[3],
+                v.charges[4],
+                v.training,
+                v.acknowledged,
+                v.scores[0],
+                v.scores[1],
+                v.scores[2],
+                v.scores[3],
+                v.fault
             ])?;
         }
         Write::PutAside(a) => {
@@ -214,7 +346,48 @@ pub(crate) fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
 }
 
 const REPORT_COLUMNS: &str = "report_id, report_doc, branch_id, job_id, month, customer_id, \
-    product_type, serial, supersedes, signed_at, verified_at, report";
+    product_type, serial, supersedes, signed_at, verified_at, report, kind, billing, people, \
+    days_on_site, parts, labour, travel, cost, customer_pays, training, acknowledged, attitude, \
+    skill, punctuality, service_items, fault";
+
+/// The 16 statistics columns from `first` on.
+fn stats_values(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StatsValues> {
+    Ok(StatsValues {
+        kind: row.get(first)?,
+        billing: row.get(first + 1)?,
+        people: row.get(first + 2)?,
+        days_on_site: row.get(first + 3)?,
+        charges: [
+            row.get(first + 4)?,
+            row.get(first + 5)?,
+            row.get(first + 6)?,
+            row.get(first + 7)?,
+            row.get(first + 8)?,
+        ],
+        training: row.get(first + 9)?,
+        acknowledged: row.get(first + 10)?,
+        scores: [
+            row.get(first + 11)?,
+            row.get(first + 12)?,
+            row.get(first + 13)?,
+            row.get(first + 14)?,
+        ],
+        fault: row.get(first + 15)?,
+    })
+}
+
+fn stats_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StatsRow> {
+    Ok(StatsRow {
+        report_id: row.get(0)?,
+        branch_id: row.get(1)?,
+        job_id: row.get(2)?,
+        signed_at: row.get(3)?,
+        product_type: row.get(4)?,
+        serial: row.get(5)?,
+        stats: stats_values(row, 6)?.columns(),
+        report: row.get(22)?,
+    })
+}
 
 fn report_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReportRow> {
     Ok(ReportRow {
@@ -230,6 +403,7 @@ fn report_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReportRow> {
         signed_at: row.get(9)?,
         verified_at: row.get(10)?,
         report: row.get(11)?,
+        stats: stats_values(row, 12)?.columns(),
     })
 }
 
@@ -261,7 +435,7 @@ fn complaint_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ComplaintRow> {
 impl Store {
     /// Archives a verified report once: a second report with the same id stores nothing.
     pub fn archive_report(&self, row: ReportRow) -> Pending<()> {
-        self.submit_head_office(Write::ArchiveReport(row))
+        self.submit_head_office(Write::ArchiveReport(Box::new(row)))
     }
 
     /// Sets a report document aside (replacing whatever aside record it had).
@@ -396,26 +570,17 @@ impl Store {
     }
 
     /// What the month's statistics read: every report of `month` that no archived report
-    /// supersedes, and the earlier ones (signed at or after `look_back_from`, epoch ms) on a
-    /// serial the month has, for R4's repeat repairs. Oldest first.
+    /// supersedes, and the earlier ones with a fault (signed at or after `look_back_from`,
+    /// epoch ms) on a serial the month has, for R4's repeat repairs. Oldest first. The
+    /// statistics columns only; a report's JSON only where they were not kept.
     pub fn reports_for_month_stats(
         &self,
         month: &str,
         look_back_from: i64,
-    ) -> Result<Vec<ReportRow>, StorageError> {
+    ) -> Result<Vec<StatsRow>, StorageError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {REPORT_COLUMNS} FROM ho_reports r
-                 WHERE r.month = ?1
-                   AND NOT EXISTS (SELECT 1 FROM ho_reports s WHERE s.supersedes = r.report_id)
-                 UNION ALL
-                 SELECT {REPORT_COLUMNS} FROM ho_reports r
-                 WHERE r.signed_at >= ?2 AND r.month < ?1
-                   AND r.serial IN (SELECT serial FROM ho_reports WHERE month = ?1)
-                   AND NOT EXISTS (SELECT 1 FROM ho_reports s WHERE s.supersedes = r.report_id)
-                 ORDER BY 10, 1"
-            ))?;
-            let rows = stmt.query_map(params![month, look_back_from], report_row)?;
+            let mut stmt = conn.prepare_cached(&month_stats_query("?1", "?2"))?;
+            let rows = stmt.query_map(params![month, look_back_from], stats_row)?;
             rows.collect()
         })
     }

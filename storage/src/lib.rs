@@ -51,7 +51,10 @@ mod writer;
 pub use chunk::{Chunk, ChunkKey, ChunkKind};
 pub use config::{Checkpoint, Compaction, StoreConfig};
 pub use error::StorageError;
-pub use head_office::{ArchivedBrief, AsideRow, AsideStatus, ComplaintRow, ReportQuery, ReportRow};
+pub use head_office::{
+    ArchivedBrief, AsideRow, AsideStatus, ComplaintRow, ReportQuery, ReportRow, STATS_COLUMNS,
+    StatsColumns, StatsRow, StatsValues, month_stats_query,
+};
 pub use migrations::SCHEMA_VERSION;
 pub use pending::Pending;
 pub use record::{Record, RecordFilter};

@@ -21,7 +21,7 @@ use clap::Parser;
 use fieldsync_server::head_office::archive;
 use fieldsync_server::head_office::store::{HeadOfficeStore, StorageUrl};
 use fieldsync_shared::time::Month;
-use fieldsync_storage::{ReportRow, Store, StoreConfig};
+use fieldsync_storage::{ReportRow, STATS_COLUMNS, StatsValues, Store, StoreConfig};
 use fieldsync_tests::pg::PgCluster;
 use serde_json::{Value, json};
 
@@ -82,7 +82,18 @@ fn row(template: &Value, i: usize) -> anyhow::Result<ReportRow> {
         .as_str()
         .unwrap_or("chiller")
         .to_owned();
+    let report = report.to_string();
+    // The statistics columns exactly as archiving the report computes them.
+    let stats = archive::stats_columns_of(
+        &report_id,
+        &branch
+            .parse()
+            .map_err(|e| anyhow::anyhow!("branch: {e:?}"))?,
+        fieldsync_shared::time::Timestamp::from_millis(signed_at),
+        &report,
+    );
     Ok(ReportRow {
+        stats,
         report_id,
         report_doc: fieldsync_shared::report_doc::report_doc_id(&format!("{i:032x}"))
             .map(|d| d.to_string())
@@ -96,7 +107,7 @@ fn row(template: &Value, i: usize) -> anyhow::Result<ReportRow> {
         supersedes: None,
         signed_at,
         verified_at: signed_at + 60_000,
-        report: report.to_string(),
+        report,
     })
 }
 
@@ -127,13 +138,27 @@ async fn fill_postgres(url: &str, n: usize, template: &Value) -> anyhow::Result<
         i += rows.len();
         let col = |f: fn(&ReportRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
         let num = |f: fn(&ReportRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        let values: Vec<StatsValues> = rows
+            .iter()
+            .map(|r| StatsValues::of(r.stats.as_ref()))
+            .collect();
+        let text = |f: fn(&StatsValues) -> Option<String>| values.iter().map(f).collect::<Vec<_>>();
+        let int = |f: fn(&StatsValues) -> Option<i64>| values.iter().map(f).collect::<Vec<_>>();
+        let flag = |f: fn(&StatsValues) -> Option<bool>| values.iter().map(f).collect::<Vec<_>>();
         client
             .execute(
-                "INSERT INTO ho_reports (report_id, report_doc, branch_id, job_id, month,
-                     customer_id, product_type, serial, signed_at, verified_at, report)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                     $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[],
-                     $10::bigint[], $11::text[])",
+                &format!(
+                    "INSERT INTO ho_reports (report_id, report_doc, branch_id, job_id, month,
+                         customer_id, product_type, serial, signed_at, verified_at, report,
+                         {STATS_COLUMNS})
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                         $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[],
+                         $10::bigint[], $11::text[], $12::text[], $13::text[], $14::bigint[],
+                         $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
+                         $19::bigint[], $20::bigint[], $21::boolean[], $22::boolean[],
+                         $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[],
+                         $27::text[])"
+                ),
                 &[
                     &col(|r| r.report_id.clone()),
                     &col(|r| r.report_doc.clone()),
@@ -146,6 +171,22 @@ async fn fill_postgres(url: &str, n: usize, template: &Value) -> anyhow::Result<
                     &num(|r| r.signed_at),
                     &num(|r| r.verified_at),
                     &col(|r| r.report.clone()),
+                    &text(|v| v.kind.clone()),
+                    &text(|v| v.billing.clone()),
+                    &int(|v| v.people),
+                    &int(|v| v.days_on_site),
+                    &int(|v| v.charges[0]),
+                    &int(|v| v.charges[1]),
+                    &int(|v| v.charges[2]),
+                    &int(|v| v.charges[3]),
+                    &int(|v| v.charges[4]),
+                    &flag(|v| v.training),
+                    &flag(|v| v.acknowledged),
+                    &int(|v| v.scores[0]),
+                    &int(|v| v.scores[1]),
+                    &int(|v| v.scores[2]),
+                    &int(|v| v.scores[3]),
+                    &text(|v| v.fault.clone()),
                 ],
             )
             .await?;

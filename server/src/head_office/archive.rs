@@ -24,13 +24,15 @@ use std::sync::Arc;
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use fieldsync_shared::ids::{BranchId, DocumentId};
 use fieldsync_shared::job::doc::read_job_at;
-use fieldsync_shared::job::{Acknowledgement, Job};
+use fieldsync_shared::job::{Acknowledgement, BillingMode, Job, JobKind};
 use fieldsync_shared::keys::PublicKey;
 use fieldsync_shared::report::{SignedReport, TrustStore, VerifyError};
 use fieldsync_shared::report_doc::{ReportDoc, Verdict, VerdictStatus, report_doc_id};
-use fieldsync_shared::stats::{MonthlyStats, ReportedJob, StatsError, monthly};
-use fieldsync_shared::time::{Month, Timestamp};
-use fieldsync_storage::{AsideRow, AsideStatus, ReportQuery, ReportRow};
+use fieldsync_shared::stats::{
+    FactCharges, MonthlyStats, ReportFacts, ReportedJob, StatsError, monthly_from_facts,
+};
+use fieldsync_shared::time::{Money, Month, Timestamp};
+use fieldsync_storage::{AsideRow, AsideStatus, ReportQuery, ReportRow, StatsColumns, StatsRow};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -87,6 +89,12 @@ impl ArchivedReport {
             supersedes: body["supersedes"].as_str().map(str::to_owned),
             signed_at: self.signed_at.as_millis(),
             verified_at: self.verified_at.as_millis(),
+            stats: stats_columns_of(
+                &self.report_id,
+                &self.branch_id,
+                self.signed_at,
+                &self.report.to_string(),
+            ),
             report: self.report.to_string(),
         }
     }
@@ -553,32 +561,17 @@ pub async fn month_stats(
     let rows = store
         .reports_for_month_stats(&month.to_string(), look_back_from)
         .await?;
-    // Parsing the reports is most of the work: on every core, straight from the text into
-    // the job (what `SignedReport::job` answers, without the intermediate JSON value).
-    let reports = tokio::task::spawn_blocking(move || {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let chunk = rows.len().div_ceil(cores).max(1);
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = rows
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || part.iter().map(reported_job).collect::<Vec<_>>()))
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|part| {
-                    part.join().unwrap_or_else(|_| {
-                        vec![Err(StatsFailure::Unreadable(
-                            String::new(),
-                            "a parsing thread panicked".into(),
-                        ))]
-                    })
-                })
-                .collect::<Result<Vec<_>, StatsFailure>>()
-        })
+    // The archive kept what the statistics read beside each report when it archived it: a
+    // few columns a report, no report to parse (only a row archived before they were kept
+    // carries its JSON, read the way the columns were computed).
+    let facts = tokio::task::spawn_blocking(move || {
+        rows.into_iter()
+            .map(report_facts)
+            .collect::<Result<Vec<_>, StatsFailure>>()
     })
     .await
     .map_err(|e| StatsFailure::Storage(StoreError::Join(e.to_string())))??;
-    Ok(monthly(&reports, month, repeat_window_days)?)
+    Ok(monthly_from_facts(&facts, month, repeat_window_days)?)
 }
 
 /// What the statistics read of an archived report: its job with the acknowledgement, as
@@ -594,20 +587,113 @@ struct StatsBody {
     acknowledgement: Acknowledgement,
 }
 
-fn reported_job(row: &ReportRow) -> Result<ReportedJob, StatsFailure> {
-    let unreadable = |e: String| StatsFailure::Unreadable(row.report_id.clone(), e);
-    let view: StatsView = serde_json::from_str(&row.report)
-        .map_err(|e| unreadable(format!("content is not a job: {e}")))?;
+/// The report's job as the statistics read it, from the report's JSON.
+fn reported_job(
+    report_id: &str,
+    branch_id: &BranchId,
+    signed_at: Timestamp,
+    report: &str,
+) -> Result<ReportedJob, String> {
+    let view: StatsView =
+        serde_json::from_str(report).map_err(|e| format!("content is not a job: {e}"))?;
     let mut job = view.body.content;
     job.acknowledgement = Some(view.body.acknowledgement);
     Ok(ReportedJob {
-        report_id: row.report_id.clone(),
-        branch_id: row
-            .branch_id
-            .parse()
-            .map_err(|e| unreadable(format!("branch_id: {e:?}")))?,
-        signed_at: Timestamp::from_millis(row.signed_at),
+        report_id: report_id.to_owned(),
+        branch_id: branch_id.clone(),
+        signed_at,
         job,
+    })
+}
+
+/// The statistics columns archived beside a report (the report's JSON): [`ReportFacts`] of
+/// its job. `None` when
+/// the report does not read as a job (the statistics then read it and name the problem).
+pub fn stats_columns_of(
+    report_id: &str,
+    branch_id: &BranchId,
+    signed_at: Timestamp,
+    report: &str,
+) -> Option<StatsColumns> {
+    let job = reported_job(report_id, branch_id, signed_at, report).ok()?;
+    let f = ReportFacts::of(&job);
+    Some(StatsColumns {
+        kind: f.kind.as_str().to_owned(),
+        billing: f.billing.as_str().to_owned(),
+        people: i64::from(f.people),
+        days_on_site: i64::from(f.days_on_site),
+        charges: f.charges.map(|c| {
+            [
+                c.parts.0,
+                c.labour.0,
+                c.travel.0,
+                c.cost.0,
+                c.customer_pays.0,
+            ]
+        }),
+        training: f.training,
+        survey: f.survey.map(|scores| scores.map(|s| s.map(i64::from))),
+        fault: f.fault,
+    })
+}
+
+/// A month-statistics row as the facts [`monthly_from_facts`] counts.
+fn report_facts(row: StatsRow) -> Result<ReportFacts, StatsFailure> {
+    let unreadable = |e: String| StatsFailure::Unreadable(row.report_id.clone(), e);
+    let branch_id: BranchId = row
+        .branch_id
+        .parse()
+        .map_err(|e| unreadable(format!("branch_id: {e:?}")))?;
+    let signed_at = Timestamp::from_millis(row.signed_at);
+    let Some(c) = row.stats.clone() else {
+        let report = row.report.as_deref().unwrap_or_default();
+        let job =
+            reported_job(&row.report_id, &branch_id, signed_at, report).map_err(unreadable)?;
+        return Ok(ReportFacts::of(&job));
+    };
+    let count = |v: i64, what: &str| {
+        u32::try_from(v).map_err(|_| unreadable(format!("{what} {v} out of range")))
+    };
+    let score = |v: Option<i64>| {
+        v.map(|v| u8::try_from(v).map_err(|_| unreadable(format!("score {v} out of range"))))
+            .transpose()
+    };
+    Ok(ReportFacts {
+        job_id: row
+            .job_id
+            .parse()
+            .map_err(|e| unreadable(format!("job_id: {e}")))?,
+        kind: JobKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == c.kind)
+            .ok_or_else(|| unreadable(format!("job kind {:?}", c.kind)))?,
+        billing: match c.billing.as_str() {
+            "warranty" => BillingMode::Warranty,
+            "billable" => BillingMode::Billable,
+            other => return Err(unreadable(format!("billing {other:?}"))),
+        },
+        people: count(c.people, "people")?,
+        days_on_site: count(c.days_on_site, "days on site")?,
+        charges: c
+            .charges
+            .map(|[parts, labour, travel, cost, customer_pays]| FactCharges {
+                parts: Money(parts),
+                labour: Money(labour),
+                travel: Money(travel),
+                cost: Money(cost),
+                customer_pays: Money(customer_pays),
+            }),
+        training: c.training,
+        survey: match c.survey {
+            Some([a, b, d, e]) => Some([score(a)?, score(b)?, score(d)?, score(e)?]),
+            None => None,
+        },
+        fault: c.fault,
+        product_type: row.product_type.clone(),
+        serial: row.serial.clone(),
+        report_id: row.report_id.clone(),
+        branch_id,
+        signed_at,
     })
 }
 

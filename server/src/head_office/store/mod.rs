@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use fieldsync_storage::{
-    ArchivedBrief, AsideRow, AsideStatus, ComplaintRow, ReportQuery, ReportRow, StorageError,
-    Store, StoreConfig,
+    ArchivedBrief, AsideRow, AsideStatus, ComplaintRow, ReportQuery, ReportRow, StatsRow,
+    StorageError, Store, StoreConfig,
 };
 
 use self::postgres::Postgres;
@@ -232,13 +232,14 @@ impl HeadOfficeStore {
         }
     }
 
-    /// The month's reports no archived report supersedes, and the earlier ones from
-    /// `look_back_from` (epoch ms) on a serial the month has (R4), oldest first.
+    /// The month's reports no archived report supersedes, and the earlier ones with a fault
+    /// from `look_back_from` (epoch ms) on a serial the month has (R4), oldest first: their
+    /// statistics columns (`fieldsync_storage::month_stats_query`, the same on both backends).
     pub async fn reports_for_month_stats(
         &self,
         month: &str,
         look_back_from: i64,
-    ) -> Result<Vec<ReportRow>, StoreError> {
+    ) -> Result<Vec<StatsRow>, StoreError> {
         match self {
             Self::Sqlite(s) => {
                 let month = month.to_owned();

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fieldsync_storage::{
-    ArchivedBrief, AsideRow, AsideStatus, ComplaintRow, ReportQuery, ReportRow,
+    ArchivedBrief, AsideRow, AsideStatus, ComplaintRow, ReportQuery, ReportRow, STATS_COLUMNS,
+    StatsRow, StatsValues, month_stats_query,
 };
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, Config, NoTls, Row};
@@ -117,7 +118,48 @@ async fn migrate(client: &Client) -> Result<(), StoreError> {
 }
 
 const REPORT_COLUMNS: &str = "report_id, report_doc, branch_id, job_id, month, customer_id, \
-    product_type, serial, supersedes, signed_at, verified_at, report";
+    product_type, serial, supersedes, signed_at, verified_at, report, kind, billing, people, \
+    days_on_site, parts, labour, travel, cost, customer_pays, training, acknowledged, attitude, \
+    skill, punctuality, service_items, fault";
+
+/// The 16 statistics columns from `first` on.
+fn stats_values(row: &Row, first: usize) -> Result<StatsValues, tokio_postgres::Error> {
+    Ok(StatsValues {
+        kind: row.try_get(first)?,
+        billing: row.try_get(first + 1)?,
+        people: row.try_get(first + 2)?,
+        days_on_site: row.try_get(first + 3)?,
+        charges: [
+            row.try_get(first + 4)?,
+            row.try_get(first + 5)?,
+            row.try_get(first + 6)?,
+            row.try_get(first + 7)?,
+            row.try_get(first + 8)?,
+        ],
+        training: row.try_get(first + 9)?,
+        acknowledged: row.try_get(first + 10)?,
+        scores: [
+            row.try_get(first + 11)?,
+            row.try_get(first + 12)?,
+            row.try_get(first + 13)?,
+            row.try_get(first + 14)?,
+        ],
+        fault: row.try_get(first + 15)?,
+    })
+}
+
+fn stats_row(row: &Row) -> Result<StatsRow, tokio_postgres::Error> {
+    Ok(StatsRow {
+        report_id: row.try_get(0)?,
+        branch_id: row.try_get(1)?,
+        job_id: row.try_get(2)?,
+        signed_at: row.try_get(3)?,
+        product_type: row.try_get(4)?,
+        serial: row.try_get(5)?,
+        stats: stats_values(row, 6)?.columns(),
+        report: row.try_get(22)?,
+    })
+}
 
 fn report_row(row: &Row) -> Result<ReportRow, tokio_postgres::Error> {
     Ok(ReportRow {
@@ -133,6 +175,7 @@ fn report_row(row: &Row) -> Result<ReportRow, tokio_postgres::Error> {
         signed_at: row.try_get(9)?,
         verified_at: row.try_get(10)?,
         report: row.try_get(11)?,
+        stats: stats_values(row, 12)?.columns(),
     })
 }
 
@@ -201,15 +244,19 @@ impl Postgres {
     }
 
     pub(super) async fn archive_report(&self, r: &ReportRow) -> Result<(), StoreError> {
+        let v = StatsValues::of(r.stats.as_ref());
         self.client()
             .await?
             .execute(
-                "WITH cleared AS (DELETE FROM ho_reports_aside WHERE report_doc = $2)
-                 INSERT INTO ho_reports (report_id, report_doc, branch_id, job_id, month,
-                     customer_id, product_type, serial, supersedes, signed_at, verified_at,
-                     report)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                 ON CONFLICT (report_id) DO NOTHING",
+                &format!(
+                    "WITH cleared AS (DELETE FROM ho_reports_aside WHERE report_doc = $2)
+                     INSERT INTO ho_reports (report_id, report_doc, branch_id, job_id, month,
+                         customer_id, product_type, serial, supersedes, signed_at,
+                         verified_at, report, {STATS_COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                         $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)
+                     ON CONFLICT (report_id) DO NOTHING"
+                ),
                 &[
                     &r.report_id,
                     &r.report_doc,
@@ -223,6 +270,22 @@ impl Postgres {
                     &r.signed_at,
                     &r.verified_at,
                     &r.report,
+                    &v.kind,
+                    &v.billing,
+                    &v.people,
+                    &v.days_on_site,
+                    &v.charges[0],
+                    &v.charges[1],
+                    &v.charges[2],
+                    &v.charges[3],
+                    &v.charges[4],
+                    &v.training,
+                    &v.acknowledged,
+                    &v.scores[0],
+                    &v.scores[1],
+                    &v.scores[2],
+                    &v.scores[3],
+                    &v.fault,
                 ],
             )
             .await?;
@@ -412,28 +475,13 @@ impl Postgres {
         &self,
         month: &str,
         look_back_from: i64,
-    ) -> Result<Vec<ReportRow>, StoreError> {
+    ) -> Result<Vec<StatsRow>, StoreError> {
         let rows = self
             .client()
             .await?
-            .query(
-                &format!(
-                    "SELECT {REPORT_COLUMNS} FROM ho_reports r
-                     WHERE r.month = $1
-                       AND NOT EXISTS (SELECT 1 FROM ho_reports s
-                                       WHERE s.supersedes = r.report_id)
-                     UNION ALL
-                     SELECT {REPORT_COLUMNS} FROM ho_reports r
-                     WHERE r.signed_at >= $2 AND r.month < $1
-                       AND r.serial IN (SELECT serial FROM ho_reports WHERE month = $1)
-                       AND NOT EXISTS (SELECT 1 FROM ho_reports s
-                                       WHERE s.supersedes = r.report_id)
-                     ORDER BY 10, 1"
-                ),
-                &[&month, &look_back_from],
-            )
+            .query(&month_stats_query("$1", "$2"), &[&month, &look_back_from])
             .await?;
-        Ok(rows.iter().map(report_row).collect::<Result<_, _>>()?)
+        Ok(rows.iter().map(stats_row).collect::<Result<_, _>>()?)
     }
 
     pub(super) async fn settled_report_docs(&self) -> Result<Vec<String>, StoreError> {

@@ -15,7 +15,25 @@ CREATE TABLE ho_reports (
     supersedes   TEXT,
     signed_at    BIGINT NOT NULL,
     verified_at  BIGINT NOT NULL,
-    report       TEXT   NOT NULL
+    report       TEXT   NOT NULL,
+    -- What a month's statistics read (`stats::ReportFacts`), computed when the report is
+    -- archived, in the same row; NULL `kind`: not kept (the statistics read `report`).
+    kind         TEXT,
+    billing      TEXT,
+    people       BIGINT,
+    days_on_site BIGINT,
+    parts        BIGINT,
+    labour       BIGINT,
+    travel       BIGINT,
+    cost         BIGINT,
+    customer_pays BIGINT,
+    training     BOOLEAN,
+    acknowledged BOOLEAN,
+    attitude     BIGINT,
+    skill        BIGINT,
+    punctuality  BIGINT,
+    service_items BIGINT,
+    fault        TEXT
 );
 
 CREATE INDEX ho_reports_by_month ON ho_reports (month, signed_at);
