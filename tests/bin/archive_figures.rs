@@ -195,6 +195,27 @@ async fn fill_postgres(url: &str, n: usize, template: &Value) -> anyhow::Result<
     Ok(())
 }
 
+/// PostgreSQL's plan of the month's statistics query, run (`EXPLAIN (ANALYZE, BUFFERS)`).
+async fn explain(url: &str) -> anyhow::Result<Vec<String>> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let month: Month = MONTH.parse()?;
+    let look_back_from = archive::month_start_millis(month) - 91 * DAY_MS;
+    let rows = client
+        .query(
+            &format!(
+                "EXPLAIN (ANALYZE, BUFFERS) {}",
+                fieldsync_storage::month_stats_query("$1", "$2")
+            ),
+            &[&MONTH, &look_back_from],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<_, String>(0).ok())
+        .collect())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -258,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
         let fill = started.elapsed().as_secs_f64();
         let (mut figures, answer) = measure(&store, args.runs).await?;
         figures["fill_s"] = json!(fill);
+        figures["explain_analyze"] = json!(explain(&url).await?);
         out["postgres"] = figures;
         answers.push(answer);
     }
