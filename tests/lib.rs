@@ -35,6 +35,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 pub mod crash_loop;
+pub mod pg;
 pub mod pki;
 
 /// A server running in this process on a random loopback port.
@@ -164,8 +165,8 @@ impl TestServer {
         Ok(self.enroll_with_key(technician, device)?.0)
     }
 
-    /// Enrolls a device and returns its id and key pair (the device's own, for signing
-    /// acknowledgements).
+    /// Enrolls a device at this server's branch and returns its id and key pair (the
+    /// device's own, for signing acknowledgements).
     pub fn enroll_with_key(
         &self,
         technician: &str,
@@ -175,7 +176,7 @@ impl TestServer {
         let key = KeyPair::generate()?;
         let record = DeviceRecord {
             device_id: device_id.clone(),
-            branch_id: BranchId::new("north-01")?,
+            branch_id: self.state.branch_id.clone(),
             technician: TechnicianId::new(technician)?,
             public_key: key.public().to_hex(),
             revoked_at: None,
@@ -197,7 +198,7 @@ impl TestServer {
     ) -> anyhow::Result<()> {
         let record = DeviceRecord {
             device_id: device.clone(),
-            branch_id: BranchId::new("north-01")?,
+            branch_id: self.state.branch_id.clone(),
             technician: TechnicianId::new(technician)?,
             public_key: public_key.to_hex(),
             revoked_at: None,
@@ -513,7 +514,13 @@ pub fn cli(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
 
 /// [`cli`] with the `fieldsync` binary at `binary` (a release build, say).
 pub fn run_cli(binary: &Path, data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(binary)
+    let mut command = Command::new(binary);
+    // Under `FIELDSYNC_TEST_PG` a head office's archive is a database of its own
+    // (`pg::test_database`): its commands (`stats`, `archive retry`, `branch enroll`) open it.
+    if let Some(url) = pg::test_database_blocking(data_dir)? {
+        command.env("FIELDSYNC_STORAGE_URL", url);
+    }
+    let output = command
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
@@ -901,10 +908,14 @@ pub const SETTLE: Duration = Duration::from_secs(20);
 
 impl TestServer {
     /// Starts a head office with its data in `data_dir`, its instants from `clock`.
+    /// Its archive is its own SQLite database, or a PostgreSQL database when
+    /// `FIELDSYNC_TEST_PG` names a server (`pg::test_database`).
     pub async fn start_head_office(data_dir: &Path, clock: Clock) -> anyhow::Result<Self> {
+        let url = pg::test_database(data_dir).await?;
         Self::start_with_clock(data_dir, clock, |c| {
             c.role = fieldsync_server::config::Role::HeadOffice;
             c.branch_id = Some("head-office".into());
+            c.storage.url = url;
         })
         .await
     }

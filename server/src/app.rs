@@ -52,11 +52,19 @@ impl Server {
     ) -> Result<Self, StartError> {
         let mut metrics = crate::metrics::registry();
         let role = config.role;
+        // Checked here rather than in the config: `--role` on the command line comes after it.
+        if role == Role::Edge && config.storage.url.is_some() {
+            return Err(StartError::Archive(
+                "[storage] url is where head office keeps its archive; an edge server keeps \
+                 everything in its data directory"
+                    .into(),
+            ));
+        }
         let node = Node::open(config, clock, runtime, &mut metrics)?;
         let role = match role {
             Role::Edge => RoleState::Edge(Edge::new(Arc::clone(&node), &mut metrics)),
             Role::HeadOffice => {
-                RoleState::HeadOffice(HeadOffice::new(Arc::clone(&node), &mut metrics))
+                RoleState::HeadOffice(HeadOffice::open(Arc::clone(&node), &mut metrics)?)
             }
         };
         Ok(Self {

@@ -218,6 +218,16 @@ fn default_verdict_poll() -> Duration {
     Duration::from_secs(10)
 }
 
+/// `[storage]` in head office's config: where its archive lives (issue 16). No `url`: the
+/// data directory's own SQLite database. `postgres://user@host:port/database`: a PostgreSQL
+/// database that several head-office processes share. `sqlite:/path/file.db`: a SQLite file
+/// that several processes on one machine share. (`FIELDSYNC_STORAGE_URL`.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    pub url: Option<String>,
+}
+
 /// `[tls]` in the server's config: the certificate chain and its private key, PEM files
 /// (`FIELDSYNC_TLS_CERT`, `FIELDSYNC_TLS_KEY`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -257,6 +267,8 @@ pub struct Config {
     /// follow-up call (R14). Stored and signed instants stay UTC.
     pub timezone: Zone,
     pub console: Console,
+    /// Head office only: where the archive lives.
+    pub storage: Storage,
 }
 
 impl Default for Config {
@@ -274,6 +286,7 @@ impl Default for Config {
             tls: None,
             timezone: Zone::utc(),
             console: Console::default(),
+            storage: Storage::default(),
         }
     }
 }
@@ -422,6 +435,7 @@ impl Config {
                 self.limits.max_inflated_message_bytes = Some(count(value)?)
             }
             "FIELDSYNC_MAX_OPS_PER_MESSAGE" => self.limits.max_ops_per_message = count(value)?,
+            "FIELDSYNC_STORAGE_URL" => self.storage.url = Some(value.to_owned()),
             "FIELDSYNC_UPSTREAM_URL"
             | "FIELDSYNC_UPSTREAM_TOKEN_FILE"
             | "FIELDSYNC_UPSTREAM_CA_FILE" => {

@@ -28,6 +28,7 @@ use crate::clock::system_now as now;
 use crate::config::{Config, Role, Upstream};
 use crate::head_office::archive::{self, Filter};
 use crate::head_office::complaints;
+use crate::head_office::store::HeadOfficeStore;
 use crate::sync::node::Node;
 use crate::sync::registry::BranchRecord;
 
@@ -539,21 +540,26 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     link.restore();
     println!("      the link is back; the branch delivers");
-    let ho_store = Arc::clone(&head_office.state.store);
+    // The demo's head office keeps its archive in its data directory's database.
+    let ho_store = HeadOfficeStore::Sqlite(Arc::clone(&head_office.state.store));
     let expected = jobs.len();
     until("head office to verify the reports", || {
-        let store = Arc::clone(&ho_store);
+        let store = ho_store.clone();
         async move {
-            archive::archived(&store, &Filter::default()).is_ok_and(|r| r.len() == expected)
+            archive::archived(&store, &Filter::default())
+                .await
+                .is_ok_and(|r| r.len() == expected)
         }
     })
     .await?;
     let month = now().month()?;
     let stats = archive::month_stats(
-        &head_office.state.store,
+        &ho_store,
         month,
         head_office.state.config.repeat_window_days,
-    )?;
+        &head_office.state.config.timezone,
+    )
+    .await?;
     step(
         7,
         &format!(
@@ -566,17 +572,21 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         archive::render_stats(&stats, "table").map_err(anyhow::Error::msg)?
     );
     until("head office to archive the complaint", || {
-        let store = Arc::clone(&ho_store);
+        let store = ho_store.clone();
         async move {
-            complaints::archived_complaints(&store, Some(month), None).is_ok_and(|c| c.len() == 1)
+            complaints::archived_complaints(&store, Some(month), None)
+                .await
+                .is_ok_and(|c| c.len() == 1)
         }
     })
     .await?;
     let complaints = complaints::complaint_report(
-        &head_office.state.store,
+        &ho_store,
         month,
         head_office.state.config.repeat_window_days,
-    )?;
+        &head_office.state.config.timezone,
+    )
+    .await?;
     print!(
         "{}",
         complaints::render_complaints(&complaints, "table").map_err(anyhow::Error::msg)?

@@ -18,6 +18,7 @@ use fieldsync_server::data_dir::{
     BRANCH_META, DataDir, branch_for, recorded_branch, recorded_role,
 };
 use fieldsync_server::head_office::archive::RetryFilter;
+use fieldsync_server::head_office::store::{HeadOfficeStore, StorageUrl};
 use fieldsync_server::head_office::{archive, complaints};
 use fieldsync_server::sync::registry::{BranchRecord, Registry};
 use fieldsync_shared::ids::{BranchId, DeviceId, TechnicianId};
@@ -423,8 +424,8 @@ fn main() -> anyhow::Result<()> {
                 Some(id) => RetryFilter::Report(id),
                 None => RetryFilter::All,
             };
-            let retried = archive::request_retry(&store, &filter)?;
-            store.flush().wait()?;
+            let (runtime, archive) = open_archive(&config, store)?;
+            let retried = runtime.block_on(archive::request_retry(&archive, &filter))?;
             print_json(&serde_json::json!({ "retried": retried }))
         }
         Command::Stats {
@@ -439,12 +440,23 @@ fn main() -> anyhow::Result<()> {
             let dir = open_dir(&config)?;
             let store = open_store(&dir)?;
             refuse_edge(&dir, &store, "the statistics")?;
+            let (runtime, store) = open_archive(&config, store)?;
+            let window = config.repeat_window_days;
             let text = if complaints {
-                let report =
-                    complaints::complaint_report(&store, month, config.repeat_window_days)?;
+                let report = runtime.block_on(complaints::complaint_report(
+                    &store,
+                    month,
+                    window,
+                    &config.timezone,
+                ))?;
                 complaints::render_complaints(&report, &format).map_err(anyhow::Error::msg)?
             } else {
-                let stats = archive::month_stats(&store, month, config.repeat_window_days)?;
+                let stats = runtime.block_on(archive::month_stats(
+                    &store,
+                    month,
+                    window,
+                    &config.timezone,
+                ))?;
                 archive::render_stats(&stats, &format).map_err(anyhow::Error::msg)?
             };
             out(&text)
@@ -564,6 +576,20 @@ fn refuse_edge(dir: &DataDir, store: &Store, what: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Head office's archive where `[storage] url` says: this data directory's database
+/// (`store`), a shared SQLite file, or the PostgreSQL database head-office processes share;
+/// with the runtime its calls run on.
+fn open_archive(
+    config: &Config,
+    store: Store,
+) -> anyhow::Result<(tokio::runtime::Runtime, HeadOfficeStore)> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let url = StorageUrl::parse(config.storage.url.as_deref()).map_err(anyhow::Error::msg)?;
+    let archive = HeadOfficeStore::open(&url, &std::sync::Arc::new(store))
+        .context("cannot open head office's archive")?;
+    Ok((runtime, archive))
 }
 
 /// The commands' store. No compaction or checkpoints: a command often runs beside the server
@@ -708,9 +734,16 @@ fn branch(command: BranchCommand) -> anyhow::Result<()> {
                     },
                 )
                 .wait()?;
-            // Reports kept aside for want of this key are verified again.
-            let retried = archive::request_retry(&store, &RetryFilter::Branch(branch_id.clone()))?;
             store.flush().wait()?;
+            // Reports kept aside for want of this key are verified again (at head office: an
+            // edge keeps no archive).
+            let retried = if recorded_role(&store)? == Some(Role::Edge) {
+                Vec::new()
+            } else {
+                let (runtime, archive) = open_archive(&config, store)?;
+                let filter = RetryFilter::Branch(branch_id.clone());
+                runtime.block_on(archive::request_retry(&archive, &filter))?
+            };
             print_json(&serde_json::json!({
                 "branch_id": branch_id,
                 "key_id": public.id().as_str(),

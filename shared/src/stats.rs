@@ -105,6 +105,82 @@ pub struct ReportedJob {
     pub job: Job,
 }
 
+/// The money of one report's charges the statistics add up (`rules::charges`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FactCharges {
+    pub parts: Money,
+    pub labour: Money,
+    pub travel: Money,
+    pub cost: Money,
+    pub customer_pays: Money,
+}
+
+/// Everything [`monthly`] reads of one verified report, computed once from its job by
+/// [`ReportFacts::of`]. Head office keeps these beside the report when it archives it, so a
+/// month's statistics read a few columns per report instead of parsing every report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportFacts {
+    pub report_id: String,
+    pub branch_id: BranchId,
+    pub signed_at: Timestamp,
+    pub job_id: DocumentId,
+    pub kind: JobKind,
+    pub billing: BillingMode,
+    /// Technicians on the job, at least one (person-trips).
+    pub people: u32,
+    /// Days on site, arrival to check-out rounded up, at least one.
+    pub days_on_site: u32,
+    /// `None` when the charges overflow the money range: the month's statistics then fail,
+    /// naming the report, as they would computing them from the job.
+    pub charges: Option<FactCharges>,
+    /// The report records the training of the customer's staff (R16).
+    pub training: bool,
+    /// The R9 scores (attitude, skill, punctuality, service items) when the report carries
+    /// the customer's acknowledgement.
+    pub survey: Option<[Option<u8>; 4]>,
+    /// R9: the customer wrote a suggestion (counted, being free text).
+    pub suggestion: bool,
+    /// The fault: category, or cause when no category was recorded; trimmed, lower case.
+    pub fault: Option<String>,
+    pub product_type: String,
+    pub serial: String,
+}
+
+impl ReportFacts {
+    pub fn of(r: &ReportedJob) -> Self {
+        let job = &r.job;
+        Self {
+            report_id: r.report_id.clone(),
+            branch_id: r.branch_id.clone(),
+            signed_at: r.signed_at,
+            job_id: job.job_id,
+            kind: job.kind,
+            billing: job.billing.mode,
+            people: u32::try_from(job.technicians.len().max(1)).unwrap_or(u32::MAX),
+            days_on_site: days_on_site(job),
+            charges: charges(job).ok().map(|c| FactCharges {
+                parts: c.parts,
+                labour: c.labour,
+                travel: c.travel,
+                cost: c.cost,
+                customer_pays: c.customer_pays,
+            }),
+            training: job.visit.training.is_some(),
+            survey: job
+                .acknowledgement
+                .as_ref()
+                .map(|ack| ack.survey.scores().map(|(_, score)| score)),
+            suggestion: job
+                .acknowledgement
+                .as_ref()
+                .is_some_and(|ack| !ack.survey.suggestions.trim().is_empty()),
+            fault: fault_of(job),
+            product_type: job.product.product_type.clone(),
+            serial: job.product.serial.clone(),
+        }
+    }
+}
+
 /// Why statistics could not be computed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StatsError {
@@ -235,6 +311,18 @@ pub fn monthly_in(
     repeat_window_days: i64,
     zone: &dyn MonthOf,
 ) -> Result<Vec<MonthlyStats>, StatsError> {
+    let facts: Vec<ReportFacts> = reports.iter().map(ReportFacts::of).collect();
+    monthly_from_facts(&facts, month, repeat_window_days, zone)
+}
+
+/// [`monthly_in`] from the reports' facts (what head office keeps beside each archived
+/// report).
+pub fn monthly_from_facts(
+    reports: &[ReportFacts],
+    month: Month,
+    repeat_window_days: i64,
+    zone: &dyn MonthOf,
+) -> Result<Vec<MonthlyStats>, StatsError> {
     let mut by_branch: BTreeMap<BranchId, MonthlyStats> = BTreeMap::new();
     let mut faults: BTreeMap<(BranchId, String, String), u32> = BTreeMap::new();
     // Per branch and score: (sum, answers).
@@ -251,10 +339,9 @@ pub fn monthly_in(
         if !in_month {
             continue;
         }
-        let job = &r.job;
-        let c = charges(job).map_err(|source| StatsError::Charges {
+        let c = r.charges.ok_or_else(|| StatsError::Charges {
             report_id: r.report_id.clone(),
-            source,
+            source: ChargeError::Overflow,
         })?;
         let stats = by_branch
             .entry(r.branch_id.clone())
@@ -270,19 +357,18 @@ pub fn monthly_in(
                 fault_causes: Vec::new(),
                 repeat_repairs: Vec::new(),
             });
-        let people = u32::try_from(job.technicians.len().max(1)).unwrap_or(u32::MAX);
-        let group = if job.kind == JobKind::Installation {
+        let group = if r.kind == JobKind::Installation {
             &mut stats.installation
         } else {
             &mut stats.service
         };
         group.jobs += 1;
-        group.person_trips += people;
-        group.person_days += people * days_on_site(job);
+        group.person_trips += r.people;
+        group.person_days += r.people * r.days_on_site;
         group.cost = add(group.cost, c.cost)?;
         stats.materials_cost = add(stats.materials_cost, c.parts)?;
         stats.transport_cost = add(stats.transport_cost, c.travel)?;
-        let counted = if job.kind == JobKind::Installation {
+        let counted = if r.kind == JobKind::Installation {
             Money(c.cost.0 - c.labour.0)
         } else {
             c.cost
@@ -294,34 +380,33 @@ pub fn monthly_in(
         summary.reports += 1;
         *summary
             .by_kind
-            .entry(job.kind.as_str().to_owned())
+            .entry(r.kind.as_str().to_owned())
             .or_default() += 1;
-        match job.billing.mode {
+        match r.billing {
             BillingMode::Warranty => summary.warranty_jobs += 1,
             BillingMode::Billable => summary.billable_jobs += 1,
         }
         summary.billed_to_customers = add(summary.billed_to_customers, c.customer_pays)?;
         summary.installations_with_training +=
-            u32::from(job.kind == JobKind::Installation && job.visit.training.is_some());
-        if let Some(ack) = &job.acknowledgement {
-            if ack.survey.any_answered() {
+            u32::from(r.kind == JobKind::Installation && r.training);
+        if let Some(scores) = &r.survey {
+            if scores.iter().any(Option::is_some) {
                 summary.surveys_answered += 1;
             } else {
                 summary.surveys_not_answered += 1;
             }
             let sums = survey_sums.entry(r.branch_id.clone()).or_default();
-            for (sum, (_, score)) in sums.iter_mut().zip(ack.survey.scores()) {
+            for (sum, score) in sums.iter_mut().zip(scores) {
                 if let Some(score) = score {
-                    sum.0 += u32::from(score);
+                    sum.0 += u32::from(*score);
                     sum.1 += 1;
                 }
             }
-            summary.surveys_with_suggestions +=
-                u32::from(!ack.survey.suggestions.trim().is_empty());
+            summary.surveys_with_suggestions += u32::from(r.suggestion);
         }
-        if let Some(fault) = fault_of(job) {
+        if let Some(fault) = &r.fault {
             *faults
-                .entry((r.branch_id.clone(), job.product.product_type.clone(), fault))
+                .entry((r.branch_id.clone(), r.product_type.clone(), fault.clone()))
                 .or_default() += 1;
         }
     }
@@ -464,16 +549,16 @@ pub fn render(stats: &[MonthlyStats], format: &str) -> Result<String, table::Ren
 
 /// Repeat repairs whose later job was signed in `month` (R4).
 fn repeat_repairs(
-    reports: &[ReportedJob],
+    reports: &[ReportFacts],
     month: Month,
     window_days: i64,
     zone: &dyn MonthOf,
 ) -> Result<Vec<(BranchId, RepeatRepair)>, StatsError> {
-    let mut by_product: BTreeMap<(String, String), Vec<&ReportedJob>> = BTreeMap::new();
+    let mut by_product: BTreeMap<(String, String), Vec<&ReportFacts>> = BTreeMap::new();
     for r in reports {
-        if let Some(fault) = fault_of(&r.job) {
+        if let Some(fault) = &r.fault {
             by_product
-                .entry((r.job.product.serial.clone(), fault))
+                .entry((r.serial.clone(), fault.clone()))
                 .or_default()
                 .push(r);
         }
@@ -483,7 +568,7 @@ fn repeat_repairs(
         list.sort_by_key(|r| (r.signed_at, r.report_id.clone()));
         for pair in list.windows(2) {
             let (earlier, later) = (pair[0], pair[1]);
-            if earlier.job.job_id == later.job.job_id {
+            if earlier.job_id == later.job_id {
                 continue;
             }
             let later_month =
@@ -498,10 +583,10 @@ fn repeat_repairs(
                     later.branch_id.clone(),
                     RepeatRepair {
                         serial: serial.clone(),
-                        product_type: later.job.product.product_type.clone(),
+                        product_type: later.product_type.clone(),
                         fault: fault.clone(),
-                        earlier_job: earlier.job.job_id,
-                        repeat_job: later.job.job_id,
+                        earlier_job: earlier.job_id,
+                        repeat_job: later.job_id,
                         days_between: days,
                     },
                 ));

@@ -5,7 +5,8 @@
 //! the client SDK). It keeps what the sync engine needs, in the style of automerge-repo's
 //! storage: per document, incremental change chunks and compacted snapshots; the automerge
 //! sync state held for each (peer, document); small records by namespace; and versioned
-//! records written by compare-and-set (the service desk's own records).
+//! records written by compare-and-set (the service desk's own records); and head office's
+//! archive tables (verified reports, reports set aside, complaints; migration 0003).
 //!
 //! # The durability promise
 //!
@@ -38,6 +39,7 @@ mod chunk;
 mod config;
 mod engine_writes;
 mod error;
+mod head_office;
 mod maintenance;
 mod migrations;
 mod pending;
@@ -49,6 +51,10 @@ mod writer;
 pub use chunk::{Chunk, ChunkKey, ChunkKind};
 pub use config::{Checkpoint, Compaction, StoreConfig};
 pub use error::StorageError;
+pub use head_office::{
+    ArchivedBrief, AsideRow, AsideStatus, ComplaintRow, ReportQuery, ReportRow, STATS_COLUMNS,
+    StatsColumns, StatsRow, StatsValues, month_stats_query,
+};
 pub use migrations::SCHEMA_VERSION;
 pub use pending::Pending;
 pub use record::{Record, RecordFilter};

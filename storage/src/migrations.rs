@@ -34,6 +34,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0002_records",
         sql: include_str!("../migrations/0002_records.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_head_office",
+        sql: include_str!("../migrations/0003_head_office.sql"),
+    },
 ];
 
 /// The schema version this build writes: the number of the last migration.
@@ -163,6 +168,42 @@ mod tests {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params!["tool", "torque-1", 1, "TW-9", 1, b"{}"],
                 )?;
+                // Head office's archive as 0003 finds it in `meta`: an entry, its indexes, a
+                // report kept aside, a complaint and its index.
+                let entry = serde_json::json!({
+                    "report_id": "r1", "report_doc": "doc-r1", "branch_id": "north-01",
+                    "job_id": "job-1", "month": "2026-10", "customer_id": "cust-1",
+                    "product_type": "chiller", "signed_at": 1_790_000_000_000i64,
+                    "verified_at": 1_790_000_100_000i64,
+                    "report": {"body": {"content": {"product": {"serial": "SN-1"}},
+                                        "supersedes": "r0"}}
+                });
+                let aside = serde_json::json!({"report_doc": "doc-r2", "report_id": "r2",
+                    "code": "bad_branch_signature", "at": 1_790_000_200_000i64});
+                let complaint = serde_json::json!({"branch_id": "north-01", "month": "2026-10",
+                    "revision": 3});
+                for (namespace, key, value) in [
+                    ("archive", "r1", entry.to_string()),
+                    ("by_month:2026-10", "r1", String::new()),
+                    ("by_customer:cust-1", "r1", String::new()),
+                    ("rejected_reports", "doc-r2", aside.to_string()),
+                    ("complaint_archive", "north-01/c1", complaint.to_string()),
+                    ("complaints_by_month:2026-10", "north-01/c1", String::new()),
+                ] {
+                    conn.execute(
+                        "INSERT INTO meta (namespace, key, value) VALUES (?1, ?2, ?3)",
+                        params![namespace, key, value.into_bytes()],
+                    )?;
+                }
+            }
+            3 => {
+                conn.execute(
+                    "INSERT INTO ho_reports (report_id, report_doc, branch_id, job_id, month,
+                         customer_id, product_type, serial, supersedes, signed_at,
+                         verified_at, report)
+                     VALUES ('r9', 'doc-r9', 'b', 'j', '2026-11', 'c', 'p', 's', NULL, 1, 2, '{}')",
+                    [],
+                )?;
             }
             other => anyhow::bail!("no seed for schema version {other}: add one"),
         }
@@ -184,6 +225,42 @@ mod tests {
                 ensure!(count("sync_states")? == 1);
                 ensure!(count("meta")? == 1);
                 ensure!(count("records")? == 0);
+                Ok(())
+            }
+            // 0003 moves head office's archive out of `meta` into its tables.
+            (2, 3) => {
+                let (id, serial, supersedes, month, signed_at): (
+                    String,
+                    String,
+                    String,
+                    String,
+                    i64,
+                ) = conn.query_row(
+                    "SELECT report_id, serial, supersedes, month, signed_at FROM ho_reports",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )?;
+                ensure!(id == "r1" && serial == "SN-1" && supersedes == "r0");
+                ensure!(month == "2026-10" && signed_at == 1_790_000_000_000);
+                let (status, report_id): (String, String) = conn.query_row(
+                    "SELECT status, report_id FROM ho_reports_aside WHERE report_doc = 'doc-r2'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                ensure!(status == "rejected" && report_id == "r2");
+                let revision: i64 = conn.query_row(
+                    "SELECT revision FROM ho_complaints WHERE key = 'north-01/c1'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                ensure!(revision == 3);
+                // Nothing of head office's is left in `meta`: the entries and their indexes.
+                let meta: i64 = conn.query_row("SELECT count(*) FROM meta", [], |r| r.get(0))?;
+                ensure!(meta == 0, "{meta} rows left in meta");
+                ensure!(
+                    conn.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))?
+                        == 1
+                );
                 Ok(())
             }
             (other, now) => anyhow::bail!("no check for data of version {other} at version {now}"),

@@ -396,6 +396,17 @@ impl Store {
         self.counters.snapshot()
     }
 
+    pub(crate) fn submit_head_office(&self, write: crate::head_office::Write) -> Pending<()> {
+        self.submit(WriteOp::HeadOffice(Box::new(write)), ())
+    }
+
+    pub(crate) fn read<T>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        self.readers.read(query)
+    }
+
     fn submit<T: Send + 'static>(&self, op: WriteOp, value: T) -> Pending<T> {
         let (pending, completer) = pending();
         let done: Done = Box::new(move |result| completer.complete(result.map(|()| value)));

@@ -78,6 +78,7 @@ pub(crate) enum WriteOp {
         key: String,
     },
     PutRecord(Record),
+    HeadOffice(Box<crate::head_office::Write>),
 }
 
 /// The writer thread's loop. It ends when every sender is gone and the queue is drained,
@@ -327,6 +328,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
                 .execute([namespace, key])?;
         }
         WriteOp::PutRecord(record) => put_record(conn, record)?,
+        WriteOp::HeadOffice(write) => crate::head_office::apply(conn, write)?,
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use fieldsync_client::{Device, DeviceConfig, JobEdit, SyncOptions};
 use fieldsync_server::clock::Clock;
 use fieldsync_server::head_office::archive::{self as head_office, Filter};
+use fieldsync_server::head_office::store::HeadOfficeStore;
 use fieldsync_shared::ids::{DeviceId, TechnicianId};
 use fieldsync_shared::job::doc::PartDraft;
 use fieldsync_shared::job::{ReportOutcome, SignatureMark, Survey};
@@ -131,11 +132,13 @@ async fn completion_to_verified(jobs: usize) -> anyhow::Result<(Vec<f64>, Signed
         // Back online: the clock starts.
         let started = Instant::now();
         device.start_sync(options.clone());
-        let store = std::sync::Arc::clone(&head_office.state.store);
+        let store = HeadOfficeStore::Sqlite(std::sync::Arc::clone(&head_office.state.store));
         until("verified at head office", || {
-            let store = std::sync::Arc::clone(&store);
+            let store = store.clone();
             async move {
-                head_office::archived(&store, &Filter::default()).is_ok_and(|r| r.len() > n)
+                head_office::archived(&store, &Filter::default())
+                    .await
+                    .is_ok_and(|r| r.len() > n)
             }
         })
         .await?;
@@ -150,7 +153,9 @@ async fn completion_to_verified(jobs: usize) -> anyhow::Result<(Vec<f64>, Signed
         })
         .await?;
     }
-    let last = head_office::archived(&head_office.state.store, &Filter::default())?
+    let store = HeadOfficeStore::Sqlite(std::sync::Arc::clone(&head_office.state.store));
+    let last = head_office::archived(&store, &Filter::default())
+        .await?
         .pop()
         .context("no report")?;
     let report: SignedReport = serde_json::from_value(last.report)?;

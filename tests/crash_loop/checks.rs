@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use fieldsync_server::edge::signer::REPORTS;
-use fieldsync_server::head_office::archive::{ARCHIVE, ArchivedReport, PENDING, REJECTED};
 use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::ReportOutcome;
 use fieldsync_shared::job::doc::read_job;
@@ -196,11 +195,9 @@ pub fn reports(
     }
     let mut archive_by_job: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut archived: BTreeSet<String> = BTreeSet::new();
-    for (id, bytes) in head_office.meta_entries(ARCHIVE)? {
-        let entry: ArchivedReport = serde_json::from_slice(&bytes)
-            .with_context(|| format!("head office's archive entry {id} does not parse"))?;
+    for entry in head_office.archived_reports(&fieldsync_storage::ReportQuery::default())? {
         archive_by_job
-            .entry(entry.job_id.to_string())
+            .entry(entry.job_id.clone())
             .or_default()
             .push(entry.report_id.clone());
         archived.insert(entry.report_id.clone());
@@ -235,12 +232,17 @@ pub fn reports(
             ));
         }
     }
-    for namespace in [REJECTED, PENDING] {
-        for (doc, bytes) in head_office.meta_entries(namespace)? {
+    for status in [
+        fieldsync_storage::AsideStatus::Rejected,
+        fieldsync_storage::AsideStatus::Pending,
+    ] {
+        for aside in head_office.reports_aside(status)? {
             out.set_aside += 1;
             out.problems.push(format!(
-                "head office {namespace} {doc}: {}",
-                String::from_utf8_lossy(&bytes)
+                "head office {} {}: {}",
+                status.as_str(),
+                aside.report_doc,
+                aside.body
             ));
         }
     }

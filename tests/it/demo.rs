@@ -2,6 +2,7 @@
 //! data behind.
 
 use fieldsync_server::head_office::archive::{self as head_office, Filter};
+use fieldsync_server::head_office::store::HeadOfficeStore;
 use fieldsync_storage::{Store, StoreConfig};
 use fieldsync_tests::temp_dir;
 
@@ -11,15 +12,20 @@ async fn the_demo_runs_the_whole_chain_and_leaves_the_data_for_inspection() -> a
     let run = dir.path().join("run");
     fieldsync_server::demo::run(&run).await?;
     // Head office's archive holds the three verified reports, and the devices' stores remain.
-    let store = Store::open(
+    let store = HeadOfficeStore::Sqlite(std::sync::Arc::new(Store::open(
         run.join("head-office").join("fieldsync.sqlite"),
         StoreConfig::default(),
-    )?;
-    assert_eq!(head_office::archived(&store, &Filter::default())?.len(), 3);
+    )?));
+    assert_eq!(
+        head_office::archived(&store, &Filter::default())
+            .await?
+            .len(),
+        3
+    );
     // R22: the complaint the desk registered while the link was down reached head office,
     // and the CLI's R22 report counts it against the three reported jobs.
     let complaints =
-        fieldsync_server::head_office::complaints::archived_complaints(&store, None, None)?;
+        fieldsync_server::head_office::complaints::archived_complaints(&store, None, None).await?;
     assert_eq!(complaints.len(), 1);
     let month = complaints[0].month;
     let output = std::process::Command::new(crate::durability::binary()?)

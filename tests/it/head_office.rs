@@ -631,14 +631,9 @@ async fn a_report_stored_just_before_head_office_dies_is_archived_after_the_rest
     let data_dir = head_office.data_dir.clone();
     head_office.stop().await?;
 
-    // What a kill before the verifier's archive entry leaves: the documents stored and owned
-    // by the branch, no archive entry (index entries may be there: readers skip them).
-    let path = fieldsync_server::data_dir::DataDir::open(&data_dir)?.database_path();
-    let store = Store::open(path, StoreConfig::default())?;
-    store
-        .delete_meta(fieldsync_server::head_office::archive::ARCHIVE, &report_id)
-        .wait()?;
-    store.close()?;
+    // What a kill before the verifier's archive row leaves: the documents stored and owned
+    // by the branch, no archive row.
+    fieldsync_tests::pg::unarchive(&data_dir, &report_id).await?;
 
     let clock = Clock::manual(Timestamp::from_millis(CHAIN_NOW));
     let head_office = TestServer::start_head_office(&data_dir, clock).await?;

@@ -17,6 +17,8 @@ mod durability;
 mod enrollment;
 mod head_office;
 mod head_office_complaints;
+mod head_office_scale;
+mod head_office_stats;
 mod js_interop;
 mod operations;
 mod protocol;

@@ -13,35 +13,33 @@
 //!    (`TrustStore::verify_against_document`). Until the job document holds those heads the
 //!    report waits (status `pending`), and is looked at again whenever the job changes.
 //!
-//! Storage (`meta` namespaces): [`ARCHIVE`] (report id → [`ArchivedReport`]), one index
-//! namespace per month, customer and product type (`by_month:2026-11` → report ids),
-//! [`REJECTED`] and [`PENDING`] (report document id → [`Rejection`]). The archive is keyed by
-//! report id, so a report delivered twice is archived once.
+//! Storage ([`HeadOfficeStore`], SQLite or PostgreSQL): one row per verified report, unique on
+//! the report id (a report delivered twice, or to two head-office processes, is archived
+//! once), with month, customer, product type, branch and serial columns (R25's lists, R24's
+//! month, R4's look-back); report documents kept aside or waiting, each with its
+//! [`Rejection`].
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use fieldsync_shared::ids::{BranchId, DocumentId};
 use fieldsync_shared::job::doc::read_job_at;
+use fieldsync_shared::job::{Acknowledgement, BillingMode, Job, JobKind};
 use fieldsync_shared::keys::PublicKey;
 use fieldsync_shared::report::{SignedReport, TrustStore, VerifyError};
 use fieldsync_shared::report_doc::{ReportDoc, Verdict, VerdictStatus, report_doc_id};
-use fieldsync_shared::stats::{MonthlyStats, ReportedJob, StatsError, monthly};
-use fieldsync_shared::time::{Month, Timestamp};
-use fieldsync_storage::{StorageError, Store};
+use fieldsync_shared::stats::{
+    FactCharges, MonthlyStats, ReportFacts, ReportedJob, StatsError, monthly_from_facts,
+};
+use fieldsync_shared::time::{Money, Month, Timestamp};
+use fieldsync_shared::zone::Zone;
+use fieldsync_storage::{AsideRow, AsideStatus, ReportQuery, ReportRow, StatsColumns, StatsRow};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::head_office::HeadOffice;
+use crate::head_office::store::{HeadOfficeStore, StoreError};
 use crate::sync::registry::Registry;
-
-/// Verified reports: report id → [`ArchivedReport`].
-pub const ARCHIVE: &str = "archive";
-/// Reports kept aside: report document id → [`Rejection`].
-pub const REJECTED: &str = "rejected_reports";
-/// Reports waiting for their job document: report document id → [`Rejection`].
-pub const PENDING: &str = "pending_reports";
 
 /// A verified report as archived.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,17 +71,75 @@ pub struct Rejection {
     pub at: Timestamp,
 }
 
-/// `meta` record whose value changes each time reports are taken out of the rejected list to
-/// be verified again (`fieldsync archive retry`, a branch enrolled anew); the receiver
-/// watches it.
-pub const RETRY: (&str, &str) = ("head_office", "retry_generation");
+impl ArchivedReport {
+    /// The archive row: the entry's columns and the report's JSON.
+    fn row(&self) -> ReportRow {
+        let body = &self.report["body"];
+        ReportRow {
+            report_id: self.report_id.clone(),
+            report_doc: self.report_doc.to_string(),
+            branch_id: self.branch_id.to_string(),
+            job_id: self.job_id.to_string(),
+            month: self.month.to_string(),
+            customer_id: self.customer_id.clone(),
+            product_type: self.product_type.clone(),
+            serial: body["content"]["product"]["serial"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            supersedes: body["supersedes"].as_str().map(str::to_owned),
+            signed_at: self.signed_at.as_millis(),
+            verified_at: self.verified_at.as_millis(),
+            stats: stats_columns_of(
+                &self.report_id,
+                &self.branch_id,
+                self.signed_at,
+                &self.report.to_string(),
+            ),
+            report: self.report.to_string(),
+        }
+    }
 
-/// The retry generation now (0 before the first retry).
-pub fn retry_generation(store: &Store) -> Result<u64, StorageError> {
-    Ok(store
-        .meta(RETRY.0, RETRY.1)?
-        .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
-        .unwrap_or(0))
+    /// The entry an archive row stands for; `None` (logged) if a column does not read.
+    fn from_row(row: ReportRow) -> Option<Self> {
+        let read = || -> Result<Self, String> {
+            Ok(Self {
+                report_doc: row
+                    .report_doc
+                    .parse()
+                    .map_err(|e| format!("report_doc: {e}"))?,
+                branch_id: row
+                    .branch_id
+                    .parse()
+                    .map_err(|e| format!("branch_id: {e:?}"))?,
+                job_id: row.job_id.parse().map_err(|e| format!("job_id: {e}"))?,
+                month: row.month.parse().map_err(|e| format!("month: {e}"))?,
+                customer_id: row.customer_id.clone(),
+                product_type: row.product_type.clone(),
+                signed_at: Timestamp::from_millis(row.signed_at),
+                verified_at: Timestamp::from_millis(row.verified_at),
+                report: serde_json::from_str(&row.report).map_err(|e| format!("report: {e}"))?,
+                report_id: row.report_id.clone(),
+            })
+        };
+        read()
+            .inspect_err(|e| {
+                tracing::error!(report = row.report_id, error = e, "unreadable archive row")
+            })
+            .ok()
+    }
+}
+
+impl Rejection {
+    fn row(&self, status: AsideStatus) -> AsideRow {
+        AsideRow {
+            report_doc: self.report_doc.to_string(),
+            status,
+            report_id: self.report_id.clone(),
+            at: self.at.as_millis(),
+            body: serde_json::to_string(self).unwrap_or_default(),
+        }
+    }
 }
 
 /// Which rejected reports to verify again.
@@ -97,14 +153,19 @@ pub enum RetryFilter {
     Report(String),
 }
 
-/// Takes the rejected reports `filter` names out of the rejected list and tells the receiver
-/// (this process or a running server) to verify them again; answers their report ids. Works
-/// beside a running head office: the receiver notices within a second; a stopped one looks at
-/// them at its next start (they are neither archived nor kept aside).
-pub fn request_retry(store: &Store, filter: &RetryFilter) -> Result<Vec<String>, StorageError> {
+/// Takes the rejected reports `filter` names out of the rejected list and tells every
+/// receiver on the archive (this process, a running server, every head-office process on a
+/// shared database) to verify them again; answers their report ids. Works beside running
+/// head offices: their receivers notice the retry generation change within a second; a
+/// stopped one looks at them at its next start (they are neither archived nor kept aside).
+pub async fn request_retry(
+    store: &HeadOfficeStore,
+    filter: &RetryFilter,
+) -> Result<Vec<String>, StoreError> {
+    let mut docs = Vec::new();
     let mut retried = Vec::new();
-    for (doc, value) in store.meta_entries(REJECTED)? {
-        let Ok(rejection) = serde_json::from_slice::<Rejection>(&value) else {
+    for row in store.reports_aside(AsideStatus::Rejected).await? {
+        let Ok(rejection) = serde_json::from_str::<Rejection>(&row.body) else {
             continue;
         };
         let chosen = match filter {
@@ -113,22 +174,58 @@ pub fn request_retry(store: &Store, filter: &RetryFilter) -> Result<Vec<String>,
             RetryFilter::Report(id) => rejection.report_id.as_deref() == Some(id.as_str()),
         };
         if chosen {
-            store.delete_meta(REJECTED, &doc).wait()?;
-            retried.push(rejection.report_id.unwrap_or(doc));
+            retried.push(
+                rejection
+                    .report_id
+                    .unwrap_or_else(|| row.report_doc.clone()),
+            );
+            docs.push(row.report_doc);
         }
     }
-    if !retried.is_empty() {
-        let next = retry_generation(store)? + 1;
-        store
-            .put_meta(RETRY.0, RETRY.1, next.to_string().into_bytes())
-            .wait()?;
+    if !docs.is_empty() {
+        // Out of the rejected list and the generation moved on, in one transaction.
+        store.retry_rejected(docs).await?;
     }
     Ok(retried)
 }
 
-/// Head office's verdict on `report_id` for the branch that asks: another branch's report is
-/// `unknown` to it, as is one head office never received.
-pub fn verdict(store: &Store, branch: &BranchId, report_id: &str) -> Result<Verdict, StorageError> {
+/// Head office's verdicts on `report_ids` for the branch that asks, in the order asked:
+/// another branch's report is `unknown` to it, as is one head office never received.
+pub async fn verdicts_for(
+    store: &HeadOfficeStore,
+    branch: &BranchId,
+    report_ids: &[String],
+) -> Result<Vec<Verdict>, StoreError> {
+    let archived: std::collections::HashMap<String, (String, i64)> = store
+        .archived_briefs(report_ids.to_vec())
+        .await?
+        .into_iter()
+        .map(|b| (b.report_id, (b.branch_id, b.verified_at)))
+        .collect();
+    // A report's own document (the id derives from the report id): what the branch sent.
+    let docs: Vec<String> = report_ids
+        .iter()
+        .filter(|id| !archived.contains_key(id.as_str()))
+        .filter_map(|id| report_doc_id(id).map(|d| d.to_string()))
+        .collect();
+    let aside: std::collections::HashMap<String, AsideRow> = store
+        .reports_aside_by_doc(docs)
+        .await?
+        .into_iter()
+        .map(|row| (row.report_doc.clone(), row))
+        .collect();
+    Ok(report_ids
+        .iter()
+        .map(|id| verdict(branch, id, archived.get(id), &aside))
+        .collect())
+}
+
+fn verdict(
+    branch: &BranchId,
+    report_id: &str,
+    archived: Option<&(String, i64)>,
+    aside: &std::collections::HashMap<String, AsideRow>,
+) -> Verdict {
     let unknown = Verdict {
         report_id: report_id.to_owned(),
         status: VerdictStatus::Unknown,
@@ -136,45 +233,35 @@ pub fn verdict(store: &Store, branch: &BranchId, report_id: &str) -> Result<Verd
         message: None,
         at: None,
     };
-    if let Some(bytes) = store.meta(ARCHIVE, report_id)?
-        && let Ok(entry) = serde_json::from_slice::<ArchivedReport>(&bytes)
-    {
-        if &entry.branch_id != branch {
-            return Ok(unknown);
+    if let Some((owner, verified_at)) = archived {
+        if owner != branch.as_str() {
+            return unknown;
         }
-        return Ok(Verdict {
+        return Verdict {
             status: VerdictStatus::Verified,
-            at: Some(entry.verified_at.as_millis()),
+            at: Some(*verified_at),
             ..unknown
-        });
+        };
     }
-    let Some(doc) = report_doc_id(report_id) else {
-        return Ok(unknown);
+    let Some(row) = report_doc_id(report_id).and_then(|doc| aside.get(&doc.to_string())) else {
+        return unknown;
     };
-    for (namespace, status) in [
-        (REJECTED, VerdictStatus::Rejected),
-        (PENDING, VerdictStatus::Pending),
-    ] {
-        if let Some(bytes) = store.meta(namespace, &doc.to_string())?
-            && let Ok(r) = serde_json::from_slice::<Rejection>(&bytes)
-        {
-            if r.from_branch.as_ref() != Some(branch) {
-                return Ok(unknown);
-            }
-            return Ok(Verdict {
-                status,
-                code: Some(r.code),
-                message: Some(r.message),
-                at: Some(r.at.as_millis()),
-                ..unknown
-            });
-        }
+    let Ok(r) = serde_json::from_str::<Rejection>(&row.body) else {
+        return unknown;
+    };
+    if r.from_branch.as_ref() != Some(branch) {
+        return unknown;
     }
-    Ok(unknown)
-}
-
-fn index_key(kind: &str, value: &str) -> String {
-    format!("by_{kind}:{value}")
+    Verdict {
+        status: match row.status {
+            AsideStatus::Rejected => VerdictStatus::Rejected,
+            AsideStatus::Pending => VerdictStatus::Pending,
+        },
+        code: Some(r.code),
+        message: Some(r.message),
+        at: Some(r.at.as_millis()),
+        ..unknown
+    }
 }
 
 /// A received document as stored; `None` if it is not there or cannot be read (logged).
@@ -252,15 +339,15 @@ pub(crate) async fn process(
     // This very document was archived before (a restart, a second notification). Another
     // document claiming an archived report id is checked like any other: a tampered copy
     // must be kept aside, not waved through because the genuine one arrived first.
-    let archived_from = state
-        .node
-        .store
-        .meta(ARCHIVE, &report_id)
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice::<ArchivedReport>(&b).ok())
-        .map(|a| a.report_doc);
-    if archived_from == Some(doc) {
+    let archived_from = match state.store.archived_report(&report_id).await {
+        Ok(found) => found.map(|row| row.report_doc),
+        Err(e) => {
+            // Looked at again at the next start (`receive::unsettled`).
+            tracing::error!(report = report_id, error = %e, "cannot read the archive");
+            return None;
+        }
+    };
+    if archived_from.as_deref() == Some(doc.to_string().as_str()) {
         return None;
     }
     let from = state.node.registry_read().owner(&doc).cloned();
@@ -317,11 +404,13 @@ pub(crate) async fn process(
             message: format!("{job_id} does not hold the report's heads yet"),
             at: state.node.clock.now(),
         };
-        let _ = state
-            .node
+        if let Err(e) = state
             .store
-            .put_meta(PENDING, &doc.to_string(), encode(&pending))
-            .await;
+            .put_report_aside(pending.row(AsideStatus::Pending))
+            .await
+        {
+            tracing::error!(%doc, error = %e, "cannot record a report waiting for its job");
+        }
         return Some(job_id);
     };
     let document_check = read_job_at(&job_doc, &heads)
@@ -338,9 +427,8 @@ pub(crate) async fn process(
         // copy waited for its job before, it waits no more.
         tracing::info!(report = report_id, %doc, "report already archived from another document");
         let _ = state
-            .node
             .store
-            .delete_meta(PENDING, &doc.to_string())
+            .delete_report_aside(&doc.to_string(), AsideStatus::Pending)
             .await;
         return None;
     }
@@ -350,7 +438,8 @@ pub(crate) async fn process(
         report_doc: doc,
         branch_id: report.body.branch_id.clone(),
         job_id,
-        month: match report.body.signed_at.month() {
+        // R25: the month in head office's zone (`timezone`), fixed when archived.
+        month: match state.node.config.timezone.month_of(report.body.signed_at) {
             Ok(m) => m,
             Err(e) => {
                 let e = VerifyError::Malformed(format!("signed_at: {e}"));
@@ -364,44 +453,16 @@ pub(crate) async fn process(
         verified_at: state.node.clock.now(),
         report: serde_json::from_slice(&report_doc.report_json).unwrap_or(Value::Null),
     };
-    if let Err(e) = archive(&state.node.store, &entry).await {
+    // One row, unique on the report id, and out of the aside lists in the same transaction:
+    // no reader sees a report both archived and waiting, and a second process verifying the
+    // same report at the same moment adds nothing.
+    if let Err(e) = state.store.archive_report(entry.row()).await {
         tracing::error!(report = report_id, error = %e, "cannot archive a verified report");
         return None;
     }
     state.metrics.reports_verified.inc();
     tracing::info!(report = report_id, branch = %entry.branch_id, "report verified and archived");
     None
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
-}
-
-/// Writes the entry and its indexes, then clears any earlier pending or rejected record.
-async fn archive(store: &Store, entry: &ArchivedReport) -> Result<(), StorageError> {
-    let id = &entry.report_id;
-    // Indexes first: an index entry without an archive entry is skipped by readers, while an
-    // archive entry without its indexes would be missing from filtered lists.
-    store
-        .put_meta(
-            &index_key("month", &entry.month.to_string()),
-            id,
-            Vec::new(),
-        )
-        .await?;
-    store
-        .put_meta(&index_key("customer", &entry.customer_id), id, Vec::new())
-        .await?;
-    store
-        .put_meta(&index_key("product", &entry.product_type), id, Vec::new())
-        .await?;
-    // Out of the waiting and rejected lists before the archive entry appears, so no reader
-    // sees a report both archived and waiting. A kill in between leaves the document neither
-    // archived nor aside: `receive::unsettled` looks at it again at the next start.
-    let doc = entry.report_doc.to_string();
-    store.delete_meta(PENDING, &doc).await?;
-    store.delete_meta(REJECTED, &doc).await?;
-    store.put_meta(ARCHIVE, id, encode(entry)).await
 }
 
 pub(crate) async fn reject(
@@ -421,16 +482,14 @@ pub(crate) async fn reject(
     };
     tracing::warn!(%doc, code = rejection.code, reason = rejection.message, "report kept aside");
     state.metrics.reports_rejected.inc();
-    let key = doc.to_string();
+    // Replaces a pending record of the same document: one document, one aside record.
     if let Err(e) = state
-        .node
         .store
-        .put_meta(REJECTED, &key, encode(&rejection))
+        .put_report_aside(rejection.row(AsideStatus::Rejected))
         .await
     {
         tracing::error!(%doc, error = %e, "cannot record a rejected report");
     }
-    let _ = state.node.store.delete_meta(PENDING, &key).await;
 }
 
 // ---- reading the archive -------------------------------------------------------------
@@ -444,115 +503,223 @@ pub struct Filter {
     pub branch: Option<String>,
 }
 
-/// Archived reports matching `filter`, oldest first. An index narrows the scan when the
-/// filter names a month, customer or product type.
-pub fn archived(store: &Store, filter: &Filter) -> Result<Vec<ArchivedReport>, StorageError> {
-    let index = if let Some(m) = &filter.month {
-        Some(index_key("month", &m.to_string()))
-    } else if let Some(c) = &filter.customer {
-        Some(index_key("customer", c))
-    } else {
-        filter
-            .product_type
-            .as_ref()
-            .map(|p| index_key("product", p))
+/// Archived reports matching `filter`, oldest first (each filter an index of the archive).
+pub async fn archived(
+    store: &HeadOfficeStore,
+    filter: &Filter,
+) -> Result<Vec<ArchivedReport>, StoreError> {
+    let query = ReportQuery {
+        month: filter.month.map(|m| m.to_string()),
+        customer_id: filter.customer.clone(),
+        product_type: filter.product_type.clone(),
+        branch_id: filter.branch.clone(),
     };
-    let entries = indexed_entries(store, ARCHIVE, index.as_deref())?;
-    let mut out: Vec<ArchivedReport> = entries
-        .iter()
-        .filter_map(|v| serde_json::from_slice(v).ok())
-        .filter(|r: &ArchivedReport| {
-            filter.month.is_none_or(|m| r.month == m)
-                && filter.customer.as_ref().is_none_or(|c| &r.customer_id == c)
-                && filter
-                    .product_type
-                    .as_ref()
-                    .is_none_or(|p| &r.product_type == p)
-                && filter
-                    .branch
-                    .as_ref()
-                    .is_none_or(|b| r.branch_id.as_str() == b)
-        })
-        .collect();
-    out.sort_by(|a, b| (a.signed_at, &a.report_id).cmp(&(b.signed_at, &b.report_id)));
-    Ok(out)
-}
-
-/// The values of `namespace`: all of them, or those `index` (a namespace whose keys are keys
-/// of `namespace`) names. An index key without its entry is skipped.
-pub fn indexed_entries(
-    store: &Store,
-    namespace: &str,
-    index: Option<&str>,
-) -> Result<Vec<Vec<u8>>, StorageError> {
-    match index {
-        Some(ns) => store
-            .meta_entries(ns)?
-            .into_iter()
-            .filter_map(|(key, _)| store.meta(namespace, &key).transpose())
-            .collect(),
-        None => Ok(store
-            .meta_entries(namespace)?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect()),
-    }
-}
-
-/// Reports kept aside (`REJECTED`) or waiting (`PENDING`).
-pub fn set_aside(store: &Store, namespace: &str) -> Result<Vec<Rejection>, StorageError> {
-    let mut out: Vec<Rejection> = store
-        .meta_entries(namespace)?
+    Ok(store
+        .archived_reports(query)
+        .await?
         .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-        .collect();
-    out.sort_by_key(|r| r.at);
-    Ok(out)
+        .filter_map(ArchivedReport::from_row)
+        .collect())
+}
+
+/// Report documents kept aside or waiting, oldest first.
+pub async fn set_aside(
+    store: &HeadOfficeStore,
+    status: AsideStatus,
+) -> Result<Vec<Rejection>, StoreError> {
+    Ok(store
+        .reports_aside(status)
+        .await?
+        .into_iter()
+        .filter_map(|row| serde_json::from_str(&row.body).ok())
+        .collect())
 }
 
 /// Why statistics could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum StatsFailure {
-    #[error("storage: {0}")]
-    Storage(#[from] StorageError),
+    #[error("archive: {0}")]
+    Storage(#[from] StoreError),
     #[error("{0}")]
     Stats(#[from] StatsError),
     #[error("archived report {0} is unreadable: {1}")]
     Unreadable(String, String),
+    #[error("the month's first instant in head office's zone: {0}")]
+    MonthStart(fieldsync_shared::time::TimeError),
 }
 
-/// R24/R27 for `month`, per branch, from the archive (every verified report not superseded
-/// by a later one, so repeat repairs (R4) see earlier months too).
-pub fn month_stats(
-    store: &Store,
+/// R24/R27 for `month`, per branch, from the archive: the month's verified reports not
+/// superseded by a later one (a job reopened and completed again counts once, by its newest
+/// report) and, for repeat repairs (R4), the earlier ones within the window on a serial the
+/// month has. The archive selects them by index, so the work is the month's, not the
+/// archive's; every process on one database reads the same rows and answers the same.
+pub async fn month_stats(
+    store: &HeadOfficeStore,
     month: Month,
     repeat_window_days: i64,
+    zone: &Zone,
 ) -> Result<Vec<MonthlyStats>, StatsFailure> {
-    let all = archived(store, &Filter::default())?;
-    // A job reopened and completed again has a newer report naming the one it supersedes:
-    // only the newest counts, or the job would count twice.
-    let superseded: HashSet<String> = all
-        .iter()
-        .filter_map(|e| e.report["body"]["supersedes"].as_str().map(str::to_owned))
-        .collect();
-    let reports = all
-        .into_iter()
-        .filter(|entry| !superseded.contains(&entry.report_id))
-        .map(|entry| {
-            let report: SignedReport = serde_json::from_value(entry.report.clone())
-                .map_err(|e| StatsFailure::Unreadable(entry.report_id.clone(), e.to_string()))?;
-            let job = report
-                .job()
-                .map_err(|e| StatsFailure::Unreadable(entry.report_id.clone(), e.to_string()))?;
-            Ok(ReportedJob {
-                report_id: entry.report_id,
-                branch_id: entry.branch_id,
-                signed_at: entry.signed_at,
-                job,
-            })
-        })
-        .collect::<Result<Vec<_>, StatsFailure>>()?;
-    Ok(monthly(&reports, month, repeat_window_days)?)
+    // `monthly` counts a pair as a repeat when fewer than window + 1 whole days apart, so
+    // nothing earlier than this can be the earlier half of a pair ending in the month.
+    let look_back_from = zone
+        .month_start(month)
+        .map_err(StatsFailure::MonthStart)?
+        .as_millis()
+        .saturating_sub(repeat_window_days.saturating_add(1).saturating_mul(DAY_MS));
+    let rows = store
+        .reports_for_month_stats(&month.to_string(), look_back_from)
+        .await?;
+    // The archive kept what the statistics read beside each report when it archived it: a
+    // few columns a report, no report to parse (only a row archived before they were kept
+    // carries its JSON, read the way the columns were computed).
+    let facts = tokio::task::spawn_blocking(move || {
+        rows.into_iter()
+            .map(report_facts)
+            .collect::<Result<Vec<_>, StatsFailure>>()
+    })
+    .await
+    .map_err(|e| StatsFailure::Storage(StoreError::Join(e.to_string())))??;
+    Ok(monthly_from_facts(&facts, month, repeat_window_days, zone)?)
+}
+
+/// What the statistics read of an archived report: its job with the acknowledgement, as
+/// [`SignedReport::job`] gives it.
+#[derive(Deserialize)]
+struct StatsView {
+    body: StatsBody,
+}
+
+#[derive(Deserialize)]
+struct StatsBody {
+    content: Job,
+    acknowledgement: Acknowledgement,
+}
+
+/// The report's job as the statistics read it, from the report's JSON.
+fn reported_job(
+    report_id: &str,
+    branch_id: &BranchId,
+    signed_at: Timestamp,
+    report: &str,
+) -> Result<ReportedJob, String> {
+    let view: StatsView =
+        serde_json::from_str(report).map_err(|e| format!("content is not a job: {e}"))?;
+    let mut job = view.body.content;
+    job.acknowledgement = Some(view.body.acknowledgement);
+    Ok(ReportedJob {
+        report_id: report_id.to_owned(),
+        branch_id: branch_id.clone(),
+        signed_at,
+        job,
+    })
+}
+
+/// The statistics columns archived beside a report (the report's JSON): [`ReportFacts`] of
+/// its job. `None` when
+/// the report does not read as a job (the statistics then read it and name the problem).
+pub fn stats_columns_of(
+    report_id: &str,
+    branch_id: &BranchId,
+    signed_at: Timestamp,
+    report: &str,
+) -> Option<StatsColumns> {
+    let job = reported_job(report_id, branch_id, signed_at, report).ok()?;
+    let f = ReportFacts::of(&job);
+    Some(StatsColumns {
+        kind: f.kind.as_str().to_owned(),
+        billing: f.billing.as_str().to_owned(),
+        people: i64::from(f.people),
+        days_on_site: i64::from(f.days_on_site),
+        charges: f.charges.map(|c| {
+            [
+                c.parts.0,
+                c.labour.0,
+                c.travel.0,
+                c.cost.0,
+                c.customer_pays.0,
+            ]
+        }),
+        training: f.training,
+        survey: f.survey.map(|scores| scores.map(|s| s.map(i64::from))),
+        suggestion: f.suggestion,
+        fault: f.fault,
+    })
+}
+
+/// A month-statistics row as the facts [`monthly_from_facts`] counts.
+fn report_facts(row: StatsRow) -> Result<ReportFacts, StatsFailure> {
+    let unreadable = |e: String| StatsFailure::Unreadable(row.report_id.clone(), e);
+    let branch_id: BranchId = row
+        .branch_id
+        .parse()
+        .map_err(|e| unreadable(format!("branch_id: {e:?}")))?;
+    let signed_at = Timestamp::from_millis(row.signed_at);
+    let Some(c) = row.stats.clone() else {
+        let report = row.report.as_deref().unwrap_or_default();
+        let job =
+            reported_job(&row.report_id, &branch_id, signed_at, report).map_err(unreadable)?;
+        return Ok(ReportFacts::of(&job));
+    };
+    let count = |v: i64, what: &str| {
+        u32::try_from(v).map_err(|_| unreadable(format!("{what} {v} out of range")))
+    };
+    let score = |v: Option<i64>| {
+        v.map(|v| u8::try_from(v).map_err(|_| unreadable(format!("score {v} out of range"))))
+            .transpose()
+    };
+    Ok(ReportFacts {
+        job_id: row
+            .job_id
+            .parse()
+            .map_err(|e| unreadable(format!("job_id: {e}")))?,
+        kind: JobKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == c.kind)
+            .ok_or_else(|| unreadable(format!("job kind {:?}", c.kind)))?,
+        billing: match c.billing.as_str() {
+            "warranty" => BillingMode::Warranty,
+            "billable" => BillingMode::Billable,
+            other => return Err(unreadable(format!("billing {other:?}"))),
+        },
+        people: count(c.people, "people")?,
+        days_on_site: count(c.days_on_site, "days on site")?,
+        charges: c
+            .charges
+            .map(|[parts, labour, travel, cost, customer_pays]| FactCharges {
+                parts: Money(parts),
+                labour: Money(labour),
+                travel: Money(travel),
+                cost: Money(cost),
+                customer_pays: Money(customer_pays),
+            }),
+        training: c.training,
+        survey: match c.survey {
+            Some([a, b, d, e]) => Some([score(a)?, score(b)?, score(d)?, score(e)?]),
+            None => None,
+        },
+        suggestion: c.suggestion,
+        fault: c.fault,
+        product_type: row.product_type.clone(),
+        serial: row.serial.clone(),
+        report_id: row.report_id.clone(),
+        branch_id,
+        signed_at,
+    })
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Midnight UTC on the first day of `month`, in epoch milliseconds.
+pub fn month_start_millis(month: Month) -> i64 {
+    // Days from the civil date (Howard Hinnant's algorithm), March-based years.
+    let (y, m) = (i64::from(month.year()), i64::from(month.month()));
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe - 719_468) * DAY_MS
 }
 
 /// One block of a monthly report (the statistics and the complaint report print through
@@ -590,7 +757,6 @@ use axum::response::{IntoResponse, Response};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::EVERYONE;
-use crate::http::blocking;
 use crate::http::error::ApiError;
 use crate::http::query;
 use crate::http::wire::ErrorBody;
@@ -691,11 +857,15 @@ pub async fn list_reports(
         product_type: query.product_type,
         branch: query.branch,
     };
-    let store = Arc::clone(&state.node.store);
-    let reports = blocking(move || archived(&store, &filter)).await?;
+    let reports = archived(&state.store, &filter).await.map_err(unavailable)?;
     Ok(Json(ReportList {
         reports: reports.iter().map(summary).collect(),
     }))
+}
+
+/// The archive could not be read (the database is down, say): a 500 naming it.
+pub(crate) fn unavailable(e: StoreError) -> ApiError {
+    ApiError::internal("archive_unavailable", e)
 }
 
 fn check_id(id: &str) -> Result<(), ApiError> {
@@ -733,30 +903,33 @@ pub async fn get_report(
 ) -> Result<Json<Value>, ApiError> {
     read_archive(&state, &headers)?;
     check_id(&id)?;
-    let store = Arc::clone(&state.node.store);
-    let key = id.clone();
-    let found = blocking(move || {
-        if let Some(bytes) = store.meta(ARCHIVE, &key)? {
-            return Ok(Some(("verified", bytes)));
-        }
-        for (status, ns) in [("rejected", REJECTED), ("pending", PENDING)] {
-            for r in set_aside(&store, ns)? {
-                if r.report_id.as_deref() == Some(key.as_str()) {
-                    return Ok(Some((status, encode(&r))));
-                }
-            }
-        }
-        Ok(None)
-    })
-    .await?;
-    let Some((status, bytes)) = found else {
-        return Err(ApiError::not_found(
-            "unknown_report",
-            format!("head office has no report {id}"),
-        ));
+    let archived = state
+        .store
+        .archived_report(&id)
+        .await
+        .map_err(unavailable)?;
+    let (status, mut value) = if let Some(row) = archived {
+        let entry = ArchivedReport::from_row(row)
+            .ok_or_else(|| ApiError::internal("corrupt_record", "unreadable archive row"))?;
+        let value =
+            serde_json::to_value(entry).map_err(|e| ApiError::internal("corrupt_record", e))?;
+        ("verified", value)
+    } else {
+        let aside = state
+            .store
+            .report_aside_by_id(&id)
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = aside.into_iter().next() else {
+            return Err(ApiError::not_found(
+                "unknown_report",
+                format!("head office has no report {id}"),
+            ));
+        };
+        let value: Value =
+            serde_json::from_str(&row.body).map_err(|e| ApiError::internal("corrupt_record", e))?;
+        (row.status.as_str(), value)
     };
-    let mut value: Value =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("corrupt_record", e))?;
     value["status"] = Value::from(status);
     Ok(Json(value))
 }
@@ -783,14 +956,15 @@ pub async fn export_report(
 ) -> Result<Response, ApiError> {
     read_archive(&state, &headers)?;
     check_id(&id)?;
-    let store = Arc::clone(&state.node.store);
-    let key = id.clone();
-    let entry = blocking(move || store.meta(ARCHIVE, &key))
-        .await?
+    let row = state
+        .store
+        .archived_report(&id)
+        .await
+        .map_err(unavailable)?
         .ok_or_else(|| ApiError::not_found("unknown_report", format!("no verified report {id}")))?;
-    let entry: ArchivedReport =
-        serde_json::from_slice(&entry).map_err(|e| ApiError::internal("corrupt_record", e))?;
-    let bytes = fieldsync_shared::canonical::to_canonical_bytes(&entry.report)
+    let report: Value =
+        serde_json::from_str(&row.report).map_err(|e| ApiError::internal("corrupt_record", e))?;
+    let bytes = fieldsync_shared::canonical::to_canonical_bytes(&report)
         .map_err(|e| ApiError::internal("canonical", e))?;
     Ok((
         [
@@ -826,9 +1000,12 @@ pub async fn list_rejected(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     read_archive(&state, &headers)?;
-    let store = Arc::clone(&state.node.store);
-    let (rejected, pending) =
-        blocking(move || Ok((set_aside(&store, REJECTED)?, set_aside(&store, PENDING)?))).await?;
+    let rejected = set_aside(&state.store, AsideStatus::Rejected)
+        .await
+        .map_err(unavailable)?;
+    let pending = set_aside(&state.store, AsideStatus::Pending)
+        .await
+        .map_err(unavailable)?;
     Ok(Json(
         serde_json::json!({ "rejected": rejected, "pending": pending }),
     ))
@@ -884,15 +1061,9 @@ pub async fn verdicts(
             ),
         ));
     }
-    let store = Arc::clone(&state.node.store);
-    let verdicts = blocking(move || {
-        asked
-            .reports
-            .iter()
-            .map(|id| verdict(&store, &branch, id))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await?;
+    let verdicts = verdicts_for(&state.store, &branch, &asked.reports)
+        .await
+        .map_err(unavailable)?;
     Ok(Json(Verdicts { verdicts }))
 }
 
@@ -945,11 +1116,9 @@ pub async fn get_stats(
             format!("format {format:?}: use json, csv or table"),
         ));
     }
-    let store = Arc::clone(&state.node.store);
     let window = state.node.config.repeat_window_days;
-    let stats = tokio::task::spawn_blocking(move || month_stats(&store, month, window))
+    let stats = month_stats(&state.store, month, window, &state.node.config.timezone)
         .await
-        .map_err(|e| ApiError::internal("stats_failed", e))?
         .map_err(|e| ApiError::internal("stats_failed", e))?;
     let text = render_stats(&stats, &format).map_err(|e| ApiError::internal("stats_failed", e))?;
     let content_type = match format.as_str() {
@@ -991,15 +1160,38 @@ pub async fn get_report_pdf(
     >,
 ) -> Result<axum::response::Response, ApiError> {
     read_archive(&state, &headers)?;
-    let store = Arc::clone(&state.node.store);
-    let key = id.clone();
-    // The archive entry holds the report as received; its canonical form is the signed JSON
-    // (as `export` answers it).
-    crate::http::pdf::download(id, asked, "verified report", move || {
-        Ok(store
-            .meta(ARCHIVE, &key)?
-            .and_then(|bytes| serde_json::from_slice::<ArchivedReport>(&bytes).ok())
-            .and_then(|entry| fieldsync_shared::canonical::to_canonical_bytes(&entry.report).ok()))
-    })
-    .await
+    // The archive row holds the report as received; its canonical form is the signed JSON
+    // (as `export` answers it). A malformed id reads nothing and `download` names it.
+    let json = if check_id(&id).is_ok() {
+        state
+            .store
+            .archived_report(&id)
+            .await
+            .map_err(unavailable)?
+            .and_then(|row| serde_json::from_str::<Value>(&row.report).ok())
+            .and_then(|report| fieldsync_shared::canonical::to_canonical_bytes(&report).ok())
+    } else {
+        None
+    };
+    crate::http::pdf::download(id, asked, "verified report", move || Ok(json)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_month_starts_at_midnight_utc_on_its_first_day() -> Result<(), Box<dyn std::error::Error>> {
+        // 2026-11-01T00:00:00Z, 1970-01-01, 2000-03-01 (after a leap day).
+        for (month, millis) in [
+            ("2026-11", 1_793_491_200_000),
+            ("1970-01", 0),
+            ("2000-03", 951_868_800_000),
+        ] {
+            let month: Month = month.parse()?;
+            assert_eq!(month_start_millis(month), millis, "{month}");
+            assert_eq!(Timestamp::from_millis(millis).month()?, month);
+        }
+        Ok(())
+    }
 }

@@ -10,9 +10,10 @@
 //! complaint with the id it claims. A revision that passes replaces an older one; one that
 //! fails is kept aside with the reason and changes nothing archived.
 //!
-//! Storage (`meta` namespaces): [`ARCHIVE`] (`<branch>/<complaint id>` →
-//! [`ArchivedComplaint`]), one index per month of receipt ([`month_index`]) and [`REJECTED`]
-//! (complaint document id → [`ComplaintRejection`]).
+//! Storage ([`HeadOfficeStore`]): one row per complaint (`<branch>/<complaint id>` →
+//! [`ArchivedComplaint`], its month of receipt a column), replaced only by a higher revision
+//! (in the database, so two processes cannot go back), and complaint documents kept aside
+//! (document id → [`ComplaintRejection`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -25,27 +26,17 @@ use fieldsync_shared::complaint_doc::{ComplaintDoc, ComplaintDocError};
 use fieldsync_shared::ids::{BranchId, DocumentId};
 use fieldsync_shared::keys::KeyId;
 use fieldsync_shared::time::Month;
-use fieldsync_storage::{StorageError, Store};
+use fieldsync_storage::ComplaintRow;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::edge::desk::complaints::{Complaint, ComplaintSummary, ComplaintView, summarize};
 use crate::head_office::HeadOffice;
-use crate::head_office::archive::{MetricBlock, indexed_entries, read_archive, render_blocks};
-use crate::http::blocking;
+use crate::head_office::archive::{MetricBlock, read_archive, render_blocks, unavailable};
+use crate::head_office::store::{HeadOfficeStore, StoreError};
 use crate::http::error::ApiError;
 use crate::http::query;
 use crate::http::wire::{ErrorBody, Instant};
-
-/// Archived complaints: `<branch>/<complaint id>` → [`ArchivedComplaint`].
-pub const ARCHIVE: &str = "complaint_archive";
-/// Complaint documents kept aside: document id → [`ComplaintRejection`].
-pub const REJECTED: &str = "rejected_complaints";
-
-/// The index of complaints received in `month`: archive key → nothing.
-pub fn month_index(month: Month) -> String {
-    format!("complaints_by_month:{month}")
-}
 
 fn archive_key(branch: &BranchId, complaint_id: &str) -> String {
     format!("{branch}/{complaint_id}")
@@ -114,8 +105,8 @@ pub struct ComplaintRejection {
     pub at: Instant,
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
+fn encode<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// A complaint document arrived or changed: verify it, then archive or keep it aside.
@@ -130,17 +121,13 @@ pub async fn process(state: &Arc<HeadOffice>, doc: DocumentId, complaint: &Compl
         }
     };
     let key = archive_key(&complaint.branch_id, &complaint.complaint_id);
-    let stored = state
-        .node
-        .store
-        .meta(ARCHIVE, &key)
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice::<ArchivedComplaint>(&b).ok());
-    if stored.is_some_and(|s| s.revision >= complaint.revision) {
+    let stored = state.store.archived_complaint(&key).await.ok().flatten();
+    let revision = i64::try_from(complaint.revision).unwrap_or(i64::MAX);
+    if stored.is_some_and(|s| s.revision >= revision) {
         return;
     }
-    let month = match record.received_at.0.month() {
+    // R22: the month in head office's zone (`timezone`).
+    let month = match state.node.config.timezone.month_of(record.received_at.0) {
         Ok(m) => m,
         Err(e) => {
             let message = format!("received_at: {e}");
@@ -157,25 +144,16 @@ pub async fn process(state: &Arc<HeadOffice>, doc: DocumentId, complaint: &Compl
         verified_at: Instant(state.node.clock.now()),
         complaint: record,
     };
-    // Index first: an index entry without its archive entry is skipped by readers.
-    let written = async {
-        state
-            .node
-            .store
-            .put_meta(&month_index(month), &key, Vec::new())
-            .await?;
-        state
-            .node
-            .store
-            .put_meta(ARCHIVE, &key, encode(&entry))
-            .await?;
-        state
-            .node
-            .store
-            .delete_meta(REJECTED, &doc.to_string())
-            .await
+    // Stored only over a lower revision, checked again by the database: another process may
+    // have archived a later one since the read above.
+    let row = ComplaintRow {
+        key: key.clone(),
+        branch_id: entry.branch_id.to_string(),
+        month: month.to_string(),
+        revision,
+        body: encode(&entry),
     };
-    if let Err(e) = written.await {
+    if let Err(e) = state.store.archive_complaint(row, &doc.to_string()).await {
         tracing::error!(complaint = key, error = %e, "cannot archive a verified complaint");
         return;
     }
@@ -271,9 +249,8 @@ pub async fn reject_unreadable(state: &Arc<HeadOffice>, doc: DocumentId, e: &Com
 async fn record_rejection(state: &HeadOffice, rejection: &ComplaintRejection) {
     let key = rejection.document.to_string();
     if let Err(e) = state
-        .node
         .store
-        .put_meta(REJECTED, &key, encode(rejection))
+        .reject_complaint(&key, rejection.at.0.as_millis(), encode(rejection))
         .await
     {
         tracing::error!(doc = key, error = %e, "cannot record a rejected complaint");
@@ -283,19 +260,17 @@ async fn record_rejection(state: &HeadOffice, rejection: &ComplaintRejection) {
 // ---- reading ---------------------------------------------------------------------------
 
 /// Archived complaints, received in `month` if given, from `branch` if given, oldest first.
-pub fn archived_complaints(
-    store: &Store,
+pub async fn archived_complaints(
+    store: &HeadOfficeStore,
     month: Option<Month>,
     branch: Option<&str>,
-) -> Result<Vec<ArchivedComplaint>, StorageError> {
-    let index = month.map(month_index);
-    let entries = indexed_entries(store, ARCHIVE, index.as_deref())?;
-    let mut out: Vec<ArchivedComplaint> = entries
+) -> Result<Vec<ArchivedComplaint>, StoreError> {
+    let rows = store
+        .archived_complaints(month.map(|m| m.to_string()), branch.map(str::to_owned))
+        .await?;
+    let mut out: Vec<ArchivedComplaint> = rows
         .iter()
-        .filter_map(|v| serde_json::from_slice(v).ok())
-        .filter(|c: &ArchivedComplaint| {
-            month.is_none_or(|m| c.month == m) && branch.is_none_or(|b| c.branch_id.as_str() == b)
-        })
+        .filter_map(|row| serde_json::from_str(&row.body).ok())
         .collect();
     out.sort_by(|a, b| {
         (a.complaint.received_at, &a.branch_id).cmp(&(b.complaint.received_at, &b.branch_id))
@@ -326,14 +301,16 @@ pub struct ComplaintReport {
 /// R22 for `month` across branches: complaints received in the month per service report
 /// verified in it (the R24 count of verified, not superseded, service reports signed in the
 /// month): the one definition of `fieldsync_shared::stats::complaint_rate`.
-pub fn complaint_report(
-    store: &Store,
+pub async fn complaint_report(
+    store: &HeadOfficeStore,
     month: Month,
     repeat_window_days: i64,
+    zone: &fieldsync_shared::zone::Zone,
 ) -> Result<ComplaintReport, crate::head_office::archive::StatsFailure> {
-    let complaints = archived_complaints(store, Some(month), None)?;
+    let complaints = archived_complaints(store, Some(month), None).await?;
     let reported: BTreeMap<BranchId, usize> =
-        crate::head_office::archive::month_stats(store, month, repeat_window_days)?
+        crate::head_office::archive::month_stats(store, month, repeat_window_days, zone)
+            .await?
             .into_iter()
             .map(|s| (s.branch_id, s.summary.reports as usize))
             .collect();
@@ -401,9 +378,9 @@ pub async fn list_archived(
 ) -> Result<Json<ArchivedComplaintList>, ApiError> {
     read_archive(&state, &headers)?;
     let q = query(q)?;
-    let store = Arc::clone(&state.node.store);
-    let complaints =
-        blocking(move || archived_complaints(&store, q.month, q.branch.as_deref())).await?;
+    let complaints = archived_complaints(&state.store, q.month, q.branch.as_deref())
+        .await
+        .map_err(unavailable)?;
     Ok(Json(ArchivedComplaintList {
         complaints: complaints.into_iter().map(Into::into).collect(),
     }))
@@ -432,17 +409,20 @@ pub async fn get_archived(
     Path((branch, id)): Path<(String, String)>,
 ) -> Result<Json<ArchivedComplaintView>, ApiError> {
     read_archive(&state, &headers)?;
-    let store = Arc::clone(&state.node.store);
     let key = format!("{branch}/{id}");
-    let found = blocking(move || store.meta(ARCHIVE, &key)).await?;
-    let bytes = found.ok_or_else(|| {
+    let found = state
+        .store
+        .archived_complaint(&key)
+        .await
+        .map_err(unavailable)?;
+    let row = found.ok_or_else(|| {
         ApiError::not_found(
             "unknown_complaint",
             format!("head office has no complaint {id:?} from branch {branch:?}"),
         )
     })?;
     let entry: ArchivedComplaint =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("corrupt_record", e))?;
+        serde_json::from_str(&row.body).map_err(|e| ApiError::internal("corrupt_record", e))?;
     Ok(Json(entry.into()))
 }
 
@@ -469,11 +449,13 @@ pub async fn list_rejected(
     headers: HeaderMap,
 ) -> Result<Json<ComplaintRejectionList>, ApiError> {
     read_archive(&state, &headers)?;
-    let store = Arc::clone(&state.node.store);
-    let mut rejected: Vec<ComplaintRejection> = blocking(move || store.meta_entries(REJECTED))
-        .await?
+    let mut rejected: Vec<ComplaintRejection> = state
+        .store
+        .rejected_complaints()
+        .await
+        .map_err(unavailable)?
         .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+        .filter_map(|body| serde_json::from_str(&body).ok())
         .collect();
     rejected.sort_by_key(|r| r.at);
     Ok(Json(ComplaintRejectionList { rejected }))
@@ -512,11 +494,9 @@ pub async fn complaint_stats(
 ) -> Result<Json<ComplaintReport>, ApiError> {
     read_archive(&state, &headers)?;
     let month = query(q)?.month;
-    let store = Arc::clone(&state.node.store);
     let window = state.node.config.repeat_window_days;
-    let report = tokio::task::spawn_blocking(move || complaint_report(&store, month, window))
+    let report = complaint_report(&state.store, month, window, &state.node.config.timezone)
         .await
-        .map_err(|e| ApiError::internal("stats_failed", e))?
         .map_err(|e| ApiError::internal("stats_failed", e))?;
     Ok(Json(report))
 }

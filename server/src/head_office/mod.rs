@@ -1,12 +1,14 @@
 //! Head office: receives what branches send ([`receive`]), verifies and archives signed
 //! reports ([`archive`]: R25 indexes, R24/R27 statistics) and complaint revisions
-//! ([`complaints`]: R22 across branches). [`HeadOffice`] is its state: the sync node plus
-//! head office's metrics; its router and workers are built here from it, and nothing in here
-//! imports the composition root (`app`).
+//! ([`complaints`]: R22 across branches) in its archive ([`store`]: SQLite or PostgreSQL).
+//! [`HeadOffice`] is its state: the sync node, the archive and head office's metrics; its
+//! router and workers are built here from it, and nothing in here imports the composition
+//! root (`app`).
 
 pub mod archive;
 pub mod complaints;
 pub mod receive;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -17,14 +19,17 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::head_office::store::{HeadOfficeStore, StorageUrl};
 use crate::http::BearerToken;
 use crate::metrics::Registry;
-use crate::sync::node::Node;
+use crate::sync::node::{Node, StartError};
 
 /// What head office's handlers and workers reach.
 #[derive(Debug)]
 pub struct HeadOffice {
     pub node: Arc<Node>,
+    /// Where the archive lives (`[storage] url`).
+    pub store: HeadOfficeStore,
     pub metrics: HeadOfficeMetrics,
     /// The web console's sessions (issue 14; head office's own pages come later).
     pub console: Arc<crate::console::Console>,
@@ -67,13 +72,20 @@ impl HeadOfficeMetrics {
 }
 
 impl HeadOffice {
-    /// Head office on `node`; registers its metrics in `registry`.
-    pub fn new(node: Arc<Node>, registry: &mut Registry) -> Arc<Self> {
-        Arc::new(Self {
+    /// Head office on `node`, its archive where `[storage] url` says (opened, and on
+    /// PostgreSQL migrated, now); registers its metrics in `registry`.
+    pub fn open(node: Arc<Node>, registry: &mut Registry) -> Result<Arc<Self>, StartError> {
+        let url =
+            StorageUrl::parse(node.config.storage.url.as_deref()).map_err(StartError::Archive)?;
+        let store = HeadOfficeStore::open(&url, &node.store)
+            .map_err(|e| StartError::Archive(e.to_string()))?;
+        tracing::info!(backend = store.backend(), "head office's archive opened");
+        Ok(Arc::new(Self {
             console: crate::console::Console::new(Arc::clone(&node)),
             node,
+            store,
             metrics: HeadOfficeMetrics::registered(registry),
-        })
+        }))
     }
 
     /// Head office's routes (`/api/…`) and the console's, on its state.

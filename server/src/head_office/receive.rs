@@ -10,25 +10,24 @@ use std::sync::Arc;
 
 use fieldsync_shared::complaint_doc::ComplaintDoc;
 use fieldsync_shared::ids::DocumentId;
-use fieldsync_shared::report_doc::{ReportDoc, report_doc_id};
-use fieldsync_storage::{StorageError, Store};
+use fieldsync_shared::report_doc::ReportDoc;
+use fieldsync_storage::{AsideStatus, Store};
 use tokio::sync::broadcast::error::RecvError;
 
 /// How often the receiver looks for a retry asked by `fieldsync archive retry`.
 const RETRY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 use crate::head_office::HeadOffice;
-use crate::head_office::archive::{
-    ARCHIVE, PENDING, REJECTED, Rejection, load, process, reject, retry_generation,
-};
+use crate::head_office::archive::{Rejection, load, process, reject};
 use crate::head_office::complaints;
+use crate::head_office::store::{HeadOfficeStore, StoreError};
 
 /// Runs until the hub stops: looks at every document that changes.
 pub async fn run(state: Arc<HeadOffice>) {
     let mut changes = state.node.hub.subscribe_changes();
     // Report documents waiting for their job, by job.
     let mut waiting: HashMap<DocumentId, HashSet<DocumentId>> = HashMap::new();
-    match load_pending(&state.node.store) {
+    match load_pending(&state.store).await {
         Ok(pending) => {
             for (report_doc, job) in pending {
                 waiting.entry(job).or_default().insert(report_doc);
@@ -44,7 +43,7 @@ pub async fn run(state: Arc<HeadOffice>) {
     // A document stored just before a kill was never looked at, yet its branch was told head
     // office holds it and will not offer it again, and nothing need ever change it: look once
     // at every stored document whose report is neither archived nor kept aside.
-    match unsettled(&state.node.store) {
+    match unsettled(&state.store, &state.node.store).await {
         Ok(docs) => {
             for doc in docs {
                 consider(&state, &mut waiting, doc).await;
@@ -52,15 +51,15 @@ pub async fn run(state: Arc<HeadOffice>) {
         }
         Err(e) => tracing::error!(error = %e, "cannot list the stored documents to verify"),
     }
-    // `fieldsync archive retry` (another process) took reports out of the rejected list: look
-    // at them again. Checked every second, like the records.
+    // `fieldsync archive retry` (another process, on this archive) took reports out of the
+    // rejected list: look at them again. Checked every second, like the records.
     let mut retries = tokio::time::interval(RETRY_POLL);
-    let mut retry_seen = retry_generation(&state.node.store).unwrap_or(0);
+    let mut retry_seen = state.store.retry_generation().await.unwrap_or(0);
     loop {
         let received = tokio::select! {
             received = changes.recv() => received,
             _ = retries.tick() => {
-                let now = retry_generation(&state.node.store).unwrap_or(retry_seen);
+                let now = state.store.retry_generation().await.unwrap_or(retry_seen);
                 if now != retry_seen {
                     retry_seen = now;
                     // A retry often follows a branch key enrolled by the same command: take
@@ -72,7 +71,7 @@ pub async fn run(state: Arc<HeadOffice>) {
                         tracing::warn!(error = %e, "cannot reload the records before a retry");
                     }
                     tracing::info!("retrying the reports taken out of the rejected list");
-                    match unsettled(&state.node.store) {
+                    match unsettled(&state.store, &state.node.store).await {
                         Ok(docs) => {
                             for doc in docs {
                                 consider(&state, &mut waiting, doc).await;
@@ -104,33 +103,42 @@ pub async fn run(state: Arc<HeadOffice>) {
 /// report document never changes once written, so its outcome stands): job documents are
 /// loaded and passed over quickly, complaint documents are archived by revision, so looking
 /// at them again archives nothing twice.
-fn unsettled(store: &Store) -> Result<Vec<DocumentId>, StorageError> {
-    let mut settled: HashSet<DocumentId> = store
-        .meta_entries(REJECTED)?
+///
+/// With several head-office processes on one archive, a document this process stored may have
+/// been archived by another (the branch delivered it twice): it counts as settled here too.
+async fn unsettled(
+    archive: &HeadOfficeStore,
+    documents: &std::sync::Arc<Store>,
+) -> Result<Vec<DocumentId>, StoreError> {
+    let settled: HashSet<DocumentId> = archive
+        .settled_report_docs()
+        .await?
         .into_iter()
-        .filter_map(|(doc, _)| doc.parse().ok())
+        .filter_map(|doc| doc.parse().ok())
         .collect();
-    // The archive is keyed by report id, from which the report document's id derives.
-    settled.extend(
-        store
-            .meta_entries(ARCHIVE)?
-            .into_iter()
-            .filter_map(|(report_id, _)| report_doc_id(&report_id)),
-    );
-    Ok(store
-        .doc_ids()?
+    let documents = std::sync::Arc::clone(documents);
+    let stored = tokio::task::spawn_blocking(move || documents.doc_ids())
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))??;
+    Ok(stored
         .iter()
         .filter_map(|d| d.parse::<DocumentId>().ok())
         .filter(|d| !settled.contains(d))
         .collect())
 }
 
-fn load_pending(store: &Store) -> Result<Vec<(DocumentId, DocumentId)>, StorageError> {
+/// The reports waiting for their job document. With several processes on one archive this
+/// lists the others' too: a report document this process does not hold loads as nothing and
+/// is passed over.
+async fn load_pending(
+    store: &HeadOfficeStore,
+) -> Result<Vec<(DocumentId, DocumentId)>, StoreError> {
     Ok(store
-        .meta_entries(PENDING)?
+        .reports_aside(AsideStatus::Pending)
+        .await?
         .into_iter()
-        .filter_map(|(_, v)| {
-            let r: Rejection = serde_json::from_slice(&v).ok()?;
+        .filter_map(|row| {
+            let r: Rejection = serde_json::from_str(&row.body).ok()?;
             Some((r.report_doc, r.job_id?))
         })
         .collect())

@@ -71,6 +71,9 @@ pub enum StartError {
     },
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// Head office's archive (`[storage] url`) could not be opened.
+    #[error("head office's archive: {0}")]
+    Archive(String),
 }
 
 /// What every request handler, connection task and worker can reach, whatever the role.

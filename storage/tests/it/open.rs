@@ -26,7 +26,20 @@ fn a_new_file_gets_the_whole_schema_in_wal_mode() -> anyhow::Result<()> {
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     tables.retain(|name| !name.starts_with("sqlite_"));
-    assert_eq!(tables, ["doc_chunks", "meta", "records", "sync_states"]);
+    assert_eq!(
+        tables,
+        [
+            "doc_chunks",
+            "ho_complaints",
+            "ho_complaints_rejected",
+            "ho_reports",
+            "ho_reports_aside",
+            "ho_retry",
+            "meta",
+            "records",
+            "sync_states"
+        ]
+    );
     Ok(())
 }
 
@@ -94,10 +107,12 @@ fn a_damaged_database_is_reported_as_corrupt() -> anyhow::Result<()> {
     // Keep page 1 (header and schema) and overwrite the pages after it.
     let mut bytes = fs::read(&path)?;
     assert!(
-        bytes.len() > 4096 * 30,
+        bytes.len() > 4096 * 70,
         "the database is smaller than expected"
     );
-    bytes[4096..4096 * 30].fill(0x5a);
+    // Data pages, past the tables' and indexes' root pages (about 20 since 0003), so the file
+    // still opens and the damage is for the check to find.
+    bytes[4096 * 40..4096 * 70].fill(0x5a);
     fs::write(&path, &bytes)?;
 
     match Store::open(&path, StoreConfig::default()) {
@@ -132,10 +147,12 @@ fn integrity_check_passes_a_sound_store_and_names_what_is_wrong_with_a_damaged_o
 
     let mut bytes = fs::read(&path)?;
     assert!(
-        bytes.len() > 4096 * 30,
+        bytes.len() > 4096 * 70,
         "the database is smaller than expected"
     );
-    bytes[4096..4096 * 30].fill(0x5a);
+    // Data pages, past the tables' and indexes' root pages (about 20 since 0003), so the file
+    // still opens and the damage is for the check to find.
+    bytes[4096 * 40..4096 * 70].fill(0x5a);
     fs::write(&path, &bytes)?;
     // Opened without the check at open, as a tool inspecting a damaged file would.
     let unchecked = StoreConfig {
