@@ -911,11 +911,21 @@ impl TestServer {
     /// Its archive is its own SQLite database, or a PostgreSQL database when
     /// `FIELDSYNC_TEST_PG` names a server (`pg::test_database`).
     pub async fn start_head_office(data_dir: &Path, clock: Clock) -> anyhow::Result<Self> {
+        Self::start_head_office_with(data_dir, clock, |_| {}).await
+    }
+
+    /// [`TestServer::start_head_office`], with `adjust` applied to its config last.
+    pub async fn start_head_office_with(
+        data_dir: &Path,
+        clock: Clock,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let url = pg::test_database(data_dir).await?;
         Self::start_with_clock(data_dir, clock, |c| {
             c.role = fieldsync_server::config::Role::HeadOffice;
             c.branch_id = Some("head-office".into());
             c.storage.url = url;
+            adjust(c);
         })
         .await
     }

@@ -36,6 +36,8 @@ pub(crate) struct Chain {
     device: DeviceId,
     key: KeyPair,
     client: SyncClient,
+    /// Both servers' clock.
+    pub(crate) clock: Clock,
     _dirs: Vec<TempDir>,
 }
 
@@ -49,9 +51,18 @@ impl Chain {
     /// [`Chain::start`]; with `right_key` false, head office enrolls another key for the
     /// branch (an operator's mistake), so it rejects the branch's reports.
     pub(crate) async fn start_enrolling(right_key: bool) -> anyhow::Result<Self> {
+        Self::start_with(right_key, |_| {}).await
+    }
+
+    /// [`Chain::start_enrolling`], with `adjust` applied to head office's config.
+    pub(crate) async fn start_with(
+        right_key: bool,
+        adjust: impl FnOnce(&mut fieldsync_server::config::Config),
+    ) -> anyhow::Result<Self> {
         let (ho_dir, branch_dir, device_dir) = (temp_dir()?, temp_dir()?, temp_dir()?);
         let clock = Clock::manual(Timestamp::from_millis(CHAIN_NOW));
-        let head_office = TestServer::start_head_office(ho_dir.path(), clock.clone()).await?;
+        let head_office =
+            TestServer::start_head_office_with(ho_dir.path(), clock.clone(), adjust).await?;
         let token_file = if right_key {
             head_office.enroll_branch("north-01", branch_dir.path())?
         } else {
@@ -63,7 +74,8 @@ impl Chain {
         };
         let link = LinkProxy::start(head_office.addr).await?;
         let branch =
-            TestServer::start_branch(branch_dir.path(), link.ws_url(), token_file, clock).await?;
+            TestServer::start_branch(branch_dir.path(), link.ws_url(), token_file, clock.clone())
+                .await?;
         let (device, key) = branch.enroll_with_key("tech-wang", "dev-a")?;
         let client = branch.connect_device(&device, device_dir.path()).await?;
         Ok(Self {
@@ -73,6 +85,7 @@ impl Chain {
             device,
             key,
             client,
+            clock,
             _dirs: vec![ho_dir, branch_dir, device_dir],
         })
     }
@@ -655,4 +668,40 @@ async fn a_report_stored_just_before_head_office_dies_is_archived_after_the_rest
     )
     .await?;
     head_office.stop().await
+}
+
+/// Issue 16 (time zones): head office in UTC+8 files a report signed at 00:30 on 1 December in
+/// Shanghai (16:30 on 30 November, UTC) in December (R25), and counts it in December's
+/// statistics (R24); in UTC it would be November's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r24_r25_head_office_files_a_report_in_the_month_of_its_time_zone() -> anyhow::Result<()> {
+    let chain = Chain::start_with(true, |c| {
+        c.timezone = "Asia/Shanghai"
+            .parse()
+            .expect("in the bundled zone database");
+    })
+    .await?;
+    let signing: Timestamp = "2026-11-30T16:30:00Z".parse()?;
+    chain.clock.set(signing);
+    let (_, report_id) = chain.complete_a_job(signing.as_millis() - 60_000).await?;
+    let archived = chain.wait_verified(&report_id).await?;
+    assert_eq!(archived["month"], "2026-12", "{archived}");
+    let reports = |month: &'static str| {
+        let chain = &chain;
+        async move {
+            let (status, stats) = chain.get(&format!("/api/stats?month={month}")).await?;
+            anyhow::ensure!(status == 200, "{stats}");
+            anyhow::Ok(
+                stats
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| s["summary"]["reports"].as_u64().unwrap_or(0))
+                    .sum::<u64>(),
+            )
+        }
+    };
+    assert_eq!(reports("2026-12").await?, 1);
+    assert_eq!(reports("2026-11").await?, 0);
+    Ok(())
 }
