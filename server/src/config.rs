@@ -312,11 +312,6 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The zone people read times in: `timezone` (UTC unless configured).
-    pub fn zone(&self) -> Zone {
-        self.timezone.clone()
-    }
-
     /// R4's window in milliseconds.
     pub fn repeat_window_ms(&self) -> i64 {
         self.repeat_window_days.saturating_mul(24 * 60 * 60 * 1000)

@@ -165,28 +165,6 @@ impl Zone {
         };
         Ok((start, self.month_start(next)?))
     }
-
-    /// `at` as RFC 3339 with this zone's offset (`2026-12-01T07:30:00+08:00`): what people
-    /// read. Milliseconds are shown only when there are some.
-    pub fn local(&self, at: Timestamp) -> Result<String, TimeError> {
-        let z = self.zoned(at)?;
-        let millis = z.millisecond();
-        let fraction = if millis == 0 {
-            String::new()
-        } else {
-            format!(".{millis:03}")
-        };
-        Ok(format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{fraction}{}",
-            z.year(),
-            z.month(),
-            z.day(),
-            z.hour(),
-            z.minute(),
-            z.second(),
-            fmt_offset(z.offset().seconds()),
-        ))
-    }
 }
 
 /// `+08:00`, `-05:30` from seconds east of UTC.
@@ -332,23 +310,6 @@ mod tests {
     }
 
     #[test]
-    fn local_time_carries_the_offset() {
-        assert_eq!(
-            shanghai().local(at("2026-11-30T23:30:00Z")),
-            Ok("2026-12-01T07:30:00+08:00".to_owned())
-        );
-        assert_eq!(
-            Zone::utc().local(at("2026-11-30T23:30:00.250Z")),
-            Ok("2026-11-30T23:30:00.250+00:00".to_owned())
-        );
-        let new_york: Zone = "America/New_York".parse().expect("known");
-        assert_eq!(
-            new_york.local(at("2026-12-01T12:00:00Z")),
-            Ok("2026-12-01T07:00:00-05:00".to_owned())
-        );
-    }
-
-    #[test]
     fn an_unknown_zone_is_refused_with_an_example() {
         let err = "Asia/Shangai".parse::<Zone>().expect_err("a typo");
         assert!(err.to_string().contains("Asia/Shangai"), "{err}");
@@ -388,6 +349,31 @@ mod tests {
             Zone::parse("-05:30").expect("offset").rfc3339(t),
             "2026-11-03T03:30:00-05:30"
         );
+        // A zone with daylight saving: the offset in force on the day.
+        let new_york: Zone = "America/New_York".parse().expect("known");
+        assert_eq!(
+            new_york.rfc3339(at("2026-12-01T12:00:00Z")),
+            "2026-12-01T07:00:00-05:00"
+        );
+        assert_eq!(
+            new_york.rfc3339(at("2026-07-01T12:00:00Z")),
+            "2026-07-01T08:00:00-04:00"
+        );
+    }
+
+    #[test]
+    fn a_month_starts_at_midnight_on_its_first_day() {
+        // 2026-11-01T00:00:00Z, 1970-01-01, 2000-03-01 (after a leap day), in UTC.
+        for (month, millis) in [
+            ("2026-11", 1_793_491_200_000),
+            ("1970-01", 0),
+            ("2000-03", 951_868_800_000),
+        ] {
+            let month: Month = month.parse().expect("a month");
+            let start = Zone::utc().month_start(month).expect("in range");
+            assert_eq!(start.as_millis(), millis, "{month}");
+            assert_eq!(start.month(), Ok(month));
+        }
     }
 
     #[test]

@@ -63,7 +63,8 @@ fn row(template: &Value, i: usize) -> anyhow::Result<ReportRow> {
     }
     let month = Month::new(year, u8::try_from(month)?)?;
     let day = (i as i64 / MONTHS) % 28;
-    let signed_at = archive::month_start_millis(month) + day * DAY_MS + (i as i64 % 86_400) * 1000;
+    let signed_at =
+        Zone::utc().month_start(month)?.as_millis() + day * DAY_MS + (i as i64 % 86_400) * 1000;
     let branch = format!("branch-{:03}", i % BRANCHES);
     let serial = format!("SN-{:07}", (i * 7919) % SERIALS);
     let customer = format!("c-{:06}", i % 50_000);
@@ -201,7 +202,7 @@ async fn explain(url: &str) -> anyhow::Result<Vec<String>> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let month: Month = MONTH.parse()?;
-    let look_back_from = archive::month_start_millis(month) - 91 * DAY_MS;
+    let look_back_from = Zone::utc().month_start(month)?.as_millis() - 91 * DAY_MS;
     let rows = client
         .query(
             &format!(

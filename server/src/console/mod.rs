@@ -26,7 +26,6 @@ use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use fieldsync_report_print::Zone;
 use fieldsync_shared::time::Timestamp;
 use serde::Deserialize;
 
@@ -38,14 +37,12 @@ use crate::auth::{DeskRole, MANAGERS, role_list};
 use crate::config::Role;
 use crate::sync::node::Node;
 
-/// What the console pages of any role reach: the node, the sessions, the zone people read
-/// times in.
+/// What the console pages of any role reach: the node (whose `timezone` people read times
+/// in) and the sessions.
 #[derive(Debug)]
 pub struct Console {
     pub node: Arc<Node>,
     pub sessions: Sessions,
-    /// `timezone` from the config (UTC unless configured).
-    pub zone: Zone,
 }
 
 /// A signed-in person, as a page handler gets them.
@@ -100,11 +97,9 @@ pub fn role_key(role: DeskRole) -> &'static str {
 
 impl Console {
     pub fn new(node: Arc<Node>) -> Arc<Self> {
-        let zone = node.config.zone();
         Arc::new(Self {
             node,
             sessions: Sessions::default(),
-            zone,
         })
     }
 
@@ -139,14 +134,14 @@ impl Console {
                 csrf: signed.csrf.clone(),
             }),
             // The zone with the offset in force now: `Asia/Shanghai (UTC+08:00)`.
-            zone: self.zone.label_at(self.node.clock.now()),
+            zone: self.node.config.timezone.label_at(self.node.clock.now()),
             edge: self.node.config.role == Role::Edge,
         }
     }
 
     /// A time as people read it: in the configured zone.
     pub fn time(&self, at: Timestamp) -> String {
-        self.zone.format(at)
+        self.node.config.timezone.format(at)
     }
 
     /// The signed-in person of this request if their role is in `allowed`; otherwise the
@@ -554,7 +549,7 @@ async fn login(
                 "{} {} ({}).",
                 lang.t("login_locked"),
                 console.time(until),
-                console.zone
+                console.node.config.timezone
             ),
             "login_locked",
         ),

@@ -434,7 +434,7 @@ pub async fn list(edge: &Edge, query: &JobQuery, now: Timestamp) -> Result<JobLi
         *stranded.entry(s.value.job_id).or_default() += 1;
     }
     let soon = edge.node.config.desk.due_soon_ms();
-    let zone = edge.node.config.zone();
+    let zone = &edge.node.config.timezone;
     let facts: BTreeMap<DocumentId, Facts> = edge
         .board
         .lock()

@@ -709,19 +709,6 @@ fn report_facts(row: StatsRow) -> Result<ReportFacts, StatsFailure> {
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Midnight UTC on the first day of `month`, in epoch milliseconds.
-pub fn month_start_millis(month: Month) -> i64 {
-    // Days from the civil date (Howard Hinnant's algorithm), March-based years.
-    let (y, m) = (i64::from(month.year()), i64::from(month.month()));
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe - 719_468) * DAY_MS
-}
-
 /// One block of a monthly report (the statistics and the complaint report print through
 /// `fieldsync_shared::stats::table`, which aligns by display width).
 pub use fieldsync_shared::stats::table::MetricBlock;
@@ -1174,24 +1161,4 @@ pub async fn get_report_pdf(
         None
     };
     crate::http::pdf::download(id, asked, "verified report", move || Ok(json)).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_month_starts_at_midnight_utc_on_its_first_day() -> Result<(), Box<dyn std::error::Error>> {
-        // 2026-11-01T00:00:00Z, 1970-01-01, 2000-03-01 (after a leap day).
-        for (month, millis) in [
-            ("2026-11", 1_793_491_200_000),
-            ("1970-01", 0),
-            ("2000-03", 951_868_800_000),
-        ] {
-            let month: Month = month.parse()?;
-            assert_eq!(month_start_millis(month), millis, "{month}");
-            assert_eq!(Timestamp::from_millis(millis).month()?, month);
-        }
-        Ok(())
-    }
 }

@@ -18,9 +18,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use fieldsync_shared::desk::replaces_reply;
 use fieldsync_shared::desk::{
-    ClockState, LateCause, ReplySource, check_arrival, clock_state, reply_due,
+    ClockState, LateCause, ReplySource, check_arrival, clock_state, replaces_reply, reply_due,
 };
 use fieldsync_shared::ids::TechnicianId;
 use fieldsync_shared::job::Channel;
