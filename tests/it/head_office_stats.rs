@@ -71,6 +71,8 @@ fn report(template: &Value, i: usize) -> anyhow::Result<(ReportRow, ReportedJob)
         }
         _ => survey["punctuality"] = json!(1 + i % 5),
     }
+    // R9: every third customer writes a suggestion (a statistics column of its own).
+    survey["suggestions"] = json!(if i % 3 == 0 { "Call before coming" } else { "" });
     let mut job: Job = serde_json::from_value(body["content"].clone())?;
     job.acknowledgement = Some(serde_json::from_value::<Acknowledgement>(
         body["acknowledgement"].clone(),
@@ -192,6 +194,18 @@ async fn month_statistics_from_the_kept_columns_equal_the_reports_own_on_both_ba
             })
             .unwrap_or(0);
         assert!(reports > 10, "{month}: a month with reports to count");
+        let suggestions: u64 = expected
+            .as_array()
+            .map(|b| {
+                b.iter()
+                    .filter_map(|s| s["summary"]["surveys_with_suggestions"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
+        assert!(
+            suggestions > 0 && suggestions < reports,
+            "{month}: some suggestions to count"
+        );
         assert_eq!(
             stats(&with_columns, month).await?,
             expected,
