@@ -72,7 +72,11 @@ fn report(template: &Value, i: usize) -> anyhow::Result<(ReportRow, ReportedJob)
         _ => survey["punctuality"] = json!(1 + i % 5),
     }
     // R9: every third customer writes a suggestion (a statistics column of its own).
-    survey["suggestions"] = json!(if i % 3 == 0 { "Call before coming" } else { "" });
+    survey["suggestions"] = json!(if i.is_multiple_of(3) {
+        "Call before coming"
+    } else {
+        ""
+    });
     let mut job: Job = serde_json::from_value(body["content"].clone())?;
     job.acknowledgement = Some(serde_json::from_value::<Acknowledgement>(
         body["acknowledgement"].clone(),
