@@ -1284,6 +1284,18 @@ fn world(seed: u64, hazards: Hazards) -> World {
         }
         sim.connect(client);
     }
+    // A world where nobody may write any desk document proves nothing about delivery
+    // (seed 12747239715908990173 drew no access at all): the first client always writes
+    // the first document.
+    let writes = |sim: &Sim, client: usize| {
+        docs.iter()
+            .any(|d| sim.policy.of(&device_name(client), *d) == Access::ReadWrite)
+    };
+    if !sim.clients().any(|c| writes(&sim, c)) {
+        sim.policy
+            .grant(&device_name(1), docs[0], Access::ReadWrite);
+        sim.subscribe(1, docs[0]);
+    }
     World {
         sim,
         docs,
