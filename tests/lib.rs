@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
+pub mod balancer;
 pub mod crash_loop;
 pub mod pg;
 pub mod pki;
@@ -429,11 +430,14 @@ fn built_binary(name: &str, env: &str, sources: &[&str]) -> anyhow::Result<PathB
     let path = match std::env::var_os(env) {
         Some(path) => PathBuf::from(path),
         None => {
+            // A test runs from target/<profile>/deps, a figures binary from target/<profile>.
             let exe = std::env::current_exe()?;
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .context("the test executable is not in target/<profile>/deps")?;
+            let dir = exe.parent().context("an executable has a directory")?;
+            let profile_dir = if dir.ends_with("deps") {
+                dir.parent().context("target/<profile>/deps has a parent")?
+            } else {
+                dir
+            };
             profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
         }
     };

@@ -12,7 +12,6 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fieldsync_client::SyncClient;
@@ -23,56 +22,16 @@ use fieldsync_shared::job::ReportOutcome;
 use fieldsync_shared::job::doc::read_job;
 use fieldsync_shared::keys::KeyPair;
 use fieldsync_shared::time::Timestamp;
+use fieldsync_tests::balancer::{Balancer, copy_data_dir};
 use fieldsync_tests::pg::{PgCluster, TEST_PG_ENV, create_database};
 use fieldsync_tests::{
     SETTLE, ServerProcess, TestServer, cli, eventually, fieldsync_binary, temp_dir,
 };
 use serde_json::Value;
 use tempfile::TempDir;
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::head_office::CHAIN_NOW;
 use crate::reports::{T0, acknowledge, check_out_and_complete, do_the_work, outcome};
-
-/// A TCP load balancer: each connection goes to the next backend that accepts it.
-struct Balancer {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Balancer {
-    async fn start(backends: Arc<Mutex<Vec<SocketAddr>>>) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let next = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let backends = backends
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                let first = next.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    for i in 0..backends.len() {
-                        let backend = backends[(first + i) % backends.len()];
-                        if let Ok(mut outbound) = TcpStream::connect(backend).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Ok(Self { addr, task })
-    }
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 struct Branch {
     server: TestServer,
@@ -113,22 +72,6 @@ async fn get(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<Value>
     Ok(serde_json::from_str(&text)?)
 }
 
-/// Copies a head office's data directory (keys, records) before either process serves it:
-/// both processes are the same head office to the branches (same key, same enrolments).
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else if entry.file_name() != "fieldsync.lock" {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
 async fn two_head_offices_three_branches(storage_url: String) -> anyhow::Result<()> {
     let binary = fieldsync_binary()?;
     let dirs: Vec<TempDir> = (0..8).map(|_| temp_dir()).collect::<Result<_, _>>()?;
@@ -161,7 +104,7 @@ async fn two_head_offices_three_branches(storage_url: String) -> anyhow::Result<
         std::fs::write(&file, token)?;
         token_files.push(file);
     }
-    copy_dir(ho_a, ho_b)?;
+    copy_data_dir(ho_a, ho_b)?;
     let token = cli(ho_a, &["desk", "token", "--role", "analyst", "--ttl", "1h"])?;
 
     let env = [("FIELDSYNC_STORAGE_URL", storage_url.as_str())];
