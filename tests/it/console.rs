@@ -676,8 +676,7 @@ async fn head_office_serves_the_console_frame_sign_in_and_the_audit_log() -> any
         .await?;
     assert_eq!(signed.location.as_deref(), Some("/"));
     let home = analyst.get("/").await?;
-    assert_eq!(home.status, StatusCode::OK);
-    assert!(home.body.contains("总部的页面尚未开放"), "{}", home.body);
+    assert_eq!(home.location.as_deref(), Some("/archive"));
     // No board at head office.
     assert_eq!(analyst.get("/board").await?.status, StatusCode::NOT_FOUND);
     let manager = Browser::new(&server)?;
@@ -692,7 +691,174 @@ async fn head_office_serves_the_console_frame_sign_in_and_the_audit_log() -> any
             ],
         )
         .await?;
-    assert_eq!(manager.get("/").await?.location.as_deref(), Some("/audit"));
+    assert_eq!(
+        manager.get("/").await?.location.as_deref(),
+        Some("/archive")
+    );
     assert!(manager.get("/audit").await?.body.contains("login"));
     server.stop().await
+}
+
+/// Signs in at `server` as `name` (password `<name>-password`) and checks it worked.
+async fn signed_in_at_head_office(server: &TestServer, name: &str) -> anyhow::Result<Browser> {
+    let browser = Browser::new(server)?;
+    let csrf = browser.get("/login").await?.csrf()?;
+    let password = format!("{name}-password");
+    let answer = browser
+        .post(
+            "/login",
+            &[
+                ("name", name),
+                ("password", &password),
+                ("csrf", &csrf),
+                ("next", "/archive"),
+            ],
+        )
+        .await?;
+    ensure!(
+        answer.location.as_deref() == Some("/archive"),
+        "sign-in of {name}: {} {:?}",
+        answer.status,
+        answer.location
+    );
+    Ok(browser)
+}
+
+/// Issue 14 point 4 (R25, R24, R9): a report the branch signed and head office verified is
+/// listed in the archive of its month in head office's zone, read in plain language and as a
+/// PDF, counted in the month's statistics (table, chart and CSV); each in the reader's
+/// language; nothing is shown to someone not signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r24_r25_head_office_reads_the_archive_a_report_and_the_months_statistics()
+-> anyhow::Result<()> {
+    let chain = crate::head_office::Chain::start_with(true, |c| {
+        c.timezone = "Asia/Shanghai".parse().expect("a known zone");
+    })
+    .await?;
+    // 2026-11-30 16:30 UTC is 00:30 on 1 December in Shanghai: a December report.
+    let signing: Timestamp = "2026-11-30T16:30:00Z".parse()?;
+    chain.clock.set(signing);
+    let (_, report_id) = chain.complete_a_job(signing.as_millis() - 60_000).await?;
+    chain.wait_verified(&report_id).await?;
+    let ho = &chain.head_office;
+    let store = std::sync::Arc::clone(&ho.state.store);
+    let now = chain.clock.now();
+    tokio::task::spawn_blocking(move || {
+        users::add(
+            &store,
+            "zhao",
+            "赵敏",
+            DeskRole::Analyst,
+            Lang::Zh,
+            "zhao-password",
+            now,
+        )?;
+        users::add(
+            &store,
+            "wang",
+            "Wang",
+            DeskRole::Manager,
+            Lang::En,
+            "wang-password",
+            now,
+        )?;
+        Ok::<_, users::UserError>(())
+    })
+    .await??;
+
+    // Not signed in: to the sign-in page, nothing of the archive.
+    let stranger = Browser::new(ho)?;
+    let answer = stranger.get("/archive?month=2026-12").await?;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert!(
+        answer
+            .location
+            .unwrap_or_default()
+            .starts_with("/login?next=")
+    );
+    let pdf = stranger
+        .get(&format!("/archive/{report_id}/report.pdf"))
+        .await?;
+    assert_eq!(pdf.status, StatusCode::SEE_OTHER);
+
+    let analyst = signed_in_at_head_office(ho, "zhao").await?;
+    // The archive of December (Shanghai) lists it; November's does not.
+    let december = analyst.get("/archive?month=2026-12").await?;
+    assert_eq!(december.status, StatusCode::OK);
+    assert!(december.body.contains(&report_id), "{}", december.body);
+    assert!(december.body.contains("已验证"), "{}", december.body);
+    assert!(december.body.contains("north-01"), "{}", december.body);
+    let november = analyst.get("/archive?month=2026-11").await?;
+    assert!(!november.body.contains(&report_id));
+    assert!(november.body.contains("没有报告"), "{}", november.body);
+    // Filters narrow the list; an unknown branch lists nothing.
+    let other = analyst
+        .get("/archive?month=2026-12&branch=south-02")
+        .await?;
+    assert!(!other.body.contains(&report_id));
+    let bad = analyst.get("/archive?month=2026-13").await?;
+    assert_eq!(bad.status, StatusCode::OK);
+    assert!(bad.body.contains("不是月份"), "{}", bad.body);
+
+    // The report in plain language, in Chinese, and its PDF with the signed report inside.
+    let report = analyst.get(&format!("/archive/{report_id}")).await?;
+    assert_eq!(report.status, StatusCode::OK);
+    assert!(report.body.contains(&report_id));
+    assert!(report.body.contains("2026-12-01"), "{}", report.body);
+    assert!(report.body.contains("report-text"));
+    let pdf = analyst
+        .http
+        .get(format!("{}/archive/{report_id}/report.pdf", analyst.base))
+        .send()
+        .await?;
+    assert_eq!(pdf.status(), StatusCode::OK);
+    assert_eq!(
+        pdf.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/pdf")
+    );
+    assert!(pdf.bytes().await?.starts_with(b"%PDF"));
+    let unknown = analyst.get(&format!("/archive/{}", "0".repeat(32))).await?;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(
+        unknown.body.contains("档案中没有这份报告"),
+        "{}",
+        unknown.body
+    );
+
+    // December's statistics: one report, on the chart and in the table; the CSV has every
+    // line with its definition.
+    let stats = analyst.get("/statistics?month=2026-12").await?;
+    assert_eq!(stats.status, StatusCode::OK);
+    assert!(stats.body.contains("<svg"), "{}", stats.body);
+    assert!(
+        stats.body.contains("<title>2026-12: 1</title>"),
+        "{}",
+        stats.body
+    );
+    assert!(
+        stats.body.contains("<title>2026-11: 0</title>"),
+        "{}",
+        stats.body
+    );
+    assert!(stats.body.contains("报告数"), "{}", stats.body);
+    let csv = analyst.get("/statistics.csv?month=2026-12").await?;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.body.contains("north-01"), "{}", csv.body);
+    assert!(csv.body.lines().any(|l| l.starts_with('#')), "{}", csv.body);
+
+    // Nothing was kept aside.
+    let rejected = analyst.get("/rejected").await?;
+    assert_eq!(rejected.status, StatusCode::OK);
+    assert!(rejected.body.contains("no-rejected"), "{}", rejected.body);
+
+    // The manager reads English.
+    let manager = signed_in_at_head_office(ho, "wang").await?;
+    let stats = manager.get("/statistics?month=2026-12").await?;
+    assert!(stats.body.contains("Monthly statistics"), "{}", stats.body);
+    assert!(stats.body.contains("Reports"), "{}", stats.body);
+    let archive = manager.get("/archive?month=2026-12").await?;
+    assert!(archive.body.contains("Verified"), "{}", archive.body);
+    chain.stop().await
 }

@@ -111,13 +111,11 @@ impl Console {
         self.node.clock.now()
     }
 
-    /// Where `/` leads `role`: the board at an edge; at head office (whose archive pages are
-    /// not built yet) the audit log for a manager, nothing yet for the others.
+    /// Where `/` leads `role`: the board at an edge, the archive at head office.
     fn home(&self, role: DeskRole) -> Option<&'static str> {
         match (self.node.config.role, role) {
             (Role::Edge, _) => Some("/board"),
-            (Role::HeadOffice, DeskRole::Manager) => Some("/audit"),
-            (Role::HeadOffice, _) => None,
+            (Role::HeadOffice, _) => Some("/archive"),
         }
     }
 

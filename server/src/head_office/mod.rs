@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod complaints;
+pub mod console;
 pub mod receive;
 pub mod store;
 
@@ -93,6 +94,7 @@ impl HeadOffice {
         Router::from(api())
             .with_state(Arc::clone(self))
             .merge(crate::console::router(Arc::clone(&self.console)))
+            .merge(console::router(Arc::clone(self)))
     }
 
     /// Starts head office's worker, the receiver. It runs until aborted.
