@@ -843,6 +843,19 @@ async fn r24_r25_head_office_reads_the_archive_a_report_and_the_months_statistic
         stats.body
     );
     assert!(stats.body.contains("报告数"), "{}", stats.body);
+    // R22 across branches: no complaint on one verified report is 0 %; a month without
+    // reports has no rate.
+    assert!(
+        stats.body.contains("<tr><td>2026-12</td><td>1</td><td>0</td><td>0.0%</td></tr>"),
+        "{}",
+        stats.body
+    );
+    assert!(
+        stats.body.contains("<tr><td>2026-11</td><td>0</td><td>0</td><td>–</td></tr>"),
+        "{}",
+        stats.body
+    );
+    assert!(stats.body.contains("投诉率 (R22)"), "{}", stats.body);
     let csv = analyst.get("/statistics.csv?month=2026-12").await?;
     assert_eq!(csv.status, StatusCode::OK);
     assert!(csv.body.contains("north-01"), "{}", csv.body);

@@ -291,6 +291,22 @@ pub const LABELS: &[(&str, &str, &str)] = &[
         "服务项目平均分 (R9)",
         "Mean service items (R9)",
     ),
+    ("complaints", "投诉", "Complaints"),
+    ("complaint_rate", "投诉率", "Complaint rate"),
+    (
+        "complaints_across_branches",
+        "各分公司投诉",
+        "Complaints across branches",
+    ),
+    ("complaints_open", "处理中", "Open"),
+    ("complaints_valid", "有效", "Valid"),
+    ("complaints_not_valid", "无效", "Not valid"),
+    ("attribution", "归属", "Attribution"),
+    (
+        "complaint_rate_definition",
+        "投诉率 (R22)：当月收到的投诉数 ÷ 当月签发并经总部验证的服务报告数（被取代的报告不计）。",
+        "Complaint rate (R22): complaints received in the month ÷ service reports signed in the month and verified by head office (superseded reports left out).",
+    ),
 ];
 
 #[cfg(test)]

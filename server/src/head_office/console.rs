@@ -2,7 +2,7 @@
 //! office: the archive by month, branch, customer and product type (R25), a report in plain
 //! language with its printable PDF, the reports kept aside with their reasons, and the month's
 //! statistics (R24, R9, R27) per branch as a table, a month-over-month chart (SVG drawn here,
-//! no script) and CSV. Everything is read through the same functions as head office's JSON
+//! no script) and CSV, and complaints across branches with R22's rate. Everything is read through the same functions as head office's JSON
 //! API (`archive::archived`, `archive::month_stats`, `archive::set_aside`); times are in head
 //! office's zone (`timezone`). The frame, sessions and audit log are `crate::console`.
 
@@ -389,7 +389,7 @@ struct BranchTable {
 /// One bar of the month-over-month chart.
 struct Bar {
     month: String,
-    reports: u32,
+    reports: usize,
     x: u32,
     y: u32,
     height: u32,
@@ -403,6 +403,8 @@ struct StatisticsPage {
     month: String,
     branches: Vec<BranchTable>,
     bars: Vec<Bar>,
+    months: Vec<MonthRow>,
+    complaints: Vec<ComplaintRow>,
     chart_title: String,
     csv_href: String,
     error: Option<String>,
@@ -442,8 +444,58 @@ fn figures(s: &MonthlyStats, lang: Lang) -> Vec<Figure> {
     ]
 }
 
-/// The reports of each of the `CHART_MONTHS` months up to `month`, drawn as bars.
-async fn chart(state: &HeadOffice, month: Month) -> Result<Vec<Bar>, String> {
+/// One month of the month-over-month table: R24's reports and R22's complaints and rate.
+struct MonthRow {
+    month: String,
+    reports: usize,
+    complaints: usize,
+    rate: String,
+}
+
+/// One branch's R22 complaints of the month.
+struct ComplaintRow {
+    branch: String,
+    complaints: usize,
+    reports: usize,
+    rate: String,
+    open: usize,
+    valid: usize,
+    not_valid: usize,
+    attribution: String,
+}
+
+/// R22's rate as a person reads it: a percentage, or a dash without reports.
+fn rate(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "–".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+fn complaint_row(
+    branch: String,
+    s: &crate::edge::desk::complaints::ComplaintSummary,
+) -> ComplaintRow {
+    ComplaintRow {
+        branch,
+        complaints: s.complaints,
+        reports: s.reports_verified,
+        rate: rate(s.rate),
+        open: s.open,
+        valid: s.valid,
+        not_valid: s.not_valid,
+        attribution: s
+            .by_attribution
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The `CHART_MONTHS` months up to `month`: their reports drawn as bars, each month's R22
+/// figures, and the asked month's complaints per branch and in total.
+async fn month_over_month(
+    state: &HeadOffice,
+    month: Month,
+) -> Result<(Vec<Bar>, Vec<MonthRow>, Vec<ComplaintRow>), String> {
     let mut months = vec![month];
     while months.len() < CHART_MONTHS {
         match months.last().and_then(|m| m.previous()) {
@@ -452,9 +504,10 @@ async fn chart(state: &HeadOffice, month: Month) -> Result<Vec<Bar>, String> {
         }
     }
     months.reverse();
-    let mut counts = Vec::new();
+    let mut rows = Vec::new();
+    let mut last = None;
     for m in &months {
-        let stats = archive::month_stats(
+        let report = super::complaints::complaint_report(
             &state.store,
             *m,
             state.node.config.repeat_window_days,
@@ -462,27 +515,40 @@ async fn chart(state: &HeadOffice, month: Month) -> Result<Vec<Bar>, String> {
         )
         .await
         .map_err(|e| e.to_string())?;
-        counts.push(stats.iter().map(|s| s.summary.reports).sum::<u32>());
+        rows.push(MonthRow {
+            month: m.to_string(),
+            reports: report.total.reports_verified,
+            complaints: report.total.complaints,
+            rate: rate(report.total.rate),
+        });
+        last = Some(report);
     }
-    // A 600 × 220 drawing: bars 60 wide on a 100 pitch, 160 high at most.
-    let top = counts.iter().copied().max().unwrap_or(0).max(1);
-    Ok(months
+    let mut complaints: Vec<ComplaintRow> = Vec::new();
+    if let Some(report) = last {
+        for b in &report.branches {
+            complaints.push(complaint_row(b.branch_id.to_string(), &b.summary));
+        }
+        complaints.push(complaint_row("Σ".to_owned(), &report.total));
+    }
+    // A 620 × 230 drawing: bars 60 wide on a 100 pitch, 160 high at most.
+    let top = rows.iter().map(|r| r.reports).max().unwrap_or(0).max(1);
+    let bars = rows
         .iter()
-        .zip(counts)
         .enumerate()
-        .map(|(i, (m, reports))| {
-            let height = (u64::from(reports) * 160 / u64::from(top)) as u32;
-            let x = 20 + 100 * i as u32;
+        .map(|(i, r)| {
+            let height = u32::try_from(r.reports * 160 / top).unwrap_or(160);
+            let x = 20 + 100 * u32::try_from(i).unwrap_or(0);
             Bar {
-                month: m.to_string(),
-                reports,
+                month: r.month.clone(),
+                reports: r.reports,
                 x,
                 y: 190 - height,
                 height,
                 label_x: x + 30,
             }
         })
-        .collect())
+        .collect();
+    Ok((bars, rows, complaints))
 }
 
 /// `GET /statistics`: the month's statistics per branch (R24, R9, R27) and the reports of the
@@ -514,8 +580,8 @@ async fn statistics_page(
         Ok(s) => s,
         Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    let bars = match chart(&state, month).await {
-        Ok(b) => b,
+    let (bars, months, complaints) = match month_over_month(&state, month).await {
+        Ok(found) => found,
         Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e),
     };
     let branches = stats
@@ -541,6 +607,8 @@ async fn statistics_page(
             month
         ),
         bars,
+        months,
+        complaints,
         csv_href: format!("/statistics.csv?month={month}"),
         error,
     };
