@@ -846,12 +846,16 @@ async fn r24_r25_head_office_reads_the_archive_a_report_and_the_months_statistic
     // R22 across branches: no complaint on one verified report is 0 %; a month without
     // reports has no rate.
     assert!(
-        stats.body.contains("<tr><td>2026-12</td><td>1</td><td>0</td><td>0.0%</td></tr>"),
+        stats
+            .body
+            .contains("<tr><td>2026-12</td><td>1</td><td>0</td><td>0.0%</td></tr>"),
         "{}",
         stats.body
     );
     assert!(
-        stats.body.contains("<tr><td>2026-11</td><td>0</td><td>0</td><td>–</td></tr>"),
+        stats
+            .body
+            .contains("<tr><td>2026-11</td><td>0</td><td>0</td><td>–</td></tr>"),
         "{}",
         stats.body
     );

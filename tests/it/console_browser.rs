@@ -164,3 +164,76 @@ async fn console_in_chromium_signs_in_lists_jobs_opens_one_refuses_a_forged_post
     }
     server.kill()
 }
+
+/// Head office's pages in chromium (issue 14 point 4): a report the branch signed and head
+/// office verified, found in the month's archive, read, counted on the statistics chart.
+/// Head office and the branch run in this process on their manual clock (the report is
+/// signed in December 2026 in Shanghai); the browser talks to head office's real port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_office_pages_in_chromium_find_read_and_count_a_verified_report() -> anyhow::Result<()>
+{
+    let chromium = chromium()?;
+    let chain = crate::head_office::Chain::start_with(true, |c| {
+        c.timezone = "Asia/Shanghai".parse().expect("a known zone");
+    })
+    .await?;
+    let signing: fieldsync_shared::time::Timestamp = "2026-12-03T02:00:00Z".parse()?;
+    chain.clock.set(signing);
+    let (_, report_id) = chain.complete_a_job(signing.as_millis() - 60_000).await?;
+    chain.wait_verified(&report_id).await?;
+    let store = std::sync::Arc::clone(&chain.head_office.state.store);
+    let now = chain.clock.now();
+    tokio::task::spawn_blocking(move || {
+        fieldsync_server::accounts::add(
+            &store,
+            "zhao",
+            "赵敏",
+            fieldsync_server::auth::DeskRole::Analyst,
+            fieldsync_server::console::i18n::Lang::Zh,
+            "zhao-console-password",
+            now,
+        )
+    })
+    .await??;
+    let dir = temp_dir()?;
+    let shots = if std::env::var_os("FIELDSYNC_WRITE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console")
+    } else {
+        dir.path().join("screenshots")
+    };
+    let base = chain.head_office.http_url("");
+    let output = tokio::process::Command::new("node")
+        .arg(e2e_dir().join("head_office.mjs"))
+        .args(["--base", &base, "--user", "zhao"])
+        .args(["--password", "zhao-console-password", "--month", "2026-12"])
+        .args(["--report", &report_id, "--branch", "north-01"])
+        .arg("--screenshots")
+        .arg(&shots)
+        .arg("--chromium")
+        .arg(&chromium)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running node (Node 20 or newer is needed)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "head_office.mjs: {}\n{}\n{}",
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let summary: Value = serde_json::from_str(stdout.trim()).context("head_office.mjs summary")?;
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(
+        summary["steps"].as_array().map(Vec::len),
+        Some(5),
+        "{summary}"
+    );
+    for shot in ["archive.png", "ho-report.png", "statistics.png"] {
+        let size = std::fs::metadata(shots.join(shot))?.len();
+        assert!(size > 10_000, "{shot}: {size} bytes");
+    }
+    chain.stop().await
+}
