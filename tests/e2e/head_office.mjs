@@ -7,7 +7,8 @@
 //
 // Steps: sign in leads to the archive; the month's archive lists the report; its page shows
 // the report in plain language and links the PDF; the month's statistics show the chart with
-// the month's count and the complaint table; the rejected list is empty. Screenshots of the
+// the month's count and the complaint table; the quality digest names the branch's fault;
+// the rejected list is empty. Screenshots of the
 // archive, the report and the statistics go to --screenshots. Prints one JSON line; exits 1
 // with the failing step on stderr.
 
@@ -104,6 +105,15 @@ try {
   const complaints = (await page.textContent("#complaints")) ?? "";
   expect(complaints.includes(args.branch), `the complaint table does not name ${args.branch}`);
   await page.screenshot({ path: join(args.screenshots, "statistics.png"), fullPage: true });
+  steps.push(step);
+
+  step = "the quality digest (R27)";
+  await page.click("nav a[href='/quality']");
+  await page.fill("input[name=month]", args.month);
+  await page.click("form.filters button[type=submit]");
+  const faults = (await page.textContent("#faults")) ?? "";
+  expect(faults.includes(args.branch), `the digest does not name ${args.branch}: ${faults}`);
+  await page.screenshot({ path: join(args.screenshots, "quality.png"), fullPage: true });
   steps.push(step);
 
   step = "nothing was kept aside";

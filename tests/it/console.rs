@@ -865,6 +865,28 @@ async fn r24_r25_head_office_reads_the_archive_a_report_and_the_months_statistic
     assert!(csv.body.contains("north-01"), "{}", csv.body);
     assert!(csv.body.lines().any(|l| l.starts_with('#')), "{}", csv.body);
 
+    // R27: the report's fault on its product type is in December's quality digest (none the
+    // month before), and in its CSV.
+    let quality = analyst.get("/quality?month=2026-12").await?;
+    assert_eq!(quality.status, StatusCode::OK);
+    assert!(
+        quality.body.contains(
+            "<td>chiller</td><td>worn start capacitor</td><td>1</td><td>0</td><td>north-01 1</td>"
+        ),
+        "{}",
+        quality.body
+    );
+    assert!(quality.body.contains("质量摘要"), "{}", quality.body);
+    let csv = analyst.get("/quality.csv?month=2026-12").await?;
+    assert!(
+        csv.body
+            .contains("2026-12,chiller,worn start capacitor,1,0,north-01 1"),
+        "{}",
+        csv.body
+    );
+    let november = analyst.get("/quality?month=2026-11").await?;
+    assert!(!november.body.contains("worn start capacitor"));
+
     // Nothing was kept aside.
     let rejected = analyst.get("/rejected").await?;
     assert_eq!(rejected.status, StatusCode::OK);

@@ -307,6 +307,19 @@ pub const LABELS: &[(&str, &str, &str)] = &[
         "投诉率 (R22)：当月收到的投诉数 ÷ 当月签发并经总部验证的服务报告数（被取代的报告不计）。",
         "Complaint rate (R22): complaints received in the month ÷ service reports signed in the month and verified by head office (superseded reports left out).",
     ),
+    ("quality_digest", "质量摘要 (R27)", "Quality digest (R27)"),
+    (
+        "quality_help",
+        "各分公司服务报告中发现的故障原因（与上月比较）、重复维修和归属于质量的投诉，供质量部门分析原因并转交责任部门。",
+        "The fault causes found in every branch's service reports (against the month before), the repeat repairs and the complaints attributed to quality, for Quality to analyse and send to the departments responsible.",
+    ),
+    (
+        "quality_complaints",
+        "质量投诉",
+        "Complaints attributed to quality",
+    ),
+    ("fault_cause_col", "故障原因", "Fault cause"),
+    ("days_between", "间隔天数", "Days between"),
 ];
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! office: the archive by month, branch, customer and product type (R25), a report in plain
 //! language with its printable PDF, the reports kept aside with their reasons, and the month's
 //! statistics (R24, R9, R27) per branch as a table, a month-over-month chart (SVG drawn here,
-//! no script) and CSV, and complaints across branches with R22's rate. Everything is read through the same functions as head office's JSON
+//! no script) and CSV, and complaints across branches with R22's rate; and R27's quality
+//! digest: the month's fault causes across branches against the month before, the repeat
+//! repairs (R4) and the complaints attributed to quality. Everything is read through the same functions as head office's JSON
 //! API (`archive::archived`, `archive::month_stats`, `archive::set_aside`); times are in head
 //! office's zone (`timezone`). The frame, sessions and audit log are `crate::console`.
 
@@ -40,6 +42,8 @@ pub fn router(state: Arc<HeadOffice>) -> Router {
         .route("/rejected", get(rejected_page))
         .route("/statistics", get(statistics_page))
         .route("/statistics.csv", get(statistics_csv))
+        .route("/quality", get(quality_page))
+        .route("/quality.csv", get(quality_csv))
         .with_state(state)
 }
 
@@ -663,4 +667,215 @@ async fn statistics_csv(
             .into_response(),
         Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// One line of the quality digest: a fault on a product type, this month and the month before.
+struct FaultLine {
+    product_type: String,
+    fault: String,
+    count: u32,
+    previous: u32,
+    branches: String,
+}
+
+struct RepeatLine {
+    branch: String,
+    serial: String,
+    product_type: String,
+    fault: String,
+    days_between: i64,
+}
+
+/// R27 for a month: the faults found in the verified reports of every branch (with the count
+/// of the month before, so a rising cause shows), the repeat repairs, and the complaints
+/// attributed to quality.
+struct Digest {
+    faults: Vec<FaultLine>,
+    repeats: Vec<RepeatLine>,
+    quality_complaints: usize,
+    reports: usize,
+}
+
+async fn digest(state: &HeadOffice, month: Month) -> Result<Digest, String> {
+    let stats_of = |m: Month| {
+        archive::month_stats(
+            &state.store,
+            m,
+            state.node.config.repeat_window_days,
+            &state.node.config.timezone,
+        )
+    };
+    let now = stats_of(month).await.map_err(|e| e.to_string())?;
+    let before = match month.previous() {
+        Some(m) => stats_of(m).await.map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    let key = |t: &str, f: &str| (t.to_owned(), f.to_owned());
+    let mut previous = std::collections::BTreeMap::new();
+    for s in &before {
+        for f in &s.fault_causes {
+            *previous
+                .entry(key(&f.product_type, &f.fault))
+                .or_insert(0u32) += f.count;
+        }
+    }
+    let mut faults: std::collections::BTreeMap<(String, String), (u32, Vec<String>)> =
+        std::collections::BTreeMap::new();
+    let mut repeats = Vec::new();
+    for s in &now {
+        for f in &s.fault_causes {
+            let line = faults.entry(key(&f.product_type, &f.fault)).or_default();
+            line.0 += f.count;
+            line.1.push(format!("{} {}", s.branch_id, f.count));
+        }
+        for r in &s.repeat_repairs {
+            repeats.push(RepeatLine {
+                branch: s.branch_id.to_string(),
+                serial: r.serial.clone(),
+                product_type: r.product_type.clone(),
+                fault: r.fault.clone(),
+                days_between: r.days_between,
+            });
+        }
+    }
+    let mut faults: Vec<FaultLine> = faults
+        .into_iter()
+        .map(|((product_type, fault), (count, branches))| FaultLine {
+            previous: previous
+                .get(&(product_type.clone(), fault.clone()))
+                .copied()
+                .unwrap_or(0),
+            product_type,
+            fault,
+            count,
+            branches: branches.join(", "),
+        })
+        .collect();
+    // The most frequent first; ties by rise against the month before.
+    faults.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| {
+                (b.count.saturating_sub(b.previous)).cmp(&a.count.saturating_sub(a.previous))
+            })
+            .then_with(|| a.product_type.cmp(&b.product_type))
+            .then_with(|| a.fault.cmp(&b.fault))
+    });
+    let complaints = super::complaints::complaint_report(
+        &state.store,
+        month,
+        state.node.config.repeat_window_days,
+        &state.node.config.timezone,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(Digest {
+        faults,
+        repeats,
+        quality_complaints: complaints
+            .total
+            .by_attribution
+            .get("quality")
+            .copied()
+            .unwrap_or(0),
+        reports: complaints.total.reports_verified,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "head_office/quality.html")]
+struct QualityPage {
+    chrome: Chrome,
+    month: String,
+    previous_month: String,
+    digest: Digest,
+    csv_href: String,
+    error: Option<String>,
+}
+
+/// `GET /quality?month=`: R27's quality digest of the month across branches.
+async fn quality_page(
+    State(state): State<Arc<HeadOffice>>,
+    headers: HeaderMap,
+    q: Result<Query<StatsQuery>, QueryRejection>,
+) -> Response {
+    let console = &state.console;
+    let signed = match console.require(&headers, "/quality", EVERYONE).await {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    let lang = signed.user.lang;
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let (month, error) = match month_asked(&state, q.month.as_deref(), lang) {
+        Ok(asked) => asked,
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let digest = match digest(&state, month).await {
+        Ok(d) => d,
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e),
+    };
+    let page = QualityPage {
+        chrome: console.chrome(&signed, lang.t("quality_digest"), "/quality"),
+        month: month.to_string(),
+        previous_month: month.previous().map(|m| m.to_string()).unwrap_or_default(),
+        digest,
+        csv_href: format!("/quality.csv?month={month}"),
+        error,
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
+/// `GET /quality.csv?month=`: the digest's fault lines, for the responsible departments.
+async fn quality_csv(
+    State(state): State<Arc<HeadOffice>>,
+    headers: HeaderMap,
+    q: Result<Query<StatsQuery>, QueryRejection>,
+) -> Response {
+    let signed = match state.console.require(&headers, "/quality", EVERYONE).await {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let (month, error) = match month_asked(&state, q.month.as_deref(), signed.user.lang) {
+        Ok(asked) => asked,
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    if let Some(error) = error {
+        return (StatusCode::BAD_REQUEST, error).into_response();
+    }
+    let digest = match digest(&state, month).await {
+        Ok(d) => d,
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e),
+    };
+    let mut csv = String::from("month,product_type,fault,reports,previous_month,branches\n");
+    for f in &digest.faults {
+        csv.push_str(&format!(
+            "{month},{},{},{},{},{}\n",
+            csv_field(&f.product_type),
+            csv_field(&f.fault),
+            f.count,
+            f.previous,
+            csv_field(&f.branches)
+        ));
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"quality-{month}.csv\""),
+            ),
+        ],
+        csv,
+    )
+        .into_response()
 }
