@@ -228,10 +228,10 @@ async fn head_office_pages_in_chromium_find_read_and_count_a_verified_report() -
     assert_eq!(summary["ok"], true, "{summary}");
     assert_eq!(
         summary["steps"].as_array().map(Vec::len),
-        Some(5),
+        Some(6),
         "{summary}"
     );
-    for shot in ["archive.png", "ho-report.png", "statistics.png"] {
+    for shot in ["archive.png", "ho-report.png", "statistics.png", "quality.png"] {
         let size = std::fs::metadata(shots.join(shot))?.len();
         assert!(size > 10_000, "{shot}: {size} bytes");
     }
