@@ -728,7 +728,7 @@ async fn signed_in_at_head_office(server: &TestServer, name: &str) -> anyhow::Re
 /// listed in the archive of its month in head office's zone, read in plain language and as a
 /// PDF, counted in the month's statistics (table, chart and CSV); each in the reader's
 /// language; nothing is shown to someone not signed in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn r24_r25_head_office_reads_the_archive_a_report_and_the_months_statistics()
 -> anyhow::Result<()> {
     let chain = crate::head_office::Chain::start_with(true, |c| {
