@@ -8,6 +8,7 @@ pub mod board;
 pub mod console;
 pub mod desk;
 pub mod enrollment;
+pub mod forms;
 pub mod handoff;
 pub mod jobs;
 pub mod signer;
@@ -232,6 +233,7 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
         .routes(routes!(intake::record_arrival))
         .routes(routes!(dispatch::create_job_from_request))
         .routes(routes!(dispatch::set_appointment))
+        .routes(routes!(dispatch::cancel_job_api))
         .routes(routes!(dispatch::job_desk_record))
         .routes(routes!(dispatch::list_follow_ups))
         .routes(routes!(dispatch::record_call))
