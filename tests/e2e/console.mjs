@@ -9,7 +9,7 @@
 // board, which lists the jobs the API created (each customer in --customers); a job page opens
 // from the board; a POST without the form's CSRF token is refused and changes nothing; the
 // keyboard reaches the skip link first; the dispatcher registers a request on the intake form
-// ("now" is filled in) and dispatches it to --technician with an appointment at --appointment
+// ("now" is filled in; upright on a 768 px tablet nothing scrolls sideways) and dispatches it to --technician with an appointment at --appointment
 // (a time in the branch's zone), landing on the new job's page; sign-out ends the session;
 // then --manager signs in, finds the approval request whose reason is --approval-reason (a
 // device raised it) on the approvals page and approves it. Screenshots of the sign-in page,
@@ -133,6 +133,11 @@ try {
     const footer = (await page.textContent("footer")) ?? "";
     expect(footer.includes(args.zone), `times are not said to be in ${args.zone}: ${footer}`);
   }
+  // A tablet held upright: the form fits, nothing scrolls sideways.
+  await page.setViewportSize({ width: 768, height: 1024 });
+  const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+  expect(wide <= 768, `the intake form is ${wide} px wide on a 768 px screen`);
+  await page.setViewportSize({ width: 1024, height: 768 });
   await page.selectOption("#channel", "phone");
   await page.fill("#customer_id", "c-e2e-1");
   await page.fill("#customer_name", "浦东冷链物流");
@@ -179,6 +184,10 @@ try {
   await page.goto(`${base}/approvals`);
   const card = page.locator(`li.card:has-text("${args["approval-reason"]}")`);
   expect((await card.count()) === 1, `the approvals page does not list ${args["approval-reason"]}`);
+  await page.setViewportSize({ width: 768, height: 1024 });
+  const approvalsWide = await page.evaluate(() => document.documentElement.scrollWidth);
+  expect(approvalsWide <= 768, `the approvals page is ${approvalsWide} px wide on a 768 px screen`);
+  await page.setViewportSize({ width: 1024, height: 768 });
   await page.screenshot({ path: join(args.screenshots, "approvals.png"), fullPage: true });
   await card.locator("textarea[name=note]").fill("同意，按保修处理");
   await card.locator("button[value=approve]").click();

@@ -903,9 +903,29 @@ async fn a_dispatcher_registers_a_request_and_dispatches_it_from_the_console_for
         .send()
         .await?;
     assert_eq!(answer.status(), StatusCode::CREATED);
+    // A write whose desk function has no entry of its own is audited by the API's layer.
+    let answer = http
+        .post(server.http_url(&format!("/api/requests/{api_request}/reply")))
+        .bearer_auth(&token)
+        .json(&json!({"by": "李伟", "text": "明天上午上门"}))
+        .send()
+        .await?;
+    assert_eq!(answer.status(), StatusCode::OK);
 
     let manager = Browser::signed_in(&server, "wang").await?;
     let csv = manager.get("/audit.csv").await?.body;
+    assert!(
+        csv.contains(&format!(
+            ",api_write,/api/requests/{api_request}/reply,,200,POST /api/requests/{{id}}/reply"
+        )),
+        "{csv}"
+    );
+    // Once per write: the writes with their own entry have no second one.
+    assert!(!csv.contains(",api_write,/api/requests,"), "{csv}");
+    assert!(
+        !csv.contains(&format!(",api_write,/api/requests/{api_request}/job,")),
+        "{csv}"
+    );
     let actions = audit_actions(&csv);
     for expected in ["request_create", "job_dispatch"] {
         assert_eq!(

@@ -4,6 +4,7 @@
 //! router and workers are built here from it, and nothing in here imports the composition
 //! root (`app`).
 
+pub mod audit_writes;
 pub mod board;
 pub mod console;
 pub mod desk;
@@ -162,6 +163,10 @@ impl Edge {
     /// The edge's routes (`/api/…`) and console pages, on its state.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::from(api())
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(self),
+                audit_writes::audit_writes,
+            ))
             .with_state(Arc::clone(self))
             .merge(crate::console::router(Arc::clone(&self.console)))
             .merge(console::router(Arc::clone(self)))
