@@ -1273,7 +1273,7 @@ async fn approvals_wait_for_a_managers_decision_and_large_amounts_for_the_direct
 }
 
 #[tokio::test]
-async fn the_follow_up_page_lists_the_days_calls_and_refuses_a_call_before_the_service()
+async fn the_follow_up_page_lists_the_days_calls_records_their_outcome_and_refuses_one_before_the_service()
 -> anyhow::Result<()> {
     let dir = temp_dir()?;
     let server = console_server(dir.path()).await?;
@@ -1311,6 +1311,74 @@ async fn the_follow_up_page_lists_the_days_calls_and_refuses_a_call_before_the_s
             .await?
             .status,
         StatusCode::FORBIDDEN
+    );
+
+    // What the report signer calls once the report is signed: served yesterday (Shanghai),
+    // so today's list has it.
+    let served = server.fetch_job(job).await?;
+    fieldsync_server::edge::desk::dispatch::on_report_signed(
+        server.edge()?,
+        &served,
+        "r-1",
+        T0.plus_millis(-20 * 60 * MINUTE),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let page = li.get("/follow-ups").await?;
+    assert!(
+        page.body.contains("Lotus Foods Ltd") && page.body.contains(&format!("call-{job}")),
+        "{}",
+        page.body
+    );
+    let not_reached = li
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("outcome", "not_reached"),
+                ("date", "2026-11-20"),
+            ],
+        )
+        .await?;
+    assert_eq!(not_reached.status, StatusCode::SEE_OTHER);
+    let done = li
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("outcome", "satisfied"),
+                ("comments", "很满意"),
+                ("date", "2026-11-20"),
+            ],
+        )
+        .await?;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(
+        done.location.as_deref(),
+        Some("/follow-ups?done=called&date=2026-11-20")
+    );
+    let page = li.get("/follow-ups?done=called&date=2026-11-20").await?;
+    assert!(
+        page.body.contains("回访已记录")
+            && page.body.contains("未接通")
+            && page.body.contains("满意 — 很满意"),
+        "{}",
+        page.body
+    );
+    // Reached once, done: no form, and a second call is refused in words.
+    assert!(!page.body.contains(&format!("action=\"{path}\"")));
+    let again = li
+        .post(&path, &[("csrf", &csrf), ("outcome", "satisfied")])
+        .await?;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(again.body.contains("已经回访过这位客户"), "{}", again.body);
+    let manager = Browser::signed_in(&server, "wang").await?;
+    let csv = manager.get("/audit.csv").await?.body;
+    assert!(
+        csv.contains(&format!(
+            ",follow_up_call,job:{job},calls:1,calls:2,satisfied"
+        )),
+        "{csv}"
     );
     server.stop().await
 }
