@@ -72,6 +72,10 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   ],
 });
 
+// Generous: under the suite's clock-ahead run (libfaketime) chromium is many times slower.
+context.setDefaultTimeout(120_000);
+context.setDefaultNavigationTimeout(120_000);
+
 try {
   const page = context.pages()[0] ?? (await context.newPage());
   const base = args.base.replace(/\/$/, "");

@@ -40,7 +40,7 @@ fn chromium() -> anyhow::Result<PathBuf> {
 }
 
 #[tokio::test]
-async fn console_in_chromium_signs_in_lists_jobs_opens_one_refuses_a_forged_post_and_signs_out()
+async fn console_in_chromium_a_dispatcher_registers_and_dispatches_and_a_manager_approves_what_a_device_asked()
 -> anyhow::Result<()> {
     let chromium = chromium()?;
     let installed = e2e_dir().join("node_modules").join("playwright-core");
