@@ -26,6 +26,8 @@ pub enum ZoneError {
     Unknown(String),
     #[error(transparent)]
     Time(#[from] TimeError),
+    #[error("{0:?} is not a date and time in the zone (YYYY-MM-DDTHH:MM)")]
+    BadLocal(String),
 }
 
 /// A time zone by IANA name. Compares by name.
@@ -119,6 +121,31 @@ impl Zone {
         } else {
             format!("{} ({offset})", self.name)
         }
+    }
+
+    /// `2026-11-03T17:00` in this zone: the value of an HTML `datetime-local` field (the
+    /// console's forms default to now, read in the branch's zone).
+    pub fn local_input(&self, at: Timestamp) -> String {
+        self.format(at).replacen(' ', "T", 1)
+    }
+
+    /// A wall-clock time typed in this zone (`2026-11-03T17:00`, seconds optional, a space
+    /// for the `T` accepted) as an instant. A time a clock change skips or repeats is read
+    /// as jiff's "compatible" choice (the later offset for a gap, the earlier for a fold).
+    pub fn parse_local(&self, s: &str) -> Result<Timestamp, ZoneError> {
+        let typed = s.trim().replacen(' ', "T", 1);
+        // A date alone would read as midnight: a time must be typed.
+        if !typed.contains('T') {
+            return Err(ZoneError::BadLocal(s.to_owned()));
+        }
+        let civil: jiff::civil::DateTime = typed
+            .parse()
+            .map_err(|_| ZoneError::BadLocal(s.to_owned()))?;
+        let at = self
+            .tz
+            .to_timestamp(civil)
+            .map_err(|_| ZoneError::BadLocal(s.to_owned()))?;
+        Ok(Timestamp::from_millis(at.as_millisecond()))
     }
 
     fn zoned(&self, at: Timestamp) -> Result<jiff::ZonedDateTime, TimeError> {
@@ -269,6 +296,26 @@ mod tests {
 
     fn at(s: &str) -> Timestamp {
         s.parse().expect("an RFC 3339 instant")
+    }
+
+    #[test]
+    fn a_time_typed_in_the_zone_reads_back_as_typed() {
+        let shanghai = Zone::china();
+        let t = shanghai
+            .parse_local("2026-11-20T10:00")
+            .expect("a local time");
+        assert_eq!(t, at("2026-11-20T02:00:00Z"));
+        assert_eq!(shanghai.local_input(t), "2026-11-20T10:00");
+        assert_eq!(
+            shanghai.parse_local("2026-11-20 10:00:30"),
+            Ok(t.plus_millis(30_000))
+        );
+        for bad in ["", "2026-11-20", "20/11/2026 10:00", "2026-13-01T10:00"] {
+            assert!(
+                matches!(shanghai.parse_local(bad), Err(ZoneError::BadLocal(_))),
+                "{bad}"
+            );
+        }
     }
 
     fn shanghai() -> Zone {

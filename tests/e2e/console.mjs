@@ -8,9 +8,13 @@
 // Steps: `/` leads to the sign-in page; a wrong password is refused; the right one opens the
 // board, which lists the jobs the API created (each customer in --customers); a job page opens
 // from the board; a POST without the form's CSRF token is refused and changes nothing; the
-// keyboard reaches the skip link first; sign-out ends the session. Screenshots of the sign-in
-// page, the board and the job page go to --screenshots. Prints one JSON line with the steps and
-// the run time; exits 1 with the failing step on stderr.
+// keyboard reaches the skip link first; the dispatcher registers a request on the intake form
+// ("now" is filled in; upright on a 768 px tablet nothing scrolls sideways) and dispatches it to --technician with an appointment at --appointment
+// (a time in the branch's zone), landing on the new job's page; sign-out ends the session;
+// then --manager signs in, finds the approval request whose reason is --approval-reason (a
+// device raised it) on the approvals page and approves it. Screenshots of the sign-in page,
+// the board, the job page, the intake form and the approvals page go to --screenshots. Prints
+// one JSON line with the steps and the run time; exits 1 with the failing step on stderr.
 
 import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,10 +30,17 @@ const { values: args } = parseArgs({
     customers: { type: "string", default: "" },
     "job-customer": { type: "string" },
     screenshots: { type: "string" },
+    technician: { type: "string" },
+    appointment: { type: "string" },
+    manager: { type: "string" },
+    "manager-password": { type: "string" },
+    "approval-reason": { type: "string" },
+    zone: { type: "string", default: "" },
     chromium: { type: "string", default: process.env.FIELDSYNC_CHROMIUM || "/usr/bin/chromium" },
   },
 });
-for (const required of ["base", "user", "password", "job-customer", "screenshots"]) {
+for (const required of ["base", "user", "password", "job-customer", "screenshots", "technician",
+  "appointment", "manager", "manager-password", "approval-reason"]) {
   if (!args[required]) {
     console.error(`console.mjs: --${required} is required`);
     process.exit(2);
@@ -60,6 +71,10 @@ const context = await chromium.launchPersistentContext(userDataDir, {
     "--disable-component-update",
   ],
 });
+
+// Generous: under the suite's clock-ahead run (libfaketime) chromium is many times slower.
+context.setDefaultTimeout(120_000);
+context.setDefaultNavigationTimeout(120_000);
 
 try {
   const page = context.pages()[0] ?? (await context.newPage());
@@ -113,6 +128,50 @@ try {
   expect(new URL(page.url()).pathname === "/board", `after the refused POST: ${page.url()}`);
   steps.push(step);
 
+  step = "intake registers a request";
+  await page.click("nav a[href='/intake']");
+  expect(new URL(page.url()).pathname === "/intake", `intake link led to ${page.url()}`);
+  const now = await page.inputValue("#received_at");
+  expect(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$/.test(now), `received_at defaults to ${JSON.stringify(now)}`);
+  if (args.zone) {
+    const footer = (await page.textContent("footer")) ?? "";
+    expect(footer.includes(args.zone), `times are not said to be in ${args.zone}: ${footer}`);
+  }
+  // A tablet held upright: the form fits, nothing scrolls sideways.
+  await page.setViewportSize({ width: 768, height: 1024 });
+  const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+  expect(wide <= 768, `the intake form is ${wide} px wide on a 768 px screen`);
+  await page.setViewportSize({ width: 1024, height: 768 });
+  await page.selectOption("#channel", "phone");
+  await page.fill("#customer_id", "c-e2e-1");
+  await page.fill("#customer_name", "浦东冷链物流");
+  await page.fill("#contact", "王经理 139 0000 0000");
+  await page.fill("#site_address", "上海市浦东新区 100 号");
+  await page.fill("#model", "CH-700");
+  await page.fill("#serial", "SN-E2E-1");
+  await page.fill("#product_type", "chiller");
+  await page.fill("#fault_description", "冷库温度降不下来");
+  await page.screenshot({ path: join(args.screenshots, "intake.png"), fullPage: true });
+  await page.click("#intake-form button[type=submit]");
+  expect(new URL(page.url()).pathname.startsWith("/requests/"), `intake led to ${page.url()}`);
+  const registered = (await page.textContent("#notice")) ?? "";
+  expect(registered.includes("报修已登记"), `intake notice ${JSON.stringify(registered)}`);
+  steps.push(step);
+
+  step = "dispatch it with an appointment";
+  await page.fill("#technician", args.technician);
+  await page.fill("#appointment_at", args.appointment);
+  await page.click("#dispatch-form button[type=submit]");
+  expect(new URL(page.url()).pathname.startsWith("/jobs/"), `dispatch led to ${page.url()}: ${await page.textContent("main")}`);
+  const dispatched = (await page.textContent("#notice")) ?? "";
+  expect(dispatched.includes("已派工"), `dispatch notice ${JSON.stringify(dispatched)}`);
+  const jobHeading = (await page.textContent("h1")) ?? "";
+  expect(jobHeading.includes("浦东冷链物流"), `dispatched job heading ${JSON.stringify(jobHeading)}`);
+  await page.goto(`${base}/board`);
+  const listed = (await page.textContent("#jobs")) ?? "";
+  expect(listed.includes("浦东冷链物流"), `the board does not list the dispatched job: ${listed}`);
+  steps.push(step);
+
   step = "sign out";
   await page.click("form[action='/logout'] button");
   expect(new URL(page.url()).pathname === "/login", `signed out to ${page.url()}`);
@@ -120,6 +179,27 @@ try {
   expect(notice.includes("已退出"), `sign-out notice ${JSON.stringify(notice)}`);
   await page.goto(`${base}/board`);
   expect(new URL(page.url()).pathname === "/login", `the board after sign-out: ${page.url()}`);
+  steps.push(step);
+
+  step = "a manager decides the approval a device raised";
+  await page.fill("#name", args.manager);
+  await page.fill("#password", args["manager-password"]);
+  await page.click("button[type=submit].primary");
+  await page.goto(`${base}/approvals`);
+  const card = page.locator(`li.card:has-text("${args["approval-reason"]}")`);
+  expect((await card.count()) === 1, `the approvals page does not list ${args["approval-reason"]}`);
+  await page.setViewportSize({ width: 768, height: 1024 });
+  const approvalsWide = await page.evaluate(() => document.documentElement.scrollWidth);
+  expect(approvalsWide <= 768, `the approvals page is ${approvalsWide} px wide on a 768 px screen`);
+  await page.setViewportSize({ width: 1024, height: 768 });
+  await page.screenshot({ path: join(args.screenshots, "approvals.png"), fullPage: true });
+  await card.locator("textarea[name=note]").fill("同意，按保修处理");
+  await card.locator("button[value=approve]").click();
+  expect(new URL(page.url()).pathname === "/approvals", `deciding led to ${page.url()}`);
+  const decided = (await page.textContent("#notice")) ?? "";
+  expect(decided.includes("审批已记录"), `decision notice ${JSON.stringify(decided)}`);
+  const decidedTable = (await page.textContent("#decided")) ?? "";
+  expect(decidedTable.includes(args["approval-reason"]) && decidedTable.includes("同意，按保修处理"), `decided table: ${decidedTable}`);
   steps.push(step);
 
   console.log(JSON.stringify({ ok: true, steps, ms: Date.now() - started }));

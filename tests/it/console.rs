@@ -699,6 +699,692 @@ async fn head_office_serves_the_console_frame_sign_in_and_the_audit_log() -> any
     server.stop().await
 }
 
+/// A desk token for `person` (role `role`) on the server's clock.
+fn person_token(server: &TestServer, role: DeskRole, person: &str) -> anyhow::Result<String> {
+    server
+        .state
+        .tokens
+        .issue_for(
+            &Subject::Desk(role),
+            Some(person),
+            Duration::from_secs(600),
+            server.now(),
+        )
+        .map_err(anyhow::Error::msg)
+}
+
+/// The path of a redirect without its query: `/requests/req-…`.
+fn path_of(location: Option<&str>) -> String {
+    location
+        .unwrap_or_default()
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The intake form filled in for the chiller at Lotus Foods.
+fn intake_form(csrf: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("csrf", csrf.to_owned()),
+        ("channel", "phone".into()),
+        // Typed in Shanghai time: 2026-11-20T01:30Z.
+        ("received_at", "2026-11-20T09:30".into()),
+        ("customer_id", "c-2001".into()),
+        ("customer_name", "华东机械厂".into()),
+        ("contact", "陈先生 138 0000 0000".into()),
+        ("site_address", "上海市嘉定区 8 号".into()),
+        ("model", "CH-900".into()),
+        ("serial", "SN-2001".into()),
+        ("product_type", "chiller".into()),
+        ("purchase_date", "2026-01-05".into()),
+        ("warranty_end", "2028-01-05".into()),
+        ("fault_description", "新机安装调试".into()),
+        ("fault_category", "".into()),
+        ("requested_arrival", "".into()),
+    ]
+}
+
+fn pairs<'a>(form: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    form.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[tokio::test]
+async fn a_dispatcher_registers_a_request_and_dispatches_it_from_the_console_forms()
+-> anyhow::Result<()> {
+    let dir = temp_dir()?;
+    let server = console_server(dir.path()).await?;
+    let li = Browser::signed_in(&server, "li").await?;
+
+    // The intake form says "now" in the branch's zone (T0 is 10:00 in Shanghai).
+    let intake = li.get("/intake").await?;
+    assert_eq!(intake.status, StatusCode::OK);
+    assert!(
+        intake.body.contains("value=\"2026-11-20T10:00\"") && intake.body.contains("登记报修"),
+        "{}",
+        intake.body
+    );
+    assert!(!intake.body.contains("<script"));
+    let csrf = intake.csrf()?;
+
+    // Without the form's token, or with another, nothing is registered.
+    let mut forged = intake_form("");
+    assert_eq!(
+        li.post("/intake", &pairs(&forged)).await?.status,
+        StatusCode::FORBIDDEN
+    );
+    forged[0].1 = "0000".into();
+    let refused = li.post("/intake", &pairs(&forged)).await?;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains("表单已失效"), "{}", refused.body);
+
+    // A time that is not one is refused in words, and the form keeps what was typed.
+    let mut bad = intake_form(&csrf);
+    bad[2].1 = "昨天".into();
+    let refused = li.post("/intake", &pairs(&bad)).await?;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.body.contains("时间格式不对") && refused.body.contains("value=\"华东机械厂\""),
+        "{}",
+        refused.body
+    );
+
+    // An analyst may read but not register: a 403 page naming the roles that may.
+    let zhao = Browser::signed_in(&server, "zhao").await?;
+    let page = zhao.get("/intake").await?;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.body.contains("调度员"), "{}", page.body);
+    let zhao_csrf = zhao.get("/board").await?.csrf()?;
+    let refused = zhao
+        .post("/intake", &pairs(&intake_form(&zhao_csrf)))
+        .await?;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    let done = li.post("/intake", &pairs(&intake_form(&csrf))).await?;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let request_path = path_of(done.location.as_deref());
+    let request_id = request_path
+        .strip_prefix("/requests/")
+        .context("the request's page")?
+        .to_owned();
+    let request = li
+        .get(done.location.as_deref().context("location")?)
+        .await?;
+    assert!(
+        request.body.contains("报修已登记") && request.body.contains("2026-11-20 09:30"),
+        "{}",
+        request.body
+    );
+    // The analyst got nowhere: one request waits for dispatch.
+    let waiting = li.get("/intake").await?;
+    assert_eq!(waiting.body.matches("href=\"/requests/").count(), 1);
+
+    // R16: an installation's appointment after the contract's date is refused, in words.
+    let dispatch = |appointment: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("kind", "installation".to_owned()),
+            ("technician", "tech-1".to_owned()),
+            ("billing_mode", "".to_owned()),
+            ("contract_due", "2026-11-25".to_owned()),
+            ("appointment_at", appointment.to_owned()),
+            ("contacted_by", "李伟".to_owned()),
+            ("fault_rechecked", "新机安装调试，客户确认".to_owned()),
+            ("pre_assign", "on".to_owned()),
+        ]
+    };
+    let path = format!("{request_path}/dispatch");
+    let refused = li
+        .post(&path, &pairs(&dispatch("2026-11-26T09:00")))
+        .await?;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    // The words in the reader's language, the rule's own message beside them.
+    assert!(
+        refused.body.contains("R16：安装须在合同完工日期前完成")
+            && refused
+                .body
+                .contains("R16: installation must be done by the contract date"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("value=\"2026-11-26T09:00\""));
+    // Without the token: refused before any rule.
+    let mut forged = dispatch("2026-11-24T09:00");
+    forged[0].1 = String::new();
+    assert_eq!(
+        li.post(&path, &pairs(&forged)).await?.status,
+        StatusCode::FORBIDDEN
+    );
+
+    let done = li
+        .post(&path, &pairs(&dispatch("2026-11-24T09:00")))
+        .await?;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let job_path = path_of(done.location.as_deref());
+    let job_id = job_path
+        .strip_prefix("/jobs/")
+        .context("the job's page")?
+        .to_owned();
+    let job = li
+        .get(done.location.as_deref().context("location")?)
+        .await?;
+    assert!(
+        job.body.contains("已派工") && job.body.contains("2026-11-24 09:00"),
+        "{}",
+        job.body
+    );
+    // Twice is refused: the request has its job.
+    let again = li
+        .post(&path, &pairs(&dispatch("2026-11-24T09:00")))
+        .await?;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(again.body.contains("此报修已经派工"), "{}", again.body);
+
+    // The same rules through the API, with a person's token: audited under the person.
+    let token = person_token(&server, DeskRole::Dispatcher, "li")?;
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(server.http_url("/api/requests"))
+        .bearer_auth(&token)
+        .json(&json!({
+            "channel": "web",
+            "received_at": "2026-11-20T01:00:00Z",
+            "customer": {"id": "c-3001", "name": "Lotus Foods Ltd"},
+            "product": {"serial": "SN-3001", "product_type": "chiller"},
+            "fault_description": "Compressor trips",
+        }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let api_request = created["id"].as_str().context("request id")?.to_owned();
+    let answer = http
+        .post(server.http_url(&format!("/api/requests/{api_request}/job")))
+        .bearer_auth(&token)
+        .json(&json!({"kind": "repair", "technician": "tech-2", "pre_assign": true}))
+        .send()
+        .await?;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    // A write whose desk function has no entry of its own is audited by the API's layer.
+    let answer = http
+        .post(server.http_url(&format!("/api/requests/{api_request}/reply")))
+        .bearer_auth(&token)
+        .json(&json!({"by": "李伟", "text": "明天上午上门"}))
+        .send()
+        .await?;
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    let manager = Browser::signed_in(&server, "wang").await?;
+    let csv = manager.get("/audit.csv").await?.body;
+    assert!(
+        csv.contains(&format!(
+            ",api_write,/api/requests/{api_request}/reply,,200,POST /api/requests/{{id}}/reply"
+        )),
+        "{csv}"
+    );
+    // Once per write: the writes with their own entry have no second one.
+    assert!(!csv.contains(",api_write,/api/requests,"), "{csv}");
+    assert!(
+        !csv.contains(&format!(",api_write,/api/requests/{api_request}/job,")),
+        "{csv}"
+    );
+    let actions = audit_actions(&csv);
+    for expected in ["request_create", "job_dispatch"] {
+        assert_eq!(
+            actions
+                .iter()
+                .filter(|a| **a == ("li".to_owned(), expected.to_owned()))
+                .count(),
+            2,
+            "{expected}: {csv}"
+        );
+    }
+    assert!(!actions.iter().any(|a| a.0 == "zhao" && a.1 != "login"));
+    assert!(
+        csv.contains(&format!(
+            ",job_dispatch,request:{request_id},{request_id},{job_id},"
+        )),
+        "{csv}"
+    );
+    server.stop().await
+}
+
+#[tokio::test]
+async fn the_job_page_reassigns_and_cancels_with_a_reason_and_the_device_sees_it()
+-> anyhow::Result<()> {
+    let dir = temp_dir()?;
+    let server = console_server(dir.path()).await?;
+    let created = server.create_job("tech-1").await?.job;
+    let other = server.create_job("tech-1").await?.job;
+    let li = Browser::signed_in(&server, "li").await?;
+    let page = li.get(&format!("/jobs/{created}")).await?;
+    assert!(
+        page.body.contains("改派技术员") && page.body.contains("取消工单"),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf()?;
+    let reassign = format!("/jobs/{created}/technicians");
+    let cancel = format!("/jobs/{created}/cancel");
+
+    // R3: a technician no device belongs to is refused in words unless pre-assigned.
+    let refused = li
+        .post(&reassign, &[("csrf", &csrf), ("technicians", "tech-9")])
+        .await?;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.body.contains("没有已登记的设备"),
+        "{}",
+        refused.body
+    );
+    let done = li
+        .post(
+            &reassign,
+            &[
+                ("csrf", &csrf),
+                ("technicians", "tech-2，tech-3"),
+                ("pre_assign", "on"),
+            ],
+        )
+        .await?;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let job = server.get_job(created).await?;
+    assert_eq!(job["job"]["technicians"], json!(["tech-2", "tech-3"]));
+
+    // Cancelling needs a reason, the form's token and a desk role.
+    let refused = li
+        .post(&cancel, &[("csrf", &csrf), ("reason", "  ")])
+        .await?;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("表单中有一项填写不对"));
+    assert_eq!(
+        li.post(&cancel, &[("reason", "客户取消")]).await?.status,
+        StatusCode::FORBIDDEN
+    );
+    let zhao = Browser::signed_in(&server, "zhao").await?;
+    let zhao_csrf = zhao.get("/board").await?.csrf()?;
+    let refused = zhao
+        .post(&cancel, &[("csrf", &zhao_csrf), ("reason", "客户取消")])
+        .await?;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains("调度员"), "{}", refused.body);
+
+    let done = li
+        .post(&cancel, &[("csrf", &csrf), ("reason", "客户已自行修好")])
+        .await?;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let page = li
+        .get(done.location.as_deref().context("location")?)
+        .await?;
+    assert!(
+        page.body.contains("工单已取消") && page.body.contains("客户已自行修好"),
+        "{}",
+        page.body
+    );
+    // No more desk forms on a cancelled job; a second cancel is refused in words.
+    assert!(!page.body.contains("id=\"cancel-form\""));
+    let again = li
+        .post(&cancel, &[("csrf", &csrf), ("reason", "again")])
+        .await?;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(again.body.contains("此工单已经取消"), "{}", again.body);
+
+    // In the job document (what the technician's device reads): a timeline event.
+    let job = server.get_job(created).await?;
+    let events = job["job"]["timeline"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        events.iter().any(|e| e["kind"] == "cancelled"
+            && e["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("客户已自行修好"))),
+        "{job}"
+    );
+    // The board says so, and its clock no longer runs.
+    let token = person_token(&server, DeskRole::Dispatcher, "li")?;
+    let http = reqwest::Client::new();
+    let board: Value = http
+        .get(server.http_url("/api/jobs?status=cancelled"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(board["total"], 1, "{board}");
+    assert_eq!(board["jobs"][0]["job_id"], created.to_string());
+    assert_eq!(board["jobs"][0]["sla"], Value::Null);
+
+    // The API does the same, under the token's role when it names no person.
+    let answer = http
+        .post(server.http_url(&format!("/api/jobs/{other}/cancel")))
+        .bearer_auth(server.desk_token(DeskRole::Manager)?)
+        .json(&json!({"reason": "duplicate of another job"}))
+        .send()
+        .await?;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let answer = http
+        .post(server.http_url(&format!("/api/jobs/{other}/cancel")))
+        .bearer_auth(server.desk_token(DeskRole::Manager)?)
+        .json(&json!({"reason": "twice"}))
+        .send()
+        .await?;
+    assert_eq!(answer.status(), StatusCode::CONFLICT);
+    let body: Value = answer.json().await?;
+    assert_eq!(body["code"], "already_cancelled");
+
+    let manager = Browser::signed_in(&server, "wang").await?;
+    let csv = manager.get("/audit.csv").await?.body;
+    assert!(
+        csv.contains(&format!(
+            ",job_reassign,job:{created},tech-1,tech-2 tech-3,"
+        )),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(&format!(
+            ",job_cancel,job:{created},new,cancelled,客户已自行修好"
+        )),
+        "{csv}"
+    );
+    let actions = audit_actions(&csv);
+    assert!(actions.contains(&("token:manager".into(), "job_cancel".into())));
+    server.stop().await
+}
+
+/// Writes an approval request into `job` as a device's change would (the SDK path is the
+/// browser test's).
+async fn raise_approval(
+    server: &TestServer,
+    job: fieldsync_shared::ids::DocumentId,
+    approval: fieldsync_shared::job::approvals::Approval,
+) -> anyhow::Result<()> {
+    use fieldsync_shared::sync::{LocalEdit, edit_via_autocommit};
+    let edit = LocalEdit::Change(Box::new(move |doc: &mut automerge::Automerge| {
+        edit_via_autocommit(doc, |ac| {
+            fieldsync_shared::job::approvals::request_approval(ac, &approval)
+                .map_err(|e| e.to_string())
+        })
+    }));
+    server.state.hub.edit(job, edit).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn approvals_wait_for_a_managers_decision_and_large_amounts_for_the_directors()
+-> anyhow::Result<()> {
+    use fieldsync_shared::job::approvals::{Approval, ApprovalKind};
+    use fieldsync_shared::time::Money;
+    let dir = temp_dir()?;
+    let server = console_server(dir.path()).await?;
+    let store = std::sync::Arc::clone(&server.state.store);
+    tokio::task::spawn_blocking(move || {
+        users::add(
+            &store,
+            "sun",
+            "孙总",
+            DeskRole::Director,
+            Lang::Zh,
+            "sun-password",
+            T0,
+        )
+    })
+    .await??;
+    let job = server.create_job("tech-1").await?.job;
+    let request = |id: &str, kind, amount: Option<i64>| Approval {
+        id: id.to_owned(),
+        kind,
+        reason: format!("{id}: compressor"),
+        requested_by: "tech-1".into(),
+        requested_at: T0,
+        amount: amount.map(Money),
+        expense: None,
+        decision: None,
+    };
+    raise_approval(
+        &server,
+        job,
+        request("ext-1", ApprovalKind::Extension, None),
+    )
+    .await?;
+    // Above the default director_approval_above (1000.00).
+    raise_approval(
+        &server,
+        job,
+        request("part-1", ApprovalKind::WarrantyPart, Some(250_000)),
+    )
+    .await?;
+
+    // A dispatcher sees what waits, without the decide action, and may not decide.
+    let li = Browser::signed_in(&server, "li").await?;
+    let page = li.get("/approvals").await?;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("ext-1: compressor") && page.body.contains("保修索赔件（R18）"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("2,500.00 CNY") && page.body.contains("由售后总监审批"));
+    assert!(!page.body.contains("name=\"decision\""));
+    let csrf = page.csrf()?;
+    let decide = |id: &str| format!("/approvals/{job}/{id}");
+    let refused = li
+        .post(
+            &decide("ext-1"),
+            &[("csrf", &csrf), ("decision", "approve")],
+        )
+        .await?;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains("经理"), "{}", refused.body);
+
+    // The manager (in English) decides the extension, not the large part.
+    let wang = Browser::signed_in(&server, "wang").await?;
+    let page = wang.get("/approvals").await?;
+    assert!(
+        page.body.contains("name=\"decision\"")
+            && page.body.contains("the after-sales director decides"),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf()?;
+    let refused = wang
+        .post(
+            &decide("part-1"),
+            &[("csrf", &csrf), ("decision", "approve")],
+        )
+        .await?;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused
+            .body
+            .contains("R18: the amount is above the limit; the after-sales director decides"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        wang.post(&decide("ext-1"), &[("decision", "approve")])
+            .await?
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let done = wang
+        .post(
+            &decide("ext-1"),
+            &[
+                ("csrf", &csrf),
+                ("decision", "refuse"),
+                ("note", "finish it this week"),
+            ],
+        )
+        .await?;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let page = wang
+        .get(done.location.as_deref().context("location")?)
+        .await?;
+    assert!(
+        page.body.contains("The decision is recorded")
+            && page.body.contains("Refused: finish it this week"),
+        "{}",
+        page.body
+    );
+    let again = wang
+        .post(
+            &decide("ext-1"),
+            &[("csrf", &csrf), ("decision", "approve")],
+        )
+        .await?;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(again.body.contains("This request is already decided"));
+
+    // The director decides the large amount.
+    let sun = Browser::new(&server)?;
+    sun.login("sun", "sun-password").await?;
+    let csrf = sun.get("/approvals").await?.csrf()?;
+    let done = sun
+        .post(
+            &decide("part-1"),
+            &[("csrf", &csrf), ("decision", "approve")],
+        )
+        .await?;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+
+    // Both decisions are in the job document, where the device reads them.
+    let doc = server.stored_doc(job)?;
+    let stored = fieldsync_shared::job::approvals::read_approvals(&doc)?;
+    let decision = |id: &str| {
+        stored
+            .iter()
+            .find(|a| a.id == id)
+            .and_then(|a| a.decision.clone())
+            .map(|d| (d.approved, d.by))
+    };
+    assert_eq!(decision("ext-1"), Some((false, "desk:manager".into())));
+    assert_eq!(decision("part-1"), Some((true, "desk:director".into())));
+
+    let csv = wang.get("/audit.csv").await?.body;
+    assert!(
+        csv.contains(&format!(
+            ",approval_decide,approval:{job}/ext-1,waiting,refused,"
+        )),
+        "{csv}"
+    );
+    let actions = audit_actions(&csv);
+    assert!(actions.contains(&("sun".into(), "approval_decide".into())));
+    server.stop().await
+}
+
+#[tokio::test]
+async fn the_follow_up_page_lists_the_days_calls_records_their_outcome_and_refuses_one_before_the_service()
+-> anyhow::Result<()> {
+    let dir = temp_dir()?;
+    let server = console_server(dir.path()).await?;
+    let job = server.create_job("tech-1").await?.job;
+    let li = Browser::signed_in(&server, "li").await?;
+    let page = li.get("/follow-ups").await?;
+    assert_eq!(page.status, StatusCode::OK);
+    // Today in Shanghai, nobody served yesterday.
+    assert!(
+        page.body.contains("value=\"2026-11-20\"") && page.body.contains("这一天没有要回访的客户"),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf()?;
+    let path = format!("/follow-ups/{job}/call");
+    // R14: the call follows the service; this job has no signed report.
+    let refused = li
+        .post(&path, &[("csrf", &csrf), ("outcome", "satisfied")])
+        .await?;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(
+        refused.body.contains("R14：服务报告尚未签发"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        li.post(&path, &[("outcome", "satisfied")]).await?.status,
+        StatusCode::FORBIDDEN
+    );
+    let zhao = Browser::signed_in(&server, "zhao").await?;
+    assert_eq!(zhao.get("/follow-ups").await?.status, StatusCode::OK);
+    let zhao_csrf = zhao.get("/board").await?.csrf()?;
+    assert_eq!(
+        zhao.post(&path, &[("csrf", &zhao_csrf), ("outcome", "satisfied")])
+            .await?
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // What the report signer calls once the report is signed: served yesterday (Shanghai),
+    // so today's list has it.
+    let served = server.fetch_job(job).await?;
+    fieldsync_server::edge::desk::dispatch::on_report_signed(
+        server.edge()?,
+        &served,
+        "r-1",
+        T0.plus_millis(-20 * 60 * MINUTE),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let page = li.get("/follow-ups").await?;
+    assert!(
+        page.body.contains("Lotus Foods Ltd") && page.body.contains(&format!("call-{job}")),
+        "{}",
+        page.body
+    );
+    let not_reached = li
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("outcome", "not_reached"),
+                ("date", "2026-11-20"),
+            ],
+        )
+        .await?;
+    assert_eq!(not_reached.status, StatusCode::SEE_OTHER);
+    let done = li
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("outcome", "satisfied"),
+                ("comments", "很满意"),
+                ("date", "2026-11-20"),
+            ],
+        )
+        .await?;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(
+        done.location.as_deref(),
+        Some("/follow-ups?done=called&date=2026-11-20")
+    );
+    let page = li.get("/follow-ups?done=called&date=2026-11-20").await?;
+    assert!(
+        page.body.contains("回访已记录")
+            && page.body.contains("未接通")
+            && page.body.contains("满意 — 很满意"),
+        "{}",
+        page.body
+    );
+    // Reached once, done: no form, and a second call is refused in words.
+    assert!(!page.body.contains(&format!("action=\"{path}\"")));
+    let again = li
+        .post(&path, &[("csrf", &csrf), ("outcome", "satisfied")])
+        .await?;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(again.body.contains("已经回访过这位客户"), "{}", again.body);
+    let manager = Browser::signed_in(&server, "wang").await?;
+    let csv = manager.get("/audit.csv").await?.body;
+    assert!(
+        csv.contains(&format!(
+            ",follow_up_call,job:{job},calls:1,calls:2,satisfied"
+        )),
+        "{csv}"
+    );
+    server.stop().await
+}
+
 /// Signs in at `server` as `name` (password `<name>-password`) and checks it worked.
 async fn signed_in_at_head_office(server: &TestServer, name: &str) -> anyhow::Result<Browser> {
     let browser = Browser::new(server)?;

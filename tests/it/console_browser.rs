@@ -1,8 +1,10 @@
 //! The web console in a real browser (issue 14): the real `fieldsync serve`, people added with
-//! the CLI, jobs created through the API with a person's desk token, then
+//! the CLI, jobs created through the API with a person's desk token, a technician's device
+//! (the SDK, enrolled by code) raising an approval request on one of them, then
 //! `tests/e2e/console.mjs` drives Debian's chromium (playwright-core, JavaScript off in the
 //! page): sign-in page, a wrong password refused, the board listing those jobs, a job page, a
-//! POST without the CSRF token refused, sign-out.
+//! POST without the CSRF token refused, the dispatcher registering a request and dispatching
+//! it, sign-out, and the manager approving the device's request, which the device then sees.
 //!
 //! Prerequisites (installed by `.ci/run` and `scripts/test`): Node 20+, `npm ci --prefix
 //! tests/e2e`, Debian's `chromium` (or `FIELDSYNC_CHROMIUM` naming a Chromium binary) and a
@@ -10,10 +12,14 @@
 //! `FIELDSYNC_WRITE_SCREENSHOTS=1` writes the screenshots to `docs/console/` (the README's).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use fieldsync_tests::{ServerProcess, cli, cli_with_stdin, sample_job_body, temp_dir};
+use fieldsync_client::{ApprovalDraft, ApprovalKind, ClientTls, Device, SyncOptions};
+use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::time::{Money, Timestamp};
+use fieldsync_shared::zone::Zone;
+use fieldsync_tests::{ServerProcess, cli, cli_with_stdin, eventually, sample_job_body, temp_dir};
 use serde_json::{Value, json};
 
 fn e2e_dir() -> PathBuf {
@@ -34,7 +40,7 @@ fn chromium() -> anyhow::Result<PathBuf> {
 }
 
 #[tokio::test]
-async fn console_in_chromium_signs_in_lists_jobs_opens_one_refuses_a_forged_post_and_signs_out()
+async fn console_in_chromium_a_dispatcher_registers_and_dispatches_and_a_manager_approves_what_a_device_asked()
 -> anyhow::Result<()> {
     let chromium = chromium()?;
     let installed = e2e_dir().join("node_modules").join("playwright-core");
@@ -47,11 +53,11 @@ async fn console_in_chromium_signs_in_lists_jobs_opens_one_refuses_a_forged_post
     let data = dir.path().join("edge");
     let server = tokio::task::spawn_blocking({
         let data = data.clone();
-        move || ServerProcess::start_with(&data, &[], &[("FIELDSYNC_TIME_ZONE", "Asia/Shanghai")])
+        move || ServerProcess::start_with(&data, &[], &[("FIELDSYNC_TIMEZONE", "Asia/Shanghai")])
     })
     .await??;
     let base = server.http_url("");
-    let token = tokio::task::spawn_blocking({
+    let (token, manager_token) = tokio::task::spawn_blocking({
         let data = data.clone();
         move || {
             cli_with_stdin(
@@ -68,12 +74,30 @@ async fn console_in_chromium_signs_in_lists_jobs_opens_one_refuses_a_forged_post
                 ],
                 "li-console-password\n",
             )?;
-            cli(&data, &["desk", "token", "--user", "li", "--ttl", "15m"])
+            cli_with_stdin(
+                &data,
+                &[
+                    "user",
+                    "add",
+                    "--name",
+                    "wang",
+                    "--role",
+                    "manager",
+                    "--display-name",
+                    "王芳",
+                ],
+                "wang-console-password\n",
+            )?;
+            Ok::<_, anyhow::Error>((
+                cli(&data, &["desk", "token", "--user", "li", "--ttl", "15m"])?,
+                cli(&data, &["desk", "token", "--user", "wang", "--ttl", "15m"])?,
+            ))
         }
     })
     .await??;
 
     let http = reqwest::Client::new();
+    let mut jobs = Vec::new();
     for (customer, technician) in [("华东机械厂", "tech-1"), ("Lotus Foods Ltd", "tech-2")] {
         let mut body = sample_job_body(technician);
         body["customer"]["name"] = json!(customer);
@@ -88,7 +112,91 @@ async fn console_in_chromium_signs_in_lists_jobs_opens_one_refuses_a_forged_post
             "create job: {}",
             answer.text().await?
         );
+        let created: Value = answer.json().await?;
+        jobs.push(
+            created["job_id"]
+                .as_str()
+                .context("job_id")?
+                .parse::<DocumentId>()?,
+        );
     }
+
+    // tech-1's device, enrolled by code, takes its job and asks for a warranty part (R18).
+    let answer = http
+        .post(server.http_url("/api/enrollment-codes"))
+        .bearer_auth(&manager_token)
+        .json(&json!({"technician": "tech-1"}))
+        .send()
+        .await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "enrollment code"
+    );
+    let code: Value = answer.json().await?;
+    let tls = ClientTls::system();
+    let (device, _) = Device::enroll_with_code(
+        dir.path().join("tech-1.sqlite"),
+        dir.path().join("tech-1.key"),
+        &server.ws_url(),
+        &tls,
+        code["code"].as_str().context("code")?,
+    )
+    .await?;
+    let renewal = device.key_renewal(server.ws_url(), ClientTls::system());
+    device.start_sync(SyncOptions::new(server.ws_url(), String::new()).with_renewal(renewal));
+    let job = jobs[0];
+    eventually(
+        Duration::from_secs(30),
+        "the job reaches the device",
+        || async { device.job(job).await.is_ok().then_some(()) },
+    )
+    .await?;
+    let reason = "压缩机保修更换（e2e）";
+    let approval = device
+        .request_approval(
+            job,
+            ApprovalDraft {
+                kind: ApprovalKind::WarrantyPart,
+                reason: reason.into(),
+                // 450.00 CNY: under the director's threshold, the manager's to decide.
+                amount: Some(Money(45_000)),
+                expense: None,
+            },
+        )
+        .await?;
+    eventually(Duration::from_secs(30), "the desk's queue lists it", || {
+        let (http, token, url) = (
+            http.clone(),
+            manager_token.clone(),
+            server.http_url("/api/approvals?pending=true"),
+        );
+        async move {
+            let body: Value = http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            body["approvals"]
+                .as_array()?
+                .iter()
+                .any(|a| a["reason"] == reason)
+                .then_some(())
+        }
+    })
+    .await?;
+    // An appointment tomorrow, typed as the branch (Shanghai) reads time.
+    let tomorrow = Timestamp::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+            .try_into()?,
+    )
+    .plus_millis(86_400_000);
+    let appointment = Zone::china().local_input(tomorrow);
 
     let shots = if std::env::var_os("FIELDSYNC_WRITE_SCREENSHOTS").is_some() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console")
@@ -97,6 +205,11 @@ async fn console_in_chromium_signs_in_lists_jobs_opens_one_refuses_a_forged_post
     };
     let started = Instant::now();
     let output = tokio::process::Command::new("node")
+        // The browser keeps the real clock: what it shows comes from the server (which runs
+        // under `scripts/clock-ahead` in that pass), and chromium under libfaketime is slow
+        // enough to time out on a loaded machine.
+        .env_remove("LD_PRELOAD")
+        .env_remove("FAKETIME")
         .arg(e2e_dir().join("console.mjs"))
         .args([
             "--base",
@@ -111,6 +224,18 @@ async fn console_in_chromium_signs_in_lists_jobs_opens_one_refuses_a_forged_post
             "华东机械厂,Lotus Foods Ltd",
             "--job-customer",
             "华东机械厂",
+            "--technician",
+            "tech-1",
+            "--appointment",
+            &appointment,
+            "--manager",
+            "wang",
+            "--manager-password",
+            "wang-console-password",
+            "--approval-reason",
+            reason,
+            "--zone",
+            "Asia/Shanghai",
         ])
         .arg("--screenshots")
         .arg(&shots)
@@ -134,10 +259,16 @@ async fn console_in_chromium_signs_in_lists_jobs_opens_one_refuses_a_forged_post
     assert_eq!(summary["ok"], true, "{summary}");
     assert_eq!(
         summary["steps"].as_array().map(Vec::len),
-        Some(7),
+        Some(10),
         "{summary}"
     );
-    for shot in ["login.png", "board.png", "job.png"] {
+    for shot in [
+        "login.png",
+        "board.png",
+        "job.png",
+        "intake.png",
+        "approvals.png",
+    ] {
         let size = std::fs::metadata(shots.join(shot))?.len();
         assert!(size > 10_000, "{shot}: {size} bytes");
     }
@@ -147,7 +278,25 @@ async fn console_in_chromium_signs_in_lists_jobs_opens_one_refuses_a_forged_post
         started.elapsed().as_millis()
     );
 
-    // The browser's refused and accepted sign-ins and its sign-out are in the audit log.
+    // The manager's decision reached the device (R18), in the job document it syncs.
+    eventually(
+        Duration::from_secs(30),
+        "the device sees the decision",
+        || async {
+            let approvals = device.approvals(job).await.ok()?;
+            approvals
+                .iter()
+                .find(|a| a.id == approval.id)
+                .and_then(|a| a.decision.as_ref())
+                .filter(|d| d.approved && d.note == "同意，按保修处理")
+                .map(|_| ())
+        },
+    )
+    .await?;
+    device.stop_sync();
+
+    // The browser's refused and accepted sign-ins, its forms and its sign-out are in the
+    // audit log, under the person who did each.
     let store = fieldsync_storage::Store::open(
         data.join("fieldsync.sqlite"),
         fieldsync_storage::StoreConfig::without_maintenance(),
@@ -156,10 +305,19 @@ async fn console_in_chromium_signs_in_lists_jobs_opens_one_refuses_a_forged_post
         .into_iter()
         .map(|e| (e.actor, e.action))
         .collect();
-    for action in ["login_refused", "login", "logout", "job_create"] {
+    for (actor, action) in [
+        ("li", "login_refused"),
+        ("li", "login"),
+        ("li", "logout"),
+        ("li", "job_create"),
+        ("li", "request_create"),
+        ("li", "job_dispatch"),
+        ("wang", "login"),
+        ("wang", "approval_decide"),
+    ] {
         assert!(
-            actions.contains(&("li".to_owned(), action.to_owned())),
-            "{action}: {actions:?}"
+            actions.contains(&(actor.to_owned(), action.to_owned())),
+            "{actor} {action}: {actions:?}"
         );
     }
     server.kill()
@@ -203,6 +361,11 @@ async fn head_office_pages_in_chromium_find_read_and_count_a_verified_report() -
     };
     let base = chain.head_office.http_url("");
     let output = tokio::process::Command::new("node")
+        // The browser keeps the real clock: what it shows comes from the server (which runs
+        // under `scripts/clock-ahead` in that pass), and chromium under libfaketime is slow
+        // enough to time out on a loaded machine.
+        .env_remove("LD_PRELOAD")
+        .env_remove("FAKETIME")
         .arg(e2e_dir().join("head_office.mjs"))
         .args(["--base", &base, "--user", "zhao"])
         .args(["--password", "zhao-console-password", "--month", "2026-12"])
@@ -231,7 +394,12 @@ async fn head_office_pages_in_chromium_find_read_and_count_a_verified_report() -
         Some(6),
         "{summary}"
     );
-    for shot in ["archive.png", "ho-report.png", "statistics.png", "quality.png"] {
+    for shot in [
+        "archive.png",
+        "ho-report.png",
+        "statistics.png",
+        "quality.png",
+    ] {
         let size = std::fs::metadata(shots.join(shot))?.len();
         assert!(size > 10_000, "{shot}: {size} bytes");
     }

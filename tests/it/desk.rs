@@ -1082,6 +1082,7 @@ const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     ("PUT", "/api/jobs/{id}/technicians", &[DISPATCHER, MANAGER]),
     ("GET", "/api/technicians", &[DISPATCHER, MANAGER, ANALYST]),
     ("PUT", "/api/jobs/{id}/appointment", &[DISPATCHER, MANAGER]),
+    ("POST", "/api/jobs/{id}/cancel", &[DISPATCHER, MANAGER]),
     (
         "GET",
         "/api/jobs/{id}/desk",

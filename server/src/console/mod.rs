@@ -76,7 +76,43 @@ pub struct Who {
     pub display_name: String,
     pub role_label: &'static str,
     pub manager: bool,
+    /// A dispatcher or manager: the desk's forms are theirs.
+    pub staff: bool,
     pub csrf: String,
+}
+
+/// What a form's answer says above the page: done, or refused with the rule's words.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub refused: bool,
+    /// In the reader's language.
+    pub text: String,
+    /// The rule's own message (English, with the ids), under the words.
+    pub detail: String,
+}
+
+impl Notice {
+    /// A done notice: the label `key`.
+    pub fn done(lang: Lang, key: &str) -> Self {
+        Self {
+            refused: false,
+            text: lang.t(key).to_owned(),
+            detail: String::new(),
+        }
+    }
+
+    /// A refusal by the desk's rules, in words: the code's label (`err_<code>`) in the
+    /// reader's language, and the rule's message beside it.
+    pub fn refused(lang: Lang, error: &crate::http::error::ApiError) -> Self {
+        let text = lang
+            .label(&format!("err_{}", error.code))
+            .unwrap_or_else(|| lang.t("err_other"));
+        Self {
+            refused: true,
+            text: text.to_owned(),
+            detail: error.message.clone(),
+        }
+    }
 }
 
 impl Chrome {
@@ -129,6 +165,7 @@ impl Console {
                 display_name: signed.user.display_name.clone(),
                 role_label: signed.user.lang.t(role_key(signed.role)),
                 manager: signed.role == DeskRole::Manager,
+                staff: crate::auth::STAFF.contains(&signed.role),
                 csrf: signed.csrf.clone(),
             }),
             // The zone with the offset in force now: `Asia/Shanghai (UTC+08:00)`.
@@ -293,12 +330,12 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
     }
 }
 
-#[derive(Template)]
+#[derive(Debug, Template)]
 #[template(path = "console/message.html")]
-struct MessagePage {
-    chrome: Chrome,
-    heading: &'static str,
-    text: String,
+pub struct MessagePage {
+    pub chrome: Chrome,
+    pub heading: &'static str,
+    pub text: String,
 }
 
 /// A page that only says something (in `lang`), with `status`.

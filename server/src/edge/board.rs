@@ -56,16 +56,20 @@ pub enum Stage {
     Signed,
     /// The edge refused to sign, with reasons (R7, R8, R11, R16).
     Refused,
+    /// The desk cancelled it, with a reason (`POST /api/jobs/{id}/cancel`): the job's
+    /// timeline holds a `cancelled` event.
+    Cancelled,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::New,
         Stage::Assigned,
         Stage::OnSite,
         Stage::Completed,
         Stage::Signed,
         Stage::Refused,
+        Stage::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +80,7 @@ impl Stage {
             Stage::Completed => "completed",
             Stage::Signed => "signed",
             Stage::Refused => "refused",
+            Stage::Cancelled => "cancelled",
         }
     }
 }
@@ -129,6 +134,7 @@ struct Facts {
     report: Option<ReportOutcome>,
     stale_acknowledgement: bool,
     conflicts: usize,
+    cancelled: bool,
 }
 
 impl Facts {
@@ -153,10 +159,14 @@ impl Facts {
             report: job.report,
             stale_acknowledgement: stale,
             conflicts: conflicts(doc).len(),
+            cancelled: crate::edge::desk::dispatch::cancelled_in(&job.timeline).is_some(),
         })
     }
 
     fn stage(&self) -> Stage {
+        if self.cancelled {
+            return Stage::Cancelled;
+        }
         if self.completion_pending {
             return Stage::Completed;
         }
@@ -262,7 +272,7 @@ async fn refresh(edge: &Edge) -> Result<(), ApiError> {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct JobQuery {
-    /// A stage (new, assigned, on_site, completed, signed, refused) or a flag
+    /// A stage (new, assigned, on_site, completed, signed, refused, cancelled) or a flag
     /// (waiting_approval, stale_acknowledgement, conflicts, stranded).
     pub status: Option<String>,
     /// A technician id assigned to the job.
@@ -408,6 +418,7 @@ fn urgency(row: &JobRow) -> (u8, Timestamp) {
         (_, Stage::Completed) => 4,
         (_, Stage::New | Stage::Assigned | Stage::OnSite) => 5,
         (_, Stage::Signed) => 6,
+        (_, Stage::Cancelled) => 7,
     };
     let when = row.requested_arrival.map_or(row.received_at.0, |i| i.0);
     (rank, when)
@@ -444,8 +455,10 @@ pub async fn list(edge: &Edge, query: &JobQuery, now: Timestamp) -> Result<JobLi
         .collect();
     let mut rows = Vec::new();
     for (id, f) in facts {
+        // A cancelled job's arrival is never due.
         let sla = f
             .requested_arrival
+            .filter(|_| !f.cancelled)
             .map(|due| clock_state(due, f.arrival, now, soon));
         let waiting = approvals.get(&id).copied().unwrap_or(0);
         let stranded_here = stranded.get(&id.to_string()).copied().unwrap_or(0);
@@ -533,7 +546,7 @@ pub async fn list(edge: &Edge, query: &JobQuery, now: Timestamp) -> Result<JobLi
     path = "/api/jobs",
     tag = "dispatch",
     description = "Every job of the branch with its stage (new, assigned, on_site, completed, \
-        signed, refused), flags (waiting_approval, stale_acknowledgement, conflicts, \
+        signed, refused, cancelled), flags (waiting_approval, stale_acknowledgement, conflicts, \
         stranded) and R2 arrival clock, filtered by the query, most urgent first (overdue, \
         due soon, needing the desk, waiting approval, completed, in progress, signed), \
         paginated. Roles: dispatcher, manager, analyst.",

@@ -1,6 +1,7 @@
 //! The edge's console pages (issue 14): the desk's board (`/board`, the same list as
-//! `GET /api/jobs`, from `board::list`) and a job in plain language (`/jobs/{id}`), read-only
-//! for now. Times are in the branch's zone (`timezone`), money with its currency. The
+//! `GET /api/jobs`, from `board::list`) and a job in plain language (`/jobs/{id}`), with the
+//! desk's reassign and cancel forms for dispatchers and managers (`edge::forms` handles
+//! them and the other desk forms). Times are in the branch's zone (`timezone`), money with its currency. The
 //! shared frame, sessions and audit log are `crate::console`.
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use axum::response::Response;
 use axum::routing::get;
 use fieldsync_shared::desk::ClockState;
 use fieldsync_shared::job::doc::{conflicts, read_job};
-use fieldsync_shared::job::{Job, JobKind, ReportOutcome};
+use fieldsync_shared::job::{Channel, Job, JobKind, ReportOutcome};
 use fieldsync_shared::rules::charges;
 use fieldsync_shared::time::{Money, Timestamp};
 
@@ -22,7 +23,7 @@ use super::Edge;
 use super::board::{Flag, JobQuery, JobRow, Stage, list};
 use crate::auth::EVERYONE;
 use crate::console::i18n::Lang;
-use crate::console::{Chrome, Console, error_page, message_page, render};
+use crate::console::{Chrome, Console, Notice, Signed, error_page, message_page, render};
 use crate::http::parse_job_id;
 
 /// The edge's pages, on its state.
@@ -30,6 +31,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
     Router::new()
         .route("/board", get(board_page))
         .route("/jobs/{id}", get(job_page))
+        .merge(super::forms::router())
         .with_state(edge)
 }
 
@@ -42,6 +44,7 @@ fn stage_key(stage: Stage) -> &'static str {
         Stage::Completed => "status_completed",
         Stage::Signed => "status_signed",
         Stage::Refused => "status_refused",
+        Stage::Cancelled => "status_cancelled",
     }
 }
 
@@ -62,6 +65,17 @@ fn sla_name(state: Option<ClockState>) -> &'static str {
         Some(ClockState::Overdue) => "overdue",
         Some(ClockState::Met) => "met",
         Some(ClockState::MetLate) => "met_late",
+    }
+}
+
+/// The label key of a channel (R1).
+pub(super) fn channel_key(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Phone => "channel_phone",
+        Channel::Letter => "channel_letter",
+        Channel::Visit => "channel_visit",
+        Channel::Email => "channel_email",
+        Channel::Web => "channel_web",
     }
 }
 
@@ -324,6 +338,18 @@ struct JobPage {
     conflicts: Vec<ConflictRow>,
     timeline: Vec<EventRow>,
     notes: String,
+    /// The job's id (the forms post to `/jobs/{id}/…`).
+    job_id: String,
+    /// A dispatcher or manager: the desk's forms are shown.
+    staff: bool,
+    /// The session's CSRF token for those forms.
+    csrf: String,
+    /// The reassign form's value: the technicians, comma-separated.
+    technicians_value: String,
+    /// The cancellation's words, once cancelled (the forms are gone then).
+    cancelled: Option<String>,
+    /// The answer of a form: done, or refused in words.
+    notice: Option<Notice>,
 }
 
 fn fact(label: &'static str, value: impl Into<String>) -> Fact {
@@ -341,7 +367,9 @@ fn job_view(console: &Console, lang: Lang, job: &Job, path: &str, chrome: Chrome
     };
     let text = |s: &Option<String>| s.clone().unwrap_or_else(|| t("none_yet").to_owned());
     let currency = job.billing.currency.as_str();
+    let cancelled = super::desk::dispatch::cancelled_in(&job.timeline).is_some();
     let stage = match (&job.completion, &job.report) {
+        _ if cancelled => Stage::Cancelled,
         (_, Some(ReportOutcome::Signed { .. })) => Stage::Signed,
         (_, Some(ReportOutcome::Refused { .. })) => Stage::Refused,
         (Some(_), None) => Stage::Completed,
@@ -412,7 +440,7 @@ fn job_view(console: &Console, lang: Lang, job: &Job, path: &str, chrome: Chrome
         request: vec![
             fact(t("kind"), t(kind_key(job.kind))),
             fact(t("received"), console.time(job.request.received_at)),
-            fact(t("channel"), job.request.channel.as_str()),
+            fact(t("channel"), t(channel_key(job.request.channel))),
             fact(t("fault"), job.request.fault_description.clone()),
             fact(t("requested_arrival"), time(job.request.requested_arrival)),
             fact(
@@ -483,6 +511,17 @@ fn job_view(console: &Console, lang: Lang, job: &Job, path: &str, chrome: Chrome
             })
             .collect(),
         notes: job.notes.clone(),
+        job_id: job.job_id.to_string(),
+        staff: false,
+        csrf: String::new(),
+        technicians_value: job
+            .technicians
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        cancelled: super::desk::dispatch::cancelled_in(&job.timeline).map(|e| e.text.clone()),
+        notice: None,
         chrome: Chrome {
             path: path.to_owned(),
             ..chrome
@@ -490,21 +529,59 @@ fn job_view(console: &Console, lang: Lang, job: &Job, path: &str, chrome: Chrome
     }
 }
 
-/// `GET /jobs/{id}`: one job in plain language, read-only.
+#[derive(Debug, Default, serde::Deserialize)]
+struct DoneQuery {
+    done: Option<String>,
+}
+
+/// `GET /jobs/{id}`: one job in plain language; `?done=<what>` says what a form just did.
 async fn job_page(
     State(edge): State<Arc<Edge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    q: Result<Query<DoneQuery>, QueryRejection>,
 ) -> Response {
-    let console = &edge.console;
     let path = format!("/jobs/{id}");
-    let signed = match console.require(&headers, &path, EVERYONE).await {
+    let signed = match edge.console.require(&headers, &path, EVERYONE).await {
         Ok(s) => s,
         Err(answer) => return answer,
     };
     let lang = signed.user.lang;
+    let notice = q
+        .ok()
+        .and_then(|Query(q)| q.done)
+        .and_then(|d| done_key(&d))
+        .map(|key| Notice::done(lang, key));
+    job_response(&edge, &signed, &id, StatusCode::OK, notice).await
+}
+
+/// The label of a `?done=` value, for the ones the forms send.
+pub(super) fn done_key(done: &str) -> Option<&'static str> {
+    Some(match done {
+        "request_created" => "done_request_created",
+        "dispatched" => "done_dispatched",
+        "reassigned" => "done_reassigned",
+        "cancelled" => "done_cancelled",
+        "decided" => "done_decided",
+        "called" => "done_called",
+        _ => return None,
+    })
+}
+
+/// The job page of `id` for `signed`, with `notice` above it (a form's answer), answered
+/// with `status`.
+pub(super) async fn job_response(
+    edge: &Edge,
+    signed: &Signed,
+    id: &str,
+    status: StatusCode,
+    notice: Option<Notice>,
+) -> Response {
+    let console = &edge.console;
+    let path = format!("/jobs/{id}");
+    let lang = signed.user.lang;
     let not_found = || message_page(StatusCode::NOT_FOUND, lang, "not_found");
-    let Ok(job_id) = parse_job_id(&id) else {
+    let Ok(job_id) = parse_job_id(id) else {
         return not_found();
     };
     if edge.node.registry_read().job(&job_id).is_none() {
@@ -519,9 +596,12 @@ async fn job_page(
         Ok(job) => job,
         Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    let chrome = console.chrome(&signed, lang.t("job"), &path);
+    let chrome = console.chrome(signed, lang.t("job"), &path);
     let mut page = job_view(console, lang, &job, &path, chrome);
     page.chrome.title = page.heading.clone();
+    page.staff = crate::auth::STAFF.contains(&signed.role);
+    page.csrf = signed.csrf.clone();
+    page.notice = notice;
     page.conflicts = conflicts(&doc)
         .into_iter()
         .map(|c| ConflictRow {
@@ -529,7 +609,7 @@ async fn job_page(
             values: c.values.iter().map(ToString::to_string).collect(),
         })
         .collect();
-    render(StatusCode::OK, &page)
+    render(status, &page)
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::auth::{EVERYONE, STAFF};
+use crate::auth::{Actor, EVERYONE, STAFF};
 use crate::edge::Edge;
 use crate::http::error::ApiError;
 use crate::http::parse_body;
@@ -563,15 +563,44 @@ pub async fn set_technicians(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state
+    let actor = state
         .node
-        .authorize(&headers, STAFF, "assign technicians")?;
-    let job_id = parse_job_id(&id)?;
+        .authorize_actor(&headers, STAFF, "assign technicians")?;
     let body: Technicians = parse_body(&body)?;
+    let done = reassign(&state, &id, body, &actor).await?;
+    Ok(Json(json!({
+        "job_id": done.job_id,
+        "technicians": done.technicians,
+        "added": done.added,
+        "removed": done.removed,
+        "warnings": done.warnings,
+    })))
+}
+
+/// What a reassignment did.
+#[derive(Debug, Clone)]
+pub struct Reassigned {
+    pub job_id: DocumentId,
+    pub technicians: BTreeSet<TechnicianId>,
+    pub added: Vec<TechnicianId>,
+    pub removed: Vec<TechnicianId>,
+    pub warnings: Vec<Warning>,
+}
+
+/// R3: sets job `id`'s technicians (access first, then the assignment indexes and the job
+/// document) and writes the audit entry (`job_reassign`: the technicians before and after).
+/// What `PUT /api/jobs/{id}/technicians` and the console's reassign form both call.
+pub async fn reassign(
+    state: &Edge,
+    id: &str,
+    body: Technicians,
+    actor: &Actor,
+) -> Result<Reassigned, ApiError> {
+    let job_id = parse_job_id(id)?;
     let wanted: BTreeSet<TechnicianId> = body
         .technicians
         .into_iter()
-        .map(|t| field("technicians", TechnicianId::new(t)))
+        .map(|t| field("technicians", TechnicianId::new(t.trim())))
         .collect::<Result<_, _>>()?;
     let _guard = state.assign_lock.lock().await;
     let Some(mut record) = state.node.registry_read().job(&job_id).cloned() else {
@@ -580,11 +609,12 @@ pub async fn set_technicians(
             format!("no job {job_id} at this branch"),
         ));
     };
+    let before: Vec<String> = record.technicians.iter().map(ToString::to_string).collect();
     let removed: Vec<TechnicianId> = record.technicians.difference(&wanted).cloned().collect();
     let added: Vec<TechnicianId> = wanted.difference(&record.technicians).cloned().collect();
     // Only those newly assigned are checked: one already on the job stays whatever happened
     // to their device.
-    let warnings = check_technicians(&state, &added, body.pre_assign)?;
+    let warnings = check_technicians(state, &added, body.pre_assign)?;
     // Access first: the records decide, and live sessions are re-checked at once.
     record.technicians = wanted.clone();
     record.former.extend(removed.iter().cloned());
@@ -601,10 +631,10 @@ pub async fn set_technicians(
         principal: None,
     });
     for tech in &removed {
-        remove_from_index(&state, tech, job_id).await?;
+        remove_from_index(state, tech, job_id).await?;
     }
     for tech in &added {
-        add_to_index(&state, tech, job_id).await?;
+        add_to_index(state, tech, job_id).await?;
     }
     let list: Vec<TechnicianId> = wanted.iter().cloned().collect();
     state
@@ -616,13 +646,24 @@ pub async fn set_technicians(
         )
         .await
         .map_err(|e| ApiError::internal("storage_error", e))?;
-    Ok(Json(json!({
-        "job_id": job_id,
-        "technicians": wanted,
-        "added": added,
-        "removed": removed,
-        "warnings": warnings,
-    })))
+    let after: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+    let entry = crate::console::audit::Entry::new(
+        state.node.clock.now(),
+        actor.name(),
+        actor.role.as_str(),
+        "job_reassign",
+        format!("job:{job_id}"),
+    )
+    .before(before.join(" "))
+    .after(after.join(" "));
+    crate::console::audit_api(&state.node, entry).await?;
+    Ok(Reassigned {
+        job_id,
+        technicians: wanted,
+        added,
+        removed,
+        warnings,
+    })
 }
 
 #[utoipa::path(

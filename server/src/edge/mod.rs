@@ -4,10 +4,12 @@
 //! router and workers are built here from it, and nothing in here imports the composition
 //! root (`app`).
 
+pub mod audit_writes;
 pub mod board;
 pub mod console;
 pub mod desk;
 pub mod enrollment;
+pub mod forms;
 pub mod handoff;
 pub mod jobs;
 pub mod signer;
@@ -161,6 +163,10 @@ impl Edge {
     /// The edge's routes (`/api/…`) and console pages, on its state.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::from(api())
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(self),
+                audit_writes::audit_writes,
+            ))
             .with_state(Arc::clone(self))
             .merge(crate::console::router(Arc::clone(&self.console)))
             .merge(console::router(Arc::clone(self)))
@@ -232,6 +238,7 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
         .routes(routes!(intake::record_arrival))
         .routes(routes!(dispatch::create_job_from_request))
         .routes(routes!(dispatch::set_appointment))
+        .routes(routes!(dispatch::cancel_job_api))
         .routes(routes!(dispatch::job_desk_record))
         .routes(routes!(dispatch::list_follow_ups))
         .routes(routes!(dispatch::record_call))

@@ -27,7 +27,8 @@ use fieldsync_shared::sync::{LocalEdit, edit_via_autocommit};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{APPROVERS, DeskRole, EVERYONE};
+use crate::auth::{APPROVERS, Actor, DeskRole, EVERYONE};
+use crate::console::audit::Entry;
 use crate::edge::Edge;
 use crate::http::error::ApiError;
 use crate::http::parse_body;
@@ -169,7 +170,13 @@ pub async fn list_approvals(
 ) -> Result<Json<ApprovalList>, ApiError> {
     state.node.authorize(&headers, EVERYONE, "list approvals")?;
     let q = query(q)?;
-    let pending_only = q.pending.unwrap_or(false);
+    let approvals = listed(&state, q.pending.unwrap_or(false)).await?;
+    Ok(Json(ApprovalList { approvals }))
+}
+
+/// The approval requests (only those waiting when `pending_only`), oldest first: what
+/// `GET /api/approvals` and the console's approvals page list.
+pub async fn listed(state: &Edge, pending_only: bool) -> Result<Vec<ApprovalView>, ApiError> {
     if !state.approvals.until_built(BUILD_WAIT).await {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -181,11 +188,10 @@ pub async fn list_approvals(
     found.sort_by(|(job_a, a), (job_b, b)| {
         (a.requested_at, job_a, &a.id).cmp(&(b.requested_at, job_b, &b.id))
     });
-    let approvals = found
+    Ok(found
         .into_iter()
-        .map(|(job_id, a)| view(&state, job_id, a))
-        .collect();
-    Ok(Json(ApprovalList { approvals }))
+        .map(|(job_id, a)| view(state, job_id, a))
+        .collect())
 }
 
 /// Query of `GET /api/expenses`.
@@ -358,25 +364,44 @@ pub async fn decide_approval(
     Path((id, approval)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<ApprovalView>, ApiError> {
-    let role = state
-        .node
-        .authorize(&headers, APPROVERS, "decide approvals (R12, R18, R31)")?;
+    let actor =
+        state
+            .node
+            .authorize_actor(&headers, APPROVERS, "decide approvals (R12, R18, R31)")?;
     let new: NewDecision = parse_body(&body)?;
-    let job_id = parse_job_id(&id)?;
+    Ok(Json(
+        decide_request(&state, &id, &approval, new, &actor).await?,
+    ))
+}
+
+/// R12, R18, R31: writes `actor`'s decision on request `approval` of job `id` into the job
+/// document (R18's large amounts only the director's) and the audit entry
+/// (`approval_decide`: `waiting` before, `approved` or `refused` after). What the decision
+/// API and the console's approvals page both call.
+pub async fn decide_request(
+    state: &Edge,
+    id: &str,
+    approval: &str,
+    new: NewDecision,
+    actor: &Actor,
+) -> Result<ApprovalView, ApiError> {
+    let role = actor.role;
+    let approval = approval.to_owned();
+    let job_id = parse_job_id(id)?;
     if state.node.registry_read().job(&job_id).is_none() {
         return Err(ApiError::not_found(
             "unknown_job",
             format!("no job {job_id} at this branch"),
         ));
     }
-    let current = stored_approvals(&state, job_id).await?;
+    let current = stored_approvals(state, job_id).await?;
     let Some(found) = current.into_iter().find(|a| a.id == approval) else {
         return Err(ApiError::not_found(
             "unknown_approval",
             format!("job {job_id} has no approval request {approval:?}"),
         ));
     };
-    if needs_director(&state, &found) && role != DeskRole::Director {
+    if needs_director(state, &found) && role != DeskRole::Director {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "director_approval",
@@ -440,10 +465,30 @@ pub async fn decide_approval(
     })?;
     // The feed brings the change to the queue too, but maybe only after this call returns:
     // read the job again now, so the next listing shows the decision.
-    if let Err(e) = mirror::reread(&state, job_id).await {
+    if let Err(e) = mirror::reread(state, job_id).await {
         tracing::warn!(%job_id, error = %e, "the decision is stored; the queue shows it after the feed does");
     }
+    let entry = Entry::new(
+        decision.at,
+        actor.name(),
+        role.as_str(),
+        "approval_decide",
+        format!("approval:{job_id}/{approval}"),
+    )
+    .before("waiting")
+    .after(if decision.approved {
+        "approved"
+    } else {
+        "refused"
+    })
+    .detail(format!(
+        "{} ({}): {}",
+        found.kind.as_str(),
+        found.kind.rule(),
+        decision.note
+    ));
+    crate::console::audit_api(&state.node, entry).await?;
     let mut decided = found;
     decided.decision = Some(decision);
-    Ok(Json(view(&state, job_id, decided)))
+    Ok(view(state, job_id, decided))
 }

@@ -24,7 +24,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::intake::{Reply, ServiceRequest, require_request};
 use super::records::{self, DeskRecord, Stored};
-use crate::auth::{EVERYONE, STAFF};
+use crate::auth::{Actor, EVERYONE, STAFF};
+use crate::console::audit::Entry;
 use crate::edge::Edge;
 use crate::edge::jobs::{NewBilling, NewCustomer, NewJob, NewProduct, NewRequest, make_job};
 use crate::http::error::ApiError;
@@ -69,7 +70,7 @@ pub async fn create_job(
     let actor = state.node.authorize_actor(&headers, STAFF, "create jobs")?;
     let new: NewJob = parse_body(&body)?;
     let created = create_job_with_id(&state, new, DocumentId::random(), None).await?;
-    let entry = crate::console::audit::Entry::new(
+    let entry = Entry::new(
         state.node.clock.now(),
         actor.name(),
         actor.role.as_str(),
@@ -182,6 +183,18 @@ pub struct JobDesk {
     pub signed_at: Option<Instant>,
     /// R14: the follow-up calls, in order.
     pub calls: Vec<FollowUpCall>,
+    /// The desk cancelled the job (also a `cancelled` event in the job's timeline).
+    #[serde(default)]
+    pub cancellation: Option<Cancellation>,
+}
+
+/// Why and when the desk cancelled a job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Cancellation {
+    pub at: Instant,
+    /// Who cancelled it: the person, or `token:<role>`.
+    pub by: String,
+    pub reason: String,
 }
 
 impl DeskRecord for JobDesk {
@@ -195,9 +208,9 @@ impl DeskRecord for JobDesk {
         Some(serial_key(&self.serial))
     }
 
-    /// Open until the customer has been reached after the service (R14).
+    /// Open until the customer has been reached after the service (R14), or cancelled.
     fn open(&self) -> bool {
-        !self.calls.iter().any(|c| c.reached)
+        self.cancellation.is_none() && !self.calls.iter().any(|c| c.reached)
     }
 }
 
@@ -285,6 +298,7 @@ pub async fn record_new_job(
         report_id: None,
         signed_at: None,
         calls: Vec::new(),
+        cancellation: None,
     };
     record.repeat_of = find_repeats(state, &record.visit()).await?;
     records::save(state, 0, &record).await?;
@@ -400,8 +414,25 @@ pub async fn create_job_from_request(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
-    let role = state.node.authorize(&headers, STAFF, "dispatch jobs")?;
+    let actor = state
+        .node
+        .authorize_actor(&headers, STAFF, "dispatch jobs")?;
     let new: NewJobFromRequest = parse_body(&body)?;
+    let created = dispatch_request(&state, &id, new, &actor).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// R3, R4, R16: makes the job of request `id` and assigns it, with the appointment if one
+/// was agreed, and writes the audit entry (`job_dispatch`: the request before, the job
+/// after). What `POST /api/requests/{id}/job` and the console's dispatch form both call.
+pub async fn dispatch_request(
+    state: &Edge,
+    id: &str,
+    new: NewJobFromRequest,
+    actor: &Actor,
+) -> Result<CreatedJob, ApiError> {
+    let role = actor.role;
+    let id = id.to_owned();
     if let Some(appointment) = &new.appointment {
         check_appointment(appointment)?;
         // R16: refused before anything is made, not after.
@@ -423,7 +454,7 @@ pub async fn create_job_from_request(
     let Stored {
         revision,
         mut value,
-    } = require_request(&state, &id).await?;
+    } = require_request(state, &id).await?;
     if let Some(job) = &value.job_id {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -465,18 +496,29 @@ pub async fn create_job_from_request(
     // Reserve the request first, so two dispatchers cannot make two jobs of it.
     let job_id = DocumentId::random();
     value.job_id = Some(job_id.to_string());
-    let reserved = records::save(&state, revision, &value).await?;
-    match create_job_with_id(&state, new_job, job_id, Some(id.clone())).await {
+    let reserved = records::save(state, revision, &value).await?;
+    match create_job_with_id(state, new_job, job_id, Some(id.clone())).await {
         Ok(created) => {
             if let Some(appointment) = new.appointment {
-                agree_appointment(&state, &created.job_id, appointment, role).await?;
+                agree_appointment(state, &created.job_id, appointment, role).await?;
             }
-            Ok((StatusCode::CREATED, Json(created)))
+            let entry = Entry::new(
+                state.node.clock.now(),
+                actor.name(),
+                role.as_str(),
+                "job_dispatch",
+                format!("request:{id}"),
+            )
+            .before(id.clone())
+            .after(created.job_id.clone())
+            .detail(format!("assigned to {}", created.technician));
+            crate::console::audit_api(&state.node, entry).await?;
+            Ok(created)
         }
         Err(e) => {
             // Nothing was made: free the request again (best effort; a failure is logged).
             value.job_id = None;
-            if let Err(undo) = records::save(&state, reserved, &value).await {
+            if let Err(undo) = records::save(state, reserved, &value).await {
                 tracing::warn!(
                     request = %id,
                     error = %undo.message,
@@ -675,7 +717,13 @@ pub async fn list_follow_ups(
         .node
         .authorize(&headers, EVERYONE, "list follow-up calls")?;
     let q = query(q)?;
-    let date = match q.date {
+    Ok(Json(follow_ups_on(&state, q.date).await?))
+}
+
+/// R14: the jobs served the day before `date` (today in the branch's zone by default), with
+/// their calls: what `GET /api/follow-ups` and the console's follow-up page list.
+pub async fn follow_ups_on(state: &Edge, date: Option<Date>) -> Result<FollowUpList, ApiError> {
+    let date = match date {
         Some(d) => d,
         None => Date(
             (state.node.config.timezone)
@@ -684,7 +732,7 @@ pub async fn list_follow_ups(
         ),
     };
     let served_on = date.0.previous_day();
-    let jobs = records::list::<JobDesk>(&state, RecordFilter::default())
+    let jobs = records::list::<JobDesk>(state, RecordFilter::default())
         .await?
         .into_iter()
         .map(|s| s.value)
@@ -694,7 +742,7 @@ pub async fn list_follow_ups(
                 .is_some_and(|d| Some(d) == served_on)
         })
         .collect();
-    Ok(Json(FollowUpList { date, jobs }))
+    Ok(FollowUpList { date, jobs })
 }
 
 /// The body of `POST /api/follow-ups/{id}/call`.
@@ -735,10 +783,21 @@ pub async fn record_call(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<JobDesk>, ApiError> {
-    state
+    let actor = state
         .node
-        .authorize(&headers, STAFF, "record follow-up calls")?;
+        .authorize_actor(&headers, STAFF, "record follow-up calls")?;
     let new: NewCall = parse_body(&body)?;
+    Ok(Json(record_call_as(&state, &id, new, &actor).await?))
+}
+
+/// R14: records a follow-up call on job `id` and writes the audit entry (`follow_up_call`).
+/// What `POST /api/follow-ups/{id}/call` and the console's follow-up form both call.
+pub async fn record_call_as(
+    state: &Edge,
+    id: &str,
+    new: NewCall,
+    actor: &Actor,
+) -> Result<JobDesk, ApiError> {
     nonempty("by", &new.by)?;
     if new.reached && new.satisfied.is_none() {
         return Err(ApiError::bad_request(
@@ -749,7 +808,7 @@ pub async fn record_call(
     let Stored {
         revision,
         mut value,
-    } = require_job_desk(&state, &id).await?;
+    } = require_job_desk(state, id).await?;
     if value.served_at.is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -767,13 +826,166 @@ pub async fn record_call(
             format!("the customer of job {} was already reached", value.job_id),
         ));
     }
-    value.calls.push(FollowUpCall {
+    let call = FollowUpCall {
         at: new.at.unwrap_or(Instant(state.node.clock.now())),
         by: new.by,
         reached: new.reached,
         satisfied: if new.reached { new.satisfied } else { None },
         comments: new.comments,
+    };
+    let outcome = match (call.reached, call.satisfied) {
+        (false, _) => "not_reached",
+        (true, Some(true)) => "satisfied",
+        (true, _) => "not_satisfied",
+    };
+    let before = value.calls.len();
+    value.calls.push(call);
+    records::save(state, revision, &value).await?;
+    let entry = Entry::new(
+        state.node.clock.now(),
+        actor.name(),
+        actor.role.as_str(),
+        "follow_up_call",
+        format!("job:{}", value.job_id),
+    )
+    .before(format!("calls:{before}"))
+    .after(format!("calls:{}", value.calls.len()))
+    .detail(outcome);
+    crate::console::audit_api(&state.node, entry).await?;
+    Ok(value)
+}
+
+/// The timeline event kind a cancellation writes into the job document.
+pub const CANCELLED_EVENT: &str = "cancelled";
+
+/// The cancellation in a job's timeline, if the desk cancelled it: what the board and the
+/// device read (the event's text carries the reason).
+pub fn cancelled_in(timeline: &[TimelineEvent]) -> Option<&TimelineEvent> {
+    timeline.iter().find(|e| e.kind == CANCELLED_EVENT)
+}
+
+/// The body of `POST /api/jobs/{id}/cancel`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelJob {
+    /// Why, in the desk's words: kept in the job's timeline and the desk record.
+    pub reason: String,
+}
+
+/// Cancels a job with a reason: a `cancelled` event in the job document's timeline (the
+/// technician's device shows it), the reason in the desk record, and the board shows the
+/// job as cancelled. A job whose report is signed, or already cancelled, cannot be.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/cancel",
+    tag = "dispatch",
+    description = "Cancel a job with a reason, written into the job's timeline (the device \
+        sees it) and the desk record. Roles: dispatcher, manager.",
+    params(("id" = String, Path, description = "The job id (bs58 or automerge: URL)")),
+    request_body = CancelJob,
+    responses(
+        (status = 200, body = JobDesk),
+        (status = 400, body = ErrorBody, description = "invalid_body, invalid_field, invalid_job_id"),
+        (status = 404, body = ErrorBody, description = "unknown_job"),
+        (status = 409, body = ErrorBody, description = "already_cancelled, already_signed, conflict"),
+    ),
+)]
+pub async fn cancel_job_api(
+    State(state): State<Arc<Edge>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobDesk>, ApiError> {
+    let actor = state.node.authorize_actor(&headers, STAFF, "cancel jobs")?;
+    let new: CancelJob = parse_body(&body)?;
+    Ok(Json(cancel_job(&state, &id, &new.reason, &actor).await?))
+}
+
+/// Cancels job `id` for `reason` (see [`cancel_job_api`]) and writes the audit entry
+/// (`job_cancel`: the stage before, `cancelled` after). The console's form calls it too.
+pub async fn cancel_job(
+    state: &Edge,
+    id: &str,
+    reason: &str,
+    actor: &Actor,
+) -> Result<JobDesk, ApiError> {
+    nonempty("reason", reason)?;
+    let reason = reason.trim().to_owned();
+    let job_id = parse_job_id(id)?;
+    if state.node.registry_read().job(&job_id).is_none() {
+        return Err(ApiError::not_found(
+            "unknown_job",
+            format!("no job {job_id} at this branch"),
+        ));
+    }
+    let doc = state
+        .node
+        .load_document(job_id)
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?
+        .ok_or_else(|| ApiError::not_found("unknown_job", format!("no job {job_id} stored")))?;
+    let job = fieldsync_shared::job::doc::read_job(&doc)
+        .map_err(|e| ApiError::internal("document_error", e))?;
+    if cancelled_in(&job.timeline).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_cancelled",
+            format!("job {job_id} is already cancelled"),
+        ));
+    }
+    let before = match &job.report {
+        Some(fieldsync_shared::job::ReportOutcome::Signed { report_id, .. }) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_signed",
+                format!(
+                    "job {job_id} has a signed service report ({report_id}): a served job \
+                     cannot be cancelled"
+                ),
+            ));
+        }
+        Some(fieldsync_shared::job::ReportOutcome::Refused { .. }) => "refused",
+        None if job.visit.arrival.is_some() => "on_site",
+        None if job.visit.appointment.is_some() => "assigned",
+        None => "new",
+    };
+    let now = state.node.clock.now();
+    let by = actor.name();
+    let Stored {
+        revision,
+        mut value,
+    } = require_job_desk(state, &job_id.to_string()).await?;
+    value.cancellation = Some(Cancellation {
+        at: Instant(now),
+        by: by.clone(),
+        reason: reason.clone(),
     });
-    records::save(&state, revision, &value).await?;
-    Ok(Json(value))
+    records::save(state, revision, &value).await?;
+    let event = TimelineEvent {
+        at: now,
+        actor: format!("desk:{}", actor.role.as_str()),
+        kind: CANCELLED_EVENT.into(),
+        text: format!("cancelled by {by}: {reason}"),
+    };
+    state
+        .node
+        .hub
+        .edit(
+            job_id,
+            LocalEdit::job(move |job| job.add_timeline_event(&event)),
+        )
+        .await
+        .map_err(|e| ApiError::internal("storage_error", e))?;
+    let entry = Entry::new(
+        now,
+        by,
+        actor.role.as_str(),
+        "job_cancel",
+        format!("job:{job_id}"),
+    )
+    .before(before)
+    .after("cancelled")
+    .detail(reason);
+    crate::console::audit_api(&state.node, entry).await?;
+    Ok(value)
 }

@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::records::{self, DeskRecord, Stored};
-use crate::auth::{EVERYONE, STAFF};
+use crate::auth::{Actor, EVERYONE, STAFF};
+use crate::console::audit::Entry;
 use crate::edge::Edge;
 use crate::http::error::ApiError;
 use crate::http::wire::{CustomerIn, ErrorBody, Instant, ProductIn};
@@ -245,10 +246,23 @@ pub async fn create_request(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ServiceRequestView>), ApiError> {
-    let role = state
+    let actor = state
         .node
-        .authorize(&headers, STAFF, "register service requests")?;
+        .authorize_actor(&headers, STAFF, "register service requests")?;
     let new: NewServiceRequest = parse_body(&body)?;
+    let request = register(&state, new, &actor).await?;
+    let at = request.registered_at;
+    let view = ServiceRequestView::of(request, at, state.node.config.desk.due_soon_ms());
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// R1: checks and stores a new request and writes the audit entry (`request_create`, the
+/// request's id after). What `POST /api/requests` and the console's intake form both call.
+pub async fn register(
+    state: &Edge,
+    new: NewServiceRequest,
+    actor: &Actor,
+) -> Result<ServiceRequest, ApiError> {
     nonempty("fault_description", &new.fault_description)?;
     nonempty("customer.name", &new.customer.name)?;
     nonempty("product.serial", &new.product.serial)?;
@@ -266,7 +280,7 @@ pub async fn create_request(
         fault_description: new.fault_description,
         fault_category: new.fault_category,
         requested_arrival: new.requested_arrival,
-        registered_by: role.as_str().to_owned(),
+        registered_by: actor.role.as_str().to_owned(),
         registered_at,
         reply: None,
         arrival: None,
@@ -275,9 +289,21 @@ pub async fn create_request(
         job_id: None,
         job_signed_at: None,
     };
-    records::save(&state, 0, &request).await?;
-    let view = ServiceRequestView::of(request, registered_at, state.node.config.desk.due_soon_ms());
-    Ok((StatusCode::CREATED, Json(view)))
+    records::save(state, 0, &request).await?;
+    let entry = Entry::new(
+        registered_at.0,
+        actor.name(),
+        actor.role.as_str(),
+        "request_create",
+        format!("request:{}", request.id),
+    )
+    .after(request.id.clone())
+    .detail(format!(
+        "{} · {}",
+        request.customer.name, request.product.serial
+    ));
+    crate::console::audit_api(&state.node, entry).await?;
+    Ok(request)
 }
 
 /// Which requests to list.
