@@ -378,6 +378,18 @@ async fn the_same_part_added_on_two_devices_is_flagged_until_a_technician_confir
     let mut both = vec![a.clone(), b.clone()];
     both.sort();
     assert_eq!(lines, both);
+    // The desk's board flags the job.
+    let (status, board) = call(
+        server,
+        reqwest::Method::GET,
+        "/api/jobs?status=conflicts",
+        DeskRole::Dispatcher,
+        None,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{board}");
+    assert_eq!(board["total"], 1, "{board}");
+    assert_eq!(board["jobs"][0]["conflicts"], 1, "{board}");
     // The customer is not asked to sign over it.
     let missing = t.li.missing(job).await?;
     assert!(missing.iter().any(|m| m.code == "possible_duplicate_part"));
