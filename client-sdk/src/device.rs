@@ -625,7 +625,8 @@ impl Device {
     }
 
     /// Every item the job still lacks before the server can sign its report (R7, R8, R9,
-    /// R11), including an acknowledgement that no longer matches.
+    /// R11), including an acknowledgement that no longer matches and what a merge left
+    /// unresolved (issue 15).
     pub async fn missing(&self, id: DocumentId) -> Result<Vec<Missing>, ClientError> {
         let job = self.job(id).await?;
         let mut missing = missing_items(&job)?;
@@ -764,8 +765,9 @@ impl Device {
     /// Refused with [`ClientError::NotReadyToSign`], listing every item, while the job lacks
     /// anything the completion request would be refused for (R7 for a repair, R16 for an
     /// installation, R11's check-out) or the draft is not well formed (a signer's name, a
-    /// mark, survey scores 1 to 5 or not answered: R8, R9): the customer signs once. Nothing
-    /// is written then.
+    /// mark, survey scores 1 to 5 or not answered: R8, R9), or while a merge left anything
+    /// unresolved ([`Self::unresolved`], issue 15): the customer signs once. Nothing is
+    /// written then.
     pub async fn acknowledge(
         &self,
         id: DocumentId,
@@ -792,7 +794,8 @@ impl Device {
 
     /// Marks the job complete: asks the edge server to sign its report. Refused here, with
     /// every missing item, when the server would refuse it (R7, R8, R9, R11, R16's training
-    /// on an installation job, or an acknowledgement the job no longer matches).
+    /// on an installation job, an acknowledgement the job no longer matches, or anything a
+    /// merge left unresolved, issue 15).
     pub async fn request_completion(&self, id: DocumentId) -> Result<(), ClientError> {
         let completion = Completion {
             at: now(),
