@@ -13,7 +13,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use fieldsync_report_print::{Language, PrintOptions, Zone};
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
-use fieldsync_shared::job::doc::{PartDraft, PartUpdate};
+use fieldsync_shared::job::doc::{Chosen, PartDraft, PartUpdate};
 use fieldsync_shared::job::{
     BillingMode, Handover, Job, Labour, PartLineId, ReportOutcome, SignatureMark, Survey, Training,
     Travel,
@@ -105,6 +105,10 @@ pub enum Command {
     Complete { job: String },
     /// Sync with the server: until interrupted, or with --once until everything is synced.
     Sync(SyncArgs),
+    /// What a merge left unresolved (issue 15): with no group, list it; `work`, `part LINE`
+    /// or `duplicate NUMBER --keep LINE,...` resolve one group together, keeping every value
+    /// as it reads now unless given. Works offline; the resolution goes with the next sync.
+    Resolve(Box<ResolveArgs>),
     /// Approvals from the desk (R12 extension or other solution, R18 warranty-claim part,
     /// R31 product return): ask, and see the decisions. Works offline; the request goes with
     /// the next sync.
@@ -249,6 +253,54 @@ pub struct EditArgs {
     /// Withdraw a completion request.
     #[arg(long)]
     pub reopen: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    pub job: String,
+    #[command(subcommand)]
+    pub group: Option<ResolveGroup>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResolveGroup {
+    /// Fault cause, category, solution and labour, resolved together (R7, R10).
+    Work {
+        #[arg(long)]
+        cause: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        solution: Option<String>,
+        /// Labour minutes.
+        #[arg(long)]
+        minutes: Option<u32>,
+        /// Labour rate per hour in minor units (cents, fen).
+        #[arg(long)]
+        rate: Option<i64>,
+    },
+    /// A part line's number, quantity, unit price and warranty, resolved together (R10).
+    Part {
+        line: String,
+        #[arg(long)]
+        number: Option<String>,
+        #[arg(long)]
+        quantity: Option<u32>,
+        /// Unit price in minor units (cents, fen).
+        #[arg(long)]
+        price: Option<i64>,
+        #[arg(long)]
+        warranty: Option<bool>,
+    },
+    /// A part number possibly added twice: which of its lines to keep (the others are
+    /// removed); --keep-all confirms they are separate parts.
+    Duplicate {
+        number: String,
+        #[arg(long, value_delimiter = ',', required_unless_present = "keep_all")]
+        keep: Vec<String>,
+        #[arg(long, conflicts_with = "keep")]
+        keep_all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -643,6 +695,7 @@ async fn command(
             )
         }
         Command::Sync(args) => sync(device, args, zone, out).await,
+        Command::Resolve(args) => resolve_merge(device, *args, out).await,
         Command::Approval { command } => match command {
             ApprovalCommand::Request {
                 job,
@@ -830,6 +883,8 @@ async fn show(device: &Device, id: DocumentId, zone: &Zone) -> anyhow::Result<Va
         "acknowledgement": ack,
         "missing": missing,
         "conflicts": device.conflicts(id).await?,
+        "unresolved": device.unresolved(id).await?,
+        "resolutions": device.resolutions(id).await?,
         "approvals": device.approvals(id).await?.iter().map(|a| approval_json(a, zone)).collect::<Vec<_>>(),
         "job": job,
         "zone": zone.name(),
@@ -926,6 +981,19 @@ async fn state_words(
             conflict.path,
             values.join(" / ")
         ));
+    }
+    for u in device.unresolved(id).await.unwrap_or_default() {
+        words.push(match u.code {
+            "possible_duplicate_part" => format!(
+                "possible duplicate: {} (confirm with `resolve {} duplicate ...`)",
+                u.message, id
+            ),
+            _ => format!(
+                "unresolved conflict in {}: {}",
+                u.group,
+                u.fields.join(", ")
+            ),
+        });
     }
     for a in device.approvals(id).await.unwrap_or_default() {
         let amount = a.amount.map(|m| format!(", {m}")).unwrap_or_default();
@@ -1025,6 +1093,109 @@ fn status_json(status: &JobStatus, zone: &Zone) -> Value {
         json["last_synced"] = Value::Null;
     }
     json
+}
+
+/// `resolve`: lists what a merge left unresolved, or resolves one group (issue 15).
+async fn resolve_merge(
+    device: &Device,
+    args: ResolveArgs,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let id = resolve(device, &args.job).await?;
+    let open = device.unresolved(id).await?;
+    let Some(group) = args.group else {
+        return print_json(
+            out,
+            &json!({ "job": id, "unresolved": open, "resolutions": device.resolutions(id).await? }),
+        );
+    };
+    let job = device.job(id).await?;
+    let (name, chosen) = match group {
+        ResolveGroup::Work {
+            cause,
+            category,
+            solution,
+            minutes,
+            rate,
+        } => (
+            fieldsync_shared::job::doc::WORK.to_owned(),
+            Chosen {
+                fault_cause: cause,
+                fault_category: category,
+                solution,
+                labour_minutes: minutes,
+                labour_rate_per_hour: rate,
+                ..Chosen::default()
+            },
+        ),
+        ResolveGroup::Part {
+            line,
+            number,
+            quantity,
+            price,
+            warranty,
+        } => {
+            let line = resolve_line(device, id, &line).await?;
+            (
+                fieldsync_shared::job::doc::part_group(&line),
+                Chosen {
+                    part_number: number,
+                    quantity,
+                    unit_price: price,
+                    warranty,
+                    ..Chosen::default()
+                },
+            )
+        }
+        ResolveGroup::Duplicate {
+            number,
+            keep,
+            keep_all,
+        } => {
+            let group = fieldsync_shared::job::doc::duplicate_group(&number);
+            let keep = if keep_all {
+                open.iter()
+                    .find(|u| u.group == group)
+                    .map(|u| u.lines.iter().map(|l| l.0.clone()).collect())
+                    .unwrap_or_default()
+            } else {
+                let mut lines = Vec::new();
+                for l in &keep {
+                    lines.push(resolve_line(device, id, l).await?.0);
+                }
+                lines
+            };
+            (
+                group,
+                Chosen {
+                    keep: Some(keep),
+                    ..Chosen::default()
+                },
+            )
+        }
+    };
+    if !open.iter().any(|u| u.group == name) {
+        bail!(
+            "nothing to resolve in {name}{}",
+            if open.is_empty() {
+                ": the job has nothing unresolved".to_owned()
+            } else {
+                format!(
+                    "; unresolved: {}",
+                    open.iter()
+                        .map(|u| u.group.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    let resolution = chosen.resolution(&job, &name)?;
+    let record = device.resolve(id, resolution).await?;
+    print_json(
+        out,
+        &json!({ "job": id, "resolution": record, "unresolved": device.unresolved(id).await? }),
+    )
 }
 
 fn print_json(out: &mut (dyn Write + Send), value: &Value) -> anyhow::Result<()> {

@@ -15,7 +15,8 @@ use fieldsync_shared::job::approvals::{
     Approval, ApprovalKind, TravelExpense, read_approvals, request_approval,
 };
 use fieldsync_shared::job::doc::{
-    EditError, FieldConflict, JobDoc, PartDraft, SchemaError, conflicts, read_job, read_job_at,
+    EditError, FieldConflict, JobDoc, PartDraft, Resolution, ResolutionRecord, SchemaError,
+    Unresolved, conflicts, read_job, read_job_at, resolutions, unresolved,
 };
 use fieldsync_shared::job::index::read_index;
 use fieldsync_shared::job::{
@@ -624,10 +625,40 @@ impl Device {
     }
 
     /// Every item the job still lacks before the server can sign its report (R7, R8, R9,
-    /// R11), including an acknowledgement that no longer matches.
+    /// R11), including an acknowledgement that no longer matches and what a merge left
+    /// unresolved (issue 15).
     pub async fn missing(&self, id: DocumentId) -> Result<Vec<Missing>, ClientError> {
         let job = self.job(id).await?;
-        missing_items(&job)
+        let mut missing = missing_items(&job)?;
+        missing.extend(self.unresolved(id).await?.into_iter().map(Missing::from));
+        Ok(missing)
+    }
+
+    /// What a merge left unresolved (issue 15): fields that belong together written by people
+    /// who had not seen each other's (`unresolved_conflict`), and part numbers possibly added
+    /// twice (`possible_duplicate_part`). The server refuses to sign the report until each is
+    /// resolved ([`Self::resolve`], or the desk).
+    pub async fn unresolved(&self, id: DocumentId) -> Result<Vec<Unresolved>, ClientError> {
+        self.read_doc(id, |d| Ok(unresolved(d))).await
+    }
+
+    /// The resolutions recorded in the job (by this device, others, or the desk).
+    pub async fn resolutions(&self, id: DocumentId) -> Result<Vec<ResolutionRecord>, ClientError> {
+        self.read_doc(id, |d| Ok(resolutions(d))).await
+    }
+
+    /// Resolves one group, by this technician, now: every field of the group written in one
+    /// change with the record of who, when and what (see `job::doc::Resolution`). Refused
+    /// with `EditError::NothingToResolve` when the group is not unresolved.
+    pub async fn resolve(
+        &self,
+        id: DocumentId,
+        resolution: Resolution,
+    ) -> Result<ResolutionRecord, ClientError> {
+        let by = self.identity.technician.to_string();
+        let at = now();
+        self.with_job(id, move |doc| Ok(doc.resolve(&resolution, &by, at)?))
+            .await
     }
 
     async fn read_doc<T: Send + 'static>(
@@ -734,8 +765,9 @@ impl Device {
     /// Refused with [`ClientError::NotReadyToSign`], listing every item, while the job lacks
     /// anything the completion request would be refused for (R7 for a repair, R16 for an
     /// installation, R11's check-out) or the draft is not well formed (a signer's name, a
-    /// mark, survey scores 1 to 5 or not answered: R8, R9): the customer signs once. Nothing
-    /// is written then.
+    /// mark, survey scores 1 to 5 or not answered: R8, R9), or while a merge left anything
+    /// unresolved ([`Self::unresolved`], issue 15): the customer signs once. Nothing is
+    /// written then.
     pub async fn acknowledge(
         &self,
         id: DocumentId,
@@ -748,7 +780,9 @@ impl Device {
             let heads: Vec<String> = doc.heads().iter().map(ChangeHash::to_string).collect();
             let ack = sign_acknowledgement(&job, heads, draft, device_id, &key)
                 .map_err(JobFailure::Report)?;
-            let blockers = acknowledgement_blockers(&job, &ack);
+            let mut blockers = acknowledgement_blockers(&job, &ack);
+            // Issue 15: the customer does not sign over fields that disagree.
+            blockers.extend(doc.unresolved().into_iter().map(Missing::from));
             if !blockers.is_empty() {
                 return Err(JobFailure::NotReadyToSign(blockers));
             }
@@ -760,7 +794,8 @@ impl Device {
 
     /// Marks the job complete: asks the edge server to sign its report. Refused here, with
     /// every missing item, when the server would refuse it (R7, R8, R9, R11, R16's training
-    /// on an installation job, or an acknowledgement the job no longer matches).
+    /// on an installation job, an acknowledgement the job no longer matches, or anything a
+    /// merge left unresolved, issue 15).
     pub async fn request_completion(&self, id: DocumentId) -> Result<(), ClientError> {
         let completion = Completion {
             at: now(),
@@ -772,6 +807,8 @@ impl Device {
                 ClientError::Report(r) => JobFailure::Report(r),
                 other => JobFailure::Other(other.to_string()),
             })?;
+            let mut missing = missing;
+            missing.extend(doc.unresolved().into_iter().map(Missing::from));
             if !missing.is_empty() {
                 return Err(JobFailure::Incomplete(missing));
             }

@@ -449,6 +449,29 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         merged.diagnosis.fault_cause.as_deref().unwrap_or(""),
         conflicts.len()
     );
+    // Two causes written at once are a disagreement no report may carry (issue 15): wang
+    // settles the work group on the device, keeping the cause shown (the desk could, with
+    // `POST /api/jobs/{id}/resolve`), and the resolution syncs to li.
+    until("the competing causes to reach wang", || async {
+        wang.unresolved(shared_job)
+            .await
+            .is_ok_and(|open| !open.is_empty())
+    })
+    .await?;
+    let open = wang.unresolved(shared_job).await?;
+    let merged = wang.job(shared_job).await?;
+    wang.resolve(
+        shared_job,
+        fieldsync_shared::job::doc::current_work(&merged),
+    )
+    .await?;
+    println!(
+        "      unresolved on the shared job: {}; wang resolved the fault cause, solution and labour together",
+        open.iter()
+            .map(|u| format!("{} ({})", u.group, u.fields.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     // The link to head office drops while the reports are signed.
     link.cut();
     println!("      the branch's link to head office is down");

@@ -265,6 +265,27 @@ pub static JOB: WriteTable = WriteTable {
             "approval decisions are the manager's, written by the server through the desk API (R12, R18, R31)",
         ),
         rule(
+            &[Key("resolutions")],
+            Exactly,
+            DEVICE,
+            CreateOnly,
+            "the resolutions map, made by the first resolution of a job that has none",
+        ),
+        rule(
+            &[Key("resolutions"), Any],
+            Exactly,
+            DEVICE,
+            CreateOnly,
+            "a technician resolves disagreeing fields by adding a resolution (R7, R10)",
+        ),
+        rule(
+            &[Key("resolutions"), Any, Any],
+            AndBelow,
+            DEVICE,
+            CreateOnly,
+            "the fields of a new resolution, written once with it",
+        ),
+        rule(
             &[Key("report")],
             AndBelow,
             SERVER,

@@ -9,7 +9,8 @@
 //! on (R8: nothing the customer signs may change after they sign), the lead waits until both
 //! devices hold the same acknowledged content, records what R7/R11/R16 ask for, takes the
 //! customer's acknowledgement and requests completion, so that the edge's signer signs the
-//! report. A few notes may follow the completion (a technician's "left site 16:05").
+//! report; what the two devices' concurrent edits left unresolved (issue 15) the lead resolves
+//! first. A few notes may follow the completion (a technician's "left site 16:05").
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -24,6 +25,7 @@ use fieldsync_client::{
     TokenError, now,
 };
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
+use fieldsync_shared::job::doc::Chosen;
 use fieldsync_shared::job::{Job, JobKind, Labour, PartLineId, SignatureMark, Survey};
 use fieldsync_shared::report::acknowledged_content;
 use fieldsync_shared::time::Money;
@@ -633,6 +635,18 @@ async fn close(
                 "start-up, alarm reset, weekly filter cleaning",
             )
             .await?;
+    }
+    // Both devices worked the job at once, so they may have torn a group of fields apart
+    // or added one part number each (issue 15): the lead resolves each as the job reads now
+    // (keeping every line), so the customer signs one coherent report.
+    for open in me.device.unresolved(job).await? {
+        let chosen = Chosen {
+            keep: (open.code == "possible_duplicate_part")
+                .then(|| open.lines.iter().map(|l| l.0.clone()).collect()),
+            ..Chosen::default()
+        };
+        let resolution = chosen.resolution(&me.device.job(job).await?, &open.group)?;
+        me.device.resolve(job, resolution).await?;
     }
     me.device.check_out(job, "reported to the desk").await?;
     me.device

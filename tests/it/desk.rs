@@ -1080,6 +1080,7 @@ const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     ("GET", "/api/jobs", &[DISPATCHER, MANAGER, ANALYST]),
     ("GET", "/api/jobs/{id}", &[DISPATCHER, MANAGER, ANALYST]),
     ("PUT", "/api/jobs/{id}/technicians", &[DISPATCHER, MANAGER]),
+    ("POST", "/api/jobs/{id}/resolve", &[DISPATCHER, MANAGER]),
     ("GET", "/api/technicians", &[DISPATCHER, MANAGER, ANALYST]),
     ("PUT", "/api/jobs/{id}/appointment", &[DISPATCHER, MANAGER]),
     ("POST", "/api/jobs/{id}/cancel", &[DISPATCHER, MANAGER]),

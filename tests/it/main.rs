@@ -6,6 +6,7 @@ mod authority;
 mod bad_input;
 mod bench_smoke;
 mod client_sdk;
+mod coherent_merges;
 mod compaction;
 mod console;
 mod console_browser;

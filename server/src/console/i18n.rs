@@ -415,12 +415,11 @@ pub const LABELS: &[(&str, &str, &str)] = &[
         "nothing_here_yet",
         "总部的页面尚未开放。",
         "Head office's pages are not open yet.",
-    ), // Head office's pages (head_office/console.rs).
+    ),
+    // Head office's pages (head_office/console.rs).
     ("archive", "报告档案", "Report archive"),
     ("month", "月份", "Month"),
     ("branch", "分公司", "Branch"),
-    ("customer_id", "客户编号", "Customer id"),
-    ("product_type", "产品类型", "Product type"),
     ("reports_verified", "份已验证的报告", "verified reports"),
     ("showing_latest", "显示最新的", "showing the latest"),
     ("no_reports", "没有报告。", "No reports."),
@@ -441,7 +440,6 @@ pub const LABELS: &[(&str, &str, &str)] = &[
     ),
     ("no_rejected", "没有被拒的报告。", "No rejected reports."),
     ("at", "时间", "At"),
-    ("reason", "原因", "Reason"),
     (
         "pending_reports",
         "等待工单文档的报告",
@@ -449,7 +447,6 @@ pub const LABELS: &[(&str, &str, &str)] = &[
     ),
     ("no_pending", "没有等待中的报告。", "No reports waiting."),
     ("statistics", "月度统计", "Monthly statistics"),
-    ("show", "显示", "Show"),
     ("fault_causes", "故障原因 (R27)", "Fault causes (R27)"),
     (
         "stats_definitions",

@@ -22,7 +22,7 @@ pub const ACTION: &str = "api_write";
 
 /// Routes whose handler's desk function writes its own entry (`job_create`,
 /// `request_create`, `job_dispatch`, `job_reassign`, `job_cancel`, `approval_decide`,
-/// `follow_up_call`).
+/// `follow_up_call`, `merge_resolve`).
 pub const SELF_AUDITED: &[(&str, &str)] = &[
     ("POST", "/api/jobs"),
     ("POST", "/api/requests"),
@@ -31,6 +31,7 @@ pub const SELF_AUDITED: &[(&str, &str)] = &[
     ("POST", "/api/jobs/{id}/cancel"),
     ("POST", "/api/jobs/{id}/approvals/{approval}/decision"),
     ("POST", "/api/follow-ups/{id}/call"),
+    ("POST", "/api/jobs/{id}/resolve"),
 ];
 
 /// The middleware (a route layer on the edge's `/api` router).

@@ -21,7 +21,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use fieldsync_shared::desk::{ClockState, clock_state};
 use fieldsync_shared::ids::DocumentId;
-use fieldsync_shared::job::doc::{completion_pending, conflicts, read_job};
+use fieldsync_shared::job::doc::{completion_pending, conflicts, read_job, unresolved};
 use fieldsync_shared::job::{Job, JobKind, ReportOutcome};
 use fieldsync_shared::report::{AckMatch, acknowledgement_matches};
 use fieldsync_shared::time::CalendarDate;
@@ -158,7 +158,9 @@ impl Facts {
             completion_pending: completion_pending(doc),
             report: job.report,
             stale_acknowledgement: stale,
-            conflicts: conflicts(doc).len(),
+            // Per-field conflicts and what a merge left unresolved (issue 15) both wait for
+            // someone to decide.
+            conflicts: conflicts(doc).len() + unresolved(doc).len(),
             cancelled: crate::edge::desk::dispatch::cancelled_in(&job.timeline).is_some(),
         })
     }
@@ -311,6 +313,8 @@ pub struct JobRow {
     pub arrival: Option<Instant>,
     /// R2 arrival clock; null when the customer asked for no time.
     pub sla: Option<ClockState>,
+    /// Fields set differently at once, plus groups a merge left unresolved and possible
+    /// duplicate parts (issue 15, `POST /api/jobs/{id}/resolve`).
     pub conflicts: usize,
     pub approvals_waiting: usize,
     pub stranded: usize,

@@ -14,7 +14,9 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use fieldsync_shared::ids::{BranchId, CustomerId, DocumentId, TechnicianId};
 use fieldsync_shared::job::approvals::init_approvals;
-use fieldsync_shared::job::doc::{JobDoc, conflicts, read_job};
+use fieldsync_shared::job::doc::{
+    JobDoc, conflicts, init_resolutions, read_job, resolutions, unresolved,
+};
 use fieldsync_shared::job::index::INDEX_SCHEMA_VERSION;
 use fieldsync_shared::job::index::IndexDoc;
 use fieldsync_shared::job::{
@@ -381,6 +383,8 @@ pub async fn make_job(state: &Edge, new: NewJob, job_id: DocumentId) -> Result<M
     let mut doc = doc.into_inner();
     // The server makes the approvals map, so devices never create it concurrently.
     init_approvals(&mut doc).map_err(|e| ApiError::internal("document_error", e))?;
+    // And the resolutions map (issue 15), for the same reason.
+    init_resolutions(&mut doc).map_err(|e| ApiError::internal("document_error", e))?;
     let doc = to_automerge(doc)?;
 
     // One assignment at a time, so two jobs for a technician without an index yet do not
@@ -674,7 +678,9 @@ pub async fn reassign(
         analyst.",
     params(("id" = String, Path, description = "The job id (bs58 or automerge: URL)")),
     responses(
-        (status = 200, description = "`{job, url, heads, conflicts, stranded}`: `stranded` \
+        (status = 200, description = "`{job, url, heads, conflicts, unresolved, resolutions, \
+            stranded}`: `unresolved` lists what a merge left for someone to resolve (issue 15, \
+            `POST /api/jobs/{id}/resolve`), `resolutions` who resolved what; `stranded` \
             lists changes devices handed over after they were unassigned (`/api/stranded`)"),
         (status = 400, body = ErrorBody, description = "invalid_job_id"),
         (status = 404, body = ErrorBody, description = "unknown_job"),
@@ -712,6 +718,8 @@ pub async fn get_job(
         "url": job_id.url(),
         "heads": heads,
         "conflicts": conflicts(&doc),
+        "unresolved": unresolved(&doc),
+        "resolutions": resolutions(&doc),
         "stranded": crate::edge::handoff::for_job(&state, job_id).await?,
     })))
 }

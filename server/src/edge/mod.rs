@@ -12,6 +12,7 @@ pub mod enrollment;
 pub mod forms;
 pub mod handoff;
 pub mod jobs;
+pub mod resolve;
 pub mod signer;
 pub mod upstream;
 pub mod verdicts;
@@ -222,6 +223,7 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(dispatch::create_job, board::list_jobs))
         .routes(routes!(jobs::get_job))
+        .routes(routes!(resolve::resolve))
         .routes(routes!(jobs::set_technicians))
         .routes(routes!(jobs::list_technicians))
         .routes(routes!(signer::get_report))

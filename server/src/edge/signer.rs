@@ -4,7 +4,10 @@
 //! not answered yet, the signer checks it: every R7/R9/R11 item present, and the training of
 //! the customer's staff on an installation job (R16) (`rules::completeness`), and an
 //! acknowledgement (R8) that verifies against an enrolled, unrevoked device of this branch
-//! and still matches the job's content (`report::TrustStore`). If all hold it signs a
+//! and still matches the job's content (`report::TrustStore`), and nothing a merge left
+//! unresolved (issue 15, `job::doc::unresolved`: fields of one group written by people who
+//! had not seen each other's, `unresolved_conflict`; a part number possibly added twice,
+//! `possible_duplicate_part`). If all hold it signs a
 //! `SignedReport` with the branch key over the job as stored, keeps it, and writes the outcome
 //! into the job; if not, it writes the refusal with every reason, so the technician's device
 //! shows it. The same content signed twice is one report (its id derives from the content);
@@ -17,10 +20,10 @@ use automerge::ChangeHash;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use fieldsync_shared::ids::DocumentId;
-use fieldsync_shared::job::doc::read_job;
+use fieldsync_shared::job::doc::{Unresolved, read_job, unresolved};
 use fieldsync_shared::job::{Job, RefusalReason, ReportOutcome, TimelineEvent};
 use fieldsync_shared::report::{SignedReport, TrustStore};
-use fieldsync_shared::rules::completeness;
+use fieldsync_shared::rules::{Missing, completeness};
 use fieldsync_shared::sync::LocalEdit;
 use fieldsync_shared::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -113,12 +116,12 @@ pub async fn answer(state: &Arc<Edge>, doc: DocumentId) -> Option<Answer> {
     let loaded = state.node.load_document(doc).await.and_then(|am| {
         am.map(|am| {
             read_job(&am)
-                .map(|job| (job, am.get_heads()))
+                .map(|job| (job, am.get_heads(), unresolved(&am)))
                 .map_err(|e| e.to_string())
         })
         .transpose()
     });
-    let (job, heads): (Job, Vec<ChangeHash>) = match loaded {
+    let (job, heads, open): (Job, Vec<ChangeHash>, Vec<Unresolved>) = match loaded {
         Ok(Some(found)) => found,
         Ok(None) => return None,
         Err(e) => {
@@ -152,7 +155,16 @@ pub async fn answer(state: &Arc<Edge>, doc: DocumentId) -> Option<Answer> {
         return Some(Answer { job, outcome });
     }
     let at = state.node.clock.now().max(requested_at);
-    let outcome = decide(state, &job, &heads, at, requested_at, previous.as_ref()).await;
+    let outcome = decide(
+        state,
+        &job,
+        &heads,
+        open,
+        at,
+        requested_at,
+        previous.as_ref(),
+    )
+    .await;
     Some(Answer { job, outcome })
 }
 
@@ -246,6 +258,7 @@ async fn decide(
     state: &Edge,
     job: &Job,
     heads: &[ChangeHash],
+    open: Vec<Unresolved>,
     at: Timestamp,
     requested_at: Timestamp,
     previous: Option<&ReportOutcome>,
@@ -254,6 +267,11 @@ async fn decide(
         .into_iter()
         .map(RefusalReason::from)
         .collect();
+    // Issue 15: never a report over fields that disagree or a part possibly billed twice.
+    reasons.extend(
+        open.into_iter()
+            .map(|u| RefusalReason::from(Missing::from(u))),
+    );
     if job.acknowledgement.is_some() {
         let trust = trust_store(&state.node);
         if let Err(e) = trust.check_acknowledgement(job, at) {

@@ -21,6 +21,7 @@
 //! reach: every missing field or wrong type is a [`SchemaError`] naming its path, and nothing
 //! panics. A document from a newer schema is refused for reading and editing.
 
+mod coherence;
 pub(crate) mod read;
 mod schema;
 #[cfg(test)]
@@ -38,6 +39,11 @@ use crate::ids::TechnicianId;
 use crate::job::model::*;
 use crate::time::{Money, Timestamp};
 
+pub use self::coherence::{
+    Chosen, ChosenError, PART_FIELDS, RESOLUTIONS, Resolution, ResolutionRecord, Unresolved, WORK,
+    WORK_FIELDS, current_part, current_work, duplicate_group, init_resolutions, part_group,
+    resolutions, unresolved,
+};
 pub(crate) use self::schema::check_version;
 
 /// Why a document cannot be read as a job (or an assignment index).
@@ -99,6 +105,12 @@ pub enum EditError {
         delete: usize,
         len: usize,
     },
+    /// A resolution named a group that is coherent: there is nothing to decide (issue 15).
+    #[error("nothing to resolve in {0}: its fields agree")]
+    NothingToResolve(String),
+    /// A resolution that cannot be applied as given.
+    #[error("{0}")]
+    InvalidResolution(String),
     #[error(transparent)]
     Automerge(Box<AutomergeError>),
 }

@@ -111,6 +111,8 @@ pub(super) mod k {
     pub const TIMELINE: &str = "timeline";
     pub const ACTOR: &str = "actor";
     pub const TEXT: &str = "text";
+    pub const GROUP: &str = "group";
+    pub const VALUES: &str = "values";
 }
 
 type Written = Result<(), AutomergeError>;
