@@ -197,7 +197,13 @@ async fn upload_one(
         reason,
     };
     let path = blobs.path(digest);
-    let bytes = match tokio::fs::read(&path).await {
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    let bytes = match read {
         Ok(b) => b,
         Err(e) => return later(format!("cannot read {}: {e}", path.display())),
     };

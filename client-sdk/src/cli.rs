@@ -942,6 +942,7 @@ fn approval_json(a: &Approval, zone: &Zone) -> Value {
         "amount": a.amount.map(|m| m.to_string()),
         "travel": a.expense.as_ref().map(|e| json!({
             "date": e.date.to_string(), "from": e.from, "to": e.to, "category": e.category,
+            "receipt": e.receipt,
         })),
         "requested_by": a.requested_by,
         "requested_at": zone.rfc3339(a.requested_at),

@@ -851,8 +851,10 @@ impl Device {
         kind: AttachmentKind,
         at: Timestamp,
     ) -> Result<AttachmentRef, ClientError> {
-        let bytes = tokio::fs::read(path)
+        let owned = path.to_owned();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(owned))
             .await
+            .map_err(|_| ClientError::Closed)?
             .map_err(|e| ClientError::Attachment(format!("cannot read {}: {e}", path.display())))?;
         let name = path
             .file_name()

@@ -630,3 +630,92 @@ async fn uploads_are_size_limited_resumable_and_only_for_the_jobs_technician() -
     other.close().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_technician_attaches_from_the_command_line_and_sync_once_uploads() -> anyhow::Result<()>
+{
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let edge = start_edge(data.path())?;
+    let job = edge.create_job("tech-wang").await?;
+    let device = edge.device(devices.path(), "tech-wang", Some(job)).await?;
+    let store = device.store_path().to_owned();
+    device.close().await;
+
+    let before = devices.path().join("pump-before.jpg");
+    std::fs::write(&before, photo(3, 400_000))?;
+    let receipt = devices.path().join("taxi.png");
+    std::fs::write(&receipt, photo(4, 30_000))?;
+    let job_arg = job.to_string();
+    let before_arg = before.to_str().context("path")?;
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        fieldsync_tests::tech_cli(
+            &store,
+            &["attach", &job_arg, before_arg, "--kind", "before"],
+        )
+    })?;
+    ensure!(ok, "{err}");
+    let attached: Value = serde_json::from_str(&out)?;
+    ensure!(
+        attached["digest"] == json!(blob_digest(&std::fs::read(&before)?)),
+        "{out}"
+    );
+    ensure!(
+        attached["media_type"] == "image/jpeg" && attached["kind"] == "before",
+        "{out}"
+    );
+    // R28: the expense names its receipt photo (attached as a receipt on the way).
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        fieldsync_tests::tech_cli(
+            &store,
+            &[
+                "approval",
+                "expense",
+                &job_arg,
+                "--date",
+                "2026-11-20",
+                "--from",
+                "Branch",
+                "--to",
+                "Plant 3",
+                "--category",
+                "taxi",
+                "--amount",
+                "40.00",
+                "--reason",
+                "to the customer's plant",
+                "--receipt",
+                receipt.to_str().unwrap_or_default(),
+            ],
+        )
+    })?;
+    ensure!(ok, "{err}");
+    ensure!(
+        out.contains(&blob_digest(&std::fs::read(&receipt)?)),
+        "{out}"
+    );
+    // A kind the CLI does not know is refused with the ones it does.
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        fieldsync_tests::tech_cli(
+            &store,
+            &["attach", &job_arg, before_arg, "--kind", "selfie"],
+        )
+    })?;
+    ensure!(!ok && err.contains("before, after, receipt"), "{err}");
+
+    // `sync --once` ends only when the photos are up.
+    let url = edge.server.ws_url();
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        fieldsync_tests::tech_cli(
+            &store,
+            &["sync", "--once", "--server", &url, "--timeout", "30"],
+        )
+    })?;
+    ensure!(ok, "{out}{err}");
+    for file in [&before, &receipt] {
+        let digest = blob_digest(&std::fs::read(file)?);
+        let status = edge.status(job, &digest).await?;
+        ensure!(status["complete"] == json!(true), "{status}");
+    }
+    Ok(())
+}
