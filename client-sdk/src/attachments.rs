@@ -223,8 +223,12 @@ async fn upload_one(
         };
     }
     let base = format!("/api/jobs/{job}/attachments/{digest}");
+    let total = bytes.len() as u64;
     let (Some(status_url), Some(put_url)) = (
-        http_url(ws_url, &format!("{base}/status")),
+        http_url(ws_url, &format!("{base}/status")).map(|mut url| {
+            url.set_query(Some(&format!("size={total}")));
+            url
+        }),
         http_url(ws_url, &base),
     ) else {
         return later(format!("no HTTP address for {ws_url}"));
@@ -233,7 +237,6 @@ async fn upload_one(
         Ok(c) => c,
         Err(e) => return later(e.to_string()),
     };
-    let total = bytes.len() as u64;
     let mut offset = match client
         .get(status_url)
         .bearer_auth(token)

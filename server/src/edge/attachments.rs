@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fieldsync_shared::ids::{DocumentId, TechnicianId};
@@ -195,6 +195,12 @@ fn check_digest(digest: &str) -> Result<(), ApiError> {
             format!("{digest:?} is not a SHA-256 in lowercase hex (64 characters)"),
         ))
     }
+}
+
+/// `?size=` of a status request.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SizeQuery {
+    pub size: Option<u64>,
 }
 
 /// What the server holds of an upload.
@@ -430,22 +436,34 @@ pub async fn upload(
     params(
         ("job" = String, Path, description = "The job id"),
         ("digest" = String, Path, description = "SHA-256 of the bytes, lowercase hex"),
+        ("size" = Option<u64>, Query, description = "The whole blob's size: 413 \
+            `attachment_too_large` before any byte is sent when it is over the limit"),
     ),
     responses(
         (status = 200, body = UploadStatus),
         (status = 400, body = ErrorBody, description = "invalid_job_id, invalid_digest"),
         (status = 403, body = ErrorBody, description = "forbidden, not_your_job"),
         (status = 404, body = ErrorBody, description = "unknown_job"),
+        (status = 413, body = ErrorBody, description = "attachment_too_large"),
     ),
 )]
 pub async fn status(
     State(state): State<Arc<Edge>>,
     headers: HeaderMap,
     Path((job, digest)): Path<(String, String)>,
+    Query(query): Query<SizeQuery>,
 ) -> Result<Response, ApiError> {
     let reader = who(&state, &headers, "an attachment's status")?;
     check_job(&state, &job, &reader)?;
     check_digest(&digest)?;
+    // Asked before the upload, so a device is told without sending megabytes to a server
+    // that closes the connection on them.
+    let limit = state.node.config.limits.max_attachment_bytes;
+    if let Some(size) = query.size
+        && size > limit
+    {
+        return Err(too_large(limit, size));
+    }
     let (received, complete) = state.attachments.held(&digest).await;
     Ok(answer(StatusCode::OK, &digest, received, complete))
 }
