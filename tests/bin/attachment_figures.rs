@@ -4,9 +4,10 @@
 //! fsyncs, hashes and renames each blob before it answers); MB/s = bytes / wall time, median
 //! of several runs, each in fresh temp dirs.
 //!
-//! Run: `cargo run --release -p fieldsync-tests --bin attachment-figures [-- RUNS]` (prints
-//! JSON; build the release `fieldsync` binary first, `cargo build --release -p
-//! fieldsync-server`). Not a test: timing belongs in benchmarks.
+//! Run: `cargo build --release -p fieldsync-server -p fieldsync-tests --bin fieldsync --bin
+//! attachment-figures`, then `FIELDSYNC_BIN=target/release/fieldsync
+//! target/release/attachment-figures [RUNS]` (prints JSON; results in docs/BENCHMARKS.md).
+//! Not a test: timing belongs in benchmarks.
 
 use std::time::{Duration, Instant};
 
