@@ -24,8 +24,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::{
-    AckStatus, Approval, ApprovalDraft, ApprovalKind, ClientTls, Device, DeviceConfig, Event,
-    Handoff, JobEdit, JobStatus, SyncOptions, SyncState, TokenError, TravelExpense, now,
+    AckStatus, Approval, ApprovalDraft, ApprovalKind, AttachmentKind, ClientTls, Device,
+    DeviceConfig, Event, Handoff, JobEdit, JobStatus, SyncOptions, SyncState, TokenError,
+    TravelExpense, now,
 };
 
 /// The app setting that holds the server's WebSocket URL.
@@ -116,6 +117,21 @@ pub enum Command {
         #[command(subcommand)]
         command: ApprovalCommand,
     },
+    /// Attach a photo (before/after the work), a receipt or a signature image to a job,
+    /// offline too: the file is kept on the device under its SHA-256 and uploaded on the
+    /// next sync. Prints the reference the job now holds.
+    Attach {
+        job: String,
+        file: PathBuf,
+        /// before, after, receipt or signature.
+        #[arg(long, value_parser = attachment_kind)]
+        kind: AttachmentKind,
+    },
+}
+
+fn attachment_kind(s: &str) -> Result<AttachmentKind, String> {
+    AttachmentKind::parse(s)
+        .ok_or_else(|| format!("{s:?}: use before, after, receipt or signature"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,8 +149,7 @@ pub enum ApprovalCommand {
         #[arg(long, value_parser = money)]
         amount: Option<Money>,
     },
-    /// R28: claim a travel expense of the job, approved at the desk. (A receipt photo comes
-    /// with attachments, a later step.)
+    /// R28: claim a travel expense of the job, approved at the desk, with its receipt photo.
     Expense {
         job: String,
         /// The day of travel, YYYY-MM-DD.
@@ -152,6 +167,10 @@ pub enum ApprovalCommand {
         amount: Money,
         #[arg(long)]
         reason: String,
+        /// The receipt: a photo file (attached to the job as a receipt now) or the SHA-256
+        /// of a receipt already attached.
+        #[arg(long)]
+        receipt: Option<String>,
     },
     /// The job's approval requests and the desk's decisions.
     List { job: String },
@@ -634,6 +653,22 @@ async fn command(
                 print_json(out, &json!({ "job": id, "removed": line }))
             }
         },
+        Command::Attach { job, file, kind } => {
+            let id = resolve(device, &job).await?;
+            let attached = device.attach_file(id, &file, kind, now()).await?;
+            print_json(
+                out,
+                &json!({
+                    "job": id,
+                    "digest": attached.digest,
+                    "kind": attached.kind.as_str(),
+                    "media_type": attached.media_type,
+                    "size": attached.size,
+                    "name": attached.name,
+                    "pending_upload": true,
+                }),
+            )
+        }
         Command::Preview(args) => {
             let id = resolve(device, &args.job).await?;
             let printed = device
@@ -727,8 +762,24 @@ async fn command(
                 category,
                 amount,
                 reason,
+                receipt,
             } => {
                 let id = resolve(device, &job).await?;
+                let receipt = match receipt {
+                    None => None,
+                    Some(r) if fieldsync_shared::job::attachments::is_blob_digest(&r) => Some(r),
+                    Some(path) => Some(
+                        device
+                            .attach_file(
+                                id,
+                                std::path::Path::new(&path),
+                                AttachmentKind::Receipt,
+                                now(),
+                            )
+                            .await?
+                            .digest,
+                    ),
+                };
                 let date = date
                     .parse()
                     .map_err(|e| anyhow!("--date {date:?}: {e} (expected YYYY-MM-DD)"))?;
@@ -744,6 +795,7 @@ async fn command(
                                 from,
                                 to,
                                 category,
+                                receipt,
                             }),
                         },
                     )
@@ -945,6 +997,7 @@ fn approval_json(a: &Approval, zone: &Zone) -> Value {
         "amount": a.amount.map(|m| m.to_string()),
         "travel": a.expense.as_ref().map(|e| json!({
             "date": e.date.to_string(), "from": e.from, "to": e.to, "category": e.category,
+            "receipt": e.receipt,
         })),
         "requested_by": a.requested_by,
         "requested_at": zone.rfc3339(a.requested_at),
@@ -1534,8 +1587,23 @@ async fn sync_once(
             None => true,
         };
         let jobs = device.jobs().await;
+        // Attachments captured offline are uploaded, or refused for a reason the technician
+        // hears (then they are not waited for).
+        let refused: Vec<&str> = received
+            .iter()
+            .filter_map(|e| match e {
+                Event::AttachmentRefused { digest, .. } => Some(digest.as_str()),
+                _ => None,
+            })
+            .collect();
+        let uploaded = device
+            .pending_attachments()
+            .await
+            .iter()
+            .all(|(_, d)| refused.contains(&d.as_str()));
         // A job taken off the technician is settled once the server answered its handover.
         let settled = index_here
+            && uploaded
             && jobs.iter().all(|j| match &j.status.unassigned {
                 Some(handoff) => *handoff != Handoff::Pending,
                 None => j.job.is_some() && !j.status.unsynced,
@@ -1557,6 +1625,7 @@ fn is_outcome(event: &Event) -> bool {
             | Event::JobUnassigned { .. }
             | Event::JobHandedOver { .. }
             | Event::HandoffRefused { .. }
+            | Event::AttachmentRefused { .. }
     )
 }
 
@@ -1607,6 +1676,15 @@ fn outcome_json(event: &Event, _zone: &Zone) -> Value {
             job,
             format!("the server refused the handed-over changes ({code}): {message}"),
         ),
+        Event::AttachmentRefused {
+            job,
+            digest,
+            code,
+            message,
+        } => (
+            job,
+            format!("attachment {digest} was not uploaded ({code}): {message}"),
+        ),
         other => return json!({ "event": format!("{other:?}") }),
     };
     json!({ "job": job, "outcome": text })
@@ -1649,6 +1727,21 @@ fn event_json(event: &Event) -> Value {
             "approved": approved,
             "by": by,
             "note": note,
+        }),
+        Event::AttachmentUploaded { job, digest } => {
+            json!({ "event": "attachment_uploaded", "job": job, "digest": digest })
+        }
+        Event::AttachmentRefused {
+            job,
+            digest,
+            code,
+            message,
+        } => json!({
+            "event": "attachment_refused",
+            "job": job,
+            "digest": digest,
+            "code": code,
+            "message": message,
         }),
         Event::Sync(state) => json!({ "event": "sync", "state": format!("{state:?}") }),
     }

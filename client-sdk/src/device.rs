@@ -14,6 +14,7 @@ use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::approvals::{
     Approval, ApprovalKind, TravelExpense, read_approvals, request_approval,
 };
+use fieldsync_shared::job::attachments::{AttachmentKind, AttachmentRef, add_attachment};
 use fieldsync_shared::job::doc::{
     EditError, FieldConflict, JobDoc, PartDraft, Resolution, ResolutionRecord, SchemaError,
     Unresolved, conflicts, read_job, read_job_at, resolutions, unresolved,
@@ -35,6 +36,7 @@ use fieldsync_storage::{StorageError, Store, StoreConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
+use crate::attachments::{LocalBlobs, UploadOutcome, emit_upload, upload_pending};
 use crate::edit::{EditFailure, JobEdit, edit_automerge};
 use crate::enroll::{DeviceToken, Enrollment, KeyRenewal};
 use crate::events::{Event, SyncState};
@@ -97,6 +99,10 @@ pub enum ClientError {
     /// (what it recorded before goes to the desk, see [`Handoff`]).
     #[error("job {0} is no longer assigned to this device's technician")]
     Unassigned(DocumentId),
+    /// An attachment could not be captured (the file, the blob directory) or is not one
+    /// this job holds.
+    #[error("attachment: {0}")]
+    Attachment(String),
 }
 
 /// Who the device is and where it keeps its data.
@@ -458,6 +464,7 @@ impl Device {
             node: self.node.clone(),
             max_frame_bytes: self.max_frame_bytes,
             generation,
+            blobs: self.blobs(),
         };
         tokio::spawn(supervise(ctx, options, stopped));
     }
@@ -818,6 +825,105 @@ impl Device {
         .await
     }
 
+    // ---- attachments (issue 15) ----------------------------------------------------------
+
+    /// The device's blob directory (beside the store file).
+    pub fn blobs(&self) -> LocalBlobs {
+        LocalBlobs::for_store(&self.store_path)
+    }
+
+    /// Attaches a photo, receipt or signature image to the job, offline too: the bytes are
+    /// stored durably in the device's blob directory under their SHA-256, marked for upload,
+    /// and the job references them (one durable edit). Uploaded on the next sync; the edge
+    /// signs no report while a referenced blob has not reached it. The same bytes attached
+    /// twice are one attachment. `at` is the capture time (the device's clock).
+    pub async fn attach(
+        &self,
+        id: DocumentId,
+        bytes: Vec<u8>,
+        kind: AttachmentKind,
+        media_type: &str,
+        name: &str,
+        at: Timestamp,
+    ) -> Result<AttachmentRef, ClientError> {
+        if media_type.trim().is_empty() || name.trim().is_empty() {
+            return Err(ClientError::Attachment(
+                "an attachment needs a media type and a name".into(),
+            ));
+        }
+        // The job must be on the device before its bytes are kept for it.
+        self.job(id).await?;
+        let size = bytes.len() as u64;
+        let blobs = self.blobs();
+        let digest = tokio::task::spawn_blocking(move || blobs.capture(id, &bytes))
+            .await
+            .map_err(|_| ClientError::Closed)??;
+        let reference = AttachmentRef {
+            digest,
+            kind,
+            media_type: media_type.trim().to_owned(),
+            size,
+            name: name.trim().to_owned(),
+            at,
+            by: self.identity.technician.clone(),
+        };
+        let written = reference.clone();
+        self.with_job(id, move |doc| {
+            add_attachment(doc.inner_mut(), &written)
+                .map(|_| ())
+                .map_err(|e| JobFailure::Other(e.to_string()))
+        })
+        .await?;
+        self.node.hooks.attachments.notify_one();
+        Ok(reference)
+    }
+
+    /// [`Self::attach`] of a file: its name is the attachment's name, its extension gives
+    /// the media type (`.jpg`/`.jpeg`, `.png`, `.heic`, `.webp`, `.pdf`, else
+    /// `application/octet-stream`).
+    pub async fn attach_file(
+        &self,
+        id: DocumentId,
+        path: &Path,
+        kind: AttachmentKind,
+        at: Timestamp,
+    ) -> Result<AttachmentRef, ClientError> {
+        let owned = path.to_owned();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(owned))
+            .await
+            .map_err(|_| ClientError::Closed)?
+            .map_err(|e| ClientError::Attachment(format!("cannot read {}: {e}", path.display())))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "attachment".into());
+        self.attach(id, bytes, kind, media_type_of(path), &name, at)
+            .await
+    }
+
+    /// The attachments captured on this device that the edge has not confirmed yet.
+    pub async fn pending_attachments(&self) -> Vec<(DocumentId, String)> {
+        let blobs = self.blobs();
+        tokio::task::spawn_blocking(move || blobs.pending())
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Uploads every pending attachment now (background sync does it too while connected),
+    /// resuming any upload the edge holds part of. `server` is the sync URL.
+    pub async fn upload_attachments(
+        &self,
+        server: &str,
+        token: &str,
+        tls: &ClientTls,
+    ) -> Vec<UploadOutcome> {
+        let outcomes = upload_pending(&self.blobs(), server, tls, token).await;
+        for outcome in &outcomes {
+            emit_upload(&self.node.hooks, outcome);
+        }
+        outcomes
+    }
+
     /// R12, R18, R31: asks the desk for an approval on the job (offline too: the request is
     /// written into the job document and syncs with it). `amount` is the R18 warranty-claim
     /// part's amount (required there; the desk routes amounts above its
@@ -874,6 +980,19 @@ impl Device {
                 )));
             }
             _ => {}
+        }
+        if let Some(receipt) = draft.expense.as_ref().and_then(|e| e.receipt.as_deref()) {
+            let job = self.job(id).await?;
+            let found = job
+                .attachments
+                .iter()
+                .any(|a| a.digest == receipt && a.kind == AttachmentKind::Receipt);
+            if !found {
+                return Err(ClientError::InvalidApproval(format!(
+                    "the receipt {receipt} is not a receipt attached to this job \
+                     (`Device::attach` with AttachmentKind::Receipt first)"
+                )));
+            }
         }
         let mut random = [0u8; 6];
         getrandom::fill(&mut random).map_err(|e| KeyError::NoRandomness(e.to_string()))?;
@@ -1092,6 +1211,22 @@ fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<
         }
         _ if a != b => out.push(path.to_owned()),
         _ => {}
+    }
+}
+
+/// The media type a file name's extension suggests.
+fn media_type_of(path: &Path) -> &'static str {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "heic" => "image/heic",
+        "webp" => "image/webp",
+        "pdf" => "application/pdf",
+        _ => "application/octet-stream",
     }
 }
 

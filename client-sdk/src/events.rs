@@ -57,6 +57,17 @@ pub enum Event {
         by: String,
         note: String,
     },
+    /// The edge holds an attachment's bytes and checked their SHA-256 (issue 15).
+    AttachmentUploaded { job: DocumentId, digest: String },
+    /// An attachment was not uploaded and will not be retried as it is: the edge refused it
+    /// (`attachment_too_large`, `digest_mismatch`, `not_your_job`…) or its bytes changed on
+    /// the device (`attachment_corrupt`).
+    AttachmentRefused {
+        job: DocumentId,
+        digest: String,
+        code: String,
+        message: String,
+    },
     /// The connection state changed.
     Sync(SyncState),
 }

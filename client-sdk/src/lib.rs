@@ -15,6 +15,7 @@
 //! supervisor (`sync`). [`SyncClient`] is a bare single connection, for tools and tests.
 
 #[cfg(feature = "cli")]
+pub mod attachments;
 pub mod cli;
 mod connection;
 mod device;
@@ -38,8 +39,10 @@ pub use node::now;
 pub use sync::{Backoff, SyncOptions, TokenError, TokenFuture, TokenSource};
 pub use tls::{ClientTls, Roots, TlsError};
 
+pub use attachments::{LocalBlobs, UploadOutcome};
 pub use fieldsync_report_print::{Language, PrintOptions, Printed, Zone};
 pub use fieldsync_shared::job::approvals::{Approval, ApprovalKind, Decision, TravelExpense};
+pub use fieldsync_shared::job::attachments::{AttachmentKind, AttachmentRef};
 /// What an app needs from the shared model to fill in edits.
 pub use fieldsync_shared::job::doc::{PartDraft, PartUpdate};
 pub use fieldsync_shared::report::AckDraft;

@@ -134,6 +134,8 @@ pub(crate) struct Hooks {
     pub generation: std::sync::atomic::AtomicU64,
     /// Woken when a job with something to hand to the desk appears (see `handoff`).
     pub handoffs: tokio::sync::Notify,
+    /// Woken when an attachment is captured (see `attachments`).
+    pub attachments: tokio::sync::Notify,
 }
 
 impl Hooks {
@@ -145,6 +147,7 @@ impl Hooks {
             state,
             generation: std::sync::atomic::AtomicU64::new(0),
             handoffs: tokio::sync::Notify::new(),
+            attachments: tokio::sync::Notify::new(),
         })
     }
 

@@ -168,6 +168,8 @@ pub(crate) struct Context {
     pub max_frame_bytes: usize,
     /// This supervisor's number (see [`Reporter`]).
     pub generation: u64,
+    /// The device's attachments, uploaded while connected.
+    pub blobs: crate::attachments::LocalBlobs,
 }
 
 /// Reports the sync state for one supervisor, and only while it is the device's current one:
@@ -250,6 +252,14 @@ pub(crate) async fn supervise(ctx: Context, options: SyncOptions, mut stop: watc
                     options.tls.clone(),
                     current.clone(),
                 ));
+                // And attachments captured offline go up beside the documents.
+                let uploads = tokio::spawn(crate::attachments::upload_while_connected(
+                    Arc::clone(&ctx.node.hooks),
+                    ctx.blobs.clone(),
+                    options.url.clone(),
+                    options.tls.clone(),
+                    current.clone(),
+                ));
                 let ended = connection::run(
                     &ctx.node,
                     socket,
@@ -260,6 +270,7 @@ pub(crate) async fn supervise(ctx: Context, options: SyncOptions, mut stop: watc
                 )
                 .await;
                 handoffs.abort();
+                uploads.abort();
                 if ended.joined {
                     attempt = 0;
                 }

@@ -379,6 +379,49 @@ pub(crate) fn build(
         },
     });
 
+    // Issue 15: the photos and receipts, by the SHA-256 the signature covers (only when there
+    // are some, so a report without attachments prints as before).
+    if !job.attachments.is_empty() {
+        use fieldsync_shared::job::attachments::AttachmentKind;
+        let rows = job
+            .attachments
+            .iter()
+            .map(|a| {
+                let kind = match a.kind {
+                    AttachmentKind::Before => w.t("维修前", "before"),
+                    AttachmentKind::After => w.t("维修后", "after"),
+                    AttachmentKind::Receipt => w.t("收据", "receipt"),
+                    AttachmentKind::Signature => w.t("签名图像", "signature"),
+                };
+                vec![
+                    kind,
+                    a.name.clone(),
+                    format!("{} KB", a.size.div_ceil(1000)),
+                    // In groups of 16, so the cell wraps between them.
+                    a.digest
+                        .as_bytes()
+                        .chunks(16)
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            })
+            .collect();
+        sections.push(Section {
+            title: w.t("附件（照片与收据）", "Attachments (photos and receipts)"),
+            items: vec![Item::Table {
+                header: vec![
+                    w.t("类别", "Kind"),
+                    w.t("文件", "File"),
+                    w.t("大小", "Size"),
+                    w.t("摘要", "Digest"),
+                ],
+                rows,
+                widths: vec![0.12, 0.28, 0.1, 0.5],
+            }],
+        });
+    }
+
     // R9 and R7: the survey and the customer's opinion.
     let survey = job.acknowledgement.as_ref().map(|a| &a.survey);
     let mut feedback = survey_items(&w, survey);

@@ -103,5 +103,6 @@ pub fn typical_job() -> Job {
         report: None,
         timeline: Vec::new(),
         notes: String::new(),
+        attachments: Vec::new(),
     }
 }

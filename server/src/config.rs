@@ -67,6 +67,9 @@ pub struct Limits {
     /// The most operations the changes of one sync message may hold (run-length encoding
     /// lets a tiny change claim millions).
     pub max_ops_per_message: usize,
+    /// The largest attachment (photo, receipt, signature image) the edge takes, in bytes
+    /// (issue 15); a larger upload is refused with 413 `attachment_too_large`.
+    pub max_attachment_bytes: u64,
 }
 
 impl Limits {
@@ -98,6 +101,7 @@ impl Default for Limits {
             max_inflated_chunk_bytes: None,
             max_inflated_message_bytes: None,
             max_ops_per_message: 200_000,
+            max_attachment_bytes: 25 * 1024 * 1024,
         }
     }
 }
@@ -430,6 +434,9 @@ impl Config {
                 self.limits.max_inflated_message_bytes = Some(count(value)?)
             }
             "FIELDSYNC_MAX_OPS_PER_MESSAGE" => self.limits.max_ops_per_message = count(value)?,
+            "FIELDSYNC_MAX_ATTACHMENT_BYTES" => {
+                self.limits.max_attachment_bytes = count(value)? as u64
+            }
             "FIELDSYNC_STORAGE_URL" => self.storage.url = Some(value.to_owned()),
             "FIELDSYNC_UPSTREAM_URL"
             | "FIELDSYNC_UPSTREAM_TOKEN_FILE"

@@ -286,6 +286,27 @@ pub static JOB: WriteTable = WriteTable {
             "the fields of a new resolution, written once with it",
         ),
         rule(
+            &[Key("attachments")],
+            Exactly,
+            DEVICE,
+            CreateOnly,
+            "the attachments map, made by the first attachment of a job that has none",
+        ),
+        rule(
+            &[Key("attachments"), Any],
+            Exactly,
+            DEVICE,
+            CreateOnly,
+            "a technician attaches a photo, receipt or signature image by its SHA-256 (issue 15)",
+        ),
+        rule(
+            &[Key("attachments"), Any, Any],
+            AndBelow,
+            DEVICE,
+            CreateOnly,
+            "the fields of an attachment reference, written once with it",
+        ),
+        rule(
             &[Key("report")],
             AndBelow,
             SERVER,

@@ -37,9 +37,13 @@ pub enum ReportError {
 /// server's report outcome, the timeline and free notes). If any acknowledged field changes
 /// afterwards, the acknowledgement no longer matches and must be taken again. The training of
 /// the customer's staff (R16) is given before the customer signs and is acknowledged with
-/// the rest.
+/// the rest, and so are the photos and the signature image (issue 15); receipt images
+/// (R28, the technician's travel expenses) are not the customer's to acknowledge and are
+/// left out, so a receipt added after the signature does not void it.
 pub fn acknowledged_content(job: &Job) -> Result<Value, ReportError> {
     let mut job = job.clone();
+    job.attachments
+        .retain(|a| a.kind != crate::job::attachments::AttachmentKind::Receipt);
     job.acknowledgement = None;
     job.completion = None;
     job.report = None;

@@ -343,6 +343,7 @@ pub(crate) mod tests {
             report: None,
             timeline: Vec::new(),
             notes: String::new(),
+            attachments: Vec::new(),
         }
     }
 

@@ -1098,6 +1098,23 @@ const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
     ),
     ("GET", "/api/me", &[]),
     ("POST", "/api/handoffs/{job}", &[]),
+    // Attachments (issue 15): uploaded by the job's device, read by the desk too.
+    ("PUT", "/api/jobs/{job}/attachments/{digest}", &[]),
+    (
+        "GET",
+        "/api/jobs/{job}/attachments/{digest}",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    (
+        "GET",
+        "/api/jobs/{job}/attachments/{digest}/status",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    (
+        "GET",
+        "/api/jobs/{job}/attachments",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
     ("GET", "/api/stranded", &[DISPATCHER, MANAGER, ANALYST]),
     ("POST", "/api/stranded/{id}/merge", &[DISPATCHER, MANAGER]),
     ("POST", "/api/stranded/{id}/discard", &[DISPATCHER, MANAGER]),
@@ -1215,6 +1232,7 @@ fn concrete(path: &str) -> String {
         .replace("{job}", "x")
         .replace("{approval}", "y")
         .replace("{branch}", "z")
+        .replace("{digest}", "d")
 }
 
 #[tokio::test]
@@ -1307,7 +1325,7 @@ async fn check_roles(
                 StatusCode::OK,
                 "{method} {path} with a device token"
             );
-        } else if path.starts_with("/api/handoffs/") {
+        } else if path.starts_with("/api/handoffs/") || path.contains("/attachments") {
             // Let in (then the made-up job id is refused).
             assert_eq!(
                 status,

@@ -275,6 +275,7 @@ async fn r28_travel_expenses_are_approved_at_the_desk_and_counted_in_the_month()
                 from: "Branch north-01".into(),
                 to: "Plant 3".into(),
                 category: category.into(),
+                receipt: None,
             }),
     };
     let train = device

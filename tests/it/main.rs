@@ -1,6 +1,7 @@
 //! One integration test binary; a module per area.
 
 mod access;
+mod attachments;
 mod auth;
 mod authority;
 mod bad_input;

@@ -21,6 +21,7 @@ use fieldsync_server::auth::DeskRole;
 use fieldsync_shared::canonical::{self, Digest};
 use fieldsync_shared::complaint_doc::{COMPLAINT_FORMAT, ComplaintDoc, complaint_doc_id};
 use fieldsync_shared::ids::{BranchId, CustomerId, DeviceId, DocumentId, TechnicianId};
+use fieldsync_shared::job::attachments::{AttachmentKind, AttachmentRef, blob_digest};
 use fieldsync_shared::job::{
     Acknowledgement, Billing, BillingMode, Channel, CheckOut, Completion, Customer, Diagnosis,
     JOB_SCHEMA_VERSION, Job, JobKind, Labour, PartLineId, PartUsed, Product, SafetyBriefing,
@@ -177,7 +178,34 @@ fn vector_job() -> Job {
             text: "on site".into(),
         }],
         notes: "left a card\tat reception".into(),
+        // A photo the customer acknowledges and a receipt (R28) they do not.
+        attachments: sorted(vec![
+            AttachmentRef {
+                digest: blob_digest(b"photo of the cleaned condenser"),
+                kind: AttachmentKind::After,
+                media_type: "image/jpeg".into(),
+                size: 30,
+                name: "冷凝器-after.jpg".into(),
+                at: at(1_793_085_000_000),
+                by: tech.clone(),
+            },
+            AttachmentRef {
+                digest: blob_digest(b"taxi receipt"),
+                kind: AttachmentKind::Receipt,
+                media_type: "image/png".into(),
+                size: 12,
+                name: "taxi.png".into(),
+                at: at(1_793_096_000_000),
+                by: tech.clone(),
+            },
+        ]),
     }
+}
+
+/// Attachments as a job holds them: by digest.
+fn sorted(mut attachments: Vec<AttachmentRef>) -> Vec<AttachmentRef> {
+    attachments.sort_by(|a, b| a.digest.cmp(&b.digest));
+    attachments
 }
 
 /// The heads the customer signed at, as a device might list them: unsorted, one in capitals,

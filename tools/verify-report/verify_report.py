@@ -85,6 +85,12 @@ def acknowledged_content(job):
     job = copy.deepcopy(job)
     job.update(acknowledgement=None, completion=None, report=None, timeline=[], notes="")
     job["visit"]["check_out"] = None
+    # Receipts (R28) are not the customer's to acknowledge; an emptied list is left out.
+    kept = [a for a in job.get("attachments", []) if a.get("kind") != "receipt"]
+    if kept:
+        job["attachments"] = kept
+    else:
+        job.pop("attachments", None)
     return job
 
 

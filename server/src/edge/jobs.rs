@@ -344,6 +344,7 @@ impl NewJob {
             report: None,
             timeline: Vec::new(),
             notes: String::new(),
+            attachments: Vec::new(),
         })
     }
 }
@@ -385,6 +386,9 @@ pub async fn make_job(state: &Edge, new: NewJob, job_id: DocumentId) -> Result<M
     init_approvals(&mut doc).map_err(|e| ApiError::internal("document_error", e))?;
     // And the resolutions map (issue 15), for the same reason.
     init_resolutions(&mut doc).map_err(|e| ApiError::internal("document_error", e))?;
+    // And the attachments map, for the same reason (issue 15).
+    fieldsync_shared::job::attachments::init_attachments(&mut doc)
+        .map_err(|e| ApiError::internal("document_error", e))?;
     let doc = to_automerge(doc)?;
 
     // One assignment at a time, so two jobs for a technician without an index yet do not

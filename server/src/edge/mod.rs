@@ -4,6 +4,7 @@
 //! router and workers are built here from it, and nothing in here imports the composition
 //! root (`app`).
 
+pub mod attachments;
 pub mod audit_writes;
 pub mod board;
 pub mod console;
@@ -58,6 +59,8 @@ pub struct Edge {
     pub board: board::Board,
     /// The web console's sessions and frame (issue 14); the edge's pages are `console`.
     pub console: Arc<crate::console::Console>,
+    /// Photos, receipts and signature images by SHA-256 (`attachments`, issue 15).
+    pub attachments: attachments::Blobs,
 }
 
 /// What only an edge exports: the link to head office and the approvals queue.
@@ -150,6 +153,7 @@ impl Edge {
         Arc::new(Self {
             console: crate::console::Console::new(Arc::clone(&node)),
             board: board::Board::default(),
+            attachments: attachments::Blobs::new(node.data_dir.root().join("attachments")),
             node,
             metrics,
             assign_lock: tokio::sync::Mutex::new(()),
@@ -204,7 +208,7 @@ impl Edge {
         title = "fieldsync branch edge API",
         description = "The branch edge server's API: the service desk (issue #6) and the job \
             endpoints. Authenticate with `Authorization: Bearer <token>` from `fieldsync desk \
-            token --role dispatcher|manager|analyst` (`/api/me` and `/api/handoffs/{job}` take \
+            token --role dispatcher|manager|analyst` (`/api/me`, `/api/handoffs/{job}` and attachment uploads take \
             a device token; `/api/enroll` and `/api/token/*` take none: a one-time code or a \
             signature by the device key is the credential). Errors are JSON `{\"code\", \"message\"}` with a stable code; a \
             role that may not do something gets 403 `forbidden` saying which roles may. Rule \
@@ -231,6 +235,9 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
         .routes(routes!(verdicts::list_reports))
         .routes(routes!(jobs::me))
         .routes(routes!(handoff::hand_over))
+        .routes(routes!(attachments::upload, attachments::download))
+        .routes(routes!(attachments::status))
+        .routes(routes!(attachments::list))
         .routes(routes!(handoff::list_stranded))
         .routes(routes!(handoff::merge))
         .routes(routes!(handoff::discard))

@@ -282,6 +282,9 @@ async fn decide(
             });
         }
     }
+    // Issue 15: the signature covers the attachments' digests, so their bytes must be here
+    // and intact first.
+    reasons.extend(crate::edge::attachments::check_for_report(&state.attachments, job).await);
     if !reasons.is_empty() {
         return ReportOutcome::Refused { at, reasons };
     }

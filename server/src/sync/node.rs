@@ -380,7 +380,7 @@ impl Node {
     }
 
     /// The request's token as a principal, or the 401 (counted by reason).
-    fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    pub fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
         self.authenticate(token_from(headers, None)).map_err(|e| {
             self.metrics.refused(e.code());
             ApiError::unauthorized(&e)

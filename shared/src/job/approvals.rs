@@ -85,8 +85,8 @@ pub struct Decision {
     pub note: String,
 }
 
-/// R28: what a travel expense claim names besides its amount and reason. (The receipt photo
-/// comes with attachments, a later step of issue 15.)
+/// R28: what a travel expense claim names besides its amount and reason, with the receipt
+/// photo as the SHA-256 of an attachment of the job (`job::attachments`, kind `receipt`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TravelExpense {
     /// The day of travel.
@@ -95,6 +95,10 @@ pub struct TravelExpense {
     pub to: String,
     /// Train, bus, taxi, lodging, meals… as the branch names them.
     pub category: String,
+    /// The receipt photo: the digest of a `receipt` attachment of the same job (R28 claims
+    /// are made "with receipts"); absent in claims made before attachments existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }
 
 /// One request, as read from the document.
@@ -144,6 +148,7 @@ mod key {
     pub const FROM: &str = "from";
     pub const TO: &str = "to";
     pub const CATEGORY: &str = "category";
+    pub const RECEIPT: &str = "receipt";
 }
 
 fn map_at<R: ReadDoc>(doc: &R, parent: &ObjId, key: &str) -> Result<Option<ObjId>, AutomergeError> {
@@ -233,6 +238,16 @@ pub fn read_approvals<R: ReadDoc>(doc: &R) -> Result<Vec<Approval>, ApprovalErro
                 from: text(doc, &obj, &id, key::FROM)?,
                 to: text(doc, &obj, &id, key::TO)?,
                 category: text(doc, &obj, &id, key::CATEGORY)?,
+                receipt: match scalar(doc, &obj, key::RECEIPT)? {
+                    None => None,
+                    Some(ScalarValue::Str(s)) => Some(s.to_string()),
+                    Some(other) => {
+                        return Err(ApprovalError::Malformed {
+                            id: id.clone(),
+                            problem: format!("receipt is {other:?}, not a digest"),
+                        });
+                    }
+                },
             })
         } else {
             None
@@ -335,6 +350,9 @@ pub fn request_approval(doc: &mut AutoCommit, approval: &Approval) -> Result<(),
         doc.put(&obj, key::FROM, expense.from.as_str())?;
         doc.put(&obj, key::TO, expense.to.as_str())?;
         doc.put(&obj, key::CATEGORY, expense.category.as_str())?;
+        if let Some(receipt) = &expense.receipt {
+            doc.put(&obj, key::RECEIPT, receipt.as_str())?;
+        }
     }
     Ok(())
 }

@@ -21,6 +21,7 @@
 //! reach: every missing field or wrong type is a [`SchemaError`] naming its path, and nothing
 //! panics. A document from a newer schema is refused for reading and editing.
 
+mod attachments;
 mod coherence;
 pub(crate) mod read;
 mod schema;

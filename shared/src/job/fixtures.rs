@@ -62,6 +62,7 @@ pub(crate) fn new_job() -> Job {
         report: None,
         timeline: vec![],
         notes: String::new(),
+        attachments: Vec::new(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Jobs (work orders): the typed model, its automerge document form, and conflicts.
 
 pub mod approvals;
+pub mod attachments;
 pub mod doc;
 #[cfg(test)]
 pub(crate) mod fixtures;

@@ -45,6 +45,12 @@ pub struct Job {
     pub timeline: Vec<TimelineEvent>,
     /// Free notes, merged character by character (automerge text).
     pub notes: String,
+    /// Photos, receipts and signature images referenced by their SHA-256 (issue 15; the
+    /// bytes live outside the document, see `job::attachments`), sorted by digest. Left out
+    /// of the JSON when there are none, so jobs and reports from before attachments keep
+    /// their canonical content, digests and report ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::job::attachments::AttachmentRef>,
 }
 
 /// What sort of visit the job is.

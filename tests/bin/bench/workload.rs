@@ -79,6 +79,7 @@ pub fn sample_job(job_id: DocumentId, technician: &str) -> anyhow::Result<Job> {
         report: None,
         timeline: Vec::new(),
         notes: String::new(),
+        attachments: Vec::new(),
     })
 }
 

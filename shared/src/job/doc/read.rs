@@ -208,6 +208,11 @@ impl<'a, R: ReadDoc> MapView<'a, R> {
         &self.obj
     }
 
+    /// The map's keys, sorted.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        self.rd.keys(&self.obj)
+    }
+
     pub(crate) fn path_of(&self, key: &str) -> String {
         join(&self.path, key)
     }

@@ -305,6 +305,16 @@ pub(super) fn write_job<T: Transactable>(tx: &mut T, job: &Job) -> Written {
         push_record(tx, &timeline, i, |tx, m| write_timeline_event(tx, m, e))?;
     }
 
+    // A job created with attachments (a copy, a test) carries their references; a new job
+    // from the desk has none, and the server adds the empty map (`init_attachments`).
+    if !job.attachments.is_empty() {
+        let map = tx.put_object(ROOT, crate::job::attachments::ATTACHMENTS, ObjType::Map)?;
+        for a in &job.attachments {
+            let m = tx.put_object(&map, a.digest.as_str(), ObjType::Map)?;
+            crate::job::attachments::write_fields(tx, &m, a)?;
+        }
+    }
+
     let notes = tx.put_object(ROOT, k::NOTES, ObjType::Text)?;
     tx.splice_text(&notes, 0, 0, &job.notes)
 }
@@ -566,6 +576,8 @@ pub(super) fn read_job<R: ReadDoc>(rd: Reader<'_, R>) -> Result<Job, SchemaError
             .map(read_timeline_event)
             .collect::<Result<_, _>>()?,
         notes: root.text(k::NOTES)?,
+        // Absent in documents written before attachments existed: none.
+        attachments: super::attachments::read_attachments(&root)?,
     })
 }
 

@@ -1051,6 +1051,7 @@ fn arb_job() -> impl Strategy<Value = Job> {
                 })
                 .collect(),
             notes,
+            attachments: Vec::new(),
         }
     })
 }
