@@ -14,8 +14,8 @@
 //! store is open (`node`); connections attach to it and detach (`connection`), redialled by a
 //! supervisor (`sync`). [`SyncClient`] is a bare single connection, for tools and tests.
 
-#[cfg(feature = "cli")]
 pub mod attachments;
+#[cfg(feature = "cli")]
 pub mod cli;
 mod connection;
 mod device;

@@ -31,7 +31,6 @@ pub fn router(edge: Arc<Edge>) -> Router {
     Router::new()
         .route("/board", get(board_page))
         .route("/jobs/{id}", get(job_page))
-        .merge(super::forms::router())
         .with_state(edge)
 }
 

@@ -175,6 +175,8 @@ impl Edge {
             .with_state(Arc::clone(self))
             .merge(crate::console::router(Arc::clone(&self.console)))
             .merge(console::router(Arc::clone(self)))
+            // The desk's forms (they use the pages' helpers, so they are not routed from there).
+            .merge(forms::router().with_state(Arc::clone(self)))
     }
 
     /// Starts the edge's workers: the report signer, the approvals mirror, the desk's
