@@ -16,74 +16,34 @@
 // the board, the job page, the intake form and the approvals page go to --screenshots. Prints
 // one JSON line with the steps and the run time; exits 1 with the failing step on stderr.
 
-import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { parseArgs } from "node:util";
-import { chromium } from "playwright-core";
+import { commandLine, openBrowser, expect } from "./browser.mjs";
 
-const { values: args } = parseArgs({
-  options: {
-    base: { type: "string" },
-    user: { type: "string" },
-    password: { type: "string" },
-    customers: { type: "string", default: "" },
-    "job-customer": { type: "string" },
-    screenshots: { type: "string" },
-    technician: { type: "string" },
-    appointment: { type: "string" },
-    manager: { type: "string" },
-    "manager-password": { type: "string" },
-    "approval-reason": { type: "string" },
-    zone: { type: "string", default: "" },
-    chromium: { type: "string", default: process.env.FIELDSYNC_CHROMIUM || "/usr/bin/chromium" },
-  },
-});
-for (const required of ["base", "user", "password", "job-customer", "screenshots", "technician",
-  "appointment", "manager", "manager-password", "approval-reason"]) {
-  if (!args[required]) {
-    console.error(`console.mjs: --${required} is required`);
-    process.exit(2);
-  }
-}
+const args = commandLine("console.mjs", {
+  user: { type: "string" },
+  password: { type: "string" },
+  customers: { type: "string", default: "" },
+  "job-customer": { type: "string" },
+  technician: { type: "string" },
+  appointment: { type: "string" },
+  manager: { type: "string" },
+  "manager-password": { type: "string" },
+  "approval-reason": { type: "string" },
+  zone: { type: "string", default: "" },
+}, ["user", "password", "job-customer", "technician",
+  "appointment", "manager", "manager-password", "approval-reason"]);
 
 const started = Date.now();
 const steps = [];
 let step = "launch";
-const userDataDir = mkdtempSync(join(tmpdir(), "fieldsync-chromium-"));
-mkdirSync(args.screenshots, { recursive: true });
-
-function expect(condition, what) {
-  if (!condition) throw new Error(what);
-}
-
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: args.chromium,
-  headless: true,
-  javaScriptEnabled: false,
-  // A tablet held sideways.
-  viewport: { width: 1024, height: 768 },
-  locale: "zh-CN",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-  ],
-});
-
-// Generous: under the suite's clock-ahead run (libfaketime) chromium is many times slower.
-context.setDefaultTimeout(120_000);
-context.setDefaultNavigationTimeout(120_000);
+const browser = await openBrowser(args);
 
 try {
-  const page = context.pages()[0] ?? (await context.newPage());
-  const base = args.base.replace(/\/$/, "");
+  const { page, base } = browser;
 
   step = "root leads to sign-in";
   await page.goto(`${base}/`);
   expect(new URL(page.url()).pathname === "/login", `/ led to ${page.url()}`);
-  await page.screenshot({ path: join(args.screenshots, "login.png") });
+  await page.screenshot({ path: browser.shot("login.png") });
   steps.push(step);
 
   step = "wrong password refused";
@@ -104,7 +64,7 @@ try {
   for (const customer of args.customers.split(",").filter(Boolean)) {
     expect(table.includes(customer), `the board does not list ${customer}: ${table}`);
   }
-  await page.screenshot({ path: join(args.screenshots, "board.png"), fullPage: true });
+  await page.screenshot({ path: browser.shot("board.png"), fullPage: true });
   steps.push(step);
 
   step = "keyboard reaches the skip link first";
@@ -118,7 +78,7 @@ try {
   expect(new URL(page.url()).pathname.startsWith("/jobs/"), `job link led to ${page.url()}`);
   const heading = (await page.textContent("h1")) ?? "";
   expect(heading.includes(args["job-customer"]), `job page heading ${JSON.stringify(heading)}`);
-  await page.screenshot({ path: join(args.screenshots, "job.png"), fullPage: true });
+  await page.screenshot({ path: browser.shot("job.png"), fullPage: true });
   steps.push(step);
 
   step = "a POST without the CSRF token is refused";
@@ -151,7 +111,7 @@ try {
   await page.fill("#serial", "SN-E2E-1");
   await page.fill("#product_type", "chiller");
   await page.fill("#fault_description", "冷库温度降不下来");
-  await page.screenshot({ path: join(args.screenshots, "intake.png"), fullPage: true });
+  await page.screenshot({ path: browser.shot("intake.png"), fullPage: true });
   await page.click("#intake-form button[type=submit]");
   expect(new URL(page.url()).pathname.startsWith("/requests/"), `intake led to ${page.url()}`);
   const registered = (await page.textContent("#notice")) ?? "";
@@ -192,7 +152,7 @@ try {
   const approvalsWide = await page.evaluate(() => document.documentElement.scrollWidth);
   expect(approvalsWide <= 768, `the approvals page is ${approvalsWide} px wide on a 768 px screen`);
   await page.setViewportSize({ width: 1024, height: 768 });
-  await page.screenshot({ path: join(args.screenshots, "approvals.png"), fullPage: true });
+  await page.screenshot({ path: browser.shot("approvals.png"), fullPage: true });
   await card.locator("textarea[name=note]").fill("同意，按保修处理");
   await card.locator("button[value=approve]").click();
   expect(new URL(page.url()).pathname === "/approvals", `deciding led to ${page.url()}`);
@@ -207,6 +167,5 @@ try {
   console.error(`console.mjs: step "${step}" failed: ${e.message}`);
   process.exitCode = 1;
 } finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await browser.close();
 }

@@ -12,58 +12,23 @@
 // archive, the report and the statistics go to --screenshots. Prints one JSON line; exits 1
 // with the failing step on stderr.
 
-import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { parseArgs } from "node:util";
-import { chromium } from "playwright-core";
+import { commandLine, openBrowser, expect } from "./browser.mjs";
 
-const { values: args } = parseArgs({
-  options: {
-    base: { type: "string" },
-    user: { type: "string" },
-    password: { type: "string" },
-    month: { type: "string" },
-    report: { type: "string" },
-    branch: { type: "string" },
-    screenshots: { type: "string" },
-    chromium: { type: "string", default: process.env.FIELDSYNC_CHROMIUM || "/usr/bin/chromium" },
-  },
-});
-for (const required of ["base", "user", "password", "month", "report", "branch", "screenshots"]) {
-  if (!args[required]) {
-    console.error(`head_office.mjs: --${required} is required`);
-    process.exit(2);
-  }
-}
+const args = commandLine("head_office.mjs", {
+  user: { type: "string" },
+  password: { type: "string" },
+  month: { type: "string" },
+  report: { type: "string" },
+  branch: { type: "string" },
+}, ["user", "password", "month", "report", "branch"]);
 
 const started = Date.now();
 const steps = [];
 let step = "launch";
-const userDataDir = mkdtempSync(join(tmpdir(), "fieldsync-chromium-"));
-mkdirSync(args.screenshots, { recursive: true });
-
-function expect(condition, what) {
-  if (!condition) throw new Error(what);
-}
-
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: args.chromium,
-  headless: true,
-  javaScriptEnabled: false,
-  viewport: { width: 1024, height: 768 },
-  locale: "zh-CN",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-  ],
-});
+const browser = await openBrowser(args);
 
 try {
-  const page = context.pages()[0] ?? (await context.newPage());
-  const base = args.base.replace(/\/$/, "");
+  const { page, base } = browser;
 
   step = "sign in leads to the archive";
   await page.goto(`${base}/`);
@@ -80,7 +45,7 @@ try {
   const table = (await page.textContent("#reports")) ?? "";
   expect(table.includes(args.report), `the archive does not list ${args.report}: ${table}`);
   expect(table.includes(args.branch), `the archive does not name ${args.branch}`);
-  await page.screenshot({ path: join(args.screenshots, "archive.png"), fullPage: true });
+  await page.screenshot({ path: browser.shot("archive.png"), fullPage: true });
   steps.push(step);
 
   step = "the report in plain language";
@@ -91,7 +56,7 @@ try {
   const pdf = await page.request.get(`${base}/archive/${args.report}/report.pdf`);
   expect(pdf.status() === 200, `the PDF answered ${pdf.status()}`);
   expect((pdf.headers()["content-type"] ?? "") === "application/pdf", "the PDF is not a PDF");
-  await page.screenshot({ path: join(args.screenshots, "ho-report.png"), fullPage: true });
+  await page.screenshot({ path: browser.shot("ho-report.png"), fullPage: true });
   steps.push(step);
 
   step = "the month's statistics with the chart";
@@ -104,7 +69,7 @@ try {
   expect(chart.includes(`${args.month}: 1`), `the chart does not count the report: ${chart}`);
   const complaints = (await page.textContent("#complaints")) ?? "";
   expect(complaints.includes(args.branch), `the complaint table does not name ${args.branch}`);
-  await page.screenshot({ path: join(args.screenshots, "statistics.png"), fullPage: true });
+  await page.screenshot({ path: browser.shot("statistics.png"), fullPage: true });
   steps.push(step);
 
   step = "the quality digest (R27)";
@@ -113,7 +78,7 @@ try {
   await page.click("form.filters button[type=submit]");
   const faults = (await page.textContent("#faults")) ?? "";
   expect(faults.includes(args.branch), `the digest does not name ${args.branch}: ${faults}`);
-  await page.screenshot({ path: join(args.screenshots, "quality.png"), fullPage: true });
+  await page.screenshot({ path: browser.shot("quality.png"), fullPage: true });
   steps.push(step);
 
   step = "nothing was kept aside";
@@ -126,6 +91,5 @@ try {
   console.error(`head_office.mjs: step "${step}" failed: ${e.message}`);
   process.exitCode = 1;
 } finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await browser.close();
 }

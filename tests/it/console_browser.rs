@@ -39,10 +39,62 @@ fn chromium() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Where a run's screenshots go: `docs/console/` with `FIELDSYNC_WRITE_SCREENSHOTS` set (the
+/// README's), else a folder of the test's own.
+fn screenshot_dir(scratch: &Path) -> PathBuf {
+    if std::env::var_os("FIELDSYNC_WRITE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console")
+    } else {
+        scratch.join("screenshots")
+    }
+}
+
+/// Runs `tests/e2e/<script>` with `args`, `--screenshots shots` and `--chromium`, and
+/// returns the summary it prints (`{"ok": true, "steps": [...], "ms": …}`). A failure says the
+/// script's output and `context` (e.g. the server's log).
+async fn run_e2e(
+    script: &str,
+    args: &[&str],
+    shots: &Path,
+    context: impl FnOnce() -> String,
+) -> anyhow::Result<Value> {
+    let output = tokio::process::Command::new("node")
+        // The browser keeps the real clock: what it shows comes from the server (which runs
+        // under `scripts/clock-ahead` in that pass), and chromium under libfaketime is slow
+        // enough to time out on a loaded machine.
+        .env_remove("LD_PRELOAD")
+        .env_remove("FAKETIME")
+        .arg(e2e_dir().join(script))
+        .args(args)
+        .arg("--screenshots")
+        .arg(shots)
+        .arg("--chromium")
+        .arg(chromium()?)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running node (Node 20 or newer is needed)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "{script}: {}\n{}\n{}\n{}",
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr),
+            context()
+        );
+    }
+    let summary: Value =
+        serde_json::from_str(stdout.trim()).with_context(|| format!("{script} summary"))?;
+    assert_eq!(summary["ok"], true, "{summary}");
+    Ok(summary)
+}
+
 #[tokio::test]
 async fn console_in_chromium_a_dispatcher_registers_and_dispatches_and_a_manager_approves_what_a_device_asked()
 -> anyhow::Result<()> {
-    let chromium = chromium()?;
+    // Said at once, with what to install, when chromium is missing.
+    chromium()?;
     let installed = e2e_dir().join("node_modules").join("playwright-core");
     ensure!(
         installed.exists(),
@@ -198,65 +250,36 @@ async fn console_in_chromium_a_dispatcher_registers_and_dispatches_and_a_manager
     .plus_millis(86_400_000);
     let appointment = Zone::china().local_input(tomorrow);
 
-    let shots = if std::env::var_os("FIELDSYNC_WRITE_SCREENSHOTS").is_some() {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console")
-    } else {
-        dir.path().join("screenshots")
-    };
+    let shots = screenshot_dir(dir.path());
     let started = Instant::now();
-    let output = tokio::process::Command::new("node")
-        // The browser keeps the real clock: what it shows comes from the server (which runs
-        // under `scripts/clock-ahead` in that pass), and chromium under libfaketime is slow
-        // enough to time out on a loaded machine.
-        .env_remove("LD_PRELOAD")
-        .env_remove("FAKETIME")
-        .arg(e2e_dir().join("console.mjs"))
-        .args([
-            "--base",
-            &base,
-            "--user",
-            "li",
-            "--password",
-            "li-console-password",
-        ])
-        .args([
-            "--customers",
-            "华东机械厂,Lotus Foods Ltd",
-            "--job-customer",
-            "华东机械厂",
-            "--technician",
-            "tech-1",
-            "--appointment",
-            &appointment,
-            "--manager",
-            "wang",
-            "--manager-password",
-            "wang-console-password",
-            "--approval-reason",
-            reason,
-            "--zone",
-            "Asia/Shanghai",
-        ])
-        .arg("--screenshots")
-        .arg(&shots)
-        .arg("--chromium")
-        .arg(&chromium)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running node (Node 20 or newer is needed)")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "console.mjs: {}\n{}\n{}\nserver log:\n{}",
-            output.status,
-            stdout,
-            String::from_utf8_lossy(&output.stderr),
-            server.log()
-        );
-    }
-    let summary: Value = serde_json::from_str(stdout.trim()).context("console.mjs summary")?;
-    assert_eq!(summary["ok"], true, "{summary}");
+    let args = [
+        "--base",
+        &base,
+        "--user",
+        "li",
+        "--password",
+        "li-console-password",
+        "--customers",
+        "华东机械厂,Lotus Foods Ltd",
+        "--job-customer",
+        "华东机械厂",
+        "--technician",
+        "tech-1",
+        "--appointment",
+        &appointment,
+        "--manager",
+        "wang",
+        "--manager-password",
+        "wang-console-password",
+        "--approval-reason",
+        reason,
+        "--zone",
+        "Asia/Shanghai",
+    ];
+    let summary = run_e2e("console.mjs", &args, &shots, || {
+        format!("server log:\n{}", server.log())
+    })
+    .await?;
     assert_eq!(
         summary["steps"].as_array().map(Vec::len),
         Some(10),
@@ -330,7 +353,8 @@ async fn console_in_chromium_a_dispatcher_registers_and_dispatches_and_a_manager
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_office_pages_in_chromium_find_read_and_count_a_verified_report() -> anyhow::Result<()>
 {
-    let chromium = chromium()?;
+    // Said at once, with what to install, when chromium is missing.
+    chromium()?;
     let chain = crate::head_office::Chain::start_with(true, |c| {
         c.timezone = "Asia/Shanghai".parse().expect("a known zone");
     })
@@ -354,41 +378,23 @@ async fn head_office_pages_in_chromium_find_read_and_count_a_verified_report() -
     })
     .await??;
     let dir = temp_dir()?;
-    let shots = if std::env::var_os("FIELDSYNC_WRITE_SCREENSHOTS").is_some() {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console")
-    } else {
-        dir.path().join("screenshots")
-    };
+    let shots = screenshot_dir(dir.path());
     let base = chain.head_office.http_url("");
-    let output = tokio::process::Command::new("node")
-        // The browser keeps the real clock: what it shows comes from the server (which runs
-        // under `scripts/clock-ahead` in that pass), and chromium under libfaketime is slow
-        // enough to time out on a loaded machine.
-        .env_remove("LD_PRELOAD")
-        .env_remove("FAKETIME")
-        .arg(e2e_dir().join("head_office.mjs"))
-        .args(["--base", &base, "--user", "zhao"])
-        .args(["--password", "zhao-console-password", "--month", "2026-12"])
-        .args(["--report", &report_id, "--branch", "north-01"])
-        .arg("--screenshots")
-        .arg(&shots)
-        .arg("--chromium")
-        .arg(&chromium)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running node (Node 20 or newer is needed)")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "head_office.mjs: {}\n{}\n{}",
-            output.status,
-            stdout,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let summary: Value = serde_json::from_str(stdout.trim()).context("head_office.mjs summary")?;
-    assert_eq!(summary["ok"], true, "{summary}");
+    let args = [
+        "--base",
+        &base,
+        "--user",
+        "zhao",
+        "--password",
+        "zhao-console-password",
+        "--month",
+        "2026-12",
+        "--report",
+        &report_id,
+        "--branch",
+        "north-01",
+    ];
+    let summary = run_e2e("head_office.mjs", &args, &shots, String::new).await?;
     assert_eq!(
         summary["steps"].as_array().map(Vec::len),
         Some(6),

@@ -26,7 +26,7 @@ use super::HeadOffice;
 use super::archive::{self, Filter};
 use crate::auth::EVERYONE;
 use crate::console::i18n::Lang;
-use crate::console::{Chrome, error_page, render};
+use crate::console::{Chrome, Signed, error_page, render};
 
 /// How many months the statistics chart shows, the asked month last.
 const CHART_MONTHS: usize = 6;
@@ -90,6 +90,75 @@ fn month_asked(
     })
 }
 
+/// A month's page for a signed-in person: who, which month (asked or current), and the
+/// words for a month that did not parse.
+struct MonthView {
+    signed: Signed,
+    month: Month,
+    error: Option<String>,
+}
+
+impl MonthView {
+    /// Signs the person in (or answers with the sign-in redirect) and reads `?month=`.
+    async fn open(
+        state: &HeadOffice,
+        headers: &HeaderMap,
+        path: &str,
+        asked: Option<&str>,
+    ) -> Result<Self, Response> {
+        let signed = state.console.require(headers, path, EVERYONE).await?;
+        let (month, error) = month_asked(state, asked, signed.user.lang)
+            .map_err(|e| error_page(StatusCode::INTERNAL_SERVER_ERROR, &e))?;
+        Ok(Self {
+            signed,
+            month,
+            error,
+        })
+    }
+
+    /// [`MonthView::open`] for a download: a month that did not parse is a 400 with the
+    /// words, not a page.
+    async fn download(
+        state: &HeadOffice,
+        headers: &HeaderMap,
+        path: &str,
+        asked: Option<&str>,
+    ) -> Result<Month, Response> {
+        let view = Self::open(state, headers, path, asked).await?;
+        match view.error {
+            Some(error) => Err((StatusCode::BAD_REQUEST, error).into_response()),
+            None => Ok(view.month),
+        }
+    }
+}
+
+/// Head office's R24 statistics of `month`, as `GET /api/stats` computes them.
+async fn stats_of(state: &HeadOffice, month: Month) -> Result<Vec<MonthlyStats>, String> {
+    archive::month_stats(
+        &state.store,
+        month,
+        state.node.config.repeat_window_days,
+        &state.node.config.timezone,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// A CSV download named `file`.
+fn csv_download(file: &str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 struct ReportRow {
     href: String,
     signed_at: String,
@@ -122,16 +191,16 @@ async fn archive_page(
     q: Result<Query<ArchiveQuery>, QueryRejection>,
 ) -> Response {
     let console = &state.console;
-    let signed = match console.require(&headers, "/archive", EVERYONE).await {
-        Ok(s) => s,
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let MonthView {
+        signed,
+        month,
+        error,
+    } = match MonthView::open(&state, &headers, "/archive", q.month.as_deref()).await {
+        Ok(view) => view,
         Err(answer) => return answer,
     };
     let lang = signed.user.lang;
-    let q = q.map(|Query(q)| q).unwrap_or_default();
-    let (month, error) = match month_asked(&state, q.month.as_deref(), lang) {
-        Ok(asked) => asked,
-        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
     let filter = Filter {
         month: Some(month),
         customer: given(&q.customer),
@@ -563,26 +632,19 @@ async fn statistics_page(
     q: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Response {
     let console = &state.console;
-    let signed = match console.require(&headers, "/statistics", EVERYONE).await {
-        Ok(s) => s,
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let MonthView {
+        signed,
+        month,
+        error,
+    } = match MonthView::open(&state, &headers, "/statistics", q.month.as_deref()).await {
+        Ok(view) => view,
         Err(answer) => return answer,
     };
     let lang = signed.user.lang;
-    let q = q.map(|Query(q)| q).unwrap_or_default();
-    let (month, error) = match month_asked(&state, q.month.as_deref(), lang) {
-        Ok(asked) => asked,
-        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
-    let stats = match archive::month_stats(
-        &state.store,
-        month,
-        state.node.config.repeat_window_days,
-        &state.node.config.timezone,
-    )
-    .await
-    {
+    let stats = match stats_of(&state, month).await {
         Ok(s) => s,
-        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e),
     };
     let (bars, months, complaints) = match month_over_month(&state, month).await {
         Ok(found) => found,
@@ -626,45 +688,18 @@ async fn statistics_csv(
     headers: HeaderMap,
     q: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Response {
-    let signed = match state
-        .console
-        .require(&headers, "/statistics", EVERYONE)
-        .await
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let month = match MonthView::download(&state, &headers, "/statistics", q.month.as_deref()).await
     {
-        Ok(s) => s,
+        Ok(month) => month,
         Err(answer) => return answer,
     };
-    let q = q.map(|Query(q)| q).unwrap_or_default();
-    let (month, error) = match month_asked(&state, q.month.as_deref(), signed.user.lang) {
-        Ok(asked) => asked,
-        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
-    if let Some(error) = error {
-        return (StatusCode::BAD_REQUEST, error).into_response();
-    }
-    let stats = match archive::month_stats(
-        &state.store,
-        month,
-        state.node.config.repeat_window_days,
-        &state.node.config.timezone,
-    )
-    .await
-    {
+    let stats = match stats_of(&state, month).await {
         Ok(s) => s,
-        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e),
     };
     match fieldsync_shared::stats::render(&stats, "csv") {
-        Ok(csv) => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"statistics-{month}.csv\""),
-                ),
-            ],
-            csv,
-        )
-            .into_response(),
+        Ok(csv) => csv_download(&format!("statistics-{month}.csv"), csv),
         Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
@@ -697,17 +732,9 @@ struct Digest {
 }
 
 async fn digest(state: &HeadOffice, month: Month) -> Result<Digest, String> {
-    let stats_of = |m: Month| {
-        archive::month_stats(
-            &state.store,
-            m,
-            state.node.config.repeat_window_days,
-            &state.node.config.timezone,
-        )
-    };
-    let now = stats_of(month).await.map_err(|e| e.to_string())?;
+    let now = stats_of(state, month).await?;
     let before = match month.previous() {
-        Some(m) => stats_of(m).await.map_err(|e| e.to_string())?,
+        Some(m) => stats_of(state, m).await?,
         None => Vec::new(),
     };
     let key = |t: &str, f: &str| (t.to_owned(), f.to_owned());
@@ -800,16 +827,16 @@ async fn quality_page(
     q: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Response {
     let console = &state.console;
-    let signed = match console.require(&headers, "/quality", EVERYONE).await {
-        Ok(s) => s,
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let MonthView {
+        signed,
+        month,
+        error,
+    } = match MonthView::open(&state, &headers, "/quality", q.month.as_deref()).await {
+        Ok(view) => view,
         Err(answer) => return answer,
     };
     let lang = signed.user.lang;
-    let q = q.map(|Query(q)| q).unwrap_or_default();
-    let (month, error) = match month_asked(&state, q.month.as_deref(), lang) {
-        Ok(asked) => asked,
-        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
     let digest = match digest(&state, month).await {
         Ok(d) => d,
         Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e),
@@ -840,18 +867,11 @@ async fn quality_csv(
     headers: HeaderMap,
     q: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Response {
-    let signed = match state.console.require(&headers, "/quality", EVERYONE).await {
-        Ok(s) => s,
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let month = match MonthView::download(&state, &headers, "/quality", q.month.as_deref()).await {
+        Ok(month) => month,
         Err(answer) => return answer,
     };
-    let q = q.map(|Query(q)| q).unwrap_or_default();
-    let (month, error) = match month_asked(&state, q.month.as_deref(), signed.user.lang) {
-        Ok(asked) => asked,
-        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
-    if let Some(error) = error {
-        return (StatusCode::BAD_REQUEST, error).into_response();
-    }
     let digest = match digest(&state, month).await {
         Ok(d) => d,
         Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e),
@@ -867,15 +887,5 @@ async fn quality_csv(
             csv_field(&f.branches)
         ));
     }
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"quality-{month}.csv\""),
-            ),
-        ],
-        csv,
-    )
-        .into_response()
+    csv_download(&format!("quality-{month}.csv"), csv)
 }
