@@ -1507,6 +1507,20 @@ async fn r24_r25_head_office_reads_the_archive_a_report_and_the_months_statistic
     assert!(pdf.bytes().await?.starts_with(b"%PDF"));
     let unknown = analyst.get(&format!("/archive/{}", "0".repeat(32))).await?;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    // A malformed id and an unknown report's PDF are refused the same way.
+    let malformed = analyst.get("/archive/not-a-report-id/report.pdf").await?;
+    assert_eq!(malformed.status, StatusCode::NOT_FOUND);
+    assert!(
+        malformed.body.contains("档案中没有这份报告"),
+        "{}",
+        malformed.body
+    );
+    // A download for a month that does not parse is a 400 saying so, not a page.
+    for csv in ["/statistics.csv?month=2026-13", "/quality.csv?month=last"] {
+        let refused = analyst.get(csv).await?;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{csv}");
+        assert!(refused.body.contains("不是月份"), "{csv}: {}", refused.body);
+    }
     assert!(
         unknown.body.contains("档案中没有这份报告"),
         "{}",

@@ -307,13 +307,23 @@ pub async fn complaint_report(
     repeat_window_days: i64,
     zone: &fieldsync_shared::zone::Zone,
 ) -> Result<ComplaintReport, crate::head_office::archive::StatsFailure> {
+    let stats =
+        crate::head_office::archive::month_stats(store, month, repeat_window_days, zone).await?;
+    complaint_report_for(store, month, &stats).await
+}
+
+/// [`complaint_report`] over the month's statistics already computed (`stats`: `month_stats`
+/// of the same month), so a page that shows both reads the month once.
+pub async fn complaint_report_for(
+    store: &HeadOfficeStore,
+    month: Month,
+    stats: &[fieldsync_shared::stats::MonthlyStats],
+) -> Result<ComplaintReport, crate::head_office::archive::StatsFailure> {
     let complaints = archived_complaints(store, Some(month), None).await?;
-    let reported: BTreeMap<BranchId, usize> =
-        crate::head_office::archive::month_stats(store, month, repeat_window_days, zone)
-            .await?
-            .into_iter()
-            .map(|s| (s.branch_id, s.summary.reports as usize))
-            .collect();
+    let reported: BTreeMap<BranchId, usize> = stats
+        .iter()
+        .map(|s| (s.branch_id.clone(), s.summary.reports as usize))
+        .collect();
     let mut by_branch: BTreeMap<BranchId, Vec<Complaint>> = BTreeMap::new();
     for c in complaints {
         by_branch.entry(c.branch_id).or_default().push(c.complaint);

@@ -568,6 +568,7 @@ fn complaint_row(
 async fn month_over_month(
     state: &HeadOffice,
     month: Month,
+    stats: &[MonthlyStats],
 ) -> Result<(Vec<Bar>, Vec<MonthRow>, Vec<ComplaintRow>), String> {
     let mut months = vec![month];
     while months.len() < CHART_MONTHS {
@@ -580,13 +581,18 @@ async fn month_over_month(
     let mut rows = Vec::new();
     let mut last = None;
     for m in &months {
-        let report = super::complaints::complaint_report(
-            &state.store,
-            *m,
-            state.node.config.repeat_window_days,
-            &state.node.config.timezone,
-        )
-        .await
+        // The asked month's statistics are the page's; the months before are read here.
+        let report = if *m == month {
+            super::complaints::complaint_report_for(&state.store, month, stats).await
+        } else {
+            super::complaints::complaint_report(
+                &state.store,
+                *m,
+                state.node.config.repeat_window_days,
+                &state.node.config.timezone,
+            )
+            .await
+        }
         .map_err(|e| e.to_string())?;
         rows.push(MonthRow {
             month: m.to_string(),
@@ -646,7 +652,7 @@ async fn statistics_page(
         Ok(s) => s,
         Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e),
     };
-    let (bars, months, complaints) = match month_over_month(&state, month).await {
+    let (bars, months, complaints) = match month_over_month(&state, month, &stats).await {
         Ok(found) => found,
         Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e),
     };
@@ -788,14 +794,9 @@ async fn digest(state: &HeadOffice, month: Month) -> Result<Digest, String> {
             .then_with(|| a.product_type.cmp(&b.product_type))
             .then_with(|| a.fault.cmp(&b.fault))
     });
-    let complaints = super::complaints::complaint_report(
-        &state.store,
-        month,
-        state.node.config.repeat_window_days,
-        &state.node.config.timezone,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let complaints = super::complaints::complaint_report_for(&state.store, month, &now)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Digest {
         faults,
         repeats,
