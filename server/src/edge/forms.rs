@@ -40,7 +40,7 @@ use super::desk::dispatch::{
 };
 use super::desk::intake::{NewServiceRequest, ServiceRequest, register, require_request};
 use super::jobs::{Technicians, enrolled_technicians, reassign};
-use crate::auth::{APPROVERS, Actor, EVERYONE, STAFF};
+use crate::auth::{APPROVERS, Actor, DeskRole, EVERYONE, STAFF};
 use crate::console::i18n::Lang;
 use crate::console::{Chrome, Notice, Signed, error_page, message_page, render};
 use crate::http::error::ApiError;
@@ -73,9 +73,65 @@ fn bad_form(lang: Lang) -> Response {
     message_page(StatusCode::BAD_REQUEST, lang, "form_expired")
 }
 
-/// The status a refusal is answered with: the rule's (4xx), or 500 for ours.
-fn refusal_status(e: &ApiError) -> StatusCode {
-    e.status
+/// A form that carries the session's CSRF token.
+trait Posted {
+    fn csrf(&self) -> &str;
+}
+
+/// Every form post's opening: the person signed in with one of `roles` (else the sign-in
+/// redirect or the 403 page naming the roles), the form parsed (else "the form expired"),
+/// and its CSRF token the session's (else refused). Nothing has changed when it answers.
+async fn posted<T: Posted>(
+    edge: &Edge,
+    headers: &HeaderMap,
+    path: &str,
+    roles: &[DeskRole],
+    form: Result<Form<T>, FormRejection>,
+) -> Result<(Signed, T), Response> {
+    let signed = edge.console.require(headers, path, roles).await?;
+    let Ok(Form(form)) = form else {
+        return Err(bad_form(signed.user.lang));
+    };
+    match edge.console.csrf_refusal(&signed, form.csrf()) {
+        Some(answer) => Err(answer),
+        None => Ok((signed, form)),
+    }
+}
+
+impl Posted for IntakeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl Posted for DispatchForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl Posted for ReassignForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl Posted for CancelForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl Posted for DecideForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl Posted for CallForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 fn see_other(to: &str) -> Response {
@@ -282,17 +338,11 @@ async fn intake_post(
     headers: HeaderMap,
     form: Result<Form<IntakeForm>, FormRejection>,
 ) -> Response {
-    let signed = match edge.console.require(&headers, "/intake", STAFF).await {
-        Ok(s) => s,
+    let (signed, form) = match posted(&edge, &headers, "/intake", STAFF, form).await {
+        Ok(posted) => posted,
         Err(answer) => return answer,
     };
     let lang = signed.user.lang;
-    let Ok(Form(form)) = form else {
-        return bad_form(lang);
-    };
-    if let Some(answer) = edge.console.csrf_refusal(&signed, &form.csrf) {
-        return answer;
-    }
     let done = match new_request(&edge.node.config.timezone, &form) {
         Ok(new) => register(&edge, new, &actor(&signed)).await,
         Err(e) => Err(e),
@@ -301,7 +351,7 @@ async fn intake_post(
         Ok(request) => see_other(&format!("/requests/{}?done=request_created", request.id)),
         Err(e) => {
             let notice = Notice::refused(lang, &e);
-            intake_response(&edge, &signed, form, refusal_status(&e), Some(notice)).await
+            intake_response(&edge, &signed, form, e.status, Some(notice)).await
         }
     }
 }
@@ -492,17 +542,11 @@ async fn dispatch_post(
     form: Result<Form<DispatchForm>, FormRejection>,
 ) -> Response {
     let path = format!("/requests/{id}");
-    let signed = match edge.console.require(&headers, &path, STAFF).await {
-        Ok(s) => s,
+    let (signed, form) = match posted(&edge, &headers, &path, STAFF, form).await {
+        Ok(posted) => posted,
         Err(answer) => return answer,
     };
     let lang = signed.user.lang;
-    let Ok(Form(form)) = form else {
-        return bad_form(lang);
-    };
-    if let Some(answer) = edge.console.csrf_refusal(&signed, &form.csrf) {
-        return answer;
-    }
     let done = match new_dispatch(&edge.node.config.timezone, &form) {
         Ok(new) => dispatch_request(&edge, &id, new, &actor(&signed)).await,
         Err(e) => Err(e),
@@ -511,15 +555,7 @@ async fn dispatch_post(
         Ok(created) => see_other(&format!("/jobs/{}?done=dispatched", created.job_id)),
         Err(e) => {
             let notice = Notice::refused(lang, &e);
-            request_response(
-                &edge,
-                &signed,
-                &id,
-                Some(form),
-                refusal_status(&e),
-                Some(notice),
-            )
-            .await
+            request_response(&edge, &signed, &id, Some(form), e.status, Some(notice)).await
         }
     }
 }
@@ -542,17 +578,11 @@ async fn reassign_post(
     form: Result<Form<ReassignForm>, FormRejection>,
 ) -> Response {
     let path = format!("/jobs/{id}");
-    let signed = match edge.console.require(&headers, &path, STAFF).await {
-        Ok(s) => s,
+    let (signed, form) = match posted(&edge, &headers, &path, STAFF, form).await {
+        Ok(posted) => posted,
         Err(answer) => return answer,
     };
     let lang = signed.user.lang;
-    let Ok(Form(form)) = form else {
-        return bad_form(lang);
-    };
-    if let Some(answer) = edge.console.csrf_refusal(&signed, &form.csrf) {
-        return answer;
-    }
     // People type Chinese commas too.
     let technicians: Vec<String> = form
         .technicians
@@ -577,7 +607,7 @@ async fn reassign_post(
         Ok(_) => see_other(&format!("/jobs/{id}?done=reassigned")),
         Err(e) => {
             let notice = Notice::refused(lang, &e);
-            job_response(&edge, &signed, &id, refusal_status(&e), Some(notice)).await
+            job_response(&edge, &signed, &id, e.status, Some(notice)).await
         }
     }
 }
@@ -597,22 +627,16 @@ async fn cancel_post(
     form: Result<Form<CancelForm>, FormRejection>,
 ) -> Response {
     let path = format!("/jobs/{id}");
-    let signed = match edge.console.require(&headers, &path, STAFF).await {
-        Ok(s) => s,
+    let (signed, form) = match posted(&edge, &headers, &path, STAFF, form).await {
+        Ok(posted) => posted,
         Err(answer) => return answer,
     };
     let lang = signed.user.lang;
-    let Ok(Form(form)) = form else {
-        return bad_form(lang);
-    };
-    if let Some(answer) = edge.console.csrf_refusal(&signed, &form.csrf) {
-        return answer;
-    }
     match cancel_job(&edge, &id, &form.reason, &actor(&signed)).await {
         Ok(_) => see_other(&format!("/jobs/{id}?done=cancelled")),
         Err(e) => {
             let notice = Notice::refused(lang, &e);
-            job_response(&edge, &signed, &id, refusal_status(&e), Some(notice)).await
+            job_response(&edge, &signed, &id, e.status, Some(notice)).await
         }
     }
 }
@@ -815,21 +839,11 @@ async fn decide_post(
     Path((job, approval)): Path<(String, String)>,
     form: Result<Form<DecideForm>, FormRejection>,
 ) -> Response {
-    let signed = match edge
-        .console
-        .require(&headers, "/approvals", APPROVERS)
-        .await
-    {
-        Ok(s) => s,
+    let (signed, form) = match posted(&edge, &headers, "/approvals", APPROVERS, form).await {
+        Ok(posted) => posted,
         Err(answer) => return answer,
     };
     let lang = signed.user.lang;
-    let Ok(Form(form)) = form else {
-        return bad_form(lang);
-    };
-    if let Some(answer) = edge.console.csrf_refusal(&signed, &form.csrf) {
-        return answer;
-    }
     let approved = match form.decision.as_str() {
         "approve" => true,
         "refuse" => false,
@@ -843,7 +857,7 @@ async fn decide_post(
         Ok(_) => see_other("/approvals?done=decided"),
         Err(e) => {
             let notice = Notice::refused(lang, &e);
-            approvals_response(&edge, &signed, refusal_status(&e), Some(notice)).await
+            approvals_response(&edge, &signed, e.status, Some(notice)).await
         }
     }
 }
@@ -982,17 +996,11 @@ async fn call_post(
     Path(job): Path<String>,
     form: Result<Form<CallForm>, FormRejection>,
 ) -> Response {
-    let signed = match edge.console.require(&headers, "/follow-ups", STAFF).await {
-        Ok(s) => s,
+    let (signed, form) = match posted(&edge, &headers, "/follow-ups", STAFF, form).await {
+        Ok(posted) => posted,
         Err(answer) => return answer,
     };
     let lang = signed.user.lang;
-    let Ok(Form(form)) = form else {
-        return bad_form(lang);
-    };
-    if let Some(answer) = edge.console.csrf_refusal(&signed, &form.csrf) {
-        return answer;
-    }
     let (reached, satisfied) = match form.outcome.as_str() {
         "satisfied" => (true, Some(true)),
         "not_satisfied" => (true, Some(false)),
@@ -1018,14 +1026,7 @@ async fn call_post(
         }
         Err(e) => {
             let notice = Notice::refused(lang, &e);
-            follow_ups_response(
-                &edge,
-                &signed,
-                date.as_deref(),
-                refusal_status(&e),
-                Some(notice),
-            )
-            .await
+            follow_ups_response(&edge, &signed, date.as_deref(), e.status, Some(notice)).await
         }
     }
 }
