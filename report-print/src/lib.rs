@@ -140,17 +140,28 @@ pub fn render(
 /// `GET /api/reports/{id}`, the archive's export). The JSON is embedded as given, so
 /// `fieldsync verify` on the PDF checks exactly these bytes.
 pub fn report_pdf(report_json: &[u8], options: &PrintOptions) -> Result<Printed, PrintError> {
-    let report: SignedReport =
-        serde_json::from_slice(report_json).map_err(|e| PrintError::Report(e.to_string()))?;
-    let job = report
-        .job()
-        .map_err(|e| PrintError::Report(e.to_string()))?;
-    let page = content::build(&job, Some(&report), options)?;
+    let page = signed_page(report_json, options)?;
     let pdf = pdf::write(&page, Some(report_json), options)?;
     Ok(Printed {
         pdf,
         text: text::write(&page),
     })
+}
+
+/// The plain text of [`report_pdf`] alone, for a page that shows the report and links the
+/// PDF: no PDF is written.
+pub fn report_text(report_json: &[u8], options: &PrintOptions) -> Result<String, PrintError> {
+    Ok(text::write(&signed_page(report_json, options)?))
+}
+
+/// What a signed report's JSON prints as.
+fn signed_page(report_json: &[u8], options: &PrintOptions) -> Result<content::Page, PrintError> {
+    let report: SignedReport =
+        serde_json::from_slice(report_json).map_err(|e| PrintError::Report(e.to_string()))?;
+    let job = report
+        .job()
+        .map_err(|e| PrintError::Report(e.to_string()))?;
+    content::build(&job, Some(&report), options)
 }
 
 fn print(

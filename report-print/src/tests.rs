@@ -140,6 +140,15 @@ fn a_signed_pdf_carries_the_report_and_it_verifies_from_the_pdf_alone() {
     // The same report printed from its JSON alone (the desk and head office) embeds the same.
     let again = report_pdf(&json, &options(Language::En)).expect("renders");
     assert_eq!(extract_report(&again.pdf).expect("attached"), json);
+    // Its text alone is the PDF's text; a report that does not parse is refused, named.
+    assert_eq!(
+        report_text(&json, &options(Language::En)).expect("renders"),
+        again.text
+    );
+    assert!(matches!(
+        report_text(b"{\"not\": \"a report\"}", &options(Language::En)),
+        Err(PrintError::Report(_))
+    ));
 }
 
 #[test]

@@ -323,10 +323,10 @@ async fn report_page(
     };
     let options = print_options(&state, lang);
     let printed =
-        tokio::task::spawn_blocking(move || fieldsync_report_print::report_pdf(&json, &options))
+        tokio::task::spawn_blocking(move || fieldsync_report_print::report_text(&json, &options))
             .await;
     let text = match printed {
-        Ok(Ok(printed)) => printed.text,
+        Ok(Ok(text)) => text,
         Ok(Err(e)) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
