@@ -104,5 +104,6 @@ pub fn typical_job() -> Job {
         timeline: Vec::new(),
         notes: String::new(),
         attachments: Vec::new(),
+        expenses: Vec::new(),
     }
 }

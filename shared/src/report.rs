@@ -39,11 +39,14 @@ pub enum ReportError {
 /// the customer's staff (R16) is given before the customer signs and is acknowledged with
 /// the rest, and so are the photos and the signature image (issue 15); receipt images
 /// (R28, the technician's travel expenses) are not the customer's to acknowledge and are
-/// left out, so a receipt added after the signature does not void it.
+/// left out, so a receipt added after the signature does not void it. For the same reason the
+/// approved travel expense claims (R28, `expenses`) are left out: the desk approves them
+/// after the customer signs.
 pub fn acknowledged_content(job: &Job) -> Result<Value, ReportError> {
     let mut job = job.clone();
     job.attachments
         .retain(|a| a.kind != crate::job::attachments::AttachmentKind::Receipt);
+    job.expenses.clear();
     job.acknowledgement = None;
     job.completion = None;
     job.report = None;

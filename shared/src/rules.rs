@@ -344,6 +344,7 @@ pub(crate) mod tests {
             timeline: Vec::new(),
             notes: String::new(),
             attachments: Vec::new(),
+            expenses: Vec::new(),
         }
     }
 

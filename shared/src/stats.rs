@@ -11,7 +11,12 @@
 //!   customer's staff.
 //! - Person-trips: one per technician on the job. Person-days: technicians × days on site,
 //!   where days are counted from arrival to check-out, rounded up, at least one.
-//! - Cost of a job: parts + labour + travel (`rules::charges`), whoever pays it.
+//! - Cost of a job: parts + labour + travel (`rules::charges`), whoever pays it, plus the
+//!   R28 travel expense claims the desk approved for it (`Job::expenses`, carried in the
+//!   signed report): what the company pays its technicians for the trip (the seed's
+//!   差旅费, "travel expenses") is part of what the installation or dispatch cost (R24 1, 2)
+//!   and of the total (R24 5). They are shown apart too (`travel_expenses`); a claim counts
+//!   in the month of the report that carries it, like every other cost.
 //! - Materials cost: all parts; transport cost: all travel.
 //! - Total after-sales cost excludes contract-specified installation fees, which we take to be
 //!   the labour of installation jobs (it is paid for by the sales contract).
@@ -83,11 +88,13 @@ pub fn complaint_rate(complaints: usize, reports_verified: usize) -> Option<f64>
 /// print it.
 pub const DEFINITIONS: &[&str] = &[
     "a report counts in the month its branch signed it; only verified reports count",
-    "cost of a job = parts + labour + travel, whoever pays it",
+    "cost of a job = parts + labour + travel, whoever pays it, + the R28 travel expense \
+     claims approved for it (in its signed report)",
     "installation cost (R24 1), service cost (R24 2): the cost of those jobs, materials and \
      transport included",
-    "materials cost (R24 3): all parts; transport cost (R24 4): all travel; both are already \
-     inside the installation and service costs: do not add them again",
+    "materials cost (R24 3): all parts; transport cost (R24 4): all travel; travel expenses \
+     (R28): the approved claims; all three are already inside the installation and service \
+     costs: do not add them again",
     "total (R24 5): installation + service cost, less installation labour (the contract's \
      installation fee)",
     "person-trips: technicians per job; person-days: technicians x days on site (arrival to \
@@ -111,8 +118,17 @@ pub struct FactCharges {
     pub parts: Money,
     pub labour: Money,
     pub travel: Money,
+    /// Parts + labour + travel + the approved R28 travel expense claims.
     pub cost: Money,
     pub customer_pays: Money,
+}
+
+impl FactCharges {
+    /// R28: the approved travel expense claims inside `cost` (what it holds beyond parts,
+    /// labour and travel; head office keeps no column of its own for them).
+    pub fn travel_expenses(&self) -> Money {
+        Money(self.cost.0 - self.parts.0 - self.labour.0 - self.travel.0)
+    }
 }
 
 /// Everything [`monthly`] reads of one verified report, computed once from its job by
@@ -158,12 +174,20 @@ impl ReportFacts {
             billing: job.billing.mode,
             people: u32::try_from(job.technicians.len().max(1)).unwrap_or(u32::MAX),
             days_on_site: days_on_site(job),
-            charges: charges(job).ok().map(|c| FactCharges {
-                parts: c.parts,
-                labour: c.labour,
-                travel: c.travel,
-                cost: c.cost,
-                customer_pays: c.customer_pays,
+            // None when a sum overflows, like the charges themselves (the month then names
+            // the report).
+            charges: charges(job).ok().and_then(|c| {
+                let claims = job
+                    .expenses
+                    .iter()
+                    .try_fold(Money::ZERO, |sum, e| sum.checked_add(e.amount))?;
+                Some(FactCharges {
+                    parts: c.parts,
+                    labour: c.labour,
+                    travel: c.travel,
+                    cost: c.cost.checked_add(claims)?,
+                    customer_pays: c.customer_pays,
+                })
             }),
             training: job.visit.training.is_some(),
             survey: job
@@ -260,6 +284,8 @@ pub struct MonthlyStats {
     pub service: Dispatch,
     pub materials_cost: Money,
     pub transport_cost: Money,
+    /// R28: the travel expense claims approved for the month's jobs (inside the costs above).
+    pub travel_expenses: Money,
     pub total_cost_excluding_installation_fees: Money,
     pub summary: Summary,
     pub fault_causes: Vec<FaultCount>,
@@ -352,6 +378,7 @@ pub fn monthly_from_facts(
                 service: Dispatch::default(),
                 materials_cost: Money::ZERO,
                 transport_cost: Money::ZERO,
+                travel_expenses: Money::ZERO,
                 total_cost_excluding_installation_fees: Money::ZERO,
                 summary: Summary::default(),
                 fault_causes: Vec::new(),
@@ -368,6 +395,7 @@ pub fn monthly_from_facts(
         group.cost = add(group.cost, c.cost)?;
         stats.materials_cost = add(stats.materials_cost, c.parts)?;
         stats.transport_cost = add(stats.transport_cost, c.travel)?;
+        stats.travel_expenses = add(stats.travel_expenses, c.travel_expenses())?;
         let counted = if r.kind == JobKind::Installation {
             Money(c.cost.0 - c.labour.0)
         } else {
@@ -478,6 +506,10 @@ pub fn stat_rows(s: &MonthlyStats) -> Vec<(String, String)> {
         (
             "R24 (4) transport cost (in costs above)",
             s.transport_cost.to_string(),
+        ),
+        (
+            "R28 travel expenses approved (in costs above)",
+            s.travel_expenses.to_string(),
         ),
         (
             "R24 (5) total cost excl. installation fees",

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use automerge::{Automerge, ReadDoc};
 use fieldsync_client::SyncClient;
 use fieldsync_server::auth::DeskRole;
@@ -12,18 +13,19 @@ use fieldsync_server::edge::upstream::DELIVERED;
 use fieldsync_server::head_office::archive::ArchivedReport;
 use fieldsync_shared::ids::{DeviceId, DocumentId};
 use fieldsync_shared::job::ReportOutcome;
-use fieldsync_shared::job::doc::read_job;
+use fieldsync_shared::job::approvals::{Approval, ApprovalKind, TravelExpense, request_approval};
+use fieldsync_shared::job::doc::{EditError, read_job};
 use fieldsync_shared::keys::KeyPair;
 use fieldsync_shared::report::SignedReport;
 use fieldsync_shared::report_doc::{ReportDoc, report_doc_id};
 use fieldsync_shared::sync::LocalEdit;
-use fieldsync_shared::time::Timestamp;
+use fieldsync_shared::time::{CalendarDate, Money, Timestamp};
 use fieldsync_storage::{Store, StoreConfig};
 use fieldsync_tests::{LinkProxy, SETTLE, TestServer, connect_client, eventually, temp_dir};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::reports::{T0, acknowledge, check_out_and_complete, do_the_work, outcome};
+use crate::reports::{T0, acknowledge, check_out_and_complete, do_the_work, edit, outcome};
 
 /// The chain's clock: an hour after [`T0`], the check-out times the tests use.
 pub(crate) const CHAIN_NOW: i64 = T0 + 3_600_000;
@@ -290,6 +292,121 @@ async fn a_completed_job_reaches_head_office_verified_and_counts_in_the_month() 
     assert_eq!(
         body["code"], "not_found",
         "an edge does not route the archive"
+    );
+    chain.stop().await
+}
+
+/// R28 and R24 (issue 15): a travel expense claim the technician raised holds the report
+/// back while it waits (`expense_undecided`, R28 only); a manager approves it at the desk and
+/// the branch signs without the technician doing anything more; the signed report carries
+/// the claim, and head office counts it in the month's cost from the report alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r28_an_approved_travel_expense_is_signed_in_the_report_and_counted_at_head_office_r24()
+-> anyhow::Result<()> {
+    let chain = Chain::start().await?;
+    let job = chain.branch.create_job("tech-wang").await?.job;
+    chain.client.subscribe(job);
+    anyhow::ensure!(
+        chain
+            .client
+            .wait_for(job, SETTLE, |d| read_job(d).is_ok())
+            .await,
+        "the job did not reach the device"
+    );
+    do_the_work(&chain.client, job).await?;
+    // The claim, made on the device: a taxi to the site, 86.00.
+    let claim = Approval {
+        id: "exp-taxi".into(),
+        kind: ApprovalKind::TravelExpense,
+        reason: "no bus to the site".into(),
+        requested_by: "tech-wang".into(),
+        requested_at: Timestamp::from_millis(T0 + 30_000),
+        amount: Some(Money(8_600)),
+        expense: Some(TravelExpense {
+            date: CalendarDate::from_ymd(2026, 10, 27)?,
+            from: "north-01".into(),
+            to: "Plant 3".into(),
+            category: "taxi".into(),
+            receipt: None,
+        }),
+        decision: None,
+    };
+    edit(&chain.client, job, move |jd| {
+        request_approval(jd.inner_mut(), &claim)
+            .map_err(|e| EditError::InvalidResolution(e.to_string()))
+    })
+    .await?;
+    acknowledge(&chain.client, job, &chain.device, &chain.key).await?;
+    check_out_and_complete(&chain.client, job, true, T0 + 60_000).await?;
+    match outcome(&chain.client, job).await {
+        Some(ReportOutcome::Refused { reasons, .. }) => {
+            let codes: Vec<(&str, &str)> = reasons
+                .iter()
+                .map(|r| (r.rule.as_str(), r.code.as_str()))
+                .collect();
+            assert_eq!(codes, [("R28", "expense_undecided")], "{reasons:?}");
+        }
+        other => anyhow::bail!("signed while a claim waited: {other:?}"),
+    }
+
+    let decided = reqwest::Client::new()
+        .post(
+            chain
+                .branch
+                .http_url(&format!("/api/jobs/{job}/approvals/exp-taxi/decision")),
+        )
+        .bearer_auth(chain.branch.desk_token(DeskRole::Manager)?)
+        .json(&serde_json::json!({ "approved": true, "note": "receipt seen" }))
+        .send()
+        .await?;
+    assert_eq!(decided.status().as_u16(), 200, "{}", decided.text().await?);
+
+    // Signed now, for the same completion request.
+    let mut signed = None;
+    chain
+        .client
+        .wait_for(job, SETTLE, |d| {
+            signed = match read_job(d).ok().and_then(|j| j.report) {
+                Some(ReportOutcome::Signed { report_id, .. }) => Some(report_id),
+                _ => None,
+            };
+            signed.is_some()
+        })
+        .await;
+    let report_id = signed.context("the branch did not sign once the claim was approved")?;
+
+    // The report carries the approved claim; the customer's acknowledgement still holds.
+    let archived = chain.wait_verified(&report_id).await?;
+    let entry: ArchivedReport = serde_json::from_value(archived)?;
+    let report: SignedReport = serde_json::from_value(entry.report)?;
+    let content = report.job()?;
+    assert_eq!(content.expenses.len(), 1);
+    let carried = &content.expenses[0];
+    assert_eq!(
+        (carried.id.as_str(), carried.amount, carried.by.as_str()),
+        ("exp-taxi", Money(8_600), "tech-wang")
+    );
+    assert_eq!(carried.approved_by, "desk:manager");
+
+    // R24 by hand: one repair, a 12.50 capacitor, no labour or travel recorded, and the
+    // approved 86.00 taxi: the service cost and the total are 98.50, 86.00 of it travel
+    // expenses (R28), none of it materials or transport beyond the part.
+    let month = entry.month.to_string();
+    let (status, stats) = chain.get(&format!("/api/stats?month={month}")).await?;
+    assert_eq!(status, 200, "{stats}");
+    let s = &stats[0];
+    assert_eq!(s["service"]["cost"], 9_850);
+    assert_eq!(s["materials_cost"], 1_250);
+    assert_eq!(s["transport_cost"], 0);
+    assert_eq!(s["travel_expenses"], 8_600);
+    assert_eq!(s["total_cost_excluding_installation_fees"], 9_850);
+    let (_, csv) = chain
+        .get(&format!("/api/stats?month={month}&format=csv"))
+        .await?;
+    assert!(
+        csv.as_str()
+            .is_some_and(|t| t.contains("R28 travel expenses approved (in costs above),86.00")),
+        "{csv}"
     );
     chain.stop().await
 }

@@ -21,6 +21,7 @@ use fieldsync_server::auth::DeskRole;
 use fieldsync_shared::canonical::{self, Digest};
 use fieldsync_shared::complaint_doc::{COMPLAINT_FORMAT, ComplaintDoc, complaint_doc_id};
 use fieldsync_shared::ids::{BranchId, CustomerId, DeviceId, DocumentId, TechnicianId};
+use fieldsync_shared::job::approvals::ApprovedExpense;
 use fieldsync_shared::job::attachments::{AttachmentKind, AttachmentRef, blob_digest};
 use fieldsync_shared::job::{
     Acknowledgement, Billing, BillingMode, Channel, CheckOut, Completion, Customer, Diagnosis,
@@ -199,6 +200,22 @@ fn vector_job() -> Job {
                 by: tech.clone(),
             },
         ]),
+        // R28: the taxi claim the desk approved, with that receipt (the customer does not
+        // acknowledge it either).
+        expenses: vec![ApprovedExpense {
+            id: "exp-1".into(),
+            date: "2026-10-27".parse().expect("a date"),
+            from: "浦东分公司".into(),
+            to: "华东机械厂".into(),
+            category: "taxi".into(),
+            amount: Money(8600),
+            reason: "no bus to the site".into(),
+            receipt: Some(blob_digest(b"taxi receipt")),
+            by: "tech-wang".into(),
+            claimed_at: at(1_793_096_000_000),
+            approved_by: "desk:manager".into(),
+            approved_at: at(1_793_097_000_000),
+        }],
     }
 }
 

@@ -91,6 +91,8 @@ def acknowledged_content(job):
         job["attachments"] = kept
     else:
         job.pop("attachments", None)
+    # Approved travel expense claims (R28) are decided after the customer signs.
+    job.pop("expenses", None)
     return job
 
 

@@ -501,6 +501,11 @@ pub const LABELS: &[(&str, &str, &str)] = &[
         "Transport (in the costs above, R24 4)",
     ),
     (
+        "stat_travel_expenses",
+        "差旅费报销（已批准，已含在上列费用中，R28）",
+        "Travel expenses approved (in the costs above, R28)",
+    ),
+    (
         "stat_warranty_jobs",
         "保修工单 (R24-6)",
         "Warranty jobs (R24 6)",

@@ -345,6 +345,7 @@ impl NewJob {
             timeline: Vec::new(),
             notes: String::new(),
             attachments: Vec::new(),
+            expenses: Vec::new(),
         })
     }
 }

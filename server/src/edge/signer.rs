@@ -7,7 +7,9 @@
 //! and still matches the job's content (`report::TrustStore`), and nothing a merge left
 //! unresolved (issue 15, `job::doc::unresolved`: fields of one group written by people who
 //! had not seen each other's, `unresolved_conflict`; a part number possibly added twice,
-//! `possible_duplicate_part`). If all hold it signs a
+//! `possible_duplicate_part`), and no R28 travel expense claim still waiting for the desk
+//! (`expense_undecided`: the report carries the approved claims; once the desk decides them
+//! the same completion request is answered again). If all hold it signs a
 //! `SignedReport` with the branch key over the job as stored, keeps it, and writes the outcome
 //! into the job; if not, it writes the refusal with every reason, so the technician's device
 //! shows it. The same content signed twice is one report (its id derives from the content);
@@ -20,6 +22,9 @@ use automerge::ChangeHash;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::job::approvals::{
+    Approval, EXPENSE_UNDECIDED, claims_decided_since_refusal, read_approvals, waiting_expenses,
+};
 use fieldsync_shared::job::doc::{Unresolved, read_job, unresolved};
 use fieldsync_shared::job::{Job, RefusalReason, ReportOutcome, TimelineEvent};
 use fieldsync_shared::report::{SignedReport, TrustStore};
@@ -116,12 +121,12 @@ pub async fn answer(state: &Arc<Edge>, doc: DocumentId) -> Option<Answer> {
     let loaded = state.node.load_document(doc).await.and_then(|am| {
         am.map(|am| {
             read_job(&am)
-                .map(|job| (job, am.get_heads(), unresolved(&am)))
+                .map(|job| (job, am.get_heads(), unresolved(&am), claims(&am)))
                 .map_err(|e| e.to_string())
         })
         .transpose()
     });
-    let (job, heads, open): (Job, Vec<ChangeHash>, Vec<Unresolved>) = match loaded {
+    let (job, heads, open, claims): (Job, Vec<ChangeHash>, Vec<Unresolved>, Claims) = match loaded {
         Ok(Some(found)) => found,
         Ok(None) => return None,
         Err(e) => {
@@ -132,6 +137,15 @@ pub async fn answer(state: &Arc<Edge>, doc: DocumentId) -> Option<Answer> {
     let requested_at = job.completion.as_ref()?.at;
     let previous = job.report.clone();
     let answered = match &previous {
+        // R28: refused only because travel expense claims waited, and none waits now (the
+        // desk has decided them since): answered again, as the technician has nothing to do.
+        Some(refused @ ReportOutcome::Refused { .. })
+            if claims
+                .as_ref()
+                .is_ok_and(|all| claims_decided_since_refusal(refused, all)) =>
+        {
+            false
+        }
         Some(ReportOutcome::Signed { at, .. } | ReportOutcome::Refused { at, .. }) => {
             *at >= requested_at
         }
@@ -159,7 +173,7 @@ pub async fn answer(state: &Arc<Edge>, doc: DocumentId) -> Option<Answer> {
         state,
         &job,
         &heads,
-        open,
+        held_back(open, &claims),
         at,
         requested_at,
         previous.as_ref(),
@@ -258,7 +272,7 @@ async fn decide(
     state: &Edge,
     job: &Job,
     heads: &[ChangeHash],
-    open: Vec<Unresolved>,
+    held: Vec<RefusalReason>,
     at: Timestamp,
     requested_at: Timestamp,
     previous: Option<&ReportOutcome>,
@@ -267,11 +281,7 @@ async fn decide(
         .into_iter()
         .map(RefusalReason::from)
         .collect();
-    // Issue 15: never a report over fields that disagree or a part possibly billed twice.
-    reasons.extend(
-        open.into_iter()
-            .map(|u| RefusalReason::from(Missing::from(u))),
-    );
+    reasons.extend(held);
     if job.acknowledgement.is_some() {
         let trust = trust_store(&state.node);
         if let Err(e) = trust.check_acknowledgement(job, at) {
@@ -364,6 +374,47 @@ async fn decide(
         report_id: report.body.report_id.clone(),
         digest: report.body.content_digest.clone(),
         supersedes,
+    }
+}
+
+/// What the document holds back beyond the job's own completeness: fields a merge left in
+/// disagreement or a part possibly billed twice (issue 15: never a report over them), and
+/// travel expense claims still waiting (R28: the report carries the approved ones).
+fn held_back(open: Vec<Unresolved>, claims: &Claims) -> Vec<RefusalReason> {
+    open.into_iter()
+        .map(|u| RefusalReason::from(Missing::from(u)))
+        .chain(waiting_claims(claims))
+        .collect()
+}
+
+/// The job's approval requests, or why they cannot be read.
+type Claims = Result<Vec<Approval>, String>;
+
+fn claims(doc: &automerge::Automerge) -> Claims {
+    read_approvals(doc).map_err(|e| e.to_string())
+}
+
+/// R28: one refusal per travel expense claim of the job still waiting for the desk. A
+/// malformed approvals map is the device's fault and refuses the report too (its claims
+/// cannot be known).
+fn waiting_claims(claims: &Claims) -> Vec<RefusalReason> {
+    match claims {
+        Ok(approvals) => waiting_expenses(approvals)
+            .map(|a| RefusalReason {
+                rule: "R28".into(),
+                code: EXPENSE_UNDECIDED.into(),
+                message: format!(
+                    "travel expense claim {} ({}) waits for the desk's decision: the report \
+                     carries the approved claims, so it is signed once every claim is decided",
+                    a.id, a.reason
+                ),
+            })
+            .collect(),
+        Err(e) => vec![RefusalReason {
+            rule: "R28".into(),
+            code: "malformed_approval".into(),
+            message: format!("the job's approval requests cannot be read: {e}"),
+        }],
     }
 }
 

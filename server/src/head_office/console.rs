@@ -506,6 +506,7 @@ fn figures(s: &MonthlyStats, lang: Lang) -> Vec<Figure> {
         f("stat_service_cost", money(s.service.cost)),
         f("stat_materials_cost", money(s.materials_cost)),
         f("stat_transport_cost", money(s.transport_cost)),
+        f("stat_travel_expenses", money(s.travel_expenses)),
         f("stat_warranty_jobs", m.warranty_jobs.to_string()),
         f("stat_billable_jobs", m.billable_jobs.to_string()),
         f("stat_billed", money(m.billed_to_customers)),

@@ -118,6 +118,92 @@ pub struct Approval {
     pub decision: Option<Decision>,
 }
 
+/// R28: a travel expense claim the desk approved, as the job carries it (`Job::expenses`) and
+/// so as the signed report carries it: head office counts it in the month's after-sales cost
+/// (R24) from the report alone. Read from the claim and its decision in the approvals map;
+/// claims waiting or refused are not in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovedExpense {
+    /// The request id (the key in the approvals map).
+    pub id: String,
+    /// The day of travel.
+    pub date: CalendarDate,
+    pub from: String,
+    pub to: String,
+    pub category: String,
+    pub amount: Money,
+    pub reason: String,
+    /// The digest of the receipt photo (a `receipt` attachment), when the claim names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+    /// The technician who claimed it, and when.
+    pub by: String,
+    pub claimed_at: Timestamp,
+    /// Who approved it at the desk (`desk:manager`) and when.
+    pub approved_by: String,
+    pub approved_at: Timestamp,
+}
+
+impl ApprovedExpense {
+    /// The claim and its decision as [`request_approval`] and [`decide`] write them (a job
+    /// written whole, e.g. a copy, carries its approved claims this way).
+    pub fn as_approval(&self) -> (Approval, Decision) {
+        (
+            Approval {
+                id: self.id.clone(),
+                kind: ApprovalKind::TravelExpense,
+                reason: self.reason.clone(),
+                requested_by: self.by.clone(),
+                requested_at: self.claimed_at,
+                amount: Some(self.amount),
+                expense: Some(TravelExpense {
+                    date: self.date,
+                    from: self.from.clone(),
+                    to: self.to.clone(),
+                    category: self.category.clone(),
+                    receipt: self.receipt.clone(),
+                }),
+                decision: None,
+            },
+            Decision {
+                approved: true,
+                by: self.approved_by.clone(),
+                at: self.approved_at,
+                note: String::new(),
+            },
+        )
+    }
+}
+
+/// R28: the travel expense claims of `approvals` still waiting for the desk's decision (the
+/// signer does not sign the job's report while one waits: the report carries the approved
+/// ones, and head office's month counts them).
+pub fn waiting_expenses(approvals: &[Approval]) -> impl Iterator<Item = &Approval> {
+    approvals
+        .iter()
+        .filter(|a| a.kind == ApprovalKind::TravelExpense && a.decision.is_none())
+}
+
+/// The refusal code of a report refused because travel expense claims wait (R28).
+pub const EXPENSE_UNDECIDED: &str = "expense_undecided";
+
+/// R28: whether a report refused only because travel expense claims waited must be answered
+/// again: the desk has decided every claim since. The technician has nothing to change, so
+/// the server answers the same completion request again rather than wait for a new one.
+pub fn claims_decided_since_refusal(
+    previous: &crate::job::ReportOutcome,
+    approvals: &[Approval],
+) -> bool {
+    match previous {
+        crate::job::ReportOutcome::Refused { reasons, .. } => {
+            !reasons.is_empty()
+                && reasons.iter().all(|r| r.code == EXPENSE_UNDECIDED)
+                && waiting_expenses(approvals).next().is_none()
+        }
+        crate::job::ReportOutcome::Signed { .. } => false,
+    }
+}
+
 /// Why approvals could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {
@@ -133,7 +219,7 @@ pub enum ApprovalError {
     Exists(String),
 }
 
-mod key {
+pub(crate) mod key {
     pub const KIND: &str = "kind";
     pub const REASON: &str = "reason";
     pub const REQUESTED_BY: &str = "requested_by";
@@ -333,7 +419,17 @@ pub fn request_approval(doc: &mut AutoCommit, approval: &Approval) -> Result<(),
     if doc.get(&map, &approval.id)?.is_some() {
         return Err(ApprovalError::Exists(approval.id.clone()));
     }
-    let obj = doc.put_object(&map, &approval.id, ObjType::Map)?;
+    write_request(doc, &map, approval)?;
+    Ok(())
+}
+
+/// Writes a request's map under the approvals map `map` (no decision).
+pub(crate) fn write_request<T: Transactable>(
+    doc: &mut T,
+    map: &ObjId,
+    approval: &Approval,
+) -> Result<(), AutomergeError> {
+    let obj = doc.put_object(map, &approval.id, ObjType::Map)?;
     doc.put(&obj, key::KIND, approval.kind.as_str())?;
     doc.put(&obj, key::REASON, approval.reason.as_str())?;
     doc.put(&obj, key::REQUESTED_BY, approval.requested_by.as_str())?;
@@ -359,12 +455,28 @@ pub fn request_approval(doc: &mut AutoCommit, approval: &Approval) -> Result<(),
 
 /// The desk writes its decision into the request.
 pub fn decide(doc: &mut AutoCommit, id: &str, decision: &Decision) -> Result<(), ApprovalError> {
-    let obj = map_at(doc, &ROOT, APPROVALS)?
-        .and_then(|map| map_at(doc, &map, id).ok().flatten())
-        .ok_or_else(|| ApprovalError::Unknown(id.to_owned()))?;
+    let map =
+        map_at(doc, &ROOT, APPROVALS)?.ok_or_else(|| ApprovalError::Unknown(id.to_owned()))?;
+    let obj = map_at(doc, &map, id)?.ok_or_else(|| ApprovalError::Unknown(id.to_owned()))?;
     if map_at(doc, &obj, key::DECISION)?.is_some() {
         return Err(ApprovalError::Decided(id.to_owned()));
     }
+    write_decision(doc, &map, id, decision)?;
+    Ok(())
+}
+
+/// Writes the decision's map into request `id` under the approvals map `map`.
+pub(crate) fn write_decision<T: Transactable>(
+    doc: &mut T,
+    map: &ObjId,
+    id: &str,
+    decision: &Decision,
+) -> Result<(), AutomergeError> {
+    let Some(obj) = map_at(doc, map, id)? else {
+        return Err(AutomergeError::InvalidObjId(format!(
+            "approval request {id}"
+        )));
+    };
     let d = doc.put_object(&obj, key::DECISION, ObjType::Map)?;
     doc.put(&d, key::APPROVED, decision.approved)?;
     doc.put(&d, key::BY, decision.by.as_str())?;
@@ -480,5 +592,99 @@ mod tests {
             "every request removed"
         );
         Ok(())
+    }
+
+    fn claim(id: &str, amount: i64) -> Approval {
+        Approval {
+            id: id.into(),
+            kind: ApprovalKind::TravelExpense,
+            reason: "to the plant".into(),
+            requested_by: "tech-wang".into(),
+            requested_at: Timestamp::from_millis(5),
+            amount: Some(Money(amount)),
+            expense: Some(TravelExpense {
+                date: CalendarDate::from_ymd(2026, 11, 20).expect("a date"),
+                from: "north-01".into(),
+                to: "Plant 3".into(),
+                category: "train".into(),
+                receipt: Some("ab".repeat(32)),
+            }),
+            decision: None,
+        }
+    }
+
+    fn decision(approved: bool) -> Decision {
+        Decision {
+            approved,
+            by: "desk:manager".into(),
+            at: Timestamp::from_millis(40),
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn r28_the_job_carries_only_the_approved_travel_expense_claims()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let job = crate::job::fixtures::new_job();
+        let mut doc = crate::job::doc::create_job(&job, None)?;
+        init_approvals(&mut doc)?;
+        request_approval(&mut doc, &claim("b-approved", 12_050))?;
+        request_approval(&mut doc, &claim("a-refused", 9_900))?;
+        request_approval(&mut doc, &claim("c-waiting", 30_000))?;
+        request_approval(&mut doc, &ask("d-extension", ApprovalKind::Extension, 7))?;
+        decide(&mut doc, "b-approved", &decision(true))?;
+        decide(&mut doc, "a-refused", &decision(false))?;
+        decide(&mut doc, "d-extension", &decision(true))?;
+        let read = crate::job::doc::read_job(&doc)?;
+        let ids: Vec<&str> = read.expenses.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["b-approved"]);
+        let e = &read.expenses[0];
+        assert_eq!(
+            (e.amount, e.claimed_at, e.approved_at),
+            (
+                Money(12_050),
+                Timestamp::from_millis(5),
+                Timestamp::from_millis(40)
+            )
+        );
+        assert_eq!(e.receipt, Some("ab".repeat(32)));
+        let all = read_approvals(&doc)?;
+        let waiting: Vec<&str> = waiting_expenses(&all).map(|a| a.id.as_str()).collect();
+        assert_eq!(waiting, ["c-waiting"]);
+
+        // A job written whole with its approved claims reads back the same.
+        let copy = crate::job::doc::create_job(&read, None)?;
+        assert_eq!(crate::job::doc::read_job(&copy)?, read);
+        Ok(())
+    }
+
+    #[test]
+    fn r28_a_refusal_for_waiting_claims_only_is_answered_again_once_they_are_decided() {
+        use crate::job::{RefusalReason, ReportOutcome};
+        let reason = |code: &str| RefusalReason {
+            rule: "R28".into(),
+            code: code.into(),
+            message: String::new(),
+        };
+        let refused = |codes: &[&str]| ReportOutcome::Refused {
+            at: Timestamp::from_millis(50),
+            reasons: codes.iter().map(|c| reason(c)).collect(),
+        };
+        let mut decided = claim("a", 100);
+        decided.decision = Some(decision(true));
+        let waiting = claim("b", 100);
+        assert!(claims_decided_since_refusal(
+            &refused(&[EXPENSE_UNDECIDED]),
+            std::slice::from_ref(&decided)
+        ));
+        assert!(!claims_decided_since_refusal(
+            &refused(&[EXPENSE_UNDECIDED]),
+            &[decided.clone(), waiting]
+        ));
+        assert!(!claims_decided_since_refusal(
+            &refused(&[EXPENSE_UNDECIDED, "missing_fault_cause"]),
+            std::slice::from_ref(&decided)
+        ));
+        assert!(!claims_decided_since_refusal(&refused(&[]), &[]));
     }
 }

@@ -23,6 +23,7 @@
 
 mod attachments;
 mod coherence;
+mod expenses;
 pub(crate) mod read;
 mod schema;
 #[cfg(test)]
@@ -203,9 +204,31 @@ pub fn completion_pending<R: ReadDoc>(doc: &R) -> bool {
     }
     match (at(doc, k::COMPLETION), at(doc, k::REPORT)) {
         (Ok(None), _) => false,
-        (Ok(Some(requested)), Ok(Some(answered))) => answered < requested,
+        (Ok(Some(requested)), Ok(Some(answered))) => {
+            answered < requested || refused_until_claims_decided(doc)
+        }
         _ => true,
     }
+}
+
+/// R28: the job's report was refused only because travel expense claims waited, and the
+/// desk has decided them all since (`approvals::claims_decided_since_refusal`). Reads the
+/// report outcome and the approvals only when the outcome is a refusal.
+fn refused_until_claims_decided<R: ReadDoc>(doc: &R) -> bool {
+    let root = Reader::new(doc, None).root();
+    let Ok(Some(report)) = root.opt_map(k::REPORT) else {
+        return false;
+    };
+    if report.opt_string(k::STATUS).ok().flatten().as_deref() != Some("refused") {
+        return false;
+    }
+    let (Ok(outcome), Ok(approvals)) = (
+        schema::read_report(&report),
+        crate::job::approvals::read_approvals(doc),
+    ) else {
+        return false;
+    };
+    crate::job::approvals::claims_decided_since_refusal(&outcome, &approvals)
 }
 
 /// Reads the job as it was at `heads` (e.g. the heads an acknowledgement was taken at).

@@ -63,6 +63,7 @@ pub(crate) fn new_job() -> Job {
         timeline: vec![],
         notes: String::new(),
         attachments: Vec::new(),
+        expenses: Vec::new(),
     }
 }
 

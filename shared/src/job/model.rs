@@ -51,6 +51,11 @@ pub struct Job {
     /// their canonical content, digests and report ids.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<crate::job::attachments::AttachmentRef>,
+    /// R28: the travel expense claims the desk approved (read from the approvals map, sorted
+    /// by request id), so the signed report carries them and head office counts them (R24).
+    /// Left out of the JSON when there are none, like `attachments`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expenses: Vec<crate::job::approvals::ApprovedExpense>,
 }
 
 /// What sort of visit the job is.

@@ -80,6 +80,7 @@ pub fn sample_job(job_id: DocumentId, technician: &str) -> anyhow::Result<Job> {
         timeline: Vec::new(),
         notes: String::new(),
         attachments: Vec::new(),
+        expenses: Vec::new(),
     })
 }
 

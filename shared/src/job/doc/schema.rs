@@ -315,6 +315,16 @@ pub(super) fn write_job<T: Transactable>(tx: &mut T, job: &Job) -> Written {
         }
     }
 
+    // Likewise approved travel expense claims (R28), written as the claim and its decision.
+    if !job.expenses.is_empty() {
+        let map = tx.put_object(ROOT, crate::job::approvals::APPROVALS, ObjType::Map)?;
+        for e in &job.expenses {
+            let (claim, decision) = e.as_approval();
+            crate::job::approvals::write_request(tx, &map, &claim)?;
+            crate::job::approvals::write_decision(tx, &map, &claim.id, &decision)?;
+        }
+    }
+
     let notes = tx.put_object(ROOT, k::NOTES, ObjType::Text)?;
     tx.splice_text(&notes, 0, 0, &job.notes)
 }
@@ -578,6 +588,8 @@ pub(super) fn read_job<R: ReadDoc>(rd: Reader<'_, R>) -> Result<Job, SchemaError
         notes: root.text(k::NOTES)?,
         // Absent in documents written before attachments existed: none.
         attachments: super::attachments::read_attachments(&root)?,
+        // R28: the approved travel expense claims, from the approvals map.
+        expenses: super::expenses::read_expenses(&root)?,
     })
 }
 
@@ -743,7 +755,7 @@ fn read_completion<R: ReadDoc>(m: &MapView<'_, R>) -> Result<Completion, SchemaE
     })
 }
 
-fn read_report<R: ReadDoc>(m: &MapView<'_, R>) -> Result<ReportOutcome, SchemaError> {
+pub(super) fn read_report<R: ReadDoc>(m: &MapView<'_, R>) -> Result<ReportOutcome, SchemaError> {
     match m.string(k::STATUS)?.as_str() {
         "signed" => Ok(ReportOutcome::Signed {
             at: m.timestamp(k::AT)?,

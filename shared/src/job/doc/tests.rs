@@ -1052,6 +1052,7 @@ fn arb_job() -> impl Strategy<Value = Job> {
                 .collect(),
             notes,
             attachments: Vec::new(),
+            expenses: Vec::new(),
         }
     })
 }
