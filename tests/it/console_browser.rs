@@ -411,3 +411,174 @@ async fn head_office_pages_in_chromium_find_read_and_count_a_verified_report() -
     }
     chain.stop().await
 }
+
+/// The desk's records in chromium (issue 14 point 2): a complaint registered through the API
+/// by a person's token, taken one R21 step further on its page by the dispatcher; the
+/// requisitions (R17) and the tool register (R19) with who holds a tool. The real `fieldsync
+/// serve` in Shanghai time; `tests/e2e/desk_records.mjs` drives the browser.
+#[tokio::test]
+async fn desk_records_in_chromium_a_dispatcher_takes_a_complaint_a_step_and_reads_parts_and_tools()
+-> anyhow::Result<()> {
+    // Said at once, with what to install, when chromium is missing.
+    chromium()?;
+    let dir = temp_dir()?;
+    let data = dir.path().join("edge");
+    let server = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || ServerProcess::start_with(&data, &[], &[("FIELDSYNC_TIMEZONE", "Asia/Shanghai")])
+    })
+    .await??;
+    let token = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || {
+            cli_with_stdin(
+                &data,
+                &[
+                    "user",
+                    "add",
+                    "--name",
+                    "li",
+                    "--role",
+                    "dispatcher",
+                    "--display-name",
+                    "李伟",
+                ],
+                "li-console-password\n",
+            )?;
+            cli(&data, &["desk", "token", "--user", "li", "--ttl", "15m"])
+        }
+    })
+    .await??;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(server.http_url(path))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let answer = post("/api/jobs", sample_job_body("tech-1")).await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "create job"
+    );
+    let job = answer.json::<Value>().await?["job_id"]
+        .as_str()
+        .context("job_id")?
+        .to_owned();
+    let now = Timestamp::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+            .try_into()?,
+    );
+    let writes = [
+        (
+            "/api/complaints",
+            json!({
+                "channel": "phone",
+                "category": "service",
+                "received_at": now.plus_millis(-3_600_000).to_string(),
+                "complainant": "陈女士",
+                "contact": "138 0000 0000",
+                "customer_id": "c-1001",
+                "against": {"job_id": job, "technician": "tech-1"},
+                "content": "技术员未测试就离开",
+                "asks": "再次上门并道歉",
+                "recorded_by": "李伟",
+            }),
+        ),
+        (
+            "/api/requisitions",
+            json!({
+                "job_id": job,
+                "part_number": "CMP-7",
+                "part_name": "压缩机",
+                "specification": "ZR-72",
+                "material": "钢",
+                "quantity": 1,
+                "needed_by": Zone::china().date_of(now.plus_millis(3 * 86_400_000))?.to_string(),
+                "customer_id": "c-1001",
+                "order_number": "PO-5521",
+                "requested_by": "李伟",
+            }),
+        ),
+        ("/api/tools", json!({"id": "torque-07", "name": "扭力扳手"})),
+        ("/api/tools", json!({"id": "meter-2", "name": "万用表"})),
+        (
+            "/api/tools/torque-07/loans",
+            json!({
+                "technician": "tech-1",
+                "due_back": now.plus_millis(86_400_000).to_string(),
+                "job_id": job,
+                "note": "现场用",
+            }),
+        ),
+    ];
+    for (path, body) in writes {
+        let answer = post(path, body).await?;
+        ensure!(
+            answer.status().is_success(),
+            "{path}: {}",
+            answer.text().await?
+        );
+    }
+
+    let shots = screenshot_dir(dir.path());
+    let base = server.http_url("");
+    let args = [
+        "--base",
+        &base,
+        "--user",
+        "li",
+        "--password",
+        "li-console-password",
+        "--complainant",
+        "陈女士",
+        "--part",
+        "CMP-7",
+        "--tool",
+        "torque-07",
+        "--holder",
+        "tech-1",
+    ];
+    let summary = run_e2e("desk_records.mjs", &args, &shots, || {
+        format!("server log:\n{}", server.log())
+    })
+    .await?;
+    assert_eq!(
+        summary["steps"].as_array().map(Vec::len),
+        Some(5),
+        "{summary}"
+    );
+    for shot in [
+        "complaints.png",
+        "complaint.png",
+        "requisitions.png",
+        "tools.png",
+    ] {
+        let size = std::fs::metadata(shots.join(shot))?.len();
+        assert!(size > 10_000, "{shot}: {size} bytes");
+    }
+    // The browser's step is in the audit log under the dispatcher, beside the API's writes.
+    let store = fieldsync_storage::Store::open(
+        data.join("fieldsync.sqlite"),
+        fieldsync_storage::StoreConfig::without_maintenance(),
+    )?;
+    let actions: Vec<(String, String)> = fieldsync_server::console::audit::list(&store)?
+        .into_iter()
+        .map(|e| (e.actor, e.action))
+        .collect();
+    for action in [
+        "complaint_create",
+        "complaint_step",
+        "requisition_create",
+        "tool_register",
+        "tool_lend",
+    ] {
+        assert!(
+            actions.contains(&("li".to_owned(), action.to_owned())),
+            "li {action}: {actions:?}"
+        );
+    }
+    server.kill()
+}

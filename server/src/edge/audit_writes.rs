@@ -22,7 +22,9 @@ pub const ACTION: &str = "api_write";
 
 /// Routes whose handler's desk function writes its own entry (`job_create`,
 /// `request_create`, `job_dispatch`, `job_reassign`, `job_cancel`, `approval_decide`,
-/// `follow_up_call`, `merge_resolve`).
+/// `follow_up_call`, `merge_resolve`; complaints: `complaint_create`, `complaint_step`;
+/// parts and tools: `requisition_create`, `requisition_ship`, `tool_register`, `tool_lend`,
+/// `tool_return`, `tool_lost`).
 pub const SELF_AUDITED: &[(&str, &str)] = &[
     ("POST", "/api/jobs"),
     ("POST", "/api/requests"),
@@ -32,6 +34,14 @@ pub const SELF_AUDITED: &[(&str, &str)] = &[
     ("POST", "/api/jobs/{id}/approvals/{approval}/decision"),
     ("POST", "/api/follow-ups/{id}/call"),
     ("POST", "/api/jobs/{id}/resolve"),
+    ("POST", "/api/complaints"),
+    ("POST", "/api/complaints/{id}/steps"),
+    ("POST", "/api/requisitions"),
+    ("POST", "/api/requisitions/{id}/shipment"),
+    ("POST", "/api/tools"),
+    ("POST", "/api/tools/{id}/loans"),
+    ("POST", "/api/tools/{id}/return"),
+    ("POST", "/api/tools/{id}/lost"),
 ];
 
 /// The middleware (a route layer on the edge's `/api` router).

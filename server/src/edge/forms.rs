@@ -61,7 +61,7 @@ pub fn router() -> Router<Arc<Edge>> {
 }
 
 /// The person signed in, as the desk's functions record who did it.
-fn actor(signed: &Signed) -> Actor {
+pub(super) fn actor(signed: &Signed) -> Actor {
     Actor {
         role: signed.role,
         person: Some(signed.user.name.clone()),
@@ -69,19 +69,19 @@ fn actor(signed: &Signed) -> Actor {
 }
 
 /// A form that does not parse (a field of the wrong shape, a forged post): nothing changes.
-fn bad_form(lang: Lang) -> Response {
+pub(super) fn bad_form(lang: Lang) -> Response {
     message_page(StatusCode::BAD_REQUEST, lang, "form_expired")
 }
 
 /// A form that carries the session's CSRF token.
-trait Posted {
+pub(super) trait Posted {
     fn csrf(&self) -> &str;
 }
 
 /// Every form post's opening: the person signed in with one of `roles` (else the sign-in
 /// redirect or the 403 page naming the roles), the form parsed (else "the form expired"),
 /// and its CSRF token the session's (else refused). Nothing has changed when it answers.
-async fn posted<T: Posted>(
+pub(super) async fn posted<T: Posted>(
     edge: &Edge,
     headers: &HeaderMap,
     path: &str,
@@ -134,26 +134,26 @@ impl Posted for CallForm {
     }
 }
 
-fn see_other(to: &str) -> Response {
+pub(super) fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
-fn field_error(name: &str, e: impl std::fmt::Display) -> ApiError {
+pub(super) fn field_error(name: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request("invalid_field", format!("{name}: {e}"))
 }
 
-fn optional(v: &str) -> Option<&str> {
+pub(super) fn optional(v: &str) -> Option<&str> {
     Some(v.trim()).filter(|v| !v.is_empty())
 }
 
 /// A wall-clock time typed in the branch's zone.
-fn local_time(zone: &Zone, name: &str, v: &str) -> Result<Instant, ApiError> {
+pub(super) fn local_time(zone: &Zone, name: &str, v: &str) -> Result<Instant, ApiError> {
     zone.parse_local(v)
         .map(Instant)
         .map_err(|e| ApiError::bad_request("bad_time", format!("{name}: {e}")))
 }
 
-fn date(name: &str, v: &str) -> Result<Option<Date>, ApiError> {
+pub(super) fn date(name: &str, v: &str) -> Result<Option<Date>, ApiError> {
     optional(v)
         .map(|v| v.parse::<CalendarDate>().map(Date))
         .transpose()
@@ -161,13 +161,13 @@ fn date(name: &str, v: &str) -> Result<Option<Date>, ApiError> {
 }
 
 /// A choice of a `<select>`.
-struct Choice {
-    value: &'static str,
-    label: &'static str,
-    selected: bool,
+pub(super) struct Choice {
+    pub(super) value: &'static str,
+    pub(super) label: &'static str,
+    pub(super) selected: bool,
 }
 
-fn choices(
+pub(super) fn choices(
     lang: Lang,
     current: &str,
     options: impl IntoIterator<Item = (&'static str, &'static str)>,

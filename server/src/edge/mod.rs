@@ -7,6 +7,7 @@
 pub mod attachments;
 pub mod audit_writes;
 pub mod board;
+pub mod complaint_forms;
 pub mod console;
 pub mod desk;
 pub mod enrollment;
@@ -15,6 +16,7 @@ pub mod handoff;
 pub mod jobs;
 pub mod resolve;
 pub mod signer;
+pub mod stock_forms;
 pub mod upstream;
 pub mod verdicts;
 
@@ -177,6 +179,9 @@ impl Edge {
             .merge(console::router(Arc::clone(self)))
             // The desk's forms (they use the pages' helpers, so they are not routed from there).
             .merge(forms::router().with_state(Arc::clone(self)))
+            // Complaints (R20–R23), requisitions (R17) and tools (R19): the same pattern.
+            .merge(complaint_forms::router().with_state(Arc::clone(self)))
+            .merge(stock_forms::router().with_state(Arc::clone(self)))
     }
 
     /// Starts the edge's workers: the report signer, the approvals mirror, the desk's

@@ -28,7 +28,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::dispatch::JobDesk;
 use super::records::{self, DeskRecord, Stored};
-use crate::auth::{EVERYONE, MANAGERS, STAFF};
+use crate::auth::{Actor, EVERYONE, MANAGERS, STAFF};
+use crate::console::audit::Entry;
 use crate::edge::Edge;
 use crate::http::error::ApiError;
 use crate::http::parse_job_id;
@@ -98,7 +99,8 @@ impl DeskRecord for Complaint {
 }
 
 impl Complaint {
-    fn done(&self) -> Vec<ComplaintStep> {
+    /// The R21 steps recorded so far, in order.
+    pub fn done(&self) -> Vec<ComplaintStep> {
         self.steps.iter().map(|s| s.step).collect()
     }
 }
@@ -177,10 +179,22 @@ pub async fn create_complaint(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ComplaintView>), ApiError> {
-    state
+    let actor = state
         .node
-        .authorize(&headers, STAFF, "register complaints")?;
+        .authorize_actor(&headers, STAFF, "register complaints")?;
     let new: NewComplaint = parse_body(&body)?;
+    let complaint = register_complaint(&state, new, &actor).await?;
+    Ok((StatusCode::CREATED, Json(complaint.into())))
+}
+
+/// R20, R21 step 1: checks and stores a new complaint, writes its complaint document and the
+/// audit entry (`complaint_create`, the complaint's id after). What `POST /api/complaints`
+/// and the console's complaint form both call.
+pub async fn register_complaint(
+    state: &Edge,
+    new: NewComplaint,
+    actor: &Actor,
+) -> Result<Complaint, ApiError> {
     nonempty("complainant", &new.complainant)?;
     nonempty("content", &new.content)?;
     nonempty("asks", &new.asks)?;
@@ -226,9 +240,24 @@ pub async fn create_complaint(
         penalty: None,
         outcome: None,
     };
-    let revision = records::save(&state, 0, &complaint).await?;
-    publish_logged(&state, &complaint, revision).await;
-    Ok((StatusCode::CREATED, Json(complaint.into())))
+    let revision = records::save(state, 0, &complaint).await?;
+    publish_logged(state, &complaint, revision).await;
+    let entry = Entry::new(
+        at.0,
+        actor.name(),
+        actor.role.as_str(),
+        "complaint_create",
+        format!("complaint:{}", complaint.id),
+    )
+    .after(complaint.id.clone())
+    .detail(format!(
+        "{} · {} · {}",
+        complaint.complainant,
+        complaint.channel.as_str(),
+        complaint.category.as_str()
+    ));
+    crate::console::audit_api(&state.node, entry).await?;
+    Ok(complaint)
 }
 
 /// Query of `GET /api/complaints`.
@@ -267,19 +296,28 @@ pub async fn list_complaints(
         .node
         .authorize(&headers, EVERYONE, "list complaints")?;
     let q = query(q)?;
-    let filter = RecordFilter {
-        lookup: None,
-        open_only: q.open.unwrap_or(false),
-    };
-    let complaints = records::list::<Complaint>(&state, filter)
+    let complaints = complaints(&state, q.open.unwrap_or(false))
         .await?
         .into_iter()
-        .map(|s| s.value.into())
+        .map(ComplaintView::from)
         .collect();
     Ok(Json(ComplaintList { complaints }))
 }
 
-async fn require_complaint(state: &Edge, id: &str) -> Result<Stored<Complaint>, ApiError> {
+/// The branch's complaints (only those not through all eight steps with `open_only`).
+pub async fn complaints(state: &Edge, open_only: bool) -> Result<Vec<Complaint>, ApiError> {
+    let filter = RecordFilter {
+        lookup: None,
+        open_only,
+    };
+    Ok(records::list::<Complaint>(state, filter)
+        .await?
+        .into_iter()
+        .map(|s| s.value)
+        .collect())
+}
+
+pub async fn require_complaint(state: &Edge, id: &str) -> Result<Stored<Complaint>, ApiError> {
     records::require(state, id, "unknown_complaint", "complaint").await
 }
 
@@ -375,9 +413,9 @@ pub async fn record_step(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ComplaintView>, ApiError> {
-    state
+    let actor = state
         .node
-        .authorize(&headers, STAFF, "record complaint steps")?;
+        .authorize_actor(&headers, STAFF, "record complaint steps")?;
     let new: NewStep = parse_body(&body)?;
     if new.step == ComplaintStep::AssignResponsibility {
         state.node.authorize(
@@ -386,12 +424,37 @@ pub async fn record_step(
             "assign responsibility or penalties for a complaint (R21 step 7)",
         )?;
     }
+    Ok(Json(
+        record_complaint_step(&state, &id, new, &actor)
+            .await?
+            .into(),
+    ))
+}
+
+/// R21: checks and records the next step of complaint `id` for `actor` (step 7 is a
+/// manager's), writes the complaint document and the audit entry (`complaint_step`, the
+/// record's revisions before and after). What `POST /api/complaints/{id}/steps` and the
+/// console's step form both call.
+pub async fn record_complaint_step(
+    state: &Edge,
+    id: &str,
+    new: NewStep,
+    actor: &Actor,
+) -> Result<Complaint, ApiError> {
+    if new.step == ComplaintStep::AssignResponsibility && !MANAGERS.contains(&actor.role) {
+        return Err(ApiError::forbidden(format!(
+            "assign responsibility or penalties for a complaint (R21 step 7) needs the role \
+             {}; this is {}",
+            crate::auth::role_list(MANAGERS),
+            actor.role.as_str()
+        )));
+    }
     nonempty("by", &new.by)?;
     nonempty("what", &new.what)?;
     let Stored {
         revision,
         mut value,
-    } = require_complaint(&state, &id).await?;
+    } = require_complaint(state, id).await?;
     check_step(&value.done(), new.step).map_err(|e| {
         let code = match e {
             StepError::OutOfOrder { .. } => "step_out_of_order",
@@ -429,16 +492,32 @@ pub async fn record_step(
         }
         ComplaintStep::Improve => value.outcome = Some(new.what.clone()),
     }
+    let now = Instant(state.node.clock.now());
     value.steps.push(StepRecord {
         step: new.step,
         number: new.step.number(),
         by: new.by,
-        at: new.at.unwrap_or(Instant(state.node.clock.now())),
+        at: new.at.unwrap_or(now),
         what: new.what,
     });
-    let revision = records::save(&state, revision, &value).await?;
-    publish_logged(&state, &value, revision).await;
-    Ok(Json(value.into()))
+    let after = records::save(state, revision, &value).await?;
+    publish_logged(state, &value, after).await;
+    let entry = Entry::new(
+        now.0,
+        actor.name(),
+        actor.role.as_str(),
+        "complaint_step",
+        format!("complaint:{id}"),
+    )
+    .before(revision.to_string())
+    .after(after.to_string())
+    .detail(format!(
+        "R21 step {} ({})",
+        new.step.number(),
+        new.step.as_str()
+    ));
+    crate::console::audit_api(&state.node, entry).await?;
+    Ok(value)
 }
 
 /// Writes revision `revision` of a complaint, signed by the branch, into its complaint
@@ -569,10 +648,16 @@ pub async fn complaint_summary(
         .node
         .authorize(&headers, EVERYONE, "read complaint statistics")?;
     let month = query(q)?.month;
-    // R22: both counts in the branch's time zone (`timezone`, UTC by default).
+    Ok(Json(month_summary(&state, month).await?))
+}
+
+/// R22: the branch's summary of `month`, both counts read in the branch's time zone
+/// (`timezone`, UTC by default). What `GET /api/complaints/summary` and the console's
+/// complaints page both call.
+pub async fn month_summary(state: &Edge, month: Month) -> Result<ComplaintSummary, ApiError> {
     let zone = &state.node.config.timezone;
     let in_month = |at: Instant| zone.month_of(at.0).is_ok_and(|m| m == month);
-    let complaints: Vec<Complaint> = records::list::<Complaint>(&state, RecordFilter::default())
+    let complaints: Vec<Complaint> = records::list::<Complaint>(state, RecordFilter::default())
         .await?
         .into_iter()
         .map(|s| s.value)
@@ -580,12 +665,12 @@ pub async fn complaint_summary(
         .collect();
     // R22: the reports this branch signed in the month (a job reopened and signed again
     // counts once, in the month of its latest report).
-    let reports_verified = records::list::<JobDesk>(&state, RecordFilter::default())
+    let reports_verified = records::list::<JobDesk>(state, RecordFilter::default())
         .await?
         .into_iter()
         .filter(|j| j.value.signed_at.is_some_and(in_month))
         .count();
-    Ok(Json(summarize(month, &complaints, reports_verified)))
+    Ok(summarize(month, &complaints, reports_verified))
 }
 
 /// R22: counts, rate and attribution of `complaints` (those received in `month`) against

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::records::{self, DeskRecord, Stored};
-use crate::auth::{EVERYONE, MANAGERS, STAFF};
+use crate::auth::{Actor, EVERYONE, MANAGERS, STAFF};
+use crate::console::audit::Entry;
 use crate::edge::Edge;
 use crate::http::error::ApiError;
 use crate::http::parse_job_id;
@@ -25,8 +26,34 @@ fn conflict(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, code, message)
 }
 
+/// Writes the audit entry of a desk write here: `action` on `target` by `actor`, with the
+/// record's revisions before (`None` for a new record) and after.
+async fn audit(
+    state: &Edge,
+    actor: &Actor,
+    action: &str,
+    target: String,
+    before: Option<u64>,
+    after: u64,
+    detail: String,
+) -> Result<(), ApiError> {
+    let mut entry = Entry::new(
+        state.node.clock.now(),
+        actor.name(),
+        actor.role.as_str(),
+        action,
+        target,
+    )
+    .after(after.to_string())
+    .detail(detail);
+    if let Some(before) = before {
+        entry = entry.before(before.to_string());
+    }
+    crate::console::audit_api(&state.node, entry).await
+}
+
 /// A known job of this branch, as its canonical id; `field` names it in the error.
-fn known_job(state: &Edge, field: &str, id: &str) -> Result<String, ApiError> {
+pub fn known_job(state: &Edge, field: &str, id: &str) -> Result<String, ApiError> {
     let job_id = parse_job_id(id)?;
     if state.node.registry_read().job(&job_id).is_none() {
         return Err(ApiError::not_found(
@@ -129,8 +156,21 @@ pub async fn create_requisition(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Requisition>), ApiError> {
-    state.node.authorize(&headers, STAFF, "requisition parts")?;
+    let actor = state
+        .node
+        .authorize_actor(&headers, STAFF, "requisition parts")?;
     let new: NewRequisition = parse_body(&body)?;
+    let requisition = requisition_parts(&state, new, &actor).await?;
+    Ok((StatusCode::CREATED, Json(requisition)))
+}
+
+/// R17, R18: checks and stores a requisition and writes the audit entry
+/// (`requisition_create`). What `POST /api/requisitions` and the console's form both call.
+pub async fn requisition_parts(
+    state: &Edge,
+    new: NewRequisition,
+    actor: &Actor,
+) -> Result<Requisition, ApiError> {
     for (name, value) in [
         ("part_number", &new.part_number),
         ("part_name", &new.part_name),
@@ -147,7 +187,7 @@ pub async fn create_requisition(
             "quantity: must be at least 1",
         ));
     }
-    let job_id = known_job(&state, "job_id", &new.job_id)?;
+    let job_id = known_job(state, "job_id", &new.job_id)?;
     let requisition = Requisition {
         id: new_id("rq")?,
         job_id,
@@ -163,8 +203,21 @@ pub async fn create_requisition(
         requested_at: Instant(state.node.clock.now()),
         shipment: None,
     };
-    records::save(&state, 0, &requisition).await?;
-    Ok((StatusCode::CREATED, Json(requisition)))
+    let revision = records::save(state, 0, &requisition).await?;
+    audit(
+        state,
+        actor,
+        "requisition_create",
+        format!("requisition:{}", requisition.id),
+        None,
+        revision,
+        format!(
+            "{} × {} · job:{}",
+            requisition.part_number, requisition.quantity, requisition.job_id
+        ),
+    )
+    .await?;
+    Ok(requisition)
 }
 
 /// Query of `GET /api/requisitions`.
@@ -244,8 +297,22 @@ pub async fn record_shipment(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Requisition>, ApiError> {
-    state.node.authorize(&headers, STAFF, "record shipments")?;
+    let actor = state
+        .node
+        .authorize_actor(&headers, STAFF, "record shipments")?;
     let shipment: Shipment = parse_body(&body)?;
+    Ok(Json(ship_requisition(&state, &id, shipment, &actor).await?))
+}
+
+/// R17: checks and records the shipment of requisition `id` and writes the audit entry
+/// (`requisition_ship`). What `POST /api/requisitions/{id}/shipment` and the console's
+/// form both call.
+pub async fn ship_requisition(
+    state: &Edge,
+    id: &str,
+    shipment: Shipment,
+    actor: &Actor,
+) -> Result<Requisition, ApiError> {
     nonempty("address", &shipment.address)?;
     nonempty("recipient", &shipment.recipient)?;
     nonempty("contact", &shipment.contact)?;
@@ -269,16 +336,30 @@ pub async fn record_shipment(
     let Stored {
         revision,
         mut value,
-    } = records::require::<Requisition>(&state, &id, "unknown_requisition", "requisition").await?;
+    } = records::require::<Requisition>(state, id, "unknown_requisition", "requisition").await?;
     if value.shipment.is_some() {
         return Err(conflict(
             "already_shipped",
             format!("requisition {id} is already shipped"),
         ));
     }
+    let detail = format!(
+        "{} → {} · {}",
+        shipment.shipped_on.0, shipment.arrives_on.0, shipment.recipient
+    );
     value.shipment = Some(shipment);
-    records::save(&state, revision, &value).await?;
-    Ok(Json(value))
+    let after = records::save(state, revision, &value).await?;
+    audit(
+        state,
+        actor,
+        "requisition_ship",
+        format!("requisition:{id}"),
+        Some(revision),
+        after,
+        detail,
+    )
+    .await?;
+    Ok(value)
 }
 
 /// R19: one loan of a tool.
@@ -319,7 +400,8 @@ pub struct Tool {
 }
 
 impl Tool {
-    fn current_loan(&self) -> Option<&Loan> {
+    /// The loan not returned yet, if any.
+    pub fn current_loan(&self) -> Option<&Loan> {
         self.loans.last().filter(|l| l.returned_at.is_none())
     }
 }
@@ -349,7 +431,8 @@ pub struct ToolView {
 }
 
 impl ToolView {
-    fn of(tool: Tool, at: Instant) -> Self {
+    /// `tool` as it stands at `at` (overdue judged then).
+    pub fn of(tool: Tool, at: Instant) -> Self {
         let (status, overdue) = match (&tool.loss, tool.current_loan()) {
             (Some(_), _) => ("lost", false),
             (None, Some(loan)) => ("on_loan", loan.due_back < at),
@@ -392,8 +475,19 @@ pub async fn register_tool(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ToolView>), ApiError> {
-    state.node.authorize(&headers, STAFF, "register tools")?;
+    let actor = state
+        .node
+        .authorize_actor(&headers, STAFF, "register tools")?;
     let new: NewTool = parse_body(&body)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(add_tool(&state, new, &actor).await?),
+    ))
+}
+
+/// R19: checks and registers a tool and writes the audit entry (`tool_register`). What
+/// `POST /api/tools` and the console's form both call.
+pub async fn add_tool(state: &Edge, new: NewTool, actor: &Actor) -> Result<ToolView, ApiError> {
     let ok = !new.id.is_empty()
         && new.id.len() <= 64
         && new
@@ -419,8 +513,18 @@ pub async fn register_tool(
         loans: Vec::new(),
         loss: None,
     };
-    records::save(&state, 0, &tool).await?;
-    Ok((StatusCode::CREATED, Json(ToolView::of(tool, at))))
+    let revision = records::save(state, 0, &tool).await?;
+    audit(
+        state,
+        actor,
+        "tool_register",
+        format!("tool:{}", tool.id),
+        None,
+        revision,
+        tool.name.clone(),
+    )
+    .await?;
+    Ok(ToolView::of(tool, at))
 }
 
 /// Query of `GET /api/tools`.
@@ -463,18 +567,27 @@ pub async fn list_tools(
     state.node.authorize(&headers, EVERYONE, "list tools")?;
     let q = query(q)?;
     let at = q.at.unwrap_or(Instant(state.node.clock.now()));
-    let overdue_only = q.overdue.unwrap_or(false);
+    let tools = tools_at(&state, at, q.overdue.unwrap_or(false)).await?;
+    Ok(Json(ToolList { tools }))
+}
+
+/// R19: the register as it stands at `at` (only the tools overdue then with
+/// `overdue_only`). What `GET /api/tools` and the console's tools page both call.
+pub async fn tools_at(
+    state: &Edge,
+    at: Instant,
+    overdue_only: bool,
+) -> Result<Vec<ToolView>, ApiError> {
     let filter = RecordFilter {
         lookup: None,
         open_only: overdue_only,
     };
-    let tools = records::list::<Tool>(&state, filter)
+    Ok(records::list::<Tool>(state, filter)
         .await?
         .into_iter()
         .map(|s| ToolView::of(s.value, at))
         .filter(|t| !overdue_only || t.overdue)
-        .collect();
-    Ok(Json(ToolList { tools }))
+        .collect())
 }
 
 async fn require_tool(state: &Edge, id: &str) -> Result<Stored<Tool>, ApiError> {
@@ -515,17 +628,28 @@ pub async fn lend_tool(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ToolView>, ApiError> {
-    state.node.authorize(&headers, STAFF, "lend tools")?;
+    let actor = state.node.authorize_actor(&headers, STAFF, "lend tools")?;
     let new: NewLoan = parse_body(&body)?;
+    Ok(Json(lend(&state, &id, new, &actor).await?))
+}
+
+/// R19: checks and records the loan of tool `id` and writes the audit entry (`tool_lend`).
+/// What `POST /api/tools/{id}/loans` and the console's form both call.
+pub async fn lend(
+    state: &Edge,
+    id: &str,
+    new: NewLoan,
+    actor: &Actor,
+) -> Result<ToolView, ApiError> {
     let job_id = new
         .job_id
         .as_deref()
-        .map(|j| known_job(&state, "job_id", j))
+        .map(|j| known_job(state, "job_id", j))
         .transpose()?;
     let Stored {
         revision,
         mut value,
-    } = require_tool(&state, &id).await?;
+    } = require_tool(state, id).await?;
     if value.loss.is_some() {
         return Err(conflict("tool_lost", format!("tool {id} is lost")));
     }
@@ -545,6 +669,7 @@ pub async fn lend_tool(
             "due_back: must be in the future",
         ));
     }
+    let detail = format!("{} · {}", new.technician, new.due_back.0);
     value.loans.push(Loan {
         technician: new.technician,
         job_id,
@@ -553,8 +678,18 @@ pub async fn lend_tool(
         returned_at: None,
         note: new.note,
     });
-    records::save(&state, revision, &value).await?;
-    Ok(Json(ToolView::of(value, at)))
+    let after = records::save(state, revision, &value).await?;
+    audit(
+        state,
+        actor,
+        "tool_lend",
+        format!("tool:{id}"),
+        Some(revision),
+        after,
+        detail,
+    )
+    .await?;
+    Ok(ToolView::of(value, at))
 }
 
 /// The body of `POST /api/tools/{id}/return`.
@@ -585,12 +720,25 @@ pub async fn return_tool(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ToolView>, ApiError> {
-    state.node.authorize(&headers, STAFF, "take tools back")?;
+    let actor = state
+        .node
+        .authorize_actor(&headers, STAFF, "take tools back")?;
     let new: NewReturn = parse_body(&body)?;
+    Ok(Json(take_back(&state, &id, new, &actor).await?))
+}
+
+/// R19: records the return of tool `id` and writes the audit entry (`tool_return`). What
+/// `POST /api/tools/{id}/return` and the console's form both call.
+pub async fn take_back(
+    state: &Edge,
+    id: &str,
+    new: NewReturn,
+    actor: &Actor,
+) -> Result<ToolView, ApiError> {
     let Stored {
         revision,
         mut value,
-    } = require_tool(&state, &id).await?;
+    } = require_tool(state, id).await?;
     let at = Instant(state.node.clock.now());
     match value.loans.last_mut() {
         Some(loan) if loan.returned_at.is_none() && value.loss.is_none() => {
@@ -601,8 +749,18 @@ pub async fn return_tool(
         }
         _ => return Err(conflict("not_on_loan", format!("tool {id} is not on loan"))),
     }
-    records::save(&state, revision, &value).await?;
-    Ok(Json(ToolView::of(value, at)))
+    let after = records::save(state, revision, &value).await?;
+    audit(
+        state,
+        actor,
+        "tool_return",
+        format!("tool:{id}"),
+        Some(revision),
+        after,
+        new.note,
+    )
+    .await?;
+    Ok(ToolView::of(value, at))
 }
 
 /// The body of `POST /api/tools/{id}/lost`.
@@ -638,10 +796,29 @@ pub async fn report_tool_lost(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ToolView>, ApiError> {
-    state
+    let actor = state
         .node
-        .authorize(&headers, MANAGERS, "charge for lost tools (R19)")?;
+        .authorize_actor(&headers, MANAGERS, "charge for lost tools (R19)")?;
     let new: NewLoss = parse_body(&body)?;
+    Ok(Json(record_loss(&state, &id, new, &actor).await?))
+}
+
+/// R19: records tool `id` as lost by whoever has it, with what they pay (a manager's
+/// decision), and writes the audit entry (`tool_lost`). What `POST /api/tools/{id}/lost` and
+/// the console's form both call.
+pub async fn record_loss(
+    state: &Edge,
+    id: &str,
+    new: NewLoss,
+    actor: &Actor,
+) -> Result<ToolView, ApiError> {
+    if !MANAGERS.contains(&actor.role) {
+        return Err(ApiError::forbidden(format!(
+            "charge for lost tools (R19) needs the role {}; this is {}",
+            crate::auth::role_list(MANAGERS),
+            actor.role.as_str()
+        )));
+    }
     if new.charge <= 0 {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -651,7 +828,7 @@ pub async fn report_tool_lost(
     let Stored {
         revision,
         mut value,
-    } = require_tool(&state, &id).await?;
+    } = require_tool(state, id).await?;
     let Some(loan) = value.current_loan().filter(|_| value.loss.is_none()) else {
         return Err(conflict(
             "not_on_loan",
@@ -666,6 +843,21 @@ pub async fn report_tool_lost(
         currency: new.currency.unwrap_or_else(|| "CNY".into()),
         note: new.note,
     });
-    records::save(&state, revision, &value).await?;
-    Ok(Json(ToolView::of(value, at)))
+    let detail = value
+        .loss
+        .as_ref()
+        .map(|l| format!("{} · {} {}", l.technician, l.charge, l.currency))
+        .unwrap_or_default();
+    let after = records::save(state, revision, &value).await?;
+    audit(
+        state,
+        actor,
+        "tool_lost",
+        format!("tool:{id}"),
+        Some(revision),
+        after,
+        detail,
+    )
+    .await?;
+    Ok(ToolView::of(value, at))
 }
