@@ -61,7 +61,7 @@ pub fn router() -> Router<Arc<Edge>> {
 }
 
 /// The person signed in, as the desk's functions record who did it.
-fn actor(signed: &Signed) -> Actor {
+pub(super) fn actor(signed: &Signed) -> Actor {
     Actor {
         role: signed.role,
         person: Some(signed.user.name.clone()),
@@ -74,14 +74,14 @@ fn bad_form(lang: Lang) -> Response {
 }
 
 /// A form that carries the session's CSRF token.
-trait Posted {
+pub(super) trait Posted {
     fn csrf(&self) -> &str;
 }
 
 /// Every form post's opening: the person signed in with one of `roles` (else the sign-in
 /// redirect or the 403 page naming the roles), the form parsed (else "the form expired"),
 /// and its CSRF token the session's (else refused). Nothing has changed when it answers.
-async fn posted<T: Posted>(
+pub(super) async fn posted<T: Posted>(
     edge: &Edge,
     headers: &HeaderMap,
     path: &str,
@@ -134,7 +134,7 @@ impl Posted for CallForm {
     }
 }
 
-fn see_other(to: &str) -> Response {
+pub(super) fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 

@@ -7,6 +7,7 @@
 pub mod attachments;
 pub mod audit_writes;
 pub mod board;
+pub mod conflicts;
 pub mod console;
 pub mod desk;
 pub mod enrollment;
@@ -177,6 +178,7 @@ impl Edge {
             .merge(console::router(Arc::clone(self)))
             // The desk's forms (they use the pages' helpers, so they are not routed from there).
             .merge(forms::router().with_state(Arc::clone(self)))
+            .merge(conflicts::router().with_state(Arc::clone(self)))
     }
 
     /// Starts the edge's workers: the report signer, the approvals mirror, the desk's

@@ -1,0 +1,329 @@
+//! The job page's conflicts over HTTP (issue 14, point 2; issue 15's coherent merges): two
+//! technicians write the work (R7 fault cause and solution, R10 labour) offline on their own
+//! devices (the SDK, real sync); the signer refuses with `unresolved_conflict`; the job page
+//! shows each competing value with the technician who wrote it and when; an analyst reads it
+//! without a form and is refused the POST; a post without the CSRF token changes nothing; a
+//! dispatcher resolves with the form (the API's function: recorded in the job and the audit
+//! log); the page then shows the resolution and no conflict, and the report is signed.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use fieldsync_client::{Device, JobEdit};
+use fieldsync_server::auth::DeskRole;
+use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::job::{Labour, ReportOutcome};
+use fieldsync_shared::time::Money;
+use fieldsync_tests::{TestServer, eventually, temp_dir};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::coherent_merges::{ack, call, enroll, holds, outcome, reasons, start, synced};
+use crate::console::{Browser, audit_actions, console_server};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Two technicians, Wang and Li, on one job of a console server; both devices hold it and
+/// are offline.
+pub(crate) struct Conflicted {
+    pub server: TestServer,
+    pub _dir: tempfile::TempDir,
+    pub job: DocumentId,
+    pub wang: Device,
+    pub li: Device,
+}
+
+/// R7, R10: Wang completes the job offline (cause, solution, 45 minutes, the customer's
+/// signature, completion); Li, offline too, writes another cause, solution and 90 minutes.
+/// Both sync; the signer refuses the completion with `unresolved_conflict`.
+pub(crate) async fn two_technicians_in_conflict(
+    server: TestServer,
+    dir: tempfile::TempDir,
+) -> anyhow::Result<Conflicted> {
+    let job = server.create_job("tech-wang").await?.job;
+    let wang = enroll(&server, dir.path(), "tech-wang").await?;
+    let li = enroll(&server, dir.path(), "tech-li").await?;
+    let (status, body) = call(
+        &server,
+        reqwest::Method::PUT,
+        &format!("/api/jobs/{job}/technicians"),
+        DeskRole::Dispatcher,
+        Some(json!({ "technicians": ["tech-wang", "tech-li"] })),
+    )
+    .await?;
+    anyhow::ensure!(status == StatusCode::OK, "{status} {body}");
+    for device in [&wang, &li] {
+        start(device, &server);
+        holds(device, job).await?;
+        device.stop_sync();
+    }
+    wang.edit_all(
+        job,
+        vec![
+            JobEdit::FaultCause(Some("Worn relay contacts".into())),
+            JobEdit::Solution(Some("Replaced the relay".into())),
+            JobEdit::Labour(Labour {
+                minutes: 45,
+                rate_per_hour: Money(12000),
+            }),
+            JobEdit::CustomerOpinion(Some("Quick and tidy".into())),
+        ],
+    )
+    .await?;
+    wang.check_out(job, "leaving site").await?;
+    wang.acknowledge(job, ack()).await?;
+    wang.request_completion(job).await?;
+    li.edit_all(
+        job,
+        vec![
+            JobEdit::FaultCause(Some("Low refrigerant".into())),
+            JobEdit::Solution(Some("Recharged the refrigerant".into())),
+            JobEdit::Labour(Labour {
+                minutes: 90,
+                rate_per_hour: Money(12000),
+            }),
+        ],
+    )
+    .await?;
+    start(&li, &server);
+    synced(&li, job).await?;
+    start(&wang, &server);
+    synced(&wang, job).await?;
+    let refused = outcome(&wang, job, 0).await?;
+    let why = reasons(&refused);
+    anyhow::ensure!(
+        why.iter().any(|r| r.code == "unresolved_conflict"),
+        "the signer refuses the conflict first: {why:?}"
+    );
+    Ok(Conflicted {
+        server,
+        _dir: dir,
+        job,
+        wang,
+        li,
+    })
+}
+
+/// The groups `GET /api/jobs/{id}` lists as unresolved.
+async fn unresolved_groups(server: &TestServer, job: DocumentId) -> anyhow::Result<Vec<String>> {
+    let seen = server.get_job(job).await?;
+    Ok(seen["unresolved"]
+        .as_array()
+        .context("unresolved")?
+        .iter()
+        .filter_map(|u| u["group"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// The text of the `<section id="conflicts">` of a job page, or "" when there is none.
+fn conflicts_section(body: &str) -> &str {
+    body.find("id=\"conflicts\"")
+        .map(|at| {
+            let rest = &body[at..];
+            &rest[..rest.find("</section>").unwrap_or(rest.len())]
+        })
+        .unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r7_r10_the_desk_sees_who_wrote_which_value_when_and_resolves_it_with_the_form()
+-> anyhow::Result<()> {
+    let dir = temp_dir()?;
+    let server = console_server(dir.path()).await?;
+    let Conflicted {
+        server,
+        _dir,
+        job,
+        wang,
+        li: li_device,
+    } = two_technicians_in_conflict(server, dir).await?;
+    let page_path = format!("/jobs/{job}");
+    let resolve = format!("/jobs/{job}/resolve");
+
+    // The dispatcher (Chinese) sees both values of each field, both technicians, and when.
+    let li = Browser::signed_in(&server, "li").await?;
+    let page = li.get(&page_path).await?;
+    assert_eq!(page.status, StatusCode::OK);
+    let section = conflicts_section(&page.body);
+    for shown in [
+        "Worn relay contacts",
+        "Low refrigerant",
+        "Replaced the relay",
+        "Recharged the refrigerant",
+        "45 分钟",
+        "90 分钟",
+        "tech-wang",
+        "tech-li",
+        "工作（故障原因、解决方法、工时）",
+        "action=\"/jobs/",
+    ] {
+        assert!(section.contains(shown), "{shown:?} in {section}");
+    }
+    // Every value has its change's time (the device's clock), in the branch's zone.
+    assert!(section.contains("<time>"), "{section}");
+    assert!(!section.contains("时间不详"), "{section}");
+    assert!(!section.contains("未知设备"), "{section}");
+
+    // An analyst reads the same, with no form, and is refused the post.
+    let zhao = Browser::signed_in(&server, "zhao").await?;
+    let read = zhao.get(&page_path).await?;
+    let read_section = conflicts_section(&read.body);
+    assert!(
+        read_section.contains("tech-li") && read_section.contains("Low refrigerant"),
+        "{read_section}"
+    );
+    assert!(
+        !read.body.contains("action=\"/jobs/"),
+        "no form for an analyst"
+    );
+    assert!(read.body.contains("id=\"resolve-read-only\""));
+    let zhao_csrf = zhao.get("/board").await?.csrf()?;
+    let refused = zhao
+        .post(
+            &resolve,
+            &[
+                ("csrf", &zhao_csrf),
+                ("group", "work"),
+                ("fault_cause", "Low refrigerant"),
+            ],
+        )
+        .await?;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains("调度员"), "{}", refused.body);
+
+    // Without the form's CSRF token: refused, nothing changes.
+    let refused = li
+        .post(
+            &resolve,
+            &[("group", "work"), ("fault_cause", "Worn relay contacts")],
+        )
+        .await?;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(unresolved_groups(&server, job).await?, vec!["work"]);
+
+    // Refusals in words: a value that does not read, a group that does not exist.
+    let csrf = page.csrf()?;
+    let refused = li
+        .post(
+            &resolve,
+            &[
+                ("csrf", &csrf),
+                ("group", "work"),
+                ("labour_minutes", "__other"),
+                ("labour_minutes__other", "an hour"),
+            ],
+        )
+        .await?;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.body.contains("输入的值无法识别"),
+        "{}",
+        refused.body
+    );
+    let refused = li
+        .post(&resolve, &[("csrf", &csrf), ("group", "labour")])
+        .await?;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("没有这个冲突组"), "{}", refused.body);
+    assert_eq!(unresolved_groups(&server, job).await?, vec!["work"]);
+
+    // The dispatcher picks Wang's account of the work.
+    let done = li
+        .post(
+            &resolve,
+            &[
+                ("csrf", &csrf),
+                ("group", "work"),
+                ("fault_cause", "Worn relay contacts"),
+                ("solution", "Replaced the relay"),
+                ("labour_minutes", "45"),
+            ],
+        )
+        .await?;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(
+        done.location.as_deref(),
+        Some(format!("/jobs/{job}?done=resolved").as_str())
+    );
+    let page = li
+        .get(done.location.as_deref().context("location")?)
+        .await?;
+    assert!(page.body.contains("冲突已解决"), "{}", page.body);
+    assert_eq!(conflicts_section(&page.body), "", "no conflict left");
+    let resolutions = page
+        .body
+        .find("id=\"resolutions\"")
+        .map(|at| &page.body[at..])
+        .context("the resolutions are listed")?;
+    for shown in [
+        "desk:li",
+        "Worn relay contacts",
+        "Replaced the relay",
+        "45 分钟",
+    ] {
+        assert!(resolutions.contains(shown), "{shown:?} in {resolutions}");
+    }
+    assert!(unresolved_groups(&server, job).await?.is_empty());
+    // Recorded in the job: what the devices read.
+    let seen = server.get_job(job).await?;
+    assert_eq!(
+        seen["job"]["diagnosis"]["fault_cause"],
+        "Worn relay contacts"
+    );
+    assert_eq!(seen["job"]["labour"]["minutes"], 45);
+    assert_eq!(seen["resolutions"][0]["by"], "desk:li", "{seen}");
+    // A second post finds nothing left to resolve.
+    let again = li
+        .post(
+            &resolve,
+            &[("csrf", &csrf), ("group", "work"), ("labour_minutes", "45")],
+        )
+        .await?;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(
+        again.body.contains("已经没有需要解决的冲突"),
+        "{}",
+        again.body
+    );
+
+    // The devices get the resolution; the customer signs the resolved job; the report is
+    // signed.
+    eventually(WAIT, "the resolution reaches both devices", || async {
+        let (w, l) = (
+            wang.unresolved(job).await.ok()?,
+            li_device.unresolved(job).await.ok()?,
+        );
+        (w.is_empty() && l.is_empty()).then_some(())
+    })
+    .await?;
+    wang.acknowledge(job, ack()).await?;
+    wang.request_completion(job).await?;
+    let signed = outcome(&wang, job, 1).await?;
+    assert!(
+        matches!(signed.report, Some(ReportOutcome::Signed { .. })),
+        "{:?}",
+        signed.report
+    );
+    eventually(WAIT, "the job page says signed", || async {
+        let page = li.get(&page_path).await.ok()?;
+        page.body.contains("id=\"job-status\">已签发").then_some(())
+    })
+    .await?;
+
+    // The audit log names the dispatcher, the action and the job.
+    let manager = Browser::signed_in(&server, "wang").await?;
+    let csv = manager.get("/audit.csv").await?.body;
+    assert!(
+        audit_actions(&csv).contains(&("li".into(), "merge_resolve".into())),
+        "{csv}"
+    );
+    assert!(csv.contains(&format!(",merge_resolve,job:{job},")), "{csv}");
+    assert_eq!(
+        csv.matches(",merge_resolve,").count(),
+        1,
+        "one resolution, refusals write nothing: {csv}"
+    );
+    wang.close().await;
+    li_device.close().await;
+    server.stop().await
+}
