@@ -327,3 +327,97 @@ async fn r7_r10_the_desk_sees_who_wrote_which_value_when_and_resolves_it_with_th
     li_device.close().await;
     server.stop().await
 }
+
+/// The end-to-end case in chromium (`tests/e2e/conflict.mjs`, JavaScript off): a
+/// device completes the job offline while another technician's device wrote other work
+/// (R7, R10); the dispatcher sees the conflict with both authors and times, resolves it with
+/// the form; the device gets the resolution, the customer signs the resolved job, and the
+/// page shows the report signed. Screenshots `conflict.png` and `conflict-signed.png`
+/// (`docs/console/` with `FIELDSYNC_WRITE_SCREENSHOTS=1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r7_r10_in_chromium_the_dispatcher_resolves_two_technicians_conflict_and_the_report_is_signed()
+-> anyhow::Result<()> {
+    use crate::console_browser::{chromium, e2e_dir, run_e2e, screenshot_dir};
+    // Said at once, with what to install, when chromium or the package is missing.
+    chromium()?;
+    let installed = e2e_dir().join("node_modules").join("playwright-core");
+    anyhow::ensure!(
+        installed.exists(),
+        "{} is missing: run `npm ci --prefix tests/e2e` (or scripts/test, which does it)",
+        installed.display()
+    );
+    let dir = temp_dir()?;
+    let shots = screenshot_dir(dir.path());
+    let server = console_server(dir.path()).await?;
+    let Conflicted {
+        server,
+        _dir,
+        job,
+        wang,
+        li,
+    } = two_technicians_in_conflict(server, dir).await?;
+    let base = server.http_url("");
+    let job_text = job.to_string();
+    let args = [
+        "--base",
+        &base,
+        "--user",
+        "li",
+        "--password",
+        "li-password",
+        "--job",
+        &job_text,
+        "--authors",
+        "tech-wang,tech-li",
+        "--values",
+        "Worn relay contacts,Low refrigerant,Replaced the relay,Recharged the refrigerant",
+        "--keep",
+        "Worn relay contacts",
+    ];
+    // The browser resolves, then waits for the signed report; meanwhile Wang's device takes
+    // the resolution, has the customer sign the resolved job and completes it.
+    let device = async {
+        eventually(WAIT, "the desk's resolution reaches the device", || async {
+            let resolved = wang.resolutions(job).await.ok()?;
+            let open = wang.unresolved(job).await.ok()?;
+            (!resolved.is_empty() && open.is_empty()).then_some(())
+        })
+        .await?;
+        wang.acknowledge(job, ack()).await?;
+        wang.request_completion(job).await?;
+        outcome(&wang, job, 1).await
+    };
+    let (summary, signed) =
+        tokio::join!(run_e2e("conflict.mjs", &args, &shots, String::new), device);
+    let summary = summary?;
+    let signed = signed?;
+    assert!(
+        matches!(signed.report, Some(ReportOutcome::Signed { .. })),
+        "{:?}",
+        signed.report
+    );
+    assert_eq!(
+        signed.diagnosis.fault_cause.as_deref(),
+        Some("Worn relay contacts")
+    );
+    assert_eq!(
+        signed.labour.minutes, 45,
+        "Wang's labour kept with his cause"
+    );
+    assert_eq!(
+        summary["steps"].as_array().map(Vec::len),
+        Some(5),
+        "{summary}"
+    );
+    for shot in ["conflict.png", "conflict-signed.png"] {
+        let size = std::fs::metadata(shots.join(shot))?.len();
+        assert!(size > 10_000, "{shot}: {size} bytes");
+    }
+    eprintln!("conflict e2e: {} ms in the browser", summary["ms"]);
+    // The resolution is the dispatcher's, in the job (what the devices read).
+    let seen = server.get_job(job).await?;
+    assert_eq!(seen["resolutions"][0]["by"], "desk:li", "{seen}");
+    wang.close().await;
+    li.close().await;
+    server.stop().await
+}
