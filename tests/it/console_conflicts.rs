@@ -9,9 +9,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use fieldsync_client::{Device, JobEdit};
+use fieldsync_client::{Device, JobEdit, PartDraft};
 use fieldsync_server::auth::DeskRole;
 use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::job::doc::PartUpdate;
 use fieldsync_shared::job::{Labour, ReportOutcome};
 use fieldsync_shared::time::Money;
 use fieldsync_tests::{TestServer, eventually, temp_dir};
@@ -33,18 +34,16 @@ pub(crate) struct Conflicted {
     pub li: Device,
 }
 
-/// R7, R10: Wang completes the job offline (cause, solution, 45 minutes, the customer's
-/// signature, completion); Li, offline too, writes another cause, solution and 90 minutes.
-/// Both sync; the signer refuses the completion with `unresolved_conflict`.
-pub(crate) async fn two_technicians_in_conflict(
-    server: TestServer,
-    dir: tempfile::TempDir,
-) -> anyhow::Result<Conflicted> {
+/// Wang's and Li's devices (enrolled by code) both holding one job assigned to both, offline.
+async fn two_devices_offline(
+    server: &TestServer,
+    dir: &std::path::Path,
+) -> anyhow::Result<(DocumentId, Device, Device)> {
     let job = server.create_job("tech-wang").await?.job;
-    let wang = enroll(&server, dir.path(), "tech-wang").await?;
-    let li = enroll(&server, dir.path(), "tech-li").await?;
+    let wang = enroll(server, dir, "tech-wang").await?;
+    let li = enroll(server, dir, "tech-li").await?;
     let (status, body) = call(
-        &server,
+        server,
         reqwest::Method::PUT,
         &format!("/api/jobs/{job}/technicians"),
         DeskRole::Dispatcher,
@@ -53,10 +52,21 @@ pub(crate) async fn two_technicians_in_conflict(
     .await?;
     anyhow::ensure!(status == StatusCode::OK, "{status} {body}");
     for device in [&wang, &li] {
-        start(device, &server);
+        start(device, server);
         holds(device, job).await?;
         device.stop_sync();
     }
+    Ok((job, wang, li))
+}
+
+/// R7, R10: Wang completes the job offline (cause, solution, 45 minutes, the customer's
+/// signature, completion); Li, offline too, writes another cause, solution and 90 minutes.
+/// Both sync; the signer refuses the completion with `unresolved_conflict`.
+pub(crate) async fn two_technicians_in_conflict(
+    server: TestServer,
+    dir: tempfile::TempDir,
+) -> anyhow::Result<Conflicted> {
+    let (job, wang, li) = two_devices_offline(&server, dir.path()).await?;
     wang.edit_all(
         job,
         vec![
@@ -163,6 +173,20 @@ async fn r7_r10_the_desk_sees_who_wrote_which_value_when_and_resolves_it_with_th
     assert!(section.contains("<time>"), "{section}");
     assert!(!section.contains("时间不详"), "{section}");
     assert!(!section.contains("未知设备"), "{section}");
+
+    // The API lists the same writers (`GET /api/jobs/{id}`, `unresolved[].values`).
+    let seen = server.get_job(job).await?;
+    let writers: Vec<&str> = seen["unresolved"][0]["values"]
+        .as_array()
+        .context("values")?
+        .iter()
+        .flat_map(|f| f["values"].as_array().into_iter().flatten())
+        .filter_map(|w| w["by"].as_str())
+        .collect();
+    assert!(
+        writers.contains(&"tech-wang") && writers.contains(&"tech-li"),
+        "{seen}"
+    );
 
     // An analyst reads the same, with no form, and is refused the post.
     let zhao = Browser::signed_in(&server, "zhao").await?;
@@ -417,6 +441,176 @@ async fn r7_r10_in_chromium_the_dispatcher_resolves_two_technicians_conflict_and
     // The resolution is the dispatcher's, in the job (what the devices read).
     let seen = server.get_job(job).await?;
     assert_eq!(seen["resolutions"][0]["by"], "desk:li", "{seen}");
+    wang.close().await;
+    li.close().await;
+    server.stop().await
+}
+
+fn part(number: &str, name: &str) -> PartDraft {
+    PartDraft {
+        part_number: number.into(),
+        name: name.into(),
+        specification: String::new(),
+        quantity: 1,
+        unit_price: Money(2500),
+        warranty: false,
+    }
+}
+
+/// R10, R18: a part line whose quantity Wang changed while Li changed its price and warranty,
+/// and a part both added (possibly billed twice). A manager (English) sees each value with its
+/// technician, resolves the line with a typed price and keeps one of the duplicates; ticking
+/// no line is refused in words; both resolutions are in the job and the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r10_r18_a_part_line_and_a_duplicate_part_resolved_from_the_job_page() -> anyhow::Result<()>
+{
+    let dir = temp_dir()?;
+    let server = console_server(dir.path()).await?;
+    let (job, wang, li) = two_devices_offline(&server, dir.path()).await?;
+    // A line both devices hold before they go offline again.
+    let line = wang.add_part(job, part("PN-1", "Fan motor")).await?;
+    start(&wang, &server);
+    synced(&wang, job).await?;
+    wang.stop_sync();
+    start(&li, &server);
+    eventually(WAIT, "Li's device holds the line", || async {
+        let read = li.job(job).await.ok()?;
+        read.parts.iter().any(|p| p.id == line).then_some(())
+    })
+    .await?;
+    li.stop_sync();
+    // Offline: Wang fitted two; Li re-priced the one under warranty. Both add the same relay.
+    wang.edit(
+        job,
+        JobEdit::SetPartQuantity {
+            id: line.clone(),
+            quantity: 2,
+        },
+    )
+    .await?;
+    li.edit(
+        job,
+        JobEdit::UpdatePart {
+            id: line.clone(),
+            update: PartUpdate {
+                unit_price: Some(Money(3000)),
+                warranty: Some(true),
+                ..PartUpdate::default()
+            },
+        },
+    )
+    .await?;
+    let wang_relay = wang.add_part(job, part("PN-9", "Relay")).await?;
+    let li_relay = li.add_part(job, part("pn-9", "Relay")).await?;
+    for device in [&wang, &li] {
+        start(device, &server);
+        synced(device, job).await?;
+    }
+    let part_group = format!("part:{}", line.0);
+    eventually(WAIT, "the server holds both devices' changes", || async {
+        let open = unresolved_groups(&server, job).await.ok()?;
+        (open == vec![part_group.clone(), "duplicate_part:PN-9".to_owned()]).then_some(())
+    })
+    .await?;
+
+    let manager = Browser::signed_in(&server, "wang").await?;
+    let page_path = format!("/jobs/{job}");
+    let resolve = format!("/jobs/{job}/resolve");
+    let page = manager.get(&page_path).await?;
+    let section = conflicts_section(&page.body);
+    for shown in [
+        "Part line · PN-1 Fan motor",
+        "Possibly duplicated part · PN-9",
+        "30.00 CNY",
+        "Yes",
+        "Relay × 1 · 25.00 CNY",
+    ] {
+        assert!(section.contains(shown), "{shown:?} in {section}");
+    }
+    // Each value and each duplicate line names the technician who wrote it.
+    let part_form = &section[section.find("Part line").context("part group")?
+        ..section
+            .find("Possibly duplicated")
+            .context("duplicate group")?];
+    assert!(
+        part_form.contains("tech-wang") && part_form.contains("tech-li"),
+        "{part_form}"
+    );
+    let duplicate = &section[section.find("Possibly duplicated").context("duplicate")?..];
+    for relay in [&wang_relay, &li_relay] {
+        assert!(duplicate.contains(&relay.0), "{duplicate}");
+    }
+    assert!(
+        duplicate.contains("tech-wang") && duplicate.contains("tech-li"),
+        "{duplicate}"
+    );
+    let csrf = page.csrf()?;
+
+    // The line: Wang's quantity, a price typed by the manager, not under warranty.
+    let done = manager
+        .post(
+            &resolve,
+            &[
+                ("csrf", csrf.as_str()),
+                ("group", part_group.as_str()),
+                ("quantity", "2"),
+                ("unit_price", "__other"),
+                ("unit_price__other", "27.50"),
+                ("warranty", "no"),
+            ],
+        )
+        .await?;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    // The duplicate: ticking no line is refused in words; keeping Wang's removes Li's.
+    let refused = manager
+        .post(
+            &resolve,
+            &[("csrf", csrf.as_str()), ("group", "duplicate_part:PN-9")],
+        )
+        .await?;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.body.contains("This resolution does not stand"),
+        "{}",
+        refused.body
+    );
+    let done = manager
+        .post(
+            &resolve,
+            &[
+                ("csrf", csrf.as_str()),
+                ("group", "duplicate_part:PN-9"),
+                ("keep", wang_relay.0.as_str()),
+            ],
+        )
+        .await?;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let page = manager.get(&page_path).await?;
+    assert_eq!(conflicts_section(&page.body), "", "no conflict left");
+    let listed = &page.body[page
+        .body
+        .find("id=\"resolutions\"")
+        .context("resolutions")?..];
+    for shown in ["desk:wang", "27.50 CNY", "Lines kept", "PN-9 Relay"] {
+        assert!(listed.contains(shown), "{shown:?} in {listed}");
+    }
+
+    let seen = server.get_job(job).await?;
+    let parts = seen["job"]["parts"].as_array().context("parts")?;
+    let ids: Vec<&str> = parts.iter().filter_map(|p| p["id"].as_str()).collect();
+    assert_eq!(ids, vec![line.0.as_str(), wang_relay.0.as_str()], "{seen}");
+    assert_eq!(parts[0]["quantity"], 2);
+    assert_eq!(parts[0]["unit_price"], 2750);
+    assert_eq!(parts[0]["warranty"], false);
+    let csv = manager.get("/audit.csv").await?.body;
+    assert_eq!(
+        audit_actions(&csv)
+            .iter()
+            .filter(|a| *a == &("wang".to_owned(), "merge_resolve".to_owned()))
+            .count(),
+        2,
+        "{csv}"
+    );
     wang.close().await;
     li.close().await;
     server.stop().await
