@@ -111,6 +111,12 @@ try {
   expect(status.includes("已签发"), `the job page says ${JSON.stringify(status)}`);
   const report = (await page.textContent("main")) ?? "";
   expect(report.includes(keptAuthor) || report.includes(args.keep), `the signed job shows ${report}`);
+  await page.setViewportSize({ width: 768, height: 1024 });
+  const signedWide = await page.evaluate(() => document.documentElement.scrollWidth);
+  expect(signedWide <= 768, `the signed job's page is ${signedWide} px wide on a 768 px screen`);
+  await page.setViewportSize({ width: 1024, height: 768 });
+  const desktopWide = await page.evaluate(() => document.documentElement.scrollWidth);
+  expect(desktopWide <= 1024, `the signed job's page is ${desktopWide} px wide on a 1024 px screen`);
   await page.screenshot({ path: browser.shot("conflict-signed.png"), fullPage: true });
   steps.push(step);
 
