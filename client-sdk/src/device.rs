@@ -1044,12 +1044,16 @@ impl Device {
         let slot: Arc<Mutex<Option<Result<T, ClientError>>>> = Arc::new(Mutex::new(None));
         let out = Arc::clone(&slot);
         let actor = self.actor.clone();
+        // Every change names this device's technician and the device's time, so the desk
+        // can say who wrote a value that ends up in disagreement (`job::doc::competing`).
+        let by = self.identity.technician.to_string();
         let edit = LocalEdit::Change(Box::new(move |doc: &mut Automerge| {
             let result: Result<T, ClientError> = if doc.get_heads().is_empty() {
                 Err(ClientError::NotFound(id))
             } else {
                 edit_automerge(doc, &actor, |ac| {
                     let mut job = JobDoc::from_autocommit(std::mem::take(ac));
+                    job.stamp(&by, now());
                     let r = f(&mut job);
                     *ac = job.into_inner();
                     r

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn call(
+pub(crate) async fn call(
     server: &TestServer,
     method: reqwest::Method,
     path: &str,
@@ -42,7 +42,11 @@ async fn call(
 }
 
 /// A device enrolled by code for `technician` (not syncing yet).
-async fn enroll(server: &TestServer, dir: &Path, technician: &str) -> anyhow::Result<Device> {
+pub(crate) async fn enroll(
+    server: &TestServer,
+    dir: &Path,
+    technician: &str,
+) -> anyhow::Result<Device> {
     let (status, code) = call(
         server,
         reqwest::Method::POST,
@@ -63,19 +67,19 @@ async fn enroll(server: &TestServer, dir: &Path, technician: &str) -> anyhow::Re
     Ok(device)
 }
 
-fn start(device: &Device, server: &TestServer) {
+pub(crate) fn start(device: &Device, server: &TestServer) {
     let saved = device.key_renewal(server.ws_url(), ClientTls::system());
     device.start_sync(SyncOptions::new(server.ws_url(), String::new()).with_renewal(saved));
 }
 
-async fn holds(device: &Device, job: DocumentId) -> anyhow::Result<()> {
+pub(crate) async fn holds(device: &Device, job: DocumentId) -> anyhow::Result<()> {
     eventually(WAIT, "the job arrives on the device", || async {
         device.job(job).await.is_ok().then_some(())
     })
     .await
 }
 
-async fn synced(device: &Device, job: DocumentId) -> anyhow::Result<()> {
+pub(crate) async fn synced(device: &Device, job: DocumentId) -> anyhow::Result<()> {
     eventually(WAIT, "the device's changes reach the server", || async {
         let status = device.job_status(job).await.ok()?;
         (!status.unsynced).then_some(())
@@ -135,7 +139,7 @@ fn relay(number: &str) -> PartDraft {
     }
 }
 
-fn ack() -> AckDraft {
+pub(crate) fn ack() -> AckDraft {
     AckDraft {
         signer_name: "Ms Chen".into(),
         signature: SignatureMark::Strokes {
@@ -146,7 +150,7 @@ fn ack() -> AckDraft {
     }
 }
 
-async fn outcome(device: &Device, job: DocumentId, after: usize) -> anyhow::Result<Job> {
+pub(crate) async fn outcome(device: &Device, job: DocumentId, after: usize) -> anyhow::Result<Job> {
     eventually(WAIT, "the branch answers the completion", || async {
         let read = device.job(job).await.ok()?;
         let answers = read
@@ -159,7 +163,7 @@ async fn outcome(device: &Device, job: DocumentId, after: usize) -> anyhow::Resu
     .await
 }
 
-fn reasons(job: &Job) -> Vec<RefusalReason> {
+pub(crate) fn reasons(job: &Job) -> Vec<RefusalReason> {
     match &job.report {
         Some(ReportOutcome::Refused { reasons, .. }) => reasons.clone(),
         other => panic!("expected a refusal, found {other:?}"),

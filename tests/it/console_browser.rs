@@ -22,11 +22,11 @@ use fieldsync_shared::zone::Zone;
 use fieldsync_tests::{ServerProcess, cli, cli_with_stdin, eventually, sample_job_body, temp_dir};
 use serde_json::{Value, json};
 
-fn e2e_dir() -> PathBuf {
+pub(crate) fn e2e_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e")
 }
 
-fn chromium() -> anyhow::Result<PathBuf> {
+pub(crate) fn chromium() -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("FIELDSYNC_CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
@@ -41,7 +41,7 @@ fn chromium() -> anyhow::Result<PathBuf> {
 
 /// Where a run's screenshots go: `docs/console/` with `FIELDSYNC_WRITE_SCREENSHOTS` set (the
 /// README's), else a folder of the test's own.
-fn screenshot_dir(scratch: &Path) -> PathBuf {
+pub(crate) fn screenshot_dir(scratch: &Path) -> PathBuf {
     if std::env::var_os("FIELDSYNC_WRITE_SCREENSHOTS").is_some() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console")
     } else {
@@ -52,7 +52,7 @@ fn screenshot_dir(scratch: &Path) -> PathBuf {
 /// Runs `tests/e2e/<script>` with `args`, `--screenshots shots` and `--chromium`, and
 /// returns the summary it prints (`{"ok": true, "steps": [...], "ms": …}`). A failure says the
 /// script's output and `context` (e.g. the server's log).
-async fn run_e2e(
+pub(crate) async fn run_e2e(
     script: &str,
     args: &[&str],
     shots: &Path,

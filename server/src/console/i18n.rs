@@ -863,6 +863,73 @@ pub const LABELS: &[(&str, &str, &str)] = &[
     ),
     ("fault_cause_col", "故障原因", "Fault cause"),
     ("days_between", "间隔天数", "Days between"),
+    // The job page's conflicts and their resolve form (edge::conflicts).
+    ("minutes_unit", "分钟", "minutes"),
+    ("unknown_writer", "未知设备", "unknown device"),
+    ("time_unknown", "时间不详", "time not recorded"),
+    (
+        "group_work",
+        "工作（故障原因、解决方法、工时）",
+        "The work (fault cause, solution, labour)",
+    ),
+    ("group_part", "配件行", "Part line"),
+    (
+        "group_duplicate",
+        "可能重复的配件",
+        "Possibly duplicated part",
+    ),
+    ("labour_minutes", "工时", "Labour time"),
+    ("labour_rate", "每小时工时费", "Labour rate per hour"),
+    ("part_number", "配件编号", "Part number"),
+    ("cleared", "（清空）", "(cleared)"),
+    ("lines_kept", "保留的配件行", "Lines kept"),
+    ("resolutions", "已解决的冲突", "Conflicts resolved"),
+    (
+        "conflicts_help",
+        "两位技术员离线时写了不一致的内容，报告在解决之前不能签发。每个值都注明了谁在何时写的。",
+        "Technicians working offline wrote values that disagree; the report cannot be signed until they are resolved. Each value says who wrote it and when.",
+    ),
+    ("written_by", "写入人", "written by"),
+    ("another_value", "其他值", "Another value"),
+    ("keep_line", "保留此行", "Keep this line"),
+    ("resolve", "解决", "Resolve"),
+    ("resolved_by", "解决人", "resolved by"),
+    (
+        "resolve_read_only",
+        "只有调度员和经理可以解决冲突。",
+        "Only dispatchers and managers can resolve conflicts.",
+    ),
+    ("done_resolved", "冲突已解决。", "The conflict is resolved."),
+    (
+        "err_unknown_group",
+        "没有这个冲突组。",
+        "There is no such group of fields in conflict.",
+    ),
+    (
+        "err_keep_required",
+        "请选择要保留的配件行。",
+        "Choose the lines to keep.",
+    ),
+    (
+        "err_invalid_resolution",
+        "这个解决方法不成立（至少保留一行，只能选择列出的行）。",
+        "This resolution does not stand (keep at least one line, and only the lines listed).",
+    ),
+    (
+        "err_nothing_to_resolve",
+        "这里已经没有需要解决的冲突（可能已被别人解决）。",
+        "There is nothing left to resolve here (perhaps someone already resolved it).",
+    ),
+    (
+        "err_unknown_part",
+        "工单上没有这个配件行。",
+        "The job has no such part line.",
+    ),
+    (
+        "err_invalid_value",
+        "输入的值无法识别（金额、分钟数、数量或是/否）。",
+        "A value typed does not read (an amount, minutes, a quantity or yes/no).",
+    ),
 ];
 
 #[cfg(test)]

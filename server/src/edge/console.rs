@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use fieldsync_shared::desk::ClockState;
-use fieldsync_shared::job::doc::{conflicts, read_job};
+use fieldsync_shared::job::doc::read_job;
 use fieldsync_shared::job::{Channel, Job, JobKind, ReportOutcome};
 use fieldsync_shared::rules::charges;
 use fieldsync_shared::time::{Money, Timestamp};
@@ -314,11 +314,6 @@ struct EventRow {
     text: String,
 }
 
-struct ConflictRow {
-    path: String,
-    values: Vec<String>,
-}
-
 #[derive(Template)]
 #[template(path = "edge/job.html")]
 struct JobPage {
@@ -334,7 +329,10 @@ struct JobPage {
     acknowledgement: Vec<Fact>,
     report: Vec<Fact>,
     refusals: Vec<String>,
-    conflicts: Vec<ConflictRow>,
+    /// What a merge left unresolved, with who wrote which value when (`edge::conflicts`).
+    conflicts: Vec<super::conflicts::GroupView>,
+    /// The resolutions recorded in the job.
+    resolved: Vec<super::conflicts::ResolvedView>,
     timeline: Vec<EventRow>,
     notes: String,
     /// The job's id (the forms post to `/jobs/{id}/…`).
@@ -496,6 +494,7 @@ fn job_view(console: &Console, lang: Lang, job: &Job, path: &str, chrome: Chrome
         report,
         refusals,
         conflicts: Vec::new(),
+        resolved: Vec::new(),
         timeline: job
             .timeline
             .iter()
@@ -563,6 +562,7 @@ pub(super) fn done_key(done: &str) -> Option<&'static str> {
         "cancelled" => "done_cancelled",
         "decided" => "done_decided",
         "called" => "done_called",
+        "resolved" => "done_resolved",
         _ => return None,
     })
 }
@@ -601,13 +601,7 @@ pub(super) async fn job_response(
     page.staff = crate::auth::STAFF.contains(&signed.role);
     page.csrf = signed.csrf.clone();
     page.notice = notice;
-    page.conflicts = conflicts(&doc)
-        .into_iter()
-        .map(|c| ConflictRow {
-            path: c.path,
-            values: c.values.iter().map(ToString::to_string).collect(),
-        })
-        .collect();
+    (page.conflicts, page.resolved) = super::conflicts::views(console, lang, &job, &doc);
     render(status, &page)
 }
 

@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use fieldsync_shared::ids::{BranchId, CustomerId, DocumentId, TechnicianId};
 use fieldsync_shared::job::approvals::init_approvals;
 use fieldsync_shared::job::doc::{
-    JobDoc, conflicts, init_resolutions, read_job, resolutions, unresolved,
+    JobDoc, competing, conflicts, init_resolutions, read_job, resolutions,
 };
 use fieldsync_shared::job::index::INDEX_SCHEMA_VERSION;
 use fieldsync_shared::job::index::IndexDoc;
@@ -685,7 +685,10 @@ pub async fn reassign(
     responses(
         (status = 200, description = "`{job, url, heads, conflicts, unresolved, resolutions, \
             stranded}`: `unresolved` lists what a merge left for someone to resolve (issue 15, \
-            `POST /api/jobs/{id}/resolve`), `resolutions` who resolved what; `stranded` \
+            `POST /api/jobs/{id}/resolve`), each group with `values` (per field in \
+            disagreement, every value with the change that wrote it: `by` the technician or \
+            desk person it names, `at` its time) or `added` (who added each possible \
+            duplicate line); `resolutions` who resolved what; `stranded` \
             lists changes devices handed over after they were unassigned (`/api/stranded`)"),
         (status = 400, body = ErrorBody, description = "invalid_job_id"),
         (status = 404, body = ErrorBody, description = "unknown_job"),
@@ -723,7 +726,7 @@ pub async fn get_job(
         "url": job_id.url(),
         "heads": heads,
         "conflicts": conflicts(&doc),
-        "unresolved": unresolved(&doc),
+        "unresolved": competing(&doc),
         "resolutions": resolutions(&doc),
         "stranded": crate::edge::handoff::for_job(&state, job_id).await?,
     })))

@@ -8,6 +8,7 @@ pub mod attachments;
 pub mod audit_writes;
 pub mod board;
 pub mod complaint_forms;
+pub mod conflicts;
 pub mod console;
 pub mod desk;
 pub mod enrollment;
@@ -182,6 +183,7 @@ impl Edge {
             // Complaints (R20–R23), requisitions (R17) and tools (R19): the same pattern.
             .merge(complaint_forms::router().with_state(Arc::clone(self)))
             .merge(stock_forms::router().with_state(Arc::clone(self)))
+            .merge(conflicts::router().with_state(Arc::clone(self)))
     }
 
     /// Starts the edge's workers: the report signer, the approvals mirror, the desk's

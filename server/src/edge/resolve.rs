@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::auth::STAFF;
+use crate::auth::{Actor, STAFF};
 use crate::edge::Edge;
 use crate::http::error::ApiError;
 use crate::http::wire::ErrorBody;
@@ -73,14 +73,27 @@ pub async fn resolve(
         .node
         .authorize_actor(&headers, STAFF, "resolve merged fields")?;
     let request: ResolveRequest = parse_body(&body)?;
-    let job_id = parse_job_id(&id)?;
+    resolve_group(&state, &actor, &id, request).await.map(Json)
+}
+
+/// Resolves `request.group` of job `id` as `actor`: the one way the desk resolves, for the
+/// API and the console's form (`edge::conflicts`). Writes the resolution and a
+/// `merge_resolved` timeline event into the job in one change and the audit entry
+/// `merge_resolve`; answers `{job_id, resolution, unresolved}`.
+pub async fn resolve_group(
+    state: &Edge,
+    actor: &Actor,
+    id: &str,
+    request: ResolveRequest,
+) -> Result<Value, ApiError> {
+    let job_id = parse_job_id(id)?;
     if state.node.registry_read().job(&job_id).is_none() {
         return Err(ApiError::not_found(
             "unknown_job",
             format!("no job {job_id} at this branch"),
         ));
     }
-    let doc = load(&state, job_id).await?;
+    let doc = load(state, job_id).await?;
     let job = read_job(&doc).map_err(|e| ApiError::internal("document_error", e))?;
     let before: Vec<String> = doc.get_heads().iter().map(ChangeHash::to_string).collect();
     let resolution = request
@@ -115,6 +128,7 @@ pub async fn resolve(
         .edit(
             job_id,
             LocalEdit::job(move |job| {
+                job.stamp(&who, at);
                 let record = job.resolve(&written, &who, at)?;
                 let _ = tx.send(record);
                 job.add_timeline_event(&event)
@@ -135,7 +149,7 @@ pub async fn resolve(
     let record = rx
         .try_recv()
         .map_err(|_| ApiError::internal("document_error", "the resolution was not recorded"))?;
-    let doc = load(&state, job_id).await?;
+    let doc = load(state, job_id).await?;
     let after: Vec<String> = doc.get_heads().iter().map(ChangeHash::to_string).collect();
     let entry = crate::console::audit::Entry::new(
         at,
@@ -148,11 +162,11 @@ pub async fn resolve(
     .after(after.join(","))
     .detail(format!("{group}: {values}"));
     crate::console::audit_api(&state.node, entry).await?;
-    Ok(Json(json!({
+    Ok(json!({
         "job_id": job_id,
         "resolution": record,
         "unresolved": unresolved(&doc),
-    })))
+    }))
 }
 
 fn nothing_to_resolve(group: &str) -> ApiError {

@@ -23,6 +23,7 @@
 
 mod attachments;
 mod coherence;
+mod competing;
 mod expenses;
 pub(crate) mod read;
 mod schema;
@@ -45,6 +46,9 @@ pub use self::coherence::{
     Chosen, ChosenError, PART_FIELDS, RESOLUTIONS, Resolution, ResolutionRecord, Unresolved, WORK,
     WORK_FIELDS, current_part, current_work, duplicate_group, init_resolutions, part_group,
     resolutions, unresolved,
+};
+pub use self::competing::{
+    AUTHOR_TRAILER, Competing, FieldValues, LineAdded, Written, authored, competing,
 };
 pub(crate) use self::schema::check_version;
 
@@ -370,6 +374,8 @@ fn element_path<R: ReadDoc>(rd: &Reader<'_, R>, list: &ObjId, i: usize, path: &s
 #[derive(Debug)]
 pub struct JobDoc {
     doc: AutoCommit,
+    /// Who makes the next changes and when (see [`JobDoc::stamp`]).
+    stamp: Option<(String, Timestamp)>,
 }
 
 impl JobDoc {
@@ -377,6 +383,7 @@ impl JobDoc {
     pub fn create(job: &Job) -> Result<Self, EditError> {
         Ok(Self {
             doc: create_job(job, None)?,
+            stamp: None,
         })
     }
 
@@ -384,6 +391,7 @@ impl JobDoc {
     pub fn create_with_actor(job: &Job, actor: ActorId) -> Result<Self, EditError> {
         Ok(Self {
             doc: create_job(job, Some(actor))?,
+            stamp: None,
         })
     }
 
@@ -391,6 +399,7 @@ impl JobDoc {
     pub fn load(bytes: &[u8]) -> Result<Self, AutomergeError> {
         Ok(Self {
             doc: AutoCommit::load(bytes)?,
+            stamp: None,
         })
     }
 
@@ -401,12 +410,25 @@ impl JobDoc {
         let actor = doc.get_actor().clone();
         let mut inner = AutoCommit::load(&doc.save())?;
         inner.set_actor(actor);
-        Ok(Self { doc: inner })
+        Ok(Self {
+            doc: inner,
+            stamp: None,
+        })
     }
 
     /// Wraps an [`AutoCommit`] (e.g. one made by [`create_job`]).
     pub fn from_autocommit(doc: AutoCommit) -> Self {
-        Self { doc }
+        Self { doc, stamp: None }
+    }
+
+    /// Signs the changes this value makes from now on with who makes them (`by`: a technician
+    /// id, `desk:<person>`) and when (`at`, the writer's clock: this core reads none): the
+    /// change's message gets the trailer `by: <who>` and its time `at` in seconds, so a
+    /// reader of the history (the desk's conflict view, [`competing`]) can say who wrote a
+    /// value and when. Advisory, like automerge's change time: the server's write check is
+    /// what holds a device to its technician's paths.
+    pub fn stamp(&mut self, by: &str, at: Timestamp) {
+        self.stamp = Some((by.to_owned(), at));
     }
 
     pub fn save(&mut self) -> Vec<u8> {
@@ -417,6 +439,7 @@ impl JobDoc {
     pub fn fork(&mut self) -> Self {
         Self {
             doc: self.doc.fork(),
+            stamp: None,
         }
     }
 
@@ -803,12 +826,18 @@ impl JobDoc {
     ) -> Result<T, EditError> {
         // Operations left open through `inner_mut` are committed on their own first, so they
         // are neither folded into this change nor rolled back with it.
+        let message: String = message.into();
         self.doc.commit();
         check_version(&Reader::new(&self.doc, None).root(), JOB_SCHEMA_VERSION)?;
         match f(&mut self.doc) {
             Ok(v) => {
-                self.doc
-                    .commit_with(CommitOptions::default().with_message(message));
+                let options = match &self.stamp {
+                    Some((by, at)) => CommitOptions::default()
+                        .with_message(authored(&message, by))
+                        .with_time(at.as_millis().div_euclid(1000)),
+                    None => CommitOptions::default().with_message(message),
+                };
+                self.doc.commit_with(options);
                 Ok(v)
             }
             Err(e) => {

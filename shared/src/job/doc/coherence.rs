@@ -297,10 +297,15 @@ fn confirmed_pairs(records: &[ResolutionRecord]) -> HashMap<String, Vec<HashSet<
 }
 
 /// A value of a field and the change that wrote it.
-type Written = (serde_json::Value, ChangeHash);
+pub(super) type Written = (serde_json::Value, ChangeHash);
 
 /// Every value `key` holds in `obj` (several when written concurrently), with its writer.
-fn writers(rd: &Reader<'_, Automerge>, doc: &Automerge, obj: &ObjId, key: &str) -> Vec<Written> {
+pub(super) fn writers(
+    rd: &Reader<'_, Automerge>,
+    doc: &Automerge,
+    obj: &ObjId,
+    key: &str,
+) -> Vec<Written> {
     let Ok(all) = rd.get_all(obj, key) else {
         return Vec::new();
     };
@@ -313,7 +318,7 @@ fn writers(rd: &Reader<'_, Automerge>, doc: &Automerge, obj: &ObjId, key: &str) 
         .collect()
 }
 
-fn scalar_string(rd: &Reader<'_, Automerge>, obj: &ObjId, key: &str) -> Option<String> {
+pub(super) fn scalar_string(rd: &Reader<'_, Automerge>, obj: &ObjId, key: &str) -> Option<String> {
     match rd.get(obj, key) {
         Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
             ScalarValue::Str(s) => Some(s.to_string()),
