@@ -19,12 +19,12 @@ use reqwest::header::LOCATION;
 use serde_json::{Value, json};
 
 /// 2026-11-20T02:00:00Z (10:00 in Shanghai).
-const T0: Timestamp = Timestamp::from_millis(1_795_140_000_000);
-const MINUTE: i64 = 60_000;
+pub(crate) const T0: Timestamp = Timestamp::from_millis(1_795_140_000_000);
+pub(crate) const MINUTE: i64 = 60_000;
 
 /// A server at `T0` on a manual clock, in Shanghai time, locking after 3 wrong passwords,
 /// with a dispatcher `li`, a manager `wang` and an analyst `zhao`.
-async fn console_server(dir: &Path) -> anyhow::Result<TestServer> {
+pub(crate) async fn console_server(dir: &Path) -> anyhow::Result<TestServer> {
     let server = TestServer::start_with_clock(dir, Clock::manual(T0), |c| {
         c.timezone = "Asia/Shanghai".parse().expect("a known zone");
         c.console.max_failed_logins = 3;
@@ -56,20 +56,20 @@ async fn console_server(dir: &Path) -> anyhow::Result<TestServer> {
 }
 
 /// A browser: a cookie store, no redirects followed.
-struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
     base: String,
 }
 
-struct Page {
-    status: StatusCode,
-    location: Option<String>,
-    body: String,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) location: Option<String>,
+    pub(crate) body: String,
 }
 
 impl Page {
     /// The first CSRF token of the page's forms.
-    fn csrf(&self) -> anyhow::Result<String> {
+    pub(crate) fn csrf(&self) -> anyhow::Result<String> {
         let at = self
             .body
             .find("name=\"csrf\" value=\"")
@@ -80,7 +80,7 @@ impl Page {
 }
 
 impl Browser {
-    fn new(server: &TestServer) -> anyhow::Result<Self> {
+    pub(crate) fn new(server: &TestServer) -> anyhow::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .cookie_store(true)
@@ -104,11 +104,11 @@ impl Browser {
         })
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Page> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Page> {
         Self::page(self.http.get(format!("{}{path}", self.base)).send().await?).await
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Page> {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Page> {
         Self::page(
             self.http
                 .post(format!("{}{path}", self.base))
@@ -120,7 +120,7 @@ impl Browser {
     }
 
     /// Opens the sign-in page and submits it.
-    async fn login(&self, name: &str, password: &str) -> anyhow::Result<Page> {
+    pub(crate) async fn login(&self, name: &str, password: &str) -> anyhow::Result<Page> {
         let form = self.get("/login").await?;
         ensure!(form.status == StatusCode::OK, "GET /login: {}", form.status);
         let csrf = form.csrf()?;
@@ -137,7 +137,7 @@ impl Browser {
     }
 
     /// Signs in and checks it worked.
-    async fn signed_in(server: &TestServer, name: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn signed_in(server: &TestServer, name: &str) -> anyhow::Result<Self> {
         let browser = Self::new(server)?;
         let answer = browser.login(name, &format!("{name}-password")).await?;
         ensure!(
@@ -151,7 +151,7 @@ impl Browser {
     }
 }
 
-fn audit_actions(csv: &str) -> Vec<(String, String)> {
+pub(crate) fn audit_actions(csv: &str) -> Vec<(String, String)> {
     csv.lines()
         .skip(1)
         .filter_map(|l| {
@@ -700,7 +700,11 @@ async fn head_office_serves_the_console_frame_sign_in_and_the_audit_log() -> any
 }
 
 /// A desk token for `person` (role `role`) on the server's clock.
-fn person_token(server: &TestServer, role: DeskRole, person: &str) -> anyhow::Result<String> {
+pub(crate) fn person_token(
+    server: &TestServer,
+    role: DeskRole,
+    person: &str,
+) -> anyhow::Result<String> {
     server
         .state
         .tokens

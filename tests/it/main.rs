@@ -11,6 +11,7 @@ mod coherent_merges;
 mod compaction;
 mod console;
 mod console_browser;
+mod console_customers;
 mod crash_loop;
 mod demo;
 mod desk;

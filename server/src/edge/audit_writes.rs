@@ -22,7 +22,8 @@ pub const ACTION: &str = "api_write";
 
 /// Routes whose handler's desk function writes its own entry (`job_create`,
 /// `request_create`, `job_dispatch`, `job_reassign`, `job_cancel`, `approval_decide`,
-/// `follow_up_call`, `merge_resolve`).
+/// `follow_up_call`, `merge_resolve`, `fault_category_add`, `fault_category_retire`,
+/// `maintenance_plan_set`, `maintenance_plan_stop`).
 pub const SELF_AUDITED: &[(&str, &str)] = &[
     ("POST", "/api/jobs"),
     ("POST", "/api/requests"),
@@ -32,6 +33,10 @@ pub const SELF_AUDITED: &[(&str, &str)] = &[
     ("POST", "/api/jobs/{id}/approvals/{approval}/decision"),
     ("POST", "/api/follow-ups/{id}/call"),
     ("POST", "/api/jobs/{id}/resolve"),
+    ("POST", "/api/fault-categories"),
+    ("POST", "/api/fault-categories/{id}/retire"),
+    ("PUT", "/api/products/{id}/plan"),
+    ("DELETE", "/api/products/{id}/plan"),
 ];
 
 /// The middleware (a route layer on the edge's `/api` router).

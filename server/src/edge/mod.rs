@@ -7,6 +7,7 @@
 pub mod attachments;
 pub mod audit_writes;
 pub mod board;
+pub mod catalogue;
 pub mod console;
 pub mod desk;
 pub mod enrollment;
@@ -15,6 +16,7 @@ pub mod handoff;
 pub mod jobs;
 pub mod resolve;
 pub mod signer;
+pub mod technicians;
 pub mod upstream;
 pub mod verdicts;
 
@@ -61,6 +63,8 @@ pub struct Edge {
     pub console: Arc<crate::console::Console>,
     /// Photos, receipts and signature images by SHA-256 (`attachments`, issue 15).
     pub attachments: attachments::Blobs,
+    /// One maintenance pass at a time (R26, `desk::products::maintenance_pass`).
+    pub maintenance_lock: tokio::sync::Mutex<()>,
 }
 
 /// What only an edge exports: the link to head office and the approvals queue.
@@ -162,6 +166,7 @@ impl Edge {
             complaints_published: tokio::sync::broadcast::channel(1024).0,
             approvals,
             challenges: enrollment::Challenges::default(),
+            maintenance_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -177,6 +182,8 @@ impl Edge {
             .merge(console::router(Arc::clone(self)))
             // The desk's forms (they use the pages' helpers, so they are not routed from there).
             .merge(forms::router().with_state(Arc::clone(self)))
+            .merge(technicians::router().with_state(Arc::clone(self)))
+            .merge(catalogue::router().with_state(Arc::clone(self)))
     }
 
     /// Starts the edge's workers: the report signer, the approvals mirror, the desk's
@@ -192,6 +199,8 @@ impl Edge {
             tokio::spawn(signer::run_signer(Arc::clone(self))),
             tokio::spawn(desk::approvals::mirror::run(Arc::clone(self))),
             tokio::spawn(desk::follow::run(Arc::clone(self))),
+            // R26: periodic visits on the server's clock.
+            tokio::spawn(desk::products::run_maintenance(Arc::clone(self))),
         ];
         if let Some(upstream) = self.node.config.upstream.clone() {
             workers.push(tokio::spawn(verdicts::run(
@@ -273,6 +282,17 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
         .routes(routes!(enrollment::enroll))
         .routes(routes!(enrollment::challenge))
         .routes(routes!(enrollment::renew))
+        .routes(routes!(technicians::technician_record_api))
+        .routes(routes!(
+            desk::categories::list_categories,
+            desk::categories::add_category
+        ))
+        .routes(routes!(desk::categories::retire_category))
+        .routes(routes!(desk::products::get_customer))
+        .routes(routes!(
+            desk::products::put_plan,
+            desk::products::delete_plan
+        ))
         .routes(routes!(openapi_json))
 }
 
