@@ -443,7 +443,9 @@ fn page(
                     (Some(ReportOutcome::Refused { .. }), _) => "status_refused",
                     (None, _) if j.job.completion.is_some() => "status_completed",
                     (None, _) if j.facts.arrival.is_some() => "status_on_site",
-                    (None, _) => "status_assigned",
+                    // The board's stages: assigned once the appointment is agreed (R3).
+                    (None, _) if j.job.visit.appointment.is_some() => "status_assigned",
+                    (None, _) => "status_new",
                 },
                 marks,
             }
