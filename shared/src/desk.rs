@@ -4,6 +4,9 @@
 //! can be tested without a server and reused at head office.
 
 pub mod complaint;
+pub mod fault_category;
+pub mod maintenance;
+pub mod technician;
 
 use serde::{Deserialize, Serialize};
 

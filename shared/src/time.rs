@@ -109,6 +109,11 @@ impl CalendarDate {
         }
     }
 
+    /// Year, month (1–12) and day (1–31).
+    pub fn ymd(self) -> (i32, u8, u8) {
+        (self.0.year(), u8::from(self.0.month()), self.0.day())
+    }
+
     pub fn from_ymd(year: i32, month: u8, day: u8) -> Result<Self, TimeError> {
         let m = time::Month::try_from(month)
             .map_err(|_| TimeError::BadDate(format!("{year:04}-{month:02}-{day:02}")))?;

@@ -19,8 +19,8 @@ use reqwest::header::LOCATION;
 use serde_json::{Value, json};
 
 /// 2026-11-20T02:00:00Z (10:00 in Shanghai).
-const T0: Timestamp = Timestamp::from_millis(1_795_140_000_000);
-const MINUTE: i64 = 60_000;
+pub(crate) const T0: Timestamp = Timestamp::from_millis(1_795_140_000_000);
+pub(crate) const MINUTE: i64 = 60_000;
 
 /// A server at `T0` on a manual clock, in Shanghai time, locking after 3 wrong passwords,
 /// with a dispatcher `li`, a manager `wang` and an analyst `zhao`.
@@ -80,7 +80,7 @@ impl Page {
 }
 
 impl Browser {
-    fn new(server: &TestServer) -> anyhow::Result<Self> {
+    pub(crate) fn new(server: &TestServer) -> anyhow::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .cookie_store(true)
@@ -120,7 +120,7 @@ impl Browser {
     }
 
     /// Opens the sign-in page and submits it.
-    async fn login(&self, name: &str, password: &str) -> anyhow::Result<Page> {
+    pub(crate) async fn login(&self, name: &str, password: &str) -> anyhow::Result<Page> {
         let form = self.get("/login").await?;
         ensure!(form.status == StatusCode::OK, "GET /login: {}", form.status);
         let csrf = form.csrf()?;

@@ -582,3 +582,107 @@ async fn desk_records_in_chromium_a_dispatcher_takes_a_complaint_a_step_and_read
     }
     server.kill()
 }
+
+/// Customer files and technicians in chromium (issue 14 point 3): a customer's file with its
+/// repair history, a maintenance plan set with the form (R26), a technician's record (R2,
+/// R4, R7, R11, R15). Writes `customer.png` and `technician.png`.
+#[tokio::test]
+async fn customer_file_and_technician_pages_in_chromium_r26_r6_r2_r15() -> anyhow::Result<()> {
+    chromium()?;
+    let installed = e2e_dir().join("node_modules").join("playwright-core");
+    ensure!(
+        installed.exists(),
+        "{} is missing: run `npm ci --prefix tests/e2e` (or scripts/test, which does it)",
+        installed.display()
+    );
+    let dir = temp_dir()?;
+    let data = dir.path().join("edge");
+    let server = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || ServerProcess::start_with(&data, &[], &[("FIELDSYNC_TIMEZONE", "Asia/Shanghai")])
+    })
+    .await??;
+    let token = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || {
+            cli_with_stdin(
+                &data,
+                &[
+                    "user",
+                    "add",
+                    "--name",
+                    "li",
+                    "--role",
+                    "dispatcher",
+                    "--display-name",
+                    "李伟",
+                ],
+                "li-console-password\n",
+            )?;
+            cli(&data, &["desk", "token", "--user", "li", "--ttl", "15m"])
+        }
+    })
+    .await??;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        let (http, token, url) = (http.clone(), token.clone(), server.http_url(path));
+        async move {
+            let answer = http.post(url).bearer_auth(token).json(&body).send().await?;
+            ensure!(answer.status().is_success(), "{}", answer.text().await?);
+            Ok::<Value, anyhow::Error>(answer.json().await?)
+        }
+    };
+    // Two visits to the customer's chiller by tech-1, the first long past its asked-for
+    // arrival; a complaint about tech-1's conduct.
+    for (received, category) in [
+        ("2026-11-02T08:30:00Z", "压缩机"),
+        ("2026-11-10T08:30:00Z", "风扇"),
+    ] {
+        let mut body = sample_job_body("tech-1");
+        body["customer"]["name"] = json!("华东机械厂");
+        body["product"]["purchase_date"] = json!("2024-04-01");
+        body["request"]["received_at"] = json!(received);
+        body["request"]["fault_category"] = json!(category);
+        post("/api/jobs", body).await?;
+    }
+    post(
+        "/api/complaints",
+        json!({
+            "channel": "phone", "category": "service", "received_at": "2026-11-12T02:00:00Z",
+            "complainant": "王工", "against": {"technician": "tech-1"},
+            "content": "与操作工争吵", "asks": "道歉", "recorded_by": "李伟",
+        }),
+    )
+    .await?;
+    // The plan's first visit: two months from the server's today, so it is still to come.
+    let zone: Zone = "Asia/Shanghai".parse()?;
+    let due = zone
+        .date_of(fieldsync_server::clock::system_now().plus_millis(60 * 86_400_000))?
+        .to_string();
+    let shots = screenshot_dir(dir.path());
+    let base = server.http_url("");
+    run_e2e(
+        "customers.mjs",
+        &[
+            "--base",
+            &base,
+            "--user",
+            "li",
+            "--password",
+            "li-console-password",
+            "--customer",
+            "c-1001",
+            "--technician",
+            "tech-1",
+            "--due",
+            &due,
+        ],
+        &shots,
+        || server.log(),
+    )
+    .await?;
+    for shot in ["customer.png", "technician.png"] {
+        ensure!(shots.join(shot).exists(), "{shot} was not written");
+    }
+    server.kill()
+}

@@ -1167,6 +1167,26 @@ const EDGE_ENDPOINTS: &[(&str, &str, &[DeskRole])] = &[
         &[DISPATCHER, MANAGER, ANALYST],
     ),
     ("POST", "/api/token/renew", &[DISPATCHER, MANAGER, ANALYST]),
+    // Issue 14 point 3: technicians' records, the fault-category list, customer files (R26).
+    (
+        "GET",
+        "/api/technicians/{id}/record",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    (
+        "GET",
+        "/api/fault-categories",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    ("POST", "/api/fault-categories", &[MANAGER]),
+    ("POST", "/api/fault-categories/{id}/retire", &[MANAGER]),
+    (
+        "GET",
+        "/api/customers/{id}",
+        &[DISPATCHER, MANAGER, ANALYST],
+    ),
+    ("PUT", "/api/products/{id}/plan", &[DISPATCHER, MANAGER]),
+    ("DELETE", "/api/products/{id}/plan", &[DISPATCHER, MANAGER]),
     ("GET", "/api/openapi.json", &[DISPATCHER, MANAGER, ANALYST]),
 ];
 

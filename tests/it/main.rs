@@ -12,6 +12,7 @@ mod compaction;
 mod console;
 mod console_browser;
 mod console_conflicts;
+mod console_customers;
 mod console_desk_records;
 mod crash_loop;
 mod demo;

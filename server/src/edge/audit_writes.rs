@@ -22,9 +22,10 @@ pub const ACTION: &str = "api_write";
 
 /// Routes whose handler's desk function writes its own entry (`job_create`,
 /// `request_create`, `job_dispatch`, `job_reassign`, `job_cancel`, `approval_decide`,
-/// `follow_up_call`, `merge_resolve`; complaints: `complaint_create`, `complaint_step`;
-/// parts and tools: `requisition_create`, `requisition_ship`, `tool_register`, `tool_lend`,
-/// `tool_return`, `tool_lost`).
+/// `follow_up_call`, `merge_resolve`, `fault_category_add`, `fault_category_retire`,
+/// `maintenance_plan_set`, `maintenance_plan_stop`; complaints: `complaint_create`,
+/// `complaint_step`; parts and tools: `requisition_create`, `requisition_ship`,
+/// `tool_register`, `tool_lend`, `tool_return`, `tool_lost`).
 pub const SELF_AUDITED: &[(&str, &str)] = &[
     ("POST", "/api/jobs"),
     ("POST", "/api/requests"),
@@ -42,6 +43,10 @@ pub const SELF_AUDITED: &[(&str, &str)] = &[
     ("POST", "/api/tools/{id}/loans"),
     ("POST", "/api/tools/{id}/return"),
     ("POST", "/api/tools/{id}/lost"),
+    ("POST", "/api/fault-categories"),
+    ("POST", "/api/fault-categories/{id}/retire"),
+    ("PUT", "/api/products/{id}/plan"),
+    ("DELETE", "/api/products/{id}/plan"),
 ];
 
 /// The middleware (a route layer on the edge's `/api` router).

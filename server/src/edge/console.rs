@@ -277,6 +277,23 @@ async fn board_page(
         selected: sla == value,
     })
     .collect();
+    let mut rows: Vec<BoardRow> = listed.jobs.iter().map(|r| row(console, lang, r)).collect();
+    // R4, R27: the page's jobs whose desk category is not in the desk's list are marked.
+    let unlisted =
+        match super::catalogue::unlisted_jobs(&edge, listed.jobs.iter().map(|r| r.job_id.as_str()))
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => return error_page(e.status, &e.message),
+        };
+    for (row, job) in rows.iter_mut().zip(&listed.jobs) {
+        if unlisted.contains(&job.job_id) {
+            row.flags.push(Tag {
+                class: "unlisted_category",
+                label: lang.t("not_in_list"),
+            });
+        }
+    }
     let page = BoardPage {
         chrome: console.chrome(&signed, lang.t("board"), "/board"),
         statuses,
@@ -285,7 +302,7 @@ async fn board_page(
         customer: q.customer.clone().unwrap_or_default(),
         from: q.from.clone().unwrap_or_default(),
         to: q.to.clone().unwrap_or_default(),
-        rows: listed.jobs.iter().map(|r| row(console, lang, r)).collect(),
+        rows,
         total: listed.total,
         page: listed.page,
         pages: listed.pages,
@@ -601,6 +618,28 @@ pub(super) async fn job_response(
     page.staff = crate::auth::STAFF.contains(&signed.role);
     page.csrf = signed.csrf.clone();
     page.notice = notice;
+    // R4, R27: the desk's category and the diagnosed one, marked when not in the list.
+    let desk_category = match super::desk::records::load::<super::desk::dispatch::JobDesk>(
+        edge,
+        &job_id.to_string(),
+    )
+    .await
+    {
+        Ok(found) => found.and_then(|d| d.value.fault_category),
+        Err(e) => return error_page(e.status, &e.message),
+    };
+    for (label, category) in [
+        ("fault_category", desk_category.as_deref()),
+        (
+            "diagnosed_category",
+            job.diagnosis.fault_category.as_deref(),
+        ),
+    ] {
+        page.diagnosis.push(Fact {
+            label: lang.t(label),
+            value: super::catalogue::category_text(edge, lang, category).await,
+        });
+    }
     (page.conflicts, page.resolved) = super::conflicts::views(console, lang, &job, &doc);
     render(status, &page)
 }

@@ -232,6 +232,8 @@ struct IntakePage {
     channels: Vec<Choice>,
     notice: Option<Notice>,
     waiting: Vec<WaitingRow>,
+    /// The desk's fault categories in force (R4, R27), offered as a datalist.
+    categories: Vec<String>,
 }
 
 /// The form as the API's input (R1): times read in the branch's zone.
@@ -289,6 +291,10 @@ async fn intake_response(
         .filter(|r| r.job_id.is_none())
         .collect();
     waiting.sort_by_key(|r| r.received_at);
+    let categories = match super::desk::categories::in_force(edge).await {
+        Ok(c) => c,
+        Err(e) => return error_page(e.status, &e.message),
+    };
     let channel = if form.channel.is_empty() {
         "phone".to_owned()
     } else {
@@ -304,6 +310,7 @@ async fn intake_response(
         ),
         form,
         notice,
+        categories,
         waiting: waiting
             .iter()
             .map(|r| WaitingRow {
@@ -455,6 +462,9 @@ async fn request_response(
         at.map(|a| console.time(a.0))
             .unwrap_or_else(|| t("none_yet").to_owned())
     };
+    // R4, R27: a category outside the desk's list is marked.
+    let category =
+        super::catalogue::category_text(edge, lang, request.fault_category.as_deref()).await;
     let fact = |label: &'static str, value: String| Fact { label, value };
     let facts = vec![
         fact(t("received"), console.time(request.received_at.0)),
@@ -475,13 +485,7 @@ async fn request_response(
                 .unwrap_or_else(|| t("none_yet").to_owned()),
         ),
         fact(t("fault"), request.fault_description.clone()),
-        fact(
-            t("fault_category"),
-            request
-                .fault_category
-                .clone()
-                .unwrap_or_else(|| t("none_yet").to_owned()),
-        ),
+        fact(t("fault_category"), category),
         fact(t("requested_arrival"), time(request.requested_arrival)),
     ];
     let path = format!("/requests/{id}");

@@ -7,6 +7,7 @@
 pub mod attachments;
 pub mod audit_writes;
 pub mod board;
+pub mod catalogue;
 pub mod complaint_forms;
 pub mod conflicts;
 pub mod console;
@@ -18,6 +19,7 @@ pub mod jobs;
 pub mod resolve;
 pub mod signer;
 pub mod stock_forms;
+pub mod technicians;
 pub mod upstream;
 pub mod verdicts;
 
@@ -64,6 +66,8 @@ pub struct Edge {
     pub console: Arc<crate::console::Console>,
     /// Photos, receipts and signature images by SHA-256 (`attachments`, issue 15).
     pub attachments: attachments::Blobs,
+    /// One maintenance pass at a time (R26, `desk::products::maintenance_pass`).
+    pub maintenance_lock: tokio::sync::Mutex<()>,
 }
 
 /// What only an edge exports: the link to head office and the approvals queue.
@@ -165,6 +169,7 @@ impl Edge {
             complaints_published: tokio::sync::broadcast::channel(1024).0,
             approvals,
             challenges: enrollment::Challenges::default(),
+            maintenance_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -184,6 +189,8 @@ impl Edge {
             .merge(complaint_forms::router().with_state(Arc::clone(self)))
             .merge(stock_forms::router().with_state(Arc::clone(self)))
             .merge(conflicts::router().with_state(Arc::clone(self)))
+            .merge(technicians::router().with_state(Arc::clone(self)))
+            .merge(catalogue::router().with_state(Arc::clone(self)))
     }
 
     /// Starts the edge's workers: the report signer, the approvals mirror, the desk's
@@ -199,6 +206,8 @@ impl Edge {
             tokio::spawn(signer::run_signer(Arc::clone(self))),
             tokio::spawn(desk::approvals::mirror::run(Arc::clone(self))),
             tokio::spawn(desk::follow::run(Arc::clone(self))),
+            // R26: periodic visits on the server's clock.
+            tokio::spawn(desk::products::run_maintenance(Arc::clone(self))),
         ];
         if let Some(upstream) = self.node.config.upstream.clone() {
             workers.push(tokio::spawn(verdicts::run(
@@ -280,6 +289,17 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
         .routes(routes!(enrollment::enroll))
         .routes(routes!(enrollment::challenge))
         .routes(routes!(enrollment::renew))
+        .routes(routes!(technicians::technician_record_api))
+        .routes(routes!(
+            desk::categories::list_categories,
+            desk::categories::add_category
+        ))
+        .routes(routes!(desk::categories::retire_category))
+        .routes(routes!(desk::products::get_customer))
+        .routes(routes!(
+            desk::products::put_plan,
+            desk::products::delete_plan
+        ))
         .routes(routes!(openapi_json))
 }
 

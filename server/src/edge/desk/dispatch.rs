@@ -302,6 +302,8 @@ pub async fn record_new_job(
     };
     record.repeat_of = find_repeats(state, &record.visit()).await?;
     records::save(state, 0, &record).await?;
+    // R26: the product goes into the customer's file.
+    super::products::record_job_product(state, job).await?;
     Ok(record.repeat_of)
 }
 

@@ -290,6 +290,8 @@ pub async fn register(
         job_signed_at: None,
     };
     records::save(state, 0, &request).await?;
+    // R26: the product goes into the customer's file.
+    super::products::record_product(state, &request.customer, &request.product).await?;
     let entry = Entry::new(
         registered_at.0,
         actor.name(),

@@ -12,9 +12,11 @@
 //! concurrent change is a 409 `conflict` and never a lost update.
 
 pub mod approvals;
+pub mod categories;
 pub mod complaints;
 pub mod dispatch;
 pub mod follow;
 pub mod intake;
+pub mod products;
 pub mod records;
 pub mod stock;
