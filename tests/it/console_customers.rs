@@ -692,7 +692,7 @@ async fn r26_r6_the_customers_file_holds_products_history_and_a_plan_that_makes_
     // R26: nothing is due before the date; on it, the worker (on the server's clock) makes
     // one maintenance job and moves the plan six months on.
     let edge = server.edge()?;
-    let made = fieldsync_server::edge::desk::products::maintenance_pass(edge, server.now())
+    let made = fieldsync_server::edge::desk::customers::maintenance_pass(edge, server.now())
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     assert!(made.is_empty());
@@ -709,7 +709,7 @@ async fn r26_r6_the_customers_file_holds_products_history_and_a_plan_that_makes_
     .await?;
     // The job exists before the plan moves on: a pass of our own waits for the worker's
     // (one at a time), then the file is read again.
-    let made = fieldsync_server::edge::desk::products::maintenance_pass(edge, DECEMBER_1)
+    let made = fieldsync_server::edge::desk::customers::maintenance_pass(edge, DECEMBER_1)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     assert!(made.is_empty(), "made twice: {made:?} after {file}");
@@ -728,8 +728,8 @@ async fn r26_r6_the_customers_file_holds_products_history_and_a_plan_that_makes_
     // Two passes at once, and a pass after one that stopped before moving the plan on (the
     // plan set back to the visit's date): the visit's job exists, none is made again.
     let (a, b) = tokio::join!(
-        fieldsync_server::edge::desk::products::maintenance_pass(edge, DECEMBER_1),
-        fieldsync_server::edge::desk::products::maintenance_pass(edge, DECEMBER_1),
+        fieldsync_server::edge::desk::customers::maintenance_pass(edge, DECEMBER_1),
+        fieldsync_server::edge::desk::customers::maintenance_pass(edge, DECEMBER_1),
     );
     assert!(a.is_ok_and(|m| m.is_empty()) && b.is_ok_and(|m| m.is_empty()));
     let (status, _) = call(
@@ -741,7 +741,7 @@ async fn r26_r6_the_customers_file_holds_products_history_and_a_plan_that_makes_
     )
     .await?;
     assert_eq!(status, StatusCode::OK);
-    let made = fieldsync_server::edge::desk::products::maintenance_pass(edge, DECEMBER_1)
+    let made = fieldsync_server::edge::desk::customers::maintenance_pass(edge, DECEMBER_1)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     assert!(made.is_empty(), "the same visit again: {made:?}");
@@ -789,7 +789,7 @@ async fn r26_r6_the_customers_file_holds_products_history_and_a_plan_that_makes_
         (maintenance_jobs(&file).len() > 1).then_some(file)
     })
     .await?;
-    let made = fieldsync_server::edge::desk::products::maintenance_pass(server.edge()?, year_on)
+    let made = fieldsync_server::edge::desk::customers::maintenance_pass(server.edge()?, year_on)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     assert!(made.is_empty(), "made twice: {made:?} after {file}");

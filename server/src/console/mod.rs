@@ -857,3 +857,30 @@ mod tests {
         assert_eq!(encode("/jobs/a b?x=1&y"), "/jobs/a%20b%3Fx%3D1%26y");
     }
 }
+
+/// An amount in minor units with its currency: `1,234.50 CNY` (no minor unit for JPY, KRW).
+pub fn money(amount: fieldsync_shared::time::Money, currency: &str) -> String {
+    let decimals = if matches!(currency, "JPY" | "KRW") {
+        0
+    } else {
+        2
+    };
+    let minor = amount.0;
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    let scale = 10u64.pow(decimals);
+    let (whole, frac) = (abs / scale, abs % scale);
+    let digits = whole.to_string();
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if decimals == 0 {
+        format!("{sign}{grouped} {currency}")
+    } else {
+        format!("{sign}{grouped}.{frac:02} {currency}")
+    }
+}

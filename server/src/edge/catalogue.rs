@@ -24,8 +24,9 @@ use fieldsync_shared::desk::fault_category::unlisted;
 
 use super::Edge;
 use super::desk::categories::{self, FaultCategory};
+use super::desk::customers::customer_file;
 use super::desk::dispatch::JobDesk;
-use super::desk::products::{self, NewPlan, ProductFile, customer_file};
+use super::desk::products::{self, NewPlan, ProductFile};
 use super::desk::records;
 use crate::auth::{Actor, DeskRole, EVERYONE, MANAGERS, STAFF};
 use crate::console::i18n::Lang;

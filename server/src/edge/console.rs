@@ -17,7 +17,7 @@ use fieldsync_shared::desk::ClockState;
 use fieldsync_shared::job::doc::read_job;
 use fieldsync_shared::job::{Channel, Job, JobKind, ReportOutcome};
 use fieldsync_shared::rules::charges;
-use fieldsync_shared::time::{Money, Timestamp};
+use fieldsync_shared::time::Timestamp;
 
 use super::Edge;
 use super::board::{Flag, JobQuery, JobRow, Stage, list};
@@ -87,32 +87,7 @@ fn kind_key(kind: JobKind) -> &'static str {
     }
 }
 
-/// An amount in minor units with its currency: `1,234.50 CNY` (no minor unit for JPY, KRW).
-pub fn money(amount: Money, currency: &str) -> String {
-    let decimals = if matches!(currency, "JPY" | "KRW") {
-        0
-    } else {
-        2
-    };
-    let minor = amount.0;
-    let sign = if minor < 0 { "-" } else { "" };
-    let abs = minor.unsigned_abs();
-    let scale = 10u64.pow(decimals);
-    let (whole, frac) = (abs / scale, abs % scale);
-    let digits = whole.to_string();
-    let mut grouped = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    if decimals == 0 {
-        format!("{sign}{grouped} {currency}")
-    } else {
-        format!("{sign}{grouped}.{frac:02} {currency}")
-    }
-}
+pub use crate::console::money;
 
 /// A choice of a filter's `<select>`.
 struct Choice {

@@ -9,6 +9,7 @@ pub mod audit_writes;
 pub mod board;
 pub mod catalogue;
 pub mod complaint_forms;
+pub mod conflict_forms;
 pub mod conflicts;
 pub mod console;
 pub mod desk;
@@ -66,7 +67,7 @@ pub struct Edge {
     pub console: Arc<crate::console::Console>,
     /// Photos, receipts and signature images by SHA-256 (`attachments`, issue 15).
     pub attachments: attachments::Blobs,
-    /// One maintenance pass at a time (R26, `desk::products::maintenance_pass`).
+    /// One maintenance pass at a time (R26, `desk::customers::maintenance_pass`).
     pub maintenance_lock: tokio::sync::Mutex<()>,
 }
 
@@ -188,7 +189,7 @@ impl Edge {
             // Complaints (R20–R23), requisitions (R17) and tools (R19): the same pattern.
             .merge(complaint_forms::router().with_state(Arc::clone(self)))
             .merge(stock_forms::router().with_state(Arc::clone(self)))
-            .merge(conflicts::router().with_state(Arc::clone(self)))
+            .merge(conflict_forms::router().with_state(Arc::clone(self)))
             .merge(technicians::router().with_state(Arc::clone(self)))
             .merge(catalogue::router().with_state(Arc::clone(self)))
     }
@@ -207,7 +208,7 @@ impl Edge {
             tokio::spawn(desk::approvals::mirror::run(Arc::clone(self))),
             tokio::spawn(desk::follow::run(Arc::clone(self))),
             // R26: periodic visits on the server's clock.
-            tokio::spawn(desk::products::run_maintenance(Arc::clone(self))),
+            tokio::spawn(desk::customers::run_maintenance(Arc::clone(self))),
         ];
         if let Some(upstream) = self.node.config.upstream.clone() {
             workers.push(tokio::spawn(verdicts::run(
@@ -295,7 +296,7 @@ pub fn api() -> OpenApiRouter<Arc<Edge>> {
             desk::categories::add_category
         ))
         .routes(routes!(desk::categories::retire_category))
-        .routes(routes!(desk::products::get_customer))
+        .routes(routes!(desk::customers::get_customer))
         .routes(routes!(
             desk::products::put_plan,
             desk::products::delete_plan

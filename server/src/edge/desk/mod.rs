@@ -14,6 +14,7 @@
 pub mod approvals;
 pub mod categories;
 pub mod complaints;
+pub mod customers;
 pub mod dispatch;
 pub mod follow;
 pub mod intake;
