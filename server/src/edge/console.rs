@@ -621,6 +621,8 @@ pub(super) async fn job_response(
 
 #[cfg(test)]
 mod tests {
+    use fieldsync_shared::time::Money;
+
     use super::*;
 
     #[test]
