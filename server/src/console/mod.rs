@@ -839,25 +839,6 @@ async fn audit_csv(State(console): State<Arc<Console>>, headers: HeaderMap) -> R
     response
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn next_stays_on_this_server() {
-        assert_eq!(local_path(Some("/board?page=2")), Some("/board?page=2"));
-        for bad in [
-            "//evil.example/",
-            "https://evil.example/",
-            "board",
-            "/\\evil",
-        ] {
-            assert_eq!(local_path(Some(bad)), None, "{bad}");
-        }
-        assert_eq!(encode("/jobs/a b?x=1&y"), "/jobs/a%20b%3Fx%3D1%26y");
-    }
-}
-
 /// An amount in minor units with its currency: `1,234.50 CNY` (no minor unit for JPY, KRW).
 pub fn money(amount: fieldsync_shared::time::Money, currency: &str) -> String {
     let decimals = if matches!(currency, "JPY" | "KRW") {
@@ -882,5 +863,24 @@ pub fn money(amount: fieldsync_shared::time::Money, currency: &str) -> String {
         format!("{sign}{grouped} {currency}")
     } else {
         format!("{sign}{grouped}.{frac:02} {currency}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_server() {
+        assert_eq!(local_path(Some("/board?page=2")), Some("/board?page=2"));
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "board",
+            "/\\evil",
+        ] {
+            assert_eq!(local_path(Some(bad)), None, "{bad}");
+        }
+        assert_eq!(encode("/jobs/a b?x=1&y"), "/jobs/a%20b%3Fx%3D1%26y");
     }
 }
