@@ -14,6 +14,7 @@ mod console_browser;
 mod console_conflicts;
 mod console_customers;
 mod console_desk_records;
+mod console_devices;
 mod crash_loop;
 mod demo;
 mod desk;

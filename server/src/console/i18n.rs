@@ -1045,6 +1045,41 @@ pub const LABELS: &[(&str, &str, &str)] = &[
         "That product has no maintenance plan.",
     ),
     ("err_unknown_product", "没有这个产品。", "No such product."),
+    // The devices page: enrolled devices and one-time enrollment codes (issue 15 point 7).
+    ("devices_page", "设备", "Devices"),
+    (
+        "enrollment_code_for",
+        "新设备注册码：",
+        "Enrollment code for",
+    ),
+    ("code_expires", "有效期至", "Valid until"),
+    (
+        "code_once",
+        "只能使用一次，且只在此显示一次。",
+        "It works once and is shown only this once.",
+    ),
+    (
+        "code_scan",
+        "用技术员的新设备扫描此码",
+        "Scan it with the technician's new device",
+    ),
+    ("code_command", "或在设备上运行：", "Or run on the device:"),
+    ("issue_code", "生成注册码", "Issue an enrollment code"),
+    ("enrolled_devices", "已注册的设备", "Enrolled devices"),
+    (
+        "no_devices",
+        "还没有注册的设备。",
+        "No device is enrolled yet.",
+    ),
+    ("device", "设备", "Device"),
+    ("device_state", "状态", "State"),
+    ("revoked_at", "已吊销于", "Revoked at"),
+    ("device_active", "使用中", "Active"),
+    (
+        "done_code_issued",
+        "注册码已生成。",
+        "The enrollment code is issued.",
+    ),
 ];
 
 #[cfg(test)]

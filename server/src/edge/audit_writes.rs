@@ -22,7 +22,7 @@ pub const ACTION: &str = "api_write";
 
 /// Routes whose handler's desk function writes its own entry (`job_create`,
 /// `request_create`, `job_dispatch`, `job_reassign`, `job_cancel`, `approval_decide`,
-/// `follow_up_call`, `merge_resolve`, `fault_category_add`, `fault_category_retire`,
+/// `follow_up_call`, `merge_resolve`, `enrollment_code_issue`, `fault_category_add`, `fault_category_retire`,
 /// `maintenance_plan_set`, `maintenance_plan_stop`; complaints: `complaint_create`,
 /// `complaint_step`; parts and tools: `requisition_create`, `requisition_ship`,
 /// `tool_register`, `tool_lend`, `tool_return`, `tool_lost`).
@@ -35,6 +35,7 @@ pub const SELF_AUDITED: &[(&str, &str)] = &[
     ("POST", "/api/jobs/{id}/approvals/{approval}/decision"),
     ("POST", "/api/follow-ups/{id}/call"),
     ("POST", "/api/jobs/{id}/resolve"),
+    ("POST", "/api/enrollment-codes"),
     ("POST", "/api/complaints"),
     ("POST", "/api/complaints/{id}/steps"),
     ("POST", "/api/requisitions"),

@@ -33,7 +33,8 @@ use fieldsync_storage::{Record, StorageError, Store};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{STAFF, Subject};
+use crate::auth::{Actor, STAFF, Subject};
+use crate::console::audit::Entry;
 use crate::edge::Edge;
 use crate::http::error::ApiError;
 use crate::http::parse_body;
@@ -292,30 +293,49 @@ pub async fn create_code(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<IssuedCode>), ApiError> {
-    let role = state
+    let actor = state
         .node
-        .authorize(&headers, STAFF, "issue enrollment codes")?;
+        .authorize_actor(&headers, STAFF, "issue enrollment codes")?;
     let new: NewCode = parse_body(&body)?;
-    let technician = TechnicianId::new(new.technician.trim())
+    let issued = issue_enrollment_code(&state, &new.technician, &actor).await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// Issues a one-time code for `technician`'s new device and writes the audit entry
+/// (`enrollment_code_issue`, naming the technician, never the code). The API and the
+/// console's devices page both call it.
+pub async fn issue_enrollment_code(
+    state: &Edge,
+    technician: &str,
+    actor: &Actor,
+) -> Result<IssuedCode, ApiError> {
+    let technician = TechnicianId::new(technician.trim())
         .map_err(|e| ApiError::bad_request("invalid_technician", e.to_string()))?;
     let store = Arc::clone(&state.node.store);
     let now = state.node.clock.now();
     let ttl = state.node.config.enrollment.code_ttl;
-    let issued_by = format!("desk:{}", role.as_str());
+    let issued_by = format!("desk:{}", actor.role.as_str());
     let (code, record) =
         tokio::task::spawn_blocking(move || issue_code(&store, technician, &issued_by, now, ttl))
             .await
             .map_err(|e| ApiError::internal("storage_error", e))?
             .map_err(|e| ApiError::internal("enrollment_error", e))?;
     tracing::info!(technician = %record.technician, by = %record.issued_by, "enrollment code issued");
-    Ok((
-        StatusCode::CREATED,
-        Json(IssuedCode {
-            code,
-            technician: record.technician.to_string(),
-            expires_at: Instant(record.expires_at),
-        }),
-    ))
+    let entry = Entry::new(
+        now,
+        actor.name(),
+        actor.role.as_str(),
+        "enrollment_code_issue",
+        format!("technician:{}", record.technician),
+    )
+    .after("issued")
+    .detail(format!("expires at {} ms", record.expires_at.as_millis()));
+    crate::console::audit_api(&state.node, entry).await?;
+    Ok(IssuedCode {
+        code,
+        technician: record.technician.to_string(),
+        expires_at: Instant(record.expires_at),
+    })
 }
 
 /// The body of `POST /api/enroll`.

@@ -13,6 +13,7 @@ pub mod conflict_forms;
 pub mod conflicts;
 pub mod console;
 pub mod desk;
+pub mod devices;
 pub mod enrollment;
 pub mod forms;
 pub mod handoff;
@@ -190,6 +191,7 @@ impl Edge {
             .merge(complaint_forms::router().with_state(Arc::clone(self)))
             .merge(stock_forms::router().with_state(Arc::clone(self)))
             .merge(conflict_forms::router().with_state(Arc::clone(self)))
+            .merge(devices::router().with_state(Arc::clone(self)))
             .merge(technicians::router().with_state(Arc::clone(self)))
             .merge(catalogue::router().with_state(Arc::clone(self)))
     }
