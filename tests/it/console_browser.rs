@@ -412,6 +412,33 @@ async fn head_office_pages_in_chromium_find_read_and_count_a_verified_report() -
     chain.stop().await
 }
 
+/// A real `fieldsync serve` on `data` in Shanghai time, with the dispatcher `li` (李伟,
+/// password `li-console-password`) and a 15-minute desk token naming them.
+async fn shanghai_server_with_li(data: &Path) -> anyhow::Result<(ServerProcess, String)> {
+    let data = data.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let server =
+            ServerProcess::start_with(&data, &[], &[("FIELDSYNC_TIMEZONE", "Asia/Shanghai")])?;
+        cli_with_stdin(
+            &data,
+            &[
+                "user",
+                "add",
+                "--name",
+                "li",
+                "--role",
+                "dispatcher",
+                "--display-name",
+                "李伟",
+            ],
+            "li-console-password\n",
+        )?;
+        let token = cli(&data, &["desk", "token", "--user", "li", "--ttl", "15m"])?;
+        Ok((server, token))
+    })
+    .await?
+}
+
 /// The desk's records in chromium (issue 14 point 2): a complaint registered through the API
 /// by a person's token, taken one R21 step further on its page by the dispatcher; the
 /// requisitions (R17) and the tool register (R19) with who holds a tool. The real `fieldsync
@@ -423,32 +450,7 @@ async fn desk_records_in_chromium_a_dispatcher_takes_a_complaint_a_step_and_read
     chromium()?;
     let dir = temp_dir()?;
     let data = dir.path().join("edge");
-    let server = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || ServerProcess::start_with(&data, &[], &[("FIELDSYNC_TIMEZONE", "Asia/Shanghai")])
-    })
-    .await??;
-    let token = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || {
-            cli_with_stdin(
-                &data,
-                &[
-                    "user",
-                    "add",
-                    "--name",
-                    "li",
-                    "--role",
-                    "dispatcher",
-                    "--display-name",
-                    "李伟",
-                ],
-                "li-console-password\n",
-            )?;
-            cli(&data, &["desk", "token", "--user", "li", "--ttl", "15m"])
-        }
-    })
-    .await??;
+    let (server, token) = shanghai_server_with_li(&data).await?;
     let http = reqwest::Client::new();
     let post = |path: &str, body: Value| {
         http.post(server.http_url(path))
@@ -597,32 +599,7 @@ async fn customer_file_and_technician_pages_in_chromium_r26_r6_r2_r15() -> anyho
     );
     let dir = temp_dir()?;
     let data = dir.path().join("edge");
-    let server = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || ServerProcess::start_with(&data, &[], &[("FIELDSYNC_TIMEZONE", "Asia/Shanghai")])
-    })
-    .await??;
-    let token = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || {
-            cli_with_stdin(
-                &data,
-                &[
-                    "user",
-                    "add",
-                    "--name",
-                    "li",
-                    "--role",
-                    "dispatcher",
-                    "--display-name",
-                    "李伟",
-                ],
-                "li-console-password\n",
-            )?;
-            cli(&data, &["desk", "token", "--user", "li", "--ttl", "15m"])
-        }
-    })
-    .await??;
+    let (server, token) = shanghai_server_with_li(&data).await?;
     let http = reqwest::Client::new();
     let post = |path: &str, body: Value| {
         let (http, token, url) = (http.clone(), token.clone(), server.http_url(path));
