@@ -27,7 +27,7 @@ use super::desk::categories::{self, FaultCategory};
 use super::desk::customers::customer_file;
 use super::desk::dispatch::JobDesk;
 use super::desk::products::{self, NewPlan, ProductFile};
-use super::desk::records;
+use super::desk::records::{self, DeskRecord};
 use crate::auth::{Actor, DeskRole, EVERYONE, MANAGERS, STAFF};
 use crate::console::i18n::Lang;
 use crate::console::{Chrome, Notice, Signed, error_page, message_page, render};
@@ -102,21 +102,19 @@ pub async fn unlisted_jobs<'a>(
     jobs: impl Iterator<Item = &'a str>,
 ) -> Result<HashSet<String>, ApiError> {
     let listed = categories::in_force(edge).await?;
-    let mut out = HashSet::new();
-    for job in jobs {
-        let Some(desk) = records::load::<JobDesk>(edge, job).await? else {
-            continue;
-        };
-        if desk
-            .value
-            .fault_category
-            .as_deref()
-            .is_some_and(|c| unlisted(c, listed.iter().map(String::as_str)))
-        {
-            out.insert(job.to_owned());
-        }
-    }
-    Ok(out)
+    let ids: Vec<String> = jobs.map(str::to_owned).collect();
+    // One trip to the store for the page's jobs (a page of 50 made 50 before).
+    let desks = records::load_many::<JobDesk>(edge, ids).await?;
+    Ok(desks
+        .into_iter()
+        .filter(|desk| {
+            desk.value
+                .fault_category
+                .as_deref()
+                .is_some_and(|c| unlisted(c, listed.iter().map(String::as_str)))
+        })
+        .map(|desk| desk.value.id().to_owned())
+        .collect())
 }
 
 /// A job's or request's fault category as people read it: the name, marked "not in the

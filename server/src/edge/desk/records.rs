@@ -54,6 +54,24 @@ pub async fn load<T: DeskRecord>(state: &Edge, id: &str) -> Result<Option<Stored
     found.map(decode).transpose()
 }
 
+/// The records of type `T` with these ids (those stored), read in one trip to the blocking
+/// pool rather than one per id: what a page listing many jobs needs.
+pub async fn load_many<T: DeskRecord>(
+    state: &Edge,
+    ids: Vec<String>,
+) -> Result<Vec<Stored<T>>, ApiError> {
+    let store = Arc::clone(&state.node.store);
+    let found = tokio::task::spawn_blocking(move || {
+        ids.iter()
+            .filter_map(|id| store.record(T::KIND, id).transpose())
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal("storage_error", e))?
+    .map_err(|e| ApiError::internal("storage_error", e))?;
+    found.into_iter().map(decode).collect()
+}
+
 /// A record that must exist: a 404 with `code` otherwise.
 pub async fn require<T: DeskRecord>(
     state: &Edge,
