@@ -32,7 +32,8 @@ use super::desk::complaints::{
     record_complaint_step, register_complaint, require_complaint,
 };
 use super::forms::{
-    Choice, Posted, actor, bad_form, choices, field_error, local_time, optional, posted, see_other,
+    Choice, actor, bad_form, choices, field_error, local_time, optional, posted, posted_by_field,
+    see_other,
 };
 use crate::auth::{EVERYONE, MANAGERS, STAFF};
 use crate::console::i18n::Lang;
@@ -174,11 +175,7 @@ struct ComplaintForm {
     asks: String,
 }
 
-impl Posted for ComplaintForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+posted_by_field!(ComplaintForm, StepForm);
 
 struct ComplaintRow {
     href: String,
@@ -488,12 +485,6 @@ struct StepForm {
     customer_reaction: String,
     responsible: String,
     penalty: String,
-}
-
-impl Posted for StepForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 struct Fact {

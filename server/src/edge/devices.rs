@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::Edge;
 use super::enrollment::{IssuedCode, issue_enrollment_code};
-use super::forms::{Posted, actor, posted};
+use super::forms::{actor, posted, posted_by_field};
 use crate::auth::{EVERYONE, STAFF};
 use crate::console::{Chrome, Notice, Signed, render};
 
@@ -70,11 +70,7 @@ struct CodeForm {
     technician: String,
 }
 
-impl Posted for CodeForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+posted_by_field!(CodeForm);
 
 /// The URL a device syncs with, from the address the browser used (its `Host`) and whether
 /// the server speaks TLS: what `fieldsync-tech init --server` takes.

@@ -98,41 +98,26 @@ pub(super) async fn posted<T: Posted>(
     }
 }
 
-impl Posted for IntakeForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
+/// [`Posted`] for forms whose CSRF token is their `csrf` field (every form but one).
+macro_rules! posted_by_field {
+    ($($form:ty),+ $(,)?) => {
+        $(impl $crate::edge::forms::Posted for $form {
+            fn csrf(&self) -> &str {
+                &self.csrf
+            }
+        })+
+    };
 }
+pub(super) use posted_by_field;
 
-impl Posted for DispatchForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-impl Posted for ReassignForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-impl Posted for CancelForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-impl Posted for DecideForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-impl Posted for CallForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+posted_by_field!(
+    IntakeForm,
+    DispatchForm,
+    ReassignForm,
+    CancelForm,
+    DecideForm,
+    CallForm
+);
 
 pub(super) fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()

@@ -36,7 +36,9 @@ use super::desk::stock::{
     ToolView, add_tool, known_job, lend, record_loss, requisition_parts, ship_requisition,
     take_back, tools_at,
 };
-use super::forms::{Posted, actor, date, field_error, local_time, optional, posted, see_other};
+use super::forms::{
+    actor, date, field_error, local_time, optional, posted, posted_by_field, see_other,
+};
 use super::jobs::enrolled_technicians;
 use crate::auth::{EVERYONE, MANAGERS, STAFF};
 use crate::console::i18n::Lang;
@@ -110,11 +112,14 @@ struct RequisitionForm {
     order_number: String,
 }
 
-impl Posted for RequisitionForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+posted_by_field!(
+    RequisitionForm,
+    ShipmentForm,
+    ToolForm,
+    LendForm,
+    ReturnForm,
+    LossForm
+);
 
 /// The shipment form: up to three lines of part number and quantity.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -132,12 +137,6 @@ struct ShipmentForm {
     item3_qty: String,
     shipped_on: String,
     arrives_on: String,
-}
-
-impl Posted for ShipmentForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 struct Fact {
@@ -472,30 +471,6 @@ struct LossForm {
     charge: String,
     currency: String,
     note: String,
-}
-
-impl Posted for ToolForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-impl Posted for LendForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-impl Posted for ReturnForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-impl Posted for LossForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 /// A refused tool form, typed values kept.
