@@ -25,11 +25,20 @@ pub(crate) const MINUTE: i64 = 60_000;
 /// A server at `T0` on a manual clock, in Shanghai time, locking after 3 wrong passwords,
 /// with a dispatcher `li`, a manager `wang` and an analyst `zhao`.
 pub(crate) async fn console_server(dir: &Path) -> anyhow::Result<TestServer> {
+    console_server_with(dir, |_| {}).await
+}
+
+/// [`console_server`] with `adjust` applied to its config after those settings.
+pub(crate) async fn console_server_with(
+    dir: &Path,
+    adjust: impl FnOnce(&mut fieldsync_server::config::Config),
+) -> anyhow::Result<TestServer> {
     let server = TestServer::start_with_clock(dir, Clock::manual(T0), |c| {
         c.timezone = "Asia/Shanghai".parse().expect("a known zone");
         c.console.max_failed_logins = 3;
         c.console.lockout_minutes = 15;
         c.console.idle_minutes = 30;
+        adjust(c);
     })
     .await?;
     let store = std::sync::Arc::clone(&server.state.store);

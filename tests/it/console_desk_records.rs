@@ -11,51 +11,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use fieldsync_server::accounts as users;
 use fieldsync_server::auth::{DeskRole, Subject};
-use fieldsync_server::clock::Clock;
-use fieldsync_server::console::i18n::Lang;
 use fieldsync_shared::ids::DocumentId;
-use fieldsync_shared::time::Timestamp;
 use fieldsync_tests::{TestServer, temp_dir};
 use reqwest::StatusCode;
 use reqwest::header::LOCATION;
 use serde_json::{Value, json};
 
-/// 2026-11-20T02:00:00Z (10:00 in Shanghai).
-const T0: Timestamp = Timestamp::from_millis(1_795_140_000_000);
 const HOUR: i64 = 3_600_000;
 
-/// A server at `T0` on a manual clock, in Shanghai time, sessions idle for a month, with a dispatcher `li` (Chinese), a
-/// manager `wang` (English) and an analyst `zhao` (Chinese).
+/// The console's test server (`console::console_server`: its manual clock, Shanghai time, li, wang and
+/// zhao) with sessions idle for a month: the tests move the clock on by days.
 async fn server(dir: &Path) -> anyhow::Result<TestServer> {
-    let server = TestServer::start_with_clock(dir, Clock::manual(T0), |c| {
-        c.timezone = "Asia/Shanghai".parse().expect("a known zone");
-        // The tests move the clock on by days: sessions stay open meanwhile.
-        c.console.idle_minutes = 30 * 24 * 60;
-    })
-    .await?;
-    let store = std::sync::Arc::clone(&server.state.store);
-    tokio::task::spawn_blocking(move || {
-        for (name, display, role, lang) in [
-            ("li", "李伟", DeskRole::Dispatcher, Lang::Zh),
-            ("wang", "Wang Fang", DeskRole::Manager, Lang::En),
-            ("zhao", "赵敏", DeskRole::Analyst, Lang::Zh),
-        ] {
-            users::add(
-                &store,
-                name,
-                display,
-                role,
-                lang,
-                &format!("{name}-password"),
-                T0,
-            )?;
-        }
-        Ok::<_, users::UserError>(())
-    })
-    .await??;
-    Ok(server)
+    crate::console::console_server_with(dir, |c| c.console.idle_minutes = 30 * 24 * 60).await
 }
 
 /// A browser signed in as one person: a cookie store, no redirects followed.
