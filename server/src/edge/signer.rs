@@ -506,3 +506,55 @@ pub async fn get_report_pdf(
     let key = id.clone();
     crate::http::pdf::download(id, asked, "report", move || store.meta(REPORTS, &key)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use fieldsync_shared::job::approvals::{ApprovalKind, Decision};
+    use fieldsync_shared::time::Money;
+
+    use super::*;
+
+    fn claim(id: &str, decided: bool) -> Approval {
+        Approval {
+            id: id.into(),
+            kind: ApprovalKind::TravelExpense,
+            reason: "taxi to the plant".into(),
+            requested_by: "tech-wang".into(),
+            requested_at: Timestamp::from_millis(1),
+            amount: Some(Money(8_600)),
+            expense: None,
+            decision: decided.then(|| Decision {
+                approved: true,
+                by: "desk:manager".into(),
+                at: Timestamp::from_millis(2),
+                note: String::new(),
+            }),
+        }
+    }
+
+    fn codes(reasons: &[RefusalReason]) -> Vec<(&str, &str)> {
+        reasons
+            .iter()
+            .map(|r| (r.rule.as_str(), r.code.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn r28_each_waiting_claim_holds_the_report_back_and_unreadable_claims_do_too() {
+        let claims: Claims = Ok(vec![claim("a", true), claim("b", false), claim("c", false)]);
+        let held = waiting_claims(&claims);
+        assert_eq!(
+            codes(&held),
+            [("R28", EXPENSE_UNDECIDED), ("R28", EXPENSE_UNDECIDED)]
+        );
+        assert!(held[0].message.contains("claim b") && held[1].message.contains("claim c"));
+        assert!(waiting_claims(&Ok(vec![claim("a", true)])).is_empty());
+        // A device wrote something the approvals cannot be read from: its claims are unknown,
+        // so no report is signed over them.
+        let unreadable: Claims = Err("approval x: kind is 7, not a string".into());
+        assert_eq!(
+            codes(&waiting_claims(&unreadable)),
+            [("R28", "malformed_approval")]
+        );
+    }
+}
