@@ -118,12 +118,12 @@ pub async fn unlisted_jobs<'a>(
 }
 
 /// A job's or request's fault category as people read it: the name, marked "not in the
-/// list" when the desk's list does not have it (R4, R27); "none yet" without one.
-pub async fn category_text(edge: &Edge, lang: Lang, category: Option<&str>) -> String {
+/// list" when the desk's list (`listed`, `categories::in_force`) does not have it (R4, R27);
+/// "none yet" without one.
+pub fn category_text(listed: &[String], lang: Lang, category: Option<&str>) -> String {
     let Some(category) = category.map(str::trim).filter(|c| !c.is_empty()) else {
         return lang.t("none_yet").to_owned();
     };
-    let listed = categories::in_force(edge).await.unwrap_or_default();
     if unlisted(category, listed.iter().map(String::as_str)) {
         format!("{category} ({})", lang.t("not_in_list"))
     } else {

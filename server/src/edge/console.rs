@@ -603,6 +603,10 @@ pub(super) async fn job_response(
         Ok(found) => found.and_then(|d| d.value.fault_category),
         Err(e) => return error_page(e.status, &e.message),
     };
+    // The list is read once for both.
+    let listed = super::desk::categories::in_force(edge)
+        .await
+        .unwrap_or_default();
     for (label, category) in [
         ("fault_category", desk_category.as_deref()),
         (
@@ -612,7 +616,7 @@ pub(super) async fn job_response(
     ] {
         page.diagnosis.push(Fact {
             label: lang.t(label),
-            value: super::catalogue::category_text(edge, lang, category).await,
+            value: super::catalogue::category_text(&listed, lang, category),
         });
     }
     (page.conflicts, page.resolved) = super::conflicts::views(console, lang, &job, &doc);

@@ -448,8 +448,11 @@ async fn request_response(
             .unwrap_or_else(|| t("none_yet").to_owned())
     };
     // R4, R27: a category outside the desk's list is marked.
+    let listed = super::desk::categories::in_force(edge)
+        .await
+        .unwrap_or_default();
     let category =
-        super::catalogue::category_text(edge, lang, request.fault_category.as_deref()).await;
+        super::catalogue::category_text(&listed, lang, request.fault_category.as_deref());
     let fact = |label: &'static str, value: String| Fact { label, value };
     let facts = vec![
         fact(t("received"), console.time(request.received_at.0)),
