@@ -423,12 +423,12 @@ pub fn request_approval(doc: &mut AutoCommit, approval: &Approval) -> Result<(),
     Ok(())
 }
 
-/// Writes a request's map under the approvals map `map` (no decision).
+/// Writes a request's map under the approvals map `map` (no decision); returns it.
 pub(crate) fn write_request<T: Transactable>(
     doc: &mut T,
     map: &ObjId,
     approval: &Approval,
-) -> Result<(), AutomergeError> {
+) -> Result<ObjId, AutomergeError> {
     let obj = doc.put_object(map, &approval.id, ObjType::Map)?;
     doc.put(&obj, key::KIND, approval.kind.as_str())?;
     doc.put(&obj, key::REASON, approval.reason.as_str())?;
@@ -450,7 +450,7 @@ pub(crate) fn write_request<T: Transactable>(
             doc.put(&obj, key::RECEIPT, receipt.as_str())?;
         }
     }
-    Ok(())
+    Ok(obj)
 }
 
 /// The desk writes its decision into the request.
@@ -461,23 +461,17 @@ pub fn decide(doc: &mut AutoCommit, id: &str, decision: &Decision) -> Result<(),
     if map_at(doc, &obj, key::DECISION)?.is_some() {
         return Err(ApprovalError::Decided(id.to_owned()));
     }
-    write_decision(doc, &map, id, decision)?;
+    write_decision(doc, &obj, decision)?;
     Ok(())
 }
 
-/// Writes the decision's map into request `id` under the approvals map `map`.
+/// Writes the decision's map into the request's map `request`.
 pub(crate) fn write_decision<T: Transactable>(
     doc: &mut T,
-    map: &ObjId,
-    id: &str,
+    request: &ObjId,
     decision: &Decision,
 ) -> Result<(), AutomergeError> {
-    let Some(obj) = map_at(doc, map, id)? else {
-        return Err(AutomergeError::InvalidObjId(format!(
-            "approval request {id}"
-        )));
-    };
-    let d = doc.put_object(&obj, key::DECISION, ObjType::Map)?;
+    let d = doc.put_object(request, key::DECISION, ObjType::Map)?;
     doc.put(&d, key::APPROVED, decision.approved)?;
     doc.put(&d, key::BY, decision.by.as_str())?;
     doc.put(&d, key::AT, ScalarValue::Timestamp(decision.at.as_millis()))?;

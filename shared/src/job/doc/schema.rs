@@ -320,8 +320,8 @@ pub(super) fn write_job<T: Transactable>(tx: &mut T, job: &Job) -> Written {
         let map = tx.put_object(ROOT, crate::job::approvals::APPROVALS, ObjType::Map)?;
         for e in &job.expenses {
             let (claim, decision) = e.as_approval();
-            crate::job::approvals::write_request(tx, &map, &claim)?;
-            crate::job::approvals::write_decision(tx, &map, &claim.id, &decision)?;
+            let request = crate::job::approvals::write_request(tx, &map, &claim)?;
+            crate::job::approvals::write_decision(tx, &request, &decision)?;
         }
     }
 
