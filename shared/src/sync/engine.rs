@@ -22,6 +22,7 @@ use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::access::{Access, AccessPolicy, Principal, WriteScope};
 use super::admit::{self, Gated, Refusal, Waiting};
+use super::quiet;
 use crate::ids::DocumentId;
 use crate::protocol::message::{
     DocUnavailableMessage, EphemeralMessage, ErrorMessage, JoinMessage, PeerId, PeerMessage,
@@ -811,7 +812,7 @@ impl Engine {
         }
         let docs: Vec<DocumentId> = self.subscribed.iter().copied().collect();
         for doc in docs {
-            self.open_session(conn, doc, Access::ReadWrite, WriteScope::Any);
+            self.open_session(conn, doc, Access::ReadWrite, WriteScope::Any, true);
             if let Some(state) = self.docs.get_mut(&doc) {
                 state.dirty = true;
             }
@@ -940,8 +941,19 @@ impl Engine {
         if !self.ensure_doc(doc_id, Some(conn)) {
             return;
         }
+        // A message naming only heads we hold sets the shared heads to those (automerge and
+        // `quiet` alike), whatever the persisted sync state said: the usual reconnect of a
+        // device with nothing new needs no read of it (issue 17).
+        let state_needed = !self.docs.get(&doc_id).is_some_and(|d| {
+            d.status == DocStatus::Ready
+                && !message.heads.is_empty()
+                && message
+                    .heads
+                    .iter()
+                    .all(|h| d.doc.get_change_meta_by_hash(h).is_some())
+        });
         let scope = access.write_scope(&principal, &doc_id);
-        if self.open_session(conn, doc_id, allowed, scope)
+        if self.open_session(conn, doc_id, allowed, scope, state_needed)
             && let Some(session) = self
                 .peers
                 .get_mut(&conn)
@@ -1074,6 +1086,7 @@ impl Engine {
         doc_id: DocumentId,
         access: Access,
         scope: WriteScope,
+        state_needed: bool,
     ) -> bool {
         let outbound = self.peers.get(&conn).is_some_and(|p| p.outbound);
         if outbound && !self.ensure_doc(doc_id, None) {
@@ -1090,7 +1103,7 @@ impl Engine {
         let storage_id = peer
             .remote
             .as_ref()
-            .filter(|r| !r.ephemeral)
+            .filter(|r| !r.ephemeral && state_needed)
             .and_then(|r| r.storage_id.clone());
         let ready = storage_id.is_none();
         peer.sessions.insert(
@@ -1360,7 +1373,7 @@ impl Engine {
                     Ok(Ok(()))
                 } else {
                     catch_unwind(AssertUnwindSafe(|| {
-                        state.doc.receive_sync_message(&mut session.state, message)
+                        quiet::receive(&mut state.doc, &mut session.state, message)
                     }))
                 };
                 match result {
@@ -1815,7 +1828,7 @@ impl Engine {
             .map(|(c, _)| *c)
             .collect();
         for conn in conns {
-            self.open_session(conn, doc_id, Access::ReadWrite, WriteScope::Any);
+            self.open_session(conn, doc_id, Access::ReadWrite, WriteScope::Any, true);
         }
         if let Some(state) = self.docs.get_mut(&doc_id) {
             state.dirty = true;

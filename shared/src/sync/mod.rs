@@ -10,6 +10,7 @@
 mod access;
 mod admit;
 mod engine;
+mod quiet;
 #[cfg(test)]
 mod sim;
 
@@ -19,3 +20,4 @@ pub use engine::{
     CloseCode, ConnId, EditFn, Effect, Engine, EngineConfig, EngineRole, EngineStats, Input,
     LocalEdit, LocalEditError, WriteId, WriteOp, edit_via_autocommit,
 };
+pub use quiet::{receive as receive_sync_message, receive_without_changes};

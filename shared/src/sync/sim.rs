@@ -226,6 +226,8 @@ struct Node {
     closes: Vec<(ConnId, CloseCode, String)>,
     /// Every `LoadDoc` this node asked for.
     loads: Vec<DocumentId>,
+    /// Every `LoadSyncState` this node asked for.
+    state_loads: Vec<DocumentId>,
     /// Documents with a failed write.
     failed_docs: BTreeSet<DocumentId>,
 }
@@ -252,6 +254,7 @@ impl Node {
             last_delivered: BTreeMap::new(),
             closes: Vec::new(),
             loads: Vec::new(),
+            state_loads: Vec::new(),
             failed_docs: BTreeSet::new(),
         }
     }
@@ -605,6 +608,7 @@ impl Sim {
                 );
             }
             Effect::LoadSyncState { doc, storage_id } => {
+                self.nodes[node].state_loads.push(doc);
                 let at = self.now + self.rng.upto(self.chaos.load_delay);
                 let generation = self.nodes[node].generation;
                 self.schedule(
@@ -1895,8 +1899,19 @@ proptest! {
 
         sim.record = true;
         sim.nodes[1].online = true;
+        let in_memory = sim.server().document(&doc).is_some();
+        let state_loads = sim.nodes[SERVER].state_loads.len();
         let conn = sim.connect(1);
         sim.run_until_quiet();
+        // Issue 17: a device with nothing new names only heads the server holds; with the
+        // document in memory the server answers without reading the persisted state.
+        let read_state = sim.nodes[SERVER].state_loads.len() > state_loads;
+        if in_memory && offline_edits == 0 {
+            prop_assert!(!read_state, "read the sync state for an unchanged reconnect");
+        }
+        if offline_edits > 0 {
+            prop_assert!(read_state, "did not read the sync state for new changes");
+        }
 
         let first_from = |node: usize| {
             sim.sent

@@ -21,6 +21,7 @@ use fieldsync_shared::protocol::message::{
     JoinMessage, PeerId, PeerMetadata, StorageId, SyncMessage,
 };
 use fieldsync_shared::protocol::{Limits, Message, decode, encode};
+use fieldsync_shared::sync::receive_without_changes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{oneshot, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -292,7 +293,11 @@ impl Device {
                             let Some(&i) = index.get(&p.document_id) else { continue };
                             let d = &mut self.docs[i];
                             let message = sync::Message::decode(&p.data)?;
-                            d.doc.sync().receive_sync_message(&mut d.state, message)?;
+                            // As our device SDK does (its engine): a message without changes is
+                            // taken without walking the history.
+                            if let Err(message) = receive_without_changes(d.doc.document(), &mut d.state, message) {
+                                d.doc.sync().receive_sync_message(&mut d.state, message)?;
+                            }
                             if let Some(m) = d.doc.sync().generate_sync_message(&mut d.state) {
                                 let f = frame(d.id, m, false);
                                 stats.frames_out += 1;

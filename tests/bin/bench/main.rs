@@ -844,7 +844,11 @@ async fn history(
             servers::run_to_convergence(&mut device, &url, timeout).await?;
             progress(&format!("{name} history {length}: synced"));
             let mut times = Vec::new();
-            for _ in 0..5 {
+            let samples = std::env::var("FIELDSYNC_BENCH_HISTORY_SAMPLES")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(5);
+            for _ in 0..samples {
                 let start = Instant::now();
                 let (stop_tx, stop) = watch::channel(false);
                 let (tx, rx) = oneshot::channel();
