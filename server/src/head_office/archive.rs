@@ -1291,7 +1291,7 @@ mod tests {
             report_json: report.to_canonical_json().expect("json"),
             attestation: DeviceAttestation::sign(record, &key).expect("attested"),
         };
-        let job_doc = doc.inner().document().clone();
+        let job_doc = doc.inner_mut().document().clone();
         World {
             registry,
             branch,
