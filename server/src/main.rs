@@ -949,7 +949,12 @@ fn head_office_trust(
     let doc = fieldsync_shared::report_doc::ReportDoc::from_document(&am)?
         .ok_or_else(|| anyhow::anyhow!("document {doc_id} is not a report document"))?;
     let registry = Registry::load(&store)?;
-    Ok(archive::trust_from(&registry, &doc, &body.branch_id))
+    Ok(archive::trust_from(
+        &registry,
+        &doc,
+        &body.branch_id,
+        &body.key_id,
+    ))
 }
 
 /// The report's JSON from `path`: the file itself, or the report a signed PDF carries

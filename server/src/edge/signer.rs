@@ -21,13 +21,14 @@ use std::sync::Arc;
 use automerge::ChangeHash;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use fieldsync_shared::ids::DocumentId;
+use fieldsync_shared::ids::{BranchId, DeviceId, DocumentId};
 use fieldsync_shared::job::approvals::{
     Approval, EXPENSE_UNDECIDED, claims_decided_since_refusal, read_approvals, waiting_expenses,
 };
 use fieldsync_shared::job::doc::{Unresolved, read_job, unresolved};
 use fieldsync_shared::job::{Job, RefusalReason, ReportOutcome, TimelineEvent};
-use fieldsync_shared::report::{SignedReport, TrustStore};
+use fieldsync_shared::keys::PublicKey;
+use fieldsync_shared::report::{DeviceRecord, SignedReport, TrustStore};
 use fieldsync_shared::rules::{Missing, completeness};
 use fieldsync_shared::sync::LocalEdit;
 use fieldsync_shared::time::Timestamp;
@@ -283,7 +284,10 @@ async fn decide(
         .collect();
     reasons.extend(held);
     if job.acknowledgement.is_some() {
-        let trust = trust_store(&state.node);
+        let trust = trust_store_for(
+            &state.node,
+            job.acknowledgement.as_ref().map(|a| &a.device_id),
+        );
         if let Err(e) = trust.check_acknowledgement(job, at) {
             reasons.push(RefusalReason {
                 rule: "R8".into(),
@@ -420,14 +424,36 @@ fn waiting_claims(claims: &Claims) -> Vec<RefusalReason> {
 
 /// The keys this branch trusts: its own key and its enrolled devices.
 pub fn trust_store(node: &Node) -> TrustStore {
-    let mut trust = TrustStore::new();
-    trust.add_branch_key(node.branch_id.clone(), node.server_key.public().clone());
+    let mut trust = trust_of(&node.branch_id, node.server_key.public(), None);
     for device in node.registry_read().devices() {
-        if let Err(e) = trust.add_device(device.clone()) {
-            tracing::warn!(device = %device.device_id, error = %e, "enrolled device has a bad key");
-        }
+        add_device(&mut trust, device);
     }
     trust
+}
+
+/// What the R8 check of one acknowledgement needs of [`trust_store`]: the branch's key and,
+/// when enrolled, the acknowledging `device` (`check_acknowledgement` looks up no other).
+/// Issue 17: parsing every enrolled device's key for every report cost a point
+/// decompression per device.
+pub fn trust_store_for(node: &Node, device: Option<&DeviceId>) -> TrustStore {
+    let record = device.and_then(|d| node.registry_read().device(d).cloned());
+    trust_of(&node.branch_id, node.server_key.public(), record.as_ref())
+}
+
+/// The branch's key and at most one device record.
+fn trust_of(branch: &BranchId, key: &PublicKey, device: Option<&DeviceRecord>) -> TrustStore {
+    let mut trust = TrustStore::new();
+    trust.add_branch_key(branch.clone(), key.clone());
+    if let Some(record) = device {
+        add_device(&mut trust, record);
+    }
+    trust
+}
+
+fn add_device(trust: &mut TrustStore, device: &DeviceRecord) {
+    if let Err(e) = trust.add_device(device.clone()) {
+        tracing::warn!(device = %device.device_id, error = %e, "enrolled device has a bad key");
+    }
 }
 
 /// `GET /api/reports/{id}`: a signed report as its canonical JSON, the export format that
@@ -555,6 +581,82 @@ mod tests {
         assert_eq!(
             codes(&waiting_claims(&unreadable)),
             [("R28", "malformed_approval")]
+        );
+    }
+
+    /// Issue 17: the R8 check with only the acknowledging device's record answers as with
+    /// every enrolled device: accepted, revoked, another branch's, unknown, forged.
+    #[test]
+    fn r8_with_only_the_acknowledging_device_answers_as_with_every_device() {
+        use fieldsync_shared::ids::TechnicianId;
+        use fieldsync_shared::job::{SignatureMark, Survey};
+        use fieldsync_shared::keys::KeyPair;
+        use fieldsync_shared::report::{AckDraft, sign_acknowledgement};
+
+        let vector: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/report-vectors/report.json"))
+                .expect("vector");
+        let mut job: Job = serde_json::from_value(vector["job"].clone()).expect("job");
+        let branch = job.branch_id.clone();
+        let branch_key = KeyPair::from_seed(&[1; 32]);
+        let record = |id: &str, seed: u8, at: &BranchId, revoked: Option<i64>| DeviceRecord {
+            device_id: DeviceId::new(id).expect("id"),
+            branch_id: at.clone(),
+            technician: TechnicianId::new("tech-wang").expect("id"),
+            public_key: KeyPair::from_seed(&[seed; 32]).public().to_hex(),
+            revoked_at: revoked.map(Timestamp::from_millis),
+        };
+        let south = BranchId::new("south-02").expect("id");
+        let devices = [
+            record("dev-ok", 2, &branch, None),
+            record("dev-revoked", 3, &branch, Some(5)),
+            record("dev-south", 4, &south, None),
+        ];
+        let mut every = trust_of(&branch, branch_key.public(), None);
+        for d in &devices {
+            add_device(&mut every, d);
+        }
+        let now = Timestamp::from_millis(1_793_095_000_000);
+        // Signed by each enrolled device's own key, by an unknown device, and one forged.
+        let mut cases: Vec<(DeviceId, u8)> = devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.device_id.clone(), 2 + i as u8))
+            .collect();
+        cases.push((DeviceId::new("dev-unknown").expect("id"), 5));
+        cases.push((DeviceId::new("dev-ok").expect("id"), 6));
+        let mut codes = Vec::new();
+        for (device, seed) in cases {
+            job.acknowledgement = None;
+            let ack = sign_acknowledgement(
+                &job,
+                ["aa".to_owned()],
+                AckDraft {
+                    signer_name: "Chen".into(),
+                    signature: SignatureMark::Strokes { strokes: vec![] },
+                    signed_at: now,
+                    survey: Survey::answered(5, 5, 5, 5, ""),
+                },
+                device.clone(),
+                &KeyPair::from_seed(&[seed; 32]),
+            )
+            .expect("signed");
+            job.acknowledgement = Some(ack);
+            let one = devices.iter().find(|d| d.device_id == device);
+            let alone =
+                trust_of(&branch, branch_key.public(), one).check_acknowledgement(&job, now);
+            assert_eq!(alone, every.check_acknowledgement(&job, now), "{device}");
+            codes.push(alone.err().map(|e| e.code()));
+        }
+        assert_eq!(
+            codes,
+            [
+                None,
+                Some("revoked_device"),
+                Some("device_not_for_branch"),
+                Some("unknown_device"),
+                Some("bad_device_signature"),
+            ]
         );
     }
 }

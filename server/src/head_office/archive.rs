@@ -25,7 +25,7 @@ use automerge::{Automerge, ChangeHash, ReadDoc};
 use fieldsync_shared::ids::{BranchId, DocumentId};
 use fieldsync_shared::job::doc::read_job_at;
 use fieldsync_shared::job::{Acknowledgement, BillingMode, Job, JobKind};
-use fieldsync_shared::keys::PublicKey;
+use fieldsync_shared::keys::{KeyId, PublicKey};
 use fieldsync_shared::report::{SignedReport, TrustStore, VerifyError};
 use fieldsync_shared::report_doc::{ReportDoc, Verdict, VerdictStatus, report_doc_id};
 use fieldsync_shared::stats::{
@@ -275,29 +275,48 @@ pub(crate) async fn load(state: &Arc<HeadOffice>, doc: DocumentId) -> Option<Aut
     }
 }
 
-/// The trust a report is checked against: every enrolled branch key, and the device the
-/// report's branch attests to.
+/// The trust a report is checked against: the enrolled branch key it names, and the device
+/// the report's branch attests to.
 fn trust_for(
     state: &HeadOffice,
     doc: &ReportDoc,
-    branch: &BranchId,
+    report: &SignedReport,
 ) -> Result<TrustStore, VerifyError> {
-    trust_from(&state.node.registry_read(), doc, branch)
+    trust_from(
+        &state.node.registry_read(),
+        doc,
+        &report.body.branch_id,
+        &report.body.key_id,
+    )
 }
 
-/// The trust a report is checked against, from head office's records: every enrolled branch
-/// key, and the device `doc`'s attestation names if `branch`'s enrolled key signed it.
+/// The trust a report signed by `key_id` for `branch` is checked against, from head office's
+/// records: the enrolled branch keys, and the device `doc`'s attestation names if `branch`'s
+/// enrolled key signed it.
+///
+/// Issue 17: when `key_id` is `branch`'s enrolled key (every genuine report) that key is the
+/// only one the report's check can use, so it is the only one parsed; otherwise every enrolled
+/// key is, so the report is refused as before with the reason that names it (`unknown_key`,
+/// or `key_not_for_branch` for another branch's key). Parsing every key for every report cost
+/// a point decompression per enrolled branch.
 pub fn trust_from(
     registry: &Registry,
     doc: &ReportDoc,
     branch: &BranchId,
+    key_id: &KeyId,
 ) -> Result<TrustStore, VerifyError> {
     let mut trust = TrustStore::new();
-    for record in registry.branches() {
-        match PublicKey::from_hex(&record.public_key) {
-            Ok(key) => trust.add_branch_key(record.branch_id.clone(), key),
-            Err(e) => {
-                tracing::warn!(branch = %record.branch_id, error = %e, "enrolled branch has a bad key")
+    let own = registry.branch_key(branch);
+    match &own {
+        Some(key) if key.id() == key_id => trust.add_branch_key(branch.clone(), key.clone()),
+        _ => {
+            for record in registry.branches() {
+                match PublicKey::from_hex(&record.public_key) {
+                    Ok(key) => trust.add_branch_key(record.branch_id.clone(), key),
+                    Err(e) => {
+                        tracing::warn!(branch = %record.branch_id, error = %e, "enrolled branch has a bad key")
+                    }
+                }
             }
         }
     }
@@ -309,11 +328,9 @@ pub fn trust_from(
             branch_id: branch.clone(),
         });
     }
-    let key = registry
-        .branch_key(branch)
-        .ok_or_else(|| VerifyError::UnknownKey {
-            key_id: doc.attestation.key_id.clone(),
-        })?;
+    let key = own.ok_or_else(|| VerifyError::UnknownKey {
+        key_id: doc.attestation.key_id.clone(),
+    })?;
     doc.attestation.verify(&key)?;
     trust
         .add_device(attested.clone())
@@ -361,7 +378,7 @@ pub(crate) async fn process(
         reject(state, doc, Some(&report), &e).await;
         return None;
     }
-    let checked = trust_for(state, report_doc, &report.body.branch_id)
+    let checked = trust_for(state, report_doc, &report)
         .and_then(|trust| trust.verify_json(&report_doc.report_json));
     let verified = match checked {
         Ok(v) => v,
@@ -413,12 +430,7 @@ pub(crate) async fn process(
         }
         return Some(job_id);
     };
-    let document_check = read_job_at(&job_doc, &heads)
-        .map_err(|e| VerifyError::Malformed(format!("job document at the report's heads: {e}")))
-        .and_then(|job| {
-            TrustStore::verify_against_document(&report, &job, report.body.heads.clone())
-        });
-    if let Err(e) = document_check {
+    if let Err(e) = check_against_job(&report, &job_doc, &heads) {
         reject(state, doc, Some(&report), &e).await;
         return None;
     }
@@ -463,6 +475,20 @@ pub(crate) async fn process(
     state.metrics.reports_verified.inc();
     tracing::info!(report = report_id, branch = %entry.branch_id, "report verified and archived");
     None
+}
+
+/// The report against the job document head office holds (which holds `heads`, the report's
+/// heads parsed): the job read at those heads must give exactly the reported content
+/// (`TrustStore::verify_against_document`: the heads, and the content digest recomputed from
+/// the document).
+pub fn check_against_job(
+    report: &SignedReport,
+    job_doc: &Automerge,
+    heads: &[ChangeHash],
+) -> Result<(), VerifyError> {
+    let job = read_job_at(job_doc, heads)
+        .map_err(|e| VerifyError::Malformed(format!("job document at the report's heads: {e}")))?;
+    TrustStore::verify_against_document(report, &job, report.body.heads.clone())
 }
 
 pub(crate) async fn reject(
@@ -1161,4 +1187,204 @@ pub async fn get_report_pdf(
         None
     };
     crate::http::pdf::download(id, asked, "verified report", move || Ok(json)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use fieldsync_shared::ids::{DeviceId, TechnicianId};
+    use fieldsync_shared::job::doc::{JobDoc, create_job};
+    use fieldsync_shared::job::{ReportOutcome, SignatureMark, Survey, TimelineEvent};
+    use fieldsync_shared::keys::KeyPair;
+    use fieldsync_shared::report::{AckDraft, DeviceRecord, sign_acknowledgement};
+    use fieldsync_shared::report_doc::DeviceAttestation;
+    use fieldsync_storage::{Store, StoreConfig};
+
+    use super::*;
+    use crate::sync::registry::{BranchRecord, Tier};
+
+    /// Head office's records with two branches enrolled, and a report of the first over a job
+    /// document whose history moved on after signing (the outcome written into it).
+    struct World {
+        registry: Registry,
+        branch: BranchId,
+        key: KeyPair,
+        other_key: KeyPair,
+        job: Job,
+        heads: Vec<ChangeHash>,
+        job_doc: Automerge,
+        report_doc: ReportDoc,
+        _dir: tempfile::TempDir,
+    }
+
+    fn world() -> World {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            Store::open(dir.path().join("r.sqlite"), StoreConfig::default()).expect("store");
+        let mut registry = Registry::default().with_tier(Tier::HeadOffice);
+        let branch = BranchId::new("north-01").expect("id");
+        let (key, other_key) = (KeyPair::from_seed(&[7; 32]), KeyPair::from_seed(&[8; 32]));
+        for (id, k) in [("north-01", &key), ("south-02", &other_key)] {
+            registry
+                .enroll_branch(
+                    &store,
+                    BranchRecord {
+                        branch_id: BranchId::new(id).expect("id"),
+                        public_key: k.public().to_hex(),
+                        enrolled_at: Timestamp::from_millis(1),
+                    },
+                )
+                .wait()
+                .expect("enrolled");
+        }
+        let vector: Value =
+            serde_json::from_str(include_str!("../../../docs/report-vectors/report.json"))
+                .expect("vector");
+        let mut job: Job = serde_json::from_value(vector["job"].clone()).expect("job");
+        job.acknowledgement = None;
+        job.report = None;
+        job.branch_id = branch.clone();
+        let device_key = KeyPair::from_seed(&[9; 32]);
+        let record = DeviceRecord {
+            device_id: DeviceId::new("dev-a1").expect("id"),
+            branch_id: branch.clone(),
+            technician: TechnicianId::new("tech-wang").expect("id"),
+            public_key: device_key.public().to_hex(),
+            revoked_at: None,
+        };
+        let mut doc = JobDoc::from_autocommit(create_job(&job, None).expect("created"));
+        let heads: Vec<String> = doc.heads().iter().map(ToString::to_string).collect();
+        let ack = sign_acknowledgement(
+            &doc.read().expect("read"),
+            heads,
+            AckDraft {
+                signer_name: "陳力".into(),
+                signature: SignatureMark::Strokes {
+                    strokes: vec![vec![[0, 0], [3, 4]]],
+                },
+                signed_at: Timestamp::from_millis(1_793_094_000_000),
+                survey: Survey::answered(5, 4, 5, 5, ""),
+            },
+            record.device_id.clone(),
+            &device_key,
+        )
+        .expect("acknowledged");
+        doc.set_acknowledgement(&ack).expect("written");
+        let heads = doc.heads();
+        let job = doc.read().expect("read");
+        let report = sign(&job, &heads, &key);
+        // Written after signing: the document's heads are no longer the report's.
+        doc.set_report_outcome(&ReportOutcome::Signed {
+            at: report.body.signed_at,
+            report_id: report.body.report_id.clone(),
+            digest: report.body.content_digest.clone(),
+            supersedes: None,
+        })
+        .expect("outcome");
+        doc.add_timeline_event(&TimelineEvent {
+            at: report.body.signed_at,
+            actor: "server".into(),
+            kind: "report_signed".into(),
+            text: "signed".into(),
+        })
+        .expect("event");
+        let report_doc = ReportDoc {
+            report_json: report.to_canonical_json().expect("json"),
+            attestation: DeviceAttestation::sign(record, &key).expect("attested"),
+        };
+        let job_doc = doc.inner_mut().document().clone();
+        World {
+            registry,
+            branch,
+            key,
+            other_key,
+            job,
+            heads,
+            job_doc,
+            report_doc,
+            _dir: dir,
+        }
+    }
+
+    fn sign(job: &Job, heads: &[ChangeHash], key: &KeyPair) -> SignedReport {
+        SignedReport::sign(
+            job,
+            heads.iter().map(ToString::to_string),
+            Timestamp::from_millis(1_793_095_000_000),
+            None,
+            key,
+        )
+        .expect("signed")
+    }
+
+    /// Head office's checks before the job document: the trust of `trust_from`, then the
+    /// report itself.
+    fn verify(w: &World, report: &SignedReport) -> Result<(), VerifyError> {
+        let doc = ReportDoc {
+            report_json: report.to_canonical_json().expect("json"),
+            attestation: w.report_doc.attestation.clone(),
+        };
+        trust_from(&w.registry, &doc, &w.branch, &report.body.key_id)?
+            .verify_json(&doc.report_json)
+            .map(|_| ())
+    }
+
+    #[test]
+    fn a_genuine_report_verifies_against_the_job_document_at_its_heads() {
+        let w = world();
+        let report = w.report_doc.report().expect("report");
+        verify(&w, &report).expect("verifies");
+        assert_ne!(w.job_doc.get_heads(), w.heads, "the history moved on");
+        check_against_job(&report, &w.job_doc, &w.heads).expect("the document agrees");
+    }
+
+    #[test]
+    fn another_branchs_key_or_an_unknown_key_is_refused_as_before() {
+        // Issue 17: only the report's own branch key is parsed on the way of a genuine
+        // report; any other key still gets the reason that names it.
+        let w = world();
+        let by_other = sign(&w.job, &w.heads, &w.other_key);
+        assert!(matches!(
+            verify(&w, &by_other),
+            Err(VerifyError::KeyNotForBranch { .. })
+        ));
+        let stranger = KeyPair::from_seed(&[10; 32]);
+        assert_eq!(
+            verify(&w, &sign(&w.job, &w.heads, &stranger)),
+            Err(VerifyError::UnknownKey {
+                key_id: stranger.id().clone()
+            })
+        );
+        let _ = &w.key;
+    }
+
+    #[test]
+    fn content_the_job_document_does_not_hold_at_the_heads_is_refused() {
+        let w = world();
+        // A branch that signs other content at the document's heads: the digest recomputed
+        // from the document disagrees.
+        let mut altered = w.job.clone();
+        altered.labour.minutes += 60;
+        let report = sign(&altered, &w.heads, &w.key);
+        assert!(matches!(
+            check_against_job(&report, &w.job_doc, &w.heads),
+            Err(VerifyError::DigestMismatch { .. })
+        ));
+        // The content as the document holds it *now* (after the outcome) is not the content
+        // at the report's heads either: it is read at the heads, not at the latest state.
+        let mut now = fieldsync_shared::job::doc::read_job(&w.job_doc).expect("read");
+        now.report = None;
+        now.acknowledgement = w.job.acknowledgement.clone();
+        let report = sign(&now, &w.heads, &w.key);
+        assert!(matches!(
+            check_against_job(&report, &w.job_doc, &w.heads),
+            Err(VerifyError::DigestMismatch { .. })
+        ));
+        // Heads the document does not hold are refused, never read as something else.
+        let other = world();
+        let report = w.report_doc.report().expect("report");
+        assert!(matches!(
+            check_against_job(&report, &other.job_doc, &w.heads),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
 }

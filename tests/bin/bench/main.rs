@@ -16,6 +16,9 @@
 //!   the accept backlog at tokio's old 128 and at fieldsync's default; each storm reports
 //!   its joins' median and slowest and the kernel's listen overflows (issue 17).
 //!
+//! - `verify`: head office verifying signed reports and the branch signing them, on one
+//!   thread in this process (issue 17; `verify.rs`).
+//!
 //! `--smoke` runs everything tiny against fieldsync and the in-process limit (plus the
 //! baselines when installed) and fails unless every run converged. See docs/BENCHMARKS.md.
 
@@ -23,6 +26,7 @@ mod client;
 mod inproc;
 mod report;
 mod servers;
+mod verify;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -88,7 +92,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "storm,scale,steady,idle,join,history,backlog"
+        default_value = "storm,scale,steady,idle,join,history,backlog,verify"
     )]
     modes: Vec<String>,
     /// Device counts of `scale` (jobs and edits from the first shape).
@@ -123,6 +127,18 @@ struct Args {
     backlog_devices: usize,
     #[arg(long, value_delimiter = ',', default_value = "128,0")]
     backlogs: Vec<u32>,
+    /// Verify mode: signed reports, their jobs' history (changes each) and the branches
+    /// enrolled at head office.
+    #[arg(long, default_value_t = 2_000)]
+    verify_reports: usize,
+    #[arg(long, default_value_t = 30)]
+    verify_history: usize,
+    #[arg(long, default_value_t = 200)]
+    verify_branches: usize,
+    /// Verify mode: the name of this build in the table; rows of other builds in `--merge`
+    /// are kept (the before and after of a change, measured by two builds in turn).
+    #[arg(long, default_value = "this build")]
+    verify_build: String,
     /// Where results go: DIR/bench-results/*.json, DIR/*.svg, DIR/BENCHMARKS.md.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -214,6 +230,9 @@ async fn main() -> anyhow::Result<()> {
         args.join_jobs = 2;
         args.join_extra = 3;
         args.backlog_devices = 4;
+        args.verify_reports = 5;
+        args.verify_history = 4;
+        args.verify_branches = 3;
         args.timeout_secs = 60;
     }
     let shapes: Vec<Shape> = args
@@ -267,6 +286,9 @@ async fn main() -> anyhow::Result<()> {
             }));
         }
         results.merge(&earlier, &again, &args.modes);
+        if modes("verify") {
+            results.keep_other_builds("verify", &earlier, &args.verify_build);
+        }
     }
 
     // Storms: the first shape with every target, later shapes with the large targets.
@@ -368,6 +390,19 @@ async fn main() -> anyhow::Result<()> {
                 results.record("backlog", Kind::Fieldsync, r, args.smoke)?;
             }
         }
+    }
+    if modes("verify") {
+        let r = verify::run(verify::Plan {
+            reports: args.verify_reports,
+            runs: args.runs,
+            branches: args.verify_branches,
+            history: args.verify_history,
+        })
+        .map(|mut v| {
+            v["build"] = json!(args.verify_build);
+            v
+        });
+        results.record("verify", Kind::Fieldsync, r, args.smoke)?;
     }
     if modes("history") {
         // The large targets only: the history is uploaded first (200 jobs × 500 changes

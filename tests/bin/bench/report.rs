@@ -82,7 +82,7 @@ impl Results {
         let inproc = earlier["inproc"].as_array().unwrap_or(&empty);
         self.inproc
             .extend(inproc.iter().filter(|v| !again(v)).map(tagged));
-        for mode in ["steady", "idle", "join", "history", "backlog"] {
+        for mode in ["steady", "idle", "join", "history", "backlog", "verify"] {
             let rerun = modes.iter().any(|m| m == mode);
             let earlier = earlier[mode].as_array().unwrap_or(&empty);
             self.modes.entry(mode.to_owned()).or_default().extend(
@@ -155,6 +155,23 @@ impl Results {
         value["target"] = json!(kind.name());
         self.modes.entry(mode.to_owned()).or_default().push(value);
         Ok(())
+    }
+
+    /// Keeps the earlier results of `mode` measured by another build than `build` (the
+    /// `build` member of each), which `merge` dropped because this run measures the mode.
+    pub fn keep_other_builds(&mut self, mode: &str, earlier: &Value, build: &str) {
+        let empty = Vec::new();
+        let stamp = earlier["started_unix"].clone();
+        let rows = self.modes.entry(mode.to_owned()).or_default();
+        for v in earlier[mode].as_array().unwrap_or(&empty) {
+            if v["build"].as_str().is_some_and(|b| b != build) && !rows.contains(v) {
+                let mut v = v.clone();
+                if v.get("started_unix").is_none() {
+                    v["started_unix"] = stamp.clone();
+                }
+                rows.push(v);
+            }
+        }
     }
 
     /// The summary: machine, raw results and medians per (shape, target).
@@ -244,6 +261,7 @@ impl Results {
             "history": self.modes.get("history").cloned().unwrap_or_default(),
             "join": self.modes.get("join").cloned().unwrap_or_default(),
             "backlog": self.modes.get("backlog").cloned().unwrap_or_default(),
+            "verify": self.modes.get("verify").cloned().unwrap_or_default(),
         }))
     }
 }
@@ -687,6 +705,7 @@ pub fn table(summary: &Value) -> String {
         }
         out.push('\n');
     }
+    verify_table(summary, &mut out);
     out
 }
 
@@ -924,4 +943,42 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// The `verify` mode's table (issue 17): reports verified and signed per second on one
+/// thread; `before` rows come from a run of the bench built before the change (merged).
+fn verify_table(summary: &Value, out: &mut String) {
+    let empty = Vec::new();
+    let verify = summary["verify"].as_array().unwrap_or(&empty);
+    if verify.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "**Head office verifying, the branch signing: reports per second on one thread** \
+         (median of the runs; genuine reports with a job history, every check made)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| build | reports | history (changes) | branches enrolled | verified / s | signed / s | signed from the stored job / s |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for v in verify {
+        if let Some(row) = failed_row(v, 6) {
+            let _ = writeln!(out, "{row}");
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            v["build"].as_str().unwrap_or("this build"),
+            v["reports"],
+            v["history"],
+            v["branches"],
+            thousands(&v["verified_per_sec"]),
+            thousands(&v["signed_per_sec"]),
+            thousands(&v["signed_from_store_per_sec"]),
+        );
+    }
+    out.push('\n');
 }
