@@ -15,11 +15,14 @@
 //! - `backlog`: a reconnect storm of many devices with one job each (400 by default), with
 //!   the accept backlog at tokio's old 128 and at fieldsync's default; each storm reports
 //!   its joins' median and slowest and the kernel's listen overflows (issue 17).
+//! - `device-open`: a technician's app opening its store and listing its jobs, at several
+//!   job counts, the current path beside the one before issue 17 (`device_open.rs`).
 //!
 //! `--smoke` runs everything tiny against fieldsync and the in-process limit (plus the
 //! baselines when installed) and fails unless every run converged. See docs/BENCHMARKS.md.
 
 mod client;
+mod device_open;
 mod inproc;
 mod report;
 mod servers;
@@ -88,7 +91,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "storm,scale,steady,idle,join,history,backlog"
+        default_value = "storm,scale,steady,idle,join,history,backlog,device-open"
     )]
     modes: Vec<String>,
     /// Device counts of `scale` (jobs and edits from the first shape).
@@ -123,6 +126,13 @@ struct Args {
     backlog_devices: usize,
     #[arg(long, value_delimiter = ',', default_value = "128,0")]
     backlogs: Vec<u32>,
+    /// Device-open mode: jobs in the device's store, edits per job, runs of each path.
+    #[arg(long, value_delimiter = ',', default_value = "200,2000")]
+    device_open_jobs: Vec<usize>,
+    #[arg(long, default_value_t = 50)]
+    device_open_edits: usize,
+    #[arg(long, default_value_t = 7)]
+    device_open_runs: usize,
     /// Where results go: DIR/bench-results/*.json, DIR/*.svg, DIR/BENCHMARKS.md.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -214,6 +224,9 @@ async fn main() -> anyhow::Result<()> {
         args.join_jobs = 2;
         args.join_extra = 3;
         args.backlog_devices = 4;
+        args.device_open_jobs = vec![3, 6];
+        args.device_open_edits = 4;
+        args.device_open_runs = 1;
         args.timeout_secs = 60;
     }
     let shapes: Vec<Shape> = args
@@ -376,6 +389,16 @@ async fn main() -> anyhow::Result<()> {
             let r = history(*kind, &programs, args.history_jobs, &args.history).await;
             results.record("history", *kind, r, args.smoke)?;
         }
+    }
+
+    if modes("device-open") {
+        let r = device_open::run(
+            &args.device_open_jobs,
+            args.device_open_edits,
+            args.device_open_runs,
+        )
+        .await;
+        results.record("device-open", Kind::Fieldsync, r, args.smoke)?;
     }
 
     let summary = results.finish(&shapes)?;
