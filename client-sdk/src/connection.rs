@@ -299,6 +299,7 @@ impl SyncClient {
                 records: Default::default(),
                 handoffs: Default::default(),
                 observe_jobs: false,
+                summaries: None,
             },
             Arc::clone(&hooks),
         );

@@ -2,7 +2,7 @@
 //! that are durable before they return, the customer's signed acknowledgement, and background
 //! sync with the branch server.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -41,7 +41,8 @@ use crate::edit::{EditFailure, JobEdit, edit_automerge};
 use crate::enroll::{DeviceToken, Enrollment, KeyRenewal};
 use crate::events::{Event, SyncState};
 use crate::handoff::Handoff;
-use crate::node::{self, DEVICE, DocView, Hooks, INDEX, Node, NodeConfig, now};
+use crate::node::{self, DEVICE, DocView, Hooks, INDEX, Listed, Node, NodeConfig, now};
+use crate::summary::{Content, JobState, Summary};
 use crate::sync::{Context, SyncOptions, supervise};
 use crate::tls::ClientTls;
 
@@ -174,6 +175,8 @@ pub struct JobEntry {
     pub id: DocumentId,
     /// The job as stored on the device; `None` until it has arrived from the server.
     pub job: Option<Job>,
+    /// Where the job stands and what waits for someone; `None` with `job`.
+    pub state: Option<JobState>,
     pub status: JobStatus,
 }
 
@@ -220,6 +223,8 @@ pub struct Device {
     store_path: PathBuf,
     max_frame_bytes: usize,
     sync: Mutex<Option<watch::Sender<bool>>>,
+    /// List by loading every document, as before summaries ([`Self::reopen_baseline`]).
+    list_from_documents: bool,
 }
 
 impl Device {
@@ -233,22 +238,40 @@ impl Device {
 
     /// Reopens a store that a [`DeviceConfig`] opened before, with the identity it holds.
     pub async fn reopen(store_path: impl Into<PathBuf>) -> Result<Self, ClientError> {
-        let store_path = store_path.into();
-        let config = tokio::task::spawn_blocking(move || -> Result<DeviceConfig, ClientError> {
+        Self::reopen_as(store_path.into(), false).await
+    }
+
+    /// [`Self::reopen`] as a device opened before issue 17: no summary is read at open and
+    /// [`Self::jobs`] loads every document to list it (each job's `state` is left out);
+    /// summaries are still written with every change. Only for the benchmark, to measure the
+    /// old path beside the current one on the same store; not for apps.
+    #[doc(hidden)]
+    pub async fn reopen_baseline(store_path: impl Into<PathBuf>) -> Result<Self, ClientError> {
+        Self::reopen_as(store_path.into(), true).await
+    }
+
+    async fn reopen_as(store_path: PathBuf, baseline: bool) -> Result<Self, ClientError> {
+        tokio::task::spawn_blocking(move || -> Result<Self, ClientError> {
             let store = Store::open(&store_path, StoreConfig::default())?;
             let identity =
                 read_identity(&store)?.ok_or(ClientError::NoIdentity(store_path.clone()))?;
-            drop(store);
-            Ok(DeviceConfig::new(
+            let config = DeviceConfig::new(
                 store_path,
                 identity.key_path,
                 identity.device_id,
                 identity.technician,
-            ))
+            );
+            if baseline {
+                // As before issue 17: the store was opened once to read the identity, then
+                // again by `open`.
+                drop(store);
+                let store = Store::open(&config.store_path, StoreConfig::default())?;
+                return Self::open_store(config, store, true);
+            }
+            Self::open_store(config, store, false)
         })
         .await
-        .map_err(|_| ClientError::Closed)??;
-        Self::open(config).await
+        .map_err(|_| ClientError::Closed)?
     }
 
     /// Enrolls a new device over the network (issue 15): generates the device key at
@@ -341,6 +364,16 @@ impl Device {
 
     fn open_blocking(config: DeviceConfig) -> Result<Self, ClientError> {
         let store = Store::open(&config.store_path, StoreConfig::default())?;
+        Self::open_store(config, store, false)
+    }
+
+    /// Opens the device over its opened store; `list_from_documents`: as before summaries
+    /// ([`Self::reopen_baseline`]).
+    fn open_store(
+        config: DeviceConfig,
+        store: Store,
+        list_from_documents: bool,
+    ) -> Result<Self, ClientError> {
         let identity = match read_identity(&store)? {
             Some(identity) => {
                 if identity.device_id != config.device_id
@@ -387,16 +420,27 @@ impl Device {
             .iter()
             .filter_map(|d| d.parse().ok())
             .collect();
-        let assigned = index
-            .and_then(|i| load(&store, i))
-            .and_then(|d| read_index(&d).ok())
-            .map(|idx| {
-                idx.jobs
-                    .iter()
-                    .filter_map(|u| DocumentId::from_url(u).ok())
-                    .collect::<BTreeSet<_>>()
-            })
-            .unwrap_or_default();
+        let summaries = if list_from_documents {
+            HashMap::new()
+        } else {
+            load_summaries(&store, &docs)?
+        };
+        let assigned = match index {
+            None => BTreeSet::new(),
+            Some(i) if list_from_documents => load(&store, i)
+                .and_then(|d| read_index(&d).ok())
+                .map(|idx| {
+                    idx.jobs
+                        .iter()
+                        .filter_map(|u| DocumentId::from_url(u).ok())
+                        .collect::<BTreeSet<_>>()
+                })
+                .unwrap_or_default(),
+            Some(i) => match summaries.get(&i).map(|s| &s.content) {
+                Some(Content::Index { jobs }) => jobs.iter().copied().collect(),
+                _ => BTreeSet::new(),
+            },
+        };
         let records = node::load_sync_records(&store);
         let handoffs = node::load_handoffs(&store);
 
@@ -414,6 +458,7 @@ impl Device {
                 records,
                 handoffs,
                 observe_jobs: true,
+                summaries: Some(summaries),
             },
             Hooks::new(),
         );
@@ -425,6 +470,7 @@ impl Device {
             store_path: config.store_path,
             max_frame_bytes: config.max_frame_bytes,
             sync: Mutex::new(None),
+            list_from_documents,
         })
     }
 
@@ -548,8 +594,55 @@ impl Device {
     // ---- reading -----------------------------------------------------------------------
 
     /// The jobs assigned to this technician (from the assignment index), or every job on the
-    /// device while the index is unknown.
+    /// device while the index is unknown, each with its state and how it stands with the
+    /// server. Read from the summaries the device keeps (see `summary`): no document is
+    /// loaded, except one the device holds no summary of.
     pub async fn jobs(&self) -> Vec<JobEntry> {
+        if self.list_from_documents {
+            return self.jobs_from_documents().await;
+        }
+        let listing = self.node.list(None).await;
+        let mut out = Vec::with_capacity(listing.docs.len());
+        for listed in listing.docs {
+            let id = listed.id;
+            let (job, state, status) = match &listed.summary {
+                Some(summary) => (
+                    summary.job().cloned(),
+                    summary.state().cloned(),
+                    status_from(summary, &listed),
+                ),
+                // Not stored yet (or no summary kept of it): as the document says.
+                None => {
+                    let read = self
+                        .node
+                        .read(id, move |view| {
+                            let summary = view.doc.map(Summary::of);
+                            let job = summary.as_ref().and_then(|s| s.job().cloned());
+                            let state = summary.as_ref().and_then(|s| s.state().cloned());
+                            (job, state, status_of(&view))
+                        })
+                        .await;
+                    let Some(read) = read else {
+                        continue;
+                    };
+                    read
+                }
+            };
+            if !listing.index_known && job.is_none() {
+                continue;
+            }
+            out.push(JobEntry {
+                id,
+                job,
+                state,
+                status,
+            });
+        }
+        out
+    }
+
+    /// [`Self::jobs`] as before summaries ([`Self::reopen_baseline`]): every document read.
+    async fn jobs_from_documents(&self) -> Vec<JobEntry> {
         let overview = self.node.overview().await;
         let mut ids: Vec<DocumentId> = match overview.index {
             Some(_) => overview.assigned,
@@ -577,7 +670,12 @@ impl Device {
             if overview.index.is_none() && job.is_none() {
                 continue;
             }
-            out.push(JobEntry { id, job, status });
+            out.push(JobEntry {
+                id,
+                job,
+                state: None,
+                status,
+            });
         }
         out
     }
@@ -592,6 +690,17 @@ impl Device {
 
     /// Whether the job has unsynced local changes and when it last synced.
     pub async fn job_status(&self, id: DocumentId) -> Result<JobStatus, ClientError> {
+        if !self.list_from_documents {
+            let listing = self.node.list(Some(id)).await;
+            if let Some(listed) = listing.docs.first()
+                && let Some(summary) = &listed.summary
+            {
+                if summary.heads.is_empty() {
+                    return Err(ClientError::NotFound(id));
+                }
+                return Ok(status_from(summary, listed));
+            }
+        }
         self.node
             .read(id, |view| view.doc.is_some().then(|| status_of(&view)))
             .await
@@ -1128,6 +1237,56 @@ fn read_identity(store: &Store) -> Result<Option<Identity>, ClientError> {
 fn load(store: &Store, doc: DocumentId) -> Option<Automerge> {
     let chunks = store.load_doc(&doc.to_string()).ok()??;
     fieldsync_shared::stored::load(&chunks).ok()
+}
+
+/// The summary of every document in `docs`: as stored, or, for one the store holds no
+/// summary of (a store from before them, a chunk stored without one), made from the document
+/// and stored, once.
+fn load_summaries(
+    store: &Store,
+    docs: &[DocumentId],
+) -> Result<HashMap<DocumentId, Arc<Summary>>, ClientError> {
+    let mut stored: HashMap<String, Vec<u8>> = store.doc_summaries()?.into_iter().collect();
+    let mut out = HashMap::with_capacity(docs.len());
+    let mut made = 0usize;
+    for doc in docs {
+        let key = doc.to_string();
+        let summary = match stored.remove(&key).and_then(|b| Summary::decode(&b)) {
+            Some(summary) => summary,
+            None => {
+                // A document that does not load has no summary: the list reads it (and finds
+                // nothing), as it did before summaries.
+                let Some(loaded) = load(store, *doc) else {
+                    continue;
+                };
+                let summary = Summary::of(&loaded);
+                // Not awaited: the node's writes queue behind it, and one lost is made again.
+                drop(store.put_doc_summary(&key, summary.encode()));
+                made += 1;
+                summary
+            }
+        };
+        out.insert(*doc, Arc::new(summary));
+    }
+    if made > 0 {
+        tracing::info!(
+            documents = made,
+            "made the job list's summaries of documents stored without one"
+        );
+    }
+    Ok(out)
+}
+
+/// A job's status from its summary: what [`status_of`] says of the document.
+fn status_from(summary: &Summary, listed: &Listed) -> JobStatus {
+    let record = listed.record.as_ref();
+    JobStatus {
+        unsynced: summary.unsynced(record.map(|r| r.heads.as_slice())),
+        last_synced: record.and_then(|r| r.synced_at),
+        heads: summary.heads.clone(),
+        server_heads: record.map(|r| r.heads.clone()).unwrap_or_default(),
+        unassigned: listed.handoff.clone(),
+    }
 }
 
 fn status_of(view: &DocView<'_>) -> JobStatus {

@@ -24,6 +24,7 @@ pub mod enroll;
 mod events;
 mod handoff;
 mod node;
+mod summary;
 mod sync;
 pub mod tls;
 
@@ -36,6 +37,7 @@ pub use enroll::{DeviceToken, EnrollError, Enrollment, KeyRenewal, enroll};
 pub use events::{Event, Origin, SyncState};
 pub use handoff::Handoff;
 pub use node::now;
+pub use summary::{JobStage, JobState};
 pub use sync::{Backoff, SyncOptions, TokenError, TokenFuture, TokenSource};
 pub use tls::{ClientTls, Roots, TlsError};
 

@@ -31,6 +31,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::events::{Event, Origin, SyncState};
 use crate::handoff::{HANDOFFS, Handoff};
+use crate::summary::Summary;
 
 /// The `meta` namespace of the per-document sync records.
 const SYNCED: &str = "client_synced";
@@ -216,6 +217,11 @@ pub(crate) enum Command {
     Overview {
         reply: oneshot::Sender<Overview>,
     },
+    /// The documents the job list shows (or only `only`), with their summaries.
+    List {
+        only: Option<DocumentId>,
+        reply: oneshot::Sender<Listing>,
+    },
     SetHandoff {
         job: DocumentId,
         handoff: Handoff,
@@ -256,6 +262,9 @@ pub(crate) struct NodeConfig {
     pub handoffs: HashMap<DocumentId, Handoff>,
     /// Follow the index and watch job report outcomes (a device); off for plain clients.
     pub observe_jobs: bool,
+    /// Keep a summary of every document, in memory and in the store with each write (a
+    /// device, starting from the summaries its store holds); `None` for plain clients.
+    pub summaries: Option<HashMap<DocumentId, Arc<Summary>>>,
 }
 
 /// What the node knows of the documents it keeps.
@@ -266,6 +275,25 @@ pub(crate) struct Overview {
     pub docs: Vec<DocumentId>,
     /// Jobs taken off the technician, with what became of their local changes.
     pub handoffs: Vec<(DocumentId, Handoff)>,
+}
+
+/// One document of the job list as the node knows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Listed {
+    pub id: DocumentId,
+    /// Its summary; `None` when the node has none (not stored, or a summary not kept).
+    pub summary: Option<Arc<Summary>>,
+    pub record: Option<SyncRecord>,
+    pub handoff: Option<Handoff>,
+}
+
+/// The job list: the documents it shows, in order, and what the node knows of them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Listing {
+    /// Whether the assignment index is known (then `docs` are the jobs it lists, else every
+    /// document of the store).
+    pub index_known: bool,
+    pub docs: Vec<Listed>,
 }
 
 /// A handle on the node task.
@@ -304,6 +332,7 @@ impl Node {
             decided: HashMap::new(),
             observe_jobs: config.observe_jobs,
             docs: BTreeSet::new(),
+            summaries: config.summaries,
         };
         for doc in config.subscribe {
             driver.subscribe(doc);
@@ -334,6 +363,15 @@ impl Node {
         let (reply, rx) = oneshot::channel();
         if !self.send(Command::Overview { reply }) {
             return Overview::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// The job list (or the one document `only`), with what the node knows of each.
+    pub async fn list(&self, only: Option<DocumentId>) -> Listing {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::List { only, reply }) {
+            return Listing::default();
         }
         rx.await.unwrap_or_default()
     }
@@ -447,6 +485,9 @@ struct Driver {
     observe_jobs: bool,
     /// Every document kept in sync.
     docs: BTreeSet<DocumentId>,
+    /// The summary of every stored document as the engine holds it (see `summary`), when
+    /// kept.
+    summaries: Option<HashMap<DocumentId, Arc<Summary>>>,
 }
 
 /// The ids of the job's decided approval requests.
@@ -564,6 +605,9 @@ impl Driver {
                         .collect(),
                 });
             }
+            Command::List { only, reply } => {
+                let _ = reply.send(self.listing(only));
+            }
             Command::SetHandoff { job, handoff } => self.set_handoff(job, handoff),
             Command::Setting { key, set, reply } => {
                 let store = Arc::clone(&self.store);
@@ -589,6 +633,7 @@ impl Driver {
                 self.feed(input);
                 if let Some(doc) = doc {
                     if is_doc {
+                        self.check_summary(doc);
                         self.on_loaded(doc);
                     }
                     // Frames that arrived while the document or its sync state loaded were
@@ -668,8 +713,9 @@ impl Driver {
     fn feed(&mut self, input: Input) {
         let now = self.now();
         let effects = self.engine.handle(input, now, &AllowAll);
+        let mut summaries = self.summarize(&effects);
         let mut edited: HashSet<DocumentId> = HashSet::new();
-        for effect in effects {
+        for (i, effect) in effects.into_iter().enumerate() {
             match effect {
                 Effect::Send { conn, bytes } => {
                     if let Some(c) = self.conns.get(&conn) {
@@ -708,7 +754,7 @@ impl Driver {
                         }
                     });
                 }
-                Effect::Write { id, op } => self.write(id, op),
+                Effect::Write { id, op } => self.write(id, op, summaries.remove(&i)),
                 Effect::DocChanged { doc, .. } => {
                     let origin = if edited.contains(&doc) {
                         Origin::Local
@@ -752,14 +798,109 @@ impl Driver {
         }
     }
 
-    fn write(&mut self, id: WriteId, op: WriteOp) {
+    fn write(&mut self, id: WriteId, op: WriteOp, summary: Option<Vec<u8>>) {
         let tx = self.sender();
         let done = move |result: Result<(), String>| {
             if let Some(tx) = tx {
                 let _ = tx.send(Command::WriteDone { id, result });
             }
         };
-        self.store.perform(op, done);
+        self.store.perform_summarized(op, summary, done);
+    }
+
+    /// The summaries that go with `effects`' writes, by the write's place among them: for
+    /// each document whose content they write, its summary as the engine now holds it, with
+    /// the last of its writes (the engine holds what all of them store together; a kill
+    /// between two leaves the first's chunk without a summary, which deletes the old one).
+    fn summarize(&mut self, effects: &[Effect]) -> HashMap<usize, Vec<u8>> {
+        let Some(summaries) = self.summaries.as_mut() else {
+            return HashMap::new();
+        };
+        let mut last: HashMap<DocumentId, usize> = HashMap::new();
+        for (i, effect) in effects.iter().enumerate() {
+            if let Effect::Write {
+                op: WriteOp::AppendChanges { doc, .. } | WriteOp::Compact { doc, .. },
+                ..
+            } = effect
+            {
+                last.insert(*doc, i);
+            }
+        }
+        let mut out = HashMap::with_capacity(last.len());
+        for (doc, i) in last {
+            match self.engine.document(&doc) {
+                Some(current) => {
+                    let summary = Summary::of(current);
+                    out.insert(i, summary.encode());
+                    summaries.insert(doc, Arc::new(summary));
+                }
+                // Not held as it will be stored: no summary (the store drops the old one).
+                None => {
+                    summaries.remove(&doc);
+                }
+            }
+        }
+        out
+    }
+
+    /// A document was loaded: if the summary kept for it is missing or says other heads (a
+    /// store from before summaries, a write that went without one), make it again from the
+    /// document and store it. Edits that waited for the load carry their own.
+    fn check_summary(&mut self, doc: DocumentId) {
+        let Some(summaries) = self.summaries.as_mut() else {
+            return;
+        };
+        let Some(current) = self.engine.document(&doc) else {
+            return;
+        };
+        if current.get_heads().is_empty() {
+            return;
+        }
+        let kept = summaries
+            .get(&doc)
+            .is_some_and(|s| s.heads == current.get_heads());
+        if kept {
+            return;
+        }
+        let summary = Summary::of(current);
+        drop(
+            self.store
+                .put_doc_summary(&doc.to_string(), summary.encode()),
+        );
+        summaries.insert(doc, Arc::new(summary));
+    }
+
+    /// The job list: the jobs the index lists (every stored document while it is unknown),
+    /// then those taken off the technician that it no longer lists.
+    fn listing(&self, only: Option<DocumentId>) -> Listing {
+        let mut ids: Vec<DocumentId> = match (only, self.index) {
+            (Some(doc), _) => vec![doc],
+            (None, Some(_)) => self.assigned.iter().copied().collect(),
+            (None, None) => self.docs.iter().copied().collect(),
+        };
+        if only.is_none() {
+            let mut taken_off: Vec<DocumentId> = self
+                .handoffs
+                .keys()
+                .filter(|job| !ids.contains(job))
+                .copied()
+                .collect();
+            taken_off.sort();
+            ids.extend(taken_off);
+        }
+        let docs = ids
+            .into_iter()
+            .map(|id| Listed {
+                id,
+                summary: self.summaries.as_ref().and_then(|s| s.get(&id)).cloned(),
+                record: self.records.get(&id).cloned(),
+                handoff: self.handoffs.get(&id).cloned(),
+            })
+            .collect();
+        Listing {
+            index_known: self.index.is_some(),
+            docs,
+        }
     }
 
     /// After a frame about `doc`: records what the server now holds of it, and when it holds

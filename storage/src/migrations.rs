@@ -39,6 +39,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0003_head_office",
         sql: include_str!("../migrations/0003_head_office.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_doc_summaries",
+        sql: include_str!("../migrations/0004_doc_summaries.sql"),
+    },
 ];
 
 /// The schema version this build writes: the number of the last migration.
@@ -205,6 +210,12 @@ mod tests {
                     [],
                 )?;
             }
+            4 => {
+                conn.execute(
+                    "INSERT INTO doc_summaries (doc_id, body) VALUES (?1, ?2)",
+                    params!["2j9knpCseyhnK8izDmLpGP5WMdZQ", b"summary"],
+                )?;
+            }
             other => anyhow::bail!("no seed for schema version {other}: add one"),
         }
         Ok(())
@@ -261,6 +272,18 @@ mod tests {
                     conn.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))?
                         == 1
                 );
+                Ok(())
+            }
+            // 0004 adds the summaries, empty (a device builds them once, at its next open), and
+            // leaves every earlier table alone.
+            (3, 4) => {
+                let count = |table: &str| -> rusqlite::Result<i64> {
+                    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                        row.get(0)
+                    })
+                };
+                ensure!(count("doc_summaries")? == 0);
+                ensure!(count("ho_reports")? == 1);
                 Ok(())
             }
             (other, now) => anyhow::bail!("no check for data of version {other} at version {now}"),

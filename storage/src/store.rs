@@ -218,10 +218,46 @@ impl Store {
         })
     }
 
-    /// Deletes a document's chunks and every sync state held for it.
+    /// Deletes a document's chunks, its summary and every sync state held for it.
     pub fn delete_doc(&self, doc_id: &str) -> Pending<()> {
         let op = WriteOp::DeleteDoc {
             doc_id: doc_id.to_owned(),
+        };
+        self.submit(op, ())
+    }
+
+    // ---- document summaries (0004) ----
+
+    /// Every document summary stored, sorted by document id. A summary is what its owner
+    /// keeps to know a document without loading it (the device's job list); storing an
+    /// incremental chunk without a new summary deletes the old one, so each listed here
+    /// describes its document as stored now.
+    pub fn doc_summaries(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        self.readers.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT doc_id, body FROM doc_summaries ORDER BY doc_id")?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// One document's summary, if stored.
+    pub fn doc_summary(&self, doc_id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.readers.read(|conn| {
+            conn.prepare_cached("SELECT body FROM doc_summaries WHERE doc_id = ?1")?
+                .query_row([doc_id], |row| row.get(0))
+                .optional()
+        })
+    }
+
+    /// Stores (or replaces) a document's summary on its own. Only for a summary made from
+    /// the document as it is stored with no write of it queued (a document just loaded, or
+    /// a store opened before anything runs); a summary that goes with a change goes with its
+    /// write ([`Store::perform_summarized`]).
+    pub fn put_doc_summary(&self, doc_id: &str, body: Vec<u8>) -> Pending<()> {
+        let op = WriteOp::PutSummary {
+            doc_id: doc_id.to_owned(),
+            body,
         };
         self.submit(op, ())
     }
@@ -407,7 +443,7 @@ impl Store {
         self.readers.read(query)
     }
 
-    fn submit<T: Send + 'static>(&self, op: WriteOp, value: T) -> Pending<T> {
+    pub(crate) fn submit<T: Send + 'static>(&self, op: WriteOp, value: T) -> Pending<T> {
         let (pending, completer) = pending();
         let done: Done = Box::new(move |result| completer.complete(result.map(|()| value)));
         self.counters.submitted();

@@ -79,6 +79,18 @@ pub(crate) enum WriteOp {
     },
     PutRecord(Record),
     HeadOffice(Box<crate::head_office::Write>),
+    /// Stores (or replaces) a document's summary (migration 0004).
+    PutSummary {
+        doc_id: String,
+        body: Vec<u8>,
+    },
+    /// `op` and the summary of the document as it stands after it, in one savepoint: both
+    /// are stored, or neither.
+    Summarized {
+        op: Box<WriteOp>,
+        doc_id: String,
+        summary: Vec<u8>,
+    },
 }
 
 /// The writer thread's loop. It ends when every sender is gone and the queue is drained,
@@ -207,6 +219,7 @@ fn commit_batch(
 /// What a write that committed did to its document's chunks.
 fn tally_change(op: &WriteOp) -> Option<TallyChange> {
     match op {
+        WriteOp::Summarized { op, .. } => tally_change(op),
         WriteOp::AppendChunk { doc_id, data, .. } => Some(TallyChange::Appended {
             doc_id: doc_id.clone(),
             bytes: data.len() as u64,
@@ -294,6 +307,8 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
                 .execute([doc_id])?;
             conn.prepare_cached("DELETE FROM sync_states WHERE doc_id = ?1")?
                 .execute([doc_id])?;
+            conn.prepare_cached("DELETE FROM doc_summaries WHERE doc_id = ?1")?
+                .execute([doc_id])?;
         }
         WriteOp::PutSyncState {
             peer,
@@ -329,7 +344,27 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
         }
         WriteOp::PutRecord(record) => put_record(conn, record)?,
         WriteOp::HeadOffice(write) => crate::head_office::apply(conn, write)?,
+        WriteOp::PutSummary { doc_id, body } => put_summary(conn, doc_id, body)?,
+        WriteOp::Summarized {
+            op,
+            doc_id,
+            summary,
+        } => {
+            // The chunk first: its insert deletes the old summary (the trigger of 0004),
+            // then the new one goes in. One savepoint holds both.
+            apply(conn, op)?;
+            put_summary(conn, doc_id, summary)?;
+        }
     }
+    Ok(())
+}
+
+fn put_summary(conn: &Connection, doc_id: &str, body: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO doc_summaries (doc_id, body) VALUES (?1, ?2)
+         ON CONFLICT (doc_id) DO UPDATE SET body = excluded.body",
+    )?
+    .execute(params![doc_id, body])?;
     Ok(())
 }
 
@@ -374,6 +409,9 @@ fn put_record(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
 
 /// One write's own failure, as its caller sees it.
 fn write_error(error: rusqlite::Error, op: &WriteOp) -> StorageError {
+    if let WriteOp::Summarized { op, .. } = op {
+        return write_error(error, op);
+    }
     match (&error, op) {
         (rusqlite::Error::ToSqlConversionFailure(e), WriteOp::PutRecord(record))
             if e.is::<RevisionConflict>() =>
@@ -423,5 +461,53 @@ fn fail_all(dones: impl Iterator<Item = Done>, error: rusqlite::Error, counters:
     let error = Arc::new(error);
     for done in dones {
         done(Err(StorageError::BatchFailed(Arc::clone(&error))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WriteOp;
+    use crate::chunk::ChunkKey;
+    use crate::{Store, StoreConfig};
+
+    const DOC: &str = "2j9knpCseyhnK8izDmLpGP5WMdZQ";
+
+    /// A summarized write is one savepoint: when its summary cannot be stored, neither is its
+    /// chunk (and the reverse), so no kill or failure leaves one without the other.
+    #[test]
+    fn a_summarized_write_stores_both_or_neither() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path().join("s.sqlite"), StoreConfig::default())?;
+        let chunk = |data: &[u8]| WriteOp::AppendChunk {
+            doc_id: DOC.to_owned(),
+            key: ChunkKey::of(data),
+            data: data.to_vec(),
+        };
+        store
+            .submit(
+                WriteOp::Summarized {
+                    op: Box::new(chunk(b"first")),
+                    doc_id: DOC.to_owned(),
+                    summary: b"after first".to_vec(),
+                },
+                (),
+            )
+            .wait()?;
+        // The summary's insert fails (an empty id breaks the table's CHECK)...
+        let failed = store
+            .submit(
+                WriteOp::Summarized {
+                    op: Box::new(chunk(b"second")),
+                    doc_id: String::new(),
+                    summary: b"after second".to_vec(),
+                },
+                (),
+            )
+            .wait();
+        assert!(failed.is_err());
+        // ...so the chunk is not stored either, and the summary still describes the document.
+        assert_eq!(store.load_doc(DOC)?, Some(vec![b"first".to_vec()]));
+        assert_eq!(store.doc_summary(DOC)?, Some(b"after first".to_vec()));
+        Ok(())
     }
 }

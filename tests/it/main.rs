@@ -19,6 +19,7 @@ mod crash_loop;
 mod demo;
 mod desk;
 mod device_approvals;
+mod device_summaries;
 mod durability;
 mod enrollment;
 mod head_office;

@@ -6,6 +6,7 @@ mod group_commit;
 mod maintenance;
 mod open;
 mod records;
+mod summaries;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

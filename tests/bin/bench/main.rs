@@ -15,7 +15,8 @@
 //! - `backlog`: a reconnect storm of many devices with one job each (400 by default), with
 //!   the accept backlog at tokio's old 128 and at fieldsync's default; each storm reports
 //!   its joins' median and slowest and the kernel's listen overflows (issue 17).
-//!
+//! - `device-open`: a technician's app opening its store and listing its jobs, at several
+//!   job counts, the current path beside the one before issue 17 (`device_open.rs`).
 //! - `verify`: head office verifying signed reports and the branch signing them, on one
 //!   thread in this process (issue 17; `verify.rs`).
 //!
@@ -23,6 +24,7 @@
 //! baselines when installed) and fails unless every run converged. See docs/BENCHMARKS.md.
 
 mod client;
+mod device_open;
 mod inproc;
 mod report;
 mod servers;
@@ -92,7 +94,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "storm,scale,steady,idle,join,history,backlog,verify"
+        default_value = "storm,scale,steady,idle,join,history,backlog,verify,device-open"
     )]
     modes: Vec<String>,
     /// Device counts of `scale` (jobs and edits from the first shape).
@@ -139,6 +141,13 @@ struct Args {
     /// are kept (the before and after of a change, measured by two builds in turn).
     #[arg(long, default_value = "this build")]
     verify_build: String,
+    /// Device-open mode: jobs in the device's store, edits per job, runs of each path.
+    #[arg(long, value_delimiter = ',', default_value = "200,2000")]
+    device_open_jobs: Vec<usize>,
+    #[arg(long, default_value_t = 50)]
+    device_open_edits: usize,
+    #[arg(long, default_value_t = 7)]
+    device_open_runs: usize,
     /// Where results go: DIR/bench-results/*.json, DIR/*.svg, DIR/BENCHMARKS.md.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -233,6 +242,9 @@ async fn main() -> anyhow::Result<()> {
         args.verify_reports = 5;
         args.verify_history = 4;
         args.verify_branches = 3;
+        args.device_open_jobs = vec![3, 6];
+        args.device_open_edits = 4;
+        args.device_open_runs = 1;
         args.timeout_secs = 60;
     }
     let shapes: Vec<Shape> = args
@@ -411,6 +423,16 @@ async fn main() -> anyhow::Result<()> {
             let r = history(*kind, &programs, args.history_jobs, &args.history).await;
             results.record("history", *kind, r, args.smoke)?;
         }
+    }
+
+    if modes("device-open") {
+        let r = device_open::run(
+            &args.device_open_jobs,
+            args.device_open_edits,
+            args.device_open_runs,
+        )
+        .await;
+        results.record("device-open", Kind::Fieldsync, r, args.smoke)?;
     }
 
     let summary = results.finish(&shapes)?;

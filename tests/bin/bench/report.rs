@@ -82,7 +82,15 @@ impl Results {
         let inproc = earlier["inproc"].as_array().unwrap_or(&empty);
         self.inproc
             .extend(inproc.iter().filter(|v| !again(v)).map(tagged));
-        for mode in ["steady", "idle", "join", "history", "backlog", "verify"] {
+        for mode in [
+            "steady",
+            "idle",
+            "join",
+            "history",
+            "backlog",
+            "verify",
+            "device-open",
+        ] {
             let rerun = modes.iter().any(|m| m == mode);
             let earlier = earlier[mode].as_array().unwrap_or(&empty);
             self.modes.entry(mode.to_owned()).or_default().extend(
@@ -262,6 +270,7 @@ impl Results {
             "join": self.modes.get("join").cloned().unwrap_or_default(),
             "backlog": self.modes.get("backlog").cloned().unwrap_or_default(),
             "verify": self.modes.get("verify").cloned().unwrap_or_default(),
+            "device-open": self.modes.get("device-open").cloned().unwrap_or_default(),
         }))
     }
 }
@@ -706,6 +715,7 @@ pub fn table(summary: &Value) -> String {
         out.push('\n');
     }
     verify_table(summary, &mut out);
+    out.push_str(&device_open_table(summary));
     out
 }
 
@@ -784,6 +794,8 @@ pub fn write(out: &Path, summary: &Value) -> anyhow::Result<()> {
             &series,
         ),
     )?;
+
+    write_device_open_chart(out, summary)?;
 
     let doc = out.join("BENCHMARKS.md");
     let current =
@@ -966,6 +978,13 @@ fn verify_table(summary: &Value, out: &mut String) {
     for v in verify {
         if let Some(row) = failed_row(v, 6) {
             let _ = writeln!(out, "{row}");
+/// The `device-open` results (issue 17): open + list against jobs, before and after.
+fn device_open_table(summary: &Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    for d in summary["device-open"].as_array().unwrap_or(&empty) {
+        if let Some(error) = d["error"].as_str() {
+            let _ = writeln!(out, "**Device open**: failed: {}\n", short(error));
             continue;
         }
         let _ = writeln!(
@@ -981,4 +1000,68 @@ fn verify_table(summary: &Value, out: &mut String) {
         );
     }
     out.push('\n');
+            "**A technician's device opening its store and listing its jobs with their state \
+             (ms, median of {}; {} edits per job)**\n",
+            d["runs"], d["edits_per_job"]
+        );
+        let _ = writeln!(
+            out,
+            "| jobs | before, as edited | before, compacted | after: summaries | speed-up | first open (makes the summaries) |"
+        );
+        let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+        for p in d["points"].as_array().unwrap_or(&empty) {
+            let (b, c, a) = (
+                p["before_ms"].as_f64(),
+                p["before_compacted_ms"].as_f64(),
+                p["after_ms"].as_f64(),
+            );
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                thousands(&p["jobs"]),
+                f(&p["before_ms"], 1),
+                f(&p["before_compacted_ms"], 1),
+                f(&p["after_ms"], 1),
+                match (b, c, a) {
+                    (Some(b), Some(c), Some(a)) if a > 0.0 =>
+                        format!("{:.0}× / {:.0}×", b / a, c / a),
+                    _ => "–".into(),
+                },
+                f(&p["first_open_ms"], 0),
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `bench-device-open-vs-jobs.svg`: open + list time against jobs, before and after.
+fn write_device_open_chart(out: &Path, summary: &Value) -> anyhow::Result<()> {
+    let empty = Vec::new();
+    let runs = summary["device-open"].as_array().unwrap_or(&empty);
+    let Some(d) = runs.iter().find(|d| d.get("points").is_some()) else {
+        return Ok(());
+    };
+    let points = d["points"].as_array().unwrap_or(&empty);
+    let line = |key: &str| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .filter_map(|p| Some((p["jobs"].as_f64()?, p[key].as_f64()?)))
+            .collect()
+    };
+    let series = vec![
+        ("before, as edited".to_owned(), line("before_ms")),
+        ("before, compacted".to_owned(), line("before_compacted_ms")),
+        ("after: summaries".to_owned(), line("after_ms")),
+    ];
+    std::fs::write(
+        out.join("bench-device-open-vs-jobs.svg"),
+        svg_chart(
+            "A device opening its store and listing its jobs",
+            "jobs in the store",
+            "open + list ms",
+            &series,
+        ),
+    )?;
+    Ok(())
 }
