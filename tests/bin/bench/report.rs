@@ -978,13 +978,6 @@ fn verify_table(summary: &Value, out: &mut String) {
     for v in verify {
         if let Some(row) = failed_row(v, 6) {
             let _ = writeln!(out, "{row}");
-/// The `device-open` results (issue 17): open + list against jobs, before and after.
-fn device_open_table(summary: &Value) -> String {
-    let mut out = String::new();
-    let empty = Vec::new();
-    for d in summary["device-open"].as_array().unwrap_or(&empty) {
-        if let Some(error) = d["error"].as_str() {
-            let _ = writeln!(out, "**Device open**: failed: {}\n", short(error));
             continue;
         }
         let _ = writeln!(
@@ -1000,6 +993,19 @@ fn device_open_table(summary: &Value) -> String {
         );
     }
     out.push('\n');
+}
+
+/// The `device-open` results (issue 17): open + list against jobs, before and after.
+fn device_open_table(summary: &Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    for d in summary["device-open"].as_array().unwrap_or(&empty) {
+        if let Some(error) = d["error"].as_str() {
+            let _ = writeln!(out, "**Device open**: failed: {}\n", short(error));
+            continue;
+        }
+        let _ = writeln!(
+            out,
             "**A technician's device opening its store and listing its jobs with their state \
              (ms, median of {}; {} edits per job)**\n",
             d["runs"], d["edits_per_job"]
