@@ -16,10 +16,18 @@
 //!   the accept backlog at tokio's old 128 and at fieldsync's default; each storm reports
 //!   its joins' median and slowest and the kernel's listen overflows (issue 17).
 //!
+//! - `cold`: a branch with N stored jobs (generated) and its enrolled devices starting up:
+//!   time to ready, RSS, the first device's fetch and reconnect (issue 17; `cold.rs`).
+//!
+//! - `idle-docs`: jobs created at the desk, each fetched once by its device, then idle:
+//!   server memory per loaded idle document (issue 17; `idle_docs.rs`).
+//!
 //! `--smoke` runs everything tiny against fieldsync and the in-process limit (plus the
 //! baselines when installed) and fails unless every run converged. See docs/BENCHMARKS.md.
 
 mod client;
+mod cold;
+mod idle_docs;
 mod inproc;
 mod report;
 mod servers;
@@ -88,7 +96,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "storm,scale,steady,idle,join,history,backlog"
+        default_value = "storm,scale,steady,idle,join,history,backlog,cold,idle-docs"
     )]
     modes: Vec<String>,
     /// Device counts of `scale` (jobs and edits from the first shape).
@@ -123,6 +131,22 @@ struct Args {
     backlog_devices: usize,
     #[arg(long, value_delimiter = ',', default_value = "128,0")]
     backlogs: Vec<u32>,
+    /// Cold mode: stored jobs at each point, enrolled devices, the first device's own jobs.
+    #[arg(long, value_delimiter = ',', default_value = "0,10000,100000")]
+    cold_stored: Vec<usize>,
+    #[arg(long, default_value_t = 1000)]
+    cold_devices: usize,
+    #[arg(long, default_value_t = 20)]
+    cold_first_jobs: usize,
+    /// Idle-docs mode: devices and jobs each (jobs created at the desk, each fetched once by
+    /// its device, then idle).
+    #[arg(long, default_value_t = 200)]
+    idle_docs_devices: usize,
+    #[arg(long, default_value_t = 20)]
+    idle_docs_jobs: usize,
+    /// An older fieldsync (main's) that `cold` and `idle-docs` measure beside this one.
+    #[arg(long)]
+    before_bin: Option<PathBuf>,
     /// Where results go: DIR/bench-results/*.json, DIR/*.svg, DIR/BENCHMARKS.md.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -214,6 +238,11 @@ async fn main() -> anyhow::Result<()> {
         args.join_jobs = 2;
         args.join_extra = 3;
         args.backlog_devices = 4;
+        args.cold_stored = vec![0, 30];
+        args.idle_docs_devices = 3;
+        args.idle_docs_jobs = 2;
+        args.cold_devices = 4;
+        args.cold_first_jobs = 2;
         args.timeout_secs = 60;
     }
     let shapes: Vec<Shape> = args
@@ -376,6 +405,29 @@ async fn main() -> anyhow::Result<()> {
             let r = history(*kind, &programs, args.history_jobs, &args.history).await;
             results.record("history", *kind, r, args.smoke)?;
         }
+    }
+
+    if modes("cold") && targets.contains(&Kind::Fieldsync) {
+        let r = cold::cold(
+            &programs,
+            args.before_bin.as_ref(),
+            &args.cold_stored,
+            args.cold_devices,
+            args.cold_first_jobs,
+        )
+        .await;
+        results.record("cold", Kind::Fieldsync, r, args.smoke)?;
+    }
+
+    if modes("idle-docs") && targets.contains(&Kind::Fieldsync) {
+        let r = idle_docs::idle_docs(
+            &programs,
+            args.before_bin.as_ref(),
+            args.idle_docs_devices,
+            args.idle_docs_jobs,
+        )
+        .await;
+        results.record("idle-docs", Kind::Fieldsync, r, args.smoke)?;
     }
 
     let summary = results.finish(&shapes)?;
