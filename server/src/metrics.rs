@@ -67,6 +67,17 @@ pub struct SyncMetrics {
     /// Time from a storage write being queued to it being durable.
     storage_latency: Histogram,
     refusals: Family<Reason, Counter>,
+    /// Per worker that follows the stored documents (`sync::progress`): documents read at
+    /// start (those changed since its watermark), and documents changed that it has not
+    /// taken in yet, as of its last checkpoint.
+    worker_read_at_start: Family<Worker, Gauge>,
+    worker_behind: Family<Worker, Gauge>,
+}
+
+/// The label of the `fieldsync_worker_*` gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Worker {
+    worker: &'static str,
 }
 
 impl Default for SyncMetrics {
@@ -82,6 +93,8 @@ impl Default for SyncMetrics {
             sync_latency: latency(),
             storage_latency: latency(),
             refusals: Family::default(),
+            worker_read_at_start: Family::default(),
+            worker_behind: Family::default(),
         }
     }
 }
@@ -140,7 +153,30 @@ impl SyncMetrics {
             "Requests refused, by reason.",
             m.refusals.clone(),
         );
+        registry.register(
+            "worker_read_at_start",
+            "Documents a worker read at start: those changed since its watermark.",
+            m.worker_read_at_start.clone(),
+        );
+        registry.register(
+            "worker_behind",
+            "Documents changed that a worker had not taken in at its last checkpoint.",
+            m.worker_behind.clone(),
+        );
         m
+    }
+
+    /// How many documents `worker` read at start.
+    pub fn worker_read_at_start(&self, worker: &'static str, count: usize) {
+        set_count(
+            &self.worker_read_at_start.get_or_create(&Worker { worker }),
+            count,
+        );
+    }
+
+    /// How many changed documents `worker` had not taken in at its last checkpoint.
+    pub fn worker_behind(&self, worker: &'static str, count: usize) {
+        set_count(&self.worker_behind.get_or_create(&Worker { worker }), count);
     }
 
     /// Counts a refusal by its reason code (auth failures, bad frames, forbidden documents…).

@@ -44,6 +44,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0004_doc_summaries",
         sql: include_str!("../migrations/0004_doc_summaries.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_doc_versions",
+        sql: include_str!("../migrations/0005_doc_versions.sql"),
+    },
 ];
 
 /// The schema version this build writes: the number of the last migration.
@@ -209,11 +214,30 @@ mod tests {
                      VALUES ('r9', 'doc-r9', 'b', 'j', '2026-11', 'c', 'p', 's', NULL, 1, 2, '{}')",
                     [],
                 )?;
+                // Two documents stored before 0005, the second changed last.
+                for (doc, key) in [
+                    ("2j9knpCseyhnK8izDmLpGP5WMdZQ", [1u8; 32]),
+                    ("4NMNnkMhL8jXrdJ9jamS58PAVdXu", [2u8; 32]),
+                    ("2j9knpCseyhnK8izDmLpGP5WMdZQ", [3u8; 32]),
+                    ("4NMNnkMhL8jXrdJ9jamS58PAVdXu", [4u8; 32]),
+                ] {
+                    conn.execute(
+                        "INSERT INTO doc_chunks (doc_id, kind, key, data)
+                         VALUES (?1, 'incremental', ?2, x'00')",
+                        params![doc, key],
+                    )?;
+                }
             }
             4 => {
                 conn.execute(
                     "INSERT INTO doc_summaries (doc_id, body) VALUES (?1, ?2)",
                     params!["2j9knpCseyhnK8izDmLpGP5WMdZQ", b"summary"],
+                )?;
+            }
+            5 => {
+                conn.execute(
+                    "INSERT INTO doc_watermarks (worker, seq) VALUES ('signer', 1)",
+                    [],
                 )?;
             }
             other => anyhow::bail!("no seed for schema version {other}: add one"),
@@ -284,6 +308,25 @@ mod tests {
                 };
                 ensure!(count("doc_summaries")? == 0);
                 ensure!(count("ho_reports")? == 1);
+                Ok(())
+            }
+            // 0005 numbers the documents already stored (one row each) and leaves the rest.
+            (4, 5) => {
+                let versions: Vec<(String, i64)> = conn
+                    .prepare("SELECT doc_id, seq FROM doc_versions ORDER BY seq")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                ensure!(
+                    versions
+                        == [
+                            ("2j9knpCseyhnK8izDmLpGP5WMdZQ".to_owned(), 1),
+                            ("4NMNnkMhL8jXrdJ9jamS58PAVdXu".to_owned(), 2)
+                        ],
+                    "{versions:?}"
+                );
+                let watermarks: i64 =
+                    conn.query_row("SELECT count(*) FROM doc_watermarks", [], |r| r.get(0))?;
+                ensure!(watermarks == 0);
                 Ok(())
             }
             (other, now) => anyhow::bail!("no check for data of version {other} at version {now}"),

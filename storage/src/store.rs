@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::chunk::{Chunk, ChunkKey, ChunkKind};
 use crate::maintenance::Maintenance;
@@ -216,6 +216,59 @@ impl Store {
             let ids = stmt.query_map([], |row| row.get(0))?;
             ids.collect()
         })
+    }
+
+    // ---- what changed since a worker last looked (issue 17) ----
+
+    /// The position of the document's last stored change in the sequence over every
+    /// document (`doc_versions`, moved on in the transaction that stores the change); `None`
+    /// if nothing was ever stored for it. Content read after this call holds at least every
+    /// change up to it.
+    pub fn doc_seq(&self, doc_id: &str) -> Result<Option<i64>, StorageError> {
+        self.readers.read(|conn| {
+            conn.prepare_cached("SELECT seq FROM doc_versions WHERE doc_id = ?1")?
+                .query_row([doc_id], |row| row.get(0))
+                .optional()
+        })
+    }
+
+    /// The documents whose last change is after `seq`, with their position, in order:
+    /// what a worker whose watermark is `seq` has not taken in yet. At most `limit` rows.
+    pub fn docs_changed_since(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.readers.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT doc_id, seq FROM doc_versions WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![seq, limit], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// A worker's watermark: every document's changes up to this position were taken in by
+    /// it (0: none yet).
+    pub fn watermark(&self, worker: &str) -> Result<i64, StorageError> {
+        self.readers.read(|conn| {
+            conn.prepare_cached("SELECT seq FROM doc_watermarks WHERE worker = ?1")?
+                .query_row([worker], |row| row.get(0))
+                .optional()
+                .map(Option::unwrap_or_default)
+        })
+    }
+
+    /// Moves a worker's watermark up to `seq` (a lower value leaves it as it is). Written
+    /// after every write submitted before it, so whatever the worker stored about the
+    /// documents it took in is durable no later than the watermark that says so.
+    pub fn put_watermark(&self, worker: &str, seq: i64) -> Pending<()> {
+        let op = WriteOp::PutWatermark {
+            worker: worker.to_owned(),
+            seq,
+        };
+        self.submit(op, ())
     }
 
     /// Deletes a document's chunks, its summary and every sync state held for it.

@@ -78,6 +78,11 @@ pub(crate) enum WriteOp {
         key: String,
     },
     PutRecord(Record),
+    /// Moves a worker's watermark up to `seq` (never down).
+    PutWatermark {
+        worker: String,
+        seq: i64,
+    },
     HeadOffice(Box<crate::head_office::Write>),
     /// Stores (or replaces) a document's summary (migration 0004).
     PutSummary {
@@ -343,6 +348,13 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
                 .execute([namespace, key])?;
         }
         WriteOp::PutRecord(record) => put_record(conn, record)?,
+        WriteOp::PutWatermark { worker, seq } => {
+            conn.prepare_cached(
+                "INSERT INTO doc_watermarks (worker, seq) VALUES (?1, ?2)
+                 ON CONFLICT (worker) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            )?
+            .execute(params![worker, seq])?;
+        }
         WriteOp::HeadOffice(write) => crate::head_office::apply(conn, write)?,
         WriteOp::PutSummary { doc_id, body } => put_summary(conn, doc_id, body)?,
         WriteOp::Summarized {

@@ -2178,6 +2178,143 @@ async fn r12_r18_desk_approvals_queue_is_rebuilt_after_a_restart() -> anyhow::Re
     Ok(())
 }
 
+/// The workers that follow the stored documents (`sync::progress`), by the names their
+/// watermarks are stored under.
+const WORKERS: [&str; 3] = ["approvals", "signer", "desk_follow"];
+
+/// Waits until every worker's stored watermark covers every stored change: a restart from
+/// here has nothing to read.
+async fn until_workers_caught_up(server: &TestServer) -> anyhow::Result<()> {
+    let store = &server.state.store;
+    eventually(
+        SETTLE,
+        "every worker stores a watermark past every change",
+        || async {
+            let last = store.docs_changed_since(0, usize::MAX).ok()?.last()?.1;
+            WORKERS
+                .iter()
+                .all(|w| store.watermark(w).is_ok_and(|m| m >= last))
+                .then_some(())
+        },
+    )
+    .await
+}
+
+/// A `fieldsync_worker_read_at_start{worker=…}` gauge.
+async fn read_at_start(desk: &Desk, worker: &str) -> anyhow::Result<i64> {
+    let text = desk
+        .http
+        .get(desk.server.http_url("/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let key = format!("fieldsync_worker_read_at_start{{worker=\"{worker}\"}} ");
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .ok_or_else(|| anyhow::anyhow!("no {key} in /metrics"))?;
+    Ok(value.trim().parse()?)
+}
+
+/// Issue 17: a restart reads no stored job that did not change since the workers last took
+/// it in (a branch keeps years of jobs), yet the approvals queue (R12, R18, R31) answers as
+/// before, kept in the store with its decisions; and it follows changes after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r12_r18_r31_a_restart_reads_no_unchanged_job_and_the_queue_answers_the_same()
+-> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let devices = temp_dir()?;
+    let (job, client) = job_on_a_device(&desk, "dev-cold", &devices).await?;
+    // Jobs without requests, as most are.
+    for _ in 0..4 {
+        desk.server.create_job("tech-li").await?;
+    }
+    ask(&client, job, "ext-1", ApprovalKind::Extension, None, -20).await?;
+    ask(
+        &client,
+        job,
+        "part-1",
+        ApprovalKind::WarrantyPart,
+        Some(Money(40_000)),
+        -10,
+    )
+    .await?;
+    eventually(SETTLE, "both requests reach the queue", || async {
+        let (_, body) = desk.get(ANALYST, "/api/approvals").await.ok()?;
+        (approval_states(&body).len() == 2).then_some(())
+    })
+    .await?;
+    desk.expect(
+        MANAGER,
+        Method::POST,
+        &format!("/api/jobs/{job}/approvals/part-1/decision"),
+        Some(json!({"approved": true, "note": "warranty case"})),
+        StatusCode::OK,
+    )
+    .await?;
+    drop(client);
+    let before = desk.get(ANALYST, "/api/approvals").await?.1;
+    until_workers_caught_up(&desk.server).await?;
+
+    let desk = desk.restart().await?;
+    let queue = desk.get(ANALYST, "/api/approvals").await?.1;
+    assert_eq!(queue, before, "the same queue after the restart");
+    assert_eq!(
+        approval_states(&queue),
+        [
+            ("ext-1".to_owned(), false, None),
+            ("part-1".to_owned(), true, Some(true))
+        ],
+    );
+    assert_eq!(desk.approvals_waiting().await?, 1);
+    for worker in WORKERS {
+        assert_eq!(
+            read_at_start(&desk, worker).await?,
+            0,
+            "{worker} read jobs at start"
+        );
+    }
+
+    // A decision after the restart, on an entry read back from the store, and a request
+    // from another device: the queue follows both.
+    desk.expect(
+        MANAGER,
+        Method::POST,
+        &format!("/api/jobs/{job}/approvals/ext-1/decision"),
+        Some(json!({"approved": false, "note": "not now"})),
+        StatusCode::OK,
+    )
+    .await?;
+    let other = desk.server.enroll("tech-wang", "dev-cold-2")?;
+    let client = desk.server.connect_device(&other, devices.path()).await?;
+    client.subscribe(job);
+    assert!(client.wait_for(job, SETTLE, |d| read_job(d).is_ok()).await);
+    ask(&client, job, "ret-1", ApprovalKind::ProductReturn, None, 0).await?;
+    eventually(SETTLE, "the new request reaches the queue", || async {
+        let (_, body) = desk.get(ANALYST, "/api/approvals").await.ok()?;
+        (approval_states(&body)
+            == [
+                ("ext-1".to_owned(), true, Some(false)),
+                ("part-1".to_owned(), true, Some(true)),
+                ("ret-1".to_owned(), false, None),
+            ])
+        .then_some(())
+    })
+    .await?;
+    assert_eq!(desk.approvals_waiting().await?, 1);
+    drop(client);
+
+    // Once more, now that the workers have caught up with those changes too.
+    until_workers_caught_up(&desk.server).await?;
+    let before = desk.get(ANALYST, "/api/approvals").await?.1;
+    let desk = desk.restart().await?;
+    assert_eq!(desk.get(ANALYST, "/api/approvals").await?.1, before);
+    assert_eq!(read_at_start(&desk, "approvals").await?, 0);
+    Ok(())
+}
+
 /// The real signer, end to end: a technician completes a job on a device, the edge signs
 /// the report, and the signer's call into the desk re-checks R4 with the diagnosed fault and
 /// puts the customer on the next day's call list (R14).

@@ -33,13 +33,14 @@ use fieldsync_shared::rules::{Missing, completeness};
 use fieldsync_shared::sync::LocalEdit;
 use fieldsync_shared::time::Timestamp;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::EVERYONE;
 use crate::edge::Edge;
 use crate::http::error::ApiError;
 use crate::http::wire::ErrorBody;
+use crate::sync::hub::ApprovalsChange;
 use crate::sync::node::Node;
+use crate::sync::progress::{self, Follower};
 
 /// Where signed reports are kept: `meta` namespace `reports`, key = report id, value = the
 /// report's canonical JSON.
@@ -56,43 +57,45 @@ pub const SIGNED_FOR_JOB: &str = "reports_by_job";
 /// Runs until the hub stops: answers completion requests as jobs change.
 pub async fn run_signer(state: Arc<Edge>) {
     // Subscribed before the first look, so no change made during it is missed.
-    let mut changes = state.node.hub.subscribe_completions();
+    let feed = state.node.hub.subscribe_approvals();
     // A completion stored just before the server was killed was acknowledged to its device
-    // but never answered, and no further change need ever come to wake the signer for it.
-    consider_every_job(&state).await;
-    loop {
-        let doc = match changes.recv().await {
-            Ok(doc) => doc,
-            Err(RecvError::Lagged(missed)) => {
-                // Some notifications were dropped: look at every job once, so no completion
-                // request is left unanswered.
-                tracing::warn!(missed, "signer fell behind; rescanning jobs");
-                consider_every_job(&state).await;
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
-        consider(&state, doc).await;
-    }
+    // but never answered, and no further change need ever come to wake the signer for it:
+    // every job changed after the signer's watermark is looked at first (`sync::progress`;
+    // not every stored job: issue 17).
+    let store = Arc::clone(&state.node.store);
+    progress::drive(
+        &Signer(&state),
+        store,
+        state.node.metrics.clone(),
+        feed,
+        || {},
+    )
+    .await;
 }
 
-/// Answers every stored job's unanswered completion request.
-async fn consider_every_job(state: &Arc<Edge>) {
-    let jobs: Vec<DocumentId> = state
-        .node
-        .registry_read()
-        .jobs()
-        .map(|j| j.job_id)
-        .collect();
-    for job in jobs {
-        consider(state, job).await;
+/// The signer as `sync::progress` drives it.
+struct Signer<'a>(&'a Arc<Edge>);
+
+impl Follower for Signer<'_> {
+    const NAME: &'static str = "signer";
+
+    async fn read(&self, doc: DocumentId) -> bool {
+        consider(self.0, doc).await
+    }
+
+    /// The hub judged from the document in memory whether a completion request waits, so a
+    /// storm of edits does not make the signer load every changed job.
+    async fn change(&self, change: ApprovalsChange) -> bool {
+        !change.completion_pending || consider(self.0, change.doc).await
     }
 }
 
 /// Loads a job as stored and answers its completion request if it has an unanswered one.
-pub async fn consider(state: &Arc<Edge>, doc: DocumentId) {
-    if let Some(answer) = answer(state, doc).await {
-        announce(state, doc, answer).await;
+/// False if the answer could not be written into the job (it is tried again).
+pub async fn consider(state: &Arc<Edge>, doc: DocumentId) -> bool {
+    match answer(state, doc).await {
+        Some(answer) => announce(state, doc, answer).await,
+        None => true,
     }
 }
 
@@ -185,7 +188,7 @@ pub async fn answer(state: &Arc<Edge>, doc: DocumentId) -> Option<Answer> {
 
 /// Writes the answer into the job (with a timeline event) and does the desk's part of a
 /// signed report.
-async fn announce(state: &Arc<Edge>, doc: DocumentId, answer: Answer) {
+async fn announce(state: &Arc<Edge>, doc: DocumentId, answer: Answer) -> bool {
     let at = answer.at();
     let Answer { job, outcome } = answer;
     let event = match &outcome {
@@ -226,7 +229,7 @@ async fn announce(state: &Arc<Edge>, doc: DocumentId, answer: Answer) {
         .await;
     if let Err(e) = written {
         tracing::error!(%doc, error = %e, "cannot write the report outcome into the job");
-        return;
+        return false;
     }
     // The desk's part of a signed report: R4 with the diagnosed fault, R14's follow-up day.
     if let Some(report_id) = signed {
@@ -240,6 +243,7 @@ async fn announce(state: &Arc<Edge>, doc: DocumentId, answer: Answer) {
             }
         }
     }
+    true
 }
 
 /// Which report the signer signed for a job's completion request: the value of

@@ -58,12 +58,17 @@ pub const OUTBOX: usize = 4096;
 /// without a load: a deeper queue before it lags and has to reread every job.
 const APPROVALS_FEED: usize = 4096;
 
-/// A durable change of a document, with the stamp of its approvals at that moment, taken
-/// from the document in memory (`None`: it was not in memory to ask).
+/// A durable change of a document, with what the edge's workers need to know of it, taken
+/// from the document in memory at that moment: the stamp of its approvals and whether a
+/// completion request waits (`None` / `true`: it was not in memory to ask, so read it), and
+/// the position of its last stored change (`Store::doc_seq`), read just before: the
+/// document in memory holds every change up to it (`sync::progress`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApprovalsChange {
     pub doc: DocumentId,
     pub stamp: Option<ApprovalsStamp>,
+    pub seq: Option<i64>,
+    pub completion_pending: bool,
 }
 const TICK: Duration = Duration::from_secs(1);
 
@@ -72,7 +77,6 @@ const TICK: Duration = Duration::from_secs(1);
 pub struct Hub {
     tx: mpsc::Sender<HubInput>,
     doc_changed: broadcast::Sender<DocumentId>,
-    completions: broadcast::Sender<DocumentId>,
     approvals: broadcast::Sender<ApprovalsChange>,
     delivered: broadcast::Sender<(DocumentId, Vec<ChangeHash>)>,
 }
@@ -100,12 +104,10 @@ impl Hub {
         let (tx, rx) = mpsc::channel();
         let (doc_changed, _) = broadcast::channel(1024);
         let (delivered, _) = broadcast::channel(1024);
-        let (completions, _) = broadcast::channel(1024);
         let (approvals, _) = broadcast::channel(APPROVALS_FEED);
         let hub = Hub {
             tx: tx.clone(),
             doc_changed: doc_changed.clone(),
-            completions: completions.clone(),
             approvals: approvals.clone(),
             delivered: delivered.clone(),
         };
@@ -120,7 +122,6 @@ impl Hub {
             edits: HashMap::new(),
             next_token: 0,
             doc_changed,
-            completions,
             approvals,
             delivered,
             started: Instant::now(),
@@ -164,17 +165,12 @@ impl Hub {
         self.doc_changed.subscribe()
     }
 
-    /// Jobs whose durable change left a completion request unanswered: what the report
-    /// signer looks at. Filtered here, from the document in memory, so a storm of edits does
-    /// not make the signer load and read every changed job from disk.
-    pub fn subscribe_completions(&self) -> broadcast::Receiver<DocumentId> {
-        self.completions.subscribe()
-    }
-
-    /// Every durable change with the stamp of the document's approvals then: what the desk's
-    /// approvals queue (`desk::approvals::mirror`) follows. The stamp comes from the document
-    /// in memory, so the queue rereads from disk only a job whose approvals changed. Taken
-    /// only while someone listens (an edge's queue), so head office pays nothing for it.
+    /// Every durable change with the stamp of the document's approvals then, whether a
+    /// completion request waits and the document's stored position: what the desk's
+    /// approvals queue (`desk::approvals::mirror`), the board, the signer and the desk's
+    /// follower of the jobs follow. The stamp comes from the document in memory, so the
+    /// queue rereads from disk only a job whose approvals changed. Taken only while someone
+    /// listens (an edge's workers), so head office pays nothing for it.
     pub fn subscribe_approvals(&self) -> broadcast::Receiver<ApprovalsChange> {
         self.approvals.subscribe()
     }
@@ -204,7 +200,6 @@ struct Worker {
     edits: HashMap<u64, oneshot::Sender<Result<Vec<ChangeHash>, LocalEditError>>>,
     next_token: u64,
     doc_changed: broadcast::Sender<DocumentId>,
-    completions: broadcast::Sender<DocumentId>,
     approvals: broadcast::Sender<ApprovalsChange>,
     delivered: broadcast::Sender<(DocumentId, Vec<ChangeHash>)>,
     started: Instant,
@@ -360,19 +355,31 @@ impl Worker {
             }
             Effect::DocChanged { doc, .. } => {
                 let _ = self.doc_changed.send(doc);
-                // A document not in memory any more is passed on: the signer reads it.
-                let pending = self
-                    .engine
-                    .document(&doc)
-                    .is_none_or(fieldsync_shared::job::doc::completion_pending);
-                if pending {
-                    let _ = self.completions.send(doc);
-                }
-                if self.approvals.receiver_count() > 0 {
+                let listened = self.approvals.receiver_count() > 0;
+                // The position first: the document in memory holds at least every change
+                // stored up to it (changes are applied before they are written).
+                let seq = if listened {
+                    crate::sync::progress::Progress::position(&self.store, &doc)
+                } else {
+                    None
+                };
+                if listened {
+                    // Judged here, from the document in memory, so a storm of edits does not
+                    // make the signer load and read every changed job from disk. A document
+                    // not in memory any more is passed on as pending: the signer reads it.
+                    let pending = self
+                        .engine
+                        .document(&doc)
+                        .is_none_or(fieldsync_shared::job::doc::completion_pending);
                     // A map lookup for a job without requests; a walk of a few dozen entries
                     // for one with some.
                     let stamp = self.engine.document(&doc).map(approvals_stamp);
-                    let _ = self.approvals.send(ApprovalsChange { doc, stamp });
+                    let _ = self.approvals.send(ApprovalsChange {
+                        doc,
+                        stamp,
+                        seq,
+                        completion_pending: pending,
+                    });
                 }
             }
             Effect::EditDone { token, result, .. } => {

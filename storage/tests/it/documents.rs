@@ -126,3 +126,60 @@ fn replace_with_snapshot_covers_what_came_before_and_keeps_what_came_after() -> 
     assert_eq!(store.load_doc(OTHER_DOC)?, Some(vec![b"other".to_vec()]));
     Ok(())
 }
+
+/// Issue 17: each document's last change has a position in one sequence, moved on in the
+/// transaction that stores the change, so a worker finds what changed after its watermark
+/// without reading every document.
+#[test]
+fn a_stored_change_moves_the_document_on_in_the_sequence() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    let store = open(&path)?;
+    assert_eq!(store.doc_seq(DOC)?, None);
+    store.append_changes(DOC, b"one".to_vec()).wait()?;
+    store.append_changes(OTHER_DOC, b"two".to_vec()).wait()?;
+    let (doc, other) = (store.doc_seq(DOC)?.unwrap_or(0), store.doc_seq(OTHER_DOC)?);
+    assert!(Some(doc) < other, "{doc} then {other:?}");
+    assert_eq!(
+        store.docs_changed_since(0, 10)?,
+        [
+            (DOC.to_owned(), doc),
+            (OTHER_DOC.to_owned(), other.unwrap_or(0))
+        ]
+    );
+
+    // The same bytes again store nothing, and a snapshot holds nothing new: no move.
+    store.append_changes(DOC, b"one".to_vec()).wait()?;
+    store
+        .replace_with_snapshot(OTHER_DOC, b"snap".to_vec())
+        .wait()?;
+    assert_eq!(store.doc_seq(DOC)?, Some(doc));
+    assert_eq!(store.doc_seq(OTHER_DOC)?, other);
+
+    // A new change moves the document past every other.
+    store.append_changes(DOC, b"three".to_vec()).wait()?;
+    let moved = store.doc_seq(DOC)?.unwrap_or(0);
+    assert!(Some(moved) > other);
+    assert_eq!(
+        store.docs_changed_since(other.unwrap_or(0), 10)?,
+        [(DOC.to_owned(), moved)]
+    );
+    assert_eq!(store.docs_changed_since(moved, 10)?, []);
+    // It holds across a reopen.
+    drop(store);
+    let store = open(&path)?;
+    assert_eq!(store.doc_seq(DOC)?, Some(moved));
+    Ok(())
+}
+
+#[test]
+fn a_watermark_only_moves_up() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    let store = open(&path)?;
+    assert_eq!(store.watermark("signer")?, 0);
+    store.put_watermark("signer", 7).wait()?;
+    store.put_watermark("signer", 3).wait()?;
+    store.put_watermark("approvals", 2).wait()?;
+    assert_eq!(store.watermark("signer")?, 7);
+    assert_eq!(store.watermark("approvals")?, 2);
+    Ok(())
+}

@@ -31,6 +31,8 @@ fn a_new_file_gets_the_whole_schema_in_wal_mode() -> anyhow::Result<()> {
         [
             "doc_chunks",
             "doc_summaries",
+            "doc_versions",
+            "doc_watermarks",
             "ho_complaints",
             "ho_complaints_rejected",
             "ho_reports",

@@ -19,12 +19,18 @@
 //!   job counts, the current path beside the one before issue 17 (`device_open.rs`).
 //! - `verify`: head office verifying signed reports and the branch signing them, on one
 //!   thread in this process (issue 17; `verify.rs`).
+//! - `cold`: a branch with N stored jobs (generated) and its enrolled devices starting up:
+//!   time to ready, RSS, the first device's fetch and reconnect (issue 17; `cold.rs`).
+//! - `idle-docs`: jobs created at the desk, each fetched once by its device, then idle:
+//!   server memory per loaded idle document (issue 17; `idle_docs.rs`).
 //!
 //! `--smoke` runs everything tiny against fieldsync and the in-process limit (plus the
 //! baselines when installed) and fails unless every run converged. See docs/BENCHMARKS.md.
 
 mod client;
 mod device_open;
+mod cold;
+mod idle_docs;
 mod inproc;
 mod report;
 mod servers;
@@ -94,7 +100,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "storm,scale,steady,idle,join,history,backlog,verify,device-open"
+        default_value = "storm,scale,steady,idle,join,history,backlog,verify,device-open,cold,idle-docs"
     )]
     modes: Vec<String>,
     /// Device counts of `scale` (jobs and edits from the first shape).
@@ -148,6 +154,22 @@ struct Args {
     device_open_edits: usize,
     #[arg(long, default_value_t = 7)]
     device_open_runs: usize,
+    /// Cold mode: stored jobs at each point, enrolled devices, the first device's own jobs.
+    #[arg(long, value_delimiter = ',', default_value = "0,10000,100000")]
+    cold_stored: Vec<usize>,
+    #[arg(long, default_value_t = 1000)]
+    cold_devices: usize,
+    #[arg(long, default_value_t = 20)]
+    cold_first_jobs: usize,
+    /// Idle-docs mode: devices and jobs each (jobs created at the desk, each fetched once by
+    /// its device, then idle).
+    #[arg(long, default_value_t = 200)]
+    idle_docs_devices: usize,
+    #[arg(long, default_value_t = 20)]
+    idle_docs_jobs: usize,
+    /// An older fieldsync (main's) that `cold` and `idle-docs` measure beside this one.
+    #[arg(long)]
+    before_bin: Option<PathBuf>,
     /// Where results go: DIR/bench-results/*.json, DIR/*.svg, DIR/BENCHMARKS.md.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -245,6 +267,11 @@ async fn main() -> anyhow::Result<()> {
         args.device_open_jobs = vec![3, 6];
         args.device_open_edits = 4;
         args.device_open_runs = 1;
+        args.cold_stored = vec![0, 30];
+        args.idle_docs_devices = 3;
+        args.idle_docs_jobs = 2;
+        args.cold_devices = 4;
+        args.cold_first_jobs = 2;
         args.timeout_secs = 60;
     }
     let shapes: Vec<Shape> = args
@@ -433,6 +460,29 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
         results.record("device-open", Kind::Fieldsync, r, args.smoke)?;
+    }
+
+    if modes("cold") && targets.contains(&Kind::Fieldsync) {
+        let r = cold::cold(
+            &programs,
+            args.before_bin.as_ref(),
+            &args.cold_stored,
+            args.cold_devices,
+            args.cold_first_jobs,
+        )
+        .await;
+        results.record("cold", Kind::Fieldsync, r, args.smoke)?;
+    }
+
+    if modes("idle-docs") && targets.contains(&Kind::Fieldsync) {
+        let r = idle_docs::idle_docs(
+            &programs,
+            args.before_bin.as_ref(),
+            args.idle_docs_devices,
+            args.idle_docs_jobs,
+        )
+        .await;
+        results.record("idle-docs", Kind::Fieldsync, r, args.smoke)?;
     }
 
     let summary = results.finish(&shapes)?;

@@ -90,6 +90,8 @@ impl Results {
             "backlog",
             "verify",
             "device-open",
+            "cold",
+            "idle-docs",
         ] {
             let rerun = modes.iter().any(|m| m == mode);
             let earlier = earlier[mode].as_array().unwrap_or(&empty);
@@ -271,6 +273,8 @@ impl Results {
             "backlog": self.modes.get("backlog").cloned().unwrap_or_default(),
             "verify": self.modes.get("verify").cloned().unwrap_or_default(),
             "device-open": self.modes.get("device-open").cloned().unwrap_or_default(),
+            "cold": self.modes.get("cold").cloned().unwrap_or_default(),
+            "idle-docs": self.modes.get("idle-docs").cloned().unwrap_or_default(),
         }))
     }
 }
@@ -716,6 +720,8 @@ pub fn table(summary: &Value) -> String {
     }
     verify_table(summary, &mut out);
     out.push_str(&device_open_table(summary));
+    out.push_str(&cold_table(summary));
+    out.push_str(&idle_docs_table(summary));
     out
 }
 
@@ -795,6 +801,9 @@ pub fn write(out: &Path, summary: &Value) -> anyhow::Result<()> {
         ),
     )?;
 
+    if let Some(svg) = cold_chart(summary) {
+        std::fs::write(out.join("bench-cold-start-vs-jobs.svg"), svg)?;
+    }
     write_device_open_chart(out, summary)?;
 
     let doc = out.join("BENCHMARKS.md");
@@ -1070,4 +1079,139 @@ fn write_device_open_chart(out: &Path, summary: &Value) -> anyhow::Result<()> {
         ),
     )?;
     Ok(())
+}
+
+/// The `cold` mode's table (issue 17): a branch with N stored jobs starting up, before and
+/// after, first and second start.
+fn cold_table(summary: &Value) -> String {
+    let empty = Vec::new();
+    let mut out = String::new();
+    let runs = summary["cold"].as_array().unwrap_or(&empty);
+    if runs.is_empty() {
+        return out;
+    }
+    let mib = |v: &Value| {
+        v.as_f64()
+            .map_or("–".to_owned(), |k| format!("{:.0}", k / 1024.0))
+    };
+    out.push_str(
+        "### Cold start with stored jobs (issue 17)\n\n\
+         A branch with N stored jobs (generated through the storage crate) and its enrolled \
+         devices starting up: time from spawn to `/healthz` (ready) and to `GET \
+         /api/approvals` answering (the desk's queue), RSS once ready and once settled, the \
+         first device's fetch of its assignment index and jobs, and its reconnect. `first`: \
+         the first start on the generated data; `second`: the next start.\n\n\
+         | stored jobs | devices | binary | start | ready ms | approvals ms | RSS ready MiB | \
+         RSS settled MiB | first fetch ms | reconnect ms |\n\
+         |---:|---:|---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for run in runs {
+        if let Some(e) = run["error"].as_str() {
+            let _ = writeln!(out, "\nFailed: {}", short(e));
+            continue;
+        }
+        for p in run["points"].as_array().unwrap_or(&empty) {
+            for binary in ["before", "after"] {
+                for s in p[binary]["starts"].as_array().unwrap_or(&empty) {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {binary} | {} | {} | {} | {} | {} | {} | {} |",
+                        thousands(&p["stored_jobs"]),
+                        p["devices"],
+                        s["start"].as_str().unwrap_or(""),
+                        f(&s["ready_ms"], 0),
+                        f(&s["approvals_ms"], 0),
+                        mib(&s["rss_ready_kib"]),
+                        mib(&s["rss_settled_kib"]),
+                        f(&s["first_fetch_ms"], 1),
+                        f(&s["reconnect_ms"], 1),
+                    );
+                }
+            }
+        }
+    }
+    out.push('\n');
+    out
+}
+
+/// Cold start (the second start, ready and approvals) against stored jobs, per binary.
+fn cold_chart(summary: &Value) -> Option<String> {
+    let run = summary["cold"]
+        .as_array()?
+        .iter()
+        .rfind(|r| r.get("error").is_none())?;
+    let points = run["points"].as_array()?;
+    let mut series = Vec::new();
+    for binary in ["before", "after"] {
+        for (what, key) in [("ready", "ready_ms"), ("approvals", "approvals_ms")] {
+            let line: Vec<(f64, f64)> = points
+                .iter()
+                .filter_map(|p| {
+                    let s = p[binary]["starts"].as_array()?.last()?;
+                    Some((p["stored_jobs"].as_f64()?, s[key].as_f64()?))
+                })
+                .collect();
+            if !line.is_empty() {
+                series.push((format!("{binary}: {what}"), line));
+            }
+        }
+    }
+    (!series.is_empty()).then(|| {
+        svg_chart(
+            "Cold start: time to ready against stored jobs",
+            "stored jobs",
+            "ms from spawn",
+            &series,
+        )
+    })
+}
+
+/// The `idle-docs` mode's table (issue 17): memory per loaded idle document on the desk's
+/// path (created, fetched once by its device, idle).
+fn idle_docs_table(summary: &Value) -> String {
+    let empty = Vec::new();
+    let mut out = String::new();
+    let runs = summary["idle-docs"].as_array().unwrap_or(&empty);
+    if runs.is_empty() {
+        return out;
+    }
+    let mib = |v: &Value| {
+        v.as_f64()
+            .map_or("–".to_owned(), |k| format!("{:.0}", k / 1024.0))
+    };
+    out.push_str(
+        "### Memory per idle document (issue 17)\n\n\
+         Jobs created through `POST /api/jobs`, each fetched once by its device (which then \
+         disconnects), then idle; RSS from /proc once settled. KiB per document: (RSS after \
+         the fetch − RSS before the jobs) ÷ documents loaded.\n\n\
+         | binary | devices × jobs | docs loaded | RSS base MiB | after create MiB | after \
+         fetch MiB | KiB/doc after create | KiB/doc after fetch |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for run in runs {
+        if let Some(e) = run["error"].as_str() {
+            let _ = writeln!(out, "\nFailed: {}", short(e));
+            continue;
+        }
+        for binary in ["before", "after"] {
+            let r = &run[binary];
+            if r.is_null() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "| {binary} | {}×{} | {} | {} | {} | {} | {} | {} |",
+                run["devices"],
+                run["jobs_per_device"],
+                r["loaded_documents"],
+                mib(&r["rss_base_kib"]),
+                mib(&r["rss_created_kib"]),
+                mib(&r["rss_fetched_kib"]),
+                f(&r["kib_per_document_created"], 1),
+                f(&r["kib_per_document_fetched"], 1),
+            );
+        }
+    }
+    out.push('\n');
+    out
 }

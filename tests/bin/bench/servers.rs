@@ -114,6 +114,10 @@ pub struct Server {
     programs: Programs,
     desk_token: Option<String>,
     http: reqwest::Client,
+    /// When the process was spawned, and how long until it answered (fieldsync: `/healthz`;
+    /// the baselines: a TCP connect).
+    pub spawned: Instant,
+    pub ready_after: Duration,
 }
 
 impl Drop for Server {
@@ -172,6 +176,7 @@ impl Server {
     ) -> anyhow::Result<Server> {
         let data = dir.join(format!("{}-data", kind.name()));
         std::fs::create_dir_all(&data)?;
+        let spawned = Instant::now();
         let (child, port) = match kind {
             Kind::Fieldsync | Kind::FieldsyncUnchecked => {
                 let port = free_port()?;
@@ -217,14 +222,17 @@ impl Server {
             programs: programs.clone(),
             desk_token: None,
             http: reqwest::Client::new(),
+            spawned,
+            ready_after: Duration::ZERO,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
                 bail!("{} did not start", kind.name());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(2));
         }
+        server.ready_after = spawned.elapsed();
         if kind.is_fieldsync() {
             // fieldsync binds its port before it opens its data directory and creates its keys;
             // a CLI run in between would race it for the key files. It answers /healthz only
@@ -233,8 +241,9 @@ impl Server {
                 if Instant::now() > deadline {
                     bail!("fieldsync never answered /healthz");
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(2));
             }
+            server.ready_after = spawned.elapsed();
             // Belt and braces: the first CLI run may still find the server's files busy.
             let mut attempt = 0;
             server.desk_token = loop {
@@ -249,6 +258,29 @@ impl Server {
             };
         }
         Ok(server)
+    }
+
+    /// A token for an enrolled device (fieldsync's CLI).
+    pub fn device_token(&self, device: &str) -> anyhow::Result<String> {
+        self.cli(&["device", "token", "--device", device, "--ttl", "4h"])
+    }
+
+    /// Milliseconds from the spawn until fieldsync's `GET /api/approvals` answers 200 (the
+    /// desk's queue is there; it answers 503 `approvals_loading` before).
+    pub async fn until_approvals(&self, limit: Duration) -> anyhow::Result<f64> {
+        let token = self.desk_token.clone().context("desk token")?;
+        let url = format!("http://127.0.0.1:{}/api/approvals", self.port);
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.http.get(&url).bearer_auth(&token).send().await;
+            if r.as_ref().is_ok_and(|r| r.status().is_success()) {
+                return Ok(self.spawned.elapsed().as_secs_f64() * 1000.0);
+            }
+            if Instant::now() > deadline {
+                bail!("GET /api/approvals never answered 200: {r:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub fn ws_url(&self) -> String {

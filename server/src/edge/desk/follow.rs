@@ -17,9 +17,9 @@
 //!   through `dispatch::on_report_signed`): off every due list.
 //!
 //! A job is read only while its report is not signed (after that the signer has recorded
-//! everything). The worker looks once at every such job when it starts and after its feed
-//! lagged, so a change stored while it was not listening is still taken (at that later
-//! receipt time).
+//! everything). When it starts, and after its feed lagged, the worker looks at every job
+//! changed after its watermark (`sync::progress`; not every stored job: issue 17), so a
+//! change stored while it was not listening is still taken (at that later receipt time).
 
 use std::sync::Arc;
 
@@ -28,8 +28,6 @@ use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::Job;
 use fieldsync_shared::job::doc::read_job;
 use fieldsync_shared::time::Timestamp;
-use fieldsync_storage::RecordFilter;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::dispatch::JobDesk;
 use super::intake::{Arrival, ArrivalSource, RefusedArrival, Reply, ServiceRequest};
@@ -37,51 +35,46 @@ use super::records;
 use crate::edge::Edge;
 use crate::http::error::ApiError;
 use crate::http::wire::Instant;
+use crate::sync::hub::ApprovalsChange;
+use crate::sync::progress::{self, Follower};
 
-/// The edge worker: looks at every job not signed yet, then follows the hub's durable
-/// changes until the hub stops.
+/// The edge worker: looks at every job changed since it last ran, then follows the hub's
+/// durable changes until the hub stops.
 pub async fn run(state: Arc<Edge>) {
     // Subscribed before the first look, so no change made during it is missed.
-    let mut feed = state.node.hub.subscribe_changes();
-    catch_up(&state).await;
-    loop {
-        match feed.recv().await {
-            Ok(doc) => {
-                if state.node.registry_read().job(&doc).is_none() {
-                    continue;
-                }
-                if let Err(e) = follow_job(&state, doc).await {
-                    tracing::warn!(%doc, code = e.code, error = %e.message, "desk cannot follow a job");
-                }
-            }
-            Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(
-                    missed,
-                    "desk records fell behind the jobs; reading every open job"
-                );
-                catch_up(&state).await;
-            }
-            Err(RecvError::Closed) => return,
-        }
-    }
+    let feed = state.node.hub.subscribe_approvals();
+    let store = Arc::clone(&state.node.store);
+    progress::drive(
+        &Follow(&state),
+        store,
+        state.node.metrics.clone(),
+        feed,
+        || {},
+    )
+    .await;
 }
 
-/// Follows every job the desk has a record of whose report is not signed.
-async fn catch_up(state: &Edge) {
-    let jobs = match records::list::<JobDesk>(state, RecordFilter::default()).await {
-        Ok(jobs) => jobs,
-        Err(e) => {
-            tracing::warn!(error = %e.message, "cannot list the desk's jobs");
-            return;
+/// The follower as `sync::progress` drives it.
+struct Follow<'a>(&'a Edge);
+
+impl Follower for Follow<'_> {
+    const NAME: &'static str = "desk_follow";
+
+    async fn read(&self, doc: DocumentId) -> bool {
+        if self.0.node.registry_read().job(&doc).is_none() {
+            return true;
         }
-    };
-    for job in jobs.into_iter().filter(|j| j.value.report_id.is_none()) {
-        let Ok(doc) = crate::http::parse_job_id(&job.value.job_id) else {
-            continue;
-        };
-        if let Err(e) = follow_job(state, doc).await {
-            tracing::warn!(%doc, code = e.code, error = %e.message, "desk cannot follow a job");
+        match follow_job(self.0, doc).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%doc, code = e.code, error = %e.message, "desk cannot follow a job");
+                false
+            }
         }
+    }
+
+    async fn change(&self, change: ApprovalsChange) -> bool {
+        self.read(change.doc).await
     }
 }
 
