@@ -28,8 +28,8 @@
 //! baselines when installed) and fails unless every run converged. See docs/BENCHMARKS.md.
 
 mod client;
-mod device_open;
 mod cold;
+mod device_open;
 mod idle_docs;
 mod inproc;
 mod report;

@@ -152,7 +152,7 @@ fn one_report(
     }
     // Back to the template's values where the edits left others.
     doc.set_notes(&template.notes)?;
-    doc.set_labour(template.labour.clone())?;
+    doc.set_labour(template.labour)?;
     doc.set_arrival(template.visit.arrival)?;
     let signed_at = Timestamp::from_millis(base + 90_000_000);
     let ack = sign_acknowledgement(
