@@ -214,6 +214,8 @@ mod tests {
                      VALUES ('r9', 'doc-r9', 'b', 'j', '2026-11', 'c', 'p', 's', NULL, 1, 2, '{}')",
                     [],
                 )?;
+            }
+            4 => {
                 // Two documents stored before 0005, the second changed last.
                 for (doc, key) in [
                     ("2j9knpCseyhnK8izDmLpGP5WMdZQ", [1u8; 32]),
@@ -227,8 +229,6 @@ mod tests {
                         params![doc, key],
                     )?;
                 }
-            }
-            4 => {
                 conn.execute(
                     "INSERT INTO doc_summaries (doc_id, body) VALUES (?1, ?2)",
                     params!["2j9knpCseyhnK8izDmLpGP5WMdZQ", b"summary"],

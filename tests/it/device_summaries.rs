@@ -241,11 +241,14 @@ async fn a_store_from_before_summaries_opens_and_gets_them_once() -> anyhow::Res
     let (store, jobs) = closed_device_with_jobs(&s).await?;
     let expected = reopened_lists_agree(&store).await?;
 
-    // The file as storage migration 0003 left it: no summaries table, no trigger.
+    // The file as storage migration 0003 left it: no summaries table, no trigger (and
+    // nothing of the later 0005 either).
     {
         let conn = rusqlite::Connection::open(&store)?;
         conn.execute_batch(
             "DROP TRIGGER doc_summaries_outdated; DROP TABLE doc_summaries;
+             DROP TRIGGER doc_versions_on_change; DROP TABLE doc_versions;
+             DROP TABLE doc_watermarks;
              PRAGMA user_version = 3;",
         )?;
     }
