@@ -947,10 +947,7 @@ impl Engine {
         let state_needed = !self.docs.get(&doc_id).is_some_and(|d| {
             d.status == DocStatus::Ready
                 && !message.heads.is_empty()
-                && message
-                    .heads
-                    .iter()
-                    .all(|h| d.doc.get_change_meta_by_hash(h).is_some())
+                && quiet::unknown_heads(&d.doc, &message.heads).is_some_and(|u| u.is_empty())
         });
         let scope = access.write_scope(&principal, &doc_id);
         if self.open_session(conn, doc_id, allowed, scope, state_needed)

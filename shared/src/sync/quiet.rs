@@ -11,7 +11,7 @@
 //! exchanges). Every other message goes to automerge.
 
 use automerge::sync::{self, Capability, MessageFlags, SyncDoc};
-use automerge::{Automerge, AutomergeError, ChangeHash};
+use automerge::{Automerge, AutomergeError, ChangeHash, ReadDoc};
 
 /// `doc.receive_sync_message(state, message)`, without the history walk when the message
 /// carries no changes and `state` has no unacknowledged sent hashes.
@@ -37,6 +37,9 @@ pub fn receive_without_changes(
     if !message.changes.is_empty() || !state.sent_hashes.is_empty() {
         return Err(message);
     }
+    let Some(unknown) = unknown_heads(doc, &message.heads) else {
+        return Err(message);
+    };
     let sync::Message {
         heads,
         need,
@@ -61,7 +64,7 @@ pub fn receive_without_changes(
     let known: Vec<ChangeHash> = heads
         .iter()
         .copied()
-        .filter(|h| doc.get_change_meta_by_hash(h).is_some())
+        .filter(|h| !unknown.contains(h))
         .collect();
     if known.len() == heads.len() {
         state.shared_heads.clone_from(&heads);
@@ -80,6 +83,18 @@ pub fn receive_without_changes(
     state.their_heads = Some(heads);
     state.their_need = Some(need);
     Ok(())
+}
+
+/// The heads the document does not hold, cheaply: `None` when changes wait in automerge's
+/// queue for their dependencies (then holding a hash and knowing of it differ, and only
+/// automerge can tell). Not `get_change_meta_by_hash`, which rebuilds the change from the
+/// document's operations: a cost that grows with the history.
+pub(crate) fn unknown_heads(doc: &Automerge, heads: &[ChangeHash]) -> Option<Vec<ChangeHash>> {
+    // A queued change always misses something, so no missing dependency means no queue.
+    if !doc.get_missing_deps(&[]).is_empty() {
+        return None;
+    }
+    Some(doc.get_missing_deps(heads))
 }
 
 #[cfg(test)]
