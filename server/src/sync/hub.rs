@@ -359,7 +359,9 @@ impl Worker {
                 // The position first: the document in memory holds at least every change
                 // stored up to it (changes are applied before they are written).
                 let seq = if listened {
-                    crate::sync::progress::Progress::position(&self.store, &doc)
+                    // (`sync::progress` reads positions the same way; the hub does not
+                    // depend on it, which depends on the hub's feed.)
+                    self.store.doc_seq(&doc.to_string()).ok().flatten()
                 } else {
                     None
                 };
