@@ -217,6 +217,38 @@ mod tests {
         }
     }
 
+    /// A change waiting in automerge's queue for its dependency: which heads the document
+    /// holds is then automerge's to say (`unknown_heads` declines), and the receive is
+    /// automerge's own.
+    #[test]
+    fn with_a_queued_change_the_receive_is_automerge_s() {
+        let (a, b) = pair(2, 0, 2);
+        let mut behind = a.clone();
+        // b's last change alone: its dependency (b's first) is missing, so it is queued.
+        let last = b.get_last_local_change().expect("a change");
+        behind.apply_changes([last.clone()]).expect("queued");
+        assert!(
+            !behind.get_missing_deps(&[]).is_empty(),
+            "the change is queued"
+        );
+        assert_eq!(unknown_heads(&behind, &b.get_heads()), None);
+        let message = b
+            .clone()
+            .generate_sync_message(&mut sync::State::new())
+            .expect("hello");
+        let mut quiet = message.clone();
+        quiet.changes = sync::ChunkList::from(Vec::<Vec<u8>>::new());
+        let mut state = sync::State::new();
+        assert!(receive_without_changes(&behind, &mut state, quiet.clone()).is_err());
+        assert_eq!(
+            state,
+            sync::State::new(),
+            "declined before touching the state"
+        );
+        let (expected, got) = both(&behind, &sync::State::new(), &quiet);
+        assert_eq!(expected, got);
+    }
+
     #[test]
     fn a_message_with_changes_goes_to_automerge() {
         let (a, mut b) = pair(3, 2, 0);
