@@ -2109,16 +2109,18 @@ async fn r12_desk_approvals_queue_follows_the_change_feed() -> anyhow::Result<()
     Ok(())
 }
 
-/// After a restart the queue is rebuilt from the stored jobs before the first listing
-/// answers, decisions included, and follows the feed again from there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r12_r18_desk_approvals_queue_is_rebuilt_after_a_restart() -> anyhow::Result<()> {
-    let desk = Desk::start().await?;
-    let devices = temp_dir()?;
-    let (job, client) = job_on_a_device(&desk, "dev-restart", &devices).await?;
-    ask(&client, job, "ext-1", ApprovalKind::Extension, None, -20).await?;
+/// The device asks for an extension (R12) and a warranty part (R18); once both are queued a
+/// manager decides the part.
+async fn two_requests_with_the_part_decided(
+    desk: &Desk,
+    client: &SyncClient,
+    job: DocumentId,
+    approved: bool,
+    note: &str,
+) -> anyhow::Result<()> {
+    ask(client, job, "ext-1", ApprovalKind::Extension, None, -20).await?;
     ask(
-        &client,
+        client,
         job,
         "part-1",
         ApprovalKind::WarrantyPart,
@@ -2135,10 +2137,21 @@ async fn r12_r18_desk_approvals_queue_is_rebuilt_after_a_restart() -> anyhow::Re
         MANAGER,
         Method::POST,
         &format!("/api/jobs/{job}/approvals/part-1/decision"),
-        Some(json!({"approved": false, "note": "not a warranty case"})),
+        Some(json!({"approved": approved, "note": note})),
         StatusCode::OK,
     )
     .await?;
+    Ok(())
+}
+
+/// After a restart the queue is rebuilt from the stored jobs before the first listing
+/// answers, decisions included, and follows the feed again from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r12_r18_desk_approvals_queue_is_rebuilt_after_a_restart() -> anyhow::Result<()> {
+    let desk = Desk::start().await?;
+    let devices = temp_dir()?;
+    let (job, client) = job_on_a_device(&desk, "dev-restart", &devices).await?;
+    two_requests_with_the_part_decided(&desk, &client, job, false, "not a warranty case").await?;
     drop(client);
 
     let desk = desk.restart().await?;
@@ -2231,29 +2244,7 @@ async fn r12_r18_r31_a_restart_reads_no_unchanged_job_and_the_queue_answers_the_
     for _ in 0..4 {
         desk.server.create_job("tech-li").await?;
     }
-    ask(&client, job, "ext-1", ApprovalKind::Extension, None, -20).await?;
-    ask(
-        &client,
-        job,
-        "part-1",
-        ApprovalKind::WarrantyPart,
-        Some(Money(40_000)),
-        -10,
-    )
-    .await?;
-    eventually(SETTLE, "both requests reach the queue", || async {
-        let (_, body) = desk.get(ANALYST, "/api/approvals").await.ok()?;
-        (approval_states(&body).len() == 2).then_some(())
-    })
-    .await?;
-    desk.expect(
-        MANAGER,
-        Method::POST,
-        &format!("/api/jobs/{job}/approvals/part-1/decision"),
-        Some(json!({"approved": true, "note": "warranty case"})),
-        StatusCode::OK,
-    )
-    .await?;
+    two_requests_with_the_part_decided(&desk, &client, job, true, "warranty case").await?;
     drop(client);
     let before = desk.get(ANALYST, "/api/approvals").await?.1;
     until_workers_caught_up(&desk.server).await?;
