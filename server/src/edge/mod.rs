@@ -18,6 +18,7 @@ pub mod enrollment;
 pub mod forms;
 pub mod handoff;
 pub mod jobs;
+pub mod pwa;
 pub mod resolve;
 pub mod signer;
 pub mod stock_forms;
@@ -194,6 +195,8 @@ impl Edge {
             .merge(devices::router().with_state(Arc::clone(self)))
             .merge(technicians::router().with_state(Arc::clone(self)))
             .merge(catalogue::router().with_state(Arc::clone(self)))
+            // The technician's app (issue 20): static files, no state.
+            .merge(pwa::router())
     }
 
     /// Starts the edge's workers: the report signer, the approvals mirror, the desk's
