@@ -1,7 +1,8 @@
-// What the console's browser scripts share: their command line (--base, --screenshots,
-// --chromium and the script's own options), Debian's chromium launched headless with
-// JavaScript disabled in the page (the console serves none) on a tablet held sideways, in a
-// fresh profile that `close` removes, and `expect`.
+// What the browser scripts share: their command line (--base, --screenshots, --chromium and
+// the script's own options), Debian's chromium launched headless in a fresh profile that
+// `close` removes, and `expect`. By default JavaScript is disabled in the page (the console
+// serves none) on a tablet held sideways; `overrides` changes the context's options (the
+// technician's app: a phone, touch, JavaScript on).
 
 import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -29,7 +30,7 @@ export function commandLine(script, options, required) {
 }
 
 /// Chromium with a page open; `close()` ends it and removes its profile.
-export async function openBrowser(args) {
+export async function openBrowser(args, overrides = {}) {
   const userDataDir = mkdtempSync(join(tmpdir(), "fieldsync-chromium-"));
   mkdirSync(args.screenshots, { recursive: true });
   const context = await chromium.launchPersistentContext(userDataDir, {
@@ -45,6 +46,7 @@ export async function openBrowser(args) {
       "--disable-background-networking",
       "--disable-component-update",
     ],
+    ...overrides,
   });
   // Generous: a loaded machine can make chromium many times slower.
   context.setDefaultTimeout(120_000);

@@ -29,6 +29,7 @@ mod head_office_stats;
 mod js_interop;
 mod operations;
 mod protocol;
+mod pwa_browser;
 mod readme_setup;
 mod registry;
 mod report_format;

@@ -1,0 +1,208 @@
+//! The technician's app in a real browser (issue 20): the real `fieldsync serve`, a manager
+//! added with the CLI, a job for `tech-1` created through the API and an enrollment code for
+//! that technician issued through the API, then `tests/e2e/app.mjs` drives Debian's chromium
+//! as a phone (390×844, touch, JavaScript on): `/app` opens the enrollment form, an unknown
+//! code is refused, the desk's code enrolls the device with a WebCrypto Ed25519 key kept in
+//! IndexedDB, the job is listed with its state in words and synced, offline
+//! (`context.setOffline(true)`) a reload opens the app from its service worker and lists the
+//! job from IndexedDB, and the visit recorded offline (arrival, fault cause, check-out) reaches
+//! the server once online, in the job as the SDK would have written it.
+//!
+//! Besides the browser, every file of the app is fetched from the real server with its content
+//! type, and the device the browser enrolled is in the server's records for `tech-1`.
+//!
+//! Prerequisites as for `console_browser` (Node 20+, `npm ci --prefix tests/e2e`, chromium).
+//! `FIELDSYNC_WRITE_SCREENSHOTS=1` writes the screenshots to `docs/app/` (the README's).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use fieldsync_tests::{ServerProcess, cli, cli_with_stdin, sample_job_body, temp_dir};
+use serde_json::{Value, json};
+
+use crate::console_browser::{chromium, e2e_dir, run_e2e};
+
+/// Where the run's screenshots go: `docs/app/` with `FIELDSYNC_WRITE_SCREENSHOTS` set.
+fn screenshot_dir(scratch: &Path) -> PathBuf {
+    if std::env::var_os("FIELDSYNC_WRITE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/app")
+    } else {
+        scratch.join("screenshots")
+    }
+}
+
+#[tokio::test]
+async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> anyhow::Result<()> {
+    chromium()?;
+    let installed = e2e_dir().join("node_modules").join("playwright-core");
+    ensure!(
+        installed.exists(),
+        "{} is missing: run `npm ci --prefix tests/e2e` (or scripts/test, which does it)",
+        installed.display()
+    );
+    let dir = temp_dir()?;
+    let data = dir.path().join("edge");
+    let server = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || ServerProcess::start_with(&data, &[], &[])
+    })
+    .await??;
+    let manager_token = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || {
+            cli_with_stdin(
+                &data,
+                &["user", "add", "--name", "wang", "--role", "manager"],
+                "wang-app-password\n",
+            )?;
+            cli(&data, &["desk", "token", "--user", "wang", "--ttl", "15m"])
+        }
+    })
+    .await??;
+
+    let http = reqwest::Client::new();
+    // Every file of the app, from the real server, with its type.
+    for (path, content_type) in [
+        ("/app/", "text/html; charset=utf-8"),
+        ("/app/index.html", "text/html; charset=utf-8"),
+        ("/app/app.js", "text/javascript; charset=utf-8"),
+        ("/app/sw.js", "text/javascript; charset=utf-8"),
+        ("/app/app.css", "text/css; charset=utf-8"),
+        ("/app/manifest.webmanifest", "application/manifest+json"),
+        ("/app/automerge.wasm", "application/wasm"),
+        ("/app/icon-192.png", "image/png"),
+    ] {
+        let answer = http.get(server.http_url(path)).send().await?;
+        ensure!(answer.status().is_success(), "{path}: {}", answer.status());
+        ensure!(
+            answer.headers()["content-type"] == content_type,
+            "{path}: {:?}",
+            answer.headers()["content-type"]
+        );
+    }
+    let missing = http.get(server.http_url("/app/nothing.js")).send().await?;
+    ensure!(
+        missing.status() == reqwest::StatusCode::NOT_FOUND,
+        "{}",
+        missing.status()
+    );
+
+    let mut body = sample_job_body("tech-1");
+    body["customer"]["name"] = json!("华东机械厂");
+    let answer = http
+        .post(server.http_url("/api/jobs"))
+        .bearer_auth(&manager_token)
+        .json(&body)
+        .send()
+        .await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "create job: {}",
+        answer.text().await?
+    );
+    let created: Value = answer.json().await?;
+    // The document id, as automerge-repo's handle names it (`documentId`).
+    let job = created["job_id"].as_str().context("job_id")?.to_owned();
+
+    let answer = http
+        .post(server.http_url("/api/enrollment-codes"))
+        .bearer_auth(&manager_token)
+        .json(&json!({"technician": "tech-1"}))
+        .send()
+        .await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "enrollment code: {}",
+        answer.text().await?
+    );
+    let code: Value = answer.json().await?;
+    let code = code["code"].as_str().context("code")?.to_owned();
+
+    let shots = screenshot_dir(dir.path());
+    let started = Instant::now();
+    let base = server.http_url("");
+    let args = [
+        "--base",
+        base.as_str(),
+        "--code",
+        &code,
+        "--job",
+        &job,
+        "--customer",
+        "华东机械厂",
+        "--fault-cause",
+        "压缩机过热保护频繁动作",
+        "--check-out-note",
+        "已更换温控器，运行正常",
+    ];
+    let summary = run_e2e("app.mjs", &args, &shots, || {
+        format!("server log:\n{}", server.log())
+    })
+    .await?;
+    assert_eq!(
+        summary["steps"].as_array().map(Vec::len),
+        Some(9),
+        "{summary}"
+    );
+    for shot in [
+        "enroll.png",
+        "jobs.png",
+        "offline.png",
+        "jobs-en.png",
+        "job-offline.png",
+        "job.png",
+    ] {
+        let size = std::fs::metadata(shots.join(shot))?.len();
+        assert!(size > 10_000, "{shot}: {size} bytes");
+    }
+    eprintln!(
+        "app e2e: {} ms in the browser ({} ms with node's start); offline reload to the job \
+         list: {} ms",
+        summary["ms"],
+        started.elapsed().as_millis(),
+        summary["timings"]["offline_reload_to_job_list_ms"]
+    );
+
+    // The visit the app recorded offline is in the server's copy of the job, written as the
+    // SDK writes it (the desk's reader reads it strictly: R2 arrival, R7 cause, R11 check-out).
+    let answer = http
+        .get(server.http_url(&format!("/api/jobs/{job}")))
+        .bearer_auth(&manager_token)
+        .send()
+        .await?;
+    ensure!(answer.status().is_success(), "get job: {}", answer.status());
+    let stored: Value = answer.json().await?;
+    let visit = &stored["job"]["visit"];
+    ensure!(visit["arrival"].is_number(), "arrival: {stored}");
+    ensure!(
+        stored["job"]["diagnosis"]["fault_cause"] == "压缩机过热保护频繁动作",
+        "fault cause: {stored}"
+    );
+    ensure!(
+        visit["check_out"]["note"] == "已更换温控器，运行正常"
+            && visit["check_out"]["by"] == "tech-1",
+        "check-out: {stored}"
+    );
+
+    // The browser's device is enrolled for tech-1 (the server says so), and the code is spent.
+    let log = server.log();
+    ensure!(
+        log.lines()
+            .any(|l| l.contains("device enrolled by code") && l.contains("tech-1")),
+        "no enrollment in the server's log:\n{log}"
+    );
+    let again = http
+        .post(server.http_url("/api/enroll"))
+        .json(&json!({"code": code, "public_key": "11".repeat(32)}))
+        .send()
+        .await?;
+    ensure!(
+        again.status() == reqwest::StatusCode::FORBIDDEN,
+        "the code enrolled a second device: {}",
+        again.status()
+    );
+    let refusal: Value = again.json().await?;
+    ensure!(refusal["code"] == "enrollment_code_used", "{refusal}");
+    Ok(())
+}
