@@ -47,7 +47,11 @@ pub struct Limits {
     /// overflowed tokio's default of 128 (issue 17): each overflow costs a device a SYN
     /// retransmit, a second or more.
     pub accept_backlog: u32,
-    /// Most documents held in memory at once.
+    /// Most documents held in memory at once. The default, 20,000, keeps the documents within
+    /// 2 GiB at up to ~100 KiB each: (2,048 − ~50 MiB for the process) / 20,000 ≈ 102 KiB.
+    /// Measured (issue 17, docs/BENCHMARKS.md "Memory per idle document"): 24.6 KiB of RSS per
+    /// job created at the desk, fetched by its device and idle (about 490 MiB at the limit);
+    /// the margin is for bigger jobs (long histories), whose size was not measured yet.
     pub max_loaded_documents: usize,
     /// A document no peer has used for this long is evicted from memory.
     #[serde(with = "secs")]
@@ -94,7 +98,7 @@ impl Default for Limits {
             max_frame_bytes: 16 * 1024 * 1024,
             max_connections: 20_000,
             accept_backlog: 1024,
-            max_loaded_documents: 50_000,
+            max_loaded_documents: 20_000,
             document_idle: Duration::from_secs(300),
             ping_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),

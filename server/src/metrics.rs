@@ -72,6 +72,11 @@ pub struct SyncMetrics {
     /// taken in yet, as of its last checkpoint.
     worker_read_at_start: Family<Worker, Gauge>,
     worker_behind: Family<Worker, Gauge>,
+    /// Bytes the process holds from the allocator, as of the last time the hub gave free
+    /// memory back (issue 17): beside the RSS, what is live and what the allocator kept.
+    pub heap_in_use: Gauge,
+    /// Times the hub gave the allocator's free memory back to the system.
+    pub memory_released: Counter,
 }
 
 /// The label of the `fieldsync_worker_*` gauges.
@@ -95,6 +100,8 @@ impl Default for SyncMetrics {
             refusals: Family::default(),
             worker_read_at_start: Family::default(),
             worker_behind: Family::default(),
+            heap_in_use: Gauge::default(),
+            memory_released: Counter::default(),
         }
     }
 }
@@ -162,6 +169,16 @@ impl SyncMetrics {
             "worker_behind",
             "Documents changed that a worker had not taken in at its last checkpoint.",
             m.worker_behind.clone(),
+        );
+        registry.register(
+            "heap_in_use_bytes",
+            "Bytes held from the allocator when the hub last gave free memory back.",
+            m.heap_in_use.clone(),
+        );
+        registry.register(
+            "memory_released",
+            "Times the hub gave the allocator's free memory back to the system.",
+            m.memory_released.clone(),
         );
         m
     }

@@ -277,3 +277,83 @@ async fn edits_made_offline_reach_the_server_when_the_device_reconnects() -> any
     server.stop().await?;
     Ok(())
 }
+
+/// Issue 17 (memory per idle document): once its devices are gone, a job is evicted from the
+/// server's memory and the hub gives the freed memory back to the system on a quiet tick.
+/// Neither loses anything: the job loads again from storage, takes a device's edit, and a
+/// device that never held it receives every change, the edit made before the eviction too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_job_whose_memory_was_given_back_still_syncs() -> anyhow::Result<()> {
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_with(data.path(), |config| {
+        config.limits.document_idle = Duration::ZERO;
+    })
+    .await?;
+    let a = server.enroll("tech-wang", "dev-a")?;
+    let b = server.enroll("tech-wang", "dev-b")?;
+    let created = server.create_job("tech-wang").await?;
+
+    let client_a = server.connect_device(&a, devices.path()).await?;
+    client_a.subscribe(created.job);
+    assert!(
+        client_a
+            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
+            .await,
+        "device A receives the job"
+    );
+    client_a
+        .edit(created.job, set_fault_cause("Worn start capacitor"))
+        .await?;
+    eventually(SETTLE, "the server stores device A's edit", || async {
+        let stored = server.stored_doc(created.job).ok()?;
+        (fault_cause(&stored).as_deref() == Some("Worn start capacitor")).then_some(())
+    })
+    .await?;
+    client_a.close();
+
+    let metrics = &server.state.metrics;
+    eventually(
+        SETTLE,
+        "the server has evicted every document and given free memory back",
+        || async {
+            (metrics.loaded_documents.get() == 0 && metrics.memory_released.get() > 0).then_some(())
+        },
+    )
+    .await?;
+    assert!(
+        metrics.heap_in_use.get() > 0,
+        "the heap in use is reported when memory is given back"
+    );
+
+    let client_b = server.connect_device(&b, devices.path()).await?;
+    client_b.subscribe(created.job);
+    assert!(
+        client_b
+            .wait_for(created.job, SETTLE, |d| fault_cause(d).as_deref()
+                == Some("Worn start capacitor"))
+            .await,
+        "a device that never held the job receives the edit made before the eviction"
+    );
+    client_b
+        .edit(created.job, append_notes("after the eviction"))
+        .await?;
+    let stored = eventually(
+        SETTLE,
+        "the server stores an edit of the reloaded job",
+        || async {
+            let stored = server.stored_doc(created.job).ok()?;
+            notes(&stored)
+                .is_some_and(|n| n.contains("after the eviction"))
+                .then_some(stored)
+        },
+    )
+    .await?;
+    assert_eq!(
+        fault_cause(&stored).as_deref(),
+        Some("Worn start capacitor")
+    );
+    client_b.close();
+    server.stop().await?;
+    Ok(())
+}

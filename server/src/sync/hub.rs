@@ -7,6 +7,7 @@
 //! async runtime that moves bytes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -72,6 +73,10 @@ pub struct ApprovalsChange {
 }
 const TICK: Duration = Duration::from_secs(1);
 
+/// The longest the hub lets free memory sit in the allocator while it is never quiet for a
+/// whole tick (see [`Release`]).
+const RELEASE_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
+
 /// A handle to the hub thread.
 #[derive(Clone, Debug)]
 pub struct Hub {
@@ -125,6 +130,7 @@ impl Hub {
             approvals,
             delivered,
             started: Instant::now(),
+            release: Release::new(),
         };
         std::thread::Builder::new()
             .name("fieldsync-hub".into())
@@ -203,6 +209,51 @@ struct Worker {
     approvals: broadcast::Sender<ApprovalsChange>,
     delivered: broadcast::Sender<(DocumentId, Vec<ChangeHash>)>,
     started: Instant,
+    release: Release,
+}
+
+/// When the hub gives the allocator's free memory back to the system (issue 17).
+///
+/// glibc keeps what the process frees (see `fieldsync_malloc`): after a burst of loads and
+/// syncs, about two thirds of the server's memory was free memory it kept. The hub asks for
+/// it back after activity, on the first tick with no input during the tick before it (a
+/// burst is over), or, on a server never quiet that long, at most once a minute; never
+/// while nothing happened since the last time. The call runs on the blocking pool, one at a
+/// time, so the hub's thread never waits for it.
+#[derive(Debug)]
+struct Release {
+    /// Inputs since the last tick.
+    input_since_tick: bool,
+    /// Something happened (inputs, evictions) since memory was last given back.
+    pending: bool,
+    last: Instant,
+    running: Arc<AtomicBool>,
+}
+
+impl Release {
+    fn new() -> Self {
+        Self {
+            input_since_tick: false,
+            pending: false,
+            last: Instant::now(),
+            running: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether to give memory back at this tick.
+    fn due(&mut self, evicted: bool) -> bool {
+        let quiet = !self.input_since_tick;
+        self.pending |= self.input_since_tick || evicted;
+        self.input_since_tick = false;
+        let due = self.pending
+            && (quiet || self.last.elapsed() >= RELEASE_AT_LEAST_EVERY)
+            && !self.running.swap(true, Ordering::AcqRel);
+        if due {
+            self.pending = false;
+            self.last = Instant::now();
+        }
+        due
+    }
 }
 
 impl Worker {
@@ -225,12 +276,36 @@ impl Worker {
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
+                let evicted = self.engine.stats().docs_evicted_total;
                 self.feed(Input::Tick, None);
+                if self
+                    .release
+                    .due(self.engine.stats().docs_evicted_total != evicted)
+                {
+                    self.release_free_memory();
+                }
             }
         }
     }
 
+    /// Gives the allocator's free memory back on the blocking pool (see [`Release`]).
+    fn release_free_memory(&self) {
+        let running = Arc::clone(&self.release.running);
+        let metrics = self.metrics.clone();
+        self.runtime.spawn_blocking(move || {
+            fieldsync_malloc::release_free_memory();
+            if let Some(bytes) = fieldsync_malloc::in_use_bytes() {
+                metrics
+                    .heap_in_use
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            metrics.memory_released.inc();
+            running.store(false, Ordering::Release);
+        });
+    }
+
     fn on_input(&mut self, input: HubInput) {
+        self.release.input_since_tick = true;
         match input {
             HubInput::Open {
                 conn,

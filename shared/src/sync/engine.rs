@@ -99,7 +99,8 @@ impl EngineConfig {
             wire_limits: protocol::Limits::default(),
             sync_limits: SyncLimits::default(),
             document_idle_ms: 300_000,
-            max_loaded_documents: 50_000,
+            // The server's default (`limits.max_loaded_documents`, issue 17: within 2 GiB).
+            max_loaded_documents: 20_000,
             compact_after_chunks: 64,
             load: LoadStrategy::Concatenated,
             accept_new_documents: false,
@@ -446,7 +447,10 @@ pub struct Engine {
     config: EngineConfig,
     now: i64,
     peers: HashMap<ConnId, Peer>,
-    docs: HashMap<DocumentId, DocState>,
+    /// Boxed: a `DocState` holds an `Automerge` inline (about 3.6 KiB), and a hash map keeps
+    /// spare slots (up to half of them empty after it grows), so inline states cost a few KiB
+    /// per loaded document in empty slots alone (issue 17: memory per idle document).
+    docs: HashMap<DocumentId, Box<DocState>>,
     /// Documents without sessions, by when they became idle: eviction pops from the front.
     idle: BTreeSet<(i64, DocumentId)>,
     /// Which document each in-flight write belongs to.
@@ -1058,7 +1062,7 @@ impl Engine {
         }
         self.docs.insert(
             doc_id,
-            DocState {
+            Box::new(DocState {
                 status: DocStatus::Loading,
                 doc: Automerge::new(),
                 sessions: BTreeSet::new(),
@@ -1069,7 +1073,7 @@ impl Engine {
                 idle_since: None,
                 waiting_edits: Vec::new(),
                 edits_in_flight: Vec::new(),
-            },
+            }),
         );
         self.out.push(Effect::LoadDoc { doc: doc_id });
         true
@@ -1266,7 +1270,7 @@ impl Engine {
                             // Re-insert as a fresh, ready document and create it.
                             self.docs.insert(
                                 doc_id,
-                                DocState {
+                                Box::new(DocState {
                                     status: DocStatus::Ready,
                                     doc: Automerge::new(),
                                     sessions: BTreeSet::new(),
@@ -1277,7 +1281,7 @@ impl Engine {
                                     idle_since: Some(self.now),
                                     waiting_edits: Vec::new(),
                                     edits_in_flight: Vec::new(),
-                                },
+                                }),
                             );
                             self.idle.insert((self.now, doc_id));
                             self.apply_edit(doc_id, LocalEdit::Create(doc), token);

@@ -63,6 +63,8 @@ async fn one(
     tokio::time::sleep(settle(Duration::from_secs(3))).await;
     let rss_fetched = server.settled_rss_kib().await?;
     let loaded = server.metric("fieldsync_loaded_documents").await;
+    // As of the hub's last release of free memory (absent from builds before it).
+    let heap = server.metric("fieldsync_heap_in_use_bytes").await;
     let peak = server.peak_rss_kib()?;
     let n = loaded.unwrap_or((devices * jobs) as f64).max(1.0);
     let per_created = rss_created.saturating_sub(rss_base) as f64 / n;
@@ -70,10 +72,14 @@ async fn one(
     progress(&format!(
         "idle-docs {label}: every device fetched its jobs: RSS {} MiB (peak {} MiB), {} \
          documents loaded; {per_created:.1} KiB/doc after create, {per_fetched:.1} KiB/doc \
-         after the fetch",
+         after the fetch; heap in use {}",
         rss_fetched / 1024,
         peak / 1024,
-        n
+        n,
+        heap.map_or("not reported".to_owned(), |h| format!(
+            "{} MiB",
+            h as u64 >> 20
+        ))
     ));
     Ok(json!({
         "rss_base_kib": rss_base,
@@ -84,5 +90,6 @@ async fn one(
         "loaded_documents": loaded,
         "kib_per_document_created": per_created,
         "kib_per_document_fetched": per_fetched,
+        "heap_in_use_bytes": heap,
     }))
 }

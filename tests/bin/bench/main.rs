@@ -982,7 +982,13 @@ async fn history(
             progress(&format!(
                 "{name} history {length}: reconnect with {jobs} unchanged jobs {median:.1} ms"
             ));
-            anyhow::Ok(json!({"history": length, "reconnect_ms": median, "samples_ms": times}))
+            // Memory with the history loaded and the device gone (issue 17: the loaded-
+            // document limit's worst case is a big job after a busy session).
+            let memory = idle_memory(&server).await;
+            anyhow::Ok(
+                json!({"history": length, "reconnect_ms": median, "samples_ms": times,
+                "memory": memory}),
+            )
         }
         .await;
         match point {
@@ -1000,6 +1006,26 @@ async fn history(
         bail!("{name} history: {e}");
     }
     Ok(json!({"jobs": jobs, "points": points}))
+}
+
+/// fieldsync's memory once idle (issue 17): RSS, the heap in use as of the hub's last
+/// release of free memory, and the documents loaded; null for the baselines.
+async fn idle_memory(server: &Server) -> Value {
+    if !server.kind.is_fieldsync() {
+        return Value::Null;
+    }
+    // The hub gives free memory back on its first quiet tick (1 s).
+    tokio::time::sleep(settle(Duration::from_secs(3))).await;
+    let rss = server.settled_rss_kib().await.ok();
+    let heap = server.metric("fieldsync_heap_in_use_bytes").await;
+    let loaded = server.metric("fieldsync_loaded_documents").await;
+    progress(&format!(
+        "memory idle: RSS {} MiB, heap in use {} MiB, {} documents loaded",
+        rss.unwrap_or(0) / 1024,
+        heap.unwrap_or(0.0) as u64 / (1 << 20),
+        loaded.unwrap_or(0.0)
+    ));
+    json!({"rss_kib": rss, "heap_in_use_bytes": heap, "loaded_documents": loaded})
 }
 
 /// Median of finite values.
