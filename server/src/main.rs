@@ -164,6 +164,22 @@ enum ArchiveCommand {
         #[arg(long)]
         report: Option<String>,
     },
+    /// Verify the archived reports again (an audit, a key incident): each report's
+    /// signatures and digests against the stored content, its device attestation and the
+    /// archive's columns; with --full also the job document read at the report's heads
+    /// (REPORT-FORMAT.md §6). Changes nothing; works beside a running head office. Exit
+    /// status 1 when a report fails.
+    Audit {
+        #[command(flatten)]
+        common: Common,
+        /// Also read each report's job document at the report's heads, as at receipt (an
+        /// automerge load per report: much slower).
+        #[arg(long)]
+        full: bool,
+        /// Only the reports of this month (YYYY-MM).
+        #[arg(long)]
+        month: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -427,6 +443,51 @@ fn main() -> anyhow::Result<()> {
             let (runtime, archive) = open_archive(&config, store)?;
             let retried = runtime.block_on(archive::request_retry(&archive, &filter))?;
             print_json(&serde_json::json!({ "retried": retried }))
+        }
+        Command::Archive {
+            command:
+                ArchiveCommand::Audit {
+                    common,
+                    full,
+                    month,
+                },
+        } => {
+            let config = common.load()?;
+            let month = month
+                .map(|m| m.parse::<fieldsync_shared::time::Month>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--month: {e}"))?;
+            let dir = open_dir(&config)?;
+            let store = open_store(&dir)?;
+            refuse_edge(&dir, &store, "the archive")?;
+            let registry = Registry::load(&store)?;
+            let documents = std::sync::Arc::new(store);
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let url =
+                StorageUrl::parse(config.storage.url.as_deref()).map_err(anyhow::Error::msg)?;
+            let archive = HeadOfficeStore::open(&url, &documents)
+                .context("cannot open head office's archive")?;
+            let depth = if full {
+                archive::AuditDepth::Full
+            } else {
+                archive::AuditDepth::Stored
+            };
+            let filter = archive::Filter {
+                month,
+                ..Default::default()
+            };
+            let started = std::time::Instant::now();
+            let summary = runtime.block_on(archive::audit(
+                &archive, documents, registry, &filter, depth,
+            ))?;
+            let mut out = serde_json::to_value(&summary)?;
+            out["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+            print_json(&out)?;
+            if !summary.failed.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Stats {
             common,

@@ -37,6 +37,41 @@ pub fn to_canonical_bytes(value: &Value) -> Result<Vec<u8>, CanonicalError> {
     to_canonical_string(value).map(String::into_bytes)
 }
 
+/// The canonical JSON bytes of the object `value` and where, within them, the canonical form
+/// of its top-level member `member` lies (`None` when `value` is not an object or has no such
+/// member). JCS is compositional, so those bytes are exactly `to_canonical_bytes(&value[member])`:
+/// a verifier that needs both (a report's body for its signature, the body's content for its
+/// digest) canonicalises once.
+pub fn to_canonical_bytes_marking(
+    value: &Value,
+    member: &str,
+) -> Result<(Vec<u8>, Option<std::ops::Range<usize>>), CanonicalError> {
+    let mut out = String::new();
+    let mut range = None;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(&mut out, key);
+                out.push(':');
+                let start = out.len();
+                write_value(&mut out, item)?;
+                if key == member {
+                    range = Some(start..out.len());
+                }
+            }
+            out.push('}');
+        }
+        other => write_value(&mut out, other)?,
+    }
+    Ok((out.into_bytes(), range))
+}
+
 /// Serialises `value` with serde, then canonicalises it.
 pub fn canonicalize<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
     let value =
@@ -88,25 +123,47 @@ fn write_value(out: &mut String, value: &Value) -> Result<(), CanonicalError> {
 /// RFC 8785 §3.2.2.2: the escapes of `JSON.stringify`.
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{08}' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\u{0C}' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Runs of characters that need no escape are copied as slices (issue 17: a report is
+    // canonicalised several times, character by character was a good part of it). Every
+    // escaped character is ASCII, so splitting at its byte keeps the rest valid UTF-8.
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            0x0C => "\\f",
+            b'\r' => "\\r",
+            b if b < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(escape);
         }
+        plain = i + 1;
     }
+    out.push_str(&s[plain..]);
     out.push('"');
 }
 
+/// 2^53: every integer of smaller magnitude is held exactly by a double.
+const EXACT_INTEGERS: i64 = 1 << 53;
+
 fn write_number(out: &mut String, n: &Number) -> Result<(), CanonicalError> {
+    // An integer a double holds exactly prints as its decimal digits in ECMAScript (below
+    // 10^21 there is no exponent): written directly, without ryu's round trip.
+    if let Some(i) = n
+        .as_i64()
+        .filter(|i| i.unsigned_abs() <= EXACT_INTEGERS as u64)
+    {
+        let _ = write!(out, "{i}");
+        return Ok(());
+    }
     let value = if let Some(i) = n.as_i64() {
         exact_integer(i as f64, i128::from(i), n)?
     } else if let Some(u) = n.as_u64() {
@@ -406,6 +463,57 @@ mod tests {
             write_f64(&mut out, f).expect("finite");
             let back: f64 = out.parse().expect("a number");
             prop_assert_eq!(back, if f == 0.0 { 0.0 } else { f });
+        }
+
+        /// Issue 17: an integer a double holds exactly is printed from its digits, as the
+        /// double's ECMAScript text would print it.
+        #[test]
+        fn exact_integers_print_as_their_double_does(i in -(1i64 << 53)..=(1i64 << 53)) {
+            let mut fast = String::new();
+            write_number(&mut fast, &Number::from(i)).expect("exact");
+            let mut slow = String::new();
+            write_f64(&mut slow, i as f64).expect("finite");
+            prop_assert_eq!(fast, slow);
+        }
+
+        /// Issue 17: strings are copied by runs between escapes; the text is what escaping
+        /// character by character gives.
+        #[test]
+        fn strings_escape_as_character_by_character(s in "(.|[\\x00-\\x1f\"\\\\])*") {
+            let mut out = String::new();
+            write_string(&mut out, &s);
+            let mut expected = String::from('"');
+            for c in s.chars() {
+                match c {
+                    '"' => expected.push_str("\\\""),
+                    '\\' => expected.push_str("\\\\"),
+                    '\u{08}' => expected.push_str("\\b"),
+                    '\t' => expected.push_str("\\t"),
+                    '\n' => expected.push_str("\\n"),
+                    '\u{0C}' => expected.push_str("\\f"),
+                    '\r' => expected.push_str("\\r"),
+                    c if (c as u32) < 0x20 => expected.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => expected.push(c),
+                }
+            }
+            expected.push('"');
+            prop_assert_eq!(out, expected);
+        }
+
+        /// Issue 17: the member's bytes marked in an object's canonical form are the
+        /// member's own canonical form.
+        #[test]
+        fn a_marked_member_is_its_own_canonical_form(v in arb_json(), inner in arb_json()) {
+            let mut object = serde_json::Map::new();
+            object.insert("content".into(), inner.clone());
+            object.insert("other".into(), v);
+            let object = Value::Object(object);
+            let (bytes, at) = to_canonical_bytes_marking(&object, "content").expect("canonical");
+            prop_assert_eq!(&bytes, &to_canonical_bytes(&object).expect("canonical"));
+            let at = at.expect("marked");
+            prop_assert_eq!(&bytes[at], to_canonical_bytes(&inner).expect("canonical").as_slice());
+            let (_, none) = to_canonical_bytes_marking(&object, "absent").expect("canonical");
+            prop_assert!(none.is_none());
         }
 
         #[test]

@@ -77,18 +77,39 @@ pub struct PublicKey {
 }
 
 impl PublicKey {
+    /// The key of these 32 bytes. Parsed keys are kept ([`parsed_keys`]): a verifier meets
+    /// the same few branch and device keys for every report, and parsing one is a point
+    /// decompression (issue 17).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
         let arr: [u8; 32] = bytes.try_into().map_err(|_| {
             KeyError::BadKey(format!("public key has {} bytes, expected 32", bytes.len()))
         })?;
+        let cache = parsed_keys();
+        if let Some(key) = cache.lock().ok().and_then(|keys| keys.get(&arr).cloned()) {
+            return Ok(key);
+        }
         let key = VerifyingKey::from_bytes(&arr)
             .map_err(|_| KeyError::BadKey("bytes are not an ed25519 public key".into()))?;
-        Ok(Self::from(key))
+        let key = Self::from(key);
+        if let Ok(mut keys) = cache.lock() {
+            if keys.len() >= PARSED_KEYS_KEPT {
+                keys.clear();
+            }
+            keys.insert(arr, key.clone());
+        }
+        Ok(key)
     }
 
     pub fn from_hex(s: &str) -> Result<Self, KeyError> {
-        let bytes =
-            hex::decode(s.trim()).map_err(|_| KeyError::BadKey("public key is not hex".into()))?;
+        let mut bytes = [0u8; 32];
+        let s = s.trim();
+        if s.len() != 64 {
+            let decoded =
+                hex::decode(s).map_err(|_| KeyError::BadKey("public key is not hex".into()))?;
+            return Self::from_bytes(&decoded);
+        }
+        hex::decode_to_slice(s, &mut bytes)
+            .map_err(|_| KeyError::BadKey("public key is not hex".into()))?;
         Self::from_bytes(&bytes)
     }
 
@@ -147,6 +168,20 @@ impl PublicKey {
         }
         Ok(key)
     }
+}
+
+/// How many parsed public keys [`parsed_keys`] keeps before it starts again: far more than
+/// the branches and devices one verifier meets, a few hundred KiB at most.
+const PARSED_KEYS_KEPT: usize = 4096;
+
+/// The public keys parsed in this process, by their bytes. Only keys that parsed are kept, so
+/// a bad key is refused every time with the same error; a key's bytes determine it, so a kept
+/// one is exactly what parsing again would give.
+fn parsed_keys() -> &'static std::sync::Mutex<std::collections::HashMap<[u8; 32], PublicKey>> {
+    static KEYS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<[u8; 32], PublicKey>>,
+    > = std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
 }
 
 impl From<VerifyingKey> for PublicKey {
@@ -369,6 +404,34 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_parsed_key_is_the_key_and_a_bad_key_is_refused_every_time() {
+        // Issue 17: parsed keys are kept by their bytes.
+        let pair = KeyPair::from_seed(&[21; 32]);
+        let hex = pair.public().to_hex();
+        let first = PublicKey::from_hex(&hex).expect("key");
+        let again = PublicKey::from_hex(&format!(" {hex}\n")).expect("key");
+        assert_eq!(first, again);
+        assert_eq!(&first, pair.public());
+        let message = b"kept";
+        assert!(again.verify(message, &pair.sign(message)));
+        // Not a curve point (about half of all y have no x on edwards25519), not hex, not 32
+        // bytes.
+        let not_a_point = (2u8..=255)
+            .map(|b| {
+                let mut bytes = [0u8; 32];
+                bytes[0] = b;
+                bytes
+            })
+            .find(|bytes| VerifyingKey::from_bytes(bytes).is_err())
+            .expect("a y off the curve");
+        for _ in 0..2 {
+            assert!(PublicKey::from_bytes(&not_a_point).is_err());
+            assert!(PublicKey::from_hex(&"zz".repeat(32)).is_err());
+            assert!(PublicKey::from_hex("abcd").is_err());
+        }
+    }
 
     #[test]
     fn secret_key_file_round_trips_with_mode_0600() {

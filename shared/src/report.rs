@@ -67,11 +67,18 @@ pub fn acknowledged_digest(job: &Job) -> Result<Digest, ReportError> {
 /// report carries it on its own), the completion request and the report outcome (which the
 /// server writes after signing).
 pub fn report_content(job: &Job) -> Result<Value, ReportError> {
-    let mut job = job.clone();
-    job.acknowledgement = None;
-    job.completion = None;
-    job.report = None;
-    Ok(serde_json::to_value(&job).map_err(|e| CanonicalError::Serialize(e.to_string()))?)
+    // The job's JSON with those three members null, as a copy of the job with them `None`
+    // serialises (they are plain options), without copying the job first (issue 17).
+    let mut content =
+        serde_json::to_value(job).map_err(|e| CanonicalError::Serialize(e.to_string()))?;
+    if let Value::Object(members) = &mut content {
+        for member in ["acknowledgement", "completion", "report"] {
+            if let Some(value) = members.get_mut(member) {
+                *value = Value::Null;
+            }
+        }
+    }
+    Ok(content)
 }
 
 /// Normalises document heads: lowercase hex, sorted, without duplicates.
@@ -249,6 +256,20 @@ impl SignedReport {
         supersedes: Option<String>,
         branch_key: &KeyPair,
     ) -> Result<Self, ReportError> {
+        Self::sign_exported(job, heads, signed_at, supersedes, branch_key).map(|(r, _)| r)
+    }
+
+    /// [`SignedReport::sign`], with the report's canonical JSON (what
+    /// [`SignedReport::to_canonical_json`] gives) made from the body's canonical bytes the
+    /// signature was computed over, rather than by canonicalising the whole report again
+    /// (issue 17: the edge signer stores and sends exactly these bytes).
+    pub fn sign_exported(
+        job: &Job,
+        heads: impl IntoIterator<Item = String>,
+        signed_at: Timestamp,
+        supersedes: Option<String>,
+        branch_key: &KeyPair,
+    ) -> Result<(Self, Vec<u8>), ReportError> {
         let acknowledgement = job
             .acknowledgement
             .clone()
@@ -269,10 +290,16 @@ impl SignedReport {
             supersedes,
         };
         let bytes = canonical::canonicalize(&body)?;
-        Ok(Self {
-            body,
-            signature: hex::encode(branch_key.sign(&bytes).to_bytes()),
-        })
+        let signature = hex::encode(branch_key.sign(&bytes).to_bytes());
+        // JCS of `{"body", "signature"}`: the members in that order (sorted), the body as
+        // signed, the signature a hex string (nothing to escape).
+        let mut json = Vec::with_capacity(bytes.len() + signature.len() + 24);
+        json.extend_from_slice(b"{\"body\":");
+        json.extend_from_slice(&bytes);
+        json.extend_from_slice(b",\"signature\":\"");
+        json.extend_from_slice(signature.as_bytes());
+        json.extend_from_slice(b"\"}");
+        Ok((Self { body, signature }, json))
     }
 
     /// The report as canonical JSON bytes (the export format).
@@ -282,7 +309,7 @@ impl SignedReport {
 
     /// The job as reported: content with the acknowledgement put back.
     pub fn job(&self) -> Result<Job, VerifyError> {
-        let mut job: Job = serde_json::from_value(self.body.content.clone())
+        let mut job = Job::deserialize(&self.body.content)
             .map_err(|e| VerifyError::Malformed(format!("content is not a job: {e}")))?;
         job.acknowledgement = Some(self.body.acknowledgement.clone());
         Ok(job)
@@ -463,9 +490,12 @@ impl TrustStore {
         self.verify_value(&value)
     }
 
-    fn verify_value(&self, value: &Value) -> Result<VerifiedReport, VerifyError> {
-        let report: SignedReport = serde_json::from_value(value.clone())
-            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    /// Verifies a report already parsed from its JSON (what [`TrustStore::verify_json`] does
+    /// once the bytes are parsed).
+    pub fn verify_value(&self, value: &Value) -> Result<VerifiedReport, VerifyError> {
+        // Read from the value in place (issue 17: not a copy of the whole tree first).
+        let report =
+            SignedReport::deserialize(value).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let body = &report.body;
         if body.format != REPORT_FORMAT {
             return Err(VerifyError::Malformed(format!(
@@ -491,7 +521,9 @@ impl TrustStore {
         let raw_body = value
             .get("body")
             .ok_or_else(|| VerifyError::Malformed("no body".into()))?;
-        let body_bytes = canonical::to_canonical_bytes(raw_body)
+        // The body's canonical form also holds the content's (JCS is compositional): one
+        // canonicalisation serves the signature and the digest.
+        let (body_bytes, content_at) = canonical::to_canonical_bytes_marking(raw_body, "content")
             .map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let signature =
             signature_from_hex(&report.signature).ok_or(VerifyError::BadBranchSignature)?;
@@ -500,11 +532,10 @@ impl TrustStore {
         }
 
         // 2. The content against its digest, and the report id against both.
-        let computed = Digest::of(
-            &canonical::to_canonical_bytes(&body.content)
-                .map_err(|e| VerifyError::Malformed(e.to_string()))?,
-        )
-        .to_hex();
+        let content_bytes = content_at
+            .and_then(|at| body_bytes.get(at))
+            .ok_or_else(|| VerifyError::Malformed("the body has no content".into()))?;
+        let computed = Digest::of(content_bytes).to_hex();
         if computed != body.content_digest {
             return Err(VerifyError::DigestMismatch {
                 claimed: body.content_digest.clone(),
@@ -645,6 +676,44 @@ mod tests {
         let verified = w.trust.verify_json(&json).expect("verifies");
         assert_eq!(verified.job, w.job);
         assert_eq!(report.body.heads, vec!["aa".to_owned(), "bb".to_owned()]);
+    }
+
+    #[test]
+    fn the_export_made_while_signing_is_the_reports_canonical_json() {
+        // Issue 17: the signer stores the bytes `sign_exported` makes from the signed body.
+        let w = world();
+        let (report, json) = SignedReport::sign_exported(
+            &w.job,
+            HEADS.map(String::from),
+            Timestamp::from_millis(1_790_070_000_000),
+            Some("a".repeat(32)),
+            &w.branch,
+        )
+        .expect("sign");
+        assert_eq!(json, report.to_canonical_json().expect("json"));
+        w.trust.verify_json(&json).expect("verifies");
+    }
+
+    #[test]
+    fn the_report_content_is_the_job_without_its_three_later_members() {
+        // Issue 17: made without copying the job; the same value as the copy with them unset.
+        let mut job = world().job;
+        job.completion = Some(crate::job::Completion {
+            at: Timestamp::from_millis(5),
+            by: TechnicianId::new("tech-wang").expect("valid"),
+        });
+        job.report = Some(crate::job::ReportOutcome::Refused {
+            at: Timestamp::from_millis(6),
+            reasons: Vec::new(),
+        });
+        let mut copy = job.clone();
+        copy.acknowledgement = None;
+        copy.completion = None;
+        copy.report = None;
+        assert_eq!(
+            report_content(&job).expect("content"),
+            serde_json::to_value(&copy).expect("value")
+        );
     }
 
     #[test]

@@ -221,3 +221,74 @@ async fn verdicts_answer_branch_tokens_only_and_never_another_branchs_report() -
     );
     chain.stop().await
 }
+
+/// `fieldsync archive audit [--full]` against a head office's data directory: its JSON
+/// summary and whether it exited 0.
+fn audit(dir: &std::path::Path, full: bool) -> anyhow::Result<(bool, Value)> {
+    let mut command = std::process::Command::new(fieldsync_tests::fieldsync_binary()?);
+    if let Some(url) = fieldsync_tests::pg::test_database_blocking(dir)? {
+        command.env("FIELDSYNC_STORAGE_URL", url);
+    }
+    command.args(["archive", "audit", "--data-dir"]).arg(dir);
+    if full {
+        command.arg("--full");
+    }
+    let out = command
+        .env_remove("FIELDSYNC_CONFIG")
+        .env("FIELDSYNC_LOG", "warn")
+        .output()?;
+    let summary = serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow::anyhow!(
+            "audit printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok((out.status.success(), summary))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_audit_verifies_the_archive_again_from_the_stored_content_or_the_documents()
+-> anyhow::Result<()> {
+    // Issue 17: re-verifying the archive (an audit) at both depths of REPORT-FORMAT.md §6.
+    let chain = Chain::start().await?;
+    let (_job, report_id) = chain.complete_a_job(CHAIN_NOW - 60_000).await?;
+    chain.wait_verified(&report_id).await?;
+    let dir = chain.head_office.data_dir.clone();
+    for (full, depth) in [(false, "stored"), (true, "full")] {
+        let (ok, summary) = audit(&dir, full)?;
+        assert!(ok, "{summary}");
+        assert_eq!(summary["depth"], depth, "{summary}");
+        assert_eq!(
+            (summary["reports"].as_u64(), summary["verified"].as_u64()),
+            (Some(1), Some(1)),
+            "{summary}"
+        );
+        assert_eq!(summary["failed"], serde_json::json!([]), "{summary}");
+    }
+    let db = rusqlite::Connection::open(dir.join("fieldsync.sqlite"))?;
+    // The attestation kept when the report was archived is what the audit read; without it
+    // the audit reads the report document instead, and still verifies.
+    let removed = db.execute(
+        "DELETE FROM meta WHERE namespace = ?1 AND key = ?2",
+        [
+            fieldsync_server::head_office::archive::ATTESTATIONS,
+            &report_id,
+        ],
+    )?;
+    assert_eq!(removed, 1, "head office kept the report's attestation");
+    let (ok, summary) = audit(&dir, false)?;
+    assert!(ok && summary["verified"] == 1, "{summary}");
+    // An archive column changed behind head office's back: the signed report disagrees
+    // (SQLite archive: the row is in this file).
+    if fieldsync_tests::pg::test_database_blocking(&dir)?.is_none() {
+        db.execute(
+            "UPDATE ho_reports SET customer_id = 'c-9999' WHERE report_id = ?1",
+            [&report_id],
+        )?;
+        let (ok, summary) = audit(&dir, false)?;
+        assert!(!ok, "{summary}");
+        assert_eq!(summary["failed"][0]["code"], "column_mismatch", "{summary}");
+        assert_eq!(summary["failed"][0]["report_id"], report_id.as_str());
+    }
+    chain.stop().await
+}

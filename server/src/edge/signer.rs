@@ -311,14 +311,14 @@ async fn decide(
         _ => None,
     };
     let heads: Vec<String> = heads.iter().map(ChangeHash::to_string).collect();
-    let signed = SignedReport::sign(
+    // The stored bytes are the body as signed, not a second canonicalisation (issue 17).
+    let signed = SignedReport::sign_exported(
         job,
         heads.clone(),
         at,
         supersedes.clone(),
         &state.node.server_key,
-    )
-    .and_then(|r| r.to_canonical_json().map(|bytes| (r, bytes)));
+    );
     let (report, bytes) = match signed {
         Ok(found) => found,
         Err(e) => {

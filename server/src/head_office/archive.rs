@@ -27,7 +27,9 @@ use fieldsync_shared::job::doc::read_job_at;
 use fieldsync_shared::job::{Acknowledgement, BillingMode, Job, JobKind};
 use fieldsync_shared::keys::{KeyId, PublicKey};
 use fieldsync_shared::report::{SignedReport, TrustStore, VerifyError};
-use fieldsync_shared::report_doc::{ReportDoc, Verdict, VerdictStatus, report_doc_id};
+use fieldsync_shared::report_doc::{
+    DeviceAttestation, ReportDoc, Verdict, VerdictStatus, report_doc_id,
+};
 use fieldsync_shared::stats::{
     FactCharges, MonthlyStats, ReportFacts, ReportedJob, StatsError, monthly_from_facts,
 };
@@ -73,7 +75,7 @@ pub struct Rejection {
 
 impl ArchivedReport {
     /// The archive row: the entry's columns and the report's JSON.
-    fn row(&self) -> ReportRow {
+    pub fn row(&self) -> ReportRow {
         let body = &self.report["body"];
         ReportRow {
             report_id: self.report_id.clone(),
@@ -305,6 +307,20 @@ pub fn trust_from(
     branch: &BranchId,
     key_id: &KeyId,
 ) -> Result<TrustStore, VerifyError> {
+    trust_attested(registry, &doc.attestation, branch, key_id, None)
+}
+
+/// [`trust_from`] with the device attestation on its own, and `checked`: attestations already
+/// found signed by the enrolled key they name (their signature and key id, a statement's
+/// signature being unique to it with `verify_strict`), so an audit checks each device's
+/// attestation once rather than once per report (issue 17).
+pub fn trust_attested(
+    registry: &Registry,
+    attestation: &DeviceAttestation,
+    branch: &BranchId,
+    key_id: &KeyId,
+    checked: Option<&mut AttestationsChecked>,
+) -> Result<TrustStore, VerifyError> {
     let mut trust = TrustStore::new();
     let own = registry.branch_key(branch);
     match &own {
@@ -320,7 +336,7 @@ pub fn trust_from(
             }
         }
     }
-    let attested = &doc.attestation.record;
+    let attested = &attestation.record;
     if &attested.branch_id != branch {
         return Err(VerifyError::DeviceNotForBranch {
             device_id: attested.device_id.clone(),
@@ -329,14 +345,53 @@ pub fn trust_from(
         });
     }
     let key = own.ok_or_else(|| VerifyError::UnknownKey {
-        key_id: doc.attestation.key_id.clone(),
+        key_id: attestation.key_id.clone(),
     })?;
-    doc.attestation.verify(&key)?;
+    match checked {
+        Some(checked) => checked.verify(attestation, &key)?,
+        None => attestation.verify(&key)?,
+    }
     trust
         .add_device(attested.clone())
         .map_err(|e| VerifyError::Malformed(format!("attested device key: {e}")))?;
     Ok(trust)
 }
+
+/// Device attestations found genuine: the record, key id and signature of each, as checked
+/// against the enrolled key they name. Kept for one audit (or any run over many reports): a
+/// branch's devices attest thousands of reports each with the same statement.
+#[derive(Debug, Default)]
+pub struct AttestationsChecked {
+    genuine: std::collections::HashSet<(String, String)>,
+}
+
+impl AttestationsChecked {
+    /// [`DeviceAttestation::verify`], answered from the ones already found genuine when this
+    /// very attestation (record, key and signature) was; a failure is never kept.
+    fn verify(
+        &mut self,
+        attestation: &DeviceAttestation,
+        key: &PublicKey,
+    ) -> Result<(), VerifyError> {
+        let record = serde_json::to_string(&attestation.record)
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let seen = (
+            format!("{}/{}", key.to_hex(), attestation.key_id),
+            format!("{}/{record}", attestation.signature),
+        );
+        if self.genuine.contains(&seen) {
+            return Ok(());
+        }
+        attestation.verify(key)?;
+        self.genuine.insert(seen);
+        Ok(())
+    }
+}
+
+/// Meta namespace (head office's own store) of the device attestation each archived report
+/// came with, by report id, kept when it is archived: what an audit of the stored content
+/// needs beside the archive row, without loading the report document again (issue 17).
+pub const ATTESTATIONS: &str = "report_attestations";
 
 /// Verifies one report document and archives or rejects it. Returns the job to wait for when
 /// the job document does not hold the report's heads yet.
@@ -465,6 +520,18 @@ pub(crate) async fn process(
         verified_at: state.node.clock.now(),
         report: serde_json::from_slice(&report_doc.report_json).unwrap_or(Value::Null),
     };
+    // The attestation for an audit of the stored content (`audit_report`): written before
+    // the row, so an archived report of this process always has it (a failure only costs the
+    // audit a load of the report document).
+    if let Ok(attestation) = serde_json::to_vec(&report_doc.attestation)
+        && let Err(e) = state
+            .node
+            .store
+            .put_meta(ATTESTATIONS, &report_id, attestation)
+            .await
+    {
+        tracing::warn!(report = report_id, error = %e, "cannot keep the report's attestation");
+    }
     // One row, unique on the report id, and out of the aside lists in the same transaction:
     // no reader sees a report both archived and waiting, and a second process verifying the
     // same report at the same moment adds nothing.
@@ -489,6 +556,236 @@ pub fn check_against_job(
     let job = read_job_at(job_doc, heads)
         .map_err(|e| VerifyError::Malformed(format!("job document at the report's heads: {e}")))?;
     TrustStore::verify_against_document(report, &job, report.body.heads.clone())
+}
+
+// ---- auditing the archive (issue 17) --------------------------------------------------
+
+/// How far `fieldsync archive audit` re-verifies each archived report (REPORT-FORMAT.md §6,
+/// "Re-verifying the archive").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditDepth {
+    /// Against the stored content: the report as archived (§6 checks 1–13: branch signature,
+    /// content digest, report id, device signature, acknowledgement digest, the device not
+    /// revoked), the device attestation it came with signed by the branch's enrolled key, and
+    /// the archive's columns (branch, job, customer, product type, serial, supersedes, signed
+    /// at) being what the signed report says. No automerge document is loaded.
+    Stored,
+    /// `Stored`, and head office's check at receipt made again from the job document it
+    /// holds: the document holds the report's heads and, read at them, gives exactly the
+    /// reported content. A load and a historical read of the job per report.
+    Full,
+}
+
+/// Why an archived report failed an audit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    #[error("{0}")]
+    Report(#[from] VerifyError),
+    /// An archive column is not what the signed report says.
+    #[error("the archive's {column} is {archived:?}, the signed report says {signed:?}")]
+    Column {
+        column: &'static str,
+        archived: String,
+        signed: String,
+    },
+    /// A full audit without the job document (this process never received it).
+    #[error("head office holds no job document {0} to read the report's heads in")]
+    NoJobDocument(DocumentId),
+}
+
+impl AuditError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuditError::Report(e) => e.code(),
+            AuditError::Column { .. } => "column_mismatch",
+            AuditError::NoJobDocument(_) => "job_document_missing",
+        }
+    }
+}
+
+/// Re-verifies one archived report, `row` as the archive holds it, with the device
+/// `attestation` it came with, against head office's records (`registry`: the branch keys
+/// enrolled now). With `job_doc` (a full audit) the job document is read at the report's
+/// heads too; without it the check is [`AuditDepth::Stored`]'s.
+pub fn audit_report(
+    registry: &Registry,
+    row: &ReportRow,
+    attestation: &DeviceAttestation,
+    job_doc: Option<&Automerge>,
+    checked: &mut AttestationsChecked,
+) -> Result<(), AuditError> {
+    let malformed = |e: serde_json::Error| VerifyError::Malformed(format!("archived report: {e}"));
+    let value: Value = serde_json::from_str(&row.report).map_err(malformed)?;
+    let body = &value["body"];
+    let branch = BranchId::deserialize(&body["branch_id"]).map_err(malformed)?;
+    let key_id = KeyId::deserialize(&body["key_id"]).map_err(malformed)?;
+    let trust = trust_attested(registry, attestation, &branch, &key_id, Some(checked))?;
+    let verified = trust.verify_value(&value)?;
+    let signed = &verified.report.body;
+    let same = |column: &'static str, archived: &str, signed: &str| {
+        if archived == signed {
+            Ok(())
+        } else {
+            Err(AuditError::Column {
+                column,
+                archived: archived.to_owned(),
+                signed: signed.to_owned(),
+            })
+        }
+    };
+    same("report_id", &row.report_id, &signed.report_id)?;
+    same("branch_id", &row.branch_id, signed.branch_id.as_str())?;
+    same("job_id", &row.job_id, &signed.job_id.to_string())?;
+    same(
+        "customer_id",
+        &row.customer_id,
+        verified.job.customer.id.as_str(),
+    )?;
+    same(
+        "product_type",
+        &row.product_type,
+        &verified.job.product.product_type,
+    )?;
+    same("serial", &row.serial, &verified.job.product.serial)?;
+    same(
+        "supersedes",
+        row.supersedes.as_deref().unwrap_or_default(),
+        signed.supersedes.as_deref().unwrap_or_default(),
+    )?;
+    same(
+        "signed_at",
+        &row.signed_at.to_string(),
+        &signed.signed_at.as_millis().to_string(),
+    )?;
+    let Some(job_doc) = job_doc else {
+        return Ok(());
+    };
+    let heads: Vec<ChangeHash> = signed
+        .heads
+        .iter()
+        .map(|h| h.parse::<ChangeHash>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| VerifyError::Malformed("the report's heads are not change hashes".into()))?;
+    if !heads
+        .iter()
+        .all(|h| job_doc.get_change_by_hash(h).is_some())
+    {
+        return Err(VerifyError::Malformed(
+            "the job document head office holds does not hold the report's heads".into(),
+        )
+        .into());
+    }
+    check_against_job(&verified.report, job_doc, &heads)?;
+    Ok(())
+}
+
+/// One archived report an audit refused or could not check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditFinding {
+    pub report_id: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// What an audit of the archive found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditSummary {
+    pub depth: AuditDepth,
+    /// Archived reports looked at.
+    pub reports: usize,
+    /// Those that passed every check of `depth`.
+    pub verified: usize,
+    /// Those that failed one, with the first that failed.
+    pub failed: Vec<AuditFinding>,
+    /// Those this process cannot check: neither the attestation kept when it was archived
+    /// nor the report document is here (another head-office process on a shared archive
+    /// received it).
+    pub not_held: Vec<String>,
+}
+
+/// The attestation `row`'s report came with: kept when archived ([`ATTESTATIONS`]), or read
+/// from the report document head office holds; `None` if neither is here.
+fn attestation_of(
+    documents: &fieldsync_storage::Store,
+    row: &ReportRow,
+) -> Option<DeviceAttestation> {
+    if let Ok(Some(kept)) = documents.meta(ATTESTATIONS, &row.report_id)
+        && let Ok(attestation) = serde_json::from_slice(&kept)
+    {
+        return Some(attestation);
+    }
+    let chunks = documents.load_doc(&row.report_doc).ok()??;
+    let am = fieldsync_shared::stored::load(&chunks).ok()?;
+    Some(ReportDoc::from_document(&am).ok()??.attestation)
+}
+
+/// Re-verifies every archived report `filter` selects, `depth` deep, against head office's
+/// records (`registry`) and the documents and attestations in `documents` (this process's
+/// store). A report that fails is named with the first check that failed; the archive is not
+/// changed.
+pub async fn audit(
+    archive: &HeadOfficeStore,
+    documents: Arc<fieldsync_storage::Store>,
+    registry: Registry,
+    filter: &Filter,
+    depth: AuditDepth,
+) -> Result<AuditSummary, StoreError> {
+    let query = ReportQuery {
+        month: filter.month.map(|m| m.to_string()),
+        customer_id: filter.customer.clone(),
+        product_type: filter.product_type.clone(),
+        branch_id: filter.branch.clone(),
+    };
+    let rows = archive.archived_reports(query).await?;
+    tokio::task::spawn_blocking(move || {
+        let mut summary = AuditSummary {
+            depth,
+            reports: rows.len(),
+            verified: 0,
+            failed: Vec::new(),
+            not_held: Vec::new(),
+        };
+        let mut checked = AttestationsChecked::default();
+        for row in &rows {
+            let Some(attestation) = attestation_of(&documents, row) else {
+                summary.not_held.push(row.report_id.clone());
+                continue;
+            };
+            let job_doc = match depth {
+                AuditDepth::Stored => None,
+                AuditDepth::Full => Some(
+                    documents
+                        .load_doc(&row.job_id)
+                        .ok()
+                        .flatten()
+                        .and_then(|chunks| fieldsync_shared::stored::load(&chunks).ok()),
+                ),
+            };
+            let outcome = match (&job_doc, row.job_id.parse::<DocumentId>()) {
+                (Some(None), Ok(job)) => Err(AuditError::NoJobDocument(job)),
+                (Some(None), Err(e)) => Err(VerifyError::Malformed(format!("job_id: {e}")).into()),
+                (found, _) => audit_report(
+                    &registry,
+                    row,
+                    &attestation,
+                    found.as_ref().and_then(Option::as_ref),
+                    &mut checked,
+                ),
+            };
+            match outcome {
+                Ok(()) => summary.verified += 1,
+                Err(e) => summary.failed.push(AuditFinding {
+                    report_id: row.report_id.clone(),
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        summary
+    })
+    .await
+    .map_err(|e| StoreError::Join(e.to_string()))
 }
 
 pub(crate) async fn reject(
@@ -1386,5 +1683,75 @@ mod tests {
             check_against_job(&report, &other.job_doc, &w.heads),
             Err(VerifyError::Malformed(_))
         ));
+    }
+
+    /// The archive row of `w`'s report, as `process` writes it.
+    fn archived_row(w: &World) -> ReportRow {
+        let report = w.report_doc.report().expect("report");
+        ArchivedReport {
+            report_id: report.body.report_id.clone(),
+            report_doc: report_doc_id(&report.body.report_id).expect("doc id"),
+            branch_id: report.body.branch_id.clone(),
+            job_id: report.body.job_id,
+            month: Zone::utc().month_of(report.body.signed_at).expect("month"),
+            customer_id: w.job.customer.id.to_string(),
+            product_type: w.job.product.product_type.clone(),
+            signed_at: report.body.signed_at,
+            verified_at: report.body.signed_at,
+            report: serde_json::from_slice(&w.report_doc.report_json).expect("json"),
+        }
+        .row()
+    }
+
+    #[test]
+    fn an_audit_passes_a_genuine_row_at_both_depths_and_names_what_was_changed() {
+        // Issue 17: `fieldsync archive audit`.
+        let w = world();
+        let row = archived_row(&w);
+        let attestation = &w.report_doc.attestation;
+        let mut checked = AttestationsChecked::default();
+        let audit = |row: &ReportRow,
+                     attestation: &DeviceAttestation,
+                     job_doc: Option<&Automerge>,
+                     checked: &mut AttestationsChecked| {
+            audit_report(&w.registry, row, attestation, job_doc, checked)
+        };
+        audit(&row, attestation, None, &mut checked).expect("the stored content verifies");
+        audit(&row, attestation, Some(&w.job_doc), &mut checked).expect("so does the document");
+
+        // A column the archive's lists select by, changed behind head office's back.
+        let mut changed = row.clone();
+        changed.product_type = "boiler".into();
+        assert!(matches!(
+            audit(&changed, attestation, None, &mut checked),
+            Err(AuditError::Column {
+                column: "product_type",
+                ..
+            })
+        ));
+        // The stored report itself changed: its branch signature fails.
+        let mut value: Value = serde_json::from_str(&row.report).expect("json");
+        value["body"]["content"]["labour"]["minutes"] = 999.into();
+        let mut changed = row.clone();
+        changed.report = value.to_string();
+        let e = audit(&changed, attestation, None, &mut checked).expect_err("changed");
+        assert_eq!(e.code(), "bad_branch_signature", "{e}");
+
+        // Another job document than the one the report was read from: only the full audit
+        // reads it, and it is refused there.
+        let other = world();
+        let e = audit(&row, attestation, Some(&other.job_doc), &mut checked).expect_err("other");
+        assert_eq!(e.code(), "malformed_report", "{e}");
+
+        // An attestation checked once is remembered as itself only: a forged signature, or
+        // the same signature over another device key, is refused after the genuine passed.
+        let mut forged = attestation.clone();
+        forged.signature = "00".repeat(64);
+        let e = audit(&row, &forged, None, &mut checked).expect_err("forged");
+        assert_eq!(e.code(), "bad_branch_signature", "{e}");
+        let mut other_key = attestation.clone();
+        other_key.record.public_key = KeyPair::from_seed(&[11; 32]).public().to_hex();
+        let e = audit(&row, &other_key, None, &mut checked).expect_err("other key");
+        assert_eq!(e.code(), "bad_branch_signature", "{e}");
     }
 }

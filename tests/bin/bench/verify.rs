@@ -23,12 +23,19 @@
 //!   export to canonical JSON), as `report-figures` measured it.
 //! - `sign_from_store`: the signer's work from the stored job document: loaded, read, the
 //!   acknowledgement checked against the device key (R8), signed and exported.
+//! - `signed_exported`: what the edge signer does now, `SignedReport::sign_exported` (the
+//!   export made from the signed body's bytes).
+//! - `audited`, `audited_full`: `fieldsync archive audit` on each report as archived (its row
+//!   and the device attestation kept beside it; `head_office::archive::audit_report`): the
+//!   stored content only, and with the job document loaded from its bytes and read at the
+//!   report's heads (`--full`). The row is in memory: the SELECT is not timed.
 //!
 //! Main's check as it was before issue 17 runs beside the current one in the same run
 //! (`verified_before_per_sec`), and its steps are timed one by one (`phases_us`, with the
 //! alternatives tried). Every verified report must verify (the mode fails otherwise), and a tampered copy of one
 //! (a changed charge, re-signed by the branch) must be refused, so a fast path that skipped a
-//! check would fail here, not just in the tests.
+//! check would fail here, not just in the tests. The audit must refuse it too at both depths,
+//! and an archive row whose customer column was changed.
 
 use std::time::Instant;
 
@@ -379,6 +386,65 @@ fn check(path: Path, registry: &Registry, held: &Held) -> Result<String, VerifyE
     Ok(report.body.report_id)
 }
 
+/// One held report as head office archived it: its archive row and the device attestation
+/// kept beside it (what `head_office::archive::audit` reads).
+struct Archived {
+    row: fieldsync_storage::ReportRow,
+    attestation: DeviceAttestation,
+    /// The job document's stored bytes, for the full audit.
+    job_doc: Vec<u8>,
+}
+
+/// The archive rows of the held reports, as `process` writes them once they verified.
+fn archived(fx: &Fixture, held: &[Held]) -> anyhow::Result<Vec<Archived>> {
+    let zone = fieldsync_shared::zone::Zone::utc();
+    held.iter()
+        .map(|h| {
+            let am = stored::load(std::slice::from_ref(&h.report_doc))?;
+            let doc = ReportDoc::from_document(&am)?.context("report doc")?;
+            let report = doc.report()?;
+            let job = report.job()?;
+            let entry = archive::ArchivedReport {
+                report_id: report.body.report_id.clone(),
+                report_doc: h.report_doc_id,
+                branch_id: report.body.branch_id.clone(),
+                job_id: report.body.job_id,
+                month: zone.month_of(report.body.signed_at)?,
+                customer_id: job.customer.id.to_string(),
+                product_type: job.product.product_type.clone(),
+                signed_at: report.body.signed_at,
+                verified_at: report.body.signed_at,
+                report: serde_json::from_slice(&doc.report_json)?,
+            };
+            let _ = &fx.branch;
+            Ok(Archived {
+                row: entry.row(),
+                attestation: doc.attestation,
+                job_doc: h.job_doc.clone(),
+            })
+        })
+        .collect()
+}
+
+/// `fieldsync archive audit` on one archived report: the stored content only, or (`full`)
+/// with the job document loaded from its stored bytes and read at the report's heads.
+fn audit_one(
+    registry: &Registry,
+    a: &Archived,
+    full: bool,
+    checked: &mut archive::AttestationsChecked,
+) -> Result<(), archive::AuditError> {
+    let job_doc = if full {
+        Some(
+            stored::load(std::slice::from_ref(&a.job_doc))
+                .map_err(|e| VerifyError::Malformed(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    archive::audit_report(registry, &a.row, &a.attestation, job_doc.as_ref(), checked)
+}
+
 /// Items per second of `f` over every item.
 fn rate<T>(items: &[T], mut f: impl FnMut(&T) -> anyhow::Result<()>) -> anyhow::Result<f64> {
     let started = Instant::now();
@@ -502,6 +568,32 @@ pub fn run(plan: Plan) -> anyhow::Result<Value> {
         }
     }
 
+    // The audit of the archive: every archived report passes both depths; the tampered
+    // report (had it been archived) and a row whose column was changed are refused, so an
+    // audit that skipped a check would fail here.
+    let rows = archived(&fx, &fx.held)?;
+    let tampered_row = archived(&fx, std::slice::from_ref(&fx.tampered))?;
+    let mut checked = archive::AttestationsChecked::default();
+    for full in [false, true] {
+        for a in &rows {
+            audit_one(&fx.registry, a, full, &mut checked).context("the audit refused a report")?;
+        }
+        match audit_one(&fx.registry, &tampered_row[0], full, &mut checked) {
+            Err(archive::AuditError::Report(VerifyError::AcknowledgementMismatch { .. })) => {}
+            other => anyhow::bail!("the audit did not refuse the tampered report: {other:?}"),
+        }
+        let mut changed = Archived {
+            row: rows[0].row.clone(),
+            attestation: rows[0].attestation.clone(),
+            job_doc: rows[0].job_doc.clone(),
+        };
+        changed.row.customer_id.push('x');
+        match audit_one(&fx.registry, &changed, full, &mut checked) {
+            Err(archive::AuditError::Column { .. }) => {}
+            other => anyhow::bail!("the audit did not refuse a changed column: {other:?}"),
+        }
+    }
+
     let mut runs = Vec::new();
     for run in 0..plan.runs {
         let before = rate(&fx.held, |h| {
@@ -527,15 +619,42 @@ pub fn run(plan: Plan) -> anyhow::Result<Value> {
             Ok(())
         })?;
         let sign_store = rate(&fx.to_sign, |s| sign_from_store(&fx, &branch_trust, s))?;
+        // A fresh audit each run: the attestation is checked once per device, in the run.
+        let mut checked = archive::AttestationsChecked::default();
+        let audit = rate(&rows, |a| {
+            Ok(audit_one(&fx.registry, a, false, &mut checked)?)
+        })?;
+        let mut checked = archive::AttestationsChecked::default();
+        let audit_full = rate(&rows, |a| {
+            Ok(audit_one(&fx.registry, a, true, &mut checked)?)
+        })?;
+        // What the edge signer does now: the export made from the signed body's bytes.
+        let sign_exported = rate(&fx.to_sign, |s| {
+            let (r, json) = SignedReport::sign_exported(
+                &s.job,
+                s.heads.clone(),
+                s.job
+                    .completion
+                    .as_ref()
+                    .map_or(Timestamp::from_millis(0), |c| c.at),
+                None,
+                &fx.branch_key,
+            )?;
+            std::hint::black_box((r, json));
+            Ok(())
+        })?;
         progress(&format!(
-            "verify run {}: verified {verify:.0}/s (before: {before:.0}/s), signed {sign:.0}/s, signed from the store {sign_store:.0}/s",
+            "verify run {}: verified {verify:.0}/s (before: {before:.0}/s), audit of the stored content {audit:.0}/s, full audit {audit_full:.0}/s, signed {sign:.0}/s (signed and exported from the body's bytes {sign_exported:.0}/s), signed from the store {sign_store:.0}/s",
             run + 1
         ));
         runs.push(json!({
             "run": run,
             "verified_per_sec": verify,
             "verified_before_per_sec": before,
+            "audited_per_sec": audit,
+            "audited_full_per_sec": audit_full,
             "signed_per_sec": sign,
+            "signed_exported_per_sec": sign_exported,
             "signed_from_store_per_sec": sign_store,
         }));
     }
@@ -556,7 +675,10 @@ pub fn run(plan: Plan) -> anyhow::Result<Value> {
         "verified_per_sec": pick("verified_per_sec"),
         "verified_before_per_sec": pick("verified_before_per_sec"),
         "signed_per_sec": pick("signed_per_sec"),
+        "signed_exported_per_sec": pick("signed_exported_per_sec"),
         "signed_from_store_per_sec": pick("signed_from_store_per_sec"),
+        "audited_per_sec": pick("audited_per_sec"),
+        "audited_full_per_sec": pick("audited_full_per_sec"),
         "phases_us": phases,
         "per_run": runs,
     }))
