@@ -47,12 +47,16 @@ pub struct Limits {
     /// overflowed tokio's default of 128 (issue 17): each overflow costs a device a SYN
     /// retransmit, a second or more.
     pub accept_backlog: u32,
-    /// Most documents held in memory at once. The default, 20,000, keeps the documents within
-    /// 2 GiB at up to ~100 KiB each: (2,048 − ~50 MiB for the process) / 20,000 ≈ 102 KiB.
+    /// Most documents held in memory at once (each hub shard holds an even share). The
+    /// default, 20,000, keeps the documents within 2 GiB at up to ~100 KiB each: (2,048 − ~50 MiB for the process) / 20,000 ≈ 102 KiB.
     /// Measured (issue 17, docs/BENCHMARKS.md "Memory per idle document"): 24.6 KiB of RSS per
     /// job created at the desk, fetched by its device and idle (about 490 MiB at the limit);
     /// the margin is for bigger jobs (long histories), whose size was not measured yet.
     pub max_loaded_documents: usize,
+    /// Threads the sync engine is split across, each owning the documents that hash to it
+    /// (issue 17: a reconnect storm uses every core). Unset: 1, the whole engine on one
+    /// thread, until the full suite has run with more (then: one per core).
+    pub hub_shards: Option<usize>,
     /// A document no peer has used for this long is evicted from memory.
     #[serde(with = "secs")]
     pub document_idle: Duration,
@@ -77,6 +81,11 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// How many shards the hub runs: `hub_shards`, else 1.
+    pub fn hub_shards(&self) -> usize {
+        self.hub_shards.unwrap_or(1).max(1)
+    }
+
     /// The bounds the engine puts on a peer's sync messages.
     pub fn sync_limits(&self) -> fieldsync_shared::protocol::SyncLimits {
         let mut limits =
@@ -99,6 +108,7 @@ impl Default for Limits {
             max_connections: 20_000,
             accept_backlog: 1024,
             max_loaded_documents: 20_000,
+            hub_shards: None,
             document_idle: Duration::from_secs(300),
             ping_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
@@ -352,6 +362,11 @@ impl Config {
 
     /// What no server could run with, said before it starts rather than at every dial.
     fn check(&self) -> Result<(), ConfigError> {
+        if self.limits.hub_shards == Some(0) {
+            return Err(ConfigError::Invalid(
+                "limits.hub_shards must be at least 1 (unset: 1)".into(),
+            ));
+        }
         if self.limits.accept_backlog == 0 {
             return Err(ConfigError::Invalid(
                 "limits.accept_backlog must be at least 1 (default 1024)".into(),
@@ -428,6 +443,7 @@ impl Config {
                     .map_err(|e| bad(format!("expected a count: {e}")))?
             }
             "FIELDSYNC_MAX_LOADED_DOCUMENTS" => self.limits.max_loaded_documents = count(value)?,
+            "FIELDSYNC_HUB_SHARDS" => self.limits.hub_shards = Some(count(value)?),
             "FIELDSYNC_DOCUMENT_IDLE_SECS" => self.limits.document_idle = secs(value)?,
             "FIELDSYNC_PING_INTERVAL_SECS" => self.limits.ping_interval = secs(value)?,
             "FIELDSYNC_SHUTDOWN_GRACE_SECS" => self.limits.shutdown_grace = secs(value)?,
@@ -634,5 +650,23 @@ mod tests {
         let env = [("FIELDSYNC_TIMEZONE".to_owned(), "CST".to_owned())];
         let e = Config::load(None, env).expect_err("not an IANA name");
         assert!(e.to_string().contains("FIELDSYNC_TIMEZONE"), "{e}");
+    }
+
+    #[test]
+    fn the_hub_shards_default_to_one_and_come_from_the_file_or_the_environment() {
+        let c = Config::load(None, []).expect("defaults");
+        assert_eq!(c.limits.hub_shards, None);
+        assert_eq!(c.limits.hub_shards(), 1);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fieldsync.toml");
+        std::fs::write(&path, "[limits]\nhub_shards = 3\n").expect("write");
+        let c = Config::load(Some(&path), []).expect("valid");
+        assert_eq!(c.limits.hub_shards(), 3);
+        let env = [("FIELDSYNC_HUB_SHARDS".to_owned(), "1".to_owned())];
+        let c = Config::load(Some(&path), env).expect("valid");
+        assert_eq!(c.limits.hub_shards(), 1);
+        let env = [("FIELDSYNC_HUB_SHARDS".to_owned(), "0".to_owned())];
+        let e = Config::load(None, env).expect_err("no shard at all");
+        assert!(e.to_string().contains("hub_shards"), "{e}");
     }
 }

@@ -511,7 +511,8 @@ mod tests {
             let (bytes, at) = to_canonical_bytes_marking(&object, "content").expect("canonical");
             prop_assert_eq!(&bytes, &to_canonical_bytes(&object).expect("canonical"));
             let at = at.expect("marked");
-            prop_assert_eq!(&bytes[at], to_canonical_bytes(&inner).expect("canonical").as_slice());
+            let inner_bytes = to_canonical_bytes(&inner).expect("canonical");
+            prop_assert_eq!(&bytes[at], inner_bytes.as_slice());
             let (_, none) = to_canonical_bytes_marking(&object, "absent").expect("canonical");
             prop_assert!(none.is_none());
         }

@@ -357,3 +357,96 @@ async fn an_evicted_job_whose_memory_was_given_back_still_syncs() -> anyhow::Res
     server.stop().await?;
     Ok(())
 }
+
+/// Issue 17: a server whose engine is split into three shards syncs jobs spread over all of
+/// them between two devices, answers each device's handshake once (no connection-level
+/// refusal), counts the documents of every shard in its gauge, and what it stored is the
+/// same to a server with one shard after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_split_into_shards_syncs_jobs_held_by_every_shard() -> anyhow::Result<()> {
+    use std::collections::BTreeSet;
+
+    use fieldsync_shared::sync::shard_of;
+
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_with(data.path(), |c| c.limits.hub_shards = Some(3)).await?;
+    assert_eq!(server.state.hub.shards(), 3);
+    let a = server.enroll("tech-wang", "dev-a")?;
+    let b = server.enroll("tech-wang", "dev-b")?;
+    let mut jobs = Vec::new();
+    for _ in 0..24 {
+        jobs.push(server.create_job("tech-wang").await?.job);
+    }
+    let owners: BTreeSet<usize> = jobs.iter().map(|j| shard_of(j, 3)).collect();
+    assert_eq!(owners.len(), 3, "24 random ids land on every shard");
+
+    let client_a = server.connect_device(&a, devices.path()).await?;
+    let client_b = server.connect_device(&b, devices.path()).await?;
+    for job in &jobs {
+        client_a.subscribe(*job);
+        client_b.subscribe(*job);
+    }
+    for job in &jobs {
+        assert!(
+            client_a
+                .wait_for(*job, SETTLE, |d| read_job(d).is_ok())
+                .await,
+            "device A receives job {job} (shard {})",
+            shard_of(job, 3)
+        );
+        client_a
+            .edit(*job, set_fault_cause("Seized fan motor"))
+            .await?;
+    }
+    for job in &jobs {
+        assert!(
+            client_b
+                .wait_for(*job, SETTLE, |d| fault_cause(d).as_deref()
+                    == Some("Seized fan motor"))
+                .await,
+            "device B sees device A's edit of job {job} (shard {})",
+            shard_of(job, 3)
+        );
+    }
+    let loaded = server.state.metrics.loaded_documents.get();
+    assert!(
+        loaded >= 24,
+        "the gauge adds up the shards' documents: {loaded}"
+    );
+    let refusals = server.refusals().await?;
+    for reason in [
+        "not_joined",
+        "duplicate_join",
+        "peer_id_mismatch",
+        "sender_mismatch",
+    ] {
+        assert!(
+            !refusals
+                .iter()
+                .any(|l| l.contains(reason) && !l.ends_with(" 0")),
+            "{reason}: {refusals:?}"
+        );
+    }
+
+    client_a.close();
+    client_b.close();
+    server.stop().await?;
+    let server = TestServer::start_with(data.path(), |c| c.limits.hub_shards = Some(1)).await?;
+    let fresh = temp_dir()?;
+    let client_c = server.connect_device(&a, fresh.path()).await?;
+    for job in &jobs {
+        client_c.subscribe(*job);
+    }
+    for job in &jobs {
+        assert!(
+            client_c
+                .wait_for(*job, SETTLE, |d| fault_cause(d).as_deref()
+                    == Some("Seized fan motor"))
+                .await,
+            "one shard serves job {job} as three stored it"
+        );
+    }
+    server.stop().await?;
+    Ok(())
+}

@@ -1,13 +1,17 @@
-//! The hub: the thread that owns the sync engine and carries out its effects.
+//! The hub: the threads that own the sync engine and carry out its effects.
 //!
-//! Connection tasks and API handlers send it [`HubInput`]s over a channel; it feeds them to
-//! the engine one at a time and performs what comes back: frames go to the connection's
-//! outbox, loads run on the blocking pool, writes go to the store's writer thread and report
-//! back when durable. The engine runs on its own OS thread so its CPU work never stalls the
-//! async runtime that moves bytes.
+//! The engine is split into shards by document (issue 17, `fieldsync_shared::sync::shards`),
+//! one OS thread each (`fieldsync-hub`, then `fieldsync-hub-1`, …; `limits.hub_shards`,
+//! 1 unless configured). Connection tasks and API handlers send [`HubInput`]s through
+//! the [`Hub`] handle, which routes each to its shards in the caller's thread (a frame is
+//! decoded there to find its document); a shard feeds its inputs to its engine one at a time
+//! and performs what comes back: frames go to the connection's outbox (every shard holds a
+//! clone of it), loads run on the blocking pool, writes go to the store's writer thread and
+//! report back to the shard when durable. The engine runs on its own threads so its CPU work
+//! never stalls the async runtime that moves bytes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -15,10 +19,13 @@ use std::time::{Duration, Instant};
 use automerge::ChangeHash;
 use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::approvals::{ApprovalsStamp, approvals_stamp};
+use fieldsync_shared::sync::shards::shard_config;
 use fieldsync_shared::sync::{
     CloseCode, ConnId, Effect, Engine, EngineConfig, Input, LocalEdit, LocalEditError, Principal,
+    Router,
 };
 use fieldsync_storage::Store;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{broadcast, mpsc as tokio_mpsc, oneshot};
 
 use crate::metrics::{SyncMetrics, set_count};
@@ -33,7 +40,7 @@ pub enum Outbound {
 
 /// Messages to the hub.
 pub enum HubInput {
-    /// A new authenticated connection and the channel to reach it.
+    /// A new authenticated connection and the channel to reach it (every shard gets a clone).
     Open {
         conn: ConnId,
         principal: Principal,
@@ -49,6 +56,11 @@ pub enum HubInput {
         edit: LocalEdit,
         reply: oneshot::Sender<Result<Vec<ChangeHash>, LocalEditError>>,
     },
+}
+
+/// What a shard's thread receives.
+enum ToShard {
+    Input(HubInput),
     /// Stop after answering everything queued before.
     Shutdown(oneshot::Sender<()>),
 }
@@ -77,10 +89,12 @@ const TICK: Duration = Duration::from_secs(1);
 /// whole tick (see [`Release`]).
 const RELEASE_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
 
-/// A handle to the hub thread.
+/// A handle to the hub's threads.
 #[derive(Clone, Debug)]
 pub struct Hub {
-    tx: mpsc::Sender<HubInput>,
+    /// One channel per shard.
+    shards: Vec<mpsc::Sender<ToShard>>,
+    router: Router,
     doc_changed: broadcast::Sender<DocumentId>,
     approvals: broadcast::Sender<ApprovalsChange>,
     delivered: broadcast::Sender<(DocumentId, Vec<ChangeHash>)>,
@@ -92,55 +106,109 @@ impl std::fmt::Debug for HubInput {
             HubInput::Open { conn, .. } => write!(f, "Open({conn:?})"),
             HubInput::Engine(input, _) => write!(f, "Engine({input:?})"),
             HubInput::Edit { doc, .. } => write!(f, "Edit({doc})"),
-            HubInput::Shutdown(_) => f.write_str("Shutdown"),
         }
     }
 }
 
 impl Hub {
-    /// Starts the hub thread.
+    /// Starts the hub's threads: `shards` of them (at least one), each owning the documents
+    /// that hash to it, with an even share of `config.max_loaded_documents`.
     pub fn start(
         config: EngineConfig,
+        shards: usize,
         store: Arc<Store>,
         registry: Arc<RwLock<Registry>>,
         metrics: SyncMetrics,
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel();
+        let count = shards.max(1);
         let (doc_changed, _) = broadcast::channel(1024);
         let (delivered, _) = broadcast::channel(1024);
         let (approvals, _) = broadcast::channel(APPROVALS_FEED);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| mpsc::channel()).unzip();
         let hub = Hub {
-            tx: tx.clone(),
+            shards: senders.clone(),
+            router: Router::new(count, config.wire_limits.clone()),
             doc_changed: doc_changed.clone(),
             approvals: approvals.clone(),
             delivered: delivered.clone(),
         };
-        let worker = Worker {
-            engine: Engine::new(config),
-            store,
-            registry,
-            metrics,
-            runtime,
-            tx,
-            conns: HashMap::new(),
-            edits: HashMap::new(),
-            next_token: 0,
-            doc_changed,
-            approvals,
-            delivered,
-            started: Instant::now(),
-            release: Release::new(),
-        };
-        std::thread::Builder::new()
-            .name("fieldsync-hub".into())
-            .spawn(move || worker.run(rx))?;
+        let loaded: Arc<[AtomicUsize]> = (0..count).map(|_| AtomicUsize::new(0)).collect();
+        let started = Instant::now();
+        // Giving memory back is process-wide: one call at a time, whichever shard asks.
+        let releasing = Arc::new(AtomicBool::new(false));
+        for (index, rx) in receivers.into_iter().enumerate() {
+            let worker = Worker {
+                engine: Engine::new(shard_config(&config, index, count)),
+                index,
+                store: Arc::clone(&store),
+                registry: Arc::clone(&registry),
+                metrics: metrics.clone(),
+                runtime: runtime.clone(),
+                tx: senders[index].clone(),
+                shards: senders.clone(),
+                loaded: Arc::clone(&loaded),
+                conns: HashMap::new(),
+                edits: HashMap::new(),
+                next_token: 0,
+                doc_changed: doc_changed.clone(),
+                approvals: approvals.clone(),
+                delivered: delivered.clone(),
+                started,
+                release: Release::new(Arc::clone(&releasing)),
+            };
+            // Shard 0 keeps the name the hub's one thread had (profiles filter on it).
+            let name = if index == 0 {
+                "fieldsync-hub".to_owned()
+            } else {
+                format!("fieldsync-hub-{index}")
+            };
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || worker.run(rx))?;
+        }
         Ok(hub)
     }
 
-    /// Sends an input; false if the hub has stopped.
+    /// How many shards the engine is split into.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Sends an input to the shards it concerns; false if the hub has stopped.
     pub fn send(&self, input: HubInput) -> bool {
-        self.tx.send(input).is_ok()
+        match input {
+            HubInput::Open {
+                conn,
+                principal,
+                outbox,
+                dialed,
+            } => self.shards.iter().all(|shard| {
+                shard
+                    .send(ToShard::Input(HubInput::Open {
+                        conn,
+                        principal: principal.clone(),
+                        outbox: outbox.clone(),
+                        dialed,
+                    }))
+                    .is_ok()
+            }),
+            HubInput::Engine(input, arrived) => {
+                let mut sent = true;
+                for (shard, input) in self.router.route(input) {
+                    sent &= self.shards[shard]
+                        .send(ToShard::Input(HubInput::Engine(input, arrived)))
+                        .is_ok();
+                }
+                sent
+            }
+            HubInput::Edit { doc, edit, reply } => {
+                let shard = self.router.shard_of(&doc);
+                self.shards[shard]
+                    .send(ToShard::Input(HubInput::Edit { doc, edit, reply }))
+                    .is_ok()
+            }
+        }
     }
 
     pub fn engine_input(&self, input: Input) -> bool {
@@ -186,22 +254,35 @@ impl Hub {
         self.delivered.subscribe()
     }
 
-    /// Stops the hub after everything queued so far.
+    /// Stops every shard after everything queued so far.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.send(HubInput::Shutdown(tx)) {
+        let mut done = Vec::new();
+        for shard in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            if shard.send(ToShard::Shutdown(tx)).is_ok() {
+                done.push(rx);
+            }
+        }
+        for rx in done {
             let _ = rx.await;
         }
     }
 }
 
+/// One shard: its engine and what it needs to carry out the effects.
 struct Worker {
     engine: Engine,
+    index: usize,
     store: Arc<Store>,
     registry: Arc<RwLock<Registry>>,
     metrics: SyncMetrics,
     runtime: tokio::runtime::Handle,
-    tx: mpsc::Sender<HubInput>,
+    /// This shard's own channel (completions of its loads and writes come back on it).
+    tx: mpsc::Sender<ToShard>,
+    /// Every shard's channel, this one's included.
+    shards: Vec<mpsc::Sender<ToShard>>,
+    /// Documents loaded per shard: the gauge is their sum.
+    loaded: Arc<[AtomicUsize]>,
     conns: HashMap<ConnId, tokio_mpsc::Sender<Outbound>>,
     edits: HashMap<u64, oneshot::Sender<Result<Vec<ChangeHash>, LocalEditError>>>,
     next_token: u64,
@@ -231,12 +312,12 @@ struct Release {
 }
 
 impl Release {
-    fn new() -> Self {
+    fn new(running: Arc<AtomicBool>) -> Self {
         Self {
             input_since_tick: false,
             pending: false,
             last: Instant::now(),
-            running: Arc::new(AtomicBool::new(false)),
+            running,
         }
     }
 
@@ -261,16 +342,16 @@ impl Worker {
         i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
 
-    fn run(mut self, rx: mpsc::Receiver<HubInput>) {
+    fn run(mut self, rx: mpsc::Receiver<ToShard>) {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(timeout) {
-                Ok(HubInput::Shutdown(done)) => {
+                Ok(ToShard::Shutdown(done)) => {
                     let _ = done.send(());
                     return;
                 }
-                Ok(input) => self.on_input(input),
+                Ok(ToShard::Input(input)) => self.on_input(input),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -325,7 +406,14 @@ impl Worker {
                 if let Input::Disconnected { conn } = &input {
                     self.conns.remove(conn);
                 }
-                let is_frame = matches!(input, Input::Frame { .. });
+                // A frame every shard hears (the handshake) is timed by the home shard only.
+                let is_frame = match &input {
+                    Input::Frame { .. } => true,
+                    Input::Message { message, .. } => {
+                        self.index == 0 || message.document_id().is_some()
+                    }
+                    _ => false,
+                };
                 self.feed(input, is_frame.then_some(arrived));
             }
             HubInput::Edit { doc, edit, reply } => {
@@ -334,7 +422,6 @@ impl Worker {
                 self.edits.insert(token, reply);
                 self.feed(Input::Edit { doc, edit, token }, None);
             }
-            HubInput::Shutdown(_) => {}
         }
     }
 
@@ -350,10 +437,9 @@ impl Worker {
         for effect in effects {
             self.perform(effect);
         }
-        set_count(
-            &self.metrics.loaded_documents,
-            self.engine.loaded_documents(),
-        );
+        self.loaded[self.index].store(self.engine.loaded_documents(), Ordering::Relaxed);
+        let loaded = self.loaded.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+        set_count(&self.metrics.loaded_documents, loaded);
         if let Some(arrived) = arrived {
             self.metrics.observe_sync(arrived.elapsed());
         }
@@ -367,16 +453,27 @@ impl Worker {
                 };
                 self.metrics.messages_out.inc();
                 self.metrics.bytes_out.inc_by(bytes.len() as u64);
-                if outbox.try_send(Outbound::Frame(bytes)).is_err() {
-                    // The peer does not read fast enough (or is gone): drop it rather than
-                    // buffer without bound. Dropping the sender closes its task.
-                    self.metrics.refused("slow_consumer");
-                    tracing::warn!(?conn, "closing a connection whose send queue is full");
-                    self.conns.remove(&conn);
-                    let _ = self.tx.send(HubInput::Engine(
-                        Input::Disconnected { conn },
-                        Instant::now(),
-                    ));
+                match outbox.try_send(Outbound::Frame(bytes)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        // The peer does not read fast enough: drop it rather than buffer
+                        // without bound. Every shard forgets it and drops its clone of the
+                        // sender, which closes the connection's task.
+                        self.metrics.refused("slow_consumer");
+                        tracing::warn!(?conn, "closing a connection whose send queue is full");
+                        self.conns.remove(&conn);
+                        for shard in &self.shards {
+                            let _ = shard.send(ToShard::Input(HubInput::Engine(
+                                Input::Disconnected { conn },
+                                Instant::now(),
+                            )));
+                        }
+                    }
+                    Err(TrySendError::Closed(_)) => {
+                        // The connection's task has ended (another shard closed it, or the
+                        // peer went): its `Disconnected` is on its way to every shard.
+                        self.conns.remove(&conn);
+                    }
                 }
             }
             Effect::Close { conn, code, reason } => {
@@ -389,10 +486,10 @@ impl Worker {
                 let tx = self.tx.clone();
                 self.runtime.spawn_blocking(move || {
                     let chunks = store.load_doc(&doc.to_string()).map_err(|e| e.to_string());
-                    let _ = tx.send(HubInput::Engine(
+                    let _ = tx.send(ToShard::Input(HubInput::Engine(
                         Input::DocLoaded { doc, chunks },
                         Instant::now(),
-                    ));
+                    )));
                 });
             }
             Effect::LoadSyncState { doc, storage_id } => {
@@ -405,14 +502,14 @@ impl Worker {
                             tracing::warn!(%doc, error = %e, "cannot read a sync state; starting afresh");
                             None
                         });
-                    let _ = tx.send(HubInput::Engine(
+                    let _ = tx.send(ToShard::Input(HubInput::Engine(
                         Input::SyncStateLoaded {
                             doc,
                             storage_id,
                             state,
                         },
                         Instant::now(),
-                    ));
+                    )));
                 });
             }
             Effect::Write { id, op } => {
@@ -421,10 +518,10 @@ impl Worker {
                 let queued = Instant::now();
                 let done = move |result: Result<(), String>| {
                     metrics.observe_storage(queued.elapsed());
-                    let _ = tx.send(HubInput::Engine(
+                    let _ = tx.send(ToShard::Input(HubInput::Engine(
                         Input::WriteDone { id, result },
                         Instant::now(),
-                    ));
+                    )));
                 };
                 self.store.perform(op, done);
             }

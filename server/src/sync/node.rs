@@ -241,6 +241,7 @@ impl Node {
         engine.load = doc_load;
         let hub = Hub::start(
             engine,
+            config.limits.hub_shards(),
             Arc::clone(&store),
             Arc::clone(&registry),
             sync_metrics.clone(),

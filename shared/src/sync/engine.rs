@@ -23,6 +23,7 @@ use automerge::{Automerge, ChangeHash, ReadDoc};
 use super::access::{Access, AccessPolicy, Principal, WriteScope};
 use super::admit::{self, Gated, Refusal, Waiting};
 use super::quiet;
+use super::shards::Shard;
 use crate::ids::DocumentId;
 use crate::protocol::message::{
     DocUnavailableMessage, EphemeralMessage, ErrorMessage, JoinMessage, PeerId, PeerMessage,
@@ -88,6 +89,11 @@ pub struct EngineConfig {
     /// here is taken in (head office receiving a branch's documents) and announced with
     /// [`Effect::NewDocument`]. Off at the edge, where only the server creates documents.
     pub accept_new_documents: bool,
+    /// Which of the hub's shards this engine is (`sync::shards`): it owns the documents that
+    /// hash to it, numbers its writes `index, index + count, …` so a completion finds its way
+    /// back, and, unless it is the home shard (0), stays silent on what every shard hears
+    /// about a connection (the handshake, a kick), which the home shard answers once.
+    pub shard: Shard,
 }
 
 impl EngineConfig {
@@ -104,6 +110,7 @@ impl EngineConfig {
             compact_after_chunks: 64,
             load: LoadStrategy::Concatenated,
             accept_new_documents: false,
+            shard: Shard::ONE,
         }
     }
 }
@@ -204,6 +211,13 @@ pub enum Input {
     Dialed { conn: ConnId, principal: Principal },
     /// One WebSocket binary message.
     Frame { conn: ConnId, bytes: Vec<u8> },
+    /// One WebSocket binary message the glue already decoded (with the engine's wire limits)
+    /// to route it to its document's shard (`sync::shards::Router`); `size` is its length.
+    Message {
+        conn: ConnId,
+        message: Message,
+        size: usize,
+    },
     /// The connection is gone (closed, failed, or closed by us).
     Disconnected { conn: ConnId },
     /// The answer to [`Effect::LoadDoc`]: every stored chunk, or `None` if nothing is stored.
@@ -476,6 +490,7 @@ impl fmt::Debug for Engine {
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Self {
+        let first_write = config.shard.index as u64;
         Self {
             config,
             now: 0,
@@ -483,7 +498,7 @@ impl Engine {
             docs: HashMap::new(),
             idle: BTreeSet::new(),
             writes: HashMap::new(),
-            next_write: 0,
+            next_write: first_write,
             subscribed: BTreeSet::new(),
             state_loads: HashMap::new(),
             stats: EngineStats::default(),
@@ -549,6 +564,11 @@ impl Engine {
             }
             Input::Dialed { conn, principal } => self.on_connected(conn, principal, true),
             Input::Frame { conn, bytes } => self.on_frame(conn, bytes, access),
+            Input::Message {
+                conn,
+                message,
+                size,
+            } => self.on_message(conn, message, size, access),
             Input::Disconnected { conn } => self.on_disconnected(conn),
             Input::DocLoaded { doc, chunks } => self.on_doc_loaded(doc, chunks),
             Input::SyncStateLoaded {
@@ -581,7 +601,8 @@ impl Engine {
                 sessions: BTreeMap::new(),
             },
         );
-        if outbound {
+        // Every shard hears of the connection; the home shard alone says `join`.
+        if outbound && self.config.shard.is_home() {
             let join = Message::Join(JoinMessage {
                 sender_id: PeerId::new(self.config.peer_id.clone()),
                 supported_protocol_versions: vec![protocol::PROTOCOL_VERSION.to_owned()],
@@ -673,8 +694,31 @@ impl Engine {
             .map(|(c, _)| *c)
             .collect();
         for conn in conns {
-            self.refuse(Some(conn), "revoked", reason);
-            self.close(conn, CloseCode::Policy, reason);
+            // Every shard hears a kick: the home shard tells the peer and closes, the
+            // others forget the connection (keeping its sync states) without a word.
+            let home = self.config.shard.is_home();
+            if home {
+                self.refuse(Some(conn), "revoked", reason);
+            }
+            self.end_connection(conn, home, CloseCode::Policy, reason);
+        }
+    }
+
+    /// Ends a connection over something about the connection itself. The shard that `speaks`
+    /// (the one a message with a document was routed to, or the home shard for what every
+    /// shard hears) tells the peer and closes; another shard only forgets the connection, as
+    /// the closed socket will soon tell it anyway (`sync::shards`).
+    fn end_connection(
+        &mut self,
+        conn: ConnId,
+        speaks: bool,
+        code: CloseCode,
+        reason: impl Into<String>,
+    ) {
+        if speaks {
+            self.close(conn, code, reason);
+        } else {
+            self.on_disconnected(conn);
         }
     }
 
@@ -684,8 +728,6 @@ impl Engine {
         if !self.peers.contains_key(&conn) {
             return;
         }
-        self.stats.frames_in += 1;
-        self.stats.bytes_in += bytes.len() as u64;
         let joined = self.peers.get(&conn).is_some_and(|p| p.remote.is_some());
         let message = match protocol::decode(&bytes, &self.config.wire_limits) {
             Ok(m) => m,
@@ -694,10 +736,12 @@ impl Engine {
             // not lose its connection over it. Dropped and counted; a malformed message of a
             // known type still closes (below).
             Err(DecodeError::UnknownType(name)) if joined => {
+                self.count_frame(bytes.len());
                 self.refuse(Some(conn), "unknown_message_type", name);
                 return;
             }
             Err(e) => {
+                self.count_frame(bytes.len());
                 let code = match e {
                     DecodeError::TooLarge { .. } => CloseCode::TooBig,
                     _ => CloseCode::Protocol,
@@ -707,6 +751,31 @@ impl Engine {
                 return;
             }
         };
+        self.on_message(conn, message, bytes.len(), access);
+    }
+
+    fn count_frame(&mut self, size: usize) {
+        self.stats.frames_in += 1;
+        self.stats.bytes_in += size as u64;
+    }
+
+    /// A decoded message. One about a document reaches only that document's shard, which
+    /// answers it; one without (the handshake, `leave`, `error`) reaches every shard, and
+    /// only the home shard answers, counts or refuses it (`speaks`), so the peer hears once.
+    fn on_message(
+        &mut self,
+        conn: ConnId,
+        message: Message,
+        size: usize,
+        access: &dyn AccessPolicy,
+    ) {
+        if !self.peers.contains_key(&conn) {
+            return;
+        }
+        let speaks = self.config.shard.is_home() || message.document_id().is_some();
+        if speaks {
+            self.count_frame(size);
+        }
         let (joined, outbound) = self
             .peers
             .get(&conn)
@@ -717,27 +786,31 @@ impl Engine {
                 join.sender_id,
                 &join.supported_protocol_versions,
                 join.peer_metadata,
+                speaks,
             ),
             (true, false, Message::Peer(peer)) => self.on_peer(
                 conn,
                 peer.sender_id,
                 &peer.selected_protocol_version,
                 peer.peer_metadata,
+                speaks,
             ),
             (_, false, Message::Error(ErrorMessage { message, .. })) => {
-                self.refuse(Some(conn), "peer_error", message.clone());
-                self.close(conn, CloseCode::Normal, format!("peer reported: {message}"));
+                if speaks {
+                    self.refuse(Some(conn), "peer_error", message.clone());
+                }
+                let reason = format!("peer reported: {message}");
+                self.end_connection(conn, speaks, CloseCode::Normal, reason);
             }
             (_, false, other) => {
                 let kind = other.message_type().as_str();
-                self.refuse(Some(conn), "not_joined", kind);
-                self.close(
-                    conn,
-                    CloseCode::Protocol,
-                    format!("expected join first, got {kind}"),
-                );
+                if speaks {
+                    self.refuse(Some(conn), "not_joined", kind);
+                }
+                let reason = format!("expected join first, got {kind}");
+                self.end_connection(conn, speaks, CloseCode::Protocol, reason);
             }
-            (_, true, message) => self.on_joined_message(conn, message, access),
+            (_, true, message) => self.on_joined_message(conn, message, speaks, access),
         }
     }
 
@@ -747,11 +820,15 @@ impl Engine {
         sender_id: PeerId,
         versions: &[String],
         metadata: PeerMetadata,
+        speaks: bool,
     ) {
         if !versions.iter().any(|v| v == protocol::PROTOCOL_VERSION) {
-            self.refuse(Some(conn), "unsupported_version", format!("{versions:?}"));
-            self.close(
+            if speaks {
+                self.refuse(Some(conn), "unsupported_version", format!("{versions:?}"));
+            }
+            self.end_connection(
                 conn,
+                speaks,
                 CloseCode::Protocol,
                 format!(
                     "unsupported protocol versions {versions:?}; this server speaks {:?}",
@@ -773,9 +850,12 @@ impl Engine {
                     .strip_prefix(stem.as_str())
                     .is_some_and(|rest| rest.starts_with(':'));
             if !bound {
-                self.refuse(Some(conn), "peer_id_mismatch", id.to_owned());
-                self.close(
+                if speaks {
+                    self.refuse(Some(conn), "peer_id_mismatch", id.to_owned());
+                }
+                self.end_connection(
                     conn,
+                    speaks,
                     CloseCode::Policy,
                     format!("peer id {id:?} does not belong to this token (expected {stem:?})"),
                 );
@@ -795,13 +875,23 @@ impl Engine {
                 ephemeral: metadata.is_ephemeral.unwrap_or(false),
             });
         }
-        self.send(conn, &reply);
+        if speaks {
+            self.send(conn, &reply);
+        }
     }
 
-    fn on_peer(&mut self, conn: ConnId, sender_id: PeerId, version: &str, metadata: PeerMetadata) {
+    fn on_peer(
+        &mut self,
+        conn: ConnId,
+        sender_id: PeerId,
+        version: &str,
+        metadata: PeerMetadata,
+        speaks: bool,
+    ) {
         if version != protocol::PROTOCOL_VERSION {
-            self.close(
+            self.end_connection(
                 conn,
+                speaks,
                 CloseCode::Protocol,
                 format!("server selected unsupported protocol version {version:?}"),
             );
@@ -824,16 +914,25 @@ impl Engine {
         }
     }
 
-    fn on_joined_message(&mut self, conn: ConnId, message: Message, access: &dyn AccessPolicy) {
+    fn on_joined_message(
+        &mut self,
+        conn: ConnId,
+        message: Message,
+        speaks: bool,
+        access: &dyn AccessPolicy,
+    ) {
         let Some(remote_id) = self.remote_peer_id(conn).map(str::to_owned) else {
             return;
         };
         if let Some(sender) = message.sender_id()
             && sender.as_str() != remote_id
         {
-            self.refuse(Some(conn), "sender_mismatch", sender.as_str().to_owned());
-            self.close(
+            if speaks {
+                self.refuse(Some(conn), "sender_mismatch", sender.as_str().to_owned());
+            }
+            self.end_connection(
                 conn,
+                speaks,
                 CloseCode::Policy,
                 format!(
                     "senderId {:?} differs from the joined peer id",
@@ -873,21 +972,28 @@ impl Engine {
             ),
             Message::Leave(_) => {
                 self.on_disconnected(conn);
-                self.out.push(Effect::Close {
-                    conn,
-                    code: CloseCode::Normal,
-                    reason: "peer left".into(),
-                });
+                if speaks {
+                    self.out.push(Effect::Close {
+                        conn,
+                        code: CloseCode::Normal,
+                        reason: "peer left".into(),
+                    });
+                }
             }
             Message::Error(ErrorMessage { message, .. }) => {
-                self.refuse(Some(conn), "peer_error", message);
+                if speaks {
+                    self.refuse(Some(conn), "peer_error", message);
+                }
             }
             // Gossip of remote heads is an optimisation for relays; this node answers from
             // its own documents, so it has nothing to do with them.
             Message::RemoteHeadsChanged(_) | Message::RemoteSubscriptionChange(_) => {}
             Message::Join(_) | Message::Peer(_) => {
-                self.refuse(Some(conn), "duplicate_join", String::new());
-                self.close(conn, CloseCode::Protocol, "join after the handshake");
+                if speaks {
+                    self.refuse(Some(conn), "duplicate_join", String::new());
+                }
+                let reason = "join after the handshake";
+                self.end_connection(conn, speaks, CloseCode::Protocol, reason);
             }
         }
     }
@@ -1493,7 +1599,7 @@ impl Engine {
 
     fn write(&mut self, op: WriteOp) -> WriteId {
         let id = WriteId(self.next_write);
-        self.next_write += 1;
+        self.next_write += self.config.shard.count.max(1) as u64;
         let doc = match &op {
             WriteOp::AppendChanges { doc, .. }
             | WriteOp::Compact { doc, .. }

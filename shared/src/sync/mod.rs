@@ -11,6 +11,7 @@ mod access;
 mod admit;
 mod engine;
 mod quiet;
+pub mod shards;
 #[cfg(test)]
 mod sim;
 
@@ -21,3 +22,4 @@ pub use engine::{
     LocalEdit, LocalEditError, WriteId, WriteOp, edit_via_autocommit,
 };
 pub use quiet::{receive as receive_sync_message, receive_without_changes};
+pub use shards::{Router, Shard, Shards, shard_of};

@@ -28,8 +28,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::{
-    Access, AccessPolicy, AllowAll, CloseCode, ConnId, Effect, Engine, EngineConfig, EngineRole,
-    Input, LocalEdit, LocalEditError, Principal, WriteId, WriteOp, WriteScope,
+    Access, AccessPolicy, AllowAll, CloseCode, ConnId, Effect, EngineConfig, EngineRole, Input,
+    LocalEdit, LocalEditError, Principal, Shards, WriteId, WriteOp, WriteScope,
 };
 use crate::authority::{Allow, DocKind, PathRule, Reach, Seg, WriteTable, Writer};
 use crate::ids::{DeviceId, DocumentId, TechnicianId};
@@ -197,7 +197,10 @@ impl Disk {
 
 struct Node {
     config: EngineConfig,
-    engine: Engine,
+    /// The node's engine, split into shards by document as the server's hub splits it (one
+    /// shard: the engine alone).
+    engine: Shards,
+    shards: usize,
     disk: Disk,
     /// Bumped by a crash: completions of an older generation are lost.
     generation: u64,
@@ -233,9 +236,10 @@ struct Node {
 }
 
 impl Node {
-    fn new(config: EngineConfig, device: Option<String>) -> Self {
+    fn new(config: EngineConfig, shards: usize, device: Option<String>) -> Self {
         Self {
-            engine: Engine::new(config.clone()),
+            engine: Shards::new(&config, shards),
+            shards,
             config,
             disk: Disk::default(),
             generation: 0,
@@ -363,6 +367,8 @@ struct Setup {
     chaos: Chaos,
     document_idle_ms: i64,
     compact_after_chunks: usize,
+    /// Shards of the server's engine (issue 17; the hub runs one per core).
+    shards: usize,
 }
 
 impl Setup {
@@ -372,7 +378,15 @@ impl Setup {
             chaos: Chaos::calm(),
             document_idle_ms: 1_000,
             compact_after_chunks: 4,
+            shards: 1,
         }
+    }
+
+    /// The server split into one to three shards, as the seed says: every property runs on
+    /// one engine and on several.
+    fn sharded_by(mut self, seed: u64) -> Self {
+        self.shards = 1 + (seed % 3) as usize;
+        self
     }
 }
 
@@ -484,6 +498,7 @@ impl Sim {
                 SERVER_PEER_ID.into(),
                 "edge-storage".into(),
             ),
+            setup.shards,
             None,
         )];
         for client in 1..=setup.clients {
@@ -494,6 +509,7 @@ impl Sim {
                     device.clone(),
                     format!("storage-{device}"),
                 ),
+                1,
                 Some(device),
             ));
         }
@@ -523,7 +539,7 @@ impl Sim {
         1..=self.nodes.len() - 1
     }
 
-    fn server(&self) -> &Engine {
+    fn server(&self) -> &Shards {
         &self.nodes[SERVER].engine
     }
 
@@ -1105,7 +1121,7 @@ impl Sim {
         n.pending_writes.clear();
         n.last_write_due = self.now;
         n.open_edits.clear();
-        n.engine = Engine::new(n.config.clone());
+        n.engine = Shards::new(&n.config, n.shards);
         let mine: Vec<ConnId> = self
             .conns
             .iter()
@@ -1249,7 +1265,7 @@ struct World {
 fn world(seed: u64, hazards: Hazards) -> World {
     let mut rng = Rng::new(seed ^ 0x5eed);
     let clients = 2 + rng.below(3) as usize;
-    let mut setup = Setup::new(clients);
+    let mut setup = Setup::new(clients).sharded_by(seed);
     setup.chaos = Chaos {
         net_delay: 1 + rng.upto(30),
         write_delay: 1 + rng.upto(30),
@@ -1676,7 +1692,7 @@ proptest! {
         seed in any::<u64>(),
         ids in vec(any::<[u8; 16]>(), 1..120),
     ) {
-        let mut sim = Sim::new(seed, Setup::new(1));
+        let mut sim = Sim::new(seed, Setup::new(1).sharded_by(seed));
         let known = sim.desk_create(3);
         let secret = sim.desk_create(3);
         sim.run_until_quiet();
@@ -1739,7 +1755,7 @@ proptest! {
     /// exchange comes to rest.
     #[test]
     fn read_only_sessions_change_nothing(seed in any::<u64>(), edits in 1usize..6) {
-        let mut setup = Setup::new(2);
+        let mut setup = Setup::new(2).sharded_by(seed);
         setup.chaos.net_delay = 20;
         setup.chaos.write_delay = 20;
         let mut sim = Sim::new(seed, setup);
@@ -1801,7 +1817,7 @@ proptest! {
     /// closed and the idle time passed, and never while its writes are in flight.
     #[test]
     fn idle_documents_are_evicted_and_busy_ones_wait(seed in any::<u64>(), clients in 1usize..4) {
-        let mut sim = Sim::new(seed, Setup::new(clients));
+        let mut sim = Sim::new(seed, Setup::new(clients).sharded_by(seed));
         let idle = sim.nodes[SERVER].config.document_idle_ms;
         let doc = sim.desk_create(3);
         sim.run_until_quiet();
@@ -1866,7 +1882,7 @@ proptest! {
         changes in 200usize..400,
         offline_edits in 0usize..3,
     ) {
-        let mut sim = Sim::new(seed, Setup::new(1));
+        let mut sim = Sim::new(seed, Setup::new(1).sharded_by(seed));
         let doc = DocumentId::from_bytes(sim.rng.bytes16());
         let mut content = Automerge::new().with_actor(ActorId::from(sim.rng.bytes16()));
         for i in 0..changes {
@@ -1987,7 +2003,7 @@ proptest! {
         entries in 1u64..1_000,
         probes in 1u64..8,
     ) {
-        let mut sim = Sim::new(seed, Setup::new(1));
+        let mut sim = Sim::new(seed, Setup::new(1).sharded_by(seed));
         let doc = sim.desk_create(5);
         sim.run_until_quiet();
         sim.policy.grant(&device_name(1), doc, Access::ReadWrite);
@@ -2022,5 +2038,71 @@ proptest! {
         let stored = sim.durable_doc(SERVER, doc).clone();
         prop_assert!(stored.get(ROOT, "after").expect("read").is_some());
         prop_assert_eq!(sim.durable_heads(1, doc), stored.get_heads());
+    }
+}
+
+// ---- shards ----------------------------------------------------------------------------------
+
+/// Issue 17: what every shard hears about a connection is answered by one of them. A peer
+/// joining a server split into one to four shards gets one `peer`, its requests for
+/// documents spread over the shards are each answered, a revoked device is told and closed
+/// once, and every shard forgets it.
+#[test]
+fn a_sharded_server_answers_a_connection_once() {
+    for shards in 1..=4 {
+        let mut setup = Setup::new(1);
+        setup.shards = shards;
+        let mut sim = Sim::new(17, setup);
+        let docs: Vec<DocumentId> = (0..12).map(|_| sim.desk_create(2)).collect();
+        sim.run_until_quiet();
+        let owners: BTreeSet<usize> = docs.iter().map(|d| super::shard_of(d, shards)).collect();
+        assert_eq!(owners.len(), shards, "twelve documents land on every shard");
+        for &doc in &docs {
+            sim.policy.grant("dev-9", doc, Access::Read);
+        }
+        let conn = sim.raw_connect("dev-9");
+        for &doc in &docs {
+            let data = first_sync_data(&Automerge::new());
+            sim.raw_send(conn, &sync_frame("dev-9", doc, data, true));
+        }
+        sim.run_until_quiet();
+        let inbox = &sim.conns[&conn].inbox;
+        let peers = inbox
+            .iter()
+            .filter(|m| matches!(m, Message::Peer(_)))
+            .count();
+        assert_eq!(peers, 1, "{shards} shards: the join is answered once");
+        let answered: BTreeSet<DocumentId> = inbox
+            .iter()
+            .filter_map(|m| match m {
+                Message::Sync(p) => Some(p.document_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answered, docs.iter().copied().collect(), "{shards} shards");
+        assert_eq!(sim.server().loaded_documents(), docs.len());
+
+        sim.feed(
+            SERVER,
+            Input::Kick {
+                principal: device_principal("dev-9"),
+                reason: "revoked".into(),
+            },
+        );
+        sim.run_until_quiet();
+        let server = &sim.nodes[SERVER];
+        assert_eq!(server.refused("revoked"), 1, "{shards} shards: one refusal");
+        assert_eq!(server.closes.len(), 1, "{shards} shards: one close");
+        assert_eq!(sim.server().connections(), 0, "{shards} shards");
+        let errors = sim.conns[&conn]
+            .inbox
+            .iter()
+            .filter(|m| matches!(m, Message::Error(_)))
+            .count();
+        assert_eq!(errors, 1, "{shards} shards: told once");
+        // Every shard let go of the sessions: the documents go at the next idle tick.
+        sim.now += 10_000;
+        sim.tick(SERVER);
+        assert_eq!(sim.server().loaded_documents(), 0, "{shards} shards");
     }
 }

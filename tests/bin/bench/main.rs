@@ -8,6 +8,9 @@
 //!   Timed from the first connect until every device has heard the server announce its
 //!   heads; the server's stored heads are compared with the devices' afterwards, untimed.
 //! - `scale`: the storm at several N (cost against N).
+//! - `shards` (issue 17): fieldsync's storm at each shape with the hub split into each of
+//!   `--hub-shards` (default 1 and 2), in turn within each run: the rate and the server's CPU
+//!   in cores (/proc ticks over the storm) side by side.
 //! - `steady`: pairs of devices online on a shared job, one editing at a set rate; latency
 //!   of each edit from one to the other.
 //! - `idle`: C connected devices doing nothing; server memory per connection.
@@ -96,6 +99,9 @@ struct Args {
     /// Servers measured at shapes after the first (samod is slow at large shapes).
     #[arg(long, value_delimiter = ',', default_value = "fieldsync,js")]
     large_targets: Vec<String>,
+    /// Shards mode: the hub shard counts to compare (`FIELDSYNC_HUB_SHARDS`).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    hub_shards: Vec<usize>,
     /// Modes to run.
     #[arg(
         long,
@@ -383,6 +389,34 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    if modes("shards") && targets.contains(&Kind::Fieldsync) {
+        for shape in &shapes {
+            for run in 0..args.runs {
+                for &count in &args.hub_shards {
+                    let env = vec![("FIELDSYNC_HUB_SHARDS", count.to_string())];
+                    let r = storm(Kind::Fieldsync, *shape, &programs, timeout, &env)
+                        .await
+                        .map(|mut v| {
+                            progress(&format!(
+                                "shards {} run {}: {count} shard(s): {:.0} changes/s, server \
+                                 {:.2} cores (hub {:.2}); load {}",
+                                shape.label(),
+                                run + 1,
+                                v["changes_per_sec"].as_f64().unwrap_or(0.0),
+                                v["server_cpu_cores"].as_f64().unwrap_or(0.0),
+                                v["hub_cpu_cores"].as_f64().unwrap_or(0.0),
+                                v["loadavg"].as_str().unwrap_or("?"),
+                            ));
+                            v["hub_shards"] = json!(count);
+                            v["shape"] = json!(shape.label());
+                            v["run"] = json!(run);
+                            v
+                        });
+                    results.record("shards", Kind::Fieldsync, r, args.smoke)?;
+                }
+            }
+        }
+    }
     if modes("steady") {
         for kind in &targets {
             let r = steady(*kind, &programs, &args).await;
@@ -535,6 +569,7 @@ async fn storm(
     // The storm.
     progress(&format!("{name} {label}: reconnect storm"));
     let overflows_before = listen_overflows();
+    let cpu_before = server.cpu_ticks().ok();
     let (stop_tx, stop) = watch::channel(false);
     let done = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -585,6 +620,15 @@ async fn storm(
         }
     }
     watcher.abort();
+    // The server's CPU over the storm, in cores (its whole process, and its hub threads).
+    let storm_cpu =
+        cpu_before
+            .zip(server.cpu_ticks().ok())
+            .map(|((total0, hub0), (total1, hub1))| {
+                let wall = start.elapsed().as_secs_f64().max(1e-9);
+                let cores = |ticks: u64| ticks as f64 / servers::CLK_TCK / wall;
+                (cores(total1 - total0), cores(hub1.saturating_sub(hub0)))
+            });
     let storm_secs = last.duration_since(start).as_secs_f64();
     let overflows = match (overflows_before, listen_overflows()) {
         (Some(a), Some(b)) => json!(b.saturating_sub(a)),
@@ -649,6 +693,9 @@ async fn storm(
         "device_converged_ms_p50": percentile(&joins_ms, 0.5),
         "device_converged_ms_max": joins_ms.last().copied().unwrap_or(0.0),
         "listen_overflows": overflows,
+        "server_cpu_cores": storm_cpu.map(|c| c.0),
+        "hub_cpu_cores": storm_cpu.map(|c| c.1),
+        "loadavg": std::fs::read_to_string("/proc/loadavg").ok().map(|l| l.trim().to_owned()),
     }))
 }
 

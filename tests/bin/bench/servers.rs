@@ -318,6 +318,23 @@ impl Server {
             .with_context(|| format!("no {field}"))
     }
 
+    /// CPU time the server process used so far (user + system), in clock ticks; and the part
+    /// of it its hub threads used (`fieldsync-hub*`, issue 17's shards). Read from /proc.
+    pub fn cpu_ticks(&self) -> anyhow::Result<(u64, u64)> {
+        let pid = self.child.id();
+        let total = stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?)?;
+        let mut hub = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+                continue; // the thread ended meanwhile
+            };
+            if stat.contains("(fieldsync-hub") {
+                hub += stat_ticks(&stat)?;
+            }
+        }
+        Ok((total, hub))
+    }
+
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
         self.status_kib("VmRSS:")
     }
@@ -616,3 +633,18 @@ pub fn dir_size(path: &Path) -> u64 {
         })
         .sum()
 }
+
+/// utime + stime of a /proc stat line (fields 14 and 15, counted after the command name,
+/// which may hold spaces).
+fn stat_ticks(stat: &str) -> anyhow::Result<u64> {
+    let rest = stat.rsplit_once(')').context("a stat line")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).context("a short stat line")?.parse()?)
+    };
+    // `rest` starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    Ok(field(11)? + field(12)?)
+}
+
+/// Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`; 100 on Linux).
+pub const CLK_TCK: f64 = 100.0;
