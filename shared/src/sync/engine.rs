@@ -23,7 +23,6 @@ use automerge::{Automerge, ChangeHash, ReadDoc};
 use super::access::{Access, AccessPolicy, Principal, WriteScope};
 use super::admit::{self, Gated, Refusal, Waiting};
 use super::quiet;
-use super::shards::Shard;
 use crate::ids::DocumentId;
 use crate::protocol::message::{
     DocUnavailableMessage, EphemeralMessage, ErrorMessage, JoinMessage, PeerId, PeerMessage,
@@ -2104,5 +2103,22 @@ fn load_chunks(
         Ok(Ok(loaded)) => Ok(loaded),
         Ok(Err(e)) => Err(format!("stored document is corrupt: {e}")),
         Err(_) => Err("stored document is corrupt: automerge panicked loading it".into()),
+    }
+}
+
+/// Which shard an engine is, of how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// A node with one engine: the engine is every shard.
+    pub const ONE: Shard = Shard { index: 0, count: 1 };
+
+    /// The shard that answers what every shard hears about a connection.
+    pub fn is_home(&self) -> bool {
+        self.index == 0
     }
 }

@@ -19,7 +19,7 @@ pub use access::{Access, AccessPolicy, AllowAll, Principal, WriteScope};
 pub use admit::{OfflineError, check_offline_changes};
 pub use engine::{
     CloseCode, ConnId, EditFn, Effect, Engine, EngineConfig, EngineRole, EngineStats, Input,
-    LocalEdit, LocalEditError, WriteId, WriteOp, edit_via_autocommit,
+    LocalEdit, LocalEditError, Shard, WriteId, WriteOp, edit_via_autocommit,
 };
 pub use quiet::{receive as receive_sync_message, receive_without_changes};
-pub use shards::{Router, Shard, Shards, shard_of};
+pub use shards::{Router, Shards, shard_of};

@@ -28,26 +28,9 @@
 use automerge::Automerge;
 
 use super::access::AccessPolicy;
-use super::engine::{ConnId, Effect, Engine, EngineConfig, EngineStats, Input};
+use super::engine::{ConnId, Effect, Engine, EngineConfig, EngineStats, Input, Shard};
 use crate::ids::DocumentId;
 use crate::protocol::{self, Message};
-
-/// Which shard an engine is, of how many.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Shard {
-    /// A node with one engine: the engine is every shard.
-    pub const ONE: Shard = Shard { index: 0, count: 1 };
-
-    /// The shard that answers what every shard hears about a connection.
-    pub fn is_home(&self) -> bool {
-        self.index == 0
-    }
-}
 
 /// The shard that owns `doc`, of `count`: FNV-1a over the id's bytes, the same on every
 /// platform and in every build (ids are random, so they spread evenly).
