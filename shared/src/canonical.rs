@@ -47,28 +47,13 @@ pub fn to_canonical_bytes_marking(
     member: &str,
 ) -> Result<(Vec<u8>, Option<std::ops::Range<usize>>), CanonicalError> {
     let mut out = String::new();
-    let mut range = None;
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(&mut out, key);
-                out.push(':');
-                let start = out.len();
-                write_value(&mut out, item)?;
-                if key == member {
-                    range = Some(start..out.len());
-                }
-            }
-            out.push('}');
+    let range = match value {
+        Value::Object(map) => write_object(&mut out, map, Some(member))?,
+        other => {
+            write_value(&mut out, other)?;
+            None
         }
-        other => write_value(&mut out, other)?,
-    }
+    };
     Ok((out.into_bytes(), range))
 }
 
@@ -102,22 +87,38 @@ fn write_value(out: &mut String, value: &Value) -> Result<(), CanonicalError> {
             out.push(']');
         }
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            // RFC 8785 §3.2.3: sort by the UTF-16 code units of the keys.
-            entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, key);
-                out.push(':');
-                write_value(out, item)?;
-            }
-            out.push('}');
+            write_object(out, map, None)?;
         }
     }
     Ok(())
+}
+
+/// Writes `map` with its members sorted (RFC 8785 §3.2.3: by the UTF-16 code units of the
+/// keys) and returns where the value of the member named `mark` lies in `out`, if asked and
+/// present.
+fn write_object(
+    out: &mut String,
+    map: &serde_json::Map<String, Value>,
+    mark: Option<&str>,
+) -> Result<Option<std::ops::Range<usize>>, CanonicalError> {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+    let mut range = None;
+    out.push('{');
+    for (i, (key, item)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, key);
+        out.push(':');
+        let start = out.len();
+        write_value(out, item)?;
+        if mark == Some(key.as_str()) {
+            range = Some(start..out.len());
+        }
+    }
+    out.push('}');
+    Ok(range)
 }
 
 /// RFC 8785 §3.2.2.2: the escapes of `JSON.stringify`.
