@@ -1369,9 +1369,20 @@ impl Engine {
                     }
                     self.send_unavailable(conn, doc_id);
                 }
+                // Edits that waited on the load are applied in their order to one fresh
+                // document once the first creation makes it: a second creation then gets
+                // `Exists` and a change applies on top. (Re-inserting a fresh state for each
+                // creation dropped the first one's pending answer, so its caller waited
+                // forever.)
+                let mut created = false;
                 for (edit, token) in state.waiting_edits {
                     let result = match edit {
+                        edit if not_found && created => {
+                            self.apply_edit(doc_id, edit, token);
+                            continue;
+                        }
                         LocalEdit::Create(doc) if not_found => {
+                            created = true;
                             // Re-insert as a fresh, ready document and create it.
                             self.docs.insert(
                                 doc_id,
@@ -2120,5 +2131,83 @@ impl Shard {
     /// The shard that answers what every shard hears about a connection.
     pub fn is_home(&self) -> bool {
         self.index == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+
+    use super::*;
+    use crate::sync::AllowAll;
+
+    fn content(value: i64) -> Box<Automerge> {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, "k", value).expect("put");
+        tx.commit();
+        Box::new(doc)
+    }
+
+    /// Two writers (the desk and the outbox publishing the same complaint) both found the
+    /// document missing and both create it while the load is still out: each gets an answer,
+    /// the first creation wins and the second is told the document exists.
+    #[test]
+    fn every_edit_waiting_on_a_load_that_finds_nothing_is_answered() {
+        let mut engine = Engine::new(EngineConfig::new(EngineRole::Server, "server"));
+        let doc = DocumentId::from_bytes([7; 16]);
+        let mut effects = Vec::new();
+        for (token, edit) in [
+            (1, LocalEdit::Create(content(1))),
+            (2, LocalEdit::Create(content(2))),
+            (
+                3,
+                LocalEdit::Change(Box::new(|d: &mut Automerge| {
+                    let mut tx = d.transaction();
+                    tx.put(automerge::ROOT, "later", 3)
+                        .map_err(|e| e.to_string())?;
+                    tx.commit();
+                    Ok(())
+                })),
+            ),
+        ] {
+            effects.extend(engine.handle(Input::Edit { doc, edit, token }, 0, &AllowAll));
+        }
+        effects.extend(engine.handle(
+            Input::DocLoaded {
+                doc,
+                chunks: Ok(None),
+            },
+            0,
+            &AllowAll,
+        ));
+        let mut answers = BTreeMap::new();
+        let mut pending = effects;
+        while !pending.is_empty() {
+            let mut next = Vec::new();
+            for effect in pending {
+                match effect {
+                    Effect::Write { id, .. } => next.extend(engine.handle(
+                        Input::WriteDone { id, result: Ok(()) },
+                        0,
+                        &AllowAll,
+                    )),
+                    Effect::EditDone { token, result, .. } => {
+                        answers.insert(token, result);
+                    }
+                    _ => {}
+                }
+            }
+            pending = next;
+        }
+        assert_eq!(answers.len(), 3, "every edit answered: {answers:?}");
+        assert!(answers[&1].is_ok(), "{:?}", answers[&1]);
+        assert!(
+            matches!(answers[&2], Err(LocalEditError::Exists(_))),
+            "{:?}",
+            answers[&2]
+        );
+        assert!(answers[&3].is_ok(), "{:?}", answers[&3]);
+        assert_eq!(engine.loaded_documents(), 1);
     }
 }
