@@ -54,8 +54,8 @@ pub struct Limits {
     /// the margin is for bigger jobs (long histories), whose size was not measured yet.
     pub max_loaded_documents: usize,
     /// Threads the sync engine is split across, each owning the documents that hash to it
-    /// (issue 17: a reconnect storm uses every core). Unset: 1, the whole engine on one
-    /// thread, until the full suite has run with more (then: one per core).
+    /// (issue 17: a reconnect storm uses every core). Unset: one per core, at most
+    /// [`MAX_DEFAULT_HUB_SHARDS`]; 1 runs the whole engine on one thread.
     pub hub_shards: Option<usize>,
     /// A document no peer has used for this long is evicted from memory.
     #[serde(with = "secs")]
@@ -80,10 +80,22 @@ pub struct Limits {
     pub max_attachment_bytes: u64,
 }
 
+/// The most hub shards the default takes, however many cores the machine has: past a few, the
+/// storm is bound by the sockets and storage threads, not the engine (docs/BENCHMARKS.md "Hub
+/// shards"), and every shard costs a thread and an even share of the loaded documents.
+pub const MAX_DEFAULT_HUB_SHARDS: usize = 4;
+
 impl Limits {
-    /// How many shards the hub runs: `hub_shards`, else 1.
+    /// How many shards the hub runs: `hub_shards`, else one per core (at most
+    /// [`MAX_DEFAULT_HUB_SHARDS`]).
     pub fn hub_shards(&self) -> usize {
-        self.hub_shards.unwrap_or(1).max(1)
+        self.hub_shards
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map_or(1, usize::from)
+                    .min(MAX_DEFAULT_HUB_SHARDS)
+            })
+            .max(1)
     }
 
     /// The bounds the engine puts on a peer's sync messages.
@@ -364,7 +376,7 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         if self.limits.hub_shards == Some(0) {
             return Err(ConfigError::Invalid(
-                "limits.hub_shards must be at least 1 (unset: 1)".into(),
+                "limits.hub_shards must be at least 1 (unset: one per core, at most 4)".into(),
             ));
         }
         if self.limits.accept_backlog == 0 {
@@ -653,10 +665,14 @@ mod tests {
     }
 
     #[test]
-    fn the_hub_shards_default_to_one_and_come_from_the_file_or_the_environment() {
+    fn the_hub_shards_default_to_one_per_core_and_come_from_the_file_or_the_environment() {
         let c = Config::load(None, []).expect("defaults");
         assert_eq!(c.limits.hub_shards, None);
-        assert_eq!(c.limits.hub_shards(), 1);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(
+            c.limits.hub_shards(),
+            cores.clamp(1, MAX_DEFAULT_HUB_SHARDS)
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("fieldsync.toml");
         std::fs::write(&path, "[limits]\nhub_shards = 3\n").expect("write");
