@@ -36,6 +36,7 @@
 //! `PRAGMA user_version`; a file from a newer program is refused rather than misread.
 
 mod chunk;
+mod clean_close;
 mod config;
 mod engine_writes;
 mod error;
@@ -59,4 +60,4 @@ pub use migrations::SCHEMA_VERSION;
 pub use pending::Pending;
 pub use record::{Record, RecordFilter};
 pub use stats::StoreStats;
-pub use store::Store;
+pub use store::{OpenCheck, Store};

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::chunk::{Chunk, ChunkKey, ChunkKind};
+use crate::clean_close;
 use crate::maintenance::Maintenance;
 use crate::migrations::{self, SCHEMA_VERSION};
 use crate::pending::{Pending, pending};
@@ -15,6 +17,19 @@ use crate::record::{Record, RecordFilter};
 use crate::stats::{Counters, StoreStats};
 use crate::writer::{self, Command, Done, WriteOp};
 use crate::{StorageError, StoreConfig};
+
+/// How [`Store::open`] found the database sound (see `clean_close`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenCheck {
+    /// `PRAGMA quick_check` ran and passed: the file was new, or its last close was not
+    /// known to be clean (a crash, a kill, another program writing it, an unchecked open).
+    Checked,
+    /// The check was skipped: the last store to close the file closed it cleanly after a
+    /// checked open, and the file is exactly as it left it (its clean-close stamp).
+    CleanClose,
+    /// No check ([`StoreConfig::quick_check`] off).
+    Off,
+}
 
 /// The durable store of one fieldsync node (edge server, head office or technician device).
 ///
@@ -26,6 +41,8 @@ use crate::{StorageError, StoreConfig};
 /// commits every write already queued before the writer thread stops.
 pub struct Store {
     path: PathBuf,
+    /// How the file was found sound at open; [`OpenCheck::Off`] leaves no clean-close stamp.
+    open_check: OpenCheck,
     commands: Option<Sender<Command>>,
     writer: Option<JoinHandle<()>>,
     readers: Readers,
@@ -39,8 +56,14 @@ impl Store {
     /// Refuses a file that is not a SQLite database ([`StorageError::NotADatabase`]), one
     /// that is damaged ([`StorageError::Corrupt`], when `config.quick_check` is on) and one
     /// written by a newer program ([`StorageError::NewerSchema`]); none of these is modified.
+    ///
+    /// With `config.quick_check` on, the check runs unless the file's last close was clean
+    /// and nothing wrote it since ([`OpenCheck::CleanClose`]; the rule is in `clean_close`).
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store, StorageError> {
         let path = path.as_ref().to_owned();
+        // Read before the file is opened, and removed whatever it says and whatever the
+        // config: a stamp speaks for the one close that wrote it.
+        let clean = clean_close::take(&path);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| StorageError::Io {
                 path: parent.to_owned(),
@@ -60,9 +83,14 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        if config.quick_check {
-            quick_check(&conn, &path)?;
-        }
+        let open_check = match (config.quick_check, clean) {
+            (false, _) => OpenCheck::Off,
+            (true, true) => OpenCheck::CleanClose,
+            (true, false) => {
+                quick_check(&conn, &path)?;
+                OpenCheck::Checked
+            }
+        };
 
         // WAL lets readers run beside the writer; with synchronous=FULL the WAL is synced on
         // every commit, so a commit that returned survives a crash or power loss.
@@ -83,6 +111,7 @@ impl Store {
             busy_timeout: config.busy_timeout,
             idle: Mutex::new(Vec::new()),
             max_idle: config.max_idle_readers,
+            damaged: AtomicBool::new(false),
         };
         // Open one reader now so a problem shows at open, not at the first read.
         readers.put_back(readers.open()?);
@@ -107,6 +136,7 @@ impl Store {
 
         Ok(Store {
             path,
+            open_check,
             commands: Some(commands),
             writer: Some(writer),
             readers,
@@ -117,6 +147,11 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How the file was found sound at open.
+    pub fn open_check(&self) -> OpenCheck {
+        self.open_check
     }
 
     // ---- documents ----
@@ -474,6 +509,7 @@ impl Store {
         if problems.len() == 1 && problems[0] == "ok" {
             return Ok(());
         }
+        self.readers.damaged.store(true, Ordering::Relaxed);
         Err(StorageError::Corrupt {
             path: self.path.clone(),
             detail: problems.join("; "),
@@ -526,7 +562,14 @@ impl Store {
         if writer.thread().id() == thread::current().id() {
             return Ok(());
         }
-        writer.join().map_err(|_| StorageError::WriterGone)
+        writer.join().map_err(|_| StorageError::WriterGone)?;
+        // Every write committed, the log checkpointed and the write connection closed: the
+        // next open may skip its check if nothing touches the file until then. Only after a
+        // checked open, and no read found damage: a file nobody checked is never vouched for.
+        if self.open_check != OpenCheck::Off && !self.readers.damaged.load(Ordering::Relaxed) {
+            clean_close::stamp(&self.path);
+        }
+        Ok(())
     }
 }
 
@@ -553,6 +596,8 @@ struct Readers {
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
     max_idle: usize,
+    /// A read found the file damaged: this store leaves no clean-close stamp.
+    damaged: AtomicBool,
 }
 
 impl Readers {
@@ -578,6 +623,9 @@ impl Readers {
             None => self.open()?,
         };
         let result = query(&conn).map_err(|error| StorageError::classify(error, &self.path));
+        if let Err(StorageError::Corrupt { .. }) = &result {
+            self.damaged.store(true, Ordering::Relaxed);
+        }
         self.put_back(conn);
         result
     }

@@ -1,6 +1,6 @@
 use std::fs;
 
-use fieldsync_storage::{SCHEMA_VERSION, StorageError, Store, StoreConfig};
+use fieldsync_storage::{OpenCheck, SCHEMA_VERSION, StorageError, Store, StoreConfig};
 use rusqlite::Connection;
 
 use crate::{DOC, open, temp_db};
@@ -167,5 +167,104 @@ fn integrity_check_passes_a_sound_store_and_names_what_is_wrong_with_a_damaged_o
         Err(StorageError::Corrupt { detail, .. }) => assert!(!detail.is_empty()),
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    Ok(())
+}
+
+// ---- the check at open after a clean close (issue 17) ----
+
+/// A store holding 300 chunks, closed cleanly: big enough that damage past page 40 is in
+/// data pages, as in the tests above.
+fn filled_and_closed(path: &std::path::Path) -> anyhow::Result<()> {
+    let store = open(path)?;
+    assert_eq!(
+        store.open_check(),
+        OpenCheck::Checked,
+        "a new file is checked"
+    );
+    let writes: Vec<_> = (0..300u32)
+        .map(|i| store.append_changes(DOC, vec![(i % 251) as u8; 2000 + i as usize]))
+        .collect();
+    for write in writes {
+        write.wait()?;
+    }
+    store.close()?;
+    Ok(())
+}
+
+#[test]
+fn the_check_is_skipped_only_after_a_clean_close_and_runs_again_after_a_crash() -> anyhow::Result<()>
+{
+    let (_dir, path) = temp_db()?;
+    filled_and_closed(&path)?;
+
+    let store = open(&path)?;
+    assert_eq!(store.open_check(), OpenCheck::CleanClose);
+    store
+        .append_changes(DOC, b"after the clean open".to_vec())
+        .wait()?;
+    // A crash: the store is never closed (its writer and connections are left as a killed
+    // process leaves them, the last commit in the write-ahead log only).
+    std::mem::forget(store);
+
+    let store = open(&path)?;
+    assert_eq!(
+        store.open_check(),
+        OpenCheck::Checked,
+        "the last close was not clean: checked"
+    );
+    let chunks = store.load_doc(DOC)?.unwrap_or_default();
+    assert!(chunks.contains(&b"after the clean open".to_vec()));
+    drop(store);
+    // Dropping closes as cleanly as `close`.
+    assert_eq!(open(&path)?.open_check(), OpenCheck::CleanClose);
+    Ok(())
+}
+
+#[test]
+fn a_file_damaged_after_a_clean_close_is_still_refused_even_with_its_time_set_back()
+-> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    filled_and_closed(&path)?;
+    let modified = fs::metadata(&path)?.modified()?;
+
+    // Overwrite data pages in place (same file, same size), then set the modification time
+    // back to what it was: the change time still moves, and the check runs.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = fs::OpenOptions::new().write(true).open(&path)?;
+        file.seek(SeekFrom::Start(4096 * 40))?;
+        file.write_all(&[0x5a_u8; 4096 * 30])?;
+        file.set_modified(modified)?;
+    }
+    assert_eq!(fs::metadata(&path)?.modified()?, modified);
+
+    match Store::open(&path, StoreConfig::default()) {
+        Err(StorageError::Corrupt { detail, .. }) => assert!(!detail.is_empty()),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn a_store_opened_without_the_check_never_vouches_for_the_file() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    filled_and_closed(&path)?;
+    let unchecked = StoreConfig {
+        quick_check: false,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(&path, unchecked)?;
+    assert_eq!(store.open_check(), OpenCheck::Off);
+    store.close()?;
+    assert_eq!(open(&path)?.open_check(), OpenCheck::Checked);
+
+    // A file written by another program while closed (here a SQLite connection of its own,
+    // through its own transaction) is checked again too.
+    drop(open(&path)?);
+    Connection::open(&path)?.execute(
+        "INSERT INTO meta (namespace, key, value) VALUES ('tool', 'note', x'01')",
+        [],
+    )?;
+    assert_eq!(open(&path)?.open_check(), OpenCheck::Checked);
     Ok(())
 }
