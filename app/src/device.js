@@ -146,3 +146,55 @@ export async function me(token) {
   if (!response.ok) return null
   return response.json()
 }
+
+// ---- attachments (issue 15), as the SDK keeps them (client-sdk/src/attachments.rs) ----------
+// The bytes are kept on the device under their SHA-256 (`blob:<digest>`) and listed as
+// pending (`pendingBlobs`: [{job, digest}]) until the edge holds them; the job document only
+// references them. Uploaded with `PUT /api/jobs/{job}/attachments/{sha256}` and the device's
+// token, the whole body at once (a signature image is a few kilobytes); the edge checks the
+// digest and keeps the bytes durably before it answers.
+
+/** Keeps `bytes` for `job` under `digest` and marks them for upload. */
+export async function keepBlob(job, digest, bytes) {
+  await put(`blob:${digest}`, bytes)
+  const pending = (await get("pendingBlobs")) ?? []
+  if (!pending.some(p => p.job === job && p.digest === digest)) pending.push({ job, digest })
+  await put("pendingBlobs", pending)
+}
+
+/** The blobs the edge has not confirmed yet. */
+export async function pendingBlobs() {
+  return (await get("pendingBlobs")) ?? []
+}
+
+/** Uploads every pending blob; returns what became of each (`uploaded`, or `later` with the
+ *  reason). A blob the edge refuses for good (`digest_mismatch`, too large, not this
+ *  technician's job) stays pending and is reported, never dropped silently. */
+export async function uploadPending(token) {
+  const outcomes = []
+  for (const { job, digest } of await pendingBlobs()) {
+    const bytes = await get(`blob:${digest}`)
+    let outcome
+    try {
+      const response = await fetch(new URL(`/api/jobs/${job}/attachments/${digest}`, location.origin), {
+        method: "PUT",
+        headers: { authorization: `Bearer ${token.token}`, "content-type": "application/octet-stream" },
+        body: bytes,
+        cache: "no-store",
+      })
+      if (response.ok) outcome = { job, digest, uploaded: true }
+      else {
+        const answer = await response.json().catch(() => ({}))
+        outcome = { job, digest, uploaded: false, code: answer.code ?? `http_${response.status}`, message: answer.message ?? "" }
+      }
+    } catch (e) {
+      outcome = { job, digest, uploaded: false, code: "unreachable", message: String(e?.message ?? e) }
+    }
+    if (outcome.uploaded) {
+      const left = (await pendingBlobs()).filter(p => !(p.job === job && p.digest === digest))
+      await put("pendingBlobs", left)
+    }
+    outcomes.push(outcome)
+  }
+  return outcomes
+}

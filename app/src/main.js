@@ -6,16 +6,19 @@
 // server's write authority (shared/src/authority*) refuses anything else with an `error`
 // message, which the app shows.
 
-import { ImmutableString, Repo, cbor, initializeWasm } from "@automerge/automerge-repo/slim"
+import { ImmutableString, Repo, cbor, decodeHeads, initializeWasm } from "@automerge/automerge-repo/slim"
 import { IndexedDBStorageAdapter } from "@automerge/automerge-repo-storage-indexeddb"
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
 
+import { jobDigest, sha256Hex, signAcknowledgement } from "./ack.js"
 import * as device from "./device.js"
 import { has, language, setLanguage, t } from "./i18n.js"
+import { jobJson, missingBeforeSigning } from "./job.js"
+import { reportView } from "./report.js"
 
 /** What the page shows, in one place: `render()` draws it. */
 const state = {
-  screen: "loading", // loading | enroll | jobs | job
+  screen: "loading", // loading | enroll | jobs | job | sign
   openJob: null, // the url of the job shown on the "job" screen
   identity: null,
   revoked: false,
@@ -28,7 +31,13 @@ const state = {
   serverHeads: new Map(), // documentId -> heads the server was last seen holding
   stored: new Set(), // documentIds flushed to IndexedDB
   errors: [],
+  missing: null, // what the open job lacks before signing, once asked (`request completion`)
+  pendingCompletion: new Set(), // documentIds whose completion waits for the upload
 }
+
+/** The customer's signing, kept across redraws (a sync can redraw at any moment): the
+ *  report's language, the pad's strokes, the name and the survey as filled in. */
+let signing = null
 
 let repo = null
 let adapter = null
@@ -108,6 +117,7 @@ function screen() {
   if (state.screen === "loading") return [el("p", { id: "loading", text: t("loading") })]
   if (state.screen === "enroll") return enrollScreen()
   if (state.screen === "job") return jobScreen()
+  if (state.screen === "sign") return signScreen()
   return jobsScreen()
 }
 
@@ -197,8 +207,12 @@ function openJob(url) {
 }
 
 addEventListener("popstate", () => {
-  if (state.screen === "job") {
+  if (state.screen === "sign") {
+    state.screen = "job"
+    render()
+  } else if (state.screen === "job") {
     state.screen = "jobs"
+    state.missing = null
     render()
   }
 })
@@ -237,13 +251,27 @@ function jobScreen() {
         : el("button", { type: "button", id: "arrive", class: "primary", onclick: () => visit.arrive(handle), text: t("arrive_button") }),
     ),
   )
-  // R7: the fault cause, a scalar string as the schema has it.
+  // R7: the fault cause and the solution, scalar strings as the schema has them.
   const cause = el("textarea", { id: "fault-cause", rows: "3" })
   cause.defaultValue = str(doc.diagnosis?.fault_cause)
+  const solution = el("textarea", { id: "solution", rows: "3" })
+  solution.defaultValue = str(doc.diagnosis?.solution)
   out.push(
-    el("form", { class: "step", id: "step-diagnosis", onsubmit: e => { e.preventDefault(); visit.faultCause(handle, cause.value) } },
+    el("form", { class: "step", id: "step-diagnosis", onsubmit: e => { e.preventDefault(); visit.diagnosis(handle, cause.value, solution.value) } },
       el("h3", {}, el("label", { for: "fault-cause", text: t("fault_cause") })),
       cause,
+      el("h3", {}, el("label", { for: "solution", text: t("solution") })),
+      solution,
+      el("button", { type: "submit", class: "primary", text: t("save") }),
+    ),
+  )
+  // R7: the customer's opinion.
+  const opinion = el("textarea", { id: "customer-opinion", rows: "2" })
+  opinion.defaultValue = str(doc.customer_opinion)
+  out.push(
+    el("form", { class: "step", id: "step-opinion", onsubmit: e => { e.preventDefault(); visit.opinion(handle, opinion.value) } },
+      el("h3", {}, el("label", { for: "customer-opinion", text: t("customer_opinion") })),
+      opinion,
       el("button", { type: "submit", class: "primary", text: t("save") }),
     ),
   )
@@ -263,7 +291,365 @@ function jobScreen() {
           el("button", { type: "submit", class: "primary", text: t("check_out_button") }),
         ),
   )
+  out.push(completionStep(handle, doc))
   return out
+}
+
+/** R8, R9, R13: `request completion`, the customer's signature and the branch's answer. */
+function completionStep(handle, doc) {
+  const id = handle.documentId
+  const section = el("section", { class: "step", id: "step-completion" }, el("h3", { text: t("completion_heading") }))
+  const ack = doc.acknowledgement
+  if (ack) {
+    section.append(el("p", { id: "acknowledged", text: t("signed_by", { name: str(ack.signer_name), time: when(ack.signed_at) }) }))
+  }
+  const at = stage(doc)
+  const report = doc.report
+  if (state.pendingCompletion.has(id)) {
+    section.append(el("p", { id: "outcome", "data-outcome": "waiting_upload", text: t("waiting_upload") }))
+  } else if (at === "completed") {
+    section.append(el("p", { id: "outcome", "data-outcome": "waiting", text: t("waiting_report") }))
+  } else if (at === "signed") {
+    section.append(el("p", { id: "outcome", class: "signed", "data-outcome": "signed", "data-report": str(report.report_id), text: t("report_signed", { id: str(report.report_id) }) }))
+  } else if (at === "refused") {
+    const reasons = el("ul", { id: "refusal-reasons" })
+    for (const r of report.reasons ?? []) {
+      const code = str(r.code)
+      // In words: ours where the code is known, else the server's own message.
+      reasons.append(el("li", { "data-code": code, text: `${str(r.rule)} · ${has(code) ? t(code) : str(r.message)}` }))
+    }
+    section.append(el("div", { id: "outcome", class: "error", "data-outcome": "refused" }, el("p", { text: t("report_refused") }), reasons))
+  }
+  if (state.missing && state.missing.id === id && state.missing.items.length > 0) {
+    const list = el("ul", { id: "missing" })
+    for (const m of state.missing.items) list.append(el("li", { "data-code": m.code, text: `${m.rule} · ${t(m.code, m.vars)}` }))
+    section.append(el("div", { class: "error", role: "alert" }, el("p", { text: t("missing_heading") }), list))
+  }
+  const open = at !== "completed" && at !== "signed" && at !== "cancelled" && !state.pendingCompletion.has(id)
+  if (open) {
+    const again = ack && at === "refused"
+    section.append(
+      el("button", {
+        type: "button",
+        id: "request-completion",
+        class: "primary",
+        onclick: () => void requestCompletion(handle),
+        text: t(again ? "request_again" : "request_completion"),
+      }),
+    )
+  }
+  return section
+}
+
+/** `request completion`: with no acknowledgement, or one the job no longer matches (it
+ *  changed after the customer signed, e.g. the desk's edit merged in), the customer is asked
+ *  to sign (again); with a matching one, the branch is asked again (after a refusal). */
+async function requestCompletion(handle) {
+  const ack = handle.doc().acknowledgement
+  if (ack && (await jobDigest(jobJson(handle.doc()))) === str(ack.job_digest)) {
+    visit.requestCompletion(handle)
+    return
+  }
+  askToSign(handle)
+}
+
+/** Before the signature: every missing item listed, in words, or the report for the
+ *  customer to read and sign. */
+function askToSign(handle) {
+  const items = missingBeforeSigning(jobJson(handle.doc()))
+  state.missing = { id: handle.documentId, items }
+  if (items.length === 0) {
+    signing = {
+      url: state.openJob,
+      lang: language(),
+      strokes: [],
+      name: "",
+      survey: { attitude: null, skill: null, punctuality: null, service_items: null },
+      suggestions: "",
+      problems: [],
+      busy: false,
+      pad: null,
+    }
+    state.screen = "sign"
+    history.pushState({ sign: state.openJob }, "", "#sign")
+    render()
+    scrollTo(0, 0)
+    return
+  }
+  render()
+  document.getElementById("missing")?.scrollIntoView({ block: "center" })
+}
+
+/** The signature pad: one canvas kept across redraws, strokes captured from pointer events
+ *  (finger, pen or mouse) as integer device pixels, as the acknowledgement's mark has them. */
+function signaturePad() {
+  if (signing.pad) return signing.pad
+  const ratio = Math.max(1, Math.round(devicePixelRatio || 1))
+  const canvas = el("canvas", { id: "signature-pad", "aria-label": t("signature_label") })
+  const width = Math.min(600, document.documentElement.clientWidth - 60)
+  const height = 180
+  canvas.style.width = `${width}px`
+  canvas.style.height = `${height}px`
+  canvas.width = width * ratio
+  canvas.height = height * ratio
+  const ctx = canvas.getContext("2d")
+  ctx.fillStyle = "#fff"
+  ctx.fillRect(0, 0, canvas.width, canvas.height)
+  ctx.lineWidth = 2.5 * ratio
+  ctx.lineCap = "round"
+  ctx.lineJoin = "round"
+  ctx.strokeStyle = "#111"
+  let current = null
+  const point = e => {
+    const box = canvas.getBoundingClientRect()
+    return [Math.round((e.clientX - box.left) * ratio), Math.round((e.clientY - box.top) * ratio)]
+  }
+  canvas.addEventListener("pointerdown", e => {
+    e.preventDefault()
+    clearProblems()
+    canvas.setPointerCapture?.(e.pointerId)
+    current = [point(e)]
+    signing.strokes.push(current)
+    ctx.beginPath()
+    ctx.moveTo(...current[0])
+    ctx.lineTo(current[0][0] + 0.1, current[0][1])
+    ctx.stroke()
+  })
+  canvas.addEventListener("pointermove", e => {
+    if (!current) return
+    e.preventDefault()
+    const p = point(e)
+    const last = current[current.length - 1]
+    if (p[0] === last[0] && p[1] === last[1]) return
+    current.push(p)
+    ctx.beginPath()
+    ctx.moveTo(...last)
+    ctx.lineTo(...p)
+    ctx.stroke()
+  })
+  const end = () => {
+    current = null
+  }
+  canvas.addEventListener("pointerup", end)
+  canvas.addEventListener("pointercancel", end)
+  const clear = () => {
+    signing.strokes = []
+    ctx.fillStyle = "#fff"
+    ctx.fillRect(0, 0, canvas.width, canvas.height)
+  }
+  signing.pad = { canvas, clear }
+  return signing.pad
+}
+
+/** The refusal of an unsigned attempt goes once the customer writes or signs (no redraw:
+ *  the field being typed in keeps its focus). */
+function clearProblems() {
+  signing.problems = []
+  for (const node of document.querySelectorAll(".sign-problem")) node.remove()
+}
+
+function signScreen() {
+  const entry = state.jobs.get(signing?.url)
+  // Signed (or given up): the job screen, until the way back arrives.
+  if (!entry?.handle) return jobScreen()
+  const handle = entry.handle
+  const job = jobJson(handle.doc())
+  const out = [el("button", { type: "button", id: "back", class: "back", onclick: () => history.back(), text: t("cancel") })]
+  for (const message of state.errors) out.push(el("p", { class: "error server-error", role: "alert", text: t("server_error", { message }) }))
+  out.push(el("h2", { text: t("sign_heading") }))
+  // The report in the customer's language, whatever the app is read in.
+  const languages = el("div", { class: "report-lang", role: "group", "aria-label": t("report_language") }, el("span", { text: t("report_language") }))
+  for (const [lang, label] of [["zh", "中文"], ["en", "English"]]) {
+    languages.append(
+      el("button", {
+        type: "button",
+        id: `report-lang-${lang}`,
+        class: signing.lang === lang ? "chosen" : undefined,
+        "aria-pressed": String(signing.lang === lang),
+        onclick: () => {
+          signing.lang = lang
+          render()
+        },
+        text: label,
+      }),
+    )
+  }
+  out.push(languages, reportView(job, signing.lang, el))
+  const pad = signaturePad()
+  const form = el(
+    "form",
+    { class: "step", id: "sign-form", onsubmit: e => { e.preventDefault(); void sign(handle) } },
+    el("h3", { text: t("signature_label") }),
+    pad.canvas,
+    el("button", { type: "button", id: "clear-signature", class: "secondary", onclick: () => pad.clear(), text: t("clear_signature") }),
+    el("label", { for: "signer-name", text: t("signer_name") }),
+  )
+  const name = el("input", {
+    id: "signer-name",
+    class: "plain",
+    autocomplete: "name",
+    oninput: e => {
+      signing.name = e.target.value
+      clearProblems()
+    },
+  })
+  name.value = signing.name
+  form.append(name, el("h3", { text: t("survey_heading") }))
+  for (const question of ["attitude", "skill", "punctuality", "service_items"]) {
+    const group = el("fieldset", { class: "survey", id: `survey-${question}` }, el("legend", { text: t(`survey_${question}`) }))
+    for (const score of [1, 2, 3, 4, 5, null]) {
+      const chosen = signing.survey[question] === score
+      group.append(
+        el("button", {
+          type: "button",
+          class: chosen ? "score chosen" : "score",
+          "data-score": score === null ? "none" : String(score),
+          "aria-pressed": String(chosen),
+          onclick: () => {
+            signing.survey[question] = score
+            render()
+          },
+          text: score === null ? t("not_answered") : String(score),
+        }),
+      )
+    }
+    form.append(group)
+  }
+  const suggestions = el("textarea", { id: "suggestions", rows: "2", oninput: e => (signing.suggestions = e.target.value) })
+  suggestions.value = signing.suggestions
+  form.append(el("label", { for: "suggestions", text: t("suggestions") }), suggestions)
+  for (const problem of signing.problems) form.append(el("p", { class: "error sign-problem", role: "alert", text: problem }))
+  form.append(el("button", { type: "submit", id: "sign", class: "primary", disabled: signing.busy, text: signing.busy ? t("signing") : t("sign_button") }))
+  out.push(form)
+  return out
+}
+
+/** The canvas as PNG bytes. */
+function padPng(canvas) {
+  return new Promise((resolve, reject) =>
+    canvas.toBlob(blob => (blob ? blob.arrayBuffer().then(b => resolve(new Uint8Array(b)), reject) : reject(new Error("no PNG"))), "image/png"),
+  )
+}
+
+const sameHeads = (a, b) => a.length === b.length && a.every(h => b.includes(h))
+
+/** The customer signs: the pad's image kept and attached (kind `signature`, as the SDK's
+ *  `attach`), then the device signs the acknowledgement over the job as it is now, with
+ *  the strokes as the mark (docs/REPORT-FORMAT.md §4), and asks for completion once the
+ *  image has reached the branch. */
+async function sign(handle) {
+  signing.problems = []
+  if (signing.name.trim() === "") signing.problems.push(t("need_signer_name"))
+  if (!signing.strokes.some(s => s.length > 0)) signing.problems.push(t("need_signature"))
+  if (signing.problems.length > 0 || signing.busy) {
+    render()
+    return
+  }
+  signing.busy = true
+  render()
+  try {
+    const id = handle.documentId
+    const technician = state.identity.technician
+    const png = await padPng(signing.pad.canvas)
+    const digest = await sha256Hex(png)
+    await device.keepBlob(id, digest, png)
+    if (!handle.doc().attachments?.[digest]) {
+      handle.change(d => {
+        if (!d.attachments) d.attachments = {}
+        d.attachments[digest] = {
+          kind: new ImmutableString("signature"),
+          media_type: new ImmutableString("image/png"),
+          size: png.length,
+          name: new ImmutableString("signature.png"),
+          at: new Date(),
+          by: new ImmutableString(technician),
+        }
+      }, visit.message("Attach signature image (R8)"))
+    }
+    const draft = {
+      signer_name: signing.name.trim(),
+      signature: { type: "strokes", strokes: signing.strokes.filter(s => s.length > 0) },
+      signed_at: Date.now(),
+      survey: { ...signing.survey, suggestions: signing.suggestions.trim() },
+    }
+    // Signed over the heads it was read at; written only if nothing came in meanwhile.
+    for (let attempt = 0; ; attempt += 1) {
+      const heads = decodeHeads(handle.heads())
+      const job = jobJson(handle.doc())
+      const missing = missingBeforeSigning(job)
+      if (missing.length > 0) {
+        state.missing = { id, items: missing }
+        signing = null
+        history.back() // to the job, which lists them
+        return
+      }
+      const ack = await signAcknowledgement(job, heads, draft, state.identity.deviceId, state.identity.keys.privateKey)
+      if (!sameHeads(heads, decodeHeads(handle.heads()))) {
+        if (attempt < 5) continue
+        throw new Error("the job keeps changing: sign again")
+      }
+      handle.change(d => {
+        d.acknowledgement = acknowledgementValue(ack)
+      }, visit.message("Record acknowledgement (R8, R9)"))
+      break
+    }
+    state.pendingCompletion.add(id)
+    await device.put("pendingCompletion", [...state.pendingCompletion])
+    signing = null
+    state.missing = null
+    history.back() // to the job, which shows the outcome
+    void flushPending()
+  } catch (e) {
+    signing.busy = false
+    signing.problems.push(String(e?.message ?? e))
+    render()
+  }
+}
+
+/** The acknowledgement as the Rust SDK writes it (`schema::write_acknowledgement`): strings
+ *  as scalar strings, `signed_at` a timestamp, points and scores integers, and a score not
+ *  answered no key at all. */
+function acknowledgementValue(ack) {
+  const survey = { suggestions: new ImmutableString(ack.survey.suggestions) }
+  for (const name of ["attitude", "skill", "punctuality", "service_items"]) {
+    if (ack.survey[name] !== undefined) survey[name] = ack.survey[name]
+  }
+  return {
+    signer_name: new ImmutableString(ack.signer_name),
+    signature: { type: new ImmutableString("strokes"), strokes: ack.signature.strokes },
+    signed_at: new Date(ack.signed_at),
+    survey,
+    device_id: new ImmutableString(ack.device_id),
+    job_digest: new ImmutableString(ack.job_digest),
+    heads: ack.heads.map(h => new ImmutableString(h)),
+    device_signature: new ImmutableString(ack.device_signature),
+  }
+}
+
+/** Uploads the pending attachments, then asks for completion of every job waiting for them
+ *  (the branch refuses a report while a referenced image has not reached it). */
+let flushing = false
+async function flushPending() {
+  if (flushing || !navigator.onLine || state.revoked || !repo) return
+  flushing = true
+  try {
+    const token = await currentToken()
+    if (!token) return
+    const outcomes = await device.uploadPending(token)
+    for (const o of outcomes) if (!o.uploaded && o.code !== "unreachable") state.errors.push(`${o.code}: ${o.message}`)
+    const waiting = new Set((await device.pendingBlobs()).map(p => p.job))
+    for (const id of [...state.pendingCompletion]) {
+      if (waiting.has(id)) continue
+      const entry = [...state.jobs.values()].find(e => e.handle?.documentId === id)
+      if (!entry) continue
+      visit.requestCompletion(entry.handle)
+      state.pendingCompletion.delete(id)
+    }
+    await device.put("pendingCompletion", [...state.pendingCompletion])
+  } finally {
+    flushing = false
+    render()
+  }
 }
 
 /** The visit's steps, written exactly as the Rust SDK writes them (shared/src/job/doc.rs:
@@ -280,14 +666,35 @@ const visit = {
       d.visit.arrival = new Date()
     }, visit.message("Set visit.arrival (R2)"))
   },
-  faultCause(handle, text) {
+  diagnosis(handle, cause, solution) {
+    visit.text(handle, ["diagnosis", "fault_cause"], cause)
+    visit.text(handle, ["diagnosis", "solution"], solution)
+  },
+  opinion(handle, text) {
+    visit.text(handle, ["customer_opinion"], text)
+  },
+  /** One scalar string field (R7), written only when it changed; empty clears it. */
+  text(handle, path, text) {
     const value = text.trim()
-    const current = str(handle.doc().diagnosis?.fault_cause)
-    if (value === current) return
+    const parent = d => path.slice(0, -1).reduce((o, k) => o[k], d)
+    const key = path[path.length - 1]
+    if (value === str(parent(handle.doc())?.[key])) return
     handle.change(d => {
-      if (value === "") delete d.diagnosis.fault_cause
-      else d.diagnosis.fault_cause = new ImmutableString(value)
-    }, visit.message(`${value === "" ? "Clear" : "Set"} diagnosis.fault_cause (R7)`))
+      if (value === "") delete parent(d)[key]
+      else parent(d)[key] = new ImmutableString(value)
+    }, visit.message(`${value === "" ? "Clear" : "Set"} ${path.join(".")} (R7)`))
+    if (state.missing) state.missing.items = missingBeforeSigning(jobJson(handle.doc()))
+  },
+  /** Asks the branch to sign the report (`Job::completion`, as the SDK's
+   *  `request_completion`): once the customer signed and the image reached the branch. */
+  requestCompletion(handle) {
+    // After the branch's answer by its clock, whatever this phone's: the signer takes a
+    // request no later than its last answer for answered.
+    const answered = handle.doc().report?.at
+    const after = answered instanceof Date ? answered.getTime() + 1 : 0
+    handle.change(d => {
+      d.completion = { at: new Date(Math.max(Date.now(), after)), by: new ImmutableString(state.identity.technician) }
+    }, visit.message("Request completion"))
   },
   checkOut(handle, note) {
     handle.change(d => {
@@ -297,6 +704,7 @@ const visit = {
         note: new ImmutableString(note.trim()),
       }
     }, visit.message("Record visit.check_out (R11)"))
+    if (state.missing) state.missing.items = missingBeforeSigning(jobJson(handle.doc()))
   },
 }
 
@@ -355,6 +763,7 @@ async function startSync() {
   state.screen = "jobs"
   state.revoked = Boolean(await device.get("revoked"))
   state.serverHeads = new Map(Object.entries((await device.get("serverHeads")) ?? {}))
+  state.pendingCompletion = new Set((await device.get("pendingCompletion")) ?? [])
   render()
   const token = state.revoked ? null : await currentToken()
   const network = []
@@ -388,6 +797,7 @@ async function startSync() {
     serverStorageId = repo.getStorageIdOfPeer(peerId) ?? serverStorageId
     for (const entry of state.jobs.values()) if (entry.handle) noteServerHeads(entry.handle)
     render()
+    void flushPending()
   })
   repo.networkSubsystem.on("peer-disconnected", () => {
     state.connected = repo.peers.length > 0
@@ -407,6 +817,7 @@ async function startSync() {
 
 /** Renews the token once a third of its life is left; the adapter dials with the new one. */
 async function renewIfDue() {
+  void flushPending()
   if (!adapter || state.revoked) return
   const held = await device.get("token")
   if (device.fresh(held) || !navigator.onLine) return
@@ -475,7 +886,11 @@ async function boot() {
     setLanguage(language() === "zh" ? "en" : "zh")
     render()
   })
-  addEventListener("online", render)
+  addEventListener("online", () => {
+    render()
+    // The uploads and completions kept while offline: over HTTP, not waiting for the socket.
+    void flushPending()
+  })
   addEventListener("offline", render)
   if ("serviceWorker" in navigator) {
     // The app shell, cached for opening with no network (sw.js).
