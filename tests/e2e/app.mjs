@@ -13,9 +13,19 @@
 // reload opens the app from the service worker and lists the job from IndexedDB; the
 // language switch shows English; still offline the technician records arrival (R2), the
 // fault cause (R7) and the check-out (R11), which the job shows as not yet synced; back
-// online they reach the server, which refuses none of them. Screenshots go to
-// --screenshots. Prints one JSON line with the steps and timings; exits 1 with the failing
-// step on stderr.
+// online they reach the server, which refuses none of them. Then the customer's signature
+// (R8, R9): `request completion` lists what is still missing in words (the solution, the
+// customer's opinion); once recorded, the service report is shown for the customer to read
+// (in Chinese, then in English at the customer's choice), the customer signs on the pad with
+// a finger (touch events, two strokes), gives a name and answers the survey, offline; the
+// device signs the acknowledgement and keeps it with the signature image until it is online.
+// Meanwhile the desk moves the appointment (R3, through the API with --desk-token), which the
+// customer acknowledged: back online the app uploads the image and asks for completion, the
+// branch refuses the report (the job changed after the customer signed), and the app shows
+// the refusal with its reason in words; asked again, the app has the customer sign the job as
+// it is now, and the app shows the branch's answer: the report signed, with its id (printed
+// in the summary for the Rust side to fetch and verify). Screenshots go to --screenshots. Prints one JSON line with
+// the steps and timings; exits 1 with the failing step on stderr.
 
 import { commandLine, openBrowser, expect } from "./browser.mjs";
 
@@ -25,7 +35,11 @@ const args = commandLine("app.mjs", {
   customer: { type: "string" },
   "fault-cause": { type: "string" },
   "check-out-note": { type: "string" },
-}, ["code", "job", "customer", "fault-cause", "check-out-note"]);
+  solution: { type: "string" },
+  opinion: { type: "string" },
+  signer: { type: "string" },
+  "desk-token": { type: "string" },
+}, ["code", "job", "customer", "fault-cause", "check-out-note", "solution", "opinion", "signer", "desk-token"]);
 
 const STAGES_ZH = {
   new: "新建", assigned: "已预约", on_site: "在现场", completed: "待签发",
@@ -57,6 +71,48 @@ try {
   page.on("console", m => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", e => consoleLines.push(`pageerror: ${e.message}`));
   const job = `li.job[data-job="${args.job}"]`;
+
+  /** The customer's two strokes with a finger on the pad, the name and the survey (the
+   *  screenshot `sign.png` once, with `shoot`). */
+  async function signOnThePad(shoot) {
+    const pad = page.locator("#signature-pad");
+    await pad.scrollIntoViewIfNeeded();
+    const box = await pad.boundingBox();
+    // Through the browser's touch input (CDP): each event 40 ms after the one before (by the
+    // events' own timestamps), and a stroke rests before it lifts, as a hand does; lifted at
+    // speed, Chromium would take it for a fling, and the next tap would only stop the fling.
+    const cdp = await context.newCDPSession(page);
+    let clock = Date.now() / 1000;
+    const touch = (type, x, y) => {
+      clock += 0.04;
+      return cdp.send("Input.dispatchTouchEvent", {
+        type,
+        timestamp: clock,
+        touchPoints: type === "touchEnd" ? [] : [{ x: box.x + x, y: box.y + y }],
+      });
+    };
+    for (const stroke of [
+      [[30, 120], [60, 60], [90, 110], [120, 50], [150, 115]],
+      [[180, 60], [220, 90], [260, 70], [300, 100]],
+    ]) {
+      await touch("touchStart", ...stroke[0]);
+      for (const point of stroke.slice(1)) await touch("touchMove", ...point);
+      clock += 0.5;
+      await touch("touchEnd");
+    }
+    await cdp.detach();
+    await page.fill("#signer-name", args.signer);
+    expect((await page.locator(".sign-problem").count()) === 0, "the problems stay after signing and naming");
+    for (const [question, score] of [["attitude", "5"], ["skill", "4"], ["punctuality", "5"], ["service_items", "none"]]) {
+      await page.tap(`#survey-${question} [data-score="${score}"]`);
+      await page.waitForSelector(`#survey-${question} [data-score="${score}"][aria-pressed="true"]`);
+    }
+    await page.fill("#suggestions", "下次请提前打电话");
+    if (shoot) {
+      await page.locator("#sign-form").evaluate(form => form.scrollIntoView({ block: "start" }));
+      await page.screenshot({ path: browser.shot("sign.png") });
+    }
+  }
 
   step = "/app opens the enrollment form";
   await page.goto(`${base}/app`);
@@ -184,7 +240,103 @@ try {
   await page.waitForSelector(`${job}[data-sync="synced"][data-stage="on_site"]`);
   steps.push(step);
 
-  console.log(JSON.stringify({ ok: true, steps, timings, ms: Date.now() - started }));
+  step = "request completion lists every missing item, in words";
+  await page.tap(job);
+  await page.waitForSelector("#job");
+  await page.tap("#request-completion");
+  await page.waitForSelector("#missing");
+  const missing = await page.$$eval("#missing li", items => items.map(li => ({ code: li.dataset.code, text: li.textContent })));
+  const codes = missing.map(m => m.code).sort();
+  expect(JSON.stringify(codes) === JSON.stringify(["missing_customer_opinion", "missing_solution"]),
+    `missing before signing: ${JSON.stringify(missing)}`);
+  expect(missing.some(m => m.text.includes("记录处理方法")) && missing.some(m => m.text.includes("记录客户意见")),
+    `the missing items in words: ${JSON.stringify(missing)}`);
+  expect((await page.locator("#report").count()) === 0, "the report was shown with items missing");
+  await page.locator("#step-completion").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("completion-missing.png") });
+  steps.push(step);
+
+  step = "once recorded, the report is shown in the customer's language";
+  await page.fill("#solution", args.solution);
+  await page.tap("#step-diagnosis button[type=submit]");
+  await page.fill("#customer-opinion", args.opinion);
+  await page.tap("#step-opinion button[type=submit]");
+  await page.waitForFunction(() => document.querySelectorAll("#missing li").length === 0);
+  await page.tap("#request-completion");
+  await page.waitForSelector("#report[data-lang=zh]");
+  const zh = (await page.textContent("#report")) ?? "";
+  for (const said of ["售后服务报告单", args.customer, args["fault-cause"], args.solution, args.opinion, args["check-out-note"]]) {
+    expect(zh.includes(said), `the report in Chinese lacks ${JSON.stringify(said)}: ${zh}`);
+  }
+  await page.tap("#report-lang-en");
+  await page.waitForSelector("#report[data-lang=en]");
+  const en = (await page.textContent("#report")) ?? "";
+  expect(en.includes("After-sales service report") && en.includes("Customer pays") && en.includes(args.solution),
+    `the report in English: ${en}`);
+  // The app's own words stay in the technician's language.
+  const signHeading = (await page.textContent("h2")) ?? "";
+  expect(signHeading.includes("请客户阅读服务报告后签字"), `the signing heading ${JSON.stringify(signHeading)}`);
+  await page.screenshot({ path: browser.shot("sign-report-en.png") });
+  steps.push(step);
+
+  step = "the customer signs with a finger, names themself and answers the survey";
+  // Signing with no mark and no name is refused, in words.
+  await page.tap("#sign");
+  await page.waitForSelector(".sign-problem");
+  const problems = await page.locator(".sign-problem").allTextContents();
+  expect(problems.length === 2, `the empty signature's problems: ${JSON.stringify(problems)}`);
+  await signOnThePad(true);
+  await context.setOffline(true);
+  await page.waitForSelector(`#net[data-state="offline"]`);
+  steps.push(step);
+
+  step = "offline, the device signs and keeps the signature until it is online";
+  await page.tap("#sign");
+  await page.waitForSelector("#acknowledged");
+  const acknowledged = (await page.textContent("#acknowledged")) ?? "";
+  expect(acknowledged.includes(args.signer), `the acknowledgement line ${JSON.stringify(acknowledged)}`);
+  await page.waitForSelector(`#outcome[data-outcome="waiting_upload"]`);
+  await page.locator("#step-completion").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("signed-offline.png") });
+  steps.push(step);
+
+  step = "the desk moves the appointment: the branch refuses the report, and the app says why";
+  const moved = await fetch(`${base}/api/jobs/${args.job}/appointment`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${args["desk-token"]}`, "content-type": "application/json" },
+    body: JSON.stringify({ at: "2026-11-03T10:00:00Z", contacted_by: "desk-li", fault_rechecked: "压缩机跳闸" }),
+  });
+  expect(moved.ok, `the desk's appointment: ${moved.status} ${await moved.text()}`);
+  await context.setOffline(false);
+  await page.waitForSelector(`#outcome[data-outcome="refused"]`);
+  const reasons = await page.$$eval("#refusal-reasons li", items => items.map(li => ({ code: li.dataset.code, text: li.textContent })));
+  expect(reasons.some(r => r.code === "acknowledgement_mismatch" && r.text.includes("客户签字后工单又被修改")),
+    `the refusal's reasons: ${JSON.stringify(reasons)}`);
+  await page.waitForSelector(`#job[data-stage="refused"]`);
+  await page.locator("#step-completion").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("refused.png") });
+  steps.push(step);
+
+  step = "asked again, the customer signs the job as it is now; the branch signs the report";
+  await page.tap("#request-completion");
+  await page.waitForSelector("#report[data-lang=zh]");
+  const again = (await page.textContent("#report")) ?? "";
+  expect(again.includes("2026"), `the report to sign again: ${again}`);
+  await signOnThePad(false);
+  await page.tap("#sign");
+  await page.waitForSelector(`#outcome[data-outcome="signed"]`);
+  const reportId = await page.getAttribute("#outcome", "data-report");
+  expect(/^[0-9a-f]{32}$/.test(reportId ?? ""), `report id ${reportId}`);
+  const outcome = (await page.textContent("#outcome")) ?? "";
+  expect(outcome.includes("网点已签发报告") && outcome.includes(reportId), `the outcome in words: ${outcome}`);
+  await page.waitForSelector(`#job[data-stage="signed"]`);
+  expect((await page.locator(".server-error").count()) === 0,
+    `the server refused a change: ${await page.locator(".server-error").allTextContents()}`);
+  await page.locator("#step-completion").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("signed.png") });
+  steps.push(step);
+
+  console.log(JSON.stringify({ ok: true, steps, timings, report_id: reportId, ms: Date.now() - started }));
 } catch (e) {
   console.error(`app.mjs: step "${step}" failed: ${e.message}`);
   console.error(`the page's console:\n${consoleLines.join("\n")}`);

@@ -6,7 +6,18 @@
 //! IndexedDB, the job is listed with its state in words and synced, offline
 //! (`context.setOffline(true)`) a reload opens the app from its service worker and lists the
 //! job from IndexedDB, and the visit recorded offline (arrival, fault cause, check-out) reaches
-//! the server once online, in the job as the SDK would have written it.
+//! the server once online, in the job as the SDK would have written it. Then the customer's
+//! signature (R8, R9, issue 20 point 4): `request completion` lists what is missing in words,
+//! the service report is shown in the customer's language, the customer signs on the pad with
+//! touch strokes, offline, and the device signs the acknowledgement with its WebCrypto key
+//! (app/src/ack.js) and keeps the pad's PNG as a `signature` attachment. The desk moves the
+//! appointment meanwhile (this manager's token, passed to the script), so back online the edge
+//! refuses the report (the customer did not acknowledge that content) and the app shows the
+//! reason in words; asked again, the customer signs the job as it is now, the edge verifies
+//! the acknowledgement like one from the SDK and signs the report, which the app shows. Here the
+//! report is read back through the API (signed, the acknowledgement and the signature image
+//! in it, the image's bytes a PNG that hashes to its name) and verified as head office would
+//! with `fieldsync verify` and the branch's exported trust data.
 //!
 //! Besides the browser, every file of the app is fetched from the real server with its content
 //! type, and the device the browser enrolled is in the server's records for `tech-1`.
@@ -18,7 +29,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
-use fieldsync_tests::{ServerProcess, cli, cli_with_stdin, sample_job_body, temp_dir};
+use fieldsync_shared::job::attachments::blob_digest;
+use fieldsync_tests::{
+    ServerProcess, cli, cli_with_stdin, fieldsync_binary, sample_job_body, temp_dir,
+};
 use serde_json::{Value, json};
 
 use crate::console_browser::{chromium, e2e_dir, run_e2e};
@@ -135,6 +149,14 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
         "压缩机过热保护频繁动作",
         "--check-out-note",
         "已更换温控器，运行正常",
+        "--solution",
+        "更换温控器并清洗冷凝器",
+        "--opinion",
+        "维修及时，很满意",
+        "--signer",
+        "林女士",
+        "--desk-token",
+        &manager_token,
     ];
     let summary = run_e2e("app.mjs", &args, &shots, || {
         format!("server log:\n{}", server.log())
@@ -142,10 +164,16 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
     .await?;
     assert_eq!(
         summary["steps"].as_array().map(Vec::len),
-        Some(9),
+        Some(15),
         "{summary}"
     );
     for shot in [
+        "completion-missing.png",
+        "sign-report-en.png",
+        "sign.png",
+        "signed-offline.png",
+        "refused.png",
+        "signed.png",
         "enroll.png",
         "jobs.png",
         "offline.png",
@@ -204,5 +232,130 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
     );
     let refusal: Value = again.json().await?;
     ensure!(refusal["code"] == "enrollment_code_used", "{refusal}");
+
+    check_signed_report(&http, &server, &data, &manager_token, &job, &summary).await
+}
+
+/// The report the app had signed (R8, R9, R13): the job says signed with the id the app
+/// showed, the edge serves the report with the customer's acknowledgement as the app made it
+/// and the pad's image among its attachments, and it verifies with `fieldsync verify`.
+async fn check_signed_report(
+    http: &reqwest::Client,
+    server: &ServerProcess,
+    data: &Path,
+    manager_token: &str,
+    job: &str,
+    summary: &Value,
+) -> anyhow::Result<()> {
+    let shown = summary["report_id"].as_str().context("report_id")?;
+    let stored: Value = http
+        .get(server.http_url(&format!("/api/jobs/{job}")))
+        .bearer_auth(manager_token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let report = &stored["job"]["report"];
+    ensure!(
+        report["status"] == "signed" && report["report_id"] == shown,
+        "the job's report outcome: {report}"
+    );
+    let answer = http
+        .get(server.http_url(&format!("/api/reports/{shown}")))
+        .bearer_auth(manager_token)
+        .send()
+        .await?;
+    ensure!(answer.status().is_success(), "report: {}", answer.status());
+    let raw = answer.bytes().await?;
+    let signed: Value = serde_json::from_slice(&raw)?;
+    let body = &signed["body"];
+    let ack = &body["acknowledgement"];
+    ensure!(ack["signer_name"] == "林女士", "{ack}");
+    ensure!(
+        ack["survey"]
+            == json!({"attitude": 5, "skill": 4, "punctuality": 5, "suggestions": "下次请提前打电话"}),
+        "the survey, service_items not answered: {}",
+        ack["survey"]
+    );
+    let strokes = ack["signature"]["strokes"].as_array().context("strokes")?;
+    ensure!(
+        ack["signature"]["type"] == "strokes" && strokes.len() == 2,
+        "the mark: {}",
+        ack["signature"]
+    );
+    ensure!(
+        body["content"]["diagnosis"]["solution"] == "更换温控器并清洗冷凝器"
+            && body["content"]["customer_opinion"] == "维修及时，很满意",
+        "{}",
+        body["content"]
+    );
+    // The pad's image: a `signature` attachment whose bytes (a PNG) the branch holds.
+    let images: Vec<&Value> = body["content"]["attachments"]
+        .as_array()
+        .context("attachments")?
+        .iter()
+        .filter(|a| a["kind"] == "signature")
+        .collect();
+    // One per signing, or one for both when the two drawings gave the same bytes.
+    ensure!(
+        (1..=2).contains(&images.len()),
+        "{}",
+        body["content"]["attachments"]
+    );
+    for image in images {
+        let digest = image["digest"].as_str().context("digest")?;
+        ensure!(image["media_type"] == "image/png", "{image}");
+        let bytes = http
+            .get(server.http_url(&format!("/api/jobs/{job}/attachments/{digest}")))
+            .bearer_auth(manager_token)
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        ensure!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n") && blob_digest(&bytes) == digest,
+            "the signature image: {} bytes",
+            bytes.len()
+        );
+        ensure!(
+            image["size"] == bytes.len(),
+            "size {} for {} bytes",
+            image["size"],
+            bytes.len()
+        );
+    }
+    // The content the customer signed the second time: with the desk's appointment.
+    ensure!(
+        body["content"]["visit"]["appointment"].is_number(),
+        "{}",
+        body["content"]["visit"]
+    );
+
+    // Head office's check: the exported report verifies against the branch's trust data.
+    let trust = data.join("trust");
+    let report_file = data.join("app-report.json");
+    std::fs::write(&report_file, &raw)?;
+    let verified = tokio::task::spawn_blocking({
+        let data = data.to_owned();
+        move || -> anyhow::Result<std::process::Output> {
+            cli(
+                &data,
+                &["trust", "export", "--out", trust.to_str().context("path")?],
+            )?;
+            Ok(std::process::Command::new(fieldsync_binary()?)
+                .arg("verify")
+                .arg(&report_file)
+                .arg("--trust")
+                .arg(&trust)
+                .output()?)
+        }
+    })
+    .await??;
+    ensure!(
+        verified.status.success(),
+        "fieldsync verify: {}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
     Ok(())
 }
