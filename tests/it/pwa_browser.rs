@@ -17,7 +17,8 @@
 //! the acknowledgement like one from the SDK and signs the report, which the app shows. Here the
 //! report is read back through the API (signed, the acknowledgement and the signature image
 //! in it, the image's bytes a PNG that hashes to its name) and verified as head office would
-//! with `fieldsync verify` and the branch's exported trust data.
+//! with `fieldsync verify` and the branch's exported trust data, and with the independent
+//! Python verifier (`tools/verify-report`, as `report_format` runs it).
 //!
 //! Besides the browser, every file of the app is fetched from the real server with its content
 //! type, and the device the browser enrolled is in the server's records for `tech-1`.
@@ -36,6 +37,7 @@ use fieldsync_tests::{
 use serde_json::{Value, json};
 
 use crate::console_browser::{chromium, e2e_dir, run_e2e};
+use crate::report_format::verify_with_python;
 
 /// Where the run's screenshots go: `docs/app/` with `FIELDSYNC_WRITE_SCREENSHOTS` set.
 fn screenshot_dir(scratch: &Path) -> PathBuf {
@@ -356,6 +358,15 @@ async fn check_signed_report(
         "fieldsync verify: {}{}",
         String::from_utf8_lossy(&verified.stdout),
         String::from_utf8_lossy(&verified.stderr)
+    );
+    // And with the independent verifier, written from docs/REPORT-FORMAT.md alone.
+    let report_file = data.join("app-report.json");
+    let trust = data.join("trust");
+    let verdict =
+        tokio::task::spawn_blocking(move || verify_with_python(&report_file, &trust)).await??;
+    ensure!(
+        verdict.success && verdict.out["valid"] == true && verdict.out["report_id"] == shown,
+        "the independent verifier: {verdict:?}"
     );
     Ok(())
 }

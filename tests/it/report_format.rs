@@ -778,10 +778,10 @@ fn verifier_python() -> anyhow::Result<PathBuf> {
 }
 
 /// What one run of the independent verifier said.
-struct Verdict {
-    success: bool,
+pub(crate) struct Verdict {
+    pub(crate) success: bool,
     /// The JSON it printed on stdout.
-    out: Value,
+    pub(crate) out: Value,
     stderr: String,
 }
 
@@ -814,7 +814,9 @@ fn run_verifier(args: &[&std::ffi::OsStr]) -> anyhow::Result<Verdict> {
     })
 }
 
-fn verify_with_python(report: &Path, trust: &Path) -> anyhow::Result<Verdict> {
+/// The independent verifier on one exported report with a trust directory (also used on the
+/// report the technician's app had signed, `pwa_browser`).
+pub(crate) fn verify_with_python(report: &Path, trust: &Path) -> anyhow::Result<Verdict> {
     run_verifier(&[
         "report".as_ref(),
         report.as_os_str(),
