@@ -9,6 +9,8 @@
 // `POST /api/token/renew {device_id, nonce, signature}` with the Ed25519 signature (hex) of
 // `fieldsync-token-renewal-v1\n{branch}\n{device}\n{nonce}` (shared::enrollment::renewal_message).
 
+import { hex } from "./ack.js"
+
 const DB = "fieldsync-device"
 const STORE = "kv"
 
@@ -45,8 +47,6 @@ export async function put(key, value) {
     tx.onerror = () => reject(tx.error)
   })
 }
-
-const hex = bytes => Array.from(new Uint8Array(bytes), b => b.toString(16).padStart(2, "0")).join("")
 
 /** A refusal of the server, with its stable code (`enrollment_code_used`, `revoked`…). */
 export class Refused extends Error {

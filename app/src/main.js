@@ -10,7 +10,7 @@ import { ImmutableString, Repo, cbor, decodeHeads, initializeWasm } from "@autom
 import { IndexedDBStorageAdapter } from "@automerge/automerge-repo-storage-indexeddb"
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
 
-import { jobDigest, sha256Hex, signAcknowledgement } from "./ack.js"
+import { hex, jobDigest, sha256Hex, signAcknowledgement } from "./ack.js"
 import * as device from "./device.js"
 import { has, language, setLanguage, t } from "./i18n.js"
 import { jobJson, missingBeforeSigning } from "./job.js"
@@ -757,7 +757,7 @@ function syncUrl(token) {
   return url.toString()
 }
 
-const randomHex = n => Array.from(crypto.getRandomValues(new Uint8Array(n)), b => b.toString(16).padStart(2, "0")).join("")
+const randomHex = n => hex(crypto.getRandomValues(new Uint8Array(n)))
 
 async function startSync() {
   state.screen = "jobs"
