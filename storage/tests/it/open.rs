@@ -97,26 +97,10 @@ fn a_file_that_is_not_a_database_is_refused_and_left_alone() -> anyhow::Result<(
 #[test]
 fn a_damaged_database_is_reported_as_corrupt() -> anyhow::Result<()> {
     let (_dir, path) = temp_db()?;
-    let store = open(&path)?;
-    let writes: Vec<_> = (0..300u32)
-        .map(|i| store.append_changes(DOC, vec![(i % 251) as u8; 2000 + i as usize]))
-        .collect();
-    for write in writes {
-        write.wait()?;
-    }
     // Closing the last connection checkpoints the WAL into the main file.
-    store.close()?;
+    filled_and_closed(&path)?;
 
-    // Keep page 1 (header and schema) and overwrite the pages after it.
-    let mut bytes = fs::read(&path)?;
-    assert!(
-        bytes.len() > 4096 * 70,
-        "the database is smaller than expected"
-    );
-    // Data pages, past the tables' and indexes' root pages (about 20 since 0003), so the file
-    // still opens and the damage is for the check to find.
-    bytes[4096 * 40..4096 * 70].fill(0x5a);
-    fs::write(&path, &bytes)?;
+    damage(&path)?;
 
     match Store::open(&path, StoreConfig::default()) {
         Err(StorageError::Corrupt {
@@ -135,28 +119,13 @@ fn a_damaged_database_is_reported_as_corrupt() -> anyhow::Result<()> {
 fn integrity_check_passes_a_sound_store_and_names_what_is_wrong_with_a_damaged_one()
 -> anyhow::Result<()> {
     let (_dir, path) = temp_db()?;
-    let store = open(&path)?;
-    let writes: Vec<_> = (0..300u32)
-        .map(|i| store.append_changes(DOC, vec![(i % 251) as u8; 2000 + i as usize]))
-        .collect();
-    for write in writes {
-        write.wait()?;
-    }
     // Closing the last connection checkpoints the WAL into the main file.
-    store.close()?;
+    filled_and_closed(&path)?;
     let store = open(&path)?;
     store.integrity_check()?;
     drop(store);
 
-    let mut bytes = fs::read(&path)?;
-    assert!(
-        bytes.len() > 4096 * 70,
-        "the database is smaller than expected"
-    );
-    // Data pages, past the tables' and indexes' root pages (about 20 since 0003), so the file
-    // still opens and the damage is for the check to find.
-    bytes[4096 * 40..4096 * 70].fill(0x5a);
-    fs::write(&path, &bytes)?;
+    damage(&path)?;
     // Opened without the check at open, as a tool inspecting a damaged file would.
     let unchecked = StoreConfig {
         quick_check: false,
@@ -167,6 +136,20 @@ fn integrity_check_passes_a_sound_store_and_names_what_is_wrong_with_a_damaged_o
         Err(StorageError::Corrupt { detail, .. }) => assert!(!detail.is_empty()),
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    Ok(())
+}
+
+/// Keeps page 1 (header and schema) and overwrites data pages past the tables' and indexes'
+/// root pages (about 20 since 0003), so the file still opens and the damage is for the check
+/// to find. Rewrites the file, as a tool or a bad copy would.
+fn damage(path: &std::path::Path) -> anyhow::Result<()> {
+    let mut bytes = fs::read(path)?;
+    assert!(
+        bytes.len() > 4096 * 70,
+        "the database is smaller than expected"
+    );
+    bytes[4096 * 40..4096 * 70].fill(0x5a);
+    fs::write(path, &bytes)?;
     Ok(())
 }
 
@@ -266,5 +249,26 @@ fn a_store_opened_without_the_check_never_vouches_for_the_file() -> anyhow::Resu
         [],
     )?;
     assert_eq!(open(&path)?.open_check(), OpenCheck::Checked);
+    Ok(())
+}
+
+#[test]
+fn a_store_whose_check_found_damage_leaves_no_clean_close_stamp() -> anyhow::Result<()> {
+    let (_dir, path) = temp_db()?;
+    filled_and_closed(&path)?;
+    let store = open(&path)?;
+    assert_eq!(store.open_check(), OpenCheck::CleanClose);
+    // Damaged while this store has it open (no write of its own pending), found by the
+    // out-of-band check: the close must not vouch for the file as it now is.
+    damage(&path)?;
+    assert!(matches!(
+        store.integrity_check(),
+        Err(StorageError::Corrupt { .. })
+    ));
+    store.close()?;
+    match Store::open(&path, StoreConfig::default()) {
+        Err(StorageError::Corrupt { detail, .. }) => assert!(!detail.is_empty()),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
     Ok(())
 }
