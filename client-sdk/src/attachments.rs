@@ -22,8 +22,8 @@ use serde::Deserialize;
 
 use crate::events::Event;
 use crate::node::Hooks;
-use crate::sync::http_url;
 use crate::tls::ClientTls;
+use crate::url::http_url;
 
 /// The largest part one PUT carries: a lost connection costs at most this much again.
 pub const PART_BYTES: usize = 4 * 1024 * 1024;

@@ -21,8 +21,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::node::now;
-use crate::sync::{TokenError, TokenFuture, TokenSource, http_url};
+use crate::sync::{TokenError, TokenFuture, TokenSource};
 use crate::tls::ClientTls;
+use crate::url::http_url;
 
 /// How long an HTTP call of enrollment or renewal may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);

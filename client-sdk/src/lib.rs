@@ -23,10 +23,12 @@ mod edit;
 pub mod enroll;
 mod events;
 mod handoff;
+mod handoff_delivery;
 mod node;
 mod summary;
 mod sync;
 pub mod tls;
+mod url;
 
 pub use connection::{ClientEvent, ConnectError, ConnectOptions, SyncClient};
 pub use device::{

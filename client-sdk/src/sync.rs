@@ -20,6 +20,7 @@ use crate::connection::{self, ConnectError};
 use crate::events::SyncState;
 use crate::node::{Hooks, Node};
 use crate::tls::{ClientTls, TlsError};
+use crate::url::http_url;
 
 /// Why the app could not supply a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -330,7 +331,7 @@ pub(crate) async fn supervise(ctx: Context, options: SyncOptions, mut stop: watc
 async fn hand_over_while_connected(node: Node, url: String, tls: ClientTls, token: String) {
     loop {
         let wake = node.hooks.handoffs.notified();
-        crate::handoff::deliver(&node, &url, &tls, &token).await;
+        crate::handoff_delivery::deliver(&node, &url, &tls, &token).await;
         wake.await;
     }
 }
@@ -398,20 +399,6 @@ async fn discover_index(node: &Node, ws_url: &str, tls: &ClientTls, token: &str)
     }
 }
 
-/// The HTTP URL of `path` on the server of a WebSocket URL.
-pub(crate) fn http_url(ws_url: &str, path: &str) -> Option<reqwest::Url> {
-    let mut url = reqwest::Url::parse(ws_url).ok()?;
-    let scheme = match url.scheme() {
-        "ws" | "http" => "http",
-        "wss" | "https" => "https",
-        _ => return None,
-    };
-    url.set_scheme(scheme).ok()?;
-    url.set_path(path);
-    url.set_query(None);
-    Some(url)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,18 +417,5 @@ mod tests {
             assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
         }
         assert!(b.delay(30) >= Duration::from_secs(15));
-    }
-
-    #[test]
-    fn http_url_follows_the_websocket_scheme() {
-        assert_eq!(
-            http_url("ws://127.0.0.1:3030/sync", "/api/me").map(|u| u.to_string()),
-            Some("http://127.0.0.1:3030/api/me".into())
-        );
-        assert_eq!(
-            http_url("wss://edge.example/sync?token=x", "/api/me").map(|u| u.to_string()),
-            Some("https://edge.example/api/me".into())
-        );
-        assert!(http_url("ftp://x", "/").is_none());
     }
 }
