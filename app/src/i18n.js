@@ -206,15 +206,20 @@ const REPORT = {
 const KEY = "fieldsync.lang"
 
 /** `zh` or `en`: the technician's choice, else the browser's language. */
+/** The language chosen here, else the browser's: read once (every text asks for it, and
+ *  `localStorage` is slow enough to show in a list of 200 jobs). */
+let current = null
 export function language() {
+  if (current) return current
   const chosen = localStorage.getItem(KEY)
-  if (chosen === "zh" || chosen === "en") return chosen
+  if (chosen === "zh" || chosen === "en") return (current = chosen)
   const browser = (navigator.languages?.[0] ?? navigator.language ?? "zh").toLowerCase()
-  return browser.startsWith("zh") ? "zh" : "en"
+  return (current = browser.startsWith("zh") ? "zh" : "en")
 }
 
 export function setLanguage(lang) {
   localStorage.setItem(KEY, lang)
+  current = lang
 }
 
 /** Whether there is a text for `key`. */

@@ -26,8 +26,13 @@ const state = {
   enrollError: null,
   busy: false,
   indexReady: false,
-  jobs: new Map(), // url -> {handle, error}
+  jobs: new Map(), // url -> {handle, error, heads, summary}
   jobOrder: [],
+  // url -> the job's row as last drawn from its document ({id, customer, product, stage,
+  // sync}), kept in IndexedDB: the list is drawn from these at start, before automerge's
+  // WebAssembly and the 200 documents are loaded, and each row is replaced once its
+  // document is here (issue 20's start-up figure; the Rust SDK keeps summaries likewise).
+  summaries: new Map(),
   serverHeads: new Map(), // documentId -> heads the server was last seen holding
   stored: new Set(), // documentIds flushed to IndexedDB
   errors: [],
@@ -75,12 +80,27 @@ export function stage(doc) {
   return "new"
 }
 
-/** Whether the server was last seen holding every change this device has of the job. */
+/** Whether the server was last seen holding every change this device has of the job
+ *  (`entry.heads`: the handle's heads as of its last change; `handle.heads()` encodes them
+ *  afresh on every call, too slow for a list of 200 jobs on every redraw). */
 function syncState(entry) {
-  const ours = entry.handle.heads() ?? []
+  const ours = entry.heads ?? []
   const theirs = state.serverHeads.get(entry.handle.documentId)
   if (!theirs) return "never_synced"
   return ours.every(h => theirs.includes(h)) ? "synced" : "unsynced"
+}
+
+/** A redraw once per frame, for what the network and storage change (a job arriving, the
+ *  server's heads): with 200 jobs they come by the hundred, and each full redraw costs. What
+ *  a person does redraws at once (`render`). */
+let drawQueued = false
+function renderSoon() {
+  if (drawQueued) return
+  drawQueued = true
+  requestAnimationFrame(() => {
+    drawQueued = false
+    render()
+  })
 }
 
 function render() {
@@ -163,33 +183,32 @@ function jobsScreen() {
   const list = el("ul", { id: "jobs" })
   for (const url of state.jobOrder) {
     const entry = state.jobs.get(url)
-    if (!entry?.handle || entry.handle.state !== "ready") {
+    const row = entry?.summary ?? state.summaries.get(url)
+    if (!row) {
       list.append(el("li", { class: "job loading", "data-url": url, text: entry?.error ? t("job_unreadable") : t("job_loading") }))
       continue
     }
-    const doc = entry.handle.doc()
-    const at = stage(doc)
-    const sync = syncState(entry)
-    const id = entry.handle.documentId
     list.append(
       el(
         "li",
         {
           class: "job",
-          "data-job": id,
-          "data-stage": at,
-          "data-sync": sync,
-          "data-stored": String(state.stored.has(id)),
+          "data-job": row.id,
+          "data-stage": row.stage,
+          "data-sync": row.sync,
+          "data-stored": String(state.stored.has(row.id)),
+          // Drawn from the summary kept on the device, its document not loaded yet.
+          "data-from": entry?.summary ? "document" : "summary",
           role: "button",
           tabindex: "0",
           onclick: () => openJob(url),
           onkeydown: e => (e.key === "Enter" || e.key === " ") && openJob(url),
         },
-        el("div", { class: "customer", text: str(doc.customer?.name) }),
-        el("div", { class: "product", text: [t(`kind_${str(doc.kind)}`), str(doc.product?.model), str(doc.product?.serial)].filter(Boolean).join(" · ") }),
+        el("div", { class: "customer", text: row.customer }),
+        el("div", { class: "product", text: [t(`kind_${row.kind}`), row.model, row.serial].filter(Boolean).join(" · ") }),
         el("div", { class: "facts" },
-          el("span", { class: `stage stage-${at}`, text: t(`status_${at}`) }),
-          el("span", { class: `sync sync-${sync}`, text: t(sync) }),
+          el("span", { class: `stage stage-${row.stage}`, text: t(`status_${row.stage}`) }),
+          el("span", { class: `sync sync-${row.sync}`, text: t(row.sync) }),
         ),
       ),
     )
@@ -760,7 +779,8 @@ function syncUrl(token) {
 const randomHex = n => hex(crypto.getRandomValues(new Uint8Array(n)))
 
 async function startSync() {
-  state.screen = "jobs"
+  // The list may already be up, from the summaries, with a job open.
+  if (state.screen === "loading" || state.screen === "enroll") state.screen = "jobs"
   state.revoked = Boolean(await device.get("revoked"))
   state.serverHeads = new Map(Object.entries((await device.get("serverHeads")) ?? {}))
   state.pendingCompletion = new Set((await device.get("pendingCompletion")) ?? [])
@@ -840,7 +860,8 @@ async function followIndex(url) {
     state.jobOrder = jobs
     state.indexReady = true
     for (const jobUrl of jobs) if (!state.jobs.has(jobUrl)) followJob(jobUrl)
-    render()
+    saveSummariesSoon()
+    renderSoon()
   }
   index.on("change", update)
   update()
@@ -855,8 +876,42 @@ function noteServerHeads(handle) {
   const known = state.serverHeads.get(handle.documentId)
   if (known && known.length === heads.length && known.every(h => heads.includes(h))) return
   state.serverHeads.set(handle.documentId, heads)
-  void device.put("serverHeads", Object.fromEntries(state.serverHeads))
-  render()
+  saveSummariesSoon()
+  const entry = [...state.jobs.values()].find(e => e.handle === handle)
+  if (entry) summarize(entry)
+  renderSoon()
+}
+
+/** The job's row from its document, as `jobsScreen` draws it. */
+function summarize(entry) {
+  const doc = entry.handle.doc()
+  entry.summary = {
+    id: entry.handle.documentId,
+    customer: str(doc.customer?.name),
+    kind: str(doc.kind),
+    model: str(doc.product?.model),
+    serial: str(doc.product?.serial),
+    stage: stage(doc),
+    sync: syncState(entry),
+  }
+}
+
+/** The rows, the list's order and the server's heads, written to IndexedDB at most once a
+ *  second (one record: each job's change would otherwise write the whole map again). */
+let summariesTimer = null
+function saveSummariesSoon() {
+  if (summariesTimer !== null) return
+  summariesTimer = setTimeout(() => {
+    summariesTimer = null
+    const rows = {}
+    for (const [url, entry] of state.jobs) {
+      // Only a job kept on the device: its row must not promise one that is not.
+      if (entry.summary && state.stored.has(entry.summary.id)) rows[url] = entry.summary
+      else if (state.summaries.has(url)) rows[url] = state.summaries.get(url)
+    }
+    void device.put("summaries", { order: state.jobOrder, rows })
+    void device.put("serverHeads", Object.fromEntries(state.serverHeads))
+  }, 1000)
 }
 
 function followJob(url) {
@@ -865,15 +920,26 @@ function followJob(url) {
   open(url)
     .then(async handle => {
       entry.handle = handle
-      handle.on("change", render)
+      entry.heads = handle.heads() ?? []
+      summarize(entry)
+      handle.on("change", () => {
+        entry.heads = handle.heads() ?? []
+        summarize(entry)
+        saveSummariesSoon()
+        // The job on screen redraws at once (what the technician just did); the list waits
+        // for the frame.
+        if (state.screen !== "jobs" && state.openJob === url) render()
+        else renderSoon()
+      })
       handle.on("remote-heads", () => noteServerHeads(handle))
       // What the server said before this listener existed (the job came in with it).
       noteServerHeads(handle)
-      render()
+      renderSoon()
       // Kept on this device before it is said so (the job opens offline after a reload).
       await repo.flush([handle.documentId])
       state.stored.add(handle.documentId)
-      render()
+      saveSummariesSoon()
+      renderSoon()
     })
     .catch(e => {
       entry.error = String(e)
@@ -897,8 +963,20 @@ async function boot() {
     navigator.serviceWorker.register("sw.js", { scope: "./" }).catch(e => console.warn("service worker", e))
   }
   render()
-  await initializeWasm(new URL("automerge.wasm", document.baseURI))
   state.identity = (await device.get("identity")) ?? null
+  if (state.identity) {
+    // The list as it was last drawn, before automerge's WebAssembly and the documents load.
+    const kept = await device.get("summaries")
+    if (kept?.order?.length) {
+      state.summaries = new Map(Object.entries(kept.rows ?? {}))
+      state.jobOrder = kept.order
+      state.indexReady = true
+      for (const row of state.summaries.values()) state.stored.add(row.id)
+      state.screen = "jobs"
+      render()
+    }
+  }
+  await initializeWasm(new URL("automerge.wasm", document.baseURI))
   if (!state.identity) {
     state.screen = (await device.hasEd25519()) ? "enroll" : "loading"
     if (state.screen === "loading") {
