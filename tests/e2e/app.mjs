@@ -11,9 +11,12 @@
 // extractable); the job --job is listed with its state in words, synced and kept on the
 // device; the service worker holds the app shell; offline (`context.setOffline(true)`) a
 // reload opens the app from the service worker and lists the job from IndexedDB; the
-// language switch shows English; still offline the technician records arrival (R2), the
-// fault cause (R7) and the check-out (R11), which the job shows as not yet synced; back
-// online they reach the server, which refuses none of them. Then the customer's signature
+// language switch shows English; still offline the technician records the appointment call
+// (R3, refused in words with no time) and the safety briefing (R32), arrival (R2), the fault
+// cause (R7), two parts (R7, R10, R18) of which one is removed again, labour and travel (R10),
+// a photo (`setInputFiles` with a small PNG, listed as waiting for the upload) and the
+// check-out (R11), which the job shows as not yet synced; back online they reach the server,
+// which refuses none of them, and the photo's bytes reach the branch. Then the customer's signature
 // (R8, R9): `request completion` lists what is still missing in words (the solution, the
 // customer's opinion); once recorded, the service report is shown for the customer to read
 // (in Chinese, then in English at the customer's choice), the customer signs on the pad with
@@ -50,6 +53,23 @@ const STAGES_EN = {
   completed: "Completed, awaiting report", signed: "Report signed", refused: "Report refused",
   cancelled: "Cancelled",
 };
+
+/** The rest of the visit as the technician records it (tests/it/pwa_browser.rs checks the
+ *  same values in the server's job and in the signed report). */
+const VISIT = {
+  appointment: "2026-11-03T09:30",
+  faultRechecked: "压缩机频繁跳闸，客户确认",
+  safety: "车间动火须办证；进入前已签安全协议",
+  part: { name: "温控器", number: "TC-220", spec: "220V 10A", quantity: 2, price: "85.00", warranty: false },
+  removed: { name: "密封圈", number: "SR-8", spec: "φ8", quantity: 1, price: "3.50", warranty: true },
+  labour: { minutes: 90, rate: "120.00" },
+  travel: { km: "12.5", cost: "30.00" },
+};
+/** A 1×1 PNG, the photo the test "takes". */
+const PHOTO = Buffer.from(
+  "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==",
+  "base64",
+);
 
 const started = Date.now();
 const steps = [];
@@ -210,15 +230,66 @@ try {
   await page.waitForSelector(`${job} .stage:has-text("${STAGES_ZH[stage]}")`);
   steps.push(step);
 
-  step = "offline, the visit: arrival, fault cause, check-out";
+  step = "offline, the appointment call and the safety briefing (R3, R32)";
   await page.tap(job);
   await page.waitForSelector("#job");
+  // Recording with no time is refused in words, before anything is written.
+  await page.tap("#step-appointment button[type=submit]");
+  await page.waitForSelector("#step-appointment .step-problem");
+  await page.fill("#appointment-at", VISIT.appointment);
+  await page.fill("#fault-rechecked", VISIT.faultRechecked);
+  await page.tap("#step-appointment button[type=submit]");
+  await page.waitForSelector("#appointment-agreed");
+  await page.waitForSelector(`#job[data-stage="assigned"]`);
+  await page.fill("#safety-notes", VISIT.safety);
+  await page.tap("#step-safety button[type=submit]");
+  await page.waitForSelector("#safety-recorded");
+  await page.locator("#step-appointment").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("appointment-safety.png") });
+  steps.push(step);
+
+  step = "offline, the visit: arrival, fault cause, check-out";
   await page.tap("#arrive");
   await page.waitForSelector("#arrived");
   await page.waitForSelector(`#job[data-stage="on_site"]`);
   await page.tap("#fault-cause");
   await page.fill("#fault-cause", args["fault-cause"]);
   await page.tap("#step-diagnosis button[type=submit]");
+
+  // Parts (R7, R10, R18): two lines, one removed again while unsigned; labour and travel.
+  for (const part of [VISIT.part, VISIT.removed]) {
+    await page.fill("#part-name", part.name);
+    await page.fill("#part-number", part.number);
+    await page.fill("#part-spec", part.spec);
+    await page.fill("#part-qty", String(part.quantity));
+    await page.fill("#part-price", part.price);
+    await page.selectOption("#part-warranty", part.warranty ? "warranty" : "billable");
+    await page.tap("#part-form button[type=submit]");
+    await page.waitForSelector(`#parts li.part:has-text("${part.name}")`);
+    expect(await page.inputValue("#part-name") === "", "the part form is emptied once the line is added");
+  }
+  expect((await page.locator("#parts li.part").count()) === 2, "two part lines");
+  await page.locator(`#parts li.part:has-text("${VISIT.removed.name}") .remove-part`).tap();
+  await page.waitForFunction(name => ![...document.querySelectorAll("#parts li.part")].some(li => li.textContent.includes(name)), VISIT.removed.name);
+  expect((await page.locator("#parts li.part").count()) === 1, "one part line after the removal");
+  await page.fill("#labour-minutes", String(VISIT.labour.minutes));
+  await page.fill("#labour-rate", VISIT.labour.rate);
+  await page.fill("#travel-km", VISIT.travel.km);
+  await page.fill("#travel-cost", VISIT.travel.cost);
+  await page.tap("#step-charges button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#labour-minutes")?.defaultValue === "90");
+  await page.locator("#step-parts").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("parts.png") });
+
+  // A photo taken offline: kept on the device, listed as waiting for the upload.
+  await page.selectOption("#photo-kind", "before");
+  await page.setInputFiles("#step-photos input[type=file]", { name: "before.png", mimeType: "image/png", buffer: PHOTO });
+  await page.waitForSelector(`#photos li.photo[data-kind="before"][data-upload="pending"]`);
+  const photoText = (await page.textContent("#photos")) ?? "";
+  expect(photoText.includes("before.png") && photoText.includes("联网后上传"), `the photo offline: ${photoText}`);
+  await page.locator("#step-photos").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("photo-offline.png") });
+
   await page.fill("#check-out-note", args["check-out-note"]);
   await page.tap("#step-check-out button[type=submit]");
   await page.waitForSelector("#checked-out");
@@ -233,6 +304,8 @@ try {
   await context.setOffline(false);
   await page.waitForSelector(`#net[data-state="online"]`);
   await page.waitForSelector(`#job[data-sync="synced"]`);
+  // The photo's bytes reach the branch over HTTP once online (as the signature image does).
+  await page.waitForSelector(`#photos li.photo[data-kind="before"][data-upload="uploaded"]`);
   expect((await page.locator(".server-error").count()) === 0,
     `the server refused a change: ${await page.locator(".server-error").allTextContents()}`);
   await page.screenshot({ path: browser.shot("job.png"), fullPage: true });
