@@ -29,7 +29,7 @@ export async function notePending() {
 }
 
 /** Choices that are not text fields (main.js keeps typed text across redraws, not these). */
-const choice = { photoKind: "before", warranty: null }
+const choice = { photoKind: "before", warranty: null, approvalKind: "extension", receipt: null }
 /** What a step refused before writing, by step id, in words. */
 const problems = new Map()
 
@@ -126,6 +126,25 @@ export const write = {
       if (d.travel.distance_m !== distanceM) d.travel.distance_m = distanceM
       if (d.travel.cost !== cost) d.travel.cost = cost
     }, ctx.message("Set travel"))
+  },
+  /** R12, R18, R31, R28 (`approvals::request_approval`): a new request under a fresh id
+   *  (`apr-` and 12 hex digits, as the SDK makes one), written whole once: kind, reason, who
+   *  and when, the amount in minor units where there is one, an R28 claim's travel and the
+   *  digest of its receipt photo. The desk's decision comes back inside it. */
+  requestApproval(ctx, handle, request) {
+    const id = `apr-${[...crypto.getRandomValues(new Uint8Array(6))].map(b => b.toString(16).padStart(2, "0")).join("")}`
+    handle.change(d => {
+      if (!d.approvals) d.approvals = {}
+      const r = { kind: S(request.kind), reason: S(request.reason), requested_by: S(ctx.technician), requested_at: new Date() }
+      if (request.amount !== null) r.amount = request.amount
+      const e = request.expense
+      if (e) {
+        Object.assign(r, { date: S(e.date), from: S(e.from), to: S(e.to), category: S(e.category) })
+        if (e.receipt) r.receipt = S(e.receipt)
+      }
+      d.approvals[id] = r
+    }, ctx.message(`Request approval ${request.kind} (${RULE[request.kind]})`))
+    return id
   },
   /** An attachment (`attach` in the SDK): the bytes kept on the device for upload, the
    *  reference (kind, media type, size, name, when, by whom) under its SHA-256. */
@@ -238,12 +257,164 @@ export function beforeArrival(ctx, handle, doc, stage) {
   return out
 }
 
-/** The steps on site after the diagnosis: parts, labour and travel, photos, R16 training. */
+/** The steps on site after the diagnosis: parts, labour and travel, photos, R16 training,
+ *  approvals and expenses. */
 export function onSite(ctx, handle, doc, stage) {
   if (!pendingKnown) void notePending().then(ctx.render)
   const out = [partsStep(ctx, handle, doc, stage), chargesStep(ctx, handle, doc, stage), photosStep(ctx, handle, doc, stage)]
   if (ctx.str(doc.kind) === "installation") out.push(trainingStep(ctx, handle, doc, stage))
+  out.push(approvalsStep(ctx, handle, doc, stage), expenseStep(ctx, handle, doc, stage))
   return out
+}
+
+/** The rule each kind of request answers to (`ApprovalKind::rule`). */
+const RULE = { extension: "R12", other_solution: "R12", warranty_part: "R18", product_return: "R31", travel_expense: "R28" }
+
+/** The job's requests, oldest first, each with the desk's decision in words. */
+function approvalList(ctx, doc, currency) {
+  const { el, str, when } = ctx
+  const requests = Object.entries(doc.approvals ?? {})
+    .filter(([, a]) => a && typeof a === "object")
+    .sort(([x, a], [y, b]) => (a.requested_at?.getTime?.() ?? 0) - (b.requested_at?.getTime?.() ?? 0) || (x < y ? -1 : 1))
+  const list = el("ul", { id: "approvals" })
+  for (const [id, a] of requests) {
+    const kind = str(a.kind)
+    const d = a.decision
+    const decided = d && typeof d === "object"
+    const status = !decided ? "waiting" : d.approved === true ? "approved" : "refused"
+    const amount = typeof a.amount === "number" ? ` · ${currency} ${major(a.amount)}` : ""
+    const travel = kind === "travel_expense" ? ` · ${str(a.date)} ${str(a.from)} → ${str(a.to)} · ${str(a.category)}` : ""
+    const words = decided
+      ? t(`approval_${status}`, { by: str(d.by), time: when(d.at) }) + (str(d.note) ? `: ${str(d.note)}` : "")
+      : t("approval_waiting")
+    list.append(
+      el("li", { class: "approval", "data-approval": id, "data-kind": kind, "data-state": status },
+        el("span", { text: `${RULE[kind] ?? ""} ${t(`approval_kind_${kind}`)}${amount}${travel} · ${str(a.reason)}` }),
+        el("span", { class: `decision decision-${status}`, text: words }),
+      ),
+    )
+  }
+  return { list, count: requests.length }
+}
+
+function approvalsStep(ctx, handle, doc, stage) {
+  const { el, str } = ctx
+  const currency = str(doc.billing?.currency)
+  const section = el("section", { class: "step", id: "step-approvals" }, el("h3", { text: t("approvals_heading") }))
+  const { list, count } = approvalList(ctx, { approvals: Object.fromEntries(Object.entries(doc.approvals ?? {}).filter(([, a]) => str(a?.kind) !== "travel_expense")) }, currency)
+  section.append(count ? list : el("p", { text: t("no_approvals") }))
+  if (!editable(stage)) return section
+  const kind = el("select", { id: "approval-kind", onchange: e => (choice.approvalKind = e.target.value) },
+    ...["extension", "other_solution", "warranty_part", "product_return"].map(k =>
+      el("option", { value: k, selected: choice.approvalKind === k, text: `${RULE[k]} ${t(`approval_kind_${k}`)}` }),
+    ),
+  )
+  const reason = el("textarea", { id: "approval-reason", rows: "2" })
+  const amount = el("input", { id: "approval-amount", class: "plain", inputmode: "decimal", placeholder: "0.00" })
+  section.append(
+    el("form", {
+      id: "approval-form",
+      onsubmit: e => {
+        e.preventDefault()
+        const k = kind.value
+        const text = reason.value.trim()
+        const minor = amount.value.trim() === "" ? null : minorUnits(amount.value)
+        if (text === "") return refuse(ctx, "approvals", t("need_approval_reason"))
+        if (amount.value.trim() !== "" && (minor === null || minor <= 0)) return refuse(ctx, "approvals", t("need_amount"))
+        if (k === "warranty_part" && minor === null) return refuse(ctx, "approvals", t("need_approval_amount"))
+        reason.value = ""
+        amount.value = ""
+        write.requestApproval(ctx, handle, { kind: k, reason: text, amount: minor, expense: null })
+        done(ctx, handle, "approvals")
+      },
+    },
+      el("label", { for: "approval-kind", text: t("approval_kind") }), kind,
+      el("label", { for: "approval-reason", text: t("approval_reason") }), reason,
+      el("label", { for: "approval-amount", text: t("approval_amount", { currency }) }), amount,
+      problem(ctx, "approvals"),
+      el("button", { type: "submit", class: "primary", text: t("approval_ask") }),
+    ),
+  )
+  return section
+}
+
+/** R28: a travel expense claim with its receipt photo (a `receipt` attachment). */
+function expenseStep(ctx, handle, doc, stage) {
+  const { el, str } = ctx
+  const currency = str(doc.billing?.currency)
+  const section = el("section", { class: "step", id: "step-expenses" }, el("h3", { text: t("expenses_heading") }))
+  const { list, count } = approvalList(ctx, { approvals: Object.fromEntries(Object.entries(doc.approvals ?? {}).filter(([, a]) => str(a?.kind) === "travel_expense")) }, currency)
+  if (count) {
+    list.id = "expenses"
+    section.append(list)
+  }
+  if (!editable(stage)) return section
+  const input = (id, attrs = {}) => el("input", { id, class: "plain", autocomplete: "off", ...attrs })
+  const date = input("expense-date", { type: "date" })
+  const from = input("expense-from")
+  const to = input("expense-to")
+  const category = input("expense-category")
+  const amount = input("expense-amount", { inputmode: "decimal", placeholder: "0.00" })
+  const reason = el("textarea", { id: "expense-reason", rows: "2" })
+  // The photo is held here once chosen: a redraw makes a new file input.
+  const receipt = el("input", {
+    type: "file",
+    name: "receipt",
+    class: "photo-input",
+    accept: "image/*",
+    capture: "environment",
+    onchange: async e => {
+      const file = e.target.files?.[0]
+      e.target.value = ""
+      if (!file) return
+      const bytes = new Uint8Array(await file.arrayBuffer())
+      if (bytes.length === 0) return refuse(ctx, "expenses", t("photo_empty"))
+      choice.receipt = { bytes, name: file.name || "receipt.jpg", type: file.type || "application/octet-stream" }
+      ctx.render()
+    },
+  })
+  section.append(
+    el("form", {
+      id: "expense-form",
+      onsubmit: async e => {
+        e.preventDefault()
+        const minor = minorUnits(amount.value)
+        const fields = [date, from, to, category, reason].map(f => f.value.trim())
+        if (fields.some(v => v === "")) return refuse(ctx, "expenses", t("need_expense_fields"))
+        if (minor === null || minor <= 0) return refuse(ctx, "expenses", t("need_amount"))
+        if (!choice.receipt) return refuse(ctx, "expenses", t("need_receipt"))
+        const [day, fromText, toText, categoryText, reasonText] = fields
+        for (const f of [date, from, to, category, amount, reason]) f.value = ""
+        const photo = choice.receipt
+        choice.receipt = null
+        try {
+          const digest = await write.attach(ctx, handle, "receipt", photo.bytes, photo.name, photo.type)
+          write.requestApproval(ctx, handle, {
+            kind: "travel_expense",
+            reason: reasonText,
+            amount: minor,
+            expense: { date: day, from: fromText, to: toText, category: categoryText, receipt: digest },
+          })
+          done(ctx, handle, "expenses")
+          void ctx.flushPending()
+        } catch (err) {
+          refuse(ctx, "expenses", String(err?.message ?? err))
+        }
+      },
+    },
+      el("label", { for: "expense-date", text: t("expense_date") }), date,
+      el("label", { for: "expense-from", text: t("expense_from") }), from,
+      el("label", { for: "expense-to", text: t("expense_to") }), to,
+      el("label", { for: "expense-category", text: t("expense_category") }), category,
+      el("label", { for: "expense-amount", text: t("approval_amount", { currency }) }), amount,
+      el("label", { for: "expense-reason", text: t("approval_reason") }), reason,
+      el("label", { class: "photo-take" }, el("span", { text: t("receipt_take") }), receipt),
+      choice.receipt ? el("p", { id: "receipt-chosen", text: t("receipt_chosen", { name: choice.receipt.name }) }) : null,
+      problem(ctx, "expenses"),
+      el("button", { type: "submit", class: "primary", text: t("expense_claim") }),
+    ),
+  )
+  return section
 }
 
 function partsStep(ctx, handle, doc, stage) {

@@ -16,7 +16,10 @@
 // cause (R7), two parts (R7, R10, R18) of which one is removed again, labour and travel (R10),
 // a photo (`setInputFiles` with a small PNG, listed as waiting for the upload) and the
 // check-out (R11), which the job shows as not yet synced; back online they reach the server,
-// which refuses none of them, and the photo's bytes reach the branch. Then the customer's signature
+// which refuses none of them, and the photo's bytes reach the branch. Online, an R18
+// warranty-part request (refused in words with no reason) and an R28 travel expense claim
+// with its receipt photo; the desk approves both through the API, and the app shows each
+// decision in words. Then the customer's signature
 // (R8, R9): `request completion` lists what is still missing in words (the solution, the
 // customer's opinion); once recorded, the service report is shown for the customer to read
 // (in Chinese, then in English at the customer's choice), the customer signs on the pad with
@@ -64,12 +67,17 @@ const VISIT = {
   removed: { name: "密封圈", number: "SR-8", spec: "φ8", quantity: 1, price: "3.50", warranty: true },
   labour: { minutes: 90, rate: "120.00" },
   travel: { km: "12.5", cost: "30.00" },
+  approval: { reason: "温控器在保修期内损坏，申请索赔", amount: "85.00" },
+  expense: { date: "2026-11-03", from: "北区网点", to: "华东机械厂", category: "出租车", amount: "46.00", reason: "携带零件打车前往现场" },
+  deskNote: "同意",
 };
 /** A 1×1 PNG, the photo the test "takes". */
 const PHOTO = Buffer.from(
   "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==",
   "base64",
 );
+/** The receipt's "photo": other bytes than the photo's, so another attachment. */
+const RECEIPT = Buffer.concat([PHOTO, Buffer.from("receipt")]);
 
 const started = Date.now();
 const steps = [];
@@ -309,6 +317,46 @@ try {
   expect((await page.locator(".server-error").count()) === 0,
     `the server refused a change: ${await page.locator(".server-error").allTextContents()}`);
   await page.screenshot({ path: browser.shot("job.png"), fullPage: true });
+  steps.push(step);
+
+  step = "approvals: an R18 request and an R28 claim with its receipt; the desk's decisions come back in words";
+  await page.selectOption("#approval-kind", "warranty_part");
+  await page.tap("#approval-form button[type=submit]");
+  await page.waitForSelector("#step-approvals .step-problem");
+  await page.fill("#approval-reason", VISIT.approval.reason);
+  await page.fill("#approval-amount", VISIT.approval.amount);
+  await page.tap("#approval-form button[type=submit]");
+  await page.waitForSelector(`#approvals li.approval[data-kind="warranty_part"][data-state="waiting"]`);
+  await page.fill("#expense-date", VISIT.expense.date);
+  await page.fill("#expense-from", VISIT.expense.from);
+  await page.fill("#expense-to", VISIT.expense.to);
+  await page.fill("#expense-category", VISIT.expense.category);
+  await page.fill("#expense-amount", VISIT.expense.amount);
+  await page.fill("#expense-reason", VISIT.expense.reason);
+  await page.setInputFiles("#expense-form input[type=file]", { name: "receipt.png", mimeType: "image/png", buffer: RECEIPT });
+  await page.waitForSelector("#receipt-chosen");
+  await page.tap("#expense-form button[type=submit]");
+  await page.waitForSelector(`#expenses li.approval[data-kind="travel_expense"][data-state="waiting"]`);
+  await page.waitForSelector(`#job[data-sync="synced"]`);
+  const requests = await page.$$eval("li.approval", items => items.map(li => ({ id: li.dataset.approval, kind: li.dataset.kind })));
+  expect(requests.length === 2, `the requests: ${JSON.stringify(requests)}`);
+  for (const r of requests) {
+    const decided = await fetch(`${base}/api/jobs/${args.job}/approvals/${r.id}/decision`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${args["desk-token"]}`, "content-type": "application/json" },
+      body: JSON.stringify({ approved: true, note: VISIT.deskNote }),
+    });
+    expect(decided.ok, `the desk's decision on ${r.kind}: ${decided.status} ${await decided.text()}`);
+  }
+  for (const kind of ["warranty_part", "travel_expense"]) {
+    await page.waitForSelector(`li.approval[data-kind="${kind}"][data-state="approved"]`);
+    const said = (await page.textContent(`li.approval[data-kind="${kind}"]`)) ?? "";
+    expect(said.includes("批准") && said.includes(VISIT.deskNote), `the decision in words: ${said}`);
+  }
+  expect((await page.locator(".server-error").count()) === 0,
+    `the server refused a change: ${await page.locator(".server-error").allTextContents()}`);
+  await page.locator("#step-approvals").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("approvals.png") });
   await page.tap("#back");
   await page.waitForSelector(`${job}[data-sync="synced"][data-stage="on_site"]`);
   steps.push(step);

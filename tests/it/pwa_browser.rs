@@ -166,13 +166,14 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
     .await?;
     assert_eq!(
         summary["steps"].as_array().map(Vec::len),
-        Some(16),
+        Some(17),
         "{summary}"
     );
     for shot in [
         "appointment-safety.png",
         "parts.png",
         "photo-offline.png",
+        "approvals.png",
         "completion-missing.png",
         "sign-report-en.png",
         "sign.png",
@@ -428,6 +429,29 @@ async fn check_signed_report(
             && body["content"]["travel"]["distance_m"] == 12500,
         "{}",
         body["content"]
+    );
+    // R28: the claim the desk approved is on the report, with its receipt photo's digest,
+    // whose bytes the branch holds as a `receipt` attachment.
+    let expenses = body["content"]["expenses"].as_array().context("expenses")?;
+    ensure!(
+        expenses.len() == 1
+            && expenses[0]["amount"] == 4600
+            && expenses[0]["category"] == "出租车"
+            && expenses[0]["by"] == "tech-1",
+        "the expenses on the signed report: {expenses:?}"
+    );
+    let receipt = expenses[0]["receipt"].as_str().context("receipt")?;
+    let held = http
+        .get(server.http_url(&format!("/api/jobs/{job}/attachments/{receipt}")))
+        .bearer_auth(manager_token)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    ensure!(
+        blob_digest(&held) == receipt && held.ends_with(b"receipt"),
+        "the receipt's bytes: {} bytes",
+        held.len()
     );
     // The content the customer signed the second time: with the desk's appointment.
     ensure!(
