@@ -19,7 +19,8 @@
 // which refuses none of them, and the photo's bytes reach the branch. Online, an R18
 // warranty-part request (refused in words with no reason) and an R28 travel expense claim
 // with its receipt photo; the desk approves both through the API, and the app shows each
-// decision in words. Then the customer's signature
+// decision in words. On an installation job (--install-job), `request completion` lists the
+// R16 training in words until the training is recorded. Then the customer's signature
 // (R8, R9): `request completion` lists what is still missing in words (the solution, the
 // customer's opinion); once recorded, the service report is shown for the customer to read
 // (in Chinese, then in English at the customer's choice), the customer signs on the pad with
@@ -45,7 +46,8 @@ const args = commandLine("app.mjs", {
   opinion: { type: "string" },
   signer: { type: "string" },
   "desk-token": { type: "string" },
-}, ["code", "job", "customer", "fault-cause", "check-out-note", "solution", "opinion", "signer", "desk-token"]);
+  "install-job": { type: "string" },
+}, ["code", "job", "customer", "fault-cause", "check-out-note", "solution", "opinion", "signer", "desk-token", "install-job"]);
 
 const STAGES_ZH = {
   new: "新建", assigned: "已预约", on_site: "在现场", completed: "待签发",
@@ -70,6 +72,7 @@ const VISIT = {
   approval: { reason: "温控器在保修期内损坏，申请索赔", amount: "85.00" },
   expense: { date: "2026-11-03", from: "北区网点", to: "华东机械厂", category: "出租车", amount: "46.00", reason: "携带零件打车前往现场" },
   deskNote: "同意",
+  training: { trainees: ["设备科 王工", "操作员 李师傅"], topics: "开机、停机与日常保养" },
 };
 /** A 1×1 PNG, the photo the test "takes". */
 const PHOTO = Buffer.from(
@@ -359,6 +362,31 @@ try {
   await page.screenshot({ path: browser.shot("approvals.png") });
   await page.tap("#back");
   await page.waitForSelector(`${job}[data-sync="synced"][data-stage="on_site"]`);
+  steps.push(step);
+
+  step = "an installation job: the R16 training is missing in words until it is recorded";
+  const install = `li.job[data-job="${args["install-job"]}"]`;
+  await page.tap(install);
+  await page.waitForSelector(`#job[data-job="${args["install-job"]}"]`);
+  await page.tap("#request-completion");
+  await page.waitForSelector("#missing");
+  const before = await page.$$eval("#missing li", items => items.map(li => ({ code: li.dataset.code, text: li.textContent })));
+  expect(before.some(m => m.code === "missing_training" && m.text.includes("R16") && m.text.includes("记录对客户人员的培训")),
+    `an installation's missing items: ${JSON.stringify(before)}`);
+  await page.tap("#step-training button[type=submit]");
+  await page.waitForSelector("#step-training .step-problem");
+  await page.fill("#trainees", VISIT.training.trainees.join("\n"));
+  await page.fill("#training-topics", VISIT.training.topics);
+  await page.tap("#step-training button[type=submit]");
+  await page.waitForSelector("#training-recorded");
+  const after = await page.$$eval("#missing li", items => items.map(li => li.dataset.code));
+  expect(!after.some(c => c.startsWith("missing_train")) && after.includes("missing_check_out"),
+    `missing once trained: ${JSON.stringify(after)}`);
+  await page.waitForSelector(`#job[data-sync="synced"]`);
+  await page.locator("#step-training").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("training.png") });
+  await page.tap("#back");
+  await page.waitForSelector(`${install}[data-sync="synced"]`);
   steps.push(step);
 
   step = "request completion lists every missing item, in words";

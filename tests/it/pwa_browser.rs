@@ -121,6 +121,25 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
     // The document id, as automerge-repo's handle names it (`documentId`).
     let job = created["job_id"].as_str().context("job_id")?.to_owned();
 
+    // R16: an installation job for the same technician (its contract date is a fixed day:
+    // only the desk's appointment is checked against it).
+    let mut install = sample_job_body("tech-1");
+    install["kind"] = json!("installation");
+    install["contract_due"] = json!("2027-06-30");
+    install["customer"]["name"] = json!("滨江制药");
+    let answer = http
+        .post(server.http_url("/api/jobs"))
+        .bearer_auth(&manager_token)
+        .json(&install)
+        .send()
+        .await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "create the installation job: {}",
+        answer.text().await?
+    );
+    let created: Value = answer.json().await?;
+    let install_job = created["job_id"].as_str().context("job_id")?.to_owned();
     let answer = http
         .post(server.http_url("/api/enrollment-codes"))
         .bearer_auth(&manager_token)
@@ -159,6 +178,8 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
         "林女士",
         "--desk-token",
         &manager_token,
+        "--install-job",
+        &install_job,
     ];
     let summary = run_e2e("app.mjs", &args, &shots, || {
         format!("server log:\n{}", server.log())
@@ -166,7 +187,7 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
     .await?;
     assert_eq!(
         summary["steps"].as_array().map(Vec::len),
-        Some(17),
+        Some(18),
         "{summary}"
     );
     for shot in [
@@ -174,6 +195,7 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
         "parts.png",
         "photo-offline.png",
         "approvals.png",
+        "training.png",
         "completion-missing.png",
         "sign-report-en.png",
         "sign.png",
@@ -219,6 +241,22 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
         "check-out: {stored}"
     );
     check_rest_of_visit(&stored["job"])?;
+    // R16: the training recorded on the installation job, as the SDK's `record_training`.
+    let answer = http
+        .get(server.http_url(&format!("/api/jobs/{install_job}")))
+        .bearer_auth(&manager_token)
+        .send()
+        .await?;
+    ensure!(answer.status().is_success(), "get job: {}", answer.status());
+    let installed: Value = answer.json().await?;
+    let training = &installed["job"]["visit"]["training"];
+    ensure!(
+        training["trainees"] == json!(["设备科 王工", "操作员 李师傅"])
+            && training["topics"] == "开机、停机与日常保养"
+            && training["by"] == "tech-1"
+            && training["at"].is_number(),
+        "R16: {installed}"
+    );
 
     // The browser's device is enrolled for tech-1 (the server says so), and the code is spent.
     let log = server.log();
