@@ -210,6 +210,7 @@ const TEXT = {
   expense_from: ["出发地", "From"],
   expense_to: ["目的地", "To"],
   expense_category: ["类别（火车、汽车、出租车、住宿…）", "Category (train, bus, taxi, lodging…)"],
+  receipt: ["收据照片", "Receipt photo"],
   receipt_take: ["拍摄收据", "Photograph the receipt"],
   receipt_chosen: ["收据照片：{name}", "Receipt photo: {name}"],
   need_expense_fields: ["请填写日期、出发地、目的地、类别和理由。", "Fill in the day, from, to, category and reason."],

@@ -291,6 +291,14 @@ function approvalList(ctx, doc, currency) {
       el("li", { class: "approval", "data-approval": id, "data-kind": kind, "data-state": status },
         el("span", { text: `${RULE[kind] ?? ""} ${t(`approval_kind_${kind}`)}${amount}${travel} · ${str(a.reason)}` }),
         el("span", { class: `decision decision-${status}`, text: words }),
+        // R28: the receipt photo's own way to the branch.
+        a.receipt
+          ? el("span", {
+              class: `upload upload-${pending.has(str(a.receipt)) ? "pending" : "uploaded"}`,
+              "data-receipt-upload": pending.has(str(a.receipt)) ? "pending" : "uploaded",
+              text: `${t("receipt")} · ${t(`upload_${pending.has(str(a.receipt)) ? "pending" : "uploaded"}`)}`,
+            })
+          : null,
       ),
     )
   }

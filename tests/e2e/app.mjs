@@ -340,6 +340,7 @@ try {
   await page.waitForSelector("#receipt-chosen");
   await page.tap("#expense-form button[type=submit]");
   await page.waitForSelector(`#expenses li.approval[data-kind="travel_expense"][data-state="waiting"]`);
+  await page.waitForSelector(`#expenses li.approval [data-receipt-upload="uploaded"]`);
   await page.waitForSelector(`#job[data-sync="synced"]`);
   const requests = await page.$$eval("li.approval", items => items.map(li => ({ id: li.dataset.approval, kind: li.dataset.kind })));
   expect(requests.length === 2, `the requests: ${JSON.stringify(requests)}`);
