@@ -279,7 +279,7 @@ function jobScreen() {
       el("button", { type: "submit", class: "primary", text: t("save") }),
     ),
   )
-  // Parts, labour and travel, photos, R16 training (visit.js).
+  // Parts, labour and travel, photos, R16 training, approvals and R28 expenses (visit.js).
   out.push(...visitSteps.onSite(steps, handle, doc, at))
   // R11: check-out with the desk.
   const checkOut = doc.visit?.check_out
