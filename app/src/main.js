@@ -15,6 +15,7 @@ import * as device from "./device.js"
 import { has, language, setLanguage, t } from "./i18n.js"
 import { jobJson, missingBeforeSigning } from "./job.js"
 import { reportView } from "./report.js"
+import * as visitSteps from "./visit.js"
 
 /** What the page shows, in one place: `render()` draws it. */
 const state = {
@@ -260,6 +261,9 @@ function jobScreen() {
       ),
     ),
   )
+  // R3 the appointment call, R32 the safety briefing (visit.js).
+  const steps = visitContext()
+  out.push(...visitSteps.beforeArrival(steps, handle, doc, at))
   // R2: arrival.
   const arrival = doc.visit?.arrival
   out.push(
@@ -294,6 +298,8 @@ function jobScreen() {
       el("button", { type: "submit", class: "primary", text: t("save") }),
     ),
   )
+  // Parts, labour and travel, photos, R16 training, approvals and R28 expenses (visit.js).
+  out.push(...visitSteps.onSite(steps, handle, doc, at))
   // R11: check-out with the desk.
   const checkOut = doc.visit?.check_out
   const note = el("textarea", { id: "check-out-note", rows: "2" })
@@ -358,6 +364,22 @@ function completionStep(handle, doc) {
     )
   }
   return section
+}
+
+/** What visit.js's steps need from here: how to draw, who writes, what to redo after a write. */
+function visitContext() {
+  return {
+    el,
+    str,
+    when,
+    technician: state.identity.technician,
+    message: visit.message,
+    render,
+    flushPending,
+    refreshMissing(handle) {
+      if (state.missing) state.missing.items = missingBeforeSigning(jobJson(handle.doc()))
+    },
+  }
 }
 
 /** `request completion`: with no acknowledgement, or one the job no longer matches (it
@@ -655,6 +677,7 @@ async function flushPending() {
     const token = await currentToken()
     if (!token) return
     const outcomes = await device.uploadPending(token)
+    await visitSteps.notePending()
     for (const o of outcomes) if (!o.uploaded && o.code !== "unreachable") state.errors.push(`${o.code}: ${o.message}`)
     const waiting = new Set((await device.pendingBlobs()).map(p => p.job))
     for (const id of [...state.pendingCompletion]) {

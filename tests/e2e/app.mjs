@@ -11,9 +11,16 @@
 // extractable); the job --job is listed with its state in words, synced and kept on the
 // device; the service worker holds the app shell; offline (`context.setOffline(true)`) a
 // reload opens the app from the service worker and lists the job from IndexedDB; the
-// language switch shows English; still offline the technician records arrival (R2), the
-// fault cause (R7) and the check-out (R11), which the job shows as not yet synced; back
-// online they reach the server, which refuses none of them. Then the customer's signature
+// language switch shows English; still offline the technician records the appointment call
+// (R3, refused in words with no time) and the safety briefing (R32), arrival (R2), the fault
+// cause (R7), two parts (R7, R10, R18) of which one is removed again, labour and travel (R10),
+// a photo (`setInputFiles` with a small PNG, listed as waiting for the upload) and the
+// check-out (R11), which the job shows as not yet synced; back online they reach the server,
+// which refuses none of them, and the photo's bytes reach the branch. Online, an R18
+// warranty-part request (refused in words with no reason) and an R28 travel expense claim
+// with its receipt photo; the desk approves both through the API, and the app shows each
+// decision in words. On an installation job (--install-job), `request completion` lists the
+// R16 training in words until the training is recorded. Then the customer's signature
 // (R8, R9): `request completion` lists what is still missing in words (the solution, the
 // customer's opinion); once recorded, the service report is shown for the customer to read
 // (in Chinese, then in English at the customer's choice), the customer signs on the pad with
@@ -39,7 +46,8 @@ const args = commandLine("app.mjs", {
   opinion: { type: "string" },
   signer: { type: "string" },
   "desk-token": { type: "string" },
-}, ["code", "job", "customer", "fault-cause", "check-out-note", "solution", "opinion", "signer", "desk-token"]);
+  "install-job": { type: "string" },
+}, ["code", "job", "customer", "fault-cause", "check-out-note", "solution", "opinion", "signer", "desk-token", "install-job"]);
 
 const STAGES_ZH = {
   new: "新建", assigned: "已预约", on_site: "在现场", completed: "待签发",
@@ -50,6 +58,29 @@ const STAGES_EN = {
   completed: "Completed, awaiting report", signed: "Report signed", refused: "Report refused",
   cancelled: "Cancelled",
 };
+
+/** The rest of the visit as the technician records it (tests/it/pwa_browser.rs checks the
+ *  same values in the server's job and in the signed report). */
+const VISIT = {
+  appointment: "2026-11-03T09:30",
+  faultRechecked: "压缩机频繁跳闸，客户确认",
+  safety: "车间动火须办证；进入前已签安全协议",
+  part: { name: "温控器", number: "TC-220", spec: "220V 10A", quantity: 2, price: "85.00", warranty: false },
+  removed: { name: "密封圈", number: "SR-8", spec: "φ8", quantity: 1, price: "3.50", warranty: true },
+  labour: { minutes: 90, rate: "120.00" },
+  travel: { km: "12.5", cost: "30.00" },
+  approval: { reason: "温控器在保修期内损坏，申请索赔", amount: "85.00" },
+  expense: { date: "2026-11-03", from: "北区网点", to: "华东机械厂", category: "出租车", amount: "46.00", reason: "携带零件打车前往现场" },
+  deskNote: "同意",
+  training: { trainees: ["设备科 王工", "操作员 李师傅"], topics: "开机、停机与日常保养" },
+};
+/** A 1×1 PNG, the photo the test "takes". */
+const PHOTO = Buffer.from(
+  "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==",
+  "base64",
+);
+/** The receipt's "photo": other bytes than the photo's, so another attachment. */
+const RECEIPT = Buffer.concat([PHOTO, Buffer.from("receipt")]);
 
 const started = Date.now();
 const steps = [];
@@ -210,15 +241,66 @@ try {
   await page.waitForSelector(`${job} .stage:has-text("${STAGES_ZH[stage]}")`);
   steps.push(step);
 
-  step = "offline, the visit: arrival, fault cause, check-out";
+  step = "offline, the appointment call and the safety briefing (R3, R32)";
   await page.tap(job);
   await page.waitForSelector("#job");
+  // Recording with no time is refused in words, before anything is written.
+  await page.tap("#step-appointment button[type=submit]");
+  await page.waitForSelector("#step-appointment .step-problem");
+  await page.fill("#appointment-at", VISIT.appointment);
+  await page.fill("#fault-rechecked", VISIT.faultRechecked);
+  await page.tap("#step-appointment button[type=submit]");
+  await page.waitForSelector("#appointment-agreed");
+  await page.waitForSelector(`#job[data-stage="assigned"]`);
+  await page.fill("#safety-notes", VISIT.safety);
+  await page.tap("#step-safety button[type=submit]");
+  await page.waitForSelector("#safety-recorded");
+  await page.locator("#step-appointment").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("appointment-safety.png") });
+  steps.push(step);
+
+  step = "offline, the visit: arrival, fault cause, check-out";
   await page.tap("#arrive");
   await page.waitForSelector("#arrived");
   await page.waitForSelector(`#job[data-stage="on_site"]`);
   await page.tap("#fault-cause");
   await page.fill("#fault-cause", args["fault-cause"]);
   await page.tap("#step-diagnosis button[type=submit]");
+
+  // Parts (R7, R10, R18): two lines, one removed again while unsigned; labour and travel.
+  for (const part of [VISIT.part, VISIT.removed]) {
+    await page.fill("#part-name", part.name);
+    await page.fill("#part-number", part.number);
+    await page.fill("#part-spec", part.spec);
+    await page.fill("#part-qty", String(part.quantity));
+    await page.fill("#part-price", part.price);
+    await page.selectOption("#part-warranty", part.warranty ? "warranty" : "billable");
+    await page.tap("#part-form button[type=submit]");
+    await page.waitForSelector(`#parts li.part:has-text("${part.name}")`);
+    expect(await page.inputValue("#part-name") === "", "the part form is emptied once the line is added");
+  }
+  expect((await page.locator("#parts li.part").count()) === 2, "two part lines");
+  await page.locator(`#parts li.part:has-text("${VISIT.removed.name}") .remove-part`).tap();
+  await page.waitForFunction(name => ![...document.querySelectorAll("#parts li.part")].some(li => li.textContent.includes(name)), VISIT.removed.name);
+  expect((await page.locator("#parts li.part").count()) === 1, "one part line after the removal");
+  await page.fill("#labour-minutes", String(VISIT.labour.minutes));
+  await page.fill("#labour-rate", VISIT.labour.rate);
+  await page.fill("#travel-km", VISIT.travel.km);
+  await page.fill("#travel-cost", VISIT.travel.cost);
+  await page.tap("#step-charges button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#labour-minutes")?.defaultValue === "90");
+  await page.locator("#step-parts").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("parts.png") });
+
+  // A photo taken offline: kept on the device, listed as waiting for the upload.
+  await page.selectOption("#photo-kind", "before");
+  await page.setInputFiles("#step-photos input[type=file]", { name: "before.png", mimeType: "image/png", buffer: PHOTO });
+  await page.waitForSelector(`#photos li.photo[data-kind="before"][data-upload="pending"]`);
+  const photoText = (await page.textContent("#photos")) ?? "";
+  expect(photoText.includes("before.png") && photoText.includes("联网后上传"), `the photo offline: ${photoText}`);
+  await page.locator("#step-photos").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("photo-offline.png") });
+
   await page.fill("#check-out-note", args["check-out-note"]);
   await page.tap("#step-check-out button[type=submit]");
   await page.waitForSelector("#checked-out");
@@ -233,11 +315,79 @@ try {
   await context.setOffline(false);
   await page.waitForSelector(`#net[data-state="online"]`);
   await page.waitForSelector(`#job[data-sync="synced"]`);
+  // The photo's bytes reach the branch over HTTP once online (as the signature image does).
+  await page.waitForSelector(`#photos li.photo[data-kind="before"][data-upload="uploaded"]`);
   expect((await page.locator(".server-error").count()) === 0,
     `the server refused a change: ${await page.locator(".server-error").allTextContents()}`);
   await page.screenshot({ path: browser.shot("job.png"), fullPage: true });
+  steps.push(step);
+
+  step = "approvals: an R18 request and an R28 claim with its receipt; the desk's decisions come back in words";
+  await page.selectOption("#approval-kind", "warranty_part");
+  await page.tap("#approval-form button[type=submit]");
+  await page.waitForSelector("#step-approvals .step-problem");
+  await page.fill("#approval-reason", VISIT.approval.reason);
+  await page.fill("#approval-amount", VISIT.approval.amount);
+  await page.tap("#approval-form button[type=submit]");
+  await page.waitForSelector(`#approvals li.approval[data-kind="warranty_part"][data-state="waiting"]`);
+  await page.fill("#expense-date", VISIT.expense.date);
+  await page.fill("#expense-from", VISIT.expense.from);
+  await page.fill("#expense-to", VISIT.expense.to);
+  await page.fill("#expense-category", VISIT.expense.category);
+  await page.fill("#expense-amount", VISIT.expense.amount);
+  await page.fill("#expense-reason", VISIT.expense.reason);
+  await page.setInputFiles("#expense-form input[type=file]", { name: "receipt.png", mimeType: "image/png", buffer: RECEIPT });
+  await page.waitForSelector("#receipt-chosen");
+  await page.tap("#expense-form button[type=submit]");
+  await page.waitForSelector(`#expenses li.approval[data-kind="travel_expense"][data-state="waiting"]`);
+  await page.waitForSelector(`#expenses li.approval [data-receipt-upload="uploaded"]`);
+  await page.waitForSelector(`#job[data-sync="synced"]`);
+  const requests = await page.$$eval("li.approval", items => items.map(li => ({ id: li.dataset.approval, kind: li.dataset.kind })));
+  expect(requests.length === 2, `the requests: ${JSON.stringify(requests)}`);
+  for (const r of requests) {
+    const decided = await fetch(`${base}/api/jobs/${args.job}/approvals/${r.id}/decision`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${args["desk-token"]}`, "content-type": "application/json" },
+      body: JSON.stringify({ approved: true, note: VISIT.deskNote }),
+    });
+    expect(decided.ok, `the desk's decision on ${r.kind}: ${decided.status} ${await decided.text()}`);
+  }
+  for (const kind of ["warranty_part", "travel_expense"]) {
+    await page.waitForSelector(`li.approval[data-kind="${kind}"][data-state="approved"]`);
+    const said = (await page.textContent(`li.approval[data-kind="${kind}"]`)) ?? "";
+    expect(said.includes("批准") && said.includes(VISIT.deskNote), `the decision in words: ${said}`);
+  }
+  expect((await page.locator(".server-error").count()) === 0,
+    `the server refused a change: ${await page.locator(".server-error").allTextContents()}`);
+  await page.locator("#step-approvals").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("approvals.png") });
   await page.tap("#back");
   await page.waitForSelector(`${job}[data-sync="synced"][data-stage="on_site"]`);
+  steps.push(step);
+
+  step = "an installation job: the R16 training is missing in words until it is recorded";
+  const install = `li.job[data-job="${args["install-job"]}"]`;
+  await page.tap(install);
+  await page.waitForSelector(`#job[data-job="${args["install-job"]}"]`);
+  await page.tap("#request-completion");
+  await page.waitForSelector("#missing");
+  const before = await page.$$eval("#missing li", items => items.map(li => ({ code: li.dataset.code, text: li.textContent })));
+  expect(before.some(m => m.code === "missing_training" && m.text.includes("R16") && m.text.includes("记录对客户人员的培训")),
+    `an installation's missing items: ${JSON.stringify(before)}`);
+  await page.tap("#step-training button[type=submit]");
+  await page.waitForSelector("#step-training .step-problem");
+  await page.fill("#trainees", VISIT.training.trainees.join("\n"));
+  await page.fill("#training-topics", VISIT.training.topics);
+  await page.tap("#step-training button[type=submit]");
+  await page.waitForSelector("#training-recorded");
+  const after = await page.$$eval("#missing li", items => items.map(li => li.dataset.code));
+  expect(!after.some(c => c.startsWith("missing_train")) && after.includes("missing_check_out"),
+    `missing once trained: ${JSON.stringify(after)}`);
+  await page.waitForSelector(`#job[data-sync="synced"]`);
+  await page.locator("#step-training").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: browser.shot("training.png") });
+  await page.tap("#back");
+  await page.waitForSelector(`${install}[data-sync="synced"]`);
   steps.push(step);
 
   step = "request completion lists every missing item, in words";

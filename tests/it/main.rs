@@ -1,6 +1,7 @@
 //! One integration test binary; a module per area.
 
 mod access;
+mod app_completeness;
 mod app_conformance;
 mod attachments;
 mod auth;

@@ -121,6 +121,25 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
     // The document id, as automerge-repo's handle names it (`documentId`).
     let job = created["job_id"].as_str().context("job_id")?.to_owned();
 
+    // R16: an installation job for the same technician (its contract date is a fixed day:
+    // only the desk's appointment is checked against it).
+    let mut install = sample_job_body("tech-1");
+    install["kind"] = json!("installation");
+    install["contract_due"] = json!("2027-06-30");
+    install["customer"]["name"] = json!("滨江制药");
+    let answer = http
+        .post(server.http_url("/api/jobs"))
+        .bearer_auth(&manager_token)
+        .json(&install)
+        .send()
+        .await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "create the installation job: {}",
+        answer.text().await?
+    );
+    let created: Value = answer.json().await?;
+    let install_job = created["job_id"].as_str().context("job_id")?.to_owned();
     let answer = http
         .post(server.http_url("/api/enrollment-codes"))
         .bearer_auth(&manager_token)
@@ -159,6 +178,8 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
         "林女士",
         "--desk-token",
         &manager_token,
+        "--install-job",
+        &install_job,
     ];
     let summary = run_e2e("app.mjs", &args, &shots, || {
         format!("server log:\n{}", server.log())
@@ -166,10 +187,15 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
     .await?;
     assert_eq!(
         summary["steps"].as_array().map(Vec::len),
-        Some(15),
+        Some(18),
         "{summary}"
     );
     for shot in [
+        "appointment-safety.png",
+        "parts.png",
+        "photo-offline.png",
+        "approvals.png",
+        "training.png",
         "completion-missing.png",
         "sign-report-en.png",
         "sign.png",
@@ -214,6 +240,23 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
             && visit["check_out"]["by"] == "tech-1",
         "check-out: {stored}"
     );
+    check_rest_of_visit(&stored["job"])?;
+    // R16: the training recorded on the installation job, as the SDK's `record_training`.
+    let answer = http
+        .get(server.http_url(&format!("/api/jobs/{install_job}")))
+        .bearer_auth(&manager_token)
+        .send()
+        .await?;
+    ensure!(answer.status().is_success(), "get job: {}", answer.status());
+    let installed: Value = answer.json().await?;
+    let training = &installed["job"]["visit"]["training"];
+    ensure!(
+        training["trainees"] == json!(["设备科 王工", "操作员 李师傅"])
+            && training["topics"] == "开机、停机与日常保养"
+            && training["by"] == "tech-1"
+            && training["at"].is_number(),
+        "R16: {installed}"
+    );
 
     // The browser's device is enrolled for tech-1 (the server says so), and the code is spent.
     let log = server.log();
@@ -236,6 +279,68 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
     ensure!(refusal["code"] == "enrollment_code_used", "{refusal}");
 
     check_signed_report(&http, &server, &data, &manager_token, &job, &summary).await
+}
+
+/// The rest of the visit the app recorded offline (issue 20 point 3, `VISIT` in app.mjs), as
+/// the SDK writes it: the R3 call on the timeline (the desk's appointment replaced the app's
+/// time later in the run), the R32 briefing by the technician, the one part line left after
+/// the other was removed (R7, R10, R18), labour and travel in minor units and metres, and the
+/// photo taken offline referenced as a `before` attachment.
+fn check_rest_of_visit(job: &Value) -> anyhow::Result<()> {
+    let call = job["timeline"]
+        .as_array()
+        .context("timeline")?
+        .iter()
+        .find(|e| e["kind"] == "appointment" && e["actor"] == "tech-1")
+        .with_context(|| format!("no R3 call by tech-1 on the timeline: {}", job["timeline"]))?;
+    ensure!(
+        call["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("压缩机频繁跳闸，客户确认")),
+        "the R3 call: {call}"
+    );
+    let briefing = &job["visit"]["safety_briefing"];
+    ensure!(
+        briefing["notes"] == "车间动火须办证；进入前已签安全协议"
+            && briefing["by"] == "tech-1"
+            && briefing["at"].is_number(),
+        "R32: {briefing}"
+    );
+    let parts = job["parts"].as_array().context("parts")?;
+    ensure!(parts.len() == 1, "one part line left: {}", job["parts"]);
+    let part = &parts[0];
+    ensure!(
+        part["name"] == "温控器"
+            && part["part_number"] == "TC-220"
+            && part["specification"] == "220V 10A"
+            && part["quantity"] == 2
+            && part["unit_price"] == 8500
+            && part["warranty"] == false
+            && part["id"].as_str().is_some_and(|id| id.len() == 32),
+        "the part line: {part}"
+    );
+    ensure!(
+        job["labour"] == json!({"minutes": 90, "rate_per_hour": 12000})
+            && job["travel"] == json!({"distance_m": 12500, "cost": 3000}),
+        "labour {} travel {}",
+        job["labour"],
+        job["travel"]
+    );
+    let photos: Vec<&Value> = job["attachments"]
+        .as_array()
+        .context("attachments")?
+        .iter()
+        .filter(|a| a["kind"] == "before")
+        .collect();
+    ensure!(
+        photos.len() == 1
+            && photos[0]["name"] == "before.png"
+            && photos[0]["media_type"] == "image/png"
+            && photos[0]["by"] == "tech-1",
+        "the photo: {}",
+        job["attachments"]
+    );
+    Ok(())
 }
 
 /// The report the app had signed (R8, R9, R13): the job says signed with the id the app
@@ -326,6 +431,66 @@ async fn check_signed_report(
             bytes.len()
         );
     }
+    // The photo taken offline: in the signed content, its bytes held by the branch; the
+    // part line and the charges of the visit on the report.
+    let photo = body["content"]["attachments"]
+        .as_array()
+        .context("attachments")?
+        .iter()
+        .find(|a| a["kind"] == "before")
+        .with_context(|| format!("no photo: {}", body["content"]["attachments"]))?;
+    let digest = photo["digest"].as_str().context("digest")?;
+    let bytes = http
+        .get(server.http_url(&format!("/api/jobs/{job}/attachments/{digest}")))
+        .bearer_auth(manager_token)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    ensure!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n")
+            && blob_digest(&bytes) == digest
+            && photo["size"] == bytes.len(),
+        "the photo's bytes: {} bytes for {photo}",
+        bytes.len()
+    );
+    let parts = &body["content"]["parts"];
+    ensure!(
+        parts.as_array().map(Vec::len) == Some(1)
+            && parts[0]["name"] == "温控器"
+            && parts[0]["quantity"] == 2
+            && parts[0]["unit_price"] == 8500,
+        "the parts on the signed report: {parts}"
+    );
+    ensure!(
+        body["content"]["labour"]["minutes"] == 90
+            && body["content"]["travel"]["distance_m"] == 12500,
+        "{}",
+        body["content"]
+    );
+    // R28: the claim the desk approved is on the report, with its receipt photo's digest,
+    // whose bytes the branch holds as a `receipt` attachment.
+    let expenses = body["content"]["expenses"].as_array().context("expenses")?;
+    ensure!(
+        expenses.len() == 1
+            && expenses[0]["amount"] == 4600
+            && expenses[0]["category"] == "出租车"
+            && expenses[0]["by"] == "tech-1",
+        "the expenses on the signed report: {expenses:?}"
+    );
+    let receipt = expenses[0]["receipt"].as_str().context("receipt")?;
+    let held = http
+        .get(server.http_url(&format!("/api/jobs/{job}/attachments/{receipt}")))
+        .bearer_auth(manager_token)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    ensure!(
+        blob_digest(&held) == receipt && held.ends_with(b"receipt"),
+        "the receipt's bytes: {} bytes",
+        held.len()
+    );
     // The content the customer signed the second time: with the desk's appointment.
     ensure!(
         body["content"]["visit"]["appointment"].is_number(),

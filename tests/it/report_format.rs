@@ -79,7 +79,7 @@ fn device_id() -> DeviceId {
 
 /// The job of the vectors: an installation with every record filled, Chinese text (UTF-8 in
 /// the signed bytes), characters JCS escapes (a tab, quotes), two part lines and a training.
-fn vector_job() -> Job {
+pub(crate) fn vector_job() -> Job {
     let tech: TechnicianId = id("tech-wang");
     Job {
         schema_version: JOB_SCHEMA_VERSION,
