@@ -883,7 +883,7 @@ async function followIndex(url) {
     state.jobOrder = jobs
     state.indexReady = true
     for (const jobUrl of jobs) if (!state.jobs.has(jobUrl)) followJob(jobUrl)
-    saveSummariesSoon()
+    saveSummaries()
     renderSoon()
   }
   index.on("change", update)
@@ -899,7 +899,7 @@ function noteServerHeads(handle) {
   const known = state.serverHeads.get(handle.documentId)
   if (known && known.length === heads.length && known.every(h => heads.includes(h))) return
   state.serverHeads.set(handle.documentId, heads)
-  saveSummariesSoon()
+  saveSummaries()
   const entry = [...state.jobs.values()].find(e => e.handle === handle)
   if (entry) summarize(entry)
   renderSoon()
@@ -919,22 +919,39 @@ function summarize(entry) {
   }
 }
 
-/** The rows, the list's order and the server's heads, written to IndexedDB at most once a
- *  second (one record: each job's change would otherwise write the whole map again). */
-let summariesTimer = null
-function saveSummariesSoon() {
-  if (summariesTimer !== null) return
-  summariesTimer = setTimeout(() => {
-    summariesTimer = null
+/** Writes what `make` gives under `key` in IndexedDB now, or as soon as the write before it
+ *  ends: a burst of changes (200 jobs arriving) makes a few writes, never a queue of them,
+ *  and the last state is written without delay (a reload right after loses nothing). */
+const persisting = new Map()
+function persist(key, make) {
+  let slot = persisting.get(key)
+  if (!slot) persisting.set(key, (slot = { running: false, again: false }))
+  if (slot.running) {
+    slot.again = true
+    return
+  }
+  slot.running = true
+  void (async () => {
+    do {
+      slot.again = false
+      await device.put(key, make()).catch(e => console.warn(`keeping ${key}`, e))
+    } while (slot.again)
+    slot.running = false
+  })()
+}
+
+/** The list's rows and order, and the server's heads, kept on the device. */
+function saveSummaries() {
+  persist("summaries", () => {
     const rows = {}
     for (const [url, entry] of state.jobs) {
       // Only a job kept on the device: its row must not promise one that is not.
       if (entry.summary && state.stored.has(entry.summary.id)) rows[url] = entry.summary
       else if (state.summaries.has(url)) rows[url] = state.summaries.get(url)
     }
-    void device.put("summaries", { order: state.jobOrder, rows })
-    void device.put("serverHeads", Object.fromEntries(state.serverHeads))
-  }, 1000)
+    return { order: state.jobOrder, rows }
+  })
+  persist("serverHeads", () => Object.fromEntries(state.serverHeads))
 }
 
 function followJob(url) {
@@ -948,7 +965,7 @@ function followJob(url) {
       handle.on("change", () => {
         entry.heads = handle.heads() ?? []
         summarize(entry)
-        saveSummariesSoon()
+        saveSummaries()
         // The job on screen redraws at once (what the technician just did); the list waits
         // for the frame.
         if (state.screen !== "jobs" && state.openJob === url) render()
@@ -961,7 +978,7 @@ function followJob(url) {
       // Kept on this device before it is said so (the job opens offline after a reload).
       await repo.flush([handle.documentId])
       state.stored.add(handle.documentId)
-      saveSummariesSoon()
+      saveSummaries()
       renderSoon()
     })
     .catch(e => {
