@@ -154,6 +154,8 @@ const TEXT = {
   need_safety_notes: ["请写明安全交底的内容。", "Write what the safety briefing covered."],
   parts_heading: ["更换零件（R7、R18）", "Parts used (R7, R18)"],
   no_parts: ["未记录零件。", "No part recorded."],
+  price_list: ["从价目表选择（工单所附）", "From the job's price list"],
+  price_list_other: ["不在价目表上：手动填写", "Not on the list: type it in"],
   part_name: ["零件名称", "Part name"],
   part_number: ["零件号", "Part number"],
   part_spec: ["规格型号", "Specification"],

@@ -467,6 +467,34 @@ function partsStep(ctx, handle, doc, stage) {
     el("option", { value: "warranty", selected: warrantyDefault, text: t("part_warranty") }),
     el("option", { value: "billable", selected: !warrantyDefault, text: t("part_billable") }),
   )
+  // The price list the desk gave the job (shared/src/job/price_list.rs): a part picked from
+  // it fills the line with its number, specification and the desk's price, which is then
+  // not typed over; a part not on the list is typed in (the SDK's `part add` likewise).
+  const prices = (doc.price_list ?? []).map(item => ({
+    partNumber: str(item.part_number),
+    name: str(item.name),
+    specification: str(item.specification),
+    unitPrice: Number(item.unit_price),
+  }))
+  const pick = prices.length === 0
+    ? null
+    : el("select", {
+        id: "price-item",
+        onchange: e => {
+          const item = prices.find(p => p.partNumber === e.target.value)
+          name.value = item?.name ?? ""
+          number.value = item?.partNumber ?? ""
+          spec.value = item?.specification ?? ""
+          price.value = item ? major(item.unitPrice) : ""
+          for (const field of [name, number, spec, price]) field.readOnly = Boolean(item)
+        },
+      },
+        el("option", { value: "", text: t("price_list_other") }),
+        ...prices.map(p => el("option", {
+          value: p.partNumber,
+          text: [p.name, p.partNumber, p.specification, `${currency} ${major(p.unitPrice)}`].filter(Boolean).join(" · "),
+        })),
+      )
   section.append(
     el("form", {
       id: "part-form",
@@ -486,12 +514,17 @@ function partsStep(ctx, handle, doc, stage) {
           warranty: warranty.value === "warranty",
         }
         // Emptied before the write: the change redraws at once, keeping what fields hold.
-        for (const field of [name, number, spec, price]) field.value = ""
+        for (const field of [name, number, spec, price]) {
+          field.value = ""
+          field.readOnly = false
+        }
+        if (pick) pick.value = ""
         quantity.value = "1"
         write.addPart(ctx, handle, part)
         done(ctx, handle, "parts")
       },
     },
+      ...(pick ? [el("label", { for: "price-item", text: t("price_list") }), pick] : []),
       el("label", { for: "part-name", text: t("part_name") }), name,
       el("label", { for: "part-number", text: t("part_number") }), number,
       el("label", { for: "part-spec", text: t("part_spec") }), spec,

@@ -268,12 +268,22 @@ try {
   await page.tap("#step-diagnosis button[type=submit]");
 
   // Parts (R7, R10, R18): two lines, one removed again while unsigned; labour and travel.
+  // The first is picked from the job's price list, which fills it with the desk's price; the
+  // second is not on the list and is typed in.
   for (const part of [VISIT.part, VISIT.removed]) {
-    await page.fill("#part-name", part.name);
-    await page.fill("#part-number", part.number);
-    await page.fill("#part-spec", part.spec);
+    if (part === VISIT.part) {
+      await page.selectOption("#price-item", part.number);
+      const filled = await page.evaluate(() => ["#part-name", "#part-number", "#part-spec", "#part-price"]
+        .map(s => [document.querySelector(s).value, document.querySelector(s).readOnly]));
+      expect(JSON.stringify(filled) === JSON.stringify([[part.name, true], [part.number, true], [part.spec, true], [part.price, true]]),
+        `the price list filled the line with ${JSON.stringify(filled)}`);
+    } else {
+      await page.fill("#part-name", part.name);
+      await page.fill("#part-number", part.number);
+      await page.fill("#part-spec", part.spec);
+      await page.fill("#part-price", part.price);
+    }
     await page.fill("#part-qty", String(part.quantity));
-    await page.fill("#part-price", part.price);
     await page.selectOption("#part-warranty", part.warranty ? "warranty" : "billable");
     await page.tap("#part-form button[type=submit]");
     await page.waitForSelector(`#parts li.part:has-text("${part.name}")`);

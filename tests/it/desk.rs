@@ -3000,3 +3000,87 @@ async fn r22_r14_desk_months_and_days_follow_the_branch_time_zone() -> anyhow::R
     );
     Ok(())
 }
+
+/// Issue 20: the desk gives a job the price list the technician picks parts from (R10, R18);
+/// the list is checked, and a bad one is refused naming what is wrong, with no job made.
+#[tokio::test]
+async fn issue_20_a_job_carries_the_desks_price_list_and_a_bad_one_is_refused() -> anyhow::Result<()>
+{
+    use fieldsync_shared::job::price_list::{PriceItem, read_price_list};
+    let desk = Desk::start().await?;
+    let mut body = fieldsync_tests::sample_job_body("tech-wang");
+    body["pre_assign"] = json!(true);
+    let too_long: Vec<Value> = (0..201)
+        .map(|i| json!({"part_number": format!("P{i}"), "name": "fuse", "unit_price": "1"}))
+        .collect();
+    for (list, code, says) in [
+        (
+            json!([{"part_number": "A", "name": "fuse", "unit_price": "8.5.0"}]),
+            "invalid_field",
+            "price_list[0].unit_price",
+        ),
+        (
+            json!([{"part_number": "A", "name": "fuse", "unit_price": "-1"}]),
+            "invalid_field",
+            "not an amount",
+        ),
+        (
+            json!([
+                {"part_number": "A", "name": "fuse", "unit_price": "1"},
+                {"part_number": "A", "name": "relay", "unit_price": "2"}
+            ]),
+            "invalid_field",
+            "price_list[1]: part number A is listed twice",
+        ),
+        (
+            json!([{"part_number": " ", "name": "fuse", "unit_price": "1"}]),
+            "invalid_field",
+            "a part number and a name",
+        ),
+        (json!(too_long), "price_list_too_long", "at most 200"),
+    ] {
+        body["price_list"] = list;
+        let (status, answer) = desk.post(DISPATCHER, "/api/jobs", body.clone()).await?;
+        assert_error(status, &answer, StatusCode::BAD_REQUEST, code);
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{message}");
+    }
+    let listed = desk
+        .expect(DISPATCHER, Method::GET, "/api/jobs", None, StatusCode::OK)
+        .await?;
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(0), "{listed}");
+
+    body["price_list"] = json!([
+        {"part_number": " TC-220 ", "name": "温控器", "specification": "220V 10A", "unit_price": "85.5"},
+        {"part_number": "F-10", "name": "Fuse", "unit_price": "2"}
+    ]);
+    let created = desk
+        .expect(
+            DISPATCHER,
+            Method::POST,
+            "/api/jobs",
+            Some(body),
+            StatusCode::CREATED,
+        )
+        .await?;
+    let job: DocumentId = str_of(&created["job_id"])?.parse()?;
+    let doc = desk.server.stored_doc(job)?;
+    assert_eq!(
+        read_price_list(&doc),
+        [
+            PriceItem {
+                part_number: "TC-220".into(),
+                name: "温控器".into(),
+                specification: "220V 10A".into(),
+                unit_price: Money(8_550),
+            },
+            PriceItem {
+                part_number: "F-10".into(),
+                name: "Fuse".into(),
+                specification: String::new(),
+                unit_price: Money(200),
+            },
+        ]
+    );
+    Ok(())
+}

@@ -106,6 +106,11 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
 
     let mut body = sample_job_body("tech-1");
     body["customer"]["name"] = json!("华东机械厂");
+    // The desk's price list (issue 20): the technician picks the thermostat from it.
+    body["price_list"] = json!([
+        {"part_number": "TC-220", "name": "温控器", "specification": "220V 10A", "unit_price": "85.00"},
+        {"part_number": "FAN-3", "name": "冷凝风扇", "specification": "3 档", "unit_price": "240"},
+    ]);
     let answer = http
         .post(server.http_url("/api/jobs"))
         .bearer_auth(&manager_token)

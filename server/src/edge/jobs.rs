@@ -19,12 +19,13 @@ use fieldsync_shared::job::doc::{
 };
 use fieldsync_shared::job::index::INDEX_SCHEMA_VERSION;
 use fieldsync_shared::job::index::IndexDoc;
+use fieldsync_shared::job::price_list::{MAX_PRICE_ITEMS, PriceItem, write_price_list};
 use fieldsync_shared::job::{
     AssignmentIndex, Billing, BillingMode, Channel, Customer, Diagnosis, JOB_SCHEMA_VERSION, Job,
     JobKind, Labour, Product, ServiceRequest, Travel, Visit,
 };
 use fieldsync_shared::sync::{Input, LocalEdit};
-use fieldsync_shared::time::{CalendarDate, Timestamp};
+use fieldsync_shared::time::{CalendarDate, Money, Timestamp};
 use fieldsync_shared::zone::Zone;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -85,6 +86,75 @@ pub struct NewJob {
     /// later): accepted with a warning instead of refused as `unknown_technician`.
     #[serde(default)]
     pub pre_assign: bool,
+    /// The parts the technician picks the parts used from (issue 20; R10, R18), at most
+    /// 200, each with its unit price in the job's currency. Only the desk writes it.
+    #[serde(default)]
+    pub price_list: Vec<NewPriceItem>,
+}
+
+/// One part of a job's price list.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPriceItem {
+    pub part_number: String,
+    pub name: String,
+    #[serde(default)]
+    pub specification: String,
+    /// The unit price as a person writes it (`85`, `85.5`, `85.50`), in the job's currency.
+    pub unit_price: String,
+}
+
+/// The price list of a new job, checked: named parts, unique part numbers, prices that are
+/// amounts, at most [`MAX_PRICE_ITEMS`].
+fn price_list(items: &[NewPriceItem]) -> Result<Vec<PriceItem>, ApiError> {
+    if items.len() > MAX_PRICE_ITEMS {
+        return Err(ApiError::bad_request(
+            "price_list_too_long",
+            format!(
+                "a job's price list holds at most {MAX_PRICE_ITEMS} parts; this one has {}",
+                items.len()
+            ),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let part_number = item.part_number.trim();
+            let name = item.name.trim();
+            if part_number.is_empty() || name.is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid_field",
+                    format!("price_list[{i}]: a part needs a part number and a name"),
+                ));
+            }
+            if !seen.insert(part_number.to_owned()) {
+                return Err(ApiError::bad_request(
+                    "invalid_field",
+                    format!("price_list[{i}]: part number {part_number} is listed twice"),
+                ));
+            }
+            let unit_price = Money::parse_decimal(&item.unit_price)
+                .ok()
+                .filter(|m| m.0 >= 0)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_field",
+                        format!(
+                            "price_list[{i}].unit_price: {:?} is not an amount (e.g. 85.50)",
+                            item.unit_price
+                        ),
+                    )
+                })?;
+            Ok(PriceItem {
+                part_number: part_number.to_owned(),
+                name: name.to_owned(),
+                specification: item.specification.trim().to_owned(),
+                unit_price,
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -368,6 +438,7 @@ pub async fn make_job(state: &Edge, new: NewJob, job_id: DocumentId) -> Result<M
         .map(|d| field("contract_due", d.parse::<CalendarDate>()))
         .transpose()?;
     let pre_assign = new.pre_assign;
+    let prices = price_list(&new.price_list)?;
     let job = new.into_job(
         job_id,
         state.node.branch_id.clone(),
@@ -390,6 +461,9 @@ pub async fn make_job(state: &Edge, new: NewJob, job_id: DocumentId) -> Result<M
     // And the attachments map, for the same reason (issue 15).
     fieldsync_shared::job::attachments::init_attachments(&mut doc)
         .map_err(|e| ApiError::internal("document_error", e))?;
+    if !prices.is_empty() {
+        write_price_list(&mut doc, &prices).map_err(|e| ApiError::internal("document_error", e))?;
+    }
     let doc = to_automerge(doc)?;
 
     // One assignment at a time, so two jobs for a technician without an index yet do not

@@ -192,6 +192,24 @@ fn a_device_cannot_write_the_report_outcome_the_assignment_or_a_new_root_field()
 }
 
 #[test]
+fn issue_20_a_device_cannot_write_the_price_list_the_desk_gave_the_job() {
+    let list = check_edit(Writer::Device, |d| {
+        crate::job::price_list::write_price_list(
+            d,
+            &[crate::job::price_list::PriceItem {
+                part_number: "TC-220".into(),
+                name: "thermostat".into(),
+                specification: "220V".into(),
+                unit_price: Money(1),
+            }],
+        )
+        .expect("write");
+    })
+    .expect_err("refused");
+    assert_eq!(list.path, "price_list");
+}
+
+#[test]
 fn a_desk_token_writes_nothing_over_sync() {
     let refused = check_edit(Writer::Desk, |d| {
         let mut job = JobDoc::from_autocommit(std::mem::take(d));

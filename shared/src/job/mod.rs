@@ -7,5 +7,6 @@ pub mod doc;
 pub(crate) mod fixtures;
 pub mod index;
 pub mod model;
+pub mod price_list;
 
 pub use model::*;

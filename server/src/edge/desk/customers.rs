@@ -273,6 +273,7 @@ fn visit_job(state: &Edge, file: &ProductFile, plan: &MaintenancePlan, now: Time
         contract_due: None,
         // The plan's technician may be new staff whose device comes later.
         pre_assign: true,
+        price_list: Vec::new(),
     }
 }
 

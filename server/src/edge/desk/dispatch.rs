@@ -494,6 +494,7 @@ pub async fn dispatch_request(
         }),
         contract_due: new.contract_due.map(|d| d.0.to_string()),
         pre_assign: new.pre_assign,
+        price_list: Vec::new(),
     };
     // Reserve the request first, so two dispatchers cannot make two jobs of it.
     let job_id = DocumentId::random();
