@@ -148,6 +148,7 @@ function enrollScreen() {
 
 function jobsScreen() {
   const out = [el("p", { id: "who", class: "who", text: t("device_line", { device: state.identity.deviceId, technician: state.identity.technician }) })]
+  if (state.revoked) out.push(el("p", { id: "revoked", class: "revoked-help", role: "alert", text: t("revoked_help") }))
   for (const message of state.errors) out.push(el("p", { class: "error server-error", role: "alert", text: t("server_error", { message }) }))
   out.push(el("h2", { text: t("jobs_heading") }))
   if (!state.identity.indexUrl) {
@@ -835,11 +836,71 @@ async function currentToken() {
     return await device.renew(state.identity)
   } catch (e) {
     if (e instanceof device.Refused && (e.code === "revoked" || e.code === "unknown_device")) {
-      state.revoked = true
-      await device.put("revoked", e.message)
+      await revokedNow(e.message)
       return null
     }
     return held // Unreachable now: try again later.
+  }
+}
+
+/** The server said this device is revoked (its socket closed with the reason, or a renewal
+ *  refused): say so, keep it so across reloads, and stop dialling: no reconnect loop
+ *  (ARCHITECTURE.md, "A device never retries a refusal forever"). What is on the device stays. */
+async function revokedNow(message) {
+  if (state.revoked) return
+  state.revoked = true
+  state.connected = false
+  try {
+    adapter?.disconnect()
+  } catch {
+    // Never connected: nothing to close.
+  }
+  await device.put("revoked", message || "revoked")
+  render()
+}
+
+/** The socket was refused before it opened (a browser is told only 1006, never the 401's
+ *  reason): the token may be stale or the device revoked. A renewal by the key says which;
+ *  one at a time. */
+let renewing = false
+async function renewAfterRefusal() {
+  if (renewing || state.revoked || !navigator.onLine) return
+  renewing = true
+  try {
+    const token = await device.renew(state.identity)
+    if (adapter) adapter.url = syncUrl(token)
+  } catch (e) {
+    if (e instanceof device.Refused && (e.code === "revoked" || e.code === "unknown_device")) await revokedNow(e.message)
+  } finally {
+    renewing = false
+  }
+}
+
+/** Wraps automerge-repo's adapter so a revocation ends its retries: the close says why
+ *  (1008 and the server's reason on a live socket), and a socket refused before opening
+ *  asks the renewal why; once revoked it never dials again. */
+function watchRefusals(ws) {
+  let opened = false
+  const connect = ws.connect.bind(ws)
+  ws.connect = (...args) => {
+    if (state.revoked) return
+    opened = false
+    connect(...args)
+  }
+  const onOpen = ws.onOpen
+  ws.onOpen = () => {
+    opened = true
+    onOpen()
+  }
+  const onClose = ws.onClose
+  ws.onClose = event => {
+    if (state.revoked) return
+    if (event?.code === 1008 && /revoked/i.test(event.reason ?? "")) {
+      void revokedNow(event.reason)
+      return
+    }
+    onClose(event)
+    if (!opened) void renewAfterRefusal()
   }
 }
 
@@ -868,7 +929,10 @@ async function startSync() {
     adapter.receiveMessage = bytes => {
       try {
         const message = cbor.decode(new Uint8Array(bytes))
-        if (message?.type === "error") {
+        if (message?.type === "error" && /\brevoked\b/.test(String(message.message))) {
+          // Not a refused change: the device itself (the socket closes next).
+          void revokedNow(String(message.message))
+        } else if (message?.type === "error") {
           state.errors.push(String(message.message))
           render()
         }
@@ -877,6 +941,7 @@ async function startSync() {
       }
       return receive(bytes)
     }
+    watchRefusals(adapter)
     network.push(adapter)
   }
   repo = new Repo({

@@ -527,3 +527,101 @@ async fn app_in_chromium_two_technicians_offline_on_one_job_converge_and_resolve
     );
     Ok(())
 }
+
+/// A revoked device is told so and stops syncing (issue 20; ARCHITECTURE.md "A device never
+/// retries a refusal forever"): `tests/e2e/app_revoked.mjs` enrolls the app by a desk code,
+/// revokes the device with the real CLI while the app is connected, and checks the app says
+/// so in words (zh, en) and opens no WebSocket over fake-clock timers, offline/online and a
+/// reload; then, with the kept mark removed, that its next connection is refused and the
+/// renewal's `revoked` stops it again. Here: the server refuses the device's renewal too.
+#[tokio::test]
+async fn app_in_chromium_a_revoked_device_is_told_so_and_stops_syncing() -> anyhow::Result<()> {
+    chromium()?;
+    let dir = temp_dir()?;
+    let data = dir.path().join("edge");
+    let server = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || ServerProcess::start_with(&data, &[], &[])
+    })
+    .await??;
+    let manager_token = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || {
+            cli_with_stdin(
+                &data,
+                &["user", "add", "--name", "wang", "--role", "manager"],
+                "wang-app-password\n",
+            )?;
+            cli(&data, &["desk", "token", "--user", "wang", "--ttl", "15m"])
+        }
+    })
+    .await??;
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(server.http_url("/api/jobs"))
+        .bearer_auth(&manager_token)
+        .json(&sample_job_body("tech-1"))
+        .send()
+        .await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "create job: {}",
+        answer.text().await?
+    );
+    let created: Value = answer.json().await?;
+    let job = created["job_id"].as_str().context("job_id")?.to_owned();
+    let code: Value = http
+        .post(server.http_url("/api/enrollment-codes"))
+        .bearer_auth(&manager_token)
+        .json(&json!({"technician": "tech-1"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let code = code["code"].as_str().context("code")?.to_owned();
+
+    let shots = screenshot_dir(dir.path());
+    let base = server.http_url("");
+    let binary = fieldsync_binary()?;
+    let args = [
+        "--base",
+        base.as_str(),
+        "--code",
+        &code,
+        "--job",
+        &job,
+        "--fieldsync",
+        binary.to_str().context("binary path")?,
+        "--data-dir",
+        data.to_str().context("data path")?,
+    ];
+    let summary = run_e2e("app_revoked.mjs", &args, &shots, || {
+        format!("server log:\n{}", server.log())
+    })
+    .await?;
+    assert_eq!(
+        summary["steps"].as_array().map(Vec::len),
+        Some(4),
+        "{summary}"
+    );
+    assert_eq!(summary["sockets"]["after_all_steps"], 0, "{summary}");
+    assert_eq!(summary["sockets"]["second_path_after"], 0, "{summary}");
+    let size = std::fs::metadata(shots.join("revoked.png"))?.len();
+    assert!(size > 10_000, "revoked.png: {size} bytes");
+
+    // The server's side of it: the device's renewal is refused with `revoked`.
+    let device = summary["device"].as_str().context("device")?;
+    let answer = http
+        .post(server.http_url("/api/token/challenge"))
+        .json(&json!({ "device_id": device }))
+        .send()
+        .await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::FORBIDDEN,
+        "challenge for a revoked device: {}",
+        answer.status()
+    );
+    let refusal: Value = answer.json().await?;
+    ensure!(refusal["code"] == "revoked", "{refusal}");
+    Ok(())
+}
