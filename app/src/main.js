@@ -115,6 +115,18 @@ function render() {
   }
 }
 
+/** One redraw per frame for what comes in by the hundred (a job loaded, synced or changed
+ *  by the server): a draw per job made opening 200 jobs quadratic (docs/BENCHMARKS.md). */
+let drawSoon = false
+function renderSoon() {
+  if (drawSoon) return
+  drawSoon = true
+  requestAnimationFrame(() => {
+    drawSoon = false
+    render()
+  })
+}
+
 function screen() {
   if (state.screen === "loading") return [el("p", { id: "loading", text: t("loading") })]
   if (state.screen === "enroll") return enrollScreen()
@@ -998,7 +1010,7 @@ async function followIndex(url) {
     state.jobOrder = jobs
     state.indexReady = true
     for (const jobUrl of jobs) if (!state.jobs.has(jobUrl)) followJob(jobUrl)
-    render()
+    renderSoon()
   }
   index.on("change", update)
   update()
@@ -1014,7 +1026,7 @@ function noteServerHeads(handle) {
   if (known && known.length === heads.length && known.every(h => heads.includes(h))) return
   state.serverHeads.set(handle.documentId, heads)
   void device.put("serverHeads", Object.fromEntries(state.serverHeads))
-  render()
+  renderSoon()
 }
 
 function followJob(url) {
@@ -1023,19 +1035,19 @@ function followJob(url) {
   open(url)
     .then(async handle => {
       entry.handle = handle
-      handle.on("change", render)
+      handle.on("change", renderSoon)
       handle.on("remote-heads", () => noteServerHeads(handle))
       // What the server said before this listener existed (the job came in with it).
       noteServerHeads(handle)
-      render()
+      renderSoon()
       // Kept on this device before it is said so (the job opens offline after a reload).
       await repo.flush([handle.documentId])
       state.stored.add(handle.documentId)
-      render()
+      renderSoon()
     })
     .catch(e => {
       entry.error = String(e)
-      render()
+      renderSoon()
     })
 }
 

@@ -4,7 +4,7 @@
 // Only the shell is cached here: the jobs live in IndexedDB (automerge-repo's storage), and
 // nothing outside /app/ (the API, /sync) goes through this cache.
 
-const VERSION = "aeb14211b9210472"
+const VERSION = "ca7c16114c2e9d57"
 const SHELL = ["./","app.css","app.js","automerge.wasm","icon-192.png","icon-512.png","icon.svg","index.html","manifest.webmanifest"]
 const CACHE = `fieldsync-app-${VERSION}`
 
