@@ -218,6 +218,31 @@ const TEXT = {
   need_expense_fields: ["请填写日期、出发地、目的地、类别和理由。", "Fill in the day, from, to, category and reason."],
   need_receipt: ["报销须附收据照片。", "A claim needs the receipt's photo."],
   expense_claim: ["提交报销", "Claim the expense"],
+  // Two technicians on one job (issue 20): what a merge left in disagreement, and a revoked device.
+  conflict_heading: ["记录有冲突：请选定保留哪一个", "Conflicting records: choose which to keep"],
+  conflict_help: [
+    "两人各自离线修改了同一工单，以下记录互相矛盾。请选定保留的内容，然后保存；客户签字前必须解决。",
+    "Two people changed this job offline and these records disagree. Choose what to keep, then save; it must be resolved before the customer signs.",
+  ],
+  conflict_part: ["零件行 {line}", "Part line {line}"],
+  conflict_part_desk: ["零件行的冲突请服务台解决", "The desk resolves a part line's conflict"],
+  written_by: ["{by} 写于 {time}", "written by {by} at {time}"],
+  written_by_someone: ["写入者不明", "writer unknown"],
+  empty_value: ["（空）", "(empty)"],
+  keep_chosen: ["保留所选内容", "Keep what is chosen"],
+  field_fault_cause: ["故障原因", "Fault cause"],
+  field_fault_category: ["故障类别", "Fault category"],
+  field_solution: ["处理方法", "Solution"],
+  field_labour_minutes: ["工时（分钟）", "Labour (minutes)"],
+  field_labour_rate_per_hour: ["工时费率（分/小时）", "Labour rate (minor units per hour)"],
+  field_part_number: ["零件编号", "Part number"],
+  field_quantity: ["数量", "Quantity"],
+  field_unit_price: ["单价（分）", "Unit price (minor units)"],
+  field_warranty: ["保修", "Under warranty"],
+  revoked_help: [
+    "服务台已停用此设备：它不再连接服务器。本机上未同步的修改不会丢失，但需要服务台处理。请联系服务台重新登记。",
+    "The desk revoked this device: it no longer connects to the server. Changes not yet synced stay on this device but need the desk. Ask the desk to enroll again.",
+  ],
 }
 
 

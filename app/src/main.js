@@ -14,6 +14,7 @@ import { hex, jobDigest, sha256Hex, signAcknowledgement } from "./ack.js"
 import * as device from "./device.js"
 import { has, language, setLanguage, t } from "./i18n.js"
 import { jobJson, missingBeforeSigning } from "./job.js"
+import { resolveWork, unresolved } from "./conflicts.js"
 import { reportView } from "./report.js"
 import * as visitSteps from "./visit.js"
 
@@ -39,6 +40,7 @@ const state = {
   errors: [],
   missing: null, // what the open job lacks before signing, once asked (`request completion`)
   pendingCompletion: new Set(), // documentIds whose completion waits for the upload
+  chosen: new Map(), // "<job> <group> <field key>" -> the index of the value kept (conflicts)
 }
 
 /** The customer's signing, kept across redraws (a sync can redraw at any moment): the
@@ -167,6 +169,7 @@ function enrollScreen() {
 
 function jobsScreen() {
   const out = [el("p", { id: "who", class: "who", text: t("device_line", { device: state.identity.deviceId, technician: state.identity.technician }) })]
+  if (state.revoked) out.push(el("p", { id: "revoked", class: "revoked-help", role: "alert", text: t("revoked_help") }))
   for (const message of state.errors) out.push(el("p", { class: "error server-error", role: "alert", text: t("server_error", { message }) }))
   out.push(el("h2", { text: t("jobs_heading") }))
   if (!state.identity.indexUrl) {
@@ -249,7 +252,7 @@ function jobScreen() {
   const out = [el("button", { type: "button", id: "back", class: "back", onclick: () => history.back(), text: t("back") })]
   for (const message of state.errors) out.push(el("p", { class: "error server-error", role: "alert", text: t("server_error", { message }) }))
   out.push(
-    el("section", { id: "job", "data-job": handle.documentId, "data-stage": at, "data-sync": sync },
+    el("section", { id: "job", "data-job": handle.documentId, "data-stage": at, "data-sync": sync, "data-heads": decodeHeads(handle.heads()).sort().join(" ") },
       el("h2", { text: str(doc.customer?.name) }),
       el("div", { class: "facts" },
         el("span", { class: `stage stage-${at}`, text: t(`status_${at}`) }),
@@ -261,6 +264,8 @@ function jobScreen() {
       ),
     ),
   )
+  const conflicts = conflictSection(handle)
+  if (conflicts) out.push(conflicts)
   // R3 the appointment call, R32 the safety briefing (visit.js).
   const steps = visitContext()
   out.push(...visitSteps.beforeArrival(steps, handle, doc, at))
@@ -377,9 +382,98 @@ function visitContext() {
     render,
     flushPending,
     refreshMissing(handle) {
-      if (state.missing) state.missing.items = missingBeforeSigning(jobJson(handle.doc()))
+      if (state.missing) state.missing.items = beforeSigning(handle)
     },
   }
+}
+
+/** What a merge left in disagreement in the job (conflicts.js), read once per state. */
+const conflictMemo = new Map() // documentId -> {heads, groups}
+function conflictsOf(handle) {
+  const heads = handle.heads().join(",")
+  const known = conflictMemo.get(handle.documentId)
+  if (known?.heads === heads) return known.groups
+  const groups = unresolved(handle.doc())
+  conflictMemo.set(handle.documentId, { heads, groups })
+  return groups
+}
+
+/** Before signing: what the job lacks, then every unresolved group (the edge's signer
+ *  refuses them with `unresolved_conflict`). */
+function beforeSigning(handle) {
+  const items = missingBeforeSigning(jobJson(handle.doc()))
+  for (const g of conflictsOf(handle)) items.push({ rule: g.rule, code: g.code, vars: {}, group: g.group })
+  return items
+}
+
+/** The conflict section of the job screen: each group in disagreement, every value of each
+ *  field in words with who wrote it and when, a choice per field, and `keep` that writes the
+ *  group as `JobDoc::resolve` does (a part line is the desk's). */
+function conflictSection(handle) {
+  const groups = conflictsOf(handle)
+  if (groups.length === 0) return null
+  const id = handle.documentId
+  const section = el("section", { class: "step conflict", id: "conflicts", role: "alert" },
+    el("h3", { text: t("conflict_heading") }),
+    el("p", { class: "help", text: t("conflict_help") }),
+  )
+  for (const g of groups) {
+    const current = handle.doc()
+    const form = el("form", { class: "conflict-group", "data-group": g.group })
+    if (g.group.startsWith("part:")) form.append(el("p", { text: t("conflict_part", { line: g.group.slice(5) }) }))
+    for (const f of g.fields) {
+      const name = `${id} ${g.group} ${f.key}`
+      // What the field reads as now (automerge's pick) is chosen until the technician picks.
+      const reads = readField(current, f.field)
+      const picked = state.chosen.get(name) ?? Math.max(0, f.values.findIndex(v => v.value === reads))
+      const set = el("fieldset", { class: "conflict-field", "data-field": f.field }, el("legend", { text: t(`field_${f.key}`) }))
+      f.values.forEach((v, i) => {
+        const input = el("input", {
+          type: "radio",
+          name,
+          id: `conflict-${g.group}-${f.key}-${i}`,
+          value: String(i),
+          checked: i === picked,
+          onchange: () => state.chosen.set(name, i),
+        })
+        const who = v.by ? t("written_by", { by: v.by, time: v.at ? when(new Date(v.at)) : "" }) : t("written_by_someone")
+        set.append(el("label", { class: "conflict-value", "data-by": v.by ?? "", for: input.id }, input,
+          el("span", { class: "value", text: v.value === "" || v.value === null ? t("empty_value") : String(v.value) }),
+          el("span", { class: "by", text: who }),
+        ))
+      })
+      form.append(set)
+    }
+    if (g.group === "work") {
+      form.append(el("button", { type: "submit", class: "primary", id: "keep-work", text: t("keep_chosen") }))
+      form.addEventListener("submit", e => {
+        e.preventDefault()
+        const chosen = {}
+        for (const f of g.fields) {
+          const i = Number(form.querySelector(`input[name="${id} ${g.group} ${f.key}"]:checked`)?.value ?? 0)
+          chosen[f.key] = f.values[i]?.value ?? null
+        }
+        resolveWork(handle, chosen, state.identity.technician)
+        for (const key of [...state.chosen.keys()]) if (key.startsWith(`${id} work `)) state.chosen.delete(key)
+        if (state.missing?.id === id) state.missing.items = beforeSigning(handle)
+        render()
+      })
+    } else {
+      form.append(el("p", { class: "help", text: t("conflict_part_desk") }))
+    }
+    section.append(form)
+  }
+  return section
+}
+
+/** A field of the conflict list (`diagnosis.fault_cause`, `parts[id=…].quantity`) as it reads. */
+function readField(doc, path) {
+  const line = /^parts\[id=(.*)\]\.(\w+)$/.exec(path)
+  const value = line
+    ? (doc.parts ?? []).find(p => str(p?.id) === line[1])?.[line[2]]
+    : path.split(".").reduce((o, k) => o?.[k], doc)
+  if (value instanceof Date) return value.getTime()
+  return typeof value === "number" || typeof value === "boolean" ? value : value === undefined || value === null ? null : str(value)
 }
 
 /** `request completion`: with no acknowledgement, or one the job no longer matches (it
@@ -397,7 +491,7 @@ async function requestCompletion(handle) {
 /** Before the signature: every missing item listed, in words, or the report for the
  *  customer to read and sign. */
 function askToSign(handle) {
-  const items = missingBeforeSigning(jobJson(handle.doc()))
+  const items = beforeSigning(handle)
   state.missing = { id: handle.documentId, items }
   if (items.length === 0) {
     signing = {
@@ -617,7 +711,7 @@ async function sign(handle) {
     for (let attempt = 0; ; attempt += 1) {
       const heads = decodeHeads(handle.heads())
       const job = jobJson(handle.doc())
-      const missing = missingBeforeSigning(job)
+      const missing = beforeSigning(handle)
       if (missing.length > 0) {
         state.missing = { id, items: missing }
         signing = null
@@ -725,7 +819,7 @@ const visit = {
       if (value === "") delete parent(d)[key]
       else parent(d)[key] = new ImmutableString(value)
     }, visit.message(`${value === "" ? "Clear" : "Set"} ${path.join(".")} (R7)`))
-    if (state.missing) state.missing.items = missingBeforeSigning(jobJson(handle.doc()))
+    if (state.missing) state.missing.items = beforeSigning(handle)
   },
   /** Asks the branch to sign the report (`Job::completion`, as the SDK's
    *  `request_completion`): once the customer signed and the image reached the branch. */
@@ -746,7 +840,7 @@ const visit = {
         note: new ImmutableString(note.trim()),
       }
     }, visit.message("Record visit.check_out (R11)"))
-    if (state.missing) state.missing.items = missingBeforeSigning(jobJson(handle.doc()))
+    if (state.missing) state.missing.items = beforeSigning(handle)
   },
 }
 
@@ -784,11 +878,71 @@ async function currentToken() {
     return await device.renew(state.identity)
   } catch (e) {
     if (e instanceof device.Refused && (e.code === "revoked" || e.code === "unknown_device")) {
-      state.revoked = true
-      await device.put("revoked", e.message)
+      await revokedNow(e.message)
       return null
     }
     return held // Unreachable now: try again later.
+  }
+}
+
+/** The server said this device is revoked (its socket closed with the reason, or a renewal
+ *  refused): say so, keep it so across reloads, and stop dialling: no reconnect loop
+ *  (ARCHITECTURE.md, "A device never retries a refusal forever"). What is on the device stays. */
+async function revokedNow(message) {
+  if (state.revoked) return
+  state.revoked = true
+  state.connected = false
+  try {
+    adapter?.disconnect()
+  } catch {
+    // Never connected: nothing to close.
+  }
+  await device.put("revoked", message || "revoked")
+  render()
+}
+
+/** The socket was refused before it opened (a browser is told only 1006, never the 401's
+ *  reason): the token may be stale or the device revoked. A renewal by the key says which;
+ *  one at a time. */
+let renewing = false
+async function renewAfterRefusal() {
+  if (renewing || state.revoked || !navigator.onLine) return
+  renewing = true
+  try {
+    const token = await device.renew(state.identity)
+    if (adapter) adapter.url = syncUrl(token)
+  } catch (e) {
+    if (e instanceof device.Refused && (e.code === "revoked" || e.code === "unknown_device")) await revokedNow(e.message)
+  } finally {
+    renewing = false
+  }
+}
+
+/** Wraps automerge-repo's adapter so a revocation ends its retries: the close says why
+ *  (1008 and the server's reason on a live socket), and a socket refused before opening
+ *  asks the renewal why; once revoked it never dials again. */
+function watchRefusals(ws) {
+  let opened = false
+  const connect = ws.connect.bind(ws)
+  ws.connect = (...args) => {
+    if (state.revoked) return
+    opened = false
+    connect(...args)
+  }
+  const onOpen = ws.onOpen
+  ws.onOpen = () => {
+    opened = true
+    onOpen()
+  }
+  const onClose = ws.onClose
+  ws.onClose = event => {
+    if (state.revoked) return
+    if (event?.code === 1008 && /revoked/i.test(event.reason ?? "")) {
+      void revokedNow(event.reason)
+      return
+    }
+    onClose(event)
+    if (!opened) void renewAfterRefusal()
   }
 }
 
@@ -818,7 +972,10 @@ async function startSync() {
     adapter.receiveMessage = bytes => {
       try {
         const message = cbor.decode(new Uint8Array(bytes))
-        if (message?.type === "error") {
+        if (message?.type === "error" && /\brevoked\b/.test(String(message.message))) {
+          // Not a refused change: the device itself (the socket closes next).
+          void revokedNow(String(message.message))
+        } else if (message?.type === "error") {
           state.errors.push(String(message.message))
           render()
         }
@@ -827,6 +984,7 @@ async function startSync() {
       }
       return receive(bytes)
     }
+    watchRefusals(adapter)
     network.push(adapter)
   }
   repo = new Repo({
@@ -983,7 +1141,7 @@ function followJob(url) {
     })
     .catch(e => {
       entry.error = String(e)
-      render()
+      renderSoon()
     })
 }
 

@@ -540,3 +540,258 @@ async fn check_signed_report(
     );
     Ok(())
 }
+
+/// Two technicians, one job (issue 20; R7, issue 15's coherent merges): the job created for
+/// `tech-1` is also assigned to `tech-2` through the dispatch API (`pre_assign`: neither has
+/// a device yet), each technician gets their own desk code, and `tests/e2e/app_pair.mjs`
+/// enrolls two app instances (two chromium profiles, phones) by them; both go offline, each
+/// records a different fault cause, both come back online: the two documents converge and
+/// both apps show the conflict with who wrote each value, `request completion` lists it as
+/// missing, and technician 1 keeps technician 2's cause. Here the server's copy (the API)
+/// holds what both apps ended on: the same heads, the kept cause, no unresolved group, and
+/// the resolution recorded under tech-1 as the SDK records it.
+#[tokio::test]
+async fn app_in_chromium_two_technicians_offline_on_one_job_converge_and_resolve_the_conflict()
+-> anyhow::Result<()> {
+    chromium()?;
+    let dir = temp_dir()?;
+    let data = dir.path().join("edge");
+    let server = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || ServerProcess::start_with(&data, &[], &[])
+    })
+    .await??;
+    let manager_token = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || {
+            cli_with_stdin(
+                &data,
+                &["user", "add", "--name", "wang", "--role", "manager"],
+                "wang-app-password\n",
+            )?;
+            cli(&data, &["desk", "token", "--user", "wang", "--ttl", "15m"])
+        }
+    })
+    .await??;
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(server.http_url("/api/jobs"))
+        .bearer_auth(&manager_token)
+        .json(&sample_job_body("tech-1"))
+        .send()
+        .await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "create job: {}",
+        answer.text().await?
+    );
+    let created: Value = answer.json().await?;
+    let job = created["job_id"].as_str().context("job_id")?.to_owned();
+    let answer = http
+        .put(server.http_url(&format!("/api/jobs/{job}/technicians")))
+        .bearer_auth(&manager_token)
+        .json(&json!({"technicians": ["tech-1", "tech-2"], "pre_assign": true}))
+        .send()
+        .await?;
+    ensure!(
+        answer.status().is_success(),
+        "assign tech-2: {}",
+        answer.text().await?
+    );
+    let mut codes = Vec::new();
+    for technician in ["tech-1", "tech-2"] {
+        let answer = http
+            .post(server.http_url("/api/enrollment-codes"))
+            .bearer_auth(&manager_token)
+            .json(&json!({ "technician": technician }))
+            .send()
+            .await?;
+        ensure!(
+            answer.status() == reqwest::StatusCode::CREATED,
+            "enrollment code: {}",
+            answer.text().await?
+        );
+        let code: Value = answer.json().await?;
+        codes.push(code["code"].as_str().context("code")?.to_owned());
+    }
+
+    let shots = screenshot_dir(dir.path());
+    let base = server.http_url("");
+    let (cause_1, cause_2) = ("继电器触点磨损", "制冷剂不足");
+    let args = [
+        "--base",
+        base.as_str(),
+        "--code-1",
+        &codes[0],
+        "--code-2",
+        &codes[1],
+        "--tech-1",
+        "tech-1",
+        "--tech-2",
+        "tech-2",
+        "--job",
+        &job,
+        "--cause-1",
+        cause_1,
+        "--cause-2",
+        cause_2,
+    ];
+    let summary = run_e2e("app_pair.mjs", &args, &shots, || {
+        format!("server log:\n{}", server.log())
+    })
+    .await?;
+    assert_eq!(
+        summary["steps"].as_array().map(Vec::len),
+        Some(6),
+        "{summary}"
+    );
+    for shot in ["conflict.png", "conflict-resolved.png"] {
+        let size = std::fs::metadata(shots.join(shot))?.len();
+        assert!(size > 10_000, "{shot}: {size} bytes");
+    }
+
+    // The server's copy: what both apps ended on, resolved as the SDK resolves it.
+    let stored: Value = http
+        .get(server.http_url(&format!("/api/jobs/{job}")))
+        .bearer_auth(&manager_token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut at_server: Vec<&str> = stored["heads"]
+        .as_array()
+        .context("heads")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    at_server.sort_unstable();
+    let mut in_apps: Vec<&str> = summary["heads"]
+        .as_array()
+        .context("the apps' heads")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    in_apps.sort_unstable();
+    ensure!(
+        at_server == in_apps,
+        "server {at_server:?}, apps {in_apps:?}"
+    );
+    ensure!(
+        stored["job"]["diagnosis"]["fault_cause"] == cause_2,
+        "the kept cause: {}",
+        stored["job"]["diagnosis"]
+    );
+    ensure!(
+        stored["unresolved"] == json!([]),
+        "unresolved at the server: {}",
+        stored["unresolved"]
+    );
+    let resolutions = stored["resolutions"].as_array().context("resolutions")?;
+    ensure!(
+        resolutions.len() == 1
+            && resolutions[0]["group"] == "work"
+            && resolutions[0]["by"] == "tech-1"
+            && resolutions[0]["resolution"]["fault_cause"] == cause_2,
+        "the resolution: {}",
+        stored["resolutions"]
+    );
+    Ok(())
+}
+
+/// A revoked device is told so and stops syncing (issue 20; ARCHITECTURE.md "A device never
+/// retries a refusal forever"): `tests/e2e/app_revoked.mjs` enrolls the app by a desk code,
+/// revokes the device with the real CLI while the app is connected, and checks the app says
+/// so in words (zh, en) and opens no WebSocket over fake-clock timers, offline/online and a
+/// reload; then, with the kept mark removed, that its next connection is refused and the
+/// renewal's `revoked` stops it again. Here: the server refuses the device's renewal too.
+#[tokio::test]
+async fn app_in_chromium_a_revoked_device_is_told_so_and_stops_syncing() -> anyhow::Result<()> {
+    chromium()?;
+    let dir = temp_dir()?;
+    let data = dir.path().join("edge");
+    let server = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || ServerProcess::start_with(&data, &[], &[])
+    })
+    .await??;
+    let manager_token = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || {
+            cli_with_stdin(
+                &data,
+                &["user", "add", "--name", "wang", "--role", "manager"],
+                "wang-app-password\n",
+            )?;
+            cli(&data, &["desk", "token", "--user", "wang", "--ttl", "15m"])
+        }
+    })
+    .await??;
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(server.http_url("/api/jobs"))
+        .bearer_auth(&manager_token)
+        .json(&sample_job_body("tech-1"))
+        .send()
+        .await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "create job: {}",
+        answer.text().await?
+    );
+    let created: Value = answer.json().await?;
+    let job = created["job_id"].as_str().context("job_id")?.to_owned();
+    let code: Value = http
+        .post(server.http_url("/api/enrollment-codes"))
+        .bearer_auth(&manager_token)
+        .json(&json!({"technician": "tech-1"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let code = code["code"].as_str().context("code")?.to_owned();
+
+    let shots = screenshot_dir(dir.path());
+    let base = server.http_url("");
+    let binary = fieldsync_binary()?;
+    let args = [
+        "--base",
+        base.as_str(),
+        "--code",
+        &code,
+        "--job",
+        &job,
+        "--fieldsync",
+        binary.to_str().context("binary path")?,
+        "--data-dir",
+        data.to_str().context("data path")?,
+    ];
+    let summary = run_e2e("app_revoked.mjs", &args, &shots, || {
+        format!("server log:\n{}", server.log())
+    })
+    .await?;
+    assert_eq!(
+        summary["steps"].as_array().map(Vec::len),
+        Some(4),
+        "{summary}"
+    );
+    assert_eq!(summary["sockets"]["after_all_steps"], 0, "{summary}");
+    assert_eq!(summary["sockets"]["second_path_after"], 0, "{summary}");
+    let size = std::fs::metadata(shots.join("revoked.png"))?.len();
+    assert!(size > 10_000, "revoked.png: {size} bytes");
+
+    // The server's side of it: the device's renewal is refused with `revoked`.
+    let device = summary["device"].as_str().context("device")?;
+    let answer = http
+        .post(server.http_url("/api/token/challenge"))
+        .json(&json!({ "device_id": device }))
+        .send()
+        .await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::FORBIDDEN,
+        "challenge for a revoked device: {}",
+        answer.status()
+    );
+    let refusal: Value = answer.json().await?;
+    ensure!(refusal["code"] == "revoked", "{refusal}");
+    Ok(())
+}
