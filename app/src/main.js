@@ -1152,6 +1152,11 @@ async function boot() {
   })
   addEventListener("online", () => {
     render()
+    // The network is back: dial now, not at the adapter's next retry (up to 3 s away). Only
+    // with no socket open or opening (`connect` drops the old socket's listeners).
+    const socket = adapter?.socket
+    const idle = !socket || socket.readyState === WebSocket.CLOSED || socket.readyState === WebSocket.CLOSING
+    if (adapter?.peerId && !state.revoked && idle) adapter.connect(adapter.peerId, adapter.peerMetadata)
     // The uploads and completions kept while offline: over HTTP, not waiting for the socket.
     void flushPending()
   })
