@@ -18,7 +18,10 @@
 //! report is read back through the API (signed, the acknowledgement and the signature image
 //! in it, the image's bytes a PNG that hashes to its name) and verified as head office would
 //! with `fieldsync verify` and the branch's exported trust data, and with the independent
-//! Python verifier (`tools/verify-report`, as `report_format` runs it).
+//! Python verifier (`tools/verify-report`, as `report_format` runs it). And head office (a
+//! second `fieldsync serve --role head-office`, the branch enrolled with its key, the edge
+//! delivering upstream to it) verifies and archives it: `GET /api/archive/reports/{id}`
+//! answers `verified`. The parts are picked from the price list the desk gave the job.
 //!
 //! Besides the browser, every file of the app is fetched from the real server with its content
 //! type, and the device the browser enrolled is in the server's records for `tech-1`.
@@ -32,7 +35,8 @@ use std::time::Instant;
 use anyhow::{Context, ensure};
 use fieldsync_shared::job::attachments::blob_digest;
 use fieldsync_tests::{
-    ServerProcess, cli, cli_with_stdin, fieldsync_binary, sample_job_body, temp_dir,
+    SETTLE, ServerProcess, cli, cli_with_stdin, eventually, fieldsync_binary, sample_job_body,
+    temp_dir,
 };
 use serde_json::{Value, json};
 
@@ -59,9 +63,11 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
     );
     let dir = temp_dir()?;
     let data = dir.path().join("edge");
-    let server = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || ServerProcess::start_with(&data, &[], &[])
+    // Head office, with the branch enrolled, and the edge delivering its reports there: the
+    // report the app's customer signed must be verified and archived by head office.
+    let (head_office, analyst_token, server) = tokio::task::spawn_blocking({
+        let (data, ho) = (data.clone(), dir.path().join("head-office"));
+        move || head_office_and_edge(&ho, &data)
     })
     .await??;
     let manager_token = tokio::task::spawn_blocking({
@@ -283,7 +289,75 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
     let refusal: Value = again.json().await?;
     ensure!(refusal["code"] == "enrollment_code_used", "{refusal}");
 
-    check_signed_report(&http, &server, &data, &manager_token, &job, &summary).await
+    check_signed_report(&http, &server, &data, &manager_token, &job, &summary).await?;
+
+    // Head office received the report from the branch, verified it without trusting the
+    // link, and archived it.
+    let report_id = summary["report_id"].as_str().context("report_id")?;
+    let path = format!("/api/archive/reports/{report_id}");
+    let archived = eventually(SETTLE, "the report verified at head office", || async {
+        let answer = http
+            .get(head_office.http_url(&path))
+            .bearer_auth(&analyst_token)
+            .send()
+            .await
+            .ok()?;
+        let body: Value = answer.json().await.ok()?;
+        (body["status"] == "verified").then_some(body)
+    })
+    .await
+    .with_context(|| format!("head office log:\n{}", head_office.log()))?;
+    ensure!(
+        archived["report"]["body"]["job_id"] == job.as_str(),
+        "head office archived {archived}"
+    );
+    Ok(())
+}
+
+/// Head office in `ho` with branch `north-01` enrolled (its key made in `edge` first, as
+/// `fieldsync keygen` makes it) and an analyst's token, then the edge in `edge` delivering its
+/// reports upstream to it.
+fn head_office_and_edge(
+    ho: &Path,
+    edge: &Path,
+) -> anyhow::Result<(ServerProcess, String, ServerProcess)> {
+    let dir = |p: &Path| p.to_str().map(str::to_owned).context("a UTF-8 path");
+    cli(edge, &["keygen"])?;
+    cli(ho, &["keygen"])?;
+    let key = dir(&edge.join("keys").join("server.pub"))?;
+    cli(
+        ho,
+        &["branch", "enroll", "--branch", "north-01", "--key", &key],
+    )?;
+    let token = cli(ho, &["branch", "token", "--branch", "north-01"])?;
+    let token_file = edge.join("upstream.token");
+    std::fs::write(&token_file, token.trim())?;
+    // Under `FIELDSYNC_TEST_PG` head office's archive is a database of its own, as its CLI
+    // commands above opened it.
+    let url = fieldsync_tests::pg::test_database_blocking(ho)?;
+    let env: Vec<(&str, &str)> = url
+        .as_deref()
+        .map(|u| ("FIELDSYNC_STORAGE_URL", u))
+        .into_iter()
+        .collect();
+    let head_office = ServerProcess::start_with(ho, &["--role", "head-office"], &env)?;
+    cli_with_stdin(
+        ho,
+        &["user", "add", "--name", "zhao", "--role", "analyst"],
+        "zhao-archive-password\n",
+    )?;
+    let analyst = cli(ho, &["desk", "token", "--user", "zhao", "--ttl", "15m"])?;
+    let config = edge.with_extension("toml");
+    std::fs::write(
+        &config,
+        format!(
+            "branch_id = \"north-01\"\n[upstream]\nurl = {:?}\ntoken_file = {:?}\nretry_max = 1\n",
+            head_office.ws_url(),
+            dir(&token_file)?
+        ),
+    )?;
+    let server = ServerProcess::start_with(edge, &["--config", &dir(&config)?], &[])?;
+    Ok((head_office, analyst.trim().to_owned(), server))
 }
 
 /// The rest of the visit the app recorded offline (issue 20 point 3, `VISIT` in app.mjs), as
