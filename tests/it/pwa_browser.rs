@@ -70,18 +70,7 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
         move || head_office_and_edge(&ho, &data)
     })
     .await??;
-    let manager_token = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || {
-            cli_with_stdin(
-                &data,
-                &["user", "add", "--name", "wang", "--role", "manager"],
-                "wang-app-password\n",
-            )?;
-            cli(&data, &["desk", "token", "--user", "wang", "--ttl", "15m"])
-        }
-    })
-    .await??;
+    let manager_token = manager_token(&data).await?;
 
     let http = reqwest::Client::new();
     // Every file of the app, from the real server, with its type.
@@ -117,20 +106,8 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
         {"part_number": "TC-220", "name": "温控器", "specification": "220V 10A", "unit_price": "85.00"},
         {"part_number": "FAN-3", "name": "冷凝风扇", "specification": "3 档", "unit_price": "240"},
     ]);
-    let answer = http
-        .post(server.http_url("/api/jobs"))
-        .bearer_auth(&manager_token)
-        .json(&body)
-        .send()
-        .await?;
-    ensure!(
-        answer.status() == reqwest::StatusCode::CREATED,
-        "create job: {}",
-        answer.text().await?
-    );
-    let created: Value = answer.json().await?;
     // The document id, as automerge-repo's handle names it (`documentId`).
-    let job = created["job_id"].as_str().context("job_id")?.to_owned();
+    let job = create_job(&http, &server, &manager_token, &body).await?;
 
     // R16: an installation job for the same technician (its contract date is a fixed day:
     // only the desk's appointment is checked against it).
@@ -138,32 +115,8 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
     install["kind"] = json!("installation");
     install["contract_due"] = json!("2027-06-30");
     install["customer"]["name"] = json!("滨江制药");
-    let answer = http
-        .post(server.http_url("/api/jobs"))
-        .bearer_auth(&manager_token)
-        .json(&install)
-        .send()
-        .await?;
-    ensure!(
-        answer.status() == reqwest::StatusCode::CREATED,
-        "create the installation job: {}",
-        answer.text().await?
-    );
-    let created: Value = answer.json().await?;
-    let install_job = created["job_id"].as_str().context("job_id")?.to_owned();
-    let answer = http
-        .post(server.http_url("/api/enrollment-codes"))
-        .bearer_auth(&manager_token)
-        .json(&json!({"technician": "tech-1"}))
-        .send()
-        .await?;
-    ensure!(
-        answer.status() == reqwest::StatusCode::CREATED,
-        "enrollment code: {}",
-        answer.text().await?
-    );
-    let code: Value = answer.json().await?;
-    let code = code["code"].as_str().context("code")?.to_owned();
+    let install_job = create_job(&http, &server, &manager_token, &install).await?;
+    let code = enrollment_code(&http, &server, &manager_token, "tech-1").await?;
 
     let shots = screenshot_dir(dir.path());
     let started = Instant::now();
@@ -635,32 +588,9 @@ async fn app_in_chromium_two_technicians_offline_on_one_job_converge_and_resolve
         move || ServerProcess::start_with(&data, &[], &[])
     })
     .await??;
-    let manager_token = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || {
-            cli_with_stdin(
-                &data,
-                &["user", "add", "--name", "wang", "--role", "manager"],
-                "wang-app-password\n",
-            )?;
-            cli(&data, &["desk", "token", "--user", "wang", "--ttl", "15m"])
-        }
-    })
-    .await??;
+    let manager_token = manager_token(&data).await?;
     let http = reqwest::Client::new();
-    let answer = http
-        .post(server.http_url("/api/jobs"))
-        .bearer_auth(&manager_token)
-        .json(&sample_job_body("tech-1"))
-        .send()
-        .await?;
-    ensure!(
-        answer.status() == reqwest::StatusCode::CREATED,
-        "create job: {}",
-        answer.text().await?
-    );
-    let created: Value = answer.json().await?;
-    let job = created["job_id"].as_str().context("job_id")?.to_owned();
+    let job = create_job(&http, &server, &manager_token, &sample_job_body("tech-1")).await?;
     let answer = http
         .put(server.http_url(&format!("/api/jobs/{job}/technicians")))
         .bearer_auth(&manager_token)
@@ -674,19 +604,7 @@ async fn app_in_chromium_two_technicians_offline_on_one_job_converge_and_resolve
     );
     let mut codes = Vec::new();
     for technician in ["tech-1", "tech-2"] {
-        let answer = http
-            .post(server.http_url("/api/enrollment-codes"))
-            .bearer_auth(&manager_token)
-            .json(&json!({ "technician": technician }))
-            .send()
-            .await?;
-        ensure!(
-            answer.status() == reqwest::StatusCode::CREATED,
-            "enrollment code: {}",
-            answer.text().await?
-        );
-        let code: Value = answer.json().await?;
-        codes.push(code["code"].as_str().context("code")?.to_owned());
+        codes.push(enrollment_code(&http, &server, &manager_token, technician).await?);
     }
 
     let shots = screenshot_dir(dir.path());
@@ -788,41 +706,10 @@ async fn app_in_chromium_a_revoked_device_is_told_so_and_stops_syncing() -> anyh
         move || ServerProcess::start_with(&data, &[], &[])
     })
     .await??;
-    let manager_token = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || {
-            cli_with_stdin(
-                &data,
-                &["user", "add", "--name", "wang", "--role", "manager"],
-                "wang-app-password\n",
-            )?;
-            cli(&data, &["desk", "token", "--user", "wang", "--ttl", "15m"])
-        }
-    })
-    .await??;
+    let manager_token = manager_token(&data).await?;
     let http = reqwest::Client::new();
-    let answer = http
-        .post(server.http_url("/api/jobs"))
-        .bearer_auth(&manager_token)
-        .json(&sample_job_body("tech-1"))
-        .send()
-        .await?;
-    ensure!(
-        answer.status() == reqwest::StatusCode::CREATED,
-        "create job: {}",
-        answer.text().await?
-    );
-    let created: Value = answer.json().await?;
-    let job = created["job_id"].as_str().context("job_id")?.to_owned();
-    let code: Value = http
-        .post(server.http_url("/api/enrollment-codes"))
-        .bearer_auth(&manager_token)
-        .json(&json!({"technician": "tech-1"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let code = code["code"].as_str().context("code")?.to_owned();
+    let job = create_job(&http, &server, &manager_token, &sample_job_body("tech-1")).await?;
+    let code = enrollment_code(&http, &server, &manager_token, "tech-1").await?;
 
     let shots = screenshot_dir(dir.path());
     let base = server.http_url("");
@@ -868,4 +755,63 @@ async fn app_in_chromium_a_revoked_device_is_told_so_and_stops_syncing() -> anyh
     let refusal: Value = answer.json().await?;
     ensure!(refusal["code"] == "revoked", "{refusal}");
     Ok(())
+}
+
+/// A manager (`wang`) added to the edge in `data` with the CLI, and a desk token for them.
+async fn manager_token(data: &Path) -> anyhow::Result<String> {
+    let data = data.to_owned();
+    tokio::task::spawn_blocking(move || {
+        cli_with_stdin(
+            &data,
+            &["user", "add", "--name", "wang", "--role", "manager"],
+            "wang-app-password\n",
+        )?;
+        cli(&data, &["desk", "token", "--user", "wang", "--ttl", "15m"])
+    })
+    .await?
+}
+
+/// A job made through `POST /api/jobs` from `body`; its document id (automerge-repo's
+/// `documentId`).
+async fn create_job(
+    http: &reqwest::Client,
+    server: &ServerProcess,
+    token: &str,
+    body: &Value,
+) -> anyhow::Result<String> {
+    let answer = http
+        .post(server.http_url("/api/jobs"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "create job: {}",
+        answer.text().await?
+    );
+    let created: Value = answer.json().await?;
+    Ok(created["job_id"].as_str().context("job_id")?.to_owned())
+}
+
+/// A desk's one-time enrollment code for `technician`.
+async fn enrollment_code(
+    http: &reqwest::Client,
+    server: &ServerProcess,
+    token: &str,
+    technician: &str,
+) -> anyhow::Result<String> {
+    let answer = http
+        .post(server.http_url("/api/enrollment-codes"))
+        .bearer_auth(token)
+        .json(&json!({ "technician": technician }))
+        .send()
+        .await?;
+    ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "enrollment code: {}",
+        answer.text().await?
+    );
+    let code: Value = answer.json().await?;
+    Ok(code["code"].as_str().context("code")?.to_owned())
 }
