@@ -996,7 +996,7 @@ async function startSync() {
   repo.networkSubsystem.on("peer", ({ peerId }) => {
     state.connected = true
     serverStorageId = repo.getStorageIdOfPeer(peerId) ?? serverStorageId
-    for (const entry of state.jobs.values()) if (entry.handle) noteServerHeads(entry.handle)
+    for (const entry of state.jobs.values()) if (entry.handle) noteServerHeads(entry)
     render()
     void flushPending()
   })
@@ -1048,9 +1048,10 @@ async function followIndex(url) {
   update()
 }
 
-/** Keeps the heads the server declared for `handle` (automerge-repo records them per storage
+/** Keeps the heads the server declared for the entry's job (automerge-repo records them per storage
  *  id from the server's sync messages), in IndexedDB too, so the sync state is known offline. */
-function noteServerHeads(handle) {
+function noteServerHeads(entry) {
+  const handle = entry.handle
   if (!serverStorageId || handle.state !== "ready") return
   const heads = handle.getRemoteHeads(serverStorageId)
   if (!heads) return
@@ -1058,8 +1059,7 @@ function noteServerHeads(handle) {
   if (known && known.length === heads.length && known.every(h => heads.includes(h))) return
   state.serverHeads.set(handle.documentId, heads)
   saveSummaries()
-  const entry = [...state.jobs.values()].find(e => e.handle === handle)
-  if (entry) summarize(entry)
+  summarize(entry)
   renderSoon()
 }
 
@@ -1129,9 +1129,9 @@ function followJob(url) {
         if (state.screen !== "jobs" && state.openJob === url) render()
         else renderSoon()
       })
-      handle.on("remote-heads", () => noteServerHeads(handle))
+      handle.on("remote-heads", () => noteServerHeads(entry))
       // What the server said before this listener existed (the job came in with it).
-      noteServerHeads(handle)
+      noteServerHeads(entry)
       renderSoon()
       // Kept on this device before it is said so (the job opens offline after a reload).
       await repo.flush([handle.documentId])

@@ -4,7 +4,7 @@
 // Only the shell is cached here: the jobs live in IndexedDB (automerge-repo's storage), and
 // nothing outside /app/ (the API, /sync) goes through this cache.
 
-const VERSION = "73833b9e58d203dd"
+const VERSION = "465e3c71975ebcc5"
 const SHELL = ["./","app.css","app.js","automerge.wasm","icon-192.png","icon-512.png","icon.svg","index.html","manifest.webmanifest"]
 const CACHE = `fieldsync-app-${VERSION}`
 
