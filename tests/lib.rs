@@ -545,6 +545,62 @@ pub fn run_cli(binary: &Path, data_dir: &Path, args: &[&str]) -> anyhow::Result<
 }
 
 /// [`cli`] with `stdin` as the command's standard input (a password for `fieldsync user`).
+/// A manager (`wang`) added to the server in `data_dir` with the CLI, and a desk token of
+/// `ttl` (`15m`, `2h`) for them, as the desk would get one (blocking).
+pub fn manager_token(data_dir: &Path, ttl: &str) -> anyhow::Result<String> {
+    cli_with_stdin(
+        data_dir,
+        &["user", "add", "--name", "wang", "--role", "manager"],
+        "wang-manager-password\n",
+    )?;
+    cli(data_dir, &["desk", "token", "--user", "wang", "--ttl", ttl])
+}
+
+/// A job made through `POST /api/jobs` on the server at `base` (`http://host:port`) from
+/// `body`; its document id (automerge-repo's `documentId`).
+pub async fn create_job_at(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: &Value,
+) -> anyhow::Result<String> {
+    let answer = http
+        .post(format!("{base}/api/jobs"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "create job: {}",
+        answer.text().await?
+    );
+    let created: Value = answer.json().await?;
+    Ok(created["job_id"].as_str().context("job_id")?.to_owned())
+}
+
+/// A desk's one-time enrollment code for `technician` from the server at `base`.
+pub async fn enrollment_code_at(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    technician: &str,
+) -> anyhow::Result<String> {
+    let answer = http
+        .post(format!("{base}/api/enrollment-codes"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "technician": technician }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "enrollment code: {}",
+        answer.text().await?
+    );
+    let code: Value = answer.json().await?;
+    Ok(code["code"].as_str().context("code")?.to_owned())
+}
+
 pub fn cli_with_stdin(data_dir: &Path, args: &[&str], stdin: &str) -> anyhow::Result<String> {
     use std::io::Write as _;
     let mut child = Command::new(fieldsync_binary()?)

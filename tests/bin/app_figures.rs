@@ -15,8 +15,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, bail, ensure};
-use fieldsync_tests::{ServerProcess, cli, cli_with_stdin, sample_job_body, temp_dir};
+use anyhow::{Context, bail};
+use fieldsync_tests::{
+    ServerProcess, create_job_at, enrollment_code_at, manager_token, sample_job_body, temp_dir,
+};
 use serde_json::{Value, json};
 
 fn setting(name: &str, default: usize) -> usize {
@@ -41,14 +43,7 @@ async fn main() -> anyhow::Result<()> {
     .await??;
     let token = tokio::task::spawn_blocking({
         let data = data.clone();
-        move || {
-            cli_with_stdin(
-                &data,
-                &["user", "add", "--name", "wang", "--role", "manager"],
-                "wang-figures-password\n",
-            )?;
-            cli(&data, &["desk", "token", "--user", "wang", "--ttl", "2h"])
-        }
+        move || manager_token(&data, "2h")
     })
     .await??;
     let http = reqwest::Client::new();
@@ -60,11 +55,9 @@ async fn main() -> anyhow::Result<()> {
         body["customer"]["id"] = json!(format!("c-{i}"));
         body["customer"]["name"] = json!(format!("客户 {i}"));
         body["product"]["serial"] = json!(format!("SN-{i}"));
-        let (http, token, url) = (http.clone(), token.clone(), server.http_url("/api/jobs"));
+        let (http, token, base) = (http.clone(), token.clone(), server.http_url(""));
         batch.push(tokio::spawn(async move {
-            let answer = http.post(url).bearer_auth(token).json(&body).send().await?;
-            ensure!(answer.status().as_u16() == 201, "{}", answer.text().await?);
-            Ok::<(), anyhow::Error>(())
+            create_job_at(&http, &base, &token, &body).await
         }));
         if batch.len() == 16 {
             for task in batch.drain(..) {
@@ -77,19 +70,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let created_s = started.elapsed().as_secs_f64();
 
-    let answer = http
-        .post(server.http_url("/api/enrollment-codes"))
-        .bearer_auth(&token)
-        .json(&json!({"technician": "tech-1"}))
-        .send()
-        .await?;
-    ensure!(
-        answer.status().as_u16() == 201,
-        "enrollment code: {}",
-        answer.text().await?
-    );
-    let code: Value = answer.json().await?;
-    let code = code["code"].as_str().context("code")?.to_owned();
+    let code = enrollment_code_at(&http, &server.http_url(""), &token, "tech-1").await?;
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("e2e")

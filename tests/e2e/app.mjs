@@ -34,7 +34,7 @@
 // in the summary for the Rust side to fetch and verify). Screenshots go to --screenshots. Prints one JSON line with
 // the steps and timings; exits 1 with the failing step on stderr.
 
-import { commandLine, openBrowser, expect } from "./browser.mjs";
+import { PHONE, commandLine, openBrowser, expect } from "./browser.mjs";
 
 const args = commandLine("app.mjs", {
   code: { type: "string" },
@@ -86,15 +86,7 @@ const started = Date.now();
 const steps = [];
 const timings = {};
 let step = "launch";
-const browser = await openBrowser(args, {
-  javaScriptEnabled: true,
-  viewport: { width: 390, height: 844 },
-  deviceScaleFactor: 2,
-  isMobile: true,
-  hasTouch: true,
-  locale: "zh-CN",
-  serviceWorkers: "allow",
-});
+const browser = await openBrowser(args, PHONE);
 
 const consoleLines = [];
 try {

@@ -22,7 +22,7 @@
 
 import { writeFileSync } from "node:fs";
 
-import { commandLine, openBrowser, expect } from "./browser.mjs";
+import { PHONE, commandLine, openBrowser, expect } from "./browser.mjs";
 
 const args = commandLine("app_figures.mjs", {
   code: { type: "string" },
@@ -60,15 +60,7 @@ function watchList({ want, ready }) {
   new MutationObserver(check).observe(document, { subtree: true, childList: true, attributes: true });
 }
 
-const browser = await openBrowser(args, {
-  javaScriptEnabled: true,
-  viewport: { width: 390, height: 844 },
-  deviceScaleFactor: 2,
-  isMobile: true,
-  hasTouch: true,
-  locale: "zh-CN",
-  serviceWorkers: args["dev-bundle"] ? "block" : "allow",
-});
+const browser = await openBrowser(args, { ...PHONE, serviceWorkers: args["dev-bundle"] ? "block" : "allow" });
 if (args["dev-bundle"]) {
   await browser.context.route("**/app/app.js", route => route.fulfill({ path: args["dev-bundle"], contentType: "text/javascript" }));
 }

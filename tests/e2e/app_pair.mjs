@@ -16,7 +16,7 @@
 // heads again. Prints one JSON line (steps, the heads both apps ended on); exits 1 with the
 // failing step on stderr.
 
-import { commandLine, openBrowser, expect } from "./browser.mjs";
+import { PHONE, commandLine, openBrowser, expect } from "./browser.mjs";
 
 const args = commandLine("app_pair.mjs", {
   "code-1": { type: "string" },
@@ -27,16 +27,6 @@ const args = commandLine("app_pair.mjs", {
   "cause-1": { type: "string" },
   "cause-2": { type: "string" },
 }, ["code-1", "code-2", "tech-1", "tech-2", "job", "cause-1", "cause-2"]);
-
-const PHONE = {
-  javaScriptEnabled: true,
-  viewport: { width: 390, height: 844 },
-  deviceScaleFactor: 2,
-  isMobile: true,
-  hasTouch: true,
-  locale: "zh-CN",
-  serviceWorkers: "allow",
-};
 
 const started = Date.now();
 const steps = [];

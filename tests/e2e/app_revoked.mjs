@@ -16,7 +16,7 @@
 // again. Prints one JSON line (steps, the WebSocket counts); exits 1 with the failing step.
 
 import { execFileSync } from "node:child_process";
-import { commandLine, openBrowser, expect } from "./browser.mjs";
+import { PHONE, commandLine, openBrowser, expect } from "./browser.mjs";
 
 const args = commandLine("app_revoked.mjs", {
   code: { type: "string" },
@@ -29,15 +29,7 @@ const started = Date.now();
 const steps = [];
 const sockets = {};
 let step = "launch";
-const browser = await openBrowser(args, {
-  javaScriptEnabled: true,
-  viewport: { width: 390, height: 844 },
-  deviceScaleFactor: 2,
-  isMobile: true,
-  hasTouch: true,
-  locale: "zh-CN",
-  serviceWorkers: "allow",
-});
+const browser = await openBrowser(args, PHONE);
 const consoleLines = [];
 try {
   const { page, context, base } = browser;

@@ -1,8 +1,8 @@
 // What the browser scripts share: their command line (--base, --screenshots, --chromium and
 // the script's own options), Debian's chromium launched headless in a fresh profile that
 // `close` removes, and `expect`. By default JavaScript is disabled in the page (the console
-// serves none) on a tablet held sideways; `overrides` changes the context's options (the
-// technician's app: a phone, touch, JavaScript on).
+// serves none) on a tablet held sideways; `overrides` changes the context's options
+// (`PHONE`: the technician's app, a phone with touch and JavaScript on).
 
 import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -63,6 +63,18 @@ export async function openBrowser(args, overrides = {}) {
     },
   };
 }
+
+/// The technician's app's context: a phone (390×844, touch, JavaScript on) whose service
+/// worker may run; `openBrowser(args, PHONE)`.
+export const PHONE = {
+  javaScriptEnabled: true,
+  viewport: { width: 390, height: 844 },
+  deviceScaleFactor: 2,
+  isMobile: true,
+  hasTouch: true,
+  locale: "zh-CN",
+  serviceWorkers: "allow",
+};
 
 export function expect(condition, what) {
   if (!condition) throw new Error(what);

@@ -10,7 +10,7 @@
 //!
 //! Needs Node.js 20 or newer on PATH (nothing from npm).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, ensure};
 use fieldsync_shared::job::{Job, JobKind};
@@ -19,10 +19,6 @@ use fieldsync_tests::temp_dir;
 use serde_json::{Value, json};
 
 use crate::report_format::vector_job;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// Jobs that lack something, or nothing, each in a way one rule looks at.
 fn cases() -> Vec<(&'static str, Job)> {
@@ -80,22 +76,7 @@ fn written_cases() -> anyhow::Result<Vec<Value>> {
 fn run(dir: &Path, cases: &[Value]) -> anyhow::Result<(bool, Value)> {
     let file = dir.join("cases.json");
     std::fs::write(&file, serde_json::to_vec(cases)?)?;
-    let script = repo().join("app/test/completeness.mjs");
-    let output = std::process::Command::new("node")
-        .arg(&script)
-        .arg(&file)
-        .output()
-        .context("running node (Node.js 20 or newer is needed on PATH)")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let answer: Value = serde_json::from_str(stdout.trim()).with_context(|| {
-        format!(
-            "{} printed no JSON ({}):\n{stdout}\n{}",
-            script.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })?;
-    Ok((output.status.success(), answer))
+    crate::app_conformance::run_app_script("app/test/completeness.mjs", &file)
 }
 
 #[test]

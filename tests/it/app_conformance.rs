@@ -21,12 +21,13 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Runs the vectors script on `vectors`; returns its exit success and its JSON answer.
-fn run_vectors(vectors: &Path) -> anyhow::Result<(bool, Value)> {
-    let script = repo().join("app/test/vectors.mjs");
+/// Runs the app's node script `script` (a path under the repository) on `input`; returns its
+/// exit success and the JSON it printed.
+pub(crate) fn run_app_script(script: &str, input: &Path) -> anyhow::Result<(bool, Value)> {
+    let script = repo().join(script);
     let output = std::process::Command::new("node")
         .arg(&script)
-        .arg(vectors)
+        .arg(input)
         .output()
         .context("running node (Node.js 20 or newer is needed on PATH)")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -39,6 +40,11 @@ fn run_vectors(vectors: &Path) -> anyhow::Result<(bool, Value)> {
         )
     })?;
     Ok((output.status.success(), answer))
+}
+
+/// Runs the vectors script on `vectors`; returns its exit success and its JSON answer.
+fn run_vectors(vectors: &Path) -> anyhow::Result<(bool, Value)> {
+    run_app_script("app/test/vectors.mjs", vectors)
 }
 
 #[test]

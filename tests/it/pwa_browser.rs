@@ -35,8 +35,8 @@ use std::time::Instant;
 use anyhow::{Context, ensure};
 use fieldsync_shared::job::attachments::blob_digest;
 use fieldsync_tests::{
-    SETTLE, ServerProcess, cli, cli_with_stdin, eventually, fieldsync_binary, sample_job_body,
-    temp_dir,
+    SETTLE, ServerProcess, cli, cli_with_stdin, create_job_at, enrollment_code_at, eventually,
+    fieldsync_binary, manager_token, sample_job_body, temp_dir,
 };
 use serde_json::{Value, json};
 
@@ -70,7 +70,11 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
         move || head_office_and_edge(&ho, &data)
     })
     .await??;
-    let manager_token = manager_token(&data).await?;
+    let manager_token = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || manager_token(&data, "15m")
+    })
+    .await??;
 
     let http = reqwest::Client::new();
     // Every file of the app, from the real server, with its type.
@@ -107,7 +111,7 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
         {"part_number": "FAN-3", "name": "冷凝风扇", "specification": "3 档", "unit_price": "240"},
     ]);
     // The document id, as automerge-repo's handle names it (`documentId`).
-    let job = create_job(&http, &server, &manager_token, &body).await?;
+    let job = create_job_at(&http, &server.http_url(""), &manager_token, &body).await?;
 
     // R16: an installation job for the same technician (its contract date is a fixed day:
     // only the desk's appointment is checked against it).
@@ -115,8 +119,8 @@ async fn app_in_chromium_enrolls_by_code_lists_the_job_and_opens_offline() -> an
     install["kind"] = json!("installation");
     install["contract_due"] = json!("2027-06-30");
     install["customer"]["name"] = json!("滨江制药");
-    let install_job = create_job(&http, &server, &manager_token, &install).await?;
-    let code = enrollment_code(&http, &server, &manager_token, "tech-1").await?;
+    let install_job = create_job_at(&http, &server.http_url(""), &manager_token, &install).await?;
+    let code = enrollment_code_at(&http, &server.http_url(""), &manager_token, "tech-1").await?;
 
     let shots = screenshot_dir(dir.path());
     let started = Instant::now();
@@ -588,9 +592,19 @@ async fn app_in_chromium_two_technicians_offline_on_one_job_converge_and_resolve
         move || ServerProcess::start_with(&data, &[], &[])
     })
     .await??;
-    let manager_token = manager_token(&data).await?;
+    let manager_token = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || manager_token(&data, "15m")
+    })
+    .await??;
     let http = reqwest::Client::new();
-    let job = create_job(&http, &server, &manager_token, &sample_job_body("tech-1")).await?;
+    let job = create_job_at(
+        &http,
+        &server.http_url(""),
+        &manager_token,
+        &sample_job_body("tech-1"),
+    )
+    .await?;
     let answer = http
         .put(server.http_url(&format!("/api/jobs/{job}/technicians")))
         .bearer_auth(&manager_token)
@@ -604,7 +618,9 @@ async fn app_in_chromium_two_technicians_offline_on_one_job_converge_and_resolve
     );
     let mut codes = Vec::new();
     for technician in ["tech-1", "tech-2"] {
-        codes.push(enrollment_code(&http, &server, &manager_token, technician).await?);
+        codes.push(
+            enrollment_code_at(&http, &server.http_url(""), &manager_token, technician).await?,
+        );
     }
 
     let shots = screenshot_dir(dir.path());
@@ -706,10 +722,20 @@ async fn app_in_chromium_a_revoked_device_is_told_so_and_stops_syncing() -> anyh
         move || ServerProcess::start_with(&data, &[], &[])
     })
     .await??;
-    let manager_token = manager_token(&data).await?;
+    let manager_token = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || manager_token(&data, "15m")
+    })
+    .await??;
     let http = reqwest::Client::new();
-    let job = create_job(&http, &server, &manager_token, &sample_job_body("tech-1")).await?;
-    let code = enrollment_code(&http, &server, &manager_token, "tech-1").await?;
+    let job = create_job_at(
+        &http,
+        &server.http_url(""),
+        &manager_token,
+        &sample_job_body("tech-1"),
+    )
+    .await?;
+    let code = enrollment_code_at(&http, &server.http_url(""), &manager_token, "tech-1").await?;
 
     let shots = screenshot_dir(dir.path());
     let base = server.http_url("");
@@ -755,63 +781,4 @@ async fn app_in_chromium_a_revoked_device_is_told_so_and_stops_syncing() -> anyh
     let refusal: Value = answer.json().await?;
     ensure!(refusal["code"] == "revoked", "{refusal}");
     Ok(())
-}
-
-/// A manager (`wang`) added to the edge in `data` with the CLI, and a desk token for them.
-async fn manager_token(data: &Path) -> anyhow::Result<String> {
-    let data = data.to_owned();
-    tokio::task::spawn_blocking(move || {
-        cli_with_stdin(
-            &data,
-            &["user", "add", "--name", "wang", "--role", "manager"],
-            "wang-app-password\n",
-        )?;
-        cli(&data, &["desk", "token", "--user", "wang", "--ttl", "15m"])
-    })
-    .await?
-}
-
-/// A job made through `POST /api/jobs` from `body`; its document id (automerge-repo's
-/// `documentId`).
-async fn create_job(
-    http: &reqwest::Client,
-    server: &ServerProcess,
-    token: &str,
-    body: &Value,
-) -> anyhow::Result<String> {
-    let answer = http
-        .post(server.http_url("/api/jobs"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await?;
-    ensure!(
-        answer.status() == reqwest::StatusCode::CREATED,
-        "create job: {}",
-        answer.text().await?
-    );
-    let created: Value = answer.json().await?;
-    Ok(created["job_id"].as_str().context("job_id")?.to_owned())
-}
-
-/// A desk's one-time enrollment code for `technician`.
-async fn enrollment_code(
-    http: &reqwest::Client,
-    server: &ServerProcess,
-    token: &str,
-    technician: &str,
-) -> anyhow::Result<String> {
-    let answer = http
-        .post(server.http_url("/api/enrollment-codes"))
-        .bearer_auth(token)
-        .json(&json!({ "technician": technician }))
-        .send()
-        .await?;
-    ensure!(
-        answer.status() == reqwest::StatusCode::CREATED,
-        "enrollment code: {}",
-        answer.text().await?
-    );
-    let code: Value = answer.json().await?;
-    Ok(code["code"].as_str().context("code")?.to_owned())
 }
