@@ -58,6 +58,8 @@ pub struct SyncMetrics {
     pub connections: Gauge,
     pub connections_accepted: Counter,
     pub loaded_documents: Gauge,
+    /// Of those, the ones held as their saved bytes only (`limits.document_dormant`).
+    pub dormant_documents: Gauge,
     pub messages_in: Counter,
     pub messages_out: Counter,
     pub bytes_in: Counter,
@@ -91,6 +93,7 @@ impl Default for SyncMetrics {
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
             loaded_documents: Gauge::default(),
+            dormant_documents: Gauge::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
             bytes_in: Counter::default(),
@@ -124,6 +127,11 @@ impl SyncMetrics {
             "loaded_documents",
             "Documents held in memory.",
             m.loaded_documents.clone(),
+        );
+        registry.register(
+            "dormant_documents",
+            "Documents held in memory as their saved bytes only, idle for document_dormant.",
+            m.dormant_documents.clone(),
         );
         registry.register(
             "messages_in",

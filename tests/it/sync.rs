@@ -278,6 +278,93 @@ async fn edits_made_offline_reach_the_server_when_the_device_reconnects() -> any
     Ok(())
 }
 
+/// Issue 17 (memory per idle document): once its devices are gone, a job keeps only its saved
+/// bytes in the server's memory (`limits.document_dormant`), still loaded. A device that never
+/// held it receives every change once it wakes, and its edit is stored on top; after that
+/// device leaves the job sleeps again. (That a wake reads nothing from storage is the
+/// simulator's property 4b.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dormant_job_wakes_from_its_saved_bytes_and_syncs_whole() -> anyhow::Result<()> {
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_with(data.path(), |config| {
+        config.limits.document_dormant = Duration::from_secs(1);
+    })
+    .await?;
+    let a = server.enroll("tech-wang", "dev-a")?;
+    let b = server.enroll("tech-wang", "dev-b")?;
+    let created = server.create_job("tech-wang").await?;
+    let client_a = server.connect_device(&a, devices.path()).await?;
+    client_a.subscribe(created.job);
+    assert!(
+        client_a
+            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
+            .await,
+        "device A receives the job"
+    );
+    client_a
+        .edit(created.job, set_fault_cause("Worn start capacitor"))
+        .await?;
+    eventually(SETTLE, "the server stores device A's edit", || async {
+        let stored = server.stored_doc(created.job).ok()?;
+        (fault_cause(&stored).as_deref() == Some("Worn start capacitor")).then_some(())
+    })
+    .await?;
+    client_a.close();
+
+    let metrics = &server.state.metrics;
+    eventually(SETTLE, "every loaded document goes dormant", || async {
+        let loaded = metrics.loaded_documents.get();
+        (loaded > 0 && metrics.dormant_documents.get() == loaded).then_some(())
+    })
+    .await?;
+    let loaded = metrics.loaded_documents.get();
+
+    let client_b = server.connect_device(&b, devices.path()).await?;
+    client_b.subscribe(created.job);
+    assert!(
+        client_b
+            .wait_for(created.job, SETTLE, |d| fault_cause(d).as_deref()
+                == Some("Worn start capacitor"))
+            .await,
+        "a device that never held the job receives it from the dormant copy"
+    );
+    assert_eq!(
+        metrics.loaded_documents.get(),
+        loaded,
+        "woken in place: nothing loaded twice or dropped"
+    );
+    client_b
+        .edit(created.job, append_notes("after the sleep"))
+        .await?;
+    let stored = eventually(
+        SETTLE,
+        "the server stores an edit of the woken job",
+        || async {
+            let stored = server.stored_doc(created.job).ok()?;
+            notes(&stored)
+                .is_some_and(|n| n.contains("after the sleep"))
+                .then_some(stored)
+        },
+    )
+    .await?;
+    assert_eq!(
+        fault_cause(&stored).as_deref(),
+        Some("Worn start capacitor")
+    );
+    client_b.close();
+    eventually(
+        SETTLE,
+        "the job sleeps again once device B left",
+        || async {
+            (metrics.dormant_documents.get() == metrics.loaded_documents.get()).then_some(())
+        },
+    )
+    .await?;
+    server.stop().await?;
+    Ok(())
+}
+
 /// Issue 17 (memory per idle document): once its devices are gone, a job is evicted from the
 /// server's memory and the hub gives the freed memory back to the system on a quiet tick.
 /// Neither loses anything: the job loads again from storage, takes a device's edit, and a

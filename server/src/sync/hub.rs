@@ -21,8 +21,8 @@ use fieldsync_shared::ids::DocumentId;
 use fieldsync_shared::job::approvals::{ApprovalsStamp, approvals_stamp};
 use fieldsync_shared::sync::shards::shard_config;
 use fieldsync_shared::sync::{
-    CloseCode, ConnId, Effect, Engine, EngineConfig, Input, LocalEdit, LocalEditError, Principal,
-    Router,
+    CloseCode, ConnId, Effect, Engine, EngineConfig, EngineStats, Input, LocalEdit, LocalEditError,
+    Principal, Router,
 };
 use fieldsync_storage::Store;
 use tokio::sync::mpsc::error::TrySendError;
@@ -134,6 +134,7 @@ impl Hub {
             delivered: delivered.clone(),
         };
         let loaded: Arc<[AtomicUsize]> = (0..count).map(|_| AtomicUsize::new(0)).collect();
+        let dormant: Arc<[AtomicUsize]> = (0..count).map(|_| AtomicUsize::new(0)).collect();
         let started = Instant::now();
         // Giving memory back is process-wide: one call at a time, whichever shard asks.
         let releasing = Arc::new(AtomicBool::new(false));
@@ -148,6 +149,7 @@ impl Hub {
                 tx: senders[index].clone(),
                 shards: senders.clone(),
                 loaded: Arc::clone(&loaded),
+                dormant: Arc::clone(&dormant),
                 conns: HashMap::new(),
                 edits: HashMap::new(),
                 next_token: 0,
@@ -283,6 +285,8 @@ struct Worker {
     shards: Vec<mpsc::Sender<ToShard>>,
     /// Documents loaded per shard: the gauge is their sum.
     loaded: Arc<[AtomicUsize]>,
+    /// Of those, the dormant ones (saved bytes only).
+    dormant: Arc<[AtomicUsize]>,
     conns: HashMap<ConnId, tokio_mpsc::Sender<Outbound>>,
     edits: HashMap<u64, oneshot::Sender<Result<Vec<ChangeHash>, LocalEditError>>>,
     next_token: u64,
@@ -357,12 +361,10 @@ impl Worker {
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
-                let evicted = self.engine.stats().docs_evicted_total;
+                let freed = |s: &EngineStats| (s.docs_evicted_total, s.docs_slept_total);
+                let before = freed(self.engine.stats());
                 self.feed(Input::Tick, None);
-                if self
-                    .release
-                    .due(self.engine.stats().docs_evicted_total != evicted)
-                {
+                if self.release.due(freed(self.engine.stats()) != before) {
                     self.release_free_memory();
                 }
             }
@@ -440,6 +442,9 @@ impl Worker {
         self.loaded[self.index].store(self.engine.loaded_documents(), Ordering::Relaxed);
         let loaded = self.loaded.iter().map(|n| n.load(Ordering::Relaxed)).sum();
         set_count(&self.metrics.loaded_documents, loaded);
+        self.dormant[self.index].store(self.engine.dormant_documents(), Ordering::Relaxed);
+        let dormant = self.dormant.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+        set_count(&self.metrics.dormant_documents, dormant);
         if let Some(arrived) = arrived {
             self.metrics.observe_sync(arrived.elapsed());
         }

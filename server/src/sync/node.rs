@@ -236,6 +236,9 @@ impl Node {
         engine.max_loaded_documents = config.limits.max_loaded_documents;
         engine.document_idle_ms =
             i64::try_from(config.limits.document_idle.as_millis()).unwrap_or(i64::MAX);
+        engine.document_dormant_ms = Some(config.limits.document_dormant)
+            .filter(|d| !d.is_zero())
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         // Head office takes in the documents branches send; an edge creates its own.
         engine.accept_new_documents = config.role == Role::HeadOffice;
         engine.load = doc_load;

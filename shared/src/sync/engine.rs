@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::sync::{self, SyncDoc};
@@ -30,6 +31,11 @@ use crate::protocol::message::{
 };
 use crate::protocol::{self, DecodeError, Message, SyncLimits};
 use crate::stored::LoadStrategy;
+
+/// Most idle documents reduced to their saved bytes per tick: each is a `save` on the
+/// engine's thread (a few hundred µs for a job), so a burst of documents going idle together
+/// sleeps over a few ticks instead of stalling the engine.
+const SLEEPS_PER_TICK: usize = 256;
 
 /// A connection, numbered by the glue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,6 +83,11 @@ pub struct EngineConfig {
     pub sync_limits: SyncLimits,
     /// A document without sessions is evicted from memory after this long.
     pub document_idle_ms: i64,
+    /// A document without sessions keeps only its saved bytes after this long, and is loaded
+    /// from them again when a peer or an edit needs it (issue 17: an idle job costs its
+    /// ~1.3 KB of saved bytes instead of automerge's ~18 KB op set). `None`: never (a
+    /// device, whose glue reads documents it holds through [`Engine::document`]).
+    pub document_dormant_ms: Option<i64>,
     /// Most documents held in memory; past it idle ones are evicted first, then loads refused.
     pub max_loaded_documents: usize,
     /// After this many incremental chunks a document is compacted into one snapshot.
@@ -104,6 +115,7 @@ impl EngineConfig {
             wire_limits: protocol::Limits::default(),
             sync_limits: SyncLimits::default(),
             document_idle_ms: 300_000,
+            document_dormant_ms: None,
             // The server's default (`limits.max_loaded_documents`, issue 17: within 2 GiB).
             max_loaded_documents: 20_000,
             compact_after_chunks: 64,
@@ -350,6 +362,10 @@ pub struct EngineStats {
     pub writes_issued: u64,
     pub docs_loaded_total: u64,
     pub docs_evicted_total: u64,
+    /// Idle documents reduced to their saved bytes (`document_dormant_ms`), and those loaded
+    /// from them again.
+    pub docs_slept_total: u64,
+    pub docs_woken_total: u64,
     pub panics_caught: u64,
     /// Changes held on a restricted session until their dependencies arrived.
     pub changes_held: u64,
@@ -362,6 +378,18 @@ enum DocStatus {
     /// A write failed: the content is dropped, and the writes still in flight finish before
     /// the document is loaded again. Sessions and edits wait as they do while loading.
     Draining,
+}
+
+/// A document idle for `document_dormant_ms` (issue 17): its saved bytes only, kept out of
+/// the engine's `docs`, so no path reads it by mistake; [`Engine::ensure_doc`] loads it back.
+/// Only a document with no session, no write in flight and no waiting edit sleeps.
+struct Dormant {
+    /// `Automerge::save` of the document.
+    saved: Box<[u8]>,
+    /// When it became idle: its entry in the idle queue, which still evicts it.
+    idle_since: i64,
+    /// Chunks stored for it (the compaction count carries over).
+    chunks: usize,
 }
 
 struct DocState {
@@ -384,6 +412,35 @@ struct DocState {
     /// those heads when the write is done. Not the document's heads at that moment: they may
     /// include changes whose writes are still in flight.
     edits_in_flight: Vec<(WriteId, u64, Vec<ChangeHash>)>,
+}
+
+impl DocState {
+    fn new(status: DocStatus, idle_since: Option<i64>) -> Box<Self> {
+        Box::new(DocState {
+            status,
+            doc: Automerge::new(),
+            sessions: BTreeSet::new(),
+            unstored: 0,
+            dirty: false,
+            chunks: 0,
+            last_write: None,
+            idle_since,
+            waiting_edits: Vec::new(),
+            edits_in_flight: Vec::new(),
+        })
+    }
+
+    /// Whether the document can keep only its saved bytes: idle since `since` (the entry of
+    /// the idle queue looked at), everything stored, nothing waiting, and not empty.
+    fn can_sleep(&self, since: i64) -> bool {
+        self.status == DocStatus::Ready
+            && self.idle_since == Some(since)
+            && self.sessions.is_empty()
+            && self.unstored == 0
+            && self.waiting_edits.is_empty()
+            && self.edits_in_flight.is_empty()
+            && !self.doc.get_heads().is_empty()
+    }
 }
 
 /// A sync message waiting to be applied, with what `protocol::check_sync_message` found it
@@ -466,6 +523,10 @@ pub struct Engine {
     docs: HashMap<DocumentId, Box<DocState>>,
     /// Documents without sessions, by when they became idle: eviction pops from the front.
     idle: BTreeSet<(i64, DocumentId)>,
+    /// Loaded documents kept as their saved bytes (`document_dormant_ms`), not in `docs`.
+    dormant: HashMap<DocumentId, Dormant>,
+    /// The last entry of `idle` looked at for sleeping (`sleep_idle`).
+    sleep_cursor: Option<(i64, DocumentId)>,
     /// Which document each in-flight write belongs to.
     writes: HashMap<WriteId, DocumentId>,
     next_write: u64,
@@ -496,6 +557,8 @@ impl Engine {
             peers: HashMap::new(),
             docs: HashMap::new(),
             idle: BTreeSet::new(),
+            dormant: HashMap::new(),
+            sleep_cursor: None,
             writes: HashMap::new(),
             next_write: first_write,
             subscribed: BTreeSet::new(),
@@ -513,9 +576,9 @@ impl Engine {
         &self.stats
     }
 
-    /// Documents held in memory.
+    /// Documents held in memory, dormant ones included.
     pub fn loaded_documents(&self) -> usize {
-        self.docs.len()
+        self.docs.len() + self.dormant.len()
     }
 
     /// Connections known to the engine.
@@ -1143,13 +1206,13 @@ impl Engine {
     /// Makes sure the document is loaded or loading. Returns false (and tells `conn`, if
     /// any) when the memory limit leaves no room.
     fn ensure_doc(&mut self, doc_id: DocumentId, conn: Option<ConnId>) -> bool {
-        if self.docs.contains_key(&doc_id) {
+        if self.docs.contains_key(&doc_id) || self.wake(doc_id) {
             return true;
         }
-        if self.docs.len() >= self.config.max_loaded_documents {
+        if self.loaded_documents() >= self.config.max_loaded_documents {
             self.evict_idle(true);
         }
-        if self.docs.len() >= self.config.max_loaded_documents {
+        if self.loaded_documents() >= self.config.max_loaded_documents {
             let limit = self.config.max_loaded_documents;
             self.refuse(conn, "too_many_documents", format!("limit {limit}"));
             if let Some(conn) = conn {
@@ -1165,23 +1228,48 @@ impl Engine {
             }
             return false;
         }
-        self.docs.insert(
-            doc_id,
-            Box::new(DocState {
-                status: DocStatus::Loading,
-                doc: Automerge::new(),
-                sessions: BTreeSet::new(),
-                unstored: 0,
-                dirty: false,
-                chunks: 0,
-                last_write: None,
-                idle_since: None,
-                waiting_edits: Vec::new(),
-                edits_in_flight: Vec::new(),
-            }),
-        );
+        self.docs
+            .insert(doc_id, DocState::new(DocStatus::Loading, None));
         self.out.push(Effect::LoadDoc { doc: doc_id });
         true
+    }
+
+    /// A dormant document loaded again from its saved bytes, ready and idle from now (a
+    /// session attached next takes it off the idle queue; its old entry is behind the sleep
+    /// cursor, so without a new one it would never sleep again). Returns false if it was not
+    /// dormant, or if its bytes did not load: then it is dropped, logged, and loaded from
+    /// storage like any document not in memory (storage holds every change of a dormant
+    /// document).
+    fn wake(&mut self, doc_id: DocumentId) -> bool {
+        let Some(dormant) = self.dormant.remove(&doc_id) else {
+            return false;
+        };
+        self.idle.remove(&(dormant.idle_since, doc_id));
+        // Like a stored document's load, inside `catch_unwind`: never a panic of the engine.
+        let loaded = catch_unwind(AssertUnwindSafe(|| Automerge::load(&dormant.saved)))
+            .unwrap_or_else(|_| Err(automerge::AutomergeError::Fail));
+        match loaded {
+            Ok(doc) => {
+                let mut state = DocState::new(DocStatus::Ready, Some(self.now));
+                state.doc = doc;
+                state.chunks = dormant.chunks;
+                state.dirty = true;
+                self.docs.insert(doc_id, state);
+                self.idle.insert((self.now, doc_id));
+                self.stats.docs_woken_total += 1;
+                true
+            }
+            Err(e) => {
+                self.refuse(
+                    None,
+                    "dormant_load_failed",
+                    format!(
+                        "{doc_id}: its saved bytes did not load ({e}); loading it from storage"
+                    ),
+                );
+                false
+            }
+        }
     }
 
     /// Opens a session of `conn` on a (loaded or loading) document. Returns false if the
@@ -1384,21 +1472,8 @@ impl Engine {
                         LocalEdit::Create(doc) if not_found => {
                             created = true;
                             // Re-insert as a fresh, ready document and create it.
-                            self.docs.insert(
-                                doc_id,
-                                Box::new(DocState {
-                                    status: DocStatus::Ready,
-                                    doc: Automerge::new(),
-                                    sessions: BTreeSet::new(),
-                                    unstored: 0,
-                                    dirty: false,
-                                    chunks: 0,
-                                    last_write: None,
-                                    idle_since: Some(self.now),
-                                    waiting_edits: Vec::new(),
-                                    edits_in_flight: Vec::new(),
-                                }),
-                            );
+                            self.docs
+                                .insert(doc_id, DocState::new(DocStatus::Ready, Some(self.now)));
                             self.idle.insert((self.now, doc_id));
                             self.apply_edit(doc_id, LocalEdit::Create(doc), token);
                             continue;
@@ -2026,6 +2101,52 @@ impl Engine {
 
     fn on_tick(&mut self) {
         self.evict_idle(false);
+        self.sleep_idle();
+    }
+
+    /// Documents held as their saved bytes only.
+    pub fn dormant_documents(&self) -> usize {
+        self.dormant.len()
+    }
+
+    /// Reduces documents idle for `document_dormant_ms` to their saved bytes, at most
+    /// [`SLEEPS_PER_TICK`] per tick (a save each, on this thread). Walks the idle queue from
+    /// where the last tick stopped, so the work is proportional to the documents that became
+    /// idle since; one still busy writing when its turn came stays awake until evicted.
+    fn sleep_idle(&mut self) {
+        let Some(after) = self.config.document_dormant_ms else {
+            return;
+        };
+        let deadline = self.now.saturating_sub(after);
+        let from = match self.sleep_cursor {
+            Some(cursor) => Bound::Excluded(cursor),
+            None => Bound::Unbounded,
+        };
+        let due: Vec<(i64, DocumentId)> = self
+            .idle
+            .range((from, Bound::Unbounded))
+            .take_while(|(since, _)| *since <= deadline)
+            .take(SLEEPS_PER_TICK)
+            .copied()
+            .collect();
+        for &(since, doc_id) in &due {
+            if !self.docs.get(&doc_id).is_some_and(|d| d.can_sleep(since)) {
+                continue;
+            }
+            let Some(state) = self.docs.remove(&doc_id) else {
+                continue;
+            };
+            let dormant = Dormant {
+                saved: state.doc.save().into_boxed_slice(),
+                idle_since: since,
+                chunks: state.chunks,
+            };
+            self.dormant.insert(doc_id, dormant);
+            self.stats.docs_slept_total += 1;
+        }
+        if let Some(last) = due.last() {
+            self.sleep_cursor = Some(*last);
+        }
     }
 
     /// Evicts documents idle for longer than the idle time (or, under memory pressure,
@@ -2039,6 +2160,18 @@ impl Engine {
                 break;
             }
             self.idle.pop_first();
+            if self
+                .dormant
+                .get(&doc_id)
+                .is_some_and(|d| d.idle_since == since)
+            {
+                self.dormant.remove(&doc_id);
+                self.stats.docs_evicted_total += 1;
+                if pressure {
+                    break;
+                }
+                continue;
+            }
             let evictable = self.docs.get(&doc_id).is_some_and(|d| {
                 d.sessions.is_empty()
                     && d.unstored == 0

@@ -248,6 +248,11 @@ impl Shards {
         self.engines.iter().map(Engine::loaded_documents).sum()
     }
 
+    /// Of those, the ones held as their saved bytes only, over every shard.
+    pub fn dormant_documents(&self) -> usize {
+        self.engines.iter().map(Engine::dormant_documents).sum()
+    }
+
     /// Connections known (every shard knows every connection): the most any shard knows.
     pub fn connections(&self) -> usize {
         self.engines
@@ -275,6 +280,8 @@ impl Shards {
             total.writes_issued += s.writes_issued;
             total.docs_loaded_total += s.docs_loaded_total;
             total.docs_evicted_total += s.docs_evicted_total;
+            total.docs_slept_total += s.docs_slept_total;
+            total.docs_woken_total += s.docs_woken_total;
             total.panics_caught += s.panics_caught;
             total.changes_held += s.changes_held;
         }

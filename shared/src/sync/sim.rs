@@ -366,6 +366,8 @@ struct Setup {
     clients: usize,
     chaos: Chaos,
     document_idle_ms: i64,
+    /// The server's `document_dormant_ms` (issue 17): idle documents kept as saved bytes.
+    document_dormant_ms: Option<i64>,
     compact_after_chunks: usize,
     /// Shards of the server's engine (issue 17; the hub runs one per core).
     shards: usize,
@@ -377,6 +379,7 @@ impl Setup {
             clients,
             chaos: Chaos::calm(),
             document_idle_ms: 1_000,
+            document_dormant_ms: None,
             compact_after_chunks: 4,
             shards: 1,
         }
@@ -489,6 +492,9 @@ impl Sim {
             let mut config = EngineConfig::new(role, peer_id);
             config.storage_id = Some(storage_id);
             config.document_idle_ms = setup.document_idle_ms;
+            if role == EngineRole::Server {
+                config.document_dormant_ms = setup.document_dormant_ms;
+            }
             config.compact_after_chunks = setup.compact_after_chunks;
             config
         };
@@ -1279,6 +1285,11 @@ fn world(seed: u64, hazards: Hazards) -> World {
         },
     };
     setup.document_idle_ms = 50 + rng.upto(500);
+    // Half the worlds keep idle documents as saved bytes after a while shorter than the idle
+    // time, so documents sleep and wake under every hazard below.
+    if rng.below(2) == 0 {
+        setup.document_dormant_ms = Some(5 + rng.upto(setup.document_idle_ms / 2));
+    }
     setup.compact_after_chunks = 2 + rng.below(6) as usize;
     let mut sim = Sim::new(seed, setup);
     let docs: Vec<DocumentId> = (0..2 + rng.below(3))
@@ -1862,6 +1873,94 @@ proptest! {
         // And it comes back whole.
         let stored = sim.durable_doc(SERVER, doc).clone();
         prop_assert!(stored.get(ROOT, "late").expect("read").is_some());
+        sim.check_all_edits_answered();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(32)))]
+
+    /// Property 4b (issue 17): a document idle for the dormant time keeps only its saved
+    /// bytes, still counts as loaded, and is never read meanwhile; a peer that comes back or
+    /// a desk edit wakes it with exactly the content stored, without a load from storage,
+    /// and the idle time still evicts it.
+    #[test]
+    fn idle_documents_sleep_as_saved_bytes_and_wake_whole(
+        seed in any::<u64>(),
+        clients in 1usize..4,
+        offline_edits in 0usize..3,
+    ) {
+        let mut setup = Setup::new(clients).sharded_by(seed);
+        setup.document_dormant_ms = Some(100);
+        let mut sim = Sim::new(seed, setup);
+        let idle = sim.nodes[SERVER].config.document_idle_ms;
+        let doc = sim.desk_create(3);
+        sim.run_until_quiet();
+        for client in 1..=clients {
+            sim.policy.grant(&device_name(client), doc, Access::ReadWrite);
+            sim.subscribe(client, doc);
+            sim.connect(client);
+        }
+        sim.run_until_quiet();
+        let heads = sim.durable_heads(SERVER, doc);
+
+        // Every client leaves; before the dormant time nothing sleeps, after it the document
+        // does, and it is still one loaded document.
+        for client in 1..=clients {
+            sim.nodes[client].online = false;
+            let conn = sim.nodes[client].conn.expect("connected");
+            sim.break_conn(conn);
+        }
+        sim.run_until_quiet();
+        sim.tick(SERVER);
+        prop_assert_eq!(sim.server().dormant_documents(), 0, "asleep before its time");
+        sim.now += 101;
+        sim.tick(SERVER);
+        prop_assert_eq!(sim.server().dormant_documents(), 1);
+        prop_assert_eq!(sim.server().loaded_documents(), 1);
+        prop_assert!(sim.server().document(&doc).is_none(), "a dormant document is read");
+
+        // A client edits offline and comes back: the document wakes from its bytes (no load
+        // from storage) and both sides converge on the stored content.
+        let loads = sim.server().stats().docs_loaded_total;
+        for i in 0..offline_edits {
+            sim.put(1, doc, format!("offline-{i}"));
+        }
+        sim.run_until_quiet();
+        sim.nodes[1].online = true;
+        sim.connect(1);
+        sim.run_until_quiet();
+        prop_assert_eq!(sim.server().dormant_documents(), 0);
+        prop_assert_eq!(sim.server().stats().docs_woken_total, 1);
+        prop_assert_eq!(sim.server().stats().docs_loaded_total, loads, "loaded from storage");
+        let woken = sim.server().document(&doc).expect("awake").get_heads();
+        prop_assert_eq!(&woken, &sim.durable_heads(SERVER, doc));
+        prop_assert_eq!(&sim.durable_heads(1, doc), &woken);
+        if offline_edits == 0 {
+            prop_assert_eq!(&woken, &heads);
+        }
+
+        // It sleeps again once the client leaves, a desk edit wakes it, and the idle time
+        // evicts it, dormant or not.
+        sim.nodes[1].online = false;
+        let conn = sim.nodes[1].conn.expect("connected");
+        sim.break_conn(conn);
+        sim.run_until_quiet();
+        sim.now += 101;
+        sim.tick(SERVER);
+        prop_assert_eq!(sim.server().dormant_documents(), 1);
+        sim.put(SERVER, doc, "desk".into());
+        sim.run_until_quiet();
+        prop_assert_eq!(sim.server().dormant_documents(), 0);
+        prop_assert!(sim.durable_doc(SERVER, doc).get(ROOT, "desk").expect("read").is_some());
+        sim.now += 101;
+        sim.tick(SERVER);
+        prop_assert_eq!(sim.server().dormant_documents(), 1);
+        sim.now += idle + 1;
+        sim.tick(SERVER);
+        prop_assert_eq!(sim.server().loaded_documents(), 0);
+        prop_assert_eq!(sim.server().dormant_documents(), 0);
+        sim.check_durable_promises();
         sim.check_all_edits_answered();
     }
 }

@@ -6,6 +6,9 @@
 //! server's `fieldsync_loaded_documents`. The issue's independent load generator measured
 //! this path at 200 × 20: 224–241 MiB after the creation, 585 MiB–1.24 GiB after the fetch.
 //!
+//! Then, for builds that keep idle documents as saved bytes (`limits.document_dormant`), it
+//! waits until every loaded document is dormant and reads RSS and the heap again.
+//!
 //! With `--before-bin`, the older binary runs the same workload first, in the same run.
 
 use std::path::PathBuf;
@@ -22,14 +25,15 @@ pub async fn idle_docs(
     before: Option<&PathBuf>,
     devices: usize,
     jobs: usize,
+    dormant_secs: Option<u64>,
 ) -> anyhow::Result<Value> {
     let mut out = json!({"devices": devices, "jobs_per_device": jobs});
     if let Some(bin) = before {
         let mut p = programs.clone();
         p.fieldsync = bin.clone();
-        out["before"] = one(&p, devices, jobs, "before").await?;
+        out["before"] = one(&p, devices, jobs, "before", dormant_secs).await?;
     }
-    out["after"] = one(programs, devices, jobs, "after").await?;
+    out["after"] = one(programs, devices, jobs, "after", dormant_secs).await?;
     Ok(out)
 }
 
@@ -38,9 +42,14 @@ async fn one(
     devices: usize,
     jobs: usize,
     label: &str,
+    dormant_secs: Option<u64>,
 ) -> anyhow::Result<Value> {
     let dir = tempfile::tempdir()?;
-    let server = Server::start(Kind::Fieldsync, programs, dir.path())?;
+    let env: Vec<(&str, String)> = dormant_secs
+        .map(|s| ("FIELDSYNC_DOCUMENT_DORMANT_SECS", s.to_string()))
+        .into_iter()
+        .collect();
+    let server = Server::start_with_env(Kind::Fieldsync, programs, dir.path(), &env)?;
     let url = server.ws_url();
     let ids = server.identities(devices, 1).await?;
     let rss_base = server.settled_rss_kib().await?;
@@ -81,7 +90,39 @@ async fn one(
             h as u64 >> 20
         ))
     ));
+    // Issue 17: a document idle for `limits.document_dormant` (30 s) keeps only its saved
+    // bytes. Wait for every loaded one to sleep (a build without it never reports the
+    // gauge: no wait), then read the memory again once the hub has given the freed back.
+    let mut dormant = server.metric("fieldsync_dormant_documents").await;
+    let mut rss_dormant = None;
+    let mut heap_dormant = None;
+    if dormant.is_some() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while dormant.is_some_and(|d| d < n) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            dormant = server.metric("fieldsync_dormant_documents").await;
+        }
+        tokio::time::sleep(settle(Duration::from_secs(3))).await;
+        rss_dormant = Some(server.settled_rss_kib().await?);
+        heap_dormant = server.metric("fieldsync_heap_in_use_bytes").await;
+    }
+    let per_dormant = rss_dormant.map(|r| r.saturating_sub(rss_base) as f64 / n);
+    if let (Some(rss), Some(per)) = (rss_dormant, per_dormant) {
+        progress(&format!(
+            "idle-docs {label}: {} of them dormant: RSS {} MiB, {per:.1} KiB/doc; heap in use {}",
+            dormant.unwrap_or(0.0),
+            rss / 1024,
+            heap_dormant.map_or("not reported".to_owned(), |h| format!(
+                "{} MiB",
+                h as u64 >> 20
+            ))
+        ));
+    }
     Ok(json!({
+        "rss_dormant_kib": rss_dormant,
+        "dormant_documents": dormant,
+        "kib_per_document_dormant": per_dormant,
+        "heap_in_use_dormant_bytes": heap_dormant,
         "rss_base_kib": rss_base,
         "rss_created_kib": rss_created,
         "rss_fetched_kib": rss_fetched,

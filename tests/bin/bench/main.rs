@@ -514,6 +514,8 @@ async fn main() -> anyhow::Result<()> {
             args.before_bin.as_ref(),
             args.idle_docs_devices,
             args.idle_docs_jobs,
+            // The smoke does not wait the default 30 s for documents to go dormant.
+            args.smoke.then_some(1),
         )
         .await;
         results.record("idle-docs", Kind::Fieldsync, r, args.smoke)?;
@@ -1002,7 +1004,16 @@ async fn history(
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(5);
+            // A pause before each reconnect (ms): with the server's `document_dormant` shorter
+            // than it, every reconnect wakes dormant documents (issue 17).
+            let pause = std::env::var("FIELDSYNC_BENCH_HISTORY_PAUSE_MS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_millis);
             for _ in 0..samples {
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
+                }
                 let start = Instant::now();
                 let (stop_tx, stop) = watch::channel(false);
                 let (tx, rx) = oneshot::channel();

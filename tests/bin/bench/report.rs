@@ -1191,10 +1191,12 @@ fn idle_docs_table(summary: &Value) -> String {
         "### Memory per idle document (issue 17)\n\n\
          Jobs created through `POST /api/jobs`, each fetched once by its device (which then \
          disconnects), then idle; RSS from /proc once settled. KiB per document: (RSS after \
-         the fetch − RSS before the jobs) ÷ documents loaded.\n\n\
+         the fetch − RSS before the jobs) ÷ documents loaded; dormant: the same once every \
+         loaded document keeps only its saved bytes (`limits.document_dormant`, 30 s).\n\n\
          | binary | devices × jobs | docs loaded | RSS base MiB | after create MiB | after \
-         fetch MiB | KiB/doc after create | KiB/doc after fetch |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|\n",
+         fetch MiB | KiB/doc after create | KiB/doc after fetch | dormant MiB | KiB/doc \
+         dormant |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for run in runs {
         if let Some(e) = run["error"].as_str() {
@@ -1208,7 +1210,7 @@ fn idle_docs_table(summary: &Value) -> String {
             }
             let _ = writeln!(
                 out,
-                "| {binary} | {}×{} | {} | {} | {} | {} | {} | {} |",
+                "| {binary} | {}×{} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 run["devices"],
                 run["jobs_per_device"],
                 r["loaded_documents"],
@@ -1217,6 +1219,8 @@ fn idle_docs_table(summary: &Value) -> String {
                 mib(&r["rss_fetched_kib"]),
                 f(&r["kib_per_document_created"], 1),
                 f(&r["kib_per_document_fetched"], 1),
+                mib(&r["rss_dormant_kib"]),
+                f(&r["kib_per_document_dormant"], 1),
             );
         }
     }
