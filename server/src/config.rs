@@ -62,7 +62,9 @@ pub struct Limits {
     pub document_idle: Duration,
     /// A document no peer has used for this long keeps only its saved bytes in memory until
     /// it is used again (issue 17: about 1.3 KB for a job instead of about 18 KB), then is
-    /// loaded from them without a read of the store. 0: never.
+    /// loaded from them without a read of the store. 0: never. Documents whose saved bytes
+    /// exceed 16 KiB stay awake (loading one back would slow a reconnect; see
+    /// docs/BENCHMARKS.md "Dormant documents").
     #[serde(with = "secs")]
     pub document_dormant: Duration,
     /// Interval of WebSocket pings; a connection silent for three intervals is closed.
@@ -127,7 +129,7 @@ impl Default for Limits {
             max_loaded_documents: 20_000,
             hub_shards: None,
             document_idle: Duration::from_secs(300),
-            document_dormant: Duration::from_secs(30),
+            document_dormant: Duration::from_secs(120),
             ping_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_inflated_chunk_bytes: None,

@@ -368,6 +368,8 @@ struct Setup {
     document_idle_ms: i64,
     /// The server's `document_dormant_ms` (issue 17): idle documents kept as saved bytes.
     document_dormant_ms: Option<i64>,
+    /// The server's `dormant_max_bytes`.
+    dormant_max_bytes: usize,
     compact_after_chunks: usize,
     /// Shards of the server's engine (issue 17; the hub runs one per core).
     shards: usize,
@@ -380,6 +382,7 @@ impl Setup {
             chaos: Chaos::calm(),
             document_idle_ms: 1_000,
             document_dormant_ms: None,
+            dormant_max_bytes: 16 * 1024,
             compact_after_chunks: 4,
             shards: 1,
         }
@@ -494,6 +497,7 @@ impl Sim {
             config.document_idle_ms = setup.document_idle_ms;
             if role == EngineRole::Server {
                 config.document_dormant_ms = setup.document_dormant_ms;
+                config.dormant_max_bytes = setup.dormant_max_bytes;
             }
             config.compact_after_chunks = setup.compact_after_chunks;
             config
@@ -1883,7 +1887,8 @@ proptest! {
     /// Property 4b (issue 17): a document idle for the dormant time keeps only its saved
     /// bytes, still counts as loaded, and is never read meanwhile; a peer that comes back or
     /// a desk edit wakes it with exactly the content stored, without a load from storage,
-    /// and the idle time still evicts it.
+    /// and the idle time still evicts it. A document whose saved bytes exceed
+    /// `dormant_max_bytes` stays awake.
     #[test]
     fn idle_documents_sleep_as_saved_bytes_and_wake_whole(
         seed in any::<u64>(),
@@ -1892,10 +1897,13 @@ proptest! {
     ) {
         let mut setup = Setup::new(clients).sharded_by(seed);
         setup.document_dormant_ms = Some(100);
+        setup.dormant_max_bytes = 2_000;
         let mut sim = Sim::new(seed, setup);
         let idle = sim.nodes[SERVER].config.document_idle_ms;
         let doc = sim.desk_create(3);
+        let big = sim.desk_create(500);
         sim.run_until_quiet();
+        prop_assert!(sim.durable_doc(SERVER, big).save().len() > 2_000);
         for client in 1..=clients {
             sim.policy.grant(&device_name(client), doc, Access::ReadWrite);
             sim.subscribe(client, doc);
@@ -1917,8 +1925,9 @@ proptest! {
         sim.now += 101;
         sim.tick(SERVER);
         prop_assert_eq!(sim.server().dormant_documents(), 1);
-        prop_assert_eq!(sim.server().loaded_documents(), 1);
+        prop_assert_eq!(sim.server().loaded_documents(), 2);
         prop_assert!(sim.server().document(&doc).is_none(), "a dormant document is read");
+        prop_assert!(sim.server().document(&big).is_some(), "a big document slept");
 
         // A client edits offline and comes back: the document wakes from its bytes (no load
         // from storage) and both sides converge on the stored content.

@@ -90,14 +90,14 @@ async fn one(
             h as u64 >> 20
         ))
     ));
-    // Issue 17: a document idle for `limits.document_dormant` (30 s) keeps only its saved
+    // Issue 17: a document idle for `limits.document_dormant` (120 s) keeps only its saved
     // bytes. Wait for every loaded one to sleep (a build without it never reports the
     // gauge: no wait), then read the memory again once the hub has given the freed back.
     let mut dormant = server.metric("fieldsync_dormant_documents").await;
     let mut rss_dormant = None;
     let mut heap_dormant = None;
     if dormant.is_some() {
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
         while dormant.is_some_and(|d| d < n) && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_secs(1)).await;
             dormant = server.metric("fieldsync_dormant_documents").await;

@@ -1192,7 +1192,7 @@ fn idle_docs_table(summary: &Value) -> String {
          Jobs created through `POST /api/jobs`, each fetched once by its device (which then \
          disconnects), then idle; RSS from /proc once settled. KiB per document: (RSS after \
          the fetch − RSS before the jobs) ÷ documents loaded; dormant: the same once every \
-         loaded document keeps only its saved bytes (`limits.document_dormant`, 30 s).\n\n\
+         loaded document keeps only its saved bytes (`limits.document_dormant`, 120 s).\n\n\
          | binary | devices × jobs | docs loaded | RSS base MiB | after create MiB | after \
          fetch MiB | KiB/doc after create | KiB/doc after fetch | dormant MiB | KiB/doc \
          dormant |\n\

@@ -594,6 +594,21 @@ pub fn run(plan: Plan) -> anyhow::Result<Value> {
         }
     }
 
+    // For a profile of the audit alone (`perf record`): only the audit of the stored
+    // content, this many passes over the reports, and nothing else.
+    if let Some(passes) = std::env::var("FIELDSYNC_BENCH_AUDIT_PASSES")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        let mut checked = archive::AttestationsChecked::default();
+        for pass in 0..passes {
+            let audit = rate(&rows, |a| {
+                Ok(audit_one(&fx.registry, a, false, &mut checked)?)
+            })?;
+            progress(&format!("verify: audit pass {pass}: {audit:.0}/s"));
+        }
+    }
+
     let mut runs = Vec::new();
     for run in 0..plan.runs {
         let before = rate(&fx.held, |h| {
