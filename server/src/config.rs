@@ -50,8 +50,10 @@ pub struct Limits {
     /// Most documents held in memory at once (each hub shard holds an even share). The
     /// default, 20,000, keeps the documents within 2 GiB at up to ~100 KiB each: (2,048 − ~50 MiB for the process) / 20,000 ≈ 102 KiB.
     /// Measured (issue 17, docs/BENCHMARKS.md "Memory per idle document"): 24.6 KiB of RSS per
-    /// job created at the desk, fetched by its device and idle (about 490 MiB at the limit);
-    /// the margin is for bigger jobs (long histories), whose size was not measured yet.
+    /// job created at the desk, fetched by its device and idle (about 490 MiB at the limit),
+    /// 14.2 KiB once dormant (`document_dormant`). Not bounded by it: a job of 2,000 changes
+    /// holds about 1 MiB awake, so 20,000 of those would not fit; they leave memory
+    /// `document_idle` after their last session (a byte budget is the next step).
     pub max_loaded_documents: usize,
     /// Threads the sync engine is split across, each owning the documents that hash to it
     /// (issue 17: a reconnect storm uses every core). Unset: one per core, at most
