@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use automerge::transaction::Transactable;
 use automerge::{ROOT, ReadDoc};
+use fieldsync_shared::ids::{DeviceId, DocumentId};
 use fieldsync_shared::job::doc::read_job;
 use fieldsync_shared::sync::LocalEdit;
 use fieldsync_storage::{Store, StoreConfig};
@@ -278,23 +279,17 @@ async fn edits_made_offline_reach_the_server_when_the_device_reconnects() -> any
     Ok(())
 }
 
-/// Issue 17 (memory per idle document): once its devices are gone, a job keeps only its saved
-/// bytes in the server's memory (`limits.document_dormant`), still loaded. A device that never
-/// held it receives every change once it wakes, and its edit is stored on top; after that
-/// device leaves the job sleeps again. (That a wake reads nothing from storage is the
-/// simulator's property 4b.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dormant_job_wakes_from_its_saved_bytes_and_syncs_whole() -> anyhow::Result<()> {
-    let data = temp_dir()?;
-    let devices = temp_dir()?;
-    let server = TestServer::start_with(data.path(), |config| {
-        config.limits.document_dormant = Duration::from_secs(1);
-    })
-    .await?;
+/// Issue 17's idle-memory tests: device A receives a new job of tech-wang, records the fault
+/// cause and leaves once the server stored it. Returns the job and device B (enrolled, never
+/// connected).
+async fn a_job_device_a_edited_and_left(
+    server: &TestServer,
+    devices: &std::path::Path,
+) -> anyhow::Result<(DocumentId, DeviceId)> {
     let a = server.enroll("tech-wang", "dev-a")?;
     let b = server.enroll("tech-wang", "dev-b")?;
     let created = server.create_job("tech-wang").await?;
-    let client_a = server.connect_device(&a, devices.path()).await?;
+    let client_a = server.connect_device(&a, devices).await?;
     client_a.subscribe(created.job);
     assert!(
         client_a
@@ -311,7 +306,57 @@ async fn a_dormant_job_wakes_from_its_saved_bytes_and_syncs_whole() -> anyhow::R
     })
     .await?;
     client_a.close();
+    Ok((created.job, b))
+}
 
+/// Device B, which never held `job`, receives device A's edit and the server stores B's edit
+/// (`note` in the notes) on top of it; B then leaves.
+async fn device_b_receives_and_edits(
+    server: &TestServer,
+    devices: &std::path::Path,
+    b: &DeviceId,
+    job: DocumentId,
+    note: &'static str,
+) -> anyhow::Result<()> {
+    let client_b = server.connect_device(b, devices).await?;
+    client_b.subscribe(job);
+    assert!(
+        client_b
+            .wait_for(job, SETTLE, |d| fault_cause(d).as_deref()
+                == Some("Worn start capacitor"))
+            .await,
+        "a device that never held the job receives the edit made before it left memory"
+    );
+    client_b.edit(job, append_notes(note)).await?;
+    let stored = eventually(SETTLE, "the server stores device B's edit", || async {
+        let stored = server.stored_doc(job).ok()?;
+        notes(&stored)
+            .is_some_and(|n| n.contains(note))
+            .then_some(stored)
+    })
+    .await?;
+    assert_eq!(
+        fault_cause(&stored).as_deref(),
+        Some("Worn start capacitor")
+    );
+    client_b.close();
+    Ok(())
+}
+
+/// Issue 17 (memory per idle document): once its devices are gone, a job keeps only its saved
+/// bytes in the server's memory (`limits.document_dormant`), still loaded. A device that never
+/// held it receives every change once it wakes, and its edit is stored on top; after that
+/// device leaves the job sleeps again. (That a wake reads nothing from storage is the
+/// simulator's property 4b.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dormant_job_wakes_from_its_saved_bytes_and_syncs_whole() -> anyhow::Result<()> {
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_with(data.path(), |config| {
+        config.limits.document_dormant = Duration::from_secs(1);
+    })
+    .await?;
+    let (job, b) = a_job_device_a_edited_and_left(&server, devices.path()).await?;
     let metrics = &server.state.metrics;
     eventually(SETTLE, "every loaded document goes dormant", || async {
         let loaded = metrics.loaded_documents.get();
@@ -319,40 +364,12 @@ async fn a_dormant_job_wakes_from_its_saved_bytes_and_syncs_whole() -> anyhow::R
     })
     .await?;
     let loaded = metrics.loaded_documents.get();
-
-    let client_b = server.connect_device(&b, devices.path()).await?;
-    client_b.subscribe(created.job);
-    assert!(
-        client_b
-            .wait_for(created.job, SETTLE, |d| fault_cause(d).as_deref()
-                == Some("Worn start capacitor"))
-            .await,
-        "a device that never held the job receives it from the dormant copy"
-    );
+    device_b_receives_and_edits(&server, devices.path(), &b, job, "after the sleep").await?;
     assert_eq!(
         metrics.loaded_documents.get(),
         loaded,
         "woken in place: nothing loaded twice or dropped"
     );
-    client_b
-        .edit(created.job, append_notes("after the sleep"))
-        .await?;
-    let stored = eventually(
-        SETTLE,
-        "the server stores an edit of the woken job",
-        || async {
-            let stored = server.stored_doc(created.job).ok()?;
-            notes(&stored)
-                .is_some_and(|n| n.contains("after the sleep"))
-                .then_some(stored)
-        },
-    )
-    .await?;
-    assert_eq!(
-        fault_cause(&stored).as_deref(),
-        Some("Worn start capacitor")
-    );
-    client_b.close();
     eventually(
         SETTLE,
         "the job sleeps again once device B left",
@@ -377,28 +394,7 @@ async fn an_evicted_job_whose_memory_was_given_back_still_syncs() -> anyhow::Res
         config.limits.document_idle = Duration::ZERO;
     })
     .await?;
-    let a = server.enroll("tech-wang", "dev-a")?;
-    let b = server.enroll("tech-wang", "dev-b")?;
-    let created = server.create_job("tech-wang").await?;
-
-    let client_a = server.connect_device(&a, devices.path()).await?;
-    client_a.subscribe(created.job);
-    assert!(
-        client_a
-            .wait_for(created.job, SETTLE, |d| read_job(d).is_ok())
-            .await,
-        "device A receives the job"
-    );
-    client_a
-        .edit(created.job, set_fault_cause("Worn start capacitor"))
-        .await?;
-    eventually(SETTLE, "the server stores device A's edit", || async {
-        let stored = server.stored_doc(created.job).ok()?;
-        (fault_cause(&stored).as_deref() == Some("Worn start capacitor")).then_some(())
-    })
-    .await?;
-    client_a.close();
-
+    let (job, b) = a_job_device_a_edited_and_left(&server, devices.path()).await?;
     let metrics = &server.state.metrics;
     eventually(
         SETTLE,
@@ -412,35 +408,7 @@ async fn an_evicted_job_whose_memory_was_given_back_still_syncs() -> anyhow::Res
         metrics.heap_in_use.get() > 0,
         "the heap in use is reported when memory is given back"
     );
-
-    let client_b = server.connect_device(&b, devices.path()).await?;
-    client_b.subscribe(created.job);
-    assert!(
-        client_b
-            .wait_for(created.job, SETTLE, |d| fault_cause(d).as_deref()
-                == Some("Worn start capacitor"))
-            .await,
-        "a device that never held the job receives the edit made before the eviction"
-    );
-    client_b
-        .edit(created.job, append_notes("after the eviction"))
-        .await?;
-    let stored = eventually(
-        SETTLE,
-        "the server stores an edit of the reloaded job",
-        || async {
-            let stored = server.stored_doc(created.job).ok()?;
-            notes(&stored)
-                .is_some_and(|n| n.contains("after the eviction"))
-                .then_some(stored)
-        },
-    )
-    .await?;
-    assert_eq!(
-        fault_cause(&stored).as_deref(),
-        Some("Worn start capacitor")
-    );
-    client_b.close();
+    device_b_receives_and_edits(&server, devices.path(), &b, job, "after the eviction").await?;
     server.stop().await?;
     Ok(())
 }
