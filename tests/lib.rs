@@ -556,6 +556,30 @@ pub fn manager_token(data_dir: &Path, ttl: &str) -> anyhow::Result<String> {
     cli(data_dir, &["desk", "token", "--user", "wang", "--ttl", ttl])
 }
 
+/// `body` posted as the desk (`token`) to `path` of the server at `base`, which must answer
+/// 201 Created; its JSON answer. `what` names the request in the error.
+async fn post_created(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: &str,
+    body: &Value,
+    what: &str,
+) -> anyhow::Result<Value> {
+    let answer = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        answer.status() == reqwest::StatusCode::CREATED,
+        "{what}: {}",
+        answer.text().await?
+    );
+    Ok(answer.json().await?)
+}
+
 /// A job made through `POST /api/jobs` on the server at `base` (`http://host:port`) from
 /// `body`; its document id (automerge-repo's `documentId`).
 pub async fn create_job_at(
@@ -564,18 +588,7 @@ pub async fn create_job_at(
     token: &str,
     body: &Value,
 ) -> anyhow::Result<String> {
-    let answer = http
-        .post(format!("{base}/api/jobs"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        answer.status() == reqwest::StatusCode::CREATED,
-        "create job: {}",
-        answer.text().await?
-    );
-    let created: Value = answer.json().await?;
+    let created = post_created(http, base, "/api/jobs", token, body, "create job").await?;
     Ok(created["job_id"].as_str().context("job_id")?.to_owned())
 }
 
@@ -586,18 +599,16 @@ pub async fn enrollment_code_at(
     token: &str,
     technician: &str,
 ) -> anyhow::Result<String> {
-    let answer = http
-        .post(format!("{base}/api/enrollment-codes"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "technician": technician }))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        answer.status() == reqwest::StatusCode::CREATED,
-        "enrollment code: {}",
-        answer.text().await?
-    );
-    let code: Value = answer.json().await?;
+    let body = serde_json::json!({ "technician": technician });
+    let code = post_created(
+        http,
+        base,
+        "/api/enrollment-codes",
+        token,
+        &body,
+        "enrollment code",
+    )
+    .await?;
     Ok(code["code"].as_str().context("code")?.to_owned())
 }
 

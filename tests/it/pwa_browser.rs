@@ -572,6 +572,32 @@ async fn check_signed_report(
     Ok(())
 }
 
+/// A fresh edge server on `data` with one job for tech-1 made at its desk: the server, the
+/// manager's desk token, an HTTP client and the job's id.
+async fn edge_with_a_job(
+    data: &std::path::Path,
+) -> anyhow::Result<(ServerProcess, String, reqwest::Client, String)> {
+    let server = tokio::task::spawn_blocking({
+        let data = data.to_owned();
+        move || ServerProcess::start_with(&data, &[], &[])
+    })
+    .await??;
+    let manager_token = tokio::task::spawn_blocking({
+        let data = data.to_owned();
+        move || manager_token(&data, "15m")
+    })
+    .await??;
+    let http = reqwest::Client::new();
+    let job = create_job_at(
+        &http,
+        &server.http_url(""),
+        &manager_token,
+        &sample_job_body("tech-1"),
+    )
+    .await?;
+    Ok((server, manager_token, http, job))
+}
+
 /// Two technicians, one job (issue 20; R7, issue 15's coherent merges): the job created for
 /// `tech-1` is also assigned to `tech-2` through the dispatch API (`pre_assign`: neither has
 /// a device yet), each technician gets their own desk code, and `tests/e2e/app_pair.mjs`
@@ -587,24 +613,7 @@ async fn app_in_chromium_two_technicians_offline_on_one_job_converge_and_resolve
     chromium()?;
     let dir = temp_dir()?;
     let data = dir.path().join("edge");
-    let server = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || ServerProcess::start_with(&data, &[], &[])
-    })
-    .await??;
-    let manager_token = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || manager_token(&data, "15m")
-    })
-    .await??;
-    let http = reqwest::Client::new();
-    let job = create_job_at(
-        &http,
-        &server.http_url(""),
-        &manager_token,
-        &sample_job_body("tech-1"),
-    )
-    .await?;
+    let (server, manager_token, http, job) = edge_with_a_job(&data).await?;
     let answer = http
         .put(server.http_url(&format!("/api/jobs/{job}/technicians")))
         .bearer_auth(&manager_token)
@@ -717,24 +726,7 @@ async fn app_in_chromium_a_revoked_device_is_told_so_and_stops_syncing() -> anyh
     chromium()?;
     let dir = temp_dir()?;
     let data = dir.path().join("edge");
-    let server = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || ServerProcess::start_with(&data, &[], &[])
-    })
-    .await??;
-    let manager_token = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || manager_token(&data, "15m")
-    })
-    .await??;
-    let http = reqwest::Client::new();
-    let job = create_job_at(
-        &http,
-        &server.http_url(""),
-        &manager_token,
-        &sample_job_body("tech-1"),
-    )
-    .await?;
+    let (server, manager_token, http, job) = edge_with_a_job(&data).await?;
     let code = enrollment_code_at(&http, &server.http_url(""), &manager_token, "tech-1").await?;
 
     let shots = screenshot_dir(dir.path());
