@@ -39,6 +39,28 @@ use crate::stored::LoadStrategy;
 const SLEEPS_PER_TICK: usize = 256;
 const SLEEP_BYTES_PER_TICK: usize = 1024 * 1024;
 
+/// What automerge holds in memory for a loaded document, estimated from its counts (issue 17,
+/// `EngineConfig::max_document_memory`). Measured with a counting allocator: about 15 KB for
+/// an empty document's op set and indexes; 10 to 40 bytes per operation; about 200 bytes per
+/// change for a document loaded from its saved bytes, up to 330 for one that received its
+/// changes in batches, as a server's do from sync messages (automerge's vectors keep their
+/// spare capacity). A fresh job counts 21 KB (18 KB measured); a job of the benchmark's
+/// history with 2,000 changes 0.9 MB (the server's heap: 0.86 MB a job). The saved size says
+/// little: 5,000 one-field changes save to 13 KB and hold 1 to 1.5 MB.
+pub fn memory_estimate(doc: &Automerge) -> usize {
+    const EMPTY: usize = 16 * 1024;
+    const PER_CHANGE: usize = 384;
+    const PER_OP: usize = 24;
+    let stats = doc.stats();
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    EMPTY
+        .saturating_add(count(stats.num_changes).saturating_mul(PER_CHANGE))
+        .saturating_add(count(stats.num_ops).saturating_mul(PER_OP))
+}
+
+/// What a dormant document's entry costs beside its saved bytes (the map slot and the box).
+const DORMANT_OVERHEAD: usize = 128;
+
 /// A connection, numbered by the glue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
@@ -97,6 +119,12 @@ pub struct EngineConfig {
     pub dormant_max_bytes: usize,
     /// Most documents held in memory; past it idle ones are evicted first, then loads refused.
     pub max_loaded_documents: usize,
+    /// Most memory the documents held may take, by [`memory_estimate`] for an awake one and
+    /// its saved bytes for a dormant one (issue 17: a count cannot bound memory, since a job
+    /// of 2,000 changes holds 50 times what a fresh one does). Past it, idle documents are
+    /// evicted, oldest first, at once and at every tick; while documents in use still take it
+    /// all, loads are refused. `None`: no budget (a device).
+    pub max_document_memory: Option<usize>,
     /// After this many incremental chunks a document is compacted into one snapshot.
     pub compact_after_chunks: usize,
     /// How a document's stored chunks are loaded (one `load` unless a benchmark asks for the
@@ -126,6 +154,7 @@ impl EngineConfig {
             dormant_max_bytes: 16 * 1024,
             // The server's default (`limits.max_loaded_documents`, issue 17: within 2 GiB).
             max_loaded_documents: 20_000,
+            max_document_memory: None,
             compact_after_chunks: 64,
             load: LoadStrategy::Concatenated,
             accept_new_documents: false,
@@ -215,8 +244,8 @@ pub enum LocalEditError {
     Failed(String),
     #[error("storing the edit failed: {0}")]
     Storage(String),
-    #[error("too many documents are loaded ({0}); try again later")]
-    Busy(usize),
+    #[error("the server is busy: {0}; try again later")]
+    Busy(String),
 }
 
 /// What happened, as the engine is told it.
@@ -400,6 +429,13 @@ struct Dormant {
     chunks: usize,
 }
 
+impl Dormant {
+    /// What it counts for in `Engine::memory`.
+    fn memory(&self) -> usize {
+        self.saved.len() + DORMANT_OVERHEAD
+    }
+}
+
 struct DocState {
     status: DocStatus,
     doc: Automerge,
@@ -420,6 +456,8 @@ struct DocState {
     /// those heads when the write is done. Not the document's heads at that moment: they may
     /// include changes whose writes are still in flight.
     edits_in_flight: Vec<(WriteId, u64, Vec<ChangeHash>)>,
+    /// `memory_estimate` of `doc` when last measured: what it counts for in `Engine::memory`.
+    memory: usize,
 }
 
 impl DocState {
@@ -435,6 +473,7 @@ impl DocState {
             idle_since,
             waiting_edits: Vec::new(),
             edits_in_flight: Vec::new(),
+            memory: 0,
         })
     }
 
@@ -535,6 +574,9 @@ pub struct Engine {
     dormant: HashMap<DocumentId, Dormant>,
     /// The last entry of `idle` looked at for sleeping (`sleep_idle`).
     sleep_cursor: Option<(i64, DocumentId)>,
+    /// What the documents held take: the sum of every awake one's `DocState::memory` and
+    /// every dormant one's `Dormant::memory`, kept as they change (`max_document_memory`).
+    memory: usize,
     /// Which document each in-flight write belongs to.
     writes: HashMap<WriteId, DocumentId>,
     next_write: u64,
@@ -567,6 +609,7 @@ impl Engine {
             idle: BTreeSet::new(),
             dormant: HashMap::new(),
             sleep_cursor: None,
+            memory: 0,
             writes: HashMap::new(),
             next_write: first_write,
             subscribed: BTreeSet::new(),
@@ -587,6 +630,19 @@ impl Engine {
     /// Documents held in memory, dormant ones included.
     pub fn loaded_documents(&self) -> usize {
         self.docs.len() + self.dormant.len()
+    }
+
+    /// What the documents held take in memory, as `max_document_memory` counts it.
+    pub fn document_memory(&self) -> usize {
+        self.memory
+    }
+
+    /// `document_memory` counted afresh from every document held: the simulator checks the
+    /// running count against it.
+    #[cfg(test)]
+    pub(crate) fn document_memory_recounted(&self) -> usize {
+        let awake: usize = self.docs.values().map(|d| memory_estimate(&d.doc)).sum();
+        awake + self.dormant.values().map(Dormant::memory).sum::<usize>()
     }
 
     /// Connections known to the engine.
@@ -1220,17 +1276,15 @@ impl Engine {
         if self.loaded_documents() >= self.config.max_loaded_documents {
             self.evict_idle(true);
         }
-        if self.loaded_documents() >= self.config.max_loaded_documents {
-            let limit = self.config.max_loaded_documents;
-            self.refuse(conn, "too_many_documents", format!("limit {limit}"));
+        self.evict_for_memory();
+        if let Some((reason, limit)) = self.busy() {
+            self.refuse(conn, reason, limit.clone());
             if let Some(conn) = conn {
                 let remote = self.remote_peer_id(conn).map(PeerId::new);
                 let error = Message::Error(ErrorMessage {
                     sender_id: Some(PeerId::new(self.config.peer_id.clone())),
                     target_id: remote,
-                    message: format!(
-                        "server busy: {limit} documents loaded (max_loaded_documents); retry later"
-                    ),
+                    message: format!("server busy: {limit}; retry later"),
                 });
                 self.send(conn, &error);
             }
@@ -1238,8 +1292,68 @@ impl Engine {
         }
         self.docs
             .insert(doc_id, DocState::new(DocStatus::Loading, None));
+        self.remeasure(doc_id);
         self.out.push(Effect::LoadDoc { doc: doc_id });
         true
+    }
+
+    /// Why no document can be loaded now, if a limit leaves no room: the refusal's reason and
+    /// the limit hit, as a peer and the log read it.
+    fn busy(&self) -> Option<(&'static str, String)> {
+        let limit = self.config.max_loaded_documents;
+        if self.loaded_documents() >= limit {
+            return Some((
+                "too_many_documents",
+                format!("{limit} documents loaded (max_loaded_documents)"),
+            ));
+        }
+        let budget = self.config.max_document_memory?;
+        (self.memory >= budget).then(|| {
+            (
+                "document_memory_full",
+                format!(
+                    "documents take {} KiB of the {} KiB allowed (max_document_memory)",
+                    self.memory / 1024,
+                    budget / 1024
+                ),
+            )
+        })
+    }
+
+    /// Whether the documents held take the whole memory budget.
+    fn memory_full(&self) -> bool {
+        self.config
+            .max_document_memory
+            .is_some_and(|budget| self.memory >= budget)
+    }
+
+    /// Evicts idle documents, oldest first, until the documents held fit the memory budget
+    /// or none is left idle.
+    fn evict_for_memory(&mut self) {
+        while self.memory_full() && self.evict_idle(true) {}
+    }
+
+    /// Measures `doc_id` again after its content changed (loaded, woken, written, dropped).
+    fn remeasure(&mut self, doc_id: DocumentId) {
+        if let Some(state) = self.docs.get_mut(&doc_id) {
+            let now = memory_estimate(&state.doc);
+            self.memory = self.memory.saturating_sub(state.memory) + now;
+            state.memory = now;
+        }
+    }
+
+    /// Takes `doc_id` out of `docs`, and what it counted for out of `memory`.
+    fn remove_doc(&mut self, doc_id: &DocumentId) -> Option<Box<DocState>> {
+        let state = self.docs.remove(doc_id)?;
+        self.memory = self.memory.saturating_sub(state.memory);
+        Some(state)
+    }
+
+    /// Takes `doc_id` out of `dormant`, and what it counted for out of `memory`.
+    fn remove_dormant(&mut self, doc_id: &DocumentId) -> Option<Dormant> {
+        let dormant = self.dormant.remove(doc_id)?;
+        self.memory = self.memory.saturating_sub(dormant.memory());
+        Some(dormant)
     }
 
     /// A dormant document loaded again from its saved bytes, ready and idle from now (a
@@ -1249,7 +1363,7 @@ impl Engine {
     /// storage like any document not in memory (storage holds every change of a dormant
     /// document).
     fn wake(&mut self, doc_id: DocumentId) -> bool {
-        let Some(dormant) = self.dormant.remove(&doc_id) else {
+        let Some(dormant) = self.remove_dormant(&doc_id) else {
             return false;
         };
         self.idle.remove(&(dormant.idle_since, doc_id));
@@ -1263,6 +1377,7 @@ impl Engine {
                 state.chunks = dormant.chunks;
                 state.dirty = true;
                 self.docs.insert(doc_id, state);
+                self.remeasure(doc_id);
                 self.idle.insert((self.now, doc_id));
                 self.stats.docs_woken_total += 1;
                 true
@@ -1413,6 +1528,7 @@ impl Engine {
                         format!("{doc_id}: changes stored without a dependency were dropped"),
                     );
                 }
+                self.remeasure(doc_id);
                 let Some(state) = self.docs.get_mut(&doc_id) else {
                     return;
                 };
@@ -1452,7 +1568,7 @@ impl Engine {
                     return;
                 }
                 // Nothing to serve: answer whoever waited and hold nothing.
-                let Some(state) = self.docs.remove(&doc_id) else {
+                let Some(state) = self.remove_doc(&doc_id) else {
                     return;
                 };
                 let sessions = state.sessions.clone();
@@ -1482,6 +1598,7 @@ impl Engine {
                             // Re-insert as a fresh, ready document and create it.
                             self.docs
                                 .insert(doc_id, DocState::new(DocStatus::Ready, Some(self.now)));
+                            self.remeasure(doc_id);
                             self.idle.insert((self.now, doc_id));
                             self.apply_edit(doc_id, LocalEdit::Create(doc), token);
                             continue;
@@ -1699,11 +1816,16 @@ impl Engine {
             | WriteOp::PutSyncState { doc, .. } => *doc,
         };
         // Sync states do not gate announcements; only content writes are tracked.
-        if !matches!(op, WriteOp::PutSyncState { .. }) {
+        let content = !matches!(op, WriteOp::PutSyncState { .. });
+        if content {
             self.writes.insert(id, doc);
         }
         self.stats.writes_issued += 1;
         self.out.push(Effect::Write { id, op });
+        // Every change of content is stored, so it is measured here.
+        if content {
+            self.remeasure(doc);
+        }
         id
     }
 
@@ -1790,6 +1912,7 @@ impl Engine {
                     }
                     self.close(conn, CloseCode::Internal, "storage failure; reconnect");
                 }
+                self.remeasure(doc_id);
                 if drained {
                     self.drained(doc_id);
                 }
@@ -1807,7 +1930,7 @@ impl Engine {
             if let Some(since) = state.idle_since {
                 self.idle.remove(&(since, doc_id));
             }
-            self.docs.remove(&doc_id);
+            self.remove_doc(&doc_id);
         } else {
             state.status = DocStatus::Loading;
             self.out.push(Effect::LoadDoc { doc: doc_id });
@@ -1931,7 +2054,9 @@ impl Engine {
             self.out.push(Effect::EditDone {
                 token,
                 doc: doc_id,
-                result: Err(LocalEditError::Busy(self.config.max_loaded_documents)),
+                result: Err(LocalEditError::Busy(
+                    self.busy().map(|(_, limit)| limit).unwrap_or_default(),
+                )),
             });
             return;
         }
@@ -2110,6 +2235,8 @@ impl Engine {
     fn on_tick(&mut self) {
         self.evict_idle(false);
         self.sleep_idle();
+        // Documents grow while in use, past the budget their loads met.
+        self.evict_for_memory();
     }
 
     /// Documents held as their saved bytes only.
@@ -2158,7 +2285,7 @@ impl Engine {
             if saved.len() > self.config.dormant_max_bytes {
                 continue;
             }
-            let Some(state) = self.docs.remove(&doc_id) else {
+            let Some(state) = self.remove_doc(&doc_id) else {
                 continue;
             };
             let dormant = Dormant {
@@ -2166,6 +2293,7 @@ impl Engine {
                 idle_since: since,
                 chunks: state.chunks,
             };
+            self.memory += dormant.memory();
             self.dormant.insert(doc_id, dormant);
             self.stats.docs_slept_total += 1;
         }
@@ -2173,8 +2301,9 @@ impl Engine {
 
     /// Evicts documents idle for longer than the idle time (or, under memory pressure,
     /// the longest-idle one whatever its age). Pops from the front of the idle queue, so the
-    /// work is proportional to what is evicted.
-    fn evict_idle(&mut self, pressure: bool) {
+    /// work is proportional to what is evicted. Returns whether it evicted any.
+    fn evict_idle(&mut self, pressure: bool) -> bool {
+        let mut evicted = false;
         let deadline = self.now - self.config.document_idle_ms;
         let mut skipped = Vec::new();
         while let Some(&(since, doc_id)) = self.idle.first() {
@@ -2187,8 +2316,9 @@ impl Engine {
                 .get(&doc_id)
                 .is_some_and(|d| d.idle_since == since)
             {
-                self.dormant.remove(&doc_id);
+                self.remove_dormant(&doc_id);
                 self.stats.docs_evicted_total += 1;
+                evicted = true;
                 if pressure {
                     break;
                 }
@@ -2201,8 +2331,9 @@ impl Engine {
                     && d.waiting_edits.is_empty()
             });
             if evictable {
-                self.docs.remove(&doc_id);
+                self.remove_doc(&doc_id);
                 self.stats.docs_evicted_total += 1;
+                evicted = true;
                 if pressure {
                     break;
                 }
@@ -2218,6 +2349,7 @@ impl Engine {
             }
         }
         self.idle.extend(skipped);
+        evicted
     }
 }
 

@@ -45,8 +45,8 @@ pub fn shard_of(doc: &DocumentId, count: usize) -> usize {
     (hash % count as u64) as usize
 }
 
-/// Each shard's share of a limit on the whole node (`max_loaded_documents`): an even split,
-/// at least one.
+/// Each shard's share of a limit on the whole node (`max_loaded_documents`,
+/// `max_document_memory`): an even split, at least one.
 pub fn share_of(total: usize, count: usize) -> usize {
     (total / count.max(1)).max(1)
 }
@@ -60,6 +60,9 @@ pub fn shard_config(config: &EngineConfig, index: usize, count: usize) -> Engine
     } else {
         config.max_loaded_documents
     };
+    config.max_document_memory = config
+        .max_document_memory
+        .map(|budget| share_of(budget, count));
     config
 }
 
@@ -251,6 +254,17 @@ impl Shards {
     /// Of those, the ones held as their saved bytes only, over every shard.
     pub fn dormant_documents(&self) -> usize {
         self.engines.iter().map(Engine::dormant_documents).sum()
+    }
+
+    /// What the documents held take, as `max_document_memory` counts it, over every shard.
+    pub fn document_memory(&self) -> usize {
+        self.engines.iter().map(Engine::document_memory).sum()
+    }
+
+    /// The shards' engines, for the simulator's checks of each one's counts.
+    #[cfg(test)]
+    pub(crate) fn engines(&self) -> &[Engine] {
+        &self.engines
     }
 
     /// Connections known (every shard knows every connection): the most any shard knows.

@@ -370,6 +370,8 @@ struct Setup {
     document_dormant_ms: Option<i64>,
     /// The server's `dormant_max_bytes`.
     dormant_max_bytes: usize,
+    /// The server's `max_document_memory` (issue 17): a byte budget for its documents.
+    max_document_memory: Option<usize>,
     compact_after_chunks: usize,
     /// Shards of the server's engine (issue 17; the hub runs one per core).
     shards: usize,
@@ -383,6 +385,7 @@ impl Setup {
             document_idle_ms: 1_000,
             document_dormant_ms: None,
             dormant_max_bytes: 16 * 1024,
+            max_document_memory: None,
             compact_after_chunks: 4,
             shards: 1,
         }
@@ -498,6 +501,7 @@ impl Sim {
             if role == EngineRole::Server {
                 config.document_dormant_ms = setup.document_dormant_ms;
                 config.dormant_max_bytes = setup.dormant_max_bytes;
+                config.max_document_memory = setup.max_document_memory;
             }
             config.compact_after_chunks = setup.compact_after_chunks;
             config
@@ -992,7 +996,24 @@ impl Sim {
         };
         self.now = self.now.max(at);
         self.handle_event(event);
+        self.check_memory_counts();
         true
+    }
+
+    /// Every engine's running count of what its documents take (`max_document_memory`)
+    /// equals a count afresh: no path that loads, changes, sleeps or drops a document
+    /// forgets to count it.
+    fn check_memory_counts(&self) {
+        for (index, node) in self.nodes.iter().enumerate() {
+            for engine in node.engine.engines() {
+                assert_eq!(
+                    engine.document_memory(),
+                    engine.document_memory_recounted(),
+                    "node {index}: the running count of document memory drifted at {}",
+                    self.now
+                );
+            }
+        }
     }
 
     /// Stops the chaos and runs until nothing is left to happen.
@@ -1969,6 +1990,88 @@ proptest! {
         sim.tick(SERVER);
         prop_assert_eq!(sim.server().loaded_documents(), 0);
         prop_assert_eq!(sim.server().dormant_documents(), 0);
+        sim.check_durable_promises();
+        sim.check_all_edits_answered();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(16)))]
+
+    /// Property 4c (issue 17): under a byte budget for documents (`max_document_memory`),
+    /// idle documents leave memory once the documents held exceed it, while documents in use
+    /// stay whatever they take; a load is refused, with an answer that names the limit, only
+    /// while the documents in use take the whole budget; nothing stored is lost.
+    #[test]
+    fn a_memory_budget_evicts_idle_documents_and_refuses_loads_only_when_all_are_in_use(
+        seed in any::<u64>(),
+        changes in 50usize..300,
+    ) {
+        // What one such document counts for, measured on a server without a budget.
+        let one = {
+            let mut sim = Sim::new(seed, Setup::new(2));
+            sim.desk_create(changes);
+            sim.run_until_quiet();
+            sim.server().document_memory()
+        };
+        let mut setup = Setup::new(2);
+        setup.max_document_memory = Some(one + one / 2);
+        let mut sim = Sim::new(seed, setup);
+        let first = sim.desk_create(changes);
+        sim.run_until_quiet();
+        prop_assert_eq!(sim.server().document_memory(), one);
+        sim.tick(SERVER);
+        prop_assert_eq!(sim.server().loaded_documents(), 1, "evicted within the budget");
+
+        // A device holds the first; the desk creates a second, which fits when it is loaded
+        // and leaves at the next tick, the only idle one, once the two exceed the budget.
+        sim.policy.grant(&device_name(1), first, Access::ReadWrite);
+        sim.subscribe(1, first);
+        sim.connect(1);
+        sim.run_until_quiet();
+        let second = sim.desk_create(changes);
+        sim.run_until_quiet();
+        prop_assert_eq!(sim.server().loaded_documents(), 2);
+        sim.tick(SERVER);
+        prop_assert_eq!(sim.server().loaded_documents(), 1);
+        prop_assert!(sim.server().document(&first).is_some(), "a document in use was evicted");
+        prop_assert!(sim.durable_doc(SERVER, second).get_heads().len() == 1);
+
+        // A second device asks for it: it loads (the first alone fits), and both stay while
+        // in use, over the budget.
+        sim.policy.grant(&device_name(2), second, Access::ReadWrite);
+        sim.subscribe(2, second);
+        sim.connect(2);
+        sim.run_until_quiet();
+        sim.tick(SERVER);
+        prop_assert_eq!(sim.server().loaded_documents(), 2);
+        prop_assert_eq!(sim.durable_heads(2, second), sim.durable_heads(SERVER, second));
+
+        // Nothing is idle: a third document is refused, and the desk is told why.
+        let refused = sim.nodes[SERVER].refused("document_memory_full");
+        let third = sim.desk_create(changes);
+        sim.run_until_quiet();
+        prop_assert_eq!(sim.nodes[SERVER].refused("document_memory_full"), refused + 1);
+        let busy = sim.nodes[SERVER].edit_errors.last().expect("the create was refused");
+        prop_assert!(
+            matches!(busy, LocalEditError::Busy(limit) if limit.contains("max_document_memory")),
+            "{busy:?}"
+        );
+        prop_assert_eq!(sim.server().loaded_documents(), 2);
+
+        // The first device leaves: its document is idle, leaves at the next tick, and the
+        // third can be created.
+        sim.nodes[1].online = false;
+        let conn = sim.nodes[1].conn.expect("connected");
+        sim.break_conn(conn);
+        sim.run_until_quiet();
+        sim.tick(SERVER);
+        prop_assert_eq!(sim.server().loaded_documents(), 1);
+        prop_assert!(sim.server().document(&first).is_none());
+        let content = new_document(sim.rng.bytes16(), changes);
+        sim.edit(SERVER, third, LocalEdit::Create(Box::new(content)));
+        sim.run_until_quiet();
+        prop_assert!(!sim.durable_doc(SERVER, third).get_heads().is_empty());
         sim.check_durable_promises();
         sim.check_all_edits_answered();
     }
