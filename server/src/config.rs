@@ -51,10 +51,18 @@ pub struct Limits {
     /// default, 20,000, keeps the documents within 2 GiB at up to ~100 KiB each: (2,048 − ~50 MiB for the process) / 20,000 ≈ 102 KiB.
     /// Measured (issue 17, docs/BENCHMARKS.md "Memory per idle document"): 24.6 KiB of RSS per
     /// job created at the desk, fetched by its device and idle (about 490 MiB at the limit),
-    /// 14.2 KiB once dormant (`document_dormant`). Not bounded by it: a job of 2,000 changes
-    /// holds about 1 MiB awake, so 20,000 of those would not fit; they leave memory
-    /// `document_idle` after their last session (a byte budget is the next step).
+    /// 14.2 KiB once dormant (`document_dormant`). A count cannot bound memory alone (a job
+    /// of 2,000 changes holds about 1 MiB awake): `max_document_memory_mb` does.
     pub max_loaded_documents: usize,
+    /// Most memory the documents held may take, in MiB (each hub shard holds an even share),
+    /// estimated from what automerge holds for each awake document and the saved bytes of
+    /// each dormant one. Past it idle documents leave memory, oldest first; while documents
+    /// in use take it all, loads are refused with `document_memory_full` and the peer is told
+    /// to retry. The default, 1,024, keeps the process within 2 GiB in the worst case: the
+    /// estimate errs high, the allocator holds up to ~1.35× what is in use, and the rest is
+    /// connections (~9 KiB each) and ~50 MiB for the process (docs/BENCHMARKS.md "A byte
+    /// budget for documents"). 0: no budget.
+    pub max_document_memory_mb: usize,
     /// Threads the sync engine is split across, each owning the documents that hash to it
     /// (issue 17: a reconnect storm uses every core). Unset: one per core, at most
     /// [`MAX_DEFAULT_HUB_SHARDS`]; 1 runs the whole engine on one thread.
@@ -107,6 +115,12 @@ impl Limits {
             .max(1)
     }
 
+    /// `max_document_memory_mb` in bytes, `None` for no budget.
+    pub fn max_document_memory(&self) -> Option<usize> {
+        (self.max_document_memory_mb > 0)
+            .then(|| self.max_document_memory_mb.saturating_mul(1024 * 1024))
+    }
+
     /// The bounds the engine puts on a peer's sync messages.
     pub fn sync_limits(&self) -> fieldsync_shared::protocol::SyncLimits {
         let mut limits =
@@ -129,6 +143,7 @@ impl Default for Limits {
             max_connections: 20_000,
             accept_backlog: 1024,
             max_loaded_documents: 20_000,
+            max_document_memory_mb: 1024,
             hub_shards: None,
             document_idle: Duration::from_secs(300),
             document_dormant: Duration::from_secs(120),
@@ -465,6 +480,9 @@ impl Config {
                     .map_err(|e| bad(format!("expected a count: {e}")))?
             }
             "FIELDSYNC_MAX_LOADED_DOCUMENTS" => self.limits.max_loaded_documents = count(value)?,
+            "FIELDSYNC_MAX_DOCUMENT_MEMORY_MB" => {
+                self.limits.max_document_memory_mb = count(value)?
+            }
             "FIELDSYNC_HUB_SHARDS" => self.limits.hub_shards = Some(count(value)?),
             "FIELDSYNC_DOCUMENT_IDLE_SECS" => self.limits.document_idle = secs(value)?,
             "FIELDSYNC_DOCUMENT_DORMANT_SECS" => self.limits.document_dormant = secs(value)?,

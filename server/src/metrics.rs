@@ -60,6 +60,8 @@ pub struct SyncMetrics {
     pub loaded_documents: Gauge,
     /// Of those, the ones held as their saved bytes only (`limits.document_dormant`).
     pub dormant_documents: Gauge,
+    /// What the documents held take, as `limits.max_document_memory_mb` counts it (bytes).
+    pub document_memory: Gauge,
     pub messages_in: Counter,
     pub messages_out: Counter,
     pub bytes_in: Counter,
@@ -94,6 +96,7 @@ impl Default for SyncMetrics {
             connections_accepted: Counter::default(),
             loaded_documents: Gauge::default(),
             dormant_documents: Gauge::default(),
+            document_memory: Gauge::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
             bytes_in: Counter::default(),
@@ -132,6 +135,11 @@ impl SyncMetrics {
             "dormant_documents",
             "Documents held in memory as their saved bytes only, idle for document_dormant.",
             m.dormant_documents.clone(),
+        );
+        registry.register(
+            "document_memory_bytes",
+            "Memory the documents held take, estimated as limits.max_document_memory_mb counts it.",
+            m.document_memory.clone(),
         );
         registry.register(
             "messages_in",

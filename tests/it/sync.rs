@@ -413,6 +413,54 @@ async fn an_evicted_job_whose_memory_was_given_back_still_syncs() -> anyhow::Res
     Ok(())
 }
 
+/// Issue 17 (a byte budget for documents): a branch under a 1 MiB `max_document_memory_mb`
+/// whose desk creates more jobs than that holds: idle jobs leave memory once the documents
+/// held exceed it, well before `document_idle`, so what the documents take stays near the
+/// budget; and a job that left is served whole to a device that asks for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_jobs_leave_memory_past_the_byte_budget_and_are_served_again() -> anyhow::Result<()> {
+    let data = temp_dir()?;
+    let devices = temp_dir()?;
+    let server = TestServer::start_with(data.path(), |config| {
+        config.limits.max_document_memory_mb = 1;
+        config.limits.hub_shards = Some(1);
+    })
+    .await?;
+    // About 20 KB each as the budget counts them: 80 take half as much again as it allows.
+    const JOBS: i64 = 80;
+    let budget = 1024 * 1024;
+    let mut jobs = Vec::new();
+    for _ in 0..JOBS {
+        jobs.push(server.create_job("tech-wang").await?.job);
+    }
+    let metrics = &server.state.metrics;
+    let loaded = eventually(SETTLE, "the documents held fit the budget", || async {
+        let memory = metrics.document_memory.get();
+        (memory > 0 && memory < budget).then(|| metrics.loaded_documents.get())
+    })
+    .await?;
+    // `document_idle` is 300 s: only the budget makes an idle job leave.
+    assert!(
+        loaded < JOBS,
+        "idle jobs left memory under the budget: {loaded} documents held"
+    );
+
+    let wang = server.enroll("tech-wang", "dev-wang")?;
+    let device = server.connect_device(&wang, devices.path()).await?;
+    for &job in &jobs[..3] {
+        device.subscribe(job);
+    }
+    for &job in &jobs[..3] {
+        assert!(
+            device.wait_for(job, SETTLE, |d| read_job(d).is_ok()).await,
+            "a job the budget evicted is served whole"
+        );
+    }
+    device.close();
+    server.stop().await?;
+    Ok(())
+}
+
 /// Issue 17: a server whose engine is split into three shards syncs jobs spread over all of
 /// them between two devices, answers each device's handshake once (no connection-level
 /// refusal), counts the documents of every shard in its gauge, and what it stored is the

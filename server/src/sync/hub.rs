@@ -135,6 +135,7 @@ impl Hub {
         };
         let loaded: Arc<[AtomicUsize]> = (0..count).map(|_| AtomicUsize::new(0)).collect();
         let dormant: Arc<[AtomicUsize]> = (0..count).map(|_| AtomicUsize::new(0)).collect();
+        let memory: Arc<[AtomicUsize]> = (0..count).map(|_| AtomicUsize::new(0)).collect();
         let started = Instant::now();
         // Giving memory back is process-wide: one call at a time, whichever shard asks.
         let releasing = Arc::new(AtomicBool::new(false));
@@ -150,6 +151,7 @@ impl Hub {
                 shards: senders.clone(),
                 loaded: Arc::clone(&loaded),
                 dormant: Arc::clone(&dormant),
+                memory: Arc::clone(&memory),
                 conns: HashMap::new(),
                 edits: HashMap::new(),
                 next_token: 0,
@@ -287,6 +289,8 @@ struct Worker {
     loaded: Arc<[AtomicUsize]>,
     /// Of those, the dormant ones (saved bytes only).
     dormant: Arc<[AtomicUsize]>,
+    /// What each shard's documents take, as `limits.max_document_memory_mb` counts it.
+    memory: Arc<[AtomicUsize]>,
     conns: HashMap<ConnId, tokio_mpsc::Sender<Outbound>>,
     edits: HashMap<u64, oneshot::Sender<Result<Vec<ChangeHash>, LocalEditError>>>,
     next_token: u64,
@@ -445,6 +449,9 @@ impl Worker {
         self.dormant[self.index].store(self.engine.dormant_documents(), Ordering::Relaxed);
         let dormant = self.dormant.iter().map(|n| n.load(Ordering::Relaxed)).sum();
         set_count(&self.metrics.dormant_documents, dormant);
+        self.memory[self.index].store(self.engine.document_memory(), Ordering::Relaxed);
+        let memory = self.memory.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+        set_count(&self.metrics.document_memory, memory);
         if let Some(arrived) = arrived {
             self.metrics.observe_sync(arrived.elapsed());
         }

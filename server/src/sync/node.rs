@@ -234,6 +234,7 @@ impl Node {
         engine.wire_limits.max_message_bytes = config.limits.max_frame_bytes;
         engine.sync_limits = config.limits.sync_limits();
         engine.max_loaded_documents = config.limits.max_loaded_documents;
+        engine.max_document_memory = config.limits.max_document_memory();
         engine.document_idle_ms =
             i64::try_from(config.limits.document_idle.as_millis()).unwrap_or(i64::MAX);
         engine.document_dormant_ms = Some(config.limits.document_dormant)
