@@ -1077,13 +1077,22 @@ async fn idle_memory(server: &Server) -> Value {
     let rss = server.settled_rss_kib().await.ok();
     let heap = server.metric("fieldsync_heap_in_use_bytes").await;
     let loaded = server.metric("fieldsync_loaded_documents").await;
+    // What the byte budget (`limits.max_document_memory_mb`) counts them for; absent from
+    // builds before it.
+    let counted = server.metric("fieldsync_document_memory_bytes").await;
     progress(&format!(
-        "memory idle: RSS {} MiB, heap in use {} MiB, {} documents loaded",
+        "memory idle: RSS {} MiB, heap in use {} MiB, {} documents loaded, counted {} MiB",
         rss.unwrap_or(0) / 1024,
         heap.unwrap_or(0.0) as u64 / (1 << 20),
-        loaded.unwrap_or(0.0)
+        loaded.unwrap_or(0.0),
+        counted.unwrap_or(0.0) as u64 / (1 << 20)
     ));
-    json!({"rss_kib": rss, "heap_in_use_bytes": heap, "loaded_documents": loaded})
+    json!({
+        "rss_kib": rss,
+        "heap_in_use_bytes": heap,
+        "loaded_documents": loaded,
+        "document_memory_bytes": counted,
+    })
 }
 
 /// Median of finite values.
