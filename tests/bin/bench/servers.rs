@@ -344,6 +344,26 @@ impl Server {
     }
 
     /// The median of a few RSS readings once allocations settle.
+    /// Waits until the server's process is idle (under 10% of a core over half a second),
+    /// at most `max`; returns how long it was busy. A server digests an upload after it
+    /// acknowledged it (fieldsync: the desk's records and the signer read each changed job),
+    /// and a reconnect timed meanwhile measures that work too.
+    pub async fn wait_idle(&self, max: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let window = Duration::from_millis(500);
+        // Clock ticks are 10 ms: under 5 in half a second is under 10% of a core.
+        let mut last = self.cpu_ticks()?.0;
+        while started.elapsed() < max {
+            tokio::time::sleep(window).await;
+            let now = self.cpu_ticks()?.0;
+            if now.saturating_sub(last) < 5 {
+                return Ok(started.elapsed().saturating_sub(window));
+            }
+            last = now;
+        }
+        Ok(started.elapsed())
+    }
+
     pub async fn settled_rss_kib(&self) -> anyhow::Result<u64> {
         let mut readings = Vec::new();
         for _ in 0..5 {
