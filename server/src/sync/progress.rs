@@ -25,7 +25,7 @@ use std::time::Duration;
 use fieldsync_shared::ids::DocumentId;
 use fieldsync_storage::{StorageError, Store};
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::metrics::SyncMetrics;
 use crate::sync::hub::ApprovalsChange;
@@ -35,6 +35,9 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
 /// At most this many documents are looked at per checkpoint; the rest wait for the next.
 const CHECKPOINT_ROWS: usize = 10_000;
+
+/// At most this many queued changes are taken together (see [`coalesce`]).
+const BURST: usize = 1024;
 
 /// One worker's progress over the stored documents.
 #[derive(Debug)]
@@ -277,32 +280,18 @@ pub async fn drive<F: Follower>(
         tokio::select! {
             received = feed.recv() => match received {
                 Ok(change) => {
-                    if follower.change(change).await {
-                        progress.took(&change.doc, change.seq);
+                    let (burst, lagged) = coalesce(change, &mut feed);
+                    for change in burst {
+                        if follower.change(change).await {
+                            progress.took(&change.doc, change.seq);
+                        }
+                    }
+                    if let Some(missed) = lagged {
+                        catch_up(follower, &store, &mut progress, missed).await;
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(
-                        worker = F::NAME,
-                        missed,
-                        "fell behind the changes; reading what changed after the watermark"
-                    );
-                    let from = progress.watermark;
-                    let changed = tokio::task::spawn_blocking({
-                        let store = Arc::clone(&store);
-                        move || changed_after(&store, from).map_err(|e| e.to_string())
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r);
-                    let changed = match changed {
-                        Ok(changed) => changed,
-                        Err(e) => {
-                            tracing::warn!(worker = F::NAME, error = %e, "cannot read what changed");
-                            Vec::new()
-                        }
-                    };
-                    read_all(follower, &store, &mut progress, changed).await;
+                    catch_up(follower, &store, &mut progress, missed).await;
                 }
                 Err(RecvError::Closed) => return,
             },
@@ -312,6 +301,71 @@ pub async fn drive<F: Follower>(
             }
         }
     }
+}
+
+/// The change received and those already queued behind it (at most [`BURST`]), one per
+/// document: its last announcement, at the highest position announced. A device's upload or
+/// a reconnect storm announces the same job once per sync message applied, and a worker reads
+/// a job whole for each (the desk's follower loads it from the store): a worker behind by a
+/// burst reads each job once for it. Returns, too, the lag the feed reported while drained.
+fn coalesce(
+    first: ApprovalsChange,
+    feed: &mut broadcast::Receiver<ApprovalsChange>,
+) -> (Vec<ApprovalsChange>, Option<u64>) {
+    let mut burst = vec![first];
+    let mut at = HashMap::from([(first.doc, 0)]);
+    let mut lagged = None;
+    while burst.len() < BURST {
+        let next = match feed.try_recv() {
+            Ok(next) => next,
+            Err(TryRecvError::Lagged(missed)) => {
+                lagged = Some(missed);
+                break;
+            }
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        };
+        match at.get(&next.doc) {
+            Some(&i) => {
+                let seq = burst[i].seq.max(next.seq);
+                burst[i] = ApprovalsChange { seq, ..next };
+            }
+            None => {
+                at.insert(next.doc, burst.len());
+                burst.push(next);
+            }
+        }
+    }
+    (burst, lagged)
+}
+
+/// The feed dropped `missed` changes: reads every document changed after the watermark.
+async fn catch_up<F: Follower>(
+    follower: &F,
+    store: &Arc<Store>,
+    progress: &mut Progress,
+    missed: u64,
+) {
+    tracing::warn!(
+        worker = F::NAME,
+        missed,
+        "fell behind the changes; reading what changed after the watermark"
+    );
+    let from = progress.watermark;
+    let changed = tokio::task::spawn_blocking({
+        let store = Arc::clone(store);
+        move || changed_after(&store, from).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    let changed = match changed {
+        Ok(changed) => changed,
+        Err(e) => {
+            tracing::warn!(worker = F::NAME, error = %e, "cannot read what changed");
+            Vec::new()
+        }
+    };
+    read_all(follower, store, progress, changed).await;
 }
 
 /// Reads each document (its position first), with a checkpoint every few hundred.
@@ -329,5 +383,50 @@ async fn read_all<F: Follower>(
         if i % 500 == 499 {
             progress.checkpoint().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(doc: u8, seq: i64, completion_pending: bool) -> ApprovalsChange {
+        ApprovalsChange {
+            doc: DocumentId::from_bytes([doc; 16]),
+            stamp: None,
+            seq: Some(seq),
+            completion_pending,
+        }
+    }
+
+    /// A burst of announcements reaches a worker as one per document, in the order each was
+    /// first announced, with its last announcement's judgment and the highest position; what
+    /// comes after the burst is left for the next.
+    #[test]
+    fn a_burst_is_taken_once_per_document_at_its_last_announcement() {
+        let (tx, mut feed) = broadcast::channel(16);
+        for c in [change(1, 5, false), change(2, 6, false), change(1, 7, true)] {
+            tx.send(c).expect("a receiver");
+        }
+        let first = feed.try_recv().expect("queued");
+        let (burst, lagged) = coalesce(first, &mut feed);
+        assert_eq!(burst, vec![change(1, 7, true), change(2, 6, false)]);
+        assert_eq!(lagged, None);
+        assert!(matches!(feed.try_recv(), Err(TryRecvError::Empty)));
+    }
+
+    /// A feed that dropped changes while drained says so: the worker then reads everything
+    /// changed after its watermark, as when `recv` reports the lag.
+    #[test]
+    fn a_lag_found_while_draining_is_reported() {
+        let (tx, mut feed) = broadcast::channel(2);
+        tx.send(change(1, 1, false)).expect("a receiver");
+        let first = feed.try_recv().expect("queued");
+        for seq in 2..6 {
+            tx.send(change(2, seq, false)).expect("a receiver");
+        }
+        let (burst, lagged) = coalesce(first, &mut feed);
+        assert_eq!(burst, vec![change(1, 1, false)]);
+        assert_eq!(lagged, Some(2));
     }
 }
