@@ -57,10 +57,125 @@ pub fn acknowledged_content(job: &Job) -> Result<Value, ReportError> {
 }
 
 /// SHA-256 of the canonical acknowledged content.
+///
+/// Issue 17: hashed from [`Acknowledged`], the job's members borrowed, rather than from a
+/// copy of the job serialised to a `Value` ([`acknowledged_content`], the same bytes: unit
+/// test `the_acknowledged_digest_is_that_of_the_acknowledged_content`).
 pub fn acknowledged_digest(job: &Job) -> Result<Digest, ReportError> {
-    Ok(Digest::of(&canonical::to_canonical_bytes(
-        &acknowledged_content(job)?,
-    )?))
+    Ok(Digest::of(&canonical::canonicalize(&Acknowledged::of(
+        job,
+    ))?))
+}
+
+/// The acknowledged content as [`acknowledged_content`] makes it, borrowed from the job: the
+/// members serialised as the job serialises them, the six blanked ones as their blank, the
+/// receipts and the expense claims left out. Built by destructuring `Job` and `Visit` in
+/// full, so a member added to either does not compile until it is placed here.
+#[derive(Serialize)]
+struct Acknowledged<'a> {
+    schema_version: u64,
+    job_id: &'a DocumentId,
+    branch_id: &'a BranchId,
+    kind: crate::job::JobKind,
+    request: &'a crate::job::ServiceRequest,
+    customer: &'a crate::job::Customer,
+    product: &'a crate::job::Product,
+    technicians: &'a [TechnicianId],
+    visit: AcknowledgedVisit<'a>,
+    diagnosis: &'a crate::job::Diagnosis,
+    parts: &'a [crate::job::PartUsed],
+    labour: &'a crate::job::Labour,
+    travel: &'a crate::job::Travel,
+    billing: &'a crate::job::Billing,
+    handover: &'a Option<crate::job::Handover>,
+    customer_opinion: &'a Option<String>,
+    acknowledgement: (),
+    completion: (),
+    report: (),
+    timeline: [(); 0],
+    notes: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<&'a crate::job::attachments::AttachmentRef>,
+}
+
+#[derive(Serialize)]
+struct AcknowledgedVisit<'a> {
+    appointment: &'a Option<Timestamp>,
+    arrival: &'a Option<Timestamp>,
+    safety_briefing: &'a Option<crate::job::SafetyBriefing>,
+    check_out: (),
+    #[serde(skip_serializing_if = "Option::is_none")]
+    training: &'a Option<crate::job::Training>,
+}
+
+impl<'a> Acknowledged<'a> {
+    fn of(job: &'a Job) -> Self {
+        let Job {
+            schema_version,
+            job_id,
+            branch_id,
+            kind,
+            request,
+            customer,
+            product,
+            technicians,
+            visit,
+            diagnosis,
+            parts,
+            labour,
+            travel,
+            billing,
+            handover,
+            customer_opinion,
+            acknowledgement: _,
+            completion: _,
+            report: _,
+            timeline: _,
+            notes: _,
+            attachments,
+            expenses: _,
+        } = job;
+        let crate::job::Visit {
+            appointment,
+            arrival,
+            safety_briefing,
+            check_out: _,
+            training,
+        } = visit;
+        Self {
+            schema_version: *schema_version,
+            job_id,
+            branch_id,
+            kind: *kind,
+            request,
+            customer,
+            product,
+            technicians,
+            visit: AcknowledgedVisit {
+                appointment,
+                arrival,
+                safety_briefing,
+                check_out: (),
+                training,
+            },
+            diagnosis,
+            parts,
+            labour,
+            travel,
+            billing,
+            handover,
+            customer_opinion,
+            acknowledgement: (),
+            completion: (),
+            report: (),
+            timeline: [],
+            notes: "",
+            attachments: attachments
+                .iter()
+                .filter(|a| a.kind != crate::job::attachments::AttachmentKind::Receipt)
+                .collect(),
+        }
+    }
 }
 
 /// The content of a report: the job at the report's heads without the acknowledgement (the
@@ -713,6 +828,102 @@ mod tests {
         assert_eq!(
             report_content(&job).expect("content"),
             serde_json::to_value(&copy).expect("value")
+        );
+    }
+
+    #[test]
+    fn the_acknowledged_digest_is_that_of_the_acknowledged_content() {
+        // Issue 17: the digest is hashed from the job's members borrowed; it must be the
+        // digest of `acknowledged_content` (REPORT-FORMAT.md §4) for every member set or
+        // not, blanked or kept, and receipts and expense claims present or not.
+        let digest_of_content = |job: &Job| {
+            Digest::of(
+                &canonical::to_canonical_bytes(&acknowledged_content(job).expect("content"))
+                    .expect("canonical"),
+            )
+        };
+        let bare = world().job;
+        let mut full = bare.clone();
+        let by = TechnicianId::new("tech-wang").expect("valid");
+        full.completion = Some(crate::job::Completion {
+            at: Timestamp::from_millis(5),
+            by: by.clone(),
+        });
+        full.report = Some(crate::job::ReportOutcome::Refused {
+            at: Timestamp::from_millis(6),
+            reasons: Vec::new(),
+        });
+        full.timeline.push(crate::job::TimelineEvent {
+            at: Timestamp::from_millis(7),
+            actor: "tech-wang".into(),
+            kind: "note".into(),
+            text: "arrived".into(),
+        });
+        full.notes = "left a card".into();
+        full.visit.check_out = Some(crate::job::CheckOut {
+            at: Timestamp::from_millis(8),
+            by: by.clone(),
+            note: "done".into(),
+        });
+        full.visit.training = Some(crate::job::Training {
+            at: Timestamp::from_millis(9),
+            by: by.clone(),
+            trainees: vec!["Ms Chen".into()],
+            topics: "alarms".into(),
+        });
+        let attachment = |digest: char, kind| crate::job::attachments::AttachmentRef {
+            digest: digest.to_string().repeat(64),
+            kind,
+            media_type: "image/jpeg".into(),
+            size: 10,
+            name: "p.jpg".into(),
+            at: Timestamp::from_millis(10),
+            by: by.clone(),
+        };
+        use crate::job::attachments::AttachmentKind;
+        full.attachments = vec![
+            attachment('a', AttachmentKind::Receipt),
+            attachment('b', AttachmentKind::Before),
+            attachment('c', AttachmentKind::Receipt),
+            attachment('d', AttachmentKind::Signature),
+        ];
+        full.expenses = vec![
+            serde_json::from_value(serde_json::json!({
+                "id": "x1", "date": "2026-03-01", "from": "depot", "to": "site",
+                "category": "taxi", "amount": 4200, "reason": "no bus",
+                "receipt": "a".repeat(64), "by": "tech-wang", "claimed_at": 11,
+                "approved_by": "desk:manager", "approved_at": 12
+            }))
+            .expect("expense"),
+        ];
+        let mut only_receipts = full.clone();
+        only_receipts
+            .attachments
+            .retain(|a| a.kind == AttachmentKind::Receipt);
+        let mut no_acknowledgement = full.clone();
+        no_acknowledgement.acknowledgement = None;
+        for job in [&bare, &full, &only_receipts, &no_acknowledgement] {
+            assert_eq!(
+                acknowledged_digest(job).expect("digest"),
+                digest_of_content(job)
+            );
+        }
+        // And it moves with what is acknowledged, not with what is not.
+        let mut after = full.clone();
+        after
+            .attachments
+            .retain(|a| a.kind != AttachmentKind::Receipt);
+        after.expenses.clear();
+        after.notes = "changed after".into();
+        after.timeline.clear();
+        after.visit.check_out = None;
+        assert_eq!(
+            acknowledged_digest(&full).expect("digest"),
+            acknowledged_digest(&after).expect("digest")
+        );
+        assert_ne!(
+            acknowledged_digest(&full).expect("digest"),
+            acknowledged_digest(&bare).expect("digest")
         );
     }
 
