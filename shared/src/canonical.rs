@@ -105,11 +105,21 @@ fn write_object(
     map: &serde_json::Map<String, Value>,
     mark: Option<&str>,
 ) -> Result<Option<std::ops::Range<usize>>, CanonicalError> {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
     let mut range = None;
     out.push('{');
-    for (i, (key, item)) in entries.into_iter().enumerate() {
+    // Members already in order are written as they come (issue 17: serde_json's map keeps
+    // them sorted by their names' bytes, which for ASCII names is the UTF-16 order, so most
+    // objects are); the others are sorted first.
+    let sorted: Vec<(&String, &Value)>;
+    let entries: &mut dyn Iterator<Item = (&String, &Value)> = if in_ascii_order(map) {
+        &mut map.iter()
+    } else {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+        sorted = entries;
+        &mut sorted.iter().copied()
+    };
+    for (i, (key, item)) in entries.enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -123,6 +133,21 @@ fn write_object(
     }
     out.push('}');
     Ok(range)
+}
+
+/// Whether `map`'s names come in strictly increasing order and are all ASCII (so that their
+/// byte order is their UTF-16 order).
+fn in_ascii_order(map: &serde_json::Map<String, Value>) -> bool {
+    let mut names = map.keys();
+    let Some(mut previous) = names.next() else {
+        return true;
+    };
+    previous.is_ascii()
+        && names.all(|name| {
+            let increasing = name.is_ascii() && previous.as_bytes() < name.as_bytes();
+            previous = name;
+            increasing
+        })
 }
 
 /// RFC 8785 §3.2.2.2: the escapes of `JSON.stringify`.
