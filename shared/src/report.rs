@@ -631,8 +631,21 @@ impl TrustStore {
         // The body's canonical form is taken before the tree is taken apart; a failure to
         // make it is answered where `verify_value` answers it, after the key checks.
         let canonical = value.get("body").map(canonical_body);
-        let report =
+        // The content, the bulk of the report, is taken out whole and put back once the rest
+        // is read: read through serde, its tree would be rebuilt member by member. Any JSON
+        // is a content (`Value`), so reading `null` in its place fails exactly where the
+        // content would have failed: nowhere.
+        let mut value = value;
+        let content = value
+            .get_mut("body")
+            .and_then(Value::as_object_mut)
+            .and_then(|body| body.get_mut("content"))
+            .map(Value::take);
+        let mut report =
             SignedReport::deserialize(value).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        if let Some(content) = content {
+            report.body.content = content;
+        }
         self.verify_read(report, || canonical)
     }
 
