@@ -57,11 +57,15 @@ pub fn to_canonical_bytes_marking(
     Ok((out.into_bytes(), range))
 }
 
-/// Serialises `value` with serde, then canonicalises it.
+mod ser;
+
+/// The canonical JSON bytes of `value` as serde serialises it: exactly
+/// `to_canonical_bytes(&serde_json::to_value(value)?)`, written straight from the value
+/// rather than through a `Value` tree (issue 17: `ser`).
 pub fn canonicalize<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
-    let value =
-        serde_json::to_value(value).map_err(|e| CanonicalError::Serialize(e.to_string()))?;
-    to_canonical_bytes(&value)
+    let mut writer = ser::Jcs::default();
+    value.serialize(&mut writer)?;
+    Ok(writer.out.into_bytes())
 }
 
 /// SHA-256 of the canonical form of `value`.
@@ -101,11 +105,21 @@ fn write_object(
     map: &serde_json::Map<String, Value>,
     mark: Option<&str>,
 ) -> Result<Option<std::ops::Range<usize>>, CanonicalError> {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
     let mut range = None;
     out.push('{');
-    for (i, (key, item)) in entries.into_iter().enumerate() {
+    // Members already in order are written as they come (issue 17: serde_json's map keeps
+    // them sorted by their names' bytes, which for ASCII names is the UTF-16 order, so most
+    // objects are); the others are sorted first.
+    let sorted: Vec<(&String, &Value)>;
+    let entries: &mut dyn Iterator<Item = (&String, &Value)> = if in_ascii_order(map) {
+        &mut map.iter()
+    } else {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+        sorted = entries;
+        &mut sorted.iter().copied()
+    };
+    for (i, (key, item)) in entries.enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -119,6 +133,21 @@ fn write_object(
     }
     out.push('}');
     Ok(range)
+}
+
+/// Whether `map`'s names come in strictly increasing order and are all ASCII (so that their
+/// byte order is their UTF-16 order).
+fn in_ascii_order(map: &serde_json::Map<String, Value>) -> bool {
+    let mut names = map.keys();
+    let Some(mut previous) = names.next() else {
+        return true;
+    };
+    previous.is_ascii()
+        && names.all(|name| {
+            let increasing = name.is_ascii() && previous.as_bytes() < name.as_bytes();
+            previous = name;
+            increasing
+        })
 }
 
 /// RFC 8785 §3.2.2.2: the escapes of `JSON.stringify`.
@@ -457,7 +486,141 @@ mod tests {
         })
     }
 
+    /// What `canonicalize` wrote before issue 17: the `Value` tree, then its canonical form.
+    fn through_a_tree<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
+        let value =
+            serde_json::to_value(value).map_err(|e| CanonicalError::Serialize(e.to_string()))?;
+        to_canonical_bytes(&value)
+    }
+
+    /// A map that names a member twice, as no `Value` can: the tree keeps the last.
+    struct Twice;
+
+    impl Serialize for Twice {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = s.serialize_map(None)?;
+            map.serialize_entry("b", &1)?;
+            map.serialize_entry("a", &2)?;
+            map.serialize_entry("b", &3)?;
+            map.serialize_entry("c", &[4])?;
+            map.serialize_entry("a", &5)?;
+            map.end()
+        }
+    }
+
+    #[derive(Serialize)]
+    enum Shapes {
+        Unit,
+        Newtype(Option<u8>),
+        Tuple(i64, String),
+        Struct { z: (), a: f64, m: Vec<u8> },
+    }
+
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum Tagged {
+        Strokes { strokes: Vec<Vec<[i32; 2]>> },
+        Empty {},
+    }
+
+    #[derive(Serialize)]
+    struct Everything {
+        zeta: Vec<Shapes>,
+        tagged: Vec<Tagged>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        skipped: Option<u8>,
+        none: Option<String>,
+        unit: (),
+        chars: (char, char),
+        #[serde(with = "serde_bytes_as_seq")]
+        bytes: Vec<u8>,
+        int_keys: std::collections::BTreeMap<i32, bool>,
+        char_keys: std::collections::BTreeMap<char, String>,
+        floats: [f64; 4],
+        small: (i8, i16, u8, u16, u32, f32),
+        big: (i128, u128),
+        twice: Twice,
+        nested: serde_json::Value,
+        #[serde(rename = "ключ")]
+        cyrillic: u8,
+    }
+
+    mod serde_bytes_as_seq {
+        pub fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(bytes)
+        }
+    }
+
+    #[test]
+    fn written_straight_from_serde_as_through_a_tree() {
+        // Issue 17: `canonicalize` writes without the `Value` tree; the bytes are the same,
+        // for every shape serde gives and every conversion `to_value` makes.
+        let everything = Everything {
+            zeta: vec![
+                Shapes::Unit,
+                Shapes::Newtype(Some(7)),
+                Shapes::Newtype(None),
+                Shapes::Tuple(-3, "t\u{1}".into()),
+                Shapes::Struct {
+                    z: (),
+                    a: 0.5,
+                    m: vec![1, 2],
+                },
+            ],
+            tagged: vec![
+                Tagged::Strokes {
+                    strokes: vec![vec![[1, -2], [3, 4]], vec![]],
+                },
+                Tagged::Empty {},
+            ],
+            skipped: None,
+            none: None,
+            unit: (),
+            chars: ('"', '\u{20ac}'),
+            bytes: vec![0, 255, 16],
+            int_keys: [(10, true), (-1, false), (2, true)].into_iter().collect(),
+            char_keys: [
+                ('\u{20ac}', "euro".into()),
+                ('\r', "cr".into()),
+                ('1', "one".into()),
+            ]
+            .into_iter()
+            .collect(),
+            floats: [f64::NAN, f64::INFINITY, -0.0, 1e21],
+            small: (-8, 300, 255, 65535, 7, 0.25),
+            big: (-5, 6),
+            twice: Twice,
+            nested: json!({"\u{fb33}": 1, "\u{1f600}": [{"b": null, "a": {}}], "\u{80}": "x"}),
+            cyrillic: 1,
+        };
+        let direct = canonicalize(&everything).expect("canonical");
+        assert_eq!(
+            String::from_utf8(direct).expect("utf-8"),
+            String::from_utf8(through_a_tree(&everything).expect("canonical")).expect("utf-8")
+        );
+        assert_eq!(
+            canonicalize(&Twice).expect("canonical"),
+            br#"{"a":5,"b":3,"c":[4]}"#.to_vec()
+        );
+        // What cannot be canonicalised is refused either way.
+        for refused in [json!(u64::MAX), json!([1, {"a": i64::MAX}])] {
+            assert_eq!(canonicalize(&refused), through_a_tree(&refused));
+            assert!(canonicalize(&refused).is_err());
+        }
+        assert!(canonicalize(&(1u128 << 64)).is_err());
+        assert!(through_a_tree(&(1u128 << 64)).is_err());
+        let float_keys: std::collections::BTreeMap<bool, u8> = [(true, 1)].into_iter().collect();
+        assert_eq!(canonicalize(&float_keys), through_a_tree(&float_keys));
+    }
+
     proptest! {
+        /// Issue 17: any JSON value is written as its tree was.
+        #[test]
+        fn any_value_is_written_straight_as_through_a_tree(v in arb_json()) {
+            prop_assert_eq!(canonicalize(&v).expect("canonical"), through_a_tree(&v).expect("canonical"));
+        }
+
         #[test]
         fn numbers_round_trip_through_their_canonical_text(f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
             let mut out = String::new();

@@ -300,7 +300,10 @@ impl fmt::Debug for KeyPair {
 
 /// Parses a hex ed25519 signature.
 pub fn signature_from_hex(s: &str) -> Option<Signature> {
-    let bytes: [u8; 64] = hex::decode(s).ok()?.try_into().ok()?;
+    // Decoded in place (issue 17: two per report checked); anything but 128 hex digits is
+    // refused, as decoding to a vector of any length and then asking for 64 bytes did.
+    let mut bytes = [0u8; 64];
+    hex::decode_to_slice(s, &mut bytes).ok()?;
     Some(Signature::from_bytes(&bytes))
 }
 
@@ -404,6 +407,26 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signature_is_exactly_128_hex_digits() {
+        // Issue 17: decoded in place; the same signatures read as when decoded to a vector.
+        let pair = KeyPair::from_seed(&[3; 32]);
+        let signature = pair.sign(b"statement");
+        let text = hex::encode(signature.to_bytes());
+        assert_eq!(signature_from_hex(&text), Some(signature));
+        assert_eq!(signature_from_hex(&text.to_uppercase()), Some(signature));
+        for refused in [
+            &text[..126],
+            &text[..127],
+            "",
+            &format!("{text}00"),
+            &format!("{}zz", &text[..126]),
+            &format!(" {}", &text[..127]),
+        ] {
+            assert_eq!(signature_from_hex(refused), None, "{refused}");
+        }
+    }
 
     #[test]
     fn a_kept_parsed_key_is_the_key_and_a_bad_key_is_refused_every_time() {

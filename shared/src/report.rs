@@ -57,10 +57,125 @@ pub fn acknowledged_content(job: &Job) -> Result<Value, ReportError> {
 }
 
 /// SHA-256 of the canonical acknowledged content.
+///
+/// Issue 17: hashed from [`Acknowledged`], the job's members borrowed, rather than from a
+/// copy of the job serialised to a `Value` ([`acknowledged_content`], the same bytes: unit
+/// test `the_acknowledged_digest_is_that_of_the_acknowledged_content`).
 pub fn acknowledged_digest(job: &Job) -> Result<Digest, ReportError> {
-    Ok(Digest::of(&canonical::to_canonical_bytes(
-        &acknowledged_content(job)?,
-    )?))
+    Ok(Digest::of(&canonical::canonicalize(&Acknowledged::of(
+        job,
+    ))?))
+}
+
+/// The acknowledged content as [`acknowledged_content`] makes it, borrowed from the job: the
+/// members serialised as the job serialises them, the six blanked ones as their blank, the
+/// receipts and the expense claims left out. Built by destructuring `Job` and `Visit` in
+/// full, so a member added to either does not compile until it is placed here.
+#[derive(Serialize)]
+struct Acknowledged<'a> {
+    schema_version: u64,
+    job_id: &'a DocumentId,
+    branch_id: &'a BranchId,
+    kind: crate::job::JobKind,
+    request: &'a crate::job::ServiceRequest,
+    customer: &'a crate::job::Customer,
+    product: &'a crate::job::Product,
+    technicians: &'a [TechnicianId],
+    visit: AcknowledgedVisit<'a>,
+    diagnosis: &'a crate::job::Diagnosis,
+    parts: &'a [crate::job::PartUsed],
+    labour: &'a crate::job::Labour,
+    travel: &'a crate::job::Travel,
+    billing: &'a crate::job::Billing,
+    handover: &'a Option<crate::job::Handover>,
+    customer_opinion: &'a Option<String>,
+    acknowledgement: (),
+    completion: (),
+    report: (),
+    timeline: [(); 0],
+    notes: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<&'a crate::job::attachments::AttachmentRef>,
+}
+
+#[derive(Serialize)]
+struct AcknowledgedVisit<'a> {
+    appointment: &'a Option<Timestamp>,
+    arrival: &'a Option<Timestamp>,
+    safety_briefing: &'a Option<crate::job::SafetyBriefing>,
+    check_out: (),
+    #[serde(skip_serializing_if = "Option::is_none")]
+    training: &'a Option<crate::job::Training>,
+}
+
+impl<'a> Acknowledged<'a> {
+    fn of(job: &'a Job) -> Self {
+        let Job {
+            schema_version,
+            job_id,
+            branch_id,
+            kind,
+            request,
+            customer,
+            product,
+            technicians,
+            visit,
+            diagnosis,
+            parts,
+            labour,
+            travel,
+            billing,
+            handover,
+            customer_opinion,
+            acknowledgement: _,
+            completion: _,
+            report: _,
+            timeline: _,
+            notes: _,
+            attachments,
+            expenses: _,
+        } = job;
+        let crate::job::Visit {
+            appointment,
+            arrival,
+            safety_briefing,
+            check_out: _,
+            training,
+        } = visit;
+        Self {
+            schema_version: *schema_version,
+            job_id,
+            branch_id,
+            kind: *kind,
+            request,
+            customer,
+            product,
+            technicians,
+            visit: AcknowledgedVisit {
+                appointment,
+                arrival,
+                safety_briefing,
+                check_out: (),
+                training,
+            },
+            diagnosis,
+            parts,
+            labour,
+            travel,
+            billing,
+            handover,
+            customer_opinion,
+            acknowledgement: (),
+            completion: (),
+            report: (),
+            timeline: [],
+            notes: "",
+            attachments: attachments
+                .iter()
+                .filter(|a| a.kind != crate::job::attachments::AttachmentKind::Receipt)
+                .collect(),
+        }
+    }
 }
 
 /// The content of a report: the job at the report's heads without the acknowledgement (the
@@ -397,6 +512,15 @@ pub struct TrustStore {
     devices: HashMap<DeviceId, (DeviceRecord, PublicKey)>,
 }
 
+/// A received body's canonical bytes and where its content lies in them.
+type CanonicalBody = (Vec<u8>, Option<std::ops::Range<usize>>);
+
+/// The body's canonical form also holds the content's (JCS is compositional): one
+/// canonicalisation serves the signature and the digest.
+fn canonical_body(body: &Value) -> Result<CanonicalBody, CanonicalError> {
+    canonical::to_canonical_bytes_marking(body, "content")
+}
+
 /// A report that passed every check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedReport {
@@ -480,7 +604,7 @@ impl TrustStore {
     pub fn verify_json(&self, bytes: &[u8]) -> Result<VerifiedReport, VerifyError> {
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| VerifyError::Malformed(format!("not JSON: {e}")))?;
-        self.verify_value(&value)
+        self.verify_owned(value)
     }
 
     /// Verifies a report.
@@ -496,6 +620,42 @@ impl TrustStore {
         // Read from the value in place (issue 17: not a copy of the whole tree first).
         let report =
             SignedReport::deserialize(value).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        self.verify_read(report, || value.get("body").map(canonical_body))
+    }
+
+    /// [`TrustStore::verify_value`] of a report parsed from its JSON and no longer needed as
+    /// such: the signed report is moved out of the tree rather than copied from it (issue 17:
+    /// the content's copy was a good part of an archive audit's allocations). The same checks
+    /// in the same order, with the same answers.
+    pub fn verify_owned(&self, value: Value) -> Result<VerifiedReport, VerifyError> {
+        // The body's canonical form is taken before the tree is taken apart; a failure to
+        // make it is answered where `verify_value` answers it, after the key checks.
+        let canonical = value.get("body").map(canonical_body);
+        // The content, the bulk of the report, is taken out whole and put back once the rest
+        // is read: read through serde, its tree would be rebuilt member by member. Any JSON
+        // is a content (`Value`), so reading `null` in its place fails exactly where the
+        // content would have failed: nowhere.
+        let mut value = value;
+        let content = value
+            .get_mut("body")
+            .and_then(Value::as_object_mut)
+            .and_then(|body| body.get_mut("content"))
+            .map(Value::take);
+        let mut report =
+            SignedReport::deserialize(value).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        if let Some(content) = content {
+            report.body.content = content;
+        }
+        self.verify_read(report, || canonical)
+    }
+
+    /// The checks of [`TrustStore::verify_value`] once the report is read; `canonical` gives
+    /// the received body's canonical bytes and where its content lies in them.
+    fn verify_read(
+        &self,
+        report: SignedReport,
+        canonical: impl FnOnce() -> Option<Result<CanonicalBody, CanonicalError>>,
+    ) -> Result<VerifiedReport, VerifyError> {
         let body = &report.body;
         if body.format != REPORT_FORMAT {
             return Err(VerifyError::Malformed(format!(
@@ -518,12 +678,8 @@ impl TrustStore {
                 branch_id: body.branch_id.clone(),
             });
         }
-        let raw_body = value
-            .get("body")
-            .ok_or_else(|| VerifyError::Malformed("no body".into()))?;
-        // The body's canonical form also holds the content's (JCS is compositional): one
-        // canonicalisation serves the signature and the digest.
-        let (body_bytes, content_at) = canonical::to_canonical_bytes_marking(raw_body, "content")
+        let (body_bytes, content_at) = canonical()
+            .ok_or_else(|| VerifyError::Malformed("no body".into()))?
             .map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let signature =
             signature_from_hex(&report.signature).ok_or(VerifyError::BadBranchSignature)?;
@@ -717,6 +873,102 @@ mod tests {
     }
 
     #[test]
+    fn the_acknowledged_digest_is_that_of_the_acknowledged_content() {
+        // Issue 17: the digest is hashed from the job's members borrowed; it must be the
+        // digest of `acknowledged_content` (REPORT-FORMAT.md §4) for every member set or
+        // not, blanked or kept, and receipts and expense claims present or not.
+        let digest_of_content = |job: &Job| {
+            Digest::of(
+                &canonical::to_canonical_bytes(&acknowledged_content(job).expect("content"))
+                    .expect("canonical"),
+            )
+        };
+        let bare = world().job;
+        let mut full = bare.clone();
+        let by = TechnicianId::new("tech-wang").expect("valid");
+        full.completion = Some(crate::job::Completion {
+            at: Timestamp::from_millis(5),
+            by: by.clone(),
+        });
+        full.report = Some(crate::job::ReportOutcome::Refused {
+            at: Timestamp::from_millis(6),
+            reasons: Vec::new(),
+        });
+        full.timeline.push(crate::job::TimelineEvent {
+            at: Timestamp::from_millis(7),
+            actor: "tech-wang".into(),
+            kind: "note".into(),
+            text: "arrived".into(),
+        });
+        full.notes = "left a card".into();
+        full.visit.check_out = Some(crate::job::CheckOut {
+            at: Timestamp::from_millis(8),
+            by: by.clone(),
+            note: "done".into(),
+        });
+        full.visit.training = Some(crate::job::Training {
+            at: Timestamp::from_millis(9),
+            by: by.clone(),
+            trainees: vec!["Ms Chen".into()],
+            topics: "alarms".into(),
+        });
+        let attachment = |digest: char, kind| crate::job::attachments::AttachmentRef {
+            digest: digest.to_string().repeat(64),
+            kind,
+            media_type: "image/jpeg".into(),
+            size: 10,
+            name: "p.jpg".into(),
+            at: Timestamp::from_millis(10),
+            by: by.clone(),
+        };
+        use crate::job::attachments::AttachmentKind;
+        full.attachments = vec![
+            attachment('a', AttachmentKind::Receipt),
+            attachment('b', AttachmentKind::Before),
+            attachment('c', AttachmentKind::Receipt),
+            attachment('d', AttachmentKind::Signature),
+        ];
+        full.expenses = vec![
+            serde_json::from_value(serde_json::json!({
+                "id": "x1", "date": "2026-03-01", "from": "depot", "to": "site",
+                "category": "taxi", "amount": 4200, "reason": "no bus",
+                "receipt": "a".repeat(64), "by": "tech-wang", "claimed_at": 11,
+                "approved_by": "desk:manager", "approved_at": 12
+            }))
+            .expect("expense"),
+        ];
+        let mut only_receipts = full.clone();
+        only_receipts
+            .attachments
+            .retain(|a| a.kind == AttachmentKind::Receipt);
+        let mut no_acknowledgement = full.clone();
+        no_acknowledgement.acknowledgement = None;
+        for job in [&bare, &full, &only_receipts, &no_acknowledgement] {
+            assert_eq!(
+                acknowledged_digest(job).expect("digest"),
+                digest_of_content(job)
+            );
+        }
+        // And it moves with what is acknowledged, not with what is not.
+        let mut after = full.clone();
+        after
+            .attachments
+            .retain(|a| a.kind != AttachmentKind::Receipt);
+        after.expenses.clear();
+        after.notes = "changed after".into();
+        after.timeline.clear();
+        after.visit.check_out = None;
+        assert_eq!(
+            acknowledged_digest(&full).expect("digest"),
+            acknowledged_digest(&after).expect("digest")
+        );
+        assert_ne!(
+            acknowledged_digest(&full).expect("digest"),
+            acknowledged_digest(&bare).expect("digest")
+        );
+    }
+
+    #[test]
     fn the_same_content_signed_twice_has_the_same_report_id() {
         let w = world();
         let a = signed(&w);
@@ -771,6 +1023,64 @@ mod tests {
             w.trust.verify_json(b"{not json"),
             Err(VerifyError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_report_verified_from_its_owned_tree_answers_as_from_a_borrowed_one() {
+        // Issue 17: `verify_owned` moves the report out of the parsed JSON; every answer,
+        // and the order the checks are made in, is `verify_value`'s.
+        let w = world();
+        let genuine = serde_json::to_value(signed(&w)).expect("value");
+        let stranger = KeyPair::from_seed(&[42; 32]);
+        let mut cases = vec![genuine.clone()];
+        let mut t = |f: &dyn Fn(&mut Value)| {
+            let mut v = genuine.clone();
+            f(&mut v);
+            cases.push(v);
+        };
+        t(&|v| v["body"]["content"]["labour"]["minutes"] = 600.into());
+        t(&|v| v["signature"] = "00".repeat(64).into());
+        t(&|v| v["signature"] = "zz".into());
+        t(&|v| v["body"]["format"] = "fieldsync/report/v0".into());
+        t(&|v| v["body"]["key_id"] = stranger.id().as_str().into());
+        // A number no canonical form holds, with the key unknown or known: the key's answer
+        // comes first, then the canonical form's.
+        t(&|v| {
+            v["body"]["content"]["labour"]["minutes"] = u64::MAX.into();
+            v["body"]["key_id"] = stranger.id().as_str().into();
+        });
+        t(&|v| v["body"]["content"]["labour"]["minutes"] = u64::MAX.into());
+        t(&|v| v["body"]["content"]["extra"] = "smuggled".into());
+        t(&|v| v["body"]["content"] = "not a job".into());
+        t(&|v| v["body"] = Value::Null);
+        t(&|v| {
+            v.as_object_mut().expect("object").remove("body");
+        });
+        t(&|v| *v = Value::Array(Vec::new()));
+        let mut answers = Vec::new();
+        for case in cases {
+            let borrowed = w.trust.verify_value(&case);
+            assert_eq!(w.trust.verify_owned(case), borrowed);
+            answers.push(borrowed.map(|_| ()).map_err(|e| e.code()));
+        }
+        assert_eq!(
+            answers,
+            vec![
+                Ok(()),
+                Err("bad_branch_signature"),
+                Err("bad_branch_signature"),
+                Err("bad_branch_signature"),
+                Err("malformed_report"),
+                Err("unknown_key"),
+                Err("unknown_key"),
+                Err("malformed_report"),
+                Err("bad_branch_signature"),
+                Err("bad_branch_signature"),
+                Err("malformed_report"),
+                Err("malformed_report"),
+                Err("malformed_report"),
+            ]
+        );
     }
 
     #[test]

@@ -360,9 +360,35 @@ pub fn trust_attested(
 /// Device attestations found genuine: the record, key id and signature of each, as checked
 /// against the enrolled key they name. Kept for one audit (or any run over many reports): a
 /// branch's devices attest thousands of reports each with the same statement.
+///
+/// Issue 17: looked up by the attestation's signature (no text is made per report to look it
+/// up), an entry answers only for the very record, key id and branch key it was checked
+/// with, so a different record or key under a known signature is checked, and refused, as
+/// before. An audit also keeps the trust each attestation gave ([`AttestationsChecked::trust`]).
 #[derive(Debug, Default)]
 pub struct AttestationsChecked {
-    genuine: std::collections::HashSet<(String, String)>,
+    genuine: std::collections::HashMap<String, Vec<Genuine>>,
+    trusts: std::collections::HashMap<String, Vec<Trusted>>,
+}
+
+/// One attestation (its signature is the map's key) found signed by `key`.
+#[derive(Debug)]
+struct Genuine {
+    key_id: KeyId,
+    record: fieldsync_shared::report::DeviceRecord,
+    key: PublicKey,
+}
+
+/// What [`trust_attested`] gave for one attestation (its signature is the map's key), its
+/// branch's key as enrolled and a report naming that key.
+#[derive(Debug)]
+struct Trusted {
+    key_id: KeyId,
+    record: fieldsync_shared::report::DeviceRecord,
+    branch: BranchId,
+    /// The branch's enrolled key (the registry's hex), the key the reports named.
+    enrolled: String,
+    trust: TrustStore,
 }
 
 impl AttestationsChecked {
@@ -373,18 +399,78 @@ impl AttestationsChecked {
         attestation: &DeviceAttestation,
         key: &PublicKey,
     ) -> Result<(), VerifyError> {
-        let record = serde_json::to_string(&attestation.record)
-            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
-        let seen = (
-            format!("{}/{}", key.to_hex(), attestation.key_id),
-            format!("{}/{record}", attestation.signature),
-        );
-        if self.genuine.contains(&seen) {
+        let same = |g: &Genuine| {
+            g.key_id == attestation.key_id && &g.key == key && g.record == attestation.record
+        };
+        if self
+            .genuine
+            .get(attestation.signature.as_str())
+            .is_some_and(|found| found.iter().any(same))
+        {
             return Ok(());
         }
         attestation.verify(key)?;
-        self.genuine.insert(seen);
+        self.genuine
+            .entry(attestation.signature.clone())
+            .or_default()
+            .push(Genuine {
+                key_id: attestation.key_id.clone(),
+                record: attestation.record.clone(),
+                key: key.clone(),
+            });
         Ok(())
+    }
+
+    /// [`trust_attested`] with this record of attestations, the trust of a report that names
+    /// its branch's enrolled key (every genuine one) kept with the attestation: a later report
+    /// with the same attestation, branch, enrolled key and named key gets the same trust
+    /// without it being built again (the branch and device keys looked up, the stores
+    /// filled). Anything else is answered by [`trust_attested`] as before.
+    pub fn trust(
+        &mut self,
+        registry: &Registry,
+        attestation: &DeviceAttestation,
+        branch: &BranchId,
+        key_id: &KeyId,
+    ) -> Result<std::borrow::Cow<'_, TrustStore>, VerifyError> {
+        let enrolled = registry.branch(branch).map(|r| r.public_key.as_str());
+        let same = |t: &Trusted| {
+            Some(t.enrolled.as_str()) == enrolled
+                && &t.key_id == key_id
+                && &t.branch == branch
+                && t.record == attestation.record
+        };
+        let found = self
+            .trusts
+            .get(attestation.signature.as_str())
+            .and_then(|kept| kept.iter().position(same));
+        if let Some(at) = found {
+            return Ok(std::borrow::Cow::Borrowed(
+                &self.trusts[attestation.signature.as_str()][at].trust,
+            ));
+        }
+        let trust = trust_attested(registry, attestation, branch, key_id, Some(self))?;
+        // Kept only when the report named the branch's enrolled key: then the trust depends
+        // on nothing but what `same` compares.
+        let own = registry.branch_key(branch);
+        match (own, enrolled) {
+            (Some(own), Some(enrolled)) if own.id() == key_id => {
+                let kept = self
+                    .trusts
+                    .entry(attestation.signature.clone())
+                    .or_default();
+                kept.push(Trusted {
+                    key_id: key_id.clone(),
+                    record: attestation.record.clone(),
+                    branch: branch.clone(),
+                    enrolled: enrolled.to_owned(),
+                    trust,
+                });
+                let last = kept.len() - 1;
+                Ok(std::borrow::Cow::Borrowed(&kept[last].trust))
+            }
+            _ => Ok(std::borrow::Cow::Owned(trust)),
+        }
     }
 }
 
@@ -620,8 +706,12 @@ pub fn audit_report(
     let body = &value["body"];
     let branch = BranchId::deserialize(&body["branch_id"]).map_err(malformed)?;
     let key_id = KeyId::deserialize(&body["key_id"]).map_err(malformed)?;
-    let trust = trust_attested(registry, attestation, &branch, &key_id, Some(checked))?;
-    let verified = trust.verify_value(&value)?;
+    // The job id column against the id as signed, its text: a document id has one bs58check
+    // text (decoding and encoding are inverse), so this is the comparison with the parsed
+    // id written out again, without writing it (issue 17).
+    let job_id_as_signed = body["job_id"].as_str() == Some(row.job_id.as_str());
+    let trust = checked.trust(registry, attestation, &branch, &key_id)?;
+    let verified = trust.verify_owned(value)?;
     let signed = &verified.report.body;
     let same = |column: &'static str, archived: &str, signed: &str| {
         if archived == signed {
@@ -636,7 +726,9 @@ pub fn audit_report(
     };
     same("report_id", &row.report_id, &signed.report_id)?;
     same("branch_id", &row.branch_id, signed.branch_id.as_str())?;
-    same("job_id", &row.job_id, &signed.job_id.to_string())?;
+    if !job_id_as_signed {
+        same("job_id", &row.job_id, &signed.job_id.to_string())?;
+    }
     same(
         "customer_id",
         &row.customer_id,
@@ -653,11 +745,13 @@ pub fn audit_report(
         row.supersedes.as_deref().unwrap_or_default(),
         signed.supersedes.as_deref().unwrap_or_default(),
     )?;
-    same(
-        "signed_at",
-        &row.signed_at.to_string(),
-        &signed.signed_at.as_millis().to_string(),
-    )?;
+    if row.signed_at != signed.signed_at.as_millis() {
+        same(
+            "signed_at",
+            &row.signed_at.to_string(),
+            &signed.signed_at.as_millis().to_string(),
+        )?;
+    }
     let Some(job_doc) = job_doc else {
         return Ok(());
     };
@@ -1753,5 +1847,51 @@ mod tests {
         other_key.record.public_key = KeyPair::from_seed(&[11; 32]).public().to_hex();
         let e = audit(&row, &other_key, None, &mut checked).expect_err("other key");
         assert_eq!(e.code(), "bad_branch_signature", "{e}");
+
+        // The trust kept for an attestation answers only while the branch's enrolled key is
+        // the one it was kept with: the branch enrolled again with another key, the report
+        // (and the attestation) name a key head office no longer trusts.
+        audit(&row, attestation, None, &mut checked).expect("still genuine");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            Store::open(dir.path().join("r.sqlite"), StoreConfig::default()).expect("store");
+        let mut re_enrolled = w.registry.clone();
+        re_enrolled
+            .enroll_branch(
+                &store,
+                BranchRecord {
+                    branch_id: w.branch.clone(),
+                    public_key: KeyPair::from_seed(&[12; 32]).public().to_hex(),
+                    enrolled_at: Timestamp::from_millis(2),
+                },
+            )
+            .wait()
+            .expect("enrolled");
+        let e = audit_report(&re_enrolled, &row, attestation, None, &mut checked)
+            .expect_err("key no longer enrolled");
+        assert_eq!(e.code(), "unknown_key", "{e}");
+        audit(&row, attestation, None, &mut checked).expect("genuine again");
+
+        // The job id and signing time columns, compared without writing the signed ones out.
+        let mut changed = row.clone();
+        changed.job_id = DocumentId::random().to_string();
+        assert!(matches!(
+            audit(&changed, attestation, None, &mut checked),
+            Err(AuditError::Column {
+                column: "job_id",
+                ..
+            })
+        ));
+        let mut changed = row.clone();
+        changed.signed_at += 1;
+        let e = audit(&changed, attestation, None, &mut checked).expect_err("signed_at");
+        assert_eq!(
+            e,
+            AuditError::Column {
+                column: "signed_at",
+                archived: (row.signed_at + 1).to_string(),
+                signed: row.signed_at.to_string(),
+            }
+        );
     }
 }
