@@ -23,7 +23,18 @@ async fn crash_loop_loses_nothing_acknowledged_and_delivers_each_report_once() -
         dir.path().to_owned(),
         seed,
     );
-    let counts = crash_loop::run(config).await?;
+    // An error of the loop itself (a process that did not start, a wait that timed out)
+    // names the seed too, so the run can be replayed, and keeps the databases.
+    let counts = match crash_loop::run(config).await {
+        Ok(counts) => counts,
+        Err(e) => {
+            let kept = dir.keep();
+            return Err(e.context(format!(
+                "crash loop, seed {seed} (FIELDSYNC_CRASH_SEED), data kept in {}",
+                kept.display()
+            )));
+        }
+    };
     eprint!("{counts}");
     let failures = counts.failures();
     if !failures.is_empty() {
