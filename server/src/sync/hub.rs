@@ -133,9 +133,9 @@ impl Hub {
             approvals: approvals.clone(),
             delivered: delivered.clone(),
         };
-        let loaded: Arc<[AtomicUsize]> = (0..count).map(|_| AtomicUsize::new(0)).collect();
-        let dormant: Arc<[AtomicUsize]> = (0..count).map(|_| AtomicUsize::new(0)).collect();
-        let memory: Arc<[AtomicUsize]> = (0..count).map(|_| AtomicUsize::new(0)).collect();
+        let loaded = PerShard::new(count);
+        let dormant = PerShard::new(count);
+        let memory = PerShard::new(count);
         let started = Instant::now();
         // Giving memory back is process-wide: one call at a time, whichever shard asks.
         let releasing = Arc::new(AtomicBool::new(false));
@@ -149,9 +149,9 @@ impl Hub {
                 runtime: runtime.clone(),
                 tx: senders[index].clone(),
                 shards: senders.clone(),
-                loaded: Arc::clone(&loaded),
-                dormant: Arc::clone(&dormant),
-                memory: Arc::clone(&memory),
+                loaded: loaded.clone(),
+                dormant: dormant.clone(),
+                memory: memory.clone(),
                 conns: HashMap::new(),
                 edits: HashMap::new(),
                 next_token: 0,
@@ -286,11 +286,11 @@ struct Worker {
     /// Every shard's channel, this one's included.
     shards: Vec<mpsc::Sender<ToShard>>,
     /// Documents loaded per shard: the gauge is their sum.
-    loaded: Arc<[AtomicUsize]>,
+    loaded: PerShard,
     /// Of those, the dormant ones (saved bytes only).
-    dormant: Arc<[AtomicUsize]>,
+    dormant: PerShard,
     /// What each shard's documents take, as `limits.max_document_memory_mb` counts it.
-    memory: Arc<[AtomicUsize]>,
+    memory: PerShard,
     conns: HashMap<ConnId, tokio_mpsc::Sender<Outbound>>,
     edits: HashMap<u64, oneshot::Sender<Result<Vec<ChangeHash>, LocalEditError>>>,
     next_token: u64,
@@ -342,6 +342,23 @@ impl Release {
             self.last = Instant::now();
         }
         due
+    }
+}
+
+/// One count per shard, shown as their sum: a gauge over the whole node that each shard's
+/// thread updates with its own part.
+#[derive(Clone, Debug)]
+struct PerShard(Arc<[AtomicUsize]>);
+
+impl PerShard {
+    fn new(count: usize) -> Self {
+        Self((0..count).map(|_| AtomicUsize::new(0)).collect())
+    }
+
+    /// Sets shard `index`'s part to `value`; returns the sum over every shard.
+    fn set(&self, index: usize, value: usize) -> usize {
+        self.0[index].store(value, Ordering::Relaxed);
+        self.0.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -443,14 +460,12 @@ impl Worker {
         for effect in effects {
             self.perform(effect);
         }
-        self.loaded[self.index].store(self.engine.loaded_documents(), Ordering::Relaxed);
-        let loaded = self.loaded.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+        let index = self.index;
+        let loaded = self.loaded.set(index, self.engine.loaded_documents());
         set_count(&self.metrics.loaded_documents, loaded);
-        self.dormant[self.index].store(self.engine.dormant_documents(), Ordering::Relaxed);
-        let dormant = self.dormant.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+        let dormant = self.dormant.set(index, self.engine.dormant_documents());
         set_count(&self.metrics.dormant_documents, dormant);
-        self.memory[self.index].store(self.engine.document_memory(), Ordering::Relaxed);
-        let memory = self.memory.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+        let memory = self.memory.set(index, self.engine.document_memory());
         set_count(&self.metrics.document_memory, memory);
         if let Some(arrived) = arrived {
             self.metrics.observe_sync(arrived.elapsed());

@@ -1307,17 +1307,18 @@ impl Engine {
                 format!("{limit} documents loaded (max_loaded_documents)"),
             ));
         }
-        let budget = self.config.max_document_memory?;
-        (self.memory >= budget).then(|| {
-            (
-                "document_memory_full",
-                format!(
-                    "documents take {} KiB of the {} KiB allowed (max_document_memory)",
-                    self.memory / 1024,
-                    budget / 1024
-                ),
-            )
-        })
+        let budget = self
+            .config
+            .max_document_memory
+            .filter(|_| self.memory_full())?;
+        Some((
+            "document_memory_full",
+            format!(
+                "documents take {} KiB of the {} KiB allowed (max_document_memory)",
+                self.memory / 1024,
+                budget / 1024
+            ),
+        ))
     }
 
     /// Whether the documents held take the whole memory budget.
