@@ -2058,6 +2058,12 @@ proptest! {
             "{busy:?}"
         );
         prop_assert_eq!(sim.server().loaded_documents(), 2);
+        // A device asking for a document then is refused the same way.
+        sim.policy.grant(&device_name(2), third, Access::ReadWrite);
+        sim.subscribe(2, third);
+        sim.run_until_quiet();
+        prop_assert_eq!(sim.nodes[SERVER].refused("document_memory_full"), refused + 2);
+        prop_assert_eq!(sim.server().loaded_documents(), 2);
 
         // The first device leaves: its document is idle, leaves at the next tick, and the
         // third can be created.
