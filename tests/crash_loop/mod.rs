@@ -395,7 +395,9 @@ pub async fn run(config: Config) -> anyhow::Result<Counts> {
     )
     .await;
     shared.stop();
-    let mut failed = looped.err();
+    // A task's own error says what went wrong; the kill loop's "a device task stopped"
+    // only says when, so the task's error leads and the loop's becomes its context.
+    let mut failed: Option<anyhow::Error> = None;
     for task in tasks {
         let joined = tokio::time::timeout(config.patience, task)
             .await
@@ -407,6 +409,11 @@ pub async fn run(config: Config) -> anyhow::Result<Counts> {
             failed = Some(e);
         }
     }
+    failed = match (failed, looped) {
+        (Some(task), Err(looped)) => Some(task.context(looped.to_string())),
+        (None, Err(looped)) => Some(looped),
+        (task, Ok(())) => task,
+    };
     if let Some(e) = failed {
         let log = servers
             .lock()

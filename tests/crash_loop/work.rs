@@ -26,8 +26,7 @@ use fieldsync_client::{
 };
 use fieldsync_shared::ids::{DeviceId, DocumentId, TechnicianId};
 use fieldsync_shared::job::doc::Chosen;
-use fieldsync_shared::job::{Job, JobKind, Labour, PartLineId, SignatureMark, Survey};
-use fieldsync_shared::report::acknowledged_content;
+use fieldsync_shared::job::{JobKind, Labour, PartLineId, SignatureMark, Survey};
 use fieldsync_shared::time::Money;
 use tokio::sync::{Notify, RwLock, mpsc};
 
@@ -563,9 +562,9 @@ async fn work_edit(
     Ok(())
 }
 
-/// The lead closes the job: waits until every device of the team holds the same content the
-/// customer will sign, completes the record, takes the acknowledgement and asks the edge to
-/// sign the report.
+/// The lead closes the job: waits until every device of the team holds the same changes of the
+/// job, completes the record, resolves what the merge left unresolved, takes the
+/// acknowledgement and asks the edge to sign the report.
 async fn close(
     shared: &Shared,
     fleet: &[Arc<Member>],
@@ -580,10 +579,14 @@ async fn close(
         .collect();
     let deadline = tokio::time::Instant::now() + shared.patience;
     loop {
-        let mine = signed_content(&me.device, job).await?;
+        // The same changes, not only the same content: two causes written at once read as
+        // the one automerge picks on every device, so the content agrees while the lead,
+        // not yet holding the other's change, sees no conflict to resolve, and the edge
+        // refuses the completion with `unresolved_conflict` (R7).
+        let mine = heads(&me.device, job).await?;
         let mut agree = true;
         for other in &others {
-            if signed_content(&other.device, job).await.ok().as_ref() != Some(&mine) {
+            if heads(&other.device, job).await.ok().as_ref() != Some(&mine) {
                 agree = false;
             }
         }
@@ -677,8 +680,9 @@ async fn close(
     Ok(())
 }
 
-/// What the customer signs, as one device holds the job.
-async fn signed_content(device: &Device, job: DocumentId) -> anyhow::Result<serde_json::Value> {
-    let current: Job = device.job(job).await?;
-    Ok(acknowledged_content(&current)?)
+/// The job's heads on one device, sorted: equal heads are the same changes.
+async fn heads(device: &Device, job: DocumentId) -> anyhow::Result<Vec<ChangeHash>> {
+    let mut heads = device.job_status(job).await?.heads;
+    heads.sort_unstable();
+    Ok(heads)
 }
