@@ -1174,7 +1174,7 @@ impl Engine {
             }
             message.changes = sync::ChunkList::from(entries);
         }
-        if !self.ensure_doc(doc_id, Some(conn)) {
+        if self.ensure_doc(doc_id, Some(conn)).is_err() {
             return;
         }
         // A message naming only heads we hold sets the shared heads to those (automerge and
@@ -1267,11 +1267,11 @@ impl Engine {
 
     // ---- documents ---------------------------------------------------------------------
 
-    /// Makes sure the document is loaded or loading. Returns false (and tells `conn`, if
-    /// any) when the memory limit leaves no room.
-    fn ensure_doc(&mut self, doc_id: DocumentId, conn: Option<ConnId>) -> bool {
+    /// Makes sure the document is loaded or loading. When a limit leaves no room, tells
+    /// `conn` (if any) and returns the limit hit, as a peer and the log read it.
+    fn ensure_doc(&mut self, doc_id: DocumentId, conn: Option<ConnId>) -> Result<(), String> {
         if self.docs.contains_key(&doc_id) || self.wake(doc_id) {
-            return true;
+            return Ok(());
         }
         if self.loaded_documents() >= self.config.max_loaded_documents {
             self.evict_idle(true);
@@ -1288,13 +1288,13 @@ impl Engine {
                 });
                 self.send(conn, &error);
             }
-            return false;
+            return Err(limit);
         }
         self.docs
             .insert(doc_id, DocState::new(DocStatus::Loading, None));
         self.remeasure(doc_id);
         self.out.push(Effect::LoadDoc { doc: doc_id });
-        true
+        Ok(())
     }
 
     /// Why no document can be loaded now, if a limit leaves no room: the refusal's reason and
@@ -1407,7 +1407,7 @@ impl Engine {
         state_needed: bool,
     ) -> bool {
         let outbound = self.peers.get(&conn).is_some_and(|p| p.outbound);
-        if outbound && !self.ensure_doc(doc_id, None) {
+        if outbound && self.ensure_doc(doc_id, None).is_err() {
             return false;
         }
         let Some(peer) = self.peers.get_mut(&conn) else {
@@ -2051,13 +2051,11 @@ impl Engine {
     // ---- local edits and subscriptions -------------------------------------------------
 
     fn on_edit(&mut self, doc_id: DocumentId, edit: LocalEdit, token: u64) {
-        if !self.ensure_doc(doc_id, None) {
+        if let Err(limit) = self.ensure_doc(doc_id, None) {
             self.out.push(Effect::EditDone {
                 token,
                 doc: doc_id,
-                result: Err(LocalEditError::Busy(
-                    self.busy().map(|(_, limit)| limit).unwrap_or_default(),
-                )),
+                result: Err(LocalEditError::Busy(limit)),
             });
             return;
         }
