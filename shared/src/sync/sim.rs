@@ -806,6 +806,14 @@ impl Sim {
         self.schedule(at, Event::Reconnect { client, generation });
     }
 
+    /// Takes `client` offline and breaks its connection (it does not reconnect until
+    /// brought online and connected again).
+    fn go_offline(&mut self, client: usize) {
+        self.nodes[client].online = false;
+        let conn = self.nodes[client].conn.expect("connected");
+        self.break_conn(conn);
+    }
+
     /// Breaks a connection: frames in flight are lost and each side learns it soon.
     fn break_conn(&mut self, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -1871,9 +1879,7 @@ proptest! {
             order.swap(i, sim.rng.below(i as u64 + 1) as usize);
         }
         for (left, &client) in order.iter().enumerate() {
-            sim.nodes[client].online = false;
-            let conn = sim.nodes[client].conn.expect("connected");
-            sim.break_conn(conn);
+            sim.go_offline(client);
             sim.run_until_quiet();
             sim.now += idle + 1;
             sim.tick(SERVER);
@@ -1936,9 +1942,7 @@ proptest! {
         // Every client leaves; before the dormant time nothing sleeps, after it the document
         // does, and it is still one loaded document.
         for client in 1..=clients {
-            sim.nodes[client].online = false;
-            let conn = sim.nodes[client].conn.expect("connected");
-            sim.break_conn(conn);
+            sim.go_offline(client);
         }
         sim.run_until_quiet();
         sim.tick(SERVER);
@@ -1972,9 +1976,7 @@ proptest! {
 
         // It sleeps again once the client leaves, a desk edit wakes it, and the idle time
         // evicts it, dormant or not.
-        sim.nodes[1].online = false;
-        let conn = sim.nodes[1].conn.expect("connected");
-        sim.break_conn(conn);
+        sim.go_offline(1);
         sim.run_until_quiet();
         sim.now += 101;
         sim.tick(SERVER);
@@ -2067,9 +2069,7 @@ proptest! {
 
         // The first device leaves: its document is idle, leaves at the next tick, and the
         // third can be created.
-        sim.nodes[1].online = false;
-        let conn = sim.nodes[1].conn.expect("connected");
-        sim.break_conn(conn);
+        sim.go_offline(1);
         sim.run_until_quiet();
         sim.tick(SERVER);
         prop_assert_eq!(sim.server().loaded_documents(), 1);
@@ -2119,9 +2119,7 @@ proptest! {
         let doc_size = sim.durable_doc(SERVER, doc).save().len();
 
         // Disconnect; both sides store their sync state. The technician works offline.
-        sim.nodes[1].online = false;
-        let old = sim.nodes[1].conn.expect("connected");
-        sim.break_conn(old);
+        sim.go_offline(1);
         sim.run_until_quiet();
         prop_assert!(sim.nodes[SERVER].disk.sync_states.keys().any(|(d, _)| *d == doc));
         prop_assert!(sim.nodes[1].disk.sync_states.keys().any(|(d, _)| *d == doc));
