@@ -714,4 +714,33 @@ mod tests {
         let e = Config::load(None, env).expect_err("no shard at all");
         assert!(e.to_string().contains("hub_shards"), "{e}");
     }
+
+    /// Issue 17: the byte budget for documents is 1,024 MiB unless the file or the
+    /// environment says otherwise; 0 turns it off; a value that is no count is refused,
+    /// naming the variable.
+    #[test]
+    fn the_document_memory_budget_comes_from_the_file_or_the_environment() {
+        let c = Config::load(None, []).expect("defaults");
+        assert_eq!(c.limits.max_document_memory(), Some(1024 * 1024 * 1024));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fieldsync.toml");
+        std::fs::write(&path, "[limits]\nmax_document_memory_mb = 64\n").expect("write");
+        let c = Config::load(Some(&path), []).expect("valid");
+        assert_eq!(c.limits.max_document_memory(), Some(64 * 1024 * 1024));
+        let env = [(
+            "FIELDSYNC_MAX_DOCUMENT_MEMORY_MB".to_owned(),
+            "0".to_owned(),
+        )];
+        let c = Config::load(Some(&path), env).expect("valid");
+        assert_eq!(c.limits.max_document_memory(), None);
+        let env = [(
+            "FIELDSYNC_MAX_DOCUMENT_MEMORY_MB".to_owned(),
+            "1G".to_owned(),
+        )];
+        let e = Config::load(None, env).expect_err("not a count");
+        assert!(
+            e.to_string().contains("FIELDSYNC_MAX_DOCUMENT_MEMORY_MB"),
+            "{e}"
+        );
+    }
 }

@@ -415,6 +415,34 @@ mod tests {
         assert!(matches!(feed.try_recv(), Err(TryRecvError::Empty)));
     }
 
+    /// A burst stops at [`BURST`] documents: what is queued behind it waits for the next
+    /// call, whole.
+    #[test]
+    fn a_burst_stops_at_its_cap_and_leaves_the_rest_queued() {
+        let (tx, mut feed) = broadcast::channel(2 * BURST);
+        let doc = |n: usize| {
+            let mut bytes = [0; 16];
+            bytes[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            DocumentId::from_bytes(bytes)
+        };
+        for n in 0..=BURST {
+            let change = ApprovalsChange {
+                doc: doc(n),
+                stamp: None,
+                seq: Some(n as i64),
+                completion_pending: false,
+            };
+            tx.send(change).expect("a receiver");
+        }
+        let first = feed.try_recv().expect("queued");
+        let (burst, lagged) = coalesce(first, &mut feed);
+        assert_eq!(burst.len(), BURST);
+        assert_eq!(lagged, None);
+        let next = feed.try_recv().expect("the rest stays queued");
+        assert_eq!(next.doc, doc(BURST));
+        assert!(matches!(feed.try_recv(), Err(TryRecvError::Empty)));
+    }
+
     /// A feed that dropped changes while drained says so: the worker then reads everything
     /// changed after its watermark, as when `recv` reports the lag.
     #[test]
