@@ -395,21 +395,21 @@ pub async fn run(config: Config) -> anyhow::Result<Counts> {
     )
     .await;
     shared.stop();
-    // A task's own error says what went wrong; the kill loop's "a device task stopped"
-    // only says when, so the task's error leads and the loop's becomes its context.
-    let mut failed: Option<anyhow::Error> = None;
+    let mut task_failed = None;
     for task in tasks {
         let joined = tokio::time::timeout(config.patience, task)
             .await
             .context("a device task did not stop")
             .and_then(|joined| joined.context("a device task panicked")?);
         if let Err(e) = joined
-            && failed.is_none()
+            && task_failed.is_none()
         {
-            failed = Some(e);
+            task_failed = Some(e);
         }
     }
-    failed = match (failed, looped) {
+    // A task's own error says what went wrong; the kill loop's "a device task stopped"
+    // only says when, so the task's error leads and the loop's becomes its context.
+    let failed = match (task_failed, looped) {
         (Some(task), Err(looped)) => Some(task.context(looped.to_string())),
         (None, Err(looped)) => Some(looped),
         (task, Ok(())) => task,

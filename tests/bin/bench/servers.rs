@@ -343,7 +343,6 @@ impl Server {
         self.status_kib("VmHWM:")
     }
 
-    /// The median of a few RSS readings once allocations settle.
     /// Waits until the server's process is idle (under 10% of a core over half a second),
     /// at most `max`; returns how long it was busy. A server digests an upload after it
     /// acknowledged it (fieldsync: the desk's records and the signer read each changed job),
@@ -364,6 +363,7 @@ impl Server {
         Ok(started.elapsed())
     }
 
+    /// The median of a few RSS readings once allocations settle.
     pub async fn settled_rss_kib(&self) -> anyhow::Result<u64> {
         let mut readings = Vec::new();
         for _ in 0..5 {
